@@ -1,1 +1,151 @@
-fn main() {}
+//! The `driftless` command: parse the CLI, load and validate the config, init logging, run one
+//! subcommand. Exit codes: 0 ok, 1 failure, 2 invalid config or preflight problems, 3 refusal
+//! about the slot/checkpoint state.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use driftless::capture::{self, Health};
+use driftless::config;
+use driftless::error::Classify;
+
+#[derive(Parser)]
+#[command(
+    name = "driftless",
+    version,
+    about = "Postgres change-data-capture to Kafka"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "DRIFTLESS_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the config and check Postgres and Kafka; prints every problem.
+    Check {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Snapshot (first run), then stream changes to Kafka until interrupted.
+    Capture {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DRIFTLESS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load(path: &Path) -> Result<config::ValidConfig, ExitCode> {
+    config::load(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Check { config } => check(&config).await,
+            Command::Capture { config } => run_capture(&config).await,
+        }
+    })
+}
+
+async fn check(path: &Path) -> ExitCode {
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let findings = driftless::check::preflight(&cfg).await;
+    if findings.is_empty() {
+        println!("ok: config valid, postgres and kafka ready");
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("{} problem(s):", findings.len());
+    for f in &findings {
+        eprintln!("  - [{}] {}", f.system, f.message);
+        if let Some(h) = &f.hint {
+            eprintln!("    hint: {h}");
+        }
+    }
+    ExitCode::from(2)
+}
+
+async fn run_capture(path: &Path) -> ExitCode {
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let health = Arc::new(Health::default());
+    if let Some(addr) = cfg.metrics_listen {
+        match driftless::metrics::install() {
+            Ok(handle) => {
+                let health = health.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = driftless::metrics::serve(addr, handle, health).await {
+                        tracing::error!(%addr, error = %e, "metrics endpoint failed");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "metrics recorder not installed"),
+        }
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutdown requested");
+        let _ = stop_tx.send(true);
+    });
+    match capture::run(&cfg, stop_rx, health).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "capture stopped");
+            eprintln!("error: {e}");
+            if let Some(h) = e.hint() {
+                eprintln!("hint: {h}");
+            }
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

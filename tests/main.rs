@@ -1,1 +1,7 @@
+//! Integration tests: the real `driftless` binary against a real PostgreSQL 15 and a real
+//! Kafka-protocol broker (tansu) over TCP. One test per behaviour, named for it.
 
+mod support;
+
+mod capture;
+mod contract;

@@ -1,0 +1,1070 @@
+//! Capture: Postgres WAL (pgoutput) → normalized change events → Kafka.
+//!
+//! Owns the capture session: preflight, publication, slot life cycle against driftless's own
+//! checkpoint, the initial snapshot, and the streaming loop. Invariants:
+//! - **flush LSN = low watermark**: Postgres is told a position only when every event of every
+//!   transaction up to it was acknowledged by Kafka ([`progress::Progress`]), and only after the
+//!   checkpoint holding it is durable;
+//! - the slot is never created silently over an existing history: a missing, invalidated or
+//!   re-created slot, or one whose `confirmed_flush_lsn` is ahead of the checkpoint, stops
+//!   capture with a message and a hint (exit code 3);
+//! - transactions whose commit precedes the resume point are skipped (the slot can go back
+//!   after a server crash), so re-sent events are only ever those not yet acknowledged, and
+//!   they are byte-identical to their first copy;
+//! - every queue is bounded: at most `max_in_flight_events` events await Kafka acks; while
+//!   that many are pending no WAL is read, but status updates keep flowing;
+//! - transient faults (Postgres or Kafka unreachable) restart the session with backoff from
+//!   the checkpoint; nothing is acknowledged past what Kafka holds.
+//!
+//! The streaming loop is one `select!` with priorities: shutdown, Kafka acks, status timer,
+//! heartbeat timer, then new WAL.
+
+pub mod normalize;
+pub mod progress;
+pub mod value;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use rdkafka::producer::FutureProducer;
+use tokio::sync::watch;
+use tokio_postgres::Client;
+
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, Phase};
+use crate::config::{Envelope, SnapshotMode, ValidConfig};
+use crate::error::{Classify, ErrorClass};
+use crate::event::{ChangeEvent, MessagePayload, Op, TruncatePayload};
+use crate::kafka::{self, Enqueued, KafkaFailure, Outgoing};
+use crate::lsn::Lsn;
+use crate::pgoutput::{self, DecodeContext, Message};
+use crate::postgres::SourceError;
+use crate::postgres::catalog::{self, TableMeta};
+use crate::postgres::connect::{ConnectParams, connect_sql};
+use crate::postgres::error::PgError;
+use crate::postgres::replication::{ReplicationConnection, ReplicationMessage, ReplicationStream};
+use crate::postgres::snapshot::SnapshotReader;
+use normalize::{ColumnInfo, Images, RelationInfo, TxnContext};
+use progress::{Progress, UnitId};
+use value::PgType;
+
+/// Prefix of the heartbeat messages driftless emits; they advance the slot and are not
+/// published.
+pub const HEARTBEAT_PREFIX: &str = "driftless.heartbeat";
+
+/// Exit code for refusals about the slot or checkpoint state (distinct from other failures).
+pub const EXIT_SOURCE_STATE: i32 = 3;
+
+/// A capture failure, classified.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// Postgres side.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// Kafka side.
+    #[error(transparent)]
+    Kafka(#[from] KafkaFailure),
+    /// Local checkpoint.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The source URL could not be read.
+    #[error("source url: {0}")]
+    Url(String),
+    /// The server sent something driftless did not ask for or cannot decode.
+    #[error("replication stream: {0}")]
+    Protocol(String),
+}
+
+impl From<PgError> for CaptureError {
+    fn from(e: PgError) -> Self {
+        CaptureError::Source(SourceError::Pg(e))
+    }
+}
+
+impl Classify for CaptureError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            CaptureError::Source(e) => e.class(),
+            CaptureError::Kafka(e) => e.class(),
+            CaptureError::Checkpoint(_) | CaptureError::Url(_) | CaptureError::Protocol(_) => {
+                ErrorClass::Fatal
+            }
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            CaptureError::Source(e) => e.hint(),
+            CaptureError::Kafka(e) => e.hint(),
+            CaptureError::Checkpoint(_) => {
+                Some("check capture.state_dir is writable and on a durable disk".into())
+            }
+            CaptureError::Url(_) => {
+                Some("export the variable named by source.url_env (or fix source.url_file)".into())
+            }
+            CaptureError::Protocol(_) => None,
+        }
+    }
+}
+
+impl CaptureError {
+    /// The process exit code for this (fatal) error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CaptureError::Source(SourceError::Refused { .. }) => EXIT_SOURCE_STATE,
+            _ => 1,
+        }
+    }
+}
+
+/// Shared, observable capture state (for `/healthz`).
+#[derive(Debug, Default)]
+pub struct Health {
+    /// True while a session is streaming.
+    pub streaming: AtomicBool,
+}
+
+/// Exponential backoff with full jitter.
+struct Backoff {
+    next_ms: u64,
+}
+
+impl Backoff {
+    const FIRST_MS: u64 = 250;
+    const MAX_MS: u64 = 30_000;
+
+    fn new() -> Self {
+        Backoff {
+            next_ms: Self::FIRST_MS,
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        let cap = self.next_ms;
+        self.next_ms = (self.next_ms * 2).min(Self::MAX_MS);
+        Duration::from_millis(cap / 2 + rand::random_range(0..=cap / 2))
+    }
+}
+
+/// Runs capture until `shutdown` turns true or a fatal error occurs; transient errors restart
+/// the session with backoff.
+pub async fn run(
+    cfg: &ValidConfig,
+    mut shutdown: watch::Receiver<bool>,
+    health: Arc<Health>,
+) -> Result<(), CaptureError> {
+    let mut backoff = Backoff::new();
+    loop {
+        let started = Instant::now();
+        let result = Session::run(cfg, &mut shutdown, &health).await;
+        health.streaming.store(false, Ordering::Relaxed);
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if e.class() == ErrorClass::Transient => {
+                if started.elapsed() > Duration::from_secs(60) {
+                    backoff = Backoff::new();
+                }
+                let wait = backoff.next();
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
+                    "capture interrupted by a transient fault; resuming from the checkpoint");
+                metrics::counter!("driftless_capture_restarts_total").increment(1);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+type Delivery = Pin<Box<dyn Future<Output = (UnitId, Result<(), KafkaFailure>)> + Send>>;
+
+/// The in-progress transaction.
+struct OpenTxn {
+    unit: UnitId,
+    ctx: TxnContext,
+    commit_ms: i64,
+    /// Already acknowledged before the resume point: decode nothing, send nothing.
+    skip: bool,
+}
+
+/// One connection's worth of capture.
+struct Session<'a> {
+    cfg: &'a ValidConfig,
+    params: ConnectParams,
+    sql: Client,
+    producer: FutureProducer,
+    database: String,
+    progress: Progress,
+    inflight: FuturesUnordered<Delivery>,
+    relations: HashMap<u32, RelationInfo>,
+    types: HashMap<u32, PgType>,
+    store: CheckpointStore,
+    checkpoint: Checkpoint,
+}
+
+async fn connect(cfg: &ValidConfig) -> Result<(ConnectParams, Client), CaptureError> {
+    let url = cfg.source_url.read().map_err(CaptureError::Url)?;
+    let params = ConnectParams::from_url(&url)?;
+    let sql = connect_sql(&params).await?;
+    Ok((params, sql))
+}
+
+/// Preflight + publication; returns the database name and the tables' metadata.
+pub async fn prepare_source(
+    cfg: &ValidConfig,
+    sql: &Client,
+) -> Result<(String, Vec<TableMeta>), CaptureError> {
+    let facts = catalog::server_facts(sql).await?;
+    let problems = catalog::preflight_problems(&facts);
+    if !problems.is_empty() {
+        let (messages, hints): (Vec<_>, Vec<_>) = problems.into_iter().unzip();
+        return Err(SourceError::Refused {
+            message: messages.join("; "),
+            hint: hints.join("; "),
+        }
+        .into());
+    }
+    let tables = catalog::tables(sql, &cfg.tables).await?;
+    Ok((facts.database, tables))
+}
+
+/// Topics capture writes to.
+pub fn topics(cfg: &ValidConfig) -> Vec<String> {
+    let mut t: Vec<String> = cfg
+        .tables
+        .iter()
+        .map(|t| cfg.topic_for(&t.schema, &t.name))
+        .collect();
+    t.push(cfg.messages_topic());
+    t
+}
+
+impl<'a> Session<'a> {
+    async fn run(
+        cfg: &'a ValidConfig,
+        shutdown: &mut watch::Receiver<bool>,
+        health: &Health,
+    ) -> Result<(), CaptureError> {
+        let (params, sql) = connect(cfg).await?;
+        let (database, tables) = prepare_source(cfg, &sql).await?;
+        catalog::ensure_publication(&sql, &cfg.publication, &cfg.tables).await?;
+        kafka::ensure_topics(
+            &cfg.brokers,
+            &cfg.librdkafka,
+            &topics(cfg),
+            cfg.partitions,
+            cfg.replication_factor,
+        )
+        .await?;
+        let producer = kafka::producer(&cfg.brokers, &cfg.librdkafka, cfg.max_in_flight_events)?;
+        let mut repl = ReplicationConnection::connect(&params).await?;
+        let system = repl.identify_system().await?;
+        let store = CheckpointStore::new(&cfg.state_dir, &cfg.slot);
+        let fresh = Checkpoint {
+            version: 1,
+            system_id: system.system_id.clone(),
+            database: database.clone(),
+            slot: cfg.slot.clone(),
+            phase: Phase::Creating,
+            consistent_point: Lsn::ZERO,
+            flushed_lsn: Lsn::ZERO,
+        };
+        let mut session = Session {
+            cfg,
+            params,
+            sql,
+            producer,
+            database,
+            progress: Progress::new(Lsn::ZERO),
+            inflight: FuturesUnordered::new(),
+            relations: HashMap::new(),
+            types: HashMap::new(),
+            checkpoint: fresh,
+            store,
+        };
+        let resume = session.resume_point(&mut repl, &tables).await?;
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        session.progress = Progress::new(resume);
+        let publication = format!("\"{}\"", cfg.publication);
+        let stream = repl
+            .start_logical(
+                &cfg.slot,
+                resume,
+                &[
+                    ("proto_version", "1"),
+                    ("publication_names", publication.as_str()),
+                    ("messages", "true"),
+                ],
+            )
+            .await?;
+        // START_REPLICATION silently starts at max(requested, confirmed_flush_lsn): make sure
+        // nobody moved the slot between our check and the start.
+        session.check_slot_not_ahead(resume).await?;
+        tracing::info!(slot = %cfg.slot, lsn = %resume, "replication started");
+        health.streaming.store(true, Ordering::Relaxed);
+        session.stream(stream, resume, shutdown).await
+    }
+
+    /// Decides where to stream from, creating the slot (and snapshotting) on a first start.
+    async fn resume_point(
+        &mut self,
+        repl: &mut ReplicationConnection,
+        tables: &[TableMeta],
+    ) -> Result<Lsn, CaptureError> {
+        let cfg = self.cfg;
+        let slot = catalog::slot_state(&self.sql, &cfg.slot).await?;
+        let saved = self.store.load()?;
+        let refuse = |message: String, hint: String| -> CaptureError {
+            SourceError::Refused { message, hint }.into()
+        };
+        if let Some(cp) = &saved
+            && (cp.system_id != self.checkpoint.system_id || cp.database != self.database)
+        {
+            return Err(refuse(
+                format!(
+                    "checkpoint {} belongs to cluster {} database {}, not to this server's \
+                     cluster {} database {}",
+                    self.store.path().display(),
+                    cp.system_id,
+                    cp.database,
+                    self.checkpoint.system_id,
+                    self.database
+                ),
+                "point capture.state_dir at this source's own state, or move the old \
+                 checkpoint away to start a new capture (with a new snapshot)"
+                    .into(),
+            ));
+        }
+        match (saved, slot) {
+            (Some(cp), Some(state)) if cp.phase == Phase::Streaming => {
+                self.checkpoint = cp;
+                let cp = &self.checkpoint;
+                if state.slot_type != "logical"
+                    || state.plugin.as_deref() != Some("pgoutput")
+                    || state.database.as_deref() != Some(self.database.as_str())
+                {
+                    return Err(refuse(
+                        format!(
+                            "slot {} is not a pgoutput slot of database {}",
+                            cfg.slot, cp.database
+                        ),
+                        "choose another source.slot".into(),
+                    ));
+                }
+                if state.wal_status.as_deref() == Some("lost") {
+                    return Err(refuse(
+                        format!(
+                            "slot {} has been invalidated (wal_status = lost): the WAL after \
+                             {} was removed and those changes cannot be captured",
+                            cfg.slot, cp.flushed_lsn
+                        ),
+                        format!(
+                            "raise max_slot_wal_keep_size; then drop the slot and remove {} to \
+                             start over with a new snapshot",
+                            self.store.path().display()
+                        ),
+                    ));
+                }
+                match state.confirmed_flush_lsn {
+                    Some(confirmed) if confirmed > cp.flushed_lsn => Err(refuse(
+                        format!(
+                            "slot {} confirmed_flush_lsn {confirmed} is ahead of driftless's \
+                             checkpoint {}: the slot was advanced or re-created by someone else, \
+                             and the changes in between would be lost",
+                            cfg.slot, cp.flushed_lsn
+                        ),
+                        format!(
+                            "if that loss is acceptable, remove {} and drop the slot to start \
+                             over with a new snapshot",
+                            self.store.path().display()
+                        ),
+                    )),
+                    _ => Ok(cp.flushed_lsn),
+                }
+            }
+            (Some(cp), None) if cp.phase == Phase::Streaming => Err(refuse(
+                format!(
+                    "replication slot {} is missing, but driftless streamed from it up to {}: \
+                     it was dropped, and changes after that point cannot be recovered from it",
+                    cfg.slot, cp.flushed_lsn
+                ),
+                format!(
+                    "driftless never re-creates a slot silently; to start over with a new \
+                     snapshot, remove {}",
+                    self.store.path().display()
+                ),
+            )),
+            (None, Some(_)) => Err(refuse(
+                format!(
+                    "replication slot {} exists but driftless has no checkpoint for it ({})",
+                    cfg.slot,
+                    self.store.path().display()
+                ),
+                format!(
+                    "if the slot is not driftless's, choose another source.slot; if driftless's \
+                     state was lost, drop it (SELECT pg_drop_replication_slot('{}')) to start \
+                     over with a new snapshot",
+                    cfg.slot
+                ),
+            )),
+            (saved, existing) => {
+                // First start, or a start interrupted before streaming began: (re)create.
+                if saved.is_some() && existing.is_some() {
+                    tracing::info!(slot = %cfg.slot, "dropping the slot of an unfinished start");
+                    catalog::drop_slot(&self.sql, &cfg.slot).await?;
+                }
+                self.first_start(repl, tables).await
+            }
+        }
+    }
+
+    async fn check_slot_not_ahead(&self, resume: Lsn) -> Result<(), CaptureError> {
+        let state = catalog::slot_state(&self.sql, &self.cfg.slot).await?;
+        match state.and_then(|s| s.confirmed_flush_lsn) {
+            Some(c) if c > resume => Err(SourceError::Refused {
+                message: format!(
+                    "slot {} moved to {c} while driftless was starting at {resume}",
+                    self.cfg.slot
+                ),
+                hint: "another process uses this slot; stop it".into(),
+            }
+            .into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn first_start(
+        &mut self,
+        repl: &mut ReplicationConnection,
+        tables: &[TableMeta],
+    ) -> Result<Lsn, CaptureError> {
+        let cfg = self.cfg;
+        self.checkpoint.phase = Phase::Creating;
+        self.store.store(&self.checkpoint)?;
+        let export = cfg.snapshot == SnapshotMode::Initial;
+        let created = repl.create_logical_slot(&cfg.slot, export).await?;
+        tracing::info!(slot = %cfg.slot, consistent_point = %created.consistent_point,
+            "replication slot created");
+        self.checkpoint.consistent_point = created.consistent_point;
+        self.checkpoint.flushed_lsn = created.consistent_point;
+        if let (true, Some(name)) = (export, created.snapshot_name.as_deref()) {
+            self.checkpoint.phase = Phase::Snapshotting;
+            self.store.store(&self.checkpoint)?;
+            self.snapshot(name, created.consistent_point, tables)
+                .await?;
+        }
+        self.checkpoint.phase = Phase::Streaming;
+        self.store.store(&self.checkpoint)?;
+        Ok(created.consistent_point)
+    }
+
+    async fn relation_from_meta(&mut self, t: &TableMeta) -> Result<RelationInfo, CaptureError> {
+        let mut columns = Vec::with_capacity(t.columns.len());
+        for c in &t.columns {
+            let ty = self.resolve_type(c.type_oid).await?;
+            columns.push(ColumnInfo {
+                name: c.name.clone(),
+                type_oid: c.type_oid,
+                ty,
+            });
+        }
+        Ok(RelationInfo::new(
+            t.oid,
+            t.name.schema.clone(),
+            t.name.name.clone(),
+            self.cfg.topic_for(&t.name.schema, &t.name.name),
+            columns,
+            &t.key_columns,
+            &[],
+        ))
+    }
+
+    async fn resolve_type(&mut self, oid: u32) -> Result<PgType, CaptureError> {
+        if let Some(t) = self.types.get(&oid) {
+            return Ok(t.clone());
+        }
+        let t = catalog::resolve_type(&self.sql, oid).await?;
+        self.types.insert(oid, t.clone());
+        Ok(t)
+    }
+
+    /// Reads every table in the exported snapshot and publishes `r` events; returns once Kafka
+    /// acknowledged all of them.
+    async fn snapshot(
+        &mut self,
+        snapshot_name: &str,
+        consistent_point: Lsn,
+        tables: &[TableMeta],
+    ) -> Result<(), CaptureError> {
+        let started = chrono::Utc::now();
+        let commit_ts = started.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+        let commit_ms = started.timestamp_millis();
+        let mut rels = Vec::new();
+        for t in tables {
+            rels.push(self.relation_from_meta(t).await?);
+        }
+        // A connection of its own: the snapshot transaction must not share the catalog one.
+        let sql = connect_sql(&self.params).await?;
+        let reader =
+            SnapshotReader::begin(&sql, snapshot_name, self.cfg.snapshot_chunk_rows).await?;
+        let unit = self.progress.open();
+        for (meta, rel) in tables.iter().zip(&rels) {
+            let total = reader.count(meta).await?;
+            let mut report = SnapshotProgress::new(&meta.name.to_string(), total);
+            let mut ctx = TxnContext {
+                db: self.database.clone(),
+                commit_lsn: consistent_point,
+                xid: None,
+                commit_ts: commit_ts.clone(),
+                origin: None,
+                ordinal: 0,
+                snapshot: true,
+            };
+            let mut cursor = reader.open(meta).await?;
+            while let Some(rows) = cursor.next_chunk().await? {
+                for row in &rows {
+                    let mut after = crate::event::Row::with_capacity(rel.columns.len());
+                    for (i, col) in rel.columns.iter().enumerate() {
+                        let v = match row.get(i) {
+                            Some(s) => value::text_to_json(&col.ty, s),
+                            None => serde_json::Value::Null,
+                        };
+                        after.insert(col.name.clone(), v);
+                    }
+                    let images = Images {
+                        key: normalize::key_of(rel, &after),
+                        before: None,
+                        after: Some(after),
+                        unchanged_toast: vec![],
+                    };
+                    let ev = ctx.event(rel, consistent_point, Op::Read, images);
+                    self.send(unit, &rel.topic, &ev, commit_ms).await?;
+                }
+                report.advance(rows.len() as u64);
+                // Drain acks that are ready so the in-flight window keeps moving.
+                self.drain_ready()?;
+            }
+            report.finish();
+        }
+        reader.finish().await?;
+        self.progress.close(unit, consistent_point);
+        while let Some((u, r)) = self.inflight.next().await {
+            r?;
+            self.progress.acked(u);
+        }
+        tracing::info!(
+            tables = tables.len(),
+            "snapshot complete and acknowledged by kafka"
+        );
+        Ok(())
+    }
+
+    fn drain_ready(&mut self) -> Result<(), CaptureError> {
+        use futures::FutureExt;
+        while let Some(Some((u, r))) = self.inflight.next().now_or_never() {
+            r?;
+            self.progress.acked(u);
+        }
+        Ok(())
+    }
+
+    /// Hands one event to Kafka (waiting for acks while the in-flight window is full).
+    async fn send(
+        &mut self,
+        unit: UnitId,
+        topic: &str,
+        ev: &ChangeEvent,
+        timestamp_ms: i64,
+    ) -> Result<(), CaptureError> {
+        let payload = match self.cfg.envelope {
+            Envelope::Driftless => ev.to_json(),
+            Envelope::Debezium => serde_json::to_vec(&ev.to_debezium(&self.cfg.topic_prefix))
+                .expect("json values serialize"),
+        };
+        let key = ev.kafka_key();
+        self.produce(unit, topic, key.as_deref(), Some(&payload), timestamp_ms)
+            .await?;
+        if self.cfg.envelope == Envelope::Debezium && ev.op == Op::Delete {
+            // Debezium follows a delete with a tombstone so compacted topics drop the key.
+            self.produce(unit, topic, key.as_deref(), None, timestamp_ms)
+                .await?;
+        }
+        metrics::counter!("driftless_capture_events_total").increment(1);
+        Ok(())
+    }
+
+    async fn produce(
+        &mut self,
+        unit: UnitId,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        timestamp_ms: i64,
+    ) -> Result<(), CaptureError> {
+        let out = Outgoing {
+            topic,
+            key,
+            payload,
+            timestamp_ms,
+        };
+        loop {
+            if self.progress.in_flight() as usize >= self.cfg.max_in_flight_events {
+                self.wait_one_ack().await?;
+                continue;
+            }
+            match kafka::enqueue(&self.producer, &out)? {
+                Enqueued::Ok(f) => {
+                    self.progress.sent(unit);
+                    self.inflight
+                        .push(Box::pin(async move { (unit, kafka::delivered(f).await) }));
+                    return Ok(());
+                }
+                Enqueued::QueueFull => self.wait_one_ack().await?,
+            }
+        }
+    }
+
+    async fn wait_one_ack(&mut self) -> Result<(), CaptureError> {
+        match self.inflight.next().await {
+            Some((u, r)) => {
+                r?;
+                self.progress.acked(u);
+            }
+            None => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+        Ok(())
+    }
+
+    /// Stores the checkpoint (if it moved) and tells Postgres the flushable LSN.
+    async fn send_status(
+        &mut self,
+        stream: &mut ReplicationStream,
+        received: Lsn,
+        reply: bool,
+    ) -> Result<(), CaptureError> {
+        let flush = self.progress.flushable();
+        if flush > self.checkpoint.flushed_lsn {
+            self.checkpoint.flushed_lsn = flush;
+            self.store.store(&self.checkpoint)?;
+        }
+        let flush = self.checkpoint.flushed_lsn;
+        stream
+            .send_status(received.max(flush), flush, flush, reply)
+            .await?;
+        metrics::gauge!("driftless_capture_acked_lsn").set(flush.as_u64() as f64);
+        metrics::gauge!("driftless_capture_replication_lag_bytes")
+            .set(received.as_u64().saturating_sub(flush.as_u64()) as f64);
+        metrics::gauge!("driftless_capture_in_flight_events").set(self.progress.in_flight() as f64);
+        Ok(())
+    }
+
+    async fn stream(
+        &mut self,
+        mut stream: ReplicationStream,
+        resume: Lsn,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), CaptureError> {
+        let cfg = self.cfg;
+        let mut status = tokio::time::interval(Duration::from_millis(cfg.status_interval_ms));
+        status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let heartbeat_ms = cfg.heartbeat_interval_ms.unwrap_or(3_600_000);
+        let mut heartbeat = tokio::time::interval(Duration::from_millis(heartbeat_ms));
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat.tick().await;
+        let mut received = resume;
+        let mut txn: Option<OpenTxn> = None;
+        let decode_ctx = DecodeContext {
+            proto_version: 1,
+            in_stream: false,
+        };
+        let mut rate = RateMeter::new();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {
+                    // Wait (bounded) for outstanding acks so the final status covers them.
+                    let deadline = tokio::time::sleep(Duration::from_secs(10));
+                    tokio::pin!(deadline);
+                    while !self.inflight.is_empty() {
+                        tokio::select! {
+                            Some((u, r)) = self.inflight.next() => { r?; self.progress.acked(u); }
+                            _ = &mut deadline => break,
+                        }
+                    }
+                    self.send_status(&mut stream, received, false).await?;
+                    tracing::info!(lsn = %self.checkpoint.flushed_lsn, "capture stopped");
+                    return Ok(());
+                }
+                Some((u, r)) = self.inflight.next(), if !self.inflight.is_empty() => {
+                    r?;
+                    self.progress.acked(u);
+                }
+                _ = status.tick() => {
+                    self.send_status(&mut stream, received, false).await?;
+                    metrics::gauge!("driftless_capture_events_per_second").set(rate.tick());
+                }
+                _ = heartbeat.tick(), if cfg.heartbeat_interval_ms.is_some() => {
+                    self.sql
+                        .execute("SELECT pg_logical_emit_message(false, $1, '')", &[&HEARTBEAT_PREFIX])
+                        .await
+                        .map_err(SourceError::from)?;
+                }
+                msg = stream.next(), if (self.progress.in_flight() as usize) < cfg.max_in_flight_events => {
+                    match msg? {
+                        None => {
+                            return Err(PgError::Io(std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                "server ended the replication stream",
+                            )).into());
+                        }
+                        Some(ReplicationMessage::Keepalive { wal_end, reply_requested, .. }) => {
+                            received = received.max(wal_end);
+                            if txn.is_none() {
+                                self.progress.keepalive(wal_end);
+                                if self.progress.is_idle() {
+                                    metrics::gauge!("driftless_capture_replication_lag_seconds").set(0.0);
+                                }
+                            }
+                            if reply_requested {
+                                self.send_status(&mut stream, received, false).await?;
+                            }
+                        }
+                        Some(ReplicationMessage::XLogData { wal_start, wal_end, data, .. }) => {
+                            received = received.max(wal_end);
+                            let msg = pgoutput::decode(&data, &decode_ctx)
+                                .map_err(|e| CaptureError::Protocol(e.to_string()))?;
+                            let sent = self.handle(msg, wal_start, resume, &mut txn).await?;
+                            rate.add(sent);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies one decoded message; returns the number of events sent.
+    async fn handle(
+        &mut self,
+        msg: Message,
+        lsn: Lsn,
+        resume: Lsn,
+        txn: &mut Option<OpenTxn>,
+    ) -> Result<u64, CaptureError> {
+        match msg {
+            Message::Begin(b) => {
+                if txn.is_some() {
+                    return Err(CaptureError::Protocol("BEGIN inside a transaction".into()));
+                }
+                let unit = self.progress.open();
+                *txn = Some(OpenTxn {
+                    unit,
+                    ctx: TxnContext {
+                        db: self.database.clone(),
+                        commit_lsn: b.final_lsn,
+                        xid: Some(b.xid),
+                        commit_ts: crate::event::pg_timestamp_to_rfc3339(b.commit_ts),
+                        origin: None,
+                        ordinal: 0,
+                        snapshot: false,
+                    },
+                    commit_ms: crate::event::pg_timestamp_to_unix_millis(b.commit_ts),
+                    skip: b.final_lsn < resume,
+                });
+                Ok(0)
+            }
+            Message::Commit(c) => {
+                let t = txn
+                    .take()
+                    .ok_or_else(|| CaptureError::Protocol("COMMIT outside a transaction".into()))?;
+                self.progress.close(t.unit, c.end_lsn);
+                let lag_ms = chrono::Utc::now().timestamp_millis() - t.commit_ms;
+                metrics::gauge!("driftless_capture_replication_lag_seconds")
+                    .set(lag_ms.max(0) as f64 / 1000.0);
+                Ok(0)
+            }
+            Message::Origin(o) => {
+                if let Some(t) = txn.as_mut() {
+                    t.ctx.origin = Some(o.name);
+                }
+                Ok(0)
+            }
+            Message::Relation(r) => {
+                let mut columns = Vec::with_capacity(r.columns.len());
+                for c in &r.columns {
+                    let ty = self.resolve_type(c.type_oid).await?;
+                    columns.push(ColumnInfo {
+                        name: c.name.clone(),
+                        type_oid: c.type_oid,
+                        ty,
+                    });
+                }
+                let ident = (r.replica_identity as char).to_string();
+                let key_names = catalog::key_columns(&self.sql, r.oid, &ident).await?;
+                let flags: Vec<bool> = r.columns.iter().map(|c| c.flags & 1 == 1).collect();
+                let topic = self.cfg.topic_for(&r.namespace, &r.name);
+                let info = RelationInfo::new(
+                    r.oid,
+                    r.namespace,
+                    r.name,
+                    topic,
+                    columns,
+                    &key_names,
+                    &flags,
+                );
+                tracing::debug!(relation = info.oid, schema_version = %info.schema_version,
+                    "relation updated");
+                self.relations.insert(info.oid, info);
+                Ok(0)
+            }
+            Message::Type(_) => Ok(0),
+            Message::Insert(i) => {
+                let images =
+                    |rel: &RelationInfo| vec![(Op::Create, normalize::insert_images(rel, &i.new))];
+                self.row_change(txn, i.relation_oid, lsn, images).await
+            }
+            Message::Update(u) => {
+                let images =
+                    |rel: &RelationInfo| normalize::update_images(rel, u.old.as_ref(), &u.new);
+                self.row_change(txn, u.relation_oid, lsn, images).await
+            }
+            Message::Delete(d) => {
+                let images =
+                    |rel: &RelationInfo| vec![(Op::Delete, normalize::delete_images(rel, &d.old))];
+                self.row_change(txn, d.relation_oid, lsn, images).await
+            }
+            Message::Truncate(t) => {
+                let Some(open) = txn.as_mut() else {
+                    return Err(CaptureError::Protocol(
+                        "TRUNCATE outside a transaction".into(),
+                    ));
+                };
+                if open.skip {
+                    return Ok(0);
+                }
+                let (unit, commit_ms) = (open.unit, open.commit_ms);
+                let mut sent = 0;
+                for oid in &t.relation_oids {
+                    let rel = self.relation(*oid)?.clone();
+                    let mut ev = open.ctx.event(&rel, lsn, Op::Truncate, Images::default());
+                    ev.truncate = Some(TruncatePayload {
+                        cascade: t.options & 1 != 0,
+                        restart_identity: t.options & 2 != 0,
+                    });
+                    self.send(unit, &rel.topic, &ev, commit_ms).await?;
+                    sent += 1;
+                }
+                Ok(sent)
+            }
+            Message::Message(m) => {
+                if m.prefix == HEARTBEAT_PREFIX {
+                    if txn.is_none() {
+                        let unit = self.progress.open();
+                        self.progress.close(unit, m.lsn);
+                    }
+                    return Ok(0);
+                }
+                self.logical_message(txn, m, lsn).await
+            }
+            other => Err(CaptureError::Protocol(format!(
+                "unexpected message for proto_version 1: {:?}",
+                message_kind(&other)
+            ))),
+        }
+    }
+
+    fn relation(&self, oid: u32) -> Result<&RelationInfo, CaptureError> {
+        self.relations
+            .get(&oid)
+            .ok_or_else(|| CaptureError::Protocol(format!("change for unknown relation {oid}")))
+    }
+
+    async fn row_change(
+        &mut self,
+        txn: &mut Option<OpenTxn>,
+        relation_oid: u32,
+        lsn: Lsn,
+        images: impl FnOnce(&RelationInfo) -> Vec<(Op, Images)>,
+    ) -> Result<u64, CaptureError> {
+        let Some(open) = txn.as_mut() else {
+            return Err(CaptureError::Protocol(
+                "row change outside a transaction".into(),
+            ));
+        };
+        if open.skip {
+            return Ok(0);
+        }
+        let rel = self.relation(relation_oid)?;
+        let events: Vec<ChangeEvent> = images(rel)
+            .into_iter()
+            .map(|(op, img)| open.ctx.event(rel, lsn, op, img))
+            .collect();
+        let topic = rel.topic.clone();
+        let (unit, commit_ms) = (open.unit, open.commit_ms);
+        for ev in &events {
+            self.send(unit, &topic, ev, commit_ms).await?;
+        }
+        Ok(events.len() as u64)
+    }
+
+    async fn logical_message(
+        &mut self,
+        txn: &mut Option<OpenTxn>,
+        m: pgoutput::LogicalMessage,
+        lsn: Lsn,
+    ) -> Result<u64, CaptureError> {
+        use base64::Engine;
+        let payload = MessagePayload {
+            prefix: m.prefix.clone(),
+            content_base64: base64::engine::general_purpose::STANDARD.encode(&m.content),
+            transactional: m.transactional,
+        };
+        let rel = RelationInfo::new(
+            0,
+            String::new(),
+            String::new(),
+            self.cfg.messages_topic(),
+            vec![],
+            &[],
+            &[],
+        );
+        let (unit, mut ctx, commit_ms, standalone) = match txn.as_mut() {
+            Some(open) if open.skip => return Ok(0),
+            Some(open) => (open.unit, open.ctx.clone(), open.commit_ms, false),
+            None => {
+                // Non-transactional: a unit of its own, closed at the message's LSN.
+                let unit = self.progress.open();
+                let ctx = TxnContext {
+                    db: self.database.clone(),
+                    commit_lsn: m.lsn,
+                    xid: None,
+                    commit_ts: chrono::Utc::now()
+                        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+                        .to_string(),
+                    origin: None,
+                    ordinal: 0,
+                    snapshot: false,
+                };
+                (unit, ctx, chrono::Utc::now().timestamp_millis(), true)
+            }
+        };
+        let mut ev = ctx.event(&rel, lsn, Op::Message, Images::default());
+        ev.message = Some(payload);
+        if let Some(open) = txn.as_mut() {
+            open.ctx.ordinal = ctx.ordinal;
+        }
+        let topic = rel.topic.clone();
+        self.send(unit, &topic, &ev, commit_ms).await?;
+        if standalone {
+            self.progress.close(unit, m.lsn);
+        }
+        Ok(1)
+    }
+}
+
+fn message_kind(m: &Message) -> &'static str {
+    match m {
+        Message::StreamStart(..) => "StreamStart",
+        Message::StreamStop => "StreamStop",
+        Message::StreamCommit(..) => "StreamCommit",
+        Message::StreamAbort(..) => "StreamAbort",
+        Message::BeginPrepare(..) => "BeginPrepare",
+        Message::Prepare(..) => "Prepare",
+        Message::CommitPrepared(..) => "CommitPrepared",
+        Message::RollbackPrepared(..) => "RollbackPrepared",
+        Message::StreamPrepare(..) => "StreamPrepare",
+        Message::Unknown { .. } => "Unknown",
+        _ => "other",
+    }
+}
+
+/// Events per second over status intervals.
+struct RateMeter {
+    count: u64,
+    since: Instant,
+}
+
+impl RateMeter {
+    fn new() -> Self {
+        RateMeter {
+            count: 0,
+            since: Instant::now(),
+        }
+    }
+
+    fn add(&mut self, n: u64) {
+        self.count += n;
+    }
+
+    fn tick(&mut self) -> f64 {
+        let secs = self.since.elapsed().as_secs_f64().max(1e-3);
+        let rate = self.count as f64 / secs;
+        self.count = 0;
+        self.since = Instant::now();
+        rate
+    }
+}
+
+/// Snapshot progress: a bar on a terminal, log lines (at most every 5 s) otherwise.
+struct SnapshotProgress {
+    table: String,
+    total: u64,
+    done: u64,
+    bar: Option<indicatif::ProgressBar>,
+    last_log: Instant,
+}
+
+impl SnapshotProgress {
+    fn new(table: &str, total: u64) -> Self {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:40}] {pos}/{len} rows ({per_sec}, eta {eta})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_message(table.to_string());
+            bar
+        });
+        tracing::info!(table, rows_total = total, "snapshot of table started");
+        SnapshotProgress {
+            table: table.into(),
+            total,
+            done: 0,
+            bar,
+            last_log: Instant::now(),
+        }
+    }
+
+    fn advance(&mut self, n: u64) {
+        self.done += n;
+        metrics::counter!("driftless_snapshot_rows_total").increment(n);
+        match &self.bar {
+            Some(bar) => bar.set_position(self.done),
+            None if self.last_log.elapsed() >= Duration::from_secs(5) => {
+                self.last_log = Instant::now();
+                tracing::info!(table = %self.table, rows_done = self.done, rows_total = self.total,
+                    "snapshot progress");
+            }
+            None => {}
+        }
+    }
+
+    fn finish(self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+        tracing::info!(table = %self.table, rows_done = self.done, rows_total = self.total,
+            "snapshot of table done");
+    }
+}

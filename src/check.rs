@@ -1,0 +1,117 @@
+//! `driftless check`: the pure config validation plus a preflight against the live systems.
+//!
+//! Owns the list of problems shown to the operator. Invariant: it changes nothing (no
+//! publication, slot, topic or checkpoint is created) and reports every problem it finds.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::capture::{CaptureError, prepare_source};
+use crate::checkpoint::CheckpointStore;
+use crate::config::ValidConfig;
+use crate::error::Classify;
+use crate::kafka;
+use crate::postgres::catalog;
+use crate::postgres::connect::{ConnectParams, connect_sql};
+
+/// One preflight finding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// Which system: `postgres`, `kafka`, `state`.
+    pub system: &'static str,
+    /// What is wrong.
+    pub message: String,
+    /// What to do.
+    pub hint: Option<String>,
+}
+
+fn finding(system: &'static str, e: &dyn std::fmt::Display, hint: Option<String>) -> Finding {
+    Finding {
+        system,
+        message: e.to_string(),
+        hint,
+    }
+}
+
+/// Runs every check; an empty list means ready to capture.
+pub async fn preflight(cfg: &ValidConfig) -> Vec<Finding> {
+    let mut out = Vec::new();
+    match postgres_checks(cfg).await {
+        Ok(mut f) => out.append(&mut f),
+        Err(e) => out.push(finding("postgres", &e, e.hint())),
+    }
+    let brokers = cfg.brokers.clone();
+    let passthrough = cfg.librdkafka.clone();
+    let kafka = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let consumer: BaseConsumer = kafka::client_config(&brokers, &passthrough)
+            .map_err(|e| e.to_string())?
+            .create()
+            .map_err(|e| e.to_string())?;
+        consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    match kafka {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => out.push(finding(
+            "kafka",
+            &format!("brokers {} unreachable: {e}", cfg.brokers),
+            Some("check kafka.brokers and kafka.librdkafka security settings".into()),
+        )),
+        Err(e) => out.push(finding("kafka", &e, None)),
+    }
+    out
+}
+
+async fn postgres_checks(cfg: &ValidConfig) -> Result<Vec<Finding>, CaptureError> {
+    let url = cfg.source_url.read().map_err(CaptureError::Url)?;
+    let params = ConnectParams::from_url(&url)?;
+    let sql = connect_sql(&params).await?;
+    let mut out = Vec::new();
+    if let Err(e) = prepare_source(cfg, &sql).await {
+        out.push(finding("postgres", &e, e.hint()));
+    }
+    let store = CheckpointStore::new(&cfg.state_dir, &cfg.slot);
+    let checkpoint = store.load();
+    let slot = catalog::slot_state(&sql, &cfg.slot).await?;
+    match (&checkpoint, &slot) {
+        (Err(e), _) => out.push(finding("state", e, None)),
+        (Ok(Some(cp)), None) => out.push(finding(
+            "postgres",
+            &format!(
+                "slot {} is missing but the checkpoint says it streamed to {}",
+                cfg.slot, cp.flushed_lsn
+            ),
+            Some(format!(
+                "remove {} to start over with a new snapshot",
+                store.path().display()
+            )),
+        )),
+        (Ok(None), Some(_)) => out.push(finding(
+            "postgres",
+            &format!("slot {} exists but there is no checkpoint for it", cfg.slot),
+            Some("choose another source.slot, or drop the slot to start over".into()),
+        )),
+        (Ok(Some(cp)), Some(s)) => {
+            if s.wal_status.as_deref() == Some("lost") {
+                out.push(finding(
+                    "postgres",
+                    &format!("slot {} is invalidated", cfg.slot),
+                    None,
+                ));
+            }
+            if s.confirmed_flush_lsn.is_some_and(|c| c > cp.flushed_lsn) {
+                out.push(finding(
+                    "postgres",
+                    &format!("slot {} is ahead of driftless's checkpoint", cfg.slot),
+                    None,
+                ));
+            }
+        }
+        (Ok(None), None) => {}
+    }
+    Ok(out)
+}

@@ -1,0 +1,686 @@
+//! Configuration: parse (TOML) → validate (pure, every problem with its field path) → build.
+//!
+//! Owns the config file's shape, its defaults (`DEFAULT_*` constants, each with its reason) and
+//! validation. Invariants: secrets never live in the file (only the *name* of an environment
+//! variable or the path of a file holding them); [`Config::validate`] performs no I/O and reports
+//! every problem it finds, not just the first; unknown keys are reported as problems with their
+//! path (they are collected, not rejected by serde, so that all of them are listed at once).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Default number of rows fetched per round trip while snapshotting. 10k rows of typical CRM
+/// width is a few MB: large enough to amortise the round trip, small enough to bound memory.
+pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: u32 = 10_000;
+/// Default interval between standby status updates. Far below the server's default
+/// `wal_sender_timeout` (60 s) / 2, and short so the slot follows Kafka acks closely.
+pub const DEFAULT_STATUS_INTERVAL_MS: u64 = 1_000;
+/// Default cap on events sent to Kafka but not yet acknowledged: bounds memory (each in-flight
+/// event is held by librdkafka) while keeping the producer's pipeline full.
+pub const DEFAULT_MAX_IN_FLIGHT_EVENTS: usize = 50_000;
+/// Default partitions for topics driftless creates. Per-key order only needs one partition per
+/// key; 3 lets a consumer group of up to 3 sink workers share a table.
+pub const DEFAULT_PARTITIONS: i32 = 3;
+/// Default replication factor for created topics (1 suits a single local broker; production
+/// clusters should set 3).
+pub const DEFAULT_REPLICATION_FACTOR: i32 = 1;
+/// Default directory of driftless's own checkpoint (relative to the working directory).
+pub const DEFAULT_STATE_DIR: &str = ".driftless";
+/// Default address of the `/metrics` and `/healthz` endpoint (loopback only by default).
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9187";
+
+/// A configuration problem, with the dotted path of the field it concerns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted field path, e.g. `source.tables[1]`.
+    pub path: String,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The path given.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or a value has the wrong type.
+    #[error("config file {path} is not valid: {message}")]
+    Syntax {
+        /// The path given.
+        path: PathBuf,
+        /// Parser message (with line and column).
+        message: String,
+    },
+    /// The file parsed, but its content is invalid.
+    #[error("config has {} problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+type Extra = BTreeMap<String, toml::Value>;
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Config {
+    /// The Postgres source.
+    pub source: Option<SourceConfig>,
+    /// The Kafka destination of change events.
+    pub kafka: Option<KafkaConfig>,
+    /// Capture process settings.
+    #[serde(default)]
+    pub capture: CaptureConfig,
+    /// Unknown keys, reported by `validate`.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `[source]`: which database, slot, publication and tables.
+#[derive(Clone, Debug, Deserialize)]
+pub struct SourceConfig {
+    /// Name of the environment variable holding the connection URL (with password).
+    pub url_env: Option<String>,
+    /// Path of a file holding the connection URL (alternative to `url_env`).
+    pub url_file: Option<PathBuf>,
+    /// Logical replication slot name.
+    pub slot: Option<String>,
+    /// Publication name (driftless creates/updates it for exactly `tables`).
+    pub publication: Option<String>,
+    /// Tables to capture, `schema.table`.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// `initial` (snapshot on first run) or `never`.
+    pub snapshot: Option<String>,
+    /// Rows per snapshot round trip.
+    pub snapshot_chunk_rows: Option<u32>,
+    /// Interval between standby status updates.
+    pub status_interval_ms: Option<u64>,
+    /// If set, emit a `pg_logical_emit_message` heartbeat at this interval, so the slot advances
+    /// even when the captured tables are idle but the database is busy elsewhere.
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Unknown keys.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `[kafka]`: brokers, topic naming, producer settings.
+#[derive(Clone, Debug, Deserialize)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port]`.
+    pub brokers: Option<String>,
+    /// Topic prefix: topic = `{prefix}.{schema}.{table}`.
+    pub topic_prefix: Option<String>,
+    /// Partitions of topics driftless creates.
+    pub partitions: Option<i32>,
+    /// Replication factor of topics driftless creates.
+    pub replication_factor: Option<i32>,
+    /// Event envelope: `driftless` (default) or `debezium`.
+    pub envelope: Option<String>,
+    /// Cap on events produced but not yet acknowledged.
+    pub max_in_flight_events: Option<usize>,
+    /// Raw librdkafka options (e.g. `security.protocol`). Idempotence and `acks=all` are set
+    /// after these and cannot be turned off. Values of keys ending in `_env` name environment
+    /// variables: `"sasl.password_env" = "KAFKA_PASSWORD"`.
+    #[serde(default)]
+    pub librdkafka: BTreeMap<String, String>,
+    /// Unknown keys.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `[capture]`: process settings.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct CaptureConfig {
+    /// Directory of driftless's own checkpoint.
+    pub state_dir: Option<PathBuf>,
+    /// `host:port` for `/metrics` and `/healthz`; `"off"` disables it.
+    pub metrics_listen: Option<String>,
+    /// Unknown keys.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// Snapshot behaviour on first start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotMode {
+    /// Read every table inside the slot's exported snapshot, then stream.
+    Initial,
+    /// Stream only changes after the slot's creation.
+    Never,
+}
+
+/// Shape of the events written to Kafka.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Envelope {
+    /// `schemas/change-event.v1.json`.
+    Driftless,
+    /// Debezium's PostgreSQL connector envelope (JSON converter with `schemas.enable=false`).
+    Debezium,
+}
+
+/// A table name split into schema and table.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TableName {
+    /// Schema (namespace).
+    pub schema: String,
+    /// Table.
+    pub name: String,
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+/// Where the source URL comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretSource {
+    /// An environment variable.
+    Env(String),
+    /// A file.
+    File(PathBuf),
+}
+
+impl SecretSource {
+    /// Reads the secret (trailing newline trimmed). The error names the variable or file, never
+    /// the value.
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            SecretSource::Env(name) => {
+                std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
+            }
+            SecretSource::File(path) => std::fs::read_to_string(path)
+                .map(|s| s.trim_end().to_string())
+                .map_err(|e| format!("cannot read {}: {e}", path.display())),
+        }
+    }
+}
+
+/// A validated configuration: every field present and within range.
+#[derive(Clone, Debug)]
+pub struct ValidConfig {
+    /// Source connection URL origin.
+    pub source_url: SecretSource,
+    /// Slot name.
+    pub slot: String,
+    /// Publication name.
+    pub publication: String,
+    /// Tables, in configuration order.
+    pub tables: Vec<TableName>,
+    /// Snapshot mode.
+    pub snapshot: SnapshotMode,
+    /// Rows per snapshot round trip.
+    pub snapshot_chunk_rows: u32,
+    /// Status update interval.
+    pub status_interval_ms: u64,
+    /// Heartbeat interval, if any.
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Topic prefix.
+    pub topic_prefix: String,
+    /// Partitions for created topics.
+    pub partitions: i32,
+    /// Replication factor for created topics.
+    pub replication_factor: i32,
+    /// Event envelope.
+    pub envelope: Envelope,
+    /// In-flight cap.
+    pub max_in_flight_events: usize,
+    /// Raw librdkafka options (`*_env` keys not yet resolved).
+    pub librdkafka: BTreeMap<String, String>,
+    /// Checkpoint directory.
+    pub state_dir: PathBuf,
+    /// Metrics endpoint, if enabled.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+impl ValidConfig {
+    /// Kafka topic for a table.
+    pub fn topic_for(&self, schema: &str, table: &str) -> String {
+        format!("{}.{}.{}", self.topic_prefix, schema, table)
+    }
+
+    /// Kafka topic for logical decoding messages (`pg_logical_emit_message`).
+    pub fn messages_topic(&self) -> String {
+        format!("{}.messages", self.topic_prefix)
+    }
+}
+
+/// Reads and parses a config file, then validates it.
+pub fn load(path: &Path) -> Result<ValidConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text)
+        .map_err(|message| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message,
+        })?
+        .validate()
+        .map_err(ConfigError::Invalid)
+}
+
+/// Parses TOML text (no validation).
+pub fn parse(text: &str) -> Result<Config, String> {
+    toml::from_str(text).map_err(|e| e.to_string())
+}
+
+/// Postgres identifiers driftless accepts for slots and publications (they are spliced into
+/// replication commands, which take no bind parameters).
+fn is_simple_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !s.as_bytes()[0].is_ascii_digit()
+}
+
+fn parse_table(s: &str) -> Option<TableName> {
+    let (schema, name) = s.split_once('.')?;
+    let ok = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 63
+            && !p.contains('.')
+            && p.chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '$' || c == '-')
+    };
+    (ok(schema) && ok(name)).then(|| TableName {
+        schema: schema.into(),
+        name: name.into(),
+    })
+}
+
+fn is_env_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn unknown(&mut self, prefix: &str, extra: &Extra, known: &str) {
+        for key in extra.keys() {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            self.add(path, format!("unknown key (known keys: {known})"));
+        }
+    }
+}
+
+impl Config {
+    /// Checks every field; pure. Returns all problems, each with its field path.
+    pub fn validate(&self) -> Result<ValidConfig, Vec<Problem>> {
+        let mut p = Problems(Vec::new());
+        p.unknown("", &self.extra, "source, kafka, capture");
+        let source = self.source.clone().unwrap_or_else(|| {
+            p.add("source", "missing section [source]");
+            SourceConfig {
+                url_env: None,
+                url_file: None,
+                slot: None,
+                publication: None,
+                tables: Vec::new(),
+                snapshot: None,
+                snapshot_chunk_rows: None,
+                status_interval_ms: None,
+                heartbeat_interval_ms: None,
+                extra: Extra::new(),
+            }
+        });
+        let kafka = self.kafka.clone().unwrap_or_else(|| {
+            p.add("kafka", "missing section [kafka]");
+            KafkaConfig {
+                brokers: None,
+                topic_prefix: None,
+                partitions: None,
+                replication_factor: None,
+                envelope: None,
+                max_in_flight_events: None,
+                librdkafka: BTreeMap::new(),
+                extra: Extra::new(),
+            }
+        });
+        let source_present = self.source.is_some();
+        let kafka_present = self.kafka.is_some();
+
+        p.unknown(
+            "source",
+            &source.extra,
+            "url_env, url_file, slot, publication, tables, snapshot, snapshot_chunk_rows, \
+             status_interval_ms, heartbeat_interval_ms",
+        );
+        let source_url = match (&source.url_env, &source.url_file) {
+            (Some(env), None) if is_env_name(env) => Some(SecretSource::Env(env.clone())),
+            (Some(_), None) => {
+                p.add(
+                    "source.url_env",
+                    "must be an environment variable name ([A-Za-z0-9_]+)",
+                );
+                None
+            }
+            (None, Some(file)) => Some(SecretSource::File(file.clone())),
+            (Some(_), Some(_)) => {
+                p.add("source.url_env", "set only one of url_env and url_file");
+                None
+            }
+            (None, None) => {
+                if source_present {
+                    p.add(
+                        "source.url_env",
+                        "missing: name the environment variable holding the Postgres URL \
+                         (e.g. url_env = \"DRIFTLESS_SOURCE_URL\"); secrets never go in the file",
+                    );
+                }
+                None
+            }
+        };
+        let ident = |field: &str, v: &Option<String>, p: &mut Problems| match v {
+            Some(s) if is_simple_identifier(s) => Some(s.clone()),
+            Some(_) => {
+                p.add(
+                    format!("source.{field}"),
+                    "must be 1-63 characters of a-z, 0-9 and _, not starting with a digit",
+                );
+                None
+            }
+            None => {
+                if source_present {
+                    p.add(format!("source.{field}"), "missing");
+                }
+                None
+            }
+        };
+        let slot = ident("slot", &source.slot, &mut p);
+        let publication = ident("publication", &source.publication, &mut p);
+        let mut tables = Vec::new();
+        if source.tables.is_empty() && source_present {
+            p.add(
+                "source.tables",
+                "list at least one table as \"schema.table\"",
+            );
+        }
+        for (i, t) in source.tables.iter().enumerate() {
+            match parse_table(t) {
+                Some(name) if tables.contains(&name) => p.add(
+                    format!("source.tables[{i}]"),
+                    format!("{t:?} is listed twice"),
+                ),
+                Some(name) => tables.push(name),
+                None => p.add(
+                    format!("source.tables[{i}]"),
+                    format!("{t:?} is not \"schema.table\" (unquoted identifiers)"),
+                ),
+            }
+        }
+        let snapshot = match source.snapshot.as_deref() {
+            None | Some("initial") => SnapshotMode::Initial,
+            Some("never") => SnapshotMode::Never,
+            Some(other) => {
+                p.add(
+                    "source.snapshot",
+                    format!("{other:?} is not one of: initial, never"),
+                );
+                SnapshotMode::Initial
+            }
+        };
+        let snapshot_chunk_rows = source
+            .snapshot_chunk_rows
+            .unwrap_or(DEFAULT_SNAPSHOT_CHUNK_ROWS);
+        if snapshot_chunk_rows == 0 {
+            p.add("source.snapshot_chunk_rows", "must be at least 1");
+        }
+        let status_interval_ms = source
+            .status_interval_ms
+            .unwrap_or(DEFAULT_STATUS_INTERVAL_MS);
+        if !(10..=30_000).contains(&status_interval_ms) {
+            p.add(
+                "source.status_interval_ms",
+                "must be between 10 and 30000 (below wal_sender_timeout / 2)",
+            );
+        }
+        let heartbeat_interval_ms = source.heartbeat_interval_ms.filter(|&ms| ms > 0);
+        if heartbeat_interval_ms.is_some_and(|ms| ms < 100) {
+            p.add(
+                "source.heartbeat_interval_ms",
+                "must be 0 (off) or at least 100",
+            );
+        }
+
+        p.unknown(
+            "kafka",
+            &kafka.extra,
+            "brokers, topic_prefix, partitions, replication_factor, envelope, \
+             max_in_flight_events, librdkafka",
+        );
+        let brokers = match &kafka.brokers {
+            Some(b) if !b.trim().is_empty() => b.clone(),
+            _ => {
+                if kafka_present {
+                    p.add(
+                        "kafka.brokers",
+                        "missing: bootstrap servers, e.g. \"127.0.0.1:9092\"",
+                    );
+                }
+                String::new()
+            }
+        };
+        let topic_prefix = match &kafka.topic_prefix {
+            Some(t)
+                if !t.is_empty()
+                    && t.len() <= 200
+                    && t.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) =>
+            {
+                t.clone()
+            }
+            Some(_) => {
+                p.add(
+                    "kafka.topic_prefix",
+                    "must be 1-200 characters of [A-Za-z0-9._-]",
+                );
+                String::new()
+            }
+            None => "driftless".to_string(),
+        };
+        let partitions = kafka.partitions.unwrap_or(DEFAULT_PARTITIONS);
+        if !(1..=10_000).contains(&partitions) {
+            p.add("kafka.partitions", "must be between 1 and 10000");
+        }
+        let replication_factor = kafka
+            .replication_factor
+            .unwrap_or(DEFAULT_REPLICATION_FACTOR);
+        if !(1..=32).contains(&replication_factor) {
+            p.add("kafka.replication_factor", "must be between 1 and 32");
+        }
+        let envelope = match kafka.envelope.as_deref() {
+            None | Some("driftless") => Envelope::Driftless,
+            Some("debezium") => Envelope::Debezium,
+            Some(other) => {
+                p.add(
+                    "kafka.envelope",
+                    format!("{other:?} is not one of: driftless, debezium"),
+                );
+                Envelope::Driftless
+            }
+        };
+        let max_in_flight_events = kafka
+            .max_in_flight_events
+            .unwrap_or(DEFAULT_MAX_IN_FLIGHT_EVENTS);
+        if !(1..=1_000_000).contains(&max_in_flight_events) {
+            p.add(
+                "kafka.max_in_flight_events",
+                "must be between 1 and 1000000",
+            );
+        }
+        for key in kafka.librdkafka.keys() {
+            let base = key.strip_suffix("_env").unwrap_or(key);
+            if matches!(
+                base,
+                "enable.idempotence" | "acks" | "request.required.acks" | "bootstrap.servers"
+            ) {
+                p.add(
+                    format!("kafka.librdkafka.\"{key}\""),
+                    "is set by driftless and cannot be overridden (idempotence and acks=all are \
+                     what make delivery safe; use kafka.brokers for the servers)",
+                );
+            }
+        }
+
+        p.unknown("capture", &self.capture.extra, "state_dir, metrics_listen");
+        let state_dir = self
+            .capture
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let metrics_listen = match self.capture.metrics_listen.as_deref() {
+            Some("off") => None,
+            other => match other.unwrap_or(DEFAULT_METRICS_LISTEN).parse() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    p.add(
+                        "capture.metrics_listen",
+                        "must be \"host:port\" (an IP) or \"off\"",
+                    );
+                    None
+                }
+            },
+        };
+
+        if !p.0.is_empty() {
+            return Err(p.0);
+        }
+        Ok(ValidConfig {
+            source_url: source_url.expect("checked above"),
+            slot: slot.expect("checked above"),
+            publication: publication.expect("checked above"),
+            tables,
+            snapshot,
+            snapshot_chunk_rows,
+            status_interval_ms,
+            heartbeat_interval_ms,
+            brokers,
+            topic_prefix,
+            partitions,
+            replication_factor,
+            envelope,
+            max_in_flight_events,
+            librdkafka: kafka.librdkafka,
+            state_dir,
+            metrics_listen,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [source]
+        url_env = "DRIFTLESS_SOURCE_URL"
+        slot = "driftless"
+        publication = "driftless"
+        tables = ["public.contacts", "public.companies"]
+        snapshot = "initial"
+
+        [kafka]
+        brokers = "127.0.0.1:9092"
+        topic_prefix = "driftless"
+    "#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(GOOD).unwrap().validate().unwrap();
+        assert_eq!(c.tables.len(), 2);
+        assert_eq!(c.tables[1].to_string(), "public.companies");
+        assert_eq!(c.partitions, DEFAULT_PARTITIONS);
+        assert_eq!(c.envelope, Envelope::Driftless);
+        assert_eq!(
+            c.topic_for("public", "contacts"),
+            "driftless.public.contacts"
+        );
+        assert_eq!(
+            c.source_url,
+            SecretSource::Env("DRIFTLESS_SOURCE_URL".into())
+        );
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_path() {
+        let text = r#"
+            colour = "blue"
+            [source]
+            slot = "Bad-Slot"
+            tables = ["contacts", "public.x", "public.x"]
+            snapshot = "sometimes"
+            status_interval_ms = 5
+            typo = 1
+            [kafka]
+            envelope = "avro"
+            partitions = 0
+            librdkafka = { "enable.idempotence" = "false" }
+            [capture]
+            metrics_listen = "nowhere"
+        "#;
+        let problems = parse(text).unwrap().validate().unwrap_err();
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        for expected in [
+            "colour",
+            "source.typo",
+            "source.url_env",
+            "source.slot",
+            "source.publication",
+            "source.tables[0]",
+            "source.tables[2]",
+            "source.snapshot",
+            "source.status_interval_ms",
+            "kafka.brokers",
+            "kafka.envelope",
+            "kafka.partitions",
+            "kafka.librdkafka.\"enable.idempotence\"",
+            "capture.metrics_listen",
+        ] {
+            assert!(paths.contains(&expected), "missing {expected} in {paths:?}");
+        }
+        assert_eq!(problems.len(), 14, "{problems:#?}");
+    }
+
+    #[test]
+    fn missing_sections_are_reported() {
+        let problems = parse("").unwrap().validate().unwrap_err();
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["source", "kafka"]);
+    }
+
+    #[test]
+    fn url_from_env_and_file_are_exclusive() {
+        let text = GOOD.replace("url_env", "url_file = \"/x\"\nurl_env");
+        let problems = parse(&text).unwrap().validate().unwrap_err();
+        assert_eq!(problems[0].path, "source.url_env");
+    }
+}

@@ -1,0 +1,235 @@
+//! The normalized change event: the contract between capture, Kafka and every consumer.
+//!
+//! Owns [`ChangeEvent`] (serialized exactly as `schemas/change-event.v1.json` describes), the
+//! canonical Kafka key, and the Debezium-compatible envelope. Invariants:
+//! - an event's bytes depend only on the WAL (no wall-clock time, no process state), so a
+//!   re-sent event after a restart is byte-identical to its first copy;
+//! - `id` is `"{commit_lsn}:{ordinal}"` (ordinal = position of the change in its transaction),
+//!   unique per change even when several changes share one WAL record LSN;
+//! - the Kafka key is the primary key as JSON with keys sorted, so equal keys are equal bytes;
+//! - a column whose value Postgres did not send (unchanged TOAST) is listed in
+//!   `unchanged_toast` and absent from `after`; no placeholder value is ever written.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::lsn::Lsn;
+
+/// Version tag of this event format, carried in `source.version`.
+pub const EVENT_FORMAT: &str = "driftless.change-event.v1";
+
+/// A row image: column name → JSON value, in table column order.
+pub type Row = Map<String, Value>;
+
+/// What happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Insert.
+    #[serde(rename = "c")]
+    Create,
+    /// Update.
+    #[serde(rename = "u")]
+    Update,
+    /// Delete.
+    #[serde(rename = "d")]
+    Delete,
+    /// Row read by the initial snapshot.
+    #[serde(rename = "r")]
+    Read,
+    /// Table truncated.
+    #[serde(rename = "t")]
+    Truncate,
+    /// Logical decoding message (`pg_logical_emit_message`).
+    #[serde(rename = "m")]
+    Message,
+}
+
+impl Op {
+    /// The one-letter code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Op::Create => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+            Op::Read => "r",
+            Op::Truncate => "t",
+            Op::Message => "m",
+        }
+    }
+}
+
+/// Where and when the change happened.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    /// Event format version ([`EVENT_FORMAT`]).
+    pub version: String,
+    /// Database name.
+    pub db: String,
+    /// Schema (namespace) of the table; empty for messages.
+    pub schema: String,
+    /// Table name; empty for messages.
+    pub table: String,
+    /// LSN of the change's WAL record (for snapshot rows: the slot's consistent point).
+    pub lsn: Lsn,
+    /// LSN of the transaction's commit record (for snapshot rows: the consistent point).
+    pub commit_lsn: Lsn,
+    /// Transaction id; absent for snapshot rows and non-transactional messages.
+    pub xid: Option<u32>,
+    /// Commit time, RFC 3339 UTC with microseconds (snapshot rows: when the snapshot began).
+    pub commit_ts: String,
+    /// Replication origin of the transaction, if it had one.
+    pub origin: Option<String>,
+    /// True for rows read by the initial snapshot.
+    pub snapshot: bool,
+    /// Hash of the column list (names and types) this event was decoded with; changes when
+    /// the table's schema changes.
+    pub schema_version: String,
+}
+
+/// Payload of an `m` event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MessagePayload {
+    /// Message prefix.
+    pub prefix: String,
+    /// Content, base64.
+    pub content_base64: String,
+    /// Whether it was emitted inside a transaction.
+    pub transactional: bool,
+}
+
+/// Payload of a `t` event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TruncatePayload {
+    /// `TRUNCATE ... CASCADE`.
+    pub cascade: bool,
+    /// `TRUNCATE ... RESTART IDENTITY`.
+    pub restart_identity: bool,
+}
+
+/// One change, as written to Kafka (driftless envelope).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    /// Deterministic id: `"{commit_lsn}:{ordinal}"`, snapshot rows
+    /// `"snapshot:{consistent_point}:{schema}.{table}:{n}"`.
+    pub id: String,
+    /// Operation.
+    pub op: Op,
+    /// Origin of the change.
+    pub source: Source,
+    /// Primary-key columns (null for `t` and `m`).
+    pub key: Option<Row>,
+    /// Old row: the full row under `REPLICA IDENTITY FULL`, only the key columns for deletes
+    /// (and key-changing updates) under `DEFAULT`, otherwise null.
+    pub before: Option<Row>,
+    /// New row (null for deletes, truncates, messages); unchanged TOAST columns absent.
+    pub after: Option<Row>,
+    /// Columns whose value was unchanged and not sent (TOAST); absent from `after`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unchanged_toast: Vec<String>,
+    /// Truncate options (`t` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncate: Option<TruncatePayload>,
+    /// Logical message (`m` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<MessagePayload>,
+}
+
+/// Canonical JSON of a key: object keys sorted, compact. Equal keys give equal bytes, so Kafka
+/// partitions (and per-key order) are stable across restarts and key column order.
+pub fn canonical_key(key: &Row) -> Vec<u8> {
+    let sorted: std::collections::BTreeMap<&String, &Value> = key.iter().collect();
+    serde_json::to_vec(&sorted).expect("a map of JSON values always serializes")
+}
+
+impl ChangeEvent {
+    /// The Kafka key bytes, if the event has a key.
+    pub fn kafka_key(&self) -> Option<Vec<u8>> {
+        self.key.as_ref().map(canonical_key)
+    }
+
+    /// Serializes with the driftless envelope.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("events always serialize")
+    }
+
+    /// Converts to Debezium's PostgreSQL envelope (the `payload` of its JSON converter with
+    /// `schemas.enable=false`). `server_name` is Debezium's `topic.prefix`. Value types stay
+    /// driftless's (e.g. timestamps as RFC 3339 strings), documented in the README.
+    pub fn to_debezium(&self, server_name: &str) -> Value {
+        let ts_ms = commit_ts_millis(&self.source.commit_ts);
+        let snapshot = if self.source.snapshot {
+            "true"
+        } else {
+            "false"
+        };
+        serde_json::json!({
+            "before": self.before,
+            "after": self.after,
+            "source": {
+                "version": EVENT_FORMAT,
+                "connector": "postgresql",
+                "name": server_name,
+                "ts_ms": ts_ms,
+                "snapshot": snapshot,
+                "db": self.source.db,
+                "sequence": serde_json::to_string(&[
+                    Some(self.source.commit_lsn.as_u64().to_string()),
+                    Some(self.source.lsn.as_u64().to_string()),
+                ]).expect("strings serialize"),
+                "schema": self.source.schema,
+                "table": self.source.table,
+                "txId": self.source.xid,
+                "lsn": self.source.lsn.as_u64(),
+                "xmin": Value::Null,
+            },
+            "op": self.op.code(),
+            "ts_ms": ts_ms,
+            "transaction": Value::Null,
+        })
+    }
+}
+
+/// Milliseconds since the Unix epoch of an RFC 3339 timestamp (0 if unparsable).
+fn commit_ts_millis(ts: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(ts)
+        .map(|t| t.timestamp_millis())
+        .unwrap_or(0)
+}
+
+/// Microseconds since 2000-01-01 (Postgres epoch) → RFC 3339 UTC with 6 fractional digits.
+pub fn pg_timestamp_to_rfc3339(us_since_2000: i64) -> String {
+    const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
+    let unix_us = us_since_2000.saturating_add(PG_EPOCH_OFFSET_US);
+    match chrono::DateTime::from_timestamp_micros(unix_us) {
+        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        None => us_since_2000.to_string(),
+    }
+}
+
+/// Milliseconds since the Unix epoch of a Postgres timestamp (µs since 2000-01-01).
+pub fn pg_timestamp_to_unix_millis(us_since_2000: i64) -> i64 {
+    (us_since_2000 / 1000).saturating_add(946_684_800_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_key_sorts_columns() {
+        let mut a = Row::new();
+        a.insert("b".into(), Value::from(2));
+        a.insert("a".into(), Value::from("x"));
+        assert_eq!(canonical_key(&a), br#"{"a":"x","b":2}"#);
+    }
+
+    #[test]
+    fn pg_timestamps_convert_to_utc() {
+        assert_eq!(pg_timestamp_to_rfc3339(0), "2000-01-01T00:00:00.000000Z");
+        assert_eq!(
+            pg_timestamp_to_rfc3339(1_500_001),
+            "2000-01-01T00:00:01.500001Z"
+        );
+        assert_eq!(pg_timestamp_to_unix_millis(0), 946_684_800_000);
+    }
+}

@@ -1,0 +1,452 @@
+//! Catalog work over an ordinary SQL connection: preflight checks, the publication, slot state,
+//! table metadata (columns, primary keys, replica identity) and type resolution.
+//!
+//! Invariants: the publication driftless manages lists exactly the configured tables and is
+//! never `FOR ALL TABLES`; every SQL statement takes identifiers through [`quote_ident`] and
+//! values through bind parameters; nothing here reads row values.
+
+use std::collections::BTreeSet;
+
+use tokio_postgres::Client;
+
+use super::SourceError;
+use super::error::PgError;
+use crate::capture::value::PgType;
+use crate::config::TableName;
+use crate::lsn::Lsn;
+
+/// Quotes an identifier like `quote_ident` (always quoted; inner `"` doubled).
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// `"schema"."table"`.
+pub fn quote_table(t: &TableName) -> String {
+    format!("{}.{}", quote_ident(&t.schema), quote_ident(&t.name))
+}
+
+fn sql(e: tokio_postgres::Error) -> SourceError {
+    SourceError::Pg(PgError::Sql(e))
+}
+
+fn refused(message: impl Into<String>, hint: impl Into<String>) -> SourceError {
+    SourceError::Refused {
+        message: message.into(),
+        hint: hint.into(),
+    }
+}
+
+/// A column of a captured table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ColumnMeta {
+    /// Column name.
+    pub name: String,
+    /// Type OID.
+    pub type_oid: u32,
+}
+
+/// What capture needs to know about a table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableMeta {
+    /// Name.
+    pub name: TableName,
+    /// `pg_class` OID.
+    pub oid: u32,
+    /// `relreplident`: `d` default, `f` full, `i` index, `n` nothing.
+    pub replica_identity: char,
+    /// Primary-key columns (or the replica identity index's), in index order.
+    pub key_columns: Vec<String>,
+    /// Non-generated, non-dropped columns in attribute order.
+    pub columns: Vec<ColumnMeta>,
+}
+
+/// Reads metadata of the configured tables; refuses (listing every table at fault) when a
+/// table is missing or its updates and deletes could not be keyed.
+pub async fn tables(client: &Client, names: &[TableName]) -> Result<Vec<TableMeta>, SourceError> {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for name in names {
+        let row = client
+            .query_opt(
+                "SELECT c.oid, c.relreplident::text, c.relkind::text FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2",
+                &[&name.schema, &name.name],
+            )
+            .await
+            .map_err(sql)?;
+        let Some(row) = row else {
+            problems.push(format!("table {name} does not exist"));
+            continue;
+        };
+        let oid: u32 = row.get(0);
+        let ident: String = row.get(1);
+        let kind: String = row.get(2);
+        if kind != "r" && kind != "p" {
+            problems.push(format!("{name} is not a table (relkind {kind})"));
+            continue;
+        }
+        let columns = client
+            .query(
+                "SELECT attname::text, atttypid FROM pg_attribute WHERE attrelid = $1 \
+                 AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+                &[&oid],
+            )
+            .await
+            .map_err(sql)?
+            .iter()
+            .map(|r| ColumnMeta {
+                name: r.get(0),
+                type_oid: r.get(1),
+            })
+            .collect();
+        let key_columns = key_columns(client, oid, ident.as_str()).await?;
+        let replica_identity = ident.chars().next().unwrap_or('d');
+        match (replica_identity, key_columns.is_empty()) {
+            ('n', _) => problems.push(format!(
+                "{name} has REPLICA IDENTITY NOTHING: its updates and deletes carry no key \
+                 (fix: ALTER TABLE {} REPLICA IDENTITY DEFAULT, with a primary key)",
+                quote_table(name)
+            )),
+            (_, true) => problems.push(format!(
+                "{name} has no primary key (nor replica identity index): its events could not \
+                 be keyed (fix: add a primary key, or ALTER TABLE {} REPLICA IDENTITY USING \
+                 INDEX <unique index on NOT NULL columns>)",
+                quote_table(name)
+            )),
+            _ => {}
+        }
+        out.push(TableMeta {
+            name: name.clone(),
+            oid,
+            replica_identity,
+            key_columns,
+            columns,
+        });
+    }
+    if !problems.is_empty() {
+        return Err(refused(
+            problems.join("; "),
+            "driftless keys every event by primary key; fix the tables above or remove them \
+             from source.tables",
+        ));
+    }
+    Ok(out)
+}
+
+/// Primary-key columns of a relation (or its replica identity index's when `relreplident` is
+/// `i`), in index order.
+pub async fn key_columns(
+    client: &Client,
+    relation_oid: u32,
+    replica_identity: &str,
+) -> Result<Vec<String>, SourceError> {
+    let which = if replica_identity == "i" {
+        "i.indisreplident"
+    } else {
+        "i.indisprimary"
+    };
+    let rows = client
+        .query(
+            &format!(
+                "SELECT a.attname::text FROM pg_index i \
+                 CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) \
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+                 WHERE i.indrelid = $1 AND {which} ORDER BY k.ord"
+            ),
+            &[&relation_oid],
+        )
+        .await
+        .map_err(sql)?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Creates the publication for exactly `tables`, or updates it to that set.
+pub async fn ensure_publication(
+    client: &Client,
+    publication: &str,
+    tables: &[TableName],
+) -> Result<(), SourceError> {
+    let list = tables
+        .iter()
+        .map(quote_table)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let existing = client
+        .query_opt(
+            "SELECT puballtables FROM pg_publication WHERE pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(sql)?;
+    match existing {
+        None => {
+            client
+                .batch_execute(&format!(
+                    "CREATE PUBLICATION {} FOR TABLE {list}",
+                    quote_ident(publication)
+                ))
+                .await
+                .map_err(sql)?;
+            tracing::info!(publication, tables = tables.len(), "publication created");
+        }
+        Some(row) if row.get::<_, bool>(0) => {
+            return Err(refused(
+                format!("publication {publication} is FOR ALL TABLES"),
+                "driftless manages its own publication for exactly source.tables; choose \
+                 another source.publication name",
+            ));
+        }
+        Some(_) => {
+            let current: BTreeSet<(String, String)> = client
+                .query(
+                    "SELECT schemaname::text, tablename::text FROM pg_publication_tables \
+                     WHERE pubname = $1",
+                    &[&publication],
+                )
+                .await
+                .map_err(sql)?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let wanted: BTreeSet<(String, String)> = tables
+                .iter()
+                .map(|t| (t.schema.clone(), t.name.clone()))
+                .collect();
+            if current != wanted {
+                client
+                    .batch_execute(&format!(
+                        "ALTER PUBLICATION {} SET TABLE {list}",
+                        quote_ident(publication)
+                    ))
+                    .await
+                    .map_err(sql)?;
+                tracing::info!(publication, tables = tables.len(), "publication updated");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A row of `pg_replication_slots`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotState {
+    /// Output plugin.
+    pub plugin: Option<String>,
+    /// `logical` or `physical`.
+    pub slot_type: String,
+    /// Database the slot belongs to.
+    pub database: Option<String>,
+    /// `confirmed_flush_lsn`.
+    pub confirmed_flush_lsn: Option<Lsn>,
+    /// `wal_status` (`lost` = invalidated).
+    pub wal_status: Option<String>,
+    /// PID of the walsender using it, if any.
+    pub active_pid: Option<i32>,
+}
+
+/// Reads the slot's row, if the slot exists.
+pub async fn slot_state(client: &Client, slot: &str) -> Result<Option<SlotState>, SourceError> {
+    let row = client
+        .query_opt(
+            "SELECT plugin::text, slot_type, database::text, confirmed_flush_lsn::text, \
+             wal_status, active_pid FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(sql)?;
+    Ok(row.map(|r| SlotState {
+        plugin: r.get(0),
+        slot_type: r.get(1),
+        database: r.get(2),
+        confirmed_flush_lsn: r.get::<_, Option<String>>(3).and_then(|s| s.parse().ok()),
+        wal_status: r.get(4),
+        active_pid: r.get(5),
+    }))
+}
+
+/// Drops a slot driftless itself created (only ever called for a slot whose checkpoint says
+/// it was being created or snapshotted).
+pub async fn drop_slot(client: &Client, slot: &str) -> Result<(), SourceError> {
+    client
+        .execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+             WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(sql)?;
+    Ok(())
+}
+
+/// Resolves a type OID to the converter's [`PgType`]: built-ins directly, then enums (text),
+/// domains (their base type) and arrays (their element type) through `pg_type`.
+pub async fn resolve_type(client: &Client, oid: u32) -> Result<PgType, SourceError> {
+    if let Some(t) = PgType::from_builtin_oid(oid) {
+        return Ok(t);
+    }
+    let mut oid = oid;
+    // Domains over domains: follow a bounded chain.
+    for _ in 0..16 {
+        let Some(row) = client
+            .query_opt(
+                "SELECT typtype::text, typbasetype, typelem, typdelim::text, typlen \
+                 FROM pg_type WHERE oid = $1",
+                &[&oid],
+            )
+            .await
+            .map_err(sql)?
+        else {
+            return Ok(PgType::Other);
+        };
+        let typtype: String = row.get(0);
+        let base: u32 = row.get(1);
+        let elem: u32 = row.get(2);
+        let delim: String = row.get(3);
+        let typlen: i16 = row.get(4);
+        if typtype == "d" {
+            if let Some(t) = PgType::from_builtin_oid(base) {
+                return Ok(t);
+            }
+            oid = base;
+            continue;
+        }
+        if elem != 0 && typlen == -1 {
+            let element = Box::pin(resolve_type(client, elem)).await?;
+            let delimiter = delim.bytes().next().unwrap_or(b',');
+            return Ok(PgType::Array {
+                element: Box::new(element),
+                delimiter,
+            });
+        }
+        return Ok(PgType::Other);
+    }
+    Ok(PgType::Other)
+}
+
+/// Server facts the preflight checks.
+#[derive(Clone, Debug)]
+pub struct ServerFacts {
+    /// `server_version_num`.
+    pub version_num: i32,
+    /// `wal_level`.
+    pub wal_level: String,
+    /// Current database.
+    pub database: String,
+    /// `server_encoding`.
+    pub encoding: String,
+    /// Role may replicate (REPLICATION or superuser).
+    pub can_replicate: bool,
+    /// Role may create the publication (CREATE on the database, or superuser).
+    pub can_create_publication: bool,
+    /// `max_replication_slots`.
+    pub max_replication_slots: i32,
+}
+
+/// Reads the facts checked by [`preflight_problems`].
+pub async fn server_facts(client: &Client) -> Result<ServerFacts, SourceError> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int, current_setting('wal_level'), \
+             current_database()::text, current_setting('server_encoding'), \
+             (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user), \
+             has_database_privilege(current_database(), 'CREATE'), \
+             current_setting('max_replication_slots')::int",
+            &[],
+        )
+        .await
+        .map_err(sql)?;
+    Ok(ServerFacts {
+        version_num: row.get(0),
+        wal_level: row.get(1),
+        database: row.get(2),
+        encoding: row.get(3),
+        can_replicate: row.get(4),
+        can_create_publication: row.get(5),
+        max_replication_slots: row.get(6),
+    })
+}
+
+/// Problems with the server itself (pure over [`ServerFacts`]); each is `(message, hint)`.
+pub fn preflight_problems(f: &ServerFacts) -> Vec<(String, String)> {
+    let mut p = Vec::new();
+    if f.version_num < 140_000 {
+        p.push((
+            format!("PostgreSQL {} is too old", f.version_num),
+            "driftless supports PostgreSQL 14 and later".into(),
+        ));
+    }
+    if f.wal_level != "logical" {
+        p.push((
+            format!("wal_level is {}, not logical", f.wal_level),
+            "set wal_level = logical in postgresql.conf and restart the server".into(),
+        ));
+    }
+    if f.encoding != "UTF8" {
+        p.push((
+            format!("server_encoding is {}, not UTF8", f.encoding),
+            "driftless emits JSON text and needs a UTF8 database".into(),
+        ));
+    }
+    if !f.can_replicate {
+        p.push((
+            "the role may not replicate".into(),
+            "ALTER ROLE <user> WITH REPLICATION (and allow it in pg_hba.conf: \
+             host replication <user> <addr> scram-sha-256)"
+                .into(),
+        ));
+    }
+    if !f.can_create_publication {
+        p.push((
+            "the role may not create publications in this database".into(),
+            "GRANT CREATE ON DATABASE <db> TO <user>, and make it owner of the captured tables"
+                .into(),
+        ));
+    }
+    if f.max_replication_slots < 1 {
+        p.push((
+            "max_replication_slots is 0".into(),
+            "set max_replication_slots >= 1 and restart the server".into(),
+        ));
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted_and_escaped() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        let t = TableName {
+            schema: "public".into(),
+            name: "Contacts".into(),
+        };
+        assert_eq!(quote_table(&t), "\"public\".\"Contacts\"");
+    }
+
+    #[test]
+    fn preflight_lists_every_server_problem() {
+        let facts = ServerFacts {
+            version_num: 130_000,
+            wal_level: "replica".into(),
+            database: "app".into(),
+            encoding: "LATIN1".into(),
+            can_replicate: false,
+            can_create_publication: false,
+            max_replication_slots: 0,
+        };
+        assert_eq!(preflight_problems(&facts).len(), 6);
+        let ok = ServerFacts {
+            version_num: 150_018,
+            wal_level: "logical".into(),
+            encoding: "UTF8".into(),
+            can_replicate: true,
+            can_create_publication: true,
+            max_replication_slots: 10,
+            ..facts
+        };
+        assert!(preflight_problems(&ok).is_empty());
+    }
+}

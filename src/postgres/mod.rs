@@ -1,0 +1,55 @@
+//! The only module that talks to Postgres.
+//!
+//! - [`connect`]: connection parameters, TLS (`sslmode` semantics like libpq, never falling
+//!   back to plaintext under `require`/`verify-*`), ordinary SQL connections;
+//! - [`replication`]: our own replication-protocol client (startup, SCRAM, CopyBoth, status);
+//! - [`catalog`]: preflight, publication, slot state, table metadata, type resolution;
+//! - [`snapshot`]: chunked reads inside the slot's exported snapshot.
+
+pub mod catalog;
+pub mod connect;
+pub mod error;
+pub mod replication;
+pub mod snapshot;
+
+use crate::error::{Classify, ErrorClass};
+use error::PgError;
+
+/// An error at the Postgres boundary: a connection/server error, or a refusal by driftless
+/// itself (slot state, table shape, server settings), which is always fatal.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Connection, protocol or server error.
+    #[error(transparent)]
+    Pg(#[from] PgError),
+    /// driftless refuses to go on.
+    #[error("{message}")]
+    Refused {
+        /// What is wrong.
+        message: String,
+        /// What to do about it.
+        hint: String,
+    },
+}
+
+impl From<tokio_postgres::Error> for SourceError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        SourceError::Pg(PgError::Sql(e))
+    }
+}
+
+impl Classify for SourceError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            SourceError::Pg(e) => e.class(),
+            SourceError::Refused { .. } => ErrorClass::Fatal,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            SourceError::Pg(e) => e.hint(),
+            SourceError::Refused { hint, .. } => Some(hint.clone()),
+        }
+    }
+}
