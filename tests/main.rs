@@ -5,3 +5,5 @@ mod support;
 
 mod capture;
 mod contract;
+mod relations;
+mod types;
