@@ -75,8 +75,9 @@ pub struct Source {
     pub commit_lsn: Lsn,
     /// Transaction id; absent for snapshot rows and non-transactional messages.
     pub xid: Option<u32>,
-    /// Commit time, RFC 3339 UTC with microseconds (snapshot rows: when the snapshot began).
-    pub commit_ts: String,
+    /// Commit time, RFC 3339 UTC with microseconds (snapshot rows: when the snapshot began;
+    /// null for non-transactional messages, which carry no time in the WAL).
+    pub commit_ts: Option<String>,
     /// Replication origin of the transaction, if it had one.
     pub origin: Option<String>,
     /// True for rows read by the initial snapshot.
@@ -156,7 +157,7 @@ impl ChangeEvent {
     /// `schemas.enable=false`). `server_name` is Debezium's `topic.prefix`. Value types stay
     /// driftless's (e.g. timestamps as RFC 3339 strings), documented in the README.
     pub fn to_debezium(&self, server_name: &str) -> Value {
-        let ts_ms = commit_ts_millis(&self.source.commit_ts);
+        let ts_ms = self.source.commit_ts.as_deref().map(commit_ts_millis);
         let snapshot = if self.source.snapshot {
             "true"
         } else {

@@ -1,6 +1,6 @@
 //! The `driftless` command: parse the CLI, load and validate the config, init logging, run one
 //! subcommand. Exit codes: 0 ok, 1 failure, 2 invalid config or preflight problems, 3 refusal
-//! about the slot/checkpoint state.
+//! (slot or checkpoint state, server settings, table shape).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

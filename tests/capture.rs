@@ -77,3 +77,548 @@ async fn insert_update_delete_truncate_are_captured() {
 fn lsn_num(s: &str) -> u64 {
     s.parse::<driftless::lsn::Lsn>().unwrap().as_u64()
 }
+
+/// Applies each key's events in order and returns the final row per key (deletes remove).
+fn final_state(records: &[Record]) -> std::collections::BTreeMap<i64, Value> {
+    let mut state = std::collections::BTreeMap::new();
+    for (_, events) in by_key(records) {
+        for e in events {
+            match e["op"].as_str().unwrap() {
+                "c" | "u" | "r" => {
+                    state.insert(e["key"]["id"].as_i64().unwrap(), e["after"].clone());
+                }
+                "d" => {
+                    state.remove(&e["key"]["id"].as_i64().unwrap());
+                }
+                _ => {}
+            }
+        }
+    }
+    state
+}
+
+async fn table_state(db: &TestDb, sql: &str) -> std::collections::BTreeMap<i64, Value> {
+    db.client
+        .query(&format!("SELECT id, to_jsonb(t) FROM ({sql}) t"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, i64>(0), r.get::<_, Value>(1)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_with_concurrent_writes_has_no_gap_or_duplicate() {
+    let db = TestDb::new("snapconc").await;
+    db.exec(
+        "CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, pad text);
+         INSERT INTO items SELECT g, 0, repeat('x', 100) FROM generate_series(1, 30000) g;",
+    )
+    .await;
+    let setup = Setup::new(&db, &["public.items"], "snapshot_chunk_rows = 1000", "");
+    // Writers run before, during and after the snapshot: updates bump v by one, inserts add
+    // new keys, deletes remove some.
+    let writer_url = db.url.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_w = stop.clone();
+    let writer = tokio::spawn(async move {
+        let c = connect(&writer_url).await;
+        let mut next_id = 30001i64;
+        let mut round = 0i64;
+        while !stop_w.load(std::sync::atomic::Ordering::Relaxed) {
+            round += 1;
+            let lo = (round * 37) % 30000;
+            c.batch_execute(&format!(
+                "BEGIN; UPDATE items SET v = v + 1 WHERE id BETWEEN {lo} AND {lo} + 20;
+                 INSERT INTO items VALUES ({next_id}, 0, 'new');
+                 DELETE FROM items WHERE id = {d}; COMMIT;",
+                d = (round * 7919) % 30000 + 1
+            ))
+            .await
+            .unwrap();
+            next_id += 1;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        round
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut cap = setup.start();
+    eventually("streaming", WAIT, || async {
+        db.slot_confirmed_flush(&setup.slot).await.is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rounds = writer.await.unwrap();
+    assert!(rounds > 10, "writer made progress ({rounds} rounds)");
+    let expected = table_state(&db, "SELECT id, v, pad FROM items").await;
+    let topic = setup.topic("public.items");
+    // Read until the topic's final state matches the table (or time out).
+    let records = read_topic(&topic, WAIT, |r| final_state(r) == expected);
+    let state = final_state(&records);
+    assert_eq!(state.len(), expected.len(), "row count");
+    assert!(state == expected, "final state differs from SELECT");
+    // No duplicate and no gap per key: v goes up by exactly one per update event, and the
+    // snapshot read of a key is never followed by a change already contained in it.
+    for (key, events) in by_key(&records) {
+        let mut last: Option<i64> = None;
+        let mut reads = 0;
+        for e in events {
+            match e["op"].as_str().unwrap() {
+                "r" => {
+                    reads += 1;
+                    last = e["after"]["v"].as_i64();
+                }
+                "c" => last = e["after"]["v"].as_i64(),
+                "u" => {
+                    let v = e["after"]["v"].as_i64().unwrap();
+                    if let Some(prev) = last {
+                        assert_eq!(v, prev + 1, "key {key}: update after v={prev} has v={v}");
+                    }
+                    last = Some(v);
+                }
+                "d" => last = None,
+                _ => {}
+            }
+        }
+        assert!(reads <= 1, "key {key} read {reads} times by the snapshot");
+    }
+    let snapshot_reads = records.iter().filter(|r| r.json()["op"] == "r").count();
+    assert!(snapshot_reads >= 29000, "snapshot rows: {snapshot_reads}");
+    assert_eq!(cap.stop(), Some(0));
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_during_large_load_loses_nothing() {
+    let db = TestDb::new("kill9").await;
+    db.exec("CREATE TABLE big (id bigint PRIMARY KEY, payload text)")
+        .await;
+    let setup = Setup::new(&db, &["public.big"], "", "max_in_flight_events = 20000");
+    let mut cap = setup.start();
+    eventually("streaming", WAIT, || async {
+        db.slot_confirmed_flush(&setup.slot).await.is_some()
+    })
+    .await;
+    const TXNS: i64 = 200;
+    const PER_TXN: i64 = 500;
+    let url = db.url.clone();
+    let loader = tokio::spawn(async move {
+        let c = connect(&url).await;
+        for t in 0..TXNS {
+            let lo = t * PER_TXN + 1;
+            c.batch_execute(&format!(
+                "INSERT INTO big SELECT g, md5(g::text) FROM generate_series({lo}, {}) g",
+                lo + PER_TXN - 1
+            ))
+            .await
+            .unwrap();
+        }
+    });
+    // Kill capture twice while the load runs, restarting it each time.
+    for round in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        cap.kill9();
+        tokio::time::sleep(Duration::from_millis(300 * (round + 1))).await;
+        cap = setup.start();
+    }
+    loader.await.unwrap();
+    let total = (TXNS * PER_TXN) as usize;
+    let topic = setup.topic("public.big");
+    let records = read_topic(&topic, Duration::from_secs(180), |r| {
+        r.len() >= total && {
+            let ids: std::collections::HashSet<&[u8]> =
+                r.iter().filter_map(|x| x.key.as_deref()).collect();
+            ids.len() >= total
+        }
+    });
+    let mut by_id: std::collections::HashMap<String, Vec<&[u8]>> = Default::default();
+    for r in &records {
+        let e = r.json();
+        by_id
+            .entry(e["id"].as_str().unwrap().to_string())
+            .or_default()
+            .push(r.payload.as_deref().unwrap());
+    }
+    let keys: std::collections::HashSet<&[u8]> =
+        records.iter().filter_map(|r| r.key.as_deref()).collect();
+    assert_eq!(keys.len(), total, "every committed row is in Kafka");
+    let mut duplicates = 0;
+    for (id, copies) in &by_id {
+        for c in &copies[1..] {
+            duplicates += 1;
+            assert_eq!(c, &copies[0], "re-sent event {id} is byte-identical");
+        }
+    }
+    eprintln!(
+        "{} records, {} distinct events, {duplicates} re-sent copies",
+        records.len(),
+        by_id.len()
+    );
+    assert_eq!(by_id.len(), total);
+    assert_eq!(cap.stop(), Some(0));
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_database_advances_slot() {
+    let db = TestDb::new("idle").await;
+    db.exec("CREATE TABLE watched (id int PRIMARY KEY); CREATE TABLE other (id int)")
+        .await;
+    let setup = Setup::new(&db, &["public.watched"], "", "");
+    let mut cap = setup.start();
+    eventually("streaming", WAIT, || async {
+        db.slot_confirmed_flush(&setup.slot).await.is_some()
+    })
+    .await;
+    // WAL moves, but nothing the publication covers: PG 15 skips these transactions.
+    db.exec("INSERT INTO other SELECT generate_series(1, 5000)")
+        .await;
+    let target: String = db
+        .client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let target = lsn_num(&target);
+    eventually(
+        "slot confirmed_flush_lsn reaches the WAL end",
+        WAIT,
+        || async {
+            db.slot_confirmed_flush(&setup.slot)
+                .await
+                .map(|l| lsn_num(&l))
+                .unwrap_or(0)
+                >= target
+        },
+    )
+    .await;
+    assert_eq!(cap.stop(), Some(0));
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn heartbeat_advances_slot_and_is_not_published() {
+    let db = TestDb::new("heartbeat").await;
+    db.exec("CREATE TABLE watched (id int PRIMARY KEY)").await;
+    let setup = Setup::new(&db, &["public.watched"], "heartbeat_interval_ms = 200", "");
+    let mut cap = setup.start();
+    eventually("streaming", WAIT, || async {
+        db.slot_confirmed_flush(&setup.slot).await.is_some()
+    })
+    .await;
+    let first = lsn_num(&db.slot_confirmed_flush(&setup.slot).await.unwrap());
+    eventually("slot advances on heartbeats alone", WAIT, || async {
+        lsn_num(&db.slot_confirmed_flush(&setup.slot).await.unwrap()) > first
+    })
+    .await;
+    db.exec("INSERT INTO watched VALUES (1)").await;
+    assert_eq!(read_n(&setup.topic("public.watched"), 1, WAIT).len(), 1);
+    let messages = read_settled(
+        &format!("{}.messages", setup.prefix),
+        1,
+        Duration::from_secs(3),
+    );
+    assert!(
+        messages.is_empty(),
+        "heartbeats are not published: {messages:?}"
+    );
+    assert_eq!(cap.stop(), Some(0));
+    db.drop_db().await;
+}
+
+async fn start_and_stop_once(db: &TestDb, setup: &Setup) {
+    let mut cap = setup.start();
+    eventually("streaming", WAIT, || async {
+        db.slot_confirmed_flush(&setup.slot).await.is_some()
+    })
+    .await;
+    db.exec("INSERT INTO t VALUES (1)").await;
+    assert_eq!(read_n(&setup.topic("public.t"), 1, WAIT).len(), 1);
+    assert_eq!(cap.stop(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropped_slot_fails_loudly() {
+    let db = TestDb::new("dropslot").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
+    let setup = Setup::new(&db, &["public.t"], "", "");
+    start_and_stop_once(&db, &setup).await;
+    db.exec(&format!(
+        "SELECT pg_drop_replication_slot('{}')",
+        setup.slot
+    ))
+    .await;
+    db.exec("INSERT INTO t VALUES (2)").await;
+    let mut cap = setup.start();
+    assert_eq!(
+        cap.wait_exit(WAIT),
+        Some(3),
+        "exit code 3 for slot state refusals"
+    );
+    let log = cap.log_text();
+    assert!(log.contains("is missing"), "{log}");
+    assert!(log.contains("hint:"), "{log}");
+    assert!(
+        db.slot_confirmed_flush(&setup.slot).await.is_none(),
+        "no slot re-created silently"
+    );
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recreated_slot_fails_loudly() {
+    let db = TestDb::new("reslot").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
+    let setup = Setup::new(&db, &["public.t"], "", "");
+    start_and_stop_once(&db, &setup).await;
+    // Separate statements: a slot cannot be created in a transaction that wrote.
+    db.exec(&format!(
+        "SELECT pg_drop_replication_slot('{}')",
+        setup.slot
+    ))
+    .await;
+    db.exec("INSERT INTO t VALUES (2)").await;
+    db.exec(&format!(
+        "SELECT pg_create_logical_replication_slot('{}', 'pgoutput')",
+        setup.slot
+    ))
+    .await;
+    let before = db.slot_confirmed_flush(&setup.slot).await;
+    let mut cap = setup.start();
+    assert_eq!(cap.wait_exit(WAIT), Some(3));
+    let log = cap.log_text();
+    assert!(log.contains("ahead of driftless's checkpoint"), "{log}");
+    assert_eq!(
+        db.slot_confirmed_flush(&setup.slot).await,
+        before,
+        "slot not advanced"
+    );
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clean_restart_resumes_without_loss_or_duplicates() {
+    let db = TestDb::new("restart").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
+    let setup = Setup::new(&db, &["public.t"], "", "");
+    start_and_stop_once(&db, &setup).await;
+    db.exec("INSERT INTO t SELECT generate_series(2, 50)").await;
+    let mut cap = setup.start();
+    let records = read_settled(&setup.topic("public.t"), 50, WAIT);
+    let mut ids: Vec<String> = records
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 50, "every row once");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 50, "no duplicates after a clean stop");
+    assert_eq!(cap.stop(), Some(0));
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn terminated_walsender_is_retried_without_loss() {
+    let db = TestDb::new("walsender").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
+    let setup = Setup::new(&db, &["public.t"], "", "");
+    let mut cap = setup.start();
+    eventually("streaming", WAIT, || async {
+        db.slot_confirmed_flush(&setup.slot).await.is_some()
+    })
+    .await;
+    db.exec("INSERT INTO t SELECT generate_series(1, 10)").await;
+    db.exec(&format!(
+        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '{}'",
+        setup.slot
+    ))
+    .await;
+    db.exec("INSERT INTO t SELECT generate_series(11, 20)")
+        .await;
+    let records = read_topic(&setup.topic("public.t"), WAIT, |r| {
+        r.iter()
+            .filter_map(|x| x.key.clone())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            >= 20
+    });
+    let keys: std::collections::HashSet<_> = records.iter().filter_map(|x| x.key.clone()).collect();
+    assert_eq!(keys.len(), 20);
+    assert!(
+        cap.log_text().contains("transient"),
+        "the interruption is logged"
+    );
+    assert_eq!(cap.stop(), Some(0));
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_config_lists_all_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"
+        [source]
+        slot = "Bad Slot"
+        tables = ["nodot", "public.ok"]
+        snapshot = "sometimes"
+        [kafka]
+        partitions = -1
+        envelope = "avro"
+        unknown_key = 1
+        "#,
+    )
+    .unwrap();
+    for sub in ["check", "capture"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_driftless"))
+            .args([sub, "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{sub}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for p in [
+            "source.url_env",
+            "source.slot",
+            "source.publication",
+            "source.tables[0]",
+            "source.snapshot",
+            "kafka.brokers",
+            "kafka.partitions",
+            "kafka.envelope",
+            "kafka.unknown_key",
+        ] {
+            assert!(err.contains(p), "{sub}: {p} missing in:\n{err}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_reports_table_problems_without_side_effects() {
+    let db = TestDb::new("check").await;
+    db.exec("CREATE TABLE nokey (a int); CREATE TABLE ok (id int PRIMARY KEY)")
+        .await;
+    let setup = Setup::new(
+        &db,
+        &["public.nokey", "public.ok", "public.missing"],
+        "",
+        "",
+    );
+    let out = setup.command("check").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("public.nokey has no primary key"), "{err}");
+    assert!(err.contains("public.missing does not exist"), "{err}");
+    let pubs: i64 = db
+        .client
+        .query_one("SELECT count(*) FROM pg_publication", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pubs, 0, "check creates nothing");
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_kafka_client_reads_and_validates_events() {
+    let python = std::env::var("DRIFTLESS_PYTHON")
+        .expect("DRIFTLESS_PYTHON (scripts/python-env) is set by scripts/test");
+    let db = TestDb::new("python").await;
+    db.exec(
+        "CREATE TABLE contacts (id bigint PRIMARY KEY, email text, tags text[], data jsonb, \
+         seen timestamptz, amount numeric);
+         INSERT INTO contacts VALUES (1, 'a@x.io', '{a,b}', '{\"k\": 1}', now(), 1.5);",
+    )
+    .await;
+    let setup = Setup::new(&db, &["public.contacts"], "", "");
+    let mut cap = setup.start();
+    eventually("streaming", WAIT, || async {
+        db.slot_confirmed_flush(&setup.slot).await.is_some()
+    })
+    .await;
+    db.exec(
+        "INSERT INTO contacts VALUES (2, 'ü@x.io', NULL, NULL, 'infinity', 'NaN');
+         UPDATE contacts SET email = 'b@x.io' WHERE id = 1; DELETE FROM contacts WHERE id = 2;
+         TRUNCATE contacts;",
+    )
+    .await;
+    let topic = setup.topic("public.contacts");
+    let got = read_n(&topic, 5, WAIT);
+    assert_eq!(
+        got.len(),
+        5,
+        "{:?}\n{}",
+        got.iter().map(|r| r.json()).collect::<Vec<_>>(),
+        cap.log_text()
+    );
+    let out = std::process::Command::new(python)
+        .arg(repo_path("tests/python/consume_validate.py"))
+        .args([&brokers(), &topic, "5"])
+        .arg(repo_path("schemas/change-event.v1.json"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["valid"], 5, "{summary}");
+    assert_eq!(
+        summary["ops"],
+        json!(["c", "d", "r", "t", "u"]),
+        "{summary}"
+    );
+    assert_eq!(cap.stop(), Some(0));
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_and_healthz_are_served() {
+    let db = TestDb::new("metrics").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let setup = Setup::new(&db, &["public.t"], "", "");
+    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+        "metrics_listen = \"off\"",
+        &format!("metrics_listen = \"127.0.0.1:{port}\""),
+    );
+    std::fs::write(&setup.config, text).unwrap();
+    let mut cap = setup.start();
+    eventually("healthz is 200", WAIT, || async {
+        http_get(port, "/healthz").starts_with("HTTP/1.1 200")
+    })
+    .await;
+    db.exec("INSERT INTO t SELECT generate_series(1, 10)").await;
+    assert_eq!(read_n(&setup.topic("public.t"), 10, WAIT).len(), 10);
+    eventually("metrics show the events", WAIT, || async {
+        let body = http_get(port, "/metrics");
+        body.contains("driftless_capture_events_total 10")
+            && body.contains("driftless_capture_acked_lsn")
+            && body.contains("driftless_capture_replication_lag_bytes")
+    })
+    .await;
+    assert_eq!(cap.stop(), Some(0));
+    db.drop_db().await;
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}

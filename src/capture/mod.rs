@@ -57,7 +57,8 @@ use value::PgType;
 /// published.
 pub const HEARTBEAT_PREFIX: &str = "driftless.heartbeat";
 
-/// Exit code for refusals about the slot or checkpoint state (distinct from other failures).
+/// Exit code for refusals (slot or checkpoint state, server settings, table shape): distinct
+/// from transient-turned-fatal failures (1) and invalid config (2).
 pub const EXIT_SOURCE_STATE: i32 = 3;
 
 /// A capture failure, classified.
@@ -129,7 +130,7 @@ pub struct Health {
     pub streaming: AtomicBool,
 }
 
-/// Exponential backoff with full jitter.
+/// Exponential backoff with equal jitter (half fixed, half random).
 struct Backoff {
     next_ms: u64,
 }
@@ -253,7 +254,7 @@ impl<'a> Session<'a> {
         health: &Health,
     ) -> Result<(), CaptureError> {
         let (params, sql) = connect(cfg).await?;
-        let (database, tables) = prepare_source(cfg, &sql).await?;
+        let (database, _) = prepare_source(cfg, &sql).await?;
         catalog::ensure_publication(&sql, &cfg.publication, &cfg.tables).await?;
         kafka::ensure_topics(
             &cfg.brokers,
@@ -289,7 +290,7 @@ impl<'a> Session<'a> {
             checkpoint: fresh,
             store,
         };
-        let resume = session.resume_point(&mut repl, &tables).await?;
+        let resume = session.resume_point(&mut repl).await?;
         if *shutdown.borrow() {
             return Ok(());
         }
@@ -318,7 +319,6 @@ impl<'a> Session<'a> {
     async fn resume_point(
         &mut self,
         repl: &mut ReplicationConnection,
-        tables: &[TableMeta],
     ) -> Result<Lsn, CaptureError> {
         let cfg = self.cfg;
         let slot = catalog::slot_state(&self.sql, &cfg.slot).await?;
@@ -422,7 +422,7 @@ impl<'a> Session<'a> {
                     tracing::info!(slot = %cfg.slot, "dropping the slot of an unfinished start");
                     catalog::drop_slot(&self.sql, &cfg.slot).await?;
                 }
-                self.first_start(repl, tables).await
+                self.first_start(repl).await
             }
         }
     }
@@ -442,11 +442,7 @@ impl<'a> Session<'a> {
         }
     }
 
-    async fn first_start(
-        &mut self,
-        repl: &mut ReplicationConnection,
-        tables: &[TableMeta],
-    ) -> Result<Lsn, CaptureError> {
+    async fn first_start(&mut self, repl: &mut ReplicationConnection) -> Result<Lsn, CaptureError> {
         let cfg = self.cfg;
         self.checkpoint.phase = Phase::Creating;
         self.store.store(&self.checkpoint)?;
@@ -459,8 +455,7 @@ impl<'a> Session<'a> {
         if let (true, Some(name)) = (export, created.snapshot_name.as_deref()) {
             self.checkpoint.phase = Phase::Snapshotting;
             self.store.store(&self.checkpoint)?;
-            self.snapshot(name, created.consistent_point, tables)
-                .await?;
+            self.snapshot(name, created.consistent_point).await?;
         }
         self.checkpoint.phase = Phase::Streaming;
         self.store.store(&self.checkpoint)?;
@@ -503,19 +498,22 @@ impl<'a> Session<'a> {
         &mut self,
         snapshot_name: &str,
         consistent_point: Lsn,
-        tables: &[TableMeta],
     ) -> Result<(), CaptureError> {
         let started = chrono::Utc::now();
         let commit_ts = started.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
         let commit_ms = started.timestamp_millis();
-        let mut rels = Vec::new();
-        for t in tables {
-            rels.push(self.relation_from_meta(t).await?);
-        }
         // A connection of its own: the snapshot transaction must not share the catalog one.
         let sql = connect_sql(&self.params).await?;
+        let cfg = self.cfg;
         let reader =
-            SnapshotReader::begin(&sql, snapshot_name, self.cfg.snapshot_chunk_rows).await?;
+            SnapshotReader::begin(&sql, snapshot_name, cfg.snapshot_chunk_rows, &cfg.tables)
+                .await?;
+        // Columns as of now that the tables are locked (DDL may have run since preflight).
+        let tables = catalog::tables(&sql, &cfg.tables).await?;
+        let mut rels = Vec::new();
+        for t in &tables {
+            rels.push(self.relation_from_meta(t).await?);
+        }
         let unit = self.progress.open();
         for (meta, rel) in tables.iter().zip(&rels) {
             let total = reader.count(meta).await?;
@@ -524,7 +522,7 @@ impl<'a> Session<'a> {
                 db: self.database.clone(),
                 commit_lsn: consistent_point,
                 xid: None,
-                commit_ts: commit_ts.clone(),
+                commit_ts: Some(commit_ts.clone()),
                 origin: None,
                 ordinal: 0,
                 snapshot: true,
@@ -771,7 +769,7 @@ impl<'a> Session<'a> {
                         db: self.database.clone(),
                         commit_lsn: b.final_lsn,
                         xid: Some(b.xid),
-                        commit_ts: crate::event::pg_timestamp_to_rfc3339(b.commit_ts),
+                        commit_ts: Some(crate::event::pg_timestamp_to_rfc3339(b.commit_ts)),
                         origin: None,
                         ordinal: 0,
                         snapshot: false,
@@ -922,11 +920,6 @@ impl<'a> Session<'a> {
         lsn: Lsn,
     ) -> Result<u64, CaptureError> {
         use base64::Engine;
-        let payload = MessagePayload {
-            prefix: m.prefix.clone(),
-            content_base64: base64::engine::general_purpose::STANDARD.encode(&m.content),
-            transactional: m.transactional,
-        };
         let rel = RelationInfo::new(
             0,
             String::new(),
@@ -936,34 +929,37 @@ impl<'a> Session<'a> {
             &[],
             &[],
         );
-        let (unit, mut ctx, commit_ms, standalone) = match txn.as_mut() {
+        let mut standalone = None;
+        let (unit, ctx, timestamp_ms) = match txn.as_mut() {
             Some(open) if open.skip => return Ok(0),
-            Some(open) => (open.unit, open.ctx.clone(), open.commit_ms, false),
+            Some(open) => (open.unit, &mut open.ctx, open.commit_ms),
             None => {
-                // Non-transactional: a unit of its own, closed at the message's LSN.
-                let unit = self.progress.open();
-                let ctx = TxnContext {
+                // Non-transactional: a unit of its own, closed at the message's LSN. The WAL
+                // has no time for it, so `commit_ts` is null (the Kafka record gets "now").
+                let ctx = standalone.insert(TxnContext {
                     db: self.database.clone(),
                     commit_lsn: m.lsn,
                     xid: None,
-                    commit_ts: chrono::Utc::now()
-                        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-                        .to_string(),
+                    commit_ts: None,
                     origin: None,
                     ordinal: 0,
                     snapshot: false,
-                };
-                (unit, ctx, chrono::Utc::now().timestamp_millis(), true)
+                });
+                (
+                    self.progress.open(),
+                    ctx,
+                    chrono::Utc::now().timestamp_millis(),
+                )
             }
         };
         let mut ev = ctx.event(&rel, lsn, Op::Message, Images::default());
-        ev.message = Some(payload);
-        if let Some(open) = txn.as_mut() {
-            open.ctx.ordinal = ctx.ordinal;
-        }
-        let topic = rel.topic.clone();
-        self.send(unit, &topic, &ev, commit_ms).await?;
-        if standalone {
+        ev.message = Some(MessagePayload {
+            prefix: m.prefix,
+            content_base64: base64::engine::general_purpose::STANDARD.encode(&m.content),
+            transactional: m.transactional,
+        });
+        self.send(unit, &rel.topic, &ev, timestamp_ms).await?;
+        if standalone.is_some() {
             self.progress.close(unit, m.lsn);
         }
         Ok(1)

@@ -114,7 +114,7 @@ pub struct TxnContext {
     /// Transaction id.
     pub xid: Option<u32>,
     /// Commit time, RFC 3339.
-    pub commit_ts: String,
+    pub commit_ts: Option<String>,
     /// Replication origin, if any.
     pub origin: Option<String>,
     /// Next ordinal.

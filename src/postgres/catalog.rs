@@ -391,8 +391,8 @@ pub fn preflight_problems(f: &ServerFacts) -> Vec<(String, String)> {
     if !f.can_replicate {
         p.push((
             "the role may not replicate".into(),
-            "ALTER ROLE <user> WITH REPLICATION (and allow it in pg_hba.conf: \
-             host replication <user> <addr> scram-sha-256)"
+            "ALTER ROLE <user> WITH REPLICATION (logical replication connections match \
+             pg_hba.conf lines for the database, e.g. host <db> <user> <addr> scram-sha-256)"
                 .into(),
         ));
     }

@@ -10,6 +10,7 @@ use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
 use super::SourceError;
 use super::catalog::{TableMeta, quote_ident, quote_table};
+use crate::config::TableName;
 
 /// An open snapshot transaction on one SQL connection.
 pub struct SnapshotReader<'a> {
@@ -28,17 +29,27 @@ fn rows(messages: Vec<SimpleQueryMessage>) -> Vec<SimpleQueryRow> {
 }
 
 impl<'a> SnapshotReader<'a> {
-    /// Begins the transaction and adopts `snapshot_name`.
+    /// Begins the transaction, adopts `snapshot_name` and locks `tables` in ACCESS SHARE mode
+    /// (as pg_dump does): TRUNCATE and ALTER TABLE, which are not MVCC-safe, then wait for the
+    /// snapshot instead of emptying or reshaping a table under it. The caller re-reads the
+    /// tables' columns after this, on this connection.
     pub async fn begin(
         client: &'a Client,
         snapshot_name: &str,
         chunk_rows: u32,
+        tables: &[TableName],
     ) -> Result<SnapshotReader<'a>, SourceError> {
         // The snapshot name comes from the server; still, never splice a quote.
         let name: String = snapshot_name.chars().filter(|c| *c != '\'').collect();
+        let list = tables
+            .iter()
+            .map(quote_table)
+            .collect::<Vec<_>>()
+            .join(", ");
         client
             .batch_execute(&format!(
-                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{name}'"
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+                 SET TRANSACTION SNAPSHOT '{name}'; LOCK TABLE {list} IN ACCESS SHARE MODE"
             ))
             .await?;
         Ok(SnapshotReader { client, chunk_rows })
