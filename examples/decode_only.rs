@@ -115,7 +115,7 @@ async fn main() -> anyhow::Result<()> {
     let topic_prefix = "bench";
     loop {
         n += 1;
-        if n % 256 == 0 && last_status.elapsed() >= status_every {
+        if n.is_multiple_of(256) && last_status.elapsed() >= status_every {
             stream
                 .send_status(received.max(flushed), flushed, flushed, false)
                 .await?;

@@ -116,8 +116,11 @@ fn relay(client: TcpStream, upstream: &str, rewrite: (i32, i32)) -> anyhow::Resu
     let pending: Arc<Mutex<HashMap<i32, (i16, i16)>>> = Arc::default();
 
     // Responses: broker → client.
-    let (mut server_r, to_client2, pending2) =
-        (BufReader::with_capacity(256 * 1024, server.try_clone()?), to_client.clone(), pending.clone());
+    let (mut server_r, to_client2, pending2) = (
+        BufReader::with_capacity(256 * 1024, server.try_clone()?),
+        to_client.clone(),
+        pending.clone(),
+    );
     let responses = std::thread::spawn(move || -> anyhow::Result<()> {
         while let Some(mut frame) = read_frame(&mut server_r)? {
             let corr = i32::from_be_bytes(frame[4..8].try_into()?);
@@ -163,7 +166,10 @@ struct Cur<'a> {
 
 impl Cur<'_> {
     fn take(&mut self, n: usize) -> anyhow::Result<&[u8]> {
-        let s = self.b.get(self.p..self.p + n).context("truncated message")?;
+        let s = self
+            .b
+            .get(self.p..self.p + n)
+            .context("truncated message")?;
         self.p += n;
         Ok(s)
     }

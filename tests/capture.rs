@@ -17,10 +17,7 @@ async fn insert_update_delete_truncate_are_captured() {
     let mut cap = setup.start();
     let topic = setup.topic("public.contacts");
     // The slot exists once capture has started streaming.
-    eventually("slot created", WAIT, || async {
-        db.slot_confirmed_flush(&setup.slot).await.is_some()
-    })
-    .await;
+    cap.wait_streaming().await;
     db.exec("INSERT INTO contacts VALUES (1, 'a@x.io', 1), (2, 'b@x.io', 2)")
         .await;
     db.exec("UPDATE contacts SET score = 10 WHERE id = 1").await;
@@ -143,10 +140,7 @@ async fn snapshot_with_concurrent_writes_has_no_gap_or_duplicate() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut cap = setup.start();
-    eventually("streaming", WAIT, || async {
-        db.slot_confirmed_flush(&setup.slot).await.is_some()
-    })
-    .await;
+    cap.wait_streaming().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let rounds = writer.await.unwrap();
@@ -196,10 +190,7 @@ async fn kill_9_during_large_load_loses_nothing() {
         .await;
     let setup = Setup::new(&db, &["public.big"], "", "max_in_flight_events = 20000");
     let mut cap = setup.start();
-    eventually("streaming", WAIT, || async {
-        db.slot_confirmed_flush(&setup.slot).await.is_some()
-    })
-    .await;
+    cap.wait_streaming().await;
     const TXNS: i64 = 200;
     const PER_TXN: i64 = 500;
     let url = db.url.clone();
@@ -242,6 +233,17 @@ async fn kill_9_during_large_load_loses_nothing() {
     }
     let keys: std::collections::HashSet<&[u8]> =
         records.iter().filter_map(|r| r.key.as_deref()).collect();
+    if keys.len() != total {
+        let mut missing: Vec<i64> = (1..=total as i64)
+            .filter(|i| !keys.contains(format!("{{\"id\":{i}}}").as_bytes()))
+            .collect();
+        missing.truncate(20);
+        eprintln!(
+            "missing ids (first 20): {missing:?}\nwatermarks: {:?}",
+            watermarks(&topic)
+        );
+        eprintln!("{}", cap.log_text());
+    }
     assert_eq!(keys.len(), total, "every committed row is in Kafka");
     let mut duplicates = 0;
     for (id, copies) in &by_id {
@@ -267,10 +269,7 @@ async fn idle_database_advances_slot() {
         .await;
     let setup = Setup::new(&db, &["public.watched"], "", "");
     let mut cap = setup.start();
-    eventually("streaming", WAIT, || async {
-        db.slot_confirmed_flush(&setup.slot).await.is_some()
-    })
-    .await;
+    cap.wait_streaming().await;
     // WAL moves, but nothing the publication covers: PG 15 skips these transactions.
     db.exec("INSERT INTO other SELECT generate_series(1, 5000)")
         .await;
@@ -303,10 +302,7 @@ async fn heartbeat_advances_slot_and_is_not_published() {
     db.exec("CREATE TABLE watched (id int PRIMARY KEY)").await;
     let setup = Setup::new(&db, &["public.watched"], "heartbeat_interval_ms = 200", "");
     let mut cap = setup.start();
-    eventually("streaming", WAIT, || async {
-        db.slot_confirmed_flush(&setup.slot).await.is_some()
-    })
-    .await;
+    cap.wait_streaming().await;
     let first = lsn_num(&db.slot_confirmed_flush(&setup.slot).await.unwrap());
     eventually("slot advances on heartbeats alone", WAIT, || async {
         lsn_num(&db.slot_confirmed_flush(&setup.slot).await.unwrap()) > first
@@ -329,10 +325,7 @@ async fn heartbeat_advances_slot_and_is_not_published() {
 
 async fn start_and_stop_once(db: &TestDb, setup: &Setup) {
     let mut cap = setup.start();
-    eventually("streaming", WAIT, || async {
-        db.slot_confirmed_flush(&setup.slot).await.is_some()
-    })
-    .await;
+    cap.wait_streaming().await;
     db.exec("INSERT INTO t VALUES (1)").await;
     assert_eq!(read_n(&setup.topic("public.t"), 1, WAIT).len(), 1);
     assert_eq!(cap.stop(), Some(0));
@@ -424,15 +417,17 @@ async fn terminated_walsender_is_retried_without_loss() {
     db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
     let setup = Setup::new(&db, &["public.t"], "", "");
     let mut cap = setup.start();
-    eventually("streaming", WAIT, || async {
-        db.slot_confirmed_flush(&setup.slot).await.is_some()
-    })
-    .await;
+    cap.wait_streaming().await;
     db.exec("INSERT INTO t SELECT generate_series(1, 10)").await;
     db.exec(&format!(
         "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '{}'",
         setup.slot
     ))
+    .await;
+    eventually("the interruption is logged", WAIT, || async {
+        cap.log_text()
+            .contains("capture interrupted by a transient fault")
+    })
     .await;
     db.exec("INSERT INTO t SELECT generate_series(11, 20)")
         .await;
@@ -445,10 +440,6 @@ async fn terminated_walsender_is_retried_without_loss() {
     });
     let keys: std::collections::HashSet<_> = records.iter().filter_map(|x| x.key.clone()).collect();
     assert_eq!(keys.len(), 20);
-    assert!(
-        cap.log_text().contains("transient"),
-        "the interruption is logged"
-    );
     assert_eq!(cap.stop(), Some(0));
     db.drop_db().await;
 }
@@ -534,10 +525,7 @@ async fn python_kafka_client_reads_and_validates_events() {
     .await;
     let setup = Setup::new(&db, &["public.contacts"], "", "");
     let mut cap = setup.start();
-    eventually("streaming", WAIT, || async {
-        db.slot_confirmed_flush(&setup.slot).await.is_some()
-    })
-    .await;
+    cap.wait_streaming().await;
     db.exec(
         "INSERT INTO contacts VALUES (2, 'ü@x.io', NULL, NULL, 'infinity', 'NaN');
          UPDATE contacts SET email = 'b@x.io' WHERE id = 1; DELETE FROM contacts WHERE id = 2;
@@ -621,4 +609,20 @@ fn http_get(port: u16, path: &str) -> String {
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
+}
+
+fn watermarks(topic: &str) -> Vec<(i32, i64, i64)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    (0..2)
+        .map(|p| {
+            let (lo, hi) = c
+                .fetch_watermarks(topic, p, Duration::from_secs(5))
+                .unwrap();
+            (p, lo, hi)
+        })
+        .collect()
 }

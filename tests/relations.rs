@@ -49,16 +49,6 @@ fn ops(events: &[Value]) -> Vec<&str> {
     events.iter().map(|e| e["op"].as_str().unwrap()).collect()
 }
 
-/// Waits until capture streams from the slot (the initial snapshot is done).
-async fn wait_streaming(cap: &Capture) {
-    eventually("capture streaming", WAIT, || async {
-        let log = cap.log_text();
-        assert!(!log.contains("capture stopped"), "capture exited:\n{log}");
-        log.contains("replication started")
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn unchanged_toast_column_is_marked() {
     let db = TestDb::new("toast").await;
@@ -163,7 +153,7 @@ async fn replica_identity_default_vs_full() {
     let setup = Setup::new(&db, &["public.acct"], "", "");
     let mut cap = setup.start();
     let topic = setup.topic("public.acct");
-    wait_streaming(&cap).await;
+    cap.wait_streaming().await;
 
     db.exec("INSERT INTO acct VALUES (1, 'a', 10), (2, 'b', 20)")
         .await;
@@ -237,7 +227,7 @@ async fn primary_key_change_is_delete_then_insert() {
     .await;
     let setup = Setup::new(&db, &["public.items", "public.full_items"], "", "");
     let mut cap = setup.start();
-    wait_streaming(&cap).await;
+    cap.wait_streaming().await;
 
     db.exec("INSERT INTO items VALUES ('t1', 1, 'a')").await;
     db.exec("UPDATE items SET id = 2 WHERE tenant = 't1' AND id = 1")
@@ -311,7 +301,7 @@ async fn multi_table_transaction_keeps_commit_order() {
     .await;
     let setup = Setup::new(&db, &["public.ta", "public.tb"], "", "");
     let mut cap = setup.start();
-    wait_streaming(&cap).await;
+    cap.wait_streaming().await;
 
     db.exec(
         "BEGIN; \
@@ -397,7 +387,7 @@ async fn schema_change_mid_stream_uses_relation_in_force() {
     let setup = Setup::new(&db, &["public.evolve"], "", "");
     let mut cap = setup.start();
     let topic = setup.topic("public.evolve");
-    wait_streaming(&cap).await;
+    cap.wait_streaming().await;
 
     // All in quick succession: capture decodes each row with the Relation in force when it
     // was written, not with the catalog as it is when the row is decoded.
@@ -565,7 +555,7 @@ async fn logical_messages_are_published() {
     db.exec("CREATE TABLE noise (id int PRIMARY KEY)").await;
     let setup = Setup::new(&db, &["public.noise"], "", "");
     let mut cap = setup.start();
-    wait_streaming(&cap).await;
+    cap.wait_streaming().await;
 
     db.exec(
         "BEGIN; \
@@ -680,7 +670,7 @@ async fn ddl_during_initial_snapshot_does_not_stop_capture() {
     // BUG: src/capture/mod.rs Session::snapshot reads `late` with the TableMeta loaded by
     // prepare_source before the slot was created, and src/postgres/snapshot.rs takes no lock on
     // the captured tables: the SELECT of the renamed column fails (42703) and capture exits 1.
-    wait_streaming(&cap).await;
+    cap.wait_streaming().await;
     db.exec("INSERT INTO late VALUES (3, 'z')").await;
 
     let records = read_settled(&setup.topic("public.late"), 3, WAIT);

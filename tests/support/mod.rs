@@ -33,6 +33,19 @@ pub fn brokers() -> String {
         .unwrap_or_else(|_| panic!("{KAFKA_ENV} is not set: run the tests with scripts/test"))
 }
 
+/// librdkafka options the test broker needs (`DRIFTLESS_TEST_LIBRDKAFKA`, `key=value;...`).
+pub fn broker_workarounds() -> String {
+    let Ok(opts) = std::env::var("DRIFTLESS_TEST_LIBRDKAFKA") else {
+        return String::new();
+    };
+    let pairs: Vec<String> = opts
+        .split(';')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| format!("\"{k}\" = \"{v}\""))
+        .collect();
+    format!("[kafka.librdkafka]\n{}", pairs.join("\n"))
+}
+
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{:08x}", rand::random::<u32>())
 }
@@ -148,12 +161,14 @@ brokers = "{brokers}"
 topic_prefix = "{prefix}"
 partitions = 2
 {extra_kafka}
+{librdkafka}
 
 [capture]
 state_dir = "{state}"
 metrics_listen = "off"
 "#,
             brokers = brokers(),
+            librdkafka = broker_workarounds(),
             state = dir.path().join("state").display(),
         );
         let config = dir.path().join("driftless.toml");
@@ -244,6 +259,17 @@ impl Capture {
         }
     }
 
+    /// Waits until capture streams from the slot (the initial snapshot is done); fails at once
+    /// with the log if capture stopped.
+    pub async fn wait_streaming(&self) {
+        eventually("capture streaming", Duration::from_secs(60), || async {
+            let log = self.log_text();
+            assert!(!log.contains("capture stopped"), "capture exited:\n{log}");
+            log.contains("replication started")
+        })
+        .await;
+    }
+
     /// Waits for the process to exit by itself.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let c = self.child.as_mut()?;
@@ -326,7 +352,11 @@ pub fn read_topic(
     }
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
-    while !done(&out) && Instant::now() < deadline {
+    // `done` may be costly (it can look at every record): ask it only when caught up (no
+    // message within the poll interval) or every 10k records, never per record.
+    let mut check = true;
+    while !(check && done(&out)) && Instant::now() < deadline {
+        check = out.len() % 10_000 == 0;
         if let Some(m) = consumer.poll(Duration::from_millis(200)) {
             let m = m.expect("kafka read");
             out.push(Record {
@@ -336,6 +366,8 @@ pub fn read_topic(
                 payload: m.payload().map(|p| p.to_vec()),
                 timestamp_ms: m.timestamp().to_millis(),
             });
+        } else {
+            check = true;
         }
     }
     out
