@@ -160,10 +160,10 @@ async fn main() -> anyhow::Result<()> {
                         }
                         txn = Some(OpenTxn {
                             ctx: TxnContext {
-                                db: database.clone(),
+                                db: database.as_str().into(),
                                 commit_lsn: b.final_lsn,
                                 xid: Some(b.xid),
-                                commit_ts: Some(pg_timestamp_to_rfc3339(b.commit_ts)),
+                                commit_ts: Some(pg_timestamp_to_rfc3339(b.commit_ts).into()),
                                 origin: None,
                                 ordinal: 0,
                                 snapshot: false,

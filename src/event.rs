@@ -10,6 +10,8 @@
 //! - a column whose value Postgres did not send (unchanged TOAST) is listed in
 //!   `unchanged_toast` and absent from `after`; no placeholder value is ever written.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -59,16 +61,23 @@ impl Op {
 }
 
 /// Where and when the change happened.
+///
+/// The strings shared by many events (database, table, commit time, ...) are `Arc<str>`, so
+/// building an event does not copy them; they serialize exactly as plain strings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Source {
     /// Event format version ([`EVENT_FORMAT`]).
-    pub version: String,
+    #[serde(with = "arc_str")]
+    pub version: Arc<str>,
     /// Database name.
-    pub db: String,
+    #[serde(with = "arc_str")]
+    pub db: Arc<str>,
     /// Schema (namespace) of the table; empty for messages.
-    pub schema: String,
+    #[serde(with = "arc_str")]
+    pub schema: Arc<str>,
     /// Table name; empty for messages.
-    pub table: String,
+    #[serde(with = "arc_str")]
+    pub table: Arc<str>,
     /// LSN of the change's WAL record (for snapshot rows: the slot's consistent point).
     pub lsn: Lsn,
     /// LSN of the transaction's commit record (for snapshot rows: the consistent point).
@@ -77,14 +86,49 @@ pub struct Source {
     pub xid: Option<u32>,
     /// Commit time, RFC 3339 UTC with microseconds (snapshot rows: when the snapshot began;
     /// null for non-transactional messages, which carry no time in the WAL).
-    pub commit_ts: Option<String>,
+    #[serde(default, with = "opt_arc_str")]
+    pub commit_ts: Option<Arc<str>>,
     /// Replication origin of the transaction, if it had one.
     pub origin: Option<String>,
     /// True for rows read by the initial snapshot.
     pub snapshot: bool,
     /// Hash of the column list (names and types) this event was decoded with; changes when
     /// the table's schema changes.
-    pub schema_version: String,
+    #[serde(with = "arc_str")]
+    pub schema_version: Arc<str>,
+}
+
+/// `Arc<str>` (de)serialized as a plain string (serde's own impl needs its `rc` feature).
+mod arc_str {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+        Ok(String::deserialize(d)?.into())
+    }
+}
+
+/// `Option<Arc<str>>` (de)serialized as an optional plain string.
+mod opt_arc_str {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_some(&**v),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<str>>, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.map(Into::into))
+    }
 }
 
 /// Payload of an `m` event.
@@ -138,8 +182,17 @@ pub struct ChangeEvent {
 /// Canonical JSON of a key: object keys sorted, compact. Equal keys give equal bytes, so Kafka
 /// partitions (and per-key order) are stable across restarts and key column order.
 pub fn canonical_key(key: &Row) -> Vec<u8> {
-    let sorted: std::collections::BTreeMap<&String, &Value> = key.iter().collect();
-    serde_json::to_vec(&sorted).expect("a map of JSON values always serializes")
+    let mut out = Vec::with_capacity(64);
+    if key.len() <= 1 {
+        // Already sorted: skip building an ordered copy.
+        serde_json::to_writer(&mut out, key).expect("a map of JSON values always serializes");
+    } else {
+        let mut sorted: Vec<(&String, &Value)> = key.iter().collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut ser = serde_json::Serializer::new(&mut out);
+        serde::Serializer::collect_map(&mut ser, sorted).expect("JSON values always serialize");
+    }
+    out
 }
 
 impl ChangeEvent {
@@ -150,7 +203,10 @@ impl ChangeEvent {
 
     /// Serializes with the driftless envelope.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("events always serialize")
+        // Most events fit: saves the doubling reallocations from serde_json's default buffer.
+        let mut out = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut out, self).expect("events always serialize");
+        out
     }
 
     /// Converts to Debezium's PostgreSQL envelope (the `payload` of its JSON converter with
@@ -172,13 +228,13 @@ impl ChangeEvent {
                 "name": server_name,
                 "ts_ms": ts_ms,
                 "snapshot": snapshot,
-                "db": self.source.db,
+                "db": &*self.source.db,
                 "sequence": serde_json::to_string(&[
                     Some(self.source.commit_lsn.as_u64().to_string()),
                     Some(self.source.lsn.as_u64().to_string()),
                 ]).expect("strings serialize"),
-                "schema": self.source.schema,
-                "table": self.source.table,
+                "schema": &*self.source.schema,
+                "table": &*self.source.table,
                 "txId": self.source.xid,
                 "lsn": self.source.lsn.as_u64(),
                 "xmin": Value::Null,
@@ -222,6 +278,18 @@ mod tests {
         a.insert("b".into(), Value::from(2));
         a.insert("a".into(), Value::from("x"));
         assert_eq!(canonical_key(&a), br#"{"a":"x","b":2}"#);
+    }
+
+    #[test]
+    fn canonical_key_matches_a_sorted_map() {
+        for names in [&["id"][..], &["z", "a", "m"], &[]] {
+            let mut k = Row::new();
+            for (i, n) in names.iter().enumerate() {
+                k.insert(n.to_string(), Value::from(format!("v\"{i}")));
+            }
+            let sorted: std::collections::BTreeMap<_, _> = k.iter().collect();
+            assert_eq!(canonical_key(&k), serde_json::to_vec(&sorted).unwrap());
+        }
     }
 
     #[test]

@@ -626,3 +626,87 @@ fn watermarks(topic: &str) -> Vec<(i32, i64, i64)> {
         })
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_unreachable_is_retried_until_it_comes_back() {
+    let db = TestDb::new("kafkadown").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
+    let port = free_port();
+    let setup = Setup::new(&db, &["public.t"], "", "");
+    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+        &format!("brokers = \"{}\"", brokers()),
+        &format!("brokers = \"127.0.0.1:{port}\""),
+    );
+    std::fs::write(&setup.config, text).unwrap();
+    let mut cap = setup.start();
+    eventually(
+        "the unreachable broker is logged as transient",
+        WAIT,
+        || async {
+            cap.log_text()
+                .contains("capture interrupted by a transient fault")
+        },
+    )
+    .await;
+    assert_eq!(
+        cap.wait_exit(Duration::from_secs(1)),
+        None,
+        "capture keeps retrying"
+    );
+    assert!(
+        db.slot_confirmed_flush(&setup.slot).await.is_none(),
+        "nothing created yet"
+    );
+    let _broker = OwnBroker::start(port);
+    cap.wait_streaming().await;
+    db.exec("INSERT INTO t SELECT generate_series(1, 5)").await;
+    let records = read_topic_from(
+        &format!("127.0.0.1:{port}"),
+        &setup.topic("public.t"),
+        WAIT,
+        |r| r.len() >= 5,
+    );
+    assert_eq!(records.len(), 5);
+    assert_eq!(cap.stop(), Some(0));
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tiny_in_flight_window_backpressures_without_loss() {
+    let db = TestDb::new("window").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY, pad text)")
+        .await;
+    let setup = Setup::new(&db, &["public.t"], "", "max_in_flight_events = 8");
+    let mut cap = setup.start();
+    cap.wait_streaming().await;
+    // One large transaction: far more events than the window, so the loop must stop reading
+    // WAL while acks are pending, and still deliver everything in order.
+    db.exec("INSERT INTO t SELECT g, repeat('x', 50) FROM generate_series(1, 3000) g")
+        .await;
+    let records = read_n(&setup.topic("public.t"), 3000, WAIT);
+    assert_eq!(records.len(), 3000);
+    for (_, events) in by_key(&records) {
+        assert_eq!(events.len(), 1, "one event per key");
+    }
+    let mut ordinals: Vec<u64> = records
+        .iter()
+        .map(|r| {
+            r.json()["id"]
+                .as_str()
+                .unwrap()
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    ordinals.sort();
+    assert_eq!(
+        ordinals,
+        (0..3000).collect::<Vec<u64>>(),
+        "every ordinal once"
+    );
+    assert_eq!(cap.stop(), Some(0));
+    db.drop_db().await;
+}

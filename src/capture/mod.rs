@@ -24,15 +24,10 @@ pub mod progress;
 pub mod value;
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
-use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
@@ -184,8 +179,6 @@ pub async fn run(
     }
 }
 
-type Delivery = Pin<Box<dyn Future<Output = (UnitId, Result<(), KafkaFailure>)> + Send>>;
-
 /// The in-progress transaction.
 struct OpenTxn {
     unit: UnitId,
@@ -200,10 +193,12 @@ struct Session<'a> {
     cfg: &'a ValidConfig,
     params: ConnectParams,
     sql: Client,
-    producer: FutureProducer,
+    /// Delivery reports are tagged with the unit of the event.
+    producer: kafka::Producer<UnitId>,
     database: String,
     progress: Progress,
-    inflight: FuturesUnordered<Delivery>,
+    /// `driftless_capture_events_total`, registered once (not looked up per event).
+    events_total: metrics::Counter,
     relations: HashMap<u32, RelationInfo>,
     types: HashMap<u32, PgType>,
     store: CheckpointStore,
@@ -284,7 +279,7 @@ impl<'a> Session<'a> {
             producer,
             database,
             progress: Progress::new(Lsn::ZERO),
-            inflight: FuturesUnordered::new(),
+            events_total: metrics::counter!("driftless_capture_events_total"),
             relations: HashMap::new(),
             types: HashMap::new(),
             checkpoint: fresh,
@@ -500,7 +495,7 @@ impl<'a> Session<'a> {
         consistent_point: Lsn,
     ) -> Result<(), CaptureError> {
         let started = chrono::Utc::now();
-        let commit_ts = started.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+        let commit_ts: Arc<str> = started.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string().into();
         let commit_ms = started.timestamp_millis();
         // A connection of its own: the snapshot transaction must not share the catalog one.
         let sql = connect_sql(&self.params).await?;
@@ -519,7 +514,7 @@ impl<'a> Session<'a> {
             let total = reader.count(meta).await?;
             let mut report = SnapshotProgress::new(&meta.name.to_string(), total);
             let mut ctx = TxnContext {
-                db: self.database.clone(),
+                db: self.database.as_str().into(),
                 commit_lsn: consistent_point,
                 xid: None,
                 commit_ts: Some(commit_ts.clone()),
@@ -555,9 +550,8 @@ impl<'a> Session<'a> {
         }
         reader.finish().await?;
         self.progress.close(unit, consistent_point);
-        while let Some((u, r)) = self.inflight.next().await {
-            r?;
-            self.progress.acked(u);
+        while self.progress.in_flight() > 0 {
+            self.wait_acks().await?;
         }
         tracing::info!(
             tables = tables.len(),
@@ -566,13 +560,19 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// Applies the delivery reports that are ready (a delivery error ends the session).
     fn drain_ready(&mut self) -> Result<(), CaptureError> {
-        use futures::FutureExt;
-        while let Some(Some((u, r))) = self.inflight.next().now_or_never() {
-            r?;
-            self.progress.acked(u);
+        while let Some(r) = self.producer.try_ack() {
+            self.progress.acked(r?);
         }
         Ok(())
+    }
+
+    /// Waits for one delivery report, then applies the others already there. Cancel-safe.
+    async fn wait_acks(&mut self) -> Result<(), CaptureError> {
+        let unit = self.producer.next_ack().await?;
+        self.progress.acked(unit);
+        self.drain_ready()
     }
 
     /// Hands one event to Kafka (waiting for acks while the in-flight window is full).
@@ -596,7 +596,7 @@ impl<'a> Session<'a> {
             self.produce(unit, topic, key.as_deref(), None, timestamp_ms)
                 .await?;
         }
-        metrics::counter!("driftless_capture_events_total").increment(1);
+        self.events_total.increment(1);
         Ok(())
     }
 
@@ -619,11 +619,9 @@ impl<'a> Session<'a> {
                 self.wait_one_ack().await?;
                 continue;
             }
-            match kafka::enqueue(&self.producer, &out)? {
-                Enqueued::Ok(f) => {
+            match self.producer.enqueue(&out, unit)? {
+                Enqueued::Ok => {
                     self.progress.sent(unit);
-                    self.inflight
-                        .push(Box::pin(async move { (unit, kafka::delivered(f).await) }));
                     return Ok(());
                 }
                 Enqueued::QueueFull => self.wait_one_ack().await?,
@@ -632,14 +630,12 @@ impl<'a> Session<'a> {
     }
 
     async fn wait_one_ack(&mut self) -> Result<(), CaptureError> {
-        match self.inflight.next().await {
-            Some((u, r)) => {
-                r?;
-                self.progress.acked(u);
-            }
-            None => tokio::time::sleep(Duration::from_millis(5)).await,
+        if self.progress.in_flight() > 0 {
+            self.wait_acks().await
+        } else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            Ok(())
         }
-        Ok(())
     }
 
     /// Stores the checkpoint (if it moved) and tells Postgres the flushable LSN.
@@ -692,9 +688,9 @@ impl<'a> Session<'a> {
                     // Wait (bounded) for outstanding acks so the final status covers them.
                     let deadline = tokio::time::sleep(Duration::from_secs(10));
                     tokio::pin!(deadline);
-                    while !self.inflight.is_empty() {
+                    while self.progress.in_flight() > 0 {
                         tokio::select! {
-                            Some((u, r)) = self.inflight.next() => { r?; self.progress.acked(u); }
+                            r = self.wait_acks() => r?,
                             _ = &mut deadline => break,
                         }
                     }
@@ -702,9 +698,9 @@ impl<'a> Session<'a> {
                     tracing::info!(lsn = %self.checkpoint.flushed_lsn, "capture stopped");
                     return Ok(());
                 }
-                Some((u, r)) = self.inflight.next(), if !self.inflight.is_empty() => {
-                    r?;
-                    self.progress.acked(u);
+                r = self.producer.next_ack(), if self.progress.in_flight() > 0 => {
+                    self.progress.acked(r?);
+                    self.drain_ready()?;
                 }
                 _ = status.tick() => {
                     self.send_status(&mut stream, received, false).await?;
@@ -766,10 +762,10 @@ impl<'a> Session<'a> {
                 *txn = Some(OpenTxn {
                     unit,
                     ctx: TxnContext {
-                        db: self.database.clone(),
+                        db: self.database.as_str().into(),
                         commit_lsn: b.final_lsn,
                         xid: Some(b.xid),
-                        commit_ts: Some(crate::event::pg_timestamp_to_rfc3339(b.commit_ts)),
+                        commit_ts: Some(crate::event::pg_timestamp_to_rfc3339(b.commit_ts).into()),
                         origin: None,
                         ordinal: 0,
                         snapshot: false,
@@ -937,7 +933,7 @@ impl<'a> Session<'a> {
                 // Non-transactional: a unit of its own, closed at the message's LSN. The WAL
                 // has no time for it, so `commit_ts` is null (the Kafka record gets "now").
                 let ctx = standalone.insert(TxnContext {
-                    db: self.database.clone(),
+                    db: self.database.as_str().into(),
                     commit_lsn: m.lsn,
                     xid: None,
                     commit_ts: None,

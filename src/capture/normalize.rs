@@ -12,6 +12,8 @@
 //!   insert of the new one, so per-key order on Kafka holds;
 //! - ordinals are assigned in decoding order, so ids are the same on every re-send.
 
+use std::sync::{Arc, LazyLock};
+
 use serde_json::Value;
 
 use super::value::{PgType, text_to_json};
@@ -35,18 +37,18 @@ pub struct ColumnInfo {
 pub struct RelationInfo {
     /// Relation OID.
     pub oid: u32,
-    /// Schema.
-    pub schema: String,
+    /// Schema (shared by every event of the relation).
+    pub schema: Arc<str>,
     /// Table.
-    pub table: String,
+    pub table: Arc<str>,
     /// Kafka topic.
-    pub topic: String,
+    pub topic: Arc<str>,
     /// Columns, in wire order.
     pub columns: Vec<ColumnInfo>,
     /// Indexes into `columns` of the key columns, in key order.
     pub key: Vec<usize>,
     /// Hash of the column list.
-    pub schema_version: String,
+    pub schema_version: Arc<str>,
 }
 
 impl RelationInfo {
@@ -73,12 +75,12 @@ impl RelationInfo {
                 .map(|(i, _)| i)
                 .collect();
         }
-        let schema_version = schema_version(&columns);
+        let schema_version = schema_version(&columns).into();
         RelationInfo {
             oid,
-            schema,
-            table,
-            topic,
+            schema: schema.into(),
+            table: table.into(),
+            topic: topic.into(),
             columns,
             key,
             schema_version,
@@ -104,17 +106,20 @@ pub fn schema_version(columns: &[ColumnInfo]) -> String {
     format!("{h:016x}")
 }
 
+/// [`EVENT_FORMAT`], shared by every event.
+static EVENT_FORMAT_ARC: LazyLock<Arc<str>> = LazyLock::new(|| EVENT_FORMAT.into());
+
 /// The transaction an event belongs to.
 #[derive(Clone, Debug)]
 pub struct TxnContext {
     /// Database name.
-    pub db: String,
+    pub db: Arc<str>,
     /// Commit record LSN (`Begin.final_lsn`).
     pub commit_lsn: Lsn,
     /// Transaction id.
     pub xid: Option<u32>,
     /// Commit time, RFC 3339.
-    pub commit_ts: Option<String>,
+    pub commit_ts: Option<Arc<str>>,
     /// Replication origin, if any.
     pub origin: Option<String>,
     /// Next ordinal.
@@ -139,7 +144,7 @@ impl TxnContext {
 
     fn source(&self, rel: &RelationInfo, lsn: Lsn) -> Source {
         Source {
-            version: EVENT_FORMAT.to_string(),
+            version: EVENT_FORMAT_ARC.clone(),
             db: self.db.clone(),
             schema: rel.schema.clone(),
             table: rel.table.clone(),

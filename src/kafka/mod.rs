@@ -4,15 +4,22 @@
 //! passthrough options, so they cannot be turned off); keys are hashed with murmur2 like the
 //! Java client, so other clients agree on partitions; delivery failures are reported to the
 //! caller, which must not advance any source position past an undelivered event.
+//!
+//! Delivery reports come back through one channel per producer ([`Producer::next_ack`]), each
+//! carrying the tag given at [`Producer::enqueue`]: no future or oneshot per record, and the
+//! caller can drain a burst of reports in one wake-up. Exactly one report arrives per accepted
+//! record, so the channel never holds more than the caller's in-flight records.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
+use tokio::sync::mpsc;
 
 use crate::error::{Classify, ErrorClass};
 
@@ -38,7 +45,7 @@ pub enum KafkaFailure {
         /// Broker error code.
         code: RDKafkaErrorCode,
     },
-    /// The delivery future was dropped by the client (producer shut down).
+    /// The delivery report channel closed (producer shut down).
     #[error("kafka: delivery report lost (producer closed)")]
     DeliveryCanceled,
 }
@@ -113,12 +120,83 @@ pub fn client_config(
     Ok(cfg)
 }
 
+/// A delivery report: the record's tag and whether the broker acknowledged it.
+type Ack<T> = (T, Result<(), KafkaFailure>);
+
+/// Client context forwarding every delivery report (with its record's tag) to the channel.
+struct AckContext<T> {
+    tx: mpsc::UnboundedSender<Ack<T>>,
+}
+
+impl<T: Send + Sync + 'static> ClientContext for AckContext<T> {}
+
+impl<T: Send + Sync + 'static> ProducerContext for AckContext<T> {
+    type DeliveryOpaque = Box<T>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, tag: Box<T>) {
+        let r = match result {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(KafkaFailure::Client(e.clone())),
+        };
+        // The receiver is gone only once the Producer is dropped: nobody waits any more.
+        let _ = self.tx.send((*tag, r));
+    }
+}
+
+/// A producer whose delivery reports carry a caller tag `T` (e.g. the transaction a record
+/// belongs to) and are read with [`Producer::next_ack`] / [`Producer::try_ack`].
+pub struct Producer<T: Send + Sync + 'static> {
+    inner: ThreadedProducer<AckContext<T>>,
+    acks: mpsc::UnboundedReceiver<Ack<T>>,
+}
+
+impl<T: Send + Sync + 'static> Producer<T> {
+    /// Enqueues a record without blocking; its delivery report will carry `tag`.
+    pub fn enqueue(&self, out: &Outgoing<'_>, tag: T) -> Result<Enqueued, KafkaFailure> {
+        let mut record: BaseRecord<'_, [u8], [u8], Box<T>> =
+            BaseRecord::with_opaque_to(out.topic, Box::new(tag)).timestamp(out.timestamp_ms);
+        if let Some(k) = out.key {
+            record = record.key(k);
+        }
+        if let Some(p) = out.payload {
+            record = record.payload(p);
+        }
+        match self.inner.send(record) {
+            Ok(()) => Ok(Enqueued::Ok),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Ok(Enqueued::QueueFull)
+            }
+            Err((e, _)) => Err(e.into()),
+        }
+    }
+
+    /// Waits for the next delivery report; `Ok(tag)` once the broker acknowledged that record.
+    /// Cancel-safe (usable in `select!`).
+    pub async fn next_ack(&mut self) -> Result<T, KafkaFailure> {
+        match self.acks.recv().await {
+            Some((tag, r)) => r.map(|()| tag),
+            None => Err(KafkaFailure::DeliveryCanceled),
+        }
+    }
+
+    /// The next delivery report if one is ready.
+    pub fn try_ack(&mut self) -> Option<Result<T, KafkaFailure>> {
+        match self.acks.try_recv() {
+            Ok((tag, r)) => Some(r.map(|()| tag)),
+            Err(mpsc::error::TryRecvError::Empty) => None,
+            Err(mpsc::error::TryRecvError::Disconnected) => {
+                Some(Err(KafkaFailure::DeliveryCanceled))
+            }
+        }
+    }
+}
+
 /// An idempotent producer (`acks=all`, murmur2 partitioner, bounded local queue).
-pub fn producer(
+pub fn producer<T: Send + Sync + 'static>(
     brokers: &str,
     passthrough: &BTreeMap<String, String>,
     max_in_flight_events: usize,
-) -> Result<FutureProducer, KafkaFailure> {
+) -> Result<Producer<T>, KafkaFailure> {
     let mut cfg = client_config(brokers, passthrough)?;
     if !passthrough.contains_key("linger.ms") {
         cfg.set("linger.ms", "5");
@@ -131,8 +209,13 @@ pub fn producer(
     cfg.set("partitioner", "murmur2_random");
     cfg.set("enable.idempotence", "true");
     cfg.set("acks", "all");
-    Ok(cfg.create()?)
+    let (tx, acks) = mpsc::unbounded_channel();
+    let inner = cfg.create_with_context(AckContext { tx })?;
+    Ok(Producer { inner, acks })
 }
+
+/// Time allowed for an admin request (topic creation) before it counts as a transient failure.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Creates missing topics (existing ones are left as they are).
 pub async fn ensure_topics(
@@ -147,7 +230,10 @@ pub async fn ensure_topics(
         .iter()
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication_factor)))
         .collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    // Bounded, so an unreachable cluster surfaces as a (transient, logged) error quickly.
+    let opts = AdminOptions::new()
+        .request_timeout(Some(ADMIN_TIMEOUT))
+        .operation_timeout(Some(ADMIN_TIMEOUT));
     for result in admin.create_topics(new.iter(), &opts).await? {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -171,36 +257,8 @@ pub struct Outgoing<'a> {
 
 /// Result of trying to enqueue a record.
 pub enum Enqueued {
-    /// Accepted; resolves when the broker acknowledged (or failed) it.
-    Ok(DeliveryFuture),
+    /// Accepted; its delivery report will come through [`Producer::next_ack`].
+    Ok,
     /// librdkafka's local queue is full: wait for deliveries, then try again.
     QueueFull,
-}
-
-/// Enqueues a record without blocking.
-pub fn enqueue(producer: &FutureProducer, out: &Outgoing<'_>) -> Result<Enqueued, KafkaFailure> {
-    let mut record: FutureRecord<'_, [u8], [u8]> =
-        FutureRecord::to(out.topic).timestamp(out.timestamp_ms);
-    if let Some(k) = out.key {
-        record = record.key(k);
-    }
-    if let Some(p) = out.payload {
-        record = record.payload(p);
-    }
-    match producer.send_result(record) {
-        Ok(f) => Ok(Enqueued::Ok(f)),
-        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-            Ok(Enqueued::QueueFull)
-        }
-        Err((e, _)) => Err(e.into()),
-    }
-}
-
-/// Waits for a delivery report: `Ok(())` once the broker acknowledged the record.
-pub async fn delivered(f: DeliveryFuture) -> Result<(), KafkaFailure> {
-    match f.await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err((e, _))) => Err(e.into()),
-        Err(_) => Err(KafkaFailure::DeliveryCanceled),
-    }
 }

@@ -320,10 +320,20 @@ impl Record {
 pub fn read_topic(
     topic: &str,
     timeout: Duration,
+    done: impl FnMut(&[Record]) -> bool,
+) -> Vec<Record> {
+    read_topic_from(&brokers(), topic, timeout, done)
+}
+
+/// [`read_topic`] from another broker.
+pub fn read_topic_from(
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
     mut done: impl FnMut(&[Record]) -> bool,
 ) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", brokers)
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
@@ -424,4 +434,55 @@ pub fn by_key(records: &[Record]) -> BTreeMap<String, Vec<Value>> {
 
 pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A tansu broker of a test's own (sqlite storage in a temp dir), stopped on drop.
+pub struct OwnBroker {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnBroker {
+    pub fn start(port: u16) -> OwnBroker {
+        let bin = std::env::var("DRIFTLESS_TANSU_BIN")
+            .expect("DRIFTLESS_TANSU_BIN (set by scripts/test) names the tansu binary");
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(bin)
+            .current_dir(dir.path())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not open port {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        OwnBroker { child, _dir: dir }
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP port nobody listens on (right now).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
