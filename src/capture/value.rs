@@ -246,9 +246,9 @@ impl PgType {
 ///   PostgreSQL printed (float4 `1.1` stays `1.1`).
 /// * `bool` → `true`/`false`.
 /// * `text`-like, `uuid`, `interval` (ISO 8601 text), `date`, [`PgType::Other`] → the text.
-/// * `json`/`jsonb` → the parsed value (text that is not JSON: the text). Numbers go through
-///   serde_json's `Number`: without its `arbitrary_precision` feature, integers beyond u64/i64
-///   and decimals beyond f64 precision are rounded, and `1.50` becomes `1.5`.
+/// * `json`/`jsonb` → the parsed value (text that is not JSON: the text). The crate enables
+///   serde_json's `arbitrary_precision`, so numbers keep exactly the digits PostgreSQL printed
+///   (`1.50`, integers beyond 64 bits); no precision is lost.
 /// * `bytea` (hex `\x0102`, or the legacy escape format) → base64 string, standard padded.
 /// * `timestamptz` → `2024-03-01T12:34:56.123456Z`: converted to UTC, exactly 6 fractional
 ///   digits. `timestamp` → the same without `Z`. `infinity`, `-infinity`, BC years, and years
@@ -743,6 +743,17 @@ mod tests {
     /// Every malformed input keeps its text.
     fn assert_text(ty: PgType, text: &str) {
         assert_eq!(text_to_json(&ty, text), json!(text), "{ty:?} {text:?}");
+    }
+
+    #[test]
+    fn json_numbers_keep_every_digit() {
+        let text =
+            r#"{"a": 1.50, "b": 123456789012345678901234567890, "c": -0.000000000000000000001}"#;
+        let v = text_to_json(&PgType::Jsonb, text);
+        assert_eq!(
+            serde_json::to_string(&v).unwrap(),
+            r#"{"a":1.50,"b":123456789012345678901234567890,"c":-0.000000000000000000001}"#
+        );
     }
 
     #[test]
