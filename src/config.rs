@@ -539,16 +539,19 @@ impl Config {
         }
         for key in kafka.librdkafka.keys() {
             let base = key.strip_suffix("_env").unwrap_or(key);
-            if matches!(
-                base,
-                "enable.idempotence" | "acks" | "request.required.acks" | "bootstrap.servers"
-            ) {
-                p.add(
-                    format!("kafka.librdkafka.\"{key}\""),
-                    "is set by driftless and cannot be overridden (idempotence and acks=all are \
-                     what make delivery safe; use kafka.brokers for the servers)",
-                );
-            }
+            let reason = match base {
+                "enable.idempotence" | "acks" | "request.required.acks" => {
+                    "idempotence and acks=all are what make delivery safe"
+                }
+                "bootstrap.servers" => "use kafka.brokers",
+                "partitioner" => "murmur2 keeps partitions equal to the Java client's",
+                "queue.buffering.max.messages" => "it follows kafka.max_in_flight_events",
+                _ => continue,
+            };
+            p.add(
+                format!("kafka.librdkafka.\"{key}\""),
+                format!("is set by driftless and cannot be overridden ({reason})"),
+            );
         }
 
         p.unknown("capture", &self.capture.extra, "state_dir, metrics_listen");
@@ -675,6 +678,23 @@ mod tests {
         let problems = parse("").unwrap().validate().unwrap_err();
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(paths, ["source", "kafka"]);
+    }
+
+    #[test]
+    fn safety_critical_producer_options_cannot_be_overridden() {
+        let text = format!(
+            "{GOOD}\n[kafka.librdkafka]\npartitioner = \"random\"\n\"acks_env\" = \"X\"\n\
+             \"security.protocol\" = \"ssl\"\n"
+        );
+        let problems = parse(&text).unwrap().validate().unwrap_err();
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "kafka.librdkafka.\"acks_env\"",
+                "kafka.librdkafka.\"partitioner\""
+            ]
+        );
     }
 
     #[test]

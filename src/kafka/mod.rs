@@ -115,7 +115,6 @@ pub fn client_config(
         }
     }
     cfg.set("bootstrap.servers", brokers);
-    // librdkafka may resolve "localhost" to ::1 first; brokers here listen on IPv4.
     cfg.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
     Ok(cfg)
 }
