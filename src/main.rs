@@ -45,6 +45,22 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run a local emulator of a SaaS API (development, demo, tests); binds 127.0.0.1.
+    Emulate {
+        /// Which API.
+        #[arg(value_enum)]
+        kind: EmulatorKind,
+        /// Port on 127.0.0.1.
+        #[arg(long, default_value_t = 8081)]
+        port: u16,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EmulatorKind {
+    Hubspot,
+    Zoho,
+    Webhook,
 }
 
 fn init_logging(format: LogFormat) {
@@ -83,8 +99,26 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Check { config } => check(&config).await,
             Command::Capture { config } => run_capture(&config).await,
+            Command::Emulate { kind, port } => emulate(kind, port).await,
         }
     })
+}
+
+async fn emulate(kind: EmulatorKind, port: u16) -> ExitCode {
+    use driftless::emulate::Kind;
+    let kind = match kind {
+        EmulatorKind::Hubspot => Kind::Hubspot,
+        EmulatorKind::Zoho => Kind::Zoho,
+        EmulatorKind::Webhook => Kind::Webhook,
+    };
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    match driftless::emulate::serve(kind, addr).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: emulator on {addr}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn check(path: &Path) -> ExitCode {
