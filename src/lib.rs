@@ -23,3 +23,4 @@ pub mod lsn;
 pub mod metrics;
 pub mod pgoutput;
 pub mod postgres;
+pub mod sink;
