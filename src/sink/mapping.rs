@@ -1,0 +1,431 @@
+//! Field mapping from a change event's row to a CRM record's properties, and the schema check
+//! against the destination's property definitions. Pure.
+//!
+//! Owns how column values become CRM property values (issue 3, "Mapping and schema check").
+//! Invariants:
+//! - every property value is a string (HubSpot takes nothing else): numbers keep their exact
+//!   digits, booleans are `"true"`/`"false"`, NULL clears the property (`""`), arrays become
+//!   `;`-separated values (HubSpot multi-checkbox), objects their compact JSON;
+//! - dates are sent as HubSpot expects: `date` properties as midnight-UTC epoch milliseconds,
+//!   `datetime` properties as epoch milliseconds of the instant;
+//! - a value that cannot be mapped (an enumeration value without a mapping, an unparsable date)
+//!   is a [`MappingError`], which the runner treats as poison (dead letter), never a silent drop;
+//! - [`check_schema`] reports every problem at once: unknown property, read-only property,
+//!   incompatible type, enumeration value that is not an option, `id_property` not unique.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::event::Row;
+
+/// A transform applied to a column's value before it is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transform {
+    /// Lower-case (e.g. e-mail addresses, which HubSpot matches case-insensitively).
+    Lowercase,
+    /// Upper-case.
+    Uppercase,
+    /// Strip surrounding whitespace.
+    Trim,
+}
+
+impl Transform {
+    /// Parses a config name.
+    pub fn parse(name: &str) -> Option<Transform> {
+        match name {
+            "lowercase" => Some(Transform::Lowercase),
+            "uppercase" => Some(Transform::Uppercase),
+            "trim" => Some(Transform::Trim),
+            _ => None,
+        }
+    }
+
+    fn apply(self, s: &str) -> String {
+        match self {
+            Transform::Lowercase => s.to_lowercase(),
+            Transform::Uppercase => s.to_uppercase(),
+            Transform::Trim => s.trim().to_string(),
+        }
+    }
+}
+
+/// One column → property rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldRule {
+    /// Source column.
+    pub column: String,
+    /// Destination property.
+    pub property: String,
+    /// Optional transform.
+    pub transform: Option<Transform>,
+    /// Optional value map (column value → property value); values not listed are errors.
+    pub map: Option<BTreeMap<String, String>>,
+}
+
+/// Destination property types that change how values are encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PropertyType {
+    /// Free text (also phone numbers).
+    String,
+    /// A number.
+    Number,
+    /// A calendar date.
+    Date,
+    /// An instant.
+    Datetime,
+    /// One of a set of options (`;`-separated for multi-select).
+    Enumeration,
+    /// `true` / `false`.
+    Bool,
+}
+
+impl PropertyType {
+    /// Parses HubSpot's `type` field.
+    pub fn parse(name: &str) -> Option<PropertyType> {
+        match name {
+            "string" | "phone_number" => Some(PropertyType::String),
+            "number" => Some(PropertyType::Number),
+            "date" => Some(PropertyType::Date),
+            "datetime" => Some(PropertyType::Datetime),
+            "enumeration" => Some(PropertyType::Enumeration),
+            "bool" => Some(PropertyType::Bool),
+            _ => None,
+        }
+    }
+}
+
+/// A destination property definition (from the properties API).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Property {
+    /// Internal name.
+    pub name: String,
+    /// Type.
+    pub kind: PropertyType,
+    /// `modificationMetadata.readOnlyValue`.
+    pub read_only: bool,
+    /// `hasUniqueValue`.
+    pub unique: bool,
+    /// Internal option values (enumerations).
+    pub options: Vec<String>,
+}
+
+/// A value that cannot be written (poison: the record goes to the dead-letter topic).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MappingError {
+    /// An enumeration/value map has no entry for the value.
+    #[error("column {column}: value has no mapping for property {property}")]
+    Unmapped {
+        /// Column.
+        column: String,
+        /// Property.
+        property: String,
+    },
+    /// A date or datetime could not be parsed.
+    #[error("column {column}: not a valid {kind} for property {property}")]
+    BadDate {
+        /// Column.
+        column: String,
+        /// Property.
+        property: String,
+        /// `date` or `datetime`.
+        kind: &'static str,
+    },
+    /// The id column is missing or null.
+    #[error("column {column} (the record's unique id) is missing or null")]
+    MissingId {
+        /// Column.
+        column: String,
+    },
+}
+
+/// Plain string form of a JSON value (see the module invariants).
+pub fn value_string(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::Array(items) => items.iter().map(value_string).collect::<Vec<_>>().join(";"),
+        Value::Object(_) => v.to_string(),
+    }
+}
+
+fn epoch_ms_of_date(s: &str) -> Option<i64> {
+    let day = chrono::NaiveDate::parse_from_str(s.get(..10)?, "%Y-%m-%d").ok()?;
+    Some(day.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
+}
+
+fn epoch_ms_of_datetime(s: &str) -> Option<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Some(t.timestamp_millis());
+    }
+    // timestamp without time zone: taken as UTC.
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|t| t.and_utc().timestamp_millis())
+}
+
+/// Maps a row to properties. `schema` (when known) selects date/datetime encodings.
+pub fn to_properties(
+    rules: &[FieldRule],
+    schema: &BTreeMap<String, Property>,
+    row: &Row,
+) -> Result<BTreeMap<String, String>, MappingError> {
+    let mut out = BTreeMap::new();
+    for rule in rules {
+        // A column absent from the row (unchanged TOAST) is left untouched at the destination.
+        let Some(v) = row.get(&rule.column) else {
+            continue;
+        };
+        let mut s = value_string(v);
+        if let Some(t) = rule.transform {
+            s = t.apply(&s);
+        }
+        if let Some(map) = &rule.map
+            && !v.is_null()
+        {
+            s = map.get(&s).cloned().ok_or_else(|| MappingError::Unmapped {
+                column: rule.column.clone(),
+                property: rule.property.clone(),
+            })?;
+        }
+        let kind = schema.get(&rule.property).map(|p| p.kind);
+        if !s.is_empty() {
+            let bad = |kind| MappingError::BadDate {
+                column: rule.column.clone(),
+                property: rule.property.clone(),
+                kind,
+            };
+            match kind {
+                Some(PropertyType::Date) => {
+                    s = epoch_ms_of_date(&s).ok_or_else(|| bad("date"))?.to_string();
+                }
+                Some(PropertyType::Datetime) => {
+                    s = epoch_ms_of_datetime(&s)
+                        .ok_or_else(|| bad("datetime"))?
+                        .to_string();
+                }
+                _ => {}
+            }
+        }
+        out.insert(rule.property.clone(), s);
+    }
+    Ok(out)
+}
+
+/// The record's unique id value (for `idProperty` upserts), after the rule's transform.
+pub fn id_value(rules: &[FieldRule], id_property: &str, row: &Row) -> Result<String, MappingError> {
+    let rule = rules.iter().find(|r| r.property == id_property);
+    let column = rule.map(|r| r.column.as_str()).unwrap_or(id_property);
+    match row.get(column) {
+        Some(v) if !v.is_null() => {
+            let s = value_string(v);
+            Ok(match rule.and_then(|r| r.transform) {
+                Some(t) => t.apply(&s),
+                None => s,
+            })
+        }
+        _ => Err(MappingError::MissingId {
+            column: column.to_string(),
+        }),
+    }
+}
+
+/// A problem found by [`check_schema`], with the config path of the rule at fault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SchemaProblem {
+    /// Config path, e.g. `sinks[0].fields.email`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Checks a mapping against the destination schema; returns every problem.
+pub fn check_schema(
+    sink_path: &str,
+    rules: &[FieldRule],
+    id_property: &str,
+    schema: &BTreeMap<String, Property>,
+) -> Vec<SchemaProblem> {
+    let mut out = Vec::new();
+    let mut problem = |path: String, message: String| out.push(SchemaProblem { path, message });
+    match schema.get(id_property) {
+        None => problem(
+            format!("{sink_path}.id_property"),
+            format!("property {id_property} does not exist at the destination"),
+        ),
+        Some(p) if !p.unique => problem(
+            format!("{sink_path}.id_property"),
+            format!("property {id_property} is not unique (hasUniqueValue is false)"),
+        ),
+        _ => {}
+    }
+    for rule in rules {
+        let path = format!("{sink_path}.fields.{}", rule.column);
+        let Some(p) = schema.get(&rule.property) else {
+            problem(
+                path,
+                format!(
+                    "property {} does not exist at the destination",
+                    rule.property
+                ),
+            );
+            continue;
+        };
+        if p.read_only {
+            problem(
+                path.clone(),
+                format!("property {} is read-only", rule.property),
+            );
+        }
+        if p.kind == PropertyType::Enumeration
+            && let Some(map) = &rule.map
+        {
+            for target in map.values().filter(|v| !p.options.contains(v)) {
+                problem(
+                    path.clone(),
+                    format!("{target:?} is not an option of property {}", rule.property),
+                );
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rule(column: &str, property: &str) -> FieldRule {
+        FieldRule {
+            column: column.into(),
+            property: property.into(),
+            transform: None,
+            map: None,
+        }
+    }
+
+    fn prop(name: &str, kind: PropertyType) -> (String, Property) {
+        let p = Property {
+            name: name.into(),
+            kind,
+            read_only: false,
+            unique: name == "email",
+            options: vec!["lead".into(), "customer".into()],
+        };
+        (name.into(), p)
+    }
+
+    fn schema() -> BTreeMap<String, Property> {
+        BTreeMap::from([
+            prop("email", PropertyType::String),
+            prop("firstname", PropertyType::String),
+            prop("score", PropertyType::Number),
+            prop("birthday", PropertyType::Date),
+            prop("seen_at", PropertyType::Datetime),
+            prop("lifecyclestage", PropertyType::Enumeration),
+            prop("vip", PropertyType::Bool),
+            prop("tags", PropertyType::Enumeration),
+        ])
+    }
+
+    #[test]
+    fn values_become_strings_with_hubspot_encodings() {
+        let mut email = rule("email", "email");
+        email.transform = Some(Transform::Lowercase);
+        let mut stage = rule("lifecycle", "lifecyclestage");
+        stage.map = Some(BTreeMap::from([("Lead".into(), "lead".into())]));
+        let rules = vec![
+            email,
+            rule("first_name", "firstname"),
+            rule("score", "score"),
+            rule("birthday", "birthday"),
+            rule("seen", "seen_at"),
+            stage,
+            rule("vip", "vip"),
+            rule("tags", "tags"),
+        ];
+        let row = json!({
+            "email": "Ada@Example.COM", "first_name": null, "score": "12345678901234567890.50",
+            "birthday": "1815-12-10", "seen": "2026-11-27T10:15:02.123456Z", "lifecycle": "Lead",
+            "vip": true, "tags": ["a", "b"]
+        });
+        let props = to_properties(&rules, &schema(), row.as_object().unwrap()).unwrap();
+        assert_eq!(props["email"], "ada@example.com");
+        assert_eq!(props["firstname"], "", "NULL clears the property");
+        assert_eq!(props["score"], "12345678901234567890.50", "exact digits");
+        assert_eq!(props["birthday"], "-4861728000000", "midnight UTC epoch ms");
+        assert_eq!(props["seen_at"], "1795774502123");
+        assert_eq!(props["lifecyclestage"], "lead");
+        assert_eq!(props["vip"], "true");
+        assert_eq!(props["tags"], "a;b");
+        assert_eq!(
+            id_value(&rules, "email", row.as_object().unwrap()).unwrap(),
+            "ada@example.com"
+        );
+    }
+
+    #[test]
+    fn unmappable_values_are_errors_and_absent_columns_are_skipped() {
+        let mut stage = rule("lifecycle", "lifecyclestage");
+        stage.map = Some(BTreeMap::from([("Lead".into(), "lead".into())]));
+        let row = json!({"lifecycle": "Partner"});
+        let err = to_properties(
+            std::slice::from_ref(&stage),
+            &schema(),
+            row.as_object().unwrap(),
+        );
+        assert!(matches!(err, Err(MappingError::Unmapped { .. })));
+        let bad_date = json!({"birthday": "not a date"});
+        let err = to_properties(
+            &[rule("birthday", "birthday")],
+            &schema(),
+            bad_date.as_object().unwrap(),
+        );
+        assert!(matches!(
+            err,
+            Err(MappingError::BadDate { kind: "date", .. })
+        ));
+        let toast = json!({"email": "x@y.z"});
+        let props = to_properties(
+            &[rule("bio", "firstname")],
+            &schema(),
+            toast.as_object().unwrap(),
+        );
+        assert!(
+            props.unwrap().is_empty(),
+            "an unchanged TOAST column is not written"
+        );
+        assert!(matches!(
+            id_value(&[], "email", json!({"email": null}).as_object().unwrap()),
+            Err(MappingError::MissingId { .. })
+        ));
+    }
+
+    #[test]
+    fn schema_check_lists_every_problem() {
+        let mut s = schema();
+        s.get_mut("firstname").unwrap().read_only = true;
+        let mut stage = rule("lifecycle", "lifecyclestage");
+        stage.map = Some(BTreeMap::from([
+            ("L".into(), "lead".into()),
+            ("X".into(), "nope".into()),
+        ]));
+        let rules = vec![rule("first_name", "firstname"), rule("x", "missing"), stage];
+        let problems = check_schema("sinks[0]", &rules, "firstname", &s);
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "sinks[0].id_property",
+                "sinks[0].fields.first_name",
+                "sinks[0].fields.x",
+                "sinks[0].fields.lifecycle"
+            ],
+            "{problems:#?}"
+        );
+        assert!(check_schema("s", &[rule("email", "email")], "email", &schema()).is_empty());
+    }
+}
