@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod sinks;
+pub use sinks::{SinkConfig, ValidSink};
+
 /// Default number of rows fetched per round trip while snapshotting. 10k rows of typical CRM
 /// width is a few MB: large enough to amortise the round trip, small enough to bound memory.
 pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: u32 = 10_000;
@@ -83,6 +86,9 @@ pub struct Config {
     /// Capture process settings.
     #[serde(default)]
     pub capture: CaptureConfig,
+    /// Destinations of the change events.
+    #[serde(default)]
+    pub sinks: Vec<SinkConfig>,
     /// Unknown keys, reported by `validate`.
     #[serde(flatten)]
     pub extra: Extra,
@@ -247,6 +253,8 @@ pub struct ValidConfig {
     pub state_dir: PathBuf,
     /// Metrics endpoint, if enabled.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Sinks, in configuration order.
+    pub sinks: Vec<ValidSink>,
 }
 
 impl ValidConfig {
@@ -336,7 +344,7 @@ impl Config {
     /// Checks every field; pure. Returns all problems, each with its field path.
     pub fn validate(&self) -> Result<ValidConfig, Vec<Problem>> {
         let mut p = Problems(Vec::new());
-        p.unknown("", &self.extra, "source, kafka, capture");
+        p.unknown("", &self.extra, "source, kafka, capture, sinks");
         let source = self.source.clone().unwrap_or_else(|| {
             p.add("source", "missing section [source]");
             SourceConfig {
@@ -574,6 +582,7 @@ impl Config {
             },
         };
 
+        let sinks = sinks::validate(&self.sinks, &tables, &mut p);
         if !p.0.is_empty() {
             return Err(p.0);
         }
@@ -595,6 +604,7 @@ impl Config {
             librdkafka: kafka.librdkafka,
             state_dir,
             metrics_listen,
+            sinks,
         })
     }
 }
