@@ -1,10 +1,2602 @@
-//! hubspot emulator (being written).
+//! In-memory emulator of the HubSpot CRM v3 API (`driftless emulate hubspot`).
+//!
+//! Implements the contract summarised in `shared/docs/saas-contracts.md` §1, checked against the
+//! §4 "HubSpot emulator" checklist:
+//!
+//! - **H1** Bearer auth; 401 `INVALID_AUTHENTICATION` / `EXPIRED_AUTHENTICATION` bodies.
+//! - **H2** `POST /oauth/v1/token` and `/oauth/v3/token` (form-encoded, `refresh_token` grant).
+//! - **H3** sliding 10 s window per token, 429 `TEN_SECONDLY_ROLLING` body.
+//! - **H4** daily cap per private-app token (UTC midnight reset), 429 `DAILY`.
+//! - **H5** `X-HubSpot-RateLimit-*` headers (no `-Daily*` for OAuth tokens) and
+//!   `X-HubSpot-Correlation-Id` on every response.
+//! - **H6** search has its own per-second limiter (429 `SECONDLY`), no rate-limit headers.
+//! - **H7** batch size limits (100; 50 for batch/read with `propertiesWithHistory`).
+//! - **H8** batch/create: 409 CONFLICT on an existing unique value, 207 when every input has an
+//!   `objectWriteTraceId`.
+//! - **H9** batch/upsert 200/207 shape with `new`, `status`, timestamps; archive 204; create 201.
+//! - **H10** `idProperty` must be unique (`email` for contacts, `hasUniqueValue`), never
+//!   `hs_object_id`.
+//! - **H11** two inputs resolving to the same record → 400 for the whole batch.
+//! - **H12** unknown / read-only properties and type-invalid values are per-input errors (207, or
+//!   400 when nothing succeeded); a non-string value rejects the whole request (400).
+//! - **H13** `lastmodifieddate` / `hs_lastmodifieddate`, `updatedAt` and per-property history.
+//! - **H14** search: `total`, offset `after`, `limit` ≤ 200, 10 000 cap, archived excluded.
+//! - **H15** filter-group limits (5 groups / 10 per group / 25 total).
+//! - **H16** properties API with seeded schemas.
+//! - **H17** HubSpot error body everywhere, correlation id mirrored in the header.
+//! - **H20** soft delete (`DELETE`, batch/archive), `?archived=true` reads.
+//!
+//! Deliberate simplifications: no webhooks (H18, H19), no search index lag, no merge,
+//! gdpr-delete or restore; an upsert whose unique value only matches an archived record creates
+//! a new record (the archived one stays archived); a write that changes no value does not bump
+//! `lastmodifieddate`; the daily cap resets at UTC midnight; the list endpoint's `after` is the
+//! last record id. The `reset_connection` fault unwinds the connection task with
+//! `std::panic::resume_unwind` (no panic hook, no log noise): hyper drops the socket without
+//! writing a response, so the client sees the connection closed (FIN; a RST only if unread
+//! request bytes remain) — axum offers no true TCP reset.
+//!
+//! Test-control endpoints (not part of HubSpot): `GET /_emulator/state`, `POST /_emulator/reset`,
+//! `POST /_emulator/faults`.
+
+#![allow(clippy::result_large_err)] // handlers return ready-made error `Response`s
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::Response;
+use chrono::{DateTime, NaiveDate, SecondsFormat, TimeZone, Utc};
+use serde_json::{Map, Value, json};
 
 /// Emulator options.
-#[derive(Clone, Debug, Default)]
-pub struct Options {}
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Static private-app tokens accepted as `Authorization: Bearer <token>`.
+    pub tokens: Vec<String>,
+    /// Refresh tokens accepted by `POST /oauth/v1/token` and `/oauth/v3/token`.
+    pub refresh_tokens: Vec<String>,
+    /// Lifetime of OAuth access tokens (`expires_in`).
+    pub oauth_token_ttl: Duration,
+    /// Requests allowed per token in one rolling window (HubSpot: 100 / 190 / 250).
+    pub burst_limit: u32,
+    /// Length of the rolling window (HubSpot: 10 s).
+    pub burst_window: Duration,
+    /// Requests allowed per private-app token per UTC day (HubSpot: 250 000+).
+    pub daily_limit: u64,
+    /// Search requests allowed per token per second (HubSpot: 5).
+    pub search_per_second: u32,
+    /// Maximum inputs per batch request.
+    pub max_batch_inputs: usize,
+    /// Hub (portal) id reported by the OAuth endpoint.
+    pub hub_id: u64,
+    /// `sourceId` recorded in property history for API writes (the writing app).
+    pub app_source_id: String,
+}
 
-/// The emulator's HTTP routes.
-pub fn router(_options: Options) -> axum::Router {
-    axum::Router::new()
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            tokens: vec!["test-token".into()],
+            refresh_tokens: vec!["test-refresh-token".into()],
+            oauth_token_ttl: Duration::from_secs(1800),
+            burst_limit: 100,
+            burst_window: Duration::from_secs(10),
+            daily_limit: 250_000,
+            search_per_second: 5,
+            max_batch_inputs: 100,
+            hub_id: 62515,
+            app_source_id: "driftless".into(),
+        }
+    }
+}
+
+/// The emulator's HTTP routes; all state lives behind an `Arc<Mutex<..>>` inside the router.
+pub fn router(options: Options) -> axum::Router {
+    let shared = Arc::new(Mutex::new(Inner::new(options)));
+    axum::Router::new().fallback(
+        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let shared = shared.clone();
+            async move { handle(shared, method, uri, headers, body).await }
+        },
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// State
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum PType {
+    Str,
+    Number,
+    Date,
+    DateTime,
+    Enumeration,
+    Bool,
+}
+
+#[derive(Clone, Debug)]
+struct PropDef {
+    name: &'static str,
+    label: &'static str,
+    ptype: PType,
+    field_type: &'static str,
+    options: Vec<&'static str>,
+    unique: bool,
+    read_only: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Hist {
+    value: String,
+    timestamp: DateTime<Utc>,
+    source_type: &'static str,
+    source_id: String,
+}
+
+#[derive(Clone, Debug)]
+struct Record {
+    id: u64,
+    props: BTreeMap<String, String>,
+    history: BTreeMap<String, Vec<Hist>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    archived: bool,
+    archived_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+struct Fault {
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    status: Option<u16>,
+    #[serde(default)]
+    count: Option<u32>,
+    #[serde(default)]
+    delay_ms: Option<u64>,
+    #[serde(default)]
+    reset_connection: bool,
+    #[serde(default)]
+    fail_after_write: bool,
+    #[serde(default)]
+    expire_tokens: bool,
+}
+
+struct OauthToken {
+    expires_at: DateTime<Utc>,
+}
+
+struct Inner {
+    opts: Options,
+    objects: BTreeMap<&'static str, BTreeMap<u64, Record>>,
+    next_id: u64,
+    oauth: HashMap<String, OauthToken>,
+    expired_static: bool,
+    burst: HashMap<String, VecDeque<Instant>>,
+    secondly: HashMap<String, VecDeque<Instant>>,
+    daily: HashMap<String, (NaiveDate, u64)>,
+    arrivals: VecDeque<Instant>,
+    max_in_window: usize,
+    total_requests: u64,
+    rate_limited: u64,
+    by_path: BTreeMap<String, u64>,
+    faults: VecDeque<Fault>,
+}
+
+const TYPES: [&str; 3] = ["contacts", "companies", "deals"];
+
+impl Inner {
+    fn new(opts: Options) -> Self {
+        Inner {
+            opts,
+            objects: TYPES.iter().map(|t| (*t, BTreeMap::new())).collect(),
+            next_id: 1001,
+            oauth: HashMap::new(),
+            expired_static: false,
+            burst: HashMap::new(),
+            secondly: HashMap::new(),
+            daily: HashMap::new(),
+            arrivals: VecDeque::new(),
+            max_in_window: 0,
+            total_requests: 0,
+            rate_limited: 0,
+            by_path: BTreeMap::new(),
+            faults: VecDeque::new(),
+        }
+    }
+}
+
+fn type_id(t: &str) -> &'static str {
+    match t {
+        "contacts" => "0-1",
+        "companies" => "0-2",
+        _ => "0-3",
+    }
+}
+
+fn modified_prop(t: &str) -> &'static str {
+    if t == "contacts" {
+        "lastmodifieddate"
+    } else {
+        "hs_lastmodifieddate"
+    }
+}
+
+fn p(name: &'static str, label: &'static str, ptype: PType) -> PropDef {
+    let field_type = match ptype {
+        PType::Str => "text",
+        PType::Number => "number",
+        PType::Date => "date",
+        PType::DateTime => "date",
+        PType::Enumeration => "select",
+        PType::Bool => "booleancheckbox",
+    };
+    PropDef {
+        name,
+        label,
+        ptype,
+        field_type,
+        options: vec![],
+        unique: false,
+        read_only: false,
+    }
+}
+
+fn schema(t: &str) -> Vec<PropDef> {
+    let ro = |mut d: PropDef| {
+        d.read_only = true;
+        d
+    };
+    let uniq = |mut d: PropDef| {
+        d.unique = true;
+        d
+    };
+    let en = |mut d: PropDef, o: &[&'static str]| {
+        d.options = o.to_vec();
+        d
+    };
+    let mut v = vec![
+        ro(p("hs_object_id", "Record ID", PType::Number)),
+        ro(p("createdate", "Create Date", PType::DateTime)),
+        uniq(p("pg_external_id", "Postgres external id", PType::Str)),
+    ];
+    match t {
+        "contacts" => v.extend([
+            ro(p("lastmodifieddate", "Last Modified Date", PType::DateTime)),
+            uniq(p("email", "Email", PType::Str)),
+            p("firstname", "First Name", PType::Str),
+            p("lastname", "Last Name", PType::Str),
+            p("phone", "Phone Number", PType::Str),
+            p("company", "Company Name", PType::Str),
+            en(
+                p("lifecyclestage", "Lifecycle Stage", PType::Enumeration),
+                &[
+                    "subscriber",
+                    "lead",
+                    "marketingqualifiedlead",
+                    "salesqualifiedlead",
+                    "opportunity",
+                    "customer",
+                    "evangelist",
+                    "other",
+                ],
+            ),
+            p("date_of_birth", "Date of birth", PType::Date),
+            p("annualrevenue", "Annual Revenue", PType::Number),
+            p("is_vip", "VIP", PType::Bool),
+        ]),
+        "companies" => v.extend([
+            ro(p(
+                "hs_lastmodifieddate",
+                "Last Modified Date",
+                PType::DateTime,
+            )),
+            p("name", "Company name", PType::Str),
+            p("domain", "Company Domain Name", PType::Str),
+            en(
+                p("industry", "Industry", PType::Enumeration),
+                &["COMPUTER_SOFTWARE", "FINANCIAL_SERVICES", "RETAIL", "OTHER"],
+            ),
+            p("numberofemployees", "Number of Employees", PType::Number),
+            p("annualrevenue", "Annual Revenue", PType::Number),
+        ]),
+        _ => v.extend([
+            ro(p(
+                "hs_lastmodifieddate",
+                "Last Modified Date",
+                PType::DateTime,
+            )),
+            p("dealname", "Deal Name", PType::Str),
+            p("amount", "Amount", PType::Number),
+            en(
+                p("dealstage", "Deal Stage", PType::Enumeration),
+                &[
+                    "appointmentscheduled",
+                    "qualifiedtobuy",
+                    "presentationscheduled",
+                    "decisionmakerboughtin",
+                    "contractsent",
+                    "closedwon",
+                    "closedlost",
+                ],
+            ),
+            en(p("pipeline", "Pipeline", PType::Enumeration), &["default"]),
+            p("closedate", "Close Date", PType::DateTime),
+        ]),
+    }
+    v
+}
+
+fn default_props(t: &str) -> &'static [&'static str] {
+    match t {
+        "contacts" => &[
+            "createdate",
+            "email",
+            "firstname",
+            "hs_object_id",
+            "lastmodifieddate",
+            "lastname",
+        ],
+        "companies" => &[
+            "createdate",
+            "domain",
+            "hs_lastmodifieddate",
+            "hs_object_id",
+            "name",
+        ],
+        _ => &[
+            "amount",
+            "closedate",
+            "createdate",
+            "dealname",
+            "dealstage",
+            "hs_lastmodifieddate",
+            "hs_object_id",
+            "pipeline",
+        ],
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+fn uuid() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn iso(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn json_resp(status: StatusCode, v: &Value) -> Response {
+    let mut r = Response::new(Body::from(v.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json;charset=utf-8"),
+    );
+    r
+}
+
+fn empty(status: StatusCode) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = status;
+    r
+}
+
+fn err_body(category: &str, message: &str) -> Value {
+    json!({"status": "error", "message": message, "correlationId": uuid(), "category": category})
+}
+
+fn error(status: StatusCode, category: &str, message: &str) -> Response {
+    json_resp(status, &err_body(category, message))
+}
+
+fn rate_limit_resp(policy: &str, message: &str) -> Response {
+    json_resp(
+        StatusCode::TOO_MANY_REQUESTS,
+        &json!({"status": "error", "message": message, "errorType": "RATE_LIMIT",
+                "correlationId": uuid(), "policyName": policy, "requestId": uuid()}),
+    )
+}
+
+fn query_map(uri: &Uri) -> HashMap<String, String> {
+    let mut m = HashMap::new();
+    if let Some(q) = uri.query() {
+        for (k, v) in parse_form(q) {
+            m.insert(k, v);
+        }
+    }
+    m
+}
+
+fn parse_form(s: &str) -> Vec<(String, String)> {
+    s.split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (pct_decode(k), pct_decode(v))
+        })
+        .collect()
+}
+
+fn pct_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or(""), 16) {
+                    Ok(x) => {
+                        out.push(x);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn csv(q: &HashMap<String, String>, key: &str) -> Option<Vec<String>> {
+    q.get(key).map(|s| {
+        s.split(',')
+            .filter(|x| !x.is_empty())
+            .map(String::from)
+            .collect()
+    })
+}
+
+fn str_list(v: Option<&Value>) -> Option<Vec<String>> {
+    v.and_then(Value::as_array).map(|a| {
+        a.iter()
+            .filter_map(|x| x.as_str().map(String::from))
+            .collect()
+    })
+}
+
+/// Parses a timestamp (epoch ms or ISO-8601 / `YYYY-MM-DD`) into epoch ms.
+fn to_ms(s: &str) -> Option<i64> {
+    if let Ok(n) = s.parse::<i64>() {
+        return Some(n);
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.timestamp_millis());
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc().timestamp_millis())
+}
+
+/// Validates and normalises `value` for `def`; `Err((code, message))` when invalid.
+fn normalise(def: &PropDef, value: &str) -> Result<String, (&'static str, String)> {
+    if value.is_empty() {
+        return Ok(String::new());
+    }
+    let bad = |code: &'static str, what: &str| {
+        Err((
+            code,
+            format!("{value:?} was not a valid {what}. Property: {}", def.name),
+        ))
+    };
+    match def.ptype {
+        PType::Str => Ok(value.to_string()),
+        PType::Number => match value.parse::<f64>() {
+            Ok(f) if f.is_finite() => Ok(value.to_string()),
+            _ => bad("INVALID_DECIMAL", "number"),
+        },
+        PType::Bool => match value {
+            "true" | "false" => Ok(value.to_string()),
+            _ => bad("INVALID_BOOLEAN", "boolean"),
+        },
+        PType::Enumeration => {
+            if def.options.contains(&value) {
+                Ok(value.to_string())
+            } else {
+                Err((
+                    "INVALID_OPTION",
+                    format!(
+                        "{value} was not one of the allowed options: {:?}. Property: {}",
+                        def.options, def.name
+                    ),
+                ))
+            }
+        }
+        PType::Date => {
+            if let Ok(d) = NaiveDate::parse_from_str(value, "%Y-%m-%d") {
+                return Ok(d.format("%Y-%m-%d").to_string());
+            }
+            match value
+                .parse::<i64>()
+                .ok()
+                .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+            {
+                Some(t) if t.timestamp_millis() % 86_400_000 == 0 => {
+                    Ok(t.format("%Y-%m-%d").to_string())
+                }
+                _ => bad("INVALID_DATE", "date (midnight UTC epoch ms or YYYY-MM-DD)"),
+            }
+        }
+        PType::DateTime => {
+            if let Ok(t) = DateTime::parse_from_rfc3339(value) {
+                return Ok(iso(t.with_timezone(&Utc)));
+            }
+            match value
+                .parse::<i64>()
+                .ok()
+                .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+            {
+                Some(t) => Ok(iso(t)),
+                None => bad("INVALID_DATETIME", "datetime"),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request pipeline
+
+enum FaultAction {
+    None,
+    Respond(Response),
+    Reset,
+    FailAfterWrite,
+}
+
+async fn handle(
+    shared: Arc<Mutex<Inner>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    if path.starts_with("/_emulator/") {
+        let mut r = control(&shared, &method, &path, &body);
+        add_corr(&mut r);
+        return r;
+    }
+    // Faults: pick the first queued fault matching this path.
+    let (delay, action) = {
+        let mut st = shared.lock().unwrap();
+        take_fault(&mut st, &path)
+    };
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    let fail_after_write = match action {
+        FaultAction::Respond(mut r) => {
+            add_corr(&mut r);
+            return r;
+        }
+        FaultAction::Reset => {
+            // Unwind the connection task without invoking the panic hook: hyper drops the
+            // socket and the client sees the connection closed with no response.
+            std::panic::resume_unwind(Box::new("emulated connection reset"));
+        }
+        FaultAction::FailAfterWrite => true,
+        FaultAction::None => false,
+    };
+    let mut st = shared.lock().unwrap();
+    let mut resp = process(&mut st, &method, &uri, &headers, &body);
+    drop(st);
+    if fail_after_write {
+        resp = error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "internal error",
+        );
+    }
+    add_corr(&mut resp);
+    resp
+}
+
+fn add_corr(r: &mut Response) {
+    let id = uuid();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        r.headers_mut().insert("x-hubspot-correlation-id", v);
+    }
+}
+
+fn take_fault(st: &mut Inner, path: &str) -> (Option<Duration>, FaultAction) {
+    let Some(idx) = st
+        .faults
+        .iter()
+        .position(|f| f.path.as_deref().is_none_or(|p| path.contains(p)))
+    else {
+        return (None, FaultAction::None);
+    };
+    let f = st.faults[idx].clone();
+    let remaining = f.count.unwrap_or(1).saturating_sub(1);
+    if remaining == 0 {
+        st.faults.remove(idx);
+    } else {
+        st.faults[idx].count = Some(remaining);
+    }
+    let delay = f.delay_ms.map(Duration::from_millis);
+    if f.expire_tokens {
+        let past = Utc::now() - chrono::Duration::seconds(1);
+        for t in st.oauth.values_mut() {
+            t.expires_at = t.expires_at.min(past);
+        }
+        st.expired_static = true;
+    }
+    let action = if f.reset_connection {
+        FaultAction::Reset
+    } else if f.fail_after_write {
+        FaultAction::FailAfterWrite
+    } else if let Some(s) = f.status {
+        let code = StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        FaultAction::Respond(if s == 429 {
+            rate_limit_resp(
+                "TEN_SECONDLY_ROLLING",
+                "You have reached your ten_secondly_rolling limit.",
+            )
+        } else {
+            let cat = if s >= 500 {
+                "INTERNAL_ERROR"
+            } else {
+                "VALIDATION_ERROR"
+            };
+            error(code, cat, &format!("injected fault {s}"))
+        })
+    } else {
+        FaultAction::None
+    };
+    (delay, action)
+}
+
+fn control(shared: &Arc<Mutex<Inner>>, method: &Method, path: &str, body: &Bytes) -> Response {
+    let mut st = shared.lock().unwrap();
+    match (method.as_str(), path) {
+        ("GET", "/_emulator/state") => {
+            let mut objects = Map::new();
+            for (t, recs) in &st.objects {
+                let list: Vec<Value> = recs
+                    .values()
+                    .map(|r| {
+                        let mut v = render(r, None, Some(&[]));
+                        v["propertiesWithHistory"] = history_json(r, None);
+                        v
+                    })
+                    .collect();
+                objects.insert(t.to_string(), Value::Array(list));
+            }
+            json_resp(
+                StatusCode::OK,
+                &json!({
+                    "objects": objects,
+                    "requests": {
+                        "total": st.total_requests,
+                        "rateLimited": st.rate_limited,
+                        "maxInAnyWindow": st.max_in_window,
+                        "byPath": st.by_path,
+                    },
+                    "pendingFaults": st.faults.len(),
+                }),
+            )
+        }
+        ("POST", "/_emulator/reset") => {
+            let opts = st.opts.clone();
+            *st = Inner::new(opts);
+            empty(StatusCode::NO_CONTENT)
+        }
+        ("POST", "/_emulator/faults") => {
+            let v: Value = match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => {
+                    return error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", &e.to_string());
+                }
+            };
+            let list = match v {
+                Value::Array(a) => a,
+                Value::Object(mut o) => match o.remove("faults") {
+                    Some(Value::Array(a)) => a,
+                    _ => vec![Value::Object(o)],
+                },
+                _ => vec![],
+            };
+            for f in list {
+                match serde_json::from_value::<Fault>(f) {
+                    Ok(f) => st.faults.push_back(f),
+                    Err(e) => {
+                        return error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", &e.to_string());
+                    }
+                }
+            }
+            json_resp(StatusCode::OK, &json!({"pendingFaults": st.faults.len()}))
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "OBJECT_NOT_FOUND",
+            "unknown emulator endpoint",
+        ),
+    }
+}
+
+/// Auth, rate limiting and dispatch of one HubSpot request.
+fn process(
+    st: &mut Inner,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    let path = uri.path();
+    let now_i = Instant::now();
+    st.total_requests += 1;
+    *st.by_path.entry(path.to_string()).or_default() += 1;
+    // Max number of requests observed in any window.
+    let window = st.opts.burst_window;
+    st.arrivals.push_back(now_i);
+    while st
+        .arrivals
+        .front()
+        .is_some_and(|t| now_i.duration_since(*t) >= window)
+    {
+        st.arrivals.pop_front();
+    }
+    st.max_in_window = st.max_in_window.max(st.arrivals.len());
+
+    if path == "/oauth/v1/token" || path == "/oauth/v3/token" {
+        return oauth_token(st, method, body);
+    }
+    // H1: authentication.
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or("")
+        .to_string();
+    let now = Utc::now();
+    let is_oauth = if st.opts.tokens.contains(&token) {
+        if st.expired_static {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "EXPIRED_AUTHENTICATION",
+                "The OAuth token used to make this call expired 1 second(s) ago.",
+            );
+        }
+        false
+    } else if let Some(t) = st.oauth.get(&token) {
+        if t.expires_at <= now {
+            let secs = (now - t.expires_at).num_seconds().max(0);
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "EXPIRED_AUTHENTICATION",
+                &format!("The OAuth token used to make this call expired {secs} second(s) ago."),
+            );
+        }
+        true
+    } else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "INVALID_AUTHENTICATION",
+            "Authentication credentials not found. This API supports OAuth 2.0 authentication \
+             and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
+        );
+    };
+    let is_search = path.ends_with("/search");
+    // H4: daily cap (private apps only).
+    let today = now.date_naive();
+    let daily_limit = st.opts.daily_limit;
+    let mut daily_used = 0;
+    if !is_oauth {
+        let d = st.daily.entry(token.clone()).or_insert((today, 0));
+        if d.0 != today {
+            *d = (today, 0);
+        }
+        if d.1 >= daily_limit {
+            st.rate_limited += 1;
+            let mut r = rate_limit_resp("DAILY", "You have reached your daily limit.");
+            let used = st.burst.get(&token).map_or(0, VecDeque::len);
+            let remaining = (st.opts.burst_limit as usize).saturating_sub(used);
+            add_rl_headers(&mut r, st, is_oauth, remaining, 0);
+            return r;
+        }
+    }
+    if is_search {
+        // H6: search limiter, no rate-limit headers.
+        let q = st.secondly.entry(token.clone()).or_default();
+        while q
+            .front()
+            .is_some_and(|t| now_i.duration_since(*t) >= Duration::from_secs(1))
+        {
+            q.pop_front();
+        }
+        if q.len() >= st.opts.search_per_second as usize {
+            st.rate_limited += 1;
+            return rate_limit_resp("SECONDLY", "You have reached your secondly limit.");
+        }
+        q.push_back(now_i);
+    } else {
+        // H3: rolling window.
+        let q = st.burst.entry(token.clone()).or_default();
+        while q
+            .front()
+            .is_some_and(|t| now_i.duration_since(*t) >= window)
+        {
+            q.pop_front();
+        }
+        if q.len() >= st.opts.burst_limit as usize {
+            st.rate_limited += 1;
+            let mut r = rate_limit_resp(
+                "TEN_SECONDLY_ROLLING",
+                "You have reached your ten_secondly_rolling limit.",
+            );
+            let used = st.daily.get(&token).map_or(0, |d| d.1);
+            add_rl_headers(&mut r, st, is_oauth, 0, daily_limit.saturating_sub(used));
+            return r;
+        }
+        q.push_back(now_i);
+    }
+    if !is_oauth {
+        let d = st.daily.get_mut(&token).expect("inserted above");
+        d.1 += 1;
+        daily_used = d.1;
+    }
+    let mut r = dispatch(st, method, uri, body);
+    if !is_search {
+        let remaining =
+            st.opts.burst_limit as usize - st.burst.get(&token).map_or(0, VecDeque::len);
+        add_rl_headers(
+            &mut r,
+            st,
+            is_oauth,
+            remaining,
+            daily_limit.saturating_sub(daily_used),
+        );
+    }
+    r
+}
+
+fn add_rl_headers(r: &mut Response, st: &Inner, oauth: bool, remaining: usize, daily_rem: u64) {
+    let h = r.headers_mut();
+    let mut put = |k: &'static str, v: String| {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert(k, v);
+        }
+    };
+    put("x-hubspot-ratelimit-max", st.opts.burst_limit.to_string());
+    put("x-hubspot-ratelimit-remaining", remaining.to_string());
+    put(
+        "x-hubspot-ratelimit-interval-milliseconds",
+        st.opts.burst_window.as_millis().to_string(),
+    );
+    if !oauth {
+        put("x-hubspot-ratelimit-daily", st.opts.daily_limit.to_string());
+        put("x-hubspot-ratelimit-daily-remaining", daily_rem.to_string());
+    }
+}
+
+fn oauth_token(st: &mut Inner, method: &Method, body: &Bytes) -> Response {
+    if method != Method::POST {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "VALIDATION_ERROR",
+            "use POST",
+        );
+    }
+    let form: HashMap<String, String> = parse_form(&String::from_utf8_lossy(body))
+        .into_iter()
+        .collect();
+    let oauth_err = |status: &str, message: &str| {
+        json_resp(
+            StatusCode::BAD_REQUEST,
+            &json!({"status": status, "message": message, "correlationId": uuid()}),
+        )
+    };
+    if form.get("grant_type").map(String::as_str) != Some("refresh_token") {
+        return oauth_err("BAD_GRANT_TYPE", "grant_type must be refresh_token");
+    }
+    let rt = form.get("refresh_token").cloned().unwrap_or_default();
+    if !st.opts.refresh_tokens.contains(&rt) {
+        return oauth_err("BAD_REFRESH_TOKEN", "missing or invalid refresh token");
+    }
+    let access = format!("oauth-{}", uuid().replace('-', ""));
+    let ttl = st.opts.oauth_token_ttl;
+    let expires_at = Utc::now() + chrono::Duration::milliseconds(ttl.as_millis() as i64);
+    st.oauth.insert(access.clone(), OauthToken { expires_at });
+    json_resp(
+        StatusCode::OK,
+        &json!({
+            "access_token": access,
+            "refresh_token": rt,
+            "expires_in": ttl.as_secs(),
+            "token_type": "bearer",
+            "token_use": "access_token",
+            "hub_id": st.opts.hub_id,
+        }),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// CRM routes
+
+fn dispatch(st: &mut Inner, method: &Method, uri: &Uri, body: &Bytes) -> Response {
+    let path = uri.path().trim_end_matches('/');
+    let q = query_map(uri);
+    let rest = path
+        .strip_prefix("/crm/v3/objects/")
+        .or_else(|| path.strip_prefix("/crm/objects/2026-03/"));
+    if let Some(rest) = rest {
+        let segs: Vec<&str> = rest.split('/').collect();
+        let Some(t) = TYPES.iter().copied().find(|t| *t == segs[0]) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                &format!("Unable to infer object type from: {}", segs[0]),
+            );
+        };
+        let json_body = || -> Result<Value, Response> {
+            serde_json::from_slice(body).map_err(|e| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "VALIDATION_ERROR",
+                    &format!("Invalid input JSON: {e}"),
+                )
+            })
+        };
+        let r = match (method.as_str(), &segs[1..]) {
+            ("GET", []) => Ok(list(st, t, &q)),
+            ("POST", []) => json_body().map(|b| create_one(st, t, &b)),
+            ("POST", ["search"]) => json_body().map(|b| search(st, t, &b)),
+            ("POST", ["batch", op]) => json_body().map(|b| batch(st, t, op, &b, &q)),
+            ("GET", [id]) => Ok(get_one(st, t, id, &q)),
+            ("PATCH", [id]) => json_body().map(|b| patch_one(st, t, id, &b, &q)),
+            ("DELETE", [id]) => Ok(delete_one(st, t, id)),
+            _ => Err(error(
+                StatusCode::NOT_FOUND,
+                "OBJECT_NOT_FOUND",
+                "Unknown endpoint",
+            )),
+        };
+        return r.unwrap_or_else(|e| e);
+    }
+    let props = path
+        .strip_prefix("/crm/v3/properties/")
+        .or_else(|| path.strip_prefix("/crm/properties/2026-03/"));
+    if let (Some(t), &Method::GET) = (props, method) {
+        let Some(t) = TYPES.iter().copied().find(|x| *x == t) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "OBJECT_NOT_FOUND",
+                "unknown object type",
+            );
+        };
+        let results: Vec<Value> = schema(t)
+            .iter()
+            .enumerate()
+            .map(|(i, d)| prop_json(t, d, i))
+            .collect();
+        return json_resp(StatusCode::OK, &json!({ "results": results }));
+    }
+    error(
+        StatusCode::NOT_FOUND,
+        "OBJECT_NOT_FOUND",
+        "Unknown endpoint",
+    )
+}
+
+fn prop_json(t: &str, d: &PropDef, i: usize) -> Value {
+    let ty = match d.ptype {
+        PType::Str => "string",
+        PType::Number => "number",
+        PType::Date => "date",
+        PType::DateTime => "datetime",
+        PType::Enumeration => "enumeration",
+        PType::Bool => "bool",
+    };
+    let options: Vec<Value> = if d.ptype == PType::Bool {
+        vec![
+            json!({"label": "Yes", "value": "true", "displayOrder": 0, "hidden": false}),
+            json!({"label": "No", "value": "false", "displayOrder": 1, "hidden": false}),
+        ]
+    } else {
+        d.options
+            .iter()
+            .enumerate()
+            .map(|(i, o)| json!({"label": o, "value": o, "displayOrder": i, "hidden": false}))
+            .collect()
+    };
+    json!({
+        "name": d.name,
+        "label": d.label,
+        "type": ty,
+        "fieldType": d.field_type,
+        "groupName": if t == "contacts" { "contactinformation" } else { "information" },
+        "description": "",
+        "options": options,
+        "displayOrder": i,
+        "hasUniqueValue": d.unique || (t == "contacts" && d.name == "email"),
+        "hidden": false,
+        "calculated": d.read_only,
+        "externalOptions": false,
+        "archived": false,
+        "formField": !d.read_only,
+        "modificationMetadata": {
+            "archivable": !d.read_only,
+            "readOnlyDefinition": d.read_only,
+            "readOnlyValue": d.read_only,
+        },
+    })
+}
+
+/// Renders a record as a SimplePublicObject. `props = None` → all set properties,
+/// `Some([])` → defaults for the type.
+fn render(r: &Record, t: Option<&str>, props: Option<&[String]>) -> Value {
+    let mut pm = Map::new();
+    match props {
+        Some(list) if !list.is_empty() => {
+            for k in ["createdate", "hs_object_id"] {
+                pm.insert(k.into(), json!(r.props.get(k)));
+            }
+            if let Some(t) = t {
+                let m = modified_prop(t);
+                pm.insert(m.into(), json!(r.props.get(m)));
+            }
+            for k in list {
+                pm.insert(k.clone(), json!(r.props.get(k)));
+            }
+        }
+        Some(_) if t.is_some() => {
+            for k in default_props(t.unwrap_or_default()) {
+                pm.insert((*k).into(), json!(r.props.get(*k)));
+            }
+        }
+        _ => {
+            for (k, v) in &r.props {
+                pm.insert(k.clone(), json!(v));
+            }
+        }
+    }
+    let mut v = json!({
+        "id": r.id.to_string(),
+        "properties": pm,
+        "createdAt": iso(r.created_at),
+        "updatedAt": iso(r.updated_at),
+        "archived": r.archived,
+    });
+    if let Some(a) = r.archived_at {
+        v["archivedAt"] = json!(iso(a));
+    }
+    v
+}
+
+fn history_json(r: &Record, only: Option<&[String]>) -> Value {
+    let mut m = Map::new();
+    for (k, hs) in &r.history {
+        if only.is_some_and(|o| !o.contains(k)) {
+            continue;
+        }
+        let list: Vec<Value> = hs
+            .iter()
+            .rev()
+            .map(|h| {
+                json!({"value": h.value, "timestamp": iso(h.timestamp),
+                       "sourceType": h.source_type, "sourceId": h.source_id,
+                       "updatedByUserId": Value::Null})
+            })
+            .collect();
+        m.insert(k.clone(), Value::Array(list));
+    }
+    Value::Object(m)
+}
+
+fn render_full(r: &Record, t: &str, props: Option<&[String]>, hist: Option<&[String]>) -> Value {
+    let mut v = render(r, Some(t), Some(props.unwrap_or(&[])));
+    if let Some(h) = hist {
+        v["propertiesWithHistory"] = history_json(r, Some(h));
+    }
+    v
+}
+
+fn is_unique(t: &str, name: &str) -> bool {
+    name != "hs_object_id"
+        && schema(t)
+            .iter()
+            .any(|d| d.name == name && (d.unique || (t == "contacts" && name == "email")))
+}
+
+fn non_unique_err(t: &str, name: &str) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "VALIDATION_ERROR",
+        &format!(
+            "Unable to perform update/upsert by non-unique {} property {name}",
+            type_id(t)
+        ),
+    )
+}
+
+/// Finds a live record by id or by unique property value.
+fn find(st: &Inner, t: &str, id: &str, id_prop: Option<&str>, archived: bool) -> Option<u64> {
+    let recs = &st.objects[t];
+    match id_prop {
+        None | Some("hs_object_id") => id
+            .parse::<u64>()
+            .ok()
+            .filter(|n| recs.get(n).is_some_and(|r| r.archived == archived)),
+        Some(p) => recs
+            .values()
+            .find(|r| r.archived == archived && r.props.get(p).map(String::as_str) == Some(id))
+            .map(|r| r.id),
+    }
+}
+
+/// One per-input error (StandardError).
+fn input_err(category: &str, message: String, details: Vec<Value>, ctx: Value) -> Value {
+    json!({"status": "error", "category": category, "message": message,
+           "errors": details, "context": ctx, "links": {}})
+}
+
+/// Validates a `properties` object: non-string values are a request-level error (`Err`), bad
+/// properties are returned as per-property error details.
+type Validated = (BTreeMap<String, String>, Vec<Value>);
+
+fn validate(t: &str, props: Option<&Value>) -> Result<Validated, Response> {
+    let defs = schema(t);
+    let mut out = BTreeMap::new();
+    let mut errs = vec![];
+    let Some(obj) = props.and_then(Value::as_object) else {
+        if props.is_none_or(Value::is_null) {
+            return Ok((out, errs));
+        }
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "properties must be an object",
+        ));
+    };
+    for (k, v) in obj {
+        let Some(s) = v.as_str() else {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                &format!(
+                    "Invalid input JSON on line 1: Cannot deserialize value of type `java.lang.String` \
+                     from {v} for property {k}: property values must be strings"
+                ),
+            ));
+        };
+        match defs.iter().find(|d| d.name == k) {
+            None => errs.push(json!({"message": format!("Property \"{k}\" does not exist"),
+                                     "code": "PROPERTY_DOESNT_EXIST", "context": {"propertyName": [k]}})),
+            Some(d) if d.read_only => errs.push(json!({
+                "message": format!("\"{k}\" is a read only property; its value cannot be set."),
+                "code": "READ_ONLY_VALUE", "context": {"propertyName": [k]}})),
+            Some(d) => match normalise(d, s) {
+                Ok(n) => {
+                    out.insert(k.clone(), n);
+                }
+                Err((code, msg)) => errs.push(json!({"message": msg, "code": code,
+                                                     "context": {"propertyName": [k]}})),
+            },
+        }
+    }
+    Ok((out, errs))
+}
+
+fn validation_input_err(details: Vec<Value>, trace: Option<&Value>) -> Value {
+    let n = details.len();
+    let mut ctx = json!({});
+    if let Some(tr) = trace {
+        ctx["objectWriteTraceId"] = json!([tr]);
+    }
+    input_err(
+        "VALIDATION_ERROR",
+        format!("Property values were not valid ({n} error(s))"),
+        details,
+        ctx,
+    )
+}
+
+/// Checks that no *other* live record already holds a unique value being written.
+fn unique_conflict(
+    st: &Inner,
+    t: &str,
+    props: &BTreeMap<String, String>,
+    me: Option<u64>,
+) -> Option<(String, u64)> {
+    for (k, v) in props {
+        if v.is_empty() || !is_unique(t, k) {
+            continue;
+        }
+        if let Some(other) = find(st, t, v, Some(k), false).filter(|o| Some(*o) != me) {
+            return Some((k.clone(), other));
+        }
+    }
+    None
+}
+
+/// Applies `props` to a new (`id = None`) or existing record; returns (id, new).
+fn write(st: &mut Inner, t: &'static str, id: Option<u64>, props: BTreeMap<String, String>) -> u64 {
+    let now = Utc::now();
+    let src = st.opts.app_source_id.clone();
+    let id = id.unwrap_or_else(|| {
+        let id = st.next_id;
+        st.next_id += 1;
+        let mut r = Record {
+            id,
+            props: BTreeMap::new(),
+            history: BTreeMap::new(),
+            created_at: now,
+            updated_at: now,
+            archived: false,
+            archived_at: None,
+        };
+        for (k, v) in [("hs_object_id", id.to_string()), ("createdate", iso(now))] {
+            r.history.entry(k.into()).or_default().push(Hist {
+                value: v.clone(),
+                timestamp: now,
+                source_type: "CALCULATED",
+                source_id: String::new(),
+            });
+            r.props.insert(k.into(), v);
+        }
+        st.objects.get_mut(t).expect("type").insert(id, r);
+        id
+    });
+    let r = st
+        .objects
+        .get_mut(t)
+        .expect("type")
+        .get_mut(&id)
+        .expect("record");
+    let mut changed = r.created_at == now && r.updated_at == now && r.history.len() == 2;
+    for (k, v) in props {
+        if r.props.get(&k).map_or(v.is_empty(), |old| *old == v) {
+            continue;
+        }
+        changed = true;
+        r.history.entry(k.clone()).or_default().push(Hist {
+            value: v.clone(),
+            timestamp: now,
+            source_type: "INTEGRATION",
+            source_id: src.clone(),
+        });
+        if v.is_empty() {
+            r.props.remove(&k);
+        } else {
+            r.props.insert(k, v);
+        }
+    }
+    if changed {
+        let m = modified_prop(t);
+        r.updated_at = now;
+        r.props.insert(m.into(), iso(now));
+        r.history.entry(m.into()).or_default().push(Hist {
+            value: iso(now),
+            timestamp: now,
+            source_type: "CALCULATED",
+            source_id: String::new(),
+        });
+    }
+    id
+}
+
+fn batch_result(
+    results: Vec<Value>,
+    errors: Vec<Value>,
+    requested_at: DateTime<Utc>,
+    ok: StatusCode,
+) -> Response {
+    let mut v = json!({
+        "status": "COMPLETE",
+        "results": results,
+        "requestedAt": iso(requested_at),
+        "startedAt": iso(requested_at),
+        "completedAt": iso(Utc::now()),
+        "links": {},
+    });
+    if errors.is_empty() {
+        return json_resp(ok, &v);
+    }
+    if v["results"].as_array().is_some_and(Vec::is_empty) {
+        // Nothing succeeded: a plain 400 carrying the first error and all details.
+        let first = &errors[0];
+        let mut e = err_body(
+            first["category"].as_str().unwrap_or("VALIDATION_ERROR"),
+            first["message"].as_str().unwrap_or("invalid input"),
+        );
+        e["errors"] = Value::Array(
+            errors
+                .iter()
+                .flat_map(|e| e["errors"].as_array().cloned().unwrap_or_default())
+                .collect(),
+        );
+        e["context"] = first["context"].clone();
+        return json_resp(StatusCode::BAD_REQUEST, &e);
+    }
+    v["numErrors"] = json!(errors.len());
+    v["errors"] = Value::Array(errors);
+    json_resp(StatusCode::MULTI_STATUS, &v)
+}
+
+fn batch(
+    st: &mut Inner,
+    t: &'static str,
+    op: &str,
+    b: &Value,
+    q: &HashMap<String, String>,
+) -> Response {
+    let requested_at = Utc::now();
+    let empty_inputs = vec![];
+    let inputs = b
+        .get("inputs")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty_inputs);
+    let max = st.opts.max_batch_inputs;
+    if inputs.len() > max {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            &format!(
+                "The maximum number of inputs supported in a batch request is {max}. Please reduce the number of items and try again"
+            ),
+        );
+    }
+    match op {
+        "upsert" | "update" => batch_write(st, t, op == "upsert", inputs, requested_at),
+        "create" => batch_create(st, t, inputs, requested_at),
+        "archive" => {
+            let now = Utc::now();
+            for i in inputs {
+                let id = i
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .and_then(|s| s.parse::<u64>().ok());
+                if let Some(r) = id.and_then(|id| st.objects.get_mut(t).expect("type").get_mut(&id))
+                    && !r.archived
+                {
+                    r.archived = true;
+                    r.archived_at = Some(now);
+                }
+            }
+            empty(StatusCode::NO_CONTENT)
+        }
+        "read" => {
+            let hist = str_list(b.get("propertiesWithHistory"));
+            if hist.as_ref().is_some_and(|h| !h.is_empty()) && inputs.len() > 50 {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "VALIDATION_ERROR",
+                    "The maximum number of inputs supported in a batch request for property histories is 50. Please reduce the number of items and try again",
+                );
+            }
+            let id_prop = b.get("idProperty").and_then(Value::as_str);
+            if let Some(p) = id_prop.filter(|p| *p != "hs_object_id")
+                && !is_unique(t, p)
+            {
+                return non_unique_err(t, p);
+            }
+            let archived = q.get("archived").is_some_and(|a| a == "true");
+            let props = str_list(b.get("properties"));
+            let (mut results, mut missing) = (vec![], vec![]);
+            for i in inputs {
+                let id = i.get("id").and_then(Value::as_str).unwrap_or_default();
+                match find(st, t, id, id_prop, archived) {
+                    Some(n) => results.push(render_full(
+                        &st.objects[t][&n],
+                        t,
+                        props.as_deref(),
+                        hist.as_deref(),
+                    )),
+                    None => missing.push(id.to_string()),
+                }
+            }
+            let errors = if missing.is_empty() {
+                vec![]
+            } else {
+                vec![input_err(
+                    "OBJECT_NOT_FOUND",
+                    "Could not get some CRM objects, they may be deleted or not exist. Check that ids are valid.".into(),
+                    vec![],
+                    json!({"ids": missing}),
+                )]
+            };
+            batch_result(results, errors, requested_at, StatusCode::OK)
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "OBJECT_NOT_FOUND",
+            "Unknown batch operation",
+        ),
+    }
+}
+
+fn batch_write(
+    st: &mut Inner,
+    t: &'static str,
+    upsert: bool,
+    inputs: &[Value],
+    requested_at: DateTime<Utc>,
+) -> Response {
+    // Request-level validation first: idProperty uniqueness, non-string values, duplicates.
+    let mut validated = vec![];
+    let mut seen = std::collections::HashSet::new();
+    for i in inputs {
+        let id_prop = i.get("idProperty").and_then(Value::as_str);
+        if let Some(p) = id_prop
+            && !is_unique(t, p)
+        {
+            return non_unique_err(t, p);
+        }
+        let id = i
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if id.is_empty() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                "Each input requires an id",
+            );
+        }
+        let v = match validate(t, i.get("properties")) {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+        let key = (id_prop.unwrap_or("hs_object_id").to_string(), id.clone());
+        if !seen.insert(key) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                &format!("Duplicate IDs found in batch input: [{id}]. IDs must be unique"),
+            );
+        }
+        validated.push((
+            id_prop.map(String::from),
+            id,
+            v,
+            i.get("objectWriteTraceId").cloned(),
+        ));
+    }
+    let (mut results, mut errors) = (vec![], vec![]);
+    for (id_prop, id, (mut props, errs), trace) in validated {
+        if !errs.is_empty() {
+            errors.push(validation_input_err(errs, trace.as_ref()));
+            continue;
+        }
+        let existing = find(st, t, &id, id_prop.as_deref(), false);
+        if existing.is_none() && !(upsert && id_prop.is_some()) {
+            errors.push(input_err(
+                "OBJECT_NOT_FOUND",
+                format!("Object {id} not found"),
+                vec![],
+                json!({"ids": [id]}),
+            ));
+            continue;
+        }
+        if existing.is_none()
+            && let Some(p) = &id_prop
+        {
+            props.insert(p.clone(), id.clone());
+        }
+        if let Some((k, other)) = unique_conflict(st, t, &props, existing) {
+            errors.push(input_err(
+                "CONFLICT",
+                format!("A record with {k} already exists. Existing ID: {other}"),
+                vec![],
+                json!({"id": [id]}),
+            ));
+            continue;
+        }
+        let n = write(st, t, existing, props);
+        let mut v = render(&st.objects[t][&n], Some(t), None);
+        if upsert {
+            v["new"] = json!(existing.is_none());
+        }
+        if let Some(tr) = trace {
+            v["objectWriteTraceId"] = tr;
+        }
+        results.push(v);
+    }
+    batch_result(results, errors, requested_at, StatusCode::OK)
+}
+
+fn batch_create(
+    st: &mut Inner,
+    t: &'static str,
+    inputs: &[Value],
+    requested_at: DateTime<Utc>,
+) -> Response {
+    let all_traced =
+        !inputs.is_empty() && inputs.iter().all(|i| i.get("objectWriteTraceId").is_some());
+    let mut validated = vec![];
+    for i in inputs {
+        let v = match validate(t, i.get("properties")) {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+        validated.push((v, i.get("objectWriteTraceId").cloned()));
+    }
+    if !all_traced {
+        // All-or-nothing: report the first problem for the whole batch.
+        for ((props, errs), _) in &validated {
+            if !errs.is_empty() {
+                let mut e = err_body("VALIDATION_ERROR", "Property values were not valid");
+                e["errors"] = Value::Array(errs.clone());
+                return json_resp(StatusCode::BAD_REQUEST, &e);
+            }
+            if let Some((_, other)) = unique_conflict(st, t, props, None) {
+                return conflict(t, other);
+            }
+        }
+    }
+    let (mut results, mut errors) = (vec![], vec![]);
+    for ((props, errs), trace) in validated {
+        if !errs.is_empty() {
+            errors.push(validation_input_err(errs, trace.as_ref()));
+            continue;
+        }
+        if let Some((_, other)) = unique_conflict(st, t, &props, None) {
+            let mut ctx = json!({});
+            if let Some(tr) = &trace {
+                ctx["objectWriteTraceId"] = json!([tr]);
+            }
+            errors.push(input_err("CONFLICT", conflict_msg(t, other), vec![], ctx));
+            continue;
+        }
+        let n = write(st, t, None, props);
+        let mut v = render(&st.objects[t][&n], Some(t), None);
+        if let Some(tr) = trace {
+            v["objectWriteTraceId"] = tr;
+        }
+        results.push(v);
+    }
+    batch_result(results, errors, requested_at, StatusCode::CREATED)
+}
+
+fn conflict_msg(t: &str, other: u64) -> String {
+    let noun = match t {
+        "contacts" => "Contact",
+        "companies" => "Company",
+        _ => "Deal",
+    };
+    format!("{noun} already exists. Existing ID: {other}")
+}
+
+fn conflict(t: &str, other: u64) -> Response {
+    error(StatusCode::CONFLICT, "CONFLICT", &conflict_msg(t, other))
+}
+
+fn create_one(st: &mut Inner, t: &'static str, b: &Value) -> Response {
+    let (props, errs) = match validate(t, b.get("properties")) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if !errs.is_empty() {
+        let mut e = err_body("VALIDATION_ERROR", "Property values were not valid");
+        e["errors"] = Value::Array(errs);
+        return json_resp(StatusCode::BAD_REQUEST, &e);
+    }
+    if let Some((_, other)) = unique_conflict(st, t, &props, None) {
+        return conflict(t, other);
+    }
+    let n = write(st, t, None, props);
+    json_resp(
+        StatusCode::CREATED,
+        &render(&st.objects[t][&n], Some(t), None),
+    )
+}
+
+fn get_one(st: &Inner, t: &str, id: &str, q: &HashMap<String, String>) -> Response {
+    let id_prop = q.get("idProperty").map(String::as_str);
+    if let Some(p) = id_prop.filter(|p| *p != "hs_object_id")
+        && !is_unique(t, p)
+    {
+        return non_unique_err(t, p);
+    }
+    let archived = q.get("archived").is_some_and(|a| a == "true");
+    match find(st, t, id, id_prop, archived) {
+        Some(n) => json_resp(
+            StatusCode::OK,
+            &render_full(
+                &st.objects[t][&n],
+                t,
+                csv(q, "properties").as_deref(),
+                csv(q, "propertiesWithHistory").as_deref(),
+            ),
+        ),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "OBJECT_NOT_FOUND",
+            "resource not found",
+        ),
+    }
+}
+
+fn patch_one(
+    st: &mut Inner,
+    t: &'static str,
+    id: &str,
+    b: &Value,
+    q: &HashMap<String, String>,
+) -> Response {
+    let id_prop = q.get("idProperty").map(String::as_str);
+    if let Some(p) = id_prop.filter(|p| *p != "hs_object_id")
+        && !is_unique(t, p)
+    {
+        return non_unique_err(t, p);
+    }
+    let (props, errs) = match validate(t, b.get("properties")) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if !errs.is_empty() {
+        let mut e = err_body("VALIDATION_ERROR", "Property values were not valid");
+        e["errors"] = Value::Array(errs);
+        return json_resp(StatusCode::BAD_REQUEST, &e);
+    }
+    let Some(n) = find(st, t, id, id_prop, false) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "OBJECT_NOT_FOUND",
+            "resource not found",
+        );
+    };
+    if let Some((_, other)) = unique_conflict(st, t, &props, Some(n)) {
+        return conflict(t, other);
+    }
+    write(st, t, Some(n), props);
+    json_resp(StatusCode::OK, &render(&st.objects[t][&n], Some(t), None))
+}
+
+fn delete_one(st: &mut Inner, t: &str, id: &str) -> Response {
+    if let Some(r) = id
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| st.objects.get_mut(t).expect("type").get_mut(&n))
+        && !r.archived
+    {
+        r.archived = true;
+        r.archived_at = Some(Utc::now());
+    }
+    empty(StatusCode::NO_CONTENT)
+}
+
+fn list(st: &Inner, t: &str, q: &HashMap<String, String>) -> Response {
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(10)
+        .clamp(1, 100);
+    let after = q
+        .get("after")
+        .and_then(|a| a.parse::<u64>().ok())
+        .unwrap_or(0);
+    let archived = q.get("archived").is_some_and(|a| a == "true");
+    let props = csv(q, "properties");
+    let hist = csv(q, "propertiesWithHistory");
+    let page: Vec<&Record> = st.objects[t]
+        .range(after + 1..)
+        .map(|(_, r)| r)
+        .filter(|r| r.archived == archived)
+        .take(limit + 1)
+        .collect();
+    let results: Vec<Value> = page
+        .iter()
+        .take(limit)
+        .map(|r| render_full(r, t, props.as_deref(), hist.as_deref()))
+        .collect();
+    let mut v = json!({ "results": results });
+    if page.len() > limit {
+        let next = page[limit - 1].id.to_string();
+        v["paging"] = json!({"next": {"after": next,
+            "link": format!("https://api.hubapi.com/crm/v3/objects/{t}?after={next}")}});
+    }
+    json_resp(StatusCode::OK, &v)
+}
+
+/// Value of a property for filtering / sorting, typed by the schema.
+#[derive(PartialEq, PartialOrd)]
+enum Key {
+    Num(f64),
+    Str(String),
+}
+
+fn key(t: &str, prop: &str, raw: &str) -> Key {
+    let ty = schema(t)
+        .into_iter()
+        .find(|d| d.name == prop)
+        .map(|d| d.ptype);
+    match ty {
+        Some(PType::Number) => raw.parse().map(Key::Num).unwrap_or(Key::Str(raw.into())),
+        Some(PType::Date | PType::DateTime) => to_ms(raw)
+            .map(|m| Key::Num(m as f64))
+            .unwrap_or(Key::Str(raw.into())),
+        _ => Key::Str(raw.into()),
+    }
+}
+
+fn matches(t: &str, r: &Record, f: &Value) -> Result<bool, String> {
+    let prop = f
+        .get("propertyName")
+        .and_then(Value::as_str)
+        .ok_or("filter needs propertyName")?;
+    let op = f.get("operator").and_then(Value::as_str).unwrap_or("EQ");
+    let actual = if prop == "id" {
+        Some(r.id.to_string())
+    } else {
+        r.props.get(prop).cloned()
+    };
+    let val = |k: &str| -> Option<String> {
+        f.get(k).map(|v| {
+            v.as_str()
+                .map(String::from)
+                .unwrap_or_else(|| v.to_string())
+        })
+    };
+    let Some(a) = actual else {
+        return Ok(matches!(op, "NOT_HAS_PROPERTY" | "NEQ" | "NOT_IN"));
+    };
+    let ak = key(t, prop, &a);
+    let cmp = |k: &str| val(k).map(|v| key(t, prop, &v));
+    Ok(match op {
+        "HAS_PROPERTY" => true,
+        "NOT_HAS_PROPERTY" => false,
+        "EQ" => cmp("value").is_some_and(|v| v == ak),
+        "NEQ" => cmp("value").is_some_and(|v| v != ak),
+        "LT" => cmp("value").is_some_and(|v| ak < v),
+        "LTE" => cmp("value").is_some_and(|v| ak <= v),
+        "GT" => cmp("value").is_some_and(|v| ak > v),
+        "GTE" => cmp("value").is_some_and(|v| ak >= v),
+        "BETWEEN" => {
+            cmp("value").is_some_and(|lo| ak >= lo) && cmp("highValue").is_some_and(|hi| ak <= hi)
+        }
+        "IN" | "NOT_IN" => {
+            let vals = f
+                .get("values")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let hit = vals
+                .iter()
+                .any(|v| key(t, prop, v.as_str().unwrap_or(&v.to_string())) == ak);
+            hit == (op == "IN")
+        }
+        "CONTAINS_TOKEN" | "NOT_CONTAINS_TOKEN" => {
+            let needle = val("value")
+                .unwrap_or_default()
+                .replace('*', "")
+                .to_lowercase();
+            a.to_lowercase().contains(&needle) == (op == "CONTAINS_TOKEN")
+        }
+        other => return Err(format!("Unsupported operator {other}")),
+    })
+}
+
+fn search(st: &Inner, t: &str, b: &Value) -> Response {
+    let bad = |m: &str| error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", m);
+    let limit = match b.get("limit").and_then(Value::as_u64).unwrap_or(10) {
+        l if l > 200 => return bad("limit must be at most 200"),
+        l => l.max(1) as usize,
+    };
+    let after = match b.get("after") {
+        None | Some(Value::Null) => 0,
+        Some(v) => match v
+            .as_str()
+            .map(str::parse::<usize>)
+            .or(v.as_u64().map(|n| Ok(n as usize)))
+        {
+            Some(Ok(n)) => n,
+            _ => return bad("after must be a numeric offset"),
+        },
+    };
+    if after + limit > 10_000 {
+        return bad("Search results are limited to 10,000 total; paging beyond is not allowed.");
+    }
+    let groups = b
+        .get("filterGroups")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let total_filters: usize = groups
+        .iter()
+        .map(|g| {
+            g.get("filters")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len)
+        })
+        .sum();
+    if groups.len() > 5
+        || total_filters > 25
+        || groups.iter().any(|g| {
+            g.get("filters")
+                .and_then(Value::as_array)
+                .is_some_and(|f| f.len() > 10)
+        })
+    {
+        return bad(
+            "Too many filters: at most 5 filterGroups, 10 filters per group and 25 filters in total",
+        );
+    }
+    let mut hits = vec![];
+    for r in st.objects[t].values().filter(|r| !r.archived) {
+        let mut ok = groups.is_empty();
+        for g in &groups {
+            let mut all = true;
+            for f in g
+                .get("filters")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                match matches(t, r, f) {
+                    Ok(true) => {}
+                    Ok(false) => all = false,
+                    Err(e) => return bad(&e),
+                }
+            }
+            ok |= all;
+        }
+        if let Some(qs) = b
+            .get("query")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        {
+            let qs = qs.to_lowercase();
+            ok &= r.props.values().any(|v| v.to_lowercase().contains(&qs));
+        }
+        if ok {
+            hits.push(r);
+        }
+    }
+    // Sorts: [{propertyName, direction}] or ["prop" / "-prop"]; default by id ascending.
+    let mut sorts: Vec<(String, bool)> = vec![];
+    for s in b
+        .get("sorts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(s) = s.as_str() {
+            match s.strip_prefix('-') {
+                Some(p) => sorts.push((p.into(), true)),
+                None => sorts.push((s.into(), false)),
+            }
+        } else if let Some(p) = s.get("propertyName").and_then(Value::as_str) {
+            let desc = s.get("direction").and_then(Value::as_str) == Some("DESCENDING");
+            sorts.push((p.into(), desc));
+        }
+    }
+    hits.sort_by(|a, b| {
+        for (p, desc) in &sorts {
+            let ka = a.props.get(p).map(|v| key(t, p, v));
+            let kb = b.props.get(p).map(|v| key(t, p, v));
+            let o = ka.partial_cmp(&kb).unwrap_or(std::cmp::Ordering::Equal);
+            let o = if *desc { o.reverse() } else { o };
+            if o.is_ne() {
+                return o;
+            }
+        }
+        a.id.cmp(&b.id)
+    });
+    let total = hits.len();
+    let props = str_list(b.get("properties"));
+    let results: Vec<Value> = hits
+        .iter()
+        .skip(after)
+        .take(limit)
+        .map(|r| render_full(r, t, props.as_deref(), None))
+        .collect();
+    let mut v = json!({"total": total, "results": results});
+    if after + limit < total {
+        v["paging"] = json!({"next": {"after": (after + limit).to_string(), "link": Value::Null}});
+    }
+    json_resp(StatusCode::OK, &v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Emu {
+        base: String,
+        client: reqwest::Client,
+        token: String,
+    }
+
+    async fn start(opts: Options) -> Emu {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router(opts)).await.unwrap() });
+        Emu {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::builder().build().unwrap(),
+            token: "test-token".into(),
+        }
+    }
+
+    impl Emu {
+        async fn req(
+            &self,
+            method: &str,
+            path: &str,
+            body: Option<Value>,
+        ) -> (u16, reqwest::header::HeaderMap, Value) {
+            let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let mut rb = self
+                .client
+                .request(m, format!("{}{path}", self.base))
+                .bearer_auth(&self.token);
+            if let Some(b) = body {
+                rb = rb.json(&b);
+            }
+            let r = rb.send().await.unwrap();
+            let status = r.status().as_u16();
+            let headers = r.headers().clone();
+            let text = r.text().await.unwrap();
+            let v = if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap()
+            };
+            (status, headers, v)
+        }
+
+        async fn upsert(&self, t: &str, inputs: Value) -> (u16, Value) {
+            let (s, _, v) = self
+                .req(
+                    "POST",
+                    &format!("/crm/v3/objects/{t}/batch/upsert"),
+                    Some(json!({"inputs": inputs})),
+                )
+                .await;
+            (s, v)
+        }
+
+        async fn faults(&self, f: Value) {
+            let (s, _, _) = self.req("POST", "/_emulator/faults", Some(f)).await;
+            assert_eq!(s, 200);
+        }
+    }
+
+    fn contact(email: &str, first: &str) -> Value {
+        json!({"idProperty": "email", "id": email, "properties": {"firstname": first}})
+    }
+
+    #[tokio::test]
+    async fn h1_auth_missing_invalid_and_expired() {
+        let mut emu = start(Options::default()).await;
+        emu.token = "nope".into();
+        let (s, h, v) = emu.req("GET", "/crm/v3/objects/contacts", None).await;
+        assert_eq!(s, 401);
+        assert_eq!(v["category"], "INVALID_AUTHENTICATION");
+        assert_eq!(v["status"], "error");
+        assert!(h.contains_key("x-hubspot-correlation-id"));
+        emu.token = "test-token".into();
+        emu.faults(json!({"expire_tokens": true})).await;
+        let (s, _, v) = emu.req("GET", "/crm/v3/objects/contacts", None).await;
+        assert_eq!(s, 401);
+        assert_eq!(v["category"], "EXPIRED_AUTHENTICATION");
+        assert!(v["message"].as_str().unwrap().contains("expired"));
+    }
+
+    #[tokio::test]
+    async fn h2_oauth_refresh_issues_expiring_tokens() {
+        let opts = Options {
+            oauth_token_ttl: Duration::from_millis(1500),
+            ..Options::default()
+        };
+        let mut emu = start(opts).await;
+        let r = emu
+            .client
+            .post(format!("{}/oauth/v1/token", emu.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("grant_type=refresh_token&client_id=a&client_secret=b&refresh_token=test-refresh-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["expires_in"].as_u64(), Some(1));
+        emu.token = v["access_token"].as_str().unwrap().into();
+        let (s, h, _) = emu.req("GET", "/crm/v3/objects/contacts", None).await;
+        assert_eq!(s, 200);
+        assert!(h.contains_key("x-hubspot-ratelimit-max"));
+        assert!(
+            !h.contains_key("x-hubspot-ratelimit-daily"),
+            "OAuth omits daily headers"
+        );
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        let (s, _, v) = emu.req("GET", "/crm/v3/objects/contacts", None).await;
+        assert_eq!(s, 401);
+        assert_eq!(v["category"], "EXPIRED_AUTHENTICATION");
+        let r = emu
+            .client
+            .post(format!("{}/oauth/v3/token", emu.base))
+            .body("grant_type=refresh_token&refresh_token=bogus")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400);
+    }
+
+    #[tokio::test]
+    async fn h3_ten_secondly_429_and_recovery() {
+        let opts = Options {
+            burst_limit: 3,
+            burst_window: Duration::from_millis(800),
+            ..Options::default()
+        };
+        let emu = start(opts).await;
+        for i in 0..3 {
+            let (s, h, _) = emu.req("GET", "/crm/v3/objects/contacts", None).await;
+            assert_eq!(s, 200);
+            assert_eq!(
+                h["x-hubspot-ratelimit-remaining"],
+                (2 - i).to_string().as_str()
+            );
+        }
+        let (s, h, v) = emu.req("GET", "/crm/v3/objects/contacts", None).await;
+        assert_eq!(s, 429);
+        assert_eq!(v["policyName"], "TEN_SECONDLY_ROLLING");
+        assert_eq!(v["errorType"], "RATE_LIMIT");
+        assert_eq!(v["status"], "error");
+        assert!(v["correlationId"].is_string());
+        assert_eq!(h["x-hubspot-ratelimit-remaining"], "0");
+        assert_eq!(h["x-hubspot-ratelimit-max"], "3");
+        assert_eq!(h["x-hubspot-ratelimit-interval-milliseconds"], "800");
+        tokio::time::sleep(Duration::from_millis(850)).await;
+        let (s, _, _) = emu.req("GET", "/crm/v3/objects/contacts", None).await;
+        assert_eq!(s, 200);
+        let (_, _, st) = emu.req("GET", "/_emulator/state", None).await;
+        assert_eq!(st["requests"]["rateLimited"].as_u64(), Some(1));
+        assert!(st["requests"]["maxInAnyWindow"].as_u64().unwrap() >= 4);
+    }
+
+    #[tokio::test]
+    async fn h4_daily_cap() {
+        let emu = start(Options {
+            daily_limit: 2,
+            ..Options::default()
+        })
+        .await;
+        for _ in 0..2 {
+            assert_eq!(emu.req("GET", "/crm/v3/objects/deals", None).await.0, 200);
+        }
+        let (s, h, v) = emu.req("GET", "/crm/v3/objects/deals", None).await;
+        assert_eq!(s, 429);
+        assert_eq!(v["policyName"], "DAILY");
+        assert_eq!(v["message"], "You have reached your daily limit.");
+        assert_eq!(h["x-hubspot-ratelimit-daily-remaining"], "0");
+    }
+
+    #[tokio::test]
+    async fn h5_rate_limit_headers() {
+        let emu = start(Options::default()).await;
+        let (_, h, _) = emu.req("GET", "/crm/v3/objects/companies", None).await;
+        assert_eq!(h["x-hubspot-ratelimit-max"], "100");
+        assert_eq!(h["x-hubspot-ratelimit-remaining"], "99");
+        assert_eq!(h["x-hubspot-ratelimit-interval-milliseconds"], "10000");
+        assert_eq!(h["x-hubspot-ratelimit-daily"], "250000");
+        assert_eq!(h["x-hubspot-ratelimit-daily-remaining"], "249999");
+        assert!(h.contains_key("x-hubspot-correlation-id"));
+    }
+
+    #[tokio::test]
+    async fn h6_search_secondly_limit_without_headers() {
+        let emu = start(Options {
+            search_per_second: 2,
+            ..Options::default()
+        })
+        .await;
+        let body = json!({"limit": 10});
+        for _ in 0..2 {
+            let (s, h, _) = emu
+                .req(
+                    "POST",
+                    "/crm/v3/objects/contacts/search",
+                    Some(body.clone()),
+                )
+                .await;
+            assert_eq!(s, 200);
+            assert!(!h.contains_key("x-hubspot-ratelimit-max"));
+        }
+        let (s, _, v) = emu
+            .req("POST", "/crm/v3/objects/contacts/search", Some(body))
+            .await;
+        assert_eq!(s, 429);
+        assert_eq!(v["message"], "You have reached your secondly limit.");
+        let (_, h, _) = emu.req("GET", "/crm/v3/objects/contacts", None).await;
+        assert_eq!(
+            h["x-hubspot-ratelimit-remaining"], "99",
+            "search not in the 10 s bucket"
+        );
+    }
+
+    #[tokio::test]
+    async fn h7_batch_limits() {
+        let emu = start(Options::default()).await;
+        let inputs: Vec<Value> = (0..101)
+            .map(|i| contact(&format!("u{i}@x.io"), "A"))
+            .collect();
+        let (s, v) = emu.upsert("contacts", json!(inputs)).await;
+        assert_eq!(s, 400);
+        assert_eq!(v["category"], "VALIDATION_ERROR");
+        let (s, _) = emu.upsert("contacts", json!(inputs[..100])).await;
+        assert_eq!(s, 200);
+        let ids: Vec<Value> = (0..51).map(|i| json!({"id": i.to_string()})).collect();
+        let (s, _, v) = emu
+            .req(
+                "POST",
+                "/crm/v3/objects/contacts/batch/read",
+                Some(json!({"inputs": ids, "propertiesWithHistory": ["firstname"]})),
+            )
+            .await;
+        assert_eq!(s, 400);
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .contains("property histories is 50")
+        );
+    }
+
+    #[tokio::test]
+    async fn h8_batch_create_conflict_and_multistatus() {
+        let emu = start(Options::default()).await;
+        emu.upsert("contacts", json!([contact("a@x.io", "A")]))
+            .await;
+        let path = "/crm/v3/objects/contacts/batch/create";
+        let mk = |e: &str, tr: Option<&str>| {
+            let mut v = json!({"properties": {"email": e}});
+            if let Some(tr) = tr {
+                v["objectWriteTraceId"] = json!(tr);
+            }
+            v
+        };
+        let (s, _, v) = emu
+            .req(
+                "POST",
+                path,
+                Some(json!({"inputs": [mk("b@x.io", None), mk("a@x.io", None)]})),
+            )
+            .await;
+        assert_eq!(s, 409);
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Contact already exists. Existing ID:")
+        );
+        let inputs = json!([mk("b@x.io", Some("t1")), mk("a@x.io", Some("t2"))]);
+        let (s, _, v) = emu
+            .req("POST", path, Some(json!({ "inputs": inputs })))
+            .await;
+        assert_eq!(s, 207);
+        assert_eq!(v["numErrors"].as_u64(), Some(1));
+        assert_eq!(v["results"][0]["objectWriteTraceId"], "t1");
+        assert_eq!(v["errors"][0]["context"]["objectWriteTraceId"][0], "t2");
+    }
+
+    #[tokio::test]
+    async fn h9_upsert_creates_then_updates_and_partial_207() {
+        let emu = start(Options::default()).await;
+        let (s, v) = emu
+            .upsert("contacts", json!([contact("jane@x.io", "Jane")]))
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(v["status"], "COMPLETE");
+        assert!(v["completedAt"].is_string());
+        let r = &v["results"][0];
+        assert_eq!(r["new"], true);
+        let id = r["id"].as_str().unwrap().to_string();
+        assert_eq!(r["properties"]["hs_object_id"], id.as_str());
+        assert!(r["properties"]["lastmodifieddate"].is_string());
+        assert_eq!(r["archived"], false);
+        let (s, v) = emu
+            .upsert("contacts", json!([contact("jane@x.io", "Janet")]))
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(v["results"][0]["new"], false);
+        assert_eq!(v["results"][0]["id"], id.as_str());
+        assert_eq!(v["results"][0]["properties"]["firstname"], "Janet");
+        let bad = json!({"idProperty": "email", "id": "b@x.io", "properties": {"nope": "1"}});
+        let (s, v) = emu
+            .upsert("contacts", json!([contact("c@x.io", "C"), bad]))
+            .await;
+        assert_eq!(s, 207);
+        assert_eq!(v["numErrors"].as_u64(), Some(1));
+        assert_eq!(v["results"].as_array().unwrap().len(), 1);
+        assert_eq!(v["errors"][0]["errors"][0]["code"], "PROPERTY_DOESNT_EXIST");
+        // Versioned prefix is served by the same handlers; create answers 201.
+        let (s, _, v) = emu
+            .req(
+                "POST",
+                "/crm/objects/2026-03/contacts",
+                Some(json!({"properties": {"email": "d@x.io"}})),
+            )
+            .await;
+        assert_eq!(s, 201);
+        assert_eq!(v["properties"]["email"], "d@x.io");
+    }
+
+    #[tokio::test]
+    async fn h10_id_property_must_be_unique() {
+        let emu = start(Options::default()).await;
+        let inp = json!([{"idProperty": "firstname", "id": "x", "properties": {}}]);
+        let (s, v) = emu.upsert("contacts", inp).await;
+        assert_eq!(s, 400);
+        assert_eq!(
+            v["message"],
+            "Unable to perform update/upsert by non-unique 0-1 property firstname"
+        );
+        let inp = json!([{"idProperty": "email", "id": "x", "properties": {}}]);
+        let (s, v) = emu.upsert("companies", inp).await;
+        assert_eq!(s, 400);
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .contains("0-2 property email")
+        );
+        let inp =
+            json!([{"idProperty": "pg_external_id", "id": "42", "properties": {"name": "Acme"}}]);
+        let (s, v) = emu.upsert("companies", inp).await;
+        assert_eq!(s, 200);
+        assert_eq!(v["results"][0]["properties"]["pg_external_id"], "42");
+    }
+
+    #[tokio::test]
+    async fn h11_duplicate_inputs_reject_batch() {
+        let emu = start(Options::default()).await;
+        let (s, v) = emu
+            .upsert(
+                "contacts",
+                json!([contact("a@x.io", "A"), contact("a@x.io", "B")]),
+            )
+            .await;
+        assert_eq!(s, 400);
+        assert_eq!(v["category"], "VALIDATION_ERROR");
+    }
+
+    #[tokio::test]
+    async fn h12_value_validation() {
+        let emu = start(Options::default()).await;
+        let inp =
+            json!([{"idProperty": "email", "id": "a@x.io", "properties": {"annualrevenue": 5}}]);
+        let (s, v) = emu.upsert("contacts", inp).await;
+        assert_eq!(s, 400, "non-string value");
+        assert_eq!(v["category"], "VALIDATION_ERROR");
+        let cases = [
+            ("annualrevenue", "abc", false),
+            ("annualrevenue", "12.5", true),
+            ("lifecyclestage", "Lead", false),
+            ("lifecyclestage", "lead", true),
+            ("is_vip", "yes", false),
+            ("is_vip", "true", true),
+            ("date_of_birth", "1572480000000", true),
+            ("date_of_birth", "1572480000001", false),
+            ("date_of_birth", "2019-10-31", true),
+            ("lastmodifieddate", "2019-10-31T00:00:00Z", false),
+        ];
+        for (i, (k, val, ok)) in cases.into_iter().enumerate() {
+            let inp = json!([{"idProperty": "email", "id": format!("v{i}@x.io"), "properties": {k: val}}]);
+            let (s, v) = emu.upsert("contacts", inp).await;
+            assert_eq!(s == 200, ok, "{k}={val}: {v}");
+        }
+        let (_, _, v) = emu
+            .req(
+                "GET",
+                "/crm/v3/objects/contacts/v6@x.io?idProperty=email&properties=date_of_birth",
+                None,
+            )
+            .await;
+        assert_eq!(v["properties"]["date_of_birth"], "2019-10-31");
+        // Empty string clears.
+        emu.upsert("contacts", json!([contact("v1@x.io", "X")]))
+            .await;
+        let inp =
+            json!([{"idProperty": "email", "id": "v1@x.io", "properties": {"annualrevenue": ""}}]);
+        let (_, v) = emu.upsert("contacts", inp).await;
+        assert!(v["results"][0]["properties"].get("annualrevenue").is_none());
+    }
+
+    #[tokio::test]
+    async fn h13_lastmodified_and_property_history() {
+        let emu = start(Options::default()).await;
+        let (_, v) = emu
+            .upsert("contacts", json!([contact("h@x.io", "One")]))
+            .await;
+        let id = v["results"][0]["id"].as_str().unwrap().to_string();
+        let lm1 = v["results"][0]["properties"]["lastmodifieddate"].clone();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let (_, v) = emu
+            .upsert("contacts", json!([contact("h@x.io", "Two")]))
+            .await;
+        assert_ne!(v["results"][0]["properties"]["lastmodifieddate"], lm1);
+        assert_eq!(
+            v["results"][0]["updatedAt"],
+            v["results"][0]["properties"]["lastmodifieddate"]
+        );
+        let (s, _, v) = emu
+            .req(
+                "GET",
+                &format!("/crm/v3/objects/contacts/{id}?propertiesWithHistory=firstname"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200);
+        let h = v["propertiesWithHistory"]["firstname"].as_array().unwrap();
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[0]["value"], "Two");
+        assert_eq!(h[1]["value"], "One");
+        assert_eq!(h[0]["sourceType"], "INTEGRATION");
+        assert!(h[0]["timestamp"].is_string());
+        let (_, v) = emu
+            .upsert(
+                "deals",
+                json!([{"idProperty": "pg_external_id", "id": "1", "properties": {"dealname": "D"}}]),
+            )
+            .await;
+        assert!(v["results"][0]["properties"]["hs_lastmodifieddate"].is_string());
+    }
+
+    #[tokio::test]
+    async fn h14_search_keyset_paging_by_lastmodifieddate() {
+        let emu = start(Options {
+            search_per_second: 100,
+            ..Options::default()
+        })
+        .await;
+        let (_, v) = emu
+            .upsert("contacts", json!([contact("s0@x.io", "S")]))
+            .await;
+        let t0 = v["results"][0]["properties"]["lastmodifieddate"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let t0_ms = to_ms(&t0).unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let inputs: Vec<Value> = (1..=25)
+            .map(|i| contact(&format!("s{i}@x.io"), "S"))
+            .collect();
+        emu.upsert("contacts", json!(inputs)).await;
+        let mut seen = vec![];
+        let mut after: Option<String> = None;
+        loop {
+            let mut body = json!({
+                "filterGroups": [{"filters": [
+                    {"propertyName": "lastmodifieddate", "operator": "GT", "value": t0_ms.to_string()}]}],
+                "sorts": [{"propertyName": "lastmodifieddate", "direction": "ASCENDING"}],
+                "properties": ["email"],
+                "limit": 10,
+            });
+            if let Some(a) = &after {
+                body["after"] = json!(a);
+            }
+            let (s, _, v) = emu
+                .req("POST", "/crm/v3/objects/contacts/search", Some(body))
+                .await;
+            assert_eq!(s, 200);
+            assert_eq!(v["total"].as_u64(), Some(25));
+            for r in v["results"].as_array().unwrap() {
+                seen.push(r["properties"]["email"].as_str().unwrap().to_string());
+            }
+            match v["paging"]["next"]["after"].as_str() {
+                Some(a) => after = Some(a.into()),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 25);
+        assert!(!seen.contains(&"s0@x.io".to_string()));
+        let eq = json!({"filterGroups": [{"filters": [
+            {"propertyName": "lastmodifieddate", "operator": "EQ", "value": t0}]}]});
+        let (_, _, v) = emu
+            .req("POST", "/crm/v3/objects/contacts/search", Some(eq))
+            .await;
+        assert_eq!(v["total"].as_u64(), Some(1));
+        let (s, _, _) = emu
+            .req(
+                "POST",
+                "/crm/v3/objects/contacts/search",
+                Some(json!({"limit": 201})),
+            )
+            .await;
+        assert_eq!(s, 400);
+        let (s, _, _) = emu
+            .req(
+                "POST",
+                "/crm/v3/objects/contacts/search",
+                Some(json!({"limit": 100, "after": "9950"})),
+            )
+            .await;
+        assert_eq!(s, 400);
+    }
+
+    #[tokio::test]
+    async fn h15_filter_group_limits() {
+        let emu = start(Options::default()).await;
+        let f = json!({"propertyName": "email", "operator": "HAS_PROPERTY"});
+        let groups: Vec<Value> = (0..6).map(|_| json!({"filters": [f]})).collect();
+        let (s, _, v) = emu
+            .req(
+                "POST",
+                "/crm/v3/objects/contacts/search",
+                Some(json!({"filterGroups": groups})),
+            )
+            .await;
+        assert_eq!(s, 400);
+        assert_eq!(v["category"], "VALIDATION_ERROR");
+    }
+
+    #[tokio::test]
+    async fn h16_properties_api_schema() {
+        let emu = start(Options::default()).await;
+        let (s, _, v) = emu.req("GET", "/crm/v3/properties/contacts", None).await;
+        assert_eq!(s, 200);
+        let props = v["results"].as_array().unwrap();
+        let get = |n: &str| props.iter().find(|p| p["name"] == n).unwrap().clone();
+        assert_eq!(get("email")["hasUniqueValue"], true);
+        assert_eq!(get("lifecyclestage")["type"], "enumeration");
+        assert!(
+            !get("lifecyclestage")["options"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            get("hs_object_id")["modificationMetadata"]["readOnlyValue"],
+            true
+        );
+        assert_eq!(get("lastmodifieddate")["type"], "datetime");
+        assert_eq!(get("pg_external_id")["hasUniqueValue"], true);
+        let (_, _, v) = emu.req("GET", "/crm/v3/properties/deals", None).await;
+        assert!(
+            v["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "hs_lastmodifieddate")
+        );
+    }
+
+    #[tokio::test]
+    async fn h17_error_shape() {
+        let emu = start(Options::default()).await;
+        let (s, h, v) = emu
+            .req("GET", "/crm/v3/objects/contacts/999999", None)
+            .await;
+        assert_eq!(s, 404);
+        assert_eq!(v["status"], "error");
+        assert_eq!(v["category"], "OBJECT_NOT_FOUND");
+        assert_eq!(v["correlationId"].as_str().unwrap().len(), 36);
+        assert!(h.contains_key("x-hubspot-correlation-id"));
+    }
+
+    #[tokio::test]
+    async fn h20_archive_hides_and_archived_reads() {
+        let emu = start(Options::default()).await;
+        let (_, v) = emu
+            .upsert("contacts", json!([contact("z@x.io", "Z")]))
+            .await;
+        let id = v["results"][0]["id"].as_str().unwrap().to_string();
+        let (s, _, v) = emu
+            .req(
+                "POST",
+                "/crm/v3/objects/contacts/batch/archive",
+                Some(json!({"inputs": [{"id": id}]})),
+            )
+            .await;
+        assert_eq!(s, 204);
+        assert!(v.is_null());
+        let path = format!("/crm/v3/objects/contacts/{id}");
+        assert_eq!(emu.req("GET", &path, None).await.0, 404);
+        let (s, _, v) = emu.req("GET", &format!("{path}?archived=true"), None).await;
+        assert_eq!(s, 200);
+        assert_eq!(v["archived"], true);
+        let (_, _, v) = emu.req("GET", "/crm/v3/objects/contacts", None).await;
+        assert!(v["results"].as_array().unwrap().is_empty());
+        let (_, _, v) = emu
+            .req("POST", "/crm/v3/objects/contacts/search", Some(json!({})))
+            .await;
+        assert_eq!(v["total"].as_u64(), Some(0));
+        // Upserting the archived record's email creates a new record.
+        let (_, v) = emu
+            .upsert("contacts", json!([contact("z@x.io", "Z2")]))
+            .await;
+        assert_eq!(v["results"][0]["new"], true);
+        assert_ne!(v["results"][0]["id"], id.as_str());
+        let (_, _, st) = emu.req("GET", "/_emulator/state", None).await;
+        assert_eq!(st["objects"]["contacts"].as_array().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn fault_status_then_success() {
+        let emu = start(Options::default()).await;
+        emu.faults(json!([{"path": "batch/upsert", "status": 500, "count": 2}]))
+            .await;
+        for _ in 0..2 {
+            let (s, v) = emu
+                .upsert("contacts", json!([contact("f@x.io", "F")]))
+                .await;
+            assert_eq!(s, 500);
+            assert_eq!(v["status"], "error");
+        }
+        let (s, _) = emu
+            .upsert("contacts", json!([contact("f@x.io", "F")]))
+            .await;
+        assert_eq!(s, 200);
+        emu.faults(json!({"path": "contacts", "status": 429})).await;
+        let (s, v) = emu
+            .upsert("contacts", json!([contact("f@x.io", "G")]))
+            .await;
+        assert_eq!(s, 429);
+        assert_eq!(v["policyName"], "TEN_SECONDLY_ROLLING");
+    }
+
+    #[tokio::test]
+    async fn fault_fail_after_write_applies_write() {
+        let emu = start(Options::default()).await;
+        emu.faults(json!({"path": "batch/upsert", "fail_after_write": true}))
+            .await;
+        let (s, _) = emu
+            .upsert("contacts", json!([contact("w@x.io", "W")]))
+            .await;
+        assert_eq!(s, 500);
+        let (s, _, v) = emu
+            .req(
+                "GET",
+                "/crm/v3/objects/contacts/w@x.io?idProperty=email",
+                None,
+            )
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(v["properties"]["firstname"], "W");
+    }
+
+    #[tokio::test]
+    async fn fault_delay_and_reset_connection() {
+        let emu = start(Options::default()).await;
+        emu.faults(json!([{"path": "/crm/", "delay_ms": 300}, {"path": "/crm/", "reset_connection": true}]))
+            .await;
+        let t = Instant::now();
+        assert_eq!(
+            emu.req("GET", "/crm/v3/objects/contacts", None).await.0,
+            200
+        );
+        assert!(t.elapsed() >= Duration::from_millis(300));
+        let r = emu
+            .client
+            .get(format!("{}/crm/v3/objects/contacts", emu.base))
+            .bearer_auth("test-token")
+            .send()
+            .await;
+        let failed = match r {
+            Err(_) => true,
+            Ok(r) => r.bytes().await.is_err(),
+        };
+        assert!(failed, "connection must be aborted");
+        assert_eq!(
+            emu.req("GET", "/crm/v3/objects/contacts", None).await.0,
+            200
+        );
+        let (s, _, _) = emu.req("POST", "/_emulator/reset", None).await;
+        assert_eq!(s, 204);
+    }
 }

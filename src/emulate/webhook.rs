@@ -1,10 +1,658 @@
-//! webhook emulator (being written).
+//! Generic-webhook receiver emulator (`driftless emulate webhook`), checklist W1–W2 of
+//! `shared/docs/saas-contracts.md` §4.
+//!
+//! Owns an in-memory customer endpoint that receives the generic-webhook sink's deliveries:
+//! - `POST /{any path}` verifies the Standard Webhooks signature (`webhook-id`,
+//!   `webhook-timestamp`, `webhook-signature`) with [`Options::secret`] and
+//!   [`Options::tolerance_s`] via [`crate::sink::webhook_signature::verify`]; bad or missing
+//!   signatures → 401 and the `rejected` counter; accepted deliveries are recorded with their
+//!   path, parsed JSON body and headers;
+//! - de-duplication on `webhook-id`: a re-delivery of an accepted id is answered 200 but recorded
+//!   only in `duplicates`, so tests can assert exactly-once *effect* under at-least-once delivery;
+//! - `GET /_emulator/state`, `POST /_emulator/reset`, `POST /_emulator/faults` (scripted faults,
+//!   consumed in FIFO order, one per delivery request):
+//!   `{"status": 429|500|503|..., "count": n, "retry_after_s": n}` answers with that status (and
+//!   `Retry-After`) without recording, `{"delay_ms": n}` delays the response (timeouts),
+//!   `{"fail_after_write": true}` records the delivery and then answers 500. A JSON array of
+//!   such objects queues several. `count` defaults to 1.
+//!
+//! Invariants: the state lock is never held across an `.await`; a delivery is recorded at most
+//! once per `webhook-id`; every non-`/_emulator` request counts towards `requests` and the
+//! `max_rps` (highest number of requests seen within one wall-clock second).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::sink::webhook_signature::{self, Secret};
+
+/// The emulator's default signing secret (`whsec_` + base64). It is the Standard Webhooks
+/// reference test secret: public, for local development and tests only.
+pub const DEFAULT_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// The default timestamp tolerance, in seconds (Standard Webhooks recommends 5 minutes).
+pub const DEFAULT_TOLERANCE_S: i64 = 300;
 
 /// Emulator options.
-#[derive(Clone, Debug, Default)]
-pub struct Options {}
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The secret deliveries must be signed with. Defaults to [`DEFAULT_SECRET`].
+    pub secret: Secret,
+    /// How far (seconds, either direction) `webhook-timestamp` may be from the emulator's clock.
+    /// Defaults to [`DEFAULT_TOLERANCE_S`].
+    pub tolerance_s: i64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            secret: Secret::parse(DEFAULT_SECRET).expect("default secret is valid"),
+            tolerance_s: DEFAULT_TOLERANCE_S,
+        }
+    }
+}
+
+/// One accepted delivery.
+#[derive(Clone, Debug, Serialize)]
+struct Delivery {
+    id: String,
+    timestamp: i64,
+    path: String,
+    body: Value,
+    headers: BTreeMap<String, String>,
+    received_at_ms: i64,
+    /// How many accepted requests carried this id (1 + duplicates).
+    attempts: u32,
+}
+
+/// A re-delivery of an already-recorded id.
+#[derive(Clone, Debug, Serialize)]
+struct Duplicate {
+    id: String,
+    path: String,
+    received_at_ms: i64,
+}
+
+/// A request refused with 401.
+#[derive(Clone, Debug, Serialize)]
+struct Rejection {
+    id: Option<String>,
+    path: String,
+    reason: String,
+    received_at_ms: i64,
+}
+
+/// A scripted fault as posted to `/_emulator/faults`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct FaultSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    count: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retry_after_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    delay_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fail_after_write: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum FaultsBody {
+    One(FaultSpec),
+    Many(Vec<FaultSpec>),
+}
+
+#[derive(Default)]
+struct Inner {
+    deliveries: Vec<Delivery>,
+    index: HashMap<String, usize>,
+    duplicates: Vec<Duplicate>,
+    rejections: Vec<Rejection>,
+    faults: VecDeque<FaultSpec>,
+    faults_served: u64,
+    requests: u64,
+    current_second: i64,
+    current_count: u64,
+    max_rps: u64,
+}
+
+struct Shared {
+    options: Options,
+    inner: Mutex<Inner>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+type AppState = Arc<Shared>;
 
 /// The emulator's HTTP routes.
-pub fn router(_options: Options) -> axum::Router {
-    axum::Router::new()
+pub fn router(options: Options) -> Router {
+    let state = Arc::new(Shared {
+        options,
+        inner: Mutex::new(Inner::default()),
+    });
+    Router::new()
+        .route("/_emulator/state", get(get_state))
+        .route("/_emulator/reset", post(reset))
+        .route("/_emulator/faults", post(add_faults).get(list_faults))
+        .fallback(deliver)
+        .with_state(state)
+}
+
+async fn get_state(State(s): State<AppState>) -> Json<Value> {
+    let inner = s.lock();
+    Json(json!({
+        "deliveries": inner.deliveries,
+        "duplicates": inner.duplicates,
+        "rejected": inner.rejections.len(),
+        "rejections": inner.rejections,
+        "requests": inner.requests,
+        "max_rps": inner.max_rps,
+        "faults_pending": inner.faults.iter().map(|f| f.count.unwrap_or(1)).sum::<u32>(),
+        "faults_served": inner.faults_served,
+    }))
+}
+
+async fn reset(State(s): State<AppState>) -> StatusCode {
+    *s.lock() = Inner::default();
+    StatusCode::NO_CONTENT
+}
+
+async fn list_faults(State(s): State<AppState>) -> Json<Value> {
+    Json(json!({ "faults": s.lock().faults }))
+}
+
+async fn add_faults(State(s): State<AppState>, body: Bytes) -> Response {
+    let specs = match serde_json::from_slice::<FaultsBody>(&body) {
+        Ok(FaultsBody::One(f)) => vec![f],
+        Ok(FaultsBody::Many(v)) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid fault: {e}")),
+    };
+    for f in &specs {
+        if let Some(st) = f.status
+            && StatusCode::from_u16(st).is_err()
+        {
+            return error(StatusCode::BAD_REQUEST, &format!("invalid status {st}"));
+        }
+        if f.status.is_none() && f.delay_ms.is_none() && f.fail_after_write != Some(true) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "a fault needs status, delay_ms or fail_after_write",
+            );
+        }
+    }
+    let mut inner = s.lock();
+    inner
+        .faults
+        .extend(specs.into_iter().filter(|f| f.count != Some(0)));
+    (
+        StatusCode::OK,
+        Json(json!({ "queued": inner.faults.len() })),
+    )
+        .into_response()
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Counts the request towards `requests`/`max_rps` and takes the next scripted fault, if any.
+fn admit(inner: &mut Inner, now_ms: i64) -> Option<FaultSpec> {
+    inner.requests += 1;
+    let second = now_ms.div_euclid(1000);
+    if second == inner.current_second {
+        inner.current_count += 1;
+    } else {
+        inner.current_second = second;
+        inner.current_count = 1;
+    }
+    inner.max_rps = inner.max_rps.max(inner.current_count);
+
+    let front = inner.faults.front_mut()?;
+    let fault = front.clone();
+    let remaining = front.count.unwrap_or(1).saturating_sub(1);
+    if remaining == 0 {
+        inner.faults.pop_front();
+    } else {
+        front.count = Some(remaining);
+    }
+    inner.faults_served += 1;
+    Some(fault)
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn deliver(
+    State(s): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if method != Method::POST {
+        let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "deliveries must be POSTed");
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return resp;
+    }
+    let path = uri.path().to_owned();
+    let received_at_ms = now_ms();
+    let fault = admit(&mut s.lock(), received_at_ms);
+
+    if let Some(ms) = fault.as_ref().and_then(|f| f.delay_ms) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(f) = &fault
+        && f.fail_after_write != Some(true)
+        && let Some(status) = f.status.and_then(|st| StatusCode::from_u16(st).ok())
+    {
+        tracing::debug!(%path, %status, "webhook emulator: scripted fault");
+        let mut resp = error(status, "scripted fault");
+        if let Some(secs) = f.retry_after_s
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
+
+    let id = header_str(&headers, "webhook-id").unwrap_or_default();
+    let ts = header_str(&headers, "webhook-timestamp").unwrap_or_default();
+    let sig = header_str(&headers, "webhook-signature").unwrap_or_default();
+    let now_s = received_at_ms.div_euclid(1000);
+    let verdict = webhook_signature::verify(
+        &s.options.secret,
+        id,
+        ts,
+        sig,
+        &body,
+        now_s,
+        s.options.tolerance_s,
+    );
+    if let Err(e) = verdict {
+        let reason = e.to_string();
+        tracing::debug!(%path, %reason, "webhook emulator: rejected delivery");
+        s.lock().rejections.push(Rejection {
+            id: (!id.is_empty()).then(|| id.to_owned()),
+            path,
+            reason: reason.clone(),
+            received_at_ms,
+        });
+        return error(StatusCode::UNAUTHORIZED, &reason);
+    }
+
+    let duplicate = {
+        let mut inner = s.lock();
+        if let Some(&i) = inner.index.get(id) {
+            inner.deliveries[i].attempts += 1;
+            inner.duplicates.push(Duplicate {
+                id: id.to_owned(),
+                path,
+                received_at_ms,
+            });
+            true
+        } else {
+            let parsed = serde_json::from_slice::<Value>(&body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+            let recorded_headers = headers
+                .iter()
+                .map(|(k, v)| {
+                    let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                    (k.as_str().to_owned(), v)
+                })
+                .collect();
+            let idx = inner.deliveries.len();
+            inner.deliveries.push(Delivery {
+                id: id.to_owned(),
+                timestamp: ts.trim().parse().unwrap_or_default(),
+                path,
+                body: parsed,
+                headers: recorded_headers,
+                received_at_ms,
+                attempts: 1,
+            });
+            inner.index.insert(id.to_owned(), idx);
+            false
+        }
+    };
+
+    if fault.as_ref().and_then(|f| f.fail_after_write) == Some(true) {
+        let status = fault
+            .as_ref()
+            .and_then(|f| f.status)
+            .and_then(|st| StatusCode::from_u16(st).ok())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return error(status, "scripted failure after write");
+    }
+    (
+        StatusCode::OK,
+        Json(json!({ "ok": true, "id": id, "duplicate": duplicate })),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Emu {
+        base: String,
+        http: reqwest::Client,
+        secret: Secret,
+    }
+
+    async fn start(options: Options) -> Emu {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let secret = options.secret.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router(options)).await });
+        Emu {
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+            secret,
+        }
+    }
+
+    impl Emu {
+        async fn post_signed(
+            &self,
+            path: &str,
+            id: &str,
+            ts: i64,
+            body: &Value,
+        ) -> reqwest::Response {
+            let raw = serde_json::to_vec(body).unwrap();
+            let sig = webhook_signature::sign(&self.secret, id, ts, &raw);
+            self.post_raw(path, id, &ts.to_string(), &sig, raw).await
+        }
+
+        async fn post_raw(
+            &self,
+            path: &str,
+            id: &str,
+            ts: &str,
+            sig: &str,
+            raw: Vec<u8>,
+        ) -> reqwest::Response {
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header("content-type", "application/json")
+                .header("webhook-id", id)
+                .header("webhook-timestamp", ts)
+                .header("webhook-signature", sig)
+                .body(raw)
+                .send()
+                .await
+                .unwrap()
+        }
+
+        async fn state(&self) -> Value {
+            let url = format!("{}/_emulator/state", self.base);
+            self.http
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        }
+
+        async fn fault(&self, spec: Value) {
+            let url = format!("{}/_emulator/faults", self.base);
+            let r = self.http.post(url).json(&spec).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    }
+
+    fn now() -> i64 {
+        chrono::Utc::now().timestamp()
+    }
+
+    #[tokio::test]
+    async fn signed_delivery_is_accepted_and_recorded() {
+        let emu = start(Options::default()).await;
+        let body = json!({"type": "contact.updated", "data": {"id": 42, "email": "a@b.c"}});
+        let ts = now();
+        let r = emu.post_signed("/hooks/crm", "msg_1", ts, &body).await;
+        assert_eq!(r.status(), 200);
+        let st = emu.state().await;
+        let d = &st["deliveries"][0];
+        assert_eq!(st["deliveries"].as_array().unwrap().len(), 1);
+        assert_eq!(d["id"], "msg_1");
+        assert_eq!(d["timestamp"], ts);
+        assert_eq!(d["path"], "/hooks/crm");
+        assert_eq!(d["body"], body);
+        assert_eq!(d["headers"]["webhook-id"], "msg_1");
+        assert_eq!(d["headers"]["content-type"], "application/json");
+        assert_eq!(st["rejected"], 0);
+        assert_eq!(st["requests"], 1);
+        assert!(st["max_rps"].as_u64().unwrap() >= 1);
+    }
+
+    #[tokio::test]
+    async fn forged_and_unsigned_deliveries_are_rejected() {
+        let emu = start(Options::default()).await;
+        let raw = br#"{"a":1}"#.to_vec();
+        let ts = now();
+        let other = Secret::parse("whsec_c2VjcmV0").unwrap();
+        let forged = webhook_signature::sign(&other, "msg_f", ts, &raw);
+        let r = emu
+            .post_raw("/x", "msg_f", &ts.to_string(), &forged, raw.clone())
+            .await;
+        assert_eq!(r.status(), 401);
+        // Signed correctly but the body was tampered with.
+        let sig = webhook_signature::sign(&emu.secret, "msg_t", ts, &raw);
+        let r = emu
+            .post_raw("/x", "msg_t", &ts.to_string(), &sig, b"{}".to_vec())
+            .await;
+        assert_eq!(r.status(), 401);
+        let r = emu
+            .http
+            .post(format!("{}/x", emu.base))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        let st = emu.state().await;
+        assert_eq!(st["rejected"], 3);
+        assert_eq!(st["rejections"][0]["id"], "msg_f");
+        assert!(st["deliveries"].as_array().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn stale_and_future_timestamps_are_rejected() {
+        let emu = start(Options::default()).await;
+        let body = json!({"a": 1});
+        let r = emu
+            .post_signed("/x", "msg_old", now() - 301 - 5, &body)
+            .await;
+        assert_eq!(r.status(), 401);
+        let r = emu
+            .post_signed("/x", "msg_new", now() + 301 + 5, &body)
+            .await;
+        assert_eq!(r.status(), 401);
+        let st = emu.state().await;
+        assert_eq!(st["rejected"], 2);
+        let reason = st["rejections"][0]["reason"].as_str().unwrap();
+        assert!(reason.contains("too old"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn custom_secret_and_tolerance() {
+        let opts = Options {
+            secret: Secret::parse("whsec_c2VjcmV0").unwrap(),
+            tolerance_s: 5,
+        };
+        let emu = start(opts).await;
+        let body = json!({"a": 1});
+        assert_eq!(
+            emu.post_signed("/x", "m1", now(), &body).await.status(),
+            200
+        );
+        assert_eq!(
+            emu.post_signed("/x", "m2", now() - 60, &body)
+                .await
+                .status(),
+            401
+        );
+    }
+
+    #[tokio::test]
+    async fn duplicate_ids_are_recorded_once() {
+        let emu = start(Options::default()).await;
+        let body = json!({"n": 1});
+        for _ in 0..3 {
+            let r = emu.post_signed("/x", "msg_dup", now(), &body).await;
+            assert_eq!(r.status(), 200);
+        }
+        let r: Value = emu
+            .post_signed("/x", "msg_dup", now(), &body)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(r["duplicate"], true);
+        let st = emu.state().await;
+        assert_eq!(st["deliveries"].as_array().unwrap().len(), 1);
+        assert_eq!(st["deliveries"][0]["attempts"], 4);
+        assert_eq!(st["duplicates"].as_array().unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn fault_429_with_retry_after_then_success() {
+        let emu = start(Options::default()).await;
+        emu.fault(json!({"status": 429, "count": 2, "retry_after_s": 7}))
+            .await;
+        let body = json!({"n": 1});
+        for _ in 0..2 {
+            let r = emu.post_signed("/x", "msg_r", now(), &body).await;
+            assert_eq!(r.status(), 429);
+            assert_eq!(r.headers()["retry-after"], "7");
+        }
+        let r = emu.post_signed("/x", "msg_r", now(), &body).await;
+        assert_eq!(r.status(), 200);
+        let st = emu.state().await;
+        assert_eq!(st["deliveries"].as_array().unwrap().len(), 1);
+        assert!(st["duplicates"].as_array().unwrap().is_empty());
+        assert_eq!(st["requests"], 3);
+        assert_eq!(st["faults_served"], 2);
+        assert_eq!(st["faults_pending"], 0);
+    }
+
+    #[tokio::test]
+    async fn fault_503_without_retry_after_and_queue_order() {
+        let emu = start(Options::default()).await;
+        emu.fault(json!([{"status": 503}, {"status": 500}])).await;
+        let body = json!({});
+        let r = emu.post_signed("/x", "m", now(), &body).await;
+        assert_eq!(r.status(), 503);
+        assert!(r.headers().get("retry-after").is_none());
+        assert_eq!(emu.post_signed("/x", "m", now(), &body).await.status(), 500);
+        assert_eq!(emu.post_signed("/x", "m", now(), &body).await.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn fail_after_write_records_then_500() {
+        let emu = start(Options::default()).await;
+        emu.fault(json!({"fail_after_write": true})).await;
+        let body = json!({"n": 1});
+        let r = emu.post_signed("/x", "msg_w", now(), &body).await;
+        assert_eq!(r.status(), 500);
+        let st = emu.state().await;
+        assert_eq!(st["deliveries"][0]["id"], "msg_w");
+        // The sender retries: answered 200, recorded as a duplicate only.
+        let r = emu.post_signed("/x", "msg_w", now(), &body).await;
+        assert_eq!(r.status(), 200);
+        let st = emu.state().await;
+        assert_eq!(st["deliveries"].as_array().unwrap().len(), 1);
+        assert_eq!(st["duplicates"].as_array().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn delay_fault_causes_client_timeout() {
+        let emu = start(Options::default()).await;
+        emu.fault(json!({"delay_ms": 500})).await;
+        let raw = b"{}".to_vec();
+        let ts = now();
+        let sig = webhook_signature::sign(&emu.secret, "m", ts, &raw);
+        let err = emu
+            .http
+            .post(format!("{}/x", emu.base))
+            .header("webhook-id", "m")
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", sig)
+            .body(raw)
+            .timeout(Duration::from_millis(100))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(err.is_timeout(), "{err}");
+    }
+
+    #[tokio::test]
+    async fn reset_bad_faults_and_methods() {
+        let emu = start(Options::default()).await;
+        emu.post_signed("/x", "m", now(), &json!({})).await;
+        let url = format!("{}/_emulator/faults", emu.base);
+        let r = emu
+            .http
+            .post(&url)
+            .json(&json!({"count": 2}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let r = emu
+            .http
+            .post(&url)
+            .json(&json!({"status": 1000}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let r = emu
+            .http
+            .get(format!("{}/x", emu.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405);
+        let url = format!("{}/_emulator/reset", emu.base);
+        assert_eq!(emu.http.post(url).send().await.unwrap().status(), 204);
+        let st = emu.state().await;
+        assert!(st["deliveries"].as_array().unwrap().is_empty());
+        assert_eq!(st["requests"], 0);
+        // After reset the same id is accepted as new.
+        assert_eq!(
+            emu.post_signed("/x", "m", now(), &json!({})).await.status(),
+            200
+        );
+        assert_eq!(emu.state().await["deliveries"].as_array().unwrap().len(), 1);
+    }
 }

@@ -7,3 +7,4 @@
 
 pub mod batch;
 pub mod mapping;
+pub mod webhook_signature;

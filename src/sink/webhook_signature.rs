@@ -1,1 +1,442 @@
-//! stub
+//! Standard Webhooks 1.0 signing and verification, plus the sink's SSRF destination guard.
+//!
+//! Owns the pure (no I/O) crypto and address policy of the generic-webhook sink and of its
+//! receiver emulator (`shared/docs/saas-contracts.md` §3):
+//! - `webhook-signature` = space-separated `v1,<base64(HMAC-SHA256(secret, "{id}.{ts}.{body}"))>`;
+//! - secrets are `whsec_<base64>` (or raw bytes), never printed (`Debug` is redacted);
+//! - verification compares MACs in constant time (`hmac::Mac::verify_slice`), accepts any one of
+//!   several `v1,` signatures (key rotation), ignores unknown versions, and rejects timestamps more
+//!   than `tolerance_s` seconds away from `now_s` in either direction (replay protection);
+//! - [`is_forbidden_destination`] says which IP addresses the sink must refuse to deliver to unless
+//!   the operator explicitly allows them (loopback, private, link-local/metadata, CGNAT, ...).
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{KeyInit as _, Mac as _};
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// The prefix of a Standard Webhooks secret.
+pub const SECRET_PREFIX: &str = "whsec_";
+
+/// The signature scheme version this module produces and verifies.
+const VERSION: &str = "v1";
+
+/// Why a secret or a signed request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// The secret is empty, or `whsec_` is followed by invalid base64.
+    #[error("invalid webhook secret: {0}")]
+    InvalidSecret(&'static str),
+    /// The `webhook-id` header is empty or malformed.
+    #[error("malformed webhook-id header")]
+    MalformedId,
+    /// The `webhook-timestamp` header is not an integer number of seconds.
+    #[error("malformed webhook-timestamp header")]
+    MalformedTimestamp,
+    /// The timestamp is older than the tolerance allows.
+    #[error("webhook-timestamp too old ({age_s} s > {tolerance_s} s)")]
+    TimestampTooOld {
+        /// How many seconds before `now` the message claims to be.
+        age_s: i64,
+        /// The tolerance in seconds.
+        tolerance_s: i64,
+    },
+    /// The timestamp is further in the future than the tolerance allows.
+    #[error("webhook-timestamp too far in the future ({ahead_s} s > {tolerance_s} s)")]
+    TimestampTooNew {
+        /// How many seconds after `now` the message claims to be.
+        ahead_s: i64,
+        /// The tolerance in seconds.
+        tolerance_s: i64,
+    },
+    /// The `webhook-signature` header holds no parseable `version,signature` entry.
+    #[error("malformed webhook-signature header")]
+    MalformedSignature,
+    /// No `v1` signature in the header matches the message.
+    #[error("no matching v1 signature")]
+    NoMatchingSignature,
+}
+
+/// A webhook signing secret. `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret {
+    key: Vec<u8>,
+}
+
+impl Secret {
+    /// Parses a secret: `whsec_<base64>` is decoded; any other non-empty string is used as raw
+    /// bytes (some providers hand out unprefixed secrets).
+    pub fn parse(s: &str) -> Result<Self, SignatureError> {
+        let s = s.trim();
+        let key = match s.strip_prefix(SECRET_PREFIX) {
+            Some(b64) => STANDARD
+                .decode(b64)
+                .map_err(|_| SignatureError::InvalidSecret("whsec_ secret is not valid base64"))?,
+            None => s.as_bytes().to_vec(),
+        };
+        Self::from_bytes(key)
+    }
+
+    /// Wraps raw key bytes (must be non-empty).
+    pub fn from_bytes(key: impl Into<Vec<u8>>) -> Result<Self, SignatureError> {
+        let key = key.into();
+        if key.is_empty() {
+            return Err(SignatureError::InvalidSecret("secret is empty"));
+        }
+        Ok(Self { key })
+    }
+
+    /// The `whsec_<base64>` form, for handing the secret to a receiver.
+    pub fn to_whsec(&self) -> String {
+        format!("{SECRET_PREFIX}{}", STANDARD.encode(&self.key))
+    }
+
+    fn mac(&self, msg_id: &str, timestamp: &str, body: &[u8]) -> HmacSha256 {
+        // HMAC accepts keys of any length, so this cannot fail.
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC accepts any key length");
+        mac.update(msg_id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp.as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        mac
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Signs a message: returns the `webhook-signature` header value `v1,<base64>`.
+pub fn sign(secret: &Secret, msg_id: &str, timestamp_s: i64, body: &[u8]) -> String {
+    let tag = secret
+        .mac(msg_id, &timestamp_s.to_string(), body)
+        .finalize()
+        .into_bytes();
+    format!("{VERSION},{}", STANDARD.encode(tag))
+}
+
+/// Verifies a delivery from its three Standard Webhooks headers and raw body.
+///
+/// Checks, in order: the id is non-empty, the timestamp is an integer within `tolerance_s` of
+/// `now_s`, and at least one space-separated `v1,<base64>` entry matches (constant-time).
+/// Entries with other versions are ignored; the MAC is computed over the timestamp exactly as
+/// sent.
+pub fn verify(
+    secret: &Secret,
+    headers_id: &str,
+    headers_ts: &str,
+    headers_sig: &str,
+    body: &[u8],
+    now_s: i64,
+    tolerance_s: i64,
+) -> Result<(), SignatureError> {
+    if headers_id.is_empty()
+        || headers_id
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(SignatureError::MalformedId);
+    }
+    let ts_text = headers_ts.trim();
+    if ts_text.is_empty() || !ts_text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(SignatureError::MalformedTimestamp);
+    }
+    let ts: i64 = ts_text
+        .parse()
+        .map_err(|_| SignatureError::MalformedTimestamp)?;
+    let tolerance_s = tolerance_s.max(0);
+    let diff = now_s.saturating_sub(ts);
+    if diff > tolerance_s {
+        return Err(SignatureError::TimestampTooOld {
+            age_s: diff,
+            tolerance_s,
+        });
+    }
+    if diff < -tolerance_s {
+        return Err(SignatureError::TimestampTooNew {
+            ahead_s: diff.saturating_neg(),
+            tolerance_s,
+        });
+    }
+
+    let mac = secret.mac(headers_id, ts_text, body);
+    let mut parsed_any = false;
+    for entry in headers_sig.split_ascii_whitespace() {
+        let Some((version, sig)) = entry.split_once(',') else {
+            continue;
+        };
+        parsed_any = true;
+        if version != VERSION {
+            continue;
+        }
+        let Ok(tag) = STANDARD.decode(sig) else {
+            continue;
+        };
+        if mac.clone().verify_slice(&tag).is_ok() {
+            return Ok(());
+        }
+    }
+    if parsed_any {
+        Err(SignatureError::NoMatchingSignature)
+    } else {
+        Err(SignatureError::MalformedSignature)
+    }
+}
+
+/// Whether the sink must refuse to deliver to `ip` (SSRF guard) unless explicitly allowed.
+///
+/// Forbidden: unspecified/"this network" (0.0.0.0/8, ::), loopback (127/8, ::1), RFC 1918
+/// private ranges, CGNAT 100.64/10, link-local 169.254/16 (incl. the cloud metadata address
+/// 169.254.169.254) and fe80::/10, deprecated site-local fec0::/10, unique-local fc00::/7,
+/// multicast, broadcast and the reserved 240/4; and IPv6 addresses embedding such an IPv4 address
+/// (IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`).
+pub fn is_forbidden_destination(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_forbidden_v4(v4),
+        IpAddr::V6(v6) => is_forbidden_v6(v6),
+    }
+}
+
+fn is_forbidden_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, _, _] = ip.octets();
+    a == 0 // "this network", incl. 0.0.0.0
+        || ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || (a == 100 && (b & 0xc0) == 64) // CGNAT 100.64.0.0/10
+        || ip.is_multicast()
+        || ip.is_broadcast()
+        || a >= 240 // reserved 240.0.0.0/4
+}
+
+fn is_forbidden_v6(ip: Ipv6Addr) -> bool {
+    let seg = ip.segments();
+    if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
+        return true;
+    }
+    // Unique-local fc00::/7, link-local fe80::/10, deprecated site-local fec0::/10.
+    if (seg[0] & 0xfe00) == 0xfc00 || matches!(seg[0] & 0xffc0, 0xfe80 | 0xfec0) {
+        return true;
+    }
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return is_forbidden_v4(v4);
+    }
+    let embedded = Ipv4Addr::new(
+        (seg[6] >> 8) as u8,
+        seg[6] as u8,
+        (seg[7] >> 8) as u8,
+        seg[7] as u8,
+    );
+    // IPv4-compatible ::a.b.c.d (deprecated) and NAT64 well-known prefix 64:ff9b::/96.
+    let compatible = seg[..6].iter().all(|&s| s == 0);
+    let nat64 = seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6].iter().all(|&s| s == 0);
+    if compatible || nat64 {
+        return is_forbidden_v4(embedded);
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Standard Webhooks reference test vector (standard-webhooks/standard-webhooks libraries).
+    const SPEC_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const SPEC_ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+    const SPEC_TS: i64 = 1_614_265_330;
+    const SPEC_BODY: &[u8] = br#"{"test": 2432232314}"#;
+    const SPEC_SIG: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+    const TOL: i64 = 300;
+
+    fn spec_secret() -> Secret {
+        Secret::parse(SPEC_SECRET).unwrap()
+    }
+
+    fn check(id: &str, ts: &str, sig: &str, body: &[u8], now: i64) -> Result<(), SignatureError> {
+        verify(&spec_secret(), id, ts, sig, body, now, TOL)
+    }
+
+    #[test]
+    fn spec_vector_signs_and_verifies() {
+        assert_eq!(sign(&spec_secret(), SPEC_ID, SPEC_TS, SPEC_BODY), SPEC_SIG);
+        check(SPEC_ID, &SPEC_TS.to_string(), SPEC_SIG, SPEC_BODY, SPEC_TS).unwrap();
+    }
+
+    #[test]
+    fn secret_parsing_and_redaction() {
+        let s = spec_secret();
+        assert_eq!(s.to_whsec(), SPEC_SECRET);
+        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
+        assert!(!format!("{s:?}").contains("MfKQ"));
+        assert_eq!(Secret::parse("raw-secret").unwrap().key, b"raw-secret");
+        assert!(matches!(
+            Secret::parse("whsec_%%%"),
+            Err(SignatureError::InvalidSecret(_))
+        ));
+        assert!(Secret::parse("").is_err());
+        assert!(Secret::from_bytes(Vec::new()).is_err());
+    }
+
+    #[test]
+    fn tampering_is_rejected() {
+        let ts = SPEC_TS.to_string();
+        let e = Err(SignatureError::NoMatchingSignature);
+        assert_eq!(
+            check(SPEC_ID, &ts, SPEC_SIG, br#"{"test": 2432232315}"#, SPEC_TS),
+            e
+        );
+        assert_eq!(check("msg_other", &ts, SPEC_SIG, SPEC_BODY, SPEC_TS), e);
+        let ts2 = (SPEC_TS + 1).to_string();
+        assert_eq!(check(SPEC_ID, &ts2, SPEC_SIG, SPEC_BODY, SPEC_TS), e);
+        let other = Secret::parse("whsec_c2VjcmV0").unwrap();
+        assert_eq!(
+            verify(&other, SPEC_ID, &ts, SPEC_SIG, SPEC_BODY, SPEC_TS, TOL),
+            e
+        );
+        // Truncated signature and wrong version.
+        assert_eq!(check(SPEC_ID, &ts, "v1,g0hM9SsE", SPEC_BODY, SPEC_TS), e);
+        let v2 = SPEC_SIG.replacen("v1", "v2", 1);
+        assert_eq!(check(SPEC_ID, &ts, &v2, SPEC_BODY, SPEC_TS), e);
+    }
+
+    #[test]
+    fn tolerance_window() {
+        let ts = SPEC_TS.to_string();
+        check(SPEC_ID, &ts, SPEC_SIG, SPEC_BODY, SPEC_TS + TOL).unwrap();
+        check(SPEC_ID, &ts, SPEC_SIG, SPEC_BODY, SPEC_TS - TOL).unwrap();
+        assert_eq!(
+            check(SPEC_ID, &ts, SPEC_SIG, SPEC_BODY, SPEC_TS + TOL + 1),
+            Err(SignatureError::TimestampTooOld {
+                age_s: TOL + 1,
+                tolerance_s: TOL
+            })
+        );
+        assert_eq!(
+            check(SPEC_ID, &ts, SPEC_SIG, SPEC_BODY, SPEC_TS - TOL - 1),
+            Err(SignatureError::TimestampTooNew {
+                ahead_s: TOL + 1,
+                tolerance_s: TOL
+            })
+        );
+        // Extreme values do not overflow.
+        assert!(check(SPEC_ID, &ts, SPEC_SIG, SPEC_BODY, i64::MIN).is_err());
+        assert!(check(SPEC_ID, &ts, SPEC_SIG, SPEC_BODY, i64::MAX).is_err());
+    }
+
+    #[test]
+    fn multiple_signatures() {
+        let ts = SPEC_TS.to_string();
+        let other = sign(
+            &Secret::parse("whsec_c2VjcmV0").unwrap(),
+            SPEC_ID,
+            SPEC_TS,
+            SPEC_BODY,
+        );
+        let header = format!("v1a,xyz {other} v1,!!notbase64 {SPEC_SIG}");
+        check(SPEC_ID, &ts, &header, SPEC_BODY, SPEC_TS).unwrap();
+        let header = format!("{SPEC_SIG}  {other}");
+        check(SPEC_ID, &ts, &header, SPEC_BODY, SPEC_TS).unwrap();
+        assert_eq!(
+            check(SPEC_ID, &ts, &other, SPEC_BODY, SPEC_TS),
+            Err(SignatureError::NoMatchingSignature)
+        );
+    }
+
+    #[test]
+    fn malformed_headers() {
+        let ts = SPEC_TS.to_string();
+        let now = SPEC_TS;
+        use SignatureError::*;
+        assert_eq!(check("", &ts, SPEC_SIG, SPEC_BODY, now), Err(MalformedId));
+        assert_eq!(
+            check("a b", &ts, SPEC_SIG, SPEC_BODY, now),
+            Err(MalformedId)
+        );
+        for bad_ts in [
+            "",
+            "abc",
+            "-1",
+            "1614265330.5",
+            "1e9",
+            "99999999999999999999",
+        ] {
+            assert_eq!(
+                check(SPEC_ID, bad_ts, SPEC_SIG, SPEC_BODY, now),
+                Err(MalformedTimestamp),
+                "{bad_ts}"
+            );
+        }
+        for bad_sig in ["", "   ", "g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="] {
+            assert_eq!(
+                check(SPEC_ID, &ts, bad_sig, SPEC_BODY, now),
+                Err(MalformedSignature),
+                "{bad_sig:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ssrf_table() {
+        let forbidden = [
+            "0.0.0.0",
+            "0.1.2.3",
+            "127.0.0.1",
+            "127.255.255.254",
+            "10.0.0.1",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "169.254.0.1",
+            "100.64.0.1",
+            "100.127.255.255",
+            "224.0.0.1",
+            "239.255.255.250",
+            "255.255.255.255",
+            "240.0.0.1",
+            "::",
+            "::1",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "fec0::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "::ffff:10.1.2.3",
+            "::ffff:100.64.0.1",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+        ];
+        let allowed = [
+            "8.8.8.8",
+            "1.1.1.1",
+            "172.15.255.255",
+            "172.32.0.1",
+            "100.63.255.255",
+            "100.128.0.1",
+            "169.253.255.255",
+            "192.169.0.1",
+            "93.184.216.34",
+            "2606:4700:4700::1111",
+            "2001:4860:4860::8888",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+        ];
+        for s in forbidden {
+            let ip: IpAddr = s.parse().unwrap();
+            assert!(is_forbidden_destination(ip), "{s} should be forbidden");
+        }
+        for s in allowed {
+            let ip: IpAddr = s.parse().unwrap();
+            assert!(!is_forbidden_destination(ip), "{s} should be allowed");
+        }
+    }
+}
