@@ -1,10 +1,88 @@
 //! Sinks: Kafka change topics → SaaS APIs (HubSpot, Zoho CRM, webhooks).
 //!
-//! Being built (issue 3). Present so far: the pure batching/coalescing rules ([`batch`]) and the field mapping
-//! with its schema check ([`mapping`]). The
-//! runner (consumer group with manual offset store), destinations, dead letters and replay
-//! build on them.
+//! Being built (issue 3). Pure parts: batching and per-key coalescing ([`batch`]), field mapping
+//! with its schema check ([`mapping`]), webhook signatures ([`webhook_signature`]). The seam
+//! between the runner (Kafka consumer group, offsets, dead letters) and a destination is the
+//! [`Sink`] trait below.
 
 pub mod batch;
 pub mod mapping;
 pub mod webhook_signature;
+
+use std::time::Duration;
+
+use crate::error::{Classify, ErrorClass};
+use crate::event::ChangeEvent;
+use batch::Batch;
+
+/// A batch entry the destination refused for good (poison: goes to the dead-letter topic).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    /// Index into `Batch::entries`.
+    pub index: usize,
+    /// Error category (e.g. the API's `category` or `code`), for the dead-letter headers.
+    pub category: String,
+    /// What was wrong (never row values).
+    pub message: String,
+}
+
+/// What a destination did with a batch: every entry not listed in `rejected` was applied.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Entries refused as poison.
+    pub rejected: Vec<Rejected>,
+    /// Destination record ids of applied entries, by entry index (for the audit trail).
+    pub destination_ids: Vec<(usize, String)>,
+}
+
+/// A failure of a whole batch.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Retry the same batch later (429, 5xx, timeouts, resets); offsets stay untouched.
+    #[error("{message}")]
+    Transient {
+        /// What happened.
+        message: String,
+        /// How long the destination asked us to wait, if it said.
+        retry_after: Option<Duration>,
+    },
+    /// Stop the worker (401 after a refresh, 403, misconfiguration).
+    #[error("{message}")]
+    Fatal {
+        /// What happened.
+        message: String,
+        /// What to do.
+        hint: String,
+    },
+}
+
+impl Classify for SinkError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            SinkError::Transient { .. } => ErrorClass::Transient,
+            SinkError::Fatal { .. } => ErrorClass::Fatal,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            SinkError::Fatal { hint, .. } => Some(hint.clone()),
+            SinkError::Transient { .. } => None,
+        }
+    }
+}
+
+/// A destination. Contract:
+/// - `apply` is idempotent (upserts by a stable unique property; archives of absent records
+///   succeed), because delivery is at-least-once and replay re-applies;
+/// - batches of one worker are applied one at a time, in order; an entry holds the latest
+///   state of its key, so applying a batch never goes back in time for a key;
+/// - a partial failure reports the poison entries and applies the rest; transient failures
+///   make the runner retry the same batch (the destination may then see some entries twice).
+pub trait Sink {
+    /// Applies a batch.
+    fn apply(
+        &mut self,
+        batch: &Batch<ChangeEvent>,
+    ) -> impl std::future::Future<Output = Result<Outcome, SinkError>> + Send;
+}
