@@ -3,7 +3,8 @@
 //! Each module defines its own `thiserror` enum and classifies it once, here, through
 //! [`Classify`]: *transient* errors are retried with backoff from the last acknowledged
 //! position, *poison* records go to a dead-letter destination, *fatal* errors stop the process
-//! with a message and a hint. The rest of the code matches only on the class.
+//! with a message and a hint. The rest of the code matches only on the class. [`Backoff`] is
+//! the one retry schedule for transient errors.
 
 /// How the caller must react to an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,5 +24,50 @@ pub trait Classify {
     /// An operator-facing hint (what to do about it), if there is one.
     fn hint(&self) -> Option<String> {
         None
+    }
+}
+
+/// Exponential backoff with equal jitter (half fixed, half random): 250 ms doubling to 30 s.
+#[derive(Debug)]
+pub struct Backoff {
+    next_ms: u64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Backoff {
+    const FIRST_MS: u64 = 250;
+    const MAX_MS: u64 = 30_000;
+
+    /// A fresh schedule.
+    pub fn new() -> Self {
+        Backoff {
+            next_ms: Self::FIRST_MS,
+        }
+    }
+
+    /// The next wait.
+    pub fn next_wait(&mut self) -> std::time::Duration {
+        let cap = self.next_ms;
+        self.next_ms = (self.next_ms * 2).min(Self::MAX_MS);
+        std::time::Duration::from_millis(cap / 2 + rand::random_range(0..=cap / 2))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_jitter_inside_bounds() {
+        let mut b = Backoff::new();
+        let waits: Vec<u128> = (0..10).map(|_| b.next_wait().as_millis()).collect();
+        assert!((125..=250).contains(&waits[0]), "{waits:?}");
+        assert!((250..=500).contains(&waits[1]), "{waits:?}");
+        assert!(waits[9] >= 15_000 && waits[9] <= 30_000, "{waits:?}");
     }
 }

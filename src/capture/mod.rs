@@ -33,7 +33,7 @@ use tokio_postgres::Client;
 
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, Phase};
 use crate::config::{Envelope, SnapshotMode, ValidConfig};
-use crate::error::{Classify, ErrorClass};
+use crate::error::{Backoff, Classify, ErrorClass};
 use crate::event::{ChangeEvent, MessagePayload, Op, TruncatePayload};
 use crate::kafka::{self, Enqueued, KafkaFailure, Outgoing};
 use crate::lsn::Lsn;
@@ -125,28 +125,6 @@ pub struct Health {
     pub streaming: AtomicBool,
 }
 
-/// Exponential backoff with equal jitter (half fixed, half random).
-struct Backoff {
-    next_ms: u64,
-}
-
-impl Backoff {
-    const FIRST_MS: u64 = 250;
-    const MAX_MS: u64 = 30_000;
-
-    fn new() -> Self {
-        Backoff {
-            next_ms: Self::FIRST_MS,
-        }
-    }
-
-    fn next(&mut self) -> Duration {
-        let cap = self.next_ms;
-        self.next_ms = (self.next_ms * 2).min(Self::MAX_MS);
-        Duration::from_millis(cap / 2 + rand::random_range(0..=cap / 2))
-    }
-}
-
 /// Runs capture until `shutdown` turns true or a fatal error occurs; transient errors restart
 /// the session with backoff.
 pub async fn run(
@@ -165,7 +143,7 @@ pub async fn run(
                 if started.elapsed() > Duration::from_secs(60) {
                     backoff = Backoff::new();
                 }
-                let wait = backoff.next();
+                let wait = backoff.next_wait();
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
                     "capture interrupted by a transient fault; resuming from the checkpoint");
                 metrics::counter!("driftless_capture_restarts_total").increment(1);

@@ -261,3 +261,138 @@ pub enum Enqueued {
     /// librdkafka's local queue is full: wait for deliveries, then try again.
     QueueFull,
 }
+
+/// A record read by a sink worker.
+#[derive(Clone, Debug)]
+pub struct Incoming {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key bytes.
+    pub key: Option<Vec<u8>>,
+    /// Value bytes (`None` for tombstones).
+    pub payload: Option<Vec<u8>>,
+}
+
+/// A consumer-group member whose offsets are stored only when the caller says so
+/// (`enable.auto.offset.store=false`): a record counts as consumed once it was applied or
+/// dead-lettered, never when it was merely read.
+pub struct Subscription {
+    consumer: rdkafka::consumer::StreamConsumer,
+}
+
+impl Subscription {
+    /// Joins `group_id` and subscribes to `topic`; a new group starts at the earliest offset.
+    pub fn new(
+        brokers: &str,
+        passthrough: &BTreeMap<String, String>,
+        group_id: &str,
+        topic: &str,
+    ) -> Result<Self, KafkaFailure> {
+        use rdkafka::consumer::Consumer;
+        let mut cfg = client_config(brokers, passthrough)?;
+        if !passthrough.contains_key("auto.offset.reset") {
+            cfg.set("auto.offset.reset", "earliest");
+        }
+        cfg.set("group.id", group_id);
+        cfg.set("enable.auto.commit", "true");
+        cfg.set("enable.auto.offset.store", "false");
+        let consumer: rdkafka::consumer::StreamConsumer = cfg.create()?;
+        consumer.subscribe(&[topic])?;
+        Ok(Subscription { consumer })
+    }
+
+    /// The next record (cancel-safe).
+    pub async fn recv(&self) -> Result<Incoming, KafkaFailure> {
+        use rdkafka::Message;
+        let m = self.consumer.recv().await?;
+        Ok(Incoming {
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+        })
+    }
+
+    /// Stores "next offset to read" per partition of `topic` (committed by the background
+    /// auto-commit). Partitions no longer assigned (after a rebalance) are skipped: their new
+    /// owner re-reads from the last committed offset, and applying is idempotent.
+    pub fn store(&self, topic: &str, next: &BTreeMap<i32, i64>) -> Result<(), KafkaFailure> {
+        use rdkafka::consumer::Consumer;
+        let assigned = self.consumer.assignment()?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for (&partition, &offset) in next {
+            if assigned.find_partition(topic, partition).is_some() {
+                tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(offset))?;
+            }
+        }
+        if tpl.count() > 0 {
+            self.consumer.store_offsets(&tpl)?;
+        }
+        Ok(())
+    }
+
+    /// Commits the stored offsets now (graceful shutdown).
+    pub fn commit(&self) -> Result<(), KafkaFailure> {
+        use rdkafka::consumer::{CommitMode, Consumer};
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+            other => Ok(other?),
+        }
+    }
+}
+
+/// Produces dead letters (and other low-volume records) and waits for each acknowledgement.
+pub struct AckedProducer {
+    producer: rdkafka::producer::FutureProducer,
+}
+
+impl AckedProducer {
+    /// An idempotent producer (`acks=all`).
+    pub fn new(
+        brokers: &str,
+        passthrough: &BTreeMap<String, String>,
+    ) -> Result<Self, KafkaFailure> {
+        let mut cfg = client_config(brokers, passthrough)?;
+        cfg.set("enable.idempotence", "true");
+        cfg.set("acks", "all");
+        Ok(AckedProducer {
+            producer: cfg.create()?,
+        })
+    }
+
+    /// Sends one record with string headers; returns once the broker acknowledged it.
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> Result<(), KafkaFailure> {
+        use rdkafka::message::{Header, OwnedHeaders};
+        let mut hs = OwnedHeaders::new();
+        for (k, v) in headers {
+            hs = hs.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let mut record: rdkafka::producer::FutureRecord<'_, [u8], [u8]> =
+            rdkafka::producer::FutureRecord::to(topic).headers(hs);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        self.producer
+            .send(record, rdkafka::util::Timeout::Never)
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e.into())
+    }
+}

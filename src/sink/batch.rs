@@ -127,10 +127,7 @@ impl<E: Coalesce> Batcher<E> {
 
     /// Adds a record; returns true when the batch is full and should be taken.
     pub fn push(&mut self, key: Vec<u8>, item: E, at: Position, now: Instant) -> bool {
-        self.opened_at.get_or_insert(now);
-        self.records += 1;
-        let next = self.commit.entry(at.partition).or_insert(at.offset + 1);
-        *next = (*next).max(at.offset + 1);
+        self.skip(at, now);
         match self.index.get(&key) {
             Some(&i) => {
                 let entry = &mut self.entries[i];
@@ -147,6 +144,15 @@ impl<E: Coalesce> Batcher<E> {
             }
         }
         self.records >= self.max_events
+    }
+
+    /// Accounts for a record that carries nothing to apply (a tombstone, or a record already
+    /// dead-lettered): its offset is committed with the batch.
+    pub fn skip(&mut self, at: Position, now: Instant) {
+        self.opened_at.get_or_insert(now);
+        self.records += 1;
+        let next = self.commit.entry(at.partition).or_insert(at.offset + 1);
+        *next = (*next).max(at.offset + 1);
     }
 
     /// When the open batch must close (None when empty).
@@ -258,6 +264,14 @@ mod tests {
         assert_eq!(batch.entries[0].positions, [pos(0, 5), pos(0, 6)]);
         assert_eq!(batch.commit, BTreeMap::from([(0, 7), (1, 10)]));
         assert!(b.take().is_none(), "taking empties the batcher");
+        b.skip(pos(1, 12), now);
+        let only_skipped = b.take().unwrap();
+        assert!(only_skipped.entries.is_empty());
+        assert_eq!(
+            only_skipped.commit,
+            BTreeMap::from([(1, 13)]),
+            "skipped records commit too"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod mapping;
+pub mod runner;
 pub mod webhook_signature;
 
 use std::time::Duration;
