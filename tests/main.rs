@@ -6,4 +6,5 @@ mod support;
 mod capture;
 mod contract;
 mod relations;
+mod sink;
 mod types;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use driftless::postgres::connect::{ConnectParams, connect_sql};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 use tokio_postgres::Client;
@@ -308,6 +309,7 @@ pub struct Record {
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
     pub timestamp_ms: Option<i64>,
+    pub headers: BTreeMap<String, String>,
 }
 
 impl Record {
@@ -375,6 +377,17 @@ pub fn read_topic_from(
                 key: m.key().map(|k| k.to_vec()),
                 payload: m.payload().map(|p| p.to_vec()),
                 timestamp_ms: m.timestamp().to_millis(),
+                headers: m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| {
+                                let v = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                                (h.key.to_string(), v.to_string())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             });
         } else {
             check = true;
