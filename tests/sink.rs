@@ -15,11 +15,14 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
+/// Applied batches: per batch, (key, event) of every applied entry.
+type Applied = Vec<Vec<(String, Value)>>;
+
 /// Records every applied batch; rejects entries whose key is in `reject`; fails the first
 /// `transient_failures` calls.
 #[derive(Clone, Default)]
 struct Recording {
-    applied: Arc<Mutex<Vec<Vec<(String, Value)>>>>,
+    applied: Arc<Mutex<Applied>>,
     reject: Vec<String>,
     transient_failures: Arc<Mutex<u32>>,
 }
