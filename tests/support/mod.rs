@@ -199,17 +199,22 @@ metrics_listen = "off"
 
     /// Starts `driftless capture`; its log goes to a file shown when the test fails.
     pub fn start(&self) -> Capture {
+        self.start_with("capture", &[], &[])
+    }
+
+    /// Starts `driftless {sub} --config ... {args}` with extra environment variables.
+    pub fn start_with(&self, sub: &str, args: &[&str], env: &[(&str, &str)]) -> Capture {
         let log = self
             .dir
             .path()
-            .join(format!("capture-{}.log", rand::random::<u16>()));
+            .join(format!("{sub}-{}.log", rand::random::<u16>()));
         let file = std::fs::File::create(&log).unwrap();
-        let child = self
-            .command("capture")
+        let mut cmd = self.command(sub);
+        cmd.args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawn driftless");
+            .stderr(file);
+        let child = cmd.spawn().expect("spawn driftless");
         Capture {
             child: Some(child),
             log,
