@@ -45,6 +45,15 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run one sink worker: Kafka change topic → destination API (consumer group per sink).
+    Sink {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Name of the `[[sinks]]` entry.
+        #[arg(long)]
+        name: String,
+    },
     /// Run a local emulator of a SaaS API (development, demo, tests); binds 127.0.0.1.
     Emulate {
         /// Which API.
@@ -66,8 +75,10 @@ enum EmulatorKind {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DRIFTLESS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -84,6 +95,8 @@ fn load(path: &Path) -> Result<config::ValidConfig, ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One TLS provider for every HTTPS client (sinks); ring, as everywhere else.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -100,6 +113,7 @@ fn main() -> ExitCode {
             Command::Check { config } => check(&config).await,
             Command::Capture { config } => run_capture(&config).await,
             Command::Emulate { kind, port } => emulate(kind, port).await,
+            Command::Sink { config, name } => run_sink(&config, &name).await,
         }
     })
 }
@@ -141,6 +155,43 @@ async fn check(path: &Path) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// A watch channel that turns true on SIGINT or SIGTERM.
+fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutdown requested");
+        let _ = stop_tx.send(true);
+    });
+    stop_rx
+}
+
+async fn run_sink(path: &Path, name: &str) -> ExitCode {
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match driftless::sink::service::run_named(&cfg, name, shutdown_signal()).await {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(sink = name, error = %e, "sink worker stopped");
+            eprintln!("error: {e}");
+            if let Some(h) = e.hint() {
+                eprintln!("hint: {h}");
+            }
+            match e {
+                driftless::sink::service::ServiceError::Refused(_) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
 async fn run_capture(path: &Path) -> ExitCode {
     let cfg = match load(path) {
         Ok(c) => c,
@@ -160,18 +211,7 @@ async fn run_capture(path: &Path) -> ExitCode {
             Err(e) => tracing::warn!(error = %e, "metrics recorder not installed"),
         }
     }
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutdown requested");
-        let _ = stop_tx.send(true);
-    });
-    match capture::run(&cfg, stop_rx, health).await {
+    match capture::run(&cfg, shutdown_signal(), health).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "capture stopped");

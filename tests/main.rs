@@ -5,6 +5,7 @@ mod support;
 
 mod capture;
 mod contract;
+mod e2e;
 mod relations;
 mod sink;
 mod types;

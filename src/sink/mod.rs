@@ -6,8 +6,10 @@
 //! [`Sink`] trait below.
 
 pub mod batch;
+pub mod hubspot;
 pub mod mapping;
 pub mod runner;
+pub mod service;
 pub mod webhook_signature;
 
 use std::time::Duration;

@@ -1,0 +1,1174 @@
+//! HubSpot CRM v3 destination: batch upserts by a unique property, archives for deletes.
+//!
+//! Owns the HTTP side of a `kind = "hubspot"` sink (issue 3): request shapes, response
+//! classification, and a client-side rate limiter. Contract in `shared/docs/saas-contracts.md`
+//! §1; tested against the in-process emulator ([`crate::emulate::hubspot`]).
+//!
+//! Invariants:
+//! - every write is idempotent: `batch/upsert` by `id_property`, deletes resolve record ids with
+//!   `batch/read` and `batch/archive` them (a record already gone is success), so replaying a
+//!   batch after a transient failure is harmless;
+//! - at most 100 inputs per request; each upsert input carries `objectWriteTraceId` = its entry
+//!   index, which is how results and per-input errors are mapped back to entries;
+//! - a value HubSpot refuses for good (4xx per input, or a single input refused by a whole-request
+//!   400, found by bisection) is [`Rejected`]; anything transient (429, 5xx, timeouts, resets)
+//!   fails the whole batch with [`SinkError::Transient`]; 401/403 are [`SinkError::Fatal`];
+//! - requests never exceed the rolling 10 s window: [`RateLimiter`] counts our own requests and
+//!   takes HubSpot's `X-HubSpot-RateLimit-*` headers as the truth;
+//! - logs carry counts, statuses and categories only: never the token, property values or ids.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+
+use super::batch::Batch;
+use super::mapping::{FieldRule, Property, PropertyType, id_value, to_properties};
+use super::{Outcome, Rejected, Sink, SinkError};
+use crate::config::SecretSource;
+use crate::config::sinks::{OnDelete, SinkKind, ValidSink};
+use crate::event::{ChangeEvent, Op, Row};
+
+/// HubSpot's batch input cap.
+const MAX_INPUTS: usize = 100;
+/// HubSpot's default burst window and limit (private apps, free tier).
+const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
+const DEFAULT_MAX: u32 = 100;
+
+/// Client-side sliding-window limiter. Pure: time is passed in.
+#[derive(Debug)]
+pub struct RateLimiter {
+    max: u32,
+    window: Duration,
+    sent: VecDeque<Instant>,
+    blocked_until: Option<Instant>,
+}
+
+impl Default for RateLimiter {
+    fn default() -> Self {
+        RateLimiter::new(DEFAULT_MAX, DEFAULT_WINDOW)
+    }
+}
+
+impl RateLimiter {
+    /// A limiter allowing `max` requests per rolling `window`.
+    pub fn new(max: u32, window: Duration) -> Self {
+        RateLimiter {
+            max: max.max(1),
+            window,
+            sent: VecDeque::new(),
+            blocked_until: None,
+        }
+    }
+
+    fn in_window(&self, now: Instant) -> impl Iterator<Item = &Instant> {
+        self.sent
+            .iter()
+            .filter(move |t| now.saturating_duration_since(**t) < self.window)
+    }
+
+    /// How long to wait before the next request may be sent (None: send now).
+    pub fn wait_needed(&self, now: Instant) -> Option<Duration> {
+        if let Some(until) = self.blocked_until
+            && until > now
+        {
+            return Some(until - now);
+        }
+        let mut in_window = self.in_window(now);
+        let oldest = in_window.next().copied();
+        let count = oldest.map_or(0, |_| 1 + in_window.count());
+        if count >= self.max as usize {
+            let oldest = oldest.expect("count > 0");
+            return Some((oldest + self.window).saturating_duration_since(now));
+        }
+        None
+    }
+
+    /// Records a request sent at `now`.
+    pub fn record(&mut self, now: Instant) {
+        let window = self.window;
+        while self
+            .sent
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= window)
+        {
+            self.sent.pop_front();
+        }
+        self.sent.push_back(now);
+    }
+
+    /// Takes HubSpot's rate-limit headers as the truth: `-Max` and `-Interval-Milliseconds`
+    /// replace the limits; `-Remaining: 0` blocks until the window rolls.
+    pub fn observe(&mut self, headers: &HeaderMap, now: Instant) {
+        let num =
+            |name: &str| -> Option<u64> { headers.get(name)?.to_str().ok()?.trim().parse().ok() };
+        if let Some(max) = num("x-hubspot-ratelimit-max").filter(|m| *m > 0) {
+            self.max = u32::try_from(max).unwrap_or(u32::MAX);
+        }
+        if let Some(ms) = num("x-hubspot-ratelimit-interval-milliseconds").filter(|m| *m > 0) {
+            self.window = Duration::from_millis(ms);
+        }
+        if num("x-hubspot-ratelimit-remaining") == Some(0) {
+            // The window rolls when our oldest request in it expires; if we know of none, wait
+            // a whole window.
+            let rolls = self
+                .in_window(now)
+                .next()
+                .map_or(now + self.window, |t| *t + self.window);
+            self.blocked_until = Some(rolls.max(now + Duration::from_millis(1)));
+        }
+    }
+
+    /// Blocks new requests for `d` from `now` (after a 429).
+    pub fn block_for(&mut self, d: Duration, now: Instant) {
+        self.blocked_until = Some(now + d);
+    }
+}
+
+/// The HubSpot sink.
+#[derive(Debug)]
+pub struct HubspotSink {
+    client: reqwest::Client,
+    base_url: String,
+    object: String,
+    id_property: String,
+    token: String,
+    token_env: String,
+    fields: Vec<FieldRule>,
+    on_delete: OnDelete,
+    schema: Option<BTreeMap<String, Property>>,
+    limiter: RateLimiter,
+    daily_warned: bool,
+}
+
+/// A response: status, headers, JSON body (Null when empty or not JSON).
+struct Resp {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+/// One upsert input and its entry.
+#[derive(Clone)]
+struct Input {
+    index: usize,
+    id: String,
+    body: Value,
+}
+
+fn fatal(message: impl Into<String>, hint: impl Into<String>) -> SinkError {
+    SinkError::Fatal {
+        message: message.into(),
+        hint: hint.into(),
+    }
+}
+
+fn transient(message: impl Into<String>, retry_after: Option<Duration>) -> SinkError {
+    SinkError::Transient {
+        message: message.into(),
+        retry_after,
+    }
+}
+
+/// Categories of per-input errors worth retrying (everything else is poison).
+fn is_transient_category(category: &str) -> bool {
+    matches!(
+        category,
+        "RATE_LIMIT" | "RATE_LIMITS" | "INTERNAL_ERROR" | "SERVICE_UNAVAILABLE" | "TIMEOUT"
+    )
+}
+
+/// A value-free description of a HubSpot error: category plus detail codes and property names.
+fn describe(err: &Value) -> String {
+    let category = err["category"].as_str().unwrap_or("UNKNOWN");
+    let details: Vec<String> = err["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            let code = d["code"].as_str().unwrap_or("ERROR");
+            let props: Vec<&str> = d["context"]["propertyName"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            if props.is_empty() {
+                code.to_string()
+            } else {
+                format!("{code} ({})", props.join(", "))
+            }
+        })
+        .collect();
+    if details.is_empty() {
+        category.to_string()
+    } else {
+        format!("{category}: {}", details.join("; "))
+    }
+}
+
+/// Time until the next UTC midnight (HubSpot's daily limit reset).
+fn until_utc_midnight() -> Duration {
+    let now = chrono::Utc::now();
+    let next = (now.date_naive() + chrono::Days::new(1))
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight")
+        .and_utc();
+    (next - now).to_std().unwrap_or(Duration::from_secs(1))
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+impl HubspotSink {
+    /// Builds the client (reqwest with rustls; the token comes from the env var named by the
+    /// sink; never logged).
+    pub fn new(sink: &ValidSink, token: String) -> Result<Self, SinkError> {
+        let SinkKind::Hubspot { object } = &sink.kind else {
+            return Err(fatal(
+                format!("sink {} is not a HubSpot sink", sink.name),
+                "set kind = \"hubspot\"",
+            ));
+        };
+        let Some(id_property) = sink.id_property.clone() else {
+            return Err(fatal(
+                format!("sink {} has no id_property", sink.name),
+                "set id_property to a unique HubSpot property (e.g. email)",
+            ));
+        };
+        let token_env = match &sink.token {
+            Some(SecretSource::Env(name)) => name.clone(),
+            Some(SecretSource::File(path)) => path.display().to_string(),
+            None => "token_env".to_string(),
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .user_agent(concat!("driftless/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| fatal(format!("cannot build HTTP client: {e}"), "report a bug"))?;
+        Ok(HubspotSink {
+            client,
+            base_url: sink.base_url.trim_end_matches('/').to_string(),
+            object: object.clone(),
+            id_property,
+            token,
+            token_env,
+            fields: sink.fields.clone(),
+            on_delete: sink.on_delete,
+            schema: None,
+            limiter: RateLimiter::default(),
+            daily_warned: false,
+        })
+    }
+
+    /// GET /crm/v3/properties/{object}: the destination schema as mapping::Property by name.
+    pub async fn fetch_schema(&self) -> Result<BTreeMap<String, Property>, SinkError> {
+        let path = format!("/crm/v3/properties/{}", self.object);
+        let r = self.send_raw(reqwest::Method::GET, &path, None).await?;
+        if !r.status.is_success() {
+            return Err(self.classify(&r));
+        }
+        let mut out = BTreeMap::new();
+        for p in r.body["results"].as_array().into_iter().flatten() {
+            let Some(name) = p["name"].as_str() else {
+                continue;
+            };
+            // Types we do not encode specially are written as plain strings.
+            let kind = p["type"]
+                .as_str()
+                .and_then(PropertyType::parse)
+                .unwrap_or(PropertyType::String);
+            let options = p["options"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| o["value"].as_str().map(String::from))
+                .collect();
+            out.insert(
+                name.to_string(),
+                Property {
+                    name: name.to_string(),
+                    kind,
+                    read_only: p["modificationMetadata"]["readOnlyValue"]
+                        .as_bool()
+                        .unwrap_or(false),
+                    unique: p["hasUniqueValue"].as_bool().unwrap_or(false),
+                    options,
+                },
+            );
+        }
+        tracing::debug!(object = %self.object, properties = out.len(), "fetched HubSpot schema");
+        Ok(out)
+    }
+
+    /// One request, without limiter bookkeeping (for `&self` callers).
+    async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Resp, SinkError> {
+        let mut rb = self
+            .client
+            .request(method, format!("{}{path}", self.base_url))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        let resp = rb.send().await.map_err(|e| {
+            let kind = if e.is_timeout() {
+                "timeout"
+            } else if e.is_connect() {
+                "connection failed"
+            } else {
+                "request failed"
+            };
+            transient(format!("HubSpot {path}: {kind}: {}", e.without_url()), None)
+        })?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.map_err(|e| {
+            transient(
+                format!("HubSpot {path}: reading the response: {}", e.without_url()),
+                None,
+            )
+        })?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        tracing::debug!(path, status = status.as_u16(), "HubSpot response");
+        Ok(Resp {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// One rate-limited POST.
+    async fn post(&mut self, path: &str, body: &Value) -> Result<Resp, SinkError> {
+        while let Some(d) = self.limiter.wait_needed(Instant::now()) {
+            tracing::debug!(wait_ms = d.as_millis() as u64, "client-side rate limit");
+            tokio::time::sleep(d).await;
+        }
+        self.limiter.record(Instant::now());
+        let r = self
+            .send_raw(reqwest::Method::POST, path, Some(body))
+            .await?;
+        self.limiter.observe(&r.headers, Instant::now());
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            let e = self.classify(&r);
+            if let SinkError::Transient {
+                retry_after: Some(d),
+                ..
+            } = &e
+            {
+                self.limiter.block_for(*d, Instant::now());
+            }
+            if r.body["policyName"] == "DAILY" && !self.daily_warned {
+                tracing::warn!(object = %self.object, "daily limit reached; parking until reset");
+                self.daily_warned = true;
+            }
+            return Err(e);
+        }
+        if r.status.is_success() {
+            self.daily_warned = false;
+        }
+        Ok(r)
+    }
+
+    /// Whole-request failures that are neither success nor per-input (401, 403, 429, 5xx, ...).
+    fn classify(&self, r: &Resp) -> SinkError {
+        let category = r.body["category"].as_str().unwrap_or("");
+        let status = r.status.as_u16();
+        match status {
+            401 => fatal(
+                format!("HubSpot refused the token (401 {category})"),
+                format!("check the token in {}", self.token_env),
+            ),
+            403 => fatal(
+                format!("HubSpot denied access to {} (403 {category})", self.object),
+                format!(
+                    "give the private app the crm.objects.{}.read and .write scopes",
+                    self.object
+                ),
+            ),
+            429 => {
+                let policy = r.body["policyName"].as_str().unwrap_or("");
+                let retry_after = if policy == "DAILY" {
+                    until_utc_midnight()
+                } else {
+                    header_u64(&r.headers, "x-hubspot-ratelimit-interval-milliseconds")
+                        .map(Duration::from_millis)
+                        .or_else(|| header_u64(&r.headers, "retry-after").map(Duration::from_secs))
+                        .unwrap_or(DEFAULT_WINDOW)
+                };
+                tracing::info!(
+                    policy,
+                    retry_after_ms = retry_after.as_millis() as u64,
+                    "HubSpot rate limited"
+                );
+                transient(format!("HubSpot rate limit ({policy})"), Some(retry_after))
+            }
+            408 | 500..=599 => transient(
+                format!("HubSpot answered {status} {category}"),
+                header_u64(&r.headers, "retry-after").map(Duration::from_secs),
+            ),
+            _ => fatal(
+                format!("HubSpot answered {status} {}", describe(&r.body)),
+                format!(
+                    "check object {:?}, id_property and base_url of the sink",
+                    self.object
+                ),
+            ),
+        }
+    }
+
+    async fn schema(&mut self) -> Result<&BTreeMap<String, Property>, SinkError> {
+        if self.schema.is_none() {
+            self.schema = Some(self.fetch_schema().await?);
+        }
+        Ok(self.schema.as_ref().expect("set above"))
+    }
+
+    /// Upserts `inputs`, bisecting whole-request 400s down to single poison inputs.
+    async fn upsert(&mut self, inputs: Vec<Input>, out: &mut Outcome) -> Result<(), SinkError> {
+        let path = format!("/crm/v3/objects/{}/batch/upsert", self.object);
+        let mut work: Vec<Vec<Input>> =
+            inputs.chunks(MAX_INPUTS).rev().map(<[_]>::to_vec).collect();
+        while let Some(group) = work.pop() {
+            let body = json!({"inputs": group.iter().map(|i| &i.body).collect::<Vec<_>>()});
+            let r = self.post(&path, &body).await?;
+            match r.status.as_u16() {
+                200 | 201 | 207 => {
+                    let mut done: HashSet<usize> = HashSet::new();
+                    for res in r.body["results"].as_array().into_iter().flatten() {
+                        let Some(input) = self.match_result(&group, res) else {
+                            continue;
+                        };
+                        if let Some(id) = res["id"].as_str() {
+                            out.destination_ids.push((input.index, id.to_string()));
+                        }
+                        done.insert(input.index);
+                    }
+                    let mut unmapped: Option<&Value> = None;
+                    for err in r.body["errors"].as_array().into_iter().flatten() {
+                        let category = err["category"].as_str().unwrap_or("UNKNOWN");
+                        if is_transient_category(category) {
+                            return Err(transient(
+                                format!("HubSpot per-input error {category}"),
+                                None,
+                            ));
+                        }
+                        let hits = self.match_error(&group, err);
+                        if hits.is_empty() {
+                            unmapped.get_or_insert(err);
+                        }
+                        for index in hits {
+                            if done.insert(index) {
+                                out.rejected.push(Rejected {
+                                    index,
+                                    category: category.to_string(),
+                                    message: describe(err),
+                                });
+                            }
+                        }
+                    }
+                    let rest: Vec<Input> = group
+                        .iter()
+                        .filter(|i| !done.contains(&i.index))
+                        .cloned()
+                        .collect();
+                    if rest.is_empty() {
+                        continue;
+                    }
+                    if r.status.as_u16() != 207 && unmapped.is_none() {
+                        // 200 whose results we could not match: the writes happened.
+                        continue;
+                    }
+                    if rest.len() < group.len() {
+                        work.push(rest);
+                    } else if rest.len() == 1 {
+                        let err = unmapped.cloned().unwrap_or(Value::Null);
+                        out.rejected.push(Rejected {
+                            index: rest[0].index,
+                            category: err["category"].as_str().unwrap_or("UNKNOWN").into(),
+                            message: describe(&err),
+                        });
+                    } else {
+                        let second = rest[rest.len() / 2..].to_vec();
+                        let mut first = rest;
+                        first.truncate(first.len() - second.len());
+                        work.push(second);
+                        work.push(first);
+                    }
+                }
+                400 | 409 | 422 => {
+                    let message = r.body["message"].as_str().unwrap_or("");
+                    if message.contains("non-unique") {
+                        return Err(fatal(
+                            format!("HubSpot: {} is not a unique property", self.id_property),
+                            "set id_property to a property with hasUniqueValue = true",
+                        ));
+                    }
+                    if group.len() == 1 {
+                        let category = r.body["category"].as_str().unwrap_or("VALIDATION_ERROR");
+                        tracing::debug!(category, "HubSpot refused one input");
+                        out.rejected.push(Rejected {
+                            index: group[0].index,
+                            category: category.to_string(),
+                            message: describe(&r.body),
+                        });
+                    } else {
+                        tracing::debug!(
+                            inputs = group.len(),
+                            "HubSpot refused the batch; bisecting"
+                        );
+                        let mut first = group;
+                        let second = first.split_off(first.len() / 2);
+                        work.push(second);
+                        work.push(first);
+                    }
+                }
+                _ => return Err(self.classify(&r)),
+            }
+        }
+        Ok(())
+    }
+
+    fn match_result<'a>(&self, group: &'a [Input], res: &Value) -> Option<&'a Input> {
+        if let Some(trace) = res["objectWriteTraceId"].as_str()
+            && let Some(i) = group.iter().find(|i| i.index.to_string() == trace)
+        {
+            return Some(i);
+        }
+        let v = res["properties"][&self.id_property].as_str()?;
+        group.iter().find(|i| i.id.eq_ignore_ascii_case(v))
+    }
+
+    fn match_error(&self, group: &[Input], err: &Value) -> Vec<usize> {
+        let ctx = &err["context"];
+        let list = |k: &str| -> Vec<String> {
+            ctx[k]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        };
+        let traces = list("objectWriteTraceId");
+        if !traces.is_empty() {
+            return group
+                .iter()
+                .filter(|i| traces.contains(&i.index.to_string()))
+                .map(|i| i.index)
+                .collect();
+        }
+        let ids: Vec<String> = list("ids").into_iter().chain(list("id")).collect();
+        group
+            .iter()
+            .filter(|i| ids.iter().any(|id| id.eq_ignore_ascii_case(&i.id)))
+            .map(|i| i.index)
+            .collect()
+    }
+
+    /// Archives the records whose `id_property` values are given (absent ones: nothing to do).
+    async fn archive(
+        &mut self,
+        deletes: Vec<(usize, String)>,
+        out: &mut Outcome,
+    ) -> Result<(), SinkError> {
+        let read = format!("/crm/v3/objects/{}/batch/read", self.object);
+        let archive = format!("/crm/v3/objects/{}/batch/archive", self.object);
+        for chunk in deletes.chunks(MAX_INPUTS) {
+            let body = json!({
+                "idProperty": self.id_property,
+                "properties": [self.id_property],
+                "inputs": chunk.iter().map(|(_, id)| json!({"id": id})).collect::<Vec<_>>(),
+            });
+            let r = self.post(&read, &body).await?;
+            let mut found: Vec<(usize, String)> = Vec::new();
+            match r.status.as_u16() {
+                200 | 207 => {
+                    for res in r.body["results"].as_array().into_iter().flatten() {
+                        let (Some(hs_id), Some(v)) = (
+                            res["id"].as_str(),
+                            res["properties"][&self.id_property].as_str(),
+                        ) else {
+                            continue;
+                        };
+                        for (index, id) in chunk {
+                            if id.eq_ignore_ascii_case(v) && !found.iter().any(|f| f.0 == *index) {
+                                found.push((*index, hs_id.to_string()));
+                            }
+                        }
+                    }
+                }
+                // Nothing found: nothing to archive.
+                400 | 404 if r.body["category"] == "OBJECT_NOT_FOUND" => {}
+                400 => {
+                    for (index, _) in chunk {
+                        out.rejected.push(Rejected {
+                            index: *index,
+                            category: r.body["category"]
+                                .as_str()
+                                .unwrap_or("VALIDATION_ERROR")
+                                .into(),
+                            message: describe(&r.body),
+                        });
+                    }
+                    continue;
+                }
+                _ => return Err(self.classify(&r)),
+            }
+            if found.is_empty() {
+                continue;
+            }
+            let body = json!({
+                "inputs": found.iter().map(|(_, id)| json!({"id": id})).collect::<Vec<_>>(),
+            });
+            let r = self.post(&archive, &body).await?;
+            if !r.status.is_success() {
+                return Err(self.classify(&r));
+            }
+            out.destination_ids.extend(found);
+        }
+        Ok(())
+    }
+}
+
+fn mapping_rejected(index: usize, message: String) -> Rejected {
+    Rejected {
+        index,
+        category: "MAPPING".into(),
+        message,
+    }
+}
+
+impl Sink for HubspotSink {
+    async fn apply(&mut self, batch: &Batch<ChangeEvent>) -> Result<Outcome, SinkError> {
+        let mut out = Outcome::default();
+        let needs_schema = batch
+            .entries
+            .iter()
+            .any(|e| matches!(e.item.op, Op::Create | Op::Update | Op::Read));
+        let schema = if needs_schema {
+            self.schema().await?.clone()
+        } else {
+            BTreeMap::new()
+        };
+        let mut upserts = Vec::new();
+        let mut deletes = Vec::new();
+        for (index, entry) in batch.entries.iter().enumerate() {
+            let ev = &entry.item;
+            match ev.op {
+                Op::Create | Op::Update | Op::Read => {
+                    let Some(row) = ev.after.as_ref() else {
+                        out.rejected
+                            .push(mapping_rejected(index, "event has no row image".into()));
+                        continue;
+                    };
+                    let mapped = id_value(&self.fields, &self.id_property, row)
+                        .and_then(|id| to_properties(&self.fields, &schema, row).map(|p| (id, p)));
+                    match mapped {
+                        Ok((id, properties)) => upserts.push(Input {
+                            index,
+                            body: json!({
+                                "idProperty": self.id_property,
+                                "id": id,
+                                "properties": properties,
+                                "objectWriteTraceId": index.to_string(),
+                            }),
+                            id,
+                        }),
+                        Err(e) => out.rejected.push(mapping_rejected(index, e.to_string())),
+                    }
+                }
+                Op::Delete if self.on_delete == OnDelete::Archive => {
+                    let rows: [Option<&Row>; 2] = [ev.before.as_ref(), ev.key.as_ref()];
+                    let mut found = None;
+                    let mut last_err = None;
+                    for row in rows.into_iter().flatten() {
+                        match id_value(&self.fields, &self.id_property, row) {
+                            Ok(id) => {
+                                found = Some(id);
+                                break;
+                            }
+                            Err(e) => last_err = Some(e.to_string()),
+                        }
+                    }
+                    match found {
+                        Some(id) => deletes.push((index, id)),
+                        None => out.rejected.push(mapping_rejected(
+                            index,
+                            last_err.unwrap_or_else(|| "delete carries no row image".into()),
+                        )),
+                    }
+                }
+                Op::Delete | Op::Truncate | Op::Message => {}
+            }
+        }
+        let (n_up, n_del) = (upserts.len(), deletes.len());
+        if !upserts.is_empty() {
+            self.upsert(upserts, &mut out).await?;
+        }
+        if !deletes.is_empty() {
+            self.archive(deletes, &mut out).await?;
+        }
+        out.rejected.sort_by_key(|r| r.index);
+        out.destination_ids.sort();
+        tracing::debug!(
+            object = %self.object,
+            upserts = n_up,
+            deletes = n_del,
+            rejected = out.rejected.len(),
+            "HubSpot batch applied"
+        );
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TableName;
+    use crate::emulate::hubspot::{Options, router};
+    use crate::event::{EVENT_FORMAT, Source};
+    use crate::lsn::Lsn;
+    use crate::sink::batch::{Batcher, Position};
+    use reqwest::header::HeaderValue;
+
+    async fn start(opts: Options) -> String {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router(opts)).await.unwrap() });
+        format!("http://{addr}")
+    }
+
+    fn rule(column: &str, property: &str) -> FieldRule {
+        FieldRule {
+            column: column.into(),
+            property: property.into(),
+            transform: None,
+            map: None,
+        }
+    }
+
+    fn valid_sink(base_url: &str) -> ValidSink {
+        let mut stage = rule("stage", "lifecyclestage");
+        stage.map = Some(BTreeMap::from([
+            ("Lead".into(), "lead".into()),
+            ("Bogus".into(), "not_an_option".into()),
+        ]));
+        ValidSink {
+            name: "contacts".into(),
+            kind: SinkKind::Hubspot {
+                object: "contacts".into(),
+            },
+            table: TableName {
+                schema: "public".into(),
+                name: "customers".into(),
+            },
+            id_property: Some("email".into()),
+            token: Some(SecretSource::Env("HUBSPOT_TOKEN".into())),
+            base_url: base_url.into(),
+            on_delete: OnDelete::Archive,
+            fields: vec![
+                rule("email", "email"),
+                rule("first_name", "firstname"),
+                rule("extra", "no_such_property"),
+                stage,
+            ],
+            batch_max_events: 100,
+            batch_max_wait_ms: 1000,
+        }
+    }
+
+    async fn sink(base: &str) -> HubspotSink {
+        HubspotSink::new(&valid_sink(base), "test-token".into()).unwrap()
+    }
+
+    fn event(op: Op, row: Value) -> ChangeEvent {
+        let row = row.as_object().cloned();
+        let (before, after) = if op == Op::Delete {
+            (row, None)
+        } else {
+            (None, row)
+        };
+        ChangeEvent {
+            id: "0/1:0".into(),
+            op,
+            source: Source {
+                version: EVENT_FORMAT.into(),
+                db: "db".into(),
+                schema: "public".into(),
+                table: "customers".into(),
+                lsn: Lsn(1),
+                commit_lsn: Lsn(1),
+                xid: Some(1),
+                commit_ts: Some("2026-11-27T00:00:00.000000Z".into()),
+                origin: None,
+                snapshot: false,
+                schema_version: "0000000000000000".into(),
+            },
+            key: None,
+            before,
+            after,
+            unchanged_toast: vec![],
+            truncate: None,
+            message: None,
+        }
+    }
+
+    fn batch(events: Vec<ChangeEvent>) -> Batch<ChangeEvent> {
+        let mut b = Batcher::new(1000, Duration::from_secs(1));
+        let now = Instant::now();
+        for (i, e) in events.into_iter().enumerate() {
+            let key = e
+                .after
+                .as_ref()
+                .or(e.before.as_ref())
+                .and_then(|r| r.get("id").or_else(|| r.get("email")))
+                .map(|v| v.to_string().into_bytes())
+                .unwrap_or_else(|| i.to_string().into_bytes());
+            b.push(
+                key,
+                e,
+                Position {
+                    partition: 0,
+                    offset: i as i64,
+                },
+                now,
+            );
+        }
+        b.take().unwrap()
+    }
+
+    fn contact(email: &str, first: &str) -> ChangeEvent {
+        event(
+            Op::Create,
+            json!({"email": email, "first_name": first, "stage": "Lead"}),
+        )
+    }
+
+    async fn state(base: &str) -> Value {
+        reqwest::get(format!("{base}/_emulator/state"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn contacts(base: &str) -> Vec<Value> {
+        state(base).await["objects"]["contacts"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    async fn fault(base: &str, f: Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{base}/_emulator/faults"))
+            .json(&f)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn upsert_creates_then_updates_one_object_per_key() {
+        let base = start(Options::default()).await;
+        let mut s = sink(&base).await;
+        let out = s
+            .apply(&batch(vec![
+                contact("a@x.io", "Ada"),
+                contact("b@x.io", "Bob"),
+            ]))
+            .await
+            .unwrap();
+        assert!(out.rejected.is_empty(), "{out:?}");
+        assert_eq!(out.destination_ids.len(), 2);
+        let mut e = contact("a@x.io", "Adele");
+        e.op = Op::Update;
+        let out2 = s.apply(&batch(vec![e])).await.unwrap();
+        assert_eq!(
+            out2.destination_ids,
+            vec![(0, out.destination_ids[0].1.clone())]
+        );
+        let recs = contacts(&base).await;
+        assert_eq!(recs.len(), 2);
+        let a = recs
+            .iter()
+            .find(|r| r["properties"]["email"] == "a@x.io")
+            .unwrap();
+        assert_eq!(a["properties"]["firstname"], "Adele");
+        assert_eq!(a["properties"]["lifecyclestage"], "lead");
+    }
+
+    #[tokio::test]
+    async fn delete_archives_and_absent_delete_succeeds() {
+        let base = start(Options::default()).await;
+        let mut s = sink(&base).await;
+        s.apply(&batch(vec![contact("a@x.io", "Ada")]))
+            .await
+            .unwrap();
+        let del = |email: &str| event(Op::Delete, json!({"email": email}));
+        let out = s
+            .apply(&batch(vec![del("a@x.io"), del("ghost@x.io")]))
+            .await
+            .unwrap();
+        assert!(out.rejected.is_empty(), "{out:?}");
+        assert_eq!(out.destination_ids.len(), 1);
+        let recs = contacts(&base).await;
+        assert_eq!(recs[0]["archived"], true);
+        // Replaying the delete is harmless.
+        let out = s.apply(&batch(vec![del("a@x.io")])).await.unwrap();
+        assert!(out.rejected.is_empty() && out.destination_ids.is_empty());
+    }
+
+    #[tokio::test]
+    async fn partial_207_rejects_only_the_bad_entries() {
+        let base = start(Options::default()).await;
+        let mut s = sink(&base).await;
+        let bad_option = event(Op::Create, json!({"email": "b@x.io", "stage": "Bogus"}));
+        let bad_prop = event(Op::Create, json!({"email": "c@x.io", "extra": "x"}));
+        let unmapped = event(Op::Create, json!({"email": "d@x.io", "stage": "Nope"}));
+        let out = s
+            .apply(&batch(vec![
+                contact("a@x.io", "Ada"),
+                bad_option,
+                bad_prop,
+                unmapped,
+            ]))
+            .await
+            .unwrap();
+        let rejected: Vec<(usize, &str)> = out
+            .rejected
+            .iter()
+            .map(|r| (r.index, r.category.as_str()))
+            .collect();
+        assert_eq!(
+            rejected,
+            [
+                (1, "VALIDATION_ERROR"),
+                (2, "VALIDATION_ERROR"),
+                (3, "MAPPING")
+            ]
+        );
+        assert!(
+            out.rejected[1].message.contains("no_such_property"),
+            "{out:?}"
+        );
+        assert_eq!(out.destination_ids.len(), 1);
+        assert_eq!(contacts(&base).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn whole_batch_400_is_bisected() {
+        let base = start(Options::default()).await;
+        let mut s = sink(&base).await;
+        // Every input invalid → HubSpot answers 400 for the whole request.
+        let bad = |e: &str| event(Op::Create, json!({"email": e, "extra": "x"}));
+        let out = s
+            .apply(&batch(vec![bad("a@x.io"), bad("b@x.io"), bad("c@x.io")]))
+            .await
+            .unwrap();
+        assert_eq!(
+            out.rejected.iter().map(|r| r.index).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        // A request-level 400 (two keys resolving to one record) bisects into good halves.
+        let dup = |id: u32, first: &str| {
+            event(
+                Op::Create,
+                json!({"id": id, "email": "dup@x.io", "first_name": first}),
+            )
+        };
+        let out = s
+            .apply(&batch(vec![dup(1, "One"), dup(2, "Two")]))
+            .await
+            .unwrap();
+        assert!(out.rejected.is_empty(), "{out:?}");
+        assert_eq!(out.destination_ids.len(), 2);
+        let recs = contacts(&base).await;
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0]["properties"]["firstname"], "Two");
+        let st = state(&base).await;
+        let upserts = &st["requests"]["byPath"]["/crm/v3/objects/contacts/batch/upsert"];
+        assert_eq!(
+            upserts.as_u64(),
+            Some(8),
+            "5 for the first batch, 3 for the second"
+        );
+    }
+
+    #[tokio::test]
+    async fn rate_limits_are_transient_with_retry_after() {
+        let base = start(Options {
+            burst_limit: 2,
+            ..Options::default()
+        })
+        .await;
+        let mut s = sink(&base).await;
+        s.limiter = RateLimiter::new(1000, DEFAULT_WINDOW); // let the emulator answer 429
+        s.apply(&batch(vec![contact("a@x.io", "A")])).await.unwrap();
+        let mut s2 = sink(&base).await;
+        s2.schema = s.schema.clone();
+        s2.limiter = RateLimiter::new(1000, DEFAULT_WINDOW);
+        let err = s2
+            .apply(&batch(vec![contact("b@x.io", "B")]))
+            .await
+            .unwrap_err();
+        match err {
+            SinkError::Transient { retry_after, .. } => {
+                assert_eq!(retry_after, Some(Duration::from_secs(10)));
+            }
+            e => panic!("{e:?}"),
+        }
+
+        let base = start(Options {
+            daily_limit: 1,
+            ..Options::default()
+        })
+        .await;
+        let mut s = sink(&base).await;
+        // The schema fetch uses the day's only request.
+        let err = s
+            .apply(&batch(vec![contact("a@x.io", "A")]))
+            .await
+            .unwrap_err();
+        match err {
+            SinkError::Transient {
+                retry_after: Some(d),
+                ..
+            } => assert!(d > Duration::from_secs(10) && d <= Duration::from_secs(86_400)),
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn server_error_is_transient_then_retry_succeeds() {
+        let base = start(Options::default()).await;
+        let mut s = sink(&base).await;
+        fault(&base, json!({"path": "batch/upsert", "status": 500})).await;
+        let b = batch(vec![contact("a@x.io", "Ada")]);
+        let err = s.apply(&b).await.unwrap_err();
+        assert!(matches!(err, SinkError::Transient { .. }), "{err:?}");
+        let out = s.apply(&b).await.unwrap();
+        assert_eq!(out.destination_ids.len(), 1);
+        assert_eq!(contacts(&base).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn bad_token_is_fatal_with_hint() {
+        let base = start(Options::default()).await;
+        let mut s = HubspotSink::new(&valid_sink(&base), "wrong".into()).unwrap();
+        let err = s
+            .apply(&batch(vec![contact("a@x.io", "Ada")]))
+            .await
+            .unwrap_err();
+        match err {
+            SinkError::Fatal { hint, message } => {
+                assert!(hint.contains("HUBSPOT_TOKEN"), "{hint}");
+                assert!(!message.contains("wrong"));
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn fetch_schema_reads_types_unique_and_read_only() {
+        let base = start(Options::default()).await;
+        let s = sink(&base).await;
+        let schema = s.fetch_schema().await.unwrap();
+        assert!(schema["email"].unique);
+        assert_eq!(schema["email"].kind, PropertyType::String);
+        assert!(schema["hs_object_id"].read_only);
+        assert_eq!(schema["date_of_birth"].kind, PropertyType::Date);
+        assert_eq!(schema["lifecyclestage"].kind, PropertyType::Enumeration);
+        assert!(
+            schema["lifecyclestage"]
+                .options
+                .contains(&"lead".to_string())
+        );
+        assert!(!schema["firstname"].unique && !schema["firstname"].read_only);
+    }
+
+    #[tokio::test]
+    async fn deletes_ignored_and_truncates_are_no_ops() {
+        let base = start(Options::default()).await;
+        let mut cfg = valid_sink(&base);
+        cfg.on_delete = OnDelete::Ignore;
+        let mut s = HubspotSink::new(&cfg, "test-token".into()).unwrap();
+        let out = s
+            .apply(&batch(vec![
+                event(Op::Delete, json!({"email": "a@x.io"})),
+                event(Op::Truncate, json!({})),
+            ]))
+            .await
+            .unwrap();
+        assert_eq!(out, Outcome::default());
+        assert_eq!(state(&base).await["requests"]["total"], 0);
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn limiter_counts_a_sliding_window() {
+        let t0 = Instant::now();
+        let mut l = RateLimiter::new(3, Duration::from_secs(10));
+        for i in 0..3 {
+            assert_eq!(l.wait_needed(t0 + Duration::from_secs(i)), None);
+            l.record(t0 + Duration::from_secs(i));
+        }
+        assert_eq!(
+            l.wait_needed(t0 + Duration::from_secs(4)),
+            Some(Duration::from_secs(6))
+        );
+        assert_eq!(l.wait_needed(t0 + Duration::from_secs(10)), None);
+    }
+
+    #[test]
+    fn limiter_takes_headers_as_truth() {
+        let t0 = Instant::now();
+        let mut l = RateLimiter::default();
+        l.record(t0);
+        l.observe(
+            &headers(&[
+                ("x-hubspot-ratelimit-max", "2"),
+                ("x-hubspot-ratelimit-remaining", "1"),
+                ("x-hubspot-ratelimit-interval-milliseconds", "1000"),
+            ]),
+            t0,
+        );
+        assert_eq!(l.wait_needed(t0), None);
+        l.record(t0);
+        assert_eq!(
+            l.wait_needed(t0),
+            Some(Duration::from_secs(1)),
+            "max 2 per 1 s"
+        );
+        // Remaining 0 (another client shares the token): wait until the window rolls.
+        let t1 = t0 + Duration::from_secs(5);
+        assert_eq!(l.wait_needed(t1), None);
+        l.observe(&headers(&[("x-hubspot-ratelimit-remaining", "0")]), t1);
+        assert_eq!(l.wait_needed(t1), Some(Duration::from_secs(1)));
+        assert_eq!(l.wait_needed(t1 + Duration::from_secs(1)), None);
+        l.block_for(Duration::from_secs(3), t1);
+        assert_eq!(
+            l.wait_needed(t1 + Duration::from_secs(1)),
+            Some(Duration::from_secs(2))
+        );
+    }
+}

@@ -1,0 +1,205 @@
+//! End to end: Postgres → capture → Kafka (tansu) → sink worker → HubSpot emulator, all real
+//! processes over TCP.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+struct Emulator {
+    child: Child,
+    port: u16,
+}
+
+impl Emulator {
+    fn start(kind: &str) -> Emulator {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_driftless"))
+            .args(["emulate", kind, "--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "emulator did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Emulator { child, port }
+    }
+
+    async fn state(&self) -> Value {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}/_emulator/state", self.port))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Live (not archived) contacts by email → (firstname, lifecyclestage), and the number of
+/// objects (archived included) per email.
+fn hubspot_contacts(
+    state: &Value,
+) -> (BTreeMap<String, (String, String)>, BTreeMap<String, usize>) {
+    let mut live = BTreeMap::new();
+    let mut count: BTreeMap<String, usize> = BTreeMap::new();
+    for o in state["objects"]["contacts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let p = &o["properties"];
+        let email = p["email"].as_str().unwrap_or_default().to_string();
+        *count.entry(email.clone()).or_default() += 1;
+        if o["archived"] != true {
+            let s = |k: &str| p[k].as_str().unwrap_or_default().to_string();
+            live.insert(email, (s("firstname"), s("lifecyclestage")));
+        }
+    }
+    (live, count)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_changes_converge_in_the_hubspot_emulator_once_per_key() {
+    let emulator = Emulator::start("hubspot");
+    let db = TestDb::new("e2e").await;
+    db.exec(
+        "CREATE TABLE contacts (id bigint PRIMARY KEY, email text NOT NULL UNIQUE, \
+         first_name text, lifecycle text NOT NULL)",
+    )
+    .await;
+    // A consumer group of its own: a member left behind by another run would delay assignment.
+    let name = unique("hubspot-contacts").replace('_', "-");
+    let sink = format!(
+        r#"
+[[sinks]]
+name = "{name}"
+kind = "hubspot"
+table = "public.contacts"
+object = "contacts"
+id_property = "pg_external_id"
+token_env = "HUBSPOT_TOKEN"
+base_url = "http://127.0.0.1:{}"
+batch_max_wait_ms = 200
+[sinks.fields]
+id = "pg_external_id"
+email = {{ property = "email", transform = "lowercase" }}
+first_name = "firstname"
+lifecycle = {{ property = "lifecyclestage", map = {{ lead = "lead", customer = "customer" }} }}
+"#,
+        emulator.port,
+    );
+    let setup = Setup::new(&db, &["public.contacts"], "", "");
+    let text = std::fs::read_to_string(&setup.config).unwrap() + &sink;
+    std::fs::write(&setup.config, text).unwrap();
+    let mut cap = setup.start();
+    cap.wait_streaming().await;
+    let mut worker = setup.start_with(
+        "sink",
+        &["--name", &name],
+        &[("HUBSPOT_TOKEN", "test-token")],
+    );
+
+    // Random workload: inserts, many updates of a few hot keys, some deletes.
+    let mut rng_state = 42u64;
+    let mut rnd = move |n: u64| {
+        rng_state = rng_state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (rng_state >> 33) % n
+    };
+    db.exec(
+        "INSERT INTO contacts SELECT g, 'User' || g || '@Example.com', 'first' || g, \
+         CASE WHEN g % 2 = 0 THEN 'lead' ELSE 'customer' END FROM generate_series(1, 1000) g",
+    )
+    .await;
+    for round in 0..300 {
+        let id = if round % 3 == 0 {
+            1 + rnd(5)
+        } else {
+            1 + rnd(1000)
+        };
+        let stage = if rnd(2) == 0 { "lead" } else { "customer" };
+        db.exec(&format!(
+            "UPDATE contacts SET first_name = 'n{round}', lifecycle = '{stage}' WHERE id = {id}"
+        ))
+        .await;
+    }
+    db.exec("DELETE FROM contacts WHERE id % 97 = 0").await;
+
+    let expected: BTreeMap<String, (String, String)> = db
+        .client
+        .query(
+            "SELECT lower(email), first_name, lifecycle FROM contacts",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, String>(0), (r.get(1), r.get(2))))
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (live, _) = hubspot_contacts(&emulator.state().await);
+        if live == expected {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let missing: Vec<&String> =
+                expected.keys().filter(|k| !live.contains_key(*k)).collect();
+            let extra: Vec<&String> = live.keys().filter(|k| !expected.contains_key(*k)).collect();
+            let differ: Vec<_> = expected
+                .iter()
+                .filter(|(k, v)| live.get(*k).is_some_and(|l| l != *v))
+                .map(|(k, v)| (k, v, live.get(k)))
+                .take(5)
+                .collect();
+            panic!(
+                "emulator != SELECT: {} missing (e.g. {:?}), {} extra (e.g. {:?}), differing: {differ:?}\n{}",
+                missing.len(),
+                missing.iter().take(5).collect::<Vec<_>>(),
+                extra.len(),
+                extra.iter().take(5).collect::<Vec<_>>(),
+                worker.log_text()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let state = emulator.state().await;
+    let (_, count) = hubspot_contacts(&state);
+    assert!(
+        count.values().all(|&n| n == 1),
+        "exactly one object per source key"
+    );
+    assert_eq!(
+        count.len(),
+        1000,
+        "every key ever inserted exists once (deleted ones archived)"
+    );
+    let max_window = state["requests"]["maxInAnyWindow"].as_u64().unwrap();
+    assert!(
+        max_window <= 100,
+        "never above the 10-second limit: {max_window}"
+    );
+    assert_eq!(worker.stop(), Some(0));
+    assert_eq!(cap.stop(), Some(0));
+    db.drop_db().await;
+}
