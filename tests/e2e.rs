@@ -77,8 +77,34 @@ fn hubspot_contacts(
     (live, count)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn postgres_changes_converge_in_the_hubspot_emulator_once_per_key() {
+/// What can go wrong during an end-to-end run.
+#[derive(Default)]
+struct Scenario {
+    /// Fault script posted to the emulator before the workload (`/_emulator/faults`).
+    faults: Option<Value>,
+    /// kill -9 the (first) sink worker after the inserts, restart it after the updates.
+    kill_worker: bool,
+    /// Sink worker processes in the consumer group.
+    workers: usize,
+}
+
+impl Emulator {
+    async fn faults(&self, script: &Value) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let r = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{}/_emulator/faults", self.port))
+            .json(script)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "fault script accepted");
+    }
+}
+
+/// Random inserts/updates/deletes on Postgres → capture → Kafka → sink worker(s) → HubSpot
+/// emulator; at the end the emulator's live contacts equal `SELECT` (emails lower-cased), with
+/// exactly one object per source key, and the emulator's rate limit was never exceeded.
+async fn converge(scenario: Scenario) {
     let emulator = Emulator::start("hubspot");
     let db = TestDb::new("e2e").await;
     db.exec(
@@ -112,11 +138,29 @@ lifecycle = {{ property = "lifecyclestage", map = {{ lead = "lead", customer = "
     std::fs::write(&setup.config, text).unwrap();
     let mut cap = setup.start();
     cap.wait_streaming().await;
-    let mut worker = setup.start_with(
-        "sink",
-        &["--name", &name],
-        &[("HUBSPOT_TOKEN", "test-token")],
-    );
+    let start_worker = || {
+        setup.start_with(
+            "sink",
+            &["--name", &name],
+            &[("HUBSPOT_TOKEN", "test-token")],
+        )
+    };
+    let mut workers: Vec<Capture> = (0..scenario.workers.max(1))
+        .map(|_| start_worker())
+        .collect();
+    if workers.len() > 1 {
+        // Let the group settle (every member joined and got its partitions) before the load.
+        eventually("every worker started", Duration::from_secs(30), || async {
+            workers
+                .iter()
+                .all(|w| w.log_text().contains("sink worker started"))
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(8)).await;
+    }
+    if let Some(script) = &scenario.faults {
+        emulator.faults(script).await;
+    }
 
     // Random workload: inserts, many updates of a few hot keys, some deletes.
     let mut rng_state = 42u64;
@@ -131,6 +175,10 @@ lifecycle = {{ property = "lifecyclestage", map = {{ lead = "lead", customer = "
          CASE WHEN g % 2 = 0 THEN 'lead' ELSE 'customer' END FROM generate_series(1, 1000) g",
     )
     .await;
+    if scenario.kill_worker {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        workers[0].kill9();
+    }
     for round in 0..300 {
         let id = if round % 3 == 0 {
             1 + rnd(5)
@@ -144,6 +192,9 @@ lifecycle = {{ property = "lifecyclestage", map = {{ lead = "lead", customer = "
         .await;
     }
     db.exec("DELETE FROM contacts WHERE id % 97 = 0").await;
+    if scenario.kill_worker {
+        workers[0] = start_worker();
+    }
 
     let expected: BTreeMap<String, (String, String)> = db
         .client
@@ -156,29 +207,23 @@ lifecycle = {{ property = "lifecyclestage", map = {{ lead = "lead", customer = "
         .iter()
         .map(|r| (r.get::<_, String>(0), (r.get(1), r.get(2))))
         .collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let deadline = std::time::Instant::now() + Duration::from_secs(150);
     loop {
         let (live, _) = hubspot_contacts(&emulator.state().await);
         if live == expected {
             break;
         }
         if std::time::Instant::now() > deadline {
-            let missing: Vec<&String> =
-                expected.keys().filter(|k| !live.contains_key(*k)).collect();
-            let extra: Vec<&String> = live.keys().filter(|k| !expected.contains_key(*k)).collect();
-            let differ: Vec<_> = expected
+            let missing = expected.keys().filter(|k| !live.contains_key(*k)).count();
+            let extra = live.keys().filter(|k| !expected.contains_key(*k)).count();
+            let differ = expected
                 .iter()
-                .filter(|(k, v)| live.get(*k).is_some_and(|l| l != *v))
-                .map(|(k, v)| (k, v, live.get(k)))
-                .take(5)
-                .collect();
+                .filter(|(k, v)| live.get(*k).is_some_and(|l| l != *v));
+            let logs: Vec<String> = workers.iter().map(Capture::log_text).collect();
             panic!(
-                "emulator != SELECT: {} missing (e.g. {:?}), {} extra (e.g. {:?}), differing: {differ:?}\n{}",
-                missing.len(),
-                missing.iter().take(5).collect::<Vec<_>>(),
-                extra.len(),
-                extra.iter().take(5).collect::<Vec<_>>(),
-                worker.log_text()
+                "emulator != SELECT: {missing} missing, {extra} extra, {} differing\n{}",
+                differ.count(),
+                logs.join("\n----\n")
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -199,7 +244,63 @@ lifecycle = {{ property = "lifecyclestage", map = {{ lead = "lead", customer = "
         max_window <= 100,
         "never above the 10-second limit: {max_window}"
     );
-    assert_eq!(worker.stop(), Some(0));
+    let several = workers.len() > 1;
+    for w in &mut workers {
+        assert_eq!(w.stop(), Some(0));
+        if several {
+            // Every member of the group got partitions and applied records.
+            let log = w.log_text();
+            let records = log
+                .lines()
+                .find(|l| l.contains("sink worker stopped"))
+                .and_then(|l| l.split("records=").nth(1))
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.parse::<u64>().ok());
+            assert!(
+                records.is_some_and(|n| n > 0),
+                "worker applied nothing:\n{log}"
+            );
+        }
+    }
     assert_eq!(cap.stop(), Some(0));
     db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_changes_converge_in_the_hubspot_emulator_once_per_key() {
+    converge(Scenario::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hubspot_faults_429_500_resets_and_fail_after_write_still_converge() {
+    let faults = serde_json::json!([
+        {"path": "batch/upsert", "status": 429, "count": 3},
+        {"path": "batch/upsert", "status": 500, "count": 2},
+        {"path": "batch/upsert", "reset_connection": true, "count": 2},
+        {"path": "batch/upsert", "fail_after_write": true, "count": 2},
+        {"path": "batch/archive", "status": 503, "count": 2}
+    ]);
+    converge(Scenario {
+        faults: Some(faults),
+        ..Default::default()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sink_worker_killed_mid_load_restarts_and_converges() {
+    converge(Scenario {
+        kill_worker: true,
+        ..Default::default()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_sink_workers_share_partitions_and_converge() {
+    converge(Scenario {
+        workers: 2,
+        ..Default::default()
+    })
+    .await;
 }
