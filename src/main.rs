@@ -54,6 +54,21 @@ enum Command {
         #[arg(long)]
         name: String,
     },
+    /// Re-apply a sink's topic (or its dead letters) from a point, then exit with counts.
+    Replay {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Name of the `[[sinks]]` entry.
+        #[arg(long)]
+        name: String,
+        /// `earliest`, an RFC 3339 time (record times are commit times), or `0:1200,1:980`.
+        #[arg(long, default_value = "earliest")]
+        from: String,
+        /// Replay the sink's dead-letter topic instead (after fixing the cause).
+        #[arg(long)]
+        dead_letters: bool,
+    },
     /// Run a local emulator of a SaaS API (development, demo, tests); binds 127.0.0.1.
     Emulate {
         /// Which API.
@@ -113,7 +128,19 @@ fn main() -> ExitCode {
             Command::Check { config } => check(&config).await,
             Command::Capture { config } => run_capture(&config).await,
             Command::Emulate { kind, port } => emulate(kind, port).await,
-            Command::Sink { config, name } => run_sink(&config, &name).await,
+            Command::Sink { config, name } => run_sink(&config, &name, None).await,
+            Command::Replay {
+                config,
+                name,
+                from,
+                dead_letters,
+            } => match from.parse::<driftless::kafka::ReplayFrom>() {
+                Ok(from) => run_sink(&config, &name, Some((from, dead_letters))).await,
+                Err(e) => {
+                    eprintln!("error: --from {e}");
+                    ExitCode::from(2)
+                }
+            },
         }
     })
 }
@@ -171,13 +198,31 @@ fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
     stop_rx
 }
 
-async fn run_sink(path: &Path, name: &str) -> ExitCode {
+/// Runs a sink worker, or with `replay` a replay that ends when caught up.
+async fn run_sink(
+    path: &Path,
+    name: &str,
+    replay: Option<(driftless::kafka::ReplayFrom, bool)>,
+) -> ExitCode {
+    use driftless::sink::service;
     let cfg = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match driftless::sink::service::run_named(&cfg, name, shutdown_signal()).await {
-        Ok(_) => ExitCode::SUCCESS,
+    let result = match &replay {
+        None => service::run_named(&cfg, name, shutdown_signal()).await,
+        Some((from, dlq)) => service::replay_named(&cfg, name, from, *dlq, shutdown_signal()).await,
+    };
+    match result {
+        Ok(stats) => {
+            if replay.is_some() {
+                println!(
+                    "replayed: records={} batches={} dead_letters={} retries={}",
+                    stats.records, stats.batches, stats.dead_letters, stats.retries
+                );
+            }
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             tracing::error!(sink = name, error = %e, "sink worker stopped");
             eprintln!("error: {e}");

@@ -112,6 +112,7 @@ impl Topic {
             dead_letter_topic: self.dlq.clone(),
             batch_max_events: 20,
             batch_max_wait: Duration::from_millis(100),
+            stop_at: None,
         };
         let sub = Subscription::new(&brokers(), &BTreeMap::new(), group, &self.name).unwrap();
         (cfg, sub)

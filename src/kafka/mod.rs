@@ -277,6 +277,45 @@ pub struct Incoming {
     pub payload: Option<Vec<u8>>,
 }
 
+/// Where a replay starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplayFrom {
+    /// Every retained record.
+    Earliest,
+    /// The first record at or after this time (ms since the Unix epoch; record timestamps are
+    /// commit times).
+    Timestamp(i64),
+    /// Explicit `(partition, offset)` starts; unlisted partitions are not replayed.
+    Offsets(Vec<(i32, i64)>),
+}
+
+impl std::str::FromStr for ReplayFrom {
+    type Err = String;
+
+    /// `earliest`, an RFC 3339 time, or `0:1200,1:980`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "earliest" {
+            return Ok(ReplayFrom::Earliest);
+        }
+        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+            return Ok(ReplayFrom::Timestamp(t.timestamp_millis()));
+        }
+        let offsets: Option<Vec<(i32, i64)>> = s
+            .split(',')
+            .map(|po| {
+                let (p, o) = po.split_once(':')?;
+                Some((p.trim().parse().ok()?, o.trim().parse().ok()?))
+            })
+            .collect();
+        offsets
+            .filter(|o| !o.is_empty())
+            .map(ReplayFrom::Offsets)
+            .ok_or_else(|| {
+                format!("{s:?} is not `earliest`, an RFC 3339 time or `partition:offset,...`")
+            })
+    }
+}
+
 /// A consumer-group member whose offsets are stored only when the caller says so
 /// (`enable.auto.offset.store=false`): a record counts as consumed once it was applied or
 /// dead-lettered, never when it was merely read.
@@ -303,6 +342,69 @@ impl Subscription {
         let consumer: rdkafka::consumer::StreamConsumer = cfg.create()?;
         consumer.subscribe(&[topic])?;
         Ok(Subscription { consumer })
+    }
+
+    /// A member of `group_id` assigned (not subscribed) to every partition of `topic`, starting
+    /// at `from`; returns it with the high watermarks at start (where a replay ends).
+    pub fn replay(
+        brokers: &str,
+        passthrough: &BTreeMap<String, String>,
+        group_id: &str,
+        topic: &str,
+        from: &ReplayFrom,
+    ) -> Result<(Self, BTreeMap<i32, i64>), KafkaFailure> {
+        use rdkafka::consumer::Consumer;
+        let mut cfg = client_config(brokers, passthrough)?;
+        cfg.set("group.id", group_id);
+        cfg.set("enable.auto.commit", "true");
+        cfg.set("enable.auto.offset.store", "false");
+        let consumer: rdkafka::consumer::StreamConsumer = cfg.create()?;
+        let timeout = Duration::from_secs(10);
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        let mut starts = BTreeMap::new();
+        let mut highs = BTreeMap::new();
+        for &p in &partitions {
+            let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+            highs.insert(p, high);
+            let start = match from {
+                ReplayFrom::Earliest | ReplayFrom::Timestamp(_) => low,
+                ReplayFrom::Offsets(list) => list
+                    .iter()
+                    .find(|(q, _)| *q == p)
+                    .map(|(_, o)| *o)
+                    .unwrap_or(high),
+            };
+            starts.insert(p, start.max(low));
+        }
+        if let ReplayFrom::Timestamp(ms) = from {
+            let mut query = rdkafka::TopicPartitionList::new();
+            for &p in &partitions {
+                query.add_partition_offset(topic, p, rdkafka::Offset::Offset(*ms))?;
+            }
+            for e in consumer.offsets_for_times(query, timeout)?.elements() {
+                // No record at or after the time: nothing to replay in that partition.
+                let at = match e.offset() {
+                    rdkafka::Offset::Offset(o) => o,
+                    _ => highs[&e.partition()],
+                };
+                starts.insert(e.partition(), at);
+            }
+        }
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        let mut ends = BTreeMap::new();
+        for (&p, &start) in &starts {
+            if start < highs[&p] {
+                tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(start))?;
+                ends.insert(p, highs[&p]);
+            }
+        }
+        consumer.assign(&tpl)?;
+        Ok((Subscription { consumer }, ends))
     }
 
     /// The next record (cancel-safe).

@@ -14,6 +14,7 @@
 //!
 //! The loop is one `select!` with priorities: shutdown, batch deadline, new records.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -37,6 +38,8 @@ pub struct RunnerConfig {
     pub batch_max_events: usize,
     /// Maximum wait of a partial batch.
     pub batch_max_wait: Duration,
+    /// For a replay: stop once every partition was applied up to these offsets (exclusive).
+    pub stop_at: Option<BTreeMap<i32, i64>>,
 }
 
 /// A worker failure.
@@ -77,6 +80,18 @@ pub struct Stats {
     pub dead_letters: u64,
     /// Transient failures retried.
     pub retries: u64,
+    /// Per partition, the offset stored last (everything before it applied or dead-lettered).
+    pub stored: BTreeMap<i32, i64>,
+}
+
+impl RunnerConfig {
+    /// True when a replay reached its end offsets.
+    fn replay_done(&self, stats: &Stats) -> bool {
+        self.stop_at.as_ref().is_some_and(|ends| {
+            ends.iter()
+                .all(|(p, end)| stats.stored.get(p).copied().unwrap_or(0) >= *end)
+        })
+    }
 }
 
 /// Runs the worker until `shutdown` turns true or a fatal error occurs.
@@ -90,6 +105,9 @@ pub async fn run<S: Sink>(
     let mut batcher: Batcher<ChangeEvent> = Batcher::new(cfg.batch_max_events, cfg.batch_max_wait);
     let mut stats = Stats::default();
     let result = loop {
+        if cfg.replay_done(&stats) {
+            break Ok(());
+        }
         let deadline = batcher.deadline().map(tokio::time::Instant::from_std);
         tokio::select! {
             biased;
@@ -246,6 +264,9 @@ async fn flush<S: Sink>(
         }
     }
     subscription.store(&cfg.topic, &batch.commit)?;
+    stats
+        .stored
+        .extend(batch.commit.iter().map(|(p, o)| (*p, *o)));
     stats.batches += 1;
     metrics::counter!("driftless_sink_records_applied_total", "sink" => cfg.name.clone())
         .increment((batch.records - outcome.rejected.len()) as u64);

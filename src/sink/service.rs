@@ -10,9 +10,9 @@ use super::hubspot::HubspotSink;
 use super::mapping::check_schema;
 use super::runner::{RunnerConfig, RunnerError, Stats, run};
 use crate::config::ValidConfig;
-use crate::config::sinks::SinkKind;
+use crate::config::sinks::{SinkKind, ValidSink};
 use crate::error::{Classify, ErrorClass};
-use crate::kafka::{self, AckedProducer, Subscription};
+use crate::kafka::{self, AckedProducer, ReplayFrom, Subscription};
 
 /// Why a worker could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -51,101 +51,147 @@ pub fn dead_letter_topic(cfg: &ValidConfig, name: &str) -> String {
     format!("{}.dlq.{name}", cfg.topic_prefix)
 }
 
+fn find<'a>(cfg: &'a ValidConfig, name: &str) -> Result<(usize, &'a ValidSink), ServiceError> {
+    cfg.sinks
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.name == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = cfg.sinks.iter().map(|s| s.name.as_str()).collect();
+            ServiceError::Refused(format!(
+                "no sink named {name:?} in the config (sinks: {})",
+                names.join(", ")
+            ))
+        })
+}
+
+fn runner_config(cfg: &ValidConfig, sink: &ValidSink, topic: String) -> RunnerConfig {
+    RunnerConfig {
+        name: sink.name.clone(),
+        topic,
+        dead_letter_topic: dead_letter_topic(cfg, &sink.name),
+        batch_max_events: sink.batch_max_events,
+        batch_max_wait: std::time::Duration::from_millis(sink.batch_max_wait_ms),
+        stop_at: None,
+    }
+}
+
+/// Builds the destination of a sink and checks its mapping against the live schema.
+async fn destination(sink: &ValidSink, index: usize) -> Result<HubspotSink, ServiceError> {
+    let refused = |e: &dyn std::fmt::Display| ServiceError::Refused(e.to_string());
+    if !matches!(sink.kind, SinkKind::Hubspot { .. }) {
+        return Err(refused(&format!(
+            "sinks[{index}]: this sink kind is not available yet (HubSpot is)"
+        )));
+    }
+    let token = sink
+        .token
+        .as_ref()
+        .ok_or_else(|| refused(&"token_env is required"))?
+        .read()
+        .map_err(|e| refused(&format!("sinks[{index}].token_env: {e}")))?;
+    let destination = HubspotSink::new(sink, token).map_err(|e| ServiceError::Runner(e.into()))?;
+    let schema = destination
+        .fetch_schema()
+        .await
+        .map_err(|e| ServiceError::Runner(e.into()))?;
+    tracing::info!(sink = %sink.name, properties = schema.len(), "destination schema fetched");
+    let problems = check_schema(
+        &format!("sinks[{index}]"),
+        &sink.fields,
+        sink.id_property.as_deref().unwrap_or_default(),
+        &schema,
+    );
+    if !problems.is_empty() {
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|p| format!("  - {}: {}", p.path, p.message))
+            .collect();
+        return Err(ServiceError::Refused(format!(
+            "the mapping does not fit the destination ({} problem(s)):\n{}",
+            problems.len(),
+            lines.join("\n")
+        )));
+    }
+    Ok(destination)
+}
+
 /// Runs the sink named `name` until `shutdown` or a fatal error.
 pub async fn run_named(
     cfg: &ValidConfig,
     name: &str,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Stats, ServiceError> {
-    let Some(sink) = cfg.sinks.iter().find(|s| s.name == name) else {
-        let names: Vec<&str> = cfg.sinks.iter().map(|s| s.name.as_str()).collect();
-        return Err(ServiceError::Refused(format!(
-            "no sink named {name:?} in the config (sinks: {})",
-            names.join(", ")
-        )));
-    };
-    let index = cfg
-        .sinks
-        .iter()
-        .position(|s| s.name == name)
-        .unwrap_or_default();
-    let runner_cfg = RunnerConfig {
-        name: sink.name.clone(),
-        topic: cfg.topic_for(&sink.table.schema, &sink.table.name),
-        dead_letter_topic: dead_letter_topic(cfg, name),
-        batch_max_events: sink.batch_max_events,
-        batch_max_wait: std::time::Duration::from_millis(sink.batch_max_wait_ms),
-    };
-    let refused = |e: &dyn std::fmt::Display| ServiceError::Refused(e.to_string());
-    match &sink.kind {
-        SinkKind::Hubspot { .. } => {
-            let token = sink
-                .token
-                .as_ref()
-                .ok_or_else(|| refused(&"token_env is required"))?
-                .read()
-                .map_err(|e| refused(&format!("sinks[{index}].token_env: {e}")))?;
-            let mut destination =
-                HubspotSink::new(sink, token).map_err(|e| ServiceError::Runner(e.into()))?;
-            let schema = destination
-                .fetch_schema()
-                .await
-                .map_err(|e| ServiceError::Runner(e.into()))?;
-            tracing::info!(
-                sink = name,
-                properties = schema.len(),
-                "destination schema fetched"
-            );
-            let problems = check_schema(
-                &format!("sinks[{index}]"),
-                &sink.fields,
-                sink.id_property.as_deref().unwrap_or_default(),
-                &schema,
-            );
-            if !problems.is_empty() {
-                let lines: Vec<String> = problems
-                    .iter()
-                    .map(|p| format!("  - {}: {}", p.path, p.message))
-                    .collect();
-                return Err(ServiceError::Refused(format!(
-                    "the mapping does not fit the destination ({} problem(s)):\n{}",
-                    problems.len(),
-                    lines.join("\n")
-                )));
-            }
-            ensure_dead_letter_topic(cfg, name).await?;
-            let (subscription, dead_letters) = connect(cfg, &runner_cfg)?;
-            tracing::info!(sink = name, topic = %runner_cfg.topic, group = %group_id(name),
-                "sink worker started");
-            Ok(run(
-                &runner_cfg,
-                &subscription,
-                &dead_letters,
-                &mut destination,
-                shutdown,
-            )
-            .await?)
-        }
-        SinkKind::Zoho { .. } | SinkKind::Webhook { .. } => Err(ServiceError::Refused(format!(
-            "sinks[{index}]: this sink kind is not available yet (HubSpot is)"
-        ))),
-    }
-}
-
-fn connect(
-    cfg: &ValidConfig,
-    runner: &RunnerConfig,
-) -> Result<(Subscription, AckedProducer), ServiceError> {
+    let (index, sink) = find(cfg, name)?;
+    let runner_cfg = runner_config(
+        cfg,
+        sink,
+        cfg.topic_for(&sink.table.schema, &sink.table.name),
+    );
+    let mut destination = destination(sink, index).await?;
+    ensure_dead_letter_topic(cfg, name).await?;
     let subscription = Subscription::new(
         &cfg.brokers,
         &cfg.librdkafka,
-        &group_id(&runner.name),
-        &runner.topic,
+        &group_id(name),
+        &runner_cfg.topic,
     )
     .map_err(|e| ServiceError::Runner(e.into()))?;
     let dead_letters = AckedProducer::new(&cfg.brokers, &cfg.librdkafka)
         .map_err(|e| ServiceError::Runner(e.into()))?;
-    Ok((subscription, dead_letters))
+    tracing::info!(sink = name, topic = %runner_cfg.topic, group = %group_id(name),
+        "sink worker started");
+    Ok(run(
+        &runner_cfg,
+        &subscription,
+        &dead_letters,
+        &mut destination,
+        shutdown,
+    )
+    .await?)
+}
+
+/// `driftless replay`: re-applies the sink's topic (or its dead letters) from `from` up to the
+/// end offsets seen at start, in a consumer group of its own (`driftless-replay-{name}`), so
+/// the running workers' offsets are untouched. Applying is idempotent (upserts by a unique
+/// property), so a replay converges instead of duplicating.
+pub async fn replay_named(
+    cfg: &ValidConfig,
+    name: &str,
+    from: &ReplayFrom,
+    dead_letters_only: bool,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Stats, ServiceError> {
+    let (index, sink) = find(cfg, name)?;
+    let topic = if dead_letters_only {
+        dead_letter_topic(cfg, name)
+    } else {
+        cfg.topic_for(&sink.table.schema, &sink.table.name)
+    };
+    let mut runner_cfg = runner_config(cfg, sink, topic);
+    let mut destination = destination(sink, index).await?;
+    let group = format!("driftless-replay-{name}");
+    let (subscription, ends) = Subscription::replay(
+        &cfg.brokers,
+        &cfg.librdkafka,
+        &group,
+        &runner_cfg.topic,
+        from,
+    )
+    .map_err(|e| ServiceError::Runner(e.into()))?;
+    tracing::info!(sink = name, topic = %runner_cfg.topic, partitions = ends.len(),
+        "replay started");
+    runner_cfg.stop_at = Some(ends);
+    let dead_letters = AckedProducer::new(&cfg.brokers, &cfg.librdkafka)
+        .map_err(|e| ServiceError::Runner(e.into()))?;
+    Ok(run(
+        &runner_cfg,
+        &subscription,
+        &dead_letters,
+        &mut destination,
+        shutdown,
+    )
+    .await?)
 }
 
 /// Creates the dead-letter topic if missing.
