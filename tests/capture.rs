@@ -568,11 +568,7 @@ async fn python_kafka_client_reads_and_validates_events() {
 async fn metrics_and_healthz_are_served() {
     let db = TestDb::new("metrics").await;
     db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let setup = Setup::new(&db, &["public.t"], "", "");
     let text = std::fs::read_to_string(&setup.config).unwrap().replace(
         "metrics_listen = \"off\"",

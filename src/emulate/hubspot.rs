@@ -1895,11 +1895,8 @@ mod tests {
 
     async fn start(opts: Options) -> Emu {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router(opts)).await.unwrap() });
         Emu {
-            base: format!("http://{addr}"),
+            base: crate::emulate::serve_for_test(router(opts)).await,
             client: reqwest::Client::builder().build().unwrap(),
             token: "test-token".into(),
         }

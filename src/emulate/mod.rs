@@ -23,6 +23,18 @@ pub enum Kind {
     Webhook,
 }
 
+/// Serves `app` on an ephemeral 127.0.0.1 port in a background task (tests); returns its base
+/// URL, `http://127.0.0.1:PORT`.
+#[cfg(test)]
+pub(crate) async fn serve_for_test(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
 /// Serves the emulator of `kind` on `addr` until the process ends.
 pub async fn serve(kind: Kind, addr: SocketAddr) -> std::io::Result<()> {
     let app = match kind {

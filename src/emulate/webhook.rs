@@ -367,11 +367,8 @@ mod tests {
     async fn start(options: Options) -> Emu {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let secret = options.secret.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router(options)).await });
         Emu {
-            base: format!("http://{addr}"),
+            base: crate::emulate::serve_for_test(router(options)).await,
             http: reqwest::Client::new(),
             secret,
         }

@@ -1441,16 +1441,7 @@ fn deleted(st: &Inner, o: &Options, module: &str, q: &HashMap<String, String>) -
     if ty == "permanent" {
         return Resp::empty();
     }
-    let per_page: usize = q
-        .get("per_page")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200)
-        .clamp(1, 200);
-    let page: usize = q
-        .get("page")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1)
-        .max(1);
+    let (per_page, page) = paging(q);
     let mut rows: Vec<&Record> = st
         .records
         .iter()
@@ -1475,6 +1466,15 @@ fn deleted(st: &Inner, o: &Options, module: &str, q: &HashMap<String, String>) -
     )
 }
 
+/// `per_page` (1-200, default 200) and `page` (from 1) of a list request.
+fn paging(q: &HashMap<String, String>) -> (usize, usize) {
+    let num = |k: &str| q.get(k).and_then(|s| s.parse::<usize>().ok());
+    (
+        num("per_page").unwrap_or(200).clamp(1, 200),
+        num("page").unwrap_or(1).max(1),
+    )
+}
+
 fn list(st: &Inner, o: &Options, module: &str, q: &HashMap<String, String>) -> Resp {
     let Some(fields) = q.get("fields").filter(|f| !f.is_empty()) else {
         return err(
@@ -1485,16 +1485,7 @@ fn list(st: &Inner, o: &Options, module: &str, q: &HashMap<String, String>) -> R
         );
     };
     let wanted: Vec<&str> = fields.split(',').map(str::trim).collect();
-    let per_page: usize = q
-        .get("per_page")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200)
-        .clamp(1, 200);
-    let page: usize = q
-        .get("page")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1)
-        .max(1);
+    let (per_page, page) = paging(q);
     let ids: Option<Vec<u64>> = q
         .get("ids")
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect());
@@ -2189,10 +2180,7 @@ mod tests {
     use super::*;
 
     async fn start(o: Options) -> String {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(l, router(o)).await.unwrap() });
-        format!("http://{addr}")
+        crate::emulate::serve_for_test(router(o)).await
     }
 
     fn client() -> reqwest::Client {

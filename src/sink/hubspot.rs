@@ -742,23 +742,11 @@ mod tests {
 
     async fn start(opts: Options) -> String {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router(opts)).await.unwrap() });
-        format!("http://{addr}")
-    }
-
-    fn rule(column: &str, property: &str) -> FieldRule {
-        FieldRule {
-            column: column.into(),
-            property: property.into(),
-            transform: None,
-            map: None,
-        }
+        crate::emulate::serve_for_test(router(opts)).await
     }
 
     fn valid_sink(base_url: &str) -> ValidSink {
-        let mut stage = rule("stage", "lifecyclestage");
+        let mut stage = FieldRule::new("stage", "lifecyclestage");
         stage.map = Some(BTreeMap::from([
             ("Lead".into(), "lead".into()),
             ("Bogus".into(), "not_an_option".into()),
@@ -777,9 +765,9 @@ mod tests {
             base_url: base_url.into(),
             on_delete: OnDelete::Archive,
             fields: vec![
-                rule("email", "email"),
-                rule("first_name", "firstname"),
-                rule("extra", "no_such_property"),
+                FieldRule::new("email", "email"),
+                FieldRule::new("first_name", "firstname"),
+                FieldRule::new("extra", "no_such_property"),
                 stage,
             ],
             batch_max_events: 100,

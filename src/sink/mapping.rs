@@ -63,6 +63,18 @@ pub struct FieldRule {
     pub map: Option<BTreeMap<String, String>>,
 }
 
+impl FieldRule {
+    /// A plain `column = "property"` rule (no transform, no value map).
+    pub fn new(column: &str, property: &str) -> Self {
+        FieldRule {
+            column: column.into(),
+            property: property.into(),
+            transform: None,
+            map: None,
+        }
+    }
+}
+
 /// Destination property types that change how values are encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PropertyType {
@@ -298,15 +310,6 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn rule(column: &str, property: &str) -> FieldRule {
-        FieldRule {
-            column: column.into(),
-            property: property.into(),
-            transform: None,
-            map: None,
-        }
-    }
-
     fn prop(name: &str, kind: PropertyType) -> (String, Property) {
         let p = Property {
             name: name.into(),
@@ -333,19 +336,19 @@ mod tests {
 
     #[test]
     fn values_become_strings_with_hubspot_encodings() {
-        let mut email = rule("email", "email");
+        let mut email = FieldRule::new("email", "email");
         email.transform = Some(Transform::Lowercase);
-        let mut stage = rule("lifecycle", "lifecyclestage");
+        let mut stage = FieldRule::new("lifecycle", "lifecyclestage");
         stage.map = Some(BTreeMap::from([("Lead".into(), "lead".into())]));
         let rules = vec![
             email,
-            rule("first_name", "firstname"),
-            rule("score", "score"),
-            rule("birthday", "birthday"),
-            rule("seen", "seen_at"),
+            FieldRule::new("first_name", "firstname"),
+            FieldRule::new("score", "score"),
+            FieldRule::new("birthday", "birthday"),
+            FieldRule::new("seen", "seen_at"),
             stage,
-            rule("vip", "vip"),
-            rule("tags", "tags"),
+            FieldRule::new("vip", "vip"),
+            FieldRule::new("tags", "tags"),
         ];
         let row = json!({
             "email": "Ada@Example.COM", "first_name": null, "score": "12345678901234567890.50",
@@ -369,7 +372,7 @@ mod tests {
 
     #[test]
     fn unmappable_values_are_errors_and_absent_columns_are_skipped() {
-        let mut stage = rule("lifecycle", "lifecyclestage");
+        let mut stage = FieldRule::new("lifecycle", "lifecyclestage");
         stage.map = Some(BTreeMap::from([("Lead".into(), "lead".into())]));
         let row = json!({"lifecycle": "Partner"});
         let err = to_properties(
@@ -380,7 +383,7 @@ mod tests {
         assert!(matches!(err, Err(MappingError::Unmapped { .. })));
         let bad_date = json!({"birthday": "not a date"});
         let err = to_properties(
-            &[rule("birthday", "birthday")],
+            &[FieldRule::new("birthday", "birthday")],
             &schema(),
             bad_date.as_object().unwrap(),
         );
@@ -390,7 +393,7 @@ mod tests {
         ));
         let toast = json!({"email": "x@y.z"});
         let props = to_properties(
-            &[rule("bio", "firstname")],
+            &[FieldRule::new("bio", "firstname")],
             &schema(),
             toast.as_object().unwrap(),
         );
@@ -408,12 +411,16 @@ mod tests {
     fn schema_check_lists_every_problem() {
         let mut s = schema();
         s.get_mut("firstname").unwrap().read_only = true;
-        let mut stage = rule("lifecycle", "lifecyclestage");
+        let mut stage = FieldRule::new("lifecycle", "lifecyclestage");
         stage.map = Some(BTreeMap::from([
             ("L".into(), "lead".into()),
             ("X".into(), "nope".into()),
         ]));
-        let rules = vec![rule("first_name", "firstname"), rule("x", "missing"), stage];
+        let rules = vec![
+            FieldRule::new("first_name", "firstname"),
+            FieldRule::new("x", "missing"),
+            stage,
+        ];
         let problems = check_schema("sinks[0]", &rules, "firstname", &s);
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(
@@ -426,6 +433,8 @@ mod tests {
             ],
             "{problems:#?}"
         );
-        assert!(check_schema("s", &[rule("email", "email")], "email", &schema()).is_empty());
+        assert!(
+            check_schema("s", &[FieldRule::new("email", "email")], "email", &schema()).is_empty()
+        );
     }
 }

@@ -137,18 +137,9 @@ pub async fn run_named(
         &runner_cfg.topic,
     )
     .map_err(|e| ServiceError::Runner(e.into()))?;
-    let dead_letters = AckedProducer::new(&cfg.brokers, &cfg.librdkafka)
-        .map_err(|e| ServiceError::Runner(e.into()))?;
     tracing::info!(sink = name, topic = %runner_cfg.topic, group = %group_id(name),
         "sink worker started");
-    Ok(run(
-        &runner_cfg,
-        &subscription,
-        &dead_letters,
-        &mut destination,
-        shutdown,
-    )
-    .await?)
+    run_worker(cfg, &runner_cfg, &subscription, &mut destination, shutdown).await
 }
 
 /// `driftless replay`: re-applies the sink's topic (or its dead letters) from `from` up to the
@@ -182,13 +173,23 @@ pub async fn replay_named(
     tracing::info!(sink = name, topic = %runner_cfg.topic, partitions = ends.len(),
         "replay started");
     runner_cfg.stop_at = Some(ends);
+    run_worker(cfg, &runner_cfg, &subscription, &mut destination, shutdown).await
+}
+
+async fn run_worker(
+    cfg: &ValidConfig,
+    runner_cfg: &RunnerConfig,
+    subscription: &Subscription,
+    destination: &mut HubspotSink,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Stats, ServiceError> {
     let dead_letters = AckedProducer::new(&cfg.brokers, &cfg.librdkafka)
         .map_err(|e| ServiceError::Runner(e.into()))?;
     Ok(run(
-        &runner_cfg,
-        &subscription,
+        runner_cfg,
+        subscription,
         &dead_letters,
-        &mut destination,
+        destination,
         shutdown,
     )
     .await?)
