@@ -89,6 +89,9 @@ pub struct Config {
     /// Destinations of the change events.
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
+    /// Where sinks record what they applied and rejected.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// Unknown keys, reported by `validate`.
     #[serde(flatten)]
     pub extra: Extra,
@@ -157,6 +160,31 @@ pub struct CaptureConfig {
     /// Unknown keys.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// `[audit]`: the sinks' audit trail.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct AuditConfig {
+    /// `topic` (default: `{prefix}.audit`), `file` or `off`.
+    pub to: Option<String>,
+    /// Topic name when `to = "topic"` (default `{prefix}.audit`).
+    pub topic: Option<String>,
+    /// JSON-lines file when `to = "file"`.
+    pub path: Option<PathBuf>,
+    /// Unknown keys.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// Where the audit trail goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuditTo {
+    /// One JSON record per applied or rejected change, keyed by the key hash.
+    Topic(String),
+    /// JSON lines appended to a file (fsynced before offsets are stored).
+    File(PathBuf),
+    /// No audit trail.
+    Off,
 }
 
 /// Snapshot behaviour on first start.
@@ -255,6 +283,8 @@ pub struct ValidConfig {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Sinks, in configuration order.
     pub sinks: Vec<ValidSink>,
+    /// The sinks' audit trail.
+    pub audit: AuditTo,
 }
 
 impl ValidConfig {
@@ -344,7 +374,7 @@ impl Config {
     /// Checks every field; pure. Returns all problems, each with its field path.
     pub fn validate(&self) -> Result<ValidConfig, Vec<Problem>> {
         let mut p = Problems(Vec::new());
-        p.unknown("", &self.extra, "source, kafka, capture, sinks");
+        p.unknown("", &self.extra, "source, kafka, capture, sinks, audit");
         let source = self.source.clone().unwrap_or_else(|| {
             p.add("source", "missing section [source]");
             SourceConfig {
@@ -583,6 +613,31 @@ impl Config {
         };
 
         let sinks = sinks::validate(&self.sinks, &tables, &mut p);
+        p.unknown("audit", &self.audit.extra, "to, topic, path");
+        let audit = match (self.audit.to.as_deref(), &self.audit.path) {
+            (None | Some("topic"), _) => AuditTo::Topic(
+                self.audit
+                    .topic
+                    .clone()
+                    .unwrap_or_else(|| format!("{topic_prefix}.audit")),
+            ),
+            (Some("file"), Some(path)) => AuditTo::File(path.clone()),
+            (Some("file"), None) => {
+                p.add(
+                    "audit.path",
+                    "missing: the JSON-lines file of the audit trail",
+                );
+                AuditTo::Off
+            }
+            (Some("off"), _) => AuditTo::Off,
+            (Some(other), _) => {
+                p.add(
+                    "audit.to",
+                    format!("{other:?} is not one of: topic, file, off"),
+                );
+                AuditTo::Off
+            }
+        };
         if !p.0.is_empty() {
             return Err(p.0);
         }
@@ -605,6 +660,7 @@ impl Config {
             state_dir,
             metrics_listen,
             sinks,
+            audit,
         })
     }
 }

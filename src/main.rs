@@ -45,6 +45,12 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Capture and every configured sink in one process (small setups, the demo).
+    Run {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Run one sink worker: Kafka change topic → destination API (consumer group per sink).
     Sink {
         /// Config file.
@@ -127,6 +133,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Check { config } => check(&config).await,
             Command::Capture { config } => run_capture(&config).await,
+            Command::Run { config } => run_all(&config).await,
             Command::Emulate { kind, port } => emulate(kind, port).await,
             Command::Sink { config, name } => run_sink(&config, &name, None).await,
             Command::Replay {
@@ -182,9 +189,14 @@ async fn check(path: &Path) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// A watch channel that turns true on SIGINT or SIGTERM.
-fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
+/// A watch channel that turns true on SIGINT or SIGTERM (or when the sender is used).
+fn shutdown_channel() -> (
+    Arc<tokio::sync::watch::Sender<bool>>,
+    tokio::sync::watch::Receiver<bool>,
+) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let on_signal = stop_tx.clone();
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
@@ -193,9 +205,104 @@ fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
             _ = term.recv() => {}
         }
         tracing::info!("shutdown requested");
-        let _ = stop_tx.send(true);
+        let _ = on_signal.send(true);
     });
-    stop_rx
+    (stop_tx, stop_rx)
+}
+
+/// A watch channel that turns true on SIGINT or SIGTERM.
+fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
+    shutdown_channel().1
+}
+
+/// Serves `/metrics` and `/healthz` when configured.
+fn serve_metrics(cfg: &config::ValidConfig, health: Arc<Health>) {
+    let Some(addr) = cfg.metrics_listen else {
+        return;
+    };
+    match driftless::metrics::install() {
+        Ok(handle) => {
+            tokio::spawn(async move {
+                if let Err(e) = driftless::metrics::serve(addr, handle, health).await {
+                    tracing::error!(%addr, error = %e, "metrics endpoint failed");
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics recorder not installed"),
+    }
+}
+
+/// Prints a stopped task's error and hint to stderr.
+fn report(e: &(impl std::fmt::Display + Classify)) {
+    eprintln!("error: {e}");
+    if let Some(h) = e.hint() {
+        eprintln!("hint: {h}");
+    }
+}
+
+/// `driftless run`: capture and every sink as tasks of one process. The first task to fail
+/// stops the others (each commits what it applied) and sets the exit code.
+async fn run_all(path: &Path) -> ExitCode {
+    use driftless::sink::service::{self, ServiceError};
+    use futures::FutureExt;
+    use futures::future::BoxFuture;
+    use futures::stream::{FuturesUnordered, StreamExt};
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let health = Arc::new(Health::default());
+    serve_metrics(&cfg, health.clone());
+    let (stop_tx, stop_rx) = shutdown_channel();
+    let mut tasks: FuturesUnordered<BoxFuture<'_, (String, Result<(), ExitCode>)>> =
+        FuturesUnordered::new();
+    let capture_stop = stop_rx.clone();
+    let cfg = &cfg;
+    tasks.push(
+        async move {
+            let result = capture::run(cfg, capture_stop, health).await.map_err(|e| {
+                tracing::error!(error = %e, "capture stopped");
+                report(&e);
+                ExitCode::from(e.exit_code() as u8)
+            });
+            ("capture".to_string(), result)
+        }
+        .boxed(),
+    );
+    for sink in &cfg.sinks {
+        let stop = stop_rx.clone();
+        tasks.push(
+            async move {
+                let result = service::run_named(cfg, &sink.name, stop)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| {
+                        tracing::error!(sink = %sink.name, error = %e, "sink worker stopped");
+                        report(&e);
+                        match e {
+                            ServiceError::Refused(_) => ExitCode::from(2),
+                            _ => ExitCode::FAILURE,
+                        }
+                    });
+                (format!("sink {}", sink.name), result)
+            }
+            .boxed(),
+        );
+    }
+    let mut code = ExitCode::SUCCESS;
+    while let Some((task, result)) = tasks.next().await {
+        if let Err(failed) = result
+            && code == ExitCode::SUCCESS
+        {
+            tracing::error!(task, "stopping the other tasks");
+            code = failed;
+            let _ = stop_tx.send(true);
+        } else if !*stop_rx.borrow() {
+            tracing::warn!(task, "stopped on its own; stopping the others");
+            let _ = stop_tx.send(true);
+        }
+    }
+    code
 }
 
 /// Runs a sink worker, or with `replay` a replay that ends when caught up.
@@ -225,10 +332,7 @@ async fn run_sink(
         }
         Err(e) => {
             tracing::error!(sink = name, error = %e, "sink worker stopped");
-            eprintln!("error: {e}");
-            if let Some(h) = e.hint() {
-                eprintln!("hint: {h}");
-            }
+            report(&e);
             match e {
                 driftless::sink::service::ServiceError::Refused(_) => ExitCode::from(2),
                 _ => ExitCode::FAILURE,
@@ -243,27 +347,12 @@ async fn run_capture(path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     let health = Arc::new(Health::default());
-    if let Some(addr) = cfg.metrics_listen {
-        match driftless::metrics::install() {
-            Ok(handle) => {
-                let health = health.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = driftless::metrics::serve(addr, handle, health).await {
-                        tracing::error!(%addr, error = %e, "metrics endpoint failed");
-                    }
-                });
-            }
-            Err(e) => tracing::warn!(error = %e, "metrics recorder not installed"),
-        }
-    }
+    serve_metrics(&cfg, health.clone());
     match capture::run(&cfg, shutdown_signal(), health).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "capture stopped");
-            eprintln!("error: {e}");
-            if let Some(h) = e.hint() {
-                eprintln!("hint: {h}");
-            }
+            report(&e);
             ExitCode::from(e.exit_code() as u8)
         }
     }

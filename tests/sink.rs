@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use driftless::event::ChangeEvent;
 use driftless::kafka::{AckedProducer, Subscription};
+use driftless::sink::audit::AuditTrail;
 use driftless::sink::batch::Batch;
-use driftless::sink::runner::{RunnerConfig, Stats, run};
+use driftless::sink::runner::{Outputs, RunnerConfig, Stats, run};
+use driftless::sink::schedule::Schedule;
 use driftless::sink::{Outcome, Rejected, Sink, SinkError};
 use serde_json::{Value, json};
 
@@ -113,6 +115,7 @@ impl Topic {
             batch_max_events: 20,
             batch_max_wait: Duration::from_millis(100),
             stop_at: None,
+            schedule: None,
         };
         let sub = Subscription::new(&brokers(), &BTreeMap::new(), group, &self.name).unwrap();
         (cfg, sub)
@@ -127,7 +130,25 @@ async fn run_until(
     timeout: Duration,
     done: impl Fn(&[Vec<(String, Value)>]) -> bool + Send + 'static,
 ) -> Stats {
-    let (cfg, sub) = t.config(group);
+    run_with(t, group, sink, timeout, done, |_| {}, AuditTrail::Off).await
+}
+
+/// [`run_until`] with the runner config adjusted and an audit trail.
+async fn run_with(
+    t: &Topic,
+    group: &str,
+    sink: &mut Recording,
+    timeout: Duration,
+    done: impl Fn(&[Vec<(String, Value)>]) -> bool + Send + 'static,
+    adjust: impl FnOnce(&mut RunnerConfig),
+    audit: AuditTrail,
+) -> Stats {
+    let (mut cfg, sub) = t.config(group);
+    adjust(&mut cfg);
+    let outputs = Outputs {
+        dead_letters: AckedProducer::new(&brokers(), &BTreeMap::new()).unwrap(),
+        audit,
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let applied = sink.applied.clone();
     let watcher = tokio::spawn(async move {
@@ -137,7 +158,7 @@ async fn run_until(
         }
         let _ = stop_tx.send(true);
     });
-    let stats = run(&cfg, &sub, &t.producer, sink, stop_rx).await.unwrap();
+    let stats = run(&cfg, &sub, &outputs, sink, stop_rx).await.unwrap();
     watcher.await.unwrap();
     stats
 }
@@ -205,11 +226,42 @@ async fn poison_records_go_to_the_dead_letter_topic_and_others_continue() {
         reject: vec!["{\"id\":3}".into()],
         ..Default::default()
     };
-    let stats = run_until(&t, &unique("g"), &mut sink, Duration::from_secs(60), |b| {
-        applied_keys(b) == 2
-    })
+    let dir = tempfile::tempdir().unwrap();
+    let audit_path = dir.path().join("audit.jsonl");
+    let stats = run_with(
+        &t,
+        &unique("g"),
+        &mut sink,
+        Duration::from_secs(60),
+        |b| applied_keys(b) == 2,
+        |_| {},
+        AuditTrail::File(audit_path.clone()),
+    )
     .await;
     assert_eq!(stats.dead_letters, 2);
+    // The audit trail has every outcome, and no key or row value.
+    let audit = std::fs::read_to_string(&audit_path).unwrap();
+    let mut outcomes: Vec<(String, String)> = audit
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["outcome"].as_str().unwrap().to_string(),
+                v["category"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        [
+            ("applied".to_string(), String::new()),
+            ("applied".to_string(), String::new()),
+            ("rejected".to_string(), "MALFORMED_EVENT".to_string()),
+            ("rejected".to_string(), "VALIDATION_ERROR".to_string()),
+        ]
+    );
+    assert!(!audit.contains("\"id\":"), "no keys or values: {audit}");
     let dlq = read_n(&t.dlq, 2, Duration::from_secs(30));
     assert_eq!(dlq.len(), 2);
     let mut categories: Vec<&str> = dlq
@@ -260,4 +312,45 @@ async fn transient_failures_retry_the_same_batch_without_losing_order() {
     sorted.sort();
     assert_eq!(versions, sorted, "never an older version after a newer one");
     assert_eq!(versions.last(), Some(&2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scheduled_sink_applies_coalesced_windows_in_requests_of_batch_size() {
+    let t = topic().await;
+    for round in 0..5 {
+        for id in 0..10 {
+            t.send(id, &serde_json::to_vec(&event(id, round, "u")).unwrap())
+                .await;
+        }
+    }
+    let mut sink = Recording::default();
+    let stats = run_with(
+        &t,
+        &unique("g"),
+        &mut sink,
+        Duration::from_secs(60),
+        |b| {
+            let mut last: BTreeMap<String, i64> = BTreeMap::new();
+            for (k, e) in b.iter().flatten() {
+                last.insert(k.clone(), e["after"]["v"].as_i64().unwrap());
+            }
+            last.len() == 10 && last.values().all(|&v| v == 4)
+        },
+        |cfg| {
+            cfg.batch_max_events = 4;
+            cfg.schedule = Some(Schedule::parse("every 10s").unwrap());
+        },
+        AuditTrail::Off,
+    )
+    .await;
+    assert_eq!(stats.records, 50);
+    let applied = sink.applied.lock().unwrap();
+    assert!(
+        applied.iter().all(|b| b.len() <= 4),
+        "requests hold at most batch_max_events entries"
+    );
+    // 50 records of 10 keys: one window (two if the records straddled a tick) of one change
+    // per key, where real time with 4-record batches would send one change per record.
+    let changes = applied_keys(&applied);
+    assert!((10..=20).contains(&changes), "{changes} changes applied");
 }

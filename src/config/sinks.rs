@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::{Extra, Problems, SecretSource, TableName, is_env_name, parse_table};
 use crate::sink::mapping::{FieldRule, Transform};
+use crate::sink::schedule::Schedule;
 
 /// Default records per destination request: the batch cap of HubSpot and Zoho.
 pub const DEFAULT_BATCH_MAX_EVENTS: usize = 100;
@@ -51,6 +52,9 @@ pub struct SinkConfig {
     pub batch_max_events: Option<usize>,
     /// Maximum wait before a partial batch is sent.
     pub batch_max_wait_ms: Option<u64>,
+    /// `every 15m` or a cron expression: apply accumulated changes in windows (default: real
+    /// time).
+    pub schedule: Option<String>,
     /// Column → property rules.
     #[serde(default)]
     pub fields: BTreeMap<String, FieldSpec>,
@@ -130,6 +134,8 @@ pub struct ValidSink {
     pub batch_max_events: usize,
     /// Maximum wait of a partial batch.
     pub batch_max_wait_ms: u64,
+    /// Scheduled windows (None: real time).
+    pub schedule: Option<Schedule>,
 }
 
 fn is_sink_name(s: &str) -> bool {
@@ -158,7 +164,7 @@ pub(super) fn validate(
             &format!("sinks[{i}]"),
             &s.extra,
             "name, kind, table, object, module, id_property, token_env, base_url, url, \
-             secret_env, on_delete, batch_max_events, batch_max_wait_ms, fields",
+             secret_env, on_delete, batch_max_events, batch_max_wait_ms, schedule, fields",
         );
         let name = match s.name.as_deref() {
             Some(n) if names.contains(&n) => {
@@ -302,6 +308,11 @@ pub(super) fn validate(
         if batch_max_wait_ms > 60_000 {
             p.add(at("batch_max_wait_ms"), "must be at most 60000");
         }
+        let schedule = s.schedule.as_deref().and_then(|text| {
+            Schedule::parse(text)
+                .map_err(|e| p.add(at("schedule"), e))
+                .ok()
+        });
         if crm && s.fields.is_empty() {
             p.add(at("fields"), "map at least one column to a property");
         }
@@ -352,6 +363,7 @@ pub(super) fn validate(
                 fields,
                 batch_max_events,
                 batch_max_wait_ms,
+                schedule,
             });
         }
     }

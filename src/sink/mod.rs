@@ -5,10 +5,12 @@
 //! between the runner (Kafka consumer group, offsets, dead letters) and a destination is the
 //! [`Sink`] trait below.
 
+pub mod audit;
 pub mod batch;
 pub mod hubspot;
 pub mod mapping;
 pub mod runner;
+pub mod schedule;
 pub mod service;
 pub mod webhook_signature;
 

@@ -10,6 +10,11 @@
 //!   correlation id in headers, and the worker continues;
 //! - a fatal error stops the worker with a hint; stored offsets are committed on every stop, so
 //!   a restart resumes after what was applied;
+//! - every applied or rejected change is in the audit trail before its offsets are stored;
+//! - with a [`Schedule`], records accumulate (coalesced per key, at most
+//!   [`SCHEDULED_WINDOW_MAX_RECORDS`] records, then an early flush) until the next tick; the
+//!   window is then applied in requests of `batch_max_events` entries, and its offsets are stored
+//!   after the last one;
 //! - logs carry keys' positions and counts, never row values.
 //!
 //! The loop is one `select!` with priorities: shutdown, batch deadline, new records.
@@ -19,8 +24,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use super::audit::{self, AuditError, AuditTrail};
 use super::batch::{Batch, Batcher, Position};
-use super::{Sink, SinkError};
+use super::schedule::Schedule;
+use super::{Outcome, Rejected, Sink, SinkError};
 use crate::error::{Backoff, Classify, ErrorClass};
 use crate::event::ChangeEvent;
 use crate::kafka::{AckedProducer, Incoming, KafkaFailure, Subscription};
@@ -40,6 +47,19 @@ pub struct RunnerConfig {
     pub batch_max_wait: Duration,
     /// For a replay: stop once every partition was applied up to these offsets (exclusive).
     pub stop_at: Option<BTreeMap<i32, i64>>,
+    /// Apply in scheduled windows instead of real time.
+    pub schedule: Option<Schedule>,
+}
+
+/// Most records a scheduled window accumulates before it is applied early (bounds memory).
+pub const SCHEDULED_WINDOW_MAX_RECORDS: usize = 100_000;
+
+/// Where a worker writes besides the destination.
+pub struct Outputs {
+    /// Producer of the dead-letter topic.
+    pub dead_letters: AckedProducer,
+    /// The audit trail.
+    pub audit: AuditTrail,
 }
 
 /// A worker failure.
@@ -51,6 +71,9 @@ pub enum RunnerError {
     /// The destination.
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// The audit trail.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
 }
 
 impl Classify for RunnerError {
@@ -58,6 +81,7 @@ impl Classify for RunnerError {
         match self {
             RunnerError::Kafka(e) => e.class(),
             RunnerError::Sink(e) => e.class(),
+            RunnerError::Audit(_) => ErrorClass::Transient,
         }
     }
 
@@ -65,6 +89,7 @@ impl Classify for RunnerError {
         match self {
             RunnerError::Kafka(e) => e.hint(),
             RunnerError::Sink(e) => e.hint(),
+            RunnerError::Audit(_) => None,
         }
     }
 }
@@ -94,26 +119,76 @@ impl RunnerConfig {
     }
 }
 
+/// When the open window must be applied.
+struct Window {
+    schedule: Option<Schedule>,
+    /// Next tick of a scheduled sink, fixed when the window opens.
+    tick: Option<Instant>,
+}
+
+impl Window {
+    fn batcher(&self, cfg: &RunnerConfig) -> Batcher<ChangeEvent> {
+        match self.schedule {
+            // The deadline of a scheduled window is the tick, not the batcher's.
+            Some(_) => Batcher::new(SCHEDULED_WINDOW_MAX_RECORDS, Duration::from_secs(86_400)),
+            None => Batcher::new(cfg.batch_max_events, cfg.batch_max_wait),
+        }
+    }
+
+    fn deadline(&mut self, batcher: &Batcher<ChangeEvent>) -> Option<Instant> {
+        match &self.schedule {
+            None => batcher.deadline(),
+            Some(_) if batcher.is_empty() => None,
+            Some(schedule) => Some(
+                *self
+                    .tick
+                    .get_or_insert_with(|| Instant::now() + schedule.wait_from(chrono::Utc::now())),
+            ),
+        }
+    }
+
+    fn is_due(&mut self, batcher: &Batcher<ChangeEvent>, now: Instant) -> bool {
+        match self.schedule {
+            None => batcher.is_due(now),
+            Some(_) => {
+                batcher.len() >= SCHEDULED_WINDOW_MAX_RECORDS
+                    || self.deadline(batcher).is_some_and(|d| now >= d)
+            }
+        }
+    }
+
+    fn closed(&mut self) {
+        self.tick = None;
+    }
+}
+
 /// Runs the worker until `shutdown` turns true or a fatal error occurs.
 pub async fn run<S: Sink>(
     cfg: &RunnerConfig,
     subscription: &Subscription,
-    dead_letters: &AckedProducer,
+    outputs: &Outputs,
     sink: &mut S,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Stats, RunnerError> {
-    let mut batcher: Batcher<ChangeEvent> = Batcher::new(cfg.batch_max_events, cfg.batch_max_wait);
+    let mut window = Window {
+        schedule: cfg.schedule.clone(),
+        tick: None,
+    };
+    let mut batcher = window.batcher(cfg);
     let mut stats = Stats::default();
     let result = loop {
         if cfg.replay_done(&stats) {
             break Ok(());
         }
-        let deadline = batcher.deadline().map(tokio::time::Instant::from_std);
+        let deadline = window
+            .deadline(&batcher)
+            .map(tokio::time::Instant::from_std);
         tokio::select! {
             biased;
             _ = shutdown.changed() => break Ok(()),
             _ = sleep_until(deadline), if deadline.is_some() => {
-                if let Err(e) = flush(cfg, subscription, dead_letters, sink, &mut batcher, &mut stats, &mut shutdown).await {
+                window.closed();
+                if let Err(e) = flush(cfg, subscription, outputs, sink, &mut batcher, &mut stats, &mut shutdown).await {
                     break Err(e);
                 }
             }
@@ -128,13 +203,14 @@ pub async fn run<S: Sink>(
                     Err(e) => break Err(e.into()),
                 };
                 stats.records += 1;
-                if let Err(e) = accept(cfg, dead_letters, &mut batcher, &mut stats, record).await {
+                if let Err(e) = accept(cfg, outputs, &mut batcher, &mut stats, record).await {
                     break Err(e);
                 }
-                if batcher.is_due(Instant::now())
-                    && let Err(e) = flush(cfg, subscription, dead_letters, sink, &mut batcher, &mut stats, &mut shutdown).await
-                {
-                    break Err(e);
+                if window.is_due(&batcher, Instant::now()) {
+                    window.closed();
+                    if let Err(e) = flush(cfg, subscription, outputs, sink, &mut batcher, &mut stats, &mut shutdown).await {
+                        break Err(e);
+                    }
                 }
             }
         }
@@ -155,10 +231,10 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Parses a record into the batch, or dead-letters it.
+/// Parses a record into the batch, or dead-letters (and audits) it.
 async fn accept(
     cfg: &RunnerConfig,
-    dead_letters: &AckedProducer,
+    outputs: &Outputs,
     batcher: &mut Batcher<ChangeEvent>,
     stats: &mut Stats,
     record: Incoming,
@@ -178,8 +254,17 @@ async fn accept(
             batcher.push(key, event, at, Instant::now());
         }
         Err(e) => {
+            const CATEGORY: &str = "MALFORMED_EVENT";
             let reason = format!("not a driftless change event: {e}");
-            dead_letter(cfg, dead_letters, &record, "MALFORMED_EVENT", &reason).await?;
+            dead_letter(cfg, &outputs.dead_letters, &record, CATEGORY, &reason).await?;
+            let audit = audit::unparsable(
+                &cfg.name,
+                &record.topic,
+                record.key.as_deref(),
+                at,
+                CATEGORY,
+            );
+            outputs.audit.write(&[audit]).await?;
             stats.dead_letters += 1;
             batcher.skip(at, Instant::now());
         }
@@ -194,7 +279,11 @@ async fn dead_letter(
     category: &str,
     message: &str,
 ) -> Result<(), RunnerError> {
-    let correlation = format!("{}-{}-{}", record.topic, record.partition, record.offset);
+    let at = Position {
+        partition: record.partition,
+        offset: record.offset,
+    };
+    let correlation = audit::correlation_id(&record.topic, at);
     let (partition, offset) = (record.partition.to_string(), record.offset.to_string());
     tracing::warn!(sink = %cfg.name, topic = %record.topic, partition = record.partition,
         offset = record.offset, category, "record dead-lettered");
@@ -217,32 +306,63 @@ async fn dead_letter(
     Ok(())
 }
 
-/// Applies the open batch until it is done (applied and/or dead-lettered), then stores offsets.
+/// Applies the open batch (in requests of at most `batch_max_events` entries) until it is done
+/// (applied and/or dead-lettered, and audited), then stores its offsets.
 async fn flush<S: Sink>(
     cfg: &RunnerConfig,
     subscription: &Subscription,
-    dead_letters: &AckedProducer,
+    outputs: &Outputs,
     sink: &mut S,
     batcher: &mut Batcher<ChangeEvent>,
     stats: &mut Stats,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), RunnerError> {
-    let Some(batch) = batcher.take() else {
+    let Some(mut window) = batcher.take() else {
         return Ok(());
     };
-    let outcome = if batch.entries.is_empty() {
-        Some(super::Outcome::default())
-    } else {
-        apply_with_retries(cfg, sink, &batch, stats, shutdown).await?
-    };
-    let Some(outcome) = outcome else {
-        // Shutdown while retrying: nothing stored; the batch is read again after a restart.
-        return Ok(());
-    };
-    for rejected in &outcome.rejected {
-        let entry = &batch.entries[rejected.index];
-        // Every record folded into a rejected entry goes to the dead-letter topic; the latest
-        // state is what a replay re-applies after a fix.
+    let per_request = cfg.batch_max_events.max(1);
+    let mut entries = std::mem::take(&mut window.entries);
+    let mut rejected = 0;
+    while !entries.is_empty() {
+        let rest = entries.split_off(per_request.min(entries.len()));
+        let batch = Batch {
+            records: entries.iter().map(|e| e.positions.len()).sum(),
+            entries: std::mem::replace(&mut entries, rest),
+            commit: BTreeMap::new(),
+        };
+        let Some(outcome) = apply_with_retries(cfg, sink, &batch, stats, shutdown).await? else {
+            // Shutdown while retrying: nothing stored; the window is read again after a
+            // restart (re-applying its first requests is idempotent).
+            return Ok(());
+        };
+        dead_letter_rejected(cfg, &outputs.dead_letters, &batch, &outcome.rejected, stats).await?;
+        outputs
+            .audit
+            .write(&audit::records(&cfg.name, &cfg.topic, &batch, &outcome))
+            .await?;
+        rejected += outcome.rejected.len();
+        stats.batches += 1;
+    }
+    subscription.store(&cfg.topic, &window.commit)?;
+    stats
+        .stored
+        .extend(window.commit.iter().map(|(p, o)| (*p, *o)));
+    metrics::counter!("driftless_sink_records_applied_total", "sink" => cfg.name.clone())
+        .increment(window.records.saturating_sub(rejected) as u64);
+    Ok(())
+}
+
+/// Sends every record folded into a rejected entry to the dead-letter topic; the payload is
+/// the entry's latest state, which is what a replay re-applies after a fix.
+async fn dead_letter_rejected(
+    cfg: &RunnerConfig,
+    dead_letters: &AckedProducer,
+    batch: &Batch<ChangeEvent>,
+    rejected: &[Rejected],
+    stats: &mut Stats,
+) -> Result<(), RunnerError> {
+    for r in rejected {
+        let entry = &batch.entries[r.index];
         let payload = serde_json::to_vec(&entry.item).expect("events serialize");
         for at in &entry.positions {
             let record = Incoming {
@@ -252,24 +372,10 @@ async fn flush<S: Sink>(
                 key: Some(entry.key.clone()),
                 payload: Some(payload.clone()),
             };
-            dead_letter(
-                cfg,
-                dead_letters,
-                &record,
-                &rejected.category,
-                &rejected.message,
-            )
-            .await?;
+            dead_letter(cfg, dead_letters, &record, &r.category, &r.message).await?;
             stats.dead_letters += 1;
         }
     }
-    subscription.store(&cfg.topic, &batch.commit)?;
-    stats
-        .stored
-        .extend(batch.commit.iter().map(|(p, o)| (*p, *o)));
-    stats.batches += 1;
-    metrics::counter!("driftless_sink_records_applied_total", "sink" => cfg.name.clone())
-        .increment((batch.records - outcome.rejected.len()) as u64);
     Ok(())
 }
 
@@ -280,7 +386,10 @@ async fn apply_with_retries<S: Sink>(
     batch: &Batch<ChangeEvent>,
     stats: &mut Stats,
     shutdown: &mut watch::Receiver<bool>,
-) -> Result<Option<super::Outcome>, RunnerError> {
+) -> Result<Option<Outcome>, RunnerError> {
+    if batch.entries.is_empty() {
+        return Ok(Some(Outcome::default()));
+    }
     let mut backoff = Backoff::new();
     loop {
         match sink.apply(batch).await {

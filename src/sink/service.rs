@@ -6,13 +6,14 @@
 
 use tokio::sync::watch;
 
+use super::audit::AuditTrail;
 use super::hubspot::HubspotSink;
 use super::mapping::check_schema;
-use super::runner::{RunnerConfig, RunnerError, Stats, run};
+use super::runner::{Outputs, RunnerConfig, RunnerError, Stats, run};
 use crate::config::ValidConfig;
 use crate::config::sinks::{SinkKind, ValidSink};
 use crate::error::{Classify, ErrorClass};
-use crate::kafka::{self, AckedProducer, ReplayFrom, Subscription};
+use crate::kafka::{self, AckedProducer, KafkaFailure, ReplayFrom, Subscription};
 
 /// Why a worker could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +74,7 @@ fn runner_config(cfg: &ValidConfig, sink: &ValidSink, topic: String) -> RunnerCo
         batch_max_events: sink.batch_max_events,
         batch_max_wait: std::time::Duration::from_millis(sink.batch_max_wait_ms),
         stop_at: None,
+        schedule: sink.schedule.clone(),
     }
 }
 
@@ -129,7 +131,6 @@ pub async fn run_named(
         cfg.topic_for(&sink.table.schema, &sink.table.name),
     );
     let mut destination = destination(sink, index).await?;
-    ensure_dead_letter_topic(cfg, name).await?;
     let subscription = Subscription::new(
         &cfg.brokers,
         &cfg.librdkafka,
@@ -173,6 +174,8 @@ pub async fn replay_named(
     tracing::info!(sink = name, topic = %runner_cfg.topic, partitions = ends.len(),
         "replay started");
     runner_cfg.stop_at = Some(ends);
+    // A replay applies what it reads now, whatever the sink's schedule.
+    runner_cfg.schedule = None;
     run_worker(cfg, &runner_cfg, &subscription, &mut destination, shutdown).await
 }
 
@@ -183,27 +186,22 @@ async fn run_worker(
     destination: &mut HubspotSink,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Stats, ServiceError> {
-    let dead_letters = AckedProducer::new(&cfg.brokers, &cfg.librdkafka)
-        .map_err(|e| ServiceError::Runner(e.into()))?;
-    Ok(run(
-        runner_cfg,
-        subscription,
-        &dead_letters,
-        destination,
-        shutdown,
-    )
-    .await?)
-}
-
-/// Creates the dead-letter topic if missing.
-async fn ensure_dead_letter_topic(cfg: &ValidConfig, name: &str) -> Result<(), ServiceError> {
+    let kafka_failed = |e: KafkaFailure| ServiceError::Runner(e.into());
+    let outputs = Outputs {
+        dead_letters: AckedProducer::new(&cfg.brokers, &cfg.librdkafka).map_err(kafka_failed)?,
+        audit: AuditTrail::open(&cfg.audit, &cfg.brokers, &cfg.librdkafka)
+            .map_err(|e| ServiceError::Runner(e.into()))?,
+    };
+    let mut topics = vec![runner_cfg.dead_letter_topic.clone()];
+    topics.extend(outputs.audit.topic().map(str::to_string));
     kafka::ensure_topics(
         &cfg.brokers,
         &cfg.librdkafka,
-        &[dead_letter_topic(cfg, name)],
+        &topics,
         cfg.partitions,
         cfg.replication_factor,
     )
     .await
-    .map_err(|e| ServiceError::Runner(e.into()))
+    .map_err(kafka_failed)?;
+    Ok(run(runner_cfg, subscription, &outputs, destination, shutdown).await?)
 }

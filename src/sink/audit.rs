@@ -1,0 +1,334 @@
+//! The sinks' audit trail: one JSON record per applied or rejected change.
+//!
+//! Owns the audit record format and its two writers (issue 3, item 7). Invariants:
+//! - a record carries time, sink, table, a SHA-256 hash of the Kafka key (never the key or any
+//!   row value), operation, outcome, destination id, correlation id (the same
+//!   `{topic}-{partition}-{offset}` as the dead-letter headers), the number of source records
+//!   the change coalesced and, for rejections, the error category;
+//! - the audit of a batch is durable (acknowledged by Kafka with `acks=all`, or written and
+//!   fsynced to the file) before the batch's offsets are stored, so a crash can repeat audit
+//!   records (at-least-once, like the changes) but never lose one;
+//! - to the topic (`{prefix}.audit` by default) records are keyed by the key hash, so one key's
+//!   history stays in one partition, in order.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{SecondsFormat, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::Outcome;
+use super::batch::{Batch, Position};
+use crate::config::AuditTo;
+use crate::event::{ChangeEvent, Op};
+use crate::kafka::{AckedProducer, KafkaFailure};
+
+/// One line of the audit trail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AuditRecord {
+    /// When the outcome was known (RFC 3339, UTC, milliseconds).
+    pub time: String,
+    /// Sink name.
+    pub sink: String,
+    /// Source table, `schema.table` (None for a record that is not a change event).
+    pub table: Option<String>,
+    /// `sha256:` + hex of the Kafka key (the canonical primary key).
+    pub key_hash: String,
+    /// `c`, `u`, `d` or `r` (the coalesced change's operation; None for a record that is not a
+    /// change event).
+    pub operation: Option<&'static str>,
+    /// `applied` or `rejected` (rejected changes are in the dead-letter topic).
+    pub outcome: &'static str,
+    /// The destination's record id, when it reported one.
+    pub destination_id: Option<String>,
+    /// `{topic}-{partition}-{offset}` of the change's latest source record.
+    pub correlation_id: String,
+    /// Source records folded into this change.
+    pub records: usize,
+    /// Error category of a rejection.
+    pub category: Option<String>,
+}
+
+/// The correlation id of a source record, shared by dead-letter headers and the audit trail.
+pub fn correlation_id(topic: &str, at: Position) -> String {
+    format!("{topic}-{}-{}", at.partition, at.offset)
+}
+
+/// `sha256:<hex>` of a key.
+pub fn key_hash(key: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(key)))
+}
+
+fn operation(op: Op) -> &'static str {
+    match op {
+        Op::Create => "c",
+        Op::Update => "u",
+        Op::Delete => "d",
+        Op::Read => "r",
+        Op::Truncate => "t",
+        Op::Message => "m",
+    }
+}
+
+/// The audit records of an applied batch (pure).
+pub fn records(
+    sink: &str,
+    topic: &str,
+    batch: &Batch<ChangeEvent>,
+    outcome: &Outcome,
+) -> Vec<AuditRecord> {
+    let time = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    batch
+        .entries
+        .iter()
+        .enumerate()
+        .map(|(index, entry)| {
+            let rejected = outcome.rejected.iter().find(|r| r.index == index);
+            let destination_id = outcome
+                .destination_ids
+                .iter()
+                .find(|(i, _)| *i == index)
+                .map(|(_, id)| id.clone());
+            let last = entry.positions.last().copied().unwrap_or(Position {
+                partition: 0,
+                offset: 0,
+            });
+            AuditRecord {
+                time: time.clone(),
+                sink: sink.to_string(),
+                table: Some(format!(
+                    "{}.{}",
+                    entry.item.source.schema, entry.item.source.table
+                )),
+                key_hash: key_hash(&entry.key),
+                operation: Some(operation(entry.item.op)),
+                outcome: if rejected.is_some() {
+                    "rejected"
+                } else {
+                    "applied"
+                },
+                destination_id,
+                correlation_id: correlation_id(topic, last),
+                records: entry.positions.len(),
+                category: rejected.map(|r| r.category.clone()),
+            }
+        })
+        .collect()
+}
+
+/// The audit record of a source record rejected before it became a change (unparsable).
+pub fn unparsable(
+    sink: &str,
+    topic: &str,
+    key: Option<&[u8]>,
+    at: Position,
+    category: &str,
+) -> AuditRecord {
+    AuditRecord {
+        time: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        sink: sink.to_string(),
+        table: None,
+        key_hash: key_hash(key.unwrap_or_default()),
+        operation: None,
+        outcome: "rejected",
+        destination_id: None,
+        correlation_id: correlation_id(topic, at),
+        records: 1,
+        category: Some(category.to_string()),
+    }
+}
+
+/// A failure to record the audit trail (transient: the batch is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The audit topic.
+    #[error("audit topic: {0}")]
+    Kafka(#[from] KafkaFailure),
+    /// The audit file.
+    #[error("audit file {path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Where one worker writes its audit trail.
+pub enum AuditTrail {
+    /// Records to a Kafka topic.
+    Topic {
+        /// Topic name.
+        topic: String,
+        /// Producer (`acks=all`).
+        producer: AckedProducer,
+    },
+    /// JSON lines appended to a file.
+    File(PathBuf),
+    /// No audit trail.
+    Off,
+}
+
+impl AuditTrail {
+    /// Opens the configured trail (the topic must exist; see [`AuditTrail::topic`]).
+    pub fn open(
+        to: &AuditTo,
+        brokers: &str,
+        librdkafka: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Self, AuditError> {
+        Ok(match to {
+            AuditTo::Topic(topic) => AuditTrail::Topic {
+                topic: topic.clone(),
+                producer: AckedProducer::new(brokers, librdkafka)?,
+            },
+            AuditTo::File(path) => AuditTrail::File(path.clone()),
+            AuditTo::Off => AuditTrail::Off,
+        })
+    }
+
+    /// The audit topic, if the trail goes to Kafka.
+    pub fn topic(&self) -> Option<&str> {
+        match self {
+            AuditTrail::Topic { topic, .. } => Some(topic),
+            _ => None,
+        }
+    }
+
+    /// Writes records durably; returns once Kafka acknowledged all of them or the file was
+    /// fsynced.
+    pub async fn write(&self, records: &[AuditRecord]) -> Result<(), AuditError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        match self {
+            AuditTrail::Off => Ok(()),
+            AuditTrail::Topic { topic, producer } => {
+                let lines: Vec<(String, Vec<u8>)> = records
+                    .iter()
+                    .map(|r| {
+                        let json = serde_json::to_vec(r).expect("audit records serialize");
+                        (r.key_hash.clone(), json)
+                    })
+                    .collect();
+                futures::future::try_join_all(lines.iter().map(|(key, json)| {
+                    producer.send(topic, Some(key.as_bytes()), Some(json), &[])
+                }))
+                .await?;
+                Ok(())
+            }
+            AuditTrail::File(path) => append_lines(path, records).await,
+        }
+    }
+}
+
+async fn append_lines(path: &Path, records: &[AuditRecord]) -> Result<(), AuditError> {
+    let failed = |source| AuditError::File {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut text = Vec::new();
+    for r in records {
+        serde_json::to_writer(&mut text, r).expect("audit records serialize");
+        text.push(b'\n');
+    }
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
+        .map_err(failed)?;
+    // One write per batch: with O_APPEND, workers sharing the file never interleave lines.
+    file.write_all(&text).await.map_err(failed)?;
+    file.sync_data().await.map_err(failed)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::Rejected;
+    use crate::sink::batch::Batcher;
+    use std::time::{Duration, Instant};
+
+    fn event(op: &str, id: i64, email: &str) -> ChangeEvent {
+        serde_json::from_value(serde_json::json!({
+            "id": "0/10:0", "op": op,
+            "source": {"version": "driftless.change-event.v1", "db": "d", "schema": "public",
+                       "table": "contacts", "lsn": "0/1", "commit_lsn": "0/1", "xid": 1,
+                       "commit_ts": "2026-11-27T00:00:00.000000Z", "origin": null,
+                       "snapshot": false, "schema_version": "0000000000000000"},
+            "key": {"id": id}, "before": null,
+            "after": if op == "d" { serde_json::Value::Null }
+                     else { serde_json::json!({"id": id, "email": email}) }
+        }))
+        .unwrap()
+    }
+
+    fn batch() -> Batch<ChangeEvent> {
+        let mut b = Batcher::new(10, Duration::from_secs(1));
+        let now = Instant::now();
+        let at = |offset| Position {
+            partition: 1,
+            offset,
+        };
+        b.push(b"{\"id\":1}".to_vec(), event("c", 1, "a@x.io"), at(5), now);
+        b.push(
+            b"{\"id\":2}".to_vec(),
+            event("u", 2, "secret@x.io"),
+            at(6),
+            now,
+        );
+        b.push(b"{\"id\":1}".to_vec(), event("u", 1, "b@x.io"), at(7), now);
+        b.take().unwrap()
+    }
+
+    #[test]
+    fn records_say_what_happened_without_keys_or_values() {
+        let outcome = Outcome {
+            rejected: vec![Rejected {
+                index: 1,
+                category: "INVALID_EMAIL".into(),
+                message: "bad".into(),
+            }],
+            destination_ids: vec![(0, "901".into())],
+        };
+        let rs = records("hs", "t", &batch(), &outcome);
+        assert_eq!(rs.len(), 2);
+        assert_eq!(rs[0].outcome, "applied");
+        assert_eq!(
+            rs[0].operation,
+            Some("c"),
+            "a create then update stays a create"
+        );
+        assert_eq!(rs[0].destination_id.as_deref(), Some("901"));
+        assert_eq!(rs[0].correlation_id, "t-1-7");
+        assert_eq!(rs[0].records, 2);
+        assert_eq!(rs[0].table.as_deref(), Some("public.contacts"));
+        assert_eq!(rs[0].key_hash, key_hash(b"{\"id\":1}"));
+        assert_eq!(rs[1].outcome, "rejected");
+        assert_eq!(rs[1].category.as_deref(), Some("INVALID_EMAIL"));
+        let text = serde_json::to_string(&rs).unwrap();
+        for leaked in ["secret@x.io", "a@x.io", "{\\\"id\\\":1}", "bad"] {
+            assert!(!text.contains(leaked), "{leaked} in {text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_file_trail_appends_one_json_line_per_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let trail = AuditTrail::File(path.clone());
+        let rs = records("hs", "t", &batch(), &Outcome::default());
+        trail.write(&rs).await.unwrap();
+        trail.write(&rs[..1]).await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[2]["correlation_id"], "t-1-7");
+        assert_eq!(lines[1]["outcome"], "applied");
+    }
+}
