@@ -75,14 +75,17 @@ enum Command {
         #[arg(long)]
         dead_letters: bool,
     },
-    /// Run a local emulator of a SaaS API (development, demo, tests); binds 127.0.0.1.
+    /// Run a local emulator of a SaaS API (development, demo, tests).
     Emulate {
         /// Which API.
         #[arg(value_enum)]
         kind: EmulatorKind,
-        /// Port on 127.0.0.1.
+        /// Port.
         #[arg(long, default_value_t = 8081)]
         port: u16,
+        /// Address to bind (loopback by default; `0.0.0.0` inside a container).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
     },
 }
 
@@ -134,7 +137,7 @@ fn main() -> ExitCode {
             Command::Check { config } => check(&config).await,
             Command::Capture { config } => run_capture(&config).await,
             Command::Run { config } => run_all(&config).await,
-            Command::Emulate { kind, port } => emulate(kind, port).await,
+            Command::Emulate { kind, port, host } => emulate(kind, host, port).await,
             Command::Sink { config, name } => run_sink(&config, &name, None).await,
             Command::Replay {
                 config,
@@ -152,14 +155,14 @@ fn main() -> ExitCode {
     })
 }
 
-async fn emulate(kind: EmulatorKind, port: u16) -> ExitCode {
+async fn emulate(kind: EmulatorKind, host: std::net::IpAddr, port: u16) -> ExitCode {
     use driftless::emulate::Kind;
     let kind = match kind {
         EmulatorKind::Hubspot => Kind::Hubspot,
         EmulatorKind::Zoho => Kind::Zoho,
         EmulatorKind::Webhook => Kind::Webhook,
     };
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let addr = std::net::SocketAddr::from((host, port));
     match driftless::emulate::serve(kind, addr).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -50,19 +50,24 @@ fn schema_rejects_malformed_events() {
 }
 
 #[test]
-fn config_schema_accepts_the_readme_example() {
+fn config_schema_accepts_the_readme_example_and_the_docker_config() {
+    for file in ["driftless.example.toml", "docker/driftless.toml"] {
+        config_file_is_valid(file);
+    }
+}
+
+fn config_file_is_valid(file: &str) {
     let schema = load("schemas/config.schema.json");
     let validator = jsonschema::draft202012::new(&schema).expect("config schema compiles");
-    let text = std::fs::read_to_string(repo_path("driftless.example.toml")).unwrap();
+    let text = std::fs::read_to_string(repo_path(file)).unwrap();
     let value: toml::Value = toml::from_str(&text).unwrap();
     let json = serde_json::to_value(value).unwrap();
     let errors: Vec<String> = validator
         .iter_errors(&json)
         .map(|e| e.to_string())
         .collect();
-    assert!(errors.is_empty(), "{errors:?}");
-    driftless::config::parse(&text)
-        .unwrap()
-        .validate()
-        .expect("example config is valid");
+    assert!(errors.is_empty(), "{file}: {errors:?}");
+    if let Err(problems) = driftless::config::parse(&text).unwrap().validate() {
+        panic!("{file}: {problems:?}");
+    }
 }
