@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod hubspot;
 pub mod mapping;
+pub mod oauth;
 pub mod runner;
 pub mod service;
 pub mod webhook_signature;

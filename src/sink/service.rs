@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use super::hubspot::HubspotSink;
 use super::mapping::check_schema;
+use super::oauth::Credentials;
 use super::runner::{RunnerConfig, RunnerError, Stats, run};
 use crate::config::ValidConfig;
 use crate::config::sinks::{SinkKind, ValidSink};
@@ -84,13 +85,14 @@ async fn destination(sink: &ValidSink, index: usize) -> Result<HubspotSink, Serv
             "sinks[{index}]: this sink kind is not available yet (HubSpot is)"
         )));
     }
-    let token = sink
-        .token
-        .as_ref()
-        .ok_or_else(|| refused(&"token_env is required"))?
-        .read()
-        .map_err(|e| refused(&format!("sinks[{index}].token_env: {e}")))?;
-    let destination = HubspotSink::new(sink, token).map_err(|e| ServiceError::Runner(e.into()))?;
+    let credentials = Credentials::from_auth(
+        sink.auth
+            .as_ref()
+            .ok_or_else(|| refused(&"token_env or [sinks.oauth] is required"))?,
+    )
+    .map_err(|e| refused(&format!("sinks[{index}]: {e}")))?;
+    let destination =
+        HubspotSink::new(sink, credentials).map_err(|e| ServiceError::Runner(e.into()))?;
     let schema = destination
         .fetch_schema()
         .await
