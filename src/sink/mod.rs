@@ -12,6 +12,7 @@ pub mod oauth;
 pub mod runner;
 pub mod service;
 pub mod webhook_signature;
+pub mod zoho;
 
 use std::time::Duration;
 
