@@ -1,9 +1,11 @@
 //! `[[sinks]]`: where change events go after Kafka (HubSpot, Zoho CRM, webhooks).
 //!
 //! Parse → validate (pure, every problem with its field path, e.g. `sinks[1].fields.email`).
-//! Invariants: secrets are only named (`token_env`, `secret_env`), never stored; a sink reads a
-//! table capture publishes; batch sizes never exceed the destination API's cap (100 records for
-//! HubSpot and Zoho batch writes).
+//! Invariants: secrets are only named (`token_env`, `secret_env`, `[sinks.oauth]` `*_env`), never
+//! stored, read only at start (by the sink service); a CRM sink authenticates with exactly one of
+//! a static token (`token_env`) or an OAuth refresh grant (`[sinks.oauth]`); a sink reads a table
+//! capture publishes; batch sizes never exceed the destination API's cap (100 records for HubSpot
+//! and Zoho batch writes).
 
 use std::collections::BTreeMap;
 
@@ -20,8 +22,14 @@ pub const DEFAULT_BATCH_MAX_EVENTS: usize = 100;
 pub const DEFAULT_BATCH_MAX_WAIT_MS: u64 = 1_000;
 /// HubSpot's API base URL.
 pub const HUBSPOT_BASE_URL: &str = "https://api.hubapi.com";
-/// Zoho CRM's API base URL (US data centre; set `base_url` for others).
+/// Zoho CRM's API base URL (US data centre). With OAuth, requests follow the token's
+/// `api_domain` unless `base_url` is set to something else (the emulator, a proxy).
 pub const ZOHO_BASE_URL: &str = "https://www.zohoapis.com";
+/// HubSpot's OAuth token endpoint (v1 refresh grant, form-encoded).
+pub const HUBSPOT_TOKEN_URL: &str = "https://api.hubapi.com/oauth/v1/token";
+/// Zoho's OAuth token endpoint, US data centre (others: `accounts.zoho.eu`, `.in`, `.com.au`,
+/// ...; set `token_url`).
+pub const ZOHO_TOKEN_URL: &str = "https://accounts.zoho.com/oauth/v2/token";
 
 /// One `[[sinks]]` table as written.
 #[derive(Clone, Debug, Deserialize)]
@@ -40,6 +48,8 @@ pub struct SinkConfig {
     pub id_property: Option<String>,
     /// Environment variable holding the API token.
     pub token_env: Option<String>,
+    /// OAuth refresh-token grant (instead of `token_env`).
+    pub oauth: Option<OAuthConfig>,
     /// API base URL (tests and the demo point it at the emulator).
     pub base_url: Option<String>,
     /// Webhook target URL.
@@ -61,6 +71,41 @@ pub struct SinkConfig {
     /// Unknown keys.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// `[sinks.oauth]` as written: names of the environment variables holding the OAuth client and
+/// refresh token, and the token endpoint.
+#[derive(Clone, Debug, Deserialize)]
+pub struct OAuthConfig {
+    /// Environment variable holding the OAuth client id.
+    pub client_id_env: Option<String>,
+    /// Environment variable holding the OAuth client secret.
+    pub client_secret_env: Option<String>,
+    /// Environment variable holding the refresh token.
+    pub refresh_token_env: Option<String>,
+    /// Token endpoint; defaults per kind ([`HUBSPOT_TOKEN_URL`], [`ZOHO_TOKEN_URL`]).
+    pub token_url: Option<String>,
+    /// Unknown keys.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// How a CRM sink authenticates. Holds only where the secrets are, never their values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// A static token (HubSpot private app; a Zoho access token for short tests).
+    Token(SecretSource),
+    /// An OAuth 2.0 refresh-token grant: access tokens are minted and refreshed at run time.
+    OAuth {
+        /// OAuth client id.
+        client_id: SecretSource,
+        /// OAuth client secret.
+        client_secret: SecretSource,
+        /// Long-lived refresh token.
+        refresh_token: SecretSource,
+        /// Token endpoint URL.
+        token_url: String,
+    },
 }
 
 /// A field rule as written: `col = "property"` or `col = { property, transform, map }`.
@@ -122,8 +167,8 @@ pub struct ValidSink {
     pub table: TableName,
     /// Unique property for upserts (CRM sinks).
     pub id_property: Option<String>,
-    /// API token (CRM sinks).
-    pub token: Option<SecretSource>,
+    /// Authentication (CRM sinks; `None` for webhooks).
+    pub auth: Option<Auth>,
     /// API base URL.
     pub base_url: String,
     /// Delete behaviour.
@@ -149,6 +194,53 @@ fn is_http_url(s: &str) -> bool {
     url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
 }
 
+/// Validates `[sinks.oauth]`; `at` makes a field path of the sink.
+fn oauth(
+    o: &OAuthConfig,
+    default_token_url: &str,
+    at: &dyn Fn(&str) -> String,
+    p: &mut Problems,
+) -> Option<Auth> {
+    p.unknown(
+        &at("oauth"),
+        &o.extra,
+        "client_id_env, client_secret_env, refresh_token_env, token_url",
+    );
+    let mut env = |field: &str, v: &Option<String>| match v {
+        Some(e) if is_env_name(e) => Some(SecretSource::Env(e.clone())),
+        Some(_) => {
+            p.add(
+                at(&format!("oauth.{field}")),
+                "must be an environment variable name ([A-Za-z0-9_]+)",
+            );
+            None
+        }
+        None => {
+            p.add(
+                at(&format!("oauth.{field}")),
+                "missing: name the environment variable holding the secret",
+            );
+            None
+        }
+    };
+    let client_id = env("client_id_env", &o.client_id_env);
+    let client_secret = env("client_secret_env", &o.client_secret_env);
+    let refresh_token = env("refresh_token_env", &o.refresh_token_env);
+    let token_url = o
+        .token_url
+        .clone()
+        .unwrap_or_else(|| default_token_url.to_string());
+    if !is_http_url(&token_url) {
+        p.add(at("oauth.token_url"), "must be an http(s) URL");
+    }
+    Some(Auth::OAuth {
+        client_id: client_id?,
+        client_secret: client_secret?,
+        refresh_token: refresh_token?,
+        token_url,
+    })
+}
+
 /// Validates every sink; problems go to `p` with their paths.
 pub(super) fn validate(
     sinks: &[SinkConfig],
@@ -163,7 +255,7 @@ pub(super) fn validate(
         p.unknown(
             &format!("sinks[{i}]"),
             &s.extra,
-            "name, kind, table, object, module, id_property, token_env, base_url, url, \
+            "name, kind, table, object, module, id_property, token_env, oauth, base_url, url, \
              secret_env, on_delete, batch_max_events, batch_max_wait_ms, schedule, fields",
         );
         let name = match s.name.as_deref() {
@@ -267,9 +359,31 @@ pub(super) fn validate(
         } else {
             None
         };
-        let token = if crm {
-            env("token_env", &s.token_env, p)
+        let default_token_url = match s.kind.as_deref() {
+            Some("hubspot") => HUBSPOT_TOKEN_URL,
+            _ => ZOHO_TOKEN_URL,
+        };
+        let auth = if crm {
+            match (&s.token_env, &s.oauth) {
+                (Some(_), Some(_)) => {
+                    p.add(at("oauth"), "set only one of token_env and [sinks.oauth]");
+                    None
+                }
+                (Some(_), None) => env("token_env", &s.token_env, p).map(Auth::Token),
+                (None, None) => {
+                    p.add(
+                        at("token_env"),
+                        "missing: name the environment variable holding the API token, or \
+                         configure an OAuth refresh grant in [sinks.oauth]",
+                    );
+                    None
+                }
+                (None, Some(o)) => oauth(o, default_token_url, &at, p),
+            }
         } else {
+            if s.oauth.is_some() {
+                p.add(at("oauth"), "only hubspot and zoho sinks use OAuth");
+            }
             None
         };
         let base_url = s
@@ -357,7 +471,7 @@ pub(super) fn validate(
                 kind,
                 table,
                 id_property,
-                token,
+                auth,
                 base_url,
                 on_delete,
                 fields,
@@ -449,5 +563,132 @@ mod tests {
             ],
             "{problems:#?}"
         );
+    }
+
+    #[test]
+    fn oauth_is_an_alternative_to_token_env_with_default_token_urls() {
+        use super::{Auth, HUBSPOT_TOKEN_URL, ZOHO_TOKEN_URL};
+        use crate::config::SecretSource;
+        let text = format!(
+            r#"{BASE}
+            [[sinks]]
+            name = "zoho-leads"
+            kind = "zoho"
+            table = "public.contacts"
+            module = "Leads"
+            id_property = "Email"
+            fields = {{ email = "Email" }}
+            [sinks.oauth]
+            client_id_env = "ZOHO_CLIENT_ID"
+            client_secret_env = "ZOHO_CLIENT_SECRET"
+            refresh_token_env = "ZOHO_REFRESH_TOKEN"
+            [[sinks]]
+            name = "hs"
+            kind = "hubspot"
+            table = "public.contacts"
+            object = "contacts"
+            id_property = "email"
+            fields = {{ email = "email" }}
+            [sinks.oauth]
+            client_id_env = "HS_ID"
+            client_secret_env = "HS_SECRET"
+            refresh_token_env = "HS_REFRESH"
+            [[sinks]]
+            name = "zoho-eu"
+            kind = "zoho"
+            table = "public.contacts"
+            module = "Leads"
+            id_property = "Email"
+            fields = {{ email = "Email" }}
+            [sinks.oauth]
+            client_id_env = "A"
+            client_secret_env = "B"
+            refresh_token_env = "C"
+            token_url = "https://accounts.zoho.eu/oauth/v2/token"
+            "#
+        );
+        let c = parse(&text).unwrap().validate().unwrap();
+        let env = |n: &str| SecretSource::Env(n.into());
+        assert_eq!(
+            c.sinks[0].auth,
+            Some(Auth::OAuth {
+                client_id: env("ZOHO_CLIENT_ID"),
+                client_secret: env("ZOHO_CLIENT_SECRET"),
+                refresh_token: env("ZOHO_REFRESH_TOKEN"),
+                token_url: ZOHO_TOKEN_URL.into(),
+            })
+        );
+        assert!(
+            matches!(&c.sinks[1].auth, Some(Auth::OAuth { token_url, .. }) if token_url == HUBSPOT_TOKEN_URL)
+        );
+        assert!(
+            matches!(&c.sinks[2].auth, Some(Auth::OAuth { token_url, .. }) if token_url.contains("zoho.eu"))
+        );
+        assert_eq!(c.sinks[0].base_url, super::ZOHO_BASE_URL);
+        // Debug output names variables only.
+        assert!(format!("{:?}", c.sinks[0]).contains("ZOHO_REFRESH_TOKEN"));
+    }
+
+    #[test]
+    fn auth_problems_have_their_paths() {
+        let text = format!(
+            r#"{BASE}
+            [[sinks]]
+            name = "both"
+            kind = "zoho"
+            table = "public.contacts"
+            module = "Leads"
+            id_property = "Email"
+            token_env = "T"
+            fields = {{ email = "Email" }}
+            [sinks.oauth]
+            client_id_env = "A"
+            client_secret_env = "B"
+            refresh_token_env = "C"
+            [[sinks]]
+            name = "neither"
+            kind = "zoho"
+            table = "public.contacts"
+            module = "Leads"
+            id_property = "Email"
+            fields = {{ email = "Email" }}
+            [[sinks]]
+            name = "broken"
+            kind = "hubspot"
+            table = "public.contacts"
+            object = "contacts"
+            id_property = "email"
+            fields = {{ email = "email" }}
+            [sinks.oauth]
+            client_id_env = "not a name"
+            refresh_token_env = "R"
+            token_url = "ftp://x"
+            scope = "x"
+            [[sinks]]
+            name = "hook"
+            kind = "webhook"
+            table = "public.contacts"
+            url = "https://example.com/hook"
+            secret_env = "S"
+            [sinks.oauth]
+            client_id_env = "A"
+            "#
+        );
+        let problems = parse(&text).unwrap().validate().unwrap_err();
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "sinks[0].oauth",
+                "sinks[1].token_env",
+                "sinks[2].oauth.scope",
+                "sinks[2].oauth.client_id_env",
+                "sinks[2].oauth.client_secret_env",
+                "sinks[2].oauth.token_url",
+                "sinks[3].oauth",
+            ],
+            "{problems:#?}"
+        );
+        assert!(problems[1].message.contains("[sinks.oauth]"));
     }
 }

@@ -26,8 +26,8 @@ use serde_json::{Value, json};
 
 use super::batch::Batch;
 use super::mapping::{FieldRule, Property, PropertyType, id_value, to_properties};
+use super::oauth::Credentials;
 use super::{Outcome, Rejected, Sink, SinkError};
-use crate::config::SecretSource;
 use crate::config::sinks::{OnDelete, SinkKind, ValidSink};
 use crate::event::{ChangeEvent, Op, Row};
 
@@ -134,8 +134,7 @@ pub struct HubspotSink {
     base_url: String,
     object: String,
     id_property: String,
-    token: String,
-    token_env: String,
+    credentials: Credentials,
     fields: Vec<FieldRule>,
     on_delete: OnDelete,
     schema: Option<BTreeMap<String, Property>>,
@@ -224,9 +223,10 @@ fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
 }
 
 impl HubspotSink {
-    /// Builds the client (reqwest with rustls; the token comes from the env var named by the
-    /// sink; never logged).
-    pub fn new(sink: &ValidSink, token: String) -> Result<Self, SinkError> {
+    /// Builds the client (reqwest with rustls). `credentials` come from the sink's `auth`
+    /// ([`Credentials::from_auth`]): a private-app token, or an OAuth refresh grant whose access
+    /// tokens are refreshed before expiry and after a 401; never logged.
+    pub fn new(sink: &ValidSink, credentials: Credentials) -> Result<Self, SinkError> {
         let SinkKind::Hubspot { object } = &sink.kind else {
             return Err(fatal(
                 format!("sink {} is not a HubSpot sink", sink.name),
@@ -238,11 +238,6 @@ impl HubspotSink {
                 format!("sink {} has no id_property", sink.name),
                 "set id_property to a unique HubSpot property (e.g. email)",
             ));
-        };
-        let token_env = match &sink.token {
-            Some(SecretSource::Env(name)) => name.clone(),
-            Some(SecretSource::File(path)) => path.display().to_string(),
-            None => "token_env".to_string(),
         };
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
@@ -256,8 +251,7 @@ impl HubspotSink {
             base_url: sink.base_url.trim_end_matches('/').to_string(),
             object: object.clone(),
             id_property,
-            token,
-            token_env,
+            credentials,
             fields: sink.fields.clone(),
             on_delete: sink.on_delete,
             schema: None,
@@ -306,17 +300,36 @@ impl HubspotSink {
         Ok(out)
     }
 
-    /// One request, without limiter bookkeeping (for `&self` callers).
+    /// One request, without limiter bookkeeping (for `&self` callers). A 401 with OAuth
+    /// credentials drops the access token and retries once with a fresh one.
     async fn send_raw(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
     ) -> Result<Resp, SinkError> {
+        let token = self.credentials.access_token(&self.client).await?;
+        let r = self.send_once(method.clone(), path, body, &token).await?;
+        if r.status == StatusCode::UNAUTHORIZED && self.credentials.can_refresh() {
+            tracing::info!(path, "HubSpot refused the access token; refreshing once");
+            self.credentials.invalidate(&token).await;
+            let token = self.credentials.access_token(&self.client).await?;
+            return self.send_once(method, path, body, &token).await;
+        }
+        Ok(r)
+    }
+
+    async fn send_once(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        token: &str,
+    ) -> Result<Resp, SinkError> {
         let mut rb = self
             .client
             .request(method, format!("{}{path}", self.base_url))
-            .bearer_auth(&self.token);
+            .bearer_auth(token);
         if let Some(b) = body {
             rb = rb.json(b);
         }
@@ -386,7 +399,10 @@ impl HubspotSink {
         match status {
             401 => fatal(
                 format!("HubSpot refused the token (401 {category})"),
-                format!("check the token in {}", self.token_env),
+                format!(
+                    "check the token in {} (OAuth: the app's refresh token and scopes)",
+                    self.credentials.label()
+                ),
             ),
             403 => fatal(
                 format!("HubSpot denied access to {} (403 {category})", self.object),
@@ -733,7 +749,8 @@ impl Sink for HubspotSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TableName;
+    use crate::config::sinks::Auth;
+    use crate::config::{SecretSource, TableName};
     use crate::emulate::hubspot::{Options, router};
     use crate::event::{EVENT_FORMAT, Source};
     use crate::lsn::Lsn;
@@ -761,7 +778,7 @@ mod tests {
                 name: "customers".into(),
             },
             id_property: Some("email".into()),
-            token: Some(SecretSource::Env("HUBSPOT_TOKEN".into())),
+            auth: Some(Auth::Token(SecretSource::Env("HUBSPOT_TOKEN".into()))),
             base_url: base_url.into(),
             on_delete: OnDelete::Archive,
             fields: vec![
@@ -777,7 +794,8 @@ mod tests {
     }
 
     async fn sink(base: &str) -> HubspotSink {
-        HubspotSink::new(&valid_sink(base), "test-token".into()).unwrap()
+        let creds = Credentials::token("test-token".into(), "HUBSPOT_TOKEN");
+        HubspotSink::new(&valid_sink(base), creds).unwrap()
     }
 
     fn event(op: Op, row: Value) -> ChangeEvent {
@@ -1056,7 +1074,8 @@ mod tests {
     #[tokio::test]
     async fn bad_token_is_fatal_with_hint() {
         let base = start(Options::default()).await;
-        let mut s = HubspotSink::new(&valid_sink(&base), "wrong".into()).unwrap();
+        let creds = Credentials::token("wrong".into(), "HUBSPOT_TOKEN");
+        let mut s = HubspotSink::new(&valid_sink(&base), creds).unwrap();
         let err = s
             .apply(&batch(vec![contact("a@x.io", "Ada")]))
             .await
@@ -1067,6 +1086,60 @@ mod tests {
                 assert!(!message.contains("wrong"));
             }
             e => panic!("{e:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn oauth_token_expiry_mid_run_refreshes_and_converges() {
+        let base = start(Options::default()).await;
+        let creds = Credentials::oauth(
+            "client".into(),
+            "secret".into(),
+            "test-refresh-token".into(),
+            format!("{base}/oauth/v1/token"),
+            "HUBSPOT_REFRESH_TOKEN",
+        );
+        let mut s = HubspotSink::new(&valid_sink(&base), creds).unwrap();
+        s.apply(&batch(vec![contact("a@x.io", "Ada")]))
+            .await
+            .unwrap();
+        // Every token expires before the next upsert: 401, refresh, retry, success.
+        fault(
+            &base,
+            json!({"path": "batch/upsert", "expire_tokens": true}),
+        )
+        .await;
+        let mut e = contact("a@x.io", "Adele");
+        e.op = Op::Update;
+        let out = s
+            .apply(&batch(vec![e, contact("b@x.io", "Bob")]))
+            .await
+            .unwrap();
+        assert!(out.rejected.is_empty(), "{out:?}");
+        let recs = contacts(&base).await;
+        assert_eq!(recs.len(), 2);
+        let a = recs
+            .iter()
+            .find(|r| r["properties"]["email"] == "a@x.io")
+            .unwrap();
+        assert_eq!(a["properties"]["firstname"], "Adele");
+        let st = state(&base).await;
+        assert_eq!(st["requests"]["byPath"]["/oauth/v1/token"], 2, "{st:#}");
+
+        // A refresh token the server refuses: fatal, hint names the variable.
+        let creds = Credentials::oauth(
+            "client".into(),
+            "secret".into(),
+            "revoked".into(),
+            format!("{base}/oauth/v1/token"),
+            "HUBSPOT_REFRESH_TOKEN",
+        );
+        let mut s = HubspotSink::new(&valid_sink(&base), creds).unwrap();
+        match s.apply(&batch(vec![contact("c@x.io", "C")])).await {
+            Err(SinkError::Fatal { hint, .. }) => {
+                assert!(hint.contains("HUBSPOT_REFRESH_TOKEN"), "{hint}")
+            }
+            other => panic!("{other:?}"),
         }
     }
 

@@ -41,7 +41,8 @@ impl Transform {
         }
     }
 
-    fn apply(self, s: &str) -> String {
+    /// Applies the transform.
+    pub fn apply(self, s: &str) -> String {
         match self {
             Transform::Lowercase => s.to_lowercase(),
             Transform::Uppercase => s.to_uppercase(),
@@ -141,6 +142,16 @@ pub enum MappingError {
         /// Property.
         property: String,
         /// `date` or `datetime`.
+        kind: &'static str,
+    },
+    /// A value does not fit the destination field's type (e.g. text into an integer field).
+    #[error("column {column}: not a valid {kind} for property {property}")]
+    BadValue {
+        /// Column.
+        column: String,
+        /// Property.
+        property: String,
+        /// Expected type, e.g. `integer`.
         kind: &'static str,
     },
     /// The id column is missing or null.

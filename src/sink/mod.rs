@@ -9,10 +9,12 @@ pub mod audit;
 pub mod batch;
 pub mod hubspot;
 pub mod mapping;
+pub mod oauth;
 pub mod runner;
 pub mod schedule;
 pub mod service;
 pub mod webhook_signature;
+pub mod zoho;
 
 use std::time::Duration;
 

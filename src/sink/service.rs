@@ -7,12 +7,17 @@
 use tokio::sync::watch;
 
 use super::audit::AuditTrail;
+use super::batch::Batch;
 use super::hubspot::HubspotSink;
 use super::mapping::check_schema;
+use super::oauth::Credentials;
 use super::runner::{Outputs, RunnerConfig, RunnerError, Stats, run};
+use super::zoho::ZohoSink;
+use super::{Outcome, Sink, SinkError};
 use crate::config::ValidConfig;
 use crate::config::sinks::{SinkKind, ValidSink};
 use crate::error::{Classify, ErrorClass};
+use crate::event::ChangeEvent;
 use crate::kafka::{self, AckedProducer, KafkaFailure, ReplayFrom, Subscription};
 
 /// Why a worker could not start or stopped.
@@ -78,25 +83,52 @@ fn runner_config(cfg: &ValidConfig, sink: &ValidSink, topic: String) -> RunnerCo
     }
 }
 
-/// Builds the destination of a sink and checks its mapping against the live schema.
-async fn destination(sink: &ValidSink, index: usize) -> Result<HubspotSink, ServiceError> {
-    let refused = |e: &dyn std::fmt::Display| ServiceError::Refused(e.to_string());
-    if !matches!(sink.kind, SinkKind::Hubspot { .. }) {
-        return Err(refused(&format!(
-            "sinks[{index}]: this sink kind is not available yet (HubSpot is)"
-        )));
+/// A configured destination.
+pub enum Destination {
+    /// HubSpot CRM v3.
+    Hubspot(HubspotSink),
+    /// Zoho CRM v8.
+    Zoho(ZohoSink),
+}
+
+impl Sink for Destination {
+    async fn apply(&mut self, batch: &Batch<ChangeEvent>) -> Result<Outcome, SinkError> {
+        match self {
+            Destination::Hubspot(s) => s.apply(batch).await,
+            Destination::Zoho(s) => s.apply(batch).await,
+        }
     }
-    let token = sink
-        .token
-        .as_ref()
-        .ok_or_else(|| refused(&"token_env is required"))?
-        .read()
-        .map_err(|e| refused(&format!("sinks[{index}].token_env: {e}")))?;
-    let destination = HubspotSink::new(sink, token).map_err(|e| ServiceError::Runner(e.into()))?;
-    let schema = destination
-        .fetch_schema()
-        .await
-        .map_err(|e| ServiceError::Runner(e.into()))?;
+}
+
+/// Builds the destination of a sink and checks its mapping against the live schema.
+pub async fn destination(sink: &ValidSink, index: usize) -> Result<Destination, ServiceError> {
+    let refused = |e: &dyn std::fmt::Display| ServiceError::Refused(e.to_string());
+    let failed = |e: SinkError| ServiceError::Runner(e.into());
+    let credentials = || {
+        Credentials::from_auth(
+            sink.auth
+                .as_ref()
+                .ok_or_else(|| refused(&"token_env or [sinks.oauth] is required"))?,
+        )
+        .map_err(|e| refused(&format!("sinks[{index}]: {e}")))
+    };
+    let (destination, schema) = match &sink.kind {
+        SinkKind::Hubspot { .. } => {
+            let d = HubspotSink::new(sink, credentials()?).map_err(failed)?;
+            let schema = d.fetch_schema().await.map_err(failed)?;
+            (Destination::Hubspot(d), schema)
+        }
+        SinkKind::Zoho { .. } => {
+            let d = ZohoSink::new(sink, credentials()?).map_err(failed)?;
+            let schema = d.fetch_schema().await.map_err(failed)?;
+            (Destination::Zoho(d), schema)
+        }
+        SinkKind::Webhook { .. } => {
+            return Err(refused(&format!(
+                "sinks[{index}]: the webhook sink is not available yet"
+            )));
+        }
+    };
     tracing::info!(sink = %sink.name, properties = schema.len(), "destination schema fetched");
     let problems = check_schema(
         &format!("sinks[{index}]"),
@@ -183,7 +215,7 @@ async fn run_worker(
     cfg: &ValidConfig,
     runner_cfg: &RunnerConfig,
     subscription: &Subscription,
-    destination: &mut HubspotSink,
+    destination: &mut Destination,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Stats, ServiceError> {
     let kafka_failed = |e: KafkaFailure| ServiceError::Runner(e.into());

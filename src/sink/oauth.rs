@@ -1,0 +1,442 @@
+//! Access tokens for the CRM sinks: a static token, or an OAuth 2.0 refresh-token grant with a
+//! cached access token (HubSpot `POST /oauth/v1/token`, Zoho `POST {accounts}/oauth/v2/token`;
+//! `shared/docs/saas-contracts.md` §1.7 and §2.2).
+//!
+//! Owns the token cache and the refresh call. Invariants:
+//! - one cache per [`Credentials`] value, shared by its clones (`Arc`), so the workers of a
+//!   process mint as few tokens as possible (Zoho allows 10 mints per refresh token per 10 min);
+//!   refreshes are serialised by the cache's lock, so concurrent callers wait for one refresh;
+//! - a cached token is used until it is within [`REFRESH_MARGIN`] of its `expires_in` (or half
+//!   its lifetime, for very short lifetimes), then refreshed before use;
+//! - [`Credentials::invalidate`] after a 401 drops the cached token (only if it is still the one
+//!   that failed), so the next call refreshes; callers retry a 401 once, then fail fatally;
+//! - the refresh is a form-encoded POST body (`grant_type=refresh_token`, `client_id`,
+//!   `client_secret`, `refresh_token`): never a query string, so secrets stay out of URLs and
+//!   proxy logs (Zoho documents the query string but accepts the form body);
+//! - errors: network failures, 429 and 5xx are transient; Zoho's HTTP 200 `{"error": ...}`,
+//!   HubSpot's 400 `BAD_REFRESH_TOKEN` and any other 4xx are fatal with a hint naming the
+//!   environment variables; Zoho's mint-rate refusal ("too many requests") is transient;
+//! - no secret reaches a log, an error or `Debug` output: [`Credentials`] prints only the names
+//!   of the variables it was read from.
+//!
+//! Zoho answers the refresh with the `api_domain` of the account's data centre; it is kept
+//! ([`Credentials::api_domain`]) for the Zoho sink, which sends requests there unless its
+//! `base_url` pins another host.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use super::SinkError;
+use crate::config::SecretSource;
+use crate::config::sinks::Auth;
+
+/// Refresh a token this long before it expires.
+pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+/// Lifetime assumed when the token response carries no `expires_in` (both vendors: 30-60 min).
+const DEFAULT_EXPIRES_IN: Duration = Duration::from_secs(1800);
+/// Wait after the token endpoint refused to mint more tokens for now (Zoho: 10 per 10 min).
+const MINT_LIMIT_WAIT: Duration = Duration::from_secs(60);
+
+/// Where access tokens come from. Cheap to clone; clones share the token cache.
+#[derive(Clone)]
+pub struct Credentials {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    source: Source,
+    /// For hints: the variable names, never values.
+    label: String,
+    cache: Mutex<Option<Cached>>,
+}
+
+enum Source {
+    Static(String),
+    Refresh {
+        client_id: String,
+        client_secret: String,
+        refresh_token: String,
+        token_url: String,
+    },
+}
+
+struct Cached {
+    token: String,
+    refresh_at: Instant,
+    api_domain: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.inner.source {
+            Source::Static(_) => "token",
+            Source::Refresh { .. } => "oauth",
+        };
+        f.debug_struct("Credentials")
+            .field("kind", &kind)
+            .field("from", &self.inner.label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<String> for Credentials {
+    fn from(token: String) -> Self {
+        Credentials::token(token, "the token")
+    }
+}
+
+impl From<&str> for Credentials {
+    fn from(token: &str) -> Self {
+        Credentials::from(token.to_string())
+    }
+}
+
+fn fatal(message: impl Into<String>, hint: impl Into<String>) -> SinkError {
+    SinkError::Fatal {
+        message: message.into(),
+        hint: hint.into(),
+    }
+}
+
+fn transient(message: impl Into<String>, retry_after: Option<Duration>) -> SinkError {
+    SinkError::Transient {
+        message: message.into(),
+        retry_after,
+    }
+}
+
+/// Where a secret lives, for hints: the variable name or the file path.
+fn name(src: &SecretSource) -> String {
+    match src {
+        SecretSource::Env(n) => n.clone(),
+        SecretSource::File(p) => p.display().to_string(),
+    }
+}
+
+impl Credentials {
+    /// A static token; `label` names where it came from (for hints).
+    pub fn token(token: String, label: impl Into<String>) -> Self {
+        Credentials::new(Source::Static(token), label.into())
+    }
+
+    /// An OAuth refresh grant against `token_url`; `label` names the variables (for hints).
+    pub fn oauth(
+        client_id: String,
+        client_secret: String,
+        refresh_token: String,
+        token_url: String,
+        label: impl Into<String>,
+    ) -> Self {
+        Credentials::new(
+            Source::Refresh {
+                client_id,
+                client_secret,
+                refresh_token,
+                token_url,
+            },
+            label.into(),
+        )
+    }
+
+    fn new(source: Source, label: String) -> Self {
+        Credentials {
+            inner: Arc::new(Inner {
+                source,
+                label,
+                cache: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Reads the secrets a validated [`Auth`] names (at start). The error names the variable
+    /// or file that is missing, never a value.
+    pub fn from_auth(auth: &Auth) -> Result<Self, String> {
+        match auth {
+            Auth::Token(src) => Ok(Credentials::token(src.read()?, name(src))),
+            Auth::OAuth {
+                client_id,
+                client_secret,
+                refresh_token,
+                token_url,
+            } => Ok(Credentials::oauth(
+                client_id.read()?,
+                client_secret.read()?,
+                refresh_token.read()?,
+                token_url.clone(),
+                format!(
+                    "{} (with {} and {})",
+                    name(refresh_token),
+                    name(client_id),
+                    name(client_secret)
+                ),
+            )),
+        }
+    }
+
+    /// Where the secrets came from, e.g. `HUBSPOT_TOKEN` (for hints; never a value).
+    pub fn label(&self) -> &str {
+        &self.inner.label
+    }
+
+    /// Whether a refused token can be replaced by a refresh.
+    pub fn can_refresh(&self) -> bool {
+        matches!(self.inner.source, Source::Refresh { .. })
+    }
+
+    /// The `api_domain` of the last token response (Zoho), if any.
+    pub async fn api_domain(&self) -> Option<String> {
+        self.inner
+            .cache
+            .lock()
+            .await
+            .as_ref()
+            .and_then(|c| c.api_domain.clone())
+    }
+
+    /// The access token to send: the cached one, or a fresh one when none is cached or it is
+    /// close to expiry.
+    pub async fn access_token(&self, client: &reqwest::Client) -> Result<String, SinkError> {
+        let (client_id, client_secret, refresh_token, token_url) = match &self.inner.source {
+            Source::Static(t) => return Ok(t.clone()),
+            Source::Refresh {
+                client_id,
+                client_secret,
+                refresh_token,
+                token_url,
+            } => (client_id, client_secret, refresh_token, token_url),
+        };
+        let mut cache = self.inner.cache.lock().await;
+        if let Some(c) = cache.as_ref()
+            && Instant::now() < c.refresh_at
+        {
+            return Ok(c.token.clone());
+        }
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("client_id", client_id.as_str()),
+            ("client_secret", client_secret.as_str()),
+            ("refresh_token", refresh_token.as_str()),
+        ];
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let resp = client
+            .post(token_url)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                transient(
+                    format!("OAuth token refresh failed: {}", e.without_url()),
+                    None,
+                )
+            })?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| {
+            transient(
+                format!(
+                    "OAuth token refresh: reading the response: {}",
+                    e.without_url()
+                ),
+                None,
+            )
+        })?;
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let now = Instant::now();
+        let (token, refresh_at, api_domain) = parse_token_response(status, &body, now)
+            .map_err(|e| self.refresh_error(status, &body, e))?;
+        tracing::debug!(
+            valid_s = refresh_at.saturating_duration_since(now).as_secs(),
+            "OAuth access token refreshed"
+        );
+        *cache = Some(Cached {
+            token: token.clone(),
+            refresh_at,
+            api_domain,
+        });
+        Ok(token)
+    }
+
+    /// Drops the cached token if it is still `failed` (a 401 answered it), so the next
+    /// [`Credentials::access_token`] refreshes. No effect for static tokens.
+    pub async fn invalidate(&self, failed: &str) {
+        let mut cache = self.inner.cache.lock().await;
+        if cache.as_ref().is_some_and(|c| c.token == failed) {
+            *cache = None;
+        }
+    }
+
+    fn refresh_error(&self, status: u16, body: &Value, what: String) -> SinkError {
+        let description = body["error_description"].as_str().unwrap_or("");
+        if status == 429
+            || status >= 500
+            || description
+                .to_ascii_lowercase()
+                .contains("too many requests")
+        {
+            let wait = (status != 429 && status < 500).then_some(MINT_LIMIT_WAIT);
+            return transient(format!("OAuth token refresh: {what}"), wait);
+        }
+        fatal(
+            format!("OAuth token refresh refused: {what}"),
+            format!(
+                "check the OAuth client id, client secret and refresh token in {} and the \
+                 token_url (it must be the token endpoint of the account's data centre)",
+                self.inner.label
+            ),
+        )
+    }
+}
+
+/// Parses a token endpoint answer: `(token, refresh_at, api_domain)` or a value-free reason.
+fn parse_token_response(
+    status: u16,
+    body: &Value,
+    now: Instant,
+) -> Result<(String, Instant, Option<String>), String> {
+    // Zoho reports OAuth errors as HTTP 200 {"error": "invalid_client" | "invalid_code" | ..}.
+    if let Some(e) = body["error"].as_str() {
+        return Err(format!("HTTP {status}, error {e}"));
+    }
+    if !(200..300).contains(&status) {
+        let code = body["status"]
+            .as_str()
+            .or_else(|| body["category"].as_str())
+            .unwrap_or("");
+        return Err(format!("HTTP {status} {code}").trim_end().to_string());
+    }
+    let Some(token) = body["access_token"].as_str().filter(|t| !t.is_empty()) else {
+        return Err(format!("HTTP {status} without an access_token"));
+    };
+    let lifetime = body["expires_in"]
+        .as_u64()
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_EXPIRES_IN);
+    let refresh_at = now + lifetime.saturating_sub(REFRESH_MARGIN.min(lifetime / 2));
+    let api_domain = body["api_domain"]
+        .as_str()
+        .map(|d| d.trim_end_matches('/').to_string());
+    Ok((token.to_string(), refresh_at, api_domain))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulate::zoho;
+    use serde_json::json;
+
+    #[test]
+    fn token_responses_parse_and_errors_carry_no_secrets() {
+        let now = Instant::now();
+        let (t, at, dom) = parse_token_response(
+            200,
+            &json!({"access_token": "abc", "expires_in": 3600, "api_domain": "https://www.zohoapis.eu/"}),
+            now,
+        )
+        .unwrap();
+        assert_eq!(t, "abc");
+        assert_eq!(at - now, Duration::from_secs(3540), "60 s margin");
+        assert_eq!(dom.as_deref(), Some("https://www.zohoapis.eu"));
+        let (_, at, _) =
+            parse_token_response(200, &json!({"access_token": "x", "expires_in": 2}), now).unwrap();
+        assert_eq!(at - now, Duration::from_secs(1), "short lifetimes: half");
+        let e = parse_token_response(200, &json!({"error": "invalid_code"}), now).unwrap_err();
+        assert_eq!(e, "HTTP 200, error invalid_code");
+        let e =
+            parse_token_response(400, &json!({"status": "BAD_REFRESH_TOKEN"}), now).unwrap_err();
+        assert_eq!(e, "HTTP 400 BAD_REFRESH_TOKEN");
+        let c = Credentials::oauth(
+            "id".into(),
+            "s3cret".into(),
+            "r3fresh".into(),
+            "http://x".into(),
+            "R",
+        );
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("s3cret") && !dbg.contains("r3fresh"), "{dbg}");
+    }
+
+    async fn zoho_emulator() -> String {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::emulate::serve_for_test(zoho::router(zoho::Options {
+            api_domain: "http://api.example".into(),
+            ..zoho::Options::default()
+        }))
+        .await
+    }
+
+    fn creds(base: &str, refresh: &str) -> Credentials {
+        Credentials::oauth(
+            "test-client-id".into(),
+            "test-client-secret".into(),
+            refresh.into(),
+            format!("{base}/oauth/v2/token"),
+            "ZOHO_REFRESH_TOKEN",
+        )
+    }
+
+    #[tokio::test]
+    async fn refresh_is_cached_shared_and_invalidated() {
+        let base = zoho_emulator().await;
+        let client = reqwest::Client::new();
+        let c = creds(&base, "test-refresh-token");
+        let t1 = c.access_token(&client).await.unwrap();
+        let t2 = c.clone().access_token(&client).await.unwrap();
+        assert_eq!(t1, t2, "clones share the cache");
+        assert_eq!(c.api_domain().await.as_deref(), Some("http://api.example"));
+        c.invalidate("some other token").await;
+        assert_eq!(c.access_token(&client).await.unwrap(), t1);
+        c.invalidate(&t1).await;
+        let t3 = c.access_token(&client).await.unwrap();
+        assert_ne!(t3, t1);
+        let st: Value = reqwest::get(format!("{base}/_emulator/state"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(st["request_counts"]["POST /oauth/v2/token"], 2);
+    }
+
+    #[tokio::test]
+    async fn bad_refresh_token_is_fatal_and_server_errors_transient() {
+        let base = zoho_emulator().await;
+        let client = reqwest::Client::new();
+        match creds(&base, "revoked").access_token(&client).await {
+            Err(SinkError::Fatal { message, hint }) => {
+                assert!(message.contains("invalid_code"), "{message}");
+                assert!(!message.contains("revoked"));
+                assert!(hint.contains("ZOHO_REFRESH_TOKEN"), "{hint}");
+            }
+            other => panic!("{other:?}"),
+        }
+        reqwest::Client::new()
+            .post(format!("{base}/_emulator/faults"))
+            .json(&json!({"path": "/oauth", "status": 503}))
+            .send()
+            .await
+            .unwrap();
+        let c = creds(&base, "test-refresh-token");
+        let e = c.access_token(&client).await.unwrap_err();
+        assert!(matches!(e, SinkError::Transient { .. }), "{e:?}");
+        assert!(c.access_token(&client).await.is_ok());
+        let e = Credentials::oauth(
+            "a".into(),
+            "b".into(),
+            "c".into(),
+            "http://127.0.0.1:9/token".into(),
+            "X",
+        )
+        .access_token(&client)
+        .await
+        .unwrap_err();
+        assert!(matches!(e, SinkError::Transient { .. }), "{e:?}");
+    }
+}
