@@ -65,6 +65,15 @@ pub struct SinkConfig {
     /// `every 15m` or a cron expression: apply accumulated changes in windows (default: real
     /// time).
     pub schedule: Option<String>,
+    /// `out` (default) or `both` (two-way sync).
+    pub direction: Option<String>,
+    /// Table inbound changes are written to (default: `table`).
+    pub inbound_table: Option<String>,
+    /// Inbound settings of a two-way sink.
+    pub inbound: Option<InboundConfig>,
+    /// Per column: which side wins a conflict (`postgres`, `hubspot`, `latest`); `"*"` is the
+    /// default.
+    pub ownership: Option<BTreeMap<String, String>>,
     /// Column → property rules.
     #[serde(default)]
     pub fields: BTreeMap<String, FieldSpec>,
@@ -108,6 +117,26 @@ pub enum Auth {
     },
 }
 
+/// `[sinks.inbound]` as written.
+#[derive(Clone, Debug, Deserialize)]
+pub struct InboundConfig {
+    /// `ip:port` of the webhook receiver (default `127.0.0.1:8090`).
+    pub listen: Option<String>,
+    /// Path the CRM posts webhooks to.
+    pub webhook_path: Option<String>,
+    /// Reconciliation interval, e.g. `10m` (`off` disables it).
+    pub reconcile_every: Option<String>,
+    /// Environment variable holding the app's client secret (webhook signatures).
+    pub client_secret_env: Option<String>,
+    /// Accept the older v1/v2 signatures too (default false: v3 only).
+    pub accept_legacy_signatures: Option<bool>,
+    /// Records created in the CRM: `insert` a row (default) or `ignore` them.
+    pub on_crm_create: Option<String>,
+    /// Unknown keys.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
 /// A field rule as written: `col = "property"` or `col = { property, transform, map }`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
@@ -147,6 +176,73 @@ pub enum SinkKind {
     },
 }
 
+/// Which side's value wins when both changed a field since the last sync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// Postgres wins.
+    Postgres,
+    /// The CRM wins.
+    Crm,
+    /// The later change wins (Postgres commit time vs the CRM property's timestamp); ties go to
+    /// Postgres.
+    Latest,
+}
+
+/// What happens to records created in the CRM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnCrmCreate {
+    /// Insert a row (the table's key comes from its defaults) and link the record to it.
+    Insert,
+    /// Leave them out of Postgres.
+    Ignore,
+}
+
+/// Two-way sync settings of a sink (`direction = "both"`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TwoWay {
+    /// Where inbound changes are written.
+    pub inbound_table: TableName,
+    /// Webhook receiver address.
+    pub listen: std::net::SocketAddr,
+    /// Webhook path.
+    pub webhook_path: String,
+    /// Reconciliation interval (None: off).
+    pub reconcile_every: Option<std::time::Duration>,
+    /// The app's client secret (signature verification).
+    pub client_secret: SecretSource,
+    /// Accept v1/v2 signatures.
+    pub accept_legacy_signatures: bool,
+    /// Records created in the CRM.
+    pub on_crm_create: OnCrmCreate,
+    /// Per column owner.
+    pub ownership: BTreeMap<String, Owner>,
+    /// Owner of columns not listed.
+    pub default_owner: Owner,
+}
+
+impl TwoWay {
+    /// The owner of a column.
+    pub fn owner(&self, column: &str) -> Owner {
+        self.ownership
+            .get(column)
+            .copied()
+            .unwrap_or(self.default_owner)
+    }
+}
+
+/// Parses `10m`, `30s`, `1h` (for intervals that are not schedules).
+fn parse_interval(text: &str) -> Option<std::time::Duration> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let n: u64 = text[..split].parse().ok()?;
+    let unit = match &text[split..] {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        _ => return None,
+    };
+    (n > 0).then(|| std::time::Duration::from_secs(n * unit))
+}
+
 /// What a delete does at the destination.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnDelete {
@@ -181,6 +277,8 @@ pub struct ValidSink {
     pub batch_max_wait_ms: u64,
     /// Scheduled windows (None: real time).
     pub schedule: Option<Schedule>,
+    /// Two-way sync (None: `direction = "out"`).
+    pub two_way: Option<TwoWay>,
 }
 
 fn is_sink_name(s: &str) -> bool {
@@ -256,7 +354,8 @@ pub(super) fn validate(
             &format!("sinks[{i}]"),
             &s.extra,
             "name, kind, table, object, module, id_property, token_env, oauth, base_url, url, \
-             secret_env, on_delete, batch_max_events, batch_max_wait_ms, schedule, fields",
+             secret_env, on_delete, batch_max_events, batch_max_wait_ms, schedule, direction, \
+             inbound_table, inbound, ownership, fields",
         );
         let name = match s.name.as_deref() {
             Some(n) if names.contains(&n) => {
@@ -463,6 +562,7 @@ pub(super) fn validate(
                 map,
             });
         }
+        let two_way = two_way(i, s, kind.as_ref(), table.as_ref(), &fields, tables, p);
         if p.0.len() == before
             && let (Some(kind), Some(table)) = (kind, table)
         {
@@ -478,10 +578,170 @@ pub(super) fn validate(
                 batch_max_events,
                 batch_max_wait_ms,
                 schedule,
+                two_way,
             });
         }
     }
     out
+}
+
+/// Validates the two-way settings of sink `i` (None for `direction = "out"`).
+fn two_way(
+    i: usize,
+    s: &SinkConfig,
+    kind: Option<&SinkKind>,
+    table: Option<&TableName>,
+    fields: &[FieldRule],
+    tables: &[TableName],
+    p: &mut Problems,
+) -> Option<TwoWay> {
+    let at = |field: &str| format!("sinks[{i}].{field}");
+    match s.direction.as_deref() {
+        None | Some("out") => {
+            for (set, key) in [
+                (s.inbound.is_some(), "inbound"),
+                (s.ownership.is_some(), "ownership"),
+                (s.inbound_table.is_some(), "inbound_table"),
+            ] {
+                if set {
+                    p.add(at(key), "only for direction = \"both\"");
+                }
+            }
+            return None;
+        }
+        Some("both") => {}
+        Some(other) => {
+            p.add(
+                at("direction"),
+                format!("{other:?} is not one of: out, both"),
+            );
+            return None;
+        }
+    }
+    if !matches!(kind, Some(SinkKind::Hubspot { .. })) {
+        p.add(
+            at("direction"),
+            "two-way sync is available for HubSpot sinks (Zoho and webhooks: out only)",
+        );
+        return None;
+    }
+    let crm_name = "hubspot";
+    let inbound_table = match s.inbound_table.as_deref() {
+        None => table.cloned(),
+        Some(t) => match parse_table(t) {
+            Some(t) if tables.contains(&t) => Some(t),
+            _ => {
+                p.add(
+                    at("inbound_table"),
+                    format!("{t:?} is not one of source.tables"),
+                );
+                None
+            }
+        },
+    };
+    let empty = InboundConfig {
+        listen: None,
+        webhook_path: None,
+        reconcile_every: None,
+        client_secret_env: None,
+        accept_legacy_signatures: None,
+        on_crm_create: None,
+        extra: Extra::new(),
+    };
+    let inbound = s.inbound.as_ref().unwrap_or(&empty);
+    p.unknown(
+        &at("inbound"),
+        &inbound.extra,
+        "listen, webhook_path, reconcile_every, client_secret_env, accept_legacy_signatures, \
+         on_crm_create",
+    );
+    let listen = inbound
+        .listen
+        .as_deref()
+        .unwrap_or("127.0.0.1:8090")
+        .parse()
+        .map_err(|_| p.add(at("inbound.listen"), "must be \"ip:port\""))
+        .ok();
+    let webhook_path = inbound
+        .webhook_path
+        .clone()
+        .unwrap_or_else(|| format!("/hooks/{}", s.name.as_deref().unwrap_or("sink")));
+    if !webhook_path.starts_with('/') || webhook_path.contains(char::is_whitespace) {
+        p.add(at("inbound.webhook_path"), "must be a path starting with /");
+    }
+    let reconcile_every = match inbound.reconcile_every.as_deref() {
+        Some("off") => None,
+        other => {
+            let text = other.unwrap_or("10m");
+            let d = parse_interval(text);
+            if d.is_none() {
+                p.add(
+                    at("inbound.reconcile_every"),
+                    format!("{text:?} is not an interval like 30s, 10m, 1h (or \"off\")"),
+                );
+            }
+            d
+        }
+    };
+    let client_secret = match inbound.client_secret_env.as_deref() {
+        Some(e) if is_env_name(e) => Some(SecretSource::Env(e.to_string())),
+        _ => {
+            p.add(
+                at("inbound.client_secret_env"),
+                "missing or invalid: the environment variable holding the app's client secret \
+                 (webhook signatures)",
+            );
+            None
+        }
+    };
+    let on_crm_create = match inbound.on_crm_create.as_deref() {
+        None | Some("insert") => OnCrmCreate::Insert,
+        Some("ignore") => OnCrmCreate::Ignore,
+        Some(o) => {
+            p.add(
+                at("inbound.on_crm_create"),
+                format!("{o:?} is not one of: insert, ignore"),
+            );
+            OnCrmCreate::Insert
+        }
+    };
+    let mut ownership = BTreeMap::new();
+    let mut default_owner = Owner::Latest;
+    for (column, owner) in s.ownership.iter().flatten() {
+        let owner = match owner.as_str() {
+            "postgres" => Owner::Postgres,
+            "latest" => Owner::Latest,
+            o if o == crm_name => Owner::Crm,
+            o => {
+                p.add(
+                    format!("sinks[{i}].ownership.{column}"),
+                    format!("{o:?} is not one of: postgres, {crm_name}, latest"),
+                );
+                continue;
+            }
+        };
+        if column == "*" {
+            default_owner = owner;
+        } else if fields.iter().any(|f| &f.column == column) {
+            ownership.insert(column.clone(), owner);
+        } else {
+            p.add(
+                format!("sinks[{i}].ownership.{column}"),
+                "not a column of sinks.fields",
+            );
+        }
+    }
+    Some(TwoWay {
+        inbound_table: inbound_table?,
+        listen: listen?,
+        webhook_path,
+        reconcile_every,
+        client_secret: client_secret?,
+        accept_legacy_signatures: inbound.accept_legacy_signatures.unwrap_or(false),
+        on_crm_create,
+        ownership,
+        default_owner,
+    })
 }
 
 #[cfg(test)]

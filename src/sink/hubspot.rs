@@ -790,6 +790,7 @@ mod tests {
             batch_max_events: 100,
             batch_max_wait_ms: 1000,
             schedule: None,
+            two_way: None,
         }
     }
 
