@@ -30,6 +30,12 @@ pub const HUBSPOT_TOKEN_URL: &str = "https://api.hubapi.com/oauth/v1/token";
 /// Zoho's OAuth token endpoint, US data centre (others: `accounts.zoho.eu`, `.in`, `.com.au`,
 /// ...; set `token_url`).
 pub const ZOHO_TOKEN_URL: &str = "https://accounts.zoho.com/oauth/v2/token";
+/// Default whole-request timeout of a webhook delivery: receivers are expected to answer fast
+/// (Standard Webhooks senders commonly give 15-30 s), and a hung receiver must not stall the
+/// worker for long; a timeout is transient and retried.
+pub const DEFAULT_WEBHOOK_TIMEOUT_MS: u64 = 30_000;
+/// Longest configurable webhook timeout.
+pub const MAX_WEBHOOK_TIMEOUT_MS: u64 = 300_000;
 
 /// One `[[sinks]]` table as written.
 #[derive(Clone, Debug, Deserialize)]
@@ -74,6 +80,12 @@ pub struct SinkConfig {
     /// Per column: which side wins a conflict (`postgres`, `hubspot`, `latest`); `"*"` is the
     /// default.
     pub ownership: Option<BTreeMap<String, String>>,
+    /// Webhook: `batch` (default, many events per request) or `single` (one event per request).
+    pub mode: Option<String>,
+    /// Webhook: allow URLs that resolve to loopback/private/link-local addresses (default false).
+    pub allow_private_destinations: Option<bool>,
+    /// Webhook: whole-request timeout in milliseconds.
+    pub timeout_ms: Option<u64>,
     /// Column → property rules.
     #[serde(default)]
     pub fields: BTreeMap<String, FieldSpec>,
@@ -167,12 +179,18 @@ pub enum SinkKind {
         /// Module API name.
         module: String,
     },
-    /// Signed HTTP POST.
+    /// Signed HTTP POST (Standard Webhooks).
     Webhook {
         /// Target URL.
         url: String,
         /// Signing secret.
         secret: SecretSource,
+        /// Events per request.
+        mode: WebhookMode,
+        /// Whether the URL may resolve to a forbidden (loopback, private, ...) address.
+        allow_private_destinations: bool,
+        /// Whole-request timeout.
+        timeout_ms: u64,
     },
 }
 
@@ -241,6 +259,16 @@ fn parse_interval(text: &str) -> Option<std::time::Duration> {
         _ => return None,
     };
     (n > 0).then(|| std::time::Duration::from_secs(n * unit))
+}
+
+/// How the webhook sink packs events into requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WebhookMode {
+    /// One request per batch: `{"type": "driftless.changes", "events": [...]}`.
+    #[default]
+    Batch,
+    /// One request per event; the body is the event.
+    Single,
 }
 
 /// What a delete does at the destination.
@@ -355,7 +383,8 @@ pub(super) fn validate(
             &s.extra,
             "name, kind, table, object, module, id_property, token_env, oauth, base_url, url, \
              secret_env, on_delete, batch_max_events, batch_max_wait_ms, schedule, direction, \
-             inbound_table, inbound, ownership, fields",
+             inbound_table, inbound, ownership, mode, allow_private_destinations, timeout_ms, \
+             fields",
         );
         let name = match s.name.as_deref() {
             Some(n) if names.contains(&n) => {
@@ -406,6 +435,21 @@ pub(super) fn validate(
             }
         };
         let crm = matches!(s.kind.as_deref(), Some("hubspot" | "zoho"));
+        if s.kind.as_deref() != Some("webhook") {
+            let webhook_only = [
+                ("mode", s.mode.is_some()),
+                (
+                    "allow_private_destinations",
+                    s.allow_private_destinations.is_some(),
+                ),
+                ("timeout_ms", s.timeout_ms.is_some()),
+            ];
+            for (field, set) in webhook_only {
+                if set {
+                    p.add(at(field), "only applies to kind = \"webhook\"");
+                }
+            }
+        }
         let (kind, default_base) = match s.kind.as_deref() {
             Some("hubspot") => {
                 let object = s.object.clone().unwrap_or_default();
@@ -434,7 +478,29 @@ pub(super) fn validate(
                     p.add(at("url"), "missing or not an http(s) URL");
                 }
                 let secret = env("secret_env", &s.secret_env, p);
-                (secret.map(|secret| SinkKind::Webhook { url, secret }), "")
+                let mode = match s.mode.as_deref() {
+                    None | Some("batch") => WebhookMode::Batch,
+                    Some("single") => WebhookMode::Single,
+                    Some(m) => {
+                        p.add(at("mode"), format!("{m:?} is not one of: batch, single"));
+                        WebhookMode::Batch
+                    }
+                };
+                let timeout_ms = s.timeout_ms.unwrap_or(DEFAULT_WEBHOOK_TIMEOUT_MS);
+                if !(1..=MAX_WEBHOOK_TIMEOUT_MS).contains(&timeout_ms) {
+                    p.add(
+                        at("timeout_ms"),
+                        format!("must be between 1 and {MAX_WEBHOOK_TIMEOUT_MS}"),
+                    );
+                }
+                let webhook = secret.map(|secret| SinkKind::Webhook {
+                    url,
+                    secret,
+                    mode,
+                    allow_private_destinations: s.allow_private_destinations.unwrap_or(false),
+                    timeout_ms,
+                });
+                (webhook, "")
             }
             other => {
                 p.add(
@@ -950,5 +1016,104 @@ mod tests {
             "{problems:#?}"
         );
         assert!(problems[1].message.contains("[sinks.oauth]"));
+    }
+
+    #[test]
+    fn webhook_defaults_and_options() {
+        use super::{DEFAULT_WEBHOOK_TIMEOUT_MS, SinkKind, WebhookMode};
+        let text = format!(
+            r#"{BASE}
+            [[sinks]]
+            name = "hook"
+            kind = "webhook"
+            table = "public.contacts"
+            url = "https://hooks.example.com/in"
+            secret_env = "HOOK_SECRET"
+            [[sinks]]
+            name = "hook-single"
+            kind = "webhook"
+            table = "public.contacts"
+            url = "http://127.0.0.1:9000/in"
+            secret_env = "HOOK_SECRET"
+            mode = "single"
+            allow_private_destinations = true
+            timeout_ms = 2500
+            batch_max_events = 500
+            "#
+        );
+        let c = parse(&text).unwrap().validate().unwrap();
+        let SinkKind::Webhook {
+            url,
+            mode,
+            allow_private_destinations,
+            timeout_ms,
+            ..
+        } = &c.sinks[0].kind
+        else {
+            panic!("{:?}", c.sinks[0].kind);
+        };
+        assert_eq!(url, "https://hooks.example.com/in");
+        assert_eq!(*mode, WebhookMode::Batch);
+        assert!(
+            !allow_private_destinations,
+            "private destinations are refused by default"
+        );
+        assert_eq!(*timeout_ms, DEFAULT_WEBHOOK_TIMEOUT_MS);
+        assert_eq!(c.sinks[0].batch_max_events, 100);
+        let SinkKind::Webhook {
+            mode,
+            allow_private_destinations,
+            timeout_ms,
+            ..
+        } = &c.sinks[1].kind
+        else {
+            panic!("{:?}", c.sinks[1].kind);
+        };
+        assert_eq!(*mode, WebhookMode::Single);
+        assert!(allow_private_destinations);
+        assert_eq!(*timeout_ms, 2500);
+        assert_eq!(c.sinks[1].batch_max_events, 500);
+    }
+
+    #[test]
+    fn webhook_option_problems_have_their_paths() {
+        let text = format!(
+            r#"{BASE}
+            [[sinks]]
+            name = "hook"
+            kind = "webhook"
+            table = "public.contacts"
+            url = "https://hooks.example.com/in"
+            secret_env = "HOOK_SECRET"
+            mode = "stream"
+            timeout_ms = 0
+            [[sinks]]
+            name = "crm"
+            kind = "hubspot"
+            table = "public.contacts"
+            object = "contacts"
+            id_property = "email"
+            token_env = "T"
+            mode = "single"
+            allow_private_destinations = true
+            timeout_ms = 10
+            [sinks.fields]
+            email = "email"
+            "#
+        );
+        let problems = parse(&text).unwrap().validate().unwrap_err();
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "sinks[0].mode",
+                "sinks[0].timeout_ms",
+                "sinks[1].mode",
+                "sinks[1].allow_private_destinations",
+                "sinks[1].timeout_ms",
+            ],
+            "{problems:#?}"
+        );
+        assert!(problems[2].message.contains("webhook"), "{problems:#?}");
     }
 }

@@ -14,7 +14,10 @@
 //!   `{"status": 429|500|503|..., "count": n, "retry_after_s": n}` answers with that status (and
 //!   `Retry-After`) without recording, `{"delay_ms": n}` delays the response (timeouts),
 //!   `{"fail_after_write": true}` records the delivery and then answers 500. A JSON array of
-//!   such objects queues several. `count` defaults to 1.
+//!   such objects queues several. `count` defaults to 1. `"body_contains": "text"` makes a fault
+//!   apply only to deliveries whose raw body contains `text` (others pass it by, and the next
+//!   matching fault in the queue applies), e.g. a receiver refusing one specific event with 400;
+//!   `"location": "url"` adds a `Location` header (scripted 3xx redirects).
 //!
 //! Invariants: the state lock is never held across an `.await`; a delivery is recorded at most
 //! once per `webhook-id`; every non-`/_emulator` request counts towards `requests` and the
@@ -106,6 +109,19 @@ struct FaultSpec {
     delay_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fail_after_write: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    body_contains: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    location: Option<String>,
+}
+
+impl FaultSpec {
+    fn matches(&self, body: &[u8]) -> bool {
+        self.body_contains.as_deref().is_none_or(|needle| {
+            let needle = needle.as_bytes();
+            needle.is_empty() || body.windows(needle.len()).any(|w| w == needle)
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -217,8 +233,9 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Counts the request towards `requests`/`max_rps` and takes the next scripted fault, if any.
-fn admit(inner: &mut Inner, now_ms: i64) -> Option<FaultSpec> {
+/// Counts the request towards `requests`/`max_rps` and takes the first queued fault that applies
+/// to `body`, if any.
+fn admit(inner: &mut Inner, now_ms: i64, body: &[u8]) -> Option<FaultSpec> {
     inner.requests += 1;
     let second = now_ms.div_euclid(1000);
     if second == inner.current_second {
@@ -229,13 +246,14 @@ fn admit(inner: &mut Inner, now_ms: i64) -> Option<FaultSpec> {
     }
     inner.max_rps = inner.max_rps.max(inner.current_count);
 
-    let front = inner.faults.front_mut()?;
-    let fault = front.clone();
-    let remaining = front.count.unwrap_or(1).saturating_sub(1);
+    let at = inner.faults.iter().position(|f| f.matches(body))?;
+    let queued = &mut inner.faults[at];
+    let fault = queued.clone();
+    let remaining = queued.count.unwrap_or(1).saturating_sub(1);
     if remaining == 0 {
-        inner.faults.pop_front();
+        inner.faults.remove(at);
     } else {
-        front.count = Some(remaining);
+        queued.count = Some(remaining);
     }
     inner.faults_served += 1;
     Some(fault)
@@ -260,7 +278,7 @@ async fn deliver(
     }
     let path = uri.path().to_owned();
     let received_at_ms = now_ms();
-    let fault = admit(&mut s.lock(), received_at_ms);
+    let fault = admit(&mut s.lock(), received_at_ms, &body);
 
     if let Some(ms) = fault.as_ref().and_then(|f| f.delay_ms) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -275,6 +293,11 @@ async fn deliver(
             && let Ok(v) = HeaderValue::from_str(&secs.to_string())
         {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        if let Some(location) = &f.location
+            && let Ok(v) = HeaderValue::from_str(location)
+        {
+            resp.headers_mut().insert(header::LOCATION, v);
         }
         return resp;
     }
@@ -369,7 +392,11 @@ mod tests {
         let secret = options.secret.clone();
         Emu {
             base: crate::emulate::serve_for_test(router(options)).await,
-            http: reqwest::Client::new(),
+            // Never follow scripted redirects out of the test.
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
             secret,
         }
     }
@@ -610,6 +637,38 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.is_timeout(), "{err}");
+    }
+
+    #[tokio::test]
+    async fn body_matched_fault_applies_only_to_matching_deliveries() {
+        let emu = start(Options::default()).await;
+        emu.fault(json!({"status": 400, "count": 2, "body_contains": "\"id\":\"bad\""}))
+            .await;
+        emu.fault(json!({"status": 307, "location": "http://169.254.169.254/x"}))
+            .await;
+        let good = json!({"id": "good"});
+        let bad = json!({"id": "bad"});
+        // The unconditional redirect is queued behind the conditional fault but applies first
+        // to a body that does not match it.
+        let r = emu.post_signed("/x", "g0", now(), &good).await;
+        assert_eq!(r.status(), 307);
+        assert_eq!(r.headers()["location"], "http://169.254.169.254/x");
+        assert_eq!(
+            emu.post_signed("/x", "g1", now(), &good).await.status(),
+            200
+        );
+        assert_eq!(emu.post_signed("/x", "b1", now(), &bad).await.status(), 400);
+        assert_eq!(emu.post_signed("/x", "b2", now(), &bad).await.status(), 400);
+        assert_eq!(emu.post_signed("/x", "b3", now(), &bad).await.status(), 200);
+        let st = emu.state().await;
+        let ids: Vec<&str> = st["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["g1", "b3"]);
+        assert_eq!(st["faults_pending"], 0);
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! Sinks: Kafka change topics → SaaS APIs (HubSpot, Zoho CRM, webhooks).
 //!
 //! Being built (issue 3). Pure parts: batching and per-key coalescing ([`batch`]), field mapping
-//! with its schema check ([`mapping`]), webhook signatures ([`webhook_signature`]). The seam
+//! with its schema check ([`mapping`]), webhook signatures ([`webhook_signature`]). Destinations:
+//! [`hubspot`], [`webhook`] (Standard Webhooks POSTs). The seam
 //! between the runner (Kafka consumer group, offsets, dead letters) and a destination is the
 //! [`Sink`] trait below.
 
@@ -13,6 +14,7 @@ pub mod oauth;
 pub mod runner;
 pub mod schedule;
 pub mod service;
+pub mod webhook;
 pub mod webhook_signature;
 pub mod zoho;
 

@@ -12,6 +12,8 @@ use super::hubspot::HubspotSink;
 use super::mapping::check_schema;
 use super::oauth::Credentials;
 use super::runner::{Outputs, RunnerConfig, RunnerError, Stats, run};
+use super::webhook::WebhookSink;
+use super::webhook_signature::Secret;
 use super::zoho::ZohoSink;
 use super::{Outcome, Sink, SinkError};
 use crate::config::ValidConfig;
@@ -89,6 +91,8 @@ pub enum Destination {
     Hubspot(HubspotSink),
     /// Zoho CRM v8.
     Zoho(ZohoSink),
+    /// Signed HTTP POSTs.
+    Webhook(WebhookSink),
 }
 
 impl Sink for Destination {
@@ -96,6 +100,7 @@ impl Sink for Destination {
         match self {
             Destination::Hubspot(s) => s.apply(batch).await,
             Destination::Zoho(s) => s.apply(batch).await,
+            Destination::Webhook(s) => s.apply(batch).await,
         }
     }
 }
@@ -123,10 +128,15 @@ pub async fn destination(sink: &ValidSink, index: usize) -> Result<Destination, 
             let schema = d.fetch_schema().await.map_err(failed)?;
             (Destination::Zoho(d), schema)
         }
-        SinkKind::Webhook { .. } => {
-            return Err(refused(&format!(
-                "sinks[{index}]: the webhook sink is not available yet"
-            )));
+        SinkKind::Webhook { secret, .. } => {
+            let secret = secret
+                .read()
+                .and_then(|s| Secret::parse(&s).map_err(|e| e.to_string()))
+                .map_err(|e| refused(&format!("sinks[{index}].secret_env: {e}")))?;
+            // A webhook has no schema to check the mapping against.
+            return Ok(Destination::Webhook(
+                WebhookSink::new(sink, secret).map_err(failed)?,
+            ));
         }
     };
     tracing::info!(sink = %sink.name, properties = schema.len(), "destination schema fetched");

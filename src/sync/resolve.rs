@@ -121,7 +121,10 @@ mod tests {
                 decide(owner, &state(Some("a"), "a", "b")).flow,
                 Flow::ToPostgres
             );
-            assert_eq!(decide(owner, &state(Some("a"), "b", "b")).flow, Flow::InSync);
+            assert_eq!(
+                decide(owner, &state(Some("a"), "b", "b")).flow,
+                Flow::InSync
+            );
             assert!(!decide(owner, &state(Some("a"), "b", "a")).conflict);
         }
     }
@@ -153,7 +156,11 @@ mod tests {
             postgres_at: at(200),
             ..both.clone()
         };
-        assert_eq!(decide(Owner::Latest, &tie).flow, Flow::ToCrm, "ties go to Postgres");
+        assert_eq!(
+            decide(Owner::Latest, &tie).flow,
+            Flow::ToCrm,
+            "ties go to Postgres"
+        );
         // Never synced: both "changed".
         assert!(decide(Owner::Postgres, &state(None, "p", "c")).conflict);
     }

@@ -1,0 +1,854 @@
+//! Generic-webhook destination: change events POSTed as JSON, signed per Standard Webhooks 1.0.
+//!
+//! Owns the HTTP side of a `kind = "webhook"` sink (issue 3; contract in
+//! `shared/docs/saas-contracts.md` §3): request bodies, the `webhook-id` / `webhook-timestamp` /
+//! `webhook-signature` headers, response classification and the SSRF guard. Tested against the
+//! in-process receiver emulator ([`crate::emulate::webhook`]).
+//!
+//! Invariants:
+//! - bodies: `mode = "batch"` sends `{"type": "driftless.changes", "events": [...]}` (at most
+//!   `batch_max_events` events, each the [`ChangeEvent`] exactly as on Kafka); `mode = "single"`
+//!   sends one request per event, the body being the event;
+//! - `webhook-id` depends only on the mode and the event ids in the request
+//!   (`msg_` + 32 hex digits of SHA-256), so a retried request carries the id of its first
+//!   attempt and receivers can de-duplicate on it; the timestamp and signature are those of the
+//!   attempt;
+//! - 2xx = applied; 408, 429, 5xx, timeouts and connection failures are
+//!   [`SinkError::Transient`] (honouring `Retry-After`, seconds or HTTP date); 401/403, 404/405,
+//!   410 and every 3xx are [`SinkError::Fatal`] with a hint (misconfiguration or a disabled
+//!   endpoint: dead-lettering every event would be worse than stopping); any other 4xx is poison:
+//!   a batch is bisected until the refused events are isolated, and each is [`Rejected`] with
+//!   category `HTTP_<status>`;
+//! - SSRF guard: redirects are never followed, no proxy from the environment is used, and unless
+//!   `allow_private_destinations = true` a request to an address [`is_forbidden_destination`]
+//!   refuses is never made: IP-literal hosts are checked before each request and names are
+//!   resolved by [`GuardedResolver`] on every new connection (so a DNS change cannot smuggle
+//!   a private address in); when only forbidden addresses remain the error is fatal;
+//! - logs and errors carry statuses, counts and the host only: never the URL's path or query
+//!   (they may hold tokens), event values, response bodies or the secret.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{self, HeaderMap};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::batch::Batch;
+use super::webhook_signature::{Secret, is_forbidden_destination, sign};
+use super::{Outcome, Rejected, Sink, SinkError};
+use crate::config::sinks::{OnDelete, SinkKind, ValidSink, WebhookMode};
+use crate::event::{ChangeEvent, Op};
+
+/// Connect timeout: a receiver that cannot accept a TCP/TLS connection in 5 s is down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest `Retry-After` honoured; a larger value is clamped (the runner retries then).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3_600);
+/// The `type` of a batch body.
+pub const BATCH_TYPE: &str = "driftless.changes";
+
+/// A name resolved only to addresses the sink must not deliver to.
+#[derive(Debug, thiserror::Error)]
+#[error("{host} resolves only to forbidden addresses ({ip}, ...)")]
+pub struct ForbiddenDestination {
+    host: String,
+    ip: IpAddr,
+}
+
+/// DNS resolver that drops forbidden addresses (unless allowed); runs on every new connection.
+#[derive(Debug, Clone, Copy)]
+pub struct GuardedResolver {
+    allow_private: bool,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        let allow_private = self.allow_private;
+        Box::pin(async move {
+            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let Some(first) = all.first().copied() else {
+                return Err(format!("{host} has no addresses").into());
+            };
+            let allowed: Vec<SocketAddr> = all
+                .into_iter()
+                .filter(|a| allow_private || !is_forbidden_destination(a.ip()))
+                .collect();
+            if allowed.is_empty() {
+                return Err(Box::new(ForbiddenDestination {
+                    host,
+                    ip: first.ip(),
+                }) as _);
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The webhook sink.
+#[derive(Debug)]
+pub struct WebhookSink {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    host: String,
+    secret: Secret,
+    mode: WebhookMode,
+    allow_private: bool,
+    on_delete: OnDelete,
+    max_events: usize,
+}
+
+/// What one response means.
+#[derive(Debug)]
+enum Verdict {
+    Applied,
+    /// The receiver refused these events for good (4xx other than the fatal ones).
+    Refused(u16),
+    Failed(SinkError),
+}
+
+#[derive(Serialize)]
+struct BatchBody<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    events: Vec<&'a ChangeEvent>,
+}
+
+fn fatal(message: impl Into<String>, hint: impl Into<String>) -> SinkError {
+    SinkError::Fatal {
+        message: message.into(),
+        hint: hint.into(),
+    }
+}
+
+fn transient(message: impl Into<String>, retry_after: Option<Duration>) -> SinkError {
+    SinkError::Transient {
+        message: message.into(),
+        retry_after,
+    }
+}
+
+const PRIVATE_HINT: &str = "deliver to a public address, or set allow_private_destinations = true \
+     on the sink if this internal endpoint is intended";
+
+/// The `webhook-id` of a request carrying `event_ids` in `mode`: stable across retries.
+pub fn message_id<'a>(mode: WebhookMode, event_ids: impl IntoIterator<Item = &'a str>) -> String {
+    let mut h = Sha256::new();
+    h.update(match mode {
+        WebhookMode::Batch => b"batch".as_slice(),
+        WebhookMode::Single => b"single".as_slice(),
+    });
+    for id in event_ids {
+        // Length-prefixed, so no two id lists hash the same input.
+        h.update((id.len() as u64).to_be_bytes());
+        h.update(id.as_bytes());
+    }
+    let digest = h.finalize();
+    format!("msg_{}", hex::encode(&digest[..16]))
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3), relative to `now`;
+/// clamped to [`MAX_RETRY_AFTER`]; a date in the past means "now".
+pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    let d = if let Ok(secs) = value.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+    };
+    Some(d.min(MAX_RETRY_AFTER))
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    parse_retry_after(
+        headers.get(header::RETRY_AFTER)?.to_str().ok()?,
+        chrono::Utc::now(),
+    )
+}
+
+/// Classifies a response (pure apart from `Retry-After` dates being relative to the clock).
+fn classify(status: u16, headers: &HeaderMap, host: &str) -> Verdict {
+    match status {
+        200..=299 => Verdict::Applied,
+        300..=399 => {
+            let to = headers
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| reqwest::Url::parse(l).ok())
+                .and_then(|u| u.host_str().map(String::from))
+                .unwrap_or_else(|| "elsewhere".into());
+            Verdict::Failed(fatal(
+                format!("webhook receiver {host} answered {status}, a redirect to {to}"),
+                "set url to the final endpoint: redirects are never followed, so a receiver \
+                 cannot point deliveries at internal addresses",
+            ))
+        }
+        401 | 403 => Verdict::Failed(fatal(
+            format!("webhook receiver {host} refused the delivery ({status})"),
+            "check that the receiver verifies with the secret in the sink's secret_env and \
+             accepts deliveries from driftless",
+        )),
+        404 | 405 => Verdict::Failed(fatal(
+            format!("webhook receiver {host} answered {status}: no such endpoint"),
+            "check the sink's url (path and method POST)",
+        )),
+        410 => Verdict::Failed(fatal(
+            format!("webhook receiver {host} answered 410 Gone: the endpoint is disabled"),
+            "re-enable the endpoint at the receiver or point url at a new one, then restart \
+             the sink (nothing was acknowledged, so no event is lost)",
+        )),
+        408 | 429 | 500..=599 => Verdict::Failed(transient(
+            format!("webhook receiver {host} answered {status}"),
+            retry_after(headers),
+        )),
+        400..=499 => Verdict::Refused(status),
+        _ => Verdict::Failed(transient(
+            format!("webhook receiver {host} answered unexpected status {status}"),
+            None,
+        )),
+    }
+}
+
+/// The error's text without its URL (the path or query may hold a token).
+fn without_url(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(url.as_str(), "<url>");
+    }
+    text
+}
+
+/// Classifies a transport error: a forbidden destination is fatal, anything else transient.
+fn transport_error(e: &reqwest::Error, host: &str) -> SinkError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(f) = s.downcast_ref::<ForbiddenDestination>() {
+            return fatal(format!("webhook destination refused: {f}"), PRIVATE_HINT);
+        }
+        source = s.source();
+    }
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    transient(
+        format!("webhook receiver {host}: {kind}: {}", without_url(e)),
+        None,
+    )
+}
+
+impl WebhookSink {
+    /// Builds the client (reqwest with rustls, no redirects, no environment proxy, the guarded
+    /// resolver). Fails (fatal) when the sink is not a webhook sink or its URL is an IP literal
+    /// that is forbidden and not allowed. No I/O.
+    pub fn new(sink: &ValidSink, secret: Secret) -> Result<Self, SinkError> {
+        let SinkKind::Webhook {
+            url,
+            mode,
+            allow_private_destinations,
+            timeout_ms,
+            ..
+        } = &sink.kind
+        else {
+            return Err(fatal(
+                format!("sink {} is not a webhook sink", sink.name),
+                "set kind = \"webhook\"",
+            ));
+        };
+        let url = reqwest::Url::parse(url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .ok_or_else(|| {
+                fatal(
+                    format!("sink {}: url is not an http(s) URL", sink.name),
+                    "set url to the receiver's http(s) endpoint",
+                )
+            })?;
+        let host = url.host_str().unwrap_or_default().to_string();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(Duration::from_millis(*timeout_ms))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver {
+                allow_private: *allow_private_destinations,
+            }))
+            .user_agent(concat!("driftless/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| fatal(format!("cannot build HTTP client: {e}"), "report a bug"))?;
+        let s = WebhookSink {
+            client,
+            url,
+            host,
+            secret,
+            mode: *mode,
+            allow_private: *allow_private_destinations,
+            on_delete: sink.on_delete,
+            max_events: sink.batch_max_events.max(1),
+        };
+        s.check_literal_host()?;
+        Ok(s)
+    }
+
+    /// Refuses an IP-literal host that is forbidden (names are checked by the resolver).
+    fn check_literal_host(&self) -> Result<(), SinkError> {
+        let ip = match self.url.host() {
+            Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
+            Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
+            _ => return Ok(()),
+        };
+        if !self.allow_private && is_forbidden_destination(ip) {
+            return Err(fatal(
+                format!("webhook destination refused: {ip} is a forbidden address"),
+                PRIVATE_HINT,
+            ));
+        }
+        Ok(())
+    }
+
+    /// One signed POST; the verdict of its response.
+    async fn deliver(&self, msg_id: &str, body: Vec<u8>, events: usize) -> Verdict {
+        if let Err(e) = self.check_literal_host() {
+            return Verdict::Failed(e);
+        }
+        let ts = chrono::Utc::now().timestamp();
+        let signature = sign(&self.secret, msg_id, ts, &body);
+        let sent = self
+            .client
+            .post(self.url.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("webhook-id", msg_id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", signature)
+            .body(body)
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => return Verdict::Failed(transport_error(&e, &self.host)),
+        };
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        // Drain the body so the connection can be reused; its content is never logged.
+        let _ = resp.bytes().await;
+        tracing::debug!(host = %self.host, status, events, "webhook delivery answered");
+        classify(status, &headers, &self.host)
+    }
+
+    /// Batch mode: one request per group, bisecting groups the receiver refuses.
+    async fn apply_batched(
+        &self,
+        items: Vec<(usize, &ChangeEvent)>,
+        out: &mut Outcome,
+    ) -> Result<(), SinkError> {
+        let mut work: Vec<Vec<(usize, &ChangeEvent)>> = items
+            .chunks(self.max_events)
+            .rev()
+            .map(<[_]>::to_vec)
+            .collect();
+        while let Some(group) = work.pop() {
+            let msg_id = message_id(self.mode, group.iter().map(|(_, e)| e.id.as_str()));
+            let body = serde_json::to_vec(&BatchBody {
+                kind: BATCH_TYPE,
+                events: group.iter().map(|(_, e)| *e).collect(),
+            })
+            .map_err(|e| fatal(format!("cannot encode events: {e}"), "report a bug"))?;
+            match self.deliver(&msg_id, body, group.len()).await {
+                Verdict::Applied => {
+                    out.destination_ids
+                        .extend(group.iter().map(|(i, _)| (*i, msg_id.clone())));
+                }
+                Verdict::Refused(status) if group.len() == 1 => {
+                    out.rejected.push(refused(group[0].0, status, &self.host));
+                }
+                Verdict::Refused(status) => {
+                    tracing::debug!(
+                        host = %self.host,
+                        status,
+                        events = group.len(),
+                        "webhook receiver refused the batch; bisecting"
+                    );
+                    let mut first = group;
+                    let second = first.split_off(first.len() / 2);
+                    work.push(second);
+                    work.push(first);
+                }
+                Verdict::Failed(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Single mode: one request per event.
+    async fn apply_single(
+        &self,
+        items: Vec<(usize, &ChangeEvent)>,
+        out: &mut Outcome,
+    ) -> Result<(), SinkError> {
+        for (index, event) in items {
+            let msg_id = message_id(self.mode, [event.id.as_str()]);
+            let body = serde_json::to_vec(event)
+                .map_err(|e| fatal(format!("cannot encode an event: {e}"), "report a bug"))?;
+            match self.deliver(&msg_id, body, 1).await {
+                Verdict::Applied => out.destination_ids.push((index, msg_id)),
+                Verdict::Refused(status) => out.rejected.push(refused(index, status, &self.host)),
+                Verdict::Failed(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn refused(index: usize, status: u16, host: &str) -> Rejected {
+    Rejected {
+        index,
+        category: format!("HTTP_{status}"),
+        message: format!("webhook receiver {host} refused the event ({status})"),
+    }
+}
+
+impl Sink for WebhookSink {
+    async fn apply(&mut self, batch: &Batch<ChangeEvent>) -> Result<Outcome, SinkError> {
+        let mut out = Outcome::default();
+        let items: Vec<(usize, &ChangeEvent)> = batch
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !(e.item.op == Op::Delete && self.on_delete == OnDelete::Ignore))
+            .map(|(i, e)| (i, &e.item))
+            .collect();
+        let n = items.len();
+        if n > 0 {
+            match self.mode {
+                WebhookMode::Batch => self.apply_batched(items, &mut out).await?,
+                WebhookMode::Single => self.apply_single(items, &mut out).await?,
+            }
+        }
+        out.rejected.sort_by_key(|r| r.index);
+        out.destination_ids.sort();
+        tracing::debug!(
+            host = %self.host,
+            events = n,
+            rejected = out.rejected.len(),
+            "webhook batch applied"
+        );
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::config::{SecretSource, TableName};
+    use crate::emulate::webhook::{DEFAULT_SECRET, Options, router};
+    use crate::event::{EVENT_FORMAT, Source};
+    use crate::lsn::Lsn;
+    use crate::sink::batch::{Batcher, Position};
+
+    async fn start() -> String {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::emulate::serve_for_test(router(Options::default())).await
+    }
+
+    fn config(url: &str, mode: WebhookMode, allow_private: bool) -> ValidSink {
+        ValidSink {
+            name: "hook".into(),
+            kind: SinkKind::Webhook {
+                url: url.into(),
+                secret: SecretSource::Env("HOOK_SECRET".into()),
+                mode,
+                allow_private_destinations: allow_private,
+                timeout_ms: 2_000,
+            },
+            table: TableName {
+                schema: "public".into(),
+                name: "customers".into(),
+            },
+            id_property: None,
+            auth: None,
+            base_url: String::new(),
+            on_delete: OnDelete::Archive,
+            fields: vec![],
+            batch_max_events: 100,
+            batch_max_wait_ms: 1000,
+            schedule: None,
+            two_way: None,
+        }
+    }
+
+    fn secret() -> Secret {
+        Secret::parse(DEFAULT_SECRET).unwrap()
+    }
+
+    fn sink(base: &str, mode: WebhookMode) -> WebhookSink {
+        WebhookSink::new(&config(&format!("{base}/hooks/in"), mode, true), secret()).unwrap()
+    }
+
+    fn event(n: u32) -> ChangeEvent {
+        ChangeEvent {
+            id: format!("0/5:{n}"),
+            op: Op::Create,
+            source: Source {
+                version: EVENT_FORMAT.into(),
+                db: "db".into(),
+                schema: "public".into(),
+                table: "customers".into(),
+                lsn: Lsn(5),
+                commit_lsn: Lsn(5),
+                xid: Some(1),
+                commit_ts: Some("2026-11-27T00:00:00.000000Z".into()),
+                origin: None,
+                snapshot: false,
+                schema_version: "0000000000000000".into(),
+            },
+            key: None,
+            before: None,
+            after: json!({"id": n, "email": format!("u{n}@x.io")})
+                .as_object()
+                .cloned(),
+            unchanged_toast: vec![],
+            truncate: None,
+            message: None,
+        }
+    }
+
+    fn batch(n: u32) -> Batch<ChangeEvent> {
+        let mut b = Batcher::new(1000, Duration::from_secs(1));
+        for i in 0..n {
+            let at = Position {
+                partition: 0,
+                offset: i64::from(i),
+            };
+            b.push(i.to_string().into_bytes(), event(i), at, Instant::now());
+        }
+        b.take().unwrap()
+    }
+
+    async fn state(base: &str) -> Value {
+        reqwest::get(format!("{base}/_emulator/state"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn fault(base: &str, f: Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{base}/_emulator/faults"))
+            .json(&f)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    /// The event ids of every recorded delivery (batch bodies flattened), in arrival order.
+    fn delivered_ids(st: &Value) -> Vec<String> {
+        let mut out = Vec::new();
+        for d in st["deliveries"].as_array().unwrap() {
+            let body = &d["body"];
+            let events = match body["events"].as_array() {
+                Some(events) => events.clone(),
+                None => vec![body.clone()],
+            };
+            out.extend(events.iter().map(|e| e["id"].as_str().unwrap().to_string()));
+        }
+        out
+    }
+
+    fn transient_after(e: SinkError) -> Option<Duration> {
+        match e {
+            SinkError::Transient { retry_after, .. } => retry_after,
+            e => panic!("expected transient, got {e:?}"),
+        }
+    }
+
+    fn fatal_parts(e: SinkError) -> (String, String) {
+        match e {
+            SinkError::Fatal { message, hint } => (message, hint),
+            e => panic!("expected fatal, got {e:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn batch_mode_posts_signed_batches_up_to_the_cap() {
+        let base = start().await;
+        let mut cfg = config(&format!("{base}/hooks/in"), WebhookMode::Batch, true);
+        cfg.batch_max_events = 2;
+        let mut s = WebhookSink::new(&cfg, secret()).unwrap();
+        let out = s.apply(&batch(3)).await.unwrap();
+        assert!(out.rejected.is_empty(), "{out:?}");
+        let st = state(&base).await;
+        assert_eq!(st["rejected"], 0, "every signature verified: {st}");
+        let deliveries = st["deliveries"].as_array().unwrap();
+        assert_eq!(deliveries.len(), 2, "3 events, at most 2 per request");
+        let d = &deliveries[0];
+        assert_eq!(d["path"], "/hooks/in");
+        assert_eq!(d["headers"]["content-type"], "application/json");
+        assert_eq!(d["body"]["type"], BATCH_TYPE);
+        assert_eq!(d["body"]["events"][0]["op"], "c");
+        assert_eq!(d["body"]["events"][1]["after"]["email"], "u1@x.io");
+        assert_eq!(d["id"], message_id(WebhookMode::Batch, ["0/5:0", "0/5:1"]));
+        assert_eq!(delivered_ids(&st), ["0/5:0", "0/5:1", "0/5:2"]);
+        let ids: Vec<(usize, &str)> = out
+            .destination_ids
+            .iter()
+            .map(|(i, id)| (*i, id.as_str()))
+            .collect();
+        assert_eq!(ids[2], (2, deliveries[1]["id"].as_str().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn single_mode_posts_one_signed_event_per_request() {
+        let base = start().await;
+        let mut s = sink(&base, WebhookMode::Single);
+        let out = s.apply(&batch(3)).await.unwrap();
+        assert_eq!(out.destination_ids.len(), 3);
+        let st = state(&base).await;
+        assert_eq!(st["rejected"], 0, "{st}");
+        let deliveries = st["deliveries"].as_array().unwrap();
+        assert_eq!(deliveries.len(), 3);
+        assert_eq!(deliveries[1]["body"]["id"], "0/5:1");
+        assert_eq!(deliveries[1]["body"]["after"]["id"], 1);
+        assert_eq!(
+            deliveries[1]["id"],
+            message_id(WebhookMode::Single, ["0/5:1"])
+        );
+    }
+
+    #[tokio::test]
+    async fn rate_limits_and_server_errors_are_transient_and_retries_keep_the_id() {
+        let base = start().await;
+        let mut s = sink(&base, WebhookMode::Batch);
+        let b = batch(2);
+        fault(&base, json!({"status": 429, "retry_after_s": 7})).await;
+        let e = s.apply(&b).await.unwrap_err();
+        assert_eq!(transient_after(e), Some(Duration::from_secs(7)));
+        fault(&base, json!({"status": 503})).await;
+        assert_eq!(transient_after(s.apply(&b).await.unwrap_err()), None);
+        fault(&base, json!({"status": 408})).await;
+        assert_eq!(transient_after(s.apply(&b).await.unwrap_err()), None);
+        // Written, then a 500: the retry carries the same webhook-id, so the receiver sees a
+        // duplicate, not a second message.
+        fault(&base, json!({"fail_after_write": true})).await;
+        assert_eq!(transient_after(s.apply(&b).await.unwrap_err()), None);
+        let out = s.apply(&b).await.unwrap();
+        assert_eq!(out.destination_ids.len(), 2);
+        let st = state(&base).await;
+        assert_eq!(st["requests"], 5);
+        assert_eq!(st["deliveries"].as_array().unwrap().len(), 1);
+        assert_eq!(st["deliveries"][0]["attempts"], 2);
+        assert_eq!(st["duplicates"][0]["id"], st["deliveries"][0]["id"]);
+        assert_eq!(delivered_ids(&st), ["0/5:0", "0/5:1"]);
+    }
+
+    #[tokio::test]
+    async fn timeouts_and_refused_connections_are_transient() {
+        let base = start().await;
+        let mut cfg = config(&format!("{base}/x"), WebhookMode::Batch, true);
+        let SinkKind::Webhook { timeout_ms, .. } = &mut cfg.kind else {
+            unreachable!()
+        };
+        *timeout_ms = 200;
+        let mut s = WebhookSink::new(&cfg, secret()).unwrap();
+        fault(&base, json!({"delay_ms": 1_000})).await;
+        let e = s.apply(&batch(1)).await.unwrap_err();
+        match &e {
+            SinkError::Transient { message, .. } => assert!(message.contains("timeout"), "{e}"),
+            _ => panic!("{e:?}"),
+        }
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let mut s = sink(&format!("http://127.0.0.1:{port}"), WebhookMode::Batch);
+        transient_after(s.apply(&batch(1)).await.unwrap_err());
+    }
+
+    #[tokio::test]
+    async fn a_refused_event_is_bisected_out_of_the_batch() {
+        let base = start().await;
+        let mut s = sink(&base, WebhookMode::Batch);
+        fault(
+            &base,
+            json!({"status": 400, "count": 100, "body_contains": "\"id\":\"0/5:3\""}),
+        )
+        .await;
+        let out = s.apply(&batch(5)).await.unwrap();
+        let rejected: Vec<(usize, &str)> = out
+            .rejected
+            .iter()
+            .map(|r| (r.index, r.category.as_str()))
+            .collect();
+        assert_eq!(rejected, [(3, "HTTP_400")]);
+        assert_eq!(
+            out.destination_ids.iter().map(|d| d.0).collect::<Vec<_>>(),
+            [0, 1, 2, 4]
+        );
+        let st = state(&base).await;
+        let mut ids = delivered_ids(&st);
+        ids.sort();
+        assert_eq!(ids, ["0/5:0", "0/5:1", "0/5:2", "0/5:4"]);
+        // [0..5] → [0,1] ok, [2,3,4] → [2] ok, [3,4] → [3] refused, [4] ok.
+        assert_eq!(st["requests"], 7);
+        assert_eq!(st["faults_served"], 4);
+
+        // Single mode: only that event is refused.
+        let base = start().await;
+        let mut s = sink(&base, WebhookMode::Single);
+        fault(
+            &base,
+            json!({"status": 422, "count": 100, "body_contains": "\"id\":\"0/5:1\""}),
+        )
+        .await;
+        let out = s.apply(&batch(3)).await.unwrap();
+        assert_eq!(out.rejected.len(), 1);
+        assert_eq!(
+            (out.rejected[0].index, out.rejected[0].category.as_str()),
+            (1, "HTTP_422")
+        );
+        assert_eq!(delivered_ids(&state(&base).await), ["0/5:0", "0/5:2"]);
+    }
+
+    #[tokio::test]
+    async fn private_destinations_are_refused_unless_allowed() {
+        let base = start().await;
+        let port = base.rsplit(':').next().unwrap();
+        // An IP literal is refused when the sink is built.
+        let cfg = config(&format!("{base}/x"), WebhookMode::Batch, false);
+        let (message, hint) = fatal_parts(WebhookSink::new(&cfg, secret()).unwrap_err());
+        assert!(message.contains("127.0.0.1"), "{message}");
+        assert!(hint.contains("allow_private_destinations"), "{hint}");
+        // A name is refused when it resolves (here to loopback), before any connection.
+        let cfg = config(
+            &format!("http://localhost:{port}/x"),
+            WebhookMode::Batch,
+            false,
+        );
+        let mut s = WebhookSink::new(&cfg, secret()).unwrap();
+        let (message, hint) = fatal_parts(s.apply(&batch(1)).await.unwrap_err());
+        assert!(message.contains("localhost"), "{message}");
+        assert!(hint.contains("allow_private_destinations"), "{hint}");
+        assert_eq!(state(&base).await["requests"], 0, "no request was made");
+        // Allowed explicitly: delivered.
+        let cfg = config(
+            &format!("http://localhost:{port}/x"),
+            WebhookMode::Batch,
+            true,
+        );
+        let mut s = WebhookSink::new(&cfg, secret()).unwrap();
+        s.apply(&batch(1)).await.unwrap();
+        assert_eq!(
+            state(&base).await["deliveries"].as_array().unwrap().len(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn redirects_are_never_followed() {
+        let target = start().await;
+        let redirector = start().await;
+        let port = target.rsplit(':').next().unwrap();
+        for location in [
+            format!("http://localhost:{port}/x"),
+            "http://169.254.169.254/latest/meta-data".to_string(),
+        ] {
+            fault(&redirector, json!({"status": 307, "location": location})).await;
+            let mut s = sink(&redirector, WebhookMode::Batch);
+            let (message, hint) = fatal_parts(s.apply(&batch(1)).await.unwrap_err());
+            assert!(message.contains("307"), "{message}");
+            assert!(hint.contains("redirects are never followed"), "{hint}");
+        }
+        assert_eq!(state(&target).await["requests"], 0);
+        assert!(
+            state(&redirector).await["deliveries"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn auth_failures_and_gone_endpoints_are_fatal() {
+        let base = start().await;
+        // Signed with another secret: the receiver answers 401.
+        let cfg = config(&format!("{base}/x"), WebhookMode::Batch, true);
+        let mut s = WebhookSink::new(&cfg, Secret::parse("whsec_c2VjcmV0").unwrap()).unwrap();
+        let (message, hint) = fatal_parts(s.apply(&batch(1)).await.unwrap_err());
+        assert!(message.contains("401"), "{message}");
+        assert!(hint.contains("secret_env"), "{hint}");
+        assert!(!message.contains("c2VjcmV0") && !hint.contains("c2VjcmV0"));
+        assert_eq!(state(&base).await["rejected"], 1);
+        let mut s = sink(&base, WebhookMode::Batch);
+        fault(&base, json!({"status": 410})).await;
+        let (message, hint) = fatal_parts(s.apply(&batch(1)).await.unwrap_err());
+        assert!(message.contains("410 Gone"), "{message}");
+        assert!(hint.contains("re-enable"), "{hint}");
+        fault(&base, json!({"status": 404})).await;
+        let (_, hint) = fatal_parts(s.apply(&batch(1)).await.unwrap_err());
+        assert!(hint.contains("url"), "{hint}");
+    }
+
+    #[tokio::test]
+    async fn ignored_deletes_send_nothing() {
+        let base = start().await;
+        let mut cfg = config(&format!("{base}/x"), WebhookMode::Batch, true);
+        cfg.on_delete = OnDelete::Ignore;
+        let mut s = WebhookSink::new(&cfg, secret()).unwrap();
+        let mut b = batch(2);
+        b.entries[0].item.op = Op::Delete;
+        let out = s.apply(&b).await.unwrap();
+        assert_eq!(out.destination_ids.len(), 1);
+        assert_eq!(delivered_ids(&state(&base).await), ["0/5:1"]);
+        b.entries[1].item.op = Op::Delete;
+        assert_eq!(s.apply(&b).await.unwrap(), Outcome::default());
+        assert_eq!(state(&base).await["requests"], 1);
+    }
+
+    #[test]
+    fn message_ids_depend_only_on_mode_and_event_ids() {
+        let a = message_id(WebhookMode::Batch, ["0/1:0", "0/1:1"]);
+        assert_eq!(a, message_id(WebhookMode::Batch, ["0/1:0", "0/1:1"]));
+        assert!(a.starts_with("msg_") && a.len() == 36, "{a}");
+        assert_ne!(a, message_id(WebhookMode::Batch, ["0/1:0"]));
+        assert_ne!(a, message_id(WebhookMode::Batch, ["0/1:0\n0/1:1"]));
+        assert_ne!(
+            message_id(WebhookMode::Batch, ["0/1:0"]),
+            message_id(WebhookMode::Single, ["0/1:0"])
+        );
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        let now = chrono::DateTime::parse_from_rfc3339("2015-10-21T07:27:30Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(
+            parse_retry_after(" 12 ", now),
+            Some(Duration::from_secs(12))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO),
+            "a past date means now"
+        );
+        assert_eq!(parse_retry_after("999999", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+}
