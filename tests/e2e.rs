@@ -1,5 +1,5 @@
-//! End to end: Postgres → capture → Kafka (tansu) → sink worker → HubSpot emulator, all real
-//! processes over TCP.
+//! End to end: Postgres → capture → Kafka (tansu) → sink worker → HubSpot or Zoho emulator, all
+//! real processes over TCP. One harness, [`converge`], runs every scenario ([`Scenario`]).
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
