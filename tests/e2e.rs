@@ -1,5 +1,5 @@
-//! End to end: Postgres → capture → Kafka (tansu) → sink worker → HubSpot emulator, all real
-//! processes over TCP.
+//! End to end: Postgres → capture → Kafka (tansu) → sink worker → HubSpot or Zoho emulator, all
+//! real processes over TCP. One harness, [`converge`], runs every scenario ([`Scenario`]).
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -54,40 +54,233 @@ impl Drop for Emulator {
     }
 }
 
-/// Live (not archived) contacts by email → (firstname, lifecyclestage), and the number of
-/// objects (archived included) per email.
-fn hubspot_contacts(
-    state: &Value,
-) -> (BTreeMap<String, (String, String)>, BTreeMap<String, usize>) {
-    let mut live = BTreeMap::new();
-    let mut count: BTreeMap<String, usize> = BTreeMap::new();
-    for o in state["objects"]["contacts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        let p = &o["properties"];
-        let email = p["email"].as_str().unwrap_or_default().to_string();
-        *count.entry(email.clone()).or_default() += 1;
-        if o["archived"] != true {
-            let s = |k: &str| p[k].as_str().unwrap_or_default().to_string();
-            live.insert(email, (s("firstname"), s("lifecyclestage")));
+/// A row as the tests compare it: lower(email) → (first_name, lifecycle).
+type Rows = BTreeMap<String, (String, String)>;
+
+/// Where the sink writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Dest {
+    /// HubSpot contacts, upserted by `pg_external_id`.
+    #[default]
+    Hubspot,
+    /// Zoho CRM Leads, upserted by the external-id field `External_Id`, always with OAuth.
+    Zoho,
+}
+
+/// Every secret a sink of the tests may name (the emulators' defaults).
+const SINK_ENV: [(&str, &str); 7] = [
+    ("HUBSPOT_TOKEN", "test-token"),
+    ("HUBSPOT_CLIENT_ID", "test-client-id"),
+    ("HUBSPOT_CLIENT_SECRET", "test-client-secret"),
+    ("HUBSPOT_REFRESH_TOKEN", "test-refresh-token"),
+    ("ZOHO_CLIENT_ID", "test-client-id"),
+    ("ZOHO_CLIENT_SECRET", "test-client-secret"),
+    ("ZOHO_REFRESH_TOKEN", "test-refresh-token"),
+];
+
+/// The poison row of [`Scenario::poison`]: its lifecycle is not in the sink's map.
+const POISON_ID: i64 = 1001;
+const POISON_EMAIL: &str = "poison@example.com";
+
+impl Dest {
+    fn emulator(self) -> &'static str {
+        match self {
+            Dest::Hubspot => "hubspot",
+            Dest::Zoho => "zoho",
         }
     }
-    (live, count)
+
+    /// The `[[sinks]]` table. `oauth`: `[sinks.oauth]` against the emulator's token endpoint
+    /// instead of a static token (Zoho always). `evangelist`: the lifecycle map also knows
+    /// `evangelist` (the fix of the poison scenario).
+    fn sink_toml(self, name: &str, port: u16, oauth: bool, evangelist: bool) -> String {
+        let base = format!("http://127.0.0.1:{port}");
+        match self {
+            Dest::Hubspot => {
+                let auth = if oauth {
+                    format!(
+                        "[sinks.oauth]\nclient_id_env = \"HUBSPOT_CLIENT_ID\"\n\
+                         client_secret_env = \"HUBSPOT_CLIENT_SECRET\"\n\
+                         refresh_token_env = \"HUBSPOT_REFRESH_TOKEN\"\n\
+                         token_url = \"{base}/oauth/v1/token\"\n"
+                    )
+                } else {
+                    String::new()
+                };
+                let token = if oauth {
+                    ""
+                } else {
+                    "token_env = \"HUBSPOT_TOKEN\"\n"
+                };
+                let extra = if evangelist {
+                    ", evangelist = \"evangelist\""
+                } else {
+                    ""
+                };
+                format!(
+                    r#"
+[[sinks]]
+name = "{name}"
+kind = "hubspot"
+table = "public.contacts"
+object = "contacts"
+id_property = "pg_external_id"
+{token}base_url = "{base}"
+batch_max_wait_ms = 200
+{auth}[sinks.fields]
+id = "pg_external_id"
+email = {{ property = "email", transform = "lowercase" }}
+first_name = "firstname"
+lifecycle = {{ property = "lifecyclestage", map = {{ lead = "lead", customer = "customer"{extra} }} }}
+"#
+                )
+            }
+            Dest::Zoho => {
+                assert!(!evangelist, "the poison scenario runs against HubSpot");
+                // Leads: Last_Name is mandatory (first_name is never NULL in the workload);
+                // the lifecycle becomes a Lead_Status picklist value.
+                format!(
+                    r#"
+[[sinks]]
+name = "{name}"
+kind = "zoho"
+table = "public.contacts"
+module = "Leads"
+id_property = "External_Id"
+base_url = "{base}"
+batch_max_wait_ms = 200
+[sinks.oauth]
+client_id_env = "ZOHO_CLIENT_ID"
+client_secret_env = "ZOHO_CLIENT_SECRET"
+refresh_token_env = "ZOHO_REFRESH_TOKEN"
+token_url = "{base}/oauth/v2/token"
+[sinks.fields]
+id = "External_Id"
+email = {{ property = "Email", transform = "lowercase" }}
+first_name = "Last_Name"
+lifecycle = {{ property = "Lead_Status", map = {{ lead = "Not Contacted", customer = "Qualified" }} }}
+"#
+                )
+            }
+        }
+    }
+
+    /// Live records by email → (first name, lifecycle) normalised back to the source's
+    /// values, and the number of records (archived / in the recycle bin included) per email.
+    fn contacts(self, state: &Value) -> (Rows, BTreeMap<String, usize>) {
+        let mut live = BTreeMap::new();
+        let mut count: BTreeMap<String, usize> = BTreeMap::new();
+        let (records, email, first, stage, deleted) = match self {
+            Dest::Hubspot => (
+                &state["objects"]["contacts"],
+                "/properties/email",
+                "/properties/firstname",
+                "/properties/lifecyclestage",
+                "/archived",
+            ),
+            Dest::Zoho => (
+                &state["records"]["Leads"],
+                "/Email",
+                "/Last_Name",
+                "/Lead_Status",
+                "/$deleted",
+            ),
+        };
+        for o in records.as_array().into_iter().flatten() {
+            let s = |ptr: &str| {
+                o.pointer(ptr)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let key = s(email);
+            *count.entry(key.clone()).or_default() += 1;
+            if o.pointer(deleted) != Some(&Value::Bool(true)) {
+                let lifecycle = match s(stage).as_str() {
+                    "Not Contacted" if self == Dest::Zoho => "lead".to_string(),
+                    "Qualified" if self == Dest::Zoho => "customer".to_string(),
+                    other => other.to_string(),
+                };
+                live.insert(key, (s(first), lifecycle));
+            }
+        }
+        (live, count)
+    }
+
+    /// A fault expiring every access token at the next request matching `path` (`None`: any
+    /// write or lookup).
+    fn expire_tokens(self, upserts_only: bool) -> Value {
+        let path = match (self, upserts_only) {
+            (Dest::Hubspot, true) => "batch/upsert",
+            (Dest::Hubspot, false) => "batch/",
+            (Dest::Zoho, true) => "/upsert",
+            (Dest::Zoho, false) => "/crm/v8/",
+        };
+        serde_json::json!({"path": path, "expire_tokens": true})
+    }
+
+    fn pending_faults(self, state: &Value) -> u64 {
+        let v = match self {
+            Dest::Hubspot => &state["pendingFaults"],
+            Dest::Zoho => &state["pending_faults"],
+        };
+        v.as_u64().unwrap()
+    }
+
+    /// Calls of the OAuth token endpoint.
+    fn token_requests(self, state: &Value) -> u64 {
+        let v = match self {
+            Dest::Hubspot => &state["requests"]["byPath"]["/oauth/v1/token"],
+            Dest::Zoho => &state["request_counts"]["POST /oauth/v2/token"],
+        };
+        v.as_u64().unwrap_or(0)
+    }
+
+    /// Destination-specific checks of the final state.
+    fn check_final(self, state: &Value) {
+        match self {
+            Dest::Hubspot => {
+                let max_window = state["requests"]["maxInAnyWindow"].as_u64().unwrap();
+                assert!(
+                    max_window <= 100,
+                    "never above the 10-second limit: {max_window}"
+                );
+            }
+            Dest::Zoho => {
+                let calls = state["write_calls"].as_array().unwrap();
+                assert!(!calls.is_empty(), "upserts were made");
+                for c in calls {
+                    assert_eq!(c["trigger"], serde_json::json!([]), "every write: {c}");
+                    assert_eq!(c["workflows_fired"], false, "{c}");
+                }
+                assert_eq!(state["workflow_runs"], 0, "no workflow ran");
+            }
+        }
+    }
 }
 
 /// What can go wrong during an end-to-end run.
 #[derive(Default)]
 struct Scenario {
+    /// The destination.
+    dest: Dest,
+    /// HubSpot with `[sinks.oauth]` instead of a static token (Zoho always uses OAuth).
+    oauth: bool,
     /// Fault script posted to the emulator before the workload (`/_emulator/faults`).
     faults: Option<Value>,
+    /// Expire every access token mid-run, twice: at an upsert after the inserts, at a request
+    /// after the updates (each waits until the previous one fired).
+    expire_tokens: bool,
     /// kill -9 the (first) sink worker after the inserts, restart it after the updates.
     kill_worker: bool,
     /// Sink worker processes in the consumer group.
     workers: usize,
     /// After converging: wipe the emulator and rebuild it with `driftless replay`.
     replay: bool,
+    /// Insert a row the sink cannot map (a lifecycle missing from the map); it must land on
+    /// the dead-letter topic while the rest converges, then be applied once by
+    /// `driftless replay --dead-letters` after the map is fixed.
+    poison: bool,
 }
 
 impl Emulator {
@@ -101,13 +294,51 @@ impl Emulator {
             .unwrap();
         assert!(r.status().is_success(), "fault script accepted");
     }
+
+    /// Waits until the emulator's live records equal `expected`; panics with a summary and the
+    /// workers' logs after `timeout`.
+    async fn wait_for(&self, dest: Dest, expected: &Rows, timeout: Duration, workers: &[Capture]) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let (live, _) = dest.contacts(&self.state().await);
+            if live == *expected {
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                let missing = expected.keys().filter(|k| !live.contains_key(*k)).count();
+                let extra = live.keys().filter(|k| !expected.contains_key(*k)).count();
+                let differ = expected
+                    .iter()
+                    .filter(|(k, v)| live.get(*k).is_some_and(|l| l != *v));
+                let logs: Vec<String> = workers.iter().map(Capture::log_text).collect();
+                panic!(
+                    "emulator != SELECT: {missing} missing, {extra} extra, {} differing\n{}",
+                    differ.count(),
+                    logs.join("\n----\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Waits until every scripted fault fired.
+    async fn wait_faults_fired(&self, dest: Dest) {
+        eventually(
+            "the scripted faults fired",
+            Duration::from_secs(60),
+            || async { dest.pending_faults(&self.state().await) == 0 },
+        )
+        .await;
+    }
 }
 
-/// Random inserts/updates/deletes on Postgres → capture → Kafka → sink worker(s) → HubSpot
-/// emulator; at the end the emulator's live contacts equal `SELECT` (emails lower-cased), with
-/// exactly one object per source key, and the emulator's rate limit was never exceeded.
+/// Random inserts/updates/deletes on Postgres → capture → Kafka → sink worker(s) → emulator; at
+/// the end the emulator's live records equal `SELECT` (emails lower-cased, Zoho's picklist
+/// values mapped back), with exactly one record per source key (deleted ones archived or in the
+/// recycle bin), plus the destination's own checks ([`Dest::check_final`]).
 async fn converge(scenario: Scenario) {
-    let emulator = Emulator::start("hubspot");
+    let dest = scenario.dest;
+    let emulator = Emulator::start(dest.emulator());
     let db = TestDb::new("e2e").await;
     db.exec(
         "CREATE TABLE contacts (id bigint PRIMARY KEY, email text NOT NULL UNIQUE, \
@@ -115,38 +346,15 @@ async fn converge(scenario: Scenario) {
     )
     .await;
     // A consumer group of its own: a member left behind by another run would delay assignment.
-    let name = unique("hubspot-contacts").replace('_', "-");
-    let sink = format!(
-        r#"
-[[sinks]]
-name = "{name}"
-kind = "hubspot"
-table = "public.contacts"
-object = "contacts"
-id_property = "pg_external_id"
-token_env = "HUBSPOT_TOKEN"
-base_url = "http://127.0.0.1:{}"
-batch_max_wait_ms = 200
-[sinks.fields]
-id = "pg_external_id"
-email = {{ property = "email", transform = "lowercase" }}
-first_name = "firstname"
-lifecycle = {{ property = "lifecyclestage", map = {{ lead = "lead", customer = "customer" }} }}
-"#,
-        emulator.port,
-    );
+    let name = unique(&format!("{}-contacts", dest.emulator())).replace('_', "-");
+    let oauth = scenario.oauth || dest == Dest::Zoho;
     let setup = Setup::new(&db, &["public.contacts"], "", "");
-    let text = std::fs::read_to_string(&setup.config).unwrap() + &sink;
+    let base_config = std::fs::read_to_string(&setup.config).unwrap();
+    let text = base_config.clone() + &dest.sink_toml(&name, emulator.port, oauth, false);
     std::fs::write(&setup.config, text).unwrap();
     let mut cap = setup.start();
     cap.wait_streaming().await;
-    let start_worker = || {
-        setup.start_with(
-            "sink",
-            &["--name", &name],
-            &[("HUBSPOT_TOKEN", "test-token")],
-        )
-    };
+    let start_worker = || setup.start_with("sink", &["--name", &name], &SINK_ENV);
     let mut workers: Vec<Capture> = (0..scenario.workers.max(1))
         .map(|_| start_worker())
         .collect();
@@ -177,6 +385,15 @@ lifecycle = {{ property = "lifecyclestage", map = {{ lead = "lead", customer = "
          CASE WHEN g % 2 = 0 THEN 'lead' ELSE 'customer' END FROM generate_series(1, 1000) g",
     )
     .await;
+    if scenario.expire_tokens {
+        emulator.faults(&dest.expire_tokens(true)).await;
+    }
+    if scenario.poison {
+        db.exec(&format!(
+            "INSERT INTO contacts VALUES ({POISON_ID}, '{POISON_EMAIL}', 'poison', 'evangelist')"
+        ))
+        .await;
+    }
     if scenario.kill_worker {
         tokio::time::sleep(Duration::from_millis(700)).await;
         workers[0].kill9();
@@ -193,12 +410,18 @@ lifecycle = {{ property = "lifecyclestage", map = {{ lead = "lead", customer = "
         ))
         .await;
     }
+    if scenario.expire_tokens {
+        // One expiry at a time: a token expiring again right after its refresh is refused twice,
+        // which stops the worker by design.
+        emulator.wait_faults_fired(dest).await;
+        emulator.faults(&dest.expire_tokens(false)).await;
+    }
     db.exec("DELETE FROM contacts WHERE id % 97 = 0").await;
     if scenario.kill_worker {
         workers[0] = start_worker();
     }
 
-    let expected: BTreeMap<String, (String, String)> = db
+    let mut expected: Rows = db
         .client
         .query(
             "SELECT lower(email), first_name, lifecycle FROM contacts",
@@ -209,49 +432,64 @@ lifecycle = {{ property = "lifecyclestage", map = {{ lead = "lead", customer = "
         .iter()
         .map(|r| (r.get::<_, String>(0), (r.get(1), r.get(2))))
         .collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(150);
-    loop {
-        let (live, _) = hubspot_contacts(&emulator.state().await);
-        if live == expected {
-            break;
-        }
-        if std::time::Instant::now() > deadline {
-            let missing = expected.keys().filter(|k| !live.contains_key(*k)).count();
-            let extra = live.keys().filter(|k| !expected.contains_key(*k)).count();
-            let differ = expected
-                .iter()
-                .filter(|(k, v)| live.get(*k).is_some_and(|l| l != *v));
-            let logs: Vec<String> = workers.iter().map(Capture::log_text).collect();
-            panic!(
-                "emulator != SELECT: {missing} missing, {extra} extra, {} differing\n{}",
-                differ.count(),
-                logs.join("\n----\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let poisoned = expected.remove(POISON_EMAIL);
+    assert_eq!(poisoned.is_some(), scenario.poison);
+    emulator
+        .wait_for(dest, &expected, Duration::from_secs(150), &workers)
+        .await;
     let state = emulator.state().await;
-    let (_, count) = hubspot_contacts(&state);
+    let (_, count) = dest.contacts(&state);
     assert!(
         count.values().all(|&n| n == 1),
-        "exactly one object per source key"
+        "exactly one record per source key"
     );
     assert_eq!(
         count.len(),
         1000,
-        "every key ever inserted exists once (deleted ones archived)"
+        "every key ever inserted exists once (deleted ones archived), the poison row not"
     );
-    let max_window = state["requests"]["maxInAnyWindow"].as_u64().unwrap();
-    assert!(
-        max_window <= 100,
-        "never above the 10-second limit: {max_window}"
-    );
+    dest.check_final(&state);
+    if scenario.expire_tokens {
+        emulator.wait_faults_fired(dest).await;
+        let state = emulator.state().await;
+        assert!(
+            dest.token_requests(&state) >= 3,
+            "a token at start and a refresh after each expiry: {}",
+            dest.token_requests(&state)
+        );
+        assert!(
+            workers
+                .iter()
+                .all(|w| w.log_text().contains("refreshing once")),
+            "the worker saw the 401s"
+        );
+    }
+    if let Some(row) = poisoned {
+        poison_is_dead_lettered_then_replayed(&setup, &name, &emulator, &base_config).await;
+        expected.insert(POISON_EMAIL.to_string(), row);
+        emulator
+            .wait_for(dest, &expected, Duration::from_secs(10), &workers)
+            .await;
+        let state = emulator.state().await;
+        let (_, count) = dest.contacts(&state);
+        assert_eq!(
+            count.get(POISON_EMAIL),
+            Some(&1),
+            "the replayed row exists once"
+        );
+        assert!(count.values().all(|&n| n == 1), "replay duplicated");
+    }
     if scenario.replay {
+        assert_eq!(
+            dest,
+            Dest::Hubspot,
+            "the replay scenario runs against HubSpot"
+        );
         let replay = |from: &str| {
             setup
                 .command("replay")
                 .args(["--name", &name, "--from", from])
-                .env("HUBSPOT_TOKEN", "test-token")
+                .envs(SINK_ENV)
                 .output()
                 .unwrap()
         };
@@ -265,7 +503,7 @@ lifecycle = {{ property = "lifecyclestage", map = {{ lead = "lead", customer = "
             .send()
             .await
             .unwrap();
-        assert!(hubspot_contacts(&emulator.state().await).0.is_empty());
+        assert!(dest.contacts(&emulator.state().await).0.is_empty());
         let out = replay("earliest");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
@@ -276,7 +514,7 @@ lifecycle = {{ property = "lifecyclestage", map = {{ lead = "lead", customer = "
         assert!(stdout.contains("replayed: records="), "{stdout}");
         let after = emulator.state().await;
         assert!(
-            hubspot_contacts(&after).0 == expected,
+            dest.contacts(&after).0 == expected,
             "replay rebuilt the destination"
         );
         // Idempotent: replaying again from a time and from explicit offsets changes nothing.
@@ -289,7 +527,7 @@ lifecycle = {{ property = "lifecyclestage", map = {{ lead = "lead", customer = "
                 String::from_utf8_lossy(&out.stderr)
             );
             let state = emulator.state().await;
-            let (live, _) = hubspot_contacts(&state);
+            let (live, _) = dest.contacts(&state);
             assert!(live == expected, "replay from {from} changed the result");
             // Re-applying a deleted key's history re-creates it before archiving it again (an
             // upsert never matches an archived record), so archived copies may multiply; live
@@ -331,6 +569,68 @@ lifecycle = {{ property = "lifecyclestage", map = {{ lead = "lead", customer = "
     }
     assert_eq!(cap.stop(), Some(0));
     db.drop_db().await;
+}
+
+/// The poison row is on `{prefix}.dlq.{name}` with its provenance in headers; after the map
+/// gains its value, `driftless replay --dead-letters` applies it.
+async fn poison_is_dead_lettered_then_replayed(
+    setup: &Setup,
+    name: &str,
+    emulator: &Emulator,
+    base_config: &str,
+) {
+    let dlq = format!("{}.dlq.{name}", setup.prefix);
+    let topic = setup.topic("public.contacts");
+    let records = tokio::task::block_in_place(|| read_settled(&dlq, 1, Duration::from_secs(30)));
+    assert_eq!(records.len(), 1, "only the poison row is dead-lettered");
+    let r = &records[0];
+    let event = r.json();
+    assert_eq!(event["after"]["id"], POISON_ID, "{event}");
+    let h = |k: &str| r.headers.get(k).cloned().unwrap_or_default();
+    assert_eq!(h("driftless-source-topic"), topic);
+    let partition: i32 = h("driftless-source-partition").parse().unwrap();
+    let offset: i64 = h("driftless-source-offset").parse().unwrap();
+    assert_eq!(h("driftless-error-category"), "MAPPING");
+    assert!(
+        h("driftless-error-message").contains("lifecycle"),
+        "{:?}",
+        r.headers
+    );
+    assert_eq!(
+        h("driftless-correlation-id"),
+        format!("{topic}-{partition}-{offset}")
+    );
+    assert_eq!(h("driftless-sink"), name);
+    // The source record at that position is the poison row.
+    let source = tokio::task::block_in_place(|| {
+        read_topic(&topic, Duration::from_secs(30), |rs| {
+            rs.iter()
+                .any(|x| x.partition == partition && x.offset == offset)
+        })
+    });
+    let original = source
+        .iter()
+        .find(|x| x.partition == partition && x.offset == offset)
+        .expect("the dead letter's source record");
+    assert_eq!(original.json()["after"]["id"], POISON_ID);
+
+    // Fix the mapping, then re-apply the dead letters.
+    let fixed =
+        base_config.to_string() + &Dest::Hubspot.sink_toml(name, emulator.port, false, true);
+    std::fs::write(&setup.config, fixed).unwrap();
+    let out = setup
+        .command("replay")
+        .args(["--name", name, "--dead-letters"])
+        .envs(SINK_ENV)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("replayed: records=1"), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -376,6 +676,44 @@ async fn two_sink_workers_share_partitions_and_converge() {
 async fn replay_rebuilds_the_destination_and_reapplies_idempotently() {
     converge(Scenario {
         replay: true,
+        ..Default::default()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_changes_converge_in_the_zoho_emulator_once_per_key_without_workflows() {
+    converge(Scenario {
+        dest: Dest::Zoho,
+        ..Default::default()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hubspot_oauth_tokens_expiring_mid_load_are_refreshed_and_converge() {
+    converge(Scenario {
+        oauth: true,
+        expire_tokens: true,
+        ..Default::default()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn zoho_oauth_tokens_expiring_mid_load_are_refreshed_and_converge() {
+    converge(Scenario {
+        dest: Dest::Zoho,
+        expire_tokens: true,
+        ..Default::default()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unmappable_row_is_dead_lettered_then_replayed_once_after_the_fix() {
+    converge(Scenario {
+        poison: true,
         ..Default::default()
     })
     .await;
