@@ -24,3 +24,4 @@ pub mod metrics;
 pub mod pgoutput;
 pub mod postgres;
 pub mod sink;
+pub mod sync;

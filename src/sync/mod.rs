@@ -1,0 +1,3 @@
+//! Two-way sync (issue 4): SaaS changes flowing back into Postgres.
+
+pub mod hubspot_signature;
