@@ -19,15 +19,32 @@
 //! - **H11** two inputs resolving to the same record → 400 for the whole batch.
 //! - **H12** unknown / read-only properties and type-invalid values are per-input errors (207, or
 //!   400 when nothing succeeded); a non-string value rejects the whole request (400).
-//! - **H13** `lastmodifieddate` / `hs_lastmodifieddate`, `updatedAt` and per-property history.
+//! - **H13** `lastmodifieddate` / `hs_lastmodifieddate`, `updatedAt` and per-property history
+//!   (`sourceType`/`sourceId`/`updatedByUserId`: `INTEGRATION` + [`Options::app_source_id`] for
+//!   API writes, `CRM_UI` + `userId:N` for emulated UI edits).
 //! - **H14** search: `total`, offset `after`, `limit` ≤ 200, 10 000 cap, archived excluded.
 //! - **H15** filter-group limits (5 groups / 10 per group / 25 total).
 //! - **H16** properties API with seeded schemas.
 //! - **H17** HubSpot error body everywhere, correlation id mirrored in the header.
-//! - **H20** soft delete (`DELETE`, batch/archive), `?archived=true` reads.
+//! - **H18** webhooks: a background dispatcher POSTs JSON arrays of ≤ `max_batch` events
+//!   (`{contact,company,deal}.{creation,propertyChange,deletion}`, with `eventId`,
+//!   `subscriptionId`, `portalId`, `appId`, `occurredAt`, `subscriptionType`, `attemptNumber`,
+//!   `objectId`, `propertyName`/`propertyValue` or `changeFlag`, `changeSource`, `sourceId`)
+//!   signed with `X-HubSpot-Signature` (v1, `X-HubSpot-Signature-Version: v1`),
+//!   `X-HubSpot-Signature-v3` and `X-HubSpot-Request-Timestamp`
+//!   ([`crate::sync::hubspot_signature`]). Events are emitted for exactly the values a write
+//!   changed (a no-op write emits nothing); values set at creation are `propertyChange`s too.
+//!   One request at a time (`maxConcurrentRequests` = 1).
+//! - **H19** retries on connect failure, timeout or any status outside {2xx, 400, 401, 403, 404,
+//!   405}, up to `max_retries`, backing off `retry_base_ms · 2^(n-1)` (or `Retry-After` seconds
+//!   on a 429), with `attemptNumber` counting up; test knobs shuffle the order, deliver every nth
+//!   event twice or drop it.
+//! - **H20** soft delete (`DELETE`, batch/archive) emitting `*.deletion`, `?archived=true` reads.
 //!
-//! Deliberate simplifications: no webhooks (H18, H19), no search index lag, no merge,
-//! gdpr-delete or restore; an upsert whose unique value only matches an archived record creates
+//! Deliberate simplifications: no search index lag, no merge, gdpr-delete or restore (so no
+//! `*.merge`, `*.restore` or `contact.privacyDeletion` events), no association events, one
+//! webhook subscription (app) at a time, no webhook settings/subscriptions API (configure over
+//! `/_emulator/webhooks`); an upsert whose unique value only matches an archived record creates
 //! a new record (the archived one stays archived); a write that changes no value does not bump
 //! `lastmodifieddate`; the daily cap resets at UTC midnight; the list endpoint's `after` is the
 //! last record id. The `reset_connection` fault unwinds the connection task with
@@ -35,8 +52,13 @@
 //! writing a response, so the client sees the connection closed (FIN; a RST only if unread
 //! request bytes remain) — axum offers no true TCP reset.
 //!
-//! Test-control endpoints (not part of HubSpot): `GET /_emulator/state`, `POST /_emulator/reset`,
-//! `POST /_emulator/faults`.
+//! Test-control endpoints (not part of HubSpot): `GET /_emulator/state`, `POST /_emulator/reset`
+//! (also removes the webhook subscription), `POST /_emulator/faults`;
+//! `POST|GET|DELETE /_emulator/webhooks` (subscription config, delivery stats; see
+//! `HookConfig`); `POST /_emulator/objects/{type}` (create), `POST
+//! /_emulator/objects/{type}/{id}/edit` and `.../{id}/archive`, each with optional
+//! `{"properties": {..}, "userId": N}`: writes "in the HubSpot UI" (`CRM_UI`, `userId:N`,
+//! default user 1) with history, last-modified bump and webhooks, bypassing auth and limits.
 
 #![allow(clippy::result_large_err)] // handlers return ready-made error `Response`s
 
