@@ -697,6 +697,7 @@ fn control(shared: &Arc<Mutex<Inner>>, method: &Method, path: &str, body: &Bytes
             )
         }
         ("POST", "/_emulator/reset") => {
+            stop_hooks(&mut st);
             let opts = st.opts.clone();
             *st = Inner::new(opts);
             empty(StatusCode::NO_CONTENT)
@@ -736,7 +737,7 @@ fn control(shared: &Arc<Mutex<Inner>>, method: &Method, path: &str, body: &Bytes
             ),
         },
         ("DELETE", "/_emulator/webhooks") => {
-            st.hooks = None;
+            stop_hooks(&mut st);
             empty(StatusCode::NO_CONTENT)
         }
         ("POST", p) if p.starts_with("/_emulator/objects/") => {
@@ -2242,9 +2243,17 @@ fn configure_hooks(shared: &Arc<Mutex<Inner>>, st: &mut Inner, body: &Bytes) -> 
         wake: wake.clone(),
     };
     let v = hooks_json(&h);
+    stop_hooks(st);
     st.hooks = Some(h);
     tokio::spawn(deliver_hooks(shared.clone(), wake));
     json_resp(StatusCode::OK, &v)
+}
+
+/// Removes the subscription and wakes its dispatcher so that it exits now.
+fn stop_hooks(st: &mut Inner) {
+    if let Some(h) = st.hooks.take() {
+        h.wake.notify_one();
+    }
 }
 
 enum Step {
