@@ -19,15 +19,32 @@
 //! - **H11** two inputs resolving to the same record → 400 for the whole batch.
 //! - **H12** unknown / read-only properties and type-invalid values are per-input errors (207, or
 //!   400 when nothing succeeded); a non-string value rejects the whole request (400).
-//! - **H13** `lastmodifieddate` / `hs_lastmodifieddate`, `updatedAt` and per-property history.
+//! - **H13** `lastmodifieddate` / `hs_lastmodifieddate`, `updatedAt` and per-property history
+//!   (`sourceType`/`sourceId`/`updatedByUserId`: `INTEGRATION` + [`Options::app_source_id`] for
+//!   API writes, `CRM_UI` + `userId:N` for emulated UI edits).
 //! - **H14** search: `total`, offset `after`, `limit` ≤ 200, 10 000 cap, archived excluded.
 //! - **H15** filter-group limits (5 groups / 10 per group / 25 total).
 //! - **H16** properties API with seeded schemas.
 //! - **H17** HubSpot error body everywhere, correlation id mirrored in the header.
-//! - **H20** soft delete (`DELETE`, batch/archive), `?archived=true` reads.
+//! - **H18** webhooks: a background dispatcher POSTs JSON arrays of ≤ `max_batch` events
+//!   (`{contact,company,deal}.{creation,propertyChange,deletion}`, with `eventId`,
+//!   `subscriptionId`, `portalId`, `appId`, `occurredAt`, `subscriptionType`, `attemptNumber`,
+//!   `objectId`, `propertyName`/`propertyValue` or `changeFlag`, `changeSource`, `sourceId`)
+//!   signed with `X-HubSpot-Signature` (v1, `X-HubSpot-Signature-Version: v1`),
+//!   `X-HubSpot-Signature-v3` and `X-HubSpot-Request-Timestamp`
+//!   ([`crate::sync::hubspot_signature`]). Events are emitted for exactly the values a write
+//!   changed (a no-op write emits nothing); values set at creation are `propertyChange`s too.
+//!   One request at a time (`maxConcurrentRequests` = 1).
+//! - **H19** retries on connect failure, timeout or any status outside {2xx, 400, 401, 403, 404,
+//!   405}, up to `max_retries`, backing off `retry_base_ms · 2^(n-1)` (or `Retry-After` seconds
+//!   on a 429), with `attemptNumber` counting up; test knobs shuffle the order, deliver every nth
+//!   event twice or drop it.
+//! - **H20** soft delete (`DELETE`, batch/archive) emitting `*.deletion`, `?archived=true` reads.
 //!
-//! Deliberate simplifications: no webhooks (H18, H19), no search index lag, no merge,
-//! gdpr-delete or restore; an upsert whose unique value only matches an archived record creates
+//! Deliberate simplifications: no search index lag, no merge, gdpr-delete or restore (so no
+//! `*.merge`, `*.restore` or `contact.privacyDeletion` events), no association events, one
+//! webhook subscription (app) at a time, no webhook settings/subscriptions API (configure over
+//! `/_emulator/webhooks`); an upsert whose unique value only matches an archived record creates
 //! a new record (the archived one stays archived); a write that changes no value does not bump
 //! `lastmodifieddate`; the daily cap resets at UTC midnight; the list endpoint's `after` is the
 //! last record id. The `reset_connection` fault unwinds the connection task with
@@ -35,8 +52,13 @@
 //! writing a response, so the client sees the connection closed (FIN; a RST only if unread
 //! request bytes remain) — axum offers no true TCP reset.
 //!
-//! Test-control endpoints (not part of HubSpot): `GET /_emulator/state`, `POST /_emulator/reset`,
-//! `POST /_emulator/faults`.
+//! Test-control endpoints (not part of HubSpot): `GET /_emulator/state`, `POST /_emulator/reset`
+//! (also removes the webhook subscription), `POST /_emulator/faults`;
+//! `POST|GET|DELETE /_emulator/webhooks` (subscription config, delivery stats; see
+//! `HookConfig`); `POST /_emulator/objects/{type}` (create), `POST
+//! /_emulator/objects/{type}/{id}/edit` and `.../{id}/archive`, each with optional
+//! `{"properties": {..}, "userId": N}`: writes "in the HubSpot UI" (`CRM_UI`, `userId:N`,
+//! default user 1) with history, last-modified bump and webhooks, bypassing auth and limits.
 
 #![allow(clippy::result_large_err)] // handlers return ready-made error `Response`s
 
@@ -133,6 +155,7 @@ struct Hist {
     timestamp: DateTime<Utc>,
     source_type: &'static str,
     source_id: String,
+    user_id: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -183,6 +206,8 @@ struct Inner {
     rate_limited: u64,
     by_path: BTreeMap<String, u64>,
     faults: VecDeque<Fault>,
+    hooks: Option<Hooks>,
+    next_event_id: u64,
 }
 
 const TYPES: [&str; 3] = ["contacts", "companies", "deals"];
@@ -204,6 +229,8 @@ impl Inner {
             rate_limited: 0,
             by_path: BTreeMap::new(),
             faults: VecDeque::new(),
+            hooks: None,
+            next_event_id: 1,
         }
     }
 }
@@ -670,6 +697,7 @@ fn control(shared: &Arc<Mutex<Inner>>, method: &Method, path: &str, body: &Bytes
             )
         }
         ("POST", "/_emulator/reset") => {
+            stop_hooks(&mut st);
             let opts = st.opts.clone();
             *st = Inner::new(opts);
             empty(StatusCode::NO_CONTENT)
@@ -698,6 +726,41 @@ fn control(shared: &Arc<Mutex<Inner>>, method: &Method, path: &str, body: &Bytes
                 }
             }
             json_resp(StatusCode::OK, &json!({"pendingFaults": st.faults.len()}))
+        }
+        ("POST", "/_emulator/webhooks") => configure_hooks(shared, &mut st, body),
+        ("GET", "/_emulator/webhooks") => match &st.hooks {
+            Some(h) => json_resp(StatusCode::OK, &hooks_json(h)),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "OBJECT_NOT_FOUND",
+                "no webhook subscription",
+            ),
+        },
+        ("DELETE", "/_emulator/webhooks") => {
+            stop_hooks(&mut st);
+            empty(StatusCode::NO_CONTENT)
+        }
+        ("POST", p) if p.starts_with("/_emulator/objects/") => {
+            let segs: Vec<&str> = p["/_emulator/objects/".len()..]
+                .trim_end_matches('/')
+                .split('/')
+                .collect();
+            let Some(t) = object_type(segs[0]) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "VALIDATION_ERROR",
+                    "unknown object type",
+                );
+            };
+            match &segs[1..] {
+                [] => ui_write(&mut st, t, None, "create", body),
+                [id, op @ ("edit" | "archive")] => ui_write(&mut st, t, Some(id), op, body),
+                _ => error(
+                    StatusCode::NOT_FOUND,
+                    "OBJECT_NOT_FOUND",
+                    "unknown emulator endpoint",
+                ),
+            }
         }
         _ => error(
             StatusCode::NOT_FOUND,
@@ -1069,7 +1132,7 @@ fn history_json(r: &Record, only: Option<&[String]>) -> Value {
             .map(|h| {
                 json!({"value": h.value, "timestamp": iso(h.timestamp),
                        "sourceType": h.source_type, "sourceId": h.source_id,
-                       "updatedByUserId": Value::Null})
+                       "updatedByUserId": h.user_id})
             })
             .collect();
         m.insert(k.clone(), Value::Array(list));
@@ -1203,10 +1266,25 @@ fn unique_conflict(
     None
 }
 
-/// Applies `props` to a new (`id = None`) or existing record; returns (id, new).
+/// Applies `props` to a new (`id = None`) or existing record as an API write by our app;
+/// returns the id.
 fn write(st: &mut Inner, t: &'static str, id: Option<u64>, props: BTreeMap<String, String>) -> u64 {
+    let src = Src::api(&st.opts);
+    write_as(st, t, id, props, &src)
+}
+
+/// Applies `props` to a new (`id = None`) or existing record on behalf of `src`: records
+/// history, bumps the last-modified date when a value changed and emits `*.creation` /
+/// `*.propertyChange` webhooks for exactly the values that changed. Returns the id.
+fn write_as(
+    st: &mut Inner,
+    t: &'static str,
+    id: Option<u64>,
+    props: BTreeMap<String, String>,
+    src: &Src,
+) -> u64 {
     let now = Utc::now();
-    let src = st.opts.app_source_id.clone();
+    let new = id.is_none();
     let id = id.unwrap_or_else(|| {
         let id = st.next_id;
         st.next_id += 1;
@@ -1225,6 +1303,7 @@ fn write(st: &mut Inner, t: &'static str, id: Option<u64>, props: BTreeMap<Strin
                 timestamp: now,
                 source_type: "CALCULATED",
                 source_id: String::new(),
+                user_id: None,
             });
             r.props.insert(k.into(), v);
         }
@@ -1237,25 +1316,26 @@ fn write(st: &mut Inner, t: &'static str, id: Option<u64>, props: BTreeMap<Strin
         .expect("type")
         .get_mut(&id)
         .expect("record");
-    let mut changed = r.created_at == now && r.updated_at == now && r.history.len() == 2;
+    let mut changes = vec![];
     for (k, v) in props {
         if r.props.get(&k).map_or(v.is_empty(), |old| *old == v) {
             continue;
         }
-        changed = true;
         r.history.entry(k.clone()).or_default().push(Hist {
             value: v.clone(),
             timestamp: now,
-            source_type: "INTEGRATION",
-            source_id: src.clone(),
+            source_type: src.source_type,
+            source_id: src.source_id.clone(),
+            user_id: src.user_id,
         });
         if v.is_empty() {
             r.props.remove(&k);
         } else {
-            r.props.insert(k, v);
+            r.props.insert(k.clone(), v.clone());
         }
+        changes.push((k, v));
     }
-    if changed {
+    if new || !changes.is_empty() {
         let m = modified_prop(t);
         r.updated_at = now;
         r.props.insert(m.into(), iso(now));
@@ -1264,9 +1344,32 @@ fn write(st: &mut Inner, t: &'static str, id: Option<u64>, props: BTreeMap<Strin
             timestamp: now,
             source_type: "CALCULATED",
             source_id: String::new(),
+            user_id: None,
         });
     }
+    let at = now.timestamp_millis();
+    if new {
+        emit(st, t, "creation", id, None, src, at);
+    }
+    for (k, v) in &changes {
+        emit(st, t, "propertyChange", id, Some((k, v)), src, at);
+    }
     id
+}
+
+/// Soft-deletes a live record on behalf of `src` and emits `*.deletion`; false when there is no
+/// such live record.
+fn archive(st: &mut Inner, t: &'static str, id: u64, src: &Src) -> bool {
+    let now = Utc::now();
+    match st.objects.get_mut(t).expect("type").get_mut(&id) {
+        Some(r) if !r.archived => {
+            r.archived = true;
+            r.archived_at = Some(now);
+        }
+        _ => return false,
+    }
+    emit(st, t, "deletion", id, None, src, now.timestamp_millis());
+    true
 }
 
 fn batch_result(
@@ -1334,17 +1437,14 @@ fn batch(
         "upsert" | "update" => batch_write(st, t, op == "upsert", inputs, requested_at),
         "create" => batch_create(st, t, inputs, requested_at),
         "archive" => {
-            let now = Utc::now();
+            let src = Src::api(&st.opts);
             for i in inputs {
                 let id = i
                     .get("id")
                     .and_then(Value::as_str)
                     .and_then(|s| s.parse::<u64>().ok());
-                if let Some(r) = id.and_then(|id| st.objects.get_mut(t).expect("type").get_mut(&id))
-                    && !r.archived
-                {
-                    r.archived = true;
-                    r.archived_at = Some(now);
+                if let Some(id) = id {
+                    archive(st, t, id, &src);
                 }
             }
             empty(StatusCode::NO_CONTENT)
@@ -1638,15 +1738,10 @@ fn patch_one(
     json_resp(StatusCode::OK, &render(&st.objects[t][&n], Some(t), None))
 }
 
-fn delete_one(st: &mut Inner, t: &str, id: &str) -> Response {
-    if let Some(r) = id
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| st.objects.get_mut(t).expect("type").get_mut(&n))
-        && !r.archived
-    {
-        r.archived = true;
-        r.archived_at = Some(Utc::now());
+fn delete_one(st: &mut Inner, t: &'static str, id: &str) -> Response {
+    if let Ok(n) = id.parse::<u64>() {
+        let src = Src::api(&st.opts);
+        archive(st, t, n, &src);
     }
     empty(StatusCode::NO_CONTENT)
 }
@@ -1881,6 +1976,490 @@ fn search(st: &Inner, t: &str, b: &Value) -> Response {
         v["paging"] = json!({"next": {"after": (after + limit).to_string(), "link": Value::Null}});
     }
     json_resp(StatusCode::OK, &v)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writers and webhooks (H13, H18, H19, H20)
+
+/// Who made a write: recorded in property history and in webhook `changeSource` / `sourceId`.
+#[derive(Clone, Debug)]
+struct Src {
+    /// History `sourceType` and webhook `changeSource` (`INTEGRATION`, `CRM_UI`).
+    source_type: &'static str,
+    /// History and webhook `sourceId` (our app for API writes, `userId:N` for UI edits).
+    source_id: String,
+    /// History `updatedByUserId`.
+    user_id: Option<u64>,
+}
+
+impl Src {
+    /// An API write by the app that owns the tokens.
+    fn api(opts: &Options) -> Src {
+        Src {
+            source_type: "INTEGRATION",
+            source_id: opts.app_source_id.clone(),
+            user_id: None,
+        }
+    }
+
+    /// An edit by user `user_id` in the HubSpot UI.
+    fn ui(user_id: u64) -> Src {
+        Src {
+            source_type: "CRM_UI",
+            source_id: format!("userId:{user_id}"),
+            user_id: Some(user_id),
+        }
+    }
+}
+
+/// Object type name used in `subscriptionType` (`contact.creation`, ...).
+fn singular(t: &str) -> &'static str {
+    match t {
+        "contacts" => "contact",
+        "companies" => "company",
+        _ => "deal",
+    }
+}
+
+/// Accepts `contacts` / `contact` (etc.) in test-control paths.
+fn object_type(s: &str) -> Option<&'static str> {
+    TYPES.iter().copied().find(|t| *t == s || singular(t) == s)
+}
+
+const HOOK_KINDS: [&str; 3] = ["creation", "propertyChange", "deletion"];
+
+/// Subscription ids are `SUBSCRIPTION_BASE + index in HookConfig::events`.
+const SUBSCRIPTION_BASE: u64 = 100_000;
+
+fn all_hook_events() -> Vec<String> {
+    TYPES
+        .iter()
+        .flat_map(|t| {
+            HOOK_KINDS
+                .iter()
+                .map(move |k| format!("{}.{k}", singular(t)))
+        })
+        .collect()
+}
+
+/// `POST /_emulator/webhooks` body: one app's webhook subscription.
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct HookConfig {
+    target_url: String,
+    client_secret: String,
+    #[serde(default = "HookConfig::default_app_id")]
+    app_id: u64,
+    /// `{contact,company,deal}.{creation,propertyChange,deletion}`; default all nine.
+    #[serde(default = "all_hook_events")]
+    events: Vec<String>,
+    /// `propertyChange` only for these properties (HubSpot subscribes per property); default all.
+    #[serde(default)]
+    properties: Option<Vec<String>>,
+    #[serde(default = "HookConfig::default_max_batch")]
+    max_batch: usize,
+    /// Randomise delivery order within and across requests.
+    #[serde(default)]
+    shuffle: bool,
+    /// Every nth emitted event is delivered twice (0 = never).
+    #[serde(default)]
+    duplicate_every: u64,
+    /// Every nth emitted event is never delivered (0 = never); wins over `duplicate_every`.
+    #[serde(default)]
+    drop_every: u64,
+    /// Retry n waits `retry_base_ms * 2^(n-1)` (HubSpot: minutes).
+    #[serde(default = "HookConfig::default_retry_base_ms")]
+    retry_base_ms: u64,
+    #[serde(default = "HookConfig::default_max_retries")]
+    max_retries: u32,
+    /// Per-request timeout; a timeout is retried.
+    #[serde(default = "HookConfig::default_timeout_ms")]
+    timeout_ms: u64,
+    /// Hold the first ready event this long so more events share its request.
+    #[serde(default)]
+    batch_window_ms: u64,
+}
+
+impl HookConfig {
+    fn default_app_id() -> u64 {
+        1
+    }
+    fn default_max_batch() -> usize {
+        100
+    }
+    fn default_retry_base_ms() -> u64 {
+        1000
+    }
+    fn default_max_retries() -> u32 {
+        10
+    }
+    fn default_timeout_ms() -> u64 {
+        5000
+    }
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+struct HookStats {
+    /// POST requests sent (including retries and failed connections).
+    requests: u64,
+    /// Events in requests answered 2xx (a duplicated event counts twice).
+    events_delivered: u64,
+    /// Event re-deliveries scheduled after a failed request.
+    retries: u64,
+    /// Events given up on: a 400/401/403/404/405 reply or retries exhausted.
+    failures: u64,
+    /// Events never queued because of `drop_every`.
+    dropped: u64,
+    /// Extra copies queued because of `duplicate_every`.
+    duplicated: u64,
+    /// Status of the latest reply (none after a connection failure or timeout).
+    last_status: Option<u16>,
+}
+
+struct PendingEvent {
+    event: Value,
+    attempt: u32,
+    ready_at: Instant,
+}
+
+struct Hooks {
+    cfg: HookConfig,
+    stats: HookStats,
+    pending: Vec<PendingEvent>,
+    emitted: u64,
+    /// Wakes the dispatcher; its identity also tells a dispatcher whether it is still current.
+    wake: Arc<tokio::sync::Notify>,
+}
+
+/// Queues a webhook event if the subscription wants it (called with the state lock held).
+fn emit(
+    st: &mut Inner,
+    t: &str,
+    kind: &str,
+    object_id: u64,
+    prop: Option<(&str, &str)>,
+    src: &Src,
+    occurred_at: i64,
+) {
+    let Some(h) = st.hooks.as_mut() else { return };
+    let sub_type = format!("{}.{kind}", singular(t));
+    let Some(idx) = h.cfg.events.iter().position(|e| *e == sub_type) else {
+        return;
+    };
+    if let (Some((name, _)), Some(only)) = (prop, &h.cfg.properties)
+        && !only.iter().any(|p| p == name)
+    {
+        return;
+    }
+    let event_id = st.next_event_id;
+    st.next_event_id += 1;
+    let mut e = json!({
+        "eventId": event_id,
+        "subscriptionId": SUBSCRIPTION_BASE + idx as u64,
+        "portalId": st.opts.hub_id,
+        "appId": h.cfg.app_id,
+        "occurredAt": occurred_at,
+        "subscriptionType": sub_type,
+        "attemptNumber": 0,
+        "objectId": object_id,
+    });
+    match prop {
+        Some((name, value)) => {
+            e["propertyName"] = json!(name);
+            e["propertyValue"] = json!(value);
+        }
+        None if kind == "creation" => e["changeFlag"] = json!("CREATED"),
+        None => e["changeFlag"] = json!("DELETED"),
+    }
+    e["changeSource"] = json!(src.source_type);
+    e["sourceId"] = json!(src.source_id);
+    h.emitted += 1;
+    let n = h.emitted;
+    if h.cfg.drop_every > 0 && n.is_multiple_of(h.cfg.drop_every) {
+        h.stats.dropped += 1;
+        return;
+    }
+    let now = Instant::now();
+    if h.cfg.duplicate_every > 0 && n.is_multiple_of(h.cfg.duplicate_every) {
+        h.stats.duplicated += 1;
+        h.pending.push(PendingEvent {
+            event: e.clone(),
+            attempt: 0,
+            ready_at: now,
+        });
+    }
+    h.pending.push(PendingEvent {
+        event: e,
+        attempt: 0,
+        ready_at: now,
+    });
+    h.wake.notify_one();
+}
+
+fn hooks_json(h: &Hooks) -> Value {
+    let subscriptions: Vec<Value> = h
+        .cfg
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| json!({"id": SUBSCRIPTION_BASE + i as u64, "eventType": e}))
+        .collect();
+    json!({
+        "config": h.cfg,
+        "subscriptions": subscriptions,
+        "stats": h.stats,
+        "pending": h.pending.len(),
+    })
+}
+
+/// `POST /_emulator/webhooks`: validates and installs a subscription, replacing any previous
+/// one (its undelivered events are discarded), and starts its dispatcher.
+fn configure_hooks(shared: &Arc<Mutex<Inner>>, st: &mut Inner, body: &Bytes) -> Response {
+    let cfg: HookConfig = match serde_json::from_slice(body) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", &e.to_string()),
+    };
+    let known = all_hook_events();
+    if let Some(bad) = cfg.events.iter().find(|e| !known.contains(e)) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            &format!("unsupported event type {bad}; expected one of {known:?}"),
+        );
+    }
+    if cfg.max_batch == 0 || url::Url::parse(&cfg.target_url).is_err() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "max_batch must be positive and target_url an absolute URL",
+        );
+    }
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let h = Hooks {
+        cfg,
+        stats: HookStats::default(),
+        pending: vec![],
+        emitted: 0,
+        wake: wake.clone(),
+    };
+    let v = hooks_json(&h);
+    stop_hooks(st);
+    st.hooks = Some(h);
+    tokio::spawn(deliver_hooks(shared.clone(), wake));
+    json_resp(StatusCode::OK, &v)
+}
+
+/// Removes the subscription and wakes its dispatcher so that it exits now.
+fn stop_hooks(st: &mut Inner) {
+    if let Some(h) = st.hooks.take() {
+        h.wake.notify_one();
+    }
+}
+
+enum Step {
+    Stop,
+    Wait(Duration),
+    Send(HookConfig, Vec<PendingEvent>),
+}
+
+/// Picks the next request's events, or says how long to wait (lock held briefly).
+fn next_step(shared: &Arc<Mutex<Inner>>, me: &Arc<tokio::sync::Notify>) -> Step {
+    let mut st = shared.lock().unwrap();
+    let Some(h) = st.hooks.as_mut().filter(|h| Arc::ptr_eq(&h.wake, me)) else {
+        return Step::Stop;
+    };
+    let now = Instant::now();
+    let idle = Duration::from_secs(3600);
+    let Some(first_ready) = h.pending.iter().map(|p| p.ready_at).min() else {
+        return Step::Wait(idle);
+    };
+    if first_ready > now {
+        return Step::Wait(first_ready - now);
+    }
+    let window = Duration::from_millis(h.cfg.batch_window_ms);
+    if first_ready + window > now {
+        return Step::Wait(first_ready + window - now);
+    }
+    let mut ready: Vec<usize> = (0..h.pending.len())
+        .filter(|i| h.pending[*i].ready_at <= now)
+        .collect();
+    if h.cfg.shuffle {
+        rand::seq::SliceRandom::shuffle(ready.as_mut_slice(), &mut rand::rng());
+    }
+    ready.truncate(h.cfg.max_batch);
+    let mut take = ready.clone();
+    take.sort_unstable_by(|a, b| b.cmp(a));
+    let mut batch: Vec<(usize, PendingEvent)> =
+        take.into_iter().map(|i| (i, h.pending.remove(i))).collect();
+    // Keep the picked order (queue order, or the shuffled order).
+    batch.sort_by_key(|(i, _)| ready.iter().position(|r| r == i));
+    Step::Send(h.cfg.clone(), batch.into_iter().map(|(_, p)| p).collect())
+}
+
+/// How one delivery request ended.
+enum Outcome {
+    Delivered(u16),
+    Rejected(u16),
+    Retry(Option<u16>, Option<Duration>),
+}
+
+/// The background dispatcher of one subscription: POSTs batches, retries per H19, and stops
+/// when the subscription is deleted, replaced or reset.
+async fn deliver_hooks(shared: Arc<Mutex<Inner>>, me: Arc<tokio::sync::Notify>) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = match reqwest::Client::builder().build() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "webhook dispatcher cannot build an HTTP client");
+            return;
+        }
+    };
+    loop {
+        let (cfg, batch) = match next_step(&shared, &me) {
+            Step::Stop => return,
+            Step::Wait(d) => {
+                tokio::select! {
+                    _ = me.notified() => {}
+                    _ = tokio::time::sleep(d) => {}
+                }
+                continue;
+            }
+            Step::Send(cfg, batch) => (cfg, batch),
+        };
+        let events: Vec<Value> = batch
+            .iter()
+            .map(|p| {
+                let mut e = p.event.clone();
+                e["attemptNumber"] = json!(p.attempt);
+                e
+            })
+            .collect();
+        let body = serde_json::to_vec(&events).expect("json");
+        let ts = Utc::now().timestamp_millis();
+        use crate::sync::hubspot_signature::{sign_v1, sign_v3};
+        let req = client
+            .post(&cfg.target_url)
+            .timeout(Duration::from_millis(cfg.timeout_ms))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(
+                header::USER_AGENT,
+                "HubSpot Connect 2.0 (http://dev.hubspot.com/) (namespace: webhooks-nio-http-client) - WebhooksExecutorDaemon-executor",
+            )
+            .header("X-HubSpot-Signature-Version", "v1")
+            .header("X-HubSpot-Signature", sign_v1(&cfg.client_secret, &body))
+            .header(
+                "X-HubSpot-Signature-v3",
+                sign_v3(&cfg.client_secret, "POST", &cfg.target_url, &body, ts),
+            )
+            .header("X-HubSpot-Request-Timestamp", ts.to_string())
+            .header("X-HubSpot-Timeout-Millis", cfg.timeout_ms.to_string())
+            .body(body);
+        let outcome = match req.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let retry_after = resp
+                    .headers()
+                    .get(header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                let _ = resp.bytes().await;
+                match status {
+                    200..=299 => Outcome::Delivered(status),
+                    400 | 401 | 403 | 404 | 405 => Outcome::Rejected(status),
+                    429 => Outcome::Retry(Some(status), retry_after),
+                    _ => Outcome::Retry(Some(status), None),
+                }
+            }
+            Err(_) => Outcome::Retry(None, None),
+        };
+        let mut st = shared.lock().unwrap();
+        let Some(h) = st.hooks.as_mut().filter(|h| Arc::ptr_eq(&h.wake, &me)) else {
+            return;
+        };
+        h.stats.requests += 1;
+        let n = batch.len() as u64;
+        match outcome {
+            Outcome::Delivered(s) => {
+                h.stats.last_status = Some(s);
+                h.stats.events_delivered += n;
+            }
+            Outcome::Rejected(s) => {
+                h.stats.last_status = Some(s);
+                h.stats.failures += n;
+            }
+            Outcome::Retry(s, retry_after) => {
+                h.stats.last_status = s;
+                let now = Instant::now();
+                for mut p in batch {
+                    if p.attempt >= h.cfg.max_retries {
+                        h.stats.failures += 1;
+                        continue;
+                    }
+                    p.attempt += 1;
+                    let backoff = Duration::from_millis(
+                        h.cfg
+                            .retry_base_ms
+                            .saturating_mul(1u64 << (p.attempt - 1).min(20)),
+                    );
+                    p.ready_at = now + retry_after.unwrap_or(backoff);
+                    h.stats.retries += 1;
+                    h.pending.push(p);
+                }
+            }
+        }
+    }
+}
+
+/// `POST /_emulator/objects/{type}[/{id}/edit|/{id}/archive]`: writes as a user in the HubSpot
+/// UI (`changeSource` `CRM_UI`, `sourceId` `userId:N`), with history, last-modified date and
+/// webhooks, and no API identity, auth or rate limiting.
+fn ui_write(st: &mut Inner, t: &'static str, id: Option<&str>, op: &str, body: &Bytes) -> Response {
+    let b: Value = if body.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => return error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", &e.to_string()),
+        }
+    };
+    let src = Src::ui(b.get("userId").and_then(Value::as_u64).unwrap_or(1));
+    let existing = match id {
+        None => None,
+        Some(id) => match find(st, t, id, None, false) {
+            Some(n) => Some(n),
+            None => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "OBJECT_NOT_FOUND",
+                    "resource not found",
+                );
+            }
+        },
+    };
+    if let (Some(n), "archive") = (existing, op) {
+        archive(st, t, n, &src);
+        return empty(StatusCode::NO_CONTENT);
+    }
+    let (props, errs) = match validate(t, b.get("properties")) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if !errs.is_empty() {
+        let mut e = err_body("VALIDATION_ERROR", "Property values were not valid");
+        e["errors"] = Value::Array(errs);
+        return json_resp(StatusCode::BAD_REQUEST, &e);
+    }
+    if let Some((_, other)) = unique_conflict(st, t, &props, existing) {
+        return conflict(t, other);
+    }
+    let n = write_as(st, t, existing, props, &src);
+    let status = if existing.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    json_resp(status, &render(&st.objects[t][&n], Some(t), None))
 }
 
 #[cfg(test)]
@@ -2569,5 +3148,693 @@ mod tests {
         );
         let (s, _, _) = emu.req("POST", "/_emulator/reset", None).await;
         assert_eq!(s, 204);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Webhooks (H18, H19, H20 deletion events) and UI edits
+
+    use crate::sync::hubspot_signature as sig;
+
+    const SECRET: &str = "hook-secret";
+
+    /// One request received by the test receiver.
+    #[derive(Clone, Debug)]
+    struct Delivery {
+        at: Instant,
+        url: String,
+        headers: HeaderMap,
+        body: Bytes,
+    }
+
+    impl Delivery {
+        fn events(&self) -> Vec<Value> {
+            serde_json::from_slice::<Vec<Value>>(&self.body).expect("a JSON array")
+        }
+    }
+
+    /// A scripted reply: status, optional `Retry-After`, delay before answering.
+    type Reply = (u16, Option<&'static str>, u64);
+
+    /// A local webhook receiver: records deliveries, answers from a script, then 200.
+    struct Receiver {
+        url: String,
+        got: Arc<Mutex<Vec<Delivery>>>,
+    }
+
+    impl Receiver {
+        async fn start(script: Vec<Reply>) -> Receiver {
+            let got = Arc::new(Mutex::new(vec![]));
+            let script = Arc::new(Mutex::new(VecDeque::from(script)));
+            let (g, s) = (got.clone(), script.clone());
+            let app =
+                axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
+                    let (g, s) = (g.clone(), s.clone());
+                    async move {
+                        let host = headers[header::HOST].to_str().unwrap().to_string();
+                        g.lock().unwrap().push(Delivery {
+                            at: Instant::now(),
+                            url: format!("http://{host}{uri}"),
+                            headers,
+                            body,
+                        });
+                        let (status, retry_after, delay) =
+                            s.lock().unwrap().pop_front().unwrap_or((200, None, 0));
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                        let mut r = empty(StatusCode::from_u16(status).unwrap());
+                        if let Some(ra) = retry_after {
+                            r.headers_mut()
+                                .insert(header::RETRY_AFTER, HeaderValue::from_static(ra));
+                        }
+                        r
+                    }
+                });
+            let base = crate::emulate::serve_for_test(app).await;
+            Receiver {
+                url: format!("{base}/hubspot/hooks?tenant=a%40b"),
+                got,
+            }
+        }
+
+        fn deliveries(&self) -> Vec<Delivery> {
+            self.got.lock().unwrap().clone()
+        }
+
+        fn events(&self) -> Vec<Value> {
+            self.deliveries()
+                .iter()
+                .flat_map(Delivery::events)
+                .collect()
+        }
+
+        /// Waits until `n` events arrived (panics after 10 s).
+        async fn wait_events(&self, n: usize) -> Vec<Value> {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let ev = self.events();
+                if ev.len() >= n {
+                    return ev;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "only {} of {n} events arrived: {ev:?}",
+                    ev.len()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+
+        /// Waits until `n` requests arrived (panics after 10 s).
+        async fn wait_requests(&self, n: usize) -> Vec<Delivery> {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let d = self.deliveries();
+                if d.len() >= n {
+                    return d;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "only {} of {n} requests",
+                    d.len()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
+    impl Emu {
+        async fn hooks(&self, rx: &Receiver, extra: Value) -> Value {
+            let mut cfg = json!({"target_url": rx.url, "client_secret": SECRET, "app_id": 777,
+                                 "retry_base_ms": 20});
+            for (k, v) in extra.as_object().unwrap() {
+                cfg[k] = v.clone();
+            }
+            let (s, _, v) = self.req("POST", "/_emulator/webhooks", Some(cfg)).await;
+            assert_eq!(s, 200, "{v}");
+            v
+        }
+
+        async fn hook_stats(&self) -> Value {
+            let (s, _, v) = self.req("GET", "/_emulator/webhooks", None).await;
+            assert_eq!(s, 200);
+            v
+        }
+
+        /// Waits until the emulator has no pending events and `requests` requests were made.
+        async fn settle(&self, requests: u64) -> Value {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let v = self.hook_stats().await;
+                if v["pending"] == 0 && v["stats"]["requests"].as_u64() >= Some(requests) {
+                    return v;
+                }
+                assert!(Instant::now() < deadline, "not settled: {v}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
+    fn by_type<'a>(events: &'a [Value], ty: &str) -> Vec<&'a Value> {
+        events
+            .iter()
+            .filter(|e| e["subscriptionType"] == ty)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn h18_webhooks_for_create_change_delete_are_signed() {
+        let emu = start(Options::default()).await;
+        let rx = Receiver::start(vec![]).await;
+        let cfg = emu.hooks(&rx, json!({})).await;
+        assert_eq!(cfg["config"]["max_batch"], 100);
+        assert_eq!(cfg["config"]["events"].as_array().unwrap().len(), 9);
+
+        let (_, v) = emu
+            .upsert("contacts", json!([contact("w@x.io", "Ann")]))
+            .await;
+        let id: u64 = v["results"][0]["id"].as_str().unwrap().parse().unwrap();
+        let ev = rx.wait_events(3).await;
+        let created = by_type(&ev, "contact.creation");
+        assert_eq!(created.len(), 1);
+        let c = created[0];
+        assert_eq!(c["objectId"], id);
+        assert_eq!(c["portalId"], 62515);
+        assert_eq!(c["appId"], 777);
+        assert_eq!(c["attemptNumber"], 0);
+        assert_eq!(c["changeFlag"], "CREATED");
+        assert_eq!(c["changeSource"], "INTEGRATION");
+        assert_eq!(c["sourceId"], "driftless");
+        assert!(c["occurredAt"].as_i64().unwrap() > 1_600_000_000_000);
+        let subs = cfg["subscriptions"].as_array().unwrap();
+        let sub_id = subs
+            .iter()
+            .find(|s| s["eventType"] == "contact.creation")
+            .unwrap()["id"]
+            .clone();
+        assert_eq!(c["subscriptionId"], sub_id);
+        // Values set at creation are property changes too (unset → set).
+        let mut props: Vec<(String, String)> = by_type(&ev, "contact.propertyChange")
+            .iter()
+            .map(|e| {
+                assert_eq!(e["objectId"], id);
+                assert_eq!(e["changeSource"], "INTEGRATION");
+                assert_eq!(e["sourceId"], "driftless");
+                (
+                    e["propertyName"].as_str().unwrap().into(),
+                    e["propertyValue"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        props.sort();
+        assert_eq!(
+            props,
+            [
+                ("email".into(), "w@x.io".into()),
+                ("firstname".into(), "Ann".into())
+            ]
+        );
+
+        // Headers and signatures of the request.
+        let d = &rx.deliveries()[0];
+        assert_eq!(d.headers[header::CONTENT_TYPE], "application/json");
+        assert_eq!(d.headers["x-hubspot-signature-version"], "v1");
+        let ts_header = d.headers["x-hubspot-request-timestamp"].to_str().unwrap();
+        let ts = sig::parse_timestamp(ts_header).unwrap();
+        let now = Utc::now().timestamp_millis();
+        assert!((now - ts).abs() < 60_000);
+        let v3 = d.headers["x-hubspot-signature-v3"].to_str().unwrap();
+        assert_eq!(d.url, rx.url);
+        assert_eq!(
+            sig::verify_v3(SECRET, "POST", &d.url, &d.body, v3, ts, now),
+            Ok(())
+        );
+        assert_eq!(
+            sig::verify_v3("wrong", "POST", &d.url, &d.body, v3, ts, now),
+            Err(sig::SignatureError::Mismatch)
+        );
+        let v1 = d.headers["x-hubspot-signature"].to_str().unwrap();
+        assert_eq!(sig::verify_v1(SECRET, &d.body, v1), Ok(()));
+
+        // An update emits exactly one change; a no-op write emits nothing.
+        emu.upsert("contacts", json!([contact("w@x.io", "Bea")]))
+            .await;
+        let ev = rx.wait_events(4).await;
+        let last = &ev[3];
+        assert_eq!(last["subscriptionType"], "contact.propertyChange");
+        assert_eq!(last["propertyName"], "firstname");
+        assert_eq!(last["propertyValue"], "Bea");
+        let (s, _, _) = emu
+            .req(
+                "PATCH",
+                &format!("/crm/v3/objects/contacts/{id}"),
+                Some(json!({"properties": {"firstname": "Bea", "email": "w@x.io"}})),
+            )
+            .await;
+        assert_eq!(s, 200);
+        emu.upsert("contacts", json!([contact("w@x.io", "Bea")]))
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(rx.events().len(), 4);
+
+        // Deletions: single DELETE and batch/archive; archiving twice emits once.
+        let (_, v) = emu
+            .upsert("contacts", json!([contact("z@x.io", "Zed")]))
+            .await;
+        let id2: u64 = v["results"][0]["id"].as_str().unwrap().parse().unwrap();
+        let (s, _, _) = emu
+            .req("DELETE", &format!("/crm/v3/objects/contacts/{id}"), None)
+            .await;
+        assert_eq!(s, 204);
+        for _ in 0..2 {
+            let (s, _, _) = emu
+                .req(
+                    "POST",
+                    "/crm/v3/objects/contacts/batch/archive",
+                    Some(json!({"inputs": [{"id": id2.to_string()}]})),
+                )
+                .await;
+            assert_eq!(s, 204);
+        }
+        // Other object types use their own names.
+        let (s, _, _) = emu
+            .req(
+                "POST",
+                "/crm/v3/objects/companies",
+                Some(json!({"properties": {"name": "Acme"}})),
+            )
+            .await;
+        assert_eq!(s, 201);
+        let ev = rx.wait_events(11).await;
+        let deleted: Vec<u64> = by_type(&ev, "contact.deletion")
+            .iter()
+            .map(|e| {
+                assert_eq!(e["changeFlag"], "DELETED");
+                assert_eq!(e["changeSource"], "INTEGRATION");
+                e["objectId"].as_u64().unwrap()
+            })
+            .collect();
+        assert_eq!(deleted, [id, id2]);
+        assert_eq!(by_type(&ev, "company.creation").len(), 1);
+        assert_eq!(
+            by_type(&ev, "company.propertyChange")[0]["propertyName"],
+            "name"
+        );
+        // Event ids are unique and increasing in (unshuffled) delivery order.
+        let ids: Vec<u64> = ev.iter().map(|e| e["eventId"].as_u64().unwrap()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(rx.events().len(), 11);
+        let st = emu.hook_stats().await;
+        assert_eq!(st["stats"]["events_delivered"], 11);
+        assert_eq!(st["stats"]["failures"], 0);
+        assert_eq!(st["stats"]["retries"], 0);
+    }
+
+    #[tokio::test]
+    async fn ui_edit_emits_crm_ui_changes_and_records_history() {
+        let emu = start(Options::default()).await;
+        let rx = Receiver::start(vec![]).await;
+        emu.hooks(&rx, json!({"events": ["contact.propertyChange"]}))
+            .await;
+        let (_, v) = emu
+            .upsert("contacts", json!([contact("u@x.io", "Api")]))
+            .await;
+        let id = v["results"][0]["id"].as_str().unwrap().to_string();
+        let lm1 = v["results"][0]["properties"]["lastmodifieddate"].clone();
+        rx.wait_events(2).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+
+        let edit = format!("/_emulator/objects/contacts/{id}/edit");
+        let (s, _, v) = emu
+            .req(
+                "POST",
+                &edit,
+                Some(json!({"properties": {"firstname": "Ui", "lastname": "Edit"}, "userId": 123})),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["properties"]["firstname"], "Ui");
+        assert_ne!(v["properties"]["lastmodifieddate"], lm1);
+        let ev = rx.wait_events(4).await;
+        for e in &ev[2..] {
+            assert_eq!(e["changeSource"], "CRM_UI");
+            assert_eq!(e["sourceId"], "userId:123");
+            assert_eq!(e["objectId"].to_string(), id);
+        }
+        let names: Vec<&str> = ev[2..]
+            .iter()
+            .map(|e| e["propertyName"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["firstname", "lastname"]);
+
+        let (_, _, v) = emu
+            .req(
+                "GET",
+                &format!("/crm/v3/objects/contacts/{id}?propertiesWithHistory=firstname"),
+                None,
+            )
+            .await;
+        let h = &v["propertiesWithHistory"]["firstname"];
+        assert_eq!(h[0]["value"], "Ui");
+        assert_eq!(h[0]["sourceType"], "CRM_UI");
+        assert_eq!(h[0]["sourceId"], "userId:123");
+        assert_eq!(h[0]["updatedByUserId"], 123);
+        assert_eq!(h[1]["sourceType"], "INTEGRATION");
+        assert_eq!(h[1]["updatedByUserId"], Value::Null);
+
+        // A UI edit that changes nothing emits nothing; bad input and unknown ids are refused.
+        let (s, _, _) = emu
+            .req(
+                "POST",
+                &edit,
+                Some(json!({"properties": {"firstname": "Ui"}})),
+            )
+            .await;
+        assert_eq!(s, 200);
+        let (s, _, _) = emu
+            .req("POST", &edit, Some(json!({"properties": {"nope": "x"}})))
+            .await;
+        assert_eq!(s, 400);
+        let (s, _, _) = emu
+            .req(
+                "POST",
+                "/_emulator/objects/contacts/999999/edit",
+                Some(json!({"properties": {"firstname": "x"}})),
+            )
+            .await;
+        assert_eq!(s, 404);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(rx.events().len(), 4);
+
+        // UI create and archive (singular type names are accepted too).
+        emu.hooks(
+            &rx,
+            json!({"events": ["contact.creation", "contact.deletion"]}),
+        )
+        .await;
+        let (s, _, v) = emu
+            .req(
+                "POST",
+                "/_emulator/objects/contact",
+                Some(json!({"properties": {"email": "new@x.io"}, "userId": 9})),
+            )
+            .await;
+        assert_eq!(s, 201);
+        let new_id = v["id"].as_str().unwrap().to_string();
+        let (s, _, _) = emu
+            .req(
+                "POST",
+                &format!("/_emulator/objects/contacts/{new_id}/archive"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 204);
+        let ev = rx.wait_events(6).await;
+        assert_eq!(ev[4]["subscriptionType"], "contact.creation");
+        assert_eq!(ev[5]["subscriptionType"], "contact.deletion");
+        assert_eq!(ev[5]["sourceId"], "userId:1");
+        // UI writes go around the API: no requests counted against the token.
+        let (_, _, st) = emu.req("GET", "/_emulator/state", None).await;
+        assert!(st["requests"]["byPath"].get(&edit).is_none());
+    }
+
+    #[tokio::test]
+    async fn h19_retries_5xx_with_backoff_and_attempt_numbers() {
+        let emu = start(Options::default()).await;
+        let rx = Receiver::start(vec![(500, None, 0), (503, None, 0)]).await;
+        emu.hooks(
+            &rx,
+            json!({"events": ["contact.creation"], "retry_base_ms": 100}),
+        )
+        .await;
+        emu.upsert("contacts", json!([contact("r@x.io", "R")]))
+            .await;
+        let d = rx.wait_requests(3).await;
+        let attempts: Vec<Value> = d
+            .iter()
+            .map(|d| d.events()[0]["attemptNumber"].clone())
+            .collect();
+        assert_eq!(attempts, [0, 1, 2]);
+        let ids: Vec<Value> = d.iter().map(|d| d.events()[0]["eventId"].clone()).collect();
+        assert!(ids.iter().all(|i| *i == ids[0]));
+        // Exponential backoff: 100 ms, then 200 ms.
+        assert!(d[1].at - d[0].at >= Duration::from_millis(90));
+        assert!(d[2].at - d[1].at >= Duration::from_millis(190));
+        // Each retry is signed afresh.
+        let ts = sig::parse_timestamp(
+            d[2].headers["x-hubspot-request-timestamp"]
+                .to_str()
+                .unwrap(),
+        )
+        .unwrap();
+        let v3 = d[2].headers["x-hubspot-signature-v3"].to_str().unwrap();
+        assert_eq!(
+            sig::verify_v3(SECRET, "POST", &d[2].url, &d[2].body, v3, ts, ts),
+            Ok(())
+        );
+        let st = emu.settle(3).await;
+        assert_eq!(st["stats"]["retries"], 2);
+        assert_eq!(st["stats"]["events_delivered"], 1);
+        assert_eq!(st["stats"]["failures"], 0);
+        assert_eq!(st["stats"]["last_status"], 200);
+    }
+
+    #[tokio::test]
+    async fn h19_client_errors_are_not_retried_and_retries_are_bounded() {
+        for status in [400, 401, 403, 404, 405] {
+            let emu = start(Options::default()).await;
+            let rx = Receiver::start(vec![(status, None, 0)]).await;
+            emu.hooks(&rx, json!({"events": ["contact.creation"]}))
+                .await;
+            emu.upsert("contacts", json!([contact("n@x.io", "N")]))
+                .await;
+            rx.wait_requests(1).await;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            assert_eq!(rx.deliveries().len(), 1, "{status} must not be retried");
+            let st = emu.settle(1).await;
+            assert_eq!(st["stats"]["failures"], 1);
+            assert_eq!(st["stats"]["retries"], 0);
+            assert_eq!(st["stats"]["last_status"], status);
+        }
+        // 3xx/5xx are retried, but only max_retries times.
+        let emu = start(Options::default()).await;
+        let rx = Receiver::start(vec![(302, None, 0), (502, None, 0), (500, None, 0)]).await;
+        emu.hooks(
+            &rx,
+            json!({"events": ["contact.creation"], "max_retries": 2, "retry_base_ms": 10}),
+        )
+        .await;
+        emu.upsert("contacts", json!([contact("m@x.io", "M")]))
+            .await;
+        rx.wait_requests(3).await;
+        let st = emu.settle(3).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(rx.deliveries().len(), 3);
+        assert_eq!(st["stats"]["retries"], 2);
+        assert_eq!(st["stats"]["failures"], 1);
+        assert_eq!(st["stats"]["events_delivered"], 0);
+    }
+
+    #[tokio::test]
+    async fn h19_timeouts_connect_failures_and_retry_after() {
+        // A reply slower than timeout_ms is retried.
+        let emu = start(Options::default()).await;
+        let rx = Receiver::start(vec![(200, None, 1000)]).await;
+        emu.hooks(
+            &rx,
+            json!({"events": ["contact.creation"], "timeout_ms": 150}),
+        )
+        .await;
+        emu.upsert("contacts", json!([contact("t@x.io", "T")]))
+            .await;
+        let d = rx.wait_requests(2).await;
+        assert_eq!(d[1].events()[0]["attemptNumber"], 1);
+        assert_eq!(
+            d[0].headers["x-hubspot-timeout-millis"].to_str().unwrap(),
+            "150"
+        );
+        let st = emu.settle(2).await;
+        assert_eq!(st["stats"]["retries"], 1);
+        assert_eq!(st["stats"]["events_delivered"], 1);
+
+        // 429 honours Retry-After (1 s) instead of the (10 s) backoff.
+        let rx = Receiver::start(vec![(429, Some("1"), 0)]).await;
+        emu.hooks(
+            &rx,
+            json!({"events": ["contact.creation"], "retry_base_ms": 10_000}),
+        )
+        .await;
+        emu.upsert("contacts", json!([contact("q@x.io", "Q")]))
+            .await;
+        let d = rx.wait_requests(2).await;
+        let gap = d[1].at - d[0].at;
+        assert!(
+            gap >= Duration::from_millis(950) && gap < Duration::from_secs(5),
+            "{gap:?}"
+        );
+        assert_eq!(d[1].events()[0]["attemptNumber"], 1);
+
+        // Nothing listening: connection failures are retried until max_retries.
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let (s, _, _) = emu
+            .req(
+                "POST",
+                "/_emulator/webhooks",
+                Some(
+                    json!({"target_url": format!("http://{dead}/x"), "client_secret": SECRET,
+                            "events": ["contact.creation"], "retry_base_ms": 5, "max_retries": 3}),
+                ),
+            )
+            .await;
+        assert_eq!(s, 200);
+        emu.upsert("contacts", json!([contact("c@x.io", "C")]))
+            .await;
+        let st = emu.settle(4).await;
+        assert_eq!(st["stats"]["requests"], 4);
+        assert_eq!(st["stats"]["retries"], 3);
+        assert_eq!(st["stats"]["failures"], 1);
+        assert_eq!(st["stats"]["last_status"], Value::Null);
+    }
+
+    async fn create_contacts(emu: &Emu, prefix: &str, n: usize) {
+        let inputs: Vec<Value> = (0..n)
+            .map(|i| json!({"properties": {"email": format!("{prefix}{i}@x.io")}}))
+            .collect();
+        let (s, _, _) = emu
+            .req(
+                "POST",
+                "/crm/v3/objects/contacts/batch/create",
+                Some(json!({ "inputs": inputs })),
+            )
+            .await;
+        assert_eq!(s, 201);
+    }
+
+    #[tokio::test]
+    async fn h18_batches_are_capped_and_shuffle_reorders() {
+        let emu = start(Options::default()).await;
+        let rx = Receiver::start(vec![]).await;
+        emu.hooks(
+            &rx,
+            json!({"events": ["contact.creation"], "max_batch": 5, "batch_window_ms": 200}),
+        )
+        .await;
+        create_contacts(&emu, "a", 12).await;
+        let ev = rx.wait_events(12).await;
+        let sizes: Vec<usize> = rx.deliveries().iter().map(|d| d.events().len()).collect();
+        assert_eq!(sizes, [5, 5, 2]);
+        let ids: Vec<u64> = ev.iter().map(|e| e["eventId"].as_u64().unwrap()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+
+        let rx = Receiver::start(vec![]).await;
+        emu.hooks(
+            &rx,
+            json!({"events": ["contact.propertyChange"], "max_batch": 5,
+                   "batch_window_ms": 200, "shuffle": true}),
+        )
+        .await;
+        create_contacts(&emu, "s", 30).await;
+        let ev = rx.wait_events(30).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(rx.events().len(), 30);
+        assert!(rx.deliveries().iter().all(|d| d.events().len() <= 5));
+        let ids: Vec<u64> = ev.iter().map(|e| e["eventId"].as_u64().unwrap()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 30, "every event exactly once");
+        assert_ne!(ids, sorted, "shuffle must reorder (30! orders)");
+        // Reordered across requests too: the first request is not just the 5 oldest, in some order.
+        let mut first: Vec<u64> = ids[..5].to_vec();
+        first.sort_unstable();
+        let across = first != sorted[..5]
+            || rx.deliveries()[1..].iter().any(|d| {
+                let mut b: Vec<u64> = d
+                    .events()
+                    .iter()
+                    .map(|e| e["eventId"].as_u64().unwrap())
+                    .collect();
+                b.sort_unstable();
+                b.windows(2).any(|w| w[1] - w[0] > 1)
+            });
+        assert!(across, "{ids:?}");
+    }
+
+    #[tokio::test]
+    async fn h19_duplicate_and_drop_knobs() {
+        let emu = start(Options::default()).await;
+        let rx = Receiver::start(vec![]).await;
+        emu.hooks(
+            &rx,
+            json!({"events": ["contact.creation"], "duplicate_every": 3, "drop_every": 4}),
+        )
+        .await;
+        create_contacts(&emu, "d", 12).await;
+        // Events 1..=12: 4, 8, 12 dropped; 3, 6, 9 sent twice → 9 distinct, 12 deliveries.
+        let ev = rx.wait_events(12).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(rx.events().len(), 12);
+        let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
+        for e in &ev {
+            *counts.entry(e["eventId"].as_u64().unwrap()).or_default() += 1;
+        }
+        let first = *counts.keys().next().unwrap();
+        let expect: BTreeMap<u64, usize> = (1..=12u64)
+            .filter(|n| n % 4 != 0)
+            .map(|n| (first + n - 1, if n % 3 == 0 { 2 } else { 1 }))
+            .collect();
+        assert_eq!(counts, expect);
+        let st = emu.settle(1).await;
+        assert_eq!(st["stats"]["dropped"], 3);
+        assert_eq!(st["stats"]["duplicated"], 3);
+        assert_eq!(st["stats"]["events_delivered"], 12);
+    }
+
+    #[tokio::test]
+    async fn webhook_config_validation_delete_and_reset() {
+        let emu = start(Options::default()).await;
+        let (s, _, _) = emu.req("GET", "/_emulator/webhooks", None).await;
+        assert_eq!(s, 404);
+        let rx = Receiver::start(vec![]).await;
+        for bad in [
+            json!({"target_url": rx.url, "client_secret": "s", "events": ["contact.merge"]}),
+            json!({"target_url": "not a url", "client_secret": "s"}),
+            json!({"target_url": rx.url, "client_secret": "s", "max_batch": 0}),
+            json!({"target_url": rx.url, "client_secret": "s", "bogus": 1}),
+            json!({"client_secret": "s"}),
+        ] {
+            let (s, _, _) = emu.req("POST", "/_emulator/webhooks", Some(bad)).await;
+            assert_eq!(s, 400);
+        }
+        // Only subscribed event types and properties are delivered.
+        emu.hooks(
+            &rx,
+            json!({"events": ["contact.propertyChange"], "properties": ["lastname"]}),
+        )
+        .await;
+        emu.upsert(
+            "contacts",
+            json!([{"idProperty": "email", "id": "p@x.io",
+                    "properties": {"firstname": "F", "lastname": "L"}}]),
+        )
+        .await;
+        let ev = rx.wait_events(1).await;
+        assert_eq!(ev[0]["propertyName"], "lastname");
+        // DELETE stops deliveries; so does reset.
+        let (s, _, _) = emu.req("DELETE", "/_emulator/webhooks", None).await;
+        assert_eq!(s, 204);
+        emu.upsert("contacts", json!([contact("p@x.io", "G")]))
+            .await;
+        emu.hooks(&rx, json!({})).await;
+        let (s, _, _) = emu.req("POST", "/_emulator/reset", None).await;
+        assert_eq!(s, 204);
+        emu.upsert("contacts", json!([contact("p@x.io", "H")]))
+            .await;
+        let (s, _, _) = emu.req("GET", "/_emulator/webhooks", None).await;
+        assert_eq!(s, 404);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(rx.events().len(), 1);
     }
 }

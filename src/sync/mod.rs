@@ -3,7 +3,10 @@
 //! Layout: [`resolve`] is the pure per-field rule (ledger, ownership, timestamps); [`store`]
 //! keeps the durable state in Postgres (ledger and identity links, reconciliation cursor) and
 //! writes inbound changes in transactions tagged with the sink's replication origin, so capture
-//! marks them and the same sink does not send them back; [`hubspot`] is the HubSpot side
-//! (outbound conflict check, webhook receiver, search reconciliation).
+//! marks them and the same sink does not send them back; [`hubspot_signature`] verifies
+//! HubSpot's webhook signatures; [`hubspot`] is the HubSpot side (outbound conflict check,
+//! webhook receiver, search reconciliation).
 
+pub mod hubspot_signature;
 pub mod resolve;
+pub mod store;

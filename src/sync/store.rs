@@ -23,8 +23,8 @@ use serde_json::Value;
 use tokio_postgres::Client;
 
 use crate::config::TableName;
-use crate::postgres::PgError;
 use crate::postgres::connect::{ConnectParams, connect_sql};
+use crate::postgres::error::PgError;
 
 /// The replication origin of a sink's inbound writes.
 pub fn origin_name(sink: &str) -> String {
@@ -279,7 +279,10 @@ impl Store {
         loop {
             match self
                 .client
-                .execute("SELECT pg_replication_origin_session_setup($1)", &[&self.origin])
+                .execute(
+                    "SELECT pg_replication_origin_session_setup($1)",
+                    &[&self.origin],
+                )
                 .await
             {
                 Ok(_) => break,
@@ -319,7 +322,10 @@ impl Store {
                     continue;
                 };
                 params.push(value.clone());
-                sets.push((quote(column), format!("CAST(${}::text AS {ty})", params.len())));
+                sets.push((
+                    quote(column),
+                    format!("CAST(${}::text AS {ty})", params.len()),
+                ));
             }
             let sql = match update_key {
                 Some(k) if !sets.is_empty() => {
@@ -385,7 +391,11 @@ impl Store {
     }
 
     /// Moves the reconciliation cursor.
-    pub async fn save_cursor(&self, modified_after_ms: i64, last_id: &str) -> Result<(), StoreError> {
+    pub async fn save_cursor(
+        &self,
+        modified_after_ms: i64,
+        last_id: &str,
+    ) -> Result<(), StoreError> {
         self.client
             .execute(
                 "INSERT INTO driftless.sync_cursor (sink, modified_after_ms, last_id)
