@@ -260,6 +260,27 @@ impl HubspotSink {
         })
     }
 
+    /// Uses an already fetched schema (saves the lazy fetch at the first batch).
+    pub fn use_schema(&mut self, schema: BTreeMap<String, Property>) {
+        self.schema = Some(schema);
+    }
+
+    /// The object type (`contacts`, ...).
+    pub fn object(&self) -> &str {
+        &self.object
+    }
+
+    /// One rate-limited POST of a JSON body (reads, searches, updates of two-way sync); a
+    /// non-2xx answer is classified like a batch's (transient or fatal).
+    pub async fn post_json(&mut self, path: &str, body: &Value) -> Result<Value, SinkError> {
+        let r = self.post(path, body).await?;
+        if r.status.is_success() {
+            Ok(r.body)
+        } else {
+            Err(self.classify(&r))
+        }
+    }
+
     /// GET /crm/v3/properties/{object}: the destination schema as mapping::Property by name.
     pub async fn fetch_schema(&self) -> Result<BTreeMap<String, Property>, SinkError> {
         let path = format!("/crm/v3/properties/{}", self.object);

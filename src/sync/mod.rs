@@ -8,5 +8,6 @@
 //! webhook receiver, search reconciliation).
 
 pub mod hubspot_signature;
+pub mod plan;
 pub mod resolve;
 pub mod store;
