@@ -116,6 +116,7 @@ impl Topic {
             batch_max_wait: Duration::from_millis(100),
             stop_at: None,
             schedule: None,
+            skip_origin: None,
         };
         let sub = Subscription::new(&brokers(), &BTreeMap::new(), group, &self.name).unwrap();
         (cfg, sub)

@@ -198,38 +198,47 @@ impl AuditTrail {
     /// Writes records durably; returns once Kafka acknowledged all of them or the file was
     /// fsynced.
     pub async fn write(&self, records: &[AuditRecord]) -> Result<(), AuditError> {
+        self.write_keyed(records, |r| &r.key_hash).await
+    }
+
+    /// Writes any audit records (e.g. two-way sync conflicts), keyed by `key`.
+    pub async fn write_keyed<R: Serialize>(
+        &self,
+        records: &[R],
+        key: impl Fn(&R) -> &str,
+    ) -> Result<(), AuditError> {
         if records.is_empty() {
             return Ok(());
         }
+        let lines: Vec<(&str, Vec<u8>)> = records
+            .iter()
+            .map(|r| {
+                let json = serde_json::to_vec(r).expect("audit records serialize");
+                (key(r), json)
+            })
+            .collect();
         match self {
             AuditTrail::Off => Ok(()),
             AuditTrail::Topic { topic, producer } => {
-                let lines: Vec<(String, Vec<u8>)> = records
-                    .iter()
-                    .map(|r| {
-                        let json = serde_json::to_vec(r).expect("audit records serialize");
-                        (r.key_hash.clone(), json)
-                    })
-                    .collect();
                 futures::future::try_join_all(lines.iter().map(|(key, json)| {
                     producer.send(topic, Some(key.as_bytes()), Some(json), &[])
                 }))
                 .await?;
                 Ok(())
             }
-            AuditTrail::File(path) => append_lines(path, records).await,
+            AuditTrail::File(path) => append_lines(path, &lines).await,
         }
     }
 }
 
-async fn append_lines(path: &Path, records: &[AuditRecord]) -> Result<(), AuditError> {
+async fn append_lines(path: &Path, lines: &[(&str, Vec<u8>)]) -> Result<(), AuditError> {
     let failed = |source| AuditError::File {
         path: path.to_path_buf(),
         source,
     };
     let mut text = Vec::new();
-    for r in records {
-        serde_json::to_writer(&mut text, r).expect("audit records serialize");
+    for (_, json) in lines {
+        text.extend_from_slice(json);
         text.push(b'\n');
     }
     let mut file = tokio::fs::OpenOptions::new()

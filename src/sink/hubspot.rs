@@ -265,6 +265,28 @@ impl HubspotSink {
         self.schema = Some(schema);
     }
 
+    /// Another client of the same sink (same credentials and token cache, own limiter), for
+    /// two-way sync's reads.
+    pub fn sibling(&self) -> HubspotSink {
+        HubspotSink {
+            client: self.client.clone(),
+            base_url: self.base_url.clone(),
+            object: self.object.clone(),
+            id_property: self.id_property.clone(),
+            credentials: self.credentials.clone(),
+            fields: self.fields.clone(),
+            on_delete: self.on_delete,
+            schema: self.schema.clone(),
+            limiter: RateLimiter::default(),
+            daily_warned: false,
+        }
+    }
+
+    /// The schema, once fetched.
+    pub fn known_schema(&self) -> Option<&BTreeMap<String, Property>> {
+        self.schema.as_ref()
+    }
+
     /// The object type (`contacts`, ...).
     pub fn object(&self) -> &str {
         &self.object

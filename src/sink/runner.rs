@@ -49,6 +49,8 @@ pub struct RunnerConfig {
     pub stop_at: Option<BTreeMap<i32, i64>>,
     /// Apply in scheduled windows instead of real time.
     pub schedule: Option<Schedule>,
+    /// Skip changes made under this replication origin (a two-way sink's own inbound writes).
+    pub skip_origin: Option<String>,
 }
 
 /// Most records a scheduled window accumulates before it is applied early (bounds memory).
@@ -107,6 +109,8 @@ pub struct Stats {
     pub retries: u64,
     /// Per partition, the offset stored last (everything before it applied or dead-lettered).
     pub stored: BTreeMap<i32, i64>,
+    /// Changes skipped because this sink wrote them (two-way sync).
+    pub own_writes: u64,
 }
 
 impl RunnerConfig {
@@ -220,7 +224,8 @@ pub async fn run<S: Sink>(
         tracing::warn!(sink = %cfg.name, error = %e, "final offset commit failed");
     }
     tracing::info!(sink = %cfg.name, records = stats.records, batches = stats.batches,
-        dead_letters = stats.dead_letters, retries = stats.retries, "sink worker stopped");
+        dead_letters = stats.dead_letters, retries = stats.retries, own_writes = stats.own_writes,
+        "sink worker stopped");
     result.map(|()| stats)
 }
 
@@ -249,6 +254,14 @@ async fn accept(
         return Ok(());
     };
     match serde_json::from_slice::<ChangeEvent>(payload) {
+        Ok(event)
+            if cfg.skip_origin.is_some()
+                && event.source.origin.as_deref() == cfg.skip_origin.as_deref() =>
+        {
+            // Written by this sink's inbound half: the CRM already has it.
+            stats.own_writes += 1;
+            batcher.skip(at, Instant::now());
+        }
         Ok(event) => {
             let key = record.key.clone().unwrap_or_default();
             batcher.push(key, event, at, Instant::now());

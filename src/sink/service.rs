@@ -17,10 +17,15 @@ use super::webhook_signature::Secret;
 use super::zoho::ZohoSink;
 use super::{Outcome, Sink, SinkError};
 use crate::config::ValidConfig;
+use crate::config::sinks::TwoWay;
 use crate::config::sinks::{SinkKind, ValidSink};
 use crate::error::{Classify, ErrorClass};
 use crate::event::ChangeEvent;
 use crate::kafka::{self, AckedProducer, KafkaFailure, ReplayFrom, Subscription};
+use crate::postgres::connect::ConnectParams;
+use crate::sync::hubspot::{self as sync, TwoWaySink};
+use crate::sync::store::{Store, origin_name};
+use std::sync::Arc;
 
 /// Why a worker could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -31,19 +36,22 @@ pub enum ServiceError {
     /// The worker failed.
     #[error(transparent)]
     Runner(#[from] RunnerError),
+    /// Two-way sync could not start or stopped.
+    #[error("two-way sync: {0}")]
+    Sync(String),
 }
 
 impl Classify for ServiceError {
     fn class(&self) -> ErrorClass {
         match self {
-            ServiceError::Refused(_) => ErrorClass::Fatal,
+            ServiceError::Refused(_) | ServiceError::Sync(_) => ErrorClass::Fatal,
             ServiceError::Runner(e) => e.class(),
         }
     }
 
     fn hint(&self) -> Option<String> {
         match self {
-            ServiceError::Refused(_) => None,
+            ServiceError::Refused(_) | ServiceError::Sync(_) => None,
             ServiceError::Runner(e) => e.hint(),
         }
     }
@@ -82,6 +90,7 @@ fn runner_config(cfg: &ValidConfig, sink: &ValidSink, topic: String) -> RunnerCo
         batch_max_wait: std::time::Duration::from_millis(sink.batch_max_wait_ms),
         stop_at: None,
         schedule: sink.schedule.clone(),
+        skip_origin: None,
     }
 }
 
@@ -93,6 +102,8 @@ pub enum Destination {
     Zoho(ZohoSink),
     /// Signed HTTP POSTs.
     Webhook(WebhookSink),
+    /// HubSpot, both ways.
+    TwoWay(TwoWaySink),
 }
 
 impl Sink for Destination {
@@ -101,6 +112,7 @@ impl Sink for Destination {
             Destination::Hubspot(s) => s.apply(batch).await,
             Destination::Zoho(s) => s.apply(batch).await,
             Destination::Webhook(s) => s.apply(batch).await,
+            Destination::TwoWay(s) => s.apply(batch).await,
         }
     }
 }
@@ -168,12 +180,39 @@ pub async fn run_named(
     shutdown: watch::Receiver<bool>,
 ) -> Result<Stats, ServiceError> {
     let (index, sink) = find(cfg, name)?;
-    let runner_cfg = runner_config(
+    let mut runner_cfg = runner_config(
         cfg,
         sink,
         cfg.topic_for(&sink.table.schema, &sink.table.name),
     );
     let mut destination = destination(sink, index).await?;
+    // A two-way sink also runs its inbound half; a fatal error there stops the worker too.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let failure = Arc::new(std::sync::Mutex::new(None));
+    if let Some(two_way) = &sink.two_way {
+        let (wrapped, ctx, hubspot) = two_way_destination(cfg, sink, two_way, destination).await?;
+        destination = wrapped;
+        runner_cfg.skip_origin = Some(origin_name(&sink.name));
+        start_inbound(
+            ctx,
+            hubspot,
+            stop_rx.clone(),
+            stop_tx.clone(),
+            failure.clone(),
+        )
+        .await?;
+    }
+    let mut outer = shutdown;
+    let forward = stop_tx.clone();
+    tokio::spawn(async move {
+        while outer.changed().await.is_ok() {
+            if *outer.borrow() {
+                let _ = forward.send(true);
+                break;
+            }
+        }
+    });
+    let shutdown = stop_rx;
     let subscription = Subscription::new(
         &cfg.brokers,
         &cfg.librdkafka,
@@ -183,7 +222,100 @@ pub async fn run_named(
     .map_err(|e| ServiceError::Runner(e.into()))?;
     tracing::info!(sink = name, topic = %runner_cfg.topic, group = %group_id(name),
         "sink worker started");
-    run_worker(cfg, &runner_cfg, &subscription, &mut destination, shutdown).await
+    let result = run_worker(cfg, &runner_cfg, &subscription, &mut destination, shutdown).await;
+    let _ = stop_tx.send(true);
+    if let Some(e) = failure.lock().expect("not poisoned").take() {
+        return Err(ServiceError::Sync(e));
+    }
+    result
+}
+
+/// Wraps a HubSpot destination for two-way sync (used by workers and replays alike: a replay
+/// of a two-way sink compares with the current rows, so it never pushes stale values).
+async fn two_way_destination(
+    cfg: &ValidConfig,
+    sink: &ValidSink,
+    two_way: &TwoWay,
+    destination: Destination,
+) -> Result<(Destination, Arc<sync::Context>, HubspotSink), ServiceError> {
+    let Destination::Hubspot(hubspot) = destination else {
+        return Err(ServiceError::Refused(
+            "two-way sync is available for HubSpot sinks".into(),
+        ));
+    };
+    let url = cfg.source_url.read().map_err(ServiceError::Sync)?;
+    let params = ConnectParams::from_url(&url).map_err(|e| ServiceError::Sync(e.to_string()))?;
+    let store = Store::open(&params, &sink.name, &two_way.inbound_table)
+        .await
+        .map_err(|e| ServiceError::Sync(e.to_string()))?;
+    let audit = AuditTrail::open(&cfg.audit, &cfg.brokers, &cfg.librdkafka)
+        .map_err(|e| ServiceError::Runner(e.into()))?;
+    let ctx = Arc::new(sync::Context {
+        sink: sink.name.clone(),
+        id_property: sink.id_property.clone().unwrap_or_default(),
+        rules: sink.fields.clone(),
+        schema: hubspot.known_schema().cloned().unwrap_or_default(),
+        two_way: two_way.clone(),
+        store: tokio::sync::Mutex::new(store),
+        audit,
+        counters: sync::Counters::default(),
+    });
+    tracing::info!(sink = %sink.name, origin = %origin_name(&sink.name), "two-way sync ready");
+    Ok((
+        Destination::TwoWay(TwoWaySink::new(ctx.clone(), hubspot.sibling())),
+        ctx,
+        hubspot,
+    ))
+}
+
+/// Starts the webhook receiver, the inbound worker and the reconciliation of a two-way sink.
+/// A fatal error of the worker is stored in `failure` and stops the sink (`stop`).
+async fn start_inbound(
+    ctx: Arc<sync::Context>,
+    hubspot: HubspotSink,
+    shutdown: watch::Receiver<bool>,
+    stop: watch::Sender<bool>,
+    failure: Arc<std::sync::Mutex<Option<String>>>,
+) -> Result<(), ServiceError> {
+    let two_way = &ctx.two_way;
+    let secret = two_way
+        .client_secret
+        .read()
+        .map_err(|e| ServiceError::Refused(format!("sinks.inbound.client_secret_env: {e}")))?;
+    let (queue_tx, queue_rx) = sync::queue();
+    let router = sync::webhook_router(ctx.clone(), secret, hubspot.object(), queue_tx.clone());
+    let listener = tokio::net::TcpListener::bind(two_way.listen)
+        .await
+        .map_err(|e| ServiceError::Refused(format!("cannot listen on {}: {e}", two_way.listen)))?;
+    tracing::info!(sink = %ctx.sink, listen = %two_way.listen, path = %two_way.webhook_path,
+        "webhook receiver listening");
+    let mut server_stop = shutdown.clone();
+    tokio::spawn(async move {
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let _ = server_stop.changed().await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "webhook receiver failed");
+        }
+    });
+    if let Some(every) = two_way.reconcile_every {
+        tokio::spawn(sync::reconcile_loop(
+            ctx.clone(),
+            hubspot.sibling(),
+            queue_tx,
+            every,
+            shutdown.clone(),
+        ));
+    }
+    tokio::spawn(async move {
+        let sink = ctx.sink.clone();
+        if let Err(e) = sync::inbound_worker(ctx, hubspot, queue_rx, shutdown).await {
+            tracing::error!(sink = %sink, error = %e, "inbound sync stopped");
+            *failure.lock().expect("not poisoned") = Some(e.to_string());
+            let _ = stop.send(true);
+        }
+    });
+    Ok(())
 }
 
 /// `driftless replay`: re-applies the sink's topic (or its dead letters) from `from` up to the
@@ -205,6 +337,12 @@ pub async fn replay_named(
     };
     let mut runner_cfg = runner_config(cfg, sink, topic);
     let mut destination = destination(sink, index).await?;
+    if let Some(two_way) = &sink.two_way {
+        destination = two_way_destination(cfg, sink, two_way, destination)
+            .await?
+            .0;
+        runner_cfg.skip_origin = Some(origin_name(&sink.name));
+    }
     let group = format!("driftless-replay-{name}");
     let (subscription, ends) = Subscription::replay(
         &cfg.brokers,
