@@ -2,57 +2,11 @@
 //! real processes over TCP. One harness, [`converge`], runs every scenario ([`Scenario`]).
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::support::*;
-
-struct Emulator {
-    child: Child,
-    port: u16,
-}
-
-impl Emulator {
-    fn start(kind: &str) -> Emulator {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_driftless"))
-            .args(["emulate", kind, "--port", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "emulator did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Emulator { child, port }
-    }
-
-    async fn state(&self) -> Value {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::Client::new()
-            .get(format!("http://127.0.0.1:{}/_emulator/state", self.port))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A row as the tests compare it: lower(email) → (first_name, lifecycle).
 type Rows = BTreeMap<String, (String, String)>;

@@ -8,4 +8,5 @@ mod contract;
 mod e2e;
 mod relations;
 mod sink;
+mod sync;
 mod types;

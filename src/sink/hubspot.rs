@@ -303,6 +303,20 @@ impl HubspotSink {
         }
     }
 
+    /// [`post_json`](Self::post_json) for `batch/read`: when none of the records exist
+    /// HubSpot answers 400/404 `OBJECT_NOT_FOUND`, which is an empty result here.
+    pub async fn read_json(&mut self, path: &str, body: &Value) -> Result<Value, SinkError> {
+        let r = self.post(path, body).await?;
+        if r.status.is_success() {
+            Ok(r.body)
+        } else if matches!(r.status.as_u16(), 400 | 404) && r.body["category"] == "OBJECT_NOT_FOUND"
+        {
+            Ok(json!({"results": []}))
+        } else {
+            Err(self.classify(&r))
+        }
+    }
+
     /// GET /crm/v3/properties/{object}: the destination schema as mapping::Property by name.
     pub async fn fetch_schema(&self) -> Result<BTreeMap<String, Property>, SinkError> {
         let path = format!("/crm/v3/properties/{}", self.object);

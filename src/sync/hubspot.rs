@@ -186,7 +186,7 @@ impl Context {
             if by_id_property {
                 body["idProperty"] = json!(self.id_property);
             }
-            let answer = hubspot.post_json(&path, &body).await?;
+            let answer = hubspot.read_json(&path, &body).await?;
             self.count(
                 &self.counters.api_reads,
                 "driftless_sync_api_reads_total",

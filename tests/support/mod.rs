@@ -504,3 +504,66 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// An emulator process (`driftless emulate KIND`) on a free loopback port; killed on drop.
+pub struct Emulator {
+    child: Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl Emulator {
+    /// Starts the emulator and waits until it accepts connections.
+    pub fn start(kind: &str) -> Emulator {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_driftless"))
+            .args(["emulate", kind, "--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "emulator did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Emulator { child, port }
+    }
+
+    /// `GET /_emulator/state`.
+    pub async fn state(&self) -> Value {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}/_emulator/state", self.port))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// POSTs JSON to a path of the emulator; returns the status and the JSON answer (Null when
+    /// empty).
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let r = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{}{path}", self.port))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
