@@ -65,7 +65,7 @@ client_secret_env = "HUBSPOT_CLIENT_SECRET"
 id = "pg_external_id"
 email = "email"
 first_name = "firstname"
-lifecycle = {{ property = "lifecyclestage", map = {{ lead = "lead", customer = "customer" }} }}
+lifecycle = {{ property = "lifecyclestage", map = {{ lead = "lead", customer = "customer", other = "other" }} }}
 "#,
             audit = audit.display(),
             port = emulator.port,
@@ -103,10 +103,14 @@ lifecycle = {{ property = "lifecyclestage", map = {{ lead = "lead", customer = "
                 ("HUBSPOT_CLIENT_SECRET", SECRET),
             ],
         );
-        eventually("the webhook receiver listens", Duration::from_secs(30), || {
-            let port = self.hook_port;
-            async move { std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() }
-        })
+        eventually(
+            "the webhook receiver listens",
+            Duration::from_secs(30),
+            || {
+                let port = self.hook_port;
+                async move { std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() }
+            },
+        )
         .await;
         self.worker = Some(w);
     }
@@ -120,10 +124,7 @@ lifecycle = {{ property = "lifecyclestage", map = {{ lead = "lead", customer = "
     async fn postgres(&self) -> BTreeMap<i64, Contact> {
         self.db
             .client
-            .query(
-                "SELECT id, email, first_name, lifecycle FROM contacts",
-                &[],
-            )
+            .query("SELECT id, email, first_name, lifecycle FROM contacts", &[])
             .await
             .unwrap()
             .iter()
@@ -149,10 +150,7 @@ lifecycle = {{ property = "lifecyclestage", map = {{ lead = "lead", customer = "
                 continue;
             };
             let id = o["id"].as_str().unwrap().to_string();
-            out.insert(
-                key,
-                (id, (s("email"), s("firstname"), s("lifecyclestage"))),
-            );
+            out.insert(key, (id, (s("email"), s("firstname"), s("lifecyclestage"))));
         }
         out
     }
@@ -176,7 +174,10 @@ lifecycle = {{ property = "lifecyclestage", map = {{ lead = "lead", customer = "
                     "{what}: not in sync\npostgres: {:?}\nhubspot: {:?}\n{}",
                     self.postgres().await,
                     self.hubspot().await,
-                    self.worker.as_ref().map(Capture::log_text).unwrap_or_default()
+                    self.worker
+                        .as_ref()
+                        .map(Capture::log_text)
+                        .unwrap_or_default()
                 );
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -211,7 +212,11 @@ lifecycle = {{ property = "lifecyclestage", map = {{ lead = "lead", customer = "
     }
 
     async fn edit_in_hubspot(&self, key: i64, properties: Value) {
-        let (id, _) = self.hubspot().await.remove(&key).expect("the contact exists");
+        let (id, _) = self
+            .hubspot()
+            .await
+            .remove(&key)
+            .expect("the contact exists");
         let (status, _) = self
             .emulator
             .post(
@@ -246,31 +251,50 @@ async fn edits_on_either_side_cross_once_and_never_echo_back() {
 
     // Edit in HubSpot → Postgres changes; nothing is written back to HubSpot.
     let crm_before = t.crm_writes().await;
-    t.edit_in_hubspot(2, json!({"firstname": "Amazing Grace", "lifecyclestage": "lead"}))
-        .await;
-    eventually("the HubSpot edit reaches Postgres", Duration::from_secs(30), || async {
-        t.postgres().await[&2].1 == "Amazing Grace"
-    })
+    t.edit_in_hubspot(
+        2,
+        json!({"firstname": "Amazing Grace", "lifecyclestage": "lead"}),
+    )
+    .await;
+    eventually(
+        "the HubSpot edit reaches Postgres",
+        Duration::from_secs(30),
+        || async { t.postgres().await[&2].1 == "Amazing Grace" },
+    )
     .await;
     t.wait_in_sync("after the HubSpot edit").await;
-    assert_eq!(t.postgres().await[&2].2, "lead", "mapped back through the value map");
+    assert_eq!(
+        t.postgres().await[&2].2,
+        "lead",
+        "mapped back through the value map"
+    );
     // One row write in Postgres for one HubSpot edit, tagged with the sink's origin.
     let tagged = |o: &[Option<String>]| o.iter().filter(|o| **o == origin).count();
     assert_eq!(tagged(&t.origins(4)), 1);
-    assert_eq!(t.crm_writes().await, crm_before, "no write went back to HubSpot");
+    assert_eq!(
+        t.crm_writes().await,
+        crm_before,
+        "no write went back to HubSpot"
+    );
 
     // Edit in Postgres → HubSpot changes; nothing comes back into Postgres.
     let crm_before = t.crm_writes().await;
     t.db.exec("UPDATE contacts SET lifecycle = 'customer', first_name = 'Alan M.' WHERE id = 3")
         .await;
-    eventually("the Postgres edit reaches HubSpot", Duration::from_secs(30), || async {
-        t.hubspot().await[&3].1.1 == "Alan M."
-    })
+    eventually(
+        "the Postgres edit reaches HubSpot",
+        Duration::from_secs(30),
+        || async { t.hubspot().await[&3].1.1 == "Alan M." },
+    )
     .await;
     t.wait_in_sync("after the Postgres edit").await;
     // Only our own update: nothing came back into Postgres.
     assert_eq!(tagged(&t.origins(5)), 1);
-    assert_eq!(t.crm_writes().await - crm_before, 1, "one upsert for one edit");
+    assert_eq!(
+        t.crm_writes().await - crm_before,
+        1,
+        "one upsert for one edit"
+    );
 
     // A record created in HubSpot gets a row, and the record is linked to it (no duplicate).
     let (status, _) = t
@@ -282,9 +306,16 @@ async fn edits_on_either_side_cross_once_and_never_echo_back() {
         )
         .await;
     assert!(status < 300);
-    eventually("the HubSpot record gets a row", Duration::from_secs(30), || async {
-        t.postgres().await.values().any(|c| c.0 == "barbara@example.com")
-    })
+    eventually(
+        "the HubSpot record gets a row",
+        Duration::from_secs(30),
+        || async {
+            t.postgres()
+                .await
+                .values()
+                .any(|c| c.0 == "barbara@example.com")
+        },
+    )
     .await;
     t.wait_in_sync("after the HubSpot create").await;
     assert_eq!(t.postgres().await.len(), 4);
@@ -331,7 +362,7 @@ lifecycle = "hubspot"
     tokio::time::sleep(Duration::from_millis(200)).await;
     t.edit_in_hubspot(
         1,
-        json!({"email": "hs1@example.com", "firstname": "HsAda", "lifecyclestage": "lead"}),
+        json!({"email": "hs1@example.com", "firstname": "HsAda", "lifecyclestage": "other"}),
     )
     .await;
     t.edit_in_hubspot(
@@ -342,7 +373,7 @@ lifecycle = "hubspot"
     tokio::time::sleep(Duration::from_millis(200)).await;
     t.db.exec(
         "UPDATE contacts SET email = 'pg2@example.com', first_name = 'PgGrace', \
-         lifecycle = 'lead' WHERE id = 2",
+         lifecycle = 'other' WHERE id = 2",
     )
     .await;
     t.start_worker().await;
@@ -351,11 +382,15 @@ lifecycle = "hubspot"
     // first_name: Postgres owns it; lifecycle: HubSpot owns it; email: the later edit wins.
     assert_eq!(
         pg[&1],
-        ("hs1@example.com".into(), "PgAda".into(), "lead".into())
+        ("hs1@example.com".into(), "PgAda".into(), "other".into())
     );
     assert_eq!(
         pg[&2],
-        ("pg2@example.com".into(), "PgGrace".into(), "customer".into())
+        (
+            "pg2@example.com".into(),
+            "PgGrace".into(),
+            "customer".into()
+        )
     );
     // Every conflict is in the audit trail: field, both times, winner; no values.
     let audit = std::fs::read_to_string(&t.audit).unwrap();
@@ -383,7 +418,10 @@ lifecycle = "hubspot"
         "{fields:?}"
     );
     assert!(conflicts.iter().all(|c| c["crm_at"].is_string()));
-    assert!(!audit.contains("PgAda") && !audit.contains("hs1@"), "no values");
+    assert!(
+        !audit.contains("PgAda") && !audit.contains("hs1@"),
+        "no values"
+    );
     t.finish().await;
 }
 
@@ -425,7 +463,11 @@ async fn forged_or_stale_webhook_signatures_are_refused() {
         .as_u16();
     assert_eq!(ok, 204, "a valid signature is accepted");
     let log = t.worker.as_ref().unwrap().log_text();
-    assert_eq!(log.matches("webhook refused").count(), 3, "each refusal is logged");
+    assert_eq!(
+        log.matches("webhook refused").count(),
+        3,
+        "each refusal is logged"
+    );
     t.finish().await;
 }
 
@@ -452,9 +494,13 @@ async fn lost_duplicated_and_reordered_webhooks_are_repaired_by_reconciliation()
                 .await;
         }
     }
-    t.wait_in_sync("after 60 HubSpot edits with lossy webhooks").await;
+    t.wait_in_sync("after 60 HubSpot edits with lossy webhooks")
+        .await;
     let pg = t.postgres().await;
-    assert!(pg.values().all(|c| c.1.starts_with("R2K")), "the last edit won");
+    assert!(
+        pg.values().all(|c| c.1.starts_with("R2K")),
+        "the last edit won"
+    );
     let hooks: Value = reqwest::get(format!(
         "http://127.0.0.1:{}/_emulator/webhooks",
         t.emulator.port
