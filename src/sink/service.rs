@@ -23,7 +23,8 @@ use crate::error::{Classify, ErrorClass};
 use crate::event::ChangeEvent;
 use crate::kafka::{self, AckedProducer, KafkaFailure, ReplayFrom, Subscription};
 use crate::postgres::connect::ConnectParams;
-use crate::sync::hubspot::{self as sync, TwoWaySink};
+use crate::sync::engine::{self as sync, TwoWaySink};
+use crate::sync::hubspot::webhook_router;
 use crate::sync::store::{Store, origin_name};
 use std::sync::Arc;
 
@@ -103,7 +104,7 @@ pub enum Destination {
     /// Signed HTTP POSTs.
     Webhook(WebhookSink),
     /// HubSpot, both ways.
-    TwoWay(TwoWaySink),
+    TwoWay(TwoWaySink<HubspotSink>),
 }
 
 impl Sink for Destination {
@@ -283,7 +284,7 @@ async fn start_inbound(
         .read()
         .map_err(|e| ServiceError::Refused(format!("sinks.inbound.client_secret_env: {e}")))?;
     let (queue_tx, queue_rx) = sync::queue();
-    let router = sync::webhook_router(ctx.clone(), secret, hubspot.object(), queue_tx.clone());
+    let router = webhook_router(ctx.clone(), secret, hubspot.object(), queue_tx.clone());
     let listener = tokio::net::TcpListener::bind(two_way.listen)
         .await
         .map_err(|e| ServiceError::Refused(format!("cannot listen on {}: {e}", two_way.listen)))?;

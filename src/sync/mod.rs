@@ -7,6 +7,7 @@
 //! HubSpot's webhook signatures; [`hubspot`] is the HubSpot side (outbound conflict check,
 //! webhook receiver, search reconciliation).
 
+pub mod engine;
 pub mod hubspot;
 pub mod hubspot_signature;
 pub mod plan;
