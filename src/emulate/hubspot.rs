@@ -1832,10 +1832,7 @@ enum Key {
 }
 
 fn key(t: &str, prop: &str, raw: &str) -> Key {
-    let ty = schema(t)
-        .into_iter()
-        .find(|d| d.name == prop)
-        .map(|d| d.ptype);
+    let ty = schema(t).iter().find(|d| d.name == prop).map(|d| d.ptype);
     match ty {
         Some(PType::Number) => raw.parse().map(Key::Num).unwrap_or(Key::Str(raw.into())),
         Some(PType::Date | PType::DateTime) => to_ms(raw)
@@ -3111,14 +3108,11 @@ mod tests {
         (status, v)
     }
 
+    type IndexRow = (String, String, String, u64);
+
     /// The unique-value index as (type, property, value, id) rows, and the same rebuilt from
     /// the live records: they must always be equal.
-    fn index_rows(
-        st: &Inner,
-    ) -> (
-        Vec<(String, String, String, u64)>,
-        Vec<(String, String, String, u64)>,
-    ) {
+    fn index_rows(st: &Inner) -> (Vec<IndexRow>, Vec<IndexRow>) {
         let mut kept = vec![];
         for (t, props) in &st.unique {
             for (p, values) in props {

@@ -330,7 +330,7 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Batcher::with_max_records(2, 4, Duration::from_millis(100));
         assert!(!b.is_due(t0));
-        let mut push = |b: &mut Batcher<ChangeEvent>, key: &[u8], offset| {
+        let push = |b: &mut Batcher<ChangeEvent>, key: &[u8], offset| {
             b.push(
                 key.to_vec(),
                 event(Op::Update, json!({"v": offset}), &[]),

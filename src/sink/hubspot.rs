@@ -271,6 +271,12 @@ impl HubspotSink {
         })
     }
 
+    /// Uses `schema` (fetched by the caller, e.g. for the start-up mapping check) instead of
+    /// fetching it again before the first write.
+    pub fn use_schema(&mut self, schema: BTreeMap<String, Property>) {
+        self.schema = Some(schema);
+    }
+
     /// GET /crm/v3/properties/{object}: the destination schema as mapping::Property by name.
     pub async fn fetch_schema(&self) -> Result<BTreeMap<String, Property>, SinkError> {
         let path = format!("/crm/v3/properties/{}", self.object);

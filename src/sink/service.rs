@@ -119,8 +119,9 @@ pub async fn destination(sink: &ValidSink, index: usize) -> Result<Destination, 
     };
     let (destination, schema) = match &sink.kind {
         SinkKind::Hubspot { .. } => {
-            let d = HubspotSink::new(sink, credentials()?).map_err(failed)?;
+            let mut d = HubspotSink::new(sink, credentials()?).map_err(failed)?;
             let schema = d.fetch_schema().await.map_err(failed)?;
+            d.use_schema(schema.clone()); // one properties read, not two
             (Destination::Hubspot(d), schema)
         }
         SinkKind::Zoho { .. } => {
