@@ -64,7 +64,7 @@ pub struct SinkConfig {
     pub secret_env: Option<String>,
     /// `archive` or `ignore`.
     pub on_delete: Option<String>,
-    /// Records per request.
+    /// Keys (coalesced entries) per request.
     pub batch_max_events: Option<usize>,
     /// Maximum wait before a partial batch is sent.
     pub batch_max_wait_ms: Option<u64>,
@@ -299,7 +299,7 @@ pub struct ValidSink {
     pub on_delete: OnDelete,
     /// Field rules, in column order.
     pub fields: Vec<FieldRule>,
-    /// Records per request.
+    /// Keys (coalesced entries) per request.
     pub batch_max_events: usize,
     /// Maximum wait of a partial batch.
     pub batch_max_wait_ms: u64,

@@ -63,7 +63,7 @@
 #![allow(clippy::result_large_err)] // handlers return ready-made error `Response`s
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -194,6 +194,11 @@ struct OauthToken {
 struct Inner {
     opts: Options,
     objects: BTreeMap<&'static str, BTreeMap<u64, Record>>,
+    /// Unique-value index of the *live* records: type → unique property → value → record id.
+    /// Maintained by `write_as` and `archive` (the only writers of `props` / `archived`), so
+    /// lookups by `idProperty` cost O(1) instead of a scan of every record. Archived records are
+    /// not indexed: they never match an upsert, and `?archived=true` reads scan.
+    unique: HashMap<&'static str, HashMap<String, HashMap<String, u64>>>,
     next_id: u64,
     oauth: HashMap<String, OauthToken>,
     expired_static: bool,
@@ -217,6 +222,7 @@ impl Inner {
         Inner {
             opts,
             objects: TYPES.iter().map(|t| (*t, BTreeMap::new())).collect(),
+            unique: TYPES.iter().map(|t| (*t, HashMap::new())).collect(),
             next_id: 1001,
             oauth: HashMap::new(),
             expired_static: false,
@@ -271,7 +277,14 @@ fn p(name: &'static str, label: &'static str, ptype: PType) -> PropDef {
     }
 }
 
-fn schema(t: &str) -> Vec<PropDef> {
+/// The seeded property schema of an object type (built once; unknown types get the deals one).
+fn schema(t: &str) -> &'static [PropDef] {
+    static SCHEMAS: OnceLock<[Vec<PropDef>; 3]> = OnceLock::new();
+    let all = SCHEMAS.get_or_init(|| TYPES.map(build_schema));
+    &all[TYPES.iter().position(|x| *x == t).unwrap_or(2)]
+}
+
+fn build_schema(t: &str) -> Vec<PropDef> {
     let ro = |mut d: PropDef| {
         d.read_only = true;
         d
@@ -1166,7 +1179,9 @@ fn non_unique_err(t: &str, name: &str) -> Response {
     )
 }
 
-/// Finds a live record by id or by unique property value.
+/// Finds a live (`archived = false`) or archived record by id or by unique property value.
+/// Live records are found through the unique-value index; archived ones (several may share a
+/// value) and non-unique properties by a scan, lowest id first.
 fn find(st: &Inner, t: &str, id: &str, id_prop: Option<&str>, archived: bool) -> Option<u64> {
     let recs = &st.objects[t];
     match id_prop {
@@ -1174,10 +1189,30 @@ fn find(st: &Inner, t: &str, id: &str, id_prop: Option<&str>, archived: bool) ->
             .parse::<u64>()
             .ok()
             .filter(|n| recs.get(n).is_some_and(|r| r.archived == archived)),
+        Some(p) if !archived && is_unique(t, p) => st.unique[t].get(p)?.get(id).copied(),
         Some(p) => recs
             .values()
             .find(|r| r.archived == archived && r.props.get(p).map(String::as_str) == Some(id))
             .map(|r| r.id),
+    }
+}
+
+/// Points `value` of unique property `prop` at live record `id` (an empty value unindexes).
+fn index_value(
+    index: &mut HashMap<String, HashMap<String, u64>>,
+    prop: &str,
+    old: Option<&str>,
+    new: &str,
+    id: u64,
+) {
+    let values = index.entry(prop.to_string()).or_default();
+    if let Some(old) = old
+        && values.get(old) == Some(&id)
+    {
+        values.remove(old);
+    }
+    if !new.is_empty() {
+        values.insert(new.to_string(), id);
     }
 }
 
@@ -1316,10 +1351,14 @@ fn write_as(
         .expect("type")
         .get_mut(&id)
         .expect("record");
+    let index = st.unique.get_mut(t).expect("type");
     let mut changes = vec![];
     for (k, v) in props {
         if r.props.get(&k).map_or(v.is_empty(), |old| *old == v) {
             continue;
+        }
+        if !r.archived && is_unique(t, &k) {
+            index_value(index, &k, r.props.get(&k).map(String::as_str), &v, id);
         }
         r.history.entry(k.clone()).or_default().push(Hist {
             value: v.clone(),
@@ -1365,6 +1404,12 @@ fn archive(st: &mut Inner, t: &'static str, id: u64, src: &Src) -> bool {
         Some(r) if !r.archived => {
             r.archived = true;
             r.archived_at = Some(now);
+            let index = st.unique.get_mut(t).expect("type");
+            for (k, v) in &r.props {
+                if is_unique(t, k) {
+                    index_value(index, k, Some(v), "", id);
+                }
+            }
         }
         _ => return false,
     }
@@ -1787,10 +1832,7 @@ enum Key {
 }
 
 fn key(t: &str, prop: &str, raw: &str) -> Key {
-    let ty = schema(t)
-        .into_iter()
-        .find(|d| d.name == prop)
-        .map(|d| d.ptype);
+    let ty = schema(t).iter().find(|d| d.name == prop).map(|d| d.ptype);
     match ty {
         Some(PType::Number) => raw.parse().map(Key::Num).unwrap_or(Key::Str(raw.into())),
         Some(PType::Date | PType::DateTime) => to_ms(raw)
@@ -1951,18 +1993,21 @@ fn search(st: &Inner, t: &str, b: &Value) -> Response {
             sorts.push((p.into(), desc));
         }
     }
-    hits.sort_by(|a, b| {
-        for (p, desc) in &sorts {
-            let ka = a.props.get(p).map(|v| key(t, p, v));
-            let kb = b.props.get(p).map(|v| key(t, p, v));
-            let o = ka.partial_cmp(&kb).unwrap_or(std::cmp::Ordering::Equal);
-            let o = if *desc { o.reverse() } else { o };
-            if o.is_ne() {
-                return o;
+    // `hits` is already in id order (the records are a BTreeMap by id): sort only when asked.
+    if !sorts.is_empty() {
+        hits.sort_by(|a, b| {
+            for (p, desc) in &sorts {
+                let ka = a.props.get(p).map(|v| key(t, p, v));
+                let kb = b.props.get(p).map(|v| key(t, p, v));
+                let o = ka.partial_cmp(&kb).unwrap_or(std::cmp::Ordering::Equal);
+                let o = if *desc { o.reverse() } else { o };
+                if o.is_ne() {
+                    return o;
+                }
             }
-        }
-        a.id.cmp(&b.id)
-    });
+            a.id.cmp(&b.id)
+        });
+    }
     let total = hits.len();
     let props = str_list(b.get("properties"));
     let results: Vec<Value> = hits
@@ -3037,6 +3082,193 @@ mod tests {
         assert_eq!(v["category"], "OBJECT_NOT_FOUND");
         assert_eq!(v["correlationId"].as_str().unwrap().len(), 36);
         assert!(h.contains_key("x-hubspot-correlation-id"));
+    }
+
+    /// One request straight into the state (no HTTP): status and JSON body.
+    async fn call(st: &mut Inner, method: &str, path: &str, body: Value) -> (u16, Value) {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Bearer test-token".parse().unwrap());
+        let m = Method::from_bytes(method.as_bytes()).unwrap();
+        let b = Bytes::from(serde_json::to_vec(&body).unwrap());
+        let uri: Uri = path.parse().unwrap();
+        let r = if path.starts_with("/_emulator/") {
+            let Some(rest) = path.strip_prefix("/_emulator/objects/contacts/") else {
+                unreachable!()
+            };
+            let (id, op) = rest.split_once('/').unwrap();
+            ui_write(st, "contacts", Some(id), op, &b)
+        } else {
+            process(st, &m, &uri, &h, &b)
+        };
+        let status = r.status().as_u16();
+        let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, v)
+    }
+
+    type IndexRow = (String, String, String, u64);
+
+    /// The unique-value index as (type, property, value, id) rows, and the same rebuilt from
+    /// the live records: they must always be equal.
+    fn index_rows(st: &Inner) -> (Vec<IndexRow>, Vec<IndexRow>) {
+        let mut kept = vec![];
+        for (t, props) in &st.unique {
+            for (p, values) in props {
+                for (v, id) in values {
+                    kept.push((t.to_string(), p.clone(), v.clone(), *id));
+                }
+            }
+        }
+        let mut rebuilt = vec![];
+        for (t, recs) in &st.objects {
+            for r in recs.values().filter(|r| !r.archived) {
+                for (p, v) in r.props.iter().filter(|(p, _)| is_unique(t, p)) {
+                    rebuilt.push((t.to_string(), p.clone(), v.clone(), r.id));
+                }
+            }
+        }
+        kept.sort();
+        rebuilt.sort();
+        (kept, rebuilt)
+    }
+
+    #[tokio::test]
+    async fn unique_index_follows_value_changes_and_archives() {
+        let mut st = Inner::new(Options::default());
+        let ups = "/crm/v3/objects/contacts/batch/upsert";
+        let by = |p: &str, id: &str, props: Value| json!({"inputs": [{"idProperty": p, "id": id, "properties": props}]});
+        macro_rules! consistent {
+            () => {{
+                let (kept, rebuilt) = index_rows(&st);
+                assert_eq!(kept, rebuilt);
+            }};
+        }
+        // Create by email, then change the email through the other unique property.
+        let (s, v) = call(
+            &mut st,
+            "POST",
+            ups,
+            by("email", "a@x.io", json!({"pg_external_id": "1"})),
+        )
+        .await;
+        assert_eq!((s, &v["results"][0]["new"]), (200, &json!(true)));
+        let first = v["results"][0]["id"].as_str().unwrap().to_string();
+        consistent!();
+        let (s, v) = call(
+            &mut st,
+            "POST",
+            ups,
+            by("pg_external_id", "1", json!({"email": "b@x.io"})),
+        )
+        .await;
+        assert_eq!((s, &v["results"][0]["id"]), (200, &json!(first)));
+        consistent!();
+        // The old value no longer matches: a new record; the new value matches the first one.
+        let (_, v) = call(
+            &mut st,
+            "POST",
+            ups,
+            by("email", "a@x.io", json!({"firstname": "A"})),
+        )
+        .await;
+        assert_eq!(v["results"][0]["new"], true);
+        let second = v["results"][0]["id"].as_str().unwrap().to_string();
+        assert_ne!(second, first);
+        let (_, v) = call(
+            &mut st,
+            "POST",
+            ups,
+            by("email", "b@x.io", json!({"firstname": "B"})),
+        )
+        .await;
+        assert_eq!(
+            (&v["results"][0]["new"], &v["results"][0]["id"]),
+            (&json!(false), &json!(first))
+        );
+        consistent!();
+        // Taking a value another live record holds is a conflict and changes nothing.
+        let (s, v) = call(
+            &mut st,
+            "POST",
+            ups,
+            by("pg_external_id", "1", json!({"email": "a@x.io"})),
+        )
+        .await;
+        assert_eq!((s, v["category"].as_str()), (400, Some("CONFLICT")));
+        consistent!();
+        // Clearing a value unindexes it.
+        let (s, _) = call(
+            &mut st,
+            "PATCH",
+            &format!("/crm/v3/objects/contacts/{first}"),
+            json!({"properties": {"email": ""}}),
+        )
+        .await;
+        assert_eq!(s, 200);
+        consistent!();
+        let (_, v) = call(&mut st, "POST", ups, by("email", "b@x.io", json!({}))).await;
+        assert_eq!(v["results"][0]["new"], true);
+        consistent!();
+        // An archived record leaves the index: an upsert by its value creates a new record,
+        // while an archived read still finds it.
+        let (s, _) = call(
+            &mut st,
+            "DELETE",
+            &format!("/crm/v3/objects/contacts/{second}"),
+            json!(null),
+        )
+        .await;
+        assert_eq!(s, 204);
+        consistent!();
+        let (_, v) = call(&mut st, "POST", ups, by("email", "a@x.io", json!({}))).await;
+        assert_eq!(v["results"][0]["new"], true);
+        let fourth = v["results"][0]["id"].as_str().unwrap().to_string();
+        consistent!();
+        let (s, v) = call(
+            &mut st,
+            "GET",
+            "/crm/v3/objects/contacts/a@x.io?idProperty=email&archived=true",
+            json!(null),
+        )
+        .await;
+        assert_eq!((s, &v["id"]), (200, &json!(second)));
+        let (_, v) = call(
+            &mut st,
+            "GET",
+            "/crm/v3/objects/contacts/a@x.io?idProperty=email",
+            json!(null),
+        )
+        .await;
+        assert_eq!(v["id"], json!(fourth));
+        // A UI edit moves the value too; batch/create may then reuse the freed one.
+        let (s, _) = call(
+            &mut st,
+            "POST",
+            &format!("/_emulator/objects/contacts/{fourth}/edit"),
+            json!({"properties": {"email": "c@x.io"}}),
+        )
+        .await;
+        assert_eq!(s, 200);
+        consistent!();
+        let create = json!({"inputs": [{"properties": {"email": "a@x.io"}}]});
+        let (s, _) = call(
+            &mut st,
+            "POST",
+            "/crm/v3/objects/contacts/batch/create",
+            create,
+        )
+        .await;
+        assert_eq!(s, 201);
+        consistent!();
+        let (kept, _) = index_rows(&st);
+        let emails: Vec<&str> = kept
+            .iter()
+            .filter(|r| r.1 == "email")
+            .map(|r| r.2.as_str())
+            .collect();
+        assert_eq!(emails, ["a@x.io", "b@x.io", "c@x.io"]);
     }
 
     #[tokio::test]

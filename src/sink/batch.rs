@@ -2,8 +2,10 @@
 //!
 //! Owns the pure rules between the Kafka consumer and a destination API (issue 3, "sink
 //! runner"). Invariants (unit- and property-tested below):
-//! - a batch holds at most `max_events` *records* and closes at the latest `max_wait` after its
-//!   first record arrived;
+//! - a batch holds at most `max_events` *keys* (entries: what a destination request is capped
+//!   at) and at most `max_records` records (bounding the positions kept, by default
+//!   `max_events × 100`), and closes at the latest `max_wait` after its first record arrived;
+//!   repeated changes of a key therefore coalesce into one entry instead of filling the batch;
 //! - within a batch each key appears once (destinations must never receive two inputs for one
 //!   record in one request); the surviving entry is the key's latest state, in the position where
 //!   the key first appeared, so the order between keys follows the input;
@@ -99,10 +101,15 @@ pub struct Batch<E> {
     pub records: usize,
 }
 
+/// Records per key a batch may hold on average by default: the record cap of
+/// [`Batcher::new`] is `max_events` times this.
+pub const RECORDS_PER_KEY: usize = 100;
+
 /// Accumulates records into batches.
 #[derive(Debug)]
 pub struct Batcher<E> {
     max_events: usize,
+    max_records: usize,
     max_wait: Duration,
     entries: Vec<Entry<E>>,
     index: HashMap<Vec<u8>, usize>,
@@ -112,10 +119,23 @@ pub struct Batcher<E> {
 }
 
 impl<E: Coalesce> Batcher<E> {
-    /// A batcher closing batches at `max_events` records or `max_wait` after the first one.
+    /// A batcher closing batches at `max_events` keys, `max_events × RECORDS_PER_KEY` records
+    /// or `max_wait` after the first record, whichever comes first.
     pub fn new(max_events: usize, max_wait: Duration) -> Self {
+        let max_events = max_events.max(1);
+        Batcher::with_max_records(
+            max_events,
+            max_events.saturating_mul(RECORDS_PER_KEY),
+            max_wait,
+        )
+    }
+
+    /// A batcher closing batches at `max_events` keys, `max_records` records or `max_wait`
+    /// after the first record, whichever comes first.
+    pub fn with_max_records(max_events: usize, max_records: usize, max_wait: Duration) -> Self {
         Batcher {
             max_events: max_events.max(1),
+            max_records: max_records.max(1),
             max_wait,
             entries: Vec::new(),
             index: HashMap::new(),
@@ -143,7 +163,7 @@ impl<E: Coalesce> Batcher<E> {
                 });
             }
         }
-        self.records >= self.max_events
+        self.is_full()
     }
 
     /// Accounts for a record that carries nothing to apply (a tombstone, or a record already
@@ -160,14 +180,24 @@ impl<E: Coalesce> Batcher<E> {
         self.opened_at.map(|t| t + self.max_wait)
     }
 
-    /// True when the batch is non-empty and full or past its deadline.
-    pub fn is_due(&self, now: Instant) -> bool {
-        self.records >= self.max_events || self.deadline().is_some_and(|d| now >= d)
+    /// True when the batch holds `max_events` keys or `max_records` records.
+    pub fn is_full(&self) -> bool {
+        self.entries.len() >= self.max_events || self.records >= self.max_records
     }
 
-    /// Records in the open batch.
+    /// True when the batch is non-empty and full or past its deadline.
+    pub fn is_due(&self, now: Instant) -> bool {
+        self.is_full() || self.deadline().is_some_and(|d| now >= d)
+    }
+
+    /// Records in the open batch (before coalescing, skipped ones included).
     pub fn len(&self) -> usize {
         self.records
+    }
+
+    /// Keys (entries) in the open batch.
+    pub fn keys(&self) -> usize {
+        self.entries.len()
     }
 
     /// True when no record is pending.
@@ -296,31 +326,92 @@ mod tests {
     }
 
     #[test]
-    fn closes_on_size_and_on_time() {
+    fn closes_on_keys_on_records_and_on_time() {
         let t0 = Instant::now();
-        let mut b = Batcher::new(2, Duration::from_millis(100));
+        let mut b = Batcher::with_max_records(2, 4, Duration::from_millis(100));
         assert!(!b.is_due(t0));
-        assert!(!b.push(
-            b"a".to_vec(),
-            event(Op::Create, json!({}), &[]),
-            pos(0, 0),
-            t0
-        ));
+        let push = |b: &mut Batcher<ChangeEvent>, key: &[u8], offset| {
+            b.push(
+                key.to_vec(),
+                event(Op::Update, json!({"v": offset}), &[]),
+                pos(0, offset),
+                t0,
+            )
+        };
+        assert!(!push(&mut b, b"a", 0));
         assert!(!b.is_due(t0 + Duration::from_millis(99)));
-        assert!(b.is_due(t0 + Duration::from_millis(100)));
+        assert!(b.is_due(t0 + Duration::from_millis(100)), "max_wait");
+        assert!(!push(&mut b, b"a", 1), "a repeated key coalesces");
+        assert!(!push(&mut b, b"a", 2));
+        assert_eq!((b.keys(), b.len()), (1, 3));
+        assert!(!b.is_due(t0));
+        assert!(push(&mut b, b"b", 3), "two keys fill a batch of 2 keys");
+        assert!(b.is_due(t0));
+        let batch = b.take().unwrap();
+        assert_eq!((batch.entries.len(), batch.records), (2, 4));
+        for offset in 0..3 {
+            assert!(!push(&mut b, b"c", offset));
+        }
+        assert!(push(&mut b, b"c", 3), "the record cap bounds one hot key");
+        assert_eq!((b.keys(), b.len()), (1, 4));
+        b.take();
+        b.skip(pos(1, 0), t0);
+        assert!(!b.is_full(), "skipped records count as records, not keys");
+        assert_eq!((b.keys(), b.len()), (0, 1));
+    }
+
+    #[test]
+    fn default_record_cap_is_a_hundred_records_per_key() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(2, Duration::from_secs(1));
+        for offset in 0..(2 * RECORDS_PER_KEY as i64 - 1) {
+            assert!(!b.push(
+                b"hot".to_vec(),
+                event(Op::Update, json!({}), &[]),
+                pos(0, offset),
+                t0
+            ));
+        }
         assert!(b.push(
-            b"a".to_vec(),
+            b"hot".to_vec(),
             event(Op::Update, json!({}), &[]),
-            pos(0, 1),
+            pos(0, 999),
             t0
         ));
-        assert!(
-            b.is_due(t0),
-            "two records (one key) fill a batch of 2 records"
-        );
+        let batch = b.take().unwrap();
+        assert_eq!(batch.entries.len(), 1);
+        assert_eq!(batch.entries[0].positions.len(), 2 * RECORDS_PER_KEY);
     }
 
     proptest! {
+        /// Whatever the keys, a batch closes exactly when it reaches `max_events` keys or
+        /// `max_records` records, and never holds more.
+        #[test]
+        fn batches_respect_the_key_and_record_caps(
+            keys in proptest::collection::vec(0u8..8, 1..200),
+            max_events in 1usize..6,
+            max_records in 1usize..20,
+        ) {
+            let now = Instant::now();
+            let mut b = Batcher::with_max_records(max_events, max_records, Duration::from_secs(1));
+            let mut batches = vec![];
+            for (i, key) in keys.iter().enumerate() {
+                let full = b.push(vec![*key], event(Op::Update, json!({"v": i}), &[]), pos(0, i as i64), now);
+                prop_assert_eq!(full, b.keys() >= max_events || b.len() >= max_records);
+                if full {
+                    batches.push(b.take().unwrap());
+                }
+            }
+            batches.extend(b.take());
+            let mut records = 0;
+            for batch in &batches {
+                prop_assert!(batch.entries.len() <= max_events);
+                prop_assert!(batch.records <= max_records);
+                records += batch.records;
+            }
+            prop_assert_eq!(records, keys.len());
+        }
+
         /// Applying a batch's entries gives the same final state per key as applying every
         /// record in order, and the commit offsets cover every record.
         #[test]

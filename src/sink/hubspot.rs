@@ -86,7 +86,7 @@ impl RateLimiter {
         None
     }
 
-    /// Records a request sent at `now`.
+    /// Records a request sent at `now` (it counts while in flight).
     pub fn record(&mut self, now: Instant) {
         let window = self.window;
         while self
@@ -97,6 +97,17 @@ impl RateLimiter {
             self.sent.pop_front();
         }
         self.sent.push_back(now);
+    }
+
+    /// The request recorded last was answered at `now`: it is counted from then on. HubSpot
+    /// counted it somewhere between our send and its answer, so stamping it with the answer
+    /// time makes our window roll no earlier than HubSpot's; stamping it with the send time
+    /// let a request that reached HubSpot faster than an earlier one land 429s just as the
+    /// window rolled.
+    pub fn answered(&mut self, now: Instant) {
+        if let Some(last) = self.sent.back_mut() {
+            *last = (*last).max(now);
+        }
     }
 
     /// Takes HubSpot's rate-limit headers as the truth: `-Max` and `-Interval-Milliseconds`
@@ -260,7 +271,8 @@ impl HubspotSink {
         })
     }
 
-    /// Uses an already fetched schema (saves the lazy fetch at the first batch).
+    /// Uses `schema` (fetched by the caller, e.g. for the start-up mapping check) instead of
+    /// fetching it again before the first write.
     pub fn use_schema(&mut self, schema: BTreeMap<String, Property>) {
         self.schema = Some(schema);
     }
@@ -427,15 +439,25 @@ impl HubspotSink {
         let r = self
             .send_raw(reqwest::Method::POST, path, Some(body))
             .await?;
-        self.limiter.observe(&r.headers, Instant::now());
+        let now = Instant::now();
+        self.limiter.answered(now);
+        self.limiter.observe(&r.headers, now);
         if r.status == StatusCode::TOO_MANY_REQUESTS {
-            let e = self.classify(&r);
+            let mut e = self.classify(&r);
             if let SinkError::Transient {
                 retry_after: Some(d),
                 ..
-            } = &e
+            } = &mut e
             {
-                self.limiter.block_for(*d, Instant::now());
+                // A rolling window frees a slot when its oldest request expires: when the
+                // limiter knows that instant (our own requests, `-Remaining: 0`), retry then
+                // rather than a whole window later.
+                if r.body["policyName"] == "TEN_SECONDLY_ROLLING"
+                    && let Some(rolls) = self.limiter.wait_needed(now)
+                {
+                    *d = rolls.min(*d);
+                }
+                self.limiter.block_for(*d, now);
             }
             if r.body["policyName"] == "DAILY" && !self.daily_warned {
                 tracing::warn!(object = %self.object, "daily limit reached; parking until reset");
@@ -1075,24 +1097,45 @@ mod tests {
     #[tokio::test]
     async fn rate_limits_are_transient_with_retry_after() {
         let base = start(Options {
-            burst_limit: 2,
+            burst_limit: 3,
             ..Options::default()
         })
         .await;
+        // Three clients share the token; their limiters know nothing of the others.
         let mut s = sink(&base).await;
         s.limiter = RateLimiter::new(1000, DEFAULT_WINDOW); // let the emulator answer 429
-        s.apply(&batch(vec![contact("a@x.io", "A")])).await.unwrap();
+        s.apply(&batch(vec![contact("a@x.io", "A")])).await.unwrap(); // schema + upsert
         let mut s2 = sink(&base).await;
         s2.schema = s.schema.clone();
         s2.limiter = RateLimiter::new(1000, DEFAULT_WINDOW);
-        let err = s2
-            .apply(&batch(vec![contact("b@x.io", "B")]))
+        s2.apply(&batch(vec![contact("b@x.io", "B")]))
+            .await
+            .unwrap(); // the window is full
+        let mut s3 = sink(&base).await;
+        s3.schema = s.schema.clone();
+        s3.limiter = RateLimiter::new(1000, DEFAULT_WINDOW);
+        let err = s3
+            .apply(&batch(vec![contact("c@x.io", "C")]))
             .await
             .unwrap_err();
         match err {
             SinkError::Transient { retry_after, .. } => {
+                // s3 sent nothing else in the window: it must wait for a whole one.
                 assert_eq!(retry_after, Some(Duration::from_secs(10)));
             }
+            e => panic!("{e:?}"),
+        }
+        // s sent a request in the window: it retries when that one expires, not a whole
+        // window after the 429.
+        let err = s
+            .apply(&batch(vec![contact("d@x.io", "D")]))
+            .await
+            .unwrap_err();
+        match err {
+            SinkError::Transient {
+                retry_after: Some(d),
+                ..
+            } => assert!(d < Duration::from_secs(10), "{d:?}"),
             e => panic!("{e:?}"),
         }
 
@@ -1290,5 +1333,27 @@ mod tests {
             l.wait_needed(t1 + Duration::from_secs(1)),
             Some(Duration::from_secs(2))
         );
+    }
+
+    #[test]
+    fn limiter_counts_a_request_from_its_answer() {
+        // HubSpot counts a request when it arrives, somewhere between our send and its answer.
+        // Request 1 was slow to arrive (sent at 0, counted at 300 ms, answered at 310 ms): a
+        // window stamped with send times would allow request 3 at 10 s, which HubSpot counts
+        // at (say) 10.001 s, 9.701 s after request 1: a 429.
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut l = RateLimiter::new(2, Duration::from_secs(10));
+        l.record(t0);
+        l.answered(t0 + ms(310));
+        l.record(t0 + ms(400));
+        l.answered(t0 + ms(410));
+        assert_eq!(l.wait_needed(t0 + ms(10_000)), Some(ms(310)));
+        assert_eq!(l.wait_needed(t0 + ms(10_310)), None);
+        // A late answer never moves a stamp back.
+        let mut one = RateLimiter::new(1, Duration::from_secs(10));
+        one.record(t0 + ms(50));
+        one.answered(t0);
+        assert_eq!(one.wait_needed(t0 + ms(50)), Some(ms(10_000)));
     }
 }

@@ -41,7 +41,8 @@ pub struct RunnerConfig {
     pub topic: String,
     /// Dead-letter topic.
     pub dead_letter_topic: String,
-    /// Records per batch.
+    /// Keys (entries) per batch, i.e. per destination request; a real-time batch also closes
+    /// at `batch_max_events × batch::RECORDS_PER_KEY` records.
     pub batch_max_events: usize,
     /// Maximum wait of a partial batch.
     pub batch_max_wait: Duration,
@@ -134,7 +135,11 @@ impl Window {
     fn batcher(&self, cfg: &RunnerConfig) -> Batcher<ChangeEvent> {
         match self.schedule {
             // The deadline of a scheduled window is the tick, not the batcher's.
-            Some(_) => Batcher::new(SCHEDULED_WINDOW_MAX_RECORDS, Duration::from_secs(86_400)),
+            Some(_) => Batcher::with_max_records(
+                SCHEDULED_WINDOW_MAX_RECORDS,
+                SCHEDULED_WINDOW_MAX_RECORDS,
+                Duration::from_secs(86_400),
+            ),
             None => Batcher::new(cfg.batch_max_events, cfg.batch_max_wait),
         }
     }
@@ -154,10 +159,7 @@ impl Window {
     fn is_due(&mut self, batcher: &Batcher<ChangeEvent>, now: Instant) -> bool {
         match self.schedule {
             None => batcher.is_due(now),
-            Some(_) => {
-                batcher.len() >= SCHEDULED_WINDOW_MAX_RECORDS
-                    || self.deadline(batcher).is_some_and(|d| now >= d)
-            }
+            Some(_) => batcher.is_full() || self.deadline(batcher).is_some_and(|d| now >= d),
         }
     }
 
