@@ -196,6 +196,26 @@ lifecycle = {{ property = "lifecyclestage", map = {{ lead = "lead", customer = "
             .sum()
     }
 
+    /// The origins of every change captured so far, however many (order: by partition).
+    fn origins_any(&self) -> Vec<Option<String>> {
+        let topic = self.setup.topic("public.contacts");
+        let mut last = 0;
+        let mut stable_since = std::time::Instant::now();
+        read_topic(&topic, Duration::from_secs(60), |r| {
+            if r.len() != last {
+                last = r.len();
+                stable_since = std::time::Instant::now();
+            }
+            stable_since.elapsed() > Duration::from_secs(2)
+        })
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_slice(r.payload.as_deref().unwrap()).unwrap();
+            v["source"]["origin"].as_str().map(String::from)
+        })
+        .collect()
+    }
+
     /// The origins of every change captured so far (None: a write of ours, not driftless's),
     /// once `expected` changes are there and no more arrive for 2 s (order: by partition).
     fn origins(&self, expected: usize) -> Vec<Option<String>> {
@@ -514,6 +534,88 @@ async fn lost_duplicated_and_reordered_webhooks_are_repaired_by_reconciliation()
     assert!(
         stats["dropped"].as_u64().unwrap() > 0 && stats["duplicated"].as_u64().unwrap() > 0,
         "the emulator lost and duplicated webhooks: {stats}"
+    );
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn heavy_random_two_sided_edits_converge_with_bounded_api_calls() {
+    let t = TwoWay::start(r#""*" = "latest""#, "5s", json!({})).await;
+    const KEYS: i64 = 40;
+    let values: Vec<String> = (1..=KEYS)
+        .map(|i| format!("('k{i}@example.com', 'K{i}', 'lead')"))
+        .collect();
+    t.db.exec(&format!(
+        "INSERT INTO contacts (email, first_name, lifecycle) VALUES {}",
+        values.join(", ")
+    ))
+    .await;
+    t.wait_in_sync("initial rows").await;
+    let requests_before = t.emulator.state().await["requests"]["total"]
+        .as_u64()
+        .unwrap();
+    // Random edits on both sides of a few shared keys, as fast as they can be made.
+    let mut rng = 7u64;
+    let mut rnd = move |n: u64| {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (rng >> 33) % n
+    };
+    let (mut pg_edits, mut hs_edits) = (0u64, 0u64);
+    for i in 0..2_000 {
+        let key = 1 + rnd(KEYS as u64) as i64;
+        let stage = ["lead", "customer", "other"][rnd(3) as usize];
+        if rnd(2) == 0 {
+            t.db.exec(&format!(
+                "UPDATE contacts SET first_name = 'P{i}', lifecycle = '{stage}' WHERE id = {key}"
+            ))
+            .await;
+            pg_edits += 1;
+        } else {
+            t.edit_in_hubspot(
+                key,
+                json!({"firstname": format!("H{i}"), "lifecyclestage": stage}),
+            )
+            .await;
+            hs_edits += 1;
+        }
+    }
+    t.wait_in_sync("after 2,000 random edits on both sides")
+        .await;
+    // No ping-pong: once converged, nothing moves any more.
+    let settled = t.emulator.state().await["requests"]["total"]
+        .as_u64()
+        .unwrap();
+    let tagged_before = t.origins_any().iter().filter(|o| o.is_some()).count();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let state = t.emulator.state().await;
+    let after_quiet = state["requests"]["total"].as_u64().unwrap();
+    assert!(t.in_sync().await, "still in sync");
+    let tagged_after = t.origins_any().iter().filter(|o| o.is_some()).count();
+    assert_eq!(
+        tagged_after, tagged_before,
+        "no inbound writes once converged"
+    );
+    let writes_quiet = state["requests"]["byPath"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(p, _)| p.contains("batch/upsert"))
+        .map(|(_, n)| n.as_u64().unwrap_or(0))
+        .sum::<u64>();
+    let api_calls = settled - requests_before;
+    let per_edit = api_calls as f64 / (pg_edits + hs_edits) as f64;
+    println!(
+        "two-way: {pg_edits} Postgres edits, {hs_edits} HubSpot edits, {api_calls} HubSpot API \
+         calls ({per_edit:.2} per edit), {tagged_after} inbound row writes, {writes_quiet} upserts, \
+         {} calls while quiet (reconciliation)",
+        after_quiet - settled
+    );
+    assert!(per_edit < 3.0, "bounded API calls per edit: {per_edit:.2}");
+    assert!(
+        (tagged_after as u64) <= hs_edits,
+        "at most one Postgres write per HubSpot edit ({tagged_after} > {hs_edits})"
     );
     t.finish().await;
 }

@@ -11,6 +11,9 @@
 //!   it (their id property is set), so no duplicate appears on either side;
 //! - reconciliation asks the CRM for records modified since a durable cursor and feeds them to
 //!   the same worker, so lost or reordered notifications are repaired;
+//! - an outbound batch and an inbound application never interleave (the store lock is held from
+//!   the reads to the ledger save), so neither side decides on a state the other is changing;
+//!   this holds within one process: run one worker per two-way sink;
 //! - an echo of our own write finds the ledger equal to the CRM value and writes nothing;
 //!   deletions in the CRM are not propagated to Postgres (rows are never deleted by the CRM);
 //! - no row values in logs, metrics or the audit trail (conflicts record column, times, winner).
@@ -242,13 +245,11 @@ impl<C: Crm> Sink for TwoWaySink<C> {
             }
         }
         let keys: Vec<String> = upserts.iter().map(|u| u.key.clone()).collect();
-        let (current, ledger) = {
-            let store = ctx.store.lock().await;
-            (
-                store.rows(&keys).await.map_err(store_failed)?,
-                store.ledger_by_keys(&keys).await.map_err(store_failed)?,
-            )
-        };
+        // Held until the ledger is saved: the inbound worker never interleaves with a batch,
+        // so neither side decides on a state the other is changing.
+        let mut store = ctx.store.lock().await;
+        let current = store.rows(&keys).await.map_err(store_failed)?;
+        let ledger = store.ledger_by_keys(&keys).await.map_err(store_failed)?;
         let ids: Vec<String> = upserts.iter().map(|u| u.id.clone()).collect();
         let crm: HashMap<String, CrmRecord> = if ids.is_empty() {
             HashMap::new()
@@ -377,7 +378,6 @@ impl<C: Crm> Sink for TwoWaySink<C> {
             .filter(|(i, e)| e.item.op == Op::Delete && !rejected.contains(i))
             .filter_map(|(_, e)| record_key(e.item.key.as_ref()?))
             .collect();
-        let mut store = ctx.store.lock().await;
         store
             .save_ledger(&ledger_rows)
             .await
@@ -487,9 +487,10 @@ async fn apply_inbound<C: Crm>(
     crm: &mut C,
     ids: &[String],
 ) -> Result<(), SinkError> {
+    // Read and decide under the store lock, like the outbound side (see TwoWaySink::apply).
+    let mut store = ctx.store.lock().await;
     let records = crm.read_by_ids(ctx, ids).await?;
     let crm_ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
-    let mut store = ctx.store.lock().await;
     let by_crm_id = store
         .ledger_by_crm_ids(&crm_ids)
         .await
