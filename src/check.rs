@@ -1,7 +1,10 @@
 //! `driftless check`: the pure config validation plus a preflight against the live systems.
 //!
 //! Owns the list of problems shown to the operator. Invariant: it changes nothing (no
-//! publication, slot, topic or checkpoint is created) and reports every problem it finds.
+//! publication, slot, topic, checkpoint or sync state is created) and reports every problem it
+//! finds: Postgres (settings, privileges, tables, slot/checkpoint), Kafka reachability, and per
+//! sink its credentials and destination schema (the mapping check every worker also runs) and,
+//! for two-way sinks, the grants inbound writes need.
 
 use std::time::Duration;
 
@@ -18,7 +21,7 @@ use crate::postgres::connect::{ConnectParams, connect_sql};
 /// One preflight finding.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Finding {
-    /// Which system: `postgres`, `kafka`, `state`.
+    /// Which system: `postgres`, `kafka`, `state`, `sinks`.
     pub system: &'static str,
     /// What is wrong.
     pub message: String,
@@ -63,7 +66,78 @@ pub async fn preflight(cfg: &ValidConfig) -> Vec<Finding> {
         )),
         Err(e) => out.push(finding("kafka", &e, None)),
     }
+    for (index, sink) in cfg.sinks.iter().enumerate() {
+        if let Err(e) = crate::sink::service::destination(sink, index).await {
+            out.push(finding(
+                "sinks",
+                &format!("sink {}: {e}", sink.name),
+                e.hint(),
+            ));
+        }
+    }
     out
+}
+
+/// The grants two-way sync needs to write inbound changes (origin-tagged) and its state (one
+/// privilege per call: `has_*_privilege` with a list is true when *any* is held).
+const TWO_WAY_GRANTS: &str = "
+    SELECT has_function_privilege('pg_replication_origin_session_setup(text)', 'EXECUTE'),
+           has_function_privilege('pg_replication_origin_session_reset()', 'EXECUTE'),
+           has_function_privilege('pg_replication_origin_create(text)', 'EXECUTE'),
+           has_table_privilege($1, 'SELECT') AND has_table_privilege($1, 'INSERT')
+               AND has_table_privilege($1, 'UPDATE'),
+           coalesce((SELECT has_schema_privilege(oid, 'CREATE')
+                            AND has_schema_privilege(oid, 'USAGE')
+                     FROM pg_namespace WHERE nspname = 'driftless'),
+                    has_database_privilege(current_database(), 'CREATE'))";
+
+async fn two_way_grants(
+    cfg: &ValidConfig,
+    sql: &tokio_postgres::Client,
+) -> Result<Vec<Finding>, CaptureError> {
+    let mut out = Vec::new();
+    for sink in &cfg.sinks {
+        let Some(two_way) = &sink.two_way else {
+            continue;
+        };
+        let table = format!(
+            "\"{}\".\"{}\"",
+            two_way.inbound_table.schema, two_way.inbound_table.name
+        );
+        let row = sql
+            .query_one(TWO_WAY_GRANTS, &[&table])
+            .await
+            .map_err(crate::postgres::error::PgError::Sql)?;
+        let missing: Vec<&str> = [
+            "EXECUTE on pg_replication_origin_session_setup(text)",
+            "EXECUTE on pg_replication_origin_session_reset()",
+            "EXECUTE on pg_replication_origin_create(text)",
+            "SELECT, INSERT, UPDATE on the inbound table",
+            "CREATE on the database (or on schema driftless)",
+        ]
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !row.get::<_, bool>(*i))
+        .map(|(_, what)| what)
+        .collect();
+        if !missing.is_empty() {
+            out.push(finding(
+                "postgres",
+                &format!(
+                    "sink {}: two-way sync cannot write inbound changes: missing {}",
+                    sink.name,
+                    missing.join("; ")
+                ),
+                Some(format!(
+                    "as a superuser: GRANT EXECUTE ON FUNCTION pg_replication_origin_session_setup(text), \
+                     pg_replication_origin_session_reset(), pg_replication_origin_create(text) TO <role>; \
+                     GRANT SELECT, INSERT, UPDATE ON {table} TO <role>; GRANT CREATE ON DATABASE <db> TO <role> \
+                     (or create schema driftless owned by <role>)"
+                )),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 async fn postgres_checks(cfg: &ValidConfig) -> Result<Vec<Finding>, CaptureError> {
@@ -74,6 +148,7 @@ async fn postgres_checks(cfg: &ValidConfig) -> Result<Vec<Finding>, CaptureError
     if let Err(e) = prepare_source(cfg, &sql).await {
         out.push(finding("postgres", &e, e.hint()));
     }
+    out.append(&mut two_way_grants(cfg, &sql).await?);
     let store = CheckpointStore::new(&cfg.state_dir, &cfg.slot);
     let checkpoint = store.load();
     let slot = catalog::slot_state(&sql, &cfg.slot).await?;

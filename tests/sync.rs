@@ -619,3 +619,71 @@ async fn heavy_random_two_sided_edits_converge_with_bounded_api_calls() {
     );
     t.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_reports_missing_two_way_grants_and_unmappable_fields() {
+    let emulator = Emulator::start("hubspot");
+    let db = TestDb::new("synccheck").await;
+    db.exec("CREATE TABLE contacts (id bigint PRIMARY KEY, email text)")
+        .await;
+    let role = unique("dl_role");
+    db.exec(&format!(
+        "CREATE ROLE {role} LOGIN PASSWORD 'pw' REPLICATION; \
+         GRANT SELECT ON contacts TO {role}"
+    ))
+    .await;
+    let setup = Setup::new(&db, &["public.contacts"], "", "");
+    let sink = format!(
+        r#"
+[[sinks]]
+name = "both"
+kind = "hubspot"
+table = "public.contacts"
+object = "contacts"
+id_property = "pg_external_id"
+token_env = "HUBSPOT_TOKEN"
+base_url = "http://127.0.0.1:{}"
+direction = "both"
+[sinks.inbound]
+client_secret_env = "HUBSPOT_CLIENT_SECRET"
+[sinks.fields]
+id = "pg_external_id"
+email = "no_such_property"
+"#,
+        emulator.port
+    );
+    let text = std::fs::read_to_string(&setup.config).unwrap() + &sink;
+    std::fs::write(&setup.config, text).unwrap();
+    let mut url = url::Url::parse(&db.url).unwrap();
+    url.set_username(&role).unwrap();
+    url.set_password(Some("pw")).unwrap();
+    let out = setup
+        .command("check")
+        .env("DRIFTLESS_SOURCE_URL", url.as_str())
+        .env("HUBSPOT_TOKEN", "test-token")
+        .env("HUBSPOT_CLIENT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("two-way sync cannot write inbound changes")
+            && err.contains("pg_replication_origin_session_setup")
+            && err.contains("INSERT, UPDATE on the inbound table"),
+        "{err}"
+    );
+    assert!(err.contains("no_such_property"), "{err}");
+    let schemas: i64 = db
+        .client
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'driftless'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(schemas, 0, "check creates no sync state");
+    db.exec(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .await;
+    db.drop_db().await;
+}
