@@ -1,8 +1,10 @@
 //! Sinks: Kafka change topics → SaaS APIs (HubSpot, Zoho CRM, webhooks).
 //!
-//! Being built (issue 3). Pure parts: batching and per-key coalescing ([`batch`]), field mapping
-//! with its schema check ([`mapping`]), webhook signatures ([`webhook_signature`]). Destinations:
-//! [`hubspot`], [`webhook`] (Standard Webhooks POSTs). The seam
+//! Pure parts: batching and per-key coalescing ([`batch`]), field mapping with its schema check
+//! ([`mapping`]), schedules ([`schedule`]), webhook signatures ([`webhook_signature`]).
+//! Destinations: [`hubspot`], [`zoho`], [`webhook`] (Standard Webhooks POSTs), with OAuth
+//! refresh ([`oauth`]). Around them: the worker loop ([`runner`]), the audit trail ([`audit`])
+//! and start-up/replay ([`service`]). The seam
 //! between the runner (Kafka consumer group, offsets, dead letters) and a destination is the
 //! [`Sink`] trait below.
 
