@@ -289,9 +289,17 @@ async fn zoho_edits_on_either_side_cross_once_and_never_echo_back() {
     t.wait_in_sync("after the Postgres edit").await;
     // The echo notification of our own upsert wrote nothing into Postgres.
     let origins = t.origins(5);
-    assert_eq!(tagged(&origins), 1, "only the earlier inbound write is tagged");
+    assert_eq!(
+        tagged(&origins),
+        1,
+        "only the earlier inbound write is tagged"
+    );
     assert_eq!(origins.iter().filter(|o| o.is_none()).count(), 4);
-    assert_eq!(t.crm_writes().await - crm_before, 1, "one upsert for one edit");
+    assert_eq!(
+        t.crm_writes().await - crm_before,
+        1,
+        "one upsert for one edit"
+    );
 
     // A lead created in Zoho gets a row, and the lead is linked to it (no duplicate).
     let (status, answer) = t
@@ -341,7 +349,11 @@ async fn zoho_notifications_with_a_wrong_token_are_refused() {
     };
     let wrong = format!("{}x", &token[..token.len() - 1]);
     assert_eq!(t.post_notification(&body(json!(wrong))).await, 401, "wrong");
-    assert_eq!(t.post_notification(&body(Value::Null)).await, 401, "missing");
+    assert_eq!(
+        t.post_notification(&body(Value::Null)).await,
+        401,
+        "missing"
+    );
     assert_eq!(t.post_notification(&json!({"hello": 1})).await, 401, "junk");
     assert_eq!(
         t.post_notification(&body(json!(token))).await,
@@ -383,10 +395,18 @@ async fn zoho_lost_notifications_are_repaired_by_reconciliation() {
         || async { t.postgres().await[&1].1 == "King" },
     )
     .await;
-    assert_eq!(t.origins(2)[1], t.origin(), "the repair is an inbound write");
+    assert_eq!(
+        t.origins(2)[1],
+        t.origin(),
+        "the repair is an inbound write"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(t.origins(2).len(), 2, "repeated passes write nothing more");
-    assert_eq!(t.crm_writes().await, crm_before + 1, "nothing went back to Zoho");
+    assert_eq!(
+        t.crm_writes().await,
+        crm_before + 1,
+        "nothing went back to Zoho"
+    );
     assert!(t.log().contains("reconciliation pass done"));
     t.finish().await;
 }

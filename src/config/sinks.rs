@@ -861,6 +861,7 @@ fn two_way(
 #[cfg(test)]
 mod tests {
     use super::super::parse;
+    use super::Owner;
 
     const BASE: &str = r#"
         [source]
@@ -897,6 +898,97 @@ mod tests {
         assert_eq!(s.batch_max_events, 100);
         assert_eq!(s.fields.len(), 3);
         assert_eq!(s.fields[0].column, "email");
+    }
+
+    #[test]
+    fn zoho_two_way_needs_no_client_secret_and_defaults_public_url() {
+        let zoho = |inbound: &str, ownership: &str| {
+            format!(
+                r#"{BASE}
+            [[sinks]]
+            name = "zoho-leads"
+            kind = "zoho"
+            table = "public.contacts"
+            module = "Leads"
+            id_property = "External_Id"
+            token_env = "ZOHO_TOKEN"
+            direction = "both"
+            [sinks.inbound]
+            listen = "0.0.0.0:8091"
+            webhook_path = "/hooks/zoho"
+            {inbound}
+            [sinks.ownership]
+            {ownership}
+            [sinks.fields]
+            id = "External_Id"
+            email = "Email"
+            "#
+            )
+        };
+        let c = parse(&zoho("", r#"email = "zoho""#))
+            .unwrap()
+            .validate()
+            .unwrap();
+        let t = c.sinks[0].two_way.as_ref().unwrap();
+        assert_eq!(t.client_secret, None);
+        assert_eq!(
+            t.public_url.as_deref(),
+            Some("http://0.0.0.0:8091/hooks/zoho")
+        );
+        assert_eq!(t.owner("email"), Owner::Crm);
+        let c = parse(&zoho(r#"public_url = "https://sync.example.com/hooks/zoho""#, ""))
+            .unwrap()
+            .validate()
+            .unwrap();
+        let t = c.sinks[0].two_way.as_ref().unwrap();
+        assert_eq!(
+            t.public_url.as_deref(),
+            Some("https://sync.example.com/hooks/zoho")
+        );
+        let problems = parse(&zoho(
+            "public_url = \"ftp://x\"\nclient_secret_env = \"S\"",
+            r#"email = "hubspot""#,
+        ))
+        .unwrap()
+        .validate()
+        .unwrap_err();
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "sinks[0].inbound.client_secret_env",
+                "sinks[0].inbound.public_url",
+                "sinks[0].ownership.email",
+            ],
+            "{problems:#?}"
+        );
+        // HubSpot still needs its client secret and has no public_url.
+        let hubspot = format!(
+            r#"{BASE}
+            [[sinks]]
+            name = "hs"
+            kind = "hubspot"
+            table = "public.contacts"
+            object = "contacts"
+            id_property = "email"
+            token_env = "T"
+            direction = "both"
+            [sinks.inbound]
+            public_url = "https://sync.example.com/hooks"
+            [sinks.fields]
+            email = "email"
+            "#
+        );
+        let problems = parse(&hubspot).unwrap().validate().unwrap_err();
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "sinks[0].inbound.client_secret_env",
+                "sinks[0].inbound.public_url",
+            ],
+            "{problems:#?}"
+        );
     }
 
     #[test]

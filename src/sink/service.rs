@@ -25,8 +25,8 @@ use crate::kafka::{self, AckedProducer, KafkaFailure, ReplayFrom, Subscription};
 use crate::postgres::connect::ConnectParams;
 use crate::sync::engine::{self as sync, TwoWaySink};
 use crate::sync::hubspot::webhook_router;
-use crate::sync::zoho as zoho_sync;
 use crate::sync::store::{Store, origin_name};
+use crate::sync::zoho as zoho_sync;
 use std::sync::Arc;
 
 /// Why a worker could not start or stopped.
@@ -210,14 +210,8 @@ pub async fn run_named(
                 .await?
             }
             InboundCrm::Zoho(zoho) => {
-                start_inbound_zoho(
-                    ctx,
-                    zoho,
-                    stop_rx.clone(),
-                    stop_tx.clone(),
-                    failure.clone(),
-                )
-                .await?
+                start_inbound_zoho(ctx, zoho, stop_rx.clone(), stop_tx.clone(), failure.clone())
+                    .await?
             }
         }
     }

@@ -248,15 +248,12 @@ impl Crm for ZohoSink {
             let data: Vec<Value> = chunk
                 .iter()
                 .map(|(id, key)| {
-                    let value =
-                        encode_value(ty, &Value::String(key.clone())).unwrap_or(json!(key));
+                    let value = encode_value(ty, &Value::String(key.clone())).unwrap_or(json!(key));
                     json!({"id": id, ctx.id_property.as_str(): value})
                 })
                 .collect();
             let body = json!({"data": data, "trigger": []});
-            let (status, answer) = self
-                .call(reqwest::Method::PUT, &path, Some(&body))
-                .await?;
+            let (status, answer) = self.call(reqwest::Method::PUT, &path, Some(&body)).await?;
             let Some(items) = answer["data"]
                 .as_array()
                 .filter(|_| matches!(status, 200..=299 | 400))
@@ -611,7 +608,10 @@ mod tests {
         );
         assert_eq!(literal(Some(PropertyType::Number), "42"), "42");
         assert_eq!(literal(Some(PropertyType::Number), "-1.5"), "-1.5");
-        assert_eq!(literal(Some(PropertyType::Number), "1 or 1=1"), "'1 or 1=1'");
+        assert_eq!(
+            literal(Some(PropertyType::Number), "1 or 1=1"),
+            "'1 or 1=1'"
+        );
         assert_eq!(literal(None, "x') or ('1'='1"), "'x'') or (''1''=''1'");
         assert_eq!(
             modified_query("Leads", 1_700_000_000_999, 2_000),
@@ -662,7 +662,10 @@ mod tests {
         assert!(!r.properties.contains_key("Modified_Time"));
         let t = DateTime::parse_from_rfc3339("2026-11-27T10:00:02Z").unwrap();
         assert_eq!(r.changed_at["Last_Name"], t);
-        assert_eq!(r.changed_at["Email"], t, "every field changed with the record");
+        assert_eq!(
+            r.changed_at["Email"], t,
+            "every field changed with the record"
+        );
     }
 
     #[test]
