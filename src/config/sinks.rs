@@ -936,10 +936,13 @@ mod tests {
             Some("http://0.0.0.0:8091/hooks/zoho")
         );
         assert_eq!(t.owner("email"), Owner::Crm);
-        let c = parse(&zoho(r#"public_url = "https://sync.example.com/hooks/zoho""#, ""))
-            .unwrap()
-            .validate()
-            .unwrap();
+        let c = parse(&zoho(
+            r#"public_url = "https://sync.example.com/hooks/zoho""#,
+            "",
+        ))
+        .unwrap()
+        .validate()
+        .unwrap();
         let t = c.sinks[0].two_way.as_ref().unwrap();
         assert_eq!(
             t.public_url.as_deref(),

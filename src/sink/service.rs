@@ -399,7 +399,11 @@ async fn start_inbound_zoho(
     // The receiver listens before the channel exists, so no notification is refused.
     serve_receiver(&ctx, router, shutdown.clone()).await?;
     let expiry = match zoho_sync::watch_channel(&zoho, &channel, true).await {
-        Ok(e) => Some(e),
+        Ok(e) => {
+            tracing::info!(sink = %ctx.sink, channel = channel.id, notify_url = %notify_url,
+                expiry = %e, "Zoho watch channel open");
+            Some(e)
+        }
         Err(e @ SinkError::Fatal { .. }) => return Err(ServiceError::Runner(e.into())),
         Err(e) => {
             tracing::warn!(sink = %ctx.sink, error = %e,
@@ -407,8 +411,6 @@ async fn start_inbound_zoho(
             None
         }
     };
-    tracing::info!(sink = %ctx.sink, channel = channel.id, notify_url = %notify_url,
-        "Zoho watch channel open");
     tokio::spawn(zoho_sync::keep_channel(
         ctx.sink.clone(),
         zoho.sibling(),
