@@ -9,4 +9,5 @@ mod e2e;
 mod relations;
 mod sink;
 mod sync;
+mod sync_zoho;
 mod types;

@@ -142,6 +142,8 @@ pub struct InboundConfig {
     pub client_secret_env: Option<String>,
     /// Accept the older v1/v2 signatures too (default false: v3 only).
     pub accept_legacy_signatures: Option<bool>,
+    /// Zoho: the URL Zoho posts notifications to (default `http://{listen}{webhook_path}`).
+    pub public_url: Option<String>,
     /// Records created in the CRM: `insert` a row (default) or `ignore` them.
     pub on_crm_create: Option<String>,
     /// Unknown keys.
@@ -226,8 +228,12 @@ pub struct TwoWay {
     pub webhook_path: String,
     /// Reconciliation interval (None: off).
     pub reconcile_every: Option<std::time::Duration>,
-    /// The app's client secret (signature verification).
-    pub client_secret: SecretSource,
+    /// The app's client secret (HubSpot signature verification; None for Zoho, whose
+    /// notifications carry a token driftless generates).
+    pub client_secret: Option<SecretSource>,
+    /// Zoho: the notification URL given to Zoho's watch channel (None for HubSpot, whose
+    /// webhook URL is set in the app).
+    pub public_url: Option<String>,
     /// Accept v1/v2 signatures.
     pub accept_legacy_signatures: bool,
     /// Records created in the CRM.
@@ -684,14 +690,18 @@ fn two_way(
             return None;
         }
     }
-    if !matches!(kind, Some(SinkKind::Hubspot { .. })) {
-        p.add(
-            at("direction"),
-            "two-way sync is available for HubSpot sinks (Zoho and webhooks: out only)",
-        );
-        return None;
-    }
-    let crm_name = "hubspot";
+    let crm_name = match kind {
+        Some(SinkKind::Hubspot { .. }) => "hubspot",
+        Some(SinkKind::Zoho { .. }) => "zoho",
+        _ => {
+            p.add(
+                at("direction"),
+                "two-way sync is available for HubSpot and Zoho sinks (webhooks: out only)",
+            );
+            return None;
+        }
+    };
+    let zoho = crm_name == "zoho";
     let inbound_table = match s.inbound_table.as_deref() {
         None => table.cloned(),
         Some(t) => match parse_table(t) {
@@ -711,6 +721,7 @@ fn two_way(
         reconcile_every: None,
         client_secret_env: None,
         accept_legacy_signatures: None,
+        public_url: None,
         on_crm_create: None,
         extra: Extra::new(),
     };
@@ -719,7 +730,7 @@ fn two_way(
         &at("inbound"),
         &inbound.extra,
         "listen, webhook_path, reconcile_every, client_secret_env, accept_legacy_signatures, \
-         on_crm_create",
+         public_url, on_crm_create",
     );
     let listen = inbound
         .listen
@@ -750,7 +761,17 @@ fn two_way(
         }
     };
     let client_secret = match inbound.client_secret_env.as_deref() {
-        Some(e) if is_env_name(e) => Some(SecretSource::Env(e.to_string())),
+        // Zoho notifications carry the channel's token instead of a signature.
+        None if zoho => Some(None),
+        Some(_) if zoho => {
+            p.add(
+                at("inbound.client_secret_env"),
+                "only for HubSpot sinks (Zoho notifications are checked with a token driftless \
+                 generates for its watch channel)",
+            );
+            None
+        }
+        Some(e) if is_env_name(e) => Some(Some(SecretSource::Env(e.to_string()))),
         _ => {
             p.add(
                 at("inbound.client_secret_env"),
@@ -759,6 +780,32 @@ fn two_way(
             );
             None
         }
+    };
+    if zoho && inbound.accept_legacy_signatures.is_some() {
+        p.add(
+            at("inbound.accept_legacy_signatures"),
+            "only for HubSpot sinks",
+        );
+    }
+    let public_url = match (&inbound.public_url, listen) {
+        (Some(_), _) if !zoho => {
+            p.add(
+                at("inbound.public_url"),
+                "only for Zoho sinks (HubSpot's webhook URL is set in the app's settings)",
+            );
+            None
+        }
+        (Some(u), _) if is_http_url(u) => Some(Some(u.clone())),
+        (Some(u), _) => {
+            p.add(
+                at("inbound.public_url"),
+                format!("{u:?} is not an http(s) URL with a host"),
+            );
+            None
+        }
+        (None, Some(listen)) if zoho => Some(Some(format!("http://{listen}{webhook_path}"))),
+        (None, _) if zoho => None,
+        (None, _) => Some(None),
     };
     let on_crm_create = match inbound.on_crm_create.as_deref() {
         None | Some("insert") => OnCrmCreate::Insert,
@@ -803,6 +850,7 @@ fn two_way(
         webhook_path,
         reconcile_every,
         client_secret: client_secret?,
+        public_url: public_url?,
         accept_legacy_signatures: inbound.accept_legacy_signatures.unwrap_or(false),
         on_crm_create,
         ownership,
@@ -813,6 +861,7 @@ fn two_way(
 #[cfg(test)]
 mod tests {
     use super::super::parse;
+    use super::Owner;
 
     const BASE: &str = r#"
         [source]
@@ -849,6 +898,100 @@ mod tests {
         assert_eq!(s.batch_max_events, 100);
         assert_eq!(s.fields.len(), 3);
         assert_eq!(s.fields[0].column, "email");
+    }
+
+    #[test]
+    fn zoho_two_way_needs_no_client_secret_and_defaults_public_url() {
+        let zoho = |inbound: &str, ownership: &str| {
+            format!(
+                r#"{BASE}
+            [[sinks]]
+            name = "zoho-leads"
+            kind = "zoho"
+            table = "public.contacts"
+            module = "Leads"
+            id_property = "External_Id"
+            token_env = "ZOHO_TOKEN"
+            direction = "both"
+            [sinks.inbound]
+            listen = "0.0.0.0:8091"
+            webhook_path = "/hooks/zoho"
+            {inbound}
+            [sinks.ownership]
+            {ownership}
+            [sinks.fields]
+            id = "External_Id"
+            email = "Email"
+            "#
+            )
+        };
+        let c = parse(&zoho("", r#"email = "zoho""#))
+            .unwrap()
+            .validate()
+            .unwrap();
+        let t = c.sinks[0].two_way.as_ref().unwrap();
+        assert_eq!(t.client_secret, None);
+        assert_eq!(
+            t.public_url.as_deref(),
+            Some("http://0.0.0.0:8091/hooks/zoho")
+        );
+        assert_eq!(t.owner("email"), Owner::Crm);
+        let c = parse(&zoho(
+            r#"public_url = "https://sync.example.com/hooks/zoho""#,
+            "",
+        ))
+        .unwrap()
+        .validate()
+        .unwrap();
+        let t = c.sinks[0].two_way.as_ref().unwrap();
+        assert_eq!(
+            t.public_url.as_deref(),
+            Some("https://sync.example.com/hooks/zoho")
+        );
+        let problems = parse(&zoho(
+            "public_url = \"ftp://x\"\nclient_secret_env = \"S\"",
+            r#"email = "hubspot""#,
+        ))
+        .unwrap()
+        .validate()
+        .unwrap_err();
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "sinks[0].inbound.client_secret_env",
+                "sinks[0].inbound.public_url",
+                "sinks[0].ownership.email",
+            ],
+            "{problems:#?}"
+        );
+        // HubSpot still needs its client secret and has no public_url.
+        let hubspot = format!(
+            r#"{BASE}
+            [[sinks]]
+            name = "hs"
+            kind = "hubspot"
+            table = "public.contacts"
+            object = "contacts"
+            id_property = "email"
+            token_env = "T"
+            direction = "both"
+            [sinks.inbound]
+            public_url = "https://sync.example.com/hooks"
+            [sinks.fields]
+            email = "email"
+            "#
+        );
+        let problems = parse(&hubspot).unwrap().validate().unwrap_err();
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "sinks[0].inbound.client_secret_env",
+                "sinks[0].inbound.public_url",
+            ],
+            "{problems:#?}"
+        );
     }
 
     #[test]

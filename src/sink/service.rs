@@ -26,6 +26,7 @@ use crate::postgres::connect::ConnectParams;
 use crate::sync::engine::{self as sync, TwoWaySink};
 use crate::sync::hubspot::webhook_router;
 use crate::sync::store::{Store, origin_name};
+use crate::sync::zoho as zoho_sync;
 use std::sync::Arc;
 
 /// Why a worker could not start or stopped.
@@ -105,6 +106,8 @@ pub enum Destination {
     Webhook(WebhookSink),
     /// HubSpot, both ways.
     TwoWay(TwoWaySink<HubspotSink>),
+    /// Zoho, both ways.
+    TwoWayZoho(TwoWaySink<ZohoSink>),
 }
 
 impl Sink for Destination {
@@ -114,6 +117,7 @@ impl Sink for Destination {
             Destination::Zoho(s) => s.apply(batch).await,
             Destination::Webhook(s) => s.apply(batch).await,
             Destination::TwoWay(s) => s.apply(batch).await,
+            Destination::TwoWayZoho(s) => s.apply(batch).await,
         }
     }
 }
@@ -191,17 +195,25 @@ pub async fn run_named(
     let (stop_tx, stop_rx) = watch::channel(false);
     let failure = Arc::new(std::sync::Mutex::new(None));
     if let Some(two_way) = &sink.two_way {
-        let (wrapped, ctx, hubspot) = two_way_destination(cfg, sink, two_way, destination).await?;
+        let (wrapped, ctx, crm) = two_way_destination(cfg, sink, two_way, destination).await?;
         destination = wrapped;
         runner_cfg.skip_origin = Some(origin_name(&sink.name));
-        start_inbound(
-            ctx,
-            hubspot,
-            stop_rx.clone(),
-            stop_tx.clone(),
-            failure.clone(),
-        )
-        .await?;
+        match crm {
+            InboundCrm::Hubspot(hubspot) => {
+                start_inbound(
+                    ctx,
+                    hubspot,
+                    stop_rx.clone(),
+                    stop_tx.clone(),
+                    failure.clone(),
+                )
+                .await?
+            }
+            InboundCrm::Zoho(zoho) => {
+                start_inbound_zoho(ctx, zoho, stop_rx.clone(), stop_tx.clone(), failure.clone())
+                    .await?
+            }
+        }
     }
     let mut outer = shutdown;
     let forward = stop_tx.clone();
@@ -231,18 +243,37 @@ pub async fn run_named(
     result
 }
 
-/// Wraps a HubSpot destination for two-way sync (used by workers and replays alike: a replay
-/// of a two-way sink compares with the current rows, so it never pushes stale values).
+/// The CRM client of a two-way sink's inbound half.
+enum InboundCrm {
+    Hubspot(HubspotSink),
+    Zoho(ZohoSink),
+}
+
+/// Wraps a HubSpot or Zoho destination for two-way sync (used by workers and replays alike: a
+/// replay of a two-way sink compares with the current rows, so it never pushes stale values).
 async fn two_way_destination(
     cfg: &ValidConfig,
     sink: &ValidSink,
     two_way: &TwoWay,
     destination: Destination,
-) -> Result<(Destination, Arc<sync::Context>, HubspotSink), ServiceError> {
-    let Destination::Hubspot(hubspot) = destination else {
-        return Err(ServiceError::Refused(
-            "two-way sync is available for HubSpot sinks".into(),
-        ));
+) -> Result<(Destination, Arc<sync::Context>, InboundCrm), ServiceError> {
+    let (schema, crm) = match destination {
+        Destination::Hubspot(hubspot) => (
+            hubspot.known_schema().cloned().unwrap_or_default(),
+            InboundCrm::Hubspot(hubspot),
+        ),
+        Destination::Zoho(zoho) => {
+            let schema = zoho
+                .fetch_schema()
+                .await
+                .map_err(|e| ServiceError::Runner(e.into()))?;
+            (schema, InboundCrm::Zoho(zoho))
+        }
+        _ => {
+            return Err(ServiceError::Refused(
+                "two-way sync is available for HubSpot and Zoho sinks".into(),
+            ));
+        }
     };
     let url = cfg.source_url.read().map_err(ServiceError::Sync)?;
     let params = ConnectParams::from_url(&url).map_err(|e| ServiceError::Sync(e.to_string()))?;
@@ -255,18 +286,18 @@ async fn two_way_destination(
         sink: sink.name.clone(),
         id_property: sink.id_property.clone().unwrap_or_default(),
         rules: sink.fields.clone(),
-        schema: hubspot.known_schema().cloned().unwrap_or_default(),
+        schema,
         two_way: two_way.clone(),
         store: tokio::sync::Mutex::new(store),
         audit,
         counters: sync::Counters::default(),
     });
     tracing::info!(sink = %sink.name, origin = %origin_name(&sink.name), "two-way sync ready");
-    Ok((
-        Destination::TwoWay(TwoWaySink::new(ctx.clone(), hubspot.sibling())),
-        ctx,
-        hubspot,
-    ))
+    let wrapped = match &crm {
+        InboundCrm::Hubspot(h) => Destination::TwoWay(TwoWaySink::new(ctx.clone(), h.sibling())),
+        InboundCrm::Zoho(z) => Destination::TwoWayZoho(TwoWaySink::new(ctx.clone(), z.sibling())),
+    };
+    Ok((wrapped, ctx, crm))
 }
 
 /// Starts the webhook receiver, the inbound worker and the reconciliation of a two-way sink.
@@ -281,7 +312,9 @@ async fn start_inbound(
     let two_way = &ctx.two_way;
     let secret = two_way
         .client_secret
-        .read()
+        .as_ref()
+        .ok_or_else(|| "not set".to_string())
+        .and_then(|s| s.read())
         .map_err(|e| ServiceError::Refused(format!("sinks.inbound.client_secret_env: {e}")))?;
     let (queue_tx, queue_rx) = sync::queue();
     let router = webhook_router(ctx.clone(), secret, hubspot.object(), queue_tx.clone());
@@ -311,6 +344,92 @@ async fn start_inbound(
     tokio::spawn(async move {
         let sink = ctx.sink.clone();
         if let Err(e) = sync::inbound_worker(ctx, hubspot, queue_rx, shutdown).await {
+            tracing::error!(sink = %sink, error = %e, "inbound sync stopped");
+            *failure.lock().expect("not poisoned") = Some(e.to_string());
+            let _ = stop.send(true);
+        }
+    });
+    Ok(())
+}
+
+/// Serves the receiver until shutdown.
+async fn serve_receiver(
+    ctx: &sync::Context,
+    router: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ServiceError> {
+    let two_way = &ctx.two_way;
+    let listener = tokio::net::TcpListener::bind(two_way.listen)
+        .await
+        .map_err(|e| ServiceError::Refused(format!("cannot listen on {}: {e}", two_way.listen)))?;
+    tracing::info!(sink = %ctx.sink, listen = %two_way.listen, path = %two_way.webhook_path,
+        "notification receiver listening");
+    tokio::spawn(async move {
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "notification receiver failed");
+        }
+    });
+    Ok(())
+}
+
+/// Starts the Zoho side of a two-way sink: the notification receiver, the watch channel (and
+/// its renewal), the inbound worker and the reconciliation. A fatal error of the worker is
+/// stored in `failure` and stops the sink (`stop`).
+async fn start_inbound_zoho(
+    ctx: Arc<sync::Context>,
+    zoho: ZohoSink,
+    shutdown: watch::Receiver<bool>,
+    stop: watch::Sender<bool>,
+    failure: Arc<std::sync::Mutex<Option<String>>>,
+) -> Result<(), ServiceError> {
+    let notify_url = ctx.two_way.public_url.clone().ok_or_else(|| {
+        ServiceError::Refused("sinks.inbound.public_url is needed for Zoho".into())
+    })?;
+    let channel = zoho_sync::Channel::new(&ctx.sink, zoho.module(), &notify_url);
+    let (queue_tx, queue_rx) = sync::queue();
+    let router = zoho_sync::notification_router(
+        ctx.clone(),
+        channel.token.clone(),
+        zoho.module(),
+        queue_tx.clone(),
+    );
+    // The receiver listens before the channel exists, so no notification is refused.
+    serve_receiver(&ctx, router, shutdown.clone()).await?;
+    let expiry = match zoho_sync::watch_channel(&zoho, &channel, true).await {
+        Ok(e) => {
+            tracing::info!(sink = %ctx.sink, channel = channel.id, notify_url = %notify_url,
+                expiry = %e, "Zoho watch channel open");
+            Some(e)
+        }
+        Err(e @ SinkError::Fatal { .. }) => return Err(ServiceError::Runner(e.into())),
+        Err(e) => {
+            tracing::warn!(sink = %ctx.sink, error = %e,
+                "Zoho watch channel not created yet; retrying in a minute");
+            None
+        }
+    };
+    tokio::spawn(zoho_sync::keep_channel(
+        ctx.sink.clone(),
+        zoho.sibling(),
+        channel,
+        expiry,
+        shutdown.clone(),
+    ));
+    if let Some(every) = ctx.two_way.reconcile_every {
+        tokio::spawn(sync::reconcile_loop(
+            ctx.clone(),
+            zoho.sibling(),
+            queue_tx,
+            every,
+            shutdown.clone(),
+        ));
+    }
+    tokio::spawn(async move {
+        let sink = ctx.sink.clone();
+        if let Err(e) = sync::inbound_worker(ctx, zoho, queue_rx, shutdown).await {
             tracing::error!(sink = %sink, error = %e, "inbound sync stopped");
             *failure.lock().expect("not poisoned") = Some(e.to_string());
             let _ = stop.send(true);

@@ -402,6 +402,53 @@ impl ZohoSink {
         })
     }
 
+    /// The module's API name.
+    pub fn module(&self) -> &str {
+        &self.module
+    }
+
+    /// Another client with the same settings and credentials (the access token is shared).
+    pub fn sibling(&self) -> Self {
+        ZohoSink {
+            client: self.client.clone(),
+            base_url: self.base_url.clone(),
+            pinned: self.pinned,
+            module: self.module.clone(),
+            id_property: self.id_property.clone(),
+            credentials: self.credentials.clone(),
+            fields: self.fields.clone(),
+            on_delete: self.on_delete,
+            types: self.types.clone(),
+        }
+    }
+
+    /// Field `data_type` by API name (fetched once).
+    pub async fn field_types(&mut self) -> Result<BTreeMap<String, String>, SinkError> {
+        self.types().await
+    }
+
+    /// One JSON request (two-way sync: COQL, watch channels, updates): the status and the
+    /// JSON body (Null when empty). Failures to reach Zoho are transient; the status is left
+    /// to the caller, see [`ZohoSink::refusal`].
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), SinkError> {
+        let r = self.send(method, path, body).await?;
+        Ok((r.status.as_u16(), r.body))
+    }
+
+    /// The error for an answer that is not a success (classified like the sink's writes).
+    pub fn refusal(&self, status: u16, body: &Value) -> SinkError {
+        self.classify(&Resp {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            headers: HeaderMap::new(),
+            body: body.clone(),
+        })
+    }
+
     /// `GET /crm/v8/settings/fields?module=M`: the module's fields as they came.
     pub async fn fetch_fields(&self) -> Result<Vec<ZohoField>, SinkError> {
         let path = format!("/crm/v8/settings/fields?module={}", self.module);

@@ -1,7 +1,7 @@
 //! The CRM-independent engine of two-way sync.
 //!
 //! Owns the outbound wrapper ([`TwoWaySink`]), the inbound worker and the reconciliation loop,
-//! over a [`Crm`] (HubSpot today). Invariants:
+//! over a [`Crm`] (HubSpot: [`super::hubspot`]; Zoho: [`super::zoho`]). Invariants:
 //! - outbound: before a batch is written, the records' current CRM values (with change times)
 //!   and Postgres's current rows are read; only fields the plan pushes are sent, records with
 //!   nothing to push cost no write, fields the CRM wins are written into Postgres instead
@@ -86,7 +86,7 @@ pub trait Crm: Sink + Send + Sized {
 /// Counters of a two-way sink (also exported as metrics).
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// HubSpot reads (batch/read, search) made by sync.
+    /// CRM reads made by sync (HubSpot batch/read and search, Zoho COQL).
     pub api_reads: AtomicU64,
     /// Records written into Postgres.
     pub inbound_writes: AtomicU64,
@@ -94,7 +94,7 @@ pub struct Counters {
     pub echoes: AtomicU64,
     /// Conflicts settled.
     pub conflicts: AtomicU64,
-    /// Webhooks refused (bad or stale signature).
+    /// Webhooks refused (bad or stale signature; Zoho: wrong or missing token).
     pub webhooks_rejected: AtomicU64,
     /// Webhook events seen twice.
     pub webhook_duplicates: AtomicU64,

@@ -7,7 +7,8 @@
 //! inbound changes in transactions tagged with the sink's replication origin, so capture marks
 //! them and the same sink does not send them back; [`engine`] runs the outbound wrapper, the
 //! inbound worker and the reconciliation over any [`engine::Crm`]; [`hubspot`] is the HubSpot
-//! adapter and its webhook receiver.
+//! adapter and its webhook receiver; [`zoho`] the Zoho adapter (COQL reads and
+//! reconciliation, notification channel and receiver).
 
 pub mod engine;
 pub mod hubspot;
@@ -15,3 +16,4 @@ pub mod hubspot_signature;
 pub mod plan;
 pub mod resolve;
 pub mod store;
+pub mod zoho;
