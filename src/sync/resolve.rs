@@ -19,9 +19,25 @@ use sha2::{Digest, Sha256};
 
 use crate::config::sinks::Owner;
 
-/// Hash of a field value in its CRM string form (what the ledger stores).
+/// Hash of a field value in its CRM string form (what the ledger stores). Decimal numbers are
+/// compared without trailing fractional zeros (`1200.50` = `1200.5`), as CRMs store numbers.
 pub fn value_hash(value: &str) -> String {
-    hex::encode(&Sha256::digest(value.as_bytes())[..16])
+    hex::encode(&Sha256::digest(comparable(value).as_bytes())[..16])
+}
+
+/// The form values are compared in: decimals lose trailing fractional zeros.
+fn comparable(value: &str) -> &str {
+    let digits = value.strip_prefix('-').unwrap_or(value);
+    let Some((int, frac)) = digits.split_once('.') else {
+        return value;
+    };
+    let numeric = !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit());
+    if !numeric {
+        return value;
+    }
+    value.trim_end_matches('0').trim_end_matches('.')
 }
 
 /// One field's state on both sides.
@@ -137,6 +153,16 @@ mod tests {
         // Postgres moved on to "c" before the echo arrived: the echo must not drag it back.
         let d = decide(Owner::Crm, &state(Some("b"), "c", "b"));
         assert_eq!(d.flow, Flow::ToCrm);
+    }
+
+    #[test]
+    fn decimals_compare_without_trailing_zeros() {
+        assert_eq!(value_hash("1200.50"), value_hash("1200.5"));
+        assert_eq!(value_hash("-3.000"), value_hash("-3"));
+        assert_ne!(value_hash("1200.5"), value_hash("1200.05"));
+        assert_ne!(value_hash("100"), value_hash("1"), "integer zeros are significant");
+        assert_ne!(value_hash("v1.0"), value_hash("v1"), "only numbers");
+        assert_ne!(value_hash("1.2.0"), value_hash("1.2"));
     }
 
     #[test]
