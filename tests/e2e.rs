@@ -229,6 +229,8 @@ struct Scenario {
     kill_worker: bool,
     /// Sink worker processes in the consumer group.
     workers: usize,
+    /// Capture and the sink in one `driftless run` process instead of separate ones.
+    one_process: bool,
     /// After converging: wipe the emulator and rebuild it with `driftless replay`.
     replay: bool,
     /// Insert a row the sink cannot map (a lifecycle missing from the map); it must land on
@@ -306,12 +308,19 @@ async fn converge(scenario: Scenario) {
     let base_config = std::fs::read_to_string(&setup.config).unwrap();
     let text = base_config.clone() + &dest.sink_toml(&name, emulator.port, oauth, false);
     std::fs::write(&setup.config, text).unwrap();
-    let mut cap = setup.start();
+    let mut cap = if scenario.one_process {
+        setup.start_with("run", &[], &SINK_ENV)
+    } else {
+        setup.start()
+    };
     cap.wait_streaming().await;
     let start_worker = || setup.start_with("sink", &["--name", &name], &SINK_ENV);
-    let mut workers: Vec<Capture> = (0..scenario.workers.max(1))
-        .map(|_| start_worker())
-        .collect();
+    let separate = if scenario.one_process {
+        0
+    } else {
+        scenario.workers.max(1)
+    };
+    let mut workers: Vec<Capture> = (0..separate).map(|_| start_worker()).collect();
     if workers.len() > 1 {
         // Let the group settle (every member joined and got its partitions) before the load.
         eventually("every worker started", Duration::from_secs(30), || async {
@@ -612,6 +621,15 @@ async fn hubspot_faults_429_500_resets_and_fail_after_write_still_converge() {
 async fn sink_worker_killed_mid_load_restarts_and_converges() {
     converge(Scenario {
         kill_worker: true,
+        ..Default::default()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn driftless_run_captures_and_sinks_in_one_process_and_converges() {
+    converge(Scenario {
+        one_process: true,
         ..Default::default()
     })
     .await;

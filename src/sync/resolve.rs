@@ -160,7 +160,11 @@ mod tests {
         assert_eq!(value_hash("1200.50"), value_hash("1200.5"));
         assert_eq!(value_hash("-3.000"), value_hash("-3"));
         assert_ne!(value_hash("1200.5"), value_hash("1200.05"));
-        assert_ne!(value_hash("100"), value_hash("1"), "integer zeros are significant");
+        assert_ne!(
+            value_hash("100"),
+            value_hash("1"),
+            "integer zeros are significant"
+        );
         assert_ne!(value_hash("v1.0"), value_hash("v1"), "only numbers");
         assert_ne!(value_hash("1.2.0"), value_hash("1.2"));
     }
