@@ -142,7 +142,7 @@ pub async fn destination(sink: &ValidSink, index: usize) -> Result<Destination, 
             (Destination::Hubspot(d), schema)
         }
         SinkKind::Zoho { .. } => {
-            let d = ZohoSink::new(sink, credentials()?).map_err(failed)?;
+            let mut d = ZohoSink::new(sink, credentials()?).map_err(failed)?;
             let schema = d.fetch_schema().await.map_err(failed)?;
             (Destination::Zoho(d), schema)
         }
@@ -262,7 +262,7 @@ async fn two_way_destination(
             hubspot.known_schema().cloned().unwrap_or_default(),
             InboundCrm::Hubspot(hubspot),
         ),
-        Destination::Zoho(zoho) => {
+        Destination::Zoho(mut zoho) => {
             let schema = zoho
                 .fetch_schema()
                 .await

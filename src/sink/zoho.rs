@@ -461,11 +461,17 @@ impl ZohoSink {
         Ok(fields)
     }
 
-    /// The destination schema as `mapping::Property` by API name (for `check_schema`).
-    pub async fn fetch_schema(&self) -> Result<BTreeMap<String, Property>, SinkError> {
-        Ok(self
-            .fetch_fields()
-            .await?
+    /// The destination schema as `mapping::Property` by API name (for `check_schema`); also
+    /// keeps the field types the writes need, so the first batch does not read them again.
+    pub async fn fetch_schema(&mut self) -> Result<BTreeMap<String, Property>, SinkError> {
+        let fields = self.fetch_fields().await?;
+        self.types = Some(
+            fields
+                .iter()
+                .map(|f| (f.api_name.clone(), f.data_type.clone()))
+                .collect(),
+        );
+        Ok(fields
             .iter()
             .map(|f| (f.api_name.clone(), f.property()))
             .collect())
@@ -1490,7 +1496,7 @@ mod tests {
     #[tokio::test]
     async fn schema_check_refuses_unknown_read_only_and_bad_picklist_fields() {
         let base = start(Options::default()).await;
-        let s = sink(&base);
+        let mut s = sink(&base);
         let schema = s.fetch_schema().await.unwrap();
         assert!(schema["Email"].unique);
         assert!(!schema["Last_Name"].unique);
@@ -1524,7 +1530,7 @@ mod tests {
         cfg.kind = SinkKind::Zoho {
             module: "Accounts".into(),
         };
-        let s = ZohoSink::new(&cfg, "test-access-token".into()).unwrap();
+        let mut s = ZohoSink::new(&cfg, "test-access-token".into()).unwrap();
         assert!(s.fetch_schema().await.unwrap()["Account_Name"].unique);
     }
 }
