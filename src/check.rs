@@ -79,7 +79,8 @@ pub async fn preflight(cfg: &ValidConfig) -> Vec<Finding> {
 }
 
 /// The grants two-way sync needs to write inbound changes (origin-tagged) and its state (one
-/// privilege per call: `has_*_privilege` with a list is true when *any* is held).
+/// privilege per call: `has_*_privilege` with a list is true when *any* is held); `$2`: whether
+/// rows are deleted too (`on_crm_delete = "delete"`).
 const TWO_WAY_GRANTS: &str = "
     SELECT has_function_privilege('pg_replication_origin_session_setup(text)', 'EXECUTE'),
            has_function_privilege('pg_replication_origin_session_reset()', 'EXECUTE'),
@@ -89,7 +90,8 @@ const TWO_WAY_GRANTS: &str = "
            coalesce((SELECT has_schema_privilege(oid, 'CREATE')
                             AND has_schema_privilege(oid, 'USAGE')
                      FROM pg_namespace WHERE nspname = 'driftless'),
-                    has_database_privilege(current_database(), 'CREATE'))";
+                    has_database_privilege(current_database(), 'CREATE')),
+           NOT $2 OR has_table_privilege($1, 'DELETE')";
 
 async fn two_way_grants(
     cfg: &ValidConfig,
@@ -104,8 +106,9 @@ async fn two_way_grants(
             "\"{}\".\"{}\"",
             two_way.inbound_table.schema, two_way.inbound_table.name
         );
+        let deletes = two_way.on_crm_delete == crate::config::sinks::OnCrmDelete::Delete;
         let row = sql
-            .query_one(TWO_WAY_GRANTS, &[&table])
+            .query_one(TWO_WAY_GRANTS, &[&table, &deletes])
             .await
             .map_err(crate::postgres::error::PgError::Sql)?;
         let missing: Vec<&str> = [
@@ -114,6 +117,7 @@ async fn two_way_grants(
             "EXECUTE on pg_replication_origin_create(text)",
             "SELECT, INSERT, UPDATE on the inbound table",
             "CREATE on the database (or on schema driftless)",
+            "DELETE on the inbound table (on_crm_delete = \"delete\")",
         ]
         .into_iter()
         .enumerate()
@@ -131,8 +135,9 @@ async fn two_way_grants(
                 Some(format!(
                     "as a superuser: GRANT EXECUTE ON FUNCTION pg_replication_origin_session_setup(text), \
                      pg_replication_origin_session_reset(), pg_replication_origin_create(text) TO <role>; \
-                     GRANT SELECT, INSERT, UPDATE ON {table} TO <role>; GRANT CREATE ON DATABASE <db> TO <role> \
-                     (or create schema driftless owned by <role>)"
+                     GRANT SELECT, INSERT, UPDATE{} ON {table} TO <role>; GRANT CREATE ON DATABASE <db> TO <role> \
+                     (or create schema driftless owned by <role>)",
+                    if deletes { ", DELETE" } else { "" }
                 )),
             ));
         }

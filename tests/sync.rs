@@ -27,6 +27,11 @@ struct TwoWay {
 impl TwoWay {
     /// Starts everything; `ownership` and `reconcile` are the sink's TOML values.
     async fn start(ownership: &str, reconcile: &str, hooks: Value) -> TwoWay {
+        Self::start_with(ownership, reconcile, hooks, "").await
+    }
+
+    /// [`start`](Self::start) with extra `[sinks.inbound]` TOML (e.g. `on_crm_delete`).
+    async fn start_with(ownership: &str, reconcile: &str, hooks: Value, inbound: &str) -> TwoWay {
         let emulator = Emulator::start("hubspot");
         let db = TestDb::new("sync").await;
         db.exec(
@@ -59,6 +64,7 @@ listen = "127.0.0.1:{hook_port}"
 webhook_path = "/hooks/hubspot"
 reconcile_every = "{reconcile}"
 client_secret_env = "HUBSPOT_CLIENT_SECRET"
+{inbound}
 [sinks.ownership]
 {ownership}
 [sinks.fields]
@@ -245,6 +251,50 @@ lifecycle = {{ property = "lifecyclestage", map = {{ lead = "lead", customer = "
             )
             .await;
         assert_eq!(status, 200, "UI edit accepted");
+    }
+
+    /// Archives a contact as a HubSpot user would (the emulator sends `contact.deletion`).
+    async fn archive_in_hubspot(&self, key: i64) {
+        let (id, _) = self
+            .hubspot()
+            .await
+            .remove(&key)
+            .expect("the contact exists");
+        let (status, _) = self
+            .emulator
+            .post(
+                &format!("/_emulator/objects/contacts/{id}/archive"),
+                &json!({}),
+            )
+            .await;
+        assert!(status < 300, "UI archive accepted: {status}");
+    }
+
+    /// Archive calls the emulator's API received (the sink's deletes).
+    async fn archive_calls(&self) -> u64 {
+        let state = self.emulator.state().await;
+        state["requests"]["byPath"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(path, _)| path.contains("archive"))
+            .map(|(_, n)| n.as_u64().unwrap_or(0))
+            .sum()
+    }
+
+    /// Ledger rows of the sink.
+    async fn ledger_keys(&self) -> Vec<String> {
+        self.db
+            .client
+            .query(
+                "SELECT record_key FROM driftless.sync_ledger WHERE sink = $1 ORDER BY 1",
+                &[&self.name],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
     }
 
     async fn finish(mut self) {
@@ -686,4 +736,94 @@ email = "no_such_property"
     db.exec(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
         .await;
     db.drop_db().await;
+}
+
+/// `on_crm_delete = "delete"`: a contact archived in HubSpot (through `contact.deletion`
+/// webhooks, or with `lost_webhooks` through the reconciliation's archived listing) deletes its
+/// row with one origin-tagged delete event, forgets its link, and sends no archive back.
+async fn hubspot_archive_deletes_the_row(lost_webhooks: bool) {
+    let (reconcile, hooks) = if lost_webhooks {
+        (
+            "1s",
+            json!({"events": ["contact.creation", "contact.propertyChange"]}),
+        )
+    } else {
+        ("off", json!({}))
+    };
+    let t = TwoWay::start_with(
+        r#""*" = "latest""#,
+        reconcile,
+        hooks,
+        r#"on_crm_delete = "delete""#,
+    )
+    .await;
+    t.db.exec(
+        "INSERT INTO contacts (email, first_name, lifecycle) VALUES \
+         ('ada@example.com', 'Ada', 'lead'), ('grace@example.com', 'Grace', 'customer')",
+    )
+    .await;
+    t.wait_in_sync("initial rows").await;
+    assert_eq!(t.origins(2), [None, None]);
+    eventually("both rows are linked", Duration::from_secs(30), || async {
+        t.ledger_keys().await == ["1", "2"]
+    })
+    .await;
+    t.archive_in_hubspot(1).await;
+    eventually(
+        "the archive in HubSpot deletes the row",
+        Duration::from_secs(30),
+        || async { !t.postgres().await.contains_key(&1) },
+    )
+    .await;
+    t.wait_in_sync("after the HubSpot archive").await;
+    let origin = Some(format!("driftless_{}", t.name.replace('-', "_")));
+    let origins = t.origins(3);
+    assert_eq!(
+        origins.iter().filter(|o| **o == origin).count(),
+        1,
+        "one delete event, tagged with the sink's origin: {origins:?}"
+    );
+    assert_eq!(t.ledger_keys().await, ["2"], "the link is forgotten");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        t.archive_calls().await,
+        0,
+        "no archive went back to HubSpot"
+    );
+    assert_eq!(t.origins(3).len(), 3, "repeated passes delete nothing more");
+    assert_eq!(t.postgres().await.len(), 1);
+    if lost_webhooks {
+        assert!(
+            t.worker
+                .as_ref()
+                .unwrap()
+                .log_text()
+                .contains("deleted rows whose CRM records were deleted")
+        );
+    }
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hubspot_archives_delete_rows_when_configured() {
+    hubspot_archive_deletes_the_row(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hubspot_archives_with_lost_webhooks_are_repaired_by_reconciliation() {
+    hubspot_archive_deletes_the_row(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hubspot_archives_keep_rows_by_default() {
+    let t = TwoWay::start(r#""*" = "latest""#, "off", json!({})).await;
+    t.db.exec("INSERT INTO contacts (email, first_name, lifecycle) VALUES ('ada@example.com', 'Ada', 'lead')")
+        .await;
+    t.wait_in_sync("initial row").await;
+    t.archive_in_hubspot(1).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(t.postgres().await.contains_key(&1), "the row stays");
+    assert_eq!(t.origins(1), [None], "nothing written into Postgres");
+    assert_eq!(t.archive_calls().await, 0);
+    t.finish().await;
 }

@@ -226,6 +226,31 @@ last_name = "Last_Name"
             .as_u16()
     }
 
+    /// Deletes a lead as a Zoho user would (to the recycle bin; Zoho notifies watchers).
+    async fn delete_in_zoho(&self, key: i64) {
+        let (id, _) = self.zoho().await.remove(&key).expect("the lead exists");
+        let (status, answer) = self
+            .zoho_api(
+                reqwest::Method::DELETE,
+                &format!("/crm/v8/Leads?ids={id}"),
+                Value::Null,
+            )
+            .await;
+        assert_eq!(status, 200, "delete accepted: {answer}");
+    }
+
+    /// DELETE calls the emulator received (the user's and any of the sink's).
+    async fn delete_calls(&self) -> u64 {
+        let state = self.emulator.state().await;
+        state["request_counts"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.starts_with("DELETE /crm/v8/Leads"))
+            .map(|(_, n)| n.as_u64().unwrap_or(0))
+            .sum()
+    }
+
     async fn finish(mut self) {
         if let Some(mut w) = self.worker.take() {
             assert_eq!(w.stop(), Some(0), "{}", w.log_text());
@@ -409,4 +434,76 @@ async fn zoho_lost_notifications_are_repaired_by_reconciliation() {
     );
     assert!(t.log().contains("reconciliation pass done"));
     t.finish().await;
+}
+
+/// A lead deleted in Zoho: with `on_crm_delete = "delete"` (through `delete` notifications,
+/// or with `lost` notifications through `GET /Leads/deleted` in reconciliation) its row is
+/// deleted with one origin-tagged delete event and nothing goes back to Zoho; by default the
+/// row stays.
+async fn zoho_delete(on_crm_delete: &str, lost: bool) {
+    let mut inbound = format!("on_crm_delete = \"{on_crm_delete}\"\n");
+    if lost {
+        let port = free_port();
+        inbound += &format!(
+            "reconcile_every = \"1s\"\npublic_url = \"http://127.0.0.1:{port}/hooks/zoho\""
+        );
+    } else {
+        inbound += r#"reconcile_every = "off""#;
+    }
+    let t = TwoWay::start(&inbound).await;
+    t.db.exec(
+        "INSERT INTO leads (email, last_name) VALUES \
+         ('ada@example.com', 'Lovelace'), ('grace@example.com', 'Hopper')",
+    )
+    .await;
+    t.wait_in_sync("initial rows").await;
+    assert_eq!(t.origins(2), [None, None]);
+    // Both leads are linked once the outbound upserts are recorded.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    t.delete_in_zoho(1).await;
+    if on_crm_delete == "delete" {
+        eventually(
+            "the deletion in Zoho deletes the row",
+            Duration::from_secs(30),
+            || async { !t.postgres().await.contains_key(&1) },
+        )
+        .await;
+        t.wait_in_sync("after the Zoho deletion").await;
+        let origins = t.origins(3);
+        assert_eq!(
+            origins.iter().filter(|o| **o == t.origin()).count(),
+            1,
+            "one delete event, tagged with the sink's origin: {origins:?}"
+        );
+    } else {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(t.postgres().await.contains_key(&1), "the row stays");
+        assert_eq!(t.origins(2), [None, None], "nothing written into Postgres");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        t.delete_calls().await,
+        1,
+        "only the user's: none went back to Zoho"
+    );
+    assert_eq!(
+        t.postgres().await.len(),
+        if on_crm_delete == "delete" { 1 } else { 2 }
+    );
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn zoho_deletions_delete_rows_when_configured() {
+    zoho_delete("delete", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn zoho_lost_deletions_are_repaired_by_reconciliation() {
+    zoho_delete("delete", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn zoho_deletions_keep_rows_by_default() {
+    zoho_delete("ignore", false).await;
 }

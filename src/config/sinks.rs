@@ -146,6 +146,8 @@ pub struct InboundConfig {
     pub public_url: Option<String>,
     /// Records created in the CRM: `insert` a row (default) or `ignore` them.
     pub on_crm_create: Option<String>,
+    /// Records deleted in the CRM: `ignore` them (default) or `delete` their linked rows.
+    pub on_crm_delete: Option<String>,
     /// Unknown keys.
     #[serde(flatten)]
     pub extra: Extra,
@@ -217,6 +219,17 @@ pub enum OnCrmCreate {
     Ignore,
 }
 
+/// What happens to the rows linked to records deleted in the CRM.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnCrmDelete {
+    /// Keep the row (it is no longer updated from the CRM).
+    #[default]
+    Ignore,
+    /// Delete the linked row (origin-tagged, so the deletion is not sent back) and forget its
+    /// link.
+    Delete,
+}
+
 /// Two-way sync settings of a sink (`direction = "both"`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TwoWay {
@@ -238,6 +251,8 @@ pub struct TwoWay {
     pub accept_legacy_signatures: bool,
     /// Records created in the CRM.
     pub on_crm_create: OnCrmCreate,
+    /// Records deleted in the CRM.
+    pub on_crm_delete: OnCrmDelete,
     /// Per column owner.
     pub ownership: BTreeMap<String, Owner>,
     /// Owner of columns not listed.
@@ -723,6 +738,7 @@ fn two_way(
         accept_legacy_signatures: None,
         public_url: None,
         on_crm_create: None,
+        on_crm_delete: None,
         extra: Extra::new(),
     };
     let inbound = s.inbound.as_ref().unwrap_or(&empty);
@@ -730,7 +746,7 @@ fn two_way(
         &at("inbound"),
         &inbound.extra,
         "listen, webhook_path, reconcile_every, client_secret_env, accept_legacy_signatures, \
-         public_url, on_crm_create",
+         public_url, on_crm_create, on_crm_delete",
     );
     let listen = inbound
         .listen
@@ -818,6 +834,17 @@ fn two_way(
             OnCrmCreate::Insert
         }
     };
+    let on_crm_delete = match inbound.on_crm_delete.as_deref() {
+        None | Some("ignore") => OnCrmDelete::Ignore,
+        Some("delete") => OnCrmDelete::Delete,
+        Some(o) => {
+            p.add(
+                at("inbound.on_crm_delete"),
+                format!("{o:?} is not one of: ignore, delete"),
+            );
+            OnCrmDelete::Ignore
+        }
+    };
     let mut ownership = BTreeMap::new();
     let mut default_owner = Owner::Latest;
     for (column, owner) in s.ownership.iter().flatten() {
@@ -853,6 +880,7 @@ fn two_way(
         public_url: public_url?,
         accept_legacy_signatures: inbound.accept_legacy_signatures.unwrap_or(false),
         on_crm_create,
+        on_crm_delete,
         ownership,
         default_owner,
     })
@@ -861,7 +889,7 @@ fn two_way(
 #[cfg(test)]
 mod tests {
     use super::super::parse;
-    use super::Owner;
+    use super::{OnCrmDelete, Owner};
 
     const BASE: &str = r#"
         [source]
@@ -936,8 +964,9 @@ mod tests {
             Some("http://0.0.0.0:8091/hooks/zoho")
         );
         assert_eq!(t.owner("email"), Owner::Crm);
+        assert_eq!(t.on_crm_delete, OnCrmDelete::Ignore, "the default");
         let c = parse(&zoho(
-            r#"public_url = "https://sync.example.com/hooks/zoho""#,
+            "public_url = \"https://sync.example.com/hooks/zoho\"\non_crm_delete = \"delete\"",
             "",
         ))
         .unwrap()
@@ -948,8 +977,9 @@ mod tests {
             t.public_url.as_deref(),
             Some("https://sync.example.com/hooks/zoho")
         );
+        assert_eq!(t.on_crm_delete, OnCrmDelete::Delete);
         let problems = parse(&zoho(
-            "public_url = \"ftp://x\"\nclient_secret_env = \"S\"",
+            "public_url = \"ftp://x\"\nclient_secret_env = \"S\"\non_crm_delete = \"archive\"",
             r#"email = "hubspot""#,
         ))
         .unwrap()
@@ -961,6 +991,7 @@ mod tests {
             [
                 "sinks[0].inbound.client_secret_env",
                 "sinks[0].inbound.public_url",
+                "sinks[0].inbound.on_crm_delete",
                 "sinks[0].ownership.email",
             ],
             "{problems:#?}"

@@ -431,14 +431,33 @@ impl HubspotSink {
 
     /// One rate-limited POST.
     async fn post(&mut self, path: &str, body: &Value) -> Result<Resp, SinkError> {
+        self.limited(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// One rate-limited GET (two-way sync's listing of archived records); a non-2xx answer is
+    /// classified like a batch's (transient or fatal).
+    pub async fn get_json(&mut self, path: &str) -> Result<Value, SinkError> {
+        let r = self.limited(reqwest::Method::GET, path, None).await?;
+        if r.status.is_success() {
+            Ok(r.body)
+        } else {
+            Err(self.classify(&r))
+        }
+    }
+
+    /// One request through the client-side limiter, learning from the answer's headers.
+    async fn limited(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Resp, SinkError> {
         while let Some(d) = self.limiter.wait_needed(Instant::now()) {
             tracing::debug!(wait_ms = d.as_millis() as u64, "client-side rate limit");
             tokio::time::sleep(d).await;
         }
         self.limiter.record(Instant::now());
-        let r = self
-            .send_raw(reqwest::Method::POST, path, Some(body))
-            .await?;
+        let r = self.send_raw(method, path, body).await?;
         let now = Instant::now();
         self.limiter.answered(now);
         self.limiter.observe(&r.headers, now);

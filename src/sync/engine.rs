@@ -15,7 +15,12 @@
 //!   the reads to the ledger save), so neither side decides on a state the other is changing;
 //!   this holds within one process: run one worker per two-way sink;
 //! - an echo of our own write finds the ledger equal to the CRM value and writes nothing;
-//!   deletions in the CRM are not propagated to Postgres (rows are never deleted by the CRM);
+//! - deletions in the CRM (webhooks/notifications, and reconciliation from a second durable
+//!   cursor) are queued apart from changes ([`Inbound::Deleted`]) and, only with
+//!   `on_crm_delete = "delete"`, delete the linked row (found through the ledger) in an
+//!   origin-tagged transaction that also forgets the ledger row, so the same sink sends no
+//!   archive back; records not linked to a row are ignored without an API call, and records
+//!   that exist again (restored) when the worker reads them keep their row;
 //! - no row values in logs, metrics or the audit trail (conflicts record column, times, winner).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -30,8 +35,8 @@ use tokio::sync::{Mutex, mpsc, watch};
 
 use super::plan::{Conflict, CrmRecord, Mapping, Plan, Side, new_row, plan, record_key};
 use super::resolve::value_hash;
-use super::store::{InboundChange, LedgerRow, Store, StoreError};
-use crate::config::sinks::{OnCrmCreate, TwoWay};
+use super::store::{CursorKind, InboundChange, LedgerRow, Store, StoreError};
+use crate::config::sinks::{OnCrmCreate, OnCrmDelete, TwoWay};
 use crate::error::Backoff;
 use crate::event::{ChangeEvent, Op};
 use crate::sink::audit::{AuditTrail, key_hash};
@@ -41,7 +46,7 @@ use crate::sink::{Outcome, Sink, SinkError};
 
 /// Records the inbound worker handles at once.
 const INBOUND_BATCH: usize = 50;
-/// Object ids the receivers may queue before they answer 503.
+/// Items the receivers may queue before they answer 503.
 const QUEUE_CAPACITY: usize = 1_000;
 /// Notification ids remembered for de-duplication.
 const SEEN_EVENTS: usize = 100_000;
@@ -75,7 +80,17 @@ pub trait Crm: Sink + Send + Sized {
         &mut self,
         ctx: &Context,
         since_ms: i64,
-        queue: &mpsc::Sender<Vec<String>>,
+        queue: &mpsc::Sender<Inbound>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> impl Future<Output = Result<(usize, i64), SinkError>> + Send;
+
+    /// Queues ([`Inbound::Deleted`]) the ids of records deleted at or after `since_ms`;
+    /// returns how many were queued and the newest deletion time seen (the next cursor).
+    fn deleted_since(
+        &mut self,
+        ctx: &Context,
+        since_ms: i64,
+        queue: &mpsc::Sender<Inbound>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> impl Future<Output = Result<(usize, i64), SinkError>> + Send;
 
@@ -90,6 +105,8 @@ pub struct Counters {
     pub api_reads: AtomicU64,
     /// Records written into Postgres.
     pub inbound_writes: AtomicU64,
+    /// Rows deleted in Postgres because their CRM records were deleted.
+    pub inbound_deletes: AtomicU64,
     /// CRM changes found to be our own writes (or already in sync).
     pub echoes: AtomicU64,
     /// Conflicts settled.
@@ -425,40 +442,117 @@ impl Seen {
     }
 }
 
+/// An item of the queue between the receiver/reconciler and the inbound worker: CRM ids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inbound {
+    /// Records created, changed or restored in the CRM.
+    Changed(Vec<String>),
+    /// Records deleted in the CRM.
+    Deleted(Vec<String>),
+}
+
 /// The queue between the receiver/reconciler and the inbound worker.
-pub fn queue() -> (mpsc::Sender<Vec<String>>, mpsc::Receiver<Vec<String>>) {
+pub fn queue() -> (mpsc::Sender<Inbound>, mpsc::Receiver<Inbound>) {
     mpsc::channel(QUEUE_CAPACITY)
 }
 
-/// Applies CRM changes to Postgres until shutdown: drains the queue in groups of up to
-/// [`INBOUND_BATCH`] ids, retrying transient failures with backoff (the ids are kept).
+/// Queues all of `items` or none (false: the queue is full, the receiver answers 503).
+pub(crate) fn offer(queue: &mpsc::Sender<Inbound>, items: Vec<Inbound>) -> bool {
+    let items: Vec<Inbound> = items
+        .into_iter()
+        .filter(|i| !matches!(i, Inbound::Changed(ids) | Inbound::Deleted(ids) if ids.is_empty()))
+        .collect();
+    if items.is_empty() {
+        return true;
+    }
+    match queue.try_reserve_many(items.len()) {
+        Ok(permits) => {
+            for (permit, item) in permits.zip(items) {
+                permit.send(item);
+            }
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Ids waiting for the inbound worker: deletions are handled before changes.
+#[derive(Default)]
+struct Pending {
+    changed: BTreeSet<String>,
+    deleted: BTreeSet<String>,
+}
+
+impl Pending {
+    fn add(&mut self, item: Inbound) {
+        match item {
+            Inbound::Changed(ids) => self.changed.extend(ids),
+            Inbound::Deleted(ids) => self.deleted.extend(ids),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.changed.len() + self.deleted.len()
+    }
+
+    /// The next group: (deletions?, up to [`INBOUND_BATCH`] ids).
+    fn next(&self) -> (bool, Vec<String>) {
+        let deleting = !self.deleted.is_empty();
+        let set = if deleting {
+            &self.deleted
+        } else {
+            &self.changed
+        };
+        (deleting, set.iter().take(INBOUND_BATCH).cloned().collect())
+    }
+
+    fn done(&mut self, deleting: bool, ids: &[String]) {
+        let set = if deleting {
+            &mut self.deleted
+        } else {
+            &mut self.changed
+        };
+        for id in ids {
+            set.remove(id);
+        }
+    }
+}
+
+/// Applies CRM changes and deletions to Postgres until shutdown: drains the queue in groups
+/// of up to [`INBOUND_BATCH`] ids (deletions first), retrying transient failures with backoff
+/// (the ids are kept).
 pub async fn inbound_worker<C: Crm>(
     ctx: Arc<Context>,
     mut crm: C,
-    mut queue: mpsc::Receiver<Vec<String>>,
+    mut queue: mpsc::Receiver<Inbound>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), SinkError> {
-    let mut pending: BTreeSet<String> = BTreeSet::new();
+    let mut pending = Pending::default();
     loop {
-        if pending.is_empty() {
+        if pending.len() == 0 {
             tokio::select! {
                 _ = shutdown.changed() => return Ok(()),
-                ids = queue.recv() => match ids {
-                    Some(ids) => pending.extend(ids),
+                item = queue.recv() => match item {
+                    Some(item) => pending.add(item),
                     None => return Ok(()),
                 },
             }
         }
         while pending.len() < INBOUND_BATCH {
             match queue.try_recv() {
-                Ok(ids) => pending.extend(ids),
+                Ok(item) => pending.add(item),
                 Err(_) => break,
             }
         }
-        let ids: Vec<String> = pending.iter().take(INBOUND_BATCH).cloned().collect();
+        let (deleting, ids) = pending.next();
         let mut backoff = Backoff::new();
         loop {
-            match apply_inbound(&ctx, &mut crm, &ids).await {
+            let applied = if deleting {
+                apply_deletions(&ctx, &mut crm, &ids).await
+            } else {
+                apply_inbound(&ctx, &mut crm, &ids).await
+            };
+            match applied {
                 Ok(()) => break,
                 Err(SinkError::Transient {
                     message,
@@ -475,10 +569,62 @@ pub async fn inbound_worker<C: Crm>(
                 Err(fatal) => return Err(fatal),
             }
         }
-        for id in &ids {
-            pending.remove(id);
-        }
+        pending.done(deleting, &ids);
     }
+}
+
+/// Deletes the rows linked to records deleted in the CRM (`on_crm_delete = "delete"`), with
+/// their ledger rows, in one origin-tagged transaction. Unlinked records cost nothing; linked
+/// ones are read first (one read per 50), and those that exist again keep their row.
+async fn apply_deletions<C: Crm>(
+    ctx: &Context,
+    crm: &mut C,
+    ids: &[String],
+) -> Result<(), SinkError> {
+    if ctx.two_way.on_crm_delete != OnCrmDelete::Delete {
+        return Ok(());
+    }
+    let mut store = ctx.store.lock().await;
+    let linked = store.ledger_by_crm_ids(ids).await.map_err(store_failed)?;
+    if linked.is_empty() {
+        return Ok(());
+    }
+    let linked_ids: Vec<String> = linked.keys().cloned().collect();
+    let alive: HashSet<String> = crm
+        .read_by_ids(ctx, &linked_ids)
+        .await?
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let changes = deletions(&linked, &alive);
+    if changes.is_empty() {
+        return Ok(());
+    }
+    store
+        .write_inbound(&changes, &[])
+        .await
+        .map_err(store_failed)?;
+    ctx.count(
+        &ctx.counters.inbound_deletes,
+        "driftless_sync_inbound_deletes_total",
+        changes.len() as u64,
+    );
+    tracing::info!(sink = %ctx.sink, rows = changes.len(),
+        "deleted rows whose CRM records were deleted");
+    Ok(())
+}
+
+/// The row deletions for deleted CRM records linked in the ledger (by CRM id), except those
+/// found to exist (`alive`); ordered by record key.
+fn deletions(linked: &HashMap<String, LedgerRow>, alive: &HashSet<String>) -> Vec<InboundChange> {
+    let keys: BTreeSet<&String> = linked
+        .iter()
+        .filter(|(crm_id, _)| !alive.contains(*crm_id))
+        .map(|(_, l)| &l.key)
+        .collect();
+    keys.into_iter()
+        .map(|key| InboundChange::Delete { key: key.clone() })
+        .collect()
 }
 
 /// Reads the records and applies their plans in one origin-tagged transaction.
@@ -590,12 +736,12 @@ async fn apply_inbound<C: Crm>(
     Ok(())
 }
 
-/// Searches for records modified since the cursor every `every` and queues them for the
-/// inbound worker.
+/// Searches for records modified (and, with `on_crm_delete = "delete"`, deleted) since the
+/// cursors every `every` and queues them for the inbound worker.
 pub async fn reconcile_loop<C: Crm>(
     ctx: Arc<Context>,
     mut crm: C,
-    queue: mpsc::Sender<Vec<String>>,
+    queue: mpsc::Sender<Inbound>,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -611,31 +757,42 @@ pub async fn reconcile_loop<C: Crm>(
     }
 }
 
-/// One reconciliation pass from the durable cursor; returns the number of records queued.
+/// One reconciliation pass from the durable cursors; returns the number of records queued.
 async fn reconcile_once<C: Crm>(
     ctx: &Context,
     crm: &mut C,
-    queue: &mpsc::Sender<Vec<String>>,
+    queue: &mpsc::Sender<Inbound>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<usize, SinkError> {
-    let (since_ms, _) = ctx
-        .store
-        .lock()
-        .await
-        .cursor()
-        .await
-        .map_err(store_failed)?
-        .unwrap_or((0, String::new()));
-    let (queued, newest_ms) = crm.modified_since(ctx, since_ms, queue, shutdown).await?;
-    if *shutdown.borrow() {
-        return Ok(queued);
+    let mut kinds = vec![CursorKind::Modified];
+    if ctx.two_way.on_crm_delete == OnCrmDelete::Delete {
+        kinds.push(CursorKind::Deleted);
     }
-    ctx.store
-        .lock()
-        .await
-        .save_cursor(newest_ms, "")
-        .await
-        .map_err(store_failed)?;
+    let mut queued = 0;
+    for kind in kinds {
+        let (since_ms, _) = ctx
+            .store
+            .lock()
+            .await
+            .cursor(kind)
+            .await
+            .map_err(store_failed)?
+            .unwrap_or((0, String::new()));
+        let (n, newest_ms) = match kind {
+            CursorKind::Modified => crm.modified_since(ctx, since_ms, queue, shutdown).await?,
+            CursorKind::Deleted => crm.deleted_since(ctx, since_ms, queue, shutdown).await?,
+        };
+        queued += n;
+        if *shutdown.borrow() {
+            return Ok(queued);
+        }
+        ctx.store
+            .lock()
+            .await
+            .save_cursor(kind, newest_ms, "")
+            .await
+            .map_err(store_failed)?;
+    }
     Ok(queued)
 }
 
@@ -653,5 +810,58 @@ mod tests {
         }
         assert!(seen.set.len() <= SEEN_EVENTS);
         assert!(seen.insert(1), "forgotten after the window");
+    }
+
+    #[test]
+    fn deletions_skip_restored_records_and_come_first() {
+        let ledger = |key: &str, crm_id: &str| {
+            (
+                crm_id.to_string(),
+                LedgerRow {
+                    key: key.into(),
+                    crm_id: Some(crm_id.into()),
+                    fields: BTreeMap::new(),
+                },
+            )
+        };
+        let linked = HashMap::from([ledger("2", "902"), ledger("1", "901"), ledger("3", "903")]);
+        let alive = HashSet::from(["903".to_string()]);
+        assert_eq!(
+            deletions(&linked, &alive),
+            [
+                InboundChange::Delete { key: "1".into() },
+                InboundChange::Delete { key: "2".into() }
+            ]
+        );
+        let mut pending = Pending::default();
+        pending.add(Inbound::Changed(vec!["1".into(), "2".into()]));
+        pending.add(Inbound::Deleted(vec!["3".into()]));
+        assert_eq!(pending.len(), 3);
+        let (deleting, ids) = pending.next();
+        assert!(deleting);
+        assert_eq!(ids, ["3"]);
+        pending.done(deleting, &ids);
+        assert_eq!(
+            pending.next(),
+            (false, vec!["1".to_string(), "2".to_string()])
+        );
+    }
+
+    #[tokio::test]
+    async fn offers_queue_all_items_or_none() {
+        let (tx, mut rx) = mpsc::channel(2);
+        assert!(offer(
+            &tx,
+            vec![Inbound::Changed(vec!["1".into()]), Inbound::Deleted(vec![])]
+        ));
+        assert!(!offer(
+            &tx,
+            vec![
+                Inbound::Changed(vec!["2".into()]),
+                Inbound::Deleted(vec!["3".into()])
+            ]
+        ));
+        assert_eq!(rx.try_recv().unwrap(), Inbound::Changed(vec!["1".into()]));
+        assert!(rx.try_recv().is_err(), "nothing of the refused offer");
     }
 }

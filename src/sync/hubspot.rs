@@ -8,7 +8,13 @@
 //!   at once (204) after the object ids are queued (503 when the queue is full, so HubSpot
 //!   retries), and de-duplicated on `eventId`; refusals are counted and logged without bodies;
 //! - reconciliation searches on the last-modified date (ascending, keyset on the newest time
-//!   seen, restarting the search before the 10,000-result cap) at most 4 searches per second.
+//!   seen, restarting the search before the 10,000-result cap) at most 4 searches per second;
+//! - deletions: `*.deletion` webhooks queue [`Inbound::Deleted`] (only with
+//!   `on_crm_delete = "delete"`); reconciliation lists archived records
+//!   (`GET /crm/v3/objects/{object}?archived=true`, 100 per page, one call per 100 records
+//!   HubSpot still keeps archived, i.e. archived in the last 90 days) and queues those
+//!   archived at or after the deletion cursor (`archivedAt`). The search API cannot find
+//!   archived records, and batch/read of every linked id would cost one call per 100 rows.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,9 +27,10 @@ use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use tokio::sync::{mpsc, watch};
 
-use super::engine::{Context, Crm, Seen};
+use super::engine::{Context, Crm, Inbound, Seen, offer};
 use super::hubspot_signature::{self as signature};
 use super::plan::CrmRecord;
+use crate::config::sinks::OnCrmDelete;
 use crate::sink::SinkError;
 use crate::sink::hubspot::HubspotSink;
 
@@ -138,10 +145,20 @@ impl Crm for HubspotSink {
         &mut self,
         ctx: &Context,
         since_ms: i64,
-        queue: &mpsc::Sender<Vec<String>>,
+        queue: &mpsc::Sender<Inbound>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(usize, i64), SinkError> {
         search_modified(ctx, self, since_ms, queue, shutdown).await
+    }
+
+    async fn deleted_since(
+        &mut self,
+        ctx: &Context,
+        since_ms: i64,
+        queue: &mpsc::Sender<Inbound>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(usize, i64), SinkError> {
+        list_archived(ctx, self, since_ms, queue, shutdown).await
     }
 
     fn sibling(&self) -> Self {
@@ -154,7 +171,7 @@ async fn search_modified(
     ctx: &Context,
     hubspot: &mut HubspotSink,
     since_ms: i64,
-    queue: &mpsc::Sender<Vec<String>>,
+    queue: &mpsc::Sender<Inbound>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(usize, i64), SinkError> {
     let mut since_ms = since_ms;
@@ -196,7 +213,7 @@ async fn search_modified(
             }
         }
         queued += ids.len();
-        if !ids.is_empty() && queue.send(ids).await.is_err() {
+        if !ids.is_empty() && queue.send(Inbound::Changed(ids)).await.is_err() {
             return Ok((queued, newest_ms));
         }
         after = answer["paging"]["next"]["after"].as_str().map(String::from);
@@ -218,11 +235,68 @@ async fn search_modified(
     Ok((queued, newest_ms))
 }
 
+/// Ids of the records of a list answer archived at or after `since_ms`, and the newest
+/// `archivedAt` among them (at least `since_ms`).
+pub fn archived_since(answer: &Value, since_ms: i64) -> (Vec<String>, i64) {
+    let mut newest_ms = since_ms;
+    let mut ids = Vec::new();
+    for r in answer["results"].as_array().into_iter().flatten() {
+        let (Some(id), Some(at)) = (r["id"].as_str(), parse_time(&r["archivedAt"])) else {
+            continue;
+        };
+        let at = at.timestamp_millis();
+        if at >= since_ms {
+            ids.push(id.to_string());
+            newest_ms = newest_ms.max(at);
+        }
+    }
+    (ids, newest_ms)
+}
+
+/// Lists archived records (100 per page) and queues those archived at or after `since_ms`.
+async fn list_archived(
+    ctx: &Context,
+    hubspot: &mut HubspotSink,
+    since_ms: i64,
+    queue: &mpsc::Sender<Inbound>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(usize, i64), SinkError> {
+    let mut newest_ms = since_ms;
+    let mut queued = 0;
+    let mut after: Option<String> = None;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let mut path = format!(
+            "/crm/v3/objects/{}?archived=true&limit=100",
+            hubspot.object()
+        );
+        if let Some(a) = &after {
+            let a = percent_encoding::utf8_percent_encode(a, percent_encoding::NON_ALPHANUMERIC);
+            path.push_str(&format!("&after={a}"));
+        }
+        let answer = hubspot.get_json(&path).await?;
+        ctx.count(&ctx.counters.api_reads, "driftless_sync_api_reads_total", 1);
+        let (ids, newest) = archived_since(&answer, since_ms);
+        newest_ms = newest_ms.max(newest);
+        queued += ids.len();
+        if !ids.is_empty() && queue.send(Inbound::Deleted(ids)).await.is_err() {
+            break;
+        }
+        after = answer["paging"]["next"]["after"].as_str().map(String::from);
+        if after.is_none() {
+            break;
+        }
+    }
+    Ok((queued, newest_ms))
+}
+
 struct Receiver {
     ctx: Arc<Context>,
     secret: String,
     object: String,
-    queue: mpsc::Sender<Vec<String>>,
+    queue: mpsc::Sender<Inbound>,
     seen: std::sync::Mutex<Seen>,
 }
 
@@ -231,7 +305,7 @@ pub fn webhook_router(
     ctx: Arc<Context>,
     secret: String,
     object: &str,
-    queue: mpsc::Sender<Vec<String>>,
+    queue: mpsc::Sender<Inbound>,
 ) -> axum::Router {
     let path = ctx.two_way.webhook_path.clone();
     // HubSpot event types name the object in the singular: contact.propertyChange.
@@ -305,6 +379,8 @@ async fn receive(
         return StatusCode::BAD_REQUEST;
     };
     let mut ids = BTreeSet::new();
+    let mut deleted = BTreeSet::new();
+    let deletes = r.ctx.two_way.on_crm_delete == OnCrmDelete::Delete;
     let mut duplicates = 0;
     {
         let mut seen = r.seen.lock().expect("not poisoned");
@@ -317,11 +393,20 @@ async fn receive(
             }
             let kind = e["subscriptionType"].as_str().unwrap_or_default();
             let (object, action) = kind.split_once('.').unwrap_or_default();
-            if object == r.object
-                && matches!(action, "creation" | "propertyChange" | "restore")
-                && let Some(id) = e["objectId"].as_i64()
-            {
-                ids.insert(id.to_string());
+            if object != r.object {
+                continue;
+            }
+            let Some(id) = e["objectId"].as_i64() else {
+                continue;
+            };
+            match action {
+                "creation" | "propertyChange" | "restore" => {
+                    ids.insert(id.to_string());
+                }
+                "deletion" if deletes => {
+                    deleted.insert(id.to_string());
+                }
+                _ => {}
             }
         }
     }
@@ -332,13 +417,15 @@ async fn receive(
             duplicates,
         );
     }
-    if ids.is_empty() {
-        return StatusCode::NO_CONTENT;
-    }
-    match r.queue.try_send(ids.into_iter().collect()) {
-        Ok(()) => StatusCode::NO_CONTENT,
-        // HubSpot retries a 503: nothing is lost while the worker catches up.
-        Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+    let items = vec![
+        Inbound::Changed(ids.into_iter().collect()),
+        Inbound::Deleted(deleted.into_iter().collect()),
+    ];
+    if offer(&r.queue, items) {
+        StatusCode::NO_CONTENT
+    } else {
+        // HubSpot retries a 503; reconciliation repairs what is still missed.
+        StatusCode::SERVICE_UNAVAILABLE
     }
 }
 
@@ -368,5 +455,25 @@ mod tests {
             parse_time(&json!("1700000000000")).map(|t| t.timestamp()),
             Some(1_700_000_000)
         );
+    }
+
+    #[test]
+    fn archived_records_since_the_cursor() {
+        let answer = json!({"results": [
+            {"id": "1", "archived": true, "archivedAt": "2026-11-27T10:00:00.000Z"},
+            {"id": "2", "archived": true, "archivedAt": "2026-11-27T10:00:05.000Z"},
+            {"id": "3", "archived": true},
+            {"id": "4", "archived": true, "archivedAt": "2026-11-27T10:00:03.000Z"}
+        ]});
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis();
+        let since = t("2026-11-27T10:00:03Z");
+        assert_eq!(
+            archived_since(&answer, since),
+            (
+                vec!["2".to_string(), "4".to_string()],
+                t("2026-11-27T10:00:05Z")
+            )
+        );
+        assert_eq!(archived_since(&json!({}), since), (vec![], since));
     }
 }

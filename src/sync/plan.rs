@@ -274,7 +274,7 @@ mod tests {
     use super::*;
     use crate::config::SecretSource;
     use crate::config::TableName;
-    use crate::config::sinks::OnCrmCreate;
+    use crate::config::sinks::{OnCrmCreate, OnCrmDelete};
     use serde_json::json;
 
     fn two_way(ownership: &[(&str, Owner)]) -> TwoWay {
@@ -290,6 +290,7 @@ mod tests {
             public_url: None,
             accept_legacy_signatures: false,
             on_crm_create: OnCrmCreate::Insert,
+            on_crm_delete: OnCrmDelete::Ignore,
             ownership: ownership.iter().map(|(c, o)| (c.to_string(), *o)).collect(),
             default_owner: Owner::Latest,
         }

@@ -4,7 +4,8 @@
 //! - `driftless.sync_ledger (sink, record_key, crm_id, fields)`: per record, the CRM id it is
 //!   linked to (unique per sink: no record is ever linked twice, across restarts and replays)
 //!   and, per property, the hash of the value both sides last agreed on;
-//! - `driftless.sync_cursor (sink, modified_after, last_id)`: the reconciliation keyset.
+//! - `driftless.sync_cursor (sink, modified_after, last_id)`: the reconciliation keyset (and,
+//!   under `{sink}/deleted`, the time of the newest CRM deletion seen);
 //!
 //! Invariants:
 //! - inbound row changes and their ledger update commit in one transaction, run under the
@@ -13,6 +14,8 @@
 //!   still receive them);
 //! - the origin is held only for the transaction (`session_reset` after it), so several workers
 //!   of one sink can take turns with it;
+//! - a CRM deletion deletes the row and its ledger row in one origin-tagged transaction, so
+//!   its delete event is skipped by the same sink (no archive call goes back);
 //! - two-way tables have a one-column primary key; `record_key` is its text form;
 //! - values are written with `CAST($n::text AS <column type>)`; no value is logged.
 
@@ -57,6 +60,21 @@ pub enum InboundChange {
         /// Column → text value.
         values: BTreeMap<String, Option<String>>,
     },
+    /// A record deleted in the CRM: delete its linked row and forget its ledger row (in the
+    /// same transaction).
+    Delete {
+        /// Primary key, as text.
+        key: String,
+    },
+}
+
+/// Which reconciliation cursor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CursorKind {
+    /// Records modified since.
+    Modified,
+    /// Records deleted since (`on_crm_delete = "delete"`).
+    Deleted,
 }
 
 /// Errors of the store (transient unless the table does not fit two-way sync).
@@ -310,10 +328,22 @@ impl Store {
     ) -> Result<Vec<String>, StoreError> {
         let key = quote(&self.key_column);
         let mut statements = Vec::new();
+        let mut forgotten = Vec::new();
         for change in changes {
             let (values, update_key) = match change {
                 InboundChange::Update { key, values } => (values, Some(key)),
                 InboundChange::Insert { values } => (values, None),
+                InboundChange::Delete { key: k } => {
+                    forgotten.push(k.clone());
+                    statements.push((
+                        format!(
+                            "DELETE FROM {} WHERE {key}::text = $1 RETURNING {key}::text",
+                            self.table_sql
+                        ),
+                        vec![Some(k.clone())],
+                    ));
+                    continue;
+                }
             };
             let mut params: Vec<Option<String>> = Vec::new();
             let mut sets = Vec::new();
@@ -374,25 +404,42 @@ impl Store {
         }
         rows.retain(|r| !r.key.is_empty());
         save_ledger_in(&tx, &self.sink, &rows).await?;
+        if !forgotten.is_empty() {
+            tx.execute(
+                "DELETE FROM driftless.sync_ledger WHERE sink = $1 AND record_key = ANY($2)",
+                &[&self.sink, &forgotten],
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(keys)
     }
 
-    /// The reconciliation cursor: (modified after, in epoch ms; last id at that time).
-    pub async fn cursor(&self) -> Result<Option<(i64, String)>, StoreError> {
+    /// The row of `sync_cursor` holding a cursor: the sink's name for modifications,
+    /// `{sink}/deleted` for deletions (`/` never occurs in sink names).
+    fn cursor_row(&self, kind: CursorKind) -> String {
+        match kind {
+            CursorKind::Modified => self.sink.clone(),
+            CursorKind::Deleted => format!("{}/deleted", self.sink),
+        }
+    }
+
+    /// A reconciliation cursor: (modified or deleted after, in epoch ms; last id at that time).
+    pub async fn cursor(&self, kind: CursorKind) -> Result<Option<(i64, String)>, StoreError> {
         let row = self
             .client
             .query_opt(
                 "SELECT modified_after_ms, last_id FROM driftless.sync_cursor WHERE sink = $1",
-                &[&self.sink],
+                &[&self.cursor_row(kind)],
             )
             .await?;
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
-    /// Moves the reconciliation cursor.
+    /// Moves a reconciliation cursor.
     pub async fn save_cursor(
         &self,
+        kind: CursorKind,
         modified_after_ms: i64,
         last_id: &str,
     ) -> Result<(), StoreError> {
@@ -401,7 +448,7 @@ impl Store {
                 "INSERT INTO driftless.sync_cursor (sink, modified_after_ms, last_id)
                  VALUES ($1, $2, $3) ON CONFLICT (sink) DO UPDATE
                  SET modified_after_ms = excluded.modified_after_ms, last_id = excluded.last_id",
-                &[&self.sink, &modified_after_ms, &last_id],
+                &[&self.cursor_row(kind), &modified_after_ms, &last_id],
             )
             .await?;
         Ok(())

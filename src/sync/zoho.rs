@@ -16,14 +16,16 @@
 //! - notifications are accepted only with the channel's token (compared in constant time; a
 //!   random token per start), answered at once (204) after the ids are queued (503 when the
 //!   queue is full), and de-duplicated on the body's hash; refusals are counted and logged
-//!   without bodies; `delete` notifications are ignored (deletions in the CRM do not delete
-//!   rows, like HubSpot's);
+//!   without bodies; `delete` notifications queue [`Inbound::Deleted`] only with
+//!   `on_crm_delete = "delete"` (ignored otherwise);
 //! - the watch channel (`{Module}.all`) is created at start with `notify_url` =
 //!   `[sinks.inbound] public_url`, renewed (PATCH) half-way to its expiry, re-created if Zoho
 //!   forgot it, and deleted at shutdown (best effort);
 //! - reconciliation pages COQL on `Modified_Time >= cursor` ordered by (`Modified_Time`, `id`),
 //!   [`PAGE`] rows per query, restarting from the newest time seen before the 100,000
-//!   OFFSET+LIMIT cap.
+//!   OFFSET+LIMIT cap; with `on_crm_delete = "delete"` it also pages
+//!   `GET /{Module}/deleted?type=all` (200 per page, newest first) until a deletion older than
+//!   the deletion cursor (`deleted_time`): usually one call per pass.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -37,8 +39,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 
-use super::engine::{Context, Crm, Seen};
+use super::engine::{Context, Crm, Inbound, Seen, offer};
 use super::plan::CrmRecord;
+use crate::config::sinks::OnCrmDelete;
 use crate::sink::SinkError;
 use crate::sink::mapping::{PropertyType, value_string};
 use crate::sink::zoho::{ZohoSink, encode_value};
@@ -278,7 +281,7 @@ impl Crm for ZohoSink {
         &mut self,
         ctx: &Context,
         since_ms: i64,
-        queue: &mpsc::Sender<Vec<String>>,
+        queue: &mpsc::Sender<Inbound>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(usize, i64), SinkError> {
         let mut since_ms = since_ms;
@@ -313,7 +316,7 @@ impl Crm for ZohoSink {
                 }
             }
             queued += ids.len();
-            if !ids.is_empty() && queue.send(ids).await.is_err() {
+            if !ids.is_empty() && queue.send(Inbound::Changed(ids)).await.is_err() {
                 break;
             }
             if body["info"]["more_records"] != true {
@@ -334,9 +337,73 @@ impl Crm for ZohoSink {
         Ok((queued, newest_ms))
     }
 
+    async fn deleted_since(
+        &mut self,
+        ctx: &Context,
+        since_ms: i64,
+        queue: &mpsc::Sender<Inbound>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(usize, i64), SinkError> {
+        let mut newest_ms = since_ms;
+        let mut queued = 0;
+        for page in 1.. {
+            if *shutdown.borrow() {
+                break;
+            }
+            let path = format!(
+                "/crm/v8/{}/deleted?type=all&per_page={DELETED_PAGE}&page={page}",
+                self.module()
+            );
+            let (status, body) = self.call(reqwest::Method::GET, &path, None).await?;
+            ctx.count(&ctx.counters.api_reads, "driftless_sync_api_reads_total", 1);
+            match status {
+                204 => break,
+                200 => {}
+                _ => return Err(self.refusal(status, &body)),
+            }
+            let (ids, newest, older) = deleted_page(&body, since_ms);
+            newest_ms = newest_ms.max(newest);
+            queued += ids.len();
+            if !ids.is_empty() && queue.send(Inbound::Deleted(ids)).await.is_err() {
+                break;
+            }
+            if older || body["info"]["more_records"] != true {
+                break;
+            }
+        }
+        Ok((queued, newest_ms))
+    }
+
     fn sibling(&self) -> Self {
         ZohoSink::sibling(self)
     }
+}
+
+/// Deleted records per page of `GET /{Module}/deleted` (Zoho's cap).
+const DELETED_PAGE: usize = 200;
+
+/// One page of `GET /{Module}/deleted` (newest first): the ids deleted at or after `since_ms`
+/// (second precision, like `deleted_time`), the newest deletion time (at least `since_ms`), and
+/// whether the page reached deletions older than the cursor (no further page is needed).
+pub fn deleted_page(answer: &Value, since_ms: i64) -> (Vec<String>, i64, bool) {
+    let since_s = since_ms.div_euclid(1000);
+    let mut ids = Vec::new();
+    let mut newest_ms = since_ms;
+    let mut older = false;
+    for r in answer["data"].as_array().into_iter().flatten() {
+        let Some(at) = parse_time(&r["deleted_time"]).map(|t| t.timestamp_millis()) else {
+            continue;
+        };
+        if at.div_euclid(1000) < since_s {
+            older = true;
+            continue;
+        }
+        if let Some(id) = record_id(&r["id"]).filter(|i| is_record_id(i)) {
+            ids.push(id);
+            newest_ms = newest_ms.max(at);
+        }
+    }
+    (ids, newest_ms, older)
 }
 
 /// A notification as Zoho posts it (the fields driftless uses).
@@ -397,7 +464,7 @@ struct Receiver {
     ctx: Arc<Context>,
     token: String,
     module: String,
-    queue: mpsc::Sender<Vec<String>>,
+    queue: mpsc::Sender<Inbound>,
     seen: std::sync::Mutex<Seen>,
 }
 
@@ -406,7 +473,7 @@ pub fn notification_router(
     ctx: Arc<Context>,
     token: String,
     module: &str,
-    queue: mpsc::Sender<Vec<String>>,
+    queue: mpsc::Sender<Inbound>,
 ) -> axum::Router {
     let path = ctx.two_way.webhook_path.clone();
     let state = Arc::new(Receiver {
@@ -444,15 +511,18 @@ async fn receive(State(r): State<Arc<Receiver>>, body: Bytes) -> StatusCode {
         );
         return StatusCode::NO_CONTENT;
     }
-    if !n.module.eq_ignore_ascii_case(&r.module)
-        || !matches!(n.operation.as_str(), "insert" | "update")
-        || n.ids.is_empty()
-    {
+    if !n.module.eq_ignore_ascii_case(&r.module) || n.ids.is_empty() {
         return StatusCode::NO_CONTENT;
     }
-    match r.queue.try_send(n.ids) {
-        Ok(()) => StatusCode::NO_CONTENT,
-        Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+    let item = match n.operation.as_str() {
+        "insert" | "update" => Inbound::Changed(n.ids),
+        "delete" if r.ctx.two_way.on_crm_delete == OnCrmDelete::Delete => Inbound::Deleted(n.ids),
+        _ => return StatusCode::NO_CONTENT,
+    };
+    if offer(&r.queue, vec![item]) {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     }
 }
 
@@ -708,6 +778,25 @@ mod tests {
         assert_eq!(parse_notification(br#"{"module": "Leads"}"#), None);
         assert_eq!(body_id(body), body_id(body));
         assert_ne!(body_id(body), body_id(b"{}"));
+    }
+
+    #[test]
+    fn deleted_pages_stop_at_the_cursor() {
+        let answer = json!({"data": [
+            {"id": "5545974000000300003", "deleted_time": "2026-11-27T10:00:05+00:00"},
+            {"id": "5545974000000300002", "deleted_time": "2026-11-27T10:00:03+00:00"},
+            {"id": "1 or 1=1", "deleted_time": "2026-11-27T10:00:03+00:00"},
+            {"id": "5545974000000300001", "deleted_time": "2026-11-27T10:00:02+00:00"}
+        ], "info": {"more_records": true}});
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis();
+        let (ids, newest, older) = deleted_page(&answer, t("2026-11-27T10:00:03Z") + 500);
+        assert_eq!(ids, ["5545974000000300003", "5545974000000300002"]);
+        assert_eq!(newest, t("2026-11-27T10:00:05Z"));
+        assert!(older, "no further page is needed");
+        let (ids, newest, older) = deleted_page(&answer, 0);
+        assert_eq!(ids.len(), 3);
+        assert_eq!(newest, t("2026-11-27T10:00:05Z"));
+        assert!(!older);
     }
 
     #[test]
