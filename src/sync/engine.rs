@@ -440,6 +440,13 @@ impl Seen {
         }
         true
     }
+
+    /// Forgets ids whose delivery was refused (503), so the CRM's retry is not a duplicate.
+    pub(crate) fn forget(&mut self, ids: &[i64]) {
+        for id in ids {
+            self.set.remove(id);
+        }
+    }
 }
 
 /// An item of the queue between the receiver/reconciler and the inbound worker: CRM ids.
@@ -810,6 +817,10 @@ mod tests {
         }
         assert!(seen.set.len() <= SEEN_EVENTS);
         assert!(seen.insert(1), "forgotten after the window");
+        // A refused delivery is forgotten at once: its retry is new.
+        assert!(!seen.insert(7));
+        seen.forget(&[7]);
+        assert!(seen.insert(7));
     }
 
     #[test]

@@ -382,14 +382,16 @@ async fn receive(
     let mut deleted = BTreeSet::new();
     let deletes = r.ctx.two_way.on_crm_delete == OnCrmDelete::Delete;
     let mut duplicates = 0;
+    let mut fresh = Vec::new();
     {
         let mut seen = r.seen.lock().expect("not poisoned");
         for e in &events {
-            if let Some(id) = e["eventId"].as_i64()
-                && !seen.insert(id)
-            {
-                duplicates += 1;
-                continue;
+            if let Some(id) = e["eventId"].as_i64() {
+                if !seen.insert(id) {
+                    duplicates += 1;
+                    continue;
+                }
+                fresh.push(id);
             }
             let kind = e["subscriptionType"].as_str().unwrap_or_default();
             let (object, action) = kind.split_once('.').unwrap_or_default();
@@ -424,7 +426,8 @@ async fn receive(
     if offer(&r.queue, items) {
         StatusCode::NO_CONTENT
     } else {
-        // HubSpot retries a 503; reconciliation repairs what is still missed.
+        // HubSpot retries a 503 (not a duplicate then); reconciliation repairs what is missed.
+        r.seen.lock().expect("not poisoned").forget(&fresh);
         StatusCode::SERVICE_UNAVAILABLE
     }
 }

@@ -503,7 +503,8 @@ async fn receive(State(r): State<Arc<Receiver>>, body: Bytes) -> StatusCode {
     let Some(n) = notification else {
         return StatusCode::BAD_REQUEST;
     };
-    if !r.seen.lock().expect("not poisoned").insert(body_id(&body)) {
+    let id = body_id(&body);
+    if !r.seen.lock().expect("not poisoned").insert(id) {
         r.ctx.count(
             &r.ctx.counters.webhook_duplicates,
             "driftless_sync_webhook_duplicates_total",
@@ -522,6 +523,8 @@ async fn receive(State(r): State<Arc<Receiver>>, body: Bytes) -> StatusCode {
     if offer(&r.queue, vec![item]) {
         StatusCode::NO_CONTENT
     } else {
+        // Zoho retries; the retry must not count as a duplicate.
+        r.seen.lock().expect("not poisoned").forget(&[id]);
         StatusCode::SERVICE_UNAVAILABLE
     }
 }
