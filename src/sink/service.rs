@@ -226,6 +226,18 @@ pub async fn run_named(
         }
     });
     let shutdown = stop_rx;
+    // The table's topic may not exist yet (a new table, or `driftless run` starting capture at
+    // the same time): create it as capture would, or the subscription would wait for a
+    // metadata refresh (minutes) before seeing it.
+    kafka::ensure_topics(
+        &cfg.brokers,
+        &cfg.librdkafka,
+        std::slice::from_ref(&runner_cfg.topic),
+        cfg.partitions,
+        cfg.replication_factor,
+    )
+    .await
+    .map_err(|e| ServiceError::Runner(e.into()))?;
     let subscription = Subscription::new(
         &cfg.brokers,
         &cfg.librdkafka,
