@@ -827,3 +827,52 @@ async fn hubspot_archives_keep_rows_by_default() {
     assert_eq!(t.archive_calls().await, 0);
     t.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_two_way_worker_stands_by_and_takes_over_when_the_first_dies() {
+    let mut t = TwoWay::start(r#""*" = "latest""#, "off", json!({})).await;
+    t.db.exec(
+        "INSERT INTO contacts (email, first_name, lifecycle) VALUES ('a@example.com', 'A', 'lead')",
+    )
+    .await;
+    t.wait_in_sync("initial row").await;
+    let env = [
+        ("HUBSPOT_TOKEN", "test-token"),
+        ("HUBSPOT_CLIENT_SECRET", SECRET),
+    ];
+    let mut standby = t.setup.start_with("sink", &["--name", &t.name], &env);
+    eventually(
+        "the second worker stands by",
+        Duration::from_secs(30),
+        || async { standby.log_text().contains("standing by") },
+    )
+    .await;
+    // A replay of a two-way sink is refused while a worker is active.
+    let out = t
+        .setup
+        .command("replay")
+        .args(["--name", &t.name, "--from", "earliest"])
+        .envs(env)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is running"));
+    // The active worker dies: the lease goes with its connection, the standby takes over.
+    t.worker.take().unwrap().kill9();
+    eventually(
+        "the standby takes over",
+        Duration::from_secs(30),
+        || async { standby.log_text().contains("taken over") },
+    )
+    .await;
+    t.worker = Some(standby);
+    t.edit_in_hubspot(1, json!({"firstname": "After failover"}))
+        .await;
+    eventually(
+        "the edit reaches Postgres",
+        Duration::from_secs(60),
+        || async { t.postgres().await[&1].1 == "After failover" },
+    )
+    .await;
+    t.finish().await;
+}

@@ -195,7 +195,14 @@ pub async fn run_named(
     let (stop_tx, stop_rx) = watch::channel(false);
     let failure = Arc::new(std::sync::Mutex::new(None));
     if let Some(two_way) = &sink.two_way {
-        let (wrapped, ctx, crm) = two_way_destination(cfg, sink, two_way, destination).await?;
+        let mut standby = shutdown.clone();
+        let lease = Lease::Wait(&mut standby);
+        let Some((wrapped, ctx, crm)) =
+            two_way_destination(cfg, sink, two_way, destination, lease).await?
+        else {
+            // Stopped while standing by: nothing was applied.
+            return Ok(Stats::default());
+        };
         destination = wrapped;
         runner_cfg.skip_origin = Some(origin_name(&sink.name));
         match crm {
@@ -261,6 +268,18 @@ enum InboundCrm {
     Zoho(ZohoSink),
 }
 
+/// How a two-way sink gets its lease (one active worker per sink).
+enum Lease<'a> {
+    /// A worker: stand by until the lease is free (None from `two_way_destination` when
+    /// shutdown came first).
+    Wait(&'a mut watch::Receiver<bool>),
+    /// A replay: refuse while a worker holds it.
+    Require,
+}
+
+/// The pieces of a ready two-way sink.
+type TwoWayParts = (Destination, Arc<sync::Context>, InboundCrm);
+
 /// Wraps a HubSpot or Zoho destination for two-way sync (used by workers and replays alike: a
 /// replay of a two-way sink compares with the current rows, so it never pushes stale values).
 async fn two_way_destination(
@@ -268,7 +287,8 @@ async fn two_way_destination(
     sink: &ValidSink,
     two_way: &TwoWay,
     destination: Destination,
-) -> Result<(Destination, Arc<sync::Context>, InboundCrm), ServiceError> {
+    lease: Lease<'_>,
+) -> Result<Option<TwoWayParts>, ServiceError> {
     let (schema, crm) = match destination {
         Destination::Hubspot(hubspot) => (
             hubspot.known_schema().cloned().unwrap_or_default(),
@@ -292,6 +312,38 @@ async fn two_way_destination(
     let store = Store::open(&params, &sink.name, &two_way.inbound_table)
         .await
         .map_err(|e| ServiceError::Sync(e.to_string()))?;
+    let leased = || async {
+        store
+            .try_lease()
+            .await
+            .map_err(|e| ServiceError::Sync(e.to_string()))
+    };
+    match lease {
+        Lease::Require if !leased().await? => {
+            return Err(ServiceError::Refused(format!(
+                "a worker of two-way sink {} is running; stop it before replaying",
+                sink.name
+            )));
+        }
+        Lease::Require => {}
+        Lease::Wait(shutdown) => {
+            let mut announced = false;
+            while !leased().await? {
+                if !announced {
+                    tracing::info!(sink = %sink.name,
+                        "another worker of this two-way sink is active; standing by");
+                    announced = true;
+                }
+                tokio::select! {
+                    _ = shutdown.changed() => return Ok(None),
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                }
+            }
+            if announced {
+                tracing::info!(sink = %sink.name, "two-way lease taken over; active");
+            }
+        }
+    }
     let audit = AuditTrail::open(&cfg.audit, &cfg.brokers, &cfg.librdkafka)
         .map_err(|e| ServiceError::Runner(e.into()))?;
     let ctx = Arc::new(sync::Context {
@@ -309,7 +361,7 @@ async fn two_way_destination(
         InboundCrm::Hubspot(h) => Destination::TwoWay(TwoWaySink::new(ctx.clone(), h.sibling())),
         InboundCrm::Zoho(z) => Destination::TwoWayZoho(TwoWaySink::new(ctx.clone(), z.sibling())),
     };
-    Ok((wrapped, ctx, crm))
+    Ok(Some((wrapped, ctx, crm)))
 }
 
 /// Starts the webhook receiver, the inbound worker and the reconciliation of a two-way sink.
@@ -470,8 +522,9 @@ pub async fn replay_named(
     let mut runner_cfg = runner_config(cfg, sink, topic);
     let mut destination = destination(sink, index).await?;
     if let Some(two_way) = &sink.two_way {
-        destination = two_way_destination(cfg, sink, two_way, destination)
+        destination = two_way_destination(cfg, sink, two_way, destination, Lease::Require)
             .await?
+            .expect("a replay never stands by")
             .0;
         runner_cfg.skip_origin = Some(origin_name(&sink.name));
     }

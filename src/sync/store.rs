@@ -12,8 +12,9 @@
 //!   replication origin `driftless_{sink}` (`pg_replication_origin_session_setup`), so the
 //!   change events capture produces carry that origin and the same sink skips them (other sinks
 //!   still receive them);
-//! - the origin is held only for the transaction (`session_reset` after it), so several workers
-//!   of one sink can take turns with it;
+//! - the origin is held only for the transaction (`session_reset` after it);
+//! - one worker per two-way sink is active: it holds the sink's advisory lock (the lease) for
+//!   its lifetime, and other workers of the sink stand by until it is released;
 //! - a CRM deletion deletes the row and its ledger row in one origin-tagged transaction, so
 //!   its delete event is skipped by the same sink (no archive call goes back);
 //! - two-way tables have a one-column primary key; `record_key` is its text form;
@@ -177,6 +178,20 @@ impl Store {
             columns,
             key_column: keys.remove(0),
         })
+    }
+
+    /// Takes the sink's two-way lease if free: a session-level advisory lock held by this
+    /// store's connection until the process ends (or crashes: Postgres releases it with the
+    /// connection). One worker per two-way sink holds it; others stand by.
+    pub async fn try_lease(&self) -> Result<bool, StoreError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtextextended('driftless.sync:' || $1, 0))",
+                &[&self.sink],
+            )
+            .await?;
+        Ok(row.get(0))
     }
 
     /// The primary-key column.
