@@ -840,7 +840,7 @@ async fn a_second_two_way_worker_stands_by_and_takes_over_when_the_first_dies() 
         ("HUBSPOT_TOKEN", "test-token"),
         ("HUBSPOT_CLIENT_SECRET", SECRET),
     ];
-    let mut standby = t.setup.start_with("sink", &["--name", &t.name], &env);
+    let standby = t.setup.start_with("sink", &["--name", &t.name], &env);
     eventually(
         "the second worker stands by",
         Duration::from_secs(30),
