@@ -59,6 +59,10 @@ enum Command {
         /// Name of the `[[sinks]]` entry.
         #[arg(long)]
         name: String,
+        /// `ip:port` for this worker's `/metrics` and `/healthz` (off by default: several
+        /// workers may run on one host).
+        #[arg(long)]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Re-apply a sink's topic (or its dead letters) from a point, then exit with counts.
     Replay {
@@ -138,7 +142,22 @@ fn main() -> ExitCode {
             Command::Capture { config } => run_capture(&config).await,
             Command::Run { config } => run_all(&config).await,
             Command::Emulate { kind, port, host } => emulate(kind, host, port).await,
-            Command::Sink { config, name } => run_sink(&config, &name, None).await,
+            Command::Sink {
+                config,
+                name,
+                metrics_listen,
+            } => {
+                if let Some(addr) = metrics_listen {
+                    // Healthy while the process runs: a worker retries transient failures and
+                    // exits on fatal ones.
+                    let health = Arc::new(Health::default());
+                    health
+                        .streaming
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    serve_metrics_on(addr, health);
+                }
+                run_sink(&config, &name, None).await
+            }
             Command::Replay {
                 config,
                 name,
@@ -220,9 +239,13 @@ fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
 
 /// Serves `/metrics` and `/healthz` when configured.
 fn serve_metrics(cfg: &config::ValidConfig, health: Arc<Health>) {
-    let Some(addr) = cfg.metrics_listen else {
-        return;
-    };
+    if let Some(addr) = cfg.metrics_listen {
+        serve_metrics_on(addr, health);
+    }
+}
+
+/// Serves `/metrics` and `/healthz` on `addr`.
+fn serve_metrics_on(addr: std::net::SocketAddr, health: Arc<Health>) {
     match driftless::metrics::install() {
         Ok(handle) => {
             tokio::spawn(async move {

@@ -696,3 +696,58 @@ async fn unmappable_row_is_dead_lettered_then_replayed_once_after_the_fix() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sink_worker_serves_its_metrics_when_asked() {
+    let dest = Dest::Hubspot;
+    let emulator = Emulator::start(dest.emulator());
+    let db = TestDb::new("sinkmetrics").await;
+    db.exec(
+        "CREATE TABLE contacts (id bigint PRIMARY KEY, email text NOT NULL UNIQUE, \
+         first_name text, lifecycle text NOT NULL)",
+    )
+    .await;
+    let name = unique("metrics").replace('_', "-");
+    let setup = Setup::new(&db, &["public.contacts"], "", "");
+    let text = std::fs::read_to_string(&setup.config).unwrap()
+        + &dest.sink_toml(&name, emulator.port, false, false);
+    std::fs::write(&setup.config, text).unwrap();
+    let mut cap = setup.start();
+    cap.wait_streaming().await;
+    let port = free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let mut worker = setup.start_with(
+        "sink",
+        &["--name", &name, "--metrics-listen", &listen],
+        &SINK_ENV,
+    );
+    db.exec(
+        "INSERT INTO contacts SELECT g, 'm' || g || '@example.com', 'M', 'lead' \
+         FROM generate_series(1, 5) g",
+    )
+    .await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let metric = format!("driftless_sink_records_applied_total{{sink=\"{name}\"}} 5");
+    eventually(
+        "the worker reports 5 applied records",
+        Duration::from_secs(60),
+        || {
+            let url = format!("http://{listen}/metrics");
+            let metric = metric.clone();
+            async move {
+                match reqwest::get(&url).await {
+                    Ok(r) => r.text().await.unwrap_or_default().contains(&metric),
+                    Err(_) => false,
+                }
+            }
+        },
+    )
+    .await;
+    let health = reqwest::get(format!("http://{listen}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    assert_eq!(worker.stop(), Some(0));
+    assert_eq!(cap.stop(), Some(0));
+    db.drop_db().await;
+}
