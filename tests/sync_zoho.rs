@@ -27,6 +27,11 @@ struct TwoWay {
 impl TwoWay {
     /// Starts everything; `inbound` is extra `[sinks.inbound]` TOML.
     async fn start(inbound: &str) -> TwoWay {
+        Self::start_owned(inbound, r#""*" = "latest""#).await
+    }
+
+    /// [`TwoWay::start`] with `[sinks.ownership]` TOML.
+    async fn start_owned(inbound: &str, ownership: &str) -> TwoWay {
         let emulator = Emulator::start("zoho");
         let db = TestDb::new("sync_zoho").await;
         db.exec(
@@ -57,7 +62,7 @@ listen = "127.0.0.1:{hook_port}"
 webhook_path = "/hooks/zoho"
 {inbound}
 [sinks.ownership]
-"*" = "latest"
+{ownership}
 [sinks.fields]
 id = "External_Id"
 email = "Email"
@@ -69,22 +74,16 @@ last_name = "Last_Name"
         std::fs::write(&setup.config, text).unwrap();
         let capture = setup.start();
         capture.wait_streaming().await;
-        let w = setup.start_with("sink", &["--name", &name], &[("ZOHO_TOKEN", TOKEN)]);
-        eventually(
-            "the notification receiver listens",
-            Duration::from_secs(30),
-            || async move { std::net::TcpStream::connect(("127.0.0.1", hook_port)).is_ok() },
-        )
-        .await;
-        let t = TwoWay {
+        let mut t = TwoWay {
             emulator,
             db,
             setup,
             capture,
-            worker: Some(w),
+            worker: None,
             name,
             hook_port,
         };
+        t.start_worker().await;
         eventually(
             "the watch channel is open",
             Duration::from_secs(30),
@@ -92,6 +91,25 @@ last_name = "Last_Name"
         )
         .await;
         t
+    }
+
+    async fn start_worker(&mut self) {
+        let w = self
+            .setup
+            .start_with("sink", &["--name", &self.name], &[("ZOHO_TOKEN", TOKEN)]);
+        let hook_port = self.hook_port;
+        eventually(
+            "the notification receiver listens",
+            Duration::from_secs(30),
+            || async move { std::net::TcpStream::connect(("127.0.0.1", hook_port)).is_ok() },
+        )
+        .await;
+        self.worker = Some(w);
+    }
+
+    fn stop_worker(&mut self) {
+        let mut w = self.worker.take().expect("a worker runs");
+        assert_eq!(w.stop(), Some(0), "{}", w.log_text());
     }
 
     /// The emulator's watch channel (there is one at most).
@@ -506,4 +524,40 @@ async fn zoho_lost_deletions_are_repaired_by_reconciliation() {
 #[tokio::test(flavor = "multi_thread")]
 async fn zoho_deletions_keep_rows_by_default() {
     zoho_delete("ignore", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn zoho_concurrent_edits_converge_to_each_fields_owner() {
+    let mut t = TwoWay::start_owned(
+        r#"reconcile_every = "3s""#,
+        r#"email = "postgres"
+last_name = "zoho""#,
+    )
+    .await;
+    t.db.exec(
+        "INSERT INTO leads (email, last_name) VALUES ('ada@example.com', 'Lovelace'), \
+         ('grace@example.com', 'Hopper')",
+    )
+    .await;
+    t.wait_in_sync("initial rows").await;
+    // Both sides edit both fields while the sink is down: record 1 Postgres first, record 2
+    // Zoho first (Zoho's change times have second precision: a second apart).
+    t.stop_worker();
+    t.db.exec("UPDATE leads SET email = 'pg1@example.com', last_name = 'Pg1' WHERE id = 1")
+        .await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    t.edit_in_zoho(1, json!({"Email": "zo1@example.com", "Last_Name": "Zo1"}))
+        .await;
+    t.edit_in_zoho(2, json!({"Email": "zo2@example.com", "Last_Name": "Zo2"}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    t.db.exec("UPDATE leads SET email = 'pg2@example.com', last_name = 'Pg2' WHERE id = 2")
+        .await;
+    t.start_worker().await;
+    t.wait_in_sync("after the concurrent edits").await;
+    let pg = t.postgres().await;
+    // email: Postgres owns it; last_name: Zoho owns it, whichever side edited last.
+    assert_eq!(pg[&1], ("pg1@example.com".into(), "Zo1".into()));
+    assert_eq!(pg[&2], ("pg2@example.com".into(), "Zo2".into()));
+    t.finish().await;
 }
