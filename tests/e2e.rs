@@ -231,6 +231,8 @@ struct Scenario {
     workers: usize,
     /// Capture and the sink in one `driftless run` process instead of separate ones.
     one_process: bool,
+    /// Check the audit topic: every key applied at least once, no keys or values in it.
+    audit: bool,
     /// After converging: wipe the emulator and rebuild it with `driftless replay`.
     replay: bool,
     /// Insert a row the sink cannot map (a lifecycle missing from the map); it must land on
@@ -518,6 +520,9 @@ async fn converge(scenario: Scenario) {
             );
         }
     }
+    if scenario.audit {
+        check_audit_topic(&setup, 1000);
+    }
     let several = workers.len() > 1;
     for w in &mut workers {
         assert_eq!(w.stop(), Some(0));
@@ -602,9 +607,49 @@ async fn poison_is_dead_lettered_then_replayed(
     assert!(stdout.contains("replayed: records=1"), "{stdout}");
 }
 
+/// The audit topic (`{prefix}.audit`) holds one record per applied change: every key of the
+/// workload at least once (by its hash), outcomes only `applied`/`rejected`, no keys or values.
+fn check_audit_topic(setup: &Setup, keys: i64) {
+    use sha2::{Digest, Sha256};
+    let topic = format!("{}.audit", setup.prefix);
+    let mut last = 0;
+    let mut stable_since = std::time::Instant::now();
+    let records = read_topic(&topic, Duration::from_secs(60), |r| {
+        if r.len() != last {
+            last = r.len();
+            stable_since = std::time::Instant::now();
+        }
+        r.len() as i64 >= keys && stable_since.elapsed() > Duration::from_secs(2)
+    });
+    let mut hashes = std::collections::BTreeSet::new();
+    for r in &records {
+        let text = String::from_utf8(r.payload.clone().unwrap()).unwrap();
+        assert!(
+            !text.contains("@example.com") && !text.contains("{\"id\""),
+            "{text}"
+        );
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert!(
+            matches!(v["outcome"].as_str(), Some("applied" | "rejected")),
+            "{v}"
+        );
+        assert_eq!(v["table"], "public.contacts");
+        hashes.insert(v["key_hash"].as_str().unwrap().to_string());
+    }
+    for id in 1..=keys {
+        let key = format!("{{\"id\":{id}}}");
+        let hash = format!("sha256:{}", hex::encode(Sha256::digest(key.as_bytes())));
+        assert!(hashes.contains(&hash), "key {id} has no audit record");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_changes_converge_in_the_hubspot_emulator_once_per_key() {
-    converge(Scenario::default()).await;
+    converge(Scenario {
+        audit: true,
+        ..Default::default()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
