@@ -4,7 +4,7 @@
 //! destination schema and refuse (listing every problem) when the mapping does not fit it, make
 //! sure the dead-letter topic exists, join the consumer group `driftless-sink-{name}`.
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::audit::AuditTrail;
 use super::batch::Batch;
@@ -373,8 +373,8 @@ async fn start_inbound(
     stop: watch::Sender<bool>,
     failure: Arc<std::sync::Mutex<Option<String>>>,
 ) -> Result<(), ServiceError> {
-    let two_way = &ctx.two_way;
-    let secret = two_way
+    let secret = ctx
+        .two_way
         .client_secret
         .as_ref()
         .ok_or_else(|| "not set".to_string())
@@ -382,24 +382,25 @@ async fn start_inbound(
         .map_err(|e| ServiceError::Refused(format!("sinks.inbound.client_secret_env: {e}")))?;
     let (queue_tx, queue_rx) = sync::queue();
     let router = webhook_router(ctx.clone(), secret, hubspot.object(), queue_tx.clone());
-    let listener = tokio::net::TcpListener::bind(two_way.listen)
-        .await
-        .map_err(|e| ServiceError::Refused(format!("cannot listen on {}: {e}", two_way.listen)))?;
-    tracing::info!(sink = %ctx.sink, listen = %two_way.listen, path = %two_way.webhook_path,
-        "webhook receiver listening");
-    let mut server_stop = shutdown.clone();
-    tokio::spawn(async move {
-        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-            let _ = server_stop.changed().await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "webhook receiver failed");
-        }
-    });
-    if let Some(every) = two_way.reconcile_every {
+    serve_receiver(&ctx, router, shutdown.clone()).await?;
+    spawn_engine(ctx, hubspot, (queue_tx, queue_rx), shutdown, stop, failure);
+    Ok(())
+}
+
+/// Spawns the reconciliation loop (if configured) and the inbound worker of a two-way sink; a
+/// fatal error of the worker is stored in `failure` and stops the sink (`stop`).
+fn spawn_engine<C: sync::Crm + 'static>(
+    ctx: Arc<sync::Context>,
+    crm: C,
+    (queue_tx, queue_rx): (mpsc::Sender<sync::Inbound>, mpsc::Receiver<sync::Inbound>),
+    shutdown: watch::Receiver<bool>,
+    stop: watch::Sender<bool>,
+    failure: Arc<std::sync::Mutex<Option<String>>>,
+) {
+    if let Some(every) = ctx.two_way.reconcile_every {
         tokio::spawn(sync::reconcile_loop(
             ctx.clone(),
-            hubspot.sibling(),
+            crm.sibling(),
             queue_tx,
             every,
             shutdown.clone(),
@@ -407,13 +408,12 @@ async fn start_inbound(
     }
     tokio::spawn(async move {
         let sink = ctx.sink.clone();
-        if let Err(e) = sync::inbound_worker(ctx, hubspot, queue_rx, shutdown).await {
+        if let Err(e) = sync::inbound_worker(ctx, crm, queue_rx, shutdown).await {
             tracing::error!(sink = %sink, error = %e, "inbound sync stopped");
             *failure.lock().expect("not poisoned") = Some(e.to_string());
             let _ = stop.send(true);
         }
     });
-    Ok(())
 }
 
 /// Serves the receiver until shutdown.
@@ -482,23 +482,7 @@ async fn start_inbound_zoho(
         expiry,
         shutdown.clone(),
     ));
-    if let Some(every) = ctx.two_way.reconcile_every {
-        tokio::spawn(sync::reconcile_loop(
-            ctx.clone(),
-            zoho.sibling(),
-            queue_tx,
-            every,
-            shutdown.clone(),
-        ));
-    }
-    tokio::spawn(async move {
-        let sink = ctx.sink.clone();
-        if let Err(e) = sync::inbound_worker(ctx, zoho, queue_rx, shutdown).await {
-            tracing::error!(sink = %sink, error = %e, "inbound sync stopped");
-            *failure.lock().expect("not poisoned") = Some(e.to_string());
-            let _ = stop.send(true);
-        }
-    });
+    spawn_engine(ctx, zoho, (queue_tx, queue_rx), shutdown, stop, failure);
     Ok(())
 }
 
