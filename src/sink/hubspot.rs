@@ -850,9 +850,8 @@ mod tests {
     use crate::config::sinks::Auth;
     use crate::config::{SecretSource, TableName};
     use crate::emulate::hubspot::{Options, router};
-    use crate::event::{EVENT_FORMAT, Source};
-    use crate::lsn::Lsn;
     use crate::sink::batch::{Batcher, Position};
+    use crate::sink::test_support::event;
     use reqwest::header::HeaderValue;
 
     async fn start(opts: Options) -> String {
@@ -895,38 +894,6 @@ mod tests {
     async fn sink(base: &str) -> HubspotSink {
         let creds = Credentials::token("test-token".into(), "HUBSPOT_TOKEN");
         HubspotSink::new(&valid_sink(base), creds).unwrap()
-    }
-
-    fn event(op: Op, row: Value) -> ChangeEvent {
-        let row = row.as_object().cloned();
-        let (before, after) = if op == Op::Delete {
-            (row, None)
-        } else {
-            (None, row)
-        };
-        ChangeEvent {
-            id: "0/1:0".into(),
-            op,
-            source: Source {
-                version: EVENT_FORMAT.into(),
-                db: "db".into(),
-                schema: "public".into(),
-                table: "customers".into(),
-                lsn: Lsn(1),
-                commit_lsn: Lsn(1),
-                xid: Some(1),
-                commit_ts: Some("2026-11-27T00:00:00.000000Z".into()),
-                origin: None,
-                snapshot: false,
-                schema_version: "0000000000000000".into(),
-            },
-            key: None,
-            before,
-            after,
-            unchanged_toast: vec![],
-            truncate: None,
-            message: None,
-        }
     }
 
     fn batch(events: Vec<ChangeEvent>) -> Batch<ChangeEvent> {

@@ -97,3 +97,46 @@ pub trait Sink {
         batch: &Batch<ChangeEvent>,
     ) -> impl std::future::Future<Output = Result<Outcome, SinkError>> + Send;
 }
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! Change events for the destinations' tests.
+
+    use serde_json::Value;
+
+    use crate::event::{ChangeEvent, EVENT_FORMAT, Op, Source};
+    use crate::lsn::Lsn;
+
+    /// An event of `public.customers` carrying `row` (as `before` for a delete).
+    pub(crate) fn event(op: Op, row: Value) -> ChangeEvent {
+        let row = row.as_object().cloned();
+        let (before, after) = if op == Op::Delete {
+            (row, None)
+        } else {
+            (None, row)
+        };
+        ChangeEvent {
+            id: "0/1:0".into(),
+            op,
+            source: Source {
+                version: EVENT_FORMAT.into(),
+                db: "db".into(),
+                schema: "public".into(),
+                table: "customers".into(),
+                lsn: Lsn(1),
+                commit_lsn: Lsn(1),
+                xid: Some(1),
+                commit_ts: Some("2026-11-27T00:00:00.000000Z".into()),
+                origin: None,
+                snapshot: false,
+                schema_version: "0000000000000000".into(),
+            },
+            key: None,
+            before,
+            after,
+            unchanged_toast: vec![],
+            truncate: None,
+            message: None,
+        }
+    }
+}

@@ -940,10 +940,9 @@ mod tests {
     use crate::config::TableName;
     use crate::config::sinks::Auth;
     use crate::emulate::zoho::{Options, router};
-    use crate::event::{EVENT_FORMAT, Source};
-    use crate::lsn::Lsn;
     use crate::sink::batch::{Batcher, Position};
     use crate::sink::mapping::check_schema;
+    use crate::sink::test_support::event;
     use std::time::Instant;
 
     async fn start(opts: Options) -> String {
@@ -1002,38 +1001,6 @@ mod tests {
 
     fn sink(base: &str) -> ZohoSink {
         ZohoSink::new(&valid_sink(base), oauth(base, "test-refresh-token")).unwrap()
-    }
-
-    fn event(op: Op, row: Value) -> ChangeEvent {
-        let row = row.as_object().cloned();
-        let (before, after) = if op == Op::Delete {
-            (row, None)
-        } else {
-            (None, row)
-        };
-        ChangeEvent {
-            id: "0/1:0".into(),
-            op,
-            source: Source {
-                version: EVENT_FORMAT.into(),
-                db: "db".into(),
-                schema: "public".into(),
-                table: "customers".into(),
-                lsn: Lsn(1),
-                commit_lsn: Lsn(1),
-                xid: Some(1),
-                commit_ts: Some("2026-11-27T00:00:00.000000Z".into()),
-                origin: None,
-                snapshot: false,
-                schema_version: "0000000000000000".into(),
-            },
-            key: None,
-            before,
-            after,
-            unchanged_toast: vec![],
-            truncate: None,
-            message: None,
-        }
     }
 
     fn batch(events: Vec<ChangeEvent>) -> Batch<ChangeEvent> {
