@@ -216,6 +216,28 @@ impl Context {
             .map_err(|e| transient(e.to_string()))
     }
 
+    /// Counts and logs a delivery refused for its credentials (never its body); 401.
+    pub(crate) fn refuse(&self, message: &str) -> axum::http::StatusCode {
+        self.count(
+            &self.counters.webhooks_rejected,
+            "driftless_sync_webhooks_rejected_total",
+            1,
+        );
+        tracing::warn!(sink = %self.sink, "{message}");
+        axum::http::StatusCode::UNAUTHORIZED
+    }
+
+    /// Counts deliveries (or events) seen before.
+    pub(crate) fn count_duplicates(&self, n: u64) {
+        if n > 0 {
+            self.count(
+                &self.counters.webhook_duplicates,
+                "driftless_sync_webhook_duplicates_total",
+                n,
+            );
+        }
+    }
+
     /// The mapped properties.
     pub fn properties(&self) -> Vec<&str> {
         self.rules.iter().map(|r| r.property.as_str()).collect()
@@ -463,8 +485,25 @@ pub fn queue() -> (mpsc::Sender<Inbound>, mpsc::Receiver<Inbound>) {
     mpsc::channel(QUEUE_CAPACITY)
 }
 
-/// Queues all of `items` or none (false: the queue is full, the receiver answers 503).
-pub(crate) fn offer(queue: &mpsc::Sender<Inbound>, items: Vec<Inbound>) -> bool {
+/// What a receiver answers for a delivery: queues all of `items` or none. When the queue is
+/// full it answers 503 and forgets the delivery's ids in `seen`, so the CRM's retry is not
+/// dropped as a duplicate (reconciliation repairs what is still missed).
+pub(crate) fn deliver(
+    queue: &mpsc::Sender<Inbound>,
+    seen: &std::sync::Mutex<Seen>,
+    fresh: &[i64],
+    items: Vec<Inbound>,
+) -> axum::http::StatusCode {
+    if offer(queue, items) {
+        axum::http::StatusCode::NO_CONTENT
+    } else {
+        seen.lock().expect("not poisoned").forget(fresh);
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+/// Queues all of `items` or none (false: the queue is full).
+fn offer(queue: &mpsc::Sender<Inbound>, items: Vec<Inbound>) -> bool {
     let items: Vec<Inbound> = items
         .into_iter()
         .filter(|i| !matches!(i, Inbound::Changed(ids) | Inbound::Deleted(ids) if ids.is_empty()))

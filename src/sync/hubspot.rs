@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use tokio::sync::{mpsc, watch};
 
-use super::engine::{Context, Crm, Inbound, Seen, offer};
+use super::engine::{Context, Crm, Inbound, Seen, deliver};
 use super::hubspot_signature::{self as signature};
 use super::plan::CrmRecord;
 use crate::config::sinks::OnCrmDelete;
@@ -367,13 +367,9 @@ async fn receive(
     body: Bytes,
 ) -> StatusCode {
     if !authentic(&r, &uri, &headers, &body) {
-        r.ctx.count(
-            &r.ctx.counters.webhooks_rejected,
-            "driftless_sync_webhooks_rejected_total",
-            1,
-        );
-        tracing::warn!(sink = %r.ctx.sink, "webhook refused: missing, bad or stale signature");
-        return StatusCode::UNAUTHORIZED;
+        return r
+            .ctx
+            .refuse("webhook refused: missing, bad or stale signature");
     }
     let Ok(Value::Array(events)) = serde_json::from_slice::<Value>(&body) else {
         return StatusCode::BAD_REQUEST;
@@ -412,24 +408,12 @@ async fn receive(
             }
         }
     }
-    if duplicates > 0 {
-        r.ctx.count(
-            &r.ctx.counters.webhook_duplicates,
-            "driftless_sync_webhook_duplicates_total",
-            duplicates,
-        );
-    }
+    r.ctx.count_duplicates(duplicates);
     let items = vec![
         Inbound::Changed(ids.into_iter().collect()),
         Inbound::Deleted(deleted.into_iter().collect()),
     ];
-    if offer(&r.queue, items) {
-        StatusCode::NO_CONTENT
-    } else {
-        // HubSpot retries a 503 (not a duplicate then); reconciliation repairs what is missed.
-        r.seen.lock().expect("not poisoned").forget(&fresh);
-        StatusCode::SERVICE_UNAVAILABLE
-    }
+    deliver(&r.queue, &r.seen, &fresh, items)
 }
 
 #[cfg(test)]

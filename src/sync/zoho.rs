@@ -39,7 +39,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 
-use super::engine::{Context, Crm, Inbound, Seen, offer};
+use super::engine::{Context, Crm, Inbound, Seen, deliver};
 use super::plan::CrmRecord;
 use crate::config::sinks::OnCrmDelete;
 use crate::sink::SinkError;
@@ -492,24 +492,14 @@ async fn receive(State(r): State<Arc<Receiver>>, body: Bytes) -> StatusCode {
     let notification = parse_notification(&body);
     let token = notification.as_ref().and_then(|n| n.token.as_deref());
     if !token_matches(&r.token, token) {
-        r.ctx.count(
-            &r.ctx.counters.webhooks_rejected,
-            "driftless_sync_webhooks_rejected_total",
-            1,
-        );
-        tracing::warn!(sink = %r.ctx.sink, "notification refused: missing or wrong token");
-        return StatusCode::UNAUTHORIZED;
+        return r.ctx.refuse("notification refused: missing or wrong token");
     }
     let Some(n) = notification else {
         return StatusCode::BAD_REQUEST;
     };
     let id = body_id(&body);
     if !r.seen.lock().expect("not poisoned").insert(id) {
-        r.ctx.count(
-            &r.ctx.counters.webhook_duplicates,
-            "driftless_sync_webhook_duplicates_total",
-            1,
-        );
+        r.ctx.count_duplicates(1);
         return StatusCode::NO_CONTENT;
     }
     if !n.module.eq_ignore_ascii_case(&r.module) || n.ids.is_empty() {
@@ -520,13 +510,7 @@ async fn receive(State(r): State<Arc<Receiver>>, body: Bytes) -> StatusCode {
         "delete" if r.ctx.two_way.on_crm_delete == OnCrmDelete::Delete => Inbound::Deleted(n.ids),
         _ => return StatusCode::NO_CONTENT,
     };
-    if offer(&r.queue, vec![item]) {
-        StatusCode::NO_CONTENT
-    } else {
-        // Zoho retries; the retry must not count as a duplicate.
-        r.seen.lock().expect("not poisoned").forget(&[id]);
-        StatusCode::SERVICE_UNAVAILABLE
-    }
+    deliver(&r.queue, &r.seen, &[id], vec![item])
 }
 
 /// The watch channel of a sink.
