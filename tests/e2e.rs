@@ -612,15 +612,7 @@ async fn poison_is_dead_lettered_then_replayed(
 fn check_audit_topic(setup: &Setup, keys: i64) {
     use sha2::{Digest, Sha256};
     let topic = format!("{}.audit", setup.prefix);
-    let mut last = 0;
-    let mut stable_since = std::time::Instant::now();
-    let records = read_topic(&topic, Duration::from_secs(60), |r| {
-        if r.len() != last {
-            last = r.len();
-            stable_since = std::time::Instant::now();
-        }
-        r.len() as i64 >= keys && stable_since.elapsed() > Duration::from_secs(2)
-    });
+    let records = read_until_quiet(&topic, keys as usize, Duration::from_secs(60));
     let mut hashes = std::collections::BTreeSet::new();
     for r in &records {
         let text = String::from_utf8(r.payload.clone().unwrap()).unwrap();

@@ -205,36 +205,18 @@ lifecycle = {{ property = "lifecyclestage", map = {{ lead = "lead", customer = "
     /// The origins of every change captured so far, however many (order: by partition).
     fn origins_any(&self) -> Vec<Option<String>> {
         let topic = self.setup.topic("public.contacts");
-        let mut last = 0;
-        let mut stable_since = std::time::Instant::now();
-        read_topic(&topic, Duration::from_secs(60), |r| {
-            if r.len() != last {
-                last = r.len();
-                stable_since = std::time::Instant::now();
-            }
-            stable_since.elapsed() > Duration::from_secs(2)
-        })
-        .iter()
-        .map(|r| {
-            let v: Value = serde_json::from_slice(r.payload.as_deref().unwrap()).unwrap();
-            v["source"]["origin"].as_str().map(String::from)
-        })
-        .collect()
+        change_origins(&read_until_quiet(&topic, 0, Duration::from_secs(60)))
     }
 
     /// The origins of every change captured so far (None: a write of ours, not driftless's),
     /// once `expected` changes are there and no more arrive for 2 s (order: by partition).
     fn origins(&self, expected: usize) -> Vec<Option<String>> {
-        let topic = self.setup.topic("public.contacts");
-        let records = read_settled(&topic, expected, Duration::from_secs(30));
-        assert_eq!(records.len(), expected, "changes captured");
-        records
-            .iter()
-            .map(|r| {
-                let v: Value = serde_json::from_slice(r.payload.as_deref().unwrap()).unwrap();
-                v["source"]["origin"].as_str().map(String::from)
-            })
-            .collect()
+        captured_origins(&self.setup.topic("public.contacts"), expected)
+    }
+
+    /// The replication origin of the sink's inbound writes.
+    fn origin(&self) -> Option<String> {
+        Some(driftless::sync::store::origin_name(&self.name))
     }
 
     async fn edit_in_hubspot(&self, key: i64, properties: Value) {
@@ -317,7 +299,7 @@ async fn edits_on_either_side_cross_once_and_never_echo_back() {
     .await;
     t.wait_in_sync("initial rows").await;
     assert_eq!(t.origins(3), [None, None, None]);
-    let origin = Some(format!("driftless_{}", t.name.replace('-', "_")));
+    let origin = t.origin();
 
     // Edit in HubSpot → Postgres changes; nothing is written back to HubSpot.
     let crm_before = t.crm_writes().await;
@@ -776,7 +758,7 @@ async fn hubspot_archive_deletes_the_row(lost_webhooks: bool) {
     )
     .await;
     t.wait_in_sync("after the HubSpot archive").await;
-    let origin = Some(format!("driftless_{}", t.name.replace('-', "_")));
+    let origin = t.origin();
     let origins = t.origins(3);
     assert_eq!(
         origins.iter().filter(|o| **o == origin).count(),

@@ -187,20 +187,11 @@ last_name = "Last_Name"
 
     /// The origins of every change captured so far, once `expected` changes are there.
     fn origins(&self, expected: usize) -> Vec<Option<String>> {
-        let topic = self.setup.topic("public.leads");
-        let records = read_settled(&topic, expected, Duration::from_secs(30));
-        assert_eq!(records.len(), expected, "changes captured");
-        records
-            .iter()
-            .map(|r| {
-                let v: Value = serde_json::from_slice(r.payload.as_deref().unwrap()).unwrap();
-                v["source"]["origin"].as_str().map(String::from)
-            })
-            .collect()
+        captured_origins(&self.setup.topic("public.leads"), expected)
     }
 
     fn origin(&self) -> Option<String> {
-        Some(format!("driftless_{}", self.name.replace('-', "_")))
+        Some(driftless::sync::store::origin_name(&self.name))
     }
 
     /// A Zoho API call as a user of the CRM would make it (the emulator notifies watchers).

@@ -420,6 +420,38 @@ pub fn read_settled(topic: &str, n: usize, timeout: Duration) -> Vec<Record> {
     })
 }
 
+/// Reads until at least `n` records are there and none arrived for 2 s (a topic still being
+/// written to whose final count is unknown).
+pub fn read_until_quiet(topic: &str, n: usize, timeout: Duration) -> Vec<Record> {
+    let mut last = 0;
+    let mut quiet_since = Instant::now();
+    read_topic(topic, timeout, |r| {
+        if r.len() != last {
+            last = r.len();
+            quiet_since = Instant::now();
+        }
+        r.len() >= n && quiet_since.elapsed() > Duration::from_secs(2)
+    })
+}
+
+/// The `source.origin` of each change event (None: not written under a replication origin).
+pub fn change_origins(records: &[Record]) -> Vec<Option<String>> {
+    records
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_slice(r.payload.as_deref().unwrap()).unwrap();
+            v["source"]["origin"].as_str().map(String::from)
+        })
+        .collect()
+}
+
+/// The origins of exactly `expected` captured changes of `topic` (no more arrive for 2 s).
+pub fn captured_origins(topic: &str, expected: usize) -> Vec<Option<String>> {
+    let records = read_settled(topic, expected, Duration::from_secs(30));
+    assert_eq!(records.len(), expected, "changes captured");
+    change_origins(&records)
+}
+
 /// Waits until `cond` or panics with `what`.
 pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut cond: F)
 where
