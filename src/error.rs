@@ -25,6 +25,20 @@ pub trait Classify {
     fn hint(&self) -> Option<String> {
         None
     }
+    /// Why the process refused to go on, if it did (the exit code depends on it).
+    fn refusal(&self) -> Option<Refusal> {
+        None
+    }
+}
+
+/// A deliberate refusal, as opposed to a failure: the process stops because going on would be
+/// wrong, not because something broke. Mapped to exit codes in one place (`app::exit_code`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The config (or the destination's schema) does not fit: exit code 2.
+    Config,
+    /// The source's state (slot, checkpoint, server settings, table shape): exit code 3.
+    SourceState,
 }
 
 /// Exponential backoff with equal jitter (half fixed, half random): 250 ms doubling to 30 s.

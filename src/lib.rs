@@ -11,16 +11,17 @@
 //! Postgres's slot advances only past events Kafka acknowledged; the slot is never re-created
 //! silently. See README.md for the operator's view.
 
+pub mod app;
 pub mod capture;
-pub mod check;
 pub mod checkpoint;
+pub mod cli;
 pub mod config;
+pub mod destinations;
 pub mod emulate;
 pub mod error;
 pub mod event;
 pub mod kafka;
 pub mod lsn;
-pub mod metrics;
 pub mod pgoutput;
 pub mod postgres;
 pub mod sink;

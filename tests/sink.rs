@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use driftless::config::schedule::Schedule;
 use driftless::event::ChangeEvent;
 use driftless::kafka::{AckedProducer, Subscription};
 use driftless::sink::audit::AuditTrail;
 use driftless::sink::batch::Batch;
 use driftless::sink::runner::{Outputs, RunnerConfig, Stats, run};
-use driftless::sink::schedule::Schedule;
 use driftless::sink::{Outcome, Rejected, Sink, SinkError};
 use serde_json::{Value, json};
 

@@ -486,7 +486,13 @@ async fn forged_or_stale_webhook_signatures_are_refused() {
     let body = r#"[{"eventId":1,"subscriptionType":"contact.propertyChange","objectId":1}]"#;
     let now = chrono::Utc::now().timestamp_millis();
     let sign = |secret: &str, ts: i64| {
-        driftless::sync::hubspot_signature::sign_v3(secret, "POST", &url, body.as_bytes(), ts)
+        driftless::destinations::hubspot::signature::sign_v3(
+            secret,
+            "POST",
+            &url,
+            body.as_bytes(),
+            ts,
+        )
     };
     for (what, signature, ts) in [
         ("forged", sign("not-the-secret", now), now),

@@ -33,7 +33,7 @@ use tokio_postgres::Client;
 
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, Phase};
 use crate::config::{Envelope, SnapshotMode, ValidConfig};
-use crate::error::{Backoff, Classify, ErrorClass};
+use crate::error::{Backoff, Classify, ErrorClass, Refusal};
 use crate::event::{ChangeEvent, MessagePayload, Op, TruncatePayload};
 use crate::kafka::{self, Enqueued, KafkaFailure, Outgoing};
 use crate::lsn::Lsn;
@@ -51,10 +51,6 @@ use value::PgType;
 /// Prefix of the heartbeat messages driftless emits; they advance the slot and are not
 /// published.
 pub const HEARTBEAT_PREFIX: &str = "driftless.heartbeat";
-
-/// Exit code for refusals (slot or checkpoint state, server settings, table shape): distinct
-/// from transient-turned-fatal failures (1) and invalid config (2).
-pub const EXIT_SOURCE_STATE: i32 = 3;
 
 /// A capture failure, classified.
 #[derive(Debug, thiserror::Error)]
@@ -106,15 +102,10 @@ impl Classify for CaptureError {
             CaptureError::Protocol(_) => None,
         }
     }
-}
 
-impl CaptureError {
-    /// The process exit code for this (fatal) error.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            CaptureError::Source(SourceError::Refused { .. }) => EXIT_SOURCE_STATE,
-            _ => 1,
-        }
+    fn refusal(&self) -> Option<Refusal> {
+        matches!(self, CaptureError::Source(SourceError::Refused { .. }))
+            .then_some(Refusal::SourceState)
     }
 }
 

@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::fields::{FieldRule, Transform};
+use super::schedule::Schedule;
 use super::{Extra, Problems, SecretSource, TableName, is_env_name, parse_table};
-use crate::sink::mapping::{FieldRule, Transform};
-use crate::sink::schedule::Schedule;
 
 /// Default records per destination request: the batch cap of HubSpot and Zoho.
 pub const DEFAULT_BATCH_MAX_EVENTS: usize = 100;

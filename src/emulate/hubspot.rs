@@ -32,7 +32,7 @@
 //!   `objectId`, `propertyName`/`propertyValue` or `changeFlag`, `changeSource`, `sourceId`)
 //!   signed with `X-HubSpot-Signature` (v1, `X-HubSpot-Signature-Version: v1`),
 //!   `X-HubSpot-Signature-v3` and `X-HubSpot-Request-Timestamp`
-//!   ([`crate::sync::hubspot_signature`]). Events are emitted for exactly the values a write
+//!   ([`crate::destinations::hubspot::signature`]). Events are emitted for exactly the values a write
 //!   changed (a no-op write emits nothing); values set at creation are `propertyChange`s too.
 //!   One request at a time (`maxConcurrentRequests` = 1).
 //! - **H19** retries on connect failure, timeout or any status outside {2xx, 400, 401, 403, 404,
@@ -2381,7 +2381,7 @@ async fn deliver_hooks(shared: Arc<Mutex<Inner>>, me: Arc<tokio::sync::Notify>) 
             .collect();
         let body = serde_json::to_vec(&events).expect("json");
         let ts = Utc::now().timestamp_millis();
-        use crate::sync::hubspot_signature::{sign_v1, sign_v3};
+        use crate::destinations::hubspot::signature::{sign_v1, sign_v3};
         let req = client
             .post(&cfg.target_url)
             .timeout(Duration::from_millis(cfg.timeout_ms))
@@ -3385,7 +3385,7 @@ mod tests {
     // -----------------------------------------------------------------------------------------
     // Webhooks (H18, H19, H20 deletion events) and UI edits
 
-    use crate::sync::hubspot_signature as sig;
+    use crate::destinations::hubspot::signature as sig;
 
     const SECRET: &str = "hook-secret";
 

@@ -4,7 +4,7 @@
 //! Owns an in-memory customer endpoint that receives the generic-webhook sink's deliveries:
 //! - `POST /{any path}` verifies the Standard Webhooks signature (`webhook-id`,
 //!   `webhook-timestamp`, `webhook-signature`) with [`Options::secret`] and
-//!   [`Options::tolerance_s`] via [`crate::sink::webhook_signature::verify`]; bad or missing
+//!   [`Options::tolerance_s`] via [`crate::destinations::webhook::signature::verify`]; bad or missing
 //!   signatures → 401 and the `rejected` counter; accepted deliveries are recorded with their
 //!   path, parsed JSON body and headers;
 //! - de-duplication on `webhook-id`: a re-delivery of an accepted id is answered 200 but recorded
@@ -37,7 +37,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::sink::webhook_signature::{self, Secret};
+use crate::destinations::webhook::signature::Secret;
 
 /// The emulator's default signing secret (`whsec_` + base64). It is the Standard Webhooks
 /// reference test secret: public, for local development and tests only.
@@ -306,7 +306,7 @@ async fn deliver(
     let ts = header_str(&headers, "webhook-timestamp").unwrap_or_default();
     let sig = header_str(&headers, "webhook-signature").unwrap_or_default();
     let now_s = received_at_ms.div_euclid(1000);
-    let verdict = webhook_signature::verify(
+    let verdict = crate::destinations::webhook::signature::verify(
         &s.options.secret,
         id,
         ts,
@@ -410,7 +410,7 @@ mod tests {
             body: &Value,
         ) -> reqwest::Response {
             let raw = serde_json::to_vec(body).unwrap();
-            let sig = webhook_signature::sign(&self.secret, id, ts, &raw);
+            let sig = crate::destinations::webhook::signature::sign(&self.secret, id, ts, &raw);
             self.post_raw(path, id, &ts.to_string(), &sig, raw).await
         }
 
@@ -484,13 +484,13 @@ mod tests {
         let raw = br#"{"a":1}"#.to_vec();
         let ts = now();
         let other = Secret::parse("whsec_c2VjcmV0").unwrap();
-        let forged = webhook_signature::sign(&other, "msg_f", ts, &raw);
+        let forged = crate::destinations::webhook::signature::sign(&other, "msg_f", ts, &raw);
         let r = emu
             .post_raw("/x", "msg_f", &ts.to_string(), &forged, raw.clone())
             .await;
         assert_eq!(r.status(), 401);
         // Signed correctly but the body was tampered with.
-        let sig = webhook_signature::sign(&emu.secret, "msg_t", ts, &raw);
+        let sig = crate::destinations::webhook::signature::sign(&emu.secret, "msg_t", ts, &raw);
         let r = emu
             .post_raw("/x", "msg_t", &ts.to_string(), &sig, b"{}".to_vec())
             .await;
@@ -624,7 +624,7 @@ mod tests {
         emu.fault(json!({"delay_ms": 500})).await;
         let raw = b"{}".to_vec();
         let ts = now();
-        let sig = webhook_signature::sign(&emu.secret, "m", ts, &raw);
+        let sig = crate::destinations::webhook::signature::sign(&emu.secret, "m", ts, &raw);
         let err = emu
             .http
             .post(format!("{}/x", emu.base))

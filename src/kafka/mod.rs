@@ -242,6 +242,26 @@ pub async fn ensure_topics(
     Ok(())
 }
 
+/// Reads the cluster's metadata once (bounded by `timeout`): the reachability probe of
+/// `driftless check`. Errors are rdkafka's text (no secrets: the config is not echoed).
+pub async fn probe(
+    brokers: &str,
+    passthrough: &BTreeMap<String, String>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let config = client_config(brokers, passthrough).map_err(|e| e.to_string())?;
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+        consumer
+            .fetch_metadata(None, timeout)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
 /// One record to produce.
 pub struct Outgoing<'a> {
     /// Topic.

@@ -17,64 +17,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::config::fields::FieldRule;
 use crate::event::Row;
-
-/// A transform applied to a column's value before it is written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transform {
-    /// Lower-case (e.g. e-mail addresses, which HubSpot matches case-insensitively).
-    Lowercase,
-    /// Upper-case.
-    Uppercase,
-    /// Strip surrounding whitespace.
-    Trim,
-}
-
-impl Transform {
-    /// Parses a config name.
-    pub fn parse(name: &str) -> Option<Transform> {
-        match name {
-            "lowercase" => Some(Transform::Lowercase),
-            "uppercase" => Some(Transform::Uppercase),
-            "trim" => Some(Transform::Trim),
-            _ => None,
-        }
-    }
-
-    /// Applies the transform.
-    pub fn apply(self, s: &str) -> String {
-        match self {
-            Transform::Lowercase => s.to_lowercase(),
-            Transform::Uppercase => s.to_uppercase(),
-            Transform::Trim => s.trim().to_string(),
-        }
-    }
-}
-
-/// One column → property rule.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldRule {
-    /// Source column.
-    pub column: String,
-    /// Destination property.
-    pub property: String,
-    /// Optional transform.
-    pub transform: Option<Transform>,
-    /// Optional value map (column value → property value); values not listed are errors.
-    pub map: Option<BTreeMap<String, String>>,
-}
-
-impl FieldRule {
-    /// A plain `column = "property"` rule (no transform, no value map).
-    pub fn new(column: &str, property: &str) -> Self {
-        FieldRule {
-            column: column.into(),
-            property: property.into(),
-            transform: None,
-            map: None,
-        }
-    }
-}
 
 /// Destination property types that change how values are encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -348,7 +292,7 @@ mod tests {
     #[test]
     fn values_become_strings_with_hubspot_encodings() {
         let mut email = FieldRule::new("email", "email");
-        email.transform = Some(Transform::Lowercase);
+        email.transform = Some(crate::config::fields::Transform::Lowercase);
         let mut stage = FieldRule::new("lifecycle", "lifecyclestage");
         stage.map = Some(BTreeMap::from([("Lead".into(), "lead".into())]));
         let rules = vec![

@@ -1,24 +1,19 @@
-//! Sinks: Kafka change topics → SaaS APIs (HubSpot, Zoho CRM, webhooks).
+//! The destination-agnostic sink engine: Kafka change topics → any [`Sink`].
 //!
 //! Pure parts: batching and per-key coalescing ([`batch`]), field mapping with its schema check
-//! ([`mapping`]), schedules ([`schedule`]), webhook signatures ([`webhook_signature`]).
-//! Destinations: [`hubspot`], [`zoho`], [`webhook`] (Standard Webhooks POSTs), with OAuth
-//! refresh ([`oauth`]). Around them: the worker loop ([`runner`]), the audit trail ([`audit`])
-//! and start-up/replay ([`service`]). The seam
-//! between the runner (Kafka consumer group, offsets, dead letters) and a destination is the
-//! [`Sink`] trait below.
+//! ([`mapping`]), the split of a batch into CRM upserts, deletes and rejections
+//! ([`crm_batch`]). Shared I/O policy: one HTTP client set-up and status classification
+//! ([`http`]). Around them: the worker loop ([`runner`]) and the audit trail ([`audit`]). The
+//! seam between the runner (Kafka consumer group, offsets, dead letters) and a destination is
+//! the [`Sink`] trait below; the destinations themselves live in [`crate::destinations`], and
+//! this module names none of them.
 
 pub mod audit;
 pub mod batch;
-pub mod hubspot;
+pub mod crm_batch;
+pub mod http;
 pub mod mapping;
-pub mod oauth;
 pub mod runner;
-pub mod schedule;
-pub mod service;
-pub mod webhook;
-pub mod webhook_signature;
-pub mod zoho;
 
 use std::time::Duration;
 
@@ -65,6 +60,24 @@ pub enum SinkError {
         /// What to do.
         hint: String,
     },
+}
+
+impl SinkError {
+    /// Stop the worker: `message` says what happened, `hint` what to do.
+    pub fn fatal(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        SinkError::Fatal {
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+
+    /// Retry the same batch later, after `retry_after` when the destination said.
+    pub fn transient(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
+        SinkError::Transient {
+            message: message.into(),
+            retry_after,
+        }
+    }
 }
 
 impl Classify for SinkError {

@@ -26,8 +26,8 @@ use tokio::sync::watch;
 
 use super::audit::{self, AuditError, AuditTrail};
 use super::batch::{Batch, Batcher, Position};
-use super::schedule::Schedule;
 use super::{Outcome, Rejected, Sink, SinkError};
+use crate::config::schedule::Schedule;
 use crate::error::{Backoff, Classify, ErrorClass};
 use crate::event::ChangeEvent;
 use crate::kafka::{AckedProducer, Incoming, KafkaFailure, Subscription};

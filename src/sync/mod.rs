@@ -1,19 +1,19 @@
-//! Two-way sync (issue 4): changes made in the CRM flow back into Postgres.
+//! Two-way sync: changes made in the CRM flow back into Postgres. Destination-agnostic: every
+//! CRM-specific part lives in its folder under [`crate::destinations`] as an [`engine::Crm`].
 //!
-//! Layout, pure cores first: [`resolve`] is the per-field rule (ledger, ownership, timestamps);
-//! [`plan`] turns a Postgres row, a CRM record and the ledger into a per-record plan;
-//! [`hubspot_signature`] signs and verifies HubSpot webhooks. I/O shells: [`store`] keeps the
-//! durable state in Postgres (ledger and identity links, reconciliation cursor) and writes
-//! inbound changes in transactions tagged with the sink's replication origin, so capture marks
-//! them and the same sink does not send them back; [`engine`] runs the outbound wrapper, the
-//! inbound worker and the reconciliation over any [`engine::Crm`]; [`hubspot`] is the HubSpot
-//! adapter and its webhook receiver; [`zoho`] the Zoho adapter (COQL reads and
-//! reconciliation, notification channel and receiver).
+//! Pure cores: [`resolve`] is the per-field rule (ledger, ownership, timestamps); [`plan`]
+//! turns a Postgres row, a CRM record and the ledger into a per-record plan. Shared vocabulary:
+//! [`engine`] (the `Crm` trait, the context both halves share, the inbound queue). Loops:
+//! [`outbound`] (Postgres → CRM), [`inbound`] (CRM → Postgres), [`reconcile`] (re-reads the
+//! CRM from durable cursors). I/O shell: [`store`] keeps the durable state in Postgres (ledger
+//! and identity links, reconciliation cursors) and writes inbound changes in transactions
+//! tagged with the sink's replication origin, so capture marks them and the same sink does not
+//! send them back.
 
 pub mod engine;
-pub mod hubspot;
-pub mod hubspot_signature;
+pub mod inbound;
+pub mod outbound;
 pub mod plan;
+pub mod reconcile;
 pub mod resolve;
 pub mod store;
-pub mod zoho;

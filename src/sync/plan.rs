@@ -22,9 +22,10 @@ use chrono::{DateTime, Utc};
 
 use super::resolve::{Decision, FieldState, Flow, decide, value_hash};
 use super::store::LedgerRow;
+use crate::config::fields::FieldRule;
 use crate::config::sinks::{Owner, TwoWay};
 use crate::event::Row;
-use crate::sink::mapping::{FieldRule, Property, PropertyType, to_properties, value_string};
+use crate::sink::mapping::{Property, PropertyType, to_properties, value_string};
 
 /// A CRM record as read (properties in their string form, per-property change times).
 #[derive(Clone, Debug, Default, PartialEq)]

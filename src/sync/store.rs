@@ -489,3 +489,28 @@ async fn save_ledger_in(
     }
     Ok(())
 }
+/// The grants two-way sync needs to write inbound changes (origin-tagged) and its state (one
+/// privilege per call: `has_*_privilege` with a list is true when *any* is held); `$2`: whether
+/// rows are deleted too (`on_crm_delete = "delete"`).
+const TWO_WAY_GRANTS: &str = "
+    SELECT has_function_privilege('pg_replication_origin_session_setup(text)', 'EXECUTE'),
+           has_function_privilege('pg_replication_origin_session_reset()', 'EXECUTE'),
+           has_function_privilege('pg_replication_origin_create(text)', 'EXECUTE'),
+           has_table_privilege($1, 'SELECT') AND has_table_privilege($1, 'INSERT')
+               AND has_table_privilege($1, 'UPDATE'),
+           coalesce((SELECT has_schema_privilege(oid, 'CREATE')
+                            AND has_schema_privilege(oid, 'USAGE')
+                     FROM pg_namespace WHERE nspname = 'driftless'),
+                    has_database_privilege(current_database(), 'CREATE')),
+           NOT $2 OR has_table_privilege($1, 'DELETE')";
+
+/// Which of the grants two-way sync needs are held, in [`TWO_WAY_GRANTS`]' column order;
+/// `table` is the quoted inbound table.
+pub async fn two_way_grants(
+    sql: &Client,
+    table: &str,
+    deletes: bool,
+) -> Result<[bool; 6], tokio_postgres::Error> {
+    let row = sql.query_one(TWO_WAY_GRANTS, &[&table, &deletes]).await?;
+    Ok(std::array::from_fn(|i| row.get::<_, bool>(i)))
+}

@@ -28,6 +28,9 @@
 //!   which pins every request there; with a static token, `base_url` is used;
 //! - logs and messages carry counts, codes and field names only: never tokens or row values.
 
+pub mod receiver;
+pub mod two_way;
+
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
@@ -35,10 +38,13 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Map, Value, json};
 
-use super::batch::Batch;
-use super::mapping::{FieldRule, MappingError, Property, PropertyType, id_value, value_string};
-use super::oauth::Credentials;
-use super::{Outcome, Rejected, Sink, SinkError};
+use crate::config::fields::FieldRule;
+use crate::destinations::oauth::Credentials;
+use crate::sink::batch::Batch;
+use crate::sink::mapping::{MappingError, Property, PropertyType, id_value, value_string};
+use crate::sink::{Outcome, Rejected, Sink, SinkError};
+use crate::sink::{crm_batch, http};
+
 use crate::config::sinks::{OnDelete, SinkKind, ValidSink, ZOHO_BASE_URL};
 use crate::event::{ChangeEvent, Op, Row};
 
@@ -74,7 +80,7 @@ pub struct ZohoField {
 }
 
 impl ZohoField {
-    /// The field as a [`Property`] for [`super::mapping::check_schema`].
+    /// The field as a [`Property`] for [`crate::sink::mapping::check_schema`].
     pub fn property(&self) -> Property {
         let kind = match self.data_type.as_str() {
             "integer" | "bigint" | "long" | "double" | "currency" | "decimal" | "percent" => {
@@ -313,28 +319,6 @@ fn describe(err: &Value) -> String {
     s
 }
 
-fn fatal(message: impl Into<String>, hint: impl Into<String>) -> SinkError {
-    SinkError::Fatal {
-        message: message.into(),
-        hint: hint.into(),
-    }
-}
-
-fn transient(message: impl Into<String>, retry_after: Option<Duration>) -> SinkError {
-    SinkError::Transient {
-        message: message.into(),
-        retry_after,
-    }
-}
-
-fn mapping_rejected(index: usize, message: String) -> Rejected {
-    Rejected {
-        index,
-        category: "MAPPING".into(),
-        message,
-    }
-}
-
 /// A response: status, headers, JSON body (Null when empty or not JSON).
 struct Resp {
     status: StatusCode,
@@ -370,24 +354,18 @@ impl ZohoSink {
     /// `[sinks.oauth]`.
     pub fn new(sink: &ValidSink, credentials: Credentials) -> Result<Self, SinkError> {
         let SinkKind::Zoho { module } = &sink.kind else {
-            return Err(fatal(
+            return Err(SinkError::fatal(
                 format!("sink {} is not a Zoho sink", sink.name),
                 "set kind = \"zoho\"",
             ));
         };
         let Some(id_property) = sink.id_property.clone() else {
-            return Err(fatal(
+            return Err(SinkError::fatal(
                 format!("sink {} has no id_property", sink.name),
                 "set id_property to a unique Zoho field (e.g. Email)",
             ));
         };
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
-            .user_agent(concat!("driftless/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| fatal(format!("cannot build HTTP client: {e}"), "report a bug"))?;
+        let client = http::crm_client()?;
         let base_url = sink.base_url.trim_end_matches('/').to_string();
         Ok(ZohoSink {
             client,
@@ -533,12 +511,12 @@ impl ZohoSink {
             } else {
                 "request failed"
             };
-            transient(format!("Zoho {what}: {kind}: {}", e.without_url()), None)
+            SinkError::transient(format!("Zoho {what}: {kind}: {}", e.without_url()), None)
         })?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let text = resp.text().await.map_err(|e| {
-            transient(
+            SinkError::transient(
                 format!("Zoho {what}: reading the response: {}", e.without_url()),
                 None,
             )
@@ -566,7 +544,7 @@ impl ZohoSink {
         let status = r.status.as_u16();
         let code = r.body["code"].as_str().unwrap_or("");
         match (status, code) {
-            (401, _) | (_, "INVALID_TOKEN" | "AUTHENTICATION_FAILURE") => fatal(
+            (401, _) | (_, "INVALID_TOKEN" | "AUTHENTICATION_FAILURE") => SinkError::fatal(
                 format!("Zoho refused the access token ({status} {code})"),
                 if self.credentials.can_refresh() {
                     format!(
@@ -582,11 +560,11 @@ impl ZohoSink {
                     )
                 },
             ),
-            (403, _) | (_, "OAUTH_SCOPE_MISMATCH" | "NO_PERMISSION") => fatal(
+            (403, _) | (_, "OAUTH_SCOPE_MISMATCH" | "NO_PERMISSION") => SinkError::fatal(
                 format!("Zoho denied access to {} ({status} {code})", self.module),
                 self.scope_hint(),
             ),
-            (_, "INVALID_MODULE") => fatal(
+            (_, "INVALID_MODULE") => SinkError::fatal(
                 format!("Zoho does not know module {:?} ({code})", self.module),
                 "set module to the module's API name (Settings > APIs > API names), e.g. Leads",
             ),
@@ -595,18 +573,14 @@ impl ZohoSink {
                     || r.body["message"]
                         .as_str()
                         .is_some_and(|m| m.to_ascii_lowercase().contains("credit"));
-                let retry_after = r
-                    .headers
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok()?.trim().parse().ok())
-                    .map(Duration::from_secs);
+                let retry_after = http::retry_after(&r.headers);
                 if credits {
                     tracing::warn!(
                         module = %self.module,
                         wait_s = CREDITS_WAIT.as_secs(),
                         "Zoho API credits exhausted; waiting for the rolling window"
                     );
-                    transient(
+                    SinkError::transient(
                         format!(
                             "Zoho API credits exhausted for the rolling 24 h window; waiting {} \
                              min before retrying (raise the org's API credits or lower the \
@@ -617,14 +591,16 @@ impl ZohoSink {
                     )
                 } else {
                     tracing::info!(module = %self.module, "Zoho concurrency limit");
-                    transient(
+                    SinkError::transient(
                         format!("Zoho concurrency limit ({code})"),
                         Some(retry_after.unwrap_or(CONCURRENCY_WAIT)),
                     )
                 }
             }
-            (408 | 500..=599, _) => transient(format!("Zoho answered {status} {code}"), None),
-            _ => fatal(
+            (408 | 500..=599, _) => {
+                SinkError::transient(format!("Zoho answered {status} {code}"), None)
+            }
+            _ => SinkError::fatal(
                 format!("Zoho answered {status} {}", describe(&r.body)),
                 format!(
                     "check module {:?}, id_property and base_url of the sink",
@@ -663,7 +639,7 @@ impl ZohoSink {
             let code = r.body["code"].as_str().unwrap_or("");
             let json_path = r.body["details"]["json_path"].as_str().unwrap_or("");
             if json_path.starts_with("$.duplicate_check_fields") {
-                return Err(fatal(
+                return Err(SinkError::fatal(
                     format!("Zoho will not upsert by {} ({code})", self.id_property),
                     "set id_property to a unique field, an external-id field or the module's \
                      system duplicate-check field (e.g. Email for Leads and Contacts)",
@@ -710,7 +686,7 @@ impl ZohoSink {
         out: &mut Outcome,
     ) -> Result<(), SinkError> {
         if items.len() != group.len() {
-            return Err(transient(
+            return Err(SinkError::transient(
                 format!(
                     "Zoho answered {} results for {} records",
                     items.len(),
@@ -724,10 +700,13 @@ impl ZohoSink {
             .filter_map(|i| i["code"].as_str())
             .find(|c| is_transient_code(c))
         {
-            return Err(transient(format!("Zoho per-record error {t}"), None));
+            return Err(SinkError::transient(
+                format!("Zoho per-record error {t}"),
+                None,
+            ));
         }
         if let Some(item) = items.iter().find(|i| i["code"] == "OAUTH_SCOPE_MISMATCH") {
-            return Err(fatal(
+            return Err(SinkError::fatal(
                 format!("Zoho denied access to {}: {}", self.module, describe(item)),
                 self.scope_hint(),
             ));
@@ -793,7 +772,7 @@ impl ZohoSink {
                     }
                 }
                 400 => {
-                    return Err(fatal(
+                    return Err(SinkError::fatal(
                         format!(
                             "Zoho refused the record lookup for deletes: {}",
                             describe(&r.body)
@@ -828,7 +807,10 @@ impl ZohoSink {
                         // Deleted, or already gone (a concurrent delete): idempotent success.
                         out.destination_ids.push((*index, zid.clone()));
                     } else if is_transient_code(item["code"].as_str().unwrap_or("")) {
-                        return Err(transient(format!("Zoho delete: {}", describe(item)), None));
+                        return Err(SinkError::transient(
+                            format!("Zoho delete: {}", describe(item)),
+                            None,
+                        ));
                     } else {
                         out.rejected.push(Rejected {
                             index: *index,
@@ -863,55 +845,23 @@ impl Sink for ZohoSink {
                 kind,
             })
         };
-        let mut upserts = Vec::new();
-        let mut deletes = Vec::new();
-        for (index, entry) in batch.entries.iter().enumerate() {
-            let ev = &entry.item;
-            match ev.op {
-                Op::Create | Op::Update | Op::Read => {
-                    let Some(row) = ev.after.as_ref() else {
-                        out.rejected
-                            .push(mapping_rejected(index, "event has no row image".into()));
-                        continue;
-                    };
-                    let mapped = id_value(&self.fields, &self.id_property, row)
-                        .and_then(encode_id)
-                        .and_then(|id| to_record(&self.fields, &types, row).map(|r| (id, r)));
-                    match mapped {
-                        Ok((id, mut record)) => {
-                            record.entry(self.id_property.clone()).or_insert(id);
-                            upserts.push(Input {
-                                index,
-                                record: Value::Object(record),
-                            });
-                        }
-                        Err(e) => out.rejected.push(mapping_rejected(index, e.to_string())),
-                    }
-                }
-                Op::Delete if self.on_delete == OnDelete::Archive => {
-                    let rows: [Option<&Row>; 2] = [ev.before.as_ref(), ev.key.as_ref()];
-                    let mut found = None;
-                    let mut last_err = None;
-                    for row in rows.into_iter().flatten() {
-                        match id_value(&self.fields, &self.id_property, row).and_then(encode_id) {
-                            Ok(id) => {
-                                found = Some(id);
-                                break;
-                            }
-                            Err(e) => last_err = Some(e.to_string()),
-                        }
-                    }
-                    match found {
-                        Some(id) => deletes.push((index, id)),
-                        None => out.rejected.push(mapping_rejected(
-                            index,
-                            last_err.unwrap_or_else(|| "delete carries no row image".into()),
-                        )),
-                    }
-                }
-                Op::Delete | Op::Truncate | Op::Message => {}
-            }
-        }
+        let (fields, id_property) = (&self.fields, &self.id_property);
+        let split = crm_batch::split(
+            batch,
+            self.on_delete,
+            |index, row| {
+                let id = encode_id(id_value(fields, id_property, row)?)?;
+                let mut record = to_record(fields, &types, row)?;
+                record.entry(id_property.clone()).or_insert(id);
+                Ok(Input {
+                    index,
+                    record: Value::Object(record),
+                })
+            },
+            |row| id_value(fields, id_property, row).and_then(encode_id),
+        );
+        let (upserts, deletes) = (split.upserts, split.deletes);
+        out.rejected = split.rejected;
         let (n_up, n_del) = (upserts.len(), deletes.len());
         if !upserts.is_empty() {
             self.upsert(upserts, &mut out).await?;
@@ -957,7 +907,7 @@ mod tests {
             ("won".into(), "Qualified".into()),
         ]));
         let mut email = FieldRule::new("email", "Email");
-        email.transform = Some(crate::sink::mapping::Transform::Lowercase);
+        email.transform = Some(crate::config::fields::Transform::Lowercase);
         ValidSink {
             name: "leads".into(),
             kind: SinkKind::Zoho {

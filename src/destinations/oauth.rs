@@ -29,9 +29,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::SinkError;
 use crate::config::SecretSource;
 use crate::config::sinks::Auth;
+use crate::sink::SinkError;
 
 /// Refresh a token this long before it expires.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
@@ -91,20 +91,6 @@ impl From<String> for Credentials {
 impl From<&str> for Credentials {
     fn from(token: &str) -> Self {
         Credentials::from(token.to_string())
-    }
-}
-
-fn fatal(message: impl Into<String>, hint: impl Into<String>) -> SinkError {
-    SinkError::Fatal {
-        message: message.into(),
-        hint: hint.into(),
-    }
-}
-
-fn transient(message: impl Into<String>, retry_after: Option<Duration>) -> SinkError {
-    SinkError::Transient {
-        message: message.into(),
-        retry_after,
     }
 }
 
@@ -233,14 +219,14 @@ impl Credentials {
             .send()
             .await
             .map_err(|e| {
-                transient(
+                SinkError::transient(
                     format!("OAuth token refresh failed: {}", e.without_url()),
                     None,
                 )
             })?;
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| {
-            transient(
+            SinkError::transient(
                 format!(
                     "OAuth token refresh: reading the response: {}",
                     e.without_url()
@@ -282,9 +268,9 @@ impl Credentials {
                 .contains("too many requests")
         {
             let wait = (status != 429 && status < 500).then_some(MINT_LIMIT_WAIT);
-            return transient(format!("OAuth token refresh: {what}"), wait);
+            return SinkError::transient(format!("OAuth token refresh: {what}"), wait);
         }
-        fatal(
+        SinkError::fatal(
             format!("OAuth token refresh refused: {what}"),
             format!(
                 "check the OAuth client id, client secret and refresh token in {} and the \

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod fields;
+pub mod schedule;
 pub mod sinks;
 pub use sinks::{SinkConfig, ValidSink};
 

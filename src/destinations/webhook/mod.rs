@@ -27,7 +27,10 @@
 //! - logs and errors carry statuses, counts and the host only: never the URL's path or query
 //!   (they may hold tokens), event values, response bodies or the secret.
 
-use std::net::{IpAddr, SocketAddr};
+pub mod signature;
+pub mod ssrf;
+
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,56 +38,19 @@ use reqwest::header::{self, HeaderMap};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::batch::Batch;
-use super::webhook_signature::{Secret, is_forbidden_destination, sign};
-use super::{Outcome, Rejected, Sink, SinkError};
+use crate::sink::batch::Batch;
+use crate::sink::http;
+use crate::sink::{Outcome, Rejected, Sink, SinkError};
+use signature::{Secret, sign};
+use ssrf::{ForbiddenDestination, GuardedResolver, is_forbidden_destination};
+
 use crate::config::sinks::{OnDelete, SinkKind, ValidSink, WebhookMode};
 use crate::event::{ChangeEvent, Op};
 
 /// Connect timeout: a receiver that cannot accept a TCP/TLS connection in 5 s is down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest `Retry-After` honoured; a larger value is clamped (the runner retries then).
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(3_600);
 /// The `type` of a batch body.
 pub const BATCH_TYPE: &str = "driftless.changes";
-
-/// A name resolved only to addresses the sink must not deliver to.
-#[derive(Debug, thiserror::Error)]
-#[error("{host} resolves only to forbidden addresses ({ip}, ...)")]
-pub struct ForbiddenDestination {
-    host: String,
-    ip: IpAddr,
-}
-
-/// DNS resolver that drops forbidden addresses (unless allowed); runs on every new connection.
-#[derive(Debug, Clone, Copy)]
-pub struct GuardedResolver {
-    allow_private: bool,
-}
-
-impl reqwest::dns::Resolve for GuardedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let host = name.as_str().to_string();
-        let allow_private = self.allow_private;
-        Box::pin(async move {
-            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let Some(first) = all.first().copied() else {
-                return Err(format!("{host} has no addresses").into());
-            };
-            let allowed: Vec<SocketAddr> = all
-                .into_iter()
-                .filter(|a| allow_private || !is_forbidden_destination(a.ip()))
-                .collect();
-            if allowed.is_empty() {
-                return Err(Box::new(ForbiddenDestination {
-                    host,
-                    ip: first.ip(),
-                }) as _);
-            }
-            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
 
 /// The webhook sink.
 #[derive(Debug)]
@@ -115,20 +81,6 @@ struct BatchBody<'a> {
     events: Vec<&'a ChangeEvent>,
 }
 
-fn fatal(message: impl Into<String>, hint: impl Into<String>) -> SinkError {
-    SinkError::Fatal {
-        message: message.into(),
-        hint: hint.into(),
-    }
-}
-
-fn transient(message: impl Into<String>, retry_after: Option<Duration>) -> SinkError {
-    SinkError::Transient {
-        message: message.into(),
-        retry_after,
-    }
-}
-
 const PRIVATE_HINT: &str = "deliver to a public address, or set allow_private_destinations = true \
      on the sink if this internal endpoint is intended";
 
@@ -148,28 +100,6 @@ pub fn message_id<'a>(mode: WebhookMode, event_ids: impl IntoIterator<Item = &'a
     format!("msg_{}", hex::encode(&digest[..16]))
 }
 
-/// `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3), relative to `now`;
-/// clamped to [`MAX_RETRY_AFTER`]; a date in the past means "now".
-pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
-    let value = value.trim();
-    let d = if let Ok(secs) = value.parse::<u64>() {
-        Duration::from_secs(secs)
-    } else {
-        let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-        (at.with_timezone(&chrono::Utc) - now)
-            .to_std()
-            .unwrap_or(Duration::ZERO)
-    };
-    Some(d.min(MAX_RETRY_AFTER))
-}
-
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    parse_retry_after(
-        headers.get(header::RETRY_AFTER)?.to_str().ok()?,
-        chrono::Utc::now(),
-    )
-}
-
 /// Classifies a response (pure apart from `Retry-After` dates being relative to the clock).
 fn classify(status: u16, headers: &HeaderMap, host: &str) -> Verdict {
     match status {
@@ -181,32 +111,32 @@ fn classify(status: u16, headers: &HeaderMap, host: &str) -> Verdict {
                 .and_then(|l| reqwest::Url::parse(l).ok())
                 .and_then(|u| u.host_str().map(String::from))
                 .unwrap_or_else(|| "elsewhere".into());
-            Verdict::Failed(fatal(
+            Verdict::Failed(SinkError::fatal(
                 format!("webhook receiver {host} answered {status}, a redirect to {to}"),
                 "set url to the final endpoint: redirects are never followed, so a receiver \
                  cannot point deliveries at internal addresses",
             ))
         }
-        401 | 403 => Verdict::Failed(fatal(
+        401 | 403 => Verdict::Failed(SinkError::fatal(
             format!("webhook receiver {host} refused the delivery ({status})"),
             "check that the receiver verifies with the secret in the sink's secret_env and \
              accepts deliveries from driftless",
         )),
-        404 | 405 => Verdict::Failed(fatal(
+        404 | 405 => Verdict::Failed(SinkError::fatal(
             format!("webhook receiver {host} answered {status}: no such endpoint"),
             "check the sink's url (path and method POST)",
         )),
-        410 => Verdict::Failed(fatal(
+        410 => Verdict::Failed(SinkError::fatal(
             format!("webhook receiver {host} answered 410 Gone: the endpoint is disabled"),
             "re-enable the endpoint at the receiver or point url at a new one, then restart \
              the sink (nothing was acknowledged, so no event is lost)",
         )),
-        408 | 429 | 500..=599 => Verdict::Failed(transient(
+        408 | 429 | 500..=599 => Verdict::Failed(SinkError::transient(
             format!("webhook receiver {host} answered {status}"),
-            retry_after(headers),
+            http::retry_after(headers),
         )),
         400..=499 => Verdict::Refused(status),
-        _ => Verdict::Failed(transient(
+        _ => Verdict::Failed(SinkError::transient(
             format!("webhook receiver {host} answered unexpected status {status}"),
             None,
         )),
@@ -227,7 +157,7 @@ fn transport_error(e: &reqwest::Error, host: &str) -> SinkError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if let Some(f) = s.downcast_ref::<ForbiddenDestination>() {
-            return fatal(format!("webhook destination refused: {f}"), PRIVATE_HINT);
+            return SinkError::fatal(format!("webhook destination refused: {f}"), PRIVATE_HINT);
         }
         source = s.source();
     }
@@ -238,7 +168,7 @@ fn transport_error(e: &reqwest::Error, host: &str) -> SinkError {
     } else {
         "request failed"
     };
-    transient(
+    SinkError::transient(
         format!("webhook receiver {host}: {kind}: {}", without_url(e)),
         None,
     )
@@ -257,7 +187,7 @@ impl WebhookSink {
             ..
         } = &sink.kind
         else {
-            return Err(fatal(
+            return Err(SinkError::fatal(
                 format!("sink {} is not a webhook sink", sink.name),
                 "set kind = \"webhook\"",
             ));
@@ -266,24 +196,20 @@ impl WebhookSink {
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
             .ok_or_else(|| {
-                fatal(
+                SinkError::fatal(
                     format!("sink {}: url is not an http(s) URL", sink.name),
                     "set url to the receiver's http(s) endpoint",
                 )
             })?;
         let host = url.host_str().unwrap_or_default().to_string();
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(Duration::from_millis(*timeout_ms))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver {
-                allow_private: *allow_private_destinations,
-            }))
-            .user_agent(concat!("driftless/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| fatal(format!("cannot build HTTP client: {e}"), "report a bug"))?;
+        let client = http::build(
+            http::builder(CONNECT_TIMEOUT, Duration::from_millis(*timeout_ms))
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .dns_resolver(Arc::new(GuardedResolver {
+                    allow_private: *allow_private_destinations,
+                })),
+        )?;
         let s = WebhookSink {
             client,
             url,
@@ -306,7 +232,7 @@ impl WebhookSink {
             _ => return Ok(()),
         };
         if !self.allow_private && is_forbidden_destination(ip) {
-            return Err(fatal(
+            return Err(SinkError::fatal(
                 format!("webhook destination refused: {ip} is a forbidden address"),
                 PRIVATE_HINT,
             ));
@@ -360,7 +286,7 @@ impl WebhookSink {
                 kind: BATCH_TYPE,
                 events: group.iter().map(|(_, e)| *e).collect(),
             })
-            .map_err(|e| fatal(format!("cannot encode events: {e}"), "report a bug"))?;
+            .map_err(|e| SinkError::fatal(format!("cannot encode events: {e}"), "report a bug"))?;
             match self.deliver(&msg_id, body, group.len()).await {
                 Verdict::Applied => {
                     out.destination_ids
@@ -395,8 +321,9 @@ impl WebhookSink {
     ) -> Result<(), SinkError> {
         for (index, event) in items {
             let msg_id = message_id(self.mode, [event.id.as_str()]);
-            let body = serde_json::to_vec(event)
-                .map_err(|e| fatal(format!("cannot encode an event: {e}"), "report a bug"))?;
+            let body = serde_json::to_vec(event).map_err(|e| {
+                SinkError::fatal(format!("cannot encode an event: {e}"), "report a bug")
+            })?;
             match self.deliver(&msg_id, body, 1).await {
                 Verdict::Applied => out.destination_ids.push((index, msg_id)),
                 Verdict::Refused(status) => out.rejected.push(refused(index, status, &self.host)),
@@ -828,27 +755,5 @@ mod tests {
             message_id(WebhookMode::Batch, ["0/1:0"]),
             message_id(WebhookMode::Single, ["0/1:0"])
         );
-    }
-
-    #[test]
-    fn retry_after_takes_seconds_or_an_http_date() {
-        let now = chrono::DateTime::parse_from_rfc3339("2015-10-21T07:27:30Z")
-            .unwrap()
-            .with_timezone(&chrono::Utc);
-        assert_eq!(
-            parse_retry_after(" 12 ", now),
-            Some(Duration::from_secs(12))
-        );
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
-            Some(Duration::ZERO),
-            "a past date means now"
-        );
-        assert_eq!(parse_retry_after("999999", now), Some(MAX_RETRY_AFTER));
-        assert_eq!(parse_retry_after("soon", now), None);
     }
 }

@@ -8,15 +8,14 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-
 use crate::capture::{CaptureError, prepare_source};
 use crate::checkpoint::CheckpointStore;
 use crate::config::ValidConfig;
 use crate::error::Classify;
 use crate::kafka;
-use crate::postgres::catalog;
+use crate::postgres::catalog::{self, quote_table};
 use crate::postgres::connect::{ConnectParams, connect_sql};
+use crate::sync::store;
 
 /// One preflight finding.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,30 +43,15 @@ pub async fn preflight(cfg: &ValidConfig) -> Vec<Finding> {
         Ok(mut f) => out.append(&mut f),
         Err(e) => out.push(finding("postgres", &e, e.hint())),
     }
-    let brokers = cfg.brokers.clone();
-    let passthrough = cfg.librdkafka.clone();
-    let kafka = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let consumer: BaseConsumer = kafka::client_config(&brokers, &passthrough)
-            .map_err(|e| e.to_string())?
-            .create()
-            .map_err(|e| e.to_string())?;
-        consumer
-            .fetch_metadata(None, Duration::from_secs(10))
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    })
-    .await;
-    match kafka {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => out.push(finding(
+    if let Err(e) = kafka::probe(&cfg.brokers, &cfg.librdkafka, Duration::from_secs(10)).await {
+        out.push(finding(
             "kafka",
             &format!("brokers {} unreachable: {e}", cfg.brokers),
             Some("check kafka.brokers and kafka.librdkafka security settings".into()),
-        )),
-        Err(e) => out.push(finding("kafka", &e, None)),
+        ));
     }
     for (index, sink) in cfg.sinks.iter().enumerate() {
-        if let Err(e) = crate::sink::service::destination(sink, index).await {
+        if let Err(e) = crate::app::destination::destination(sink, index).await {
             out.push(finding(
                 "sinks",
                 &format!("sink {}: {e}", sink.name),
@@ -78,21 +62,6 @@ pub async fn preflight(cfg: &ValidConfig) -> Vec<Finding> {
     out
 }
 
-/// The grants two-way sync needs to write inbound changes (origin-tagged) and its state (one
-/// privilege per call: `has_*_privilege` with a list is true when *any* is held); `$2`: whether
-/// rows are deleted too (`on_crm_delete = "delete"`).
-const TWO_WAY_GRANTS: &str = "
-    SELECT has_function_privilege('pg_replication_origin_session_setup(text)', 'EXECUTE'),
-           has_function_privilege('pg_replication_origin_session_reset()', 'EXECUTE'),
-           has_function_privilege('pg_replication_origin_create(text)', 'EXECUTE'),
-           has_table_privilege($1, 'SELECT') AND has_table_privilege($1, 'INSERT')
-               AND has_table_privilege($1, 'UPDATE'),
-           coalesce((SELECT has_schema_privilege(oid, 'CREATE')
-                            AND has_schema_privilege(oid, 'USAGE')
-                     FROM pg_namespace WHERE nspname = 'driftless'),
-                    has_database_privilege(current_database(), 'CREATE')),
-           NOT $2 OR has_table_privilege($1, 'DELETE')";
-
 async fn two_way_grants(
     cfg: &ValidConfig,
     sql: &tokio_postgres::Client,
@@ -102,13 +71,9 @@ async fn two_way_grants(
         let Some(two_way) = &sink.two_way else {
             continue;
         };
-        let table = format!(
-            "\"{}\".\"{}\"",
-            two_way.inbound_table.schema, two_way.inbound_table.name
-        );
+        let table = quote_table(&two_way.inbound_table);
         let deletes = two_way.on_crm_delete == crate::config::sinks::OnCrmDelete::Delete;
-        let row = sql
-            .query_one(TWO_WAY_GRANTS, &[&table, &deletes])
+        let row = store::two_way_grants(sql, &table, deletes)
             .await
             .map_err(crate::postgres::error::PgError::Sql)?;
         let missing: Vec<&str> = [
@@ -121,7 +86,7 @@ async fn two_way_grants(
         ]
         .into_iter()
         .enumerate()
-        .filter(|(i, _)| !row.get::<_, bool>(*i))
+        .filter(|(i, _)| !row[*i])
         .map(|(_, what)| what)
         .collect();
         if !missing.is_empty() {

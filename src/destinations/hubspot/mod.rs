@@ -17,6 +17,10 @@
 //!   takes HubSpot's `X-HubSpot-RateLimit-*` headers as the truth;
 //! - logs carry counts, statuses and categories only: never the token, property values or ids.
 
+pub mod receiver;
+pub mod signature;
+pub mod two_way;
+
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -24,12 +28,15 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
-use super::batch::Batch;
-use super::mapping::{FieldRule, Property, PropertyType, id_value, to_properties};
-use super::oauth::Credentials;
-use super::{Outcome, Rejected, Sink, SinkError};
+use crate::config::fields::FieldRule;
+use crate::destinations::oauth::Credentials;
+use crate::sink::batch::Batch;
+use crate::sink::mapping::{Property, PropertyType, id_value, to_properties};
+use crate::sink::{Outcome, Rejected, Sink, SinkError};
+use crate::sink::{crm_batch, http};
+
 use crate::config::sinks::{OnDelete, SinkKind, ValidSink};
-use crate::event::{ChangeEvent, Op, Row};
+use crate::event::{ChangeEvent, Op};
 
 /// HubSpot's batch input cap.
 const MAX_INPUTS: usize = 100;
@@ -168,20 +175,6 @@ struct Input {
     body: Value,
 }
 
-fn fatal(message: impl Into<String>, hint: impl Into<String>) -> SinkError {
-    SinkError::Fatal {
-        message: message.into(),
-        hint: hint.into(),
-    }
-}
-
-fn transient(message: impl Into<String>, retry_after: Option<Duration>) -> SinkError {
-    SinkError::Transient {
-        message: message.into(),
-        retry_after,
-    }
-}
-
 /// Categories of per-input errors worth retrying (everything else is poison).
 fn is_transient_category(category: &str) -> bool {
     matches!(
@@ -239,24 +232,18 @@ impl HubspotSink {
     /// tokens are refreshed before expiry and after a 401; never logged.
     pub fn new(sink: &ValidSink, credentials: Credentials) -> Result<Self, SinkError> {
         let SinkKind::Hubspot { object } = &sink.kind else {
-            return Err(fatal(
+            return Err(SinkError::fatal(
                 format!("sink {} is not a HubSpot sink", sink.name),
                 "set kind = \"hubspot\"",
             ));
         };
         let Some(id_property) = sink.id_property.clone() else {
-            return Err(fatal(
+            return Err(SinkError::fatal(
                 format!("sink {} has no id_property", sink.name),
                 "set id_property to a unique HubSpot property (e.g. email)",
             ));
         };
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
-            .user_agent(concat!("driftless/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| fatal(format!("cannot build HTTP client: {e}"), "report a bug"))?;
+        let client = http::crm_client()?;
         Ok(HubspotSink {
             client,
             base_url: sink.base_url.trim_end_matches('/').to_string(),
@@ -410,12 +397,12 @@ impl HubspotSink {
             } else {
                 "request failed"
             };
-            transient(format!("HubSpot {path}: {kind}: {}", e.without_url()), None)
+            SinkError::transient(format!("HubSpot {path}: {kind}: {}", e.without_url()), None)
         })?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let text = resp.text().await.map_err(|e| {
-            transient(
+            SinkError::transient(
                 format!("HubSpot {path}: reading the response: {}", e.without_url()),
                 None,
             )
@@ -495,14 +482,14 @@ impl HubspotSink {
         let category = r.body["category"].as_str().unwrap_or("");
         let status = r.status.as_u16();
         match status {
-            401 => fatal(
+            401 => SinkError::fatal(
                 format!("HubSpot refused the token (401 {category})"),
                 format!(
                     "check the token in {} (OAuth: the app's refresh token and scopes)",
                     self.credentials.label()
                 ),
             ),
-            403 => fatal(
+            403 => SinkError::fatal(
                 format!("HubSpot denied access to {} (403 {category})", self.object),
                 format!(
                     "give the private app the crm.objects.{}.read and .write scopes",
@@ -516,7 +503,7 @@ impl HubspotSink {
                 } else {
                     header_u64(&r.headers, "x-hubspot-ratelimit-interval-milliseconds")
                         .map(Duration::from_millis)
-                        .or_else(|| header_u64(&r.headers, "retry-after").map(Duration::from_secs))
+                        .or_else(|| http::retry_after(&r.headers))
                         .unwrap_or(DEFAULT_WINDOW)
                 };
                 tracing::info!(
@@ -524,13 +511,13 @@ impl HubspotSink {
                     retry_after_ms = retry_after.as_millis() as u64,
                     "HubSpot rate limited"
                 );
-                transient(format!("HubSpot rate limit ({policy})"), Some(retry_after))
+                SinkError::transient(format!("HubSpot rate limit ({policy})"), Some(retry_after))
             }
-            408 | 500..=599 => transient(
+            408 | 500..=599 => SinkError::transient(
                 format!("HubSpot answered {status} {category}"),
-                header_u64(&r.headers, "retry-after").map(Duration::from_secs),
+                http::retry_after(&r.headers),
             ),
-            _ => fatal(
+            _ => SinkError::fatal(
                 format!("HubSpot answered {status} {}", describe(&r.body)),
                 format!(
                     "check object {:?}, id_property and base_url of the sink",
@@ -571,7 +558,7 @@ impl HubspotSink {
                     for err in r.body["errors"].as_array().into_iter().flatten() {
                         let category = err["category"].as_str().unwrap_or("UNKNOWN");
                         if is_transient_category(category) {
-                            return Err(transient(
+                            return Err(SinkError::transient(
                                 format!("HubSpot per-input error {category}"),
                                 None,
                             ));
@@ -622,7 +609,7 @@ impl HubspotSink {
                 400 | 409 | 422 => {
                     let message = r.body["message"].as_str().unwrap_or("");
                     if message.contains("non-unique") {
-                        return Err(fatal(
+                        return Err(SinkError::fatal(
                             format!("HubSpot: {} is not a unique property", self.id_property),
                             "set id_property to a property with hasUniqueValue = true",
                         ));
@@ -753,14 +740,6 @@ impl HubspotSink {
     }
 }
 
-fn mapping_rejected(index: usize, message: String) -> Rejected {
-    Rejected {
-        index,
-        category: "MAPPING".into(),
-        message,
-    }
-}
-
 impl Sink for HubspotSink {
     async fn apply(&mut self, batch: &Batch<ChangeEvent>) -> Result<Outcome, SinkError> {
         let mut out = Outcome::default();
@@ -773,57 +752,28 @@ impl Sink for HubspotSink {
         } else {
             BTreeMap::new()
         };
-        let mut upserts = Vec::new();
-        let mut deletes = Vec::new();
-        for (index, entry) in batch.entries.iter().enumerate() {
-            let ev = &entry.item;
-            match ev.op {
-                Op::Create | Op::Update | Op::Read => {
-                    let Some(row) = ev.after.as_ref() else {
-                        out.rejected
-                            .push(mapping_rejected(index, "event has no row image".into()));
-                        continue;
-                    };
-                    let mapped = id_value(&self.fields, &self.id_property, row)
-                        .and_then(|id| to_properties(&self.fields, &schema, row).map(|p| (id, p)));
-                    match mapped {
-                        Ok((id, properties)) => upserts.push(Input {
-                            index,
-                            body: json!({
-                                "idProperty": self.id_property,
-                                "id": id,
-                                "properties": properties,
-                                "objectWriteTraceId": index.to_string(),
-                            }),
-                            id,
-                        }),
-                        Err(e) => out.rejected.push(mapping_rejected(index, e.to_string())),
-                    }
-                }
-                Op::Delete if self.on_delete == OnDelete::Archive => {
-                    let rows: [Option<&Row>; 2] = [ev.before.as_ref(), ev.key.as_ref()];
-                    let mut found = None;
-                    let mut last_err = None;
-                    for row in rows.into_iter().flatten() {
-                        match id_value(&self.fields, &self.id_property, row) {
-                            Ok(id) => {
-                                found = Some(id);
-                                break;
-                            }
-                            Err(e) => last_err = Some(e.to_string()),
-                        }
-                    }
-                    match found {
-                        Some(id) => deletes.push((index, id)),
-                        None => out.rejected.push(mapping_rejected(
-                            index,
-                            last_err.unwrap_or_else(|| "delete carries no row image".into()),
-                        )),
-                    }
-                }
-                Op::Delete | Op::Truncate | Op::Message => {}
-            }
-        }
+        let (fields, id_property) = (&self.fields, &self.id_property);
+        let split = crm_batch::split(
+            batch,
+            self.on_delete,
+            |index, row| {
+                let id = id_value(fields, id_property, row)?;
+                let properties = to_properties(fields, &schema, row)?;
+                Ok(Input {
+                    index,
+                    body: json!({
+                        "idProperty": id_property,
+                        "id": id,
+                        "properties": properties,
+                        "objectWriteTraceId": index.to_string(),
+                    }),
+                    id,
+                })
+            },
+            |row| id_value(fields, id_property, row),
+        );
+        let (upserts, deletes) = (split.upserts, split.deletes);
+        out.rejected = split.rejected;
         let (n_up, n_del) = (upserts.len(), deletes.len());
         if !upserts.is_empty() {
             self.upsert(upserts, &mut out).await?;

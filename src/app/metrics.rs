@@ -1,18 +1,16 @@
 //! The `/metrics` (Prometheus text format) and `/healthz` endpoint.
 //!
 //! Owns the process-wide metrics recorder and its HTTP listener. Invariants: metric labels
-//! never carry row values; `/healthz` answers 200 only while capture is streaming.
+//! never carry row values; `/healthz` answers 200 only while the process says it is healthy (capture: while it is
+//! streaming; a sink worker: while it runs).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-
-use crate::capture::Health;
 
 /// Installs the global recorder (once per process).
 pub fn install() -> Result<PrometheusHandle, String> {
@@ -25,18 +23,17 @@ pub fn install() -> Result<PrometheusHandle, String> {
 pub async fn serve(
     addr: SocketAddr,
     handle: PrometheusHandle,
-    health: Arc<Health>,
+    healthy: Arc<dyn Fn() -> bool + Send + Sync>,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(move || std::future::ready(handle.render())))
         .route(
             "/healthz",
             get(move || {
-                let ok = health.streaming.load(Ordering::Relaxed);
-                std::future::ready(if ok {
-                    (StatusCode::OK, "streaming\n")
+                std::future::ready(if healthy() {
+                    (StatusCode::OK, "ok\n")
                 } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not streaming\n")
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
                 })
             }),
         );

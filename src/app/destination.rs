@@ -1,0 +1,100 @@
+//! Builds the destination a sink's config names, and checks its mapping against the live
+//! schema before anything is written.
+//!
+//! Owns [`Destination`], the one place that lists every destination: a new destination is
+//! one folder under [`crate::destinations`] plus one variant here. Invariant: a destination
+//! whose mapping does not fit the destination's schema is refused with every problem listed
+//! (field paths included), before any record is read from Kafka.
+
+use crate::config::sinks::{SinkKind, ValidSink};
+use crate::destinations::hubspot::HubspotSink;
+use crate::destinations::oauth::Credentials;
+use crate::destinations::webhook::WebhookSink;
+use crate::destinations::webhook::signature::Secret;
+use crate::destinations::zoho::ZohoSink;
+use crate::event::ChangeEvent;
+use crate::sink::batch::Batch;
+use crate::sink::mapping::check_schema;
+use crate::sink::{Outcome, Sink, SinkError};
+use crate::sync::outbound::TwoWaySink;
+
+use super::sink::WorkerError;
+
+/// A configured destination.
+pub enum Destination {
+    /// HubSpot CRM v3.
+    Hubspot(HubspotSink),
+    /// Zoho CRM v8.
+    Zoho(ZohoSink),
+    /// Signed HTTP POSTs.
+    Webhook(WebhookSink),
+    /// HubSpot, both ways.
+    HubspotTwoWay(TwoWaySink<HubspotSink>),
+    /// Zoho, both ways.
+    ZohoTwoWay(TwoWaySink<ZohoSink>),
+}
+
+impl Sink for Destination {
+    async fn apply(&mut self, batch: &Batch<ChangeEvent>) -> Result<Outcome, SinkError> {
+        match self {
+            Destination::Hubspot(s) => s.apply(batch).await,
+            Destination::Zoho(s) => s.apply(batch).await,
+            Destination::Webhook(s) => s.apply(batch).await,
+            Destination::HubspotTwoWay(s) => s.apply(batch).await,
+            Destination::ZohoTwoWay(s) => s.apply(batch).await,
+        }
+    }
+}
+
+/// Builds the destination of `sinks[index]` and checks its mapping against the live schema.
+pub async fn destination(sink: &ValidSink, index: usize) -> Result<Destination, WorkerError> {
+    let refused = |e: &dyn std::fmt::Display| WorkerError::Refused(e.to_string());
+    let credentials = || {
+        Credentials::from_auth(
+            sink.auth
+                .as_ref()
+                .ok_or_else(|| refused(&"token_env or [sinks.oauth] is required"))?,
+        )
+        .map_err(|e| refused(&format!("sinks[{index}]: {e}")))
+    };
+    let (destination, schema) = match &sink.kind {
+        SinkKind::Hubspot { .. } => {
+            let mut d = HubspotSink::new(sink, credentials()?)?;
+            let schema = d.fetch_schema().await?;
+            d.use_schema(schema.clone());
+            (Destination::Hubspot(d), schema)
+        }
+        SinkKind::Zoho { .. } => {
+            let mut d = ZohoSink::new(sink, credentials()?)?;
+            let schema = d.fetch_schema().await?;
+            (Destination::Zoho(d), schema)
+        }
+        SinkKind::Webhook { secret, .. } => {
+            let secret = secret
+                .read()
+                .and_then(|s| Secret::parse(&s).map_err(|e| e.to_string()))
+                .map_err(|e| refused(&format!("sinks[{index}].secret_env: {e}")))?;
+            // A webhook has no schema to check the mapping against.
+            return Ok(Destination::Webhook(WebhookSink::new(sink, secret)?));
+        }
+    };
+    tracing::info!(sink = %sink.name, properties = schema.len(), "destination schema fetched");
+    let problems = check_schema(
+        &format!("sinks[{index}]"),
+        &sink.fields,
+        sink.id_property.as_deref().unwrap_or_default(),
+        &schema,
+    );
+    if !problems.is_empty() {
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|p| format!("  - {}: {}", p.path, p.message))
+            .collect();
+        return Err(WorkerError::Refused(format!(
+            "the mapping does not fit the destination ({} problem(s)):\n{}",
+            problems.len(),
+            lines.join("\n")
+        )));
+    }
+    Ok(destination)
+}

@@ -1,0 +1,229 @@
+//! `driftless sink --name N` and `driftless replay`: one configured sink worker, wired.
+//!
+//! Owns start-up of a worker: pick the sink from the config, build its destination (which
+//! checks the mapping against the live schema), make sure its topics exist, join the consumer
+//! group `driftless-sink-{name}` and run the runner. A two-way sink also runs its inbound
+//! half ([`super::two_way`]) under the same supervision. Invariant: the worker's offsets are
+//! stored only by the runner, after the destination accepted (see [`crate::sink::runner`]).
+
+use tokio::sync::watch;
+
+use super::destination::{Destination, destination};
+use super::supervise::Supervisor;
+use super::two_way::{self, Lease};
+use crate::config::ValidConfig;
+use crate::config::sinks::ValidSink;
+use crate::error::{Classify, ErrorClass, Refusal};
+use crate::kafka::{self, AckedProducer, KafkaFailure, ReplayFrom, Subscription};
+use crate::sink::SinkError;
+use crate::sink::audit::{AuditError, AuditTrail};
+use crate::sink::runner::{Outputs, RunnerConfig, RunnerError, Stats, run};
+use crate::sync::store::origin_name;
+
+/// Why a worker could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// Configuration or destination schema problems (exit code 2).
+    #[error("{0}")]
+    Refused(String),
+    /// The worker (or its two-way half) failed.
+    #[error(transparent)]
+    Runner(#[from] RunnerError),
+}
+
+impl From<SinkError> for WorkerError {
+    fn from(e: SinkError) -> Self {
+        WorkerError::Runner(e.into())
+    }
+}
+
+impl From<KafkaFailure> for WorkerError {
+    fn from(e: KafkaFailure) -> Self {
+        WorkerError::Runner(e.into())
+    }
+}
+
+impl From<AuditError> for WorkerError {
+    fn from(e: AuditError) -> Self {
+        WorkerError::Runner(e.into())
+    }
+}
+
+impl Classify for WorkerError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            WorkerError::Refused(_) => ErrorClass::Fatal,
+            WorkerError::Runner(e) => e.class(),
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            WorkerError::Refused(_) => None,
+            WorkerError::Runner(e) => e.hint(),
+        }
+    }
+
+    fn refusal(&self) -> Option<Refusal> {
+        matches!(self, WorkerError::Refused(_)).then_some(Refusal::Config)
+    }
+}
+
+/// The consumer group of a sink.
+pub fn group_id(name: &str) -> String {
+    format!("driftless-sink-{name}")
+}
+
+/// The dead-letter topic of a sink.
+pub fn dead_letter_topic(cfg: &ValidConfig, name: &str) -> String {
+    format!("{}.dlq.{name}", cfg.topic_prefix)
+}
+
+fn find<'a>(cfg: &'a ValidConfig, name: &str) -> Result<(usize, &'a ValidSink), WorkerError> {
+    cfg.sinks
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.name == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = cfg.sinks.iter().map(|s| s.name.as_str()).collect();
+            WorkerError::Refused(format!(
+                "no sink named {name:?} in the config (sinks: {})",
+                names.join(", ")
+            ))
+        })
+}
+
+fn runner_config(cfg: &ValidConfig, sink: &ValidSink, topic: String) -> RunnerConfig {
+    RunnerConfig {
+        name: sink.name.clone(),
+        topic,
+        dead_letter_topic: dead_letter_topic(cfg, &sink.name),
+        batch_max_events: sink.batch_max_events,
+        batch_max_wait: std::time::Duration::from_millis(sink.batch_max_wait_ms),
+        stop_at: None,
+        schedule: sink.schedule.clone(),
+        skip_origin: None,
+    }
+}
+
+/// Runs the sink named `name` until `shutdown` or a fatal error. A two-way sink runs its
+/// inbound half beside the runner; whichever fails first stops the other.
+pub async fn run_named(
+    cfg: &ValidConfig,
+    name: &str,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Stats, WorkerError> {
+    let (index, sink) = find(cfg, name)?;
+    let mut runner_cfg = runner_config(
+        cfg,
+        sink,
+        cfg.topic_for(&sink.table.schema, &sink.table.name),
+    );
+    let mut destination = destination(sink, index).await?;
+    let mut standby = shutdown.clone();
+    let mut tasks = Supervisor::new(shutdown);
+    if let Some(settings) = &sink.two_way {
+        let lease = Lease::Wait(&mut standby);
+        let Some(parts) = two_way::prepare(cfg, sink, settings, destination, lease).await? else {
+            // Stopped while standing by: nothing was applied.
+            return Ok(Stats::default());
+        };
+        destination = parts.destination;
+        runner_cfg.skip_origin = Some(origin_name(&sink.name));
+        two_way::start(parts.context, parts.crm, &mut tasks).await?;
+    }
+    // The table's topic may not exist yet (a new table, or `driftless run` starting capture at
+    // the same time): create it as capture would, or the subscription would wait for a
+    // metadata refresh (minutes) before seeing it.
+    kafka::ensure_topics(
+        &cfg.brokers,
+        &cfg.librdkafka,
+        std::slice::from_ref(&runner_cfg.topic),
+        cfg.partitions,
+        cfg.replication_factor,
+    )
+    .await?;
+    let subscription = Subscription::new(
+        &cfg.brokers,
+        &cfg.librdkafka,
+        &group_id(name),
+        &runner_cfg.topic,
+    )?;
+    tracing::info!(sink = name, topic = %runner_cfg.topic, group = %group_id(name),
+        "sink worker started");
+    let (stop, stopper) = (tasks.stop_signal(), tasks.stopper());
+    let runner = async {
+        let result = run_worker(cfg, &runner_cfg, &subscription, &mut destination, stop).await;
+        let _ = stopper.send(true);
+        result
+    };
+    let (result, others) = tokio::join!(runner, tasks.join());
+    others?;
+    result
+}
+
+/// `driftless replay`: re-applies the sink's topic (or its dead letters) from `from` up to the
+/// end offsets seen at start, in a consumer group of its own (`driftless-replay-{name}`), so
+/// the running workers' offsets are untouched. Applying is idempotent (upserts by a unique
+/// property), so a replay converges instead of duplicating.
+pub async fn replay_named(
+    cfg: &ValidConfig,
+    name: &str,
+    from: &ReplayFrom,
+    dead_letters_only: bool,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Stats, WorkerError> {
+    let (index, sink) = find(cfg, name)?;
+    let topic = if dead_letters_only {
+        dead_letter_topic(cfg, name)
+    } else {
+        cfg.topic_for(&sink.table.schema, &sink.table.name)
+    };
+    let mut runner_cfg = runner_config(cfg, sink, topic);
+    let mut destination = destination(sink, index).await?;
+    if let Some(settings) = &sink.two_way {
+        destination = two_way::prepare(cfg, sink, settings, destination, Lease::Require)
+            .await?
+            .expect("a replay never stands by")
+            .destination;
+        runner_cfg.skip_origin = Some(origin_name(&sink.name));
+    }
+    let group = format!("driftless-replay-{name}");
+    let (subscription, ends) = Subscription::replay(
+        &cfg.brokers,
+        &cfg.librdkafka,
+        &group,
+        &runner_cfg.topic,
+        from,
+    )?;
+    tracing::info!(sink = name, topic = %runner_cfg.topic, partitions = ends.len(),
+        "replay started");
+    runner_cfg.stop_at = Some(ends);
+    // A replay applies what it reads now, whatever the sink's schedule.
+    runner_cfg.schedule = None;
+    run_worker(cfg, &runner_cfg, &subscription, &mut destination, shutdown).await
+}
+
+async fn run_worker(
+    cfg: &ValidConfig,
+    runner_cfg: &RunnerConfig,
+    subscription: &Subscription,
+    destination: &mut Destination,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Stats, WorkerError> {
+    let outputs = Outputs {
+        dead_letters: AckedProducer::new(&cfg.brokers, &cfg.librdkafka)?,
+        audit: AuditTrail::open(&cfg.audit, &cfg.brokers, &cfg.librdkafka)?,
+    };
+    let mut topics = vec![runner_cfg.dead_letter_topic.clone()];
+    topics.extend(outputs.audit.topic().map(str::to_string));
+    kafka::ensure_topics(
+        &cfg.brokers,
+        &cfg.librdkafka,
+        &topics,
+        cfg.partitions,
+        cfg.replication_factor,
+    )
+    .await?;
+    Ok(run(runner_cfg, subscription, &outputs, destination, shutdown).await?)
+}

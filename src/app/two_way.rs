@@ -1,0 +1,264 @@
+//! The wiring of a two-way sink: its lease, its outbound wrapper and its inbound half
+//! (notification receiver, inbound worker, reconciliation, Zoho's watch channel).
+//!
+//! Owns the order things start in. Invariants: one active worker per two-way sink (an
+//! advisory lock held by the store's connection; others stand by, a replay is refused while a
+//! worker holds it); the receiver listens before a Zoho watch channel exists, so no
+//! notification is refused; every inbound task runs under the worker's supervisor, so a fatal
+//! error in any of them (a 401 during reconciliation, a receiver that died) ends the worker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::destination::Destination;
+use super::sink::WorkerError;
+use super::supervise::Supervisor;
+use crate::config::ValidConfig;
+use crate::config::sinks::{TwoWay, ValidSink};
+use crate::destinations::hubspot::HubspotSink;
+use crate::destinations::hubspot::receiver::webhook_router;
+use crate::destinations::zoho::ZohoSink;
+use crate::destinations::zoho::receiver as zoho;
+use crate::postgres::connect::ConnectParams;
+use crate::sink::SinkError;
+use crate::sink::audit::AuditTrail;
+use crate::sync::engine::{self, Context, Crm};
+use crate::sync::outbound::TwoWaySink;
+use crate::sync::store::{Store, origin_name};
+use crate::sync::{inbound, reconcile};
+
+/// The CRM client of a two-way sink's inbound half.
+pub(crate) enum InboundCrm {
+    Hubspot(HubspotSink),
+    Zoho(ZohoSink),
+}
+
+/// How a two-way sink gets its lease (one active worker per sink).
+pub(crate) enum Lease<'a> {
+    /// A worker: stand by until the lease is free (`None` from [`prepare`] when shutdown
+    /// came first).
+    Wait(&'a mut watch::Receiver<bool>),
+    /// A replay: refuse while a worker holds it.
+    Require,
+}
+
+/// A two-way sink ready to run.
+pub(crate) struct Prepared {
+    /// The outbound destination (CRM writes filtered by the sync plan).
+    pub destination: Destination,
+    /// What the outbound and inbound halves share.
+    pub context: Arc<Context>,
+    /// The client of the inbound half.
+    pub crm: InboundCrm,
+}
+
+/// The two-way state in Postgres was unreachable or unfit.
+fn state_failed(e: impl std::fmt::Display) -> WorkerError {
+    SinkError::transient(format!("two-way sync state in Postgres: {e}"), None).into()
+}
+
+/// Wraps a HubSpot or Zoho destination for two-way sync (used by workers and replays alike: a
+/// replay of a two-way sink compares with the current rows, so it never pushes stale values).
+pub(crate) async fn prepare(
+    cfg: &ValidConfig,
+    sink: &ValidSink,
+    settings: &TwoWay,
+    destination: Destination,
+    lease: Lease<'_>,
+) -> Result<Option<Prepared>, WorkerError> {
+    let (schema, crm) = match destination {
+        Destination::Hubspot(hubspot) => (
+            hubspot.known_schema().cloned().unwrap_or_default(),
+            InboundCrm::Hubspot(hubspot),
+        ),
+        Destination::Zoho(mut zoho) => (zoho.fetch_schema().await?, InboundCrm::Zoho(zoho)),
+        _ => {
+            return Err(WorkerError::Refused(
+                "two-way sync is available for HubSpot and Zoho sinks".into(),
+            ));
+        }
+    };
+    let unusable_url = |e: String| {
+        SinkError::fatal(
+            format!("two-way sync cannot use the source URL: {e}"),
+            "export the variable named by source.url_env (or fix source.url_file)",
+        )
+    };
+    let url = cfg.source_url.read().map_err(unusable_url)?;
+    let params = ConnectParams::from_url(&url).map_err(|e| unusable_url(e.to_string()))?;
+    let store = Store::open(&params, &sink.name, &settings.inbound_table)
+        .await
+        .map_err(|e| WorkerError::from(engine::store_failed(e)))?;
+    match lease {
+        Lease::Require if !store.try_lease().await.map_err(state_failed)? => {
+            return Err(WorkerError::Refused(format!(
+                "a worker of two-way sink {} is running; stop it before replaying",
+                sink.name
+            )));
+        }
+        Lease::Require => {}
+        Lease::Wait(shutdown) => {
+            let mut announced = false;
+            while !store.try_lease().await.map_err(state_failed)? {
+                if !announced {
+                    tracing::info!(sink = %sink.name,
+                        "another worker of this two-way sink is active; standing by");
+                    announced = true;
+                }
+                tokio::select! {
+                    _ = shutdown.changed() => return Ok(None),
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+            }
+            if announced {
+                tracing::info!(sink = %sink.name, "two-way lease taken over; active");
+            }
+        }
+    }
+    let audit = AuditTrail::open(&cfg.audit, &cfg.brokers, &cfg.librdkafka)?;
+    let context = Arc::new(Context {
+        sink: sink.name.clone(),
+        id_property: sink.id_property.clone().unwrap_or_default(),
+        rules: sink.fields.clone(),
+        schema,
+        two_way: settings.clone(),
+        store: tokio::sync::Mutex::new(store),
+        audit,
+        counters: engine::Counters::default(),
+    });
+    tracing::info!(sink = %sink.name, origin = %origin_name(&sink.name), "two-way sync ready");
+    let destination = match &crm {
+        InboundCrm::Hubspot(h) => {
+            Destination::HubspotTwoWay(TwoWaySink::new(context.clone(), h.sibling()))
+        }
+        InboundCrm::Zoho(z) => {
+            Destination::ZohoTwoWay(TwoWaySink::new(context.clone(), z.sibling()))
+        }
+    };
+    Ok(Some(Prepared {
+        destination,
+        context,
+        crm,
+    }))
+}
+
+/// Starts the inbound half of a prepared two-way sink under `tasks`: the receiver (listening
+/// before this returns), the Zoho watch channel, the inbound worker and the reconciliation.
+pub(crate) async fn start(
+    ctx: Arc<Context>,
+    crm: InboundCrm,
+    tasks: &mut Supervisor<WorkerError>,
+) -> Result<(), WorkerError> {
+    let (queue_tx, queue_rx) = engine::queue();
+    match crm {
+        InboundCrm::Hubspot(hubspot) => {
+            let secret = ctx
+                .two_way
+                .client_secret
+                .as_ref()
+                .ok_or_else(|| "not set".to_string())
+                .and_then(|s| s.read())
+                .map_err(|e| {
+                    WorkerError::Refused(format!("sinks.inbound.client_secret_env: {e}"))
+                })?;
+            let router = webhook_router(ctx.clone(), secret, hubspot.object(), queue_tx.clone());
+            serve_receiver(&ctx, router, tasks).await?;
+            start_loops(ctx, hubspot, queue_tx, queue_rx, tasks);
+        }
+        InboundCrm::Zoho(zoho_sink) => {
+            let notify_url = ctx.two_way.public_url.clone().ok_or_else(|| {
+                WorkerError::Refused("sinks.inbound.public_url is needed for Zoho".into())
+            })?;
+            let channel = zoho::Channel::new(&ctx.sink, zoho_sink.module(), &notify_url);
+            let router = zoho::notification_router(
+                ctx.clone(),
+                channel.token.clone(),
+                zoho_sink.module(),
+                queue_tx.clone(),
+            );
+            // The receiver listens before the channel exists, so no notification is refused.
+            serve_receiver(&ctx, router, tasks).await?;
+            let expiry = match zoho::watch_channel(&zoho_sink, &channel, true).await {
+                Ok(e) => {
+                    tracing::info!(sink = %ctx.sink, channel = channel.id,
+                        notify_url = %notify_url, expiry = %e, "Zoho watch channel open");
+                    Some(e)
+                }
+                Err(e @ SinkError::Fatal { .. }) => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(sink = %ctx.sink, error = %e,
+                        "Zoho watch channel not created yet; retrying in a minute");
+                    None
+                }
+            };
+            let keeper = zoho::keep_channel(
+                ctx.sink.clone(),
+                zoho_sink.sibling(),
+                channel,
+                expiry,
+                tasks.stop_signal(),
+            );
+            tasks.spawn("zoho watch channel".into(), async move {
+                keeper.await;
+                Ok(())
+            });
+            start_loops(ctx, zoho_sink, queue_tx, queue_rx, tasks);
+        }
+    }
+    Ok(())
+}
+
+/// Spawns the reconciliation (if configured) and the inbound worker under `tasks`.
+fn start_loops<C: Crm + 'static>(
+    ctx: Arc<Context>,
+    crm: C,
+    queue_tx: tokio::sync::mpsc::Sender<engine::Inbound>,
+    queue_rx: tokio::sync::mpsc::Receiver<engine::Inbound>,
+    tasks: &mut Supervisor<WorkerError>,
+) {
+    if let Some(every) = ctx.two_way.reconcile_every {
+        let reconcile = reconcile::run(
+            ctx.clone(),
+            crm.sibling(),
+            queue_tx,
+            every,
+            tasks.stop_signal(),
+        );
+        tasks.spawn("reconcile".into(), async move { Ok(reconcile.await?) });
+    }
+    let inbound = inbound::inbound_worker(ctx, crm, queue_rx, tasks.stop_signal());
+    tasks.spawn("inbound".into(), async move { Ok(inbound.await?) });
+}
+
+/// Binds the receiver's address now (a refusal when taken) and serves it under `tasks`
+/// until the worker stops.
+async fn serve_receiver(
+    ctx: &Context,
+    router: axum::Router,
+    tasks: &mut Supervisor<WorkerError>,
+) -> Result<(), WorkerError> {
+    let listen = ctx.two_way.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| WorkerError::Refused(format!("cannot listen on {listen}: {e}")))?;
+    tracing::info!(sink = %ctx.sink, listen = %listen, path = %ctx.two_way.webhook_path,
+        "notification receiver listening");
+    let mut stop = tasks.stop_signal();
+    tasks.spawn("receiver".into(), async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+            .map_err(|e| {
+                SinkError::fatal(
+                    format!("notification receiver on {listen} failed: {e}"),
+                    "check sinks.inbound.listen and restart the worker",
+                )
+                .into()
+            })
+    });
+    Ok(())
+}

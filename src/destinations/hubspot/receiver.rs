@@ -1,0 +1,145 @@
+//! The signed webhook receiver of a HubSpot two-way sink.
+//!
+//! Owns the route HubSpot posts property changes and deletions to. Invariants: a delivery is
+//! accepted only with a valid signature (v3; v1/v2 only if configured), answered at once (204)
+//! after the object ids are queued (503 when the queue is full, so HubSpot retries), and
+//! de-duplicated on `eventId`; refusals are counted and logged without bodies; `*.deletion`
+//! events queue [`Inbound::Deleted`] only with `on_crm_delete = "delete"`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use chrono::Utc;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use tokio::sync::mpsc;
+
+use super::signature;
+use crate::config::sinks::OnCrmDelete;
+use crate::sync::engine::{Context, Inbound, Seen, deliver};
+
+struct Receiver {
+    ctx: Arc<Context>,
+    secret: String,
+    object: String,
+    queue: mpsc::Sender<Inbound>,
+    seen: std::sync::Mutex<Seen>,
+}
+
+/// The webhook route of a two-way sink: verify, de-duplicate, queue the object ids.
+pub fn webhook_router(
+    ctx: Arc<Context>,
+    secret: String,
+    object: &str,
+    queue: mpsc::Sender<Inbound>,
+) -> axum::Router {
+    let path = ctx.two_way.webhook_path.clone();
+    // HubSpot event types name the object in the singular: contact.propertyChange.
+    let object = object.trim_end_matches('s').replace("companie", "company");
+    let state = Arc::new(Receiver {
+        ctx,
+        secret,
+        object,
+        queue,
+        seen: std::sync::Mutex::new(Seen::default()),
+    });
+    axum::Router::new()
+        .route(&path, axum::routing::post(receive))
+        .with_state(state)
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Checks a webhook's signature: v3 over `http(s)://{Host}{uri}` (a proxy may terminate TLS),
+/// or v1/v2 when legacy signatures are accepted.
+fn authentic(r: &Receiver, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> bool {
+    let host = header(headers, "host").unwrap_or_default();
+    let urls = [
+        format!("https://{host}{uri}"),
+        format!("http://{host}{uri}"),
+    ];
+    let now_ms = Utc::now().timestamp_millis();
+    if let (Some(sig), Some(ts)) = (
+        header(headers, "x-hubspot-signature-v3"),
+        header(headers, "x-hubspot-request-timestamp"),
+    ) {
+        let Ok(ts) = signature::parse_timestamp(ts) else {
+            return false;
+        };
+        return urls
+            .iter()
+            .any(|u| signature::verify_v3(&r.secret, "POST", u, body, sig, ts, now_ms).is_ok());
+    }
+    if !r.ctx.two_way.accept_legacy_signatures {
+        return false;
+    }
+    let Some(sig) = header(headers, "x-hubspot-signature") else {
+        return false;
+    };
+    match header(headers, "x-hubspot-signature-version") {
+        Some("v2") => urls
+            .iter()
+            .any(|u| signature::verify_v2(&r.secret, "POST", u, body, sig).is_ok()),
+        _ => signature::verify_v1(&r.secret, body, sig).is_ok(),
+    }
+}
+
+async fn receive(
+    State(r): State<Arc<Receiver>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    if !authentic(&r, &uri, &headers, &body) {
+        return r
+            .ctx
+            .refuse("webhook refused: missing, bad or stale signature");
+    }
+    let Ok(Value::Array(events)) = serde_json::from_slice::<Value>(&body) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    let mut ids = BTreeSet::new();
+    let mut deleted = BTreeSet::new();
+    let deletes = r.ctx.two_way.on_crm_delete == OnCrmDelete::Delete;
+    let mut duplicates = 0;
+    let mut fresh = Vec::new();
+    {
+        let mut seen = r.seen.lock().expect("not poisoned");
+        for e in &events {
+            if let Some(id) = e["eventId"].as_i64() {
+                if !seen.insert(id) {
+                    duplicates += 1;
+                    continue;
+                }
+                fresh.push(id);
+            }
+            let kind = e["subscriptionType"].as_str().unwrap_or_default();
+            let (object, action) = kind.split_once('.').unwrap_or_default();
+            if object != r.object {
+                continue;
+            }
+            let Some(id) = e["objectId"].as_i64() else {
+                continue;
+            };
+            match action {
+                "creation" | "propertyChange" | "restore" => {
+                    ids.insert(id.to_string());
+                }
+                "deletion" if deletes => {
+                    deleted.insert(id.to_string());
+                }
+                _ => {}
+            }
+        }
+    }
+    r.ctx.count_duplicates(duplicates);
+    let items = vec![
+        Inbound::Changed(ids.into_iter().collect()),
+        Inbound::Deleted(deleted.into_iter().collect()),
+    ];
+    deliver(&r.queue, &r.seen, &fresh, items)
+}

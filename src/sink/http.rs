@@ -1,0 +1,92 @@
+//! The HTTP policy every destination shares: one client set-up and one reading of
+//! `Retry-After`.
+//!
+//! Owns what is not vendor-specific about talking HTTP to a destination. Invariants: every
+//! client has a connect timeout, a whole-request timeout and the `driftless/VERSION` user
+//! agent, over rustls with the ring provider; `Retry-After` is read as delay-seconds or an HTTP
+//! date, and clamped to [`MAX_RETRY_AFTER`] so one header cannot park a worker for days.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+use super::SinkError;
+
+/// Longest `Retry-After` honoured; a larger value is clamped (the runner retries then).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3_600);
+
+/// Connect timeout of the CRM clients.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whole-request timeout of the CRM clients.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A client builder with the shared policy: timeouts and user agent (callers add their own
+/// settings, e.g. the webhook sink's redirect policy and resolver).
+pub fn builder(connect_timeout: Duration, timeout: Duration) -> reqwest::ClientBuilder {
+    // The process installs the provider at start; tests and library users may not have.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .timeout(timeout)
+        .user_agent(concat!("driftless/", env!("CARGO_PKG_VERSION")))
+}
+
+/// Builds `builder`; a failure is a bug in our settings, so it is fatal.
+pub fn build(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, SinkError> {
+    builder
+        .build()
+        .map_err(|e| SinkError::fatal(format!("cannot build HTTP client: {e}"), "report a bug"))
+}
+
+/// The client of the CRM destinations (10 s to connect, 60 s per request).
+pub fn crm_client() -> Result<reqwest::Client, SinkError> {
+    build(builder(CONNECT_TIMEOUT, REQUEST_TIMEOUT))
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3), relative to `now`;
+/// clamped to [`MAX_RETRY_AFTER`]; a date in the past means "now".
+pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    let d = if let Ok(secs) = value.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+    };
+    Some(d.min(MAX_RETRY_AFTER))
+}
+
+/// The `Retry-After` of a response, if it has a readable one.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    parse_retry_after(headers.get(RETRY_AFTER)?.to_str().ok()?, chrono::Utc::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        let now = chrono::DateTime::parse_from_rfc3339("2015-10-21T07:27:30Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(
+            parse_retry_after(" 12 ", now),
+            Some(Duration::from_secs(12))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO),
+            "a past date means now"
+        );
+        assert_eq!(parse_retry_after("999999", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+}

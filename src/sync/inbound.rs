@@ -1,0 +1,320 @@
+//! The inbound half of two-way sync: queued CRM ids → Postgres, in origin-tagged transactions.
+//!
+//! Owns the inbound worker and its pending set. Invariants: ids leave the pending set only once
+//! their changes (or deletions) were applied; transient failures keep them and retry with
+//! backoff; deletions are applied before changes; a fatal error ends the worker (and with it
+//! the two-way sink).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::config::sinks::{OnCrmCreate, OnCrmDelete};
+use crate::error::Backoff;
+use crate::sink::SinkError;
+use crate::sync::plan::{CrmRecord, Side, new_row, plan};
+use crate::sync::resolve::value_hash;
+use crate::sync::store::{InboundChange, LedgerRow};
+
+use crate::sync::engine::*;
+
+/// Ids waiting for the inbound worker: deletions are handled before changes.
+#[derive(Default)]
+struct Pending {
+    changed: BTreeSet<String>,
+    deleted: BTreeSet<String>,
+}
+
+impl Pending {
+    fn add(&mut self, item: Inbound) {
+        match item {
+            Inbound::Changed(ids) => self.changed.extend(ids),
+            Inbound::Deleted(ids) => self.deleted.extend(ids),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.changed.len() + self.deleted.len()
+    }
+
+    /// The next group: (deletions?, up to [`INBOUND_BATCH`] ids).
+    fn next(&self) -> (bool, Vec<String>) {
+        let deleting = !self.deleted.is_empty();
+        let set = if deleting {
+            &self.deleted
+        } else {
+            &self.changed
+        };
+        (deleting, set.iter().take(INBOUND_BATCH).cloned().collect())
+    }
+
+    fn done(&mut self, deleting: bool, ids: &[String]) {
+        let set = if deleting {
+            &mut self.deleted
+        } else {
+            &mut self.changed
+        };
+        for id in ids {
+            set.remove(id);
+        }
+    }
+}
+
+/// Applies CRM changes and deletions to Postgres until shutdown: drains the queue in groups
+/// of up to [`INBOUND_BATCH`] ids (deletions first), retrying transient failures with backoff
+/// (the ids are kept).
+pub async fn inbound_worker<C: Crm>(
+    ctx: Arc<Context>,
+    mut crm: C,
+    mut queue: mpsc::Receiver<Inbound>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), SinkError> {
+    let mut pending = Pending::default();
+    loop {
+        if pending.len() == 0 {
+            tokio::select! {
+                _ = shutdown.changed() => return Ok(()),
+                item = queue.recv() => match item {
+                    Some(item) => pending.add(item),
+                    None => return Ok(()),
+                },
+            }
+        }
+        while pending.len() < INBOUND_BATCH {
+            match queue.try_recv() {
+                Ok(item) => pending.add(item),
+                Err(_) => break,
+            }
+        }
+        let (deleting, ids) = pending.next();
+        let mut backoff = Backoff::new();
+        loop {
+            let applied = if deleting {
+                apply_deletions(&ctx, &mut crm, &ids).await
+            } else {
+                apply_inbound(&ctx, &mut crm, &ids).await
+            };
+            match applied {
+                Ok(()) => break,
+                Err(SinkError::Transient {
+                    message,
+                    retry_after,
+                }) => {
+                    let wait = retry_after.unwrap_or_else(|| backoff.next_wait());
+                    tracing::warn!(sink = %ctx.sink, error = %message,
+                        retry_in_ms = wait.as_millis() as u64, "inbound sync failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.changed() => return Ok(()),
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                Err(fatal) => return Err(fatal),
+            }
+        }
+        pending.done(deleting, &ids);
+    }
+}
+
+/// Deletes the rows linked to records deleted in the CRM (`on_crm_delete = "delete"`), with
+/// their ledger rows, in one origin-tagged transaction. Unlinked records cost nothing; linked
+/// ones are read first (one read per 50), and those that exist again keep their row.
+async fn apply_deletions<C: Crm>(
+    ctx: &Context,
+    crm: &mut C,
+    ids: &[String],
+) -> Result<(), SinkError> {
+    if ctx.two_way.on_crm_delete != OnCrmDelete::Delete {
+        return Ok(());
+    }
+    let mut store = ctx.store.lock().await;
+    let linked = store.ledger_by_crm_ids(ids).await.map_err(store_failed)?;
+    if linked.is_empty() {
+        return Ok(());
+    }
+    let linked_ids: Vec<String> = linked.keys().cloned().collect();
+    let alive: HashSet<String> = crm
+        .read_by_ids(ctx, &linked_ids)
+        .await?
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let changes = deletions(&linked, &alive);
+    if changes.is_empty() {
+        return Ok(());
+    }
+    store
+        .write_inbound(&changes, &[])
+        .await
+        .map_err(store_failed)?;
+    ctx.count(
+        &ctx.counters.inbound_deletes,
+        "driftless_sync_inbound_deletes_total",
+        changes.len() as u64,
+    );
+    tracing::info!(sink = %ctx.sink, rows = changes.len(),
+        "deleted rows whose CRM records were deleted");
+    Ok(())
+}
+
+/// The row deletions for deleted CRM records linked in the ledger (by CRM id), except those
+/// found to exist (`alive`); ordered by record key.
+fn deletions(linked: &HashMap<String, LedgerRow>, alive: &HashSet<String>) -> Vec<InboundChange> {
+    let keys: BTreeSet<&String> = linked
+        .iter()
+        .filter(|(crm_id, _)| !alive.contains(*crm_id))
+        .map(|(_, l)| &l.key)
+        .collect();
+    keys.into_iter()
+        .map(|key| InboundChange::Delete { key: key.clone() })
+        .collect()
+}
+
+/// Reads the records and applies their plans in one origin-tagged transaction.
+async fn apply_inbound<C: Crm>(
+    ctx: &Context,
+    crm: &mut C,
+    ids: &[String],
+) -> Result<(), SinkError> {
+    // Read and decide under the store lock, like the outbound side (see TwoWaySink::apply).
+    let mut store = ctx.store.lock().await;
+    let records = crm.read_by_ids(ctx, ids).await?;
+    let crm_ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+    let by_crm_id = store
+        .ledger_by_crm_ids(&crm_ids)
+        .await
+        .map_err(store_failed)?;
+    let key_of = |r: &CrmRecord| {
+        by_crm_id.get(&r.id).map(|l| l.key.clone()).or_else(|| {
+            r.properties
+                .get(&ctx.id_property)
+                .filter(|v| !v.is_empty())
+                .cloned()
+        })
+    };
+    let keys: Vec<String> = records.iter().filter_map(key_of).collect();
+    let current = store.rows(&keys).await.map_err(store_failed)?;
+    let ledger = store.ledger_by_keys(&keys).await.map_err(store_failed)?;
+    let mut changes = Vec::new();
+    let mut ledger_rows = Vec::new();
+    let mut in_sync = Vec::new();
+    let mut conflicts = Vec::new();
+    let mut created = Vec::new();
+    for r in &records {
+        let Some(key) = key_of(r) else {
+            if ctx.two_way.on_crm_create == OnCrmCreate::Insert {
+                let (values, fields) = new_row(ctx.mapping(), r);
+                changes.push(InboundChange::Insert { values });
+                ledger_rows.push(LedgerRow {
+                    key: String::new(),
+                    crm_id: Some(r.id.clone()),
+                    fields,
+                });
+                created.push((changes.len() - 1, r.id.clone()));
+            }
+            continue;
+        };
+        let Some(row) = current.get(&key) else {
+            // No row (deleted in Postgres, its archive pending): nothing to update.
+            continue;
+        };
+        let p = plan(ctx.mapping(), Side::Inbound, row, Some(r), ledger.get(&key));
+        let l = LedgerRow {
+            key: key.clone(),
+            crm_id: Some(r.id.clone()),
+            fields: p.ledger,
+        };
+        conflicts.push((key.clone(), p.conflicts));
+        if p.pull.is_empty() {
+            ctx.count(&ctx.counters.echoes, "driftless_sync_echoes_total", 1);
+            in_sync.push(l);
+        } else {
+            changes.push(InboundChange::Update {
+                key,
+                values: p.pull,
+            });
+            ledger_rows.push(l);
+        }
+    }
+    store.save_ledger(&in_sync).await.map_err(store_failed)?;
+    let keys = if changes.is_empty() {
+        Vec::new()
+    } else {
+        store
+            .write_inbound(&changes, &ledger_rows)
+            .await
+            .map_err(store_failed)?
+    };
+    ctx.count(
+        &ctx.counters.inbound_writes,
+        "driftless_sync_inbound_writes_total",
+        changes.len() as u64,
+    );
+    // Link records created in the CRM to their new rows: set the id property there too.
+    let mut links = Vec::new();
+    let mut link_ledger = Vec::new();
+    for (i, crm_id) in &created {
+        let key = &keys[*i];
+        if key.is_empty() {
+            continue;
+        }
+        links.push((crm_id.clone(), key.clone()));
+        link_ledger.push(LedgerRow {
+            key: key.clone(),
+            crm_id: Some(crm_id.clone()),
+            fields: BTreeMap::from([(ctx.id_property.clone(), value_hash(key))]),
+        });
+    }
+    store
+        .save_ledger(&link_ledger)
+        .await
+        .map_err(store_failed)?;
+    drop(store);
+    if !links.is_empty() {
+        crm.link(ctx, &links).await?;
+    }
+    for (key, c) in &conflicts {
+        ctx.record_conflicts(key, c).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deletions_skip_restored_records_and_come_first() {
+        let ledger = |key: &str, crm_id: &str| {
+            (
+                crm_id.to_string(),
+                LedgerRow {
+                    key: key.into(),
+                    crm_id: Some(crm_id.into()),
+                    fields: BTreeMap::new(),
+                },
+            )
+        };
+        let linked = HashMap::from([ledger("2", "902"), ledger("1", "901"), ledger("3", "903")]);
+        let alive = HashSet::from(["903".to_string()]);
+        assert_eq!(
+            deletions(&linked, &alive),
+            [
+                InboundChange::Delete { key: "1".into() },
+                InboundChange::Delete { key: "2".into() }
+            ]
+        );
+        let mut pending = Pending::default();
+        pending.add(Inbound::Changed(vec!["1".into(), "2".into()]));
+        pending.add(Inbound::Deleted(vec!["3".into()]));
+        assert_eq!(pending.len(), 3);
+        let (deleting, ids) = pending.next();
+        assert!(deleting);
+        assert_eq!(ids, ["3"]);
+        pending.done(deleting, &ids);
+        assert_eq!(
+            pending.next(),
+            (false, vec!["1".to_string(), "2".to_string()])
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! The outbound half of two-way sync: Postgres changes → CRM writes filtered by the sync plan.
+//!
+//! Owns [`TwoWaySink`], the [`Sink`] a two-way sink's runner applies batches to. Invariants:
+//! before a batch is written the records' current CRM values (with change times) and Postgres's
+//! current rows are read; only fields the plan pushes are sent; records with nothing to push
+//! cost no write; fields the CRM wins are written into Postgres instead (origin-tagged); the
+//! ledger is updated once the CRM accepted. The store lock is held from the reads to the
+//! ledger save, so an inbound application never interleaves.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::DateTime;
+
+use crate::event::{ChangeEvent, Op};
+use crate::sink::batch::{Batch, Entry};
+use crate::sink::mapping::id_value;
+use crate::sink::{Outcome, Sink, SinkError};
+use crate::sync::plan::{CrmRecord, Plan, Side, plan, record_key};
+use crate::sync::store::{InboundChange, LedgerRow};
+
+use crate::sync::engine::*;
+
+/// The outbound destination of a two-way sink: CRM writes filtered by the sync plan.
+pub struct TwoWaySink<C> {
+    ctx: Arc<Context>,
+    crm: C,
+}
+
+impl<C: Crm> TwoWaySink<C> {
+    /// Wraps the sink's CRM destination.
+    pub fn new(ctx: Arc<Context>, crm: C) -> Self {
+        TwoWaySink { ctx, crm }
+    }
+}
+
+/// A batch entry that is an upsert, with its record key and id value.
+struct Upsert {
+    index: usize,
+    key: String,
+    id: String,
+}
+
+impl<C: Crm> Sink for TwoWaySink<C> {
+    async fn apply(&mut self, batch: &Batch<ChangeEvent>) -> Result<Outcome, SinkError> {
+        let ctx = self.ctx.clone();
+        let mut upserts = Vec::new();
+        for (index, e) in batch.entries.iter().enumerate() {
+            let ev = &e.item;
+            if !matches!(ev.op, Op::Create | Op::Update | Op::Read) {
+                continue;
+            }
+            let (Some(after), Some(key)) = (ev.after.as_ref(), ev.key.as_ref()) else {
+                continue;
+            };
+            if let (Some(key), Ok(id)) = (
+                record_key(key),
+                id_value(&ctx.rules, &ctx.id_property, after),
+            ) {
+                upserts.push(Upsert { index, key, id });
+            }
+        }
+        let keys: Vec<String> = upserts.iter().map(|u| u.key.clone()).collect();
+        // Held until the ledger is saved: the inbound worker never interleaves with a batch,
+        // so neither side decides on a state the other is changing.
+        let mut store = ctx.store.lock().await;
+        let current = store.rows(&keys).await.map_err(store_failed)?;
+        let ledger = store.ledger_by_keys(&keys).await.map_err(store_failed)?;
+        let ids: Vec<String> = upserts.iter().map(|u| u.id.clone()).collect();
+        let crm: HashMap<String, CrmRecord> = if ids.is_empty() {
+            HashMap::new()
+        } else {
+            self.crm
+                .read_by_id_property(&ctx, &ids)
+                .await?
+                .into_iter()
+                .filter_map(|r| Some((r.properties.get(&ctx.id_property)?.clone(), r)))
+                .collect()
+        };
+        // Plan every upsert; build the batch of what must be written.
+        let mut plans: HashMap<usize, (Plan, &Upsert)> = HashMap::new();
+        let mut skip: HashSet<usize> = HashSet::new();
+        let mut entries = Vec::new();
+        let mut origin_index = Vec::new();
+        for u in &upserts {
+            let entry = &batch.entries[u.index];
+            let Some(row) = current.get(&u.key) else {
+                // The row is gone: its delete event follows.
+                skip.insert(u.index);
+                continue;
+            };
+            let committed_at = entry
+                .item
+                .source
+                .commit_ts
+                .as_deref()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.to_utc());
+            let record = crm.get(&u.id);
+            let p = plan(
+                ctx.mapping(),
+                Side::Outbound {
+                    event_row: entry.item.after.as_ref().expect("checked above"),
+                    committed_at,
+                },
+                row,
+                record,
+                ledger.get(&u.key),
+            );
+            if p.push.is_empty() && record.is_some() {
+                ctx.count(&ctx.counters.echoes, "driftless_sync_unchanged_total", 1);
+                skip.insert(u.index);
+            } else {
+                let mut item = entry.item.clone();
+                let id_column = ctx
+                    .rules
+                    .iter()
+                    .find(|r| r.property == ctx.id_property)
+                    .map(|r| r.column.as_str());
+                item.after = Some(
+                    row.iter()
+                        .filter(|(c, _)| p.push.contains(c) || Some(c.as_str()) == id_column)
+                        .map(|(c, v)| (c.clone(), v.clone()))
+                        .collect(),
+                );
+                item.unchanged_toast.clear();
+                entries.push(Entry {
+                    key: entry.key.clone(),
+                    item,
+                    positions: entry.positions.clone(),
+                });
+                origin_index.push(u.index);
+            }
+            plans.insert(u.index, (p, u));
+        }
+        for (index, entry) in batch.entries.iter().enumerate() {
+            if !plans.contains_key(&index) && !skip.contains(&index) {
+                entries.push(entry.clone());
+                origin_index.push(index);
+            }
+        }
+        let sub = Batch {
+            records: entries.len(),
+            entries,
+            commit: BTreeMap::new(),
+        };
+        let sub_outcome = if sub.entries.is_empty() {
+            Outcome::default()
+        } else {
+            self.crm.apply(&sub).await?
+        };
+        let mut outcome = Outcome::default();
+        for mut r in sub_outcome.rejected {
+            r.index = origin_index[r.index];
+            outcome.rejected.push(r);
+        }
+        for (i, id) in sub_outcome.destination_ids {
+            outcome.destination_ids.push((origin_index[i], id));
+        }
+        let rejected: HashSet<usize> = outcome.rejected.iter().map(|r| r.index).collect();
+        let written: HashMap<usize, String> = outcome.destination_ids.iter().cloned().collect();
+        // Carry out the rest of each plan: pulls into Postgres, the ledger, conflicts.
+        let mut changes = Vec::new();
+        let mut pulled_ledger = Vec::new();
+        let mut ledger_rows = Vec::new();
+        for (index, (p, u)) in &plans {
+            if rejected.contains(index) {
+                continue;
+            }
+            let crm_id = written
+                .get(index)
+                .cloned()
+                .or_else(|| crm.get(&u.id).map(|r| r.id.clone()));
+            let row = LedgerRow {
+                key: u.key.clone(),
+                crm_id,
+                fields: p.ledger.clone(),
+            };
+            if p.pull.is_empty() {
+                ledger_rows.push(row);
+            } else {
+                changes.push(InboundChange::Update {
+                    key: u.key.clone(),
+                    values: p.pull.clone(),
+                });
+                pulled_ledger.push(row);
+            }
+            ctx.record_conflicts(&u.key, &p.conflicts).await?;
+        }
+        let deleted: Vec<String> = batch
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| e.item.op == Op::Delete && !rejected.contains(i))
+            .filter_map(|(_, e)| record_key(e.item.key.as_ref()?))
+            .collect();
+        store
+            .save_ledger(&ledger_rows)
+            .await
+            .map_err(store_failed)?;
+        if !changes.is_empty() {
+            store
+                .write_inbound(&changes, &pulled_ledger)
+                .await
+                .map_err(store_failed)?;
+            ctx.count(
+                &ctx.counters.inbound_writes,
+                "driftless_sync_inbound_writes_total",
+                changes.len() as u64,
+            );
+        }
+        if !deleted.is_empty() {
+            store.forget(&deleted).await.map_err(store_failed)?;
+        }
+        outcome.rejected.sort_by_key(|r| r.index);
+        outcome.destination_ids.sort();
+        Ok(outcome)
+    }
+}
