@@ -102,10 +102,7 @@ async fn two_way_grants(
         let Some(two_way) = &sink.two_way else {
             continue;
         };
-        let table = format!(
-            "\"{}\".\"{}\"",
-            two_way.inbound_table.schema, two_way.inbound_table.name
-        );
+        let table = crate::postgres::sql::quote_table(&two_way.inbound_table);
         let deletes = two_way.on_crm_delete == crate::config::sinks::OnCrmDelete::Delete;
         let row = sql
             .query_one(TWO_WAY_GRANTS, &[&table, &deletes])

@@ -22,6 +22,7 @@ pub mod kafka;
 pub mod lsn;
 pub mod metrics;
 pub mod pgoutput;
+pub mod pgtype;
 pub mod postgres;
 pub mod sink;
 pub mod sync;
