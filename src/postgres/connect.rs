@@ -24,17 +24,17 @@ use super::tls::tls_config;
 
 /// Session settings that make text output deterministic (our value converter depends on them).
 /// Sent as the `options` startup parameter on every connection.
-pub const SESSION_OPTIONS: &str = "-c DateStyle=ISO,MDY -c TimeZone=UTC -c IntervalStyle=iso_8601 \
+pub(crate) const SESSION_OPTIONS: &str = "-c DateStyle=ISO,MDY -c TimeZone=UTC -c IntervalStyle=iso_8601 \
     -c extra_float_digits=3 -c bytea_output=hex -c client_encoding=UTF8";
 
 /// How long opening a TCP connection may take before it fails (as an I/O timeout).
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The `application_name` used when the URL does not give one.
-pub const DEFAULT_APPLICATION_NAME: &str = "driftless";
+pub(crate) const DEFAULT_APPLICATION_NAME: &str = "driftless";
 
 /// The PostgreSQL port used when the URL does not give one.
-pub const DEFAULT_PORT: u16 = 5432;
+pub(crate) const DEFAULT_PORT: u16 = 5432;
 
 /// TLS policy, with libpq's names and semantics. The default is `prefer`, as in libpq.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

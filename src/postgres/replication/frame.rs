@@ -9,7 +9,8 @@
 //!   `4..=`[`MAX_FRAME_LEN`] are protocol errors.
 //! - [`parse_frame`] consumes bytes only when it returns a complete frame; an incomplete frame
 //!   leaves the buffer untouched (what makes reading cancel-safe).
-//! - Error messages never contain a server `DETAIL` (it can quote row values).
+//! - A server `DETAIL` goes into its own field of [`PgError::Server`], which `Display` leaves
+//!   out (it can quote row values).
 
 use bytes::{Buf, Bytes, BytesMut};
 use fallible_iterator::FallibleIterator;
