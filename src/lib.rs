@@ -23,6 +23,7 @@ pub mod event;
 pub mod kafka;
 pub mod lsn;
 pub mod pgoutput;
+pub mod pgtype;
 pub mod postgres;
 pub mod sink;
 pub mod sync;

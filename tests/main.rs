@@ -6,6 +6,7 @@ mod support;
 mod capture;
 mod contract;
 mod e2e;
+mod postgres;
 mod relations;
 mod sink;
 mod sync;

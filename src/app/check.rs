@@ -13,7 +13,8 @@ use crate::checkpoint::CheckpointStore;
 use crate::config::ValidConfig;
 use crate::error::Classify;
 use crate::kafka;
-use crate::postgres::catalog::{self, quote_table};
+use crate::postgres::catalog;
+use crate::postgres::sql::quote_table;
 use crate::postgres::connect::{ConnectParams, connect_sql};
 use crate::sync::store;
 

@@ -2,8 +2,9 @@
 //! table metadata (columns, primary keys, replica identity) and type resolution.
 //!
 //! Invariants: the publication driftless manages lists exactly the configured tables and is
-//! never `FOR ALL TABLES`; every SQL statement takes identifiers through [`quote_ident`] and
-//! values through bind parameters; nothing here reads row values.
+//! never `FOR ALL TABLES`; every SQL statement takes identifiers through
+//! [`super::sql::quote_ident`] and values through bind parameters; nothing here reads row
+//! values.
 
 use std::collections::BTreeSet;
 
@@ -11,19 +12,10 @@ use tokio_postgres::Client;
 
 use super::SourceError;
 use super::error::PgError;
-use crate::capture::value::PgType;
+use super::sql::{quote_ident, quote_table};
 use crate::config::TableName;
 use crate::lsn::Lsn;
-
-/// Quotes an identifier like `quote_ident` (always quoted; inner `"` doubled).
-pub fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// `"schema"."table"`.
-pub fn quote_table(t: &TableName) -> String {
-    format!("{}.{}", quote_ident(&t.schema), quote_ident(&t.name))
-}
+use crate::pgtype::PgType;
 
 fn sql(e: tokio_postgres::Error) -> SourceError {
     SourceError::Pg(PgError::Sql(e))
@@ -415,16 +407,6 @@ pub fn preflight_problems(f: &ServerFacts) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn identifiers_are_quoted_and_escaped() {
-        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
-        let t = TableName {
-            schema: "public".into(),
-            name: "Contacts".into(),
-        };
-        assert_eq!(quote_table(&t), "\"public\".\"Contacts\"");
-    }
 
     #[test]
     fn preflight_lists_every_server_problem() {

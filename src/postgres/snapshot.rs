@@ -9,7 +9,8 @@
 use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
 use super::SourceError;
-use super::catalog::{TableMeta, quote_ident, quote_table};
+use super::catalog::TableMeta;
+use super::sql::{quote_ident, quote_table};
 use crate::config::TableName;
 
 /// An open snapshot transaction on one SQL connection.

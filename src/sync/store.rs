@@ -29,6 +29,7 @@ use tokio_postgres::Client;
 use crate::config::TableName;
 use crate::postgres::connect::{ConnectParams, connect_sql};
 use crate::postgres::error::PgError;
+use crate::postgres::sql::{quote_ident as quote, quote_table};
 
 /// The replication origin of a sink's inbound writes.
 pub fn origin_name(sink: &str) -> String {
@@ -106,10 +107,6 @@ pub struct Store {
     key_column: String,
 }
 
-fn quote(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
-}
-
 impl Store {
     /// Connects, creates the state tables and the replication origin if missing, and reads the
     /// inbound table's columns and key.
@@ -141,7 +138,7 @@ impl Store {
                 &[&origin],
             )
             .await?;
-        let table_sql = format!("{}.{}", quote(&table.schema), quote(&table.name));
+        let table_sql = quote_table(table);
         let rows = client
             .query(
                 "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod),

@@ -1,0 +1,399 @@
+//! The rustls client configuration for an [`SslMode`], shared by the replication connection and
+//! the ordinary SQL connection.
+//!
+//! Owns the trust anchors (`sslrootcert` or the system roots) and the two certificate verifiers:
+//! none (libpq's `prefer`/`require` without a root) and chain-with-optional-name (`verify-ca`,
+//! `verify-full`, `require` with a root).
+//!
+//! Invariants:
+//! - rustls always uses the ring provider given explicitly here, never a process-wide default.
+//! - Without verification the handshake signatures are still checked, so the session keys
+//!   belong to the presented certificate.
+//! - `disable` gives no configuration at all; every other mode gives one, and the caller never
+//!   falls back to plaintext except under `prefer` (see `connect`).
+
+use std::sync::Arc;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore};
+
+use super::connect::{ConnectParams, SslMode};
+use super::error::PgError;
+
+/// The crypto provider used for every rustls configuration here.
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Loads the trust anchors: the PEM file `sslrootcert` (also returned as certificates), or the
+/// system roots when it is absent or `system`.
+fn root_store(
+    params: &ConnectParams,
+) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), PgError> {
+    let mut roots = RootCertStore::empty();
+    let mut trusted = Vec::new();
+    match &params.sslrootcert {
+        Some(path) if path.as_os_str() != "system" => {
+            let pem = std::fs::read(path).map_err(|e| {
+                PgError::Config(format!("cannot read sslrootcert {}: {e}", path.display()))
+            })?;
+            let mut reader = pem.as_slice();
+            for cert in rustls_pemfile::certs(&mut reader) {
+                let cert = cert.map_err(|e| {
+                    PgError::Config(format!(
+                        "invalid PEM in sslrootcert {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                roots.add(cert.clone()).map_err(|e| {
+                    PgError::Config(format!(
+                        "unusable certificate in sslrootcert {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                trusted.push(cert);
+            }
+            if roots.is_empty() {
+                return Err(PgError::Config(format!(
+                    "sslrootcert {} contains no certificate",
+                    path.display()
+                )));
+            }
+        }
+        _ => {
+            let native = rustls_native_certs::load_native_certs();
+            let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+            if added == 0 {
+                return Err(PgError::Config(
+                    "no system CA certificates found; set sslrootcert".to_string(),
+                ));
+            }
+        }
+    }
+    Ok((roots, trusted))
+}
+
+/// Accepts any server certificate (libpq's `prefer`/`require` without a root certificate), but
+/// still checks the handshake signatures so the session keys belong to that certificate.
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Verifies the server certificate against explicit trust anchors (libpq's `verify-ca` and
+/// `verify-full`, and `require` with `sslrootcert`). Delegates to rustls's WebPKI verifier and
+/// departs from it in two libpq-compatible ways:
+/// - without `check_name`, its name-mismatch error (reported after the chain verified) is
+///   ignored;
+/// - a server certificate that is itself one of the `sslrootcert` certificates is accepted even
+///   though it is marked as a CA (the common self-signed setup, which OpenSSL accepts and WebPKI
+///   rejects as `CaUsedAsEndEntity`). WebPKI checks the validity period before the CA flag, so
+///   this error implies the certificate is in date; the name is still checked with
+///   `check_name`, and the handshake signature is still verified against it.
+#[derive(Debug)]
+struct RootVerifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    /// The certificates of `sslrootcert` (empty with the system roots).
+    trusted: Vec<CertificateDer<'static>>,
+    check_name: bool,
+}
+
+impl ServerCertVerifier for RootVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let result = self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        match result {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
+            Err(rustls::Error::InvalidCertificate(CertificateError::Other(other)))
+                if other.0.to_string() == "CaUsedAsEndEntity"
+                    && self
+                        .trusted
+                        .iter()
+                        .any(|t| t.as_ref() == end_entity.as_ref()) =>
+            {
+                if self.check_name {
+                    let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+                    rustls::client::verify_server_name(&parsed, server_name)?;
+                }
+                Ok(ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// Builds the verifier for `params` (trust anchors from `sslrootcert` or the system).
+fn root_verifier(
+    params: &ConnectParams,
+    provider: &Arc<CryptoProvider>,
+    check_name: bool,
+) -> Result<RootVerifier, PgError> {
+    let (roots, trusted) = root_store(params)?;
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| PgError::Tls(format!("cannot configure certificate verification: {e}")))?;
+    Ok(RootVerifier {
+        webpki,
+        trusted,
+        check_name,
+    })
+}
+
+/// The rustls client configuration for `params.sslmode`; `None` for `disable`.
+pub(crate) fn tls_config(params: &ConnectParams) -> Result<Option<ClientConfig>, PgError> {
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PgError::Tls(format!("cannot configure TLS: {e}")))?;
+    let verifier: Arc<dyn ServerCertVerifier> = match params.sslmode {
+        SslMode::Disable => return Ok(None),
+        SslMode::Require if params.sslrootcert.is_some() => {
+            Arc::new(root_verifier(params, &provider, false)?)
+        }
+        SslMode::Prefer | SslMode::Require => Arc::new(NoVerification(provider.clone())),
+        SslMode::VerifyCa => Arc::new(root_verifier(params, &provider, false)?),
+        SslMode::VerifyFull => Arc::new(root_verifier(params, &provider, true)?),
+    };
+    let config = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Some(config))
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! Certificates made with `openssl` for the TLS tests.
+
+    use std::path::{Path, PathBuf};
+
+    /// Runs `openssl` with whitespace-separated `args` in `dir`.
+    pub(crate) fn openssl(dir: &Path, args: &str) {
+        let status = std::process::Command::new("openssl")
+            .current_dir(dir)
+            .args(args.split_whitespace())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run openssl");
+        assert!(status.success(), "openssl {args:?}");
+    }
+
+    /// Writes a fresh self-signed CA (not the server's) into `dir`.
+    pub(crate) fn wrong_ca(dir: &Path) -> PathBuf {
+        openssl(
+            dir,
+            "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=wrong-ca -keyout wrong-ca.key \
+             -out wrong-ca.crt",
+        );
+        dir.join("wrong-ca.crt")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::test_support::{openssl, wrong_ca};
+    use super::*;
+
+    #[test]
+    fn tls_config_follows_sslmode() {
+        let mut p = ConnectParams::from_url("postgres://u@localhost/db?sslmode=disable").unwrap();
+        assert!(tls_config(&p).unwrap().is_none());
+        for mode in [SslMode::Prefer, SslMode::Require] {
+            p.sslmode = mode;
+            assert!(tls_config(&p).unwrap().is_some());
+        }
+        p.sslmode = SslMode::VerifyFull;
+        p.sslrootcert = Some("/nonexistent/ca.crt".into());
+        let err = tls_config(&p).unwrap_err();
+        assert!(matches!(err, PgError::Config(_)), "{err:?}");
+    }
+
+    fn first_cert(path: &std::path::Path) -> CertificateDer<'static> {
+        let pem = std::fs::read(path).unwrap();
+        rustls_pemfile::certs(&mut pem.as_slice())
+            .next()
+            .unwrap()
+            .unwrap()
+    }
+
+    fn verifier_for(root: PathBuf, check_name: bool) -> RootVerifier {
+        let params = ConnectParams {
+            sslrootcert: Some(root),
+            ..ConnectParams::from_url("postgres://u@localhost/db").unwrap()
+        };
+        root_verifier(&params, &provider(), check_name).unwrap()
+    }
+
+    #[test]
+    fn root_verifier_checks_chain_and_optionally_the_name() {
+        // A CA and a leaf for "localhost" signed by it, and an unrelated CA.
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        openssl(
+            d,
+            "req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca -keyout ca.key \
+             -out ca.crt",
+        );
+        openssl(
+            d,
+            "req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout leaf.key -out leaf.csr",
+        );
+        std::fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        openssl(
+            d,
+            "x509 -req -in leaf.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+             -extfile ext.cnf -out leaf.crt",
+        );
+        let leaf = first_cert(&d.join("leaf.crt"));
+        let wrong = wrong_ca(d);
+        let ours = ServerName::try_from("localhost").unwrap();
+        let other = ServerName::try_from("db.example.com").unwrap();
+        let now = UnixTime::now();
+
+        let full = verifier_for(d.join("ca.crt"), true);
+        assert!(full.verify_server_cert(&leaf, &[], &ours, &[], now).is_ok());
+        assert!(
+            full.verify_server_cert(&leaf, &[], &other, &[], now)
+                .is_err()
+        );
+        let chain = verifier_for(d.join("ca.crt"), false);
+        assert!(
+            chain
+                .verify_server_cert(&leaf, &[], &other, &[], now)
+                .is_ok()
+        );
+        for check_name in [true, false] {
+            let untrusted = verifier_for(wrong.clone(), check_name);
+            assert!(
+                untrusted
+                    .verify_server_cert(&leaf, &[], &ours, &[], now)
+                    .is_err()
+            );
+        }
+    }
+
+    #[test]
+    fn root_verifier_accepts_a_pinned_self_signed_server_certificate() {
+        // Self-signed with CA:TRUE, like `openssl req -x509` and the test server's certificate.
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        openssl(
+            d,
+            "req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+             -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout s.key -out s.crt",
+        );
+        let cert = first_cert(&d.join("s.crt"));
+        let ours = ServerName::try_from("localhost").unwrap();
+        let ip = ServerName::try_from("127.0.0.1").unwrap();
+        let other = ServerName::try_from("db.example.com").unwrap();
+        let now = UnixTime::now();
+        let full = verifier_for(d.join("s.crt"), true);
+        assert!(full.verify_server_cert(&cert, &[], &ours, &[], now).is_ok());
+        assert!(full.verify_server_cert(&cert, &[], &ip, &[], now).is_ok());
+        assert!(
+            full.verify_server_cert(&cert, &[], &other, &[], now)
+                .is_err()
+        );
+        let chain = verifier_for(d.join("s.crt"), false);
+        assert!(
+            chain
+                .verify_server_cert(&cert, &[], &other, &[], now)
+                .is_ok()
+        );
+        // Not pinned: another certificate in sslrootcert does not make it acceptable.
+        let wrong = verifier_for(wrong_ca(d), false);
+        assert!(
+            wrong
+                .verify_server_cert(&cert, &[], &ours, &[], now)
+                .is_err()
+        );
+    }
+}
