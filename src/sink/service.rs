@@ -21,7 +21,7 @@ use crate::config::sinks::TwoWay;
 use crate::config::sinks::{SinkKind, ValidSink};
 use crate::error::{Classify, ErrorClass};
 use crate::event::ChangeEvent;
-use crate::kafka::{self, AckedProducer, KafkaFailure, ReplayFrom, Subscription};
+use crate::kafka::{self, AckedProducer, GroupConsumer, KafkaFailure, ReplayFrom};
 use crate::postgres::connect::ConnectParams;
 use crate::sync::engine::{self as sync, TwoWaySink};
 use crate::sync::hubspot::webhook_router;
@@ -245,7 +245,7 @@ pub async fn run_named(
     )
     .await
     .map_err(|e| ServiceError::Runner(e.into()))?;
-    let subscription = Subscription::new(
+    let subscription = GroupConsumer::new(
         &cfg.brokers,
         &cfg.librdkafka,
         &group_id(name),
@@ -513,7 +513,7 @@ pub async fn replay_named(
         runner_cfg.skip_origin = Some(origin_name(&sink.name));
     }
     let group = format!("driftless-replay-{name}");
-    let (subscription, ends) = Subscription::replay(
+    let (subscription, ends) = GroupConsumer::replay(
         &cfg.brokers,
         &cfg.librdkafka,
         &group,
@@ -532,7 +532,7 @@ pub async fn replay_named(
 async fn run_worker(
     cfg: &ValidConfig,
     runner_cfg: &RunnerConfig,
-    subscription: &Subscription,
+    subscription: &GroupConsumer,
     destination: &mut Destination,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Stats, ServiceError> {
