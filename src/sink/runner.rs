@@ -558,7 +558,7 @@ mod tests {
         result: Result<Stats, RunnerError>,
     }
 
-    /// Runs a worker over records `0..n` (a replay ending at offset `n`).
+    /// Runs a worker over records `0..n` (a replay ending at offset `n`), `poison` unparsable.
     async fn run_worker(
         n: i64,
         poison: &[i64],
@@ -571,8 +571,9 @@ mod tests {
             name: "mem".into(),
             topic: "src".into(),
             dead_letter_topic: "src.dlq.mem".into(),
-            batch_max_events: 100,
-            batch_max_wait: Duration::from_millis(5),
+            // One batch, closed by size when the last good record arrives (never by time).
+            batch_max_events: (n as usize).saturating_sub(poison.len()),
+            batch_max_wait: Duration::from_secs(3600),
             stop_at: Some(BTreeMap::from([(0, n)])),
             schedule: None,
             skip_origin: None,
@@ -665,7 +666,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dead_letter_that_is_not_acknowledged_stores_nothing() {
-        let r = run_worker(2, &[1], vec![], false, true).await;
+        let r = run_worker(2, &[0], vec![], false, true).await;
         assert_eq!(r.log, ["commit"]);
         assert!(matches!(r.result, Err(RunnerError::Kafka(_))));
 
