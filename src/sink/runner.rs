@@ -17,7 +17,9 @@
 //!   after the last one;
 //! - logs carry keys' positions and counts, never row values.
 //!
-//! The loop is one `select!` with priorities: shutdown, batch deadline, new records.
+//! The loop is one `select!` with priorities: shutdown, batch deadline, new records. Kafka is
+//! reached only through the [`Subscription`] and [`AckedPublisher`] seams, so these rules are
+//! unit-tested below with in-memory ones.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
