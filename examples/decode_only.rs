@@ -1,9 +1,10 @@
 //! Benchmark helper (used by `scripts/bench-capture`): the capture pipeline without Kafka.
 //!
-//! Streams an existing pgoutput slot and, for every row change, builds the `ChangeEvent` and
-//! serializes it (value + Kafka key) exactly as `driftless capture` does (mirrors
-//! `Session::handle` / `row_change` / `send` in `src/capture/mod.rs`), but hands nothing to
-//! Kafka. Flush is confirmed to Postgres every `--status-ms`. Stops like
+//! Streams an existing pgoutput slot through the same [`Assembler`] as `driftless capture`
+//! (transactions, relations, row changes → `ChangeEvent`s) and serializes every event (value +
+//! Kafka key, driftless envelope) as the capture session does, but hands nothing to Kafka.
+//! Column types come from the built-in table (no catalog lookups), key columns from the
+//! catalog. Flush is confirmed to Postgres every `--status-ms`. Stops like
 //! `pg_recvlogical --endpos`: at the first commit, keepalive or WAL record at or past `--end-lsn`.
 //!
 //! Usage: `decode_only --slot SLOT --publication PUB --end-lsn X/Y [--url-env VAR] [--status-ms 100]`
@@ -14,9 +15,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use driftless::capture::normalize::{self, ColumnInfo, Images, RelationInfo, TxnContext};
+use driftless::capture::assemble::{Assembler, Output, RelationFacts};
 use driftless::capture::value::PgType;
-use driftless::event::{ChangeEvent, Op, pg_timestamp_to_rfc3339};
+use driftless::event::ChangeEvent;
 use driftless::lsn::Lsn;
 use driftless::pgoutput::{DecodeContext, Message, decode};
 use driftless::postgres::catalog;
@@ -62,17 +63,37 @@ fn args() -> anyhow::Result<Args> {
     })
 }
 
-/// What `Session` keeps of the open transaction (without the Kafka bookkeeping).
-struct OpenTxn {
-    ctx: TxnContext,
-}
-
 /// Builds and serializes one event the way `Session::send` does (driftless envelope); returns
 /// the bytes produced (payload + key) so the work cannot be optimized away.
 fn serialize(ev: &ChangeEvent) -> usize {
     let payload = ev.to_json();
     let key = ev.kafka_key();
     payload.len() + key.map_or(0, |k| k.len())
+}
+
+/// A Relation's facts without catalog type lookups: built-in types, anything else as text.
+async fn describe(
+    sql: &tokio_postgres::Client,
+    types: &mut HashMap<u32, PgType>,
+    r: &driftless::pgoutput::Relation,
+    topic_prefix: &str,
+) -> anyhow::Result<RelationFacts> {
+    let types = r
+        .columns
+        .iter()
+        .map(|c| {
+            types
+                .entry(c.type_oid)
+                .or_insert_with(|| PgType::from_builtin_oid(c.type_oid).unwrap_or(PgType::Other))
+                .clone()
+        })
+        .collect();
+    let ident = (r.replica_identity as char).to_string();
+    Ok(RelationFacts {
+        topic: format!("{topic_prefix}.{}.{}", r.namespace, r.name),
+        types,
+        key_names: catalog::key_columns(sql, r.oid, &ident).await?,
+    })
 }
 
 #[tokio::main]
@@ -103,17 +124,17 @@ async fn main() -> anyhow::Result<()> {
         proto_version: 1,
         in_stream: false,
     };
-    let mut relations: HashMap<u32, RelationInfo> = HashMap::new();
+    let topic_prefix = "bench";
+    let mut assembler = Assembler::new(&database, format!("{topic_prefix}.messages"), Lsn::ZERO);
     let mut types: HashMap<u32, PgType> = HashMap::new();
-    let mut txn: Option<OpenTxn> = None;
+    let mut outputs = Vec::new();
     let (mut rows, mut events, mut payload_bytes, mut event_bytes) = (0u64, 0u64, 0u64, 0u64);
     let mut flushed = Lsn::ZERO; // end LSN of the last complete transaction
     let mut received = Lsn::ZERO;
     let status_every = Duration::from_millis(a.status_ms);
     let mut last_status = Instant::now();
     let mut n = 0u64;
-    let topic_prefix = "bench";
-    loop {
+    'stream: loop {
         n += 1;
         if n.is_multiple_of(256) && last_status.elapsed() >= status_every {
             stream
@@ -131,10 +152,11 @@ async fn main() -> anyhow::Result<()> {
                 ..
             } => {
                 received = received.max(wal_end);
-                if txn.is_none() && wal_end >= a.end_lsn {
+                let idle = !assembler.in_transaction();
+                if idle && wal_end >= a.end_lsn {
                     break;
                 }
-                if reply_requested || txn.is_none() {
+                if reply_requested || idle {
                     stream
                         .send_status(received.max(flushed), flushed, flushed, false)
                         .await?;
@@ -148,109 +170,36 @@ async fn main() -> anyhow::Result<()> {
                 ..
             } => {
                 received = received.max(wal_end);
-                if txn.is_none() && wal_start >= a.end_lsn {
+                if !assembler.in_transaction() && wal_start >= a.end_lsn {
                     break;
                 }
                 payload_bytes += data.len() as u64;
-                let lsn = wal_start;
-                match decode(&data, &ctx)? {
-                    Message::Begin(b) => {
-                        if txn.is_some() {
-                            bail!("BEGIN inside a transaction");
+                let msg = decode(&data, &ctx)?;
+                if matches!(
+                    msg,
+                    Message::Insert(_) | Message::Update(_) | Message::Delete(_)
+                ) {
+                    rows += 1;
+                }
+                assembler.apply(msg, wal_start, &mut outputs)?;
+                for out in outputs.drain(..) {
+                    match out {
+                        Output::Begin { .. } => {}
+                        Output::Event { topic, event, .. } => {
+                            event_bytes += (serialize(&event) + topic.len()) as u64;
+                            events += 1;
                         }
-                        txn = Some(OpenTxn {
-                            ctx: TxnContext {
-                                db: database.as_str().into(),
-                                commit_lsn: b.final_lsn,
-                                xid: Some(b.xid),
-                                commit_ts: Some(pg_timestamp_to_rfc3339(b.commit_ts).into()),
-                                origin: None,
-                                ordinal: 0,
-                                snapshot: false,
-                            },
-                        });
-                    }
-                    Message::Commit(c) => {
-                        txn.take().context("COMMIT outside a transaction")?;
-                        flushed = c.end_lsn;
-                        if c.end_lsn >= a.end_lsn {
-                            break;
-                        }
-                    }
-                    Message::Origin(o) => {
-                        if let Some(t) = txn.as_mut() {
-                            t.ctx.origin = Some(o.name);
-                        }
-                    }
-                    Message::Relation(r) => {
-                        let mut columns = Vec::with_capacity(r.columns.len());
-                        for c in &r.columns {
-                            let ty = types
-                                .entry(c.type_oid)
-                                .or_insert_with(|| {
-                                    PgType::from_builtin_oid(c.type_oid).unwrap_or(PgType::Other)
-                                })
-                                .clone();
-                            columns.push(ColumnInfo {
-                                name: c.name.clone(),
-                                type_oid: c.type_oid,
-                                ty,
-                            });
-                        }
-                        let ident = (r.replica_identity as char).to_string();
-                        let key_names = catalog::key_columns(&sql, r.oid, &ident).await?;
-                        let flags: Vec<bool> = r.columns.iter().map(|c| c.flags & 1 == 1).collect();
-                        let topic = format!("{topic_prefix}.{}.{}", r.namespace, r.name);
-                        let info = RelationInfo::new(
-                            r.oid,
-                            r.namespace,
-                            r.name,
-                            topic,
-                            columns,
-                            &key_names,
-                            &flags,
-                        );
-                        relations.insert(info.oid, info);
-                    }
-                    Message::Type(_) | Message::Message(_) | Message::Truncate(_) => {}
-                    msg @ (Message::Insert(_) | Message::Update(_) | Message::Delete(_)) => {
-                        let open = txn.as_mut().context("row change outside a transaction")?;
-                        let oid = match &msg {
-                            Message::Insert(i) => i.relation_oid,
-                            Message::Update(u) => u.relation_oid,
-                            Message::Delete(d) => d.relation_oid,
-                            _ => unreachable!(),
-                        };
-                        let rel = relations
-                            .get(&oid)
-                            .with_context(|| format!("change for unknown relation {oid}"))?;
-                        let images: Vec<(Op, Images)> = match &msg {
-                            Message::Insert(i) => {
-                                vec![(Op::Create, normalize::insert_images(rel, &i.new))]
+                        Output::Commit { end_lsn, .. } => {
+                            flushed = end_lsn;
+                            if end_lsn >= a.end_lsn {
+                                break 'stream;
                             }
-                            Message::Update(u) => {
-                                normalize::update_images(rel, u.old.as_ref(), &u.new)
-                            }
-                            Message::Delete(d) => {
-                                vec![(Op::Delete, normalize::delete_images(rel, &d.old))]
-                            }
-                            _ => unreachable!(),
-                        };
-                        let evs: Vec<ChangeEvent> = images
-                            .into_iter()
-                            .map(|(op, img)| open.ctx.event(rel, lsn, op, img))
-                            .collect();
-                        let topic = rel.topic.clone();
-                        for ev in &evs {
-                            event_bytes += (serialize(ev) + topic.len()) as u64;
                         }
-                        rows += 1;
-                        events += evs.len() as u64;
+                        Output::Describe(r) => {
+                            let facts = describe(&sql, &mut types, &r, topic_prefix).await?;
+                            assembler.relation(r, facts);
+                        }
                     }
-                    other => bail!(
-                        "unexpected message for proto_version 1: tag {}",
-                        other.tag()
-                    ),
                 }
             }
         }

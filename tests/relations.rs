@@ -667,7 +667,7 @@ async fn ddl_during_initial_snapshot_does_not_stop_capture() {
     );
     // A migration lands while the snapshot runs (before `late` is read).
     db.exec("ALTER TABLE late RENAME COLUMN a TO a2").await;
-    // BUG: src/capture/mod.rs Session::snapshot reads `late` with the TableMeta loaded by
+    // BUG: src/capture/session.rs Session::snapshot reads `late` with the TableMeta loaded by
     // prepare_source before the slot was created, and src/postgres/snapshot.rs takes no lock on
     // the captured tables: the SELECT of the renamed column fails (42703) and capture exits 1.
     cap.wait_streaming().await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use driftless::config::schedule::Schedule;
 use driftless::event::ChangeEvent;
-use driftless::kafka::{AckedProducer, Subscription};
+use driftless::kafka::{AckedProducer, GroupConsumer};
 use driftless::sink::audit::AuditTrail;
 use driftless::sink::batch::Batch;
 use driftless::sink::runner::{Outputs, RunnerConfig, Stats, run};
@@ -107,7 +107,7 @@ impl Topic {
             .unwrap();
     }
 
-    fn config(&self, group: &str) -> (RunnerConfig, Subscription) {
+    fn config(&self, group: &str) -> (RunnerConfig, GroupConsumer) {
         let cfg = RunnerConfig {
             name: group.into(),
             topic: self.name.clone(),
@@ -118,7 +118,7 @@ impl Topic {
             schedule: None,
             skip_origin: None,
         };
-        let sub = Subscription::new(&brokers(), &BTreeMap::new(), group, &self.name).unwrap();
+        let sub = GroupConsumer::new(&brokers(), &BTreeMap::new(), group, &self.name).unwrap();
         (cfg, sub)
     }
 }

@@ -14,8 +14,8 @@ use crate::config::ValidConfig;
 use crate::error::Classify;
 use crate::kafka;
 use crate::postgres::catalog;
-use crate::postgres::sql::quote_table;
 use crate::postgres::connect::{ConnectParams, connect_sql};
+use crate::postgres::sql::quote_table;
 use crate::sync::store;
 
 /// One preflight finding.

@@ -14,7 +14,7 @@ use super::two_way::{self, Lease};
 use crate::config::ValidConfig;
 use crate::config::sinks::ValidSink;
 use crate::error::{Classify, ErrorClass, Refusal};
-use crate::kafka::{self, AckedProducer, KafkaFailure, ReplayFrom, Subscription};
+use crate::kafka::{self, AckedProducer, GroupConsumer, KafkaFailure, ReplayFrom};
 use crate::sink::SinkError;
 use crate::sink::audit::{AuditError, AuditTrail};
 use crate::sink::runner::{Outputs, RunnerConfig, RunnerError, Stats, run};
@@ -143,7 +143,7 @@ pub async fn run_named(
         cfg.replication_factor,
     )
     .await?;
-    let subscription = Subscription::new(
+    let subscription = GroupConsumer::new(
         &cfg.brokers,
         &cfg.librdkafka,
         &group_id(name),
@@ -189,7 +189,7 @@ pub async fn replay_named(
         runner_cfg.skip_origin = Some(origin_name(&sink.name));
     }
     let group = format!("driftless-replay-{name}");
-    let (subscription, ends) = Subscription::replay(
+    let (subscription, ends) = GroupConsumer::replay(
         &cfg.brokers,
         &cfg.librdkafka,
         &group,
@@ -207,7 +207,7 @@ pub async fn replay_named(
 async fn run_worker(
     cfg: &ValidConfig,
     runner_cfg: &RunnerConfig,
-    subscription: &Subscription,
+    subscription: &GroupConsumer,
     destination: &mut Destination,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Stats, WorkerError> {

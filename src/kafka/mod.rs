@@ -5,10 +5,16 @@
 //! Java client, so other clients agree on partitions; delivery failures are reported to the
 //! caller, which must not advance any source position past an undelivered event.
 //!
-//! Delivery reports come back through one channel per producer ([`Producer::next_ack`]), each
-//! carrying the tag given at [`Producer::enqueue`]: no future or oneshot per record, and the
+//! Delivery reports come back through one channel per producer ([`Publisher::next_ack`]), each
+//! carrying the tag given at [`Publisher::enqueue`]: no future or oneshot per record, and the
 //! caller can drain a burst of reports in one wake-up. Exactly one report arrives per accepted
 //! record, so the channel never holds more than the caller's in-flight records.
+//!
+//! The rest of the crate sees Kafka through three seams, so its invariants can be tested
+//! without a broker: [`Publisher`] (capture's tagged, non-blocking producer), [`Subscription`]
+//! (a sink worker's consumer with caller-stored offsets) and [`AckedPublisher`] (one record at
+//! a time, acknowledged: dead letters). [`Producer`], [`GroupConsumer`] and [`AckedProducer`]
+//! are the rdkafka implementations.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -94,6 +100,47 @@ impl Classify for KafkaFailure {
     }
 }
 
+/// What capture needs from a producer: hand over a record without blocking, and learn of its
+/// delivery later through a report carrying the record's tag.
+pub trait Publisher<T>: Send {
+    /// Enqueues a record; its delivery report will carry `tag`. `QueueFull` asks the caller to
+    /// wait for reports and try again.
+    fn enqueue(&self, out: &Outgoing<'_>, tag: T) -> Result<Enqueued, KafkaFailure>;
+
+    /// Waits for the next delivery report; `Ok(tag)` once the broker acknowledged that record.
+    /// Cancel-safe (usable in `select!`).
+    fn next_ack(&mut self) -> impl Future<Output = Result<T, KafkaFailure>> + Send;
+
+    /// The next delivery report if one is ready.
+    fn try_ack(&mut self) -> Option<Result<T, KafkaFailure>>;
+}
+
+/// What a sink worker needs from its consumer: records in offset order per partition, and
+/// offsets that count as consumed only once the caller stores them.
+pub trait Subscription: Send + Sync {
+    /// The next record. Cancel-safe (usable in `select!`).
+    fn recv(&self) -> impl Future<Output = Result<Incoming, KafkaFailure>> + Send;
+
+    /// Stores "next offset to read" per partition of `topic`; stored offsets are committed in
+    /// the background and by [`Subscription::commit`].
+    fn store(&self, topic: &str, next: &BTreeMap<i32, i64>) -> Result<(), KafkaFailure>;
+
+    /// Commits the stored offsets now (graceful shutdown).
+    fn commit(&self) -> Result<(), KafkaFailure>;
+}
+
+/// Sends one record at a time and returns once the broker acknowledged it (dead letters).
+pub trait AckedPublisher: Send + Sync {
+    /// Sends one record with string headers; resolves once it is durable.
+    fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> impl Future<Output = Result<(), KafkaFailure>> + Send;
+}
+
 /// Base client config: brokers + the user's passthrough options (`*_env` resolved).
 pub fn client_config(
     brokers: &str,
@@ -143,15 +190,14 @@ impl<T: Send + Sync + 'static> ProducerContext for AckContext<T> {
 }
 
 /// A producer whose delivery reports carry a caller tag `T` (e.g. the transaction a record
-/// belongs to) and are read with [`Producer::next_ack`] / [`Producer::try_ack`].
+/// belongs to) and are read with [`Publisher::next_ack`] / [`Publisher::try_ack`].
 pub struct Producer<T: Send + Sync + 'static> {
     inner: ThreadedProducer<AckContext<T>>,
     acks: mpsc::UnboundedReceiver<Ack<T>>,
 }
 
-impl<T: Send + Sync + 'static> Producer<T> {
-    /// Enqueues a record without blocking; its delivery report will carry `tag`.
-    pub fn enqueue(&self, out: &Outgoing<'_>, tag: T) -> Result<Enqueued, KafkaFailure> {
+impl<T: Send + Sync + 'static> Publisher<T> for Producer<T> {
+    fn enqueue(&self, out: &Outgoing<'_>, tag: T) -> Result<Enqueued, KafkaFailure> {
         let mut record: BaseRecord<'_, [u8], [u8], Box<T>> =
             BaseRecord::with_opaque_to(out.topic, Box::new(tag)).timestamp(out.timestamp_ms);
         if let Some(k) = out.key {
@@ -169,17 +215,14 @@ impl<T: Send + Sync + 'static> Producer<T> {
         }
     }
 
-    /// Waits for the next delivery report; `Ok(tag)` once the broker acknowledged that record.
-    /// Cancel-safe (usable in `select!`).
-    pub async fn next_ack(&mut self) -> Result<T, KafkaFailure> {
+    async fn next_ack(&mut self) -> Result<T, KafkaFailure> {
         match self.acks.recv().await {
             Some((tag, r)) => r.map(|()| tag),
             None => Err(KafkaFailure::DeliveryCanceled),
         }
     }
 
-    /// The next delivery report if one is ready.
-    pub fn try_ack(&mut self) -> Option<Result<T, KafkaFailure>> {
+    fn try_ack(&mut self) -> Option<Result<T, KafkaFailure>> {
         match self.acks.try_recv() {
             Ok((tag, r)) => Some(r.map(|()| tag)),
             Err(mpsc::error::TryRecvError::Empty) => None,
@@ -276,7 +319,7 @@ pub struct Outgoing<'a> {
 
 /// Result of trying to enqueue a record.
 pub enum Enqueued {
-    /// Accepted; its delivery report will come through [`Producer::next_ack`].
+    /// Accepted; its delivery report will come through [`Publisher::next_ack`].
     Ok,
     /// librdkafka's local queue is full: wait for deliveries, then try again.
     QueueFull,
@@ -339,11 +382,11 @@ impl std::str::FromStr for ReplayFrom {
 /// A consumer-group member whose offsets are stored only when the caller says so
 /// (`enable.auto.offset.store=false`): a record counts as consumed once it was applied or
 /// dead-lettered, never when it was merely read.
-pub struct Subscription {
+pub struct GroupConsumer {
     consumer: rdkafka::consumer::StreamConsumer,
 }
 
-impl Subscription {
+impl GroupConsumer {
     /// Joins `group_id` and subscribes to `topic`; a new group starts at the earliest offset.
     pub fn new(
         brokers: &str,
@@ -361,7 +404,7 @@ impl Subscription {
         cfg.set("enable.auto.offset.store", "false");
         let consumer: rdkafka::consumer::StreamConsumer = cfg.create()?;
         consumer.subscribe(&[topic])?;
-        Ok(Subscription { consumer })
+        Ok(GroupConsumer { consumer })
     }
 
     /// A member of `group_id` assigned (not subscribed) to every partition of `topic`, starting
@@ -424,11 +467,12 @@ impl Subscription {
             }
         }
         consumer.assign(&tpl)?;
-        Ok((Subscription { consumer }, ends))
+        Ok((GroupConsumer { consumer }, ends))
     }
+}
 
-    /// The next record (cancel-safe).
-    pub async fn recv(&self) -> Result<Incoming, KafkaFailure> {
+impl Subscription for GroupConsumer {
+    async fn recv(&self) -> Result<Incoming, KafkaFailure> {
         use rdkafka::Message;
         let m = self.consumer.recv().await?;
         Ok(Incoming {
@@ -443,7 +487,7 @@ impl Subscription {
     /// Stores "next offset to read" per partition of `topic` (committed by the background
     /// auto-commit). Partitions no longer assigned (after a rebalance) are skipped: their new
     /// owner re-reads from the last committed offset, and applying is idempotent.
-    pub fn store(&self, topic: &str, next: &BTreeMap<i32, i64>) -> Result<(), KafkaFailure> {
+    fn store(&self, topic: &str, next: &BTreeMap<i32, i64>) -> Result<(), KafkaFailure> {
         use rdkafka::consumer::Consumer;
         let assigned = self.consumer.assignment()?;
         let mut tpl = rdkafka::TopicPartitionList::new();
@@ -459,7 +503,7 @@ impl Subscription {
     }
 
     /// Commits the stored offsets now (graceful shutdown).
-    pub fn commit(&self) -> Result<(), KafkaFailure> {
+    fn commit(&self) -> Result<(), KafkaFailure> {
         use rdkafka::consumer::{CommitMode, Consumer};
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
             Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
@@ -516,5 +560,17 @@ impl AckedProducer {
             .await
             .map(|_| ())
             .map_err(|(e, _)| e.into())
+    }
+}
+
+impl AckedPublisher for AckedProducer {
+    fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> impl Future<Output = Result<(), KafkaFailure>> + Send {
+        AckedProducer::send(self, topic, key, payload, headers)
     }
 }

@@ -31,7 +31,7 @@ mod encode;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use decode::decode;
 pub use encode::encode;

@@ -11,15 +11,17 @@ const V1: DecodeContext = DecodeContext {
 };
 
 /// One record of a fixture file: `u64 lsn | u32 xid | u32 len | len bytes`, all big-endian.
-struct Record {
+pub(crate) struct Record {
     /// The `lsn` column of `pg_logical_slot_peek_binary_changes`.
-    lsn: Lsn,
+    pub(crate) lsn: Lsn,
     /// The `xid` column (0 for a non-transactional message).
-    xid: u32,
-    data: Bytes,
+    pub(crate) xid: u32,
+    /// The message.
+    pub(crate) data: Bytes,
 }
 
-fn records(file: &'static [u8]) -> Vec<Record> {
+/// Splits a fixture file into its records (also read by capture's assembler tests).
+pub(crate) fn records(file: &'static [u8]) -> Vec<Record> {
     let mut out = Vec::new();
     let mut rest = file;
     while !rest.is_empty() {

@@ -1,0 +1,750 @@
+//! The capture session: the I/O shell around [`Assembler`].
+//!
+//! Owns one connection's worth of capture: connect, preflight and publication, the resume
+//! point (slot life cycle against driftless's own checkpoint), the initial snapshot, and the
+//! streaming loop that moves values between the replication socket, the [`Assembler`], the
+//! [`Publisher`] and [`Progress`]. Invariants:
+//! - Postgres is told a flush position only after the checkpoint holding it is durable, and
+//!   only up to what [`Progress`] says every earlier event's Kafka ack covers;
+//! - at most `max_in_flight_events` events await acks: while that many are pending no WAL is
+//!   read, but status updates keep flowing;
+//! - the catalog facts of a Relation (types, key columns) are resolved here, by SQL, and
+//!   handed to the assembler before the next message is applied.
+//!
+//! The streaming loop is one `select!` with priorities: shutdown, Kafka acks, status timer,
+//! heartbeat timer, then new WAL.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_postgres::Client;
+
+use super::assemble::{Assembler, Output, RelationFacts};
+use super::normalize::{self, ColumnInfo, Images, RelationInfo, TxnContext};
+use super::progress::{Progress, UnitId};
+use super::value::{self, PgType};
+use super::{CaptureError, HEARTBEAT_PREFIX, Health};
+use crate::checkpoint::{Checkpoint, CheckpointStore, Phase};
+use crate::config::{Envelope, SnapshotMode, ValidConfig};
+use crate::event::{ChangeEvent, Op};
+use crate::kafka::{self, Enqueued, Outgoing, Publisher};
+use crate::lsn::Lsn;
+use crate::pgoutput::{self, DecodeContext, Message};
+use crate::postgres::SourceError;
+use crate::postgres::catalog::{self, TableMeta};
+use crate::postgres::connect::{ConnectParams, connect_sql};
+use crate::postgres::error::PgError;
+use crate::postgres::replication::{ReplicationConnection, ReplicationMessage, ReplicationStream};
+use crate::postgres::snapshot::SnapshotReader;
+
+/// One connection's worth of capture.
+pub(super) struct Session<'a, P> {
+    cfg: &'a ValidConfig,
+    params: ConnectParams,
+    sql: Client,
+    /// Delivery reports are tagged with the unit of the event.
+    producer: P,
+    database: String,
+    progress: Progress,
+    /// `driftless_capture_events_total`, registered once (not looked up per event).
+    events_total: metrics::Counter,
+    /// Relation cache and transaction state (set when streaming starts).
+    assembler: Assembler,
+    /// The progress unit of the open transaction (or standalone message).
+    unit: Option<UnitId>,
+    /// Reused buffer of the assembler's outputs.
+    outputs: Vec<Output>,
+    types: HashMap<u32, PgType>,
+    store: CheckpointStore,
+    checkpoint: Checkpoint,
+}
+
+async fn connect(cfg: &ValidConfig) -> Result<(ConnectParams, Client), CaptureError> {
+    let url = cfg.source_url.read().map_err(CaptureError::Url)?;
+    let params = ConnectParams::from_url(&url)?;
+    let sql = connect_sql(&params).await?;
+    Ok((params, sql))
+}
+
+/// Preflight + publication; returns the database name and the tables' metadata.
+pub async fn prepare_source(
+    cfg: &ValidConfig,
+    sql: &Client,
+) -> Result<(String, Vec<TableMeta>), CaptureError> {
+    let facts = catalog::server_facts(sql).await?;
+    let problems = catalog::preflight_problems(&facts);
+    if !problems.is_empty() {
+        let (messages, hints): (Vec<_>, Vec<_>) = problems.into_iter().unzip();
+        return Err(SourceError::Refused {
+            message: messages.join("; "),
+            hint: hints.join("; "),
+        }
+        .into());
+    }
+    let tables = catalog::tables(sql, &cfg.tables).await?;
+    Ok((facts.database, tables))
+}
+
+/// Topics capture writes to.
+pub fn topics(cfg: &ValidConfig) -> Vec<String> {
+    let mut t: Vec<String> = cfg
+        .tables
+        .iter()
+        .map(|t| cfg.topic_for(&t.schema, &t.name))
+        .collect();
+    t.push(cfg.messages_topic());
+    t
+}
+
+impl<'a> Session<'a, kafka::Producer<UnitId>> {
+    /// Connects, decides the resume point and streams until shutdown or an error.
+    pub(super) async fn run(
+        cfg: &'a ValidConfig,
+        shutdown: &mut watch::Receiver<bool>,
+        health: &Health,
+    ) -> Result<(), CaptureError> {
+        let (params, sql) = connect(cfg).await?;
+        let (database, _) = prepare_source(cfg, &sql).await?;
+        catalog::ensure_publication(&sql, &cfg.publication, &cfg.tables).await?;
+        kafka::ensure_topics(
+            &cfg.brokers,
+            &cfg.librdkafka,
+            &topics(cfg),
+            cfg.partitions,
+            cfg.replication_factor,
+        )
+        .await?;
+        let producer = kafka::producer(&cfg.brokers, &cfg.librdkafka, cfg.max_in_flight_events)?;
+        let mut repl = ReplicationConnection::connect(&params).await?;
+        let system = repl.identify_system().await?;
+        let store = CheckpointStore::new(&cfg.state_dir, &cfg.slot);
+        let fresh = Checkpoint {
+            version: 1,
+            system_id: system.system_id.clone(),
+            database: database.clone(),
+            slot: cfg.slot.clone(),
+            phase: Phase::Creating,
+            consistent_point: Lsn::ZERO,
+            flushed_lsn: Lsn::ZERO,
+        };
+        let assembler = Assembler::new(&database, cfg.messages_topic(), Lsn::ZERO);
+        let mut session = Session {
+            cfg,
+            params,
+            sql,
+            producer,
+            database,
+            progress: Progress::new(Lsn::ZERO),
+            events_total: metrics::counter!("driftless_capture_events_total"),
+            assembler,
+            unit: None,
+            outputs: Vec::new(),
+            types: HashMap::new(),
+            checkpoint: fresh,
+            store,
+        };
+        let resume = session.resume_point(&mut repl).await?;
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        session.progress = Progress::new(resume);
+        session.assembler = Assembler::new(&session.database, cfg.messages_topic(), resume);
+        let publication = format!("\"{}\"", cfg.publication);
+        let stream = repl
+            .start_logical(
+                &cfg.slot,
+                resume,
+                &[
+                    ("proto_version", "1"),
+                    ("publication_names", publication.as_str()),
+                    ("messages", "true"),
+                ],
+            )
+            .await?;
+        // START_REPLICATION silently starts at max(requested, confirmed_flush_lsn): make sure
+        // nobody moved the slot between our check and the start.
+        session.check_slot_not_ahead(resume).await?;
+        tracing::info!(slot = %cfg.slot, lsn = %resume, "replication started");
+        health.streaming.store(true, Ordering::Relaxed);
+        session.stream(stream, resume, shutdown).await
+    }
+}
+
+impl<P: Publisher<UnitId>> Session<'_, P> {
+    /// Decides where to stream from, creating the slot (and snapshotting) on a first start.
+    async fn resume_point(
+        &mut self,
+        repl: &mut ReplicationConnection,
+    ) -> Result<Lsn, CaptureError> {
+        let cfg = self.cfg;
+        let slot = catalog::slot_state(&self.sql, &cfg.slot).await?;
+        let saved = self.store.load()?;
+        let refuse = |message: String, hint: String| -> CaptureError {
+            SourceError::Refused { message, hint }.into()
+        };
+        if let Some(cp) = &saved
+            && (cp.system_id != self.checkpoint.system_id || cp.database != self.database)
+        {
+            return Err(refuse(
+                format!(
+                    "checkpoint {} belongs to cluster {} database {}, not to this server's \
+                     cluster {} database {}",
+                    self.store.path().display(),
+                    cp.system_id,
+                    cp.database,
+                    self.checkpoint.system_id,
+                    self.database
+                ),
+                "point capture.state_dir at this source's own state, or move the old \
+                 checkpoint away to start a new capture (with a new snapshot)"
+                    .into(),
+            ));
+        }
+        match (saved, slot) {
+            (Some(cp), Some(state)) if cp.phase == Phase::Streaming => {
+                self.checkpoint = cp;
+                let cp = &self.checkpoint;
+                if state.slot_type != "logical"
+                    || state.plugin.as_deref() != Some("pgoutput")
+                    || state.database.as_deref() != Some(self.database.as_str())
+                {
+                    return Err(refuse(
+                        format!(
+                            "slot {} is not a pgoutput slot of database {}",
+                            cfg.slot, cp.database
+                        ),
+                        "choose another source.slot".into(),
+                    ));
+                }
+                if state.wal_status.as_deref() == Some("lost") {
+                    return Err(refuse(
+                        format!(
+                            "slot {} has been invalidated (wal_status = lost): the WAL after \
+                             {} was removed and those changes cannot be captured",
+                            cfg.slot, cp.flushed_lsn
+                        ),
+                        format!(
+                            "raise max_slot_wal_keep_size; then drop the slot and remove {} to \
+                             start over with a new snapshot",
+                            self.store.path().display()
+                        ),
+                    ));
+                }
+                match state.confirmed_flush_lsn {
+                    Some(confirmed) if confirmed > cp.flushed_lsn => Err(refuse(
+                        format!(
+                            "slot {} confirmed_flush_lsn {confirmed} is ahead of driftless's \
+                             checkpoint {}: the slot was advanced or re-created by someone else, \
+                             and the changes in between would be lost",
+                            cfg.slot, cp.flushed_lsn
+                        ),
+                        format!(
+                            "if that loss is acceptable, remove {} and drop the slot to start \
+                             over with a new snapshot",
+                            self.store.path().display()
+                        ),
+                    )),
+                    _ => Ok(cp.flushed_lsn),
+                }
+            }
+            (Some(cp), None) if cp.phase == Phase::Streaming => Err(refuse(
+                format!(
+                    "replication slot {} is missing, but driftless streamed from it up to {}: \
+                     it was dropped, and changes after that point cannot be recovered from it",
+                    cfg.slot, cp.flushed_lsn
+                ),
+                format!(
+                    "driftless never re-creates a slot silently; to start over with a new \
+                     snapshot, remove {}",
+                    self.store.path().display()
+                ),
+            )),
+            (None, Some(_)) => Err(refuse(
+                format!(
+                    "replication slot {} exists but driftless has no checkpoint for it ({})",
+                    cfg.slot,
+                    self.store.path().display()
+                ),
+                format!(
+                    "if the slot is not driftless's, choose another source.slot; if driftless's \
+                     state was lost, drop it (SELECT pg_drop_replication_slot('{}')) to start \
+                     over with a new snapshot",
+                    cfg.slot
+                ),
+            )),
+            (saved, existing) => {
+                // First start, or a start interrupted before streaming began: (re)create.
+                if saved.is_some() && existing.is_some() {
+                    tracing::info!(slot = %cfg.slot, "dropping the slot of an unfinished start");
+                    catalog::drop_slot(&self.sql, &cfg.slot).await?;
+                }
+                self.first_start(repl).await
+            }
+        }
+    }
+
+    async fn check_slot_not_ahead(&self, resume: Lsn) -> Result<(), CaptureError> {
+        let state = catalog::slot_state(&self.sql, &self.cfg.slot).await?;
+        match state.and_then(|s| s.confirmed_flush_lsn) {
+            Some(c) if c > resume => Err(SourceError::Refused {
+                message: format!(
+                    "slot {} moved to {c} while driftless was starting at {resume}",
+                    self.cfg.slot
+                ),
+                hint: "another process uses this slot; stop it".into(),
+            }
+            .into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn first_start(&mut self, repl: &mut ReplicationConnection) -> Result<Lsn, CaptureError> {
+        let cfg = self.cfg;
+        self.checkpoint.phase = Phase::Creating;
+        self.store.store(&self.checkpoint)?;
+        let export = cfg.snapshot == SnapshotMode::Initial;
+        let created = repl.create_logical_slot(&cfg.slot, export).await?;
+        tracing::info!(slot = %cfg.slot, consistent_point = %created.consistent_point,
+            "replication slot created");
+        self.checkpoint.consistent_point = created.consistent_point;
+        self.checkpoint.flushed_lsn = created.consistent_point;
+        if let (true, Some(name)) = (export, created.snapshot_name.as_deref()) {
+            self.checkpoint.phase = Phase::Snapshotting;
+            self.store.store(&self.checkpoint)?;
+            self.snapshot(name, created.consistent_point).await?;
+        }
+        self.checkpoint.phase = Phase::Streaming;
+        self.store.store(&self.checkpoint)?;
+        Ok(created.consistent_point)
+    }
+
+    async fn relation_from_meta(&mut self, t: &TableMeta) -> Result<RelationInfo, CaptureError> {
+        let mut columns = Vec::with_capacity(t.columns.len());
+        for c in &t.columns {
+            let ty = self.resolve_type(c.type_oid).await?;
+            columns.push(ColumnInfo {
+                name: c.name.clone(),
+                type_oid: c.type_oid,
+                ty,
+            });
+        }
+        Ok(RelationInfo::new(
+            t.oid,
+            t.name.schema.clone(),
+            t.name.name.clone(),
+            self.cfg.topic_for(&t.name.schema, &t.name.name),
+            columns,
+            &t.key_columns,
+            &[],
+        ))
+    }
+
+    async fn resolve_type(&mut self, oid: u32) -> Result<PgType, CaptureError> {
+        if let Some(t) = self.types.get(&oid) {
+            return Ok(t.clone());
+        }
+        let t = catalog::resolve_type(&self.sql, oid).await?;
+        self.types.insert(oid, t.clone());
+        Ok(t)
+    }
+
+    /// Reads every table in the exported snapshot and publishes `r` events; returns once Kafka
+    /// acknowledged all of them.
+    async fn snapshot(
+        &mut self,
+        snapshot_name: &str,
+        consistent_point: Lsn,
+    ) -> Result<(), CaptureError> {
+        let started = chrono::Utc::now();
+        let commit_ts: Arc<str> = started.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string().into();
+        let commit_ms = started.timestamp_millis();
+        // A connection of its own: the snapshot transaction must not share the catalog one.
+        let sql = connect_sql(&self.params).await?;
+        let cfg = self.cfg;
+        let reader =
+            SnapshotReader::begin(&sql, snapshot_name, cfg.snapshot_chunk_rows, &cfg.tables)
+                .await?;
+        // Columns as of now that the tables are locked (DDL may have run since preflight).
+        let tables = catalog::tables(&sql, &cfg.tables).await?;
+        let mut rels = Vec::new();
+        for t in &tables {
+            rels.push(self.relation_from_meta(t).await?);
+        }
+        let unit = self.progress.open();
+        for (meta, rel) in tables.iter().zip(&rels) {
+            let total = reader.count(meta).await?;
+            let mut report = SnapshotProgress::new(&meta.name.to_string(), total);
+            let mut ctx = TxnContext {
+                db: self.database.as_str().into(),
+                commit_lsn: consistent_point,
+                xid: None,
+                commit_ts: Some(commit_ts.clone()),
+                origin: None,
+                ordinal: 0,
+                snapshot: true,
+            };
+            let mut cursor = reader.open(meta).await?;
+            while let Some(rows) = cursor.next_chunk().await? {
+                for row in &rows {
+                    let mut after = crate::event::Row::with_capacity(rel.columns.len());
+                    for (i, col) in rel.columns.iter().enumerate() {
+                        let v = match row.get(i) {
+                            Some(s) => value::text_to_json(&col.ty, s),
+                            None => serde_json::Value::Null,
+                        };
+                        after.insert(col.name.clone(), v);
+                    }
+                    let images = Images {
+                        key: normalize::key_of(rel, &after),
+                        before: None,
+                        after: Some(after),
+                        unchanged_toast: vec![],
+                    };
+                    let ev = ctx.event(rel, consistent_point, Op::Read, images);
+                    self.send(unit, &rel.topic, &ev, commit_ms).await?;
+                }
+                report.advance(rows.len() as u64);
+                // Drain acks that are ready so the in-flight window keeps moving.
+                self.drain_ready()?;
+            }
+            report.finish();
+        }
+        reader.finish().await?;
+        self.progress.close(unit, consistent_point);
+        while self.progress.in_flight() > 0 {
+            self.wait_acks().await?;
+        }
+        tracing::info!(
+            tables = tables.len(),
+            "snapshot complete and acknowledged by kafka"
+        );
+        Ok(())
+    }
+
+    /// Applies the delivery reports that are ready (a delivery error ends the session).
+    fn drain_ready(&mut self) -> Result<(), CaptureError> {
+        while let Some(r) = self.producer.try_ack() {
+            self.progress.acked(r?);
+        }
+        Ok(())
+    }
+
+    /// Waits for one delivery report, then applies the others already there. Cancel-safe.
+    async fn wait_acks(&mut self) -> Result<(), CaptureError> {
+        let unit = self.producer.next_ack().await?;
+        self.progress.acked(unit);
+        self.drain_ready()
+    }
+
+    /// Hands one event to Kafka (waiting for acks while the in-flight window is full).
+    async fn send(
+        &mut self,
+        unit: UnitId,
+        topic: &str,
+        ev: &ChangeEvent,
+        timestamp_ms: i64,
+    ) -> Result<(), CaptureError> {
+        let payload = match self.cfg.envelope {
+            Envelope::Driftless => ev.to_json(),
+            Envelope::Debezium => serde_json::to_vec(&ev.to_debezium(&self.cfg.topic_prefix))
+                .expect("json values serialize"),
+        };
+        let key = ev.kafka_key();
+        self.produce(unit, topic, key.as_deref(), Some(&payload), timestamp_ms)
+            .await?;
+        if self.cfg.envelope == Envelope::Debezium && ev.op == Op::Delete {
+            // Debezium follows a delete with a tombstone so compacted topics drop the key.
+            self.produce(unit, topic, key.as_deref(), None, timestamp_ms)
+                .await?;
+        }
+        self.events_total.increment(1);
+        Ok(())
+    }
+
+    async fn produce(
+        &mut self,
+        unit: UnitId,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        timestamp_ms: i64,
+    ) -> Result<(), CaptureError> {
+        let out = Outgoing {
+            topic,
+            key,
+            payload,
+            timestamp_ms,
+        };
+        loop {
+            if self.progress.in_flight() as usize >= self.cfg.max_in_flight_events {
+                self.wait_one_ack().await?;
+                continue;
+            }
+            match self.producer.enqueue(&out, unit)? {
+                Enqueued::Ok => {
+                    self.progress.sent(unit);
+                    return Ok(());
+                }
+                Enqueued::QueueFull => self.wait_one_ack().await?,
+            }
+        }
+    }
+
+    async fn wait_one_ack(&mut self) -> Result<(), CaptureError> {
+        if self.progress.in_flight() > 0 {
+            self.wait_acks().await
+        } else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            Ok(())
+        }
+    }
+
+    /// Stores the checkpoint (if it moved) and tells Postgres the flushable LSN.
+    async fn send_status(
+        &mut self,
+        stream: &mut ReplicationStream,
+        received: Lsn,
+        reply: bool,
+    ) -> Result<(), CaptureError> {
+        let flush = self.progress.flushable();
+        if flush > self.checkpoint.flushed_lsn {
+            self.checkpoint.flushed_lsn = flush;
+            self.store.store(&self.checkpoint)?;
+        }
+        let flush = self.checkpoint.flushed_lsn;
+        stream
+            .send_status(received.max(flush), flush, flush, reply)
+            .await?;
+        metrics::gauge!("driftless_capture_acked_lsn").set(flush.as_u64() as f64);
+        metrics::gauge!("driftless_capture_replication_lag_bytes")
+            .set(received.as_u64().saturating_sub(flush.as_u64()) as f64);
+        metrics::gauge!("driftless_capture_in_flight_events").set(self.progress.in_flight() as f64);
+        Ok(())
+    }
+
+    async fn stream(
+        &mut self,
+        mut stream: ReplicationStream,
+        resume: Lsn,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), CaptureError> {
+        let cfg = self.cfg;
+        let mut status = tokio::time::interval(Duration::from_millis(cfg.status_interval_ms));
+        status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let heartbeat_ms = cfg.heartbeat_interval_ms.unwrap_or(3_600_000);
+        let mut heartbeat = tokio::time::interval(Duration::from_millis(heartbeat_ms));
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat.tick().await;
+        let mut received = resume;
+        let decode_ctx = DecodeContext {
+            proto_version: 1,
+            in_stream: false,
+        };
+        let mut rate = RateMeter::new();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {
+                    // Wait (bounded) for outstanding acks so the final status covers them.
+                    let deadline = tokio::time::sleep(Duration::from_secs(10));
+                    tokio::pin!(deadline);
+                    while self.progress.in_flight() > 0 {
+                        tokio::select! {
+                            r = self.wait_acks() => r?,
+                            _ = &mut deadline => break,
+                        }
+                    }
+                    self.send_status(&mut stream, received, false).await?;
+                    tracing::info!(lsn = %self.checkpoint.flushed_lsn, "capture stopped");
+                    return Ok(());
+                }
+                r = self.producer.next_ack(), if self.progress.in_flight() > 0 => {
+                    self.progress.acked(r?);
+                    self.drain_ready()?;
+                }
+                _ = status.tick() => {
+                    self.send_status(&mut stream, received, false).await?;
+                    metrics::gauge!("driftless_capture_events_per_second").set(rate.tick());
+                }
+                _ = heartbeat.tick(), if cfg.heartbeat_interval_ms.is_some() => {
+                    self.sql
+                        .execute("SELECT pg_logical_emit_message(false, $1, '')", &[&HEARTBEAT_PREFIX])
+                        .await
+                        .map_err(SourceError::from)?;
+                }
+                msg = stream.next(), if (self.progress.in_flight() as usize) < cfg.max_in_flight_events => {
+                    match msg? {
+                        None => {
+                            return Err(PgError::Io(std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                "server ended the replication stream",
+                            )).into());
+                        }
+                        Some(ReplicationMessage::Keepalive { wal_end, reply_requested, .. }) => {
+                            received = received.max(wal_end);
+                            if !self.assembler.in_transaction() {
+                                self.progress.keepalive(wal_end);
+                                if self.progress.is_idle() {
+                                    metrics::gauge!("driftless_capture_replication_lag_seconds").set(0.0);
+                                }
+                            }
+                            if reply_requested {
+                                self.send_status(&mut stream, received, false).await?;
+                            }
+                        }
+                        Some(ReplicationMessage::XLogData { wal_start, wal_end, data, .. }) => {
+                            received = received.max(wal_end);
+                            let msg = pgoutput::decode(&data, &decode_ctx)
+                                .map_err(|e| CaptureError::Protocol(e.to_string()))?;
+                            let sent = self.handle(msg, wal_start).await?;
+                            rate.add(sent);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies one decoded message through the assembler; returns the number of events sent.
+    async fn handle(&mut self, msg: Message, lsn: Lsn) -> Result<u64, CaptureError> {
+        let mut outputs = std::mem::take(&mut self.outputs);
+        self.assembler.apply(msg, lsn, &mut outputs)?;
+        let mut sent = 0;
+        for out in outputs.drain(..) {
+            match out {
+                Output::Begin { .. } => self.unit = Some(self.progress.open()),
+                Output::Event {
+                    topic,
+                    event,
+                    timestamp_ms,
+                } => {
+                    let unit = self.unit.ok_or_else(|| outside_unit("event"))?;
+                    let timestamp_ms =
+                        timestamp_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+                    self.send(unit, &topic, &event, timestamp_ms).await?;
+                    sent += 1;
+                }
+                Output::Commit { end_lsn, commit_ms } => {
+                    let unit = self.unit.take().ok_or_else(|| outside_unit("commit"))?;
+                    self.progress.close(unit, end_lsn);
+                    if let Some(commit_ms) = commit_ms {
+                        let lag_ms = chrono::Utc::now().timestamp_millis() - commit_ms;
+                        metrics::gauge!("driftless_capture_replication_lag_seconds")
+                            .set(lag_ms.max(0) as f64 / 1000.0);
+                    }
+                }
+                Output::Describe(r) => {
+                    let facts = self.describe(&r).await?;
+                    self.assembler.relation(r, facts);
+                }
+            }
+        }
+        self.outputs = outputs;
+        Ok(sent)
+    }
+
+    /// The catalog facts of a Relation message: column types and key columns.
+    async fn describe(&mut self, r: &pgoutput::Relation) -> Result<RelationFacts, CaptureError> {
+        let mut types = Vec::with_capacity(r.columns.len());
+        for c in &r.columns {
+            types.push(self.resolve_type(c.type_oid).await?);
+        }
+        let ident = (r.replica_identity as char).to_string();
+        let key_names = catalog::key_columns(&self.sql, r.oid, &ident).await?;
+        Ok(RelationFacts {
+            topic: self.cfg.topic_for(&r.namespace, &r.name),
+            types,
+            key_names,
+        })
+    }
+}
+
+fn outside_unit(what: &str) -> CaptureError {
+    CaptureError::Protocol(format!("assembler: {what} outside a unit"))
+}
+
+/// Events per second over status intervals.
+struct RateMeter {
+    count: u64,
+    since: Instant,
+}
+
+impl RateMeter {
+    fn new() -> Self {
+        RateMeter {
+            count: 0,
+            since: Instant::now(),
+        }
+    }
+
+    fn add(&mut self, n: u64) {
+        self.count += n;
+    }
+
+    fn tick(&mut self) -> f64 {
+        let secs = self.since.elapsed().as_secs_f64().max(1e-3);
+        let rate = self.count as f64 / secs;
+        self.count = 0;
+        self.since = Instant::now();
+        rate
+    }
+}
+
+/// Snapshot progress: a bar on a terminal, log lines (at most every 5 s) otherwise.
+struct SnapshotProgress {
+    table: String,
+    total: u64,
+    done: u64,
+    bar: Option<indicatif::ProgressBar>,
+    last_log: Instant,
+}
+
+impl SnapshotProgress {
+    fn new(table: &str, total: u64) -> Self {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:40}] {pos}/{len} rows ({per_sec}, eta {eta})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_message(table.to_string());
+            bar
+        });
+        tracing::info!(table, rows_total = total, "snapshot of table started");
+        SnapshotProgress {
+            table: table.into(),
+            total,
+            done: 0,
+            bar,
+            last_log: Instant::now(),
+        }
+    }
+
+    fn advance(&mut self, n: u64) {
+        self.done += n;
+        metrics::counter!("driftless_snapshot_rows_total").increment(n);
+        match &self.bar {
+            Some(bar) => bar.set_position(self.done),
+            None if self.last_log.elapsed() >= Duration::from_secs(5) => {
+                self.last_log = Instant::now();
+                tracing::info!(table = %self.table, rows_done = self.done, rows_total = self.total,
+                    "snapshot progress");
+            }
+            None => {}
+        }
+    }
+
+    fn finish(self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+        tracing::info!(table = %self.table, rows_done = self.done, rows_total = self.total,
+            "snapshot of table done");
+    }
+}
