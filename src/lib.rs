@@ -15,7 +15,6 @@ pub mod capture;
 pub mod check;
 pub mod checkpoint;
 pub mod config;
-pub mod emulate;
 pub mod error;
 pub mod event;
 pub mod kafka;

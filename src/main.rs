@@ -174,21 +174,45 @@ fn main() -> ExitCode {
     })
 }
 
+/// `driftless emulate KIND`: the emulators are a separate program, `driftless-emulate`; this runs
+/// it (the copy next to this executable, else the one on `PATH`) with the same arguments. On Unix
+/// it replaces this process, so signals reach the emulator directly.
 async fn emulate(kind: EmulatorKind, host: std::net::IpAddr, port: u16) -> ExitCode {
-    use driftless::emulate::Kind;
+    const PROGRAM: &str = "driftless-emulate";
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join(PROGRAM)))
+        .filter(|path| path.is_file());
+    let program = beside.unwrap_or_else(|| PathBuf::from(PROGRAM));
     let kind = match kind {
-        EmulatorKind::Hubspot => Kind::Hubspot,
-        EmulatorKind::Zoho => Kind::Zoho,
-        EmulatorKind::Webhook => Kind::Webhook,
+        EmulatorKind::Hubspot => "hubspot",
+        EmulatorKind::Zoho => "zoho",
+        EmulatorKind::Webhook => "webhook",
     };
-    let addr = std::net::SocketAddr::from((host, port));
-    match driftless::emulate::serve(kind, addr).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: emulator on {addr}: {e}");
-            ExitCode::FAILURE
-        }
+    let mut command = std::process::Command::new(&program);
+    command.args([
+        kind,
+        "--port",
+        &port.to_string(),
+        "--host",
+        &host.to_string(),
+    ]);
+    #[cfg(unix)]
+    let outcome = std::os::unix::process::CommandExt::exec(&mut command);
+    #[cfg(not(unix))]
+    let outcome = match command.status() {
+        Ok(status) => return ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8),
+        Err(e) => e,
+    };
+    if outcome.kind() == std::io::ErrorKind::NotFound {
+        eprintln!(
+            "error: `driftless emulate` runs `{PROGRAM}`, which is neither next to this executable \
+             nor on PATH; build it with `cargo build -p driftless-emulators`"
+        );
+    } else {
+        eprintln!("error: cannot run {}: {outcome}", program.display());
     }
+    ExitCode::FAILURE
 }
 
 async fn check(path: &Path) -> ExitCode {

@@ -20,12 +20,12 @@ use axum::response::Response;
 use chrono::Utc;
 use serde_json::{Value, json};
 
+use super::records::WriteSource;
 use super::records::singular;
 use super::response::{empty, error, json_response};
 use super::schema::TYPES;
 use super::signature::{sign_v1, sign_v3};
 use super::state::{Inner, Shared};
-use super::records::WriteSource;
 
 const HOOK_KINDS: [&str; 3] = ["creation", "propertyChange", "deletion"];
 

@@ -67,6 +67,8 @@
 //! request always carries a fresh correlation id; unknown paths and methods answer with the same
 //! HubSpot error bodies as the routes would (see [`unmatched`]).
 
+#![allow(clippy::result_large_err)] // helpers return ready-made error `Response`s
+
 mod batch;
 mod control;
 mod faults;
@@ -142,7 +144,6 @@ impl Default for Options {
         }
     }
 }
-
 
 /// The emulator's HTTP routes; all state lives behind an `Arc<Mutex<..>>` inside the router.
 pub fn router(options: Options) -> Router {
@@ -248,7 +249,10 @@ async fn pipeline(State(shared): State<Shared>, mut request: Request, next: Next
 fn trim_trailing_slashes(request: &mut Request, prefix: &str) {
     let uri = request.uri();
     let trimmed = uri.path().trim_end_matches('/');
-    if trimmed.len() == uri.path().len() || trimmed.len() < prefix.len() || !uri.path().starts_with(prefix) {
+    if trimmed.len() == uri.path().len()
+        || trimmed.len() < prefix.len()
+        || !uri.path().starts_with(prefix)
+    {
         return;
     }
     let rebuilt = match uri.query() {

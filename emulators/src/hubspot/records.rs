@@ -18,7 +18,13 @@ use super::state::{HistoryEntry, Inner, Record};
 /// Finds a live (`archived = false`) or archived record by id or by unique property value.
 /// Live records are found through the unique-value index; archived ones (several may share a
 /// value) and non-unique properties by a scan, lowest id first.
-pub(super) fn find(st: &Inner, t: &str, id: &str, id_prop: Option<&str>, archived: bool) -> Option<u64> {
+pub(super) fn find(
+    st: &Inner,
+    t: &str,
+    id: &str,
+    id_prop: Option<&str>,
+    archived: bool,
+) -> Option<u64> {
     let recs = &st.objects[t];
     match id_prop {
         None | Some("hs_object_id") => id
@@ -54,7 +60,12 @@ fn index_value(
 
 /// Applies `props` to a new (`id = None`) or existing record as an API write by our app;
 /// returns the id.
-pub(super) fn write(st: &mut Inner, t: &'static str, id: Option<u64>, props: BTreeMap<String, String>) -> u64 {
+pub(super) fn write(
+    st: &mut Inner,
+    t: &'static str,
+    id: Option<u64>,
+    props: BTreeMap<String, String>,
+) -> u64 {
     let src = WriteSource::api(&st.opts);
     write_as(st, t, id, props, &src)
 }

@@ -72,7 +72,12 @@ pub(super) fn history_json(r: &Record, only: Option<&[String]>) -> Value {
     Value::Object(m)
 }
 
-pub(super) fn render_full(r: &Record, t: &str, props: Option<&[String]>, hist: Option<&[String]>) -> Value {
+pub(super) fn render_full(
+    r: &Record,
+    t: &str,
+    props: Option<&[String]>,
+    hist: Option<&[String]>,
+) -> Value {
     let mut v = render(r, Some(t), Some(props.unwrap_or(&[])));
     if let Some(h) = hist {
         v["propertiesWithHistory"] = history_json(r, Some(h));

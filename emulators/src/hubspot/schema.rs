@@ -100,19 +100,35 @@ fn build_schema(t: &str) -> Vec<PropertyDef> {
     };
     let mut v = vec![
         ro(property("hs_object_id", "Record ID", PropertyType::Number)),
-        ro(property("createdate", "Create Date", PropertyType::DateTime)),
-        uniq(property("pg_external_id", "Postgres external id", PropertyType::Str)),
+        ro(property(
+            "createdate",
+            "Create Date",
+            PropertyType::DateTime,
+        )),
+        uniq(property(
+            "pg_external_id",
+            "Postgres external id",
+            PropertyType::Str,
+        )),
     ];
     match t {
         "contacts" => v.extend([
-            ro(property("lastmodifieddate", "Last Modified Date", PropertyType::DateTime)),
+            ro(property(
+                "lastmodifieddate",
+                "Last Modified Date",
+                PropertyType::DateTime,
+            )),
             uniq(property("email", "Email", PropertyType::Str)),
             property("firstname", "First Name", PropertyType::Str),
             property("lastname", "Last Name", PropertyType::Str),
             property("phone", "Phone Number", PropertyType::Str),
             property("company", "Company Name", PropertyType::Str),
             en(
-                property("lifecyclestage", "Lifecycle Stage", PropertyType::Enumeration),
+                property(
+                    "lifecyclestage",
+                    "Lifecycle Stage",
+                    PropertyType::Enumeration,
+                ),
                 &[
                     "subscriber",
                     "lead",
@@ -140,7 +156,11 @@ fn build_schema(t: &str) -> Vec<PropertyDef> {
                 property("industry", "Industry", PropertyType::Enumeration),
                 &["COMPUTER_SOFTWARE", "FINANCIAL_SERVICES", "RETAIL", "OTHER"],
             ),
-            property("numberofemployees", "Number of Employees", PropertyType::Number),
+            property(
+                "numberofemployees",
+                "Number of Employees",
+                PropertyType::Number,
+            ),
             property("annualrevenue", "Annual Revenue", PropertyType::Number),
         ]),
         _ => v.extend([
@@ -163,7 +183,10 @@ fn build_schema(t: &str) -> Vec<PropertyDef> {
                     "closedlost",
                 ],
             ),
-            en(property("pipeline", "Pipeline", PropertyType::Enumeration), &["default"]),
+            en(
+                property("pipeline", "Pipeline", PropertyType::Enumeration),
+                &["default"],
+            ),
             property("closedate", "Close Date", PropertyType::DateTime),
         ]),
     }
@@ -343,13 +366,17 @@ pub(super) fn non_unique_err(t: &str, name: &str) -> Response {
 
 /// The object type named by an API path segment, or HubSpot's 400 for an unknown one.
 pub(super) fn api_object_type(segment: &str) -> Result<&'static str, Response> {
-    TYPES.iter().copied().find(|t| *t == segment).ok_or_else(|| {
-        error(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            &format!("Unable to infer object type from: {segment}"),
-        )
-    })
+    TYPES
+        .iter()
+        .copied()
+        .find(|t| *t == segment)
+        .ok_or_else(|| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                &format!("Unable to infer object type from: {segment}"),
+            )
+        })
 }
 
 /// `GET /crm/v3/properties/{object}`: the seeded schema of an object type.

@@ -49,7 +49,10 @@ enum Key {
 }
 
 fn key(t: &str, prop: &str, raw: &str) -> Key {
-    let ty = schema(t).iter().find(|d| d.name == prop).map(|d| d.property_type);
+    let ty = schema(t)
+        .iter()
+        .find(|d| d.name == prop)
+        .map(|d| d.property_type);
     match ty {
         Some(PropertyType::Number) => raw.parse().map(Key::Num).unwrap_or(Key::Str(raw.into())),
         Some(PropertyType::Date | PropertyType::DateTime) => to_ms(raw)

@@ -82,9 +82,18 @@ mod tests {
         let body = br#"{"example_field":"example_value"}"#;
         let uri = "https://www.example.com/webhook_uri";
         let expected = "rQEKkaNUiu+1qGF//O/pw4BCzstSqO1PyUnGICmf+7o=";
-        assert_eq!(sign_v3(SECRET, "POST", uri, body, 1_700_000_000_000), expected);
-        assert_ne!(sign_v3(SECRET, "POST", uri, body, 1_700_000_000_001), expected);
-        assert_ne!(sign_v3("other", "POST", uri, body, 1_700_000_000_000), expected);
+        assert_eq!(
+            sign_v3(SECRET, "POST", uri, body, 1_700_000_000_000),
+            expected
+        );
+        assert_ne!(
+            sign_v3(SECRET, "POST", uri, body, 1_700_000_000_001),
+            expected
+        );
+        assert_ne!(
+            sign_v3("other", "POST", uri, body, 1_700_000_000_000),
+            expected
+        );
     }
 
     #[test]
@@ -94,6 +103,9 @@ mod tests {
             "https://h/p?q?a=@b,;&c=%20%25x%2"
         );
         let encoded = sign_v3(SECRET, "POST", "https://h/x?t=a%40b", b"[]", 1);
-        assert_eq!(encoded, sign_v3(SECRET, "POST", "https://h/x?t=a@b", b"[]", 1));
+        assert_eq!(
+            encoded,
+            sign_v3(SECRET, "POST", "https://h/x?t=a@b", b"[]", 1)
+        );
     }
 }

@@ -379,4 +379,3 @@ async fn deliver(
     )
         .into_response()
 }
-

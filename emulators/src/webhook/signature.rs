@@ -194,10 +194,7 @@ mod tests {
         let check = |id: &str, ts: &str, sig: &str, body: &[u8], now: i64| {
             verify(&secret(), id, ts, sig, body, now, 300)
         };
-        assert_eq!(
-            check(ID, &ts, SIGNATURE, b"{}", TS),
-            Err(Refusal::Mismatch)
-        );
+        assert_eq!(check(ID, &ts, SIGNATURE, b"{}", TS), Err(Refusal::Mismatch));
         assert_eq!(
             check("msg_other", &ts, SIGNATURE, BODY, TS),
             Err(Refusal::Mismatch)
@@ -207,7 +204,10 @@ mod tests {
             check(ID, "1614265330.5", SIGNATURE, BODY, TS),
             Err(Refusal::BadTimestamp)
         );
-        assert_eq!(check(ID, &ts, "", BODY, TS), Err(Refusal::BadSignatureHeader));
+        assert_eq!(
+            check(ID, &ts, "", BODY, TS),
+            Err(Refusal::BadSignatureHeader)
+        );
         let old = check(ID, &ts, SIGNATURE, BODY, TS + 301).unwrap_err();
         assert!(old.to_string().contains("too old"), "{old}");
         assert_eq!(

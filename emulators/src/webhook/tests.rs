@@ -2,7 +2,6 @@
 
 use super::*;
 
-
 struct Emu {
     base: String,
     http: reqwest::Client,
@@ -24,13 +23,7 @@ async fn start(options: Options) -> Emu {
 }
 
 impl Emu {
-    async fn post_signed(
-        &self,
-        path: &str,
-        id: &str,
-        ts: i64,
-        body: &Value,
-    ) -> reqwest::Response {
+    async fn post_signed(&self, path: &str, id: &str, ts: i64, body: &Value) -> reqwest::Response {
         let raw = serde_json::to_vec(body).unwrap();
         let sig = signature::sign(&self.secret, id, ts, &raw);
         self.post_raw(path, id, &ts.to_string(), &sig, raw).await

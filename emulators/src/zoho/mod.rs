@@ -43,8 +43,8 @@
 //! concurrency gate of its token for as long as it is being answered (delays included); unknown
 //! paths and methods answer with Zoho's error bodies (see [`unmatched`]).
 
-mod coql;
 mod control;
+mod coql;
 mod notify;
 mod oauth;
 mod records;

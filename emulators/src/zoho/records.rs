@@ -29,11 +29,7 @@ pub(super) async fn list(State(app): State<App>, path: RawPathParams, uri: Uri) 
 }
 
 /// `GET /crm/v8/{Module}/{id}`, where the id `deleted` lists the recycle bin.
-pub(super) async fn read(
-    State(app): State<App>,
-    path: RawPathParams,
-    uri: Uri,
-) -> Resp {
+pub(super) async fn read(State(app): State<App>, path: RawPathParams, uri: Uri) -> Resp {
     let (module, id) = (path_param(&path, "module"), path_param(&path, "id"));
     if let Err(refusal) = known_module(module) {
         return refusal;
@@ -87,10 +83,7 @@ pub(super) async fn delete_by_ids(
 }
 
 /// `DELETE /crm/v8/{Module}/{id}`.
-pub(super) async fn delete_by_id(
-    State(app): State<App>,
-    path: RawPathParams,
-) -> Response {
+pub(super) async fn delete_by_id(State(app): State<App>, path: RawPathParams) -> Response {
     let (module, id) = (path_param(&path, "module"), path_param(&path, "id"));
     if let Err(refusal) = known_module(module) {
         return refusal.into_response();

@@ -144,7 +144,11 @@ impl App {
     /// POSTs notification callbacks in the background (when enabled; they are logged in the
     /// state either way).
     pub(super) fn send(&self, deliveries: Vec<Delivery>) {
-        let Some(client) = self.client.as_ref().filter(|_| self.opts.send_notifications) else {
+        let Some(client) = self
+            .client
+            .as_ref()
+            .filter(|_| self.opts.send_notifications)
+        else {
             return;
         };
         for (url, payload) in deliveries {

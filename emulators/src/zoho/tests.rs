@@ -328,7 +328,8 @@ async fn notifications_and_expiry() {
         assert_eq!(app_state["notifications"].as_array().unwrap().len(), 1);
     }
     let far = fmt_time(Utc::now() + chrono::Duration::days(7));
-    let w = json!({"watch": [{"channel_id": 1000, "events": ["Leads.all"], "channel_expiry": far}]});
+    let w =
+        json!({"watch": [{"channel_id": 1000, "events": ["Leads.all"], "channel_expiry": far}]});
     let (_, v) = call(&c, "PATCH", &format!("{b}/crm/v8/actions/watch"), Some(w)).await;
     let exp = v["watch"][0]["details"]["events"][0]["channel_expiry"]
         .as_str()

@@ -541,10 +541,9 @@ fn log_write_call(st: &mut Inner, module: &str, op: Op, body: &Value, records: u
         Op::Update => "update",
         Op::Upsert => "upsert",
     };
-    st.write_calls.push(
-        json!({"module": module, "op": op_name, "records": records,
-        "trigger": trigger, "workflows_fired": workflows}),
-    );
+    st.write_calls
+        .push(json!({"module": module, "op": op_name, "records": records,
+        "trigger": trigger, "workflows_fired": workflows}));
     if workflows {
         st.workflow_runs += 1;
     }

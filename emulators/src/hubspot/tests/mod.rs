@@ -107,7 +107,9 @@ async fn h2_oauth_refresh_issues_expiring_tokens() {
         .client
         .post(format!("{}/oauth/v1/token", emu.base))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body("grant_type=refresh_token&client_id=a&client_secret=b&refresh_token=test-refresh-token")
+        .body(
+            "grant_type=refresh_token&client_id=a&client_secret=b&refresh_token=test-refresh-token",
+        )
         .send()
         .await
         .unwrap();
@@ -355,8 +357,7 @@ async fn h10_id_property_must_be_unique() {
             .unwrap()
             .contains("0-2 property email")
     );
-    let inp =
-        json!([{"idProperty": "pg_external_id", "id": "42", "properties": {"name": "Acme"}}]);
+    let inp = json!([{"idProperty": "pg_external_id", "id": "42", "properties": {"name": "Acme"}}]);
     let (s, v) = emu.upsert("companies", inp).await;
     assert_eq!(s, 200);
     assert_eq!(v["results"][0]["properties"]["pg_external_id"], "42");
@@ -378,8 +379,7 @@ async fn h11_duplicate_inputs_reject_batch() {
 #[tokio::test]
 async fn h12_value_validation() {
     let emu = start(Options::default()).await;
-    let inp =
-        json!([{"idProperty": "email", "id": "a@x.io", "properties": {"annualrevenue": 5}}]);
+    let inp = json!([{"idProperty": "email", "id": "a@x.io", "properties": {"annualrevenue": 5}}]);
     let (s, v) = emu.upsert("contacts", inp).await;
     assert_eq!(s, 400, "non-string value");
     assert_eq!(v["category"], "VALIDATION_ERROR");
@@ -396,7 +396,8 @@ async fn h12_value_validation() {
         ("lastmodifieddate", "2019-10-31T00:00:00Z", false),
     ];
     for (i, (k, val, ok)) in cases.into_iter().enumerate() {
-        let inp = json!([{"idProperty": "email", "id": format!("v{i}@x.io"), "properties": {k: val}}]);
+        let inp =
+            json!([{"idProperty": "email", "id": format!("v{i}@x.io"), "properties": {k: val}}]);
         let (s, v) = emu.upsert("contacts", inp).await;
         assert_eq!(s == 200, ok, "{k}={val}: {v}");
     }
@@ -754,13 +755,7 @@ async fn unique_index_follows_value_changes_and_archives() {
     assert_eq!(s, 200);
     consistent!();
     let create = json!({"inputs": [{"properties": {"email": "a@x.io"}}]});
-    let (s, _) = call(
-        &st,
-        "POST",
-        "/crm/v3/objects/contacts/batch/create",
-        create,
-    )
-    .await;
+    let (s, _) = call(&st, "POST", "/crm/v3/objects/contacts/batch/create", create).await;
     assert_eq!(s, 201);
     consistent!();
     let (kept, _) = index_rows(&st);
@@ -856,8 +851,10 @@ async fn fault_fail_after_write_applies_write() {
 #[tokio::test]
 async fn fault_delay_and_reset_connection() {
     let emu = start(Options::default()).await;
-    emu.faults(json!([{"path": "/crm/", "delay_ms": 300}, {"path": "/crm/", "reset_connection": true}]))
-        .await;
+    emu.faults(
+        json!([{"path": "/crm/", "delay_ms": 300}, {"path": "/crm/", "reset_connection": true}]),
+    )
+    .await;
     let t = Instant::now();
     assert_eq!(
         emu.req("GET", "/crm/v3/objects/contacts", None).await.0,
@@ -882,4 +879,3 @@ async fn fault_delay_and_reset_connection() {
     let (s, _, _) = emu.req("POST", "/_emulator/reset", None).await;
     assert_eq!(s, 204);
 }
-

@@ -35,28 +35,27 @@ impl Receiver {
         let got = Arc::new(Mutex::new(vec![]));
         let script = Arc::new(Mutex::new(VecDeque::from(script)));
         let (g, s) = (got.clone(), script.clone());
-        let app =
-            axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
-                let (g, s) = (g.clone(), s.clone());
-                async move {
-                    let host = headers[header::HOST].to_str().unwrap().to_string();
-                    g.lock().unwrap().push(Delivery {
-                        at: Instant::now(),
-                        url: format!("http://{host}{uri}"),
-                        headers,
-                        body,
-                    });
-                    let (status, retry_after, delay) =
-                        s.lock().unwrap().pop_front().unwrap_or((200, None, 0));
-                    tokio::time::sleep(Duration::from_millis(delay)).await;
-                    let mut r = empty(StatusCode::from_u16(status).unwrap());
-                    if let Some(ra) = retry_after {
-                        r.headers_mut()
-                            .insert(header::RETRY_AFTER, HeaderValue::from_static(ra));
-                    }
-                    r
+        let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
+            let (g, s) = (g.clone(), s.clone());
+            async move {
+                let host = headers[header::HOST].to_str().unwrap().to_string();
+                g.lock().unwrap().push(Delivery {
+                    at: Instant::now(),
+                    url: format!("http://{host}{uri}"),
+                    headers,
+                    body,
+                });
+                let (status, retry_after, delay) =
+                    s.lock().unwrap().pop_front().unwrap_or((200, None, 0));
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                let mut r = empty(StatusCode::from_u16(status).unwrap());
+                if let Some(ra) = retry_after {
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static(ra));
                 }
-            });
+                r
+            }
+        });
         let base = crate::serve_for_test(app).await;
         Receiver {
             url: format!("{base}/hubspot/hooks?tenant=a%40b"),
