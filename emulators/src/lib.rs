@@ -19,6 +19,7 @@
 //! | [`zoho`] | records, upsert, COQL, notification channels, OAuth, credits and concurrency |
 //! | [`webhook`] | a customer endpoint that verifies, records and de-duplicates deliveries |
 
+mod http;
 pub mod hubspot;
 pub mod webhook;
 pub mod zoho;

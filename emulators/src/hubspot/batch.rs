@@ -19,15 +19,14 @@ use serde_json::{Value, json};
 
 use super::records::{WriteSource, archive, find, write};
 use super::render::{render, render_full};
-use super::response::{
-    empty, err_body, error, iso, json_body, json_response, path_param, query_map, str_list,
-};
+use super::response::{empty, err_body, error, iso, json_body, json_response, str_list};
 use super::schema::{api_object_type, is_unique, non_unique_err};
 use super::state::{Inner, Shared};
 use super::validate::{
     conflict, conflict_msg, input_err, invalid_properties, unique_conflict, validate,
     validation_input_err,
 };
+use crate::http::{path_param, query};
 
 /// `POST .../{object}/batch/{operation}`.
 pub(super) async fn batch(
@@ -41,7 +40,7 @@ pub(super) async fn batch(
         .map(|(t, b)| {
             let mut st = shared.lock().unwrap();
             let operation = path_param(&path, "operation");
-            run(&mut st, t, operation, &b, &query_map(&uri))
+            run(&mut st, t, operation, &b, &query(&uri))
         });
     outcome.unwrap_or_else(|refusal| refusal)
 }

@@ -16,9 +16,10 @@ use super::faults::Fault;
 use super::hooks::stop_hooks;
 use super::records::{WriteSource, archive, find, object_type, write_as};
 use super::render::{history_json, render};
-use super::response::{empty, error, json_response, path_param};
+use super::response::{empty, error, json_response};
 use super::state::{Inner, Shared};
 use super::validate::{conflict, invalid_properties, unique_conflict, validate};
+use crate::http::path_param;
 
 /// `GET /_emulator/state`.
 pub(super) async fn state(State(shared): State<Shared>) -> Response {

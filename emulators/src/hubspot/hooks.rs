@@ -324,7 +324,7 @@ enum Outcome {
     Retry(Option<u16>, Option<Duration>),
 }
 
-/// The background dispatcher of one subscription: POSTs batches, retries per H19, and stops
+/// The background dispatcher of one subscription: POSTs batches, retries as the module doc says, and stops
 /// when the subscription is deleted, replaced or reset.
 async fn deliver_hooks(shared: Shared, me: Arc<tokio::sync::Notify>) {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -99,6 +99,8 @@ use axum::response::Response;
 use axum::routing::{any, get, post};
 use tower::Layer as _;
 
+use crate::http::trim_trailing_slashes;
+
 use faults::FaultAction;
 use response::{add_correlation_id, error};
 use state::{Inner, Shared};
@@ -242,26 +244,6 @@ async fn pipeline(State(shared): State<Shared>, mut request: Request, next: Next
     }
     add_correlation_id(&mut response);
     response
-}
-
-/// HubSpot ignores trailing slashes on API paths: drops them from paths under `prefix` (as long
-/// as something follows the prefix), keeping the query.
-fn trim_trailing_slashes(request: &mut Request, prefix: &str) {
-    let uri = request.uri();
-    let trimmed = uri.path().trim_end_matches('/');
-    if trimmed.len() == uri.path().len()
-        || trimmed.len() < prefix.len()
-        || !uri.path().starts_with(prefix)
-    {
-        return;
-    }
-    let rebuilt = match uri.query() {
-        Some(query) => format!("{trimmed}?{query}"),
-        None => trimmed.to_string(),
-    };
-    if let Ok(rebuilt) = rebuilt.parse::<Uri>() {
-        *request.uri_mut() = rebuilt;
-    }
 }
 
 /// The answer for a path no route serves, or a method a path's route does not take: an object

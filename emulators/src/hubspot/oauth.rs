@@ -14,8 +14,9 @@ use axum::response::Response;
 use chrono::Utc;
 use serde_json::json;
 
-use super::response::{error, json_response, parse_form, uuid};
+use super::response::{error, json_response, uuid};
 use super::state::{Inner, OauthToken, Shared};
+use crate::http::form;
 
 /// `POST /oauth/v1/token` and `/oauth/v3/token` (any other method: 405).
 pub(super) async fn token(State(shared): State<Shared>, method: Method, body: Bytes) -> Response {
@@ -30,9 +31,7 @@ fn issue(st: &mut Inner, method: &Method, body: &Bytes) -> Response {
             "use POST",
         );
     }
-    let form: HashMap<String, String> = parse_form(&String::from_utf8_lossy(body))
-        .into_iter()
-        .collect();
+    let form: HashMap<String, String> = form(&String::from_utf8_lossy(body));
     let oauth_err = |status: &str, message: &str| {
         json_response(
             StatusCode::BAD_REQUEST,

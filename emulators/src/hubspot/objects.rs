@@ -15,15 +15,16 @@ use serde_json::{Value, json};
 
 use super::records::{WriteSource, archive as archive_record, find, write};
 use super::render::{render, render_full};
-use super::response::{csv, empty, error, json_body, json_response, path_param, query_map};
+use super::response::{csv, empty, error, json_body, json_response};
 use super::schema::{api_object_type, is_unique, non_unique_err};
 use super::state::{Inner, Record, Shared};
 use super::validate::{conflict, invalid_properties, unique_conflict, validate};
+use crate::http::{path_param, query};
 
 /// `GET .../{object}`: one page of records.
 pub(super) async fn list(State(shared): State<Shared>, path: RawPathParams, uri: Uri) -> Response {
     match api_object_type(path_param(&path, "object")) {
-        Ok(t) => list_page(&shared.lock().unwrap(), t, &query_map(&uri)),
+        Ok(t) => list_page(&shared.lock().unwrap(), t, &query(&uri)),
         Err(refusal) => refusal,
     }
 }
@@ -47,7 +48,7 @@ pub(super) async fn read(State(shared): State<Shared>, path: RawPathParams, uri:
             &shared.lock().unwrap(),
             t,
             path_param(&path, "id"),
-            &query_map(&uri),
+            &query(&uri),
         ),
         Err(refusal) => refusal,
     }
@@ -64,7 +65,7 @@ pub(super) async fn update(
         .and_then(|t| Ok((t, json_body(&body)?)))
         .map(|(t, b)| {
             let mut st = shared.lock().unwrap();
-            patch_one(&mut st, t, path_param(&path, "id"), &b, &query_map(&uri))
+            patch_one(&mut st, t, path_param(&path, "id"), &b, &query(&uri))
         });
     updated.unwrap_or_else(|refusal| refusal)
 }

@@ -2,13 +2,12 @@
 //!
 //! Owns the error body (`{status: "error", message, correlationId, category}`), the 429 body with
 //! its `policyName`, the correlation-id header, timestamps in HubSpot's millisecond ISO-8601
-//! form, and the parsing of query strings, form bodies, JSON bodies and raw path segments.
+//! form, and the reading of JSON bodies and comma-separated or JSON lists of names.
 
 use std::collections::HashMap;
 
 use axum::body::{Body, Bytes};
-use axum::extract::RawPathParams;
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
@@ -64,23 +63,6 @@ pub(super) fn rate_limit_response(policy: &str, message: &str) -> Response {
     )
 }
 
-pub(super) fn query_map(uri: &Uri) -> HashMap<String, String> {
-    let mut m = HashMap::new();
-    if let Some(q) = uri.query() {
-        for (k, v) in parse_form(q) {
-            m.insert(k, v);
-        }
-    }
-    m
-}
-
-/// `application/x-www-form-urlencoded` pairs (also query strings).
-pub(super) fn parse_form(s: &str) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(s.as_bytes())
-        .into_owned()
-        .collect()
-}
-
 pub(super) fn csv(q: &HashMap<String, String>, key: &str) -> Option<Vec<String>> {
     q.get(key).map(|s| {
         s.split(',')
@@ -104,14 +86,6 @@ pub(super) fn add_correlation_id(r: &mut Response) {
     if let Ok(v) = HeaderValue::from_str(&id) {
         r.headers_mut().insert("x-hubspot-correlation-id", v);
     }
-}
-
-/// The raw value of a path parameter, still percent-encoded (ids and types are matched exactly
-/// as sent); empty if the route has no such parameter.
-pub(super) fn path_param<'a>(path: &'a RawPathParams, name: &str) -> &'a str {
-    path.iter()
-        .find(|(key, _)| *key == name)
-        .map_or("", |(_, value)| value)
 }
 
 /// A request body as JSON, or HubSpot's 400 for invalid JSON.

@@ -14,7 +14,8 @@ use axum::response::Response;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use serde_json::{Value, json};
 
-use super::response::{error, iso, json_response, path_param};
+use super::response::{error, iso, json_response};
+use crate::http::path_param;
 
 /// The type of a property's values.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

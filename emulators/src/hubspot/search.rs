@@ -13,9 +13,10 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::render::render_full;
-use super::response::{error, json_body, json_response, path_param, str_list};
+use super::response::{error, json_body, json_response, str_list};
 use super::schema::{PropertyType, api_object_type, schema, to_ms};
 use super::state::{Inner, Record, Shared};
+use crate::http::path_param;
 
 /// `POST .../{object}/{id}`: HubSpot's search when `id` is `search`; no other POST has this
 /// shape.

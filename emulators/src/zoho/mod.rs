@@ -28,8 +28,8 @@
 //!   [`Options::max_channel_expiry`]; callbacks POSTed asynchronously, none after expiry.
 //! - `GET /crm/v8/settings/fields?module=X` for Leads, Contacts, Accounts, Deals.
 //!
-//! Not implemented / simplified: `X-EXTERNAL` external-id writes, the sub-concurrency gate of 10 for heavy
-//! calls, `/search`, `page_token`, `If-Modified-Since`, bulk write. Unknown field names in writes
+//! Not implemented / simplified: `X-EXTERNAL` external-id writes, the sub-concurrency gate of 10
+//! for heavy calls, `/search`, `page_token`, `If-Modified-Since`, bulk write. Unknown field names in writes
 //! are ignored (as Zoho does). OAuth errors return HTTP 200 with `{"error": ..}` like Zoho, except
 //! the mint-rate error (400). All tokens act as the single user [`Options::user_id`].
 //!
@@ -68,6 +68,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use serde_json::json;
 use tower::Layer as _;
+
+use crate::http::trim_trailing_slashes;
 
 use response::{Resp, err, fault_response};
 use state::{App, FlightGuard, Inner};
@@ -241,7 +243,7 @@ async fn pipeline(State(app): State<App>, mut request: Request, next: Next) -> R
     if let Some(s) = fault.status {
         return fault_response(s).into_response();
     }
-    trim_trailing_slashes(&mut request);
+    trim_trailing_slashes(&mut request, "/crm/v8/");
     let response = next.run(request).await;
     if fault.fail_after_write {
         return fault_response(500).into_response();
@@ -294,25 +296,6 @@ fn admit(app: &App, token: &str, cost: u64) -> Result<FlightGuard, Resp> {
         st: app.st.clone(),
         token: token.to_string(),
     })
-}
-
-/// Zoho ignores trailing slashes after `/crm/v8/`: drops them (keeping the query) as long as
-/// something follows the prefix.
-fn trim_trailing_slashes(request: &mut Request) {
-    const PREFIX: &str = "/crm/v8/";
-    let uri = request.uri();
-    let path = uri.path();
-    let trimmed = path.trim_end_matches('/');
-    if trimmed.len() == path.len() || trimmed.len() < PREFIX.len() || !path.starts_with(PREFIX) {
-        return;
-    }
-    let rebuilt = match uri.query() {
-        Some(query) => format!("{trimmed}?{query}"),
-        None => trimmed.to_string(),
-    };
-    if let Ok(rebuilt) = rebuilt.parse::<Uri>() {
-        *request.uri_mut() = rebuilt;
-    }
 }
 
 /// The answer for a path no route serves, or a method a path's route does not take: an unknown

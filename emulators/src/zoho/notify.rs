@@ -15,9 +15,10 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use super::Options;
-use super::response::{Resp, err, fmt_time, item_err, now_secs, parse_urlencoded, query_params};
+use super::response::{Resp, err, fmt_time, item_err, now_secs};
 use super::state::{App, Channel, Delivery, Inner};
 use super::write::{Change, parse_body};
+use crate::http::{form, query};
 
 /// `POST /crm/v8/actions/watch`: subscribes channels (replacing ones with the same id).
 pub(super) async fn subscribe(State(app): State<App>, body: Bytes) -> Resp {
@@ -53,7 +54,7 @@ pub(super) async fn channels(State(app): State<App>) -> Resp {
 /// `DELETE /crm/v8/actions/watch?channel_ids=a,b`.
 pub(super) async fn unsubscribe(State(app): State<App>, uri: Uri) -> Resp {
     let mut st = app.lock();
-    let ids: Vec<String> = query_params(&uri)
+    let ids: Vec<String> = query(&uri)
         .get("channel_ids")
         .map(|s| s.split(',').map(|x| x.trim().to_string()).collect())
         .unwrap_or_default();
@@ -90,12 +91,7 @@ pub(super) fn notify(st: &mut Inner, o: &Options, module: &str, c: &Change) -> V
         let qp: Map<String, Value> = ch
             .notify_url
             .split_once('?')
-            .map(|(_, q)| {
-                parse_urlencoded(q)
-                    .into_iter()
-                    .map(|(k, v)| (k, json!(v)))
-                    .collect()
-            })
+            .map(|(_, q)| form(q).into_iter().map(|(k, v)| (k, json!(v))).collect())
             .unwrap_or_default();
         let mut p = json!({
             "server_time": now.timestamp_millis(),

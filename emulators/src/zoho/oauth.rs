@@ -14,13 +14,14 @@ use axum::extract::State;
 use axum::http::Uri;
 use serde_json::json;
 
-use super::response::{Resp, parse_urlencoded, query_params};
+use super::response::Resp;
 use super::state::{App, Token};
+use crate::http::{form, query};
 
 /// `/oauth/v2/token` (any method): parameters from the query string and a form body.
 pub(super) async fn token(State(app): State<App>, uri: Uri, body: Bytes) -> Resp {
-    let mut params = query_params(&uri);
-    params.extend(parse_urlencoded(&String::from_utf8_lossy(&body)));
+    let mut params = query(&uri);
+    params.extend(form(&String::from_utf8_lossy(&body)));
     mint(&app, &params)
 }
 

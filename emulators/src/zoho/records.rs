@@ -14,10 +14,11 @@ use serde_json::{Map, Value, json};
 
 use super::Options;
 use super::notify::notify;
-use super::response::{Resp, err, fmt_time, item_err, now_secs, path_param, query_params};
+use super::response::{Resp, err, fmt_time, item_err, now_secs};
 use super::schema::known_module;
 use super::state::{App, Delivery, Inner, Record};
 use super::write::Change;
+use crate::http::{path_param, query};
 
 /// `GET /crm/v8/{Module}`.
 pub(super) async fn list(State(app): State<App>, path: RawPathParams, uri: Uri) -> Resp {
@@ -25,7 +26,7 @@ pub(super) async fn list(State(app): State<App>, path: RawPathParams, uri: Uri) 
     if let Err(refusal) = known_module(module) {
         return refusal;
     }
-    list_page(&app.lock(), &app.opts, module, &query_params(&uri))
+    list_page(&app.lock(), &app.opts, module, &query(&uri))
 }
 
 /// `GET /crm/v8/{Module}/{id}`, where the id `deleted` lists the recycle bin.
@@ -36,7 +37,7 @@ pub(super) async fn read(State(app): State<App>, path: RawPathParams, uri: Uri) 
     }
     let st = app.lock();
     if id == "deleted" {
-        return deleted_page(&st, &app.opts, module, &query_params(&uri));
+        return deleted_page(&st, &app.opts, module, &query(&uri));
     }
     let found = id.parse::<u64>().ok().and_then(|id| {
         st.records
@@ -64,7 +65,7 @@ pub(super) async fn delete_by_ids(
     if let Err(refusal) = known_module(module) {
         return refusal.into_response();
     }
-    let ids: Vec<String> = query_params(&uri)
+    let ids: Vec<String> = query(&uri)
         .get("ids")
         .map(|s| s.split(',').map(|x| x.trim().to_string()).collect())
         .unwrap_or_default();

@@ -1,13 +1,9 @@
 //! Zoho-shaped responses and small helpers of the Zoho emulator.
 //!
 //! Owns the error body (`{code, details, message, status: "error"}`, also used for per-record
-//! items), Zoho's `YYYY-MM-DDTHH:MM:SS+00:00` timestamps, the answer to an injected fault, and the
-//! parsing of query strings and form bodies.
+//! items), Zoho's `YYYY-MM-DDTHH:MM:SS+00:00` timestamps and the answer to an injected fault.
 
-use std::collections::HashMap;
-
-use axum::extract::RawPathParams;
-use axum::http::{StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -63,13 +59,6 @@ pub(super) fn now_secs() -> DateTime<Utc> {
     DateTime::from_timestamp(n.timestamp(), 0).unwrap_or(n)
 }
 
-/// `application/x-www-form-urlencoded` pairs (also query strings).
-pub(super) fn parse_urlencoded(s: &str) -> HashMap<String, String> {
-    url::form_urlencoded::parse(s.as_bytes())
-        .into_owned()
-        .collect()
-}
-
 /// The answer to an injected fault status.
 pub(super) fn fault_response(status: u16) -> Resp {
     if status == 429 {
@@ -77,17 +66,4 @@ pub(super) fn fault_response(status: u16) -> Resp {
     } else {
         err(status, "INTERNAL_ERROR", "Internal Server Error", json!({}))
     }
-}
-
-/// The query string of `uri` as a map (the last of repeated keys wins).
-pub(super) fn query_params(uri: &Uri) -> HashMap<String, String> {
-    parse_urlencoded(uri.query().unwrap_or(""))
-}
-
-/// The raw value of a path parameter, still percent-encoded (modules and ids are matched exactly
-/// as sent); empty if the route has no such parameter.
-pub(super) fn path_param<'a>(path: &'a RawPathParams, name: &str) -> &'a str {
-    path.iter()
-        .find(|(key, _)| *key == name)
-        .map_or("", |(_, value)| value)
 }

@@ -7,7 +7,8 @@
 use axum::http::Uri;
 use serde_json::{Value, json};
 
-use super::response::{Resp, err, query_params};
+use super::response::{Resp, err};
+use crate::http::query;
 
 /// One field of a module.
 #[derive(Clone, Debug)]
@@ -198,7 +199,7 @@ pub(super) fn known_module(segment: &str) -> Result<(), Resp> {
 
 /// `GET /crm/v8/settings/fields?module=X`.
 pub(super) async fn fields(uri: Uri) -> Resp {
-    let query = query_params(&uri);
+    let query = query(&uri);
     let module = query.get("module").map(String::as_str).unwrap_or("");
     match schema(module) {
         Some(fs) => Resp::ok(

@@ -16,9 +16,10 @@ use serde_json::{Map, Value, json};
 use super::Options;
 use super::notify::notify;
 use super::records::user_json;
-use super::response::{Resp, err, fmt_time, item_err, now_secs, path_param};
+use super::response::{Resp, err, fmt_time, item_err, now_secs};
 use super::schema::{FieldDef, known_module, schema, system_dup_field};
 use super::state::{App, Delivery, Inner, Record};
+use crate::http::path_param;
 
 /// `POST /crm/v8/{Module}`: inserts records.
 pub(super) async fn insert(State(app): State<App>, path: RawPathParams, body: Bytes) -> Response {
