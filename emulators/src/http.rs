@@ -1,20 +1,51 @@
 //! Request-reading helpers shared by the emulators.
 //!
-//! Owns how the emulators read what axum does not read for them the way the emulated APIs do:
-//! raw (still percent-encoded) path parameters, form and query strings as maps (the last of
-//! repeated keys wins), and trailing slashes, which the emulated APIs ignore.
+//! Owns how the emulators read what axum does not read for them the way they always have:
+//! path parameters exactly as sent (still percent-encoded: ids, types and modules are matched
+//! as text), form and query strings as maps (the last of repeated keys wins), and trailing
+//! slashes, which the emulated APIs ignore.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 
-use axum::extract::{RawPathParams, Request};
+use axum::extract::{FromRequestParts, MatchedPath, Request};
 use axum::http::Uri;
+use axum::http::request::Parts;
 
-/// The raw value of a path parameter, still percent-encoded (ids, types and modules are matched
-/// exactly as sent); empty if the route has no such parameter.
-pub(crate) fn path_param<'a>(path: &'a RawPathParams, name: &str) -> &'a str {
-    path.iter()
-        .find(|(key, _)| *key == name)
-        .map_or("", |(_, value)| value)
+/// The matched route's path parameters as sent, still percent-encoded (axum's own extractors
+/// decode them).
+pub(crate) struct RawPath {
+    params: Vec<(String, String)>,
+}
+
+impl RawPath {
+    /// The value of parameter `name`; empty if the route has no such parameter.
+    pub(crate) fn get(&self, name: &str) -> &str {
+        self.params
+            .iter()
+            .find(|(key, _)| key == name)
+            .map_or("", |(_, value)| value)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RawPath {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let template = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map_or("", MatchedPath::as_str);
+        let params = template
+            .split('/')
+            .zip(parts.uri.path().split('/'))
+            .filter_map(|(pattern, value)| {
+                let name = pattern.strip_prefix('{')?.strip_suffix('}')?;
+                Some((name.to_string(), value.to_string()))
+            })
+            .collect();
+        Ok(RawPath { params })
+    }
 }
 
 /// `application/x-www-form-urlencoded` text (a form body or a query string) as a map.

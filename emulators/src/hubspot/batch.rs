@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{RawPathParams, State};
+use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
@@ -26,20 +26,20 @@ use super::validate::{
     conflict, conflict_msg, input_err, invalid_properties, unique_conflict, validate,
     validation_input_err,
 };
-use crate::http::{path_param, query};
+use crate::http::{RawPath, query};
 
 /// `POST .../{object}/batch/{operation}`.
 pub(super) async fn batch(
     State(shared): State<Shared>,
-    path: RawPathParams,
+    path: RawPath,
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let outcome = api_object_type(path_param(&path, "object"))
+    let outcome = api_object_type(path.get("object"))
         .and_then(|t| Ok((t, json_body(&body)?)))
         .map(|(t, b)| {
             let mut st = shared.lock().unwrap();
-            let operation = path_param(&path, "operation");
+            let operation = path.get("operation");
             run(&mut st, t, operation, &b, &query(&uri))
         });
     outcome.unwrap_or_else(|refusal| refusal)

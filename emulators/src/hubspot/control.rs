@@ -7,7 +7,7 @@
 //! them needs authentication or counts towards the limits.
 
 use axum::body::Bytes;
-use axum::extract::{RawPathParams, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Map, Value, json};
@@ -19,7 +19,7 @@ use super::render::{history_json, render};
 use super::response::{empty, error, json_response};
 use super::state::{Inner, Shared};
 use super::validate::{conflict, invalid_properties, unique_conflict, validate};
-use crate::http::path_param;
+use crate::http::RawPath;
 
 /// `GET /_emulator/state`.
 pub(super) async fn state(State(shared): State<Shared>) -> Response {
@@ -91,10 +91,10 @@ pub(super) async fn add_faults(State(shared): State<Shared>, body: Bytes) -> Res
 /// `POST /_emulator/objects/{type}`: creates a record as a UI user.
 pub(super) async fn ui_create(
     State(shared): State<Shared>,
-    path: RawPathParams,
+    path: RawPath,
     body: Bytes,
 ) -> Response {
-    let Some(t) = object_type(path_param(&path, "object")) else {
+    let Some(t) = object_type(path.get("object")) else {
         return unknown_type();
     };
     ui_write(&mut shared.lock().unwrap(), t, None, "create", &body)
@@ -103,15 +103,15 @@ pub(super) async fn ui_create(
 /// `POST /_emulator/objects/{type}/{id}/edit|archive`: edits or archives a record as a UI user.
 pub(super) async fn ui_change(
     State(shared): State<Shared>,
-    path: RawPathParams,
+    path: RawPath,
     body: Bytes,
 ) -> Response {
-    let Some(t) = object_type(path_param(&path, "object")) else {
+    let Some(t) = object_type(path.get("object")) else {
         return unknown_type();
     };
-    match path_param(&path, "operation") {
+    match path.get("operation") {
         op @ ("edit" | "archive") => {
-            let id = path_param(&path, "id");
+            let id = path.get("id");
             ui_write(&mut shared.lock().unwrap(), t, Some(id), op, &body)
         }
         _ => error(

@@ -93,7 +93,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{any, get, post};
@@ -154,9 +154,26 @@ pub fn router(options: Options) -> Router {
 
 /// The routes and pipeline around `shared`.
 fn routes(shared: Shared) -> Router {
-    let routes = Router::new()
-        .nest("/crm/v3/objects", object_routes())
-        .nest("/crm/objects/2026-03", object_routes())
+    let mut routes = Router::new();
+    for prefix in ["/crm/v3/objects", "/crm/objects/2026-03"] {
+        routes = routes
+            .route(
+                &format!("{prefix}/{{object}}"),
+                get(objects::list).post(objects::create),
+            )
+            .route(
+                &format!("{prefix}/{{object}}/{{id}}"),
+                get(objects::read)
+                    .patch(objects::update)
+                    .delete(objects::archive)
+                    .post(search::search),
+            )
+            .route(
+                &format!("{prefix}/{{object}}/batch/{{operation}}"),
+                post(batch::batch),
+            );
+    }
+    let routes = routes
         .route("/crm/v3/properties/{object}", get(schema::properties))
         .route("/crm/properties/2026-03/{object}", get(schema::properties))
         .route("/oauth/v1/token", any(oauth::token))
@@ -182,27 +199,13 @@ fn routes(shared: Shared) -> Router {
     Router::new().fallback_service(pipeline)
 }
 
-/// The CRM object routes, nested under each API version's prefix.
-fn object_routes() -> Router<Shared> {
-    Router::new()
-        .route("/{object}", get(objects::list).post(objects::create))
-        .route(
-            "/{object}/{id}",
-            get(objects::read)
-                .patch(objects::update)
-                .delete(objects::archive)
-                .post(search::search),
-        )
-        .route("/{object}/batch/{operation}", post(batch::batch))
-}
-
 /// Faults, accounting, authentication and rate limits around the routes (test-control requests
 /// skip everything but the correlation id).
 async fn pipeline(State(shared): State<Shared>, mut request: Request, next: Next) -> Response {
     let path = request.uri().path().to_string();
     if path.starts_with("/_emulator/") {
         trim_trailing_slashes(&mut request, "/_emulator/objects/");
-        let mut response = next.run(request).await;
+        let mut response = route(request, next).await;
         add_correlation_id(&mut response);
         return response;
     }
@@ -228,7 +231,7 @@ async fn pipeline(State(shared): State<Shared>, mut request: Request, next: Next
         Err(refusal) => refusal,
         Ok(grant) => {
             trim_trailing_slashes(&mut request, "/crm/");
-            let mut response = next.run(request).await;
+            let mut response = route(request, next).await;
             if let Some(grant) = grant {
                 limits::add_headers(&mut response, &shared.lock().unwrap(), &grant);
             }
@@ -243,6 +246,18 @@ async fn pipeline(State(shared): State<Shared>, mut request: Request, next: Next
         );
     }
     add_correlation_id(&mut response);
+    response
+}
+
+/// Routes the request, except HEAD, which HubSpot's API does not serve here (axum would answer
+/// it like GET): it gets the [`unmatched`] answer. No `Allow` header either, as before.
+async fn route(request: Request, next: Next) -> Response {
+    let mut response = if request.method() == Method::HEAD {
+        unmatched(Method::HEAD, request.uri().clone()).await
+    } else {
+        next.run(request).await
+    };
+    response.headers_mut().remove(header::ALLOW);
     response
 }
 

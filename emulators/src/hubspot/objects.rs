@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{RawPathParams, State};
+use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use serde_json::{Value, json};
@@ -19,37 +19,28 @@ use super::response::{csv, empty, error, json_body, json_response};
 use super::schema::{api_object_type, is_unique, non_unique_err};
 use super::state::{Inner, Record, Shared};
 use super::validate::{conflict, invalid_properties, unique_conflict, validate};
-use crate::http::{path_param, query};
+use crate::http::{RawPath, query};
 
 /// `GET .../{object}`: one page of records.
-pub(super) async fn list(State(shared): State<Shared>, path: RawPathParams, uri: Uri) -> Response {
-    match api_object_type(path_param(&path, "object")) {
+pub(super) async fn list(State(shared): State<Shared>, path: RawPath, uri: Uri) -> Response {
+    match api_object_type(path.get("object")) {
         Ok(t) => list_page(&shared.lock().unwrap(), t, &query(&uri)),
         Err(refusal) => refusal,
     }
 }
 
 /// `POST .../{object}`: creates one record (201).
-pub(super) async fn create(
-    State(shared): State<Shared>,
-    path: RawPathParams,
-    body: Bytes,
-) -> Response {
-    let created = api_object_type(path_param(&path, "object"))
+pub(super) async fn create(State(shared): State<Shared>, path: RawPath, body: Bytes) -> Response {
+    let created = api_object_type(path.get("object"))
         .and_then(|t| Ok((t, json_body(&body)?)))
         .map(|(t, b)| create_one(&mut shared.lock().unwrap(), t, &b));
     created.unwrap_or_else(|refusal| refusal)
 }
 
 /// `GET .../{object}/{id}`: one record.
-pub(super) async fn read(State(shared): State<Shared>, path: RawPathParams, uri: Uri) -> Response {
-    match api_object_type(path_param(&path, "object")) {
-        Ok(t) => get_one(
-            &shared.lock().unwrap(),
-            t,
-            path_param(&path, "id"),
-            &query(&uri),
-        ),
+pub(super) async fn read(State(shared): State<Shared>, path: RawPath, uri: Uri) -> Response {
+    match api_object_type(path.get("object")) {
+        Ok(t) => get_one(&shared.lock().unwrap(), t, path.get("id"), &query(&uri)),
         Err(refusal) => refusal,
     }
 }
@@ -57,23 +48,23 @@ pub(super) async fn read(State(shared): State<Shared>, path: RawPathParams, uri:
 /// `PATCH .../{object}/{id}`: updates one record.
 pub(super) async fn update(
     State(shared): State<Shared>,
-    path: RawPathParams,
+    path: RawPath,
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let updated = api_object_type(path_param(&path, "object"))
+    let updated = api_object_type(path.get("object"))
         .and_then(|t| Ok((t, json_body(&body)?)))
         .map(|(t, b)| {
             let mut st = shared.lock().unwrap();
-            patch_one(&mut st, t, path_param(&path, "id"), &b, &query(&uri))
+            patch_one(&mut st, t, path.get("id"), &b, &query(&uri))
         });
     updated.unwrap_or_else(|refusal| refusal)
 }
 
 /// `DELETE .../{object}/{id}`: archives one record (204 even when there is none).
-pub(super) async fn archive(State(shared): State<Shared>, path: RawPathParams) -> Response {
-    match api_object_type(path_param(&path, "object")) {
-        Ok(t) => delete_one(&mut shared.lock().unwrap(), t, path_param(&path, "id")),
+pub(super) async fn archive(State(shared): State<Shared>, path: RawPath) -> Response {
+    match api_object_type(path.get("object")) {
+        Ok(t) => delete_one(&mut shared.lock().unwrap(), t, path.get("id")),
         Err(refusal) => refusal,
     }
 }

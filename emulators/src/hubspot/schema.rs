@@ -8,14 +8,13 @@
 
 use std::sync::OnceLock;
 
-use axum::extract::RawPathParams;
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use serde_json::{Value, json};
 
 use super::response::{error, iso, json_response};
-use crate::http::path_param;
+use crate::http::RawPath;
 
 /// The type of a property's values.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -381,8 +380,8 @@ pub(super) fn api_object_type(segment: &str) -> Result<&'static str, Response> {
 }
 
 /// `GET /crm/v3/properties/{object}`: the seeded schema of an object type.
-pub(super) async fn properties(path: RawPathParams) -> Response {
-    let object = path_param(&path, "object");
+pub(super) async fn properties(path: RawPath) -> Response {
+    let object = path.get("object");
     let Some(t) = TYPES.iter().copied().find(|x| *x == object) else {
         return error(
             StatusCode::NOT_FOUND,

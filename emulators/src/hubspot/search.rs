@@ -7,7 +7,7 @@
 //! never match.
 
 use axum::body::Bytes;
-use axum::extract::{RawPathParams, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
@@ -16,20 +16,16 @@ use super::render::render_full;
 use super::response::{error, json_body, json_response, str_list};
 use super::schema::{PropertyType, api_object_type, schema, to_ms};
 use super::state::{Inner, Record, Shared};
-use crate::http::path_param;
+use crate::http::RawPath;
 
 /// `POST .../{object}/{id}`: HubSpot's search when `id` is `search`; no other POST has this
 /// shape.
-pub(super) async fn search(
-    State(shared): State<Shared>,
-    path: RawPathParams,
-    body: Bytes,
-) -> Response {
-    let t = match api_object_type(path_param(&path, "object")) {
+pub(super) async fn search(State(shared): State<Shared>, path: RawPath, body: Bytes) -> Response {
+    let t = match api_object_type(path.get("object")) {
         Ok(t) => t,
         Err(refusal) => return refusal,
     };
-    if path_param(&path, "id") != "search" {
+    if path.get("id") != "search" {
         return error(
             StatusCode::NOT_FOUND,
             "OBJECT_NOT_FOUND",

@@ -62,7 +62,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::Uri;
+use axum::http::{Method, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -180,7 +180,7 @@ pub fn router(options: Options) -> Router {
 async fn pipeline(State(app): State<App>, mut request: Request, next: Next) -> Response {
     let path = request.uri().path().to_string();
     if path.starts_with("/_emulator/") {
-        return next.run(request).await;
+        return route(request, next).await;
     }
     let method = request.method().clone();
     let fault = {
@@ -204,7 +204,7 @@ async fn pipeline(State(app): State<App>, mut request: Request, next: Next) -> R
         if let Some(s) = fault.status {
             return fault_response(s).into_response();
         }
-        return next.run(request).await;
+        return route(request, next).await;
     }
     // Authentication.
     let token = request
@@ -244,7 +244,7 @@ async fn pipeline(State(app): State<App>, mut request: Request, next: Next) -> R
         return fault_response(s).into_response();
     }
     trim_trailing_slashes(&mut request, "/crm/v8/");
-    let response = next.run(request).await;
+    let response = route(request, next).await;
     if fault.fail_after_write {
         return fault_response(500).into_response();
     }
@@ -296,6 +296,18 @@ fn admit(app: &App, token: &str, cost: u64) -> Result<FlightGuard, Resp> {
         st: app.st.clone(),
         token: token.to_string(),
     })
+}
+
+/// Routes the request, except HEAD, which Zoho's API does not serve here (axum would answer it
+/// like GET): it gets the [`unmatched`] answer. No `Allow` header either, as before.
+async fn route(request: Request, next: Next) -> Response {
+    let mut response = if request.method() == Method::HEAD {
+        unmatched(request.uri().clone()).await.into_response()
+    } else {
+        next.run(request).await
+    };
+    response.headers_mut().remove(header::ALLOW);
+    response
 }
 
 /// The answer for a path no route serves, or a method a path's route does not take: an unknown

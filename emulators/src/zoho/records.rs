@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{RawPathParams, State};
+use axum::extract::State;
 use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
@@ -18,11 +18,11 @@ use super::response::{Resp, err, fmt_time, item_err, now_secs};
 use super::schema::known_module;
 use super::state::{App, Delivery, Inner, Record};
 use super::write::Change;
-use crate::http::{path_param, query};
+use crate::http::{RawPath, query};
 
 /// `GET /crm/v8/{Module}`.
-pub(super) async fn list(State(app): State<App>, path: RawPathParams, uri: Uri) -> Resp {
-    let module = path_param(&path, "module");
+pub(super) async fn list(State(app): State<App>, path: RawPath, uri: Uri) -> Resp {
+    let module = path.get("module");
     if let Err(refusal) = known_module(module) {
         return refusal;
     }
@@ -30,8 +30,8 @@ pub(super) async fn list(State(app): State<App>, path: RawPathParams, uri: Uri) 
 }
 
 /// `GET /crm/v8/{Module}/{id}`, where the id `deleted` lists the recycle bin.
-pub(super) async fn read(State(app): State<App>, path: RawPathParams, uri: Uri) -> Resp {
-    let (module, id) = (path_param(&path, "module"), path_param(&path, "id"));
+pub(super) async fn read(State(app): State<App>, path: RawPath, uri: Uri) -> Resp {
+    let (module, id) = (path.get("module"), path.get("id"));
     if let Err(refusal) = known_module(module) {
         return refusal;
     }
@@ -56,12 +56,8 @@ pub(super) async fn read(State(app): State<App>, path: RawPathParams, uri: Uri) 
 }
 
 /// `DELETE /crm/v8/{Module}?ids=a,b`.
-pub(super) async fn delete_by_ids(
-    State(app): State<App>,
-    path: RawPathParams,
-    uri: Uri,
-) -> Response {
-    let module = path_param(&path, "module");
+pub(super) async fn delete_by_ids(State(app): State<App>, path: RawPath, uri: Uri) -> Response {
+    let module = path.get("module");
     if let Err(refusal) = known_module(module) {
         return refusal.into_response();
     }
@@ -84,8 +80,8 @@ pub(super) async fn delete_by_ids(
 }
 
 /// `DELETE /crm/v8/{Module}/{id}`.
-pub(super) async fn delete_by_id(State(app): State<App>, path: RawPathParams) -> Response {
-    let (module, id) = (path_param(&path, "module"), path_param(&path, "id"));
+pub(super) async fn delete_by_id(State(app): State<App>, path: RawPath) -> Response {
+    let (module, id) = (path.get("module"), path.get("id"));
     if let Err(refusal) = known_module(module) {
         return refusal.into_response();
     }

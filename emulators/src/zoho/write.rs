@@ -8,7 +8,7 @@
 //! `trigger` workflow log; and `insert` / `update` notifications for what changed.
 
 use axum::body::Bytes;
-use axum::extract::{RawPathParams, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
@@ -19,25 +19,25 @@ use super::records::user_json;
 use super::response::{Resp, err, fmt_time, item_err, now_secs};
 use super::schema::{FieldDef, known_module, schema, system_dup_field};
 use super::state::{App, Delivery, Inner, Record};
-use crate::http::path_param;
+use crate::http::RawPath;
 
 /// `POST /crm/v8/{Module}`: inserts records.
-pub(super) async fn insert(State(app): State<App>, path: RawPathParams, body: Bytes) -> Response {
-    call(&app, path_param(&path, "module"), Op::Insert, &body, None)
+pub(super) async fn insert(State(app): State<App>, path: RawPath, body: Bytes) -> Response {
+    call(&app, path.get("module"), Op::Insert, &body, None)
 }
 
 /// `PUT /crm/v8/{Module}`: updates records by their `id`.
-pub(super) async fn update(State(app): State<App>, path: RawPathParams, body: Bytes) -> Response {
-    call(&app, path_param(&path, "module"), Op::Update, &body, None)
+pub(super) async fn update(State(app): State<App>, path: RawPath, body: Bytes) -> Response {
+    call(&app, path.get("module"), Op::Update, &body, None)
 }
 
 /// `POST /crm/v8/{Module}/upsert` (a POST to any other `{Module}/{id}` is a 405).
-pub(super) async fn upsert(State(app): State<App>, path: RawPathParams, body: Bytes) -> Response {
-    let module = path_param(&path, "module");
+pub(super) async fn upsert(State(app): State<App>, path: RawPath, body: Bytes) -> Response {
+    let module = path.get("module");
     if let Err(refusal) = known_module(module) {
         return refusal.into_response();
     }
-    if path_param(&path, "id") != "upsert" {
+    if path.get("id") != "upsert" {
         return err(
             405,
             "INVALID_REQUEST_METHOD",
@@ -50,12 +50,8 @@ pub(super) async fn upsert(State(app): State<App>, path: RawPathParams, body: By
 }
 
 /// `PUT /crm/v8/{Module}/{id}`: updates one record.
-pub(super) async fn update_by_id(
-    State(app): State<App>,
-    path: RawPathParams,
-    body: Bytes,
-) -> Response {
-    let (module, id) = (path_param(&path, "module"), path_param(&path, "id"));
+pub(super) async fn update_by_id(State(app): State<App>, path: RawPath, body: Bytes) -> Response {
+    let (module, id) = (path.get("module"), path.get("id"));
     if let Err(refusal) = known_module(module) {
         return refusal.into_response();
     }
