@@ -34,7 +34,7 @@
 //!   `objectId`, `propertyName`/`propertyValue` or `changeFlag`, `changeSource`, `sourceId`)
 //!   signed with `X-HubSpot-Signature` (v1, `X-HubSpot-Signature-Version: v1`),
 //!   `X-HubSpot-Signature-v3` and `X-HubSpot-Request-Timestamp`
-//!   (this crate's own [`signature`] code). Events are emitted for exactly the values a write
+//!   (this crate's own signing code, not driftless's). Events are emitted for exactly the values a write
 //!   changed (a no-op write emits nothing); values set at creation are `propertyChange`s too.
 //!   One request at a time (`maxConcurrentRequests` = 1).
 //! - retries on connect failure, timeout or any status outside {2xx, 400, 401, 403, 404,
@@ -61,11 +61,10 @@
 //! /_emulator/objects/{type}/{id}/edit` and `.../{id}/archive`, each with optional
 //! `{"properties": {..}, "userId": N}`: writes "in the HubSpot UI" (`CRM_UI`, `userId:N`,
 //! default user 1) with history, last-modified bump and webhooks, bypassing auth and limits.
-
 //!
 //! Invariants: the state lock is never held across an `.await`; a response to a non-test-control
 //! request always carries a fresh correlation id; unknown paths and methods answer with the same
-//! HubSpot error bodies as the routes would (see [`unmatched`]).
+//! HubSpot error bodies as the routes would (see `unmatched`).
 
 #![allow(clippy::result_large_err)] // helpers return ready-made error `Response`s
 

@@ -3,7 +3,7 @@
 //! Owns an in-memory customer endpoint that receives the generic-webhook sink's deliveries:
 //! - `POST /{any path}` verifies the Standard Webhooks signature (`webhook-id`,
 //!   `webhook-timestamp`, `webhook-signature`) with [`Options::secret`] and
-//!   [`Options::tolerance_s`] with this crate's own [`signature`] code; bad or missing
+//!   [`Options::tolerance_s`] with this crate's own signature code; bad or missing
 //!   signatures → 401 and the `rejected` counter; accepted deliveries are recorded with their
 //!   path, parsed JSON body and headers;
 //! - de-duplication on `webhook-id`: a re-delivery of an accepted id is answered 200 but recorded

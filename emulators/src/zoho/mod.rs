@@ -41,7 +41,7 @@
 //!
 //! Invariants: the state lock is never held across an `.await`; a request counts against the
 //! concurrency gate of its token for as long as it is being answered (delays included); unknown
-//! paths and methods answer with Zoho's error bodies (see [`unmatched`]).
+//! paths and methods answer with Zoho's error bodies (see `unmatched`).
 
 mod control;
 mod coql;
