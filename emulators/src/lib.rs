@@ -26,8 +26,8 @@ pub mod zoho;
 
 use std::net::SocketAddr;
 
-/// Which emulator to run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which emulator to run (also the `driftless-emulate` argument: `hubspot`, `zoho`, `webhook`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
     /// HubSpot CRM v3.
     Hubspot,

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use driftless_emulators::Kind;
 
 /// Run a local emulator of a SaaS API (development, demo, tests).
@@ -13,20 +13,13 @@ use driftless_emulators::Kind;
 struct Cli {
     /// Which API.
     #[arg(value_enum)]
-    kind: EmulatorKind,
+    kind: Kind,
     /// Port.
     #[arg(long, default_value_t = 8081)]
     port: u16,
     /// Address to bind (loopback by default; `0.0.0.0` inside a container).
     #[arg(long, default_value = "127.0.0.1")]
     host: IpAddr,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum EmulatorKind {
-    Hubspot,
-    Zoho,
-    Webhook,
 }
 
 fn main() -> ExitCode {
@@ -38,11 +31,6 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
-    let kind = match cli.kind {
-        EmulatorKind::Hubspot => Kind::Hubspot,
-        EmulatorKind::Zoho => Kind::Zoho,
-        EmulatorKind::Webhook => Kind::Webhook,
-    };
     let addr = SocketAddr::from((cli.host, cli.port));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -54,7 +42,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(driftless_emulators::serve(kind, addr)) {
+    match runtime.block_on(driftless_emulators::serve(cli.kind, addr)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: emulator on {addr}: {e}");
