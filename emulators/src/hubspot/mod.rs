@@ -249,7 +249,7 @@ async fn pipeline(State(shared): State<Shared>, mut request: Request, next: Next
 }
 
 /// Routes the request, except HEAD, which HubSpot's API does not serve here (axum would answer
-/// it like GET): it gets the [`unmatched`] answer. No `Allow` header either, as before.
+/// it like GET): it gets the [`unmatched`] answer. Responses carry no `Allow` header.
 async fn route(request: Request, next: Next) -> Response {
     let mut response = if request.method() == Method::HEAD {
         unmatched(Method::HEAD, request.uri().clone()).await

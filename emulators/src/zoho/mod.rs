@@ -299,7 +299,7 @@ fn admit(app: &App, token: &str, cost: u64) -> Result<FlightGuard, Resp> {
 }
 
 /// Routes the request, except HEAD, which Zoho's API does not serve here (axum would answer it
-/// like GET): it gets the [`unmatched`] answer. No `Allow` header either, as before.
+/// like GET): it gets the [`unmatched`] answer. Responses carry no `Allow` header.
 async fn route(request: Request, next: Next) -> Response {
     let mut response = if request.method() == Method::HEAD {
         unmatched(request.uri().clone()).await.into_response()
