@@ -17,7 +17,6 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod destinations;
-pub mod emulate;
 pub mod error;
 pub mod event;
 pub mod kafka;

@@ -165,22 +165,40 @@ where
     }
 }
 
+/// `driftless emulate`: runs `driftless-emulate` (the emulators are a binary of their own,
+/// outside the product), found beside this executable or else on `PATH`; on Unix it replaces
+/// this process, so stopping it stops the emulator.
 async fn emulate(kind: crate::cli::EmulatorKind, host: std::net::IpAddr, port: u16) -> ExitCode {
     use crate::cli::EmulatorKind;
-    use crate::emulate::Kind;
+    const PROGRAM: &str = "driftless-emulate";
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join(PROGRAM)))
+        .filter(|path| path.is_file());
+    let program = beside.unwrap_or_else(|| std::path::PathBuf::from(PROGRAM));
     let kind = match kind {
-        EmulatorKind::Hubspot => Kind::Hubspot,
-        EmulatorKind::Zoho => Kind::Zoho,
-        EmulatorKind::Webhook => Kind::Webhook,
+        EmulatorKind::Hubspot => "hubspot",
+        EmulatorKind::Zoho => "zoho",
+        EmulatorKind::Webhook => "webhook",
     };
-    let addr = std::net::SocketAddr::from((host, port));
-    match crate::emulate::serve(kind, addr).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: emulator on {addr}: {e}");
-            ExitCode::FAILURE
-        }
+    let mut command = std::process::Command::new(&program);
+    command.args([
+        kind,
+        "--port",
+        &port.to_string(),
+        "--host",
+        &host.to_string(),
+    ]);
+    let outcome = std::os::unix::process::CommandExt::exec(&mut command);
+    if outcome.kind() == std::io::ErrorKind::NotFound {
+        eprintln!(
+            "error: `driftless emulate` runs `{PROGRAM}`, which is neither next to this executable \
+             nor on PATH; build it with `cargo build -p driftless-emulators`"
+        );
+    } else {
+        eprintln!("error: cannot run {}: {outcome}", program.display());
     }
+    ExitCode::FAILURE
 }
 
 async fn check(path: &Path) -> ExitCode {

@@ -315,7 +315,7 @@ fn parse_token_response(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulate::zoho;
+    use driftless_emulators::zoho;
     use serde_json::json;
 
     #[test]
@@ -351,7 +351,7 @@ mod tests {
 
     async fn zoho_emulator() -> String {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        crate::emulate::serve_for_test(zoho::router(zoho::Options {
+        driftless_emulators::serve_for_test(zoho::router(zoho::Options {
             api_domain: "http://api.example".into(),
             ..zoho::Options::default()
         }))

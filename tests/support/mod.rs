@@ -537,7 +537,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// An emulator process (`driftless emulate KIND`) on a free loopback port; killed on drop.
+/// An emulator process on a free loopback port, started as users start it (`driftless emulate
+/// KIND`, which runs the `driftless-emulate` binary built next to `driftless`); killed on drop.
 pub struct Emulator {
     child: Child,
     /// Its port on 127.0.0.1.
@@ -547,8 +548,17 @@ pub struct Emulator {
 impl Emulator {
     /// Starts the emulator and waits until it accepts connections.
     pub fn start(kind: &str) -> Emulator {
+        let driftless = std::path::Path::new(env!("CARGO_BIN_EXE_driftless"));
+        let emulate =
+            driftless.with_file_name(format!("driftless-emulate{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            emulate.is_file(),
+            "{} is missing: build it first with `cargo build -p driftless-emulators` \
+             (scripts/test does)",
+            emulate.display()
+        );
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_driftless"))
+        let child = Command::new(driftless)
             .args(["emulate", kind, "--port", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

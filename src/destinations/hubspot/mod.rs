@@ -2,7 +2,7 @@
 //!
 //! Owns the HTTP side of a `kind = "hubspot"` sink (issue 3): request shapes, response
 //! classification, and a client-side rate limiter. Contract in `shared/docs/saas-contracts.md`
-//! §1; tested against the in-process emulator ([`crate::emulate::hubspot`]).
+//! §1; tested against the in-process emulator (`driftless_emulators::hubspot`).
 //!
 //! Invariants:
 //! - every write is idempotent: `batch/upsert` by `id_property`, deletes resolve record ids with
@@ -799,14 +799,14 @@ mod tests {
     use super::*;
     use crate::config::sinks::Auth;
     use crate::config::{SecretSource, TableName};
-    use crate::emulate::hubspot::{Options, router};
     use crate::sink::batch::{Batcher, Position};
     use crate::sink::test_support::event;
+    use driftless_emulators::hubspot::{Options, router};
     use reqwest::header::HeaderValue;
 
     async fn start(opts: Options) -> String {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        crate::emulate::serve_for_test(router(opts)).await
+        driftless_emulators::serve_for_test(router(opts)).await
     }
 
     fn valid_sink(base_url: &str) -> ValidSink {

@@ -3,7 +3,7 @@
 //! Owns the HTTP side of a `kind = "webhook"` sink (issue 3; contract in
 //! `shared/docs/saas-contracts.md` §3): request bodies, the `webhook-id` / `webhook-timestamp` /
 //! `webhook-signature` headers, response classification and the SSRF guard. Tested against the
-//! in-process receiver emulator ([`crate::emulate::webhook`]).
+//! in-process receiver emulator (`driftless_emulators::webhook`).
 //!
 //! Invariants:
 //! - bodies: `mode = "batch"` sends `{"type": "driftless.changes", "events": [...]}` (at most
@@ -379,14 +379,14 @@ mod tests {
 
     use super::*;
     use crate::config::{SecretSource, TableName};
-    use crate::emulate::webhook::{DEFAULT_SECRET, Options, router};
     use crate::event::{EVENT_FORMAT, Source};
     use crate::lsn::Lsn;
     use crate::sink::batch::{Batcher, Position};
+    use driftless_emulators::webhook::{DEFAULT_SECRET, Options, router};
 
     async fn start() -> String {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        crate::emulate::serve_for_test(router(Options::default())).await
+        driftless_emulators::serve_for_test(router(Options::default())).await
     }
 
     fn config(url: &str, mode: WebhookMode, allow_private: bool) -> ValidSink {

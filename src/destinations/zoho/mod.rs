@@ -3,7 +3,7 @@
 //! Owns the HTTP side of a `kind = "zoho"` sink (issue 3): value encoding (pure,
 //! [`encode_value`], [`to_record`]), request shapes, response classification. Contract in
 //! `shared/docs/saas-contracts.md` §2; tested against the in-process emulator
-//! ([`crate::emulate::zoho`]).
+//! (`driftless_emulators::zoho`).
 //!
 //! Invariants:
 //! - every write is idempotent: `POST /crm/v8/{Module}/upsert` with
@@ -889,15 +889,15 @@ mod tests {
     use super::*;
     use crate::config::TableName;
     use crate::config::sinks::Auth;
-    use crate::emulate::zoho::{Options, router};
     use crate::sink::batch::{Batcher, Position};
     use crate::sink::mapping::check_schema;
     use crate::sink::test_support::event;
+    use driftless_emulators::zoho::{Options, router};
     use std::time::Instant;
 
     async fn start(opts: Options) -> String {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        crate::emulate::serve_for_test(router(opts)).await
+        driftless_emulators::serve_for_test(router(opts)).await
     }
 
     fn valid_sink(base_url: &str) -> ValidSink {

@@ -1,0 +1,79 @@
+//! Request-reading helpers shared by the emulators.
+//!
+//! Owns how the emulators read what axum does not read for them the way they always have:
+//! path parameters exactly as sent (still percent-encoded: ids, types and modules are matched
+//! as text), form and query strings as maps (the last of repeated keys wins), and trailing
+//! slashes, which the emulated APIs ignore.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+
+use axum::extract::{FromRequestParts, MatchedPath, Request};
+use axum::http::Uri;
+use axum::http::request::Parts;
+
+/// The matched route's path parameters as sent, still percent-encoded (axum's own extractors
+/// decode them).
+pub(crate) struct RawPath {
+    params: Vec<(String, String)>,
+}
+
+impl RawPath {
+    /// The value of parameter `name`; empty if the route has no such parameter.
+    pub(crate) fn get(&self, name: &str) -> &str {
+        self.params
+            .iter()
+            .find(|(key, _)| key == name)
+            .map_or("", |(_, value)| value)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RawPath {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let template = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map_or("", MatchedPath::as_str);
+        let params = template
+            .split('/')
+            .zip(parts.uri.path().split('/'))
+            .filter_map(|(pattern, value)| {
+                let name = pattern.strip_prefix('{')?.strip_suffix('}')?;
+                Some((name.to_string(), value.to_string()))
+            })
+            .collect();
+        Ok(RawPath { params })
+    }
+}
+
+/// `application/x-www-form-urlencoded` text (a form body or a query string) as a map.
+pub(crate) fn form(text: &str) -> HashMap<String, String> {
+    url::form_urlencoded::parse(text.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// The query string of `uri` as a map.
+pub(crate) fn query(uri: &Uri) -> HashMap<String, String> {
+    form(uri.query().unwrap_or(""))
+}
+
+/// Drops trailing slashes from a path under `prefix` (keeping the query), as long as something
+/// follows the prefix, so that `/x/` is routed as `/x`.
+pub(crate) fn trim_trailing_slashes(request: &mut Request, prefix: &str) {
+    let uri = request.uri();
+    let path = uri.path();
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.len() == path.len() || trimmed.len() < prefix.len() || !path.starts_with(prefix) {
+        return;
+    }
+    let rebuilt = match uri.query() {
+        Some(query) => format!("{trimmed}?{query}"),
+        None => trimmed.to_string(),
+    };
+    if let Ok(rebuilt) = rebuilt.parse::<Uri>() {
+        *request.uri_mut() = rebuilt;
+    }
+}

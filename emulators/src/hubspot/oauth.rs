@@ -1,0 +1,63 @@
+//! OAuth token endpoint of the HubSpot emulator.
+//!
+//! Owns the `refresh_token` grant: a form-encoded request naming one of
+//! [`Options::refresh_tokens`](super::Options::refresh_tokens) gets a fresh access token that
+//! expires after [`Options::oauth_token_ttl`](super::Options::oauth_token_ttl); anything else is a
+//! 400 with HubSpot's `BAD_GRANT_TYPE` / `BAD_REFRESH_TOKEN` status.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use chrono::Utc;
+use serde_json::json;
+
+use super::response::{error, json_response, uuid};
+use super::state::{Inner, OauthToken, Shared};
+use crate::http::form;
+
+/// `POST /oauth/v1/token` and `/oauth/v3/token` (any other method: 405).
+pub(super) async fn token(State(shared): State<Shared>, method: Method, body: Bytes) -> Response {
+    issue(&mut shared.lock().unwrap(), &method, &body)
+}
+
+fn issue(st: &mut Inner, method: &Method, body: &Bytes) -> Response {
+    if method != Method::POST {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "VALIDATION_ERROR",
+            "use POST",
+        );
+    }
+    let form: HashMap<String, String> = form(&String::from_utf8_lossy(body));
+    let oauth_err = |status: &str, message: &str| {
+        json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"status": status, "message": message, "correlationId": uuid()}),
+        )
+    };
+    if form.get("grant_type").map(String::as_str) != Some("refresh_token") {
+        return oauth_err("BAD_GRANT_TYPE", "grant_type must be refresh_token");
+    }
+    let rt = form.get("refresh_token").cloned().unwrap_or_default();
+    if !st.opts.refresh_tokens.contains(&rt) {
+        return oauth_err("BAD_REFRESH_TOKEN", "missing or invalid refresh token");
+    }
+    let access = format!("oauth-{}", uuid().replace('-', ""));
+    let ttl = st.opts.oauth_token_ttl;
+    let expires_at = Utc::now() + chrono::Duration::milliseconds(ttl.as_millis() as i64);
+    st.oauth.insert(access.clone(), OauthToken { expires_at });
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "access_token": access,
+            "refresh_token": rt,
+            "expires_in": ttl.as_secs(),
+            "token_type": "bearer",
+            "token_use": "access_token",
+            "hub_id": st.opts.hub_id,
+        }),
+    )
+}
