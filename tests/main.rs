@@ -8,6 +8,6 @@ mod contract;
 mod e2e;
 mod relations;
 mod sink;
-mod sync;
-mod sync_zoho;
+mod two_way_hubspot;
+mod two_way_zoho;
 mod types;
