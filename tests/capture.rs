@@ -12,8 +12,6 @@ async fn insert_update_delete_truncate_are_captured() {
         "iudt",
         "CREATE TABLE contacts (id bigint PRIMARY KEY, email text, score int)",
         &["public.contacts"],
-        "",
-        "",
     )
     .await;
     let topic = setup.topic("public.contacts");
@@ -192,7 +190,7 @@ async fn snapshot_with_concurrent_writes_has_no_gap_or_duplicate() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_during_large_load_loses_nothing() {
-    let (db, setup, mut cap) = capture_streaming(
+    let (db, setup, mut cap) = capture_streaming_with(
         "kill9",
         "CREATE TABLE big (id bigint PRIMARY KEY, payload text)",
         &["public.big"],
@@ -277,8 +275,6 @@ async fn idle_database_advances_slot() {
         "idle",
         "CREATE TABLE watched (id int PRIMARY KEY); CREATE TABLE other (id int)",
         &["public.watched"],
-        "",
-        "",
     )
     .await;
     // WAL moves, but nothing the publication covers: PG 15 skips these transactions.
@@ -309,7 +305,7 @@ async fn idle_database_advances_slot() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn heartbeat_advances_slot_and_is_not_published() {
-    let (db, setup, mut cap) = capture_streaming(
+    let (db, setup, mut cap) = capture_streaming_with(
         "heartbeat",
         "CREATE TABLE watched (id int PRIMARY KEY)",
         &["public.watched"],
@@ -345,20 +341,20 @@ async fn heartbeat_advances_slot_and_is_not_published() {
     db.drop_db().await;
 }
 
-async fn start_and_stop_once(db: &TestDb, setup: &Setup) {
-    let mut cap = setup.start();
-    cap.wait_streaming().await;
+/// A database with a table `t` whose slot capture has used once: one row captured, then a
+/// clean stop.
+async fn captured_once(tag: &str) -> (TestDb, Setup) {
+    let (db, setup, mut cap) =
+        capture_streaming(tag, "CREATE TABLE t (id int PRIMARY KEY)", &["public.t"]).await;
     db.exec("INSERT INTO t VALUES (1)").await;
     assert_eq!(read_n(&setup.topic("public.t"), 1, WAIT).len(), 1);
     assert_eq!(cap.stop(), Some(0));
+    (db, setup)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dropped_slot_fails_loudly() {
-    let db = TestDb::new("dropslot").await;
-    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
-    let setup = Setup::new(&db, &["public.t"], "", "");
-    start_and_stop_once(&db, &setup).await;
+    let (db, setup) = captured_once("dropslot").await;
     db.exec(&format!(
         "SELECT pg_drop_replication_slot('{}')",
         setup.slot
@@ -383,10 +379,7 @@ async fn dropped_slot_fails_loudly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn recreated_slot_fails_loudly() {
-    let db = TestDb::new("reslot").await;
-    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
-    let setup = Setup::new(&db, &["public.t"], "", "");
-    start_and_stop_once(&db, &setup).await;
+    let (db, setup) = captured_once("reslot").await;
     // Separate statements: a slot cannot be created in a transaction that wrote.
     db.exec(&format!(
         "SELECT pg_drop_replication_slot('{}')",
@@ -414,10 +407,7 @@ async fn recreated_slot_fails_loudly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn clean_restart_resumes_without_loss_or_duplicates() {
-    let db = TestDb::new("restart").await;
-    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
-    let setup = Setup::new(&db, &["public.t"], "", "");
-    start_and_stop_once(&db, &setup).await;
+    let (db, setup) = captured_once("restart").await;
     db.exec("INSERT INTO t SELECT generate_series(2, 50)").await;
     let mut cap = setup.start();
     let records = read_settled(&setup.topic("public.t"), 50, WAIT);
@@ -439,8 +429,6 @@ async fn terminated_walsender_is_retried_without_loss() {
         "walsender",
         "CREATE TABLE t (id int PRIMARY KEY)",
         &["public.t"],
-        "",
-        "",
     )
     .await;
     db.exec("INSERT INTO t SELECT generate_series(1, 10)").await;
@@ -547,8 +535,6 @@ async fn python_kafka_client_reads_and_validates_events() {
          seen timestamptz, amount numeric);
          INSERT INTO contacts VALUES (1, 'a@x.io', '{a,b}', '{\"k\": 1}', now(), 1.5);",
         &["public.contacts"],
-        "",
-        "",
     )
     .await;
     db.exec(
@@ -692,7 +678,7 @@ async fn kafka_unreachable_is_retried_until_it_comes_back() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tiny_in_flight_window_backpressures_without_loss() {
-    let (db, setup, mut cap) = capture_streaming(
+    let (db, setup, mut cap) = capture_streaming_with(
         "window",
         "CREATE TABLE t (id int PRIMARY KEY, pad text)",
         &["public.t"],

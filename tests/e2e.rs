@@ -365,13 +365,7 @@ async fn converge(scenario: Scenario) {
     }
 
     // Random workload: inserts, many updates of a few hot keys, some deletes.
-    let mut rng_state = 42u64;
-    let mut rnd = move |n: u64| {
-        rng_state = rng_state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (rng_state >> 33) % n
-    };
+    let mut rnd = seeded_random(42);
     db.exec(
         "INSERT INTO contacts SELECT g, 'User' || g || '@Example.com', 'first' || g, \
          CASE WHEN g % 2 = 0 THEN 'lead' ELSE 'customer' END FROM generate_series(1, 1000) g",

@@ -151,8 +151,6 @@ async fn replica_identity_default_vs_full() {
         "ident",
         "CREATE TABLE acct (id int PRIMARY KEY, name text, bal int)",
         &["public.acct"],
-        "",
-        "",
     )
     .await;
     let topic = setup.topic("public.acct");
@@ -226,8 +224,6 @@ async fn primary_key_change_is_delete_then_insert() {
          CREATE TABLE full_items (id int PRIMARY KEY, label text); \
          ALTER TABLE full_items REPLICA IDENTITY FULL",
         &["public.items", "public.full_items"],
-        "",
-        "",
     )
     .await;
 
@@ -300,8 +296,6 @@ async fn multi_table_transaction_keeps_commit_order() {
         "CREATE TABLE ta (id int PRIMARY KEY, v text); \
          CREATE TABLE tb (id int PRIMARY KEY, v text)",
         &["public.ta", "public.tb"],
-        "",
-        "",
     )
     .await;
 
@@ -387,8 +381,6 @@ async fn schema_change_mid_stream_uses_relation_in_force() {
         "ddl",
         "CREATE TABLE evolve (id int PRIMARY KEY, a text, b int)",
         &["public.evolve"],
-        "",
-        "",
     )
     .await;
     let topic = setup.topic("public.evolve");
@@ -559,8 +551,6 @@ async fn logical_messages_are_published() {
         "msg",
         "CREATE TABLE noise (id int PRIMARY KEY)",
         &["public.noise"],
-        "",
-        "",
     )
     .await;
 

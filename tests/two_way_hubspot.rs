@@ -276,13 +276,7 @@ async fn heavy_random_two_sided_edits_converge_with_bounded_api_calls() {
     let requests = |state: &Value| state["requests"]["total"].as_u64().unwrap();
     let requests_before = requests(&t.emulator.state().await);
     // Random edits on both sides of a few shared keys, as fast as they can be made.
-    let mut rng = 7u64;
-    let mut rnd = move |n: u64| {
-        rng = rng
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (rng >> 33) % n
-    };
+    let mut rnd = seeded_random(7);
     let (mut pg_edits, mut hs_edits) = (0u64, 0u64);
     for i in 0..2_000 {
         let key = 1 + rnd(KEYS as u64) as i64;

@@ -21,7 +21,7 @@ pub use kafka::{
     OwnBroker, Record, brokers, by_key, read_n, read_settled, read_topic, read_topic_from,
     read_until_quiet, stable_group_members,
 };
-pub use process::{DriftlessProcess, capture_streaming};
+pub use process::{DriftlessProcess, capture_streaming, capture_streaming_with};
 pub use wait::{WAIT, eventually};
 
 /// The value of an environment variable the tests need; panics with `why` when it is missing.
@@ -55,6 +55,18 @@ pub fn wait_for_port(port: u16, what: &str) {
             "{what} does not listen on port {port}"
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A seeded pseudo-random source (an LCG, the same sequence on every run): `rnd(n)` is in
+/// `0..n`.
+pub fn seeded_random(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut state = seed;
+    move |n| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) % n
     }
 }
 

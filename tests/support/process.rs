@@ -120,9 +120,17 @@ impl Drop for DriftlessProcess {
 }
 
 /// The start of most capture tests: a database of its own with `ddl` run, a [`Setup`] for
-/// `tables` (`extra_source` / `extra_kafka`: TOML lines of `[source]` / `[kafka]`), and
-/// capture streaming from its slot.
+/// `tables`, and capture streaming from its slot.
 pub async fn capture_streaming(
+    tag: &str,
+    ddl: &str,
+    tables: &[&str],
+) -> (TestDb, Setup, DriftlessProcess) {
+    capture_streaming_with(tag, ddl, tables, "", "").await
+}
+
+/// [`capture_streaming`] with extra TOML lines of `[source]` and `[kafka]`.
+pub async fn capture_streaming_with(
     tag: &str,
     ddl: &str,
     tables: &[&str],

@@ -546,18 +546,12 @@ impl TwoWay {
     /// earlier event of the key in its Kafka partition. Once it reached the CRM, the sink has
     /// handled those events (an origin-tagged one was skipped, or it was written).
     pub async fn outbound_sentinel(&self, key: i64) {
-        let value = unique("sentinel");
-        let sql = format!(
-            "UPDATE {} SET {} = '{value}' WHERE id = {key}",
-            self.crm.table(),
-            self.crm.columns()[1]
-        );
-        let change = self.db.exec(&sql);
-        sentinel("the Postgres sentinel reached the CRM", change, || async {
-            self.crm_records()
-                .await
-                .get(&key)
-                .is_some_and(|(_, r)| r[1] == value)
+        self.postgres_sentinel(key, |value| {
+            format!(
+                "UPDATE {} SET {} = '{value}' WHERE id = {key}",
+                self.crm.table(),
+                self.crm.columns()[1]
+            )
         })
         .await;
     }
@@ -566,20 +560,32 @@ impl TwoWay {
     /// event follows the delete event in the key's partition. Once it reached the CRM (as a
     /// new record), the sink has handled the delete event.
     pub async fn insert_sentinel(&self, key: i64) {
-        let value = unique("sentinel");
-        let sql = format!(
-            "INSERT INTO {} (id, {}) VALUES ({key}, {})",
-            self.crm.table(),
-            self.crm.columns().join(", "),
-            self.crm.sample(key, &value)
-        );
-        let change = self.db.exec(&sql);
-        sentinel("the re-inserted row reached the CRM", change, || async {
-            self.crm_records()
-                .await
-                .get(&key)
-                .is_some_and(|(_, r)| r[1] == value)
+        self.postgres_sentinel(key, |value| {
+            format!(
+                "INSERT INTO {} (id, {}) VALUES ({key}, {})",
+                self.crm.table(),
+                self.crm.columns().join(", "),
+                self.crm.sample(key, value)
+            )
         })
+        .await;
+    }
+
+    /// Runs `sql(value)`, a Postgres write giving `key` the name `value`, and waits until the
+    /// CRM record of `key` has it.
+    async fn postgres_sentinel(&self, key: i64, sql: impl FnOnce(&str) -> String) {
+        let value = unique("sentinel");
+        let sql = sql(&value);
+        sentinel(
+            "the Postgres sentinel reached the CRM",
+            self.db.exec(&sql),
+            || async {
+                self.crm_records()
+                    .await
+                    .get(&key)
+                    .is_some_and(|(_, r)| r[1] == value)
+            },
+        )
         .await;
     }
 
