@@ -8,96 +8,14 @@ use serde_json::{Value, json};
 
 use crate::support::two_way::{
     Crm, HUBSPOT_SECRET, Options, RECONCILE_OFF, TwoWay, deletion_in_crm,
+    edits_cross_once_and_never_echo_back,
 };
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn edits_on_either_side_cross_once_and_never_echo_back() {
     let t = TwoWay::start(Crm::Hubspot, RECONCILE_OFF).await;
-    t.db.exec(
-        "INSERT INTO contacts (email, first_name, lifecycle) VALUES \
-         ('ada@example.com', 'Ada', 'lead'), ('grace@example.com', 'Grace', 'customer'), \
-         ('alan@example.com', 'Alan', 'lead')",
-    )
-    .await;
-    t.wait_in_sync("initial rows").await;
-    assert_eq!(t.origins(3), [None, None, None]);
-
-    // Edit in HubSpot → Postgres changes; nothing is written back to HubSpot.
-    let crm_before = t.sink_writes().await;
-    t.edit_in_crm(
-        2,
-        json!({"firstname": "Amazing Grace", "lifecyclestage": "lead"}),
-    )
-    .await;
-    eventually("the HubSpot edit reaches Postgres", WAIT, || async {
-        t.postgres().await[&2][1] == "Amazing Grace"
-    })
-    .await;
-    t.wait_in_sync("after the HubSpot edit").await;
-    assert_eq!(
-        t.postgres().await[&2][2],
-        "lead",
-        "mapped back through the value map"
-    );
-    // One row write in Postgres for one HubSpot edit, tagged with the sink's origin.
-    assert_eq!(t.tagged(&t.origins(4)), 1);
-    // The sentinel follows the inbound write in the key's partition.
-    t.outbound_sentinel(2).await;
-    assert_eq!(
-        t.sink_writes().await,
-        crm_before + 1,
-        "only the sentinel: no write went back to HubSpot"
-    );
-
-    // Edit in Postgres → HubSpot changes; nothing comes back into Postgres.
-    let crm_before = t.sink_writes().await;
-    t.db.exec("UPDATE contacts SET lifecycle = 'customer', first_name = 'Alan M.' WHERE id = 3")
-        .await;
-    eventually("the Postgres edit reaches HubSpot", WAIT, || async {
-        t.crm_records().await[&3].1[1] == "Alan M."
-    })
-    .await;
-    t.wait_in_sync("after the Postgres edit").await;
-    assert_eq!(
-        t.sink_writes().await - crm_before,
-        1,
-        "one upsert for one edit"
-    );
-    // The sentinel's webhook follows the echo webhook of that upsert.
-    t.inbound_sentinel(3).await;
-    assert_eq!(
-        t.tagged(&t.origins(7)),
-        2,
-        "only the sentinel: the echo wrote nothing into Postgres"
-    );
-
-    // A record created in HubSpot gets a row, and the record is linked to it (no duplicate).
-    t.create_in_crm(
-        json!({"email": "barbara@example.com", "firstname": "Barbara",
-                           "lifecyclestage": "customer"}),
-    )
-    .await;
-    eventually("the HubSpot record gets a row", WAIT, || async {
-        t.postgres()
-            .await
-            .values()
-            .any(|c| c[0] == "barbara@example.com")
-    })
-    .await;
-    t.wait_in_sync("after the HubSpot create").await;
-    assert_eq!(t.postgres().await.len(), 4);
-    // One insert (tagged); linking the record to its row wrote nothing more to Postgres.
-    assert_eq!(t.tagged(&t.origins(8)), 3);
-    assert_eq!(
-        t.emulator.state().await["objects"]["contacts"]
-            .as_array()
-            .unwrap()
-            .len(),
-        4,
-        "no duplicate record in HubSpot"
-    );
-    assert!(!t.log().contains("Amazing"), "no row values in logs");
+    edits_cross_once_and_never_echo_back(&t).await;
     t.finish().await;
 }
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::two_way::{Crm, Options, RECONCILE_OFF, TwoWay, deletion_in_crm};
+use crate::support::two_way::{
+    Crm, Options, RECONCILE_OFF, TwoWay, deletion_in_crm, edits_cross_once_and_never_echo_back,
+};
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -19,77 +21,7 @@ async fn edits_on_either_side_cross_once_and_never_echo_back() {
         format!("http://127.0.0.1:{}/hooks/zoho", t.hook_port),
         "public_url defaults to the receiver's address"
     );
-    t.db.exec(
-        "INSERT INTO leads (email, last_name) VALUES \
-         ('ada@example.com', 'Lovelace'), ('grace@example.com', 'Hopper'), \
-         ('alan@example.com', 'Turing')",
-    )
-    .await;
-    t.wait_in_sync("initial rows").await;
-    assert_eq!(t.origins(3), [None, None, None]);
-
-    // Edit in Zoho → Postgres changes; nothing is written back to Zoho.
-    let crm_before = t.sink_writes().await;
-    t.edit_in_crm(2, json!({"Last_Name": "Hopper-Murray"}))
-        .await;
-    eventually("the Zoho edit reaches Postgres", WAIT, || async {
-        t.postgres().await[&2][1] == "Hopper-Murray"
-    })
-    .await;
-    t.wait_in_sync("after the Zoho edit").await;
-    // One row write in Postgres for one Zoho edit, tagged with the sink's origin.
-    assert_eq!(t.tagged(&t.origins(4)), 1);
-    // The sentinel follows the inbound write in the key's partition.
-    t.outbound_sentinel(2).await;
-    assert_eq!(
-        t.sink_writes().await,
-        crm_before + 1,
-        "only the sentinel: no write went back to Zoho"
-    );
-
-    // Edit in Postgres → Zoho changes; nothing comes back into Postgres.
-    let crm_before = t.sink_writes().await;
-    t.db.exec("UPDATE leads SET last_name = 'Turing OBE' WHERE id = 3")
-        .await;
-    eventually("the Postgres edit reaches Zoho", WAIT, || async {
-        t.crm_records().await[&3].1[1] == "Turing OBE"
-    })
-    .await;
-    t.wait_in_sync("after the Postgres edit").await;
-    assert_eq!(
-        t.sink_writes().await - crm_before,
-        1,
-        "one upsert for one edit"
-    );
-    // The sentinel's notification follows the echo notification of that upsert.
-    t.inbound_sentinel(3).await;
-    let origins = t.origins(7);
-    assert_eq!(
-        t.tagged(&origins),
-        2,
-        "only the sentinel: the echo notification wrote nothing into Postgres"
-    );
-    assert_eq!(origins.iter().filter(|o| o.is_none()).count(), 5);
-
-    // A lead created in Zoho gets a row, and the lead is linked to it (no duplicate).
-    t.create_in_crm(json!({"Email": "barbara@example.com", "Last_Name": "Liskov"}))
-        .await;
-    eventually("the Zoho lead gets a row", WAIT, || async {
-        t.postgres()
-            .await
-            .values()
-            .any(|l| l[0] == "barbara@example.com")
-    })
-    .await;
-    t.wait_in_sync("after the Zoho create").await;
-    assert_eq!(t.postgres().await.len(), 4);
-    assert_eq!(t.tagged(&t.origins(8)), 3, "one tagged insert");
-    let state = t.emulator.state().await;
-    assert_eq!(
-        state["records"]["Leads"].as_array().unwrap().len(),
-        4,
-        "no duplicate lead in Zoho"
-    );
+    edits_cross_once_and_never_echo_back(&t).await;
     t.finish().await;
 }
 

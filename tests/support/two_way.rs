@@ -87,6 +87,14 @@ impl Crm {
         }
     }
 
+    /// CRM properties a record needs besides email and name (HubSpot: the lifecycle stage).
+    fn other_properties(self) -> Value {
+        match self {
+            Crm::Hubspot => json!({"lifecyclestage": "customer"}),
+            Crm::Zoho => json!({}),
+        }
+    }
+
     /// The environment of a sink worker.
     pub fn worker_env(self) -> Vec<(&'static str, &'static str)> {
         match self {
@@ -145,14 +153,23 @@ id = "{id}"
         )
     }
 
+    /// Every record of the emulator's state, deleted (archived) ones included.
+    fn all_records(self, state: &Value) -> &[Value] {
+        let records = match self {
+            Crm::Hubspot => &state["objects"]["contacts"],
+            Crm::Zoho => &state["records"]["Leads"],
+        };
+        records.as_array().map_or(&[], Vec::as_slice)
+    }
+
     /// Live records of the emulator's state by id property: (CRM id, row).
     fn records(self, state: &Value) -> BTreeMap<i64, (String, Row)> {
-        let (records, fields, deleted) = match self {
-            Crm::Hubspot => (&state["objects"]["contacts"], "/properties", "archived"),
-            Crm::Zoho => (&state["records"]["Leads"], "", "$deleted"),
+        let (fields, deleted) = match self {
+            Crm::Hubspot => ("/properties", "archived"),
+            Crm::Zoho => ("", "$deleted"),
         };
         let mut out = BTreeMap::new();
-        for r in records.as_array().into_iter().flatten() {
+        for r in self.all_records(state) {
             if r[deleted] == true {
                 continue;
             }
@@ -710,4 +727,93 @@ pub async fn deletion_in_crm(crm: Crm, on_crm_delete: &str, lost: bool) {
         );
     }
     t.finish().await;
+}
+
+/// Edits on either side cross once and never echo back: a CRM edit becomes one origin-tagged
+/// row write and no CRM write, a Postgres edit one CRM write and no row write, and a record
+/// created in the CRM gets a row and is linked to it, with no duplicate on either side.
+pub async fn edits_cross_once_and_never_echo_back(t: &TwoWay) {
+    let crm = t.crm;
+    let [email, name] = [crm.properties()[0], crm.properties()[1]];
+    t.insert_samples(3).await;
+    t.wait_in_sync("initial rows").await;
+    assert_eq!(t.origins(3), [None, None, None]);
+
+    // Edit in the CRM → Postgres changes; nothing is written back to the CRM.
+    let crm_before = t.sink_writes().await;
+    let mut edit = crm.other_properties();
+    edit[name] = json!("Edited in the CRM");
+    t.edit_in_crm(2, edit).await;
+    eventually("the CRM edit reaches Postgres", WAIT, || async {
+        t.postgres().await[&2][1] == "Edited in the CRM"
+    })
+    .await;
+    t.wait_in_sync("after the CRM edit").await;
+    if crm == Crm::Hubspot {
+        assert_eq!(
+            t.postgres().await[&2][2],
+            "customer",
+            "mapped back through the value map"
+        );
+    }
+    // One row write in Postgres for one CRM edit, tagged with the sink's origin.
+    assert_eq!(t.tagged(&t.origins(4)), 1);
+    // The sentinel follows the inbound write in the key's partition.
+    t.outbound_sentinel(2).await;
+    assert_eq!(
+        t.sink_writes().await,
+        crm_before + 1,
+        "only the sentinel: no write went back to the CRM"
+    );
+
+    // Edit in Postgres → the CRM changes; nothing comes back into Postgres.
+    let crm_before = t.sink_writes().await;
+    t.db.exec(&format!(
+        "UPDATE {} SET {} = 'Edited in Postgres' WHERE id = 3",
+        crm.table(),
+        crm.columns()[1]
+    ))
+    .await;
+    eventually("the Postgres edit reaches the CRM", WAIT, || async {
+        t.crm_records().await[&3].1[1] == "Edited in Postgres"
+    })
+    .await;
+    t.wait_in_sync("after the Postgres edit").await;
+    assert_eq!(
+        t.sink_writes().await - crm_before,
+        1,
+        "one upsert for one edit"
+    );
+    // The sentinel's webhook or notification follows the echo of that upsert.
+    t.inbound_sentinel(3).await;
+    let origins = t.origins(7);
+    assert_eq!(
+        t.tagged(&origins),
+        2,
+        "only the sentinel: the echo wrote nothing into Postgres"
+    );
+    assert_eq!(origins.iter().filter(|o| o.is_none()).count(), 5);
+
+    // A record created in the CRM gets a row, and the record is linked to it (no duplicate).
+    let mut created = crm.other_properties();
+    created[email] = json!("created@example.com");
+    created[name] = json!("Created");
+    t.create_in_crm(created).await;
+    eventually("the CRM record gets a row", WAIT, || async {
+        t.postgres()
+            .await
+            .values()
+            .any(|r| r[0] == "created@example.com")
+    })
+    .await;
+    t.wait_in_sync("after the CRM create").await;
+    assert_eq!(t.postgres().await.len(), 4);
+    // One insert (tagged); linking the record to its row wrote nothing more to Postgres.
+    assert_eq!(t.tagged(&t.origins(8)), 3, "one tagged insert");
+    assert_eq!(
+        crm.all_records(&t.emulator.state().await).len(),
+        4,
+        "no duplicate record in the CRM"
+    );
+    assert!(!t.log().contains("Edited in"), "no row values in logs");
 }
