@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use driftless::postgres::connect::{ConnectParams, connect_sql};
 use tokio_postgres::Client;
 
-use super::kafka::{broker_workarounds, brokers};
+use super::kafka::{PARTITIONS, broker_workarounds, brokers};
 use super::{required_env, unique};
 
 /// The superuser URL of the test cluster (database `postgres`).
@@ -126,7 +126,7 @@ status_interval_ms = 200
 [kafka]
 brokers = "{brokers}"
 topic_prefix = "{prefix}"
-partitions = 2
+partitions = {partitions}
 {extra_kafka}
 {librdkafka}
 
@@ -135,6 +135,7 @@ state_dir = "{state}"
 metrics_listen = "off"
 "#,
             brokers = brokers(),
+            partitions = PARTITIONS,
             librdkafka = broker_workarounds(),
             state = dir.path().join("state").display(),
         );

@@ -11,7 +11,11 @@ use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::Value;
 
+use super::wait::WAIT;
 use super::{required_env, unique, wait_for_port};
+
+/// Partitions of every topic of a test [`super::Setup`].
+pub const PARTITIONS: usize = 2;
 
 /// The bootstrap servers of the test broker.
 pub fn brokers() -> String {
@@ -122,6 +126,30 @@ pub fn read_topic_from(
         }
     }
     out
+}
+
+/// Reads `topic` until `sentinels` records that `is_sentinel` picks are there, and checks that
+/// they cover every partition of a test topic ([`PARTITIONS`]): every partition was read past
+/// what was written before them. Returns all records.
+pub fn read_through_sentinels(
+    topic: &str,
+    sentinels: usize,
+    is_sentinel: impl Fn(&Record) -> bool,
+) -> Vec<Record> {
+    let records = read_topic(topic, WAIT, |r| {
+        r.iter().filter(|x| is_sentinel(x)).count() >= sentinels
+    });
+    let partitions: std::collections::BTreeSet<i32> = records
+        .iter()
+        .filter(|r| is_sentinel(r))
+        .map(|r| r.partition)
+        .collect();
+    assert_eq!(
+        partitions.len(),
+        PARTITIONS,
+        "the sentinels cover every partition"
+    );
+    records
 }
 
 /// Reads until at least `n` records arrived (or the timeout); returns them in per-partition
