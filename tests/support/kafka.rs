@@ -253,19 +253,3 @@ impl Drop for OwnBroker {
         let _ = self.child.wait();
     }
 }
-
-/// The members of consumer group `group` once it is `Stable` (every member joined and was given
-/// its partitions); 0 while it rebalances or does not exist.
-pub fn stable_group_members(group: &str) -> usize {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .unwrap();
-    let Ok(list) = consumer.fetch_group_list(Some(group), Duration::from_secs(5)) else {
-        return 0;
-    };
-    list.groups()
-        .iter()
-        .find(|g| g.name() == group && g.state() == "Stable")
-        .map_or(0, |g| g.members().len())
-}

@@ -19,7 +19,7 @@ pub use db::{Setup, TestDb, connect};
 pub use emulator::Emulator;
 pub use kafka::{
     OwnBroker, Record, brokers, by_key, read_n, read_settled, read_through_sentinels, read_topic,
-    read_topic_from, read_until_quiet, stable_group_members,
+    read_topic_from, read_until_quiet,
 };
 pub use process::{DriftlessProcess, capture_streaming, capture_streaming_with};
 pub use wait::{WAIT, eventually};
