@@ -6,18 +6,16 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-const WAIT: Duration = Duration::from_secs(60);
-
 #[tokio::test(flavor = "multi_thread")]
 async fn insert_update_delete_truncate_are_captured() {
-    let db = TestDb::new("iudt").await;
-    db.exec("CREATE TABLE contacts (id bigint PRIMARY KEY, email text, score int)")
-        .await;
-    let setup = Setup::new(&db, &["public.contacts"], "", "");
-    let mut cap = setup.start();
+    let (db, setup, mut cap) = capture_streaming(
+        "iudt",
+        "CREATE TABLE contacts (id bigint PRIMARY KEY, email text, score int)",
+        &["public.contacts"],
+    )
+    .await;
     let topic = setup.topic("public.contacts");
     // The slot exists once capture has started streaming.
-    cap.wait_streaming().await;
     db.exec("INSERT INTO contacts VALUES (1, 'a@x.io', 1), (2, 'b@x.io', 2)")
         .await;
     db.exec("UPDATE contacts SET score = 10 WHERE id = 1").await;
@@ -117,13 +115,15 @@ async fn snapshot_with_concurrent_writes_has_no_gap_or_duplicate() {
     // new keys, deletes remove some.
     let writer_url = db.url.clone();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop_w = stop.clone();
+    let rounds = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let (stop_w, rounds_w) = (stop.clone(), rounds.clone());
     let writer = tokio::spawn(async move {
         let c = connect(&writer_url).await;
         let mut next_id = 30001i64;
         let mut round = 0i64;
         while !stop_w.load(std::sync::atomic::Ordering::Relaxed) {
             round += 1;
+            rounds_w.store(round, std::sync::atomic::Ordering::Relaxed);
             let lo = (round * 37) % 30000;
             c.batch_execute(&format!(
                 "BEGIN; UPDATE items SET v = v + 1 WHERE id BETWEEN {lo} AND {lo} + 20;
@@ -141,7 +141,12 @@ async fn snapshot_with_concurrent_writes_has_no_gap_or_duplicate() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut cap = setup.start();
     cap.wait_streaming().await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Writes go on after the snapshot too: a hundred more rounds while capture streams.
+    let streaming_from = rounds.load(std::sync::atomic::Ordering::Relaxed);
+    eventually("the writer runs on while capture streams", WAIT, || async {
+        rounds.load(std::sync::atomic::Ordering::Relaxed) >= streaming_from + 100
+    })
+    .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let rounds = writer.await.unwrap();
     assert!(rounds > 10, "writer made progress ({rounds} rounds)");
@@ -185,12 +190,14 @@ async fn snapshot_with_concurrent_writes_has_no_gap_or_duplicate() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_during_large_load_loses_nothing() {
-    let db = TestDb::new("kill9").await;
-    db.exec("CREATE TABLE big (id bigint PRIMARY KEY, payload text)")
-        .await;
-    let setup = Setup::new(&db, &["public.big"], "", "max_in_flight_events = 20000");
-    let mut cap = setup.start();
-    cap.wait_streaming().await;
+    let (db, setup, mut cap) = capture_streaming_with(
+        "kill9",
+        "CREATE TABLE big (id bigint PRIMARY KEY, payload text)",
+        &["public.big"],
+        "",
+        "max_in_flight_events = 20000",
+    )
+    .await;
     const TXNS: i64 = 200;
     const PER_TXN: i64 = 500;
     let url = db.url.clone();
@@ -264,12 +271,12 @@ async fn kill_9_during_large_load_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_database_advances_slot() {
-    let db = TestDb::new("idle").await;
-    db.exec("CREATE TABLE watched (id int PRIMARY KEY); CREATE TABLE other (id int)")
-        .await;
-    let setup = Setup::new(&db, &["public.watched"], "", "");
-    let mut cap = setup.start();
-    cap.wait_streaming().await;
+    let (db, setup, mut cap) = capture_streaming(
+        "idle",
+        "CREATE TABLE watched (id int PRIMARY KEY); CREATE TABLE other (id int)",
+        &["public.watched"],
+    )
+    .await;
     // WAL moves, but nothing the publication covers: PG 15 skips these transactions.
     db.exec("INSERT INTO other SELECT generate_series(1, 5000)")
         .await;
@@ -298,11 +305,14 @@ async fn idle_database_advances_slot() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn heartbeat_advances_slot_and_is_not_published() {
-    let db = TestDb::new("heartbeat").await;
-    db.exec("CREATE TABLE watched (id int PRIMARY KEY)").await;
-    let setup = Setup::new(&db, &["public.watched"], "heartbeat_interval_ms = 200", "");
-    let mut cap = setup.start();
-    cap.wait_streaming().await;
+    let (db, setup, mut cap) = capture_streaming_with(
+        "heartbeat",
+        "CREATE TABLE watched (id int PRIMARY KEY)",
+        &["public.watched"],
+        "heartbeat_interval_ms = 200",
+        "",
+    )
+    .await;
     let first = lsn_num(&db.slot_confirmed_flush(&setup.slot).await.unwrap());
     eventually("slot advances on heartbeats alone", WAIT, || async {
         lsn_num(&db.slot_confirmed_flush(&setup.slot).await.unwrap()) > first
@@ -310,33 +320,41 @@ async fn heartbeat_advances_slot_and_is_not_published() {
     .await;
     db.exec("INSERT INTO watched VALUES (1)").await;
     assert_eq!(read_n(&setup.topic("public.watched"), 1, WAIT).len(), 1);
-    let messages = read_settled(
-        &format!("{}.messages", setup.prefix),
-        1,
-        Duration::from_secs(3),
-    );
-    assert!(
-        messages.is_empty(),
-        "heartbeats are not published: {messages:?}"
+    // The slot moved past the heartbeats, so capture handled them; a logical message emitted
+    // now is published after anything capture published for them.
+    db.exec("SELECT pg_logical_emit_message(false, 'app.sentinel', 'after the heartbeats')")
+        .await;
+    let messages = read_topic(&format!("{}.messages", setup.prefix), WAIT, |r| {
+        r.iter()
+            .any(|m| m.json()["message"]["prefix"] == "app.sentinel")
+    });
+    let prefixes: Vec<Value> = messages
+        .iter()
+        .map(|m| m.json()["message"]["prefix"].clone())
+        .collect();
+    assert_eq!(
+        prefixes,
+        ["app.sentinel"],
+        "heartbeats are not published, the sentinel is"
     );
     assert_eq!(cap.stop(), Some(0));
     db.drop_db().await;
 }
 
-async fn start_and_stop_once(db: &TestDb, setup: &Setup) {
-    let mut cap = setup.start();
-    cap.wait_streaming().await;
+/// A database with a table `t` whose slot capture has used once: one row captured, then a
+/// clean stop.
+async fn captured_once(tag: &str) -> (TestDb, Setup) {
+    let (db, setup, mut cap) =
+        capture_streaming(tag, "CREATE TABLE t (id int PRIMARY KEY)", &["public.t"]).await;
     db.exec("INSERT INTO t VALUES (1)").await;
     assert_eq!(read_n(&setup.topic("public.t"), 1, WAIT).len(), 1);
     assert_eq!(cap.stop(), Some(0));
+    (db, setup)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dropped_slot_fails_loudly() {
-    let db = TestDb::new("dropslot").await;
-    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
-    let setup = Setup::new(&db, &["public.t"], "", "");
-    start_and_stop_once(&db, &setup).await;
+    let (db, setup) = captured_once("dropslot").await;
     db.exec(&format!(
         "SELECT pg_drop_replication_slot('{}')",
         setup.slot
@@ -361,10 +379,7 @@ async fn dropped_slot_fails_loudly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn recreated_slot_fails_loudly() {
-    let db = TestDb::new("reslot").await;
-    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
-    let setup = Setup::new(&db, &["public.t"], "", "");
-    start_and_stop_once(&db, &setup).await;
+    let (db, setup) = captured_once("reslot").await;
     // Separate statements: a slot cannot be created in a transaction that wrote.
     db.exec(&format!(
         "SELECT pg_drop_replication_slot('{}')",
@@ -392,15 +407,18 @@ async fn recreated_slot_fails_loudly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn clean_restart_resumes_without_loss_or_duplicates() {
-    let db = TestDb::new("restart").await;
-    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
-    let setup = Setup::new(&db, &["public.t"], "", "");
-    start_and_stop_once(&db, &setup).await;
+    let (db, setup) = captured_once("restart").await;
     db.exec("INSERT INTO t SELECT generate_series(2, 50)").await;
     let mut cap = setup.start();
-    let records = read_settled(&setup.topic("public.t"), 50, WAIT);
+    // Sentinel rows after them, on every partition: once they are read, any copy capture
+    // re-sent of the rows before them is read too.
+    db.exec("INSERT INTO t SELECT generate_series(1001, 1010)")
+        .await;
+    let is_sentinel = |r: &Record| r.json()["key"]["id"].as_i64() > Some(1000);
+    let records = read_through_sentinels(&setup.topic("public.t"), 10, is_sentinel);
     let mut ids: Vec<String> = records
         .iter()
+        .filter(|r| !is_sentinel(r))
         .map(|r| r.json()["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ids.len(), 50, "every row once");
@@ -413,11 +431,12 @@ async fn clean_restart_resumes_without_loss_or_duplicates() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn terminated_walsender_is_retried_without_loss() {
-    let db = TestDb::new("walsender").await;
-    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
-    let setup = Setup::new(&db, &["public.t"], "", "");
-    let mut cap = setup.start();
-    cap.wait_streaming().await;
+    let (db, setup, mut cap) = capture_streaming(
+        "walsender",
+        "CREATE TABLE t (id int PRIMARY KEY)",
+        &["public.t"],
+    )
+    .await;
     db.exec("INSERT INTO t SELECT generate_series(1, 10)").await;
     db.exec(&format!(
         "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '{}'",
@@ -516,16 +535,14 @@ async fn check_reports_table_problems_without_side_effects() {
 async fn python_kafka_client_reads_and_validates_events() {
     let python = std::env::var("DRIFTLESS_PYTHON")
         .expect("DRIFTLESS_PYTHON (scripts/python-env) is set by scripts/test");
-    let db = TestDb::new("python").await;
-    db.exec(
+    let (db, setup, mut cap) = capture_streaming(
+        "python",
         "CREATE TABLE contacts (id bigint PRIMARY KEY, email text, tags text[], data jsonb, \
          seen timestamptz, amount numeric);
          INSERT INTO contacts VALUES (1, 'a@x.io', '{a,b}', '{\"k\": 1}', now(), 1.5);",
+        &["public.contacts"],
     )
     .await;
-    let setup = Setup::new(&db, &["public.contacts"], "", "");
-    let mut cap = setup.start();
-    cap.wait_streaming().await;
     db.exec(
         "INSERT INTO contacts VALUES (2, 'ü@x.io', NULL, NULL, 'infinity', 'NaN');
          UPDATE contacts SET email = 'b@x.io' WHERE id = 1; DELETE FROM contacts WHERE id = 2;
@@ -570,11 +587,10 @@ async fn metrics_and_healthz_are_served() {
     db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
     let port = free_port();
     let setup = Setup::new(&db, &["public.t"], "", "");
-    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+    setup.edit_config(
         "metrics_listen = \"off\"",
         &format!("metrics_listen = \"127.0.0.1:{port}\""),
     );
-    std::fs::write(&setup.config, text).unwrap();
     let mut cap = setup.start();
     eventually("healthz is 200", WAIT, || async {
         http_get(port, "/healthz").starts_with("HTTP/1.1 200")
@@ -629,11 +645,10 @@ async fn kafka_unreachable_is_retried_until_it_comes_back() {
     db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
     let port = free_port();
     let setup = Setup::new(&db, &["public.t"], "", "");
-    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+    setup.edit_config(
         &format!("brokers = \"{}\"", brokers()),
         &format!("brokers = \"127.0.0.1:{port}\""),
     );
-    std::fs::write(&setup.config, text).unwrap();
     let mut cap = setup.start();
     eventually(
         "the unreachable broker is logged as transient",
@@ -669,12 +684,14 @@ async fn kafka_unreachable_is_retried_until_it_comes_back() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tiny_in_flight_window_backpressures_without_loss() {
-    let db = TestDb::new("window").await;
-    db.exec("CREATE TABLE t (id int PRIMARY KEY, pad text)")
-        .await;
-    let setup = Setup::new(&db, &["public.t"], "", "max_in_flight_events = 8");
-    let mut cap = setup.start();
-    cap.wait_streaming().await;
+    let (db, setup, mut cap) = capture_streaming_with(
+        "window",
+        "CREATE TABLE t (id int PRIMARY KEY, pad text)",
+        &["public.t"],
+        "",
+        "max_in_flight_events = 8",
+    )
+    .await;
     // One large transaction: far more events than the window, so the loop must stop reading
     // WAL while acks are pending, and still deliver everything in order.
     db.exec("INSERT INTO t SELECT g, repeat('x', 50) FROM generate_series(1, 3000) g")

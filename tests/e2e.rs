@@ -243,19 +243,19 @@ struct Scenario {
 
 impl Emulator {
     async fn faults(&self, script: &Value) {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let r = reqwest::Client::new()
-            .post(format!("http://127.0.0.1:{}/_emulator/faults", self.port))
-            .json(script)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "fault script accepted");
+        let (status, _) = self.post("/_emulator/faults", script).await;
+        assert!((200..300).contains(&status), "fault script accepted");
     }
 
     /// Waits until the emulator's live records equal `expected`; panics with a summary and the
     /// workers' logs after `timeout`.
-    async fn wait_for(&self, dest: Dest, expected: &Rows, timeout: Duration, workers: &[Capture]) {
+    async fn wait_for(
+        &self,
+        dest: Dest,
+        expected: &Rows,
+        timeout: Duration,
+        workers: &[DriftlessProcess],
+    ) {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let (live, _) = dest.contacts(&self.state().await);
@@ -268,7 +268,7 @@ impl Emulator {
                 let differ = expected
                     .iter()
                     .filter(|(k, v)| live.get(*k).is_some_and(|l| l != *v));
-                let logs: Vec<String> = workers.iter().map(Capture::log_text).collect();
+                let logs: Vec<String> = workers.iter().map(DriftlessProcess::log_text).collect();
                 panic!(
                     "emulator != SELECT: {missing} missing, {extra} extra, {} differing\n{}",
                     differ.count(),
@@ -281,12 +281,46 @@ impl Emulator {
 
     /// Waits until every scripted fault fired.
     async fn wait_faults_fired(&self, dest: Dest) {
-        eventually(
-            "the scripted faults fired",
-            Duration::from_secs(60),
-            || async { dest.pending_faults(&self.state().await) == 0 },
+        eventually("the scripted faults fired", WAIT, || async {
+            dest.pending_faults(&self.state().await) == 0
+        })
+        .await;
+    }
+}
+
+/// The emulator, a database with the `contacts` table and a capture setup with the sink
+/// `name` configured (no process started yet).
+struct Stack {
+    emulator: Emulator,
+    db: TestDb,
+    name: String,
+    setup: Setup,
+    /// The configuration before the sink was added.
+    base_config: String,
+}
+
+impl Stack {
+    async fn start(dest: Dest, tag: &str, oauth: bool) -> Stack {
+        let emulator = Emulator::start(dest.emulator());
+        let db = TestDb::new(tag).await;
+        db.exec(
+            "CREATE TABLE contacts (id bigint PRIMARY KEY, email text NOT NULL UNIQUE, \
+             first_name text, lifecycle text NOT NULL)",
         )
         .await;
+        // A consumer group of its own: a member left behind by another run would delay
+        // assignment.
+        let name = unique(&format!("{}-contacts", dest.emulator())).replace('_', "-");
+        let setup = Setup::new(&db, &["public.contacts"], "", "");
+        let base_config = std::fs::read_to_string(&setup.config).unwrap();
+        setup.append_config(&dest.sink_toml(&name, emulator.port, oauth, false));
+        Stack {
+            emulator,
+            db,
+            name,
+            setup,
+            base_config,
+        }
     }
 }
 
@@ -296,36 +330,32 @@ impl Emulator {
 /// recycle bin), plus the destination's own checks ([`Dest::check_final`]).
 async fn converge(scenario: Scenario) {
     let dest = scenario.dest;
-    let emulator = Emulator::start(dest.emulator());
-    let db = TestDb::new("e2e").await;
-    db.exec(
-        "CREATE TABLE contacts (id bigint PRIMARY KEY, email text NOT NULL UNIQUE, \
-         first_name text, lifecycle text NOT NULL)",
-    )
-    .await;
-    // A consumer group of its own: a member left behind by another run would delay assignment.
-    let name = unique(&format!("{}-contacts", dest.emulator())).replace('_', "-");
     let oauth = scenario.oauth || dest == Dest::Zoho;
-    let setup = Setup::new(&db, &["public.contacts"], "", "");
-    let base_config = std::fs::read_to_string(&setup.config).unwrap();
-    let text = base_config.clone() + &dest.sink_toml(&name, emulator.port, oauth, false);
-    std::fs::write(&setup.config, text).unwrap();
+    let Stack {
+        emulator,
+        db,
+        name,
+        setup,
+        base_config,
+    } = Stack::start(dest, "e2e", oauth).await;
     let mut cap = if scenario.one_process {
         setup.start_with("run", &[], &SINK_ENV)
     } else {
         setup.start()
     };
     cap.wait_streaming().await;
-    let start_worker = || setup.start_with("sink", &["--name", &name], &SINK_ENV);
     let separate = if scenario.one_process {
         0
     } else {
         scenario.workers.max(1)
     };
-    let mut workers: Vec<Capture> = (0..separate).map(|_| start_worker()).collect();
+    let start_worker = || setup.start_with("sink", &["--name", &name], &SINK_ENV);
+    let mut workers: Vec<DriftlessProcess> = (0..separate).map(|_| start_worker()).collect();
     if workers.len() > 1 {
         // Let the group settle (every member joined and got its partitions) before the load.
-        eventually("every worker started", Duration::from_secs(30), || async {
+        // A fixed wait: tansu can neither describe the group nor does the worker log its
+        // partitions, so there is no arrival to wait for.
+        eventually("every worker started", WAIT, || async {
             workers
                 .iter()
                 .all(|w| w.log_text().contains("sink worker started"))
@@ -338,13 +368,7 @@ async fn converge(scenario: Scenario) {
     }
 
     // Random workload: inserts, many updates of a few hot keys, some deletes.
-    let mut rng_state = 42u64;
-    let mut rnd = move |n: u64| {
-        rng_state = rng_state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (rng_state >> 33) % n
-    };
+    let mut rnd = seeded_random(42);
     db.exec(
         "INSERT INTO contacts SELECT g, 'User' || g || '@Example.com', 'first' || g, \
          CASE WHEN g % 2 = 0 THEN 'lead' ELSE 'customer' END FROM generate_series(1, 1000) g",
@@ -465,12 +489,8 @@ async fn converge(scenario: Scenario) {
                 .unwrap()
         };
         // From scratch: the destination is emptied, a replay from the earliest offset rebuilds it.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::Client::new()
-            .post(format!(
-                "http://127.0.0.1:{}/_emulator/reset",
-                emulator.port
-            ))
+        http()
+            .post(emulator.url("/_emulator/reset"))
             .send()
             .await
             .unwrap();
@@ -543,6 +563,19 @@ async fn converge(scenario: Scenario) {
     }
     assert_eq!(cap.stop(), Some(0));
     db.drop_db().await;
+}
+
+/// `driftless_sink_records_applied_total` of sink `name` as the worker serving metrics on
+/// `listen` reports it (0 while it does not answer).
+async fn applied_records(listen: &str, name: &str) -> u64 {
+    let Ok(r) = http().get(format!("http://{listen}/metrics")).send().await else {
+        return 0;
+    };
+    let body = r.text().await.unwrap_or_default();
+    let metric = format!("driftless_sink_records_applied_total{{sink=\"{name}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&metric)?.trim().parse::<f64>().ok())
+        .map_or(0, |n| n as u64)
 }
 
 /// The poison row is on `{prefix}.dlq.{name}` with its provenance in headers; after the map
@@ -736,19 +769,13 @@ async fn unmappable_row_is_dead_lettered_then_replayed_once_after_the_fix() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sink_worker_serves_its_metrics_when_asked() {
-    let dest = Dest::Hubspot;
-    let emulator = Emulator::start(dest.emulator());
-    let db = TestDb::new("sinkmetrics").await;
-    db.exec(
-        "CREATE TABLE contacts (id bigint PRIMARY KEY, email text NOT NULL UNIQUE, \
-         first_name text, lifecycle text NOT NULL)",
-    )
-    .await;
-    let name = unique("metrics").replace('_', "-");
-    let setup = Setup::new(&db, &["public.contacts"], "", "");
-    let text = std::fs::read_to_string(&setup.config).unwrap()
-        + &dest.sink_toml(&name, emulator.port, false, false);
-    std::fs::write(&setup.config, text).unwrap();
+    let Stack {
+        emulator: _emulator,
+        db,
+        name,
+        setup,
+        ..
+    } = Stack::start(Dest::Hubspot, "sinkmetrics", false).await;
     let mut cap = setup.start();
     cap.wait_streaming().await;
     let port = free_port().to_string();
@@ -763,24 +790,13 @@ async fn a_sink_worker_serves_its_metrics_when_asked() {
          FROM generate_series(1, 5) g",
     )
     .await;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let metric = format!("driftless_sink_records_applied_total{{sink=\"{name}\"}} 5");
-    eventually(
-        "the worker reports 5 applied records",
-        Duration::from_secs(60),
-        || {
-            let url = format!("http://{listen}/metrics");
-            let metric = metric.clone();
-            async move {
-                match reqwest::get(&url).await {
-                    Ok(r) => r.text().await.unwrap_or_default().contains(&metric),
-                    Err(_) => false,
-                }
-            }
-        },
-    )
+    eventually("the worker reports 5 applied records", WAIT, || async {
+        applied_records(&listen, &name).await == 5
+    })
     .await;
-    let health = reqwest::get(format!("http://{listen}/healthz"))
+    let health = http()
+        .get(format!("http://{listen}/healthz"))
+        .send()
         .await
         .unwrap();
     assert_eq!(health.status().as_u16(), 200);

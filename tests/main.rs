@@ -9,6 +9,6 @@ mod e2e;
 mod postgres;
 mod relations;
 mod sink;
-mod sync;
-mod sync_zoho;
+mod two_way_hubspot;
+mod two_way_zoho;
 mod types;

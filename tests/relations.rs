@@ -147,13 +147,13 @@ async fn unchanged_toast_column_is_marked() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replica_identity_default_vs_full() {
-    let db = TestDb::new("ident").await;
-    db.exec("CREATE TABLE acct (id int PRIMARY KEY, name text, bal int)")
-        .await;
-    let setup = Setup::new(&db, &["public.acct"], "", "");
-    let mut cap = setup.start();
+    let (db, setup, mut cap) = capture_streaming(
+        "ident",
+        "CREATE TABLE acct (id int PRIMARY KEY, name text, bal int)",
+        &["public.acct"],
+    )
+    .await;
     let topic = setup.topic("public.acct");
-    cap.wait_streaming().await;
 
     db.exec("INSERT INTO acct VALUES (1, 'a', 10), (2, 'b', 20)")
         .await;
@@ -218,16 +218,14 @@ async fn replica_identity_default_vs_full() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn primary_key_change_is_delete_then_insert() {
-    let db = TestDb::new("pkchg").await;
-    db.exec(
+    let (db, setup, mut cap) = capture_streaming(
+        "pkchg",
         "CREATE TABLE items (tenant text, id int, label text, PRIMARY KEY (tenant, id)); \
          CREATE TABLE full_items (id int PRIMARY KEY, label text); \
          ALTER TABLE full_items REPLICA IDENTITY FULL",
+        &["public.items", "public.full_items"],
     )
     .await;
-    let setup = Setup::new(&db, &["public.items", "public.full_items"], "", "");
-    let mut cap = setup.start();
-    cap.wait_streaming().await;
 
     db.exec("INSERT INTO items VALUES ('t1', 1, 'a')").await;
     db.exec("UPDATE items SET id = 2 WHERE tenant = 't1' AND id = 1")
@@ -293,15 +291,13 @@ async fn primary_key_change_is_delete_then_insert() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn multi_table_transaction_keeps_commit_order() {
-    let db = TestDb::new("multi").await;
-    db.exec(
+    let (db, setup, mut cap) = capture_streaming(
+        "multi",
         "CREATE TABLE ta (id int PRIMARY KEY, v text); \
          CREATE TABLE tb (id int PRIMARY KEY, v text)",
+        &["public.ta", "public.tb"],
     )
     .await;
-    let setup = Setup::new(&db, &["public.ta", "public.tb"], "", "");
-    let mut cap = setup.start();
-    cap.wait_streaming().await;
 
     db.exec(
         "BEGIN; \
@@ -381,13 +377,13 @@ async fn multi_table_transaction_keeps_commit_order() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn schema_change_mid_stream_uses_relation_in_force() {
-    let db = TestDb::new("ddl").await;
-    db.exec("CREATE TABLE evolve (id int PRIMARY KEY, a text, b int)")
-        .await;
-    let setup = Setup::new(&db, &["public.evolve"], "", "");
-    let mut cap = setup.start();
+    let (db, setup, mut cap) = capture_streaming(
+        "ddl",
+        "CREATE TABLE evolve (id int PRIMARY KEY, a text, b int)",
+        &["public.evolve"],
+    )
+    .await;
     let topic = setup.topic("public.evolve");
-    cap.wait_streaming().await;
 
     // All in quick succession: capture decodes each row with the Relation in force when it
     // was written, not with the catalog as it is when the row is decoded.
@@ -551,11 +547,12 @@ async fn debezium_envelope_is_compatible() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn logical_messages_are_published() {
-    let db = TestDb::new("msg").await;
-    db.exec("CREATE TABLE noise (id int PRIMARY KEY)").await;
-    let setup = Setup::new(&db, &["public.noise"], "", "");
-    let mut cap = setup.start();
-    cap.wait_streaming().await;
+    let (db, setup, mut cap) = capture_streaming(
+        "msg",
+        "CREATE TABLE noise (id int PRIMARY KEY)",
+        &["public.noise"],
+    )
+    .await;
 
     db.exec(
         "BEGIN; \

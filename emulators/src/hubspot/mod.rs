@@ -80,7 +80,7 @@ mod render;
 mod response;
 mod schema;
 mod search;
-mod signature;
+pub mod signature;
 mod state;
 mod validate;
 

@@ -15,7 +15,7 @@ use hmac::{KeyInit as _, Mac as _};
 use sha2::Digest as _;
 
 /// `X-HubSpot-Signature` (v1) for `body`.
-pub(crate) fn sign_v1(client_secret: &str, body: &[u8]) -> String {
+pub fn sign_v1(client_secret: &str, body: &[u8]) -> String {
     let mut digest = sha2::Sha256::new();
     digest.update(client_secret.as_bytes());
     digest.update(body);
@@ -23,7 +23,7 @@ pub(crate) fn sign_v1(client_secret: &str, body: &[u8]) -> String {
 }
 
 /// `X-HubSpot-Signature-v3` for a request to `uri` sent at `timestamp_ms`.
-pub(crate) fn sign_v3(
+pub fn sign_v3(
     client_secret: &str,
     method: &str,
     uri: &str,

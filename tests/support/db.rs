@@ -1,0 +1,169 @@
+//! A database of each test's own on the shared test cluster ([`TestDb`]), and a capture
+//! configuration for it ([`Setup`]): a unique slot, publication and topic prefix, so tests run
+//! in parallel on one Postgres and one broker. Dropping the database drops its slots too.
+
+use std::path::PathBuf;
+
+use driftless::postgres::connect::{ConnectParams, connect_sql};
+use tokio_postgres::Client;
+
+use super::kafka::{PARTITIONS, broker_workarounds, brokers};
+use super::{required_env, unique};
+
+/// The superuser URL of the test cluster (database `postgres`).
+pub fn pg_admin_url() -> String {
+    required_env("DRIFTLESS_PG_URL", "the test Postgres")
+}
+
+/// Replaces the database of a Postgres URL.
+fn url_with_db(url: &str, db: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map(|(b, q)| (b, Some(q)))
+        .unwrap_or((url, None));
+    let idx = base.rfind('/').expect("url has a path");
+    let mut out = format!("{}/{db}", &base[..idx]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// A client of the test cluster.
+pub async fn connect(url: &str) -> Client {
+    let params = ConnectParams::from_url(url).expect("valid url");
+    connect_sql(&params)
+        .await
+        .expect("connect to test postgres")
+}
+
+/// A database of its own, dropped (with its slots) by [`TestDb::drop_db`].
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub client: Client,
+}
+
+impl TestDb {
+    pub async fn new(tag: &str) -> TestDb {
+        let name = unique(&format!("t_{tag}"));
+        let admin = connect(&pg_admin_url()).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
+        let url = url_with_db(&pg_admin_url(), &name);
+        let client = connect(&url).await;
+        TestDb { name, url, client }
+    }
+
+    pub async fn exec(&self, sql: &str) {
+        self.client
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    }
+
+    pub async fn slot_confirmed_flush(&self, slot: &str) -> Option<String> {
+        self.client
+            .query_opt(
+                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .unwrap()
+            .and_then(|r| r.get(0))
+    }
+
+    pub async fn drop_db(self) {
+        let admin = connect(&pg_admin_url()).await;
+        let _ = admin
+            .batch_execute(&format!(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots \
+                 WHERE database = '{0}' AND active_pid IS NOT NULL; \
+                 SELECT pg_sleep(0.2); \
+                 SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+                 WHERE database = '{0}'; \
+                 DROP DATABASE IF EXISTS {0} WITH (FORCE)",
+                self.name
+            ))
+            .await;
+    }
+}
+
+/// One capture configuration in a temporary directory (processes of it:
+/// [`super::process`]).
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub prefix: String,
+    pub slot: String,
+    pub db_url: String,
+}
+
+impl Setup {
+    /// `tables` as `schema.table`; `extra_source` / `extra_kafka` are appended TOML lines.
+    pub fn new(db: &TestDb, tables: &[&str], extra_source: &str, extra_kafka: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = unique("dl");
+        let slot = unique("slot");
+        let tables = tables
+            .iter()
+            .map(|t| format!("\"{t}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let text = format!(
+            r#"
+[source]
+url_env = "DRIFTLESS_SOURCE_URL"
+slot = "{slot}"
+publication = "{slot}"
+tables = [{tables}]
+status_interval_ms = 200
+{extra_source}
+
+[kafka]
+brokers = "{brokers}"
+topic_prefix = "{prefix}"
+partitions = {partitions}
+{extra_kafka}
+{librdkafka}
+
+[capture]
+state_dir = "{state}"
+metrics_listen = "off"
+"#,
+            brokers = brokers(),
+            partitions = PARTITIONS,
+            librdkafka = broker_workarounds(),
+            state = dir.path().join("state").display(),
+        );
+        let config = dir.path().join("driftless.toml");
+        std::fs::write(&config, text).unwrap();
+        Setup {
+            dir,
+            config,
+            prefix,
+            slot,
+            db_url: db.url.clone(),
+        }
+    }
+
+    pub fn topic(&self, table: &str) -> String {
+        format!("{}.{}", self.prefix, table)
+    }
+
+    /// Appends TOML (e.g. `[[sinks]]` tables) to the configuration.
+    pub fn append_config(&self, toml: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap() + toml;
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    /// Replaces text of the configuration (e.g. a listen address).
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(text.contains(from), "{from} is in the configuration");
+        std::fs::write(&self.config, text.replace(from, to)).unwrap();
+    }
+}

@@ -1,0 +1,255 @@
+//! The test broker: its address ([`brokers`]), a reader of topics from the beginning
+//! ([`read_topic`] and its variants), views of change events read back ([`by_key`],
+//! [`captured_origins`]), and a tansu broker of a test's own ([`OwnBroker`]).
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde_json::Value;
+
+use super::wait::WAIT;
+use super::{required_env, unique, wait_for_port};
+
+/// Partitions of every topic of a test [`super::Setup`].
+pub const PARTITIONS: usize = 2;
+
+/// The bootstrap servers of the test broker.
+pub fn brokers() -> String {
+    required_env("DRIFTLESS_KAFKA_BROKERS", "the test broker")
+}
+
+/// librdkafka options the test broker needs (`DRIFTLESS_TEST_LIBRDKAFKA`, `key=value;...`),
+/// as a `[kafka.librdkafka]` table (empty when there are none).
+pub fn broker_workarounds() -> String {
+    let Ok(opts) = std::env::var("DRIFTLESS_TEST_LIBRDKAFKA") else {
+        return String::new();
+    };
+    let pairs: Vec<String> = opts
+        .split(';')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| format!("\"{k}\" = \"{v}\""))
+        .collect();
+    format!("[kafka.librdkafka]\n{}", pairs.join("\n"))
+}
+/// A record read back from Kafka.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Record {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(self.payload.as_deref().expect("payload")).expect("json payload")
+    }
+}
+
+/// Reads a topic from the beginning until `done(records)` or the timeout.
+pub fn read_topic(
+    topic: &str,
+    timeout: Duration,
+    done: impl FnMut(&[Record]) -> bool,
+) -> Vec<Record> {
+    read_topic_from(&brokers(), topic, timeout, done)
+}
+
+/// [`read_topic`] from another broker.
+pub fn read_topic_from(
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+    mut done: impl FnMut(&[Record]) -> bool,
+) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .unwrap();
+    let deadline = Instant::now() + timeout;
+    let partitions = loop {
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5));
+        if let Ok(md) = md {
+            let n = md
+                .topics()
+                .first()
+                .map(|t| t.partitions().len())
+                .unwrap_or(0);
+            if n > 0 {
+                break n as i32;
+            }
+        }
+        assert!(Instant::now() < deadline, "topic {topic} never appeared");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    // `done` may be costly (it can look at every record): ask it only when caught up (no
+    // message within the poll interval) or every 10k records, never per record.
+    let mut check = true;
+    while !(check && done(&out)) && Instant::now() < deadline {
+        check = out.len() % 10_000 == 0;
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.expect("kafka read");
+            out.push(Record {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(|k| k.to_vec()),
+                payload: m.payload().map(|p| p.to_vec()),
+                headers: m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| {
+                                let v = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                                (h.key.to_string(), v.to_string())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            });
+        } else {
+            check = true;
+        }
+    }
+    out
+}
+
+/// Reads `topic` until `sentinels` records that `is_sentinel` picks are there, and checks that
+/// they cover every partition of a test topic ([`PARTITIONS`]): every partition was read past
+/// what was written before them. Returns all records.
+pub fn read_through_sentinels(
+    topic: &str,
+    sentinels: usize,
+    is_sentinel: impl Fn(&Record) -> bool,
+) -> Vec<Record> {
+    let records = read_topic(topic, WAIT, |r| {
+        r.iter().filter(|x| is_sentinel(x)).count() >= sentinels
+    });
+    let partitions: std::collections::BTreeSet<i32> = records
+        .iter()
+        .filter(|r| is_sentinel(r))
+        .map(|r| r.partition)
+        .collect();
+    assert_eq!(
+        partitions.len(),
+        PARTITIONS,
+        "the sentinels cover every partition"
+    );
+    records
+}
+
+/// Reads until at least `n` records arrived (or the timeout); returns them in per-partition
+/// order.
+pub fn read_n(topic: &str, n: usize, timeout: Duration) -> Vec<Record> {
+    read_topic(topic, timeout, |r| r.len() >= n)
+}
+
+/// Reads for a while after the expected records, to catch extra ones.
+pub fn read_settled(topic: &str, n: usize, timeout: Duration) -> Vec<Record> {
+    let mut seen_at: Option<Instant> = None;
+    read_topic(topic, timeout, |r| {
+        if r.len() >= n {
+            let t = *seen_at.get_or_insert_with(Instant::now);
+            t.elapsed() > Duration::from_secs(2)
+        } else {
+            false
+        }
+    })
+}
+
+/// Reads until at least `n` records are there and none arrived for 2 s (a topic still being
+/// written to whose final count is unknown).
+pub fn read_until_quiet(topic: &str, n: usize, timeout: Duration) -> Vec<Record> {
+    let mut last = 0;
+    let mut quiet_since = Instant::now();
+    read_topic(topic, timeout, |r| {
+        if r.len() != last {
+            last = r.len();
+            quiet_since = Instant::now();
+        }
+        r.len() >= n && quiet_since.elapsed() > Duration::from_secs(2)
+    })
+}
+
+/// The `source.origin` of each change event (None: not written under a replication origin).
+pub fn change_origins(records: &[Record]) -> Vec<Option<String>> {
+    records
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_slice(r.payload.as_deref().unwrap()).unwrap();
+            v["source"]["origin"].as_str().map(String::from)
+        })
+        .collect()
+}
+
+/// The origins of exactly `expected` captured changes of `topic` (no more arrive for 2 s).
+pub fn captured_origins(topic: &str, expected: usize) -> Vec<Option<String>> {
+    let records = read_settled(topic, expected, Duration::from_secs(30));
+    assert_eq!(records.len(), expected, "changes captured");
+    change_origins(&records)
+}
+
+/// Events of a topic as JSON, grouped by key (in offset order within the key's partition).
+pub fn by_key(records: &[Record]) -> BTreeMap<String, Vec<Value>> {
+    let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let mut sorted: Vec<&Record> = records.iter().collect();
+    sorted.sort_by_key(|r| (r.partition, r.offset));
+    for r in sorted {
+        let key = String::from_utf8(r.key.clone().unwrap_or_default()).unwrap();
+        if r.payload.is_some() {
+            out.entry(key).or_default().push(r.json());
+        }
+    }
+    out
+}
+
+/// A tansu broker of a test's own (sqlite storage in a temp dir), stopped on drop.
+pub struct OwnBroker {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnBroker {
+    pub fn start(port: u16) -> OwnBroker {
+        let bin = required_env("DRIFTLESS_TANSU_BIN", "the tansu binary");
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(bin)
+            .current_dir(dir.path())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        wait_for_port(port, "tansu");
+        OwnBroker { child, _dir: dir }
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

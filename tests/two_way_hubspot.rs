@@ -1,0 +1,365 @@
+//! Two-way sync with HubSpot end to end: Postgres ⇄ driftless (capture + a `direction = "both"`
+//! HubSpot sink) ⇄ the HubSpot emulator, whose signed webhooks reach the sink's receiver over
+//! TCP. The harness is [`crate::support::two_way`].
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::two_way::{
+    Crm, HUBSPOT_SECRET, Options, RECONCILE_OFF, TwoWay, deletion_in_crm,
+    edits_cross_once_and_never_echo_back,
+};
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn edits_on_either_side_cross_once_and_never_echo_back() {
+    let t = TwoWay::start(Crm::Hubspot, RECONCILE_OFF).await;
+    edits_cross_once_and_never_echo_back(&t).await;
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_edits_converge_to_each_fields_owner() {
+    let mut t = TwoWay::start_with(
+        Crm::Hubspot,
+        Options {
+            ownership: r#"first_name = "postgres"
+lifecycle = "hubspot"
+"*" = "latest""#,
+            ..Options::default()
+        },
+    )
+    .await;
+    t.db.exec(
+        "INSERT INTO contacts (email, first_name, lifecycle) VALUES \
+         ('ada@example.com', 'Ada', 'lead'), ('grace@example.com', 'Grace', 'lead')",
+    )
+    .await;
+    t.wait_in_sync("initial rows").await;
+    // Both sides edit every field of both records within the same second, while the sink is
+    // down (so neither side has seen the other's edit). Record 1: Postgres first; record 2:
+    // HubSpot first (200 ms apart, so the change times differ).
+    t.stop_worker();
+    t.db.exec(
+        "UPDATE contacts SET email = 'pg1@example.com', first_name = 'PgAda', \
+         lifecycle = 'customer' WHERE id = 1",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    t.edit_in_crm(
+        1,
+        json!({"email": "hs1@example.com", "firstname": "HsAda", "lifecyclestage": "other"}),
+    )
+    .await;
+    t.edit_in_crm(
+        2,
+        json!({"email": "hs2@example.com", "firstname": "HsGrace", "lifecyclestage": "customer"}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    t.db.exec(
+        "UPDATE contacts SET email = 'pg2@example.com', first_name = 'PgGrace', \
+         lifecycle = 'other' WHERE id = 2",
+    )
+    .await;
+    t.start_worker().await;
+    t.wait_in_sync("after the concurrent edits").await;
+    let pg = t.postgres().await;
+    // first_name: Postgres owns it; lifecycle: HubSpot owns it; email: the later edit wins.
+    assert_eq!(pg[&1], ["hs1@example.com", "PgAda", "other"]);
+    assert_eq!(pg[&2], ["pg2@example.com", "PgGrace", "customer"]);
+    // Every conflict is in the audit trail: field, both times, winner; no values.
+    let audit = std::fs::read_to_string(&t.audit).unwrap();
+    let conflicts: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["kind"] == "conflict")
+        .collect();
+    let mut fields: Vec<(String, String)> = conflicts
+        .iter()
+        .map(|c| {
+            (
+                c["field"].as_str().unwrap().to_string(),
+                c["winner"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    fields.sort();
+    fields.dedup();
+    assert!(
+        fields.contains(&("first_name".into(), "postgres".into()))
+            && fields.contains(&("lifecycle".into(), "crm".into()))
+            && fields.contains(&("email".into(), "crm".into()))
+            && fields.contains(&("email".into(), "postgres".into())),
+        "{fields:?}"
+    );
+    assert!(conflicts.iter().all(|c| c["crm_at"].is_string()));
+    assert!(
+        !audit.contains("PgAda") && !audit.contains("hs1@"),
+        "no values"
+    );
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_or_stale_webhook_signatures_are_refused() {
+    let t = TwoWay::start(Crm::Hubspot, RECONCILE_OFF).await;
+    let url = format!("http://127.0.0.1:{}/hooks/hubspot", t.hook_port);
+    let client = http();
+    let body = r#"[{"eventId":1,"subscriptionType":"contact.propertyChange","objectId":1}]"#;
+    let now = chrono::Utc::now().timestamp_millis();
+    let sign = |secret: &str, ts: i64| {
+        driftless_emulators::hubspot::signature::sign_v3(secret, "POST", &url, body.as_bytes(), ts)
+    };
+    for (what, signature, ts) in [
+        ("forged", sign("not-the-secret", now), now),
+        (
+            "stale",
+            sign(HUBSPOT_SECRET, now - 6 * 60_000),
+            now - 6 * 60_000,
+        ),
+        ("missing", String::new(), now),
+    ] {
+        let mut req = client
+            .post(&url)
+            .header("x-hubspot-request-timestamp", ts.to_string())
+            .body(body);
+        if !signature.is_empty() {
+            req = req.header("x-hubspot-signature-v3", signature);
+        }
+        let status = req.send().await.unwrap().status().as_u16();
+        assert_eq!(status, 401, "{what} signature");
+    }
+    let ok = client
+        .post(&url)
+        .header("x-hubspot-request-timestamp", now.to_string())
+        .header("x-hubspot-signature-v3", sign(HUBSPOT_SECRET, now))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(ok, 204, "a valid signature is accepted");
+    assert_eq!(
+        t.log().matches("webhook refused").count(),
+        3,
+        "each refusal is logged"
+    );
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_duplicated_and_reordered_webhooks_are_repaired_by_reconciliation() {
+    let t = TwoWay::start_with(
+        Crm::Hubspot,
+        Options {
+            inbound: r#"reconcile_every = "3s""#,
+            hooks: json!({"drop_every": 3, "duplicate_every": 2, "shuffle": true}),
+            ..Options::default()
+        },
+    )
+    .await;
+    t.insert_samples(20).await;
+    t.wait_in_sync("initial rows").await;
+    for round in 0..3 {
+        for key in 1..=20 {
+            t.edit_in_crm(key, json!({"firstname": format!("R{round}K{key}")}))
+                .await;
+        }
+    }
+    t.wait_in_sync("after 60 HubSpot edits with lossy webhooks")
+        .await;
+    let pg = t.postgres().await;
+    assert!(
+        pg.values().all(|c| c[1].starts_with("R2K")),
+        "the last edit won"
+    );
+    let hooks = t.emulator.get("/_emulator/webhooks").await;
+    let stats = &hooks["stats"];
+    assert!(
+        stats["dropped"].as_u64().unwrap() > 0 && stats["duplicated"].as_u64().unwrap() > 0,
+        "the emulator lost and duplicated webhooks: {stats}"
+    );
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn heavy_random_two_sided_edits_converge_with_bounded_api_calls() {
+    let t = TwoWay::start(Crm::Hubspot, r#"reconcile_every = "5s""#).await;
+    const KEYS: i64 = 40;
+    t.insert_samples(KEYS).await;
+    t.wait_in_sync("initial rows").await;
+    let requests = |state: &Value| state["requests"]["total"].as_u64().unwrap();
+    let requests_before = requests(&t.emulator.state().await);
+    // Random edits on both sides of a few shared keys, as fast as they can be made.
+    let mut rnd = seeded_random(7);
+    let (mut pg_edits, mut hs_edits) = (0u64, 0u64);
+    for i in 0..2_000 {
+        let key = 1 + rnd(KEYS as u64) as i64;
+        let stage = ["lead", "customer", "other"][rnd(3) as usize];
+        if rnd(2) == 0 {
+            t.db.exec(&format!(
+                "UPDATE contacts SET first_name = 'P{i}', lifecycle = '{stage}' WHERE id = {key}"
+            ))
+            .await;
+            pg_edits += 1;
+        } else {
+            t.edit_in_crm(
+                key,
+                json!({"firstname": format!("H{i}"), "lifecyclestage": stage}),
+            )
+            .await;
+            hs_edits += 1;
+        }
+    }
+    t.wait_in_sync("after 2,000 random edits on both sides")
+        .await;
+    // No ping-pong: once converged, nothing moves any more. Two reconciliation passes that
+    // start after convergence queue what they find before the sentinel's webhook, so once
+    // the sentinel reached Postgres their writes (there must be none) are in.
+    let settled = requests(&t.emulator.state().await);
+    let tagged_before = t.tagged(&t.origins_any());
+    t.wait_reconciliation_passes(2).await;
+    t.inbound_sentinel(1).await;
+    let after_quiet = requests(&t.emulator.state().await);
+    assert!(t.in_sync().await, "still in sync");
+    let tagged_after = t.tagged(&t.origins_any());
+    assert_eq!(
+        tagged_after,
+        tagged_before + 1,
+        "no inbound writes once converged but the sentinel's"
+    );
+    let upserts = t.sink_writes().await;
+    let api_calls = settled - requests_before;
+    let per_edit = api_calls as f64 / (pg_edits + hs_edits) as f64;
+    println!(
+        "two-way: {pg_edits} Postgres edits, {hs_edits} HubSpot edits, {api_calls} HubSpot API \
+         calls ({per_edit:.2} per edit), {tagged_before} inbound row writes, {upserts} upserts \
+         and updates, {} calls while quiet (reconciliation and the sentinel)",
+        after_quiet - settled
+    );
+    assert!(per_edit < 3.0, "bounded API calls per edit: {per_edit:.2}");
+    assert!(
+        (tagged_before as u64) <= hs_edits,
+        "at most one Postgres write per HubSpot edit ({tagged_before} > {hs_edits})"
+    );
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_reports_missing_two_way_grants_and_unmappable_fields() {
+    let emulator = Emulator::start("hubspot");
+    let db = TestDb::new("synccheck").await;
+    db.exec("CREATE TABLE contacts (id bigint PRIMARY KEY, email text)")
+        .await;
+    let role = unique("dl_role");
+    db.exec(&format!(
+        "CREATE ROLE {role} LOGIN PASSWORD 'pw' REPLICATION; \
+         GRANT SELECT ON contacts TO {role}"
+    ))
+    .await;
+    let setup = Setup::new(&db, &["public.contacts"], "", "");
+    setup.append_config(&format!(
+        r#"
+[[sinks]]
+name = "both"
+kind = "hubspot"
+table = "public.contacts"
+object = "contacts"
+id_property = "pg_external_id"
+token_env = "HUBSPOT_TOKEN"
+base_url = "http://127.0.0.1:{}"
+direction = "both"
+[sinks.inbound]
+client_secret_env = "HUBSPOT_CLIENT_SECRET"
+[sinks.fields]
+id = "pg_external_id"
+email = "no_such_property"
+"#,
+        emulator.port
+    ));
+    let mut url = url::Url::parse(&db.url).unwrap();
+    url.set_username(&role).unwrap();
+    url.set_password(Some("pw")).unwrap();
+    let out = setup
+        .command("check")
+        .env("DRIFTLESS_SOURCE_URL", url.as_str())
+        .envs(Crm::Hubspot.worker_env())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("two-way sync cannot write inbound changes")
+            && err.contains("pg_replication_origin_session_setup")
+            && err.contains("INSERT, UPDATE on the inbound table"),
+        "{err}"
+    );
+    assert!(err.contains("no_such_property"), "{err}");
+    let schemas: i64 = db
+        .client
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'driftless'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(schemas, 0, "check creates no sync state");
+    db.exec(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .await;
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn archives_delete_rows_when_configured() {
+    deletion_in_crm(Crm::Hubspot, "delete", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn archives_with_lost_webhooks_are_repaired_by_reconciliation() {
+    deletion_in_crm(Crm::Hubspot, "delete", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn archives_keep_rows_by_default() {
+    deletion_in_crm(Crm::Hubspot, "ignore", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_two_way_worker_stands_by_and_takes_over_when_the_first_dies() {
+    let mut t = TwoWay::start(Crm::Hubspot, RECONCILE_OFF).await;
+    t.insert_samples(1).await;
+    t.wait_in_sync("initial row").await;
+    let standby = t.start_second_worker();
+    eventually("the second worker stands by", WAIT, || async {
+        standby.log_text().contains("standing by")
+    })
+    .await;
+    // A replay of a two-way sink is refused while a worker is active.
+    let out = t
+        .setup
+        .command("replay")
+        .args(["--name", &t.name, "--from", "earliest"])
+        .envs(Crm::Hubspot.worker_env())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is running"));
+    // The active worker dies: the lease goes with its connection, the standby takes over.
+    t.worker.take().unwrap().kill9();
+    eventually("the standby takes over", WAIT, || async {
+        standby.log_text().contains("taken over")
+    })
+    .await;
+    t.worker = Some(standby);
+    t.edit_in_crm(1, json!({"firstname": "After failover"}))
+        .await;
+    eventually("the edit reaches Postgres", WAIT, || async {
+        t.postgres().await[&1][1] == "After failover"
+    })
+    .await;
+    t.finish().await;
+}
