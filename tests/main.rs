@@ -1,11 +1,15 @@
 //! Integration tests: the real `driftless` binary against a real PostgreSQL 15 and a real
 //! Kafka-protocol broker (tansu) over TCP. One test per behaviour, named for it.
 
+// The tests read and write Kafka as an outside client would, so they use rdkafka directly.
+#![allow(clippy::disallowed_types)]
+
 mod support;
 
 mod capture;
 mod contract;
 mod e2e;
+mod layering;
 mod postgres;
 mod relations;
 mod sink;

@@ -1,6 +1,6 @@
 //! Sink schedules: when a scheduled sink applies what it accumulated.
 //!
-//! Owns the pure parsing and "next run" arithmetic of `schedule = "..."` (issue 3, item 9).
+//! Owns the pure parsing and "next run" arithmetic of `schedule = "..."`.
 //! A sink without a schedule is real time (batches close by size and `batch_max_wait_ms`). With
 //! a schedule, the worker keeps consuming and coalescing per key, and applies the accumulated
 //! latest states at each tick, saving API calls for keys changed many times in a window.

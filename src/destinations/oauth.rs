@@ -1,6 +1,5 @@
 //! Access tokens for the CRM sinks: a static token, or an OAuth 2.0 refresh-token grant with a
-//! cached access token (HubSpot `POST /oauth/v1/token`, Zoho `POST {accounts}/oauth/v2/token`;
-//! `shared/docs/saas-contracts.md` §1.7 and §2.2).
+//! cached access token (HubSpot `POST /oauth/v1/token`, Zoho `POST {accounts}/oauth/v2/token`).
 //!
 //! Owns the token cache and the refresh call. Invariants:
 //! - one cache per [`Credentials`] value, shared by its clones (`Arc`), so the workers of a

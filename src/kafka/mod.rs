@@ -16,6 +16,9 @@
 //! a time, acknowledged: dead letters). [`Producer`], [`GroupConsumer`] and [`AckedProducer`]
 //! are the rdkafka implementations.
 
+// This module is the Kafka layer: the one place allowed to name rdkafka's clients.
+#![allow(clippy::disallowed_types)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

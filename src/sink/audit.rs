@@ -1,6 +1,6 @@
 //! The sinks' audit trail: one JSON record per applied or rejected change.
 //!
-//! Owns the audit record format and its two writers (issue 3, item 7). Invariants:
+//! Owns the audit record format and its two writers. Invariants:
 //! - a record carries time, sink, table, a SHA-256 hash of the Kafka key (never the key or any
 //!   row value), operation, outcome, destination id, correlation id (the same
 //!   `{topic}-{partition}-{offset}` as the dead-letter headers), the number of source records

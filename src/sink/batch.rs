@@ -1,7 +1,7 @@
 //! Sink batching: size/time windows, per-key coalescing, and the offsets a batch may commit.
 //!
-//! Owns the pure rules between the Kafka consumer and a destination API (issue 3, "sink
-//! runner"). Invariants (unit- and property-tested below):
+//! Owns the pure rules between the Kafka consumer and a destination API (the sink runner).
+//! Invariants (unit- and property-tested below):
 //! - a batch holds at most `max_events` *keys* (entries: what a destination request is capped
 //!   at) and at most `max_records` records (bounding the positions kept, by default
 //!   `max_events × 100`), and closes at the latest `max_wait` after its first record arrived;

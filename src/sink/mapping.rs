@@ -1,7 +1,7 @@
 //! Field mapping from a change event's row to a CRM record's properties, and the schema check
 //! against the destination's property definitions. Pure.
 //!
-//! Owns how column values become CRM property values (issue 3, "Mapping and schema check").
+//! Owns how column values become CRM property values.
 //! Invariants:
 //! - every property value is a string (HubSpot takes nothing else): numbers keep their exact
 //!   digits, booleans are `"true"`/`"false"`, NULL clears the property (`""`), arrays become

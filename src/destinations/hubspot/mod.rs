@@ -1,8 +1,7 @@
 //! HubSpot CRM v3 destination: batch upserts by a unique property, archives for deletes.
 //!
-//! Owns the HTTP side of a `kind = "hubspot"` sink (issue 3): request shapes, response
-//! classification, and a client-side rate limiter. Contract in `shared/docs/saas-contracts.md`
-//! §1; tested against the in-process emulator (`driftless_emulators::hubspot`).
+//! Owns the HTTP side of a `kind = "hubspot"` sink (HubSpot CRM v3 objects API): request
+//! shapes, response classification, and a client-side rate limiter; tested against the in-process emulator (`driftless_emulators::hubspot`).
 //!
 //! Invariants:
 //! - every write is idempotent: `batch/upsert` by `id_property`, deletes resolve record ids with

@@ -1,7 +1,7 @@
 //! HubSpot webhook request signatures v1, v2 and v3: signing and verification.
 //!
-//! Owns the pure (no I/O) crypto of HubSpot → driftless webhooks
-//! (`shared/docs/saas-contracts.md` §1.9). The two-way-sync receiver verifies with it (the
+//! Owns the pure (no I/O) crypto of HubSpot → driftless webhooks, as HubSpot's
+//! request-validation documentation defines them. The two-way-sync receiver verifies with it (the
 //! emulators crate signs with its own, independent code):
 //! - **v3** (`X-HubSpot-Signature-v3`): `base64(HMAC-SHA256(client_secret, method + uri + body +
 //!   timestamp))`, where `uri` is the full URL (scheme, host, path, query) with the characters in

@@ -1,7 +1,7 @@
 //! Generic-webhook destination: change events POSTed as JSON, signed per Standard Webhooks 1.0.
 //!
-//! Owns the HTTP side of a `kind = "webhook"` sink (issue 3; contract in
-//! `shared/docs/saas-contracts.md` §3): request bodies, the `webhook-id` / `webhook-timestamp` /
+//! Owns the HTTP side of a `kind = "webhook"` sink (the Standard Webhooks 1.0
+//! contract): request bodies, the `webhook-id` / `webhook-timestamp` /
 //! `webhook-signature` headers, response classification and the SSRF guard. Tested against the
 //! in-process receiver emulator (`driftless_emulators::webhook`).
 //!

@@ -1,8 +1,8 @@
 //! Zoho CRM v8 destination: upserts by a unique field, deletes resolved by COQL.
 //!
-//! Owns the HTTP side of a `kind = "zoho"` sink (issue 3): value encoding (pure,
-//! [`encode_value`], [`to_record`]), request shapes, response classification. Contract in
-//! `shared/docs/saas-contracts.md` §2; tested against the in-process emulator
+//! Owns the HTTP side of a `kind = "zoho"` sink: value encoding (pure,
+//! [`encode_value`], [`to_record`]), request shapes, response classification (Zoho CRM v8 REST API);
+//! tested against the in-process emulator
 //! (`driftless_emulators::zoho`).
 //!
 //! Invariants:
