@@ -56,7 +56,11 @@ fn violations(src: &Path) -> Vec<String> {
     rust_files(src, &mut files);
     let mut out = Vec::new();
     for file in files {
-        let rel = file.strip_prefix(src).unwrap().to_string_lossy().into_owned();
+        let rel = file
+            .strip_prefix(src)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         let top = rel.split(['/', '.']).next().unwrap().to_string();
         if top == "lib" || top == "main" {
             continue;

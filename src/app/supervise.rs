@@ -47,14 +47,20 @@ impl<E: std::fmt::Display + Send + 'static> Supervisor<E> {
         self.tasks.spawn(async move { (name, task.await) });
     }
 
-    /// Waits for every task; returns the first failure.
+    /// Waits until the group stops (a task failed or ended, the outer shutdown came, or
+    /// [`Self::stopper`] was used) and every task has ended; returns the first failure. A group
+    /// without tasks still carries the outer shutdown to [`Self::stop_signal`] until stopped.
     pub(crate) async fn join(mut self) -> Result<(), E> {
         let mut first = None;
         let mut outer_open = true;
+        let mut stopped = self.stop.subscribe();
         if *self.outer.borrow_and_update() {
             let _ = self.stop.send(true);
         }
         loop {
+            if self.tasks.is_empty() && *stopped.borrow_and_update() {
+                break;
+            }
             let joined = tokio::select! {
                 changed = self.outer.changed(), if outer_open => {
                     match changed {
@@ -66,10 +72,8 @@ impl<E: std::fmt::Display + Send + 'static> Supervisor<E> {
                     }
                     continue;
                 }
-                joined = self.tasks.join_next() => joined,
-            };
-            let Some(joined) = joined else {
-                break;
+                _ = stopped.changed() => continue,
+                Some(joined) = self.tasks.join_next() => joined,
             };
             let (task, result) = match joined {
                 Ok(done) => done,
@@ -123,6 +127,20 @@ mod tests {
         }
         outer_tx.send(true).unwrap();
         assert_eq!(group.join().await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn an_empty_group_carries_the_outer_shutdown_to_its_stop_signal() {
+        let (outer_tx, outer) = watch::channel(false);
+        let group: Supervisor<String> = Supervisor::new(outer);
+        let mut stop = group.stop_signal();
+        let runner = async move {
+            let _ = stop.wait_for(|s| *s).await;
+            "runner stopped"
+        };
+        outer_tx.send(true).unwrap();
+        let (ran, joined) = tokio::join!(runner, group.join());
+        assert_eq!((ran, joined), ("runner stopped", Ok(())));
     }
 
     #[tokio::test]

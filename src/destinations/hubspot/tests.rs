@@ -1,0 +1,498 @@
+//! Unit tests of the parent module.
+
+use super::*;
+use crate::config::sinks::Auth;
+use crate::config::{SecretSource, TableName};
+use crate::sink::batch::{Batcher, Position};
+use crate::sink::test_support::event;
+use driftless_emulators::hubspot::{Options, router};
+use reqwest::header::HeaderValue;
+
+async fn start(opts: Options) -> String {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    driftless_emulators::serve_for_test(router(opts)).await
+}
+
+fn valid_sink(base_url: &str) -> ValidSink {
+    let mut stage = FieldRule::new("stage", "lifecyclestage");
+    stage.map = Some(BTreeMap::from([
+        ("Lead".into(), "lead".into()),
+        ("Bogus".into(), "not_an_option".into()),
+    ]));
+    ValidSink {
+        name: "contacts".into(),
+        kind: SinkKind::Hubspot {
+            object: "contacts".into(),
+        },
+        table: TableName {
+            schema: "public".into(),
+            name: "customers".into(),
+        },
+        id_property: Some("email".into()),
+        auth: Some(Auth::Token(SecretSource::Env("HUBSPOT_TOKEN".into()))),
+        base_url: base_url.into(),
+        on_delete: OnDelete::Archive,
+        fields: vec![
+            FieldRule::new("email", "email"),
+            FieldRule::new("first_name", "firstname"),
+            FieldRule::new("extra", "no_such_property"),
+            stage,
+        ],
+        batch_max_events: 100,
+        batch_max_wait_ms: 1000,
+        schedule: None,
+        two_way: None,
+    }
+}
+
+async fn sink(base: &str) -> HubspotSink {
+    let creds = Credentials::token("test-token".into(), "HUBSPOT_TOKEN");
+    HubspotSink::new(&valid_sink(base), creds).unwrap()
+}
+
+fn batch(events: Vec<ChangeEvent>) -> Batch<ChangeEvent> {
+    let mut b = Batcher::new(1000, Duration::from_secs(1));
+    let now = Instant::now();
+    for (i, e) in events.into_iter().enumerate() {
+        let key = e
+            .after
+            .as_ref()
+            .or(e.before.as_ref())
+            .and_then(|r| r.get("id").or_else(|| r.get("email")))
+            .map(|v| v.to_string().into_bytes())
+            .unwrap_or_else(|| i.to_string().into_bytes());
+        b.push(
+            key,
+            e,
+            Position {
+                partition: 0,
+                offset: i as i64,
+            },
+            now,
+        );
+    }
+    b.take().unwrap()
+}
+
+fn contact(email: &str, first: &str) -> ChangeEvent {
+    event(
+        Op::Create,
+        json!({"email": email, "first_name": first, "stage": "Lead"}),
+    )
+}
+
+async fn state(base: &str) -> Value {
+    reqwest::get(format!("{base}/_emulator/state"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn contacts(base: &str) -> Vec<Value> {
+    state(base).await["objects"]["contacts"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn fault(base: &str, f: Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/_emulator/faults"))
+        .json(&f)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn upsert_creates_then_updates_one_object_per_key() {
+    let base = start(Options::default()).await;
+    let mut s = sink(&base).await;
+    let out = s
+        .apply(&batch(vec![
+            contact("a@x.io", "Ada"),
+            contact("b@x.io", "Bob"),
+        ]))
+        .await
+        .unwrap();
+    assert!(out.rejected.is_empty(), "{out:?}");
+    assert_eq!(out.destination_ids.len(), 2);
+    let mut e = contact("a@x.io", "Adele");
+    e.op = Op::Update;
+    let out2 = s.apply(&batch(vec![e])).await.unwrap();
+    assert_eq!(
+        out2.destination_ids,
+        vec![(0, out.destination_ids[0].1.clone())]
+    );
+    let recs = contacts(&base).await;
+    assert_eq!(recs.len(), 2);
+    let a = recs
+        .iter()
+        .find(|r| r["properties"]["email"] == "a@x.io")
+        .unwrap();
+    assert_eq!(a["properties"]["firstname"], "Adele");
+    assert_eq!(a["properties"]["lifecyclestage"], "lead");
+}
+
+#[tokio::test]
+async fn delete_archives_and_absent_delete_succeeds() {
+    let base = start(Options::default()).await;
+    let mut s = sink(&base).await;
+    s.apply(&batch(vec![contact("a@x.io", "Ada")]))
+        .await
+        .unwrap();
+    let del = |email: &str| event(Op::Delete, json!({"email": email}));
+    let out = s
+        .apply(&batch(vec![del("a@x.io"), del("ghost@x.io")]))
+        .await
+        .unwrap();
+    assert!(out.rejected.is_empty(), "{out:?}");
+    assert_eq!(out.destination_ids.len(), 1);
+    let recs = contacts(&base).await;
+    assert_eq!(recs[0]["archived"], true);
+    // Replaying the delete is harmless.
+    let out = s.apply(&batch(vec![del("a@x.io")])).await.unwrap();
+    assert!(out.rejected.is_empty() && out.destination_ids.is_empty());
+}
+
+#[tokio::test]
+async fn partial_207_rejects_only_the_bad_entries() {
+    let base = start(Options::default()).await;
+    let mut s = sink(&base).await;
+    let bad_option = event(Op::Create, json!({"email": "b@x.io", "stage": "Bogus"}));
+    let bad_prop = event(Op::Create, json!({"email": "c@x.io", "extra": "x"}));
+    let unmapped = event(Op::Create, json!({"email": "d@x.io", "stage": "Nope"}));
+    let out = s
+        .apply(&batch(vec![
+            contact("a@x.io", "Ada"),
+            bad_option,
+            bad_prop,
+            unmapped,
+        ]))
+        .await
+        .unwrap();
+    let rejected: Vec<(usize, &str)> = out
+        .rejected
+        .iter()
+        .map(|r| (r.index, r.category.as_str()))
+        .collect();
+    assert_eq!(
+        rejected,
+        [
+            (1, "VALIDATION_ERROR"),
+            (2, "VALIDATION_ERROR"),
+            (3, "MAPPING")
+        ]
+    );
+    assert!(
+        out.rejected[1].message.contains("no_such_property"),
+        "{out:?}"
+    );
+    assert_eq!(out.destination_ids.len(), 1);
+    assert_eq!(contacts(&base).await.len(), 1);
+}
+
+#[tokio::test]
+async fn whole_batch_400_is_bisected() {
+    let base = start(Options::default()).await;
+    let mut s = sink(&base).await;
+    // Every input invalid → HubSpot answers 400 for the whole request.
+    let bad = |e: &str| event(Op::Create, json!({"email": e, "extra": "x"}));
+    let out = s
+        .apply(&batch(vec![bad("a@x.io"), bad("b@x.io"), bad("c@x.io")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.rejected.iter().map(|r| r.index).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    // A request-level 400 (two keys resolving to one record) bisects into good halves.
+    let dup = |id: u32, first: &str| {
+        event(
+            Op::Create,
+            json!({"id": id, "email": "dup@x.io", "first_name": first}),
+        )
+    };
+    let out = s
+        .apply(&batch(vec![dup(1, "One"), dup(2, "Two")]))
+        .await
+        .unwrap();
+    assert!(out.rejected.is_empty(), "{out:?}");
+    assert_eq!(out.destination_ids.len(), 2);
+    let recs = contacts(&base).await;
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["properties"]["firstname"], "Two");
+    let st = state(&base).await;
+    let upserts = &st["requests"]["byPath"]["/crm/v3/objects/contacts/batch/upsert"];
+    assert_eq!(
+        upserts.as_u64(),
+        Some(8),
+        "5 for the first batch, 3 for the second"
+    );
+}
+
+#[tokio::test]
+async fn rate_limits_are_transient_with_retry_after() {
+    let base = start(Options {
+        burst_limit: 3,
+        ..Options::default()
+    })
+    .await;
+    // Three clients share the token; their limiters know nothing of the others.
+    let mut s = sink(&base).await;
+    s.limiter = RateLimiter::new(1000, DEFAULT_WINDOW); // let the emulator answer 429
+    s.apply(&batch(vec![contact("a@x.io", "A")])).await.unwrap(); // schema + upsert
+    let mut s2 = sink(&base).await;
+    s2.schema = s.schema.clone();
+    s2.limiter = RateLimiter::new(1000, DEFAULT_WINDOW);
+    s2.apply(&batch(vec![contact("b@x.io", "B")]))
+        .await
+        .unwrap(); // the window is full
+    let mut s3 = sink(&base).await;
+    s3.schema = s.schema.clone();
+    s3.limiter = RateLimiter::new(1000, DEFAULT_WINDOW);
+    let err = s3
+        .apply(&batch(vec![contact("c@x.io", "C")]))
+        .await
+        .unwrap_err();
+    match err {
+        SinkError::Transient { retry_after, .. } => {
+            // s3 sent nothing else in the window: it must wait for a whole one.
+            assert_eq!(retry_after, Some(Duration::from_secs(10)));
+        }
+        e => panic!("{e:?}"),
+    }
+    // s sent a request in the window: it retries when that one expires, not a whole
+    // window after the 429.
+    let err = s
+        .apply(&batch(vec![contact("d@x.io", "D")]))
+        .await
+        .unwrap_err();
+    match err {
+        SinkError::Transient {
+            retry_after: Some(d),
+            ..
+        } => assert!(d < Duration::from_secs(10), "{d:?}"),
+        e => panic!("{e:?}"),
+    }
+
+    let base = start(Options {
+        daily_limit: 1,
+        ..Options::default()
+    })
+    .await;
+    let mut s = sink(&base).await;
+    // The schema fetch uses the day's only request.
+    let err = s
+        .apply(&batch(vec![contact("a@x.io", "A")]))
+        .await
+        .unwrap_err();
+    match err {
+        SinkError::Transient {
+            retry_after: Some(d),
+            ..
+        } => assert!(d > Duration::from_secs(10) && d <= Duration::from_secs(86_400)),
+        e => panic!("{e:?}"),
+    }
+}
+
+#[tokio::test]
+async fn server_error_is_transient_then_retry_succeeds() {
+    let base = start(Options::default()).await;
+    let mut s = sink(&base).await;
+    fault(&base, json!({"path": "batch/upsert", "status": 500})).await;
+    let b = batch(vec![contact("a@x.io", "Ada")]);
+    let err = s.apply(&b).await.unwrap_err();
+    assert!(matches!(err, SinkError::Transient { .. }), "{err:?}");
+    let out = s.apply(&b).await.unwrap();
+    assert_eq!(out.destination_ids.len(), 1);
+    assert_eq!(contacts(&base).await.len(), 1);
+}
+
+#[tokio::test]
+async fn bad_token_is_fatal_with_hint() {
+    let base = start(Options::default()).await;
+    let creds = Credentials::token("wrong".into(), "HUBSPOT_TOKEN");
+    let mut s = HubspotSink::new(&valid_sink(&base), creds).unwrap();
+    let err = s
+        .apply(&batch(vec![contact("a@x.io", "Ada")]))
+        .await
+        .unwrap_err();
+    match err {
+        SinkError::Fatal { hint, message } => {
+            assert!(hint.contains("HUBSPOT_TOKEN"), "{hint}");
+            assert!(!message.contains("wrong"));
+        }
+        e => panic!("{e:?}"),
+    }
+}
+
+#[tokio::test]
+async fn oauth_token_expiry_mid_run_refreshes_and_converges() {
+    let base = start(Options::default()).await;
+    let creds = Credentials::oauth(
+        "client".into(),
+        "secret".into(),
+        "test-refresh-token".into(),
+        format!("{base}/oauth/v1/token"),
+        "HUBSPOT_REFRESH_TOKEN",
+    );
+    let mut s = HubspotSink::new(&valid_sink(&base), creds).unwrap();
+    s.apply(&batch(vec![contact("a@x.io", "Ada")]))
+        .await
+        .unwrap();
+    // Every token expires before the next upsert: 401, refresh, retry, success.
+    fault(
+        &base,
+        json!({"path": "batch/upsert", "expire_tokens": true}),
+    )
+    .await;
+    let mut e = contact("a@x.io", "Adele");
+    e.op = Op::Update;
+    let out = s
+        .apply(&batch(vec![e, contact("b@x.io", "Bob")]))
+        .await
+        .unwrap();
+    assert!(out.rejected.is_empty(), "{out:?}");
+    let recs = contacts(&base).await;
+    assert_eq!(recs.len(), 2);
+    let a = recs
+        .iter()
+        .find(|r| r["properties"]["email"] == "a@x.io")
+        .unwrap();
+    assert_eq!(a["properties"]["firstname"], "Adele");
+    let st = state(&base).await;
+    assert_eq!(st["requests"]["byPath"]["/oauth/v1/token"], 2, "{st:#}");
+
+    // A refresh token the server refuses: fatal, hint names the variable.
+    let creds = Credentials::oauth(
+        "client".into(),
+        "secret".into(),
+        "revoked".into(),
+        format!("{base}/oauth/v1/token"),
+        "HUBSPOT_REFRESH_TOKEN",
+    );
+    let mut s = HubspotSink::new(&valid_sink(&base), creds).unwrap();
+    match s.apply(&batch(vec![contact("c@x.io", "C")])).await {
+        Err(SinkError::Fatal { hint, .. }) => {
+            assert!(hint.contains("HUBSPOT_REFRESH_TOKEN"), "{hint}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn fetch_schema_reads_types_unique_and_read_only() {
+    let base = start(Options::default()).await;
+    let s = sink(&base).await;
+    let schema = s.fetch_schema().await.unwrap();
+    assert!(schema["email"].unique);
+    assert_eq!(schema["email"].kind, PropertyType::String);
+    assert!(schema["hs_object_id"].read_only);
+    assert_eq!(schema["date_of_birth"].kind, PropertyType::Date);
+    assert_eq!(schema["lifecyclestage"].kind, PropertyType::Enumeration);
+    assert!(
+        schema["lifecyclestage"]
+            .options
+            .contains(&"lead".to_string())
+    );
+    assert!(!schema["firstname"].unique && !schema["firstname"].read_only);
+}
+
+#[tokio::test]
+async fn deletes_ignored_and_truncates_are_no_ops() {
+    let base = start(Options::default()).await;
+    let mut cfg = valid_sink(&base);
+    cfg.on_delete = OnDelete::Ignore;
+    let mut s = HubspotSink::new(&cfg, "test-token".into()).unwrap();
+    let out = s
+        .apply(&batch(vec![
+            event(Op::Delete, json!({"email": "a@x.io"})),
+            event(Op::Truncate, json!({})),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(out, Outcome::default());
+    assert_eq!(state(&base).await["requests"]["total"], 0);
+}
+
+fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.insert(*k, HeaderValue::from_str(v).unwrap());
+    }
+    h
+}
+
+#[test]
+fn limiter_counts_a_sliding_window() {
+    let t0 = Instant::now();
+    let mut l = RateLimiter::new(3, Duration::from_secs(10));
+    for i in 0..3 {
+        assert_eq!(l.wait_needed(t0 + Duration::from_secs(i)), None);
+        l.record(t0 + Duration::from_secs(i));
+    }
+    assert_eq!(
+        l.wait_needed(t0 + Duration::from_secs(4)),
+        Some(Duration::from_secs(6))
+    );
+    assert_eq!(l.wait_needed(t0 + Duration::from_secs(10)), None);
+}
+
+#[test]
+fn limiter_takes_headers_as_truth() {
+    let t0 = Instant::now();
+    let mut l = RateLimiter::default();
+    l.record(t0);
+    l.observe(
+        &headers(&[
+            ("x-hubspot-ratelimit-max", "2"),
+            ("x-hubspot-ratelimit-remaining", "1"),
+            ("x-hubspot-ratelimit-interval-milliseconds", "1000"),
+        ]),
+        t0,
+    );
+    assert_eq!(l.wait_needed(t0), None);
+    l.record(t0);
+    assert_eq!(
+        l.wait_needed(t0),
+        Some(Duration::from_secs(1)),
+        "max 2 per 1 s"
+    );
+    // Remaining 0 (another client shares the token): wait until the window rolls.
+    let t1 = t0 + Duration::from_secs(5);
+    assert_eq!(l.wait_needed(t1), None);
+    l.observe(&headers(&[("x-hubspot-ratelimit-remaining", "0")]), t1);
+    assert_eq!(l.wait_needed(t1), Some(Duration::from_secs(1)));
+    assert_eq!(l.wait_needed(t1 + Duration::from_secs(1)), None);
+    l.block_for(Duration::from_secs(3), t1);
+    assert_eq!(
+        l.wait_needed(t1 + Duration::from_secs(1)),
+        Some(Duration::from_secs(2))
+    );
+}
+
+#[test]
+fn limiter_counts_a_request_from_its_answer() {
+    // HubSpot counts a request when it arrives, somewhere between our send and its answer.
+    // Request 1 was slow to arrive (sent at 0, counted at 300 ms, answered at 310 ms): a
+    // window stamped with send times would allow request 3 at 10 s, which HubSpot counts
+    // at (say) 10.001 s, 9.701 s after request 1: a 429.
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let mut l = RateLimiter::new(2, Duration::from_secs(10));
+    l.record(t0);
+    l.answered(t0 + ms(310));
+    l.record(t0 + ms(400));
+    l.answered(t0 + ms(410));
+    assert_eq!(l.wait_needed(t0 + ms(10_000)), Some(ms(310)));
+    assert_eq!(l.wait_needed(t0 + ms(10_310)), None);
+    // A late answer never moves a stamp back.
+    let mut one = RateLimiter::new(1, Duration::from_secs(10));
+    one.record(t0 + ms(50));
+    one.answered(t0);
+    assert_eq!(one.wait_needed(t0 + ms(50)), Some(ms(10_000)));
+}

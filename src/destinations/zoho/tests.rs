@@ -1,0 +1,567 @@
+//! Unit tests of the parent module.
+
+use super::*;
+use crate::config::TableName;
+use crate::config::sinks::Auth;
+use crate::sink::batch::{Batcher, Position};
+use crate::sink::mapping::PropertyType;
+use crate::sink::mapping::check_schema;
+use crate::sink::test_support::event;
+use driftless_emulators::zoho::{Options, router};
+use std::time::Instant;
+
+async fn start(opts: Options) -> String {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    driftless_emulators::serve_for_test(router(opts)).await
+}
+
+fn valid_sink(base_url: &str) -> ValidSink {
+    let mut status = FieldRule::new("status", "Lead_Status");
+    status.map = Some(BTreeMap::from([
+        ("new".into(), "Not Contacted".into()),
+        ("won".into(), "Qualified".into()),
+    ]));
+    let mut email = FieldRule::new("email", "Email");
+    email.transform = Some(crate::config::fields::Transform::Lowercase);
+    ValidSink {
+        name: "leads".into(),
+        kind: SinkKind::Zoho {
+            module: "Leads".into(),
+        },
+        table: TableName {
+            schema: "public".into(),
+            name: "customers".into(),
+        },
+        id_property: Some("Email".into()),
+        auth: Some(Auth::Token(crate::config::SecretSource::Env(
+            "ZOHO_TOKEN".into(),
+        ))),
+        base_url: base_url.into(),
+        on_delete: OnDelete::Archive,
+        fields: vec![
+            email,
+            FieldRule::new("last_name", "Last_Name"),
+            FieldRule::new("phone", "Phone"),
+            FieldRule::new("employees", "No_of_Employees"),
+            FieldRule::new("revenue", "Annual_Revenue"),
+            FieldRule::new("opt_out", "Email_Opt_Out"),
+            status,
+        ],
+        batch_max_events: 100,
+        batch_max_wait_ms: 1000,
+        schedule: None,
+        two_way: None,
+    }
+}
+
+fn oauth(base: &str, refresh: &str) -> Credentials {
+    Credentials::oauth(
+        "test-client-id".into(),
+        "test-client-secret".into(),
+        refresh.into(),
+        format!("{base}/oauth/v2/token"),
+        "ZOHO_REFRESH_TOKEN",
+    )
+}
+
+fn sink(base: &str) -> ZohoSink {
+    ZohoSink::new(&valid_sink(base), oauth(base, "test-refresh-token")).unwrap()
+}
+
+fn batch(events: Vec<ChangeEvent>) -> Batch<ChangeEvent> {
+    let mut b = Batcher::new(1000, Duration::from_secs(1));
+    let now = Instant::now();
+    for (i, e) in events.into_iter().enumerate() {
+        let key = e
+            .after
+            .as_ref()
+            .or(e.before.as_ref())
+            .and_then(|r| r.get("email"))
+            .map(|v| v.to_string().into_bytes())
+            .unwrap_or_else(|| i.to_string().into_bytes());
+        let at = Position {
+            partition: 0,
+            offset: i as i64,
+        };
+        b.push(key, e, at, now);
+    }
+    b.take().unwrap()
+}
+
+fn lead(email: &str, last: &str) -> ChangeEvent {
+    event(
+        Op::Create,
+        json!({"email": email, "last_name": last, "employees": "12", "revenue": "1500.50",
+               "opt_out": "f", "status": "new"}),
+    )
+}
+
+async fn state(base: &str) -> Value {
+    reqwest::get(format!("{base}/_emulator/state"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn leads(base: &str) -> Vec<Value> {
+    state(base).await["records"]["Leads"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn fault(base: &str, f: Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/_emulator/faults"))
+        .json(&f)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn values_are_encoded_as_typed_json() {
+    assert_eq!(encode_value("integer", &json!("42")), Ok(json!(42)));
+    assert_eq!(encode_value("integer", &json!(7)), Ok(json!(7)));
+    assert_eq!(encode_value("integer", &json!("4.5")), Err("integer"));
+    assert_eq!(encode_value("double", &json!("1500.50")), Ok(json!(1500.5)));
+    assert_eq!(encode_value("currency", &json!(3)), Ok(json!(3)));
+    assert_eq!(encode_value("double", &json!("NaN")), Err("number"));
+    assert_eq!(encode_value("boolean", &json!("t")), Ok(json!(true)));
+    assert_eq!(encode_value("boolean", &json!(false)), Ok(json!(false)));
+    assert_eq!(encode_value("boolean", &json!("maybe")), Err("boolean"));
+    assert_eq!(
+        encode_value("date", &json!("1815-12-10")),
+        Ok(json!("1815-12-10"))
+    );
+    assert_eq!(
+        encode_value("date", &json!("2026-11-27T10:15:02Z")),
+        Ok(json!("2026-11-27"))
+    );
+    assert_eq!(encode_value("date", &json!("10/12/1815")), Err("date"));
+    assert_eq!(
+        encode_value("datetime", &json!("2026-11-27T10:15:02.123456Z")),
+        Ok(json!("2026-11-27T10:15:02+00:00"))
+    );
+    assert_eq!(
+        encode_value("datetime", &json!("2026-11-27T10:15:02+05:30")),
+        Ok(json!("2026-11-27T10:15:02+05:30")),
+        "the offset is kept"
+    );
+    assert_eq!(
+        encode_value("datetime", &json!("2026-11-27 10:15:02.5")),
+        Ok(json!("2026-11-27T10:15:02+00:00")),
+        "timestamp without time zone: UTC"
+    );
+    assert_eq!(
+        encode_value("datetime", &json!("yesterday")),
+        Err("datetime")
+    );
+    assert_eq!(
+        encode_value("multiselectpicklist", &json!("a;b")),
+        Ok(json!(["a", "b"]))
+    );
+    assert_eq!(
+        encode_value("multiselectpicklist", &json!([1, "x"])),
+        Ok(json!(["1", "x"]))
+    );
+    assert_eq!(
+        encode_value("lookup", &json!(123)),
+        Ok(json!({"id": "123"}))
+    );
+    assert_eq!(encode_value("text", &json!(12.50)), Ok(json!("12.5")));
+    assert_eq!(encode_value("phone", &json!("+1 555")), Ok(json!("+1 555")));
+    assert_eq!(encode_value("integer", &Value::Null), Ok(Value::Null));
+    assert_eq!(coql_literal(&json!("o'neil@x.io")), "'o''neil@x.io'");
+    assert_eq!(coql_literal(&json!(12)), "12");
+}
+
+#[test]
+fn records_apply_transforms_maps_and_types() {
+    let types: BTreeMap<String, String> = [
+        ("Email", "email"),
+        ("Last_Name", "text"),
+        ("No_of_Employees", "integer"),
+        ("Annual_Revenue", "double"),
+        ("Email_Opt_Out", "boolean"),
+        ("Lead_Status", "picklist"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    let rules = valid_sink("http://x").fields;
+    let row = json!({"email": "Ada@X.io", "last_name": "Lovelace", "employees": "12",
+        "revenue": "1500.50", "opt_out": "f", "status": "won", "phone": null});
+    let rec = to_record(&rules, &types, row.as_object().unwrap()).unwrap();
+    assert_eq!(
+        Value::Object(rec),
+        json!({"Email": "ada@x.io", "Last_Name": "Lovelace", "No_of_Employees": 12,
+            "Annual_Revenue": 1500.5, "Email_Opt_Out": false, "Lead_Status": "Qualified",
+            "Phone": null})
+    );
+    let bad = json!({"employees": "a dozen"});
+    let e = to_record(&rules, &types, bad.as_object().unwrap()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "column employees: not a valid integer for property No_of_Employees"
+    );
+    let unmapped = json!({"status": "lost"});
+    assert!(matches!(
+        to_record(&rules, &types, unmapped.as_object().unwrap()),
+        Err(MappingError::Unmapped { .. })
+    ));
+}
+
+#[test]
+fn requests_follow_api_domain_unless_base_url_is_pinned() {
+    assert_eq!(
+        request_base(false, ZOHO_BASE_URL, Some("https://www.zohoapis.eu/")),
+        "https://www.zohoapis.eu"
+    );
+    assert_eq!(request_base(false, ZOHO_BASE_URL, None), ZOHO_BASE_URL);
+    assert_eq!(
+        request_base(true, "http://127.0.0.1:1", Some("https://www.zohoapis.eu")),
+        "http://127.0.0.1:1"
+    );
+    let s = ZohoSink::new(&valid_sink(ZOHO_BASE_URL), "t".into()).unwrap();
+    assert!(!s.pinned);
+    let s = ZohoSink::new(&valid_sink("http://127.0.0.1:1/"), "t".into()).unwrap();
+    assert!(s.pinned && s.base_url == "http://127.0.0.1:1");
+}
+
+#[tokio::test]
+async fn upsert_creates_then_updates_one_record_per_key_without_workflows() {
+    let base = start(Options::default()).await;
+    let mut s = sink(&base);
+    let out = s
+        .apply(&batch(vec![lead("a@x.io", "Ada"), lead("b@x.io", "Bob")]))
+        .await
+        .unwrap();
+    assert!(out.rejected.is_empty(), "{out:?}");
+    assert_eq!(out.destination_ids.len(), 2);
+    let mut e = lead("A@x.io", "Adele");
+    e.op = Op::Update;
+    let out2 = s.apply(&batch(vec![e])).await.unwrap();
+    assert_eq!(
+        out2.destination_ids,
+        vec![(0, out.destination_ids[0].1.clone())]
+    );
+    let recs = leads(&base).await;
+    assert_eq!(recs.len(), 2);
+    let a = recs.iter().find(|r| r["Email"] == "a@x.io").unwrap();
+    assert_eq!(a["Last_Name"], "Adele");
+    assert_eq!(a["No_of_Employees"], 12);
+    assert_eq!(a["Annual_Revenue"], 1500.5);
+    assert_eq!(a["Email_Opt_Out"], false);
+    assert_eq!(a["Lead_Status"], "Not Contacted");
+    let st = state(&base).await;
+    assert_eq!(st["workflow_runs"], 0, "trigger: [] suppresses automation");
+    let calls = st["write_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 2);
+    assert!(
+        calls
+            .iter()
+            .all(|c| c["trigger"] == json!([]) && c["op"] == "upsert")
+    );
+}
+
+#[tokio::test]
+async fn deletes_remove_and_absent_deletes_succeed() {
+    let base = start(Options::default()).await;
+    let mut s = sink(&base);
+    s.apply(&batch(vec![lead("a@x.io", "Ada"), lead("b@x.io", "Bob")]))
+        .await
+        .unwrap();
+    let del = |email: &str| event(Op::Delete, json!({"email": email}));
+    let out = s
+        .apply(&batch(vec![del("A@x.io"), del("ghost@x.io")]))
+        .await
+        .unwrap();
+    assert!(out.rejected.is_empty(), "{out:?}");
+    assert_eq!(out.destination_ids.len(), 1);
+    assert_eq!(out.destination_ids[0].0, 0);
+    let recs = leads(&base).await;
+    let a = recs.iter().find(|r| r["Email"] == "a@x.io").unwrap();
+    let b = recs.iter().find(|r| r["Email"] == "b@x.io").unwrap();
+    assert_eq!(
+        (a["$deleted"].clone(), b["$deleted"].clone()),
+        (json!(true), json!(false))
+    );
+    // Replaying the delete is harmless.
+    let out = s.apply(&batch(vec![del("a@x.io")])).await.unwrap();
+    assert_eq!(out, Outcome::default());
+    // on_delete = ignore sends nothing.
+    let mut cfg = valid_sink(&base);
+    cfg.on_delete = OnDelete::Ignore;
+    let mut s = ZohoSink::new(&cfg, "test-access-token".into()).unwrap();
+    let before = state(&base).await["request_counts"].clone();
+    let out = s.apply(&batch(vec![del("b@x.io")])).await.unwrap();
+    assert_eq!(out, Outcome::default());
+    assert_eq!(state(&base).await["request_counts"], before);
+}
+
+#[tokio::test]
+async fn per_record_errors_are_rejected_while_others_apply() {
+    let base = start(Options::default()).await;
+    let mut s = sink(&base);
+    let no_last_name = event(Op::Create, json!({"email": "b@x.io"}));
+    let bad_phone = event(
+        Op::Create,
+        json!({"email": "c@x.io", "last_name": "C", "phone": "call me"}),
+    );
+    let bad_int = event(
+        Op::Create,
+        json!({"email": "d@x.io", "last_name": "D", "employees": "many"}),
+    );
+    let out = s
+        .apply(&batch(vec![
+            lead("a@x.io", "Ada"),
+            no_last_name,
+            bad_phone,
+            bad_int,
+        ]))
+        .await
+        .unwrap();
+    let rejected: Vec<(usize, &str)> = out
+        .rejected
+        .iter()
+        .map(|r| (r.index, r.category.as_str()))
+        .collect();
+    assert_eq!(
+        rejected,
+        [
+            (1, "MANDATORY_NOT_FOUND"),
+            (2, "INVALID_DATA"),
+            (3, "MAPPING")
+        ]
+    );
+    assert!(out.rejected[1].message.contains("field Phone"), "{out:?}");
+    assert!(
+        !out.rejected[1].message.contains("call me"),
+        "no row values"
+    );
+    assert_eq!(out.destination_ids.len(), 1);
+    assert_eq!(leads(&base).await.len(), 1);
+}
+
+#[tokio::test]
+async fn whole_request_400_is_bisected_to_the_poison_record() {
+    let base = start(Options::default()).await;
+    let mut s = sink(&base);
+    s.types().await.unwrap();
+    // Three whole-request 400s: [a b c d] → [a b] → [a] is poison; [b], [c d] apply.
+    fault(&base, json!({"path": "/upsert", "status": 400, "count": 3})).await;
+    let out = s
+        .apply(&batch(vec![
+            lead("a@x.io", "A"),
+            lead("b@x.io", "B"),
+            lead("c@x.io", "C"),
+            lead("d@x.io", "D"),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.rejected.iter().map(|r| r.index).collect::<Vec<_>>(),
+        [0]
+    );
+    assert_eq!(
+        out.destination_ids.iter().map(|d| d.0).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(leads(&base).await.len(), 3);
+    let st = state(&base).await;
+    assert_eq!(st["request_counts"]["POST /crm/v8/Leads/upsert"], 5);
+}
+
+#[tokio::test]
+async fn concurrency_429_credits_and_5xx_are_transient() {
+    let base = start(Options::default()).await;
+    let mut s = sink(&base);
+    let b = batch(vec![lead("a@x.io", "Ada")]);
+    fault(&base, json!({"path": "/upsert", "status": 429})).await;
+    match s.apply(&b).await {
+        Err(SinkError::Transient { retry_after, .. }) => {
+            assert_eq!(retry_after, Some(CONCURRENCY_WAIT))
+        }
+        other => panic!("{other:?}"),
+    }
+    fault(&base, json!({"path": "/upsert", "status": 503})).await;
+    assert!(matches!(
+        s.apply(&b).await,
+        Err(SinkError::Transient { .. })
+    ));
+    fault(&base, json!({"path": "/upsert", "fail_after_write": true})).await;
+    assert!(matches!(
+        s.apply(&b).await,
+        Err(SinkError::Transient { .. })
+    ));
+    let out = s.apply(&b).await.unwrap();
+    assert_eq!(out.destination_ids.len(), 1);
+    assert_eq!(
+        leads(&base).await.len(),
+        1,
+        "the retry converged on one record"
+    );
+
+    // The real concurrency gate: another client holds the only slot of the token.
+    let base = start(Options {
+        concurrency_limit: 1,
+        ..Options::default()
+    })
+    .await;
+    let mut s = ZohoSink::new(&valid_sink(&base), "test-access-token".into()).unwrap();
+    s.types().await.unwrap();
+    let path = "/crm/v8/Leads";
+    fault(
+        &base,
+        json!({"path": path, "method": "GET", "delay_ms": 800}),
+    )
+    .await;
+    let slow = tokio::spawn(
+        reqwest::Client::new()
+            .get(format!("{base}{path}"))
+            .header("Authorization", "Zoho-oauthtoken test-access-token")
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    match s.apply(&b).await {
+        Err(SinkError::Transient {
+            retry_after,
+            message,
+        }) => {
+            assert_eq!(retry_after, Some(CONCURRENCY_WAIT));
+            assert!(message.contains("concurrency"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    slow.await.unwrap().unwrap();
+    assert_eq!(s.apply(&b).await.unwrap().destination_ids.len(), 1);
+    assert_eq!(state(&base).await["rejected_429"], 1);
+
+    // Credits: token refresh is free, fields + one upsert use the budget of 2.
+    let base = start(Options {
+        credits_per_day: 2,
+        ..Options::default()
+    })
+    .await;
+    let mut s = sink(&base);
+    s.apply(&b).await.unwrap();
+    match s.apply(&b).await {
+        Err(SinkError::Transient {
+            retry_after,
+            message,
+        }) => {
+            assert_eq!(retry_after, Some(CREDITS_WAIT));
+            assert!(message.contains("credits exhausted"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn token_expiry_refreshes_and_converges() {
+    let base = start(Options::default()).await;
+    let mut s = sink(&base);
+    s.apply(&batch(vec![lead("a@x.io", "Ada")])).await.unwrap();
+    fault(&base, json!({"path": "/upsert", "expire_tokens": true})).await;
+    let mut e = lead("a@x.io", "Adele");
+    e.op = Op::Update;
+    let out = s
+        .apply(&batch(vec![e, lead("b@x.io", "Bob")]))
+        .await
+        .unwrap();
+    assert!(out.rejected.is_empty(), "{out:?}");
+    let recs = leads(&base).await;
+    assert_eq!(recs.len(), 2);
+    assert!(recs.iter().any(|r| r["Last_Name"] == "Adele"));
+    let st = state(&base).await;
+    assert_eq!(st["request_counts"]["POST /oauth/v2/token"], 2);
+    assert_eq!(st["request_counts"]["POST /crm/v8/Leads/upsert"], 3);
+
+    // A static token that expires cannot be refreshed: fatal, pointing at OAuth.
+    let mut s = ZohoSink::new(&valid_sink(&base), "test-access-token".into()).unwrap();
+    fault(&base, json!({"expire_tokens": true})).await;
+    match s.apply(&batch(vec![lead("c@x.io", "C")])).await {
+        Err(SinkError::Fatal { hint, .. }) => assert!(hint.contains("[sinks.oauth]"), "{hint}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_refresh_token_is_fatal_with_hint() {
+    let base = start(Options::default()).await;
+    let mut s = ZohoSink::new(&valid_sink(&base), oauth(&base, "revoked")).unwrap();
+    match s.apply(&batch(vec![lead("a@x.io", "Ada")])).await {
+        Err(SinkError::Fatal { message, hint }) => {
+            assert!(message.contains("invalid_code"), "{message}");
+            assert!(hint.contains("ZOHO_REFRESH_TOKEN"), "{hint}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(leads(&base).await.is_empty());
+}
+
+#[tokio::test]
+async fn invalid_module_and_non_unique_id_property_are_fatal() {
+    let base = start(Options::default()).await;
+    let mut cfg = valid_sink(&base);
+    cfg.kind = SinkKind::Zoho {
+        module: "Leeds".into(),
+    };
+    let mut s = ZohoSink::new(&cfg, oauth(&base, "test-refresh-token")).unwrap();
+    match s.apply(&batch(vec![lead("a@x.io", "Ada")])).await {
+        Err(SinkError::Fatal { message, .. }) => assert!(message.contains("Leeds")),
+        other => panic!("{other:?}"),
+    }
+    let mut cfg = valid_sink(&base);
+    cfg.id_property = Some("Last_Name".into());
+    let mut s = ZohoSink::new(&cfg, oauth(&base, "test-refresh-token")).unwrap();
+    match s.apply(&batch(vec![lead("a@x.io", "Ada")])).await {
+        Err(SinkError::Fatal { hint, .. }) => assert!(hint.contains("unique"), "{hint}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn schema_check_refuses_unknown_read_only_and_bad_picklist_fields() {
+    let base = start(Options::default()).await;
+    let mut s = sink(&base);
+    let schema = s.fetch_schema().await.unwrap();
+    assert!(schema["Email"].unique);
+    assert!(!schema["Last_Name"].unique);
+    assert!(schema["Created_Time"].read_only);
+    assert_eq!(schema["No_of_Employees"].kind, PropertyType::Number);
+    assert_eq!(schema["Lead_Status"].kind, PropertyType::Enumeration);
+    assert!(schema["Lead_Status"].options.contains(&"Qualified".into()));
+    let mut rules = valid_sink(&base).fields;
+    assert!(check_schema("sinks[0]", &rules, "Email", &schema).is_empty());
+    let mut bad_status = FieldRule::new("status", "Lead_Status");
+    bad_status.map = Some(BTreeMap::from([("x".into(), "Bogus".into())]));
+    rules = vec![
+        FieldRule::new("nope", "No_Such_Field"),
+        FieldRule::new("created", "Created_Time"),
+        bad_status,
+    ];
+    let problems = check_schema("sinks[0]", &rules, "First_Name", &schema);
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "sinks[0].id_property",
+            "sinks[0].fields.nope",
+            "sinks[0].fields.created",
+            "sinks[0].fields.status"
+        ],
+        "{problems:#?}"
+    );
+    // Accounts: the system duplicate-check field may be the id property.
+    let mut cfg = valid_sink(&base);
+    cfg.kind = SinkKind::Zoho {
+        module: "Accounts".into(),
+    };
+    let mut s = ZohoSink::new(&cfg, "test-access-token".into()).unwrap();
+    assert!(s.fetch_schema().await.unwrap()["Account_Name"].unique);
+}
