@@ -21,7 +21,7 @@ use tokio::io::AsyncWriteExt;
 use super::Outcome;
 use super::batch::{Batch, Position};
 use crate::config::AuditTo;
-use crate::event::{ChangeEvent, Op};
+use crate::event::ChangeEvent;
 use crate::kafka::{AckedProducer, KafkaFailure};
 
 /// One line of the audit trail.
@@ -60,17 +60,6 @@ pub fn key_hash(key: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(key)))
 }
 
-fn operation(op: Op) -> &'static str {
-    match op {
-        Op::Create => "c",
-        Op::Update => "u",
-        Op::Delete => "d",
-        Op::Read => "r",
-        Op::Truncate => "t",
-        Op::Message => "m",
-    }
-}
-
 /// The audit records of an applied batch (pure).
 pub fn records(
     sink: &str,
@@ -102,7 +91,7 @@ pub fn records(
                     entry.item.source.schema, entry.item.source.table
                 )),
                 key_hash: key_hash(&entry.key),
-                operation: Some(operation(entry.item.op)),
+                operation: Some(entry.item.op.code()),
                 outcome: if rejected.is_some() {
                     "rejected"
                 } else {

@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
+use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
+use serde_json::Value;
 
 use super::SinkError;
 
@@ -62,6 +64,53 @@ pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Opt
 /// The `Retry-After` of a response, if it has a readable one.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     parse_retry_after(headers.get(RETRY_AFTER)?.to_str().ok()?, chrono::Utc::now())
+}
+
+/// A response read whole: status, headers and JSON body (`Null` when empty or not JSON).
+#[derive(Debug)]
+pub struct JsonResponse {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers (rate-limit windows, `Retry-After`).
+    pub headers: HeaderMap,
+    /// The body as JSON, or `Null`.
+    pub body: Value,
+}
+
+/// What went wrong with a request that got no answer: a timeout, a failed connection, or
+/// another transport failure.
+pub fn transport_kind(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    }
+}
+
+/// Sends `request` and reads its answer whole. A transport failure is transient and is
+/// described as `{what}: {kind}: {error}` without the URL (a query may hold a token).
+pub async fn send_json(
+    request: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<JsonResponse, SinkError> {
+    let resp = request.send().await.map_err(|e| {
+        let message = format!("{what}: {}: {}", transport_kind(&e), e.without_url());
+        SinkError::transient(message, None)
+    })?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.map_err(|e| {
+        let message = format!("{what}: reading the response: {}", e.without_url());
+        SinkError::transient(message, None)
+    })?;
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Ok(JsonResponse {
+        status,
+        headers,
+        body,
+    })
 }
 
 #[cfg(test)]

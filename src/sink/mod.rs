@@ -120,6 +120,27 @@ pub(crate) mod test_support {
     use crate::event::{ChangeEvent, EVENT_FORMAT, Op, Source};
     use crate::lsn::Lsn;
 
+    /// `GET {base}/_emulator/state` of an in-process emulator.
+    pub(crate) async fn emulator_state(base: &str) -> Value {
+        reqwest::get(format!("{base}/_emulator/state"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Scripts a fault of an in-process emulator (`POST {base}/_emulator/faults`).
+    pub(crate) async fn emulator_fault(base: &str, fault: Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{base}/_emulator/faults"))
+            .json(&fault)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
     /// An event of `public.customers` carrying `row` (as `before` for a delete).
     pub(crate) fn event(op: Op, row: Value) -> ChangeEvent {
         let row = row.as_object().cloned();

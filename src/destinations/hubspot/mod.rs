@@ -159,12 +159,7 @@ pub struct HubspotSink {
     daily_warned: bool,
 }
 
-/// A response: status, headers, JSON body (Null when empty or not JSON).
-struct Resp {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
+type Resp = http::JsonResponse;
 
 /// One upsert input and its entry.
 #[derive(Clone)]
@@ -388,31 +383,9 @@ impl HubspotSink {
         if let Some(b) = body {
             rb = rb.json(b);
         }
-        let resp = rb.send().await.map_err(|e| {
-            let kind = if e.is_timeout() {
-                "timeout"
-            } else if e.is_connect() {
-                "connection failed"
-            } else {
-                "request failed"
-            };
-            SinkError::transient(format!("HubSpot {path}: {kind}: {}", e.without_url()), None)
-        })?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.map_err(|e| {
-            SinkError::transient(
-                format!("HubSpot {path}: reading the response: {}", e.without_url()),
-                None,
-            )
-        })?;
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        tracing::debug!(path, status = status.as_u16(), "HubSpot response");
-        Ok(Resp {
-            status,
-            headers,
-            body,
-        })
+        let resp = http::send_json(rb, &format!("HubSpot {path}")).await?;
+        tracing::debug!(path, status = resp.status.as_u16(), "HubSpot response");
+        Ok(resp)
     }
 
     /// One rate-limited POST.

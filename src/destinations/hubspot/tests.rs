@@ -81,30 +81,13 @@ fn contact(email: &str, first: &str) -> ChangeEvent {
     )
 }
 
-async fn state(base: &str) -> Value {
-    reqwest::get(format!("{base}/_emulator/state"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
+use crate::sink::test_support::{emulator_fault as fault, emulator_state as state};
 
 async fn contacts(base: &str) -> Vec<Value> {
     state(base).await["objects"]["contacts"]
         .as_array()
         .unwrap()
         .clone()
-}
-
-async fn fault(base: &str, f: Value) {
-    let r = reqwest::Client::new()
-        .post(format!("{base}/_emulator/faults"))
-        .json(&f)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
 }
 
 #[tokio::test]

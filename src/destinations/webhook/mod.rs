@@ -161,13 +161,7 @@ fn transport_error(e: &reqwest::Error, host: &str) -> SinkError {
         }
         source = s.source();
     }
-    let kind = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
+    let kind = http::transport_kind(e);
     SinkError::transient(
         format!("webhook receiver {host}: {kind}: {}", without_url(e)),
         None,
@@ -463,24 +457,7 @@ mod tests {
         b.take().unwrap()
     }
 
-    async fn state(base: &str) -> Value {
-        reqwest::get(format!("{base}/_emulator/state"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn fault(base: &str, f: Value) {
-        let r = reqwest::Client::new()
-            .post(format!("{base}/_emulator/faults"))
-            .json(&f)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-    }
+    use crate::sink::test_support::{emulator_fault as fault, emulator_state as state};
 
     /// The event ids of every recorded delivery (batch bodies flattened), in arrival order.
     fn delivered_ids(st: &Value) -> Vec<String> {

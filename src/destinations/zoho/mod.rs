@@ -103,12 +103,7 @@ fn describe(err: &Value) -> String {
     s
 }
 
-/// A response: status, headers, JSON body (Null when empty or not JSON).
-struct Resp {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
+type Resp = http::JsonResponse;
 
 /// One upsert record and its entry.
 #[derive(Clone)]
@@ -287,31 +282,9 @@ impl ZohoSink {
             rb = rb.json(b);
         }
         let what = path.split('?').next().unwrap_or(path);
-        let resp = rb.send().await.map_err(|e| {
-            let kind = if e.is_timeout() {
-                "timeout"
-            } else if e.is_connect() {
-                "connection failed"
-            } else {
-                "request failed"
-            };
-            SinkError::transient(format!("Zoho {what}: {kind}: {}", e.without_url()), None)
-        })?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.map_err(|e| {
-            SinkError::transient(
-                format!("Zoho {what}: reading the response: {}", e.without_url()),
-                None,
-            )
-        })?;
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        tracing::debug!(path = what, status = status.as_u16(), "Zoho response");
-        Ok(Resp {
-            status,
-            headers,
-            body,
-        })
+        let resp = http::send_json(rb, &format!("Zoho {what}")).await?;
+        tracing::debug!(path = what, status = resp.status.as_u16(), "Zoho response");
+        Ok(resp)
     }
 
     fn scope_hint(&self) -> String {

@@ -96,30 +96,13 @@ fn lead(email: &str, last: &str) -> ChangeEvent {
     )
 }
 
-async fn state(base: &str) -> Value {
-    reqwest::get(format!("{base}/_emulator/state"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
+use crate::sink::test_support::{emulator_fault as fault, emulator_state as state};
 
 async fn leads(base: &str) -> Vec<Value> {
     state(base).await["records"]["Leads"]
         .as_array()
         .cloned()
         .unwrap_or_default()
-}
-
-async fn fault(base: &str, f: Value) {
-    let r = reqwest::Client::new()
-        .post(format!("{base}/_emulator/faults"))
-        .json(&f)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
 }
 
 #[test]
