@@ -15,3 +15,24 @@ pub mod hubspot;
 pub mod oauth;
 pub mod webhook;
 pub mod zoho;
+
+use crate::config::sinks::ValidSink;
+use crate::sink::SinkError;
+
+/// The refusal of a destination built from a sink of another kind.
+pub(crate) fn wrong_kind(sink: &ValidSink, what: &str, kind: &str) -> SinkError {
+    SinkError::fatal(
+        format!("sink {} is not a {what} sink", sink.name),
+        format!("set kind = \"{kind}\""),
+    )
+}
+
+/// The `id_property` of a CRM sink (the unique property records are matched on).
+pub(crate) fn id_property(sink: &ValidSink, example: &str) -> Result<String, SinkError> {
+    sink.id_property.clone().ok_or_else(|| {
+        SinkError::fatal(
+            format!("sink {} has no id_property", sink.name),
+            format!("set id_property to {example}"),
+        )
+    })
+}

@@ -226,17 +226,9 @@ impl HubspotSink {
     /// tokens are refreshed before expiry and after a 401; never logged.
     pub fn new(sink: &ValidSink, credentials: Credentials) -> Result<Self, SinkError> {
         let SinkKind::Hubspot { object } = &sink.kind else {
-            return Err(SinkError::fatal(
-                format!("sink {} is not a HubSpot sink", sink.name),
-                "set kind = \"hubspot\"",
-            ));
+            return Err(super::wrong_kind(sink, "HubSpot", "hubspot"));
         };
-        let Some(id_property) = sink.id_property.clone() else {
-            return Err(SinkError::fatal(
-                format!("sink {} has no id_property", sink.name),
-                "set id_property to a unique HubSpot property (e.g. email)",
-            ));
-        };
+        let id_property = super::id_property(sink, "a unique HubSpot property (e.g. email)")?;
         let client = http::crm_client()?;
         Ok(HubspotSink {
             client,

@@ -181,10 +181,7 @@ impl WebhookSink {
             ..
         } = &sink.kind
         else {
-            return Err(SinkError::fatal(
-                format!("sink {} is not a webhook sink", sink.name),
-                "set kind = \"webhook\"",
-            ));
+            return Err(super::wrong_kind(sink, "webhook", "webhook"));
         };
         let url = reqwest::Url::parse(url)
             .ok()

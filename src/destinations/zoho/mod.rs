@@ -133,17 +133,9 @@ impl ZohoSink {
     /// `[sinks.oauth]`.
     pub fn new(sink: &ValidSink, credentials: Credentials) -> Result<Self, SinkError> {
         let SinkKind::Zoho { module } = &sink.kind else {
-            return Err(SinkError::fatal(
-                format!("sink {} is not a Zoho sink", sink.name),
-                "set kind = \"zoho\"",
-            ));
+            return Err(super::wrong_kind(sink, "Zoho", "zoho"));
         };
-        let Some(id_property) = sink.id_property.clone() else {
-            return Err(SinkError::fatal(
-                format!("sink {} has no id_property", sink.name),
-                "set id_property to a unique Zoho field (e.g. Email)",
-            ));
-        };
+        let id_property = super::id_property(sink, "a unique Zoho field (e.g. Email)")?;
         let client = http::crm_client()?;
         let base_url = sink.base_url.trim_end_matches('/').to_string();
         Ok(ZohoSink {
