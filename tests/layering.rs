@@ -76,7 +76,7 @@ fn violations(src: &Path) -> Vec<String> {
                 out.push(format!("{rel}: {top} uses crate::{used}"));
             }
         }
-        if top != "kafka" && code.contains("rdkafka") {
+        if top != "kafka" && code.contains("rdkafka::") {
             out.push(format!("{rel}: rdkafka outside src/kafka"));
         }
         if matches!(top.as_str(), "sink" | "sync") {
