@@ -373,6 +373,51 @@ impl Problems {
 }
 
 impl Config {
+    /// `capture.metrics_listen`: an address, or `None` for `"off"`.
+    fn metrics_listen(&self, p: &mut Problems) -> Option<std::net::SocketAddr> {
+        match self.capture.metrics_listen.as_deref() {
+            Some("off") => None,
+            other => match other.unwrap_or(DEFAULT_METRICS_LISTEN).parse() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    p.add(
+                        "capture.metrics_listen",
+                        "must be \"host:port\" (an IP) or \"off\"",
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    /// `[audit]`: where the audit trail goes (a topic named after `topic_prefix` by default).
+    fn audit_to(&self, topic_prefix: &str, p: &mut Problems) -> AuditTo {
+        match (self.audit.to.as_deref(), &self.audit.path) {
+            (None | Some("topic"), _) => AuditTo::Topic(
+                self.audit
+                    .topic
+                    .clone()
+                    .unwrap_or_else(|| format!("{topic_prefix}.audit")),
+            ),
+            (Some("file"), Some(path)) => AuditTo::File(path.clone()),
+            (Some("file"), None) => {
+                p.add(
+                    "audit.path",
+                    "missing: the JSON-lines file of the audit trail",
+                );
+                AuditTo::Off
+            }
+            (Some("off"), _) => AuditTo::Off,
+            (Some(other), _) => {
+                p.add(
+                    "audit.to",
+                    format!("{other:?} is not one of: topic, file, off"),
+                );
+                AuditTo::Off
+            }
+        }
+    }
+
     /// Checks every field; pure. Returns all problems, each with its field path.
     pub fn validate(&self) -> Result<ValidConfig, Vec<Problem>> {
         let mut p = Problems(Vec::new());
@@ -600,46 +645,11 @@ impl Config {
             .state_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
-        let metrics_listen = match self.capture.metrics_listen.as_deref() {
-            Some("off") => None,
-            other => match other.unwrap_or(DEFAULT_METRICS_LISTEN).parse() {
-                Ok(addr) => Some(addr),
-                Err(_) => {
-                    p.add(
-                        "capture.metrics_listen",
-                        "must be \"host:port\" (an IP) or \"off\"",
-                    );
-                    None
-                }
-            },
-        };
+        let metrics_listen = self.metrics_listen(&mut p);
 
         let sinks = sinks::validate(&self.sinks, &tables, &mut p);
         p.unknown("audit", &self.audit.extra, "to, topic, path");
-        let audit = match (self.audit.to.as_deref(), &self.audit.path) {
-            (None | Some("topic"), _) => AuditTo::Topic(
-                self.audit
-                    .topic
-                    .clone()
-                    .unwrap_or_else(|| format!("{topic_prefix}.audit")),
-            ),
-            (Some("file"), Some(path)) => AuditTo::File(path.clone()),
-            (Some("file"), None) => {
-                p.add(
-                    "audit.path",
-                    "missing: the JSON-lines file of the audit trail",
-                );
-                AuditTo::Off
-            }
-            (Some("off"), _) => AuditTo::Off,
-            (Some(other), _) => {
-                p.add(
-                    "audit.to",
-                    format!("{other:?} is not one of: topic, file, off"),
-                );
-                AuditTo::Off
-            }
-        };
+        let audit = self.audit_to(&topic_prefix, &mut p);
         if !p.0.is_empty() {
             return Err(p.0);
         }
