@@ -31,6 +31,7 @@ use tokio::sync::Mutex;
 use crate::config::SecretSource;
 use crate::config::sinks::Auth;
 use crate::sink::SinkError;
+use crate::sink::http::JsonResponse;
 
 /// Refresh a token this long before it expires.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
@@ -247,6 +248,32 @@ impl Credentials {
             api_domain,
         });
         Ok(token)
+    }
+
+    /// Sends one request with the current access token (`send` gets the token); when the
+    /// destination (`who`) answers 401 and the token can be refreshed, drops it and sends once
+    /// more with a fresh one. The one 401 policy of every OAuth destination.
+    pub async fn send_refreshing_once<F, Fut>(
+        &self,
+        client: &reqwest::Client,
+        who: &str,
+        mut send: F,
+    ) -> Result<JsonResponse, SinkError>
+    where
+        F: FnMut(String) -> Fut,
+        Fut: std::future::Future<Output = Result<JsonResponse, SinkError>>,
+    {
+        let token = self.access_token(client).await?;
+        let r = send(token.clone()).await?;
+        if r.status == reqwest::StatusCode::UNAUTHORIZED && self.can_refresh() {
+            tracing::info!(
+                destination = who,
+                "{who} refused the access token; refreshing once"
+            );
+            self.invalidate(&token).await;
+            return send(self.access_token(client).await?).await;
+        }
+        Ok(r)
     }
 
     /// Drops the cached token if it is still `failed` (a 401 answered it), so the next

@@ -350,15 +350,11 @@ impl HubspotSink {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Resp, SinkError> {
-        let token = self.credentials.access_token(&self.client).await?;
-        let r = self.send_once(method.clone(), path, body, &token).await?;
-        if r.status == StatusCode::UNAUTHORIZED && self.credentials.can_refresh() {
-            tracing::info!(path, "HubSpot refused the access token; refreshing once");
-            self.credentials.invalidate(&token).await;
-            let token = self.credentials.access_token(&self.client).await?;
-            return self.send_once(method, path, body, &token).await;
-        }
-        Ok(r)
+        self.credentials
+            .send_refreshing_once(&self.client, "HubSpot", |token| {
+                self.send_once(method.clone(), path, body, token)
+            })
+            .await
     }
 
     async fn send_once(
@@ -366,7 +362,7 @@ impl HubspotSink {
         method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
-        token: &str,
+        token: String,
     ) -> Result<Resp, SinkError> {
         let mut rb = self
             .client

@@ -246,15 +246,11 @@ impl ZohoSink {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Resp, SinkError> {
-        let token = self.credentials.access_token(&self.client).await?;
-        let r = self.send_once(method.clone(), path, body, &token).await?;
-        if r.status == StatusCode::UNAUTHORIZED && self.credentials.can_refresh() {
-            tracing::info!(module = %self.module, "Zoho refused the access token; refreshing once");
-            self.credentials.invalidate(&token).await;
-            let token = self.credentials.access_token(&self.client).await?;
-            return self.send_once(method, path, body, &token).await;
-        }
-        Ok(r)
+        self.credentials
+            .send_refreshing_once(&self.client, "Zoho", |token| {
+                self.send_once(method.clone(), path, body, token)
+            })
+            .await
     }
 
     async fn send_once(
@@ -262,7 +258,7 @@ impl ZohoSink {
         method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
-        token: &str,
+        token: String,
     ) -> Result<Resp, SinkError> {
         let api_domain = self.credentials.api_domain().await;
         let base = request_base(self.pinned, &self.base_url, api_domain.as_deref());
