@@ -12,6 +12,7 @@ pub mod audit;
 pub mod batch;
 pub mod crm_batch;
 pub mod http;
+pub mod ledger;
 pub mod mapping;
 pub mod runner;
 
