@@ -15,6 +15,7 @@ pub mod http;
 pub mod ledger;
 pub mod mapping;
 pub mod runner;
+pub mod verify;
 
 use std::time::Duration;
 

@@ -92,7 +92,12 @@ fn short(key: &str) -> String {
 fn a_change_not_newer_than_the_ledger_is_skipped_as_stale() {
     let v = view(vec![("1", link("R1", "a@x", 10, &[]))]);
     let b = batch(vec![
-        entry("1", Op::Update, 10, json!({"id": 1, "email": "a@x", "name": "old"})),
+        entry(
+            "1",
+            Op::Update,
+            10,
+            json!({"id": 1, "email": "a@x", "name": "old"}),
+        ),
         entry("2", Op::Create, 9, json!({"id": 2, "email": "b@x"})),
     ]);
     let p = run(&b, &v, OnDelete::Archive);
@@ -242,16 +247,19 @@ fn only_changed_properties_are_sent_and_an_unchanged_row_sends_nothing() {
     ]);
     let p = run(&b, &v, OnDelete::Archive);
     assert_eq!(p.upserts.len(), 1);
-    assert_eq!(
-        p.upserts[0].properties.keys().collect::<Vec<_>>(),
-        ["city"]
-    );
+    assert_eq!(p.upserts[0].properties.keys().collect::<Vec<_>>(), ["city"]);
     assert_eq!(p.skipped, vec![(1, Skip::Unchanged)]);
     assert_eq!(p.linked_skips(), vec![(1, "R2".to_string())]);
     let rows = written(&p, &ids(&[(0, "R1")]));
     // The ledger now holds the new city's hash and the old hashes of the rest.
-    assert_eq!(rows[&short("1")].fields["city"], value_digest(&json!("Bergen")));
-    assert_eq!(rows[&short("1")].fields["name"], value_digest(&json!("Ada")));
+    assert_eq!(
+        rows[&short("1")].fields["city"],
+        value_digest(&json!("Bergen"))
+    );
+    assert_eq!(
+        rows[&short("1")].fields["name"],
+        value_digest(&json!("Ada"))
+    );
     assert_eq!(rows[&short("2")].position.commit_lsn, Lsn(6));
 }
 
