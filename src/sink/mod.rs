@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod batch;
+pub mod crm;
 pub mod crm_batch;
 pub mod http;
 pub mod ledger;

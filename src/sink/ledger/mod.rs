@@ -203,6 +203,8 @@ pub struct Plan<V> {
     entries: Vec<Planned>,
     /// Live keys outside the batch (or left unchanged by it), by linked record.
     kept_records: HashMap<String, KeyDigest>,
+    /// Entries planned as upserts (kept when the caller takes `upserts`).
+    upserted: HashSet<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -230,6 +232,7 @@ pub fn plan<V: Serialize>(
         skipped: Vec::new(),
         entries: Vec::with_capacity(changes.len()),
         kept_records: HashMap::new(),
+        upserted: HashSet::new(),
     };
     // Which key holds each identity after the batch (decided before any entry is planned).
     let mut changing: HashSet<KeyDigest> = HashSet::new();
@@ -304,6 +307,7 @@ pub fn plan<V: Serialize>(
                     if properties.is_empty() && !full {
                         plan.skipped.push((index, Skip::Unchanged));
                     } else {
+                        plan.upserted.insert(index);
                         plan.upserts.push(Upsert {
                             index,
                             identity,
@@ -377,11 +381,10 @@ impl<V> Plan<V> {
     /// The delete candidates to run once the upserts answered (`out.destination_ids`): a record
     /// that a live key still links to, or that an upsert of this batch just landed on, stays.
     pub fn deletes_to_run(&self, out: &Outcome) -> Vec<(usize, String)> {
-        let upserted: HashSet<usize> = self.upserts.iter().map(|u| u.index).collect();
         let claimed: HashSet<&str> = out
             .destination_ids
             .iter()
-            .filter(|(index, _)| upserted.contains(index))
+            .filter(|(index, _)| self.upserted.contains(index))
             .map(|(_, id)| id.as_str())
             .chain(self.kept_records.keys().map(String::as_str))
             .collect();

@@ -1,0 +1,157 @@
+//! The write flow every CRM destination shares: ledger read → plan → upserts → deletes →
+//! ledger write.
+//!
+//! A CRM destination implements [`CrmWrites`] (its mapping and its two requests); [`write`]
+//! runs one batch through the [`ledger`](crate::sink::ledger) plan against a view of the
+//! ledger, and [`Ledgered`] is the [`Sink`] that reads that view from the sink's ledger and
+//! writes the new rows back. Invariants:
+//! - upserts run before deletes, and a delete runs only on a record no live key holds once the
+//!   upserts answered (a delete and a re-insert of one identity in a batch keep the record);
+//! - the ledger rows are written after the destination accepted the batch and before the
+//!   runner stores its offsets (the runner calls [`Sink::apply`] and stores after it returns);
+//!   a transient failure anywhere leaves the ledger as it was, so the retried batch is planned
+//!   against the same view;
+//! - entries skipped as stale are counted in `driftless_sink_stale_skipped_total`.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use serde::Serialize;
+
+use crate::config::sinks::OnDelete;
+use crate::event::{ChangeEvent, Row};
+use crate::sink::batch::Batch;
+use crate::sink::ledger::store::Ledger;
+use crate::sink::ledger::{self, Change, Plan, Upsert, View, identities, key_digest};
+use crate::sink::mapping::MappingError;
+use crate::sink::{Outcome, Sink, SinkError};
+
+/// What a CRM destination brings to the shared flow.
+pub trait CrmWrites: Send {
+    /// A property value as the CRM takes it.
+    type Value: Serialize + Send + Sync;
+
+    /// Readies what [`map`](Self::map) needs for this batch (e.g. the destination schema).
+    fn prepare(
+        &mut self,
+        batch: &Batch<ChangeEvent>,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// A row image's identity (`id_property` value) and properties.
+    fn map(&self, row: &Row) -> Result<(String, BTreeMap<String, Self::Value>), MappingError>;
+
+    /// Creates or updates records by identity; reports the record id of every applied entry
+    /// in `out.destination_ids` and the refused ones in `out.rejected`.
+    fn upsert(
+        &mut self,
+        upserts: Vec<Upsert<Self::Value>>,
+        out: &mut Outcome,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Deletes (archives) these records; a record already gone is success.
+    fn delete(
+        &mut self,
+        records: Vec<(usize, String)>,
+        out: &mut Outcome,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// What a delete does.
+    fn on_delete(&self) -> OnDelete;
+}
+
+/// Writes `batch` (mapped into `changes` by [`ledger::changes`] with [`CrmWrites::map`]) to
+/// `crm` as planned against `view`; returns what the CRM accepted and the plan (whose
+/// [`Plan::links`] are the ledger rows to write).
+pub async fn write<C: CrmWrites>(
+    crm: &mut C,
+    batch: &Batch<ChangeEvent>,
+    changes: Vec<Change<C::Value>>,
+    view: &View,
+) -> Result<(Outcome, Plan<C::Value>), SinkError> {
+    let mut plan = ledger::plan(batch, changes, view, crm.on_delete());
+    let mut out = Outcome {
+        rejected: plan.rejected.clone(),
+        destination_ids: plan.linked_skips(),
+    };
+    let upserts = std::mem::take(&mut plan.upserts);
+    if !upserts.is_empty() {
+        crm.upsert(upserts, &mut out).await?;
+    }
+    let deletes = plan.deletes_to_run(&out);
+    if !deletes.is_empty() {
+        crm.delete(deletes, &mut out).await?;
+    }
+    out.rejected.sort_by_key(|r| r.index);
+    out.destination_ids.sort();
+    Ok((out, plan))
+}
+
+/// Where a [`Ledgered`] sink keeps its ledger.
+enum Store {
+    /// The sink ledger in Postgres.
+    Postgres(Ledger),
+    /// In memory, for the destinations' unit tests.
+    #[cfg(test)]
+    Memory(View),
+}
+
+/// A CRM destination behind its ledger: the [`Sink`] the runner drives.
+pub struct Ledgered<C> {
+    crm: C,
+    store: Store,
+    sink: String,
+}
+
+impl<C> Ledgered<C> {
+    /// `crm`, with the ledger of sink `sink` in Postgres.
+    pub fn new(crm: C, ledger: Ledger, sink: &str) -> Self {
+        Ledgered {
+            crm,
+            store: Store::Postgres(ledger),
+            sink: sink.to_string(),
+        }
+    }
+
+    /// `crm`, with a ledger in memory (for tests).
+    #[cfg(test)]
+    pub fn in_memory(crm: C) -> Self {
+        Ledgered {
+            crm,
+            store: Store::Memory(View::default()),
+            sink: "test".into(),
+        }
+    }
+
+    /// The destination.
+    pub fn crm(&mut self) -> &mut C {
+        &mut self.crm
+    }
+}
+
+impl<C: CrmWrites> Sink for Ledgered<C> {
+    async fn apply(&mut self, batch: &Batch<ChangeEvent>) -> Result<Outcome, SinkError> {
+        self.crm.prepare(batch).await?;
+        let keys: Vec<_> = batch.entries.iter().map(|e| key_digest(&e.key)).collect();
+        let changes = ledger::changes(batch, |row| self.crm.map(row));
+        let identities = identities(&changes);
+        let view = match &mut self.store {
+            Store::Postgres(l) => l.read(&keys, &identities).await?,
+            #[cfg(test)]
+            Store::Memory(v) => v.clone(),
+        };
+        let (out, plan) = write(&mut self.crm, batch, changes, &view).await?;
+        let rows = plan.links(&out);
+        match &mut self.store {
+            Store::Postgres(l) => l.write(&rows).await?,
+            #[cfg(test)]
+            Store::Memory(v) => v.links.extend(rows),
+        }
+        let stale = plan.stale();
+        if stale > 0 {
+            metrics::counter!("driftless_sink_stale_skipped_total", "sink" => self.sink.clone())
+                .increment(stale as u64);
+            tracing::info!(sink = %self.sink, stale, "changes older than the ledger skipped");
+        }
+        Ok(out)
+    }
+}
