@@ -89,7 +89,7 @@ pub async fn write<C: CrmWrites>(
 /// Where a [`Ledgered`] sink keeps its ledger.
 enum Store {
     /// The sink ledger in Postgres.
-    Postgres(Ledger),
+    Postgres(Box<Ledger>),
     /// In memory, for the destinations' unit tests.
     #[cfg(test)]
     Memory(View),
@@ -107,7 +107,7 @@ impl<C> Ledgered<C> {
     pub fn new(crm: C, ledger: Ledger, sink: &str) -> Self {
         Ledgered {
             crm,
-            store: Store::Postgres(ledger),
+            store: Store::Postgres(Box::new(ledger)),
             sink: sink.to_string(),
         }
     }
