@@ -10,6 +10,7 @@ mod capture;
 mod contract;
 mod e2e;
 mod layering;
+mod ledger;
 mod postgres;
 mod relations;
 mod sink;
