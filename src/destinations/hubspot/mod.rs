@@ -30,12 +30,15 @@ use serde_json::{Value, json};
 use crate::config::fields::FieldRule;
 use crate::destinations::oauth::Credentials;
 use crate::sink::batch::Batch;
+use crate::sink::crm::CrmWrites;
+use crate::sink::ledger::Upsert;
+use crate::sink::mapping::MappingError;
 use crate::sink::mapping::{Property, PropertyType, id_value, to_properties};
 use crate::sink::{Outcome, Rejected, Sink, SinkError};
 use crate::sink::{crm_batch, http};
 
 use crate::config::sinks::{OnDelete, SinkKind, ValidSink};
-use crate::event::{ChangeEvent, Op};
+use crate::event::{ChangeEvent, Op, Row};
 
 /// HubSpot's batch input cap.
 const MAX_INPUTS: usize = 100;
@@ -697,6 +700,73 @@ impl HubspotSink {
             out.destination_ids.extend(found);
         }
         Ok(())
+    }
+}
+
+impl CrmWrites for HubspotSink {
+    type Value = String;
+
+    async fn prepare(&mut self, batch: &Batch<ChangeEvent>) -> Result<(), SinkError> {
+        let upserts = batch
+            .entries
+            .iter()
+            .any(|e| matches!(e.item.op, Op::Create | Op::Update | Op::Read));
+        if upserts {
+            self.schema().await?;
+        }
+        Ok(())
+    }
+
+    fn map(&self, row: &Row) -> Result<(String, BTreeMap<String, String>), MappingError> {
+        const NONE: &BTreeMap<String, Property> = &BTreeMap::new();
+        let schema = self.schema.as_ref().unwrap_or(NONE);
+        let id = id_value(&self.fields, &self.id_property, row)?;
+        Ok((id, to_properties(&self.fields, schema, row)?))
+    }
+
+    async fn upsert(
+        &mut self,
+        upserts: Vec<Upsert<String>>,
+        out: &mut Outcome,
+    ) -> Result<(), SinkError> {
+        let inputs = upserts
+            .into_iter()
+            .map(|u| Input {
+                index: u.index,
+                body: json!({
+                    "idProperty": self.id_property,
+                    "id": u.identity,
+                    "properties": u.properties,
+                    "objectWriteTraceId": u.index.to_string(),
+                }),
+                id: u.identity,
+            })
+            .collect();
+        self.upsert(inputs, out).await
+    }
+
+    /// `batch/archive` by record id: HubSpot answers 204 whether or not a record still existed.
+    async fn delete(
+        &mut self,
+        records: Vec<(usize, String)>,
+        out: &mut Outcome,
+    ) -> Result<(), SinkError> {
+        let path = format!("/crm/v3/objects/{}/batch/archive", self.object);
+        for chunk in records.chunks(MAX_INPUTS) {
+            let body = json!({
+                "inputs": chunk.iter().map(|(_, id)| json!({"id": id})).collect::<Vec<_>>(),
+            });
+            let r = self.post(&path, &body).await?;
+            if !r.status.is_success() {
+                return Err(self.classify(&r));
+            }
+            out.destination_ids.extend(chunk.iter().cloned());
+        }
+        Ok(())
+    }
+
+    fn on_delete(&self) -> OnDelete {
+        self.on_delete
     }
 }
 

@@ -42,12 +42,14 @@ use serde_json::{Value, json};
 use crate::config::fields::FieldRule;
 use crate::destinations::oauth::Credentials;
 use crate::sink::batch::Batch;
+use crate::sink::crm::CrmWrites;
+use crate::sink::ledger::Upsert;
 use crate::sink::mapping::{MappingError, Property, id_value, value_string};
 use crate::sink::{Outcome, Rejected, Sink, SinkError};
 use crate::sink::{crm_batch, http};
 
 use crate::config::sinks::{OnDelete, SinkKind, ValidSink, ZOHO_BASE_URL};
-use crate::event::{ChangeEvent, Op};
+use crate::event::{ChangeEvent, Op, Row};
 pub use encode::{ZohoField, encode_value, parse_fields, to_record};
 
 /// Zoho's cap on records per insert/update/upsert/delete call.
@@ -530,43 +532,126 @@ impl ZohoSink {
                 }
                 _ => return Err(self.classify(&r)),
             }
-            for part in found.chunks(MAX_RECORDS) {
-                let ids: Vec<&str> = part.iter().map(|(_, id)| id.as_str()).collect();
-                let path = format!(
-                    "/crm/v8/{}?ids={}&wf_trigger=false",
-                    self.module,
-                    ids.join(",")
-                );
-                let r = self.send(reqwest::Method::DELETE, &path, None).await?;
-                let status = r.status.as_u16();
-                let items = r.body["data"]
-                    .as_array()
-                    .filter(|_| matches!(status, 200..=299 | 400));
-                let Some(items) = items else {
-                    return Err(self.classify(&r));
-                };
-                for ((index, zid), item) in part.iter().zip(items) {
-                    // INVALID_DATA on a delete: the id is no longer a live record.
-                    let gone = item["code"] == "INVALID_DATA";
-                    if item["status"] == "success" || gone {
-                        // Deleted, or already gone (a concurrent delete): idempotent success.
-                        out.destination_ids.push((*index, zid.clone()));
-                    } else if is_transient_code(item["code"].as_str().unwrap_or("")) {
-                        return Err(SinkError::transient(
-                            format!("Zoho delete: {}", describe(item)),
-                            None,
-                        ));
-                    } else {
-                        out.rejected.push(Rejected {
-                            index: *index,
-                            category: item["code"].as_str().unwrap_or("UNKNOWN").to_string(),
-                            message: describe(item),
-                        });
-                    }
+            self.delete_ids(found, out).await?;
+        }
+        Ok(())
+    }
+
+    /// `DELETE /crm/v8/{Module}?ids=...` of these records (entry index, record id); a record
+    /// already gone is success.
+    async fn delete_ids(
+        &mut self,
+        found: Vec<(usize, String)>,
+        out: &mut Outcome,
+    ) -> Result<(), SinkError> {
+        for part in found.chunks(MAX_RECORDS) {
+            let ids: Vec<&str> = part.iter().map(|(_, id)| id.as_str()).collect();
+            let path = format!(
+                "/crm/v8/{}?ids={}&wf_trigger=false",
+                self.module,
+                ids.join(",")
+            );
+            let r = self.send(reqwest::Method::DELETE, &path, None).await?;
+            let status = r.status.as_u16();
+            let items = r.body["data"]
+                .as_array()
+                .filter(|_| matches!(status, 200..=299 | 400));
+            let Some(items) = items else {
+                return Err(self.classify(&r));
+            };
+            for ((index, zid), item) in part.iter().zip(items) {
+                // INVALID_DATA on a delete: the id is no longer a live record.
+                let gone = item["code"] == "INVALID_DATA";
+                if item["status"] == "success" || gone {
+                    // Deleted, or already gone (a concurrent delete): idempotent success.
+                    out.destination_ids.push((*index, zid.clone()));
+                } else if is_transient_code(item["code"].as_str().unwrap_or("")) {
+                    return Err(SinkError::transient(
+                        format!("Zoho delete: {}", describe(item)),
+                        None,
+                    ));
+                } else {
+                    out.rejected.push(Rejected {
+                        index: *index,
+                        category: item["code"].as_str().unwrap_or("UNKNOWN").to_string(),
+                        message: describe(item),
+                    });
                 }
             }
         }
         Ok(())
+    }
+}
+
+impl CrmWrites for ZohoSink {
+    type Value = Value;
+
+    async fn prepare(&mut self, batch: &Batch<ChangeEvent>) -> Result<(), SinkError> {
+        let upserts = batch
+            .entries
+            .iter()
+            .any(|e| matches!(e.item.op, Op::Create | Op::Update | Op::Read));
+        if upserts {
+            self.types().await?;
+        }
+        Ok(())
+    }
+
+    fn map(&self, row: &Row) -> Result<(String, BTreeMap<String, Value>), MappingError> {
+        const NONE: &BTreeMap<String, String> = &BTreeMap::new();
+        let types = self.types.as_ref().unwrap_or(NONE);
+        let id = id_value(&self.fields, &self.id_property, row)?;
+        let record = to_record(&self.fields, types, row)?;
+        Ok((id, record.into_iter().collect()))
+    }
+
+    /// Upserts by `id_property`, which every record carries (Zoho's duplicate check needs it
+    /// even when its value did not change).
+    async fn upsert(
+        &mut self,
+        upserts: Vec<Upsert<Value>>,
+        out: &mut Outcome,
+    ) -> Result<(), SinkError> {
+        let types = self.types().await?;
+        let id_type = types.get(&self.id_property).map_or("", String::as_str);
+        let mut inputs = Vec::with_capacity(upserts.len());
+        for u in upserts {
+            let id = match encode_value(id_type, &Value::String(u.identity)) {
+                Ok(id) => id,
+                Err(kind) => {
+                    let e = MappingError::BadValue {
+                        column: self.id_property.clone(),
+                        property: self.id_property.clone(),
+                        kind,
+                    };
+                    out.rejected
+                        .push(crm_batch::rejected(u.index, e.to_string()));
+                    continue;
+                }
+            };
+            let mut record: serde_json::Map<String, Value> = u.properties.into_iter().collect();
+            record.insert(self.id_property.clone(), id);
+            inputs.push(Input {
+                index: u.index,
+                record: Value::Object(record),
+            });
+        }
+        if inputs.is_empty() {
+            return Ok(());
+        }
+        self.upsert(inputs, out).await
+    }
+
+    async fn delete(
+        &mut self,
+        records: Vec<(usize, String)>,
+        out: &mut Outcome,
+    ) -> Result<(), SinkError> {
+        self.delete_ids(records, out).await
+    }
+
+    fn on_delete(&self) -> OnDelete {
+        self.on_delete
     }
 }
 
