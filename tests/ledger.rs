@@ -87,3 +87,418 @@ async fn a_ledger_write_never_moves_a_key_back_in_time() {
     assert_eq!(view.links[&key], link("R2", "new@x", 30, true));
     db.drop_db().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// End to end: Postgres (REPLICA IDENTITY DEFAULT: a delete carries only the key) → capture →
+// Kafka → the example configuration's CRM sink (`id_property = "email"`,
+// `on_delete = "archive"`) → the emulator.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::db::Setup;
+use crate::support::emulator::Emulator;
+use crate::support::kafka::read_topic;
+use crate::support::process::DriftlessProcess;
+use crate::support::unique;
+use crate::support::wait::{WAIT, eventually};
+
+/// The example configuration's HubSpot sink, pointed at the emulator.
+fn hubspot_sink(name: &str, port: u16) -> String {
+    format!(
+        r#"
+[[sinks]]
+name = "{name}"
+kind = "hubspot"
+table = "public.contacts"
+object = "contacts"
+id_property = "email"
+token_env = "HUBSPOT_TOKEN"
+base_url = "http://127.0.0.1:{port}"
+on_delete = "archive"
+batch_max_events = 100
+batch_max_wait_ms = 200
+[sinks.fields]
+email = {{ property = "email", transform = "lowercase" }}
+first_name = "firstname"
+lifecycle = {{ property = "lifecyclestage", map = {{ lead = "lead", customer = "customer" }} }}
+"#
+    )
+}
+
+/// The example configuration's Zoho sink (Leads by `Email`), pointed at the emulator.
+fn zoho_sink(name: &str, port: u16) -> String {
+    format!(
+        r#"
+[[sinks]]
+name = "{name}"
+kind = "zoho"
+table = "public.contacts"
+module = "Leads"
+id_property = "Email"
+base_url = "http://127.0.0.1:{port}"
+on_delete = "archive"
+batch_max_wait_ms = 200
+[sinks.oauth]
+client_id_env = "ZOHO_CLIENT_ID"
+client_secret_env = "ZOHO_CLIENT_SECRET"
+refresh_token_env = "ZOHO_REFRESH_TOKEN"
+token_url = "http://127.0.0.1:{port}/oauth/v2/token"
+[sinks.fields]
+email = {{ property = "Email", transform = "lowercase" }}
+first_name = "Last_Name"
+"#
+    )
+}
+
+const ENV: [(&str, &str); 4] = [
+    ("HUBSPOT_TOKEN", "test-token"),
+    ("ZOHO_CLIENT_ID", "test-client-id"),
+    ("ZOHO_CLIENT_SECRET", "test-client-secret"),
+    ("ZOHO_REFRESH_TOKEN", "test-refresh-token"),
+];
+
+/// A CRM record as the tests compare them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Crm {
+    id: String,
+    email: String,
+    name: String,
+    live: bool,
+}
+
+/// `driftless run` (capture and the sink in one process) on a `contacts` table with the
+/// default replica identity, against an emulator.
+struct Pipeline {
+    emulator: Emulator,
+    db: TestDb,
+    setup: Setup,
+    name: String,
+    zoho: bool,
+    run: DriftlessProcess,
+}
+
+impl Pipeline {
+    async fn start(tag: &str, zoho: bool) -> Pipeline {
+        Pipeline::start_with(tag, zoho, |db| async move { db }).await
+    }
+
+    /// [`Pipeline::start`] with `before(db)` run before capture starts, which then takes no
+    /// snapshot (rows written before are never sent).
+    async fn start_with<F, Fut>(tag: &str, zoho: bool, before: F) -> Pipeline
+    where
+        F: FnOnce(TestDb) -> Fut,
+        Fut: std::future::Future<Output = TestDb>,
+    {
+        let emulator = Emulator::start(if zoho { "zoho" } else { "hubspot" });
+        let db = TestDb::new(tag).await;
+        db.exec(
+            "CREATE TABLE contacts (id bigint PRIMARY KEY, email text NOT NULL, \
+             first_name text NOT NULL, lifecycle text NOT NULL DEFAULT 'lead')",
+        )
+        .await;
+        let db = before(db).await;
+        let name = unique(tag).replace('_', "-");
+        let setup = Setup::new(&db, &["public.contacts"], "snapshot = \"never\"", "");
+        setup.append_config(&if zoho {
+            zoho_sink(&name, emulator.port)
+        } else {
+            hubspot_sink(&name, emulator.port)
+        });
+        let run = setup.start_with("run", &[], &ENV);
+        run.wait_streaming().await;
+        Pipeline {
+            emulator,
+            db,
+            setup,
+            name,
+            zoho,
+            run,
+        }
+    }
+
+    /// Every record of the emulator.
+    async fn records(&self) -> Vec<Crm> {
+        let state = self.emulator.state().await;
+        let (list, email, name, deleted) = if self.zoho {
+            (
+                &state["records"]["Leads"],
+                "/Email",
+                "/Last_Name",
+                "/$deleted",
+            )
+        } else {
+            (
+                &state["objects"]["contacts"],
+                "/properties/email",
+                "/properties/firstname",
+                "/archived",
+            )
+        };
+        let s = |o: &Value, p: &str| match o.pointer(p) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => String::new(),
+        };
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .map(|o| Crm {
+                id: s(o, "/id"),
+                email: s(o, email),
+                name: s(o, name),
+                live: o.pointer(deleted) != Some(&Value::Bool(true)),
+            })
+            .collect()
+    }
+
+    /// The live records with this email.
+    async fn live(&self, email: &str) -> Vec<Crm> {
+        self.records()
+            .await
+            .into_iter()
+            .filter(|r| r.live && r.email == email)
+            .collect()
+    }
+
+    /// Waits until exactly one live record has `email` and `name`; returns it.
+    async fn one_live(&self, email: &str, name: &str) -> Crm {
+        let what = format!("one live record {email} named {name}");
+        let mut found = None;
+        let waited = tokio::time::timeout(WAIT, async {
+            loop {
+                let live = self.live(email).await;
+                if live.len() == 1 && live[0].name == name {
+                    found = Some(live[0].clone());
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await;
+        if waited.is_err() {
+            panic!(
+                "timed out waiting for {what}: {:?}\n{}",
+                self.records().await,
+                self.run.log_text()
+            );
+        }
+        found.expect("found")
+    }
+
+    /// Waits until no live record has `email`.
+    async fn none_live(&self, email: &str) {
+        eventually(&format!("no live record {email}"), WAIT, || async {
+            self.live(email).await.is_empty()
+        })
+        .await;
+    }
+
+    async fn stop(mut self) {
+        self.run.stop();
+        self.db.drop_db().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_carrying_only_the_key_archives_the_linked_contact() {
+    let p = Pipeline::start("ledger_delete", false).await;
+    p.db.exec(
+        "INSERT INTO contacts VALUES (1, 'Ada@x.io', 'Ada', 'lead'), (2, 'bob@x.io', 'Bob', 'lead')",
+    )
+    .await;
+    let ada = p.one_live("ada@x.io", "Ada").await;
+    p.one_live("bob@x.io", "Bob").await;
+    p.db.exec("DELETE FROM contacts WHERE id = 1").await;
+    p.none_live("ada@x.io").await;
+    let records = p.records().await;
+    assert!(
+        records.iter().any(|r| r.id == ada.id && !r.live),
+        "the linked contact is archived: {records:?}"
+    );
+    assert_eq!(p.live("bob@x.io").await.len(), 1, "the other contact stays");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_and_a_reinsert_of_one_email_keep_one_live_contact() {
+    let p = Pipeline::start("ledger_reinsert", false).await;
+    p.db.exec("INSERT INTO contacts VALUES (1, 'ada@x.io', 'Ada', 'lead')")
+        .await;
+    let first = p.one_live("ada@x.io", "Ada").await;
+    // In one transaction (one batch): the contact stays, now linked to key 2.
+    p.db.exec(
+        "BEGIN; DELETE FROM contacts WHERE id = 1; \
+         INSERT INTO contacts VALUES (2, 'ada@x.io', 'Ada Two', 'lead'); COMMIT",
+    )
+    .await;
+    let second = p.one_live("ada@x.io", "Ada Two").await;
+    assert_eq!(second.id, first.id, "the record stays");
+    // Across batches: the delete archives, the re-insert makes a live contact again.
+    p.db.exec("DELETE FROM contacts WHERE id = 2").await;
+    p.none_live("ada@x.io").await;
+    p.db.exec("INSERT INTO contacts VALUES (3, 'ada@x.io', 'Ada Three', 'lead')")
+        .await;
+    p.one_live("ada@x.io", "Ada Three").await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_primary_key_change_keeps_one_live_contact() {
+    let p = Pipeline::start("ledger_pk_change", false).await;
+    p.db.exec("INSERT INTO contacts VALUES (1, 'ada@x.io', 'Ada', 'lead')")
+        .await;
+    p.one_live("ada@x.io", "Ada").await;
+    p.db.exec("UPDATE contacts SET id = 100, first_name = 'Ada 100' WHERE id = 1")
+        .await;
+    p.one_live("ada@x.io", "Ada 100").await;
+    // A later change of the new key lands on the same single contact.
+    p.db.exec("UPDATE contacts SET first_name = 'Ada again' WHERE id = 100")
+        .await;
+    p.one_live("ada@x.io", "Ada again").await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_email_moved_from_one_row_to_another_keeps_its_contact() {
+    let p = Pipeline::start("ledger_email_moved", false).await;
+    p.db.exec(
+        "INSERT INTO contacts VALUES (1, 'ada@x.io', 'Ada', 'lead'), (2, 'bob@x.io', 'Bob', 'lead')",
+    )
+    .await;
+    let ada = p.one_live("ada@x.io", "Ada").await;
+    p.one_live("bob@x.io", "Bob").await;
+    p.db.exec(
+        "BEGIN; DELETE FROM contacts WHERE id = 1; \
+         UPDATE contacts SET email = 'ada@x.io', first_name = 'Bob as Ada' WHERE id = 2; COMMIT",
+    )
+    .await;
+    let moved = p.one_live("ada@x.io", "Bob as Ada").await;
+    assert_eq!(
+        moved.id, ada.id,
+        "the contact stays; only the old link goes"
+    );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_rows_with_one_email_dead_letter_the_second_without_merging() {
+    let p = Pipeline::start("ledger_one_to_one", false).await;
+    p.db.exec("INSERT INTO contacts VALUES (1, 'ada@x.io', 'Ada', 'lead')")
+        .await;
+    p.one_live("ada@x.io", "Ada").await;
+    p.db.exec("INSERT INTO contacts VALUES (2, 'ADA@x.io', 'Impostor', 'lead')")
+        .await;
+    let dlq = format!("{}.dlq.{}", p.setup.prefix, p.name);
+    let records = tokio::task::block_in_place(|| read_topic(&dlq, WAIT, |rs| !rs.is_empty()));
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(r.json()["after"]["id"], 2);
+    assert_eq!(r.headers["driftless-error-category"], "IDENTITY_CONFLICT");
+    let message = &r.headers["driftless-error-message"];
+    let hash = |key: &str| format!("sha256:{}", hex::encode(key_digest(key.as_bytes())));
+    assert!(message.contains(&hash("{\"id\":2}")), "{message}");
+    assert!(message.contains(&hash("{\"id\":1}")), "{message}");
+    // A sentinel change of key 1 arrives after the dead letter: the contact was never merged.
+    p.db.exec("UPDATE contacts SET first_name = 'Ada sentinel' WHERE id = 1")
+        .await;
+    p.one_live("ada@x.io", "Ada sentinel").await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_from_earliest_while_the_table_changes_ends_equal_to_select() {
+    let p = Pipeline::start("ledger_replay", false).await;
+    p.db.exec(
+        "INSERT INTO contacts SELECT g, 'u' || g || '@x.io', 'first' || g, 'lead' \
+         FROM generate_series(1, 200) g",
+    )
+    .await;
+    p.db.exec("UPDATE contacts SET first_name = 'second' || id")
+        .await;
+    p.one_live("u200@x.io", "second200").await;
+    // A replay of the whole topic runs while the live worker applies newer changes.
+    let replay = {
+        let mut cmd = p.setup.command("replay");
+        cmd.args(["--name", &p.name, "--from", "earliest"])
+            .envs(ENV);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    };
+    for round in 0..20 {
+        p.db.exec(&format!(
+            "UPDATE contacts SET first_name = 'third{round}-' || id WHERE id % 20 = {round}"
+        ))
+        .await;
+    }
+    p.db.exec("DELETE FROM contacts WHERE id % 50 = 0").await;
+    let out = replay.await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Sentinel: the last change arrives, then the CRM must equal SELECT.
+    p.db.exec("INSERT INTO contacts VALUES (999, 'sentinel@x.io', 'sentinel', 'lead')")
+        .await;
+    p.one_live("sentinel@x.io", "sentinel").await;
+    let rows =
+        p.db.client
+            .query("SELECT email, first_name FROM contacts", &[])
+            .await
+            .unwrap();
+    let expected: BTreeMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    eventually("the CRM equals SELECT", WAIT, || async {
+        let live: BTreeMap<String, String> = p
+            .records()
+            .await
+            .into_iter()
+            .filter(|r| r.live)
+            .map(|r| (r.email, r.name))
+            .collect();
+        live == expected
+    })
+    .await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_zoho_delete_leaves_a_lead_the_sink_never_linked_alone() {
+    // The row exists before capture starts (no snapshot), so the sink never writes it; its
+    // delete carries the email (REPLICA IDENTITY FULL), as does a lead someone else made.
+    let p = Pipeline::start_with("ledger_zoho_unlinked", true, |db| async move {
+        db.exec(
+            "ALTER TABLE contacts REPLICA IDENTITY FULL; \
+             INSERT INTO contacts VALUES (1, 'ada@x.io', 'Ada', 'lead')",
+        )
+        .await;
+        db
+    })
+    .await;
+    let r = crate::support::http()
+        .post(p.emulator.url("/crm/v8/Leads"))
+        .header("Authorization", "Zoho-oauthtoken test-access-token")
+        .json(&json!({"data": [{"Email": "ada@x.io", "Last_Name": "Someone else"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    let theirs = p.one_live("ada@x.io", "Someone else").await;
+    p.db.exec("DELETE FROM contacts WHERE id = 1").await;
+    // The delete's audit record says it was applied; only then is the lead's presence proof.
+    let audit = format!("{}.audit", p.setup.prefix);
+    let key = format!("sha256:{}", hex::encode(key_digest(b"{\"id\":1}")));
+    tokio::task::block_in_place(|| {
+        read_topic(&audit, WAIT, |rs| {
+            rs.iter()
+                .any(|r| r.json()["key_hash"] == key.as_str() && r.json()["operation"] == "d")
+        })
+    });
+    let still = p.one_live("ada@x.io", "Someone else").await;
+    assert_eq!(
+        still.id, theirs.id,
+        "the lead the sink never linked is left alone"
+    );
+    p.stop().await;
+}

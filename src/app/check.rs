@@ -52,7 +52,7 @@ pub async fn preflight(cfg: &ValidConfig) -> Vec<Finding> {
         ));
     }
     for (index, sink) in cfg.sinks.iter().enumerate() {
-        if let Err(e) = crate::app::destination::destination(sink, index).await {
+        if let Err(e) = crate::app::destination::destination(cfg, sink, index).await {
             out.push(finding(
                 "sinks",
                 &format!("sink {}: {e}", sink.name),

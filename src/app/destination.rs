@@ -6,6 +6,7 @@
 //! whose mapping does not fit the destination's schema is refused with every problem listed
 //! (field paths included), before any record is read from Kafka.
 
+use crate::config::ValidConfig;
 use crate::config::sinks::{SinkKind, ValidSink};
 use crate::destinations::hubspot::HubspotSink;
 use crate::destinations::oauth::Credentials;
@@ -13,7 +14,10 @@ use crate::destinations::webhook::WebhookSink;
 use crate::destinations::webhook::signature::Secret;
 use crate::destinations::zoho::ZohoSink;
 use crate::event::ChangeEvent;
+use crate::postgres::connect::ConnectParams;
 use crate::sink::batch::Batch;
+use crate::sink::crm::Ledgered;
+use crate::sink::ledger::store::Ledger;
 use crate::sink::mapping::check_schema;
 use crate::sink::{Outcome, Sink, SinkError};
 use crate::sync::outbound::TwoWaySink;
@@ -23,9 +27,9 @@ use super::sink::WorkerError;
 /// A configured destination.
 pub enum Destination {
     /// HubSpot CRM v3.
-    Hubspot(HubspotSink),
+    Hubspot(Ledgered<HubspotSink>),
     /// Zoho CRM v8.
-    Zoho(ZohoSink),
+    Zoho(Ledgered<ZohoSink>),
     /// Signed HTTP POSTs.
     Webhook(WebhookSink),
     /// HubSpot, both ways.
@@ -47,7 +51,11 @@ impl Sink for Destination {
 }
 
 /// Builds the destination of `sinks[index]` and checks its mapping against the live schema.
-pub async fn destination(sink: &ValidSink, index: usize) -> Result<Destination, WorkerError> {
+pub async fn destination(
+    cfg: &ValidConfig,
+    sink: &ValidSink,
+    index: usize,
+) -> Result<Destination, WorkerError> {
     let refused = |e: &dyn std::fmt::Display| WorkerError::Refused(e.to_string());
     let credentials = || {
         Credentials::from_auth(
@@ -62,12 +70,18 @@ pub async fn destination(sink: &ValidSink, index: usize) -> Result<Destination, 
             let mut d = HubspotSink::new(sink, credentials()?)?;
             let schema = d.fetch_schema().await?;
             d.use_schema(schema.clone());
-            (Destination::Hubspot(d), schema)
+            (
+                Destination::Hubspot(Ledgered::new(d, ledger(cfg, sink)?, &sink.name)),
+                schema,
+            )
         }
         SinkKind::Zoho { .. } => {
             let mut d = ZohoSink::new(sink, credentials()?)?;
             let schema = d.fetch_schema().await?;
-            (Destination::Zoho(d), schema)
+            (
+                Destination::Zoho(Ledgered::new(d, ledger(cfg, sink)?, &sink.name)),
+                schema,
+            )
         }
         SinkKind::Webhook { secret, .. } => {
             let secret = secret
@@ -97,4 +111,17 @@ pub async fn destination(sink: &ValidSink, index: usize) -> Result<Destination, 
         )));
     }
     Ok(destination)
+}
+
+/// The sink's ledger, in the source database (it connects on first use).
+fn ledger(cfg: &ValidConfig, sink: &ValidSink) -> Result<Ledger, WorkerError> {
+    let unusable = |e: String| {
+        SinkError::fatal(
+            format!("the sink ledger cannot use the source URL: {e}"),
+            "export the variable named by source.url_env (or fix source.url_file)",
+        )
+    };
+    let url = cfg.source_url.read().map_err(unusable)?;
+    let params = ConnectParams::from_url(&url).map_err(|e| unusable(e.to_string()))?;
+    Ok(Ledger::new(params, &sink.name))
 }

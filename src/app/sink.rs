@@ -119,7 +119,7 @@ pub async fn run_named(
         sink,
         cfg.topic_for(&sink.table.schema, &sink.table.name),
     );
-    let mut destination = destination(sink, index).await?;
+    let mut destination = destination(cfg, sink, index).await?;
     let mut standby = shutdown.clone();
     let mut tasks = Supervisor::new(shutdown);
     if let Some(settings) = &sink.two_way {
@@ -180,7 +180,7 @@ pub async fn replay_named(
         cfg.topic_for(&sink.table.schema, &sink.table.name)
     };
     let mut runner_cfg = runner_config(cfg, sink, topic);
-    let mut destination = destination(sink, index).await?;
+    let mut destination = destination(cfg, sink, index).await?;
     if let Some(settings) = &sink.two_way {
         destination = two_way::prepare(cfg, sink, settings, destination, Lease::Require)
             .await?

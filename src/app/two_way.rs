@@ -69,11 +69,18 @@ pub(crate) async fn prepare(
     lease: Lease<'_>,
 ) -> Result<Option<Prepared>, WorkerError> {
     let (schema, crm) = match destination {
-        Destination::Hubspot(hubspot) => (
-            hubspot.known_schema().cloned().unwrap_or_default(),
-            InboundCrm::Hubspot(hubspot),
-        ),
-        Destination::Zoho(mut zoho) => (zoho.fetch_schema().await?, InboundCrm::Zoho(zoho)),
+        // Two-way sync keeps its own ledger (`sync::store`).
+        Destination::Hubspot(hubspot) => {
+            let hubspot = hubspot.into_crm();
+            (
+                hubspot.known_schema().cloned().unwrap_or_default(),
+                InboundCrm::Hubspot(hubspot),
+            )
+        }
+        Destination::Zoho(zoho) => {
+            let mut zoho = zoho.into_crm();
+            (zoho.fetch_schema().await?, InboundCrm::Zoho(zoho))
+        }
         _ => {
             return Err(WorkerError::Refused(
                 "two-way sync is available for HubSpot and Zoho sinks".into(),

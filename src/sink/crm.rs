@@ -122,9 +122,9 @@ impl<C> Ledgered<C> {
         }
     }
 
-    /// The destination.
-    pub fn crm(&mut self) -> &mut C {
-        &mut self.crm
+    /// The destination, without its ledger.
+    pub fn into_crm(self) -> C {
+        self.crm
     }
 }
 
