@@ -15,6 +15,7 @@ use serde::Deserialize;
 pub mod fields;
 pub mod schedule;
 pub mod sinks;
+pub mod two_way;
 pub use sinks::{SinkConfig, ValidSink};
 
 /// Default number of rows fetched per round trip while snapshotting. 10k rows of typical CRM
@@ -100,7 +101,7 @@ pub struct Config {
 }
 
 /// `[source]`: which database, slot, publication and tables.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 pub struct SourceConfig {
     /// Name of the environment variable holding the connection URL (with password).
     pub url_env: Option<String>,
@@ -128,7 +129,7 @@ pub struct SourceConfig {
 }
 
 /// `[kafka]`: brokers, topic naming, producer settings.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 pub struct KafkaConfig {
     /// Bootstrap servers, `host:port[,host:port]`.
     pub brokers: Option<String>,
@@ -350,6 +351,34 @@ fn is_env_name(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
+fn is_http_url(s: &str) -> bool {
+    url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+}
+
+/// The problem of a `*_env` field whose value is not a variable name.
+const NOT_AN_ENV_NAME: &str = "must be an environment variable name ([A-Za-z0-9_]+)";
+
+/// The field paths of one section: `FieldPath::new("sinks[1]").at("name")` is `sinks[1].name`.
+struct FieldPath(String);
+
+impl FieldPath {
+    fn new(prefix: impl Into<String>) -> Self {
+        FieldPath(prefix.into())
+    }
+
+    /// The path of `field` inside the section.
+    fn at(&self, field: &str) -> String {
+        format!("{}.{field}", self.0)
+    }
+
+    /// The section's own path.
+    fn prefix(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The problems found so far, in the order they were found. The typed validators below add
+/// one problem per bad field and return what the field means (a default where it is bad).
 struct Problems(Vec<Problem>);
 
 impl Problems {
@@ -368,6 +397,199 @@ impl Problems {
                 format!("{prefix}.{key}")
             };
             self.add(path, format!("unknown key (known keys: {known})"));
+        }
+    }
+
+    /// `value` as one of `choices` (unset: the first); any other value is a problem at `path`
+    /// and gives `None`.
+    fn one_of<T: Copy>(
+        &mut self,
+        path: impl Into<String>,
+        value: Option<&str>,
+        choices: &[(&str, T)],
+    ) -> Option<T> {
+        let Some(value) = value else {
+            return Some(choices[0].1);
+        };
+        let found = choices.iter().find(|(name, _)| *name == value);
+        if found.is_none() {
+            let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+            self.add(
+                path,
+                format!("{value:?} is not one of: {}", names.join(", ")),
+            );
+        }
+        found.map(|(_, t)| *t)
+    }
+
+    /// A problem at `path` unless `lo <= value <= hi`.
+    fn between<T: PartialOrd + fmt::Display>(&mut self, path: String, value: T, lo: T, hi: T) {
+        if value < lo || value > hi {
+            self.add(path, format!("must be between {lo} and {hi}"));
+        }
+    }
+
+    /// A `*_env` field naming the environment variable of a secret; unset is a problem too.
+    fn secret_env(&mut self, path: String, value: Option<&str>) -> Option<SecretSource> {
+        match value {
+            Some(e) if is_env_name(e) => Some(SecretSource::Env(e.to_string())),
+            Some(_) => {
+                self.add(path, NOT_AN_ENV_NAME);
+                None
+            }
+            None => {
+                self.add(
+                    path,
+                    "missing: name the environment variable holding the secret",
+                );
+                None
+            }
+        }
+    }
+}
+
+/// The keys of `[source]`.
+const SOURCE_KEYS: &str = "url_env, url_file, slot, publication, tables, snapshot, \
+                           snapshot_chunk_rows, status_interval_ms, heartbeat_interval_ms";
+/// The keys of `[kafka]`.
+const KAFKA_KEYS: &str = "brokers, topic_prefix, partitions, replication_factor, envelope, \
+                          max_in_flight_events, librdkafka";
+
+impl SourceConfig {
+    /// `url_env` or `url_file`: exactly one of them (none is only reported when `[source]` is
+    /// present: its absence is reported once).
+    fn url(&self, present: bool, p: &mut Problems) -> Option<SecretSource> {
+        match (&self.url_env, &self.url_file) {
+            (Some(env), None) if is_env_name(env) => Some(SecretSource::Env(env.clone())),
+            (Some(_), None) => {
+                p.add("source.url_env", NOT_AN_ENV_NAME);
+                None
+            }
+            (None, Some(file)) => Some(SecretSource::File(file.clone())),
+            (Some(_), Some(_)) => {
+                p.add("source.url_env", "set only one of url_env and url_file");
+                None
+            }
+            (None, None) => {
+                if present {
+                    p.add(
+                        "source.url_env",
+                        "missing: name the environment variable holding the Postgres URL \
+                         (e.g. url_env = \"DRIFTLESS_SOURCE_URL\"); secrets never go in the file",
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// `tables`: at least one, each `schema.table`, none twice.
+    fn tables(&self, present: bool, p: &mut Problems) -> Vec<TableName> {
+        let mut tables = Vec::new();
+        if self.tables.is_empty() && present {
+            p.add(
+                "source.tables",
+                "list at least one table as \"schema.table\"",
+            );
+        }
+        for (i, t) in self.tables.iter().enumerate() {
+            match parse_table(t) {
+                Some(name) if tables.contains(&name) => p.add(
+                    format!("source.tables[{i}]"),
+                    format!("{t:?} is listed twice"),
+                ),
+                Some(name) => tables.push(name),
+                None => p.add(
+                    format!("source.tables[{i}]"),
+                    format!("{t:?} is not \"schema.table\" (unquoted identifiers)"),
+                ),
+            }
+        }
+        tables
+    }
+}
+
+/// `source.{field}`: a slot or publication name.
+fn identifier(
+    field: &str,
+    value: &Option<String>,
+    present: bool,
+    p: &mut Problems,
+) -> Option<String> {
+    match value {
+        Some(s) if is_simple_identifier(s) => Some(s.clone()),
+        Some(_) => {
+            p.add(
+                format!("source.{field}"),
+                "must be 1-63 characters of a-z, 0-9 and _, not starting with a digit",
+            );
+            None
+        }
+        None => {
+            if present {
+                p.add(format!("source.{field}"), "missing");
+            }
+            None
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// `brokers`: required (reported only when `[kafka]` is present).
+    fn brokers(&self, present: bool, p: &mut Problems) -> String {
+        match &self.brokers {
+            Some(b) if !b.trim().is_empty() => b.clone(),
+            _ => {
+                if present {
+                    p.add(
+                        "kafka.brokers",
+                        "missing: bootstrap servers, e.g. \"127.0.0.1:9092\"",
+                    );
+                }
+                String::new()
+            }
+        }
+    }
+
+    /// `topic_prefix`: a legal topic name part (default `driftless`).
+    fn topic_prefix(&self, p: &mut Problems) -> String {
+        match &self.topic_prefix {
+            Some(t)
+                if !t.is_empty()
+                    && t.len() <= 200
+                    && t.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) =>
+            {
+                t.clone()
+            }
+            Some(_) => {
+                p.add(
+                    "kafka.topic_prefix",
+                    "must be 1-200 characters of [A-Za-z0-9._-]",
+                );
+                String::new()
+            }
+            None => "driftless".to_string(),
+        }
+    }
+
+    /// `librdkafka`: the options driftless sets itself cannot be overridden.
+    fn check_overrides(&self, p: &mut Problems) {
+        for key in self.librdkafka.keys() {
+            let base = key.strip_suffix("_env").unwrap_or(key);
+            let reason = match base {
+                "enable.idempotence" | "acks" | "request.required.acks" => {
+                    "idempotence and acks=all are what make delivery safe"
+                }
+                "bootstrap.servers" => "use kafka.brokers",
+                "partitioner" => "murmur2 keeps partitions equal to the Java client's",
+                "queue.buffering.max.messages" => "it follows kafka.max_in_flight_events",
+                _ => continue,
+            };
+            p.add(
+                format!("kafka.librdkafka.\"{key}\""),
+                format!("is set by driftless and cannot be overridden ({reason})"),
+            );
         }
     }
 }
@@ -422,117 +644,31 @@ impl Config {
     pub fn validate(&self) -> Result<ValidConfig, Vec<Problem>> {
         let mut p = Problems(Vec::new());
         p.unknown("", &self.extra, "source, kafka, capture, sinks, audit");
-        let source = self.source.clone().unwrap_or_else(|| {
+        if self.source.is_none() {
             p.add("source", "missing section [source]");
-            SourceConfig {
-                url_env: None,
-                url_file: None,
-                slot: None,
-                publication: None,
-                tables: Vec::new(),
-                snapshot: None,
-                snapshot_chunk_rows: None,
-                status_interval_ms: None,
-                heartbeat_interval_ms: None,
-                extra: Extra::new(),
-            }
-        });
-        let kafka = self.kafka.clone().unwrap_or_else(|| {
+        }
+        if self.kafka.is_none() {
             p.add("kafka", "missing section [kafka]");
-            KafkaConfig {
-                brokers: None,
-                topic_prefix: None,
-                partitions: None,
-                replication_factor: None,
-                envelope: None,
-                max_in_flight_events: None,
-                librdkafka: BTreeMap::new(),
-                extra: Extra::new(),
-            }
-        });
-        let source_present = self.source.is_some();
-        let kafka_present = self.kafka.is_some();
+        }
+        let source = self.source.clone().unwrap_or_default();
+        let kafka = self.kafka.clone().unwrap_or_default();
+        let (source_present, kafka_present) = (self.source.is_some(), self.kafka.is_some());
 
-        p.unknown(
-            "source",
-            &source.extra,
-            "url_env, url_file, slot, publication, tables, snapshot, snapshot_chunk_rows, \
-             status_interval_ms, heartbeat_interval_ms",
-        );
-        let source_url = match (&source.url_env, &source.url_file) {
-            (Some(env), None) if is_env_name(env) => Some(SecretSource::Env(env.clone())),
-            (Some(_), None) => {
-                p.add(
-                    "source.url_env",
-                    "must be an environment variable name ([A-Za-z0-9_]+)",
-                );
-                None
-            }
-            (None, Some(file)) => Some(SecretSource::File(file.clone())),
-            (Some(_), Some(_)) => {
-                p.add("source.url_env", "set only one of url_env and url_file");
-                None
-            }
-            (None, None) => {
-                if source_present {
-                    p.add(
-                        "source.url_env",
-                        "missing: name the environment variable holding the Postgres URL \
-                         (e.g. url_env = \"DRIFTLESS_SOURCE_URL\"); secrets never go in the file",
-                    );
-                }
-                None
-            }
-        };
-        let ident = |field: &str, v: &Option<String>, p: &mut Problems| match v {
-            Some(s) if is_simple_identifier(s) => Some(s.clone()),
-            Some(_) => {
-                p.add(
-                    format!("source.{field}"),
-                    "must be 1-63 characters of a-z, 0-9 and _, not starting with a digit",
-                );
-                None
-            }
-            None => {
-                if source_present {
-                    p.add(format!("source.{field}"), "missing");
-                }
-                None
-            }
-        };
-        let slot = ident("slot", &source.slot, &mut p);
-        let publication = ident("publication", &source.publication, &mut p);
-        let mut tables = Vec::new();
-        if source.tables.is_empty() && source_present {
-            p.add(
-                "source.tables",
-                "list at least one table as \"schema.table\"",
-            );
-        }
-        for (i, t) in source.tables.iter().enumerate() {
-            match parse_table(t) {
-                Some(name) if tables.contains(&name) => p.add(
-                    format!("source.tables[{i}]"),
-                    format!("{t:?} is listed twice"),
-                ),
-                Some(name) => tables.push(name),
-                None => p.add(
-                    format!("source.tables[{i}]"),
-                    format!("{t:?} is not \"schema.table\" (unquoted identifiers)"),
-                ),
-            }
-        }
-        let snapshot = match source.snapshot.as_deref() {
-            None | Some("initial") => SnapshotMode::Initial,
-            Some("never") => SnapshotMode::Never,
-            Some(other) => {
-                p.add(
-                    "source.snapshot",
-                    format!("{other:?} is not one of: initial, never"),
-                );
-                SnapshotMode::Initial
-            }
-        };
+        p.unknown("source", &source.extra, SOURCE_KEYS);
+        let source_url = source.url(source_present, &mut p);
+        let slot = identifier("slot", &source.slot, source_present, &mut p);
+        let publication = identifier("publication", &source.publication, source_present, &mut p);
+        let tables = source.tables(source_present, &mut p);
+        let snapshot = p
+            .one_of(
+                "source.snapshot",
+                source.snapshot.as_deref(),
+                &[
+                    ("initial", SnapshotMode::Initial),
+                    ("never", SnapshotMode::Never),
+                ],
+            )
+            .unwrap_or(SnapshotMode::Initial);
         let snapshot_chunk_rows = source
             .snapshot_chunk_rows
             .unwrap_or(DEFAULT_SNAPSHOT_CHUNK_ROWS);
@@ -556,88 +692,35 @@ impl Config {
             );
         }
 
-        p.unknown(
-            "kafka",
-            &kafka.extra,
-            "brokers, topic_prefix, partitions, replication_factor, envelope, \
-             max_in_flight_events, librdkafka",
-        );
-        let brokers = match &kafka.brokers {
-            Some(b) if !b.trim().is_empty() => b.clone(),
-            _ => {
-                if kafka_present {
-                    p.add(
-                        "kafka.brokers",
-                        "missing: bootstrap servers, e.g. \"127.0.0.1:9092\"",
-                    );
-                }
-                String::new()
-            }
-        };
-        let topic_prefix = match &kafka.topic_prefix {
-            Some(t)
-                if !t.is_empty()
-                    && t.len() <= 200
-                    && t.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) =>
-            {
-                t.clone()
-            }
-            Some(_) => {
-                p.add(
-                    "kafka.topic_prefix",
-                    "must be 1-200 characters of [A-Za-z0-9._-]",
-                );
-                String::new()
-            }
-            None => "driftless".to_string(),
-        };
+        p.unknown("kafka", &kafka.extra, KAFKA_KEYS);
+        let brokers = kafka.brokers(kafka_present, &mut p);
+        let topic_prefix = kafka.topic_prefix(&mut p);
         let partitions = kafka.partitions.unwrap_or(DEFAULT_PARTITIONS);
-        if !(1..=10_000).contains(&partitions) {
-            p.add("kafka.partitions", "must be between 1 and 10000");
-        }
+        p.between("kafka.partitions".into(), partitions, 1, 10_000);
         let replication_factor = kafka
             .replication_factor
             .unwrap_or(DEFAULT_REPLICATION_FACTOR);
-        if !(1..=32).contains(&replication_factor) {
-            p.add("kafka.replication_factor", "must be between 1 and 32");
-        }
-        let envelope = match kafka.envelope.as_deref() {
-            None | Some("driftless") => Envelope::Driftless,
-            Some("debezium") => Envelope::Debezium,
-            Some(other) => {
-                p.add(
-                    "kafka.envelope",
-                    format!("{other:?} is not one of: driftless, debezium"),
-                );
-                Envelope::Driftless
-            }
-        };
+        p.between("kafka.replication_factor".into(), replication_factor, 1, 32);
+        let envelope = p
+            .one_of(
+                "kafka.envelope",
+                kafka.envelope.as_deref(),
+                &[
+                    ("driftless", Envelope::Driftless),
+                    ("debezium", Envelope::Debezium),
+                ],
+            )
+            .unwrap_or(Envelope::Driftless);
         let max_in_flight_events = kafka
             .max_in_flight_events
             .unwrap_or(DEFAULT_MAX_IN_FLIGHT_EVENTS);
-        if !(1..=1_000_000).contains(&max_in_flight_events) {
-            p.add(
-                "kafka.max_in_flight_events",
-                "must be between 1 and 1000000",
-            );
-        }
-        for key in kafka.librdkafka.keys() {
-            let base = key.strip_suffix("_env").unwrap_or(key);
-            let reason = match base {
-                "enable.idempotence" | "acks" | "request.required.acks" => {
-                    "idempotence and acks=all are what make delivery safe"
-                }
-                "bootstrap.servers" => "use kafka.brokers",
-                "partitioner" => "murmur2 keeps partitions equal to the Java client's",
-                "queue.buffering.max.messages" => "it follows kafka.max_in_flight_events",
-                _ => continue,
-            };
-            p.add(
-                format!("kafka.librdkafka.\"{key}\""),
-                format!("is set by driftless and cannot be overridden ({reason})"),
-            );
-        }
+        p.between(
+            "kafka.max_in_flight_events".into(),
+            max_in_flight_events,
+            1,
+            1_000_000,
+        );
+        kafka.check_overrides(&mut p);
 
         p.unknown("capture", &self.capture.extra, "state_dir, metrics_listen");
         let state_dir = self
