@@ -199,6 +199,11 @@ pub enum SnapshotMode {
     Never,
 }
 
+impl Choice for SnapshotMode {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("initial", Self::Initial), ("never", Self::Never)];
+}
+
 /// Shape of the events written to Kafka.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Envelope {
@@ -206,6 +211,11 @@ pub enum Envelope {
     Driftless,
     /// Debezium's PostgreSQL connector envelope (JSON converter with `schemas.enable=false`).
     Debezium,
+}
+
+impl Choice for Envelope {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("driftless", Self::Driftless), ("debezium", Self::Debezium)];
 }
 
 /// A table name split into schema and table.
@@ -358,6 +368,12 @@ fn is_http_url(s: &str) -> bool {
 /// The problem of a `*_env` field whose value is not a variable name.
 const NOT_AN_ENV_NAME: &str = "must be an environment variable name ([A-Za-z0-9_]+)";
 
+/// A setting written as one of a few names.
+trait Choice: Copy + 'static {
+    /// Every name with what it means; the first is the default.
+    const CHOICES: &'static [(&'static str, Self)];
+}
+
 /// The field paths of one section: `FieldPath::new("sinks[1]").at("name")` is `sinks[1].name`.
 struct FieldPath(String);
 
@@ -420,6 +436,13 @@ impl Problems {
             );
         }
         found.map(|(_, t)| *t)
+    }
+
+    /// `value` as a [`Choice`] (unset: the default); any other name is a problem at `path`,
+    /// and gives the default.
+    fn choice<T: Choice>(&mut self, path: impl Into<String>, value: Option<&str>) -> T {
+        self.one_of(path, value, T::CHOICES)
+            .unwrap_or(T::CHOICES[0].1)
     }
 
     /// A problem at `path` unless `lo <= value <= hi`.
@@ -659,16 +682,7 @@ impl Config {
         let slot = identifier("slot", &source.slot, source_present, &mut p);
         let publication = identifier("publication", &source.publication, source_present, &mut p);
         let tables = source.tables(source_present, &mut p);
-        let snapshot = p
-            .one_of(
-                "source.snapshot",
-                source.snapshot.as_deref(),
-                &[
-                    ("initial", SnapshotMode::Initial),
-                    ("never", SnapshotMode::Never),
-                ],
-            )
-            .unwrap_or(SnapshotMode::Initial);
+        let snapshot = p.choice("source.snapshot", source.snapshot.as_deref());
         let snapshot_chunk_rows = source
             .snapshot_chunk_rows
             .unwrap_or(DEFAULT_SNAPSHOT_CHUNK_ROWS);
@@ -701,16 +715,7 @@ impl Config {
             .replication_factor
             .unwrap_or(DEFAULT_REPLICATION_FACTOR);
         p.between("kafka.replication_factor".into(), replication_factor, 1, 32);
-        let envelope = p
-            .one_of(
-                "kafka.envelope",
-                kafka.envelope.as_deref(),
-                &[
-                    ("driftless", Envelope::Driftless),
-                    ("debezium", Envelope::Debezium),
-                ],
-            )
-            .unwrap_or(Envelope::Driftless);
+        let envelope = p.choice("kafka.envelope", kafka.envelope.as_deref());
         let max_in_flight_events = kafka
             .max_in_flight_events
             .unwrap_or(DEFAULT_MAX_IN_FLIGHT_EVENTS);
@@ -761,107 +766,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"
-        [source]
-        url_env = "DRIFTLESS_SOURCE_URL"
-        slot = "driftless"
-        publication = "driftless"
-        tables = ["public.contacts", "public.companies"]
-        snapshot = "initial"
-
-        [kafka]
-        brokers = "127.0.0.1:9092"
-        topic_prefix = "driftless"
-    "#;
-
-    #[test]
-    fn minimal_config_gets_defaults() {
-        let c = parse(GOOD).unwrap().validate().unwrap();
-        assert_eq!(c.tables.len(), 2);
-        assert_eq!(c.tables[1].to_string(), "public.companies");
-        assert_eq!(c.partitions, DEFAULT_PARTITIONS);
-        assert_eq!(c.envelope, Envelope::Driftless);
-        assert_eq!(
-            c.topic_for("public", "contacts"),
-            "driftless.public.contacts"
-        );
-        assert_eq!(
-            c.source_url,
-            SecretSource::Env("DRIFTLESS_SOURCE_URL".into())
-        );
-    }
-
-    #[test]
-    fn every_problem_is_listed_with_its_path() {
-        let text = r#"
-            colour = "blue"
-            [source]
-            slot = "Bad-Slot"
-            tables = ["contacts", "public.x", "public.x"]
-            snapshot = "sometimes"
-            status_interval_ms = 5
-            typo = 1
-            [kafka]
-            envelope = "avro"
-            partitions = 0
-            librdkafka = { "enable.idempotence" = "false" }
-            [capture]
-            metrics_listen = "nowhere"
-        "#;
-        let problems = parse(text).unwrap().validate().unwrap_err();
-        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
-        for expected in [
-            "colour",
-            "source.typo",
-            "source.url_env",
-            "source.slot",
-            "source.publication",
-            "source.tables[0]",
-            "source.tables[2]",
-            "source.snapshot",
-            "source.status_interval_ms",
-            "kafka.brokers",
-            "kafka.envelope",
-            "kafka.partitions",
-            "kafka.librdkafka.\"enable.idempotence\"",
-            "capture.metrics_listen",
-        ] {
-            assert!(paths.contains(&expected), "missing {expected} in {paths:?}");
-        }
-        assert_eq!(problems.len(), 14, "{problems:#?}");
-    }
-
-    #[test]
-    fn missing_sections_are_reported() {
-        let problems = parse("").unwrap().validate().unwrap_err();
-        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
-        assert_eq!(paths, ["source", "kafka"]);
-    }
-
-    #[test]
-    fn safety_critical_producer_options_cannot_be_overridden() {
-        let text = format!(
-            "{GOOD}\n[kafka.librdkafka]\npartitioner = \"random\"\n\"acks_env\" = \"X\"\n\
-             \"security.protocol\" = \"ssl\"\n"
-        );
-        let problems = parse(&text).unwrap().validate().unwrap_err();
-        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
-        assert_eq!(
-            paths,
-            [
-                "kafka.librdkafka.\"acks_env\"",
-                "kafka.librdkafka.\"partitioner\""
-            ]
-        );
-    }
-
-    #[test]
-    fn url_from_env_and_file_are_exclusive() {
-        let text = GOOD.replace("url_env", "url_file = \"/x\"\nurl_env");
-        let problems = parse(&text).unwrap().validate().unwrap_err();
-        assert_eq!(problems[0].path, "source.url_env");
-    }
-}
+mod tests;

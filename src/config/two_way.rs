@@ -15,7 +15,8 @@ use serde::Deserialize;
 use super::fields::FieldRule;
 use super::sinks::{SinkConfig, SinkKind};
 use super::{
-    Extra, FieldPath, Problems, SecretSource, TableName, is_env_name, is_http_url, parse_table,
+    Choice, Extra, FieldPath, Problems, SecretSource, TableName, is_env_name, is_http_url,
+    parse_table,
 };
 
 /// `[sinks.inbound]` as written.
@@ -63,6 +64,11 @@ pub enum OnCrmCreate {
     Ignore,
 }
 
+impl Choice for OnCrmCreate {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("insert", Self::Insert), ("ignore", Self::Ignore)];
+}
+
 /// What happens to the rows linked to records deleted in the CRM.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum OnCrmDelete {
@@ -72,6 +78,11 @@ pub enum OnCrmDelete {
     /// Delete the linked row (origin-tagged, so the deletion is not sent back) and forget its
     /// link.
     Delete,
+}
+
+impl Choice for OnCrmDelete {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("ignore", Self::Ignore), ("delete", Self::Delete)];
 }
 
 /// Two-way sync settings of a sink (`direction = "both"`).
@@ -184,26 +195,14 @@ pub(super) fn validate(
         );
     }
     let public_url = inbound.public_url(at, zoho, listen, &webhook_path, p);
-    let on_crm_create = p
-        .one_of(
-            at.at("inbound.on_crm_create"),
-            inbound.on_crm_create.as_deref(),
-            &[
-                ("insert", OnCrmCreate::Insert),
-                ("ignore", OnCrmCreate::Ignore),
-            ],
-        )
-        .unwrap_or(OnCrmCreate::Insert);
-    let on_crm_delete = p
-        .one_of(
-            at.at("inbound.on_crm_delete"),
-            inbound.on_crm_delete.as_deref(),
-            &[
-                ("ignore", OnCrmDelete::Ignore),
-                ("delete", OnCrmDelete::Delete),
-            ],
-        )
-        .unwrap_or(OnCrmDelete::Ignore);
+    let on_crm_create = p.choice(
+        at.at("inbound.on_crm_create"),
+        inbound.on_crm_create.as_deref(),
+    );
+    let on_crm_delete = p.choice(
+        at.at("inbound.on_crm_delete"),
+        inbound.on_crm_delete.as_deref(),
+    );
     let (ownership, default_owner) = ownership(at, s, crm_name, fields, p);
     Some(TwoWay {
         inbound_table: inbound_table?,

@@ -14,7 +14,9 @@ use serde::Deserialize;
 use super::fields::{FieldRule, Transform};
 use super::schedule::Schedule;
 use super::two_way::{self, InboundConfig, TwoWay};
-use super::{Extra, FieldPath, Problems, SecretSource, TableName, is_http_url, parse_table};
+use super::{
+    Choice, Extra, FieldPath, Problems, SecretSource, TableName, is_http_url, parse_table,
+};
 
 /// Default records per destination request: the batch cap of HubSpot and Zoho.
 pub const DEFAULT_BATCH_MAX_EVENTS: usize = 100;
@@ -185,6 +187,11 @@ pub enum WebhookMode {
     Single,
 }
 
+impl Choice for WebhookMode {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("batch", Self::Batch), ("single", Self::Single)];
+}
+
 /// What a delete does at the destination.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnDelete {
@@ -192,6 +199,11 @@ pub enum OnDelete {
     Archive,
     /// Leave the record.
     Ignore,
+}
+
+impl Choice for OnDelete {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("archive", Self::Archive), ("ignore", Self::Ignore)];
 }
 
 /// A validated sink.
@@ -292,13 +304,7 @@ impl SinkConfig {
         if crm && !is_http_url(&base_url) {
             p.add(at.at("base_url"), "must be an http(s) URL");
         }
-        let on_delete = p
-            .one_of(
-                at.at("on_delete"),
-                self.on_delete.as_deref(),
-                &[("archive", OnDelete::Archive), ("ignore", OnDelete::Ignore)],
-            )
-            .unwrap_or(OnDelete::Archive);
+        let on_delete = p.choice(at.at("on_delete"), self.on_delete.as_deref());
         let cap = if crm {
             DEFAULT_BATCH_MAX_EVENTS
         } else {
@@ -445,16 +451,7 @@ impl SinkConfig {
             p.add(at.at("url"), "missing or not an http(s) URL");
         }
         let secret = p.secret_env(at.at("secret_env"), self.secret_env.as_deref());
-        let mode = p
-            .one_of(
-                at.at("mode"),
-                self.mode.as_deref(),
-                &[
-                    ("batch", WebhookMode::Batch),
-                    ("single", WebhookMode::Single),
-                ],
-            )
-            .unwrap_or(WebhookMode::Batch);
+        let mode = p.choice(at.at("mode"), self.mode.as_deref());
         let timeout_ms = self.timeout_ms.unwrap_or(DEFAULT_WEBHOOK_TIMEOUT_MS);
         p.between(at.at("timeout_ms"), timeout_ms, 1, MAX_WEBHOOK_TIMEOUT_MS);
         secret.map(|secret| SinkKind::Webhook {

@@ -5,8 +5,8 @@
 use super::super::two_way::{OnCrmDelete, Owner};
 use super::super::{Problem, SecretSource, ValidConfig, parse};
 use super::{
-    Auth, DEFAULT_WEBHOOK_TIMEOUT_MS, HUBSPOT_TOKEN_URL, SinkKind, ValidSink, WebhookMode,
-    ZOHO_BASE_URL, ZOHO_TOKEN_URL,
+    Auth, DEFAULT_WEBHOOK_TIMEOUT_MS, HUBSPOT_TOKEN_URL, SinkKind, WebhookMode, ZOHO_BASE_URL,
+    ZOHO_TOKEN_URL,
 };
 
 const BASE: &str = r#"
@@ -275,21 +275,6 @@ fn auth_problems_have_their_paths() {
     assert!(problems[1].message.contains("[sinks.oauth]"));
 }
 
-/// The options of a webhook sink: URL, mode, private destinations allowed, timeout.
-fn webhook_options(sink: &ValidSink) -> (&str, WebhookMode, bool, u64) {
-    let SinkKind::Webhook {
-        url,
-        mode,
-        allow_private_destinations,
-        timeout_ms,
-        ..
-    } = &sink.kind
-    else {
-        panic!("{:?}", sink.kind);
-    };
-    (url, *mode, *allow_private_destinations, *timeout_ms)
-}
-
 #[test]
 fn webhook_defaults_and_options() {
     let c = valid(&[
@@ -301,19 +286,29 @@ fn webhook_defaults_and_options() {
              batch_max_events = 500",
         ),
     ]);
-    let (url, mode, allow_private_destinations, timeout_ms) = webhook_options(&c.sinks[0]);
-    assert_eq!(url, "https://hooks.example.com/in");
-    assert_eq!(mode, WebhookMode::Batch);
-    assert!(
-        !allow_private_destinations,
-        "private destinations are refused by default"
+    let secret = SecretSource::Env("HOOK_SECRET".into());
+    assert_eq!(
+        c.sinks[0].kind,
+        SinkKind::Webhook {
+            url: "https://hooks.example.com/in".into(),
+            secret: secret.clone(),
+            mode: WebhookMode::Batch,
+            allow_private_destinations: false,
+            timeout_ms: DEFAULT_WEBHOOK_TIMEOUT_MS,
+        },
+        "defaults: batched, private destinations refused"
     );
-    assert_eq!(timeout_ms, DEFAULT_WEBHOOK_TIMEOUT_MS);
     assert_eq!(c.sinks[0].batch_max_events, 100);
-    let (_, mode, allow_private_destinations, timeout_ms) = webhook_options(&c.sinks[1]);
-    assert_eq!(mode, WebhookMode::Single);
-    assert!(allow_private_destinations);
-    assert_eq!(timeout_ms, 2500);
+    assert_eq!(
+        c.sinks[1].kind,
+        SinkKind::Webhook {
+            url: "http://127.0.0.1:9000/in".into(),
+            secret,
+            mode: WebhookMode::Single,
+            allow_private_destinations: true,
+            timeout_ms: 2500,
+        }
+    );
     assert_eq!(c.sinks[1].batch_max_events, 500);
 }
 
