@@ -12,39 +12,39 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub mod fields;
+pub(crate) mod fields;
 pub mod schedule;
-pub mod sinks;
-pub mod two_way;
-pub use sinks::{SinkConfig, ValidSink};
+pub(crate) mod sinks;
+pub(crate) mod two_way;
+pub(crate) use sinks::{SinkConfig, ValidSink};
 
 /// Default number of rows fetched per round trip while snapshotting. 10k rows of typical CRM
 /// width is a few MB: large enough to amortise the round trip, small enough to bound memory.
-pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: u32 = 10_000;
+pub(crate) const DEFAULT_SNAPSHOT_CHUNK_ROWS: u32 = 10_000;
 /// Default interval between standby status updates. Far below the server's default
 /// `wal_sender_timeout` (60 s) / 2, and short so the slot follows Kafka acks closely.
-pub const DEFAULT_STATUS_INTERVAL_MS: u64 = 1_000;
+pub(crate) const DEFAULT_STATUS_INTERVAL_MS: u64 = 1_000;
 /// Default cap on events sent to Kafka but not yet acknowledged: bounds memory (each in-flight
 /// event is held by librdkafka) while keeping the producer's pipeline full.
-pub const DEFAULT_MAX_IN_FLIGHT_EVENTS: usize = 50_000;
+pub(crate) const DEFAULT_MAX_IN_FLIGHT_EVENTS: usize = 50_000;
 /// Default partitions for topics driftless creates. Per-key order only needs one partition per
 /// key; 3 lets a consumer group of up to 3 sink workers share a table.
-pub const DEFAULT_PARTITIONS: i32 = 3;
+pub(crate) const DEFAULT_PARTITIONS: i32 = 3;
 /// Default replication factor for created topics (1 suits a single local broker; production
 /// clusters should set 3).
-pub const DEFAULT_REPLICATION_FACTOR: i32 = 1;
+pub(crate) const DEFAULT_REPLICATION_FACTOR: i32 = 1;
 /// Default directory of driftless's own checkpoint (relative to the working directory).
-pub const DEFAULT_STATE_DIR: &str = ".driftless";
+pub(crate) const DEFAULT_STATE_DIR: &str = ".driftless";
 /// Default address of the `/metrics` and `/healthz` endpoint (loopback only by default).
-pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9187";
+pub(crate) const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9187";
 
 /// A configuration problem, with the dotted path of the field it concerns.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
     /// Dotted field path, e.g. `source.tables[1]`.
-    pub path: String,
+    pub(crate) path: String,
     /// What is wrong and what is expected.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for Problem {
@@ -55,7 +55,7 @@ impl fmt::Display for Problem {
 
 /// Every problem found in a configuration.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
@@ -83,100 +83,100 @@ type Extra = BTreeMap<String, toml::Value>;
 #[derive(Clone, Debug, Deserialize)]
 pub struct Config {
     /// The Postgres source.
-    pub source: Option<SourceConfig>,
+    pub(crate) source: Option<SourceConfig>,
     /// The Kafka destination of change events.
-    pub kafka: Option<KafkaConfig>,
+    pub(crate) kafka: Option<KafkaConfig>,
     /// Capture process settings.
     #[serde(default)]
-    pub capture: CaptureConfig,
+    pub(crate) capture: CaptureConfig,
     /// Destinations of the change events.
     #[serde(default)]
-    pub sinks: Vec<SinkConfig>,
+    pub(crate) sinks: Vec<SinkConfig>,
     /// Where sinks record what they applied and rejected.
     #[serde(default)]
-    pub audit: AuditConfig,
+    pub(crate) audit: AuditConfig,
     /// Unknown keys, reported by `validate`.
     #[serde(flatten)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 /// `[source]`: which database, slot, publication and tables.
 #[derive(Clone, Debug, Default, Deserialize)]
-pub struct SourceConfig {
+pub(crate) struct SourceConfig {
     /// Name of the environment variable holding the connection URL (with password).
-    pub url_env: Option<String>,
+    pub(crate) url_env: Option<String>,
     /// Path of a file holding the connection URL (alternative to `url_env`).
-    pub url_file: Option<PathBuf>,
+    pub(crate) url_file: Option<PathBuf>,
     /// Logical replication slot name.
-    pub slot: Option<String>,
+    pub(crate) slot: Option<String>,
     /// Publication name (driftless creates/updates it for exactly `tables`).
-    pub publication: Option<String>,
+    pub(crate) publication: Option<String>,
     /// Tables to capture, `schema.table`.
     #[serde(default)]
-    pub tables: Vec<String>,
+    pub(crate) tables: Vec<String>,
     /// `initial` (snapshot on first run) or `never`.
-    pub snapshot: Option<String>,
+    pub(crate) snapshot: Option<String>,
     /// Rows per snapshot round trip.
-    pub snapshot_chunk_rows: Option<u32>,
+    pub(crate) snapshot_chunk_rows: Option<u32>,
     /// Interval between standby status updates.
-    pub status_interval_ms: Option<u64>,
+    pub(crate) status_interval_ms: Option<u64>,
     /// If set, emit a `pg_logical_emit_message` heartbeat at this interval, so the slot advances
     /// even when the captured tables are idle but the database is busy elsewhere.
-    pub heartbeat_interval_ms: Option<u64>,
+    pub(crate) heartbeat_interval_ms: Option<u64>,
     /// Unknown keys.
     #[serde(flatten)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 /// `[kafka]`: brokers, topic naming, producer settings.
 #[derive(Clone, Debug, Default, Deserialize)]
-pub struct KafkaConfig {
+pub(crate) struct KafkaConfig {
     /// Bootstrap servers, `host:port[,host:port]`.
-    pub brokers: Option<String>,
+    pub(crate) brokers: Option<String>,
     /// Topic prefix: topic = `{prefix}.{schema}.{table}`.
-    pub topic_prefix: Option<String>,
+    pub(crate) topic_prefix: Option<String>,
     /// Partitions of topics driftless creates.
-    pub partitions: Option<i32>,
+    pub(crate) partitions: Option<i32>,
     /// Replication factor of topics driftless creates.
-    pub replication_factor: Option<i32>,
+    pub(crate) replication_factor: Option<i32>,
     /// Event envelope: `driftless` (default) or `debezium`.
-    pub envelope: Option<String>,
+    pub(crate) envelope: Option<String>,
     /// Cap on events produced but not yet acknowledged.
-    pub max_in_flight_events: Option<usize>,
+    pub(crate) max_in_flight_events: Option<usize>,
     /// Raw librdkafka options (e.g. `security.protocol`). Idempotence and `acks=all` are set
     /// after these and cannot be turned off. Values of keys ending in `_env` name environment
     /// variables: `"sasl.password_env" = "KAFKA_PASSWORD"`.
     #[serde(default)]
-    pub librdkafka: BTreeMap<String, String>,
+    pub(crate) librdkafka: BTreeMap<String, String>,
     /// Unknown keys.
     #[serde(flatten)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 /// `[capture]`: process settings.
 #[derive(Clone, Debug, Default, Deserialize)]
-pub struct CaptureConfig {
+pub(crate) struct CaptureConfig {
     /// Directory of driftless's own checkpoint.
-    pub state_dir: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
     /// `host:port` for `/metrics` and `/healthz`; `"off"` disables it.
-    pub metrics_listen: Option<String>,
+    pub(crate) metrics_listen: Option<String>,
     /// Unknown keys.
     #[serde(flatten)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 /// `[audit]`: the sinks' audit trail.
 #[derive(Clone, Debug, Default, Deserialize)]
-pub struct AuditConfig {
+pub(crate) struct AuditConfig {
     /// `topic` (default: `{prefix}.audit`), `file` or `off`.
-    pub to: Option<String>,
+    pub(crate) to: Option<String>,
     /// Topic name when `to = "topic"` (default `{prefix}.audit`).
-    pub topic: Option<String>,
+    pub(crate) topic: Option<String>,
     /// JSON-lines file when `to = "file"`.
-    pub path: Option<PathBuf>,
+    pub(crate) path: Option<PathBuf>,
     /// Unknown keys.
     #[serde(flatten)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 /// Where the audit trail goes.
@@ -192,7 +192,7 @@ pub enum AuditTo {
 
 /// Snapshot behaviour on first start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SnapshotMode {
+pub(crate) enum SnapshotMode {
     /// Read every table inside the slot's exported snapshot, then stream.
     Initial,
     /// Stream only changes after the slot's creation.
@@ -206,7 +206,7 @@ impl Choice for SnapshotMode {
 
 /// Shape of the events written to Kafka.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Envelope {
+pub(crate) enum Envelope {
     /// `schemas/change-event.v1.json`.
     Driftless,
     /// Debezium's PostgreSQL connector envelope (JSON converter with `schemas.enable=false`).
@@ -222,9 +222,9 @@ impl Choice for Envelope {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TableName {
     /// Schema (namespace).
-    pub schema: String,
+    pub(crate) schema: String,
     /// Table.
-    pub name: String,
+    pub(crate) name: String,
 }
 
 impl fmt::Display for TableName {
@@ -245,7 +245,7 @@ pub enum SecretSource {
 impl SecretSource {
     /// Reads the secret (trailing newline trimmed). The error names the variable or file, never
     /// the value.
-    pub fn read(&self) -> Result<String, String> {
+    pub(crate) fn read(&self) -> Result<String, String> {
         match self {
             SecretSource::Env(name) => {
                 std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
@@ -261,59 +261,59 @@ impl SecretSource {
 #[derive(Clone, Debug)]
 pub struct ValidConfig {
     /// Source connection URL origin.
-    pub source_url: SecretSource,
+    pub(crate) source_url: SecretSource,
     /// Slot name.
-    pub slot: String,
+    pub(crate) slot: String,
     /// Publication name.
-    pub publication: String,
+    pub(crate) publication: String,
     /// Tables, in configuration order.
-    pub tables: Vec<TableName>,
+    pub(crate) tables: Vec<TableName>,
     /// Snapshot mode.
-    pub snapshot: SnapshotMode,
+    pub(crate) snapshot: SnapshotMode,
     /// Rows per snapshot round trip.
-    pub snapshot_chunk_rows: u32,
+    pub(crate) snapshot_chunk_rows: u32,
     /// Status update interval.
-    pub status_interval_ms: u64,
+    pub(crate) status_interval_ms: u64,
     /// Heartbeat interval, if any.
-    pub heartbeat_interval_ms: Option<u64>,
+    pub(crate) heartbeat_interval_ms: Option<u64>,
     /// Bootstrap servers.
-    pub brokers: String,
+    pub(crate) brokers: String,
     /// Topic prefix.
-    pub topic_prefix: String,
+    pub(crate) topic_prefix: String,
     /// Partitions for created topics.
-    pub partitions: i32,
+    pub(crate) partitions: i32,
     /// Replication factor for created topics.
-    pub replication_factor: i32,
+    pub(crate) replication_factor: i32,
     /// Event envelope.
-    pub envelope: Envelope,
+    pub(crate) envelope: Envelope,
     /// In-flight cap.
-    pub max_in_flight_events: usize,
+    pub(crate) max_in_flight_events: usize,
     /// Raw librdkafka options (`*_env` keys not yet resolved).
-    pub librdkafka: BTreeMap<String, String>,
+    pub(crate) librdkafka: BTreeMap<String, String>,
     /// Checkpoint directory.
-    pub state_dir: PathBuf,
+    pub(crate) state_dir: PathBuf,
     /// Metrics endpoint, if enabled.
-    pub metrics_listen: Option<std::net::SocketAddr>,
+    pub(crate) metrics_listen: Option<std::net::SocketAddr>,
     /// Sinks, in configuration order.
-    pub sinks: Vec<ValidSink>,
+    pub(crate) sinks: Vec<ValidSink>,
     /// The sinks' audit trail.
-    pub audit: AuditTo,
+    pub(crate) audit: AuditTo,
 }
 
 impl ValidConfig {
     /// Kafka topic for a table.
-    pub fn topic_for(&self, schema: &str, table: &str) -> String {
+    pub(crate) fn topic_for(&self, schema: &str, table: &str) -> String {
         format!("{}.{}.{}", self.topic_prefix, schema, table)
     }
 
     /// Kafka topic for logical decoding messages (`pg_logical_emit_message`).
-    pub fn messages_topic(&self) -> String {
+    pub(crate) fn messages_topic(&self) -> String {
         format!("{}.messages", self.topic_prefix)
     }
 }
 
 /// Reads and parses a config file, then validates it.
-pub fn load(path: &Path) -> Result<ValidConfig, ConfigError> {
+pub(crate) fn load(path: &Path) -> Result<ValidConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,

@@ -21,26 +21,26 @@ use super::{
 
 /// `[sinks.inbound]` as written.
 #[derive(Clone, Debug, Default, Deserialize)]
-pub struct InboundConfig {
+pub(crate) struct InboundConfig {
     /// `ip:port` of the webhook receiver (default `127.0.0.1:8090`).
-    pub listen: Option<String>,
+    pub(crate) listen: Option<String>,
     /// Path the CRM posts webhooks to.
-    pub webhook_path: Option<String>,
+    pub(crate) webhook_path: Option<String>,
     /// Reconciliation interval, e.g. `10m` (`off` disables it).
-    pub reconcile_every: Option<String>,
+    pub(crate) reconcile_every: Option<String>,
     /// Environment variable holding the app's client secret (webhook signatures).
-    pub client_secret_env: Option<String>,
+    pub(crate) client_secret_env: Option<String>,
     /// Accept the older v1/v2 signatures too (default false: v3 only).
-    pub accept_legacy_signatures: Option<bool>,
+    pub(crate) accept_legacy_signatures: Option<bool>,
     /// Zoho: the URL Zoho posts notifications to (default `http://{listen}{webhook_path}`).
-    pub public_url: Option<String>,
+    pub(crate) public_url: Option<String>,
     /// Records created in the CRM: `insert` a row (default) or `ignore` them.
-    pub on_crm_create: Option<String>,
+    pub(crate) on_crm_create: Option<String>,
     /// Records deleted in the CRM: `ignore` them (default) or `delete` their linked rows.
-    pub on_crm_delete: Option<String>,
+    pub(crate) on_crm_delete: Option<String>,
     /// Unknown keys.
     #[serde(flatten)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 /// Which side's value wins when both changed a field since the last sync.
@@ -57,7 +57,7 @@ pub enum Owner {
 
 /// What happens to records created in the CRM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OnCrmCreate {
+pub(crate) enum OnCrmCreate {
     /// Insert a row (the table's key comes from its defaults) and link the record to it.
     Insert,
     /// Leave them out of Postgres.
@@ -71,7 +71,7 @@ impl Choice for OnCrmCreate {
 
 /// What happens to the rows linked to records deleted in the CRM.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum OnCrmDelete {
+pub(crate) enum OnCrmDelete {
     /// Keep the row (it is no longer updated from the CRM).
     #[default]
     Ignore,
@@ -89,34 +89,34 @@ impl Choice for OnCrmDelete {
 #[derive(Clone, Debug, PartialEq)]
 pub struct TwoWay {
     /// Where inbound changes are written.
-    pub inbound_table: TableName,
+    pub(crate) inbound_table: TableName,
     /// Webhook receiver address.
-    pub listen: std::net::SocketAddr,
+    pub(crate) listen: std::net::SocketAddr,
     /// Webhook path.
-    pub webhook_path: String,
+    pub(crate) webhook_path: String,
     /// Reconciliation interval (None: off).
-    pub reconcile_every: Option<std::time::Duration>,
+    pub(crate) reconcile_every: Option<std::time::Duration>,
     /// The app's client secret (HubSpot signature verification; None for Zoho, whose
     /// notifications carry a token driftless generates).
-    pub client_secret: Option<SecretSource>,
+    pub(crate) client_secret: Option<SecretSource>,
     /// Zoho: the notification URL given to Zoho's watch channel (None for HubSpot, whose
     /// webhook URL is set in the app).
-    pub public_url: Option<String>,
+    pub(crate) public_url: Option<String>,
     /// Accept v1/v2 signatures.
-    pub accept_legacy_signatures: bool,
+    pub(crate) accept_legacy_signatures: bool,
     /// Records created in the CRM.
-    pub on_crm_create: OnCrmCreate,
+    pub(crate) on_crm_create: OnCrmCreate,
     /// Records deleted in the CRM.
-    pub on_crm_delete: OnCrmDelete,
+    pub(crate) on_crm_delete: OnCrmDelete,
     /// Per column owner.
-    pub ownership: BTreeMap<String, Owner>,
+    pub(crate) ownership: BTreeMap<String, Owner>,
     /// Owner of columns not listed.
-    pub default_owner: Owner,
+    pub(crate) default_owner: Owner,
 }
 
 impl TwoWay {
     /// The owner of a column.
-    pub fn owner(&self, column: &str) -> Owner {
+    pub(crate) fn owner(&self, column: &str) -> Owner {
         self.ownership
             .get(column)
             .copied()

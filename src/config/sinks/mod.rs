@@ -19,99 +19,99 @@ use super::{
 };
 
 /// Default records per destination request: the batch cap of HubSpot and Zoho.
-pub const DEFAULT_BATCH_MAX_EVENTS: usize = 100;
+pub(crate) const DEFAULT_BATCH_MAX_EVENTS: usize = 100;
 /// Default time a batch waits for more records: short enough for "real time", long enough to
 /// fill batches under load.
-pub const DEFAULT_BATCH_MAX_WAIT_MS: u64 = 1_000;
+pub(crate) const DEFAULT_BATCH_MAX_WAIT_MS: u64 = 1_000;
 /// HubSpot's API base URL.
-pub const HUBSPOT_BASE_URL: &str = "https://api.hubapi.com";
+pub(crate) const HUBSPOT_BASE_URL: &str = "https://api.hubapi.com";
 /// Zoho CRM's API base URL (US data centre). With OAuth, requests follow the token's
 /// `api_domain` unless `base_url` is set to something else (the emulator, a proxy).
-pub const ZOHO_BASE_URL: &str = "https://www.zohoapis.com";
+pub(crate) const ZOHO_BASE_URL: &str = "https://www.zohoapis.com";
 /// HubSpot's OAuth token endpoint (v1 refresh grant, form-encoded).
-pub const HUBSPOT_TOKEN_URL: &str = "https://api.hubapi.com/oauth/v1/token";
+pub(crate) const HUBSPOT_TOKEN_URL: &str = "https://api.hubapi.com/oauth/v1/token";
 /// Zoho's OAuth token endpoint, US data centre (others: `accounts.zoho.eu`, `.in`, `.com.au`,
 /// ...; set `token_url`).
-pub const ZOHO_TOKEN_URL: &str = "https://accounts.zoho.com/oauth/v2/token";
+pub(crate) const ZOHO_TOKEN_URL: &str = "https://accounts.zoho.com/oauth/v2/token";
 /// Default whole-request timeout of a webhook delivery: receivers are expected to answer fast
 /// (Standard Webhooks senders commonly give 15-30 s), and a hung receiver must not stall the
 /// worker for long; a timeout is transient and retried.
-pub const DEFAULT_WEBHOOK_TIMEOUT_MS: u64 = 30_000;
+pub(crate) const DEFAULT_WEBHOOK_TIMEOUT_MS: u64 = 30_000;
 /// Longest configurable webhook timeout.
-pub const MAX_WEBHOOK_TIMEOUT_MS: u64 = 300_000;
+pub(crate) const MAX_WEBHOOK_TIMEOUT_MS: u64 = 300_000;
 
 /// One `[[sinks]]` table as written.
 #[derive(Clone, Debug, Deserialize)]
-pub struct SinkConfig {
+pub(crate) struct SinkConfig {
     /// Unique sink name (consumer group, dead-letter topic).
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// `hubspot`, `zoho` or `webhook`.
-    pub kind: Option<String>,
+    pub(crate) kind: Option<String>,
     /// Source table, `schema.table` (one of `source.tables`).
-    pub table: Option<String>,
+    pub(crate) table: Option<String>,
     /// HubSpot object: `contacts`, `companies`, `deals`.
-    pub object: Option<String>,
+    pub(crate) object: Option<String>,
     /// Zoho module, e.g. `Leads`.
-    pub module: Option<String>,
+    pub(crate) module: Option<String>,
     /// Unique property used to upsert.
-    pub id_property: Option<String>,
+    pub(crate) id_property: Option<String>,
     /// Environment variable holding the API token.
-    pub token_env: Option<String>,
+    pub(crate) token_env: Option<String>,
     /// OAuth refresh-token grant (instead of `token_env`).
-    pub oauth: Option<OAuthConfig>,
+    pub(crate) oauth: Option<OAuthConfig>,
     /// API base URL (tests and the demo point it at the emulator).
-    pub base_url: Option<String>,
+    pub(crate) base_url: Option<String>,
     /// Webhook target URL.
-    pub url: Option<String>,
+    pub(crate) url: Option<String>,
     /// Environment variable holding the webhook signing secret (`whsec_...`).
-    pub secret_env: Option<String>,
+    pub(crate) secret_env: Option<String>,
     /// `archive` or `ignore`.
-    pub on_delete: Option<String>,
+    pub(crate) on_delete: Option<String>,
     /// Keys (coalesced entries) per request.
-    pub batch_max_events: Option<usize>,
+    pub(crate) batch_max_events: Option<usize>,
     /// Maximum wait before a partial batch is sent.
-    pub batch_max_wait_ms: Option<u64>,
+    pub(crate) batch_max_wait_ms: Option<u64>,
     /// `every 15m` or a cron expression: apply accumulated changes in windows (default: real
     /// time).
-    pub schedule: Option<String>,
+    pub(crate) schedule: Option<String>,
     /// `out` (default) or `both` (two-way sync).
-    pub direction: Option<String>,
+    pub(crate) direction: Option<String>,
     /// Table inbound changes are written to (default: `table`).
-    pub inbound_table: Option<String>,
+    pub(crate) inbound_table: Option<String>,
     /// Inbound settings of a two-way sink.
-    pub inbound: Option<InboundConfig>,
+    pub(crate) inbound: Option<InboundConfig>,
     /// Per column: which side wins a conflict (`postgres`, `hubspot`, `latest`); `"*"` is the
     /// default.
-    pub ownership: Option<BTreeMap<String, String>>,
+    pub(crate) ownership: Option<BTreeMap<String, String>>,
     /// Webhook: `batch` (default, many events per request) or `single` (one event per request).
-    pub mode: Option<String>,
+    pub(crate) mode: Option<String>,
     /// Webhook: allow URLs that resolve to loopback/private/link-local addresses (default false).
-    pub allow_private_destinations: Option<bool>,
+    pub(crate) allow_private_destinations: Option<bool>,
     /// Webhook: whole-request timeout in milliseconds.
-    pub timeout_ms: Option<u64>,
+    pub(crate) timeout_ms: Option<u64>,
     /// Column → property rules.
     #[serde(default)]
-    pub fields: BTreeMap<String, FieldSpec>,
+    pub(crate) fields: BTreeMap<String, FieldSpec>,
     /// Unknown keys.
     #[serde(flatten)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 /// `[sinks.oauth]` as written: names of the environment variables holding the OAuth client and
 /// refresh token, and the token endpoint.
 #[derive(Clone, Debug, Deserialize)]
-pub struct OAuthConfig {
+pub(crate) struct OAuthConfig {
     /// Environment variable holding the OAuth client id.
-    pub client_id_env: Option<String>,
+    pub(crate) client_id_env: Option<String>,
     /// Environment variable holding the OAuth client secret.
-    pub client_secret_env: Option<String>,
+    pub(crate) client_secret_env: Option<String>,
     /// Environment variable holding the refresh token.
-    pub refresh_token_env: Option<String>,
+    pub(crate) refresh_token_env: Option<String>,
     /// Token endpoint; defaults per kind ([`HUBSPOT_TOKEN_URL`], [`ZOHO_TOKEN_URL`]).
-    pub token_url: Option<String>,
+    pub(crate) token_url: Option<String>,
     /// Unknown keys.
     #[serde(flatten)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 /// How a CRM sink authenticates. Holds only where the secrets are, never their values.
@@ -135,7 +135,7 @@ pub enum Auth {
 /// A field rule as written: `col = "property"` or `col = { property, transform, map }`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
-pub enum FieldSpec {
+pub(crate) enum FieldSpec {
     /// Property name only.
     Property(String),
     /// Property with options.
@@ -151,7 +151,7 @@ pub enum FieldSpec {
 
 /// Destination kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SinkKind {
+pub(crate) enum SinkKind {
     /// HubSpot CRM v3 object (`contacts`, `companies`, `deals`).
     Hubspot {
         /// Object type.
@@ -210,29 +210,29 @@ impl Choice for OnDelete {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidSink {
     /// Name.
-    pub name: String,
+    pub(crate) name: String,
     /// Destination.
-    pub kind: SinkKind,
+    pub(crate) kind: SinkKind,
     /// Source table.
-    pub table: TableName,
+    pub(crate) table: TableName,
     /// Unique property for upserts (CRM sinks).
-    pub id_property: Option<String>,
+    pub(crate) id_property: Option<String>,
     /// Authentication (CRM sinks; `None` for webhooks).
-    pub auth: Option<Auth>,
+    pub(crate) auth: Option<Auth>,
     /// API base URL.
-    pub base_url: String,
+    pub(crate) base_url: String,
     /// Delete behaviour.
-    pub on_delete: OnDelete,
+    pub(crate) on_delete: OnDelete,
     /// Field rules, in column order.
-    pub fields: Vec<FieldRule>,
+    pub(crate) fields: Vec<FieldRule>,
     /// Keys (coalesced entries) per request.
-    pub batch_max_events: usize,
+    pub(crate) batch_max_events: usize,
     /// Maximum wait of a partial batch.
-    pub batch_max_wait_ms: u64,
+    pub(crate) batch_max_wait_ms: u64,
     /// Scheduled windows (None: real time).
-    pub schedule: Option<Schedule>,
+    pub(crate) schedule: Option<Schedule>,
     /// Two-way sync (None: `direction = "out"`).
-    pub two_way: Option<TwoWay>,
+    pub(crate) two_way: Option<TwoWay>,
 }
 
 fn is_sink_name(s: &str) -> bool {
