@@ -16,7 +16,7 @@ pub(crate) mod fields;
 pub mod schedule;
 pub(crate) mod sinks;
 pub(crate) mod two_way;
-pub(crate) use sinks::{SinkConfig, ValidSink};
+use sinks::{SinkConfig, ValidSink};
 
 /// Default number of rows fetched per round trip while snapshotting. 10k rows of typical CRM
 /// width is a few MB: large enough to amortise the round trip, small enough to bound memory.
