@@ -5,6 +5,11 @@
 //! variable or the path of a file holding them); [`Config::validate`] performs no I/O and reports
 //! every problem it finds, not just the first; unknown keys are reported as problems with their
 //! path (they are collected, not rejected by serde, so that all of them are listed at once).
+//!
+//! Every section is checked by small validators over the shared problem list (`Problems`): a
+//! name out of a fixed vocabulary (`Choice`), a number in a range, the name of a secret's
+//! environment variable. Each adds one problem with its field path and returns what the field
+//! means, so a section's validator reads as the list of its fields.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -446,14 +451,20 @@ impl Problems {
     }
 
     /// A problem at `path` unless `lo <= value <= hi`.
-    fn between<T: PartialOrd + fmt::Display>(&mut self, path: String, value: T, lo: T, hi: T) {
+    fn between<T: PartialOrd + fmt::Display>(
+        &mut self,
+        path: impl Into<String>,
+        value: T,
+        lo: T,
+        hi: T,
+    ) {
         if value < lo || value > hi {
             self.add(path, format!("must be between {lo} and {hi}"));
         }
     }
 
     /// A `*_env` field naming the environment variable of a secret; unset is a problem too.
-    fn secret_env(&mut self, path: String, value: Option<&str>) -> Option<SecretSource> {
+    fn secret_env(&mut self, path: impl Into<String>, value: Option<&str>) -> Option<SecretSource> {
         match value {
             Some(e) if is_env_name(e) => Some(SecretSource::Env(e.to_string())),
             Some(_) => {
@@ -710,17 +721,17 @@ impl Config {
         let brokers = kafka.brokers(kafka_present, &mut p);
         let topic_prefix = kafka.topic_prefix(&mut p);
         let partitions = kafka.partitions.unwrap_or(DEFAULT_PARTITIONS);
-        p.between("kafka.partitions".into(), partitions, 1, 10_000);
+        p.between("kafka.partitions", partitions, 1, 10_000);
         let replication_factor = kafka
             .replication_factor
             .unwrap_or(DEFAULT_REPLICATION_FACTOR);
-        p.between("kafka.replication_factor".into(), replication_factor, 1, 32);
+        p.between("kafka.replication_factor", replication_factor, 1, 32);
         let envelope = p.choice("kafka.envelope", kafka.envelope.as_deref());
         let max_in_flight_events = kafka
             .max_in_flight_events
             .unwrap_or(DEFAULT_MAX_IN_FLIGHT_EVENTS);
         p.between(
-            "kafka.max_in_flight_events".into(),
+            "kafka.max_in_flight_events",
             max_in_flight_events,
             1,
             1_000_000,

@@ -6,6 +6,8 @@
 //! a static token (`token_env`) or an OAuth refresh grant (`[sinks.oauth]`); a sink reads a table
 //! capture publishes; batch sizes never exceed the destination API's cap (100 records for HubSpot
 //! and Zoho batch writes).
+//!
+//! The two-way settings of a sink (`direction = "both"`) are validated by [`super::two_way`].
 
 use std::collections::BTreeMap;
 
