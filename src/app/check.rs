@@ -73,7 +73,7 @@ async fn two_way_grants(
             continue;
         };
         let table = quote_table(&two_way.inbound_table);
-        let deletes = two_way.on_crm_delete == crate::config::sinks::OnCrmDelete::Delete;
+        let deletes = two_way.on_crm_delete == crate::config::two_way::OnCrmDelete::Delete;
         let row = store::two_way_grants(sql, &table, deletes)
             .await
             .map_err(crate::postgres::error::PgError::Sql)?;

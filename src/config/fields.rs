@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 /// A transform applied to a column's value before it is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transform {
+pub(crate) enum Transform {
     /// Lower-case (e.g. e-mail addresses, which HubSpot matches case-insensitively).
     Lowercase,
     /// Upper-case.
@@ -20,7 +20,7 @@ pub enum Transform {
 
 impl Transform {
     /// Parses a config name.
-    pub fn parse(name: &str) -> Option<Transform> {
+    pub(crate) fn parse(name: &str) -> Option<Transform> {
         match name {
             "lowercase" => Some(Transform::Lowercase),
             "uppercase" => Some(Transform::Uppercase),
@@ -30,7 +30,7 @@ impl Transform {
     }
 
     /// Applies the transform.
-    pub fn apply(self, s: &str) -> String {
+    pub(crate) fn apply(self, s: &str) -> String {
         match self {
             Transform::Lowercase => s.to_lowercase(),
             Transform::Uppercase => s.to_uppercase(),
@@ -43,18 +43,19 @@ impl Transform {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldRule {
     /// Source column.
-    pub column: String,
+    pub(crate) column: String,
     /// Destination property.
-    pub property: String,
+    pub(crate) property: String,
     /// Optional transform.
-    pub transform: Option<Transform>,
+    pub(crate) transform: Option<Transform>,
     /// Optional value map (column value → property value); values not listed are errors.
-    pub map: Option<BTreeMap<String, String>>,
+    pub(crate) map: Option<BTreeMap<String, String>>,
 }
 
+#[cfg(test)]
 impl FieldRule {
     /// A plain `column = "property"` rule (no transform, no value map).
-    pub fn new(column: &str, property: &str) -> Self {
+    pub(crate) fn new(column: &str, property: &str) -> Self {
         FieldRule {
             column: column.into(),
             property: property.into(),

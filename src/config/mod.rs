@@ -5,6 +5,11 @@
 //! variable or the path of a file holding them); [`Config::validate`] performs no I/O and reports
 //! every problem it finds, not just the first; unknown keys are reported as problems with their
 //! path (they are collected, not rejected by serde, so that all of them are listed at once).
+//!
+//! Every section is checked by small validators over the shared problem list (`Problems`): a
+//! name out of a fixed vocabulary (`Choice`), a number in a range, the name of a secret's
+//! environment variable. Each adds one problem with its field path and returns what the field
+//! means, so a section's validator reads as the list of its fields.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,38 +17,39 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub mod fields;
+pub(crate) mod fields;
 pub mod schedule;
-pub mod sinks;
-pub use sinks::{SinkConfig, ValidSink};
+pub(crate) mod sinks;
+pub(crate) mod two_way;
+use sinks::{SinkConfig, ValidSink};
 
 /// Default number of rows fetched per round trip while snapshotting. 10k rows of typical CRM
 /// width is a few MB: large enough to amortise the round trip, small enough to bound memory.
-pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: u32 = 10_000;
+pub(crate) const DEFAULT_SNAPSHOT_CHUNK_ROWS: u32 = 10_000;
 /// Default interval between standby status updates. Far below the server's default
 /// `wal_sender_timeout` (60 s) / 2, and short so the slot follows Kafka acks closely.
-pub const DEFAULT_STATUS_INTERVAL_MS: u64 = 1_000;
+pub(crate) const DEFAULT_STATUS_INTERVAL_MS: u64 = 1_000;
 /// Default cap on events sent to Kafka but not yet acknowledged: bounds memory (each in-flight
 /// event is held by librdkafka) while keeping the producer's pipeline full.
-pub const DEFAULT_MAX_IN_FLIGHT_EVENTS: usize = 50_000;
+pub(crate) const DEFAULT_MAX_IN_FLIGHT_EVENTS: usize = 50_000;
 /// Default partitions for topics driftless creates. Per-key order only needs one partition per
 /// key; 3 lets a consumer group of up to 3 sink workers share a table.
-pub const DEFAULT_PARTITIONS: i32 = 3;
+pub(crate) const DEFAULT_PARTITIONS: i32 = 3;
 /// Default replication factor for created topics (1 suits a single local broker; production
 /// clusters should set 3).
-pub const DEFAULT_REPLICATION_FACTOR: i32 = 1;
+pub(crate) const DEFAULT_REPLICATION_FACTOR: i32 = 1;
 /// Default directory of driftless's own checkpoint (relative to the working directory).
-pub const DEFAULT_STATE_DIR: &str = ".driftless";
+pub(crate) const DEFAULT_STATE_DIR: &str = ".driftless";
 /// Default address of the `/metrics` and `/healthz` endpoint (loopback only by default).
-pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9187";
+pub(crate) const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9187";
 
 /// A configuration problem, with the dotted path of the field it concerns.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
     /// Dotted field path, e.g. `source.tables[1]`.
-    pub path: String,
+    pub(crate) path: String,
     /// What is wrong and what is expected.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for Problem {
@@ -54,7 +60,7 @@ impl fmt::Display for Problem {
 
 /// Every problem found in a configuration.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
@@ -82,100 +88,100 @@ type Extra = BTreeMap<String, toml::Value>;
 #[derive(Clone, Debug, Deserialize)]
 pub struct Config {
     /// The Postgres source.
-    pub source: Option<SourceConfig>,
+    pub(crate) source: Option<SourceConfig>,
     /// The Kafka destination of change events.
-    pub kafka: Option<KafkaConfig>,
+    pub(crate) kafka: Option<KafkaConfig>,
     /// Capture process settings.
     #[serde(default)]
-    pub capture: CaptureConfig,
+    pub(crate) capture: CaptureConfig,
     /// Destinations of the change events.
     #[serde(default)]
-    pub sinks: Vec<SinkConfig>,
+    pub(crate) sinks: Vec<SinkConfig>,
     /// Where sinks record what they applied and rejected.
     #[serde(default)]
-    pub audit: AuditConfig,
+    pub(crate) audit: AuditConfig,
     /// Unknown keys, reported by `validate`.
     #[serde(flatten)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 /// `[source]`: which database, slot, publication and tables.
-#[derive(Clone, Debug, Deserialize)]
-pub struct SourceConfig {
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct SourceConfig {
     /// Name of the environment variable holding the connection URL (with password).
-    pub url_env: Option<String>,
+    pub(crate) url_env: Option<String>,
     /// Path of a file holding the connection URL (alternative to `url_env`).
-    pub url_file: Option<PathBuf>,
+    pub(crate) url_file: Option<PathBuf>,
     /// Logical replication slot name.
-    pub slot: Option<String>,
+    pub(crate) slot: Option<String>,
     /// Publication name (driftless creates/updates it for exactly `tables`).
-    pub publication: Option<String>,
+    pub(crate) publication: Option<String>,
     /// Tables to capture, `schema.table`.
     #[serde(default)]
-    pub tables: Vec<String>,
+    pub(crate) tables: Vec<String>,
     /// `initial` (snapshot on first run) or `never`.
-    pub snapshot: Option<String>,
+    pub(crate) snapshot: Option<String>,
     /// Rows per snapshot round trip.
-    pub snapshot_chunk_rows: Option<u32>,
+    pub(crate) snapshot_chunk_rows: Option<u32>,
     /// Interval between standby status updates.
-    pub status_interval_ms: Option<u64>,
+    pub(crate) status_interval_ms: Option<u64>,
     /// If set, emit a `pg_logical_emit_message` heartbeat at this interval, so the slot advances
     /// even when the captured tables are idle but the database is busy elsewhere.
-    pub heartbeat_interval_ms: Option<u64>,
+    pub(crate) heartbeat_interval_ms: Option<u64>,
     /// Unknown keys.
     #[serde(flatten)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 /// `[kafka]`: brokers, topic naming, producer settings.
-#[derive(Clone, Debug, Deserialize)]
-pub struct KafkaConfig {
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct KafkaConfig {
     /// Bootstrap servers, `host:port[,host:port]`.
-    pub brokers: Option<String>,
+    pub(crate) brokers: Option<String>,
     /// Topic prefix: topic = `{prefix}.{schema}.{table}`.
-    pub topic_prefix: Option<String>,
+    pub(crate) topic_prefix: Option<String>,
     /// Partitions of topics driftless creates.
-    pub partitions: Option<i32>,
+    pub(crate) partitions: Option<i32>,
     /// Replication factor of topics driftless creates.
-    pub replication_factor: Option<i32>,
+    pub(crate) replication_factor: Option<i32>,
     /// Event envelope: `driftless` (default) or `debezium`.
-    pub envelope: Option<String>,
+    pub(crate) envelope: Option<String>,
     /// Cap on events produced but not yet acknowledged.
-    pub max_in_flight_events: Option<usize>,
+    pub(crate) max_in_flight_events: Option<usize>,
     /// Raw librdkafka options (e.g. `security.protocol`). Idempotence and `acks=all` are set
     /// after these and cannot be turned off. Values of keys ending in `_env` name environment
     /// variables: `"sasl.password_env" = "KAFKA_PASSWORD"`.
     #[serde(default)]
-    pub librdkafka: BTreeMap<String, String>,
+    pub(crate) librdkafka: BTreeMap<String, String>,
     /// Unknown keys.
     #[serde(flatten)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 /// `[capture]`: process settings.
 #[derive(Clone, Debug, Default, Deserialize)]
-pub struct CaptureConfig {
+pub(crate) struct CaptureConfig {
     /// Directory of driftless's own checkpoint.
-    pub state_dir: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
     /// `host:port` for `/metrics` and `/healthz`; `"off"` disables it.
-    pub metrics_listen: Option<String>,
+    pub(crate) metrics_listen: Option<String>,
     /// Unknown keys.
     #[serde(flatten)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 /// `[audit]`: the sinks' audit trail.
 #[derive(Clone, Debug, Default, Deserialize)]
-pub struct AuditConfig {
+pub(crate) struct AuditConfig {
     /// `topic` (default: `{prefix}.audit`), `file` or `off`.
-    pub to: Option<String>,
+    pub(crate) to: Option<String>,
     /// Topic name when `to = "topic"` (default `{prefix}.audit`).
-    pub topic: Option<String>,
+    pub(crate) topic: Option<String>,
     /// JSON-lines file when `to = "file"`.
-    pub path: Option<PathBuf>,
+    pub(crate) path: Option<PathBuf>,
     /// Unknown keys.
     #[serde(flatten)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 /// Where the audit trail goes.
@@ -191,29 +197,39 @@ pub enum AuditTo {
 
 /// Snapshot behaviour on first start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SnapshotMode {
+pub(crate) enum SnapshotMode {
     /// Read every table inside the slot's exported snapshot, then stream.
     Initial,
     /// Stream only changes after the slot's creation.
     Never,
 }
 
+impl Choice for SnapshotMode {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("initial", Self::Initial), ("never", Self::Never)];
+}
+
 /// Shape of the events written to Kafka.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Envelope {
+pub(crate) enum Envelope {
     /// `schemas/change-event.v1.json`.
     Driftless,
     /// Debezium's PostgreSQL connector envelope (JSON converter with `schemas.enable=false`).
     Debezium,
 }
 
+impl Choice for Envelope {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("driftless", Self::Driftless), ("debezium", Self::Debezium)];
+}
+
 /// A table name split into schema and table.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TableName {
     /// Schema (namespace).
-    pub schema: String,
+    pub(crate) schema: String,
     /// Table.
-    pub name: String,
+    pub(crate) name: String,
 }
 
 impl fmt::Display for TableName {
@@ -234,7 +250,7 @@ pub enum SecretSource {
 impl SecretSource {
     /// Reads the secret (trailing newline trimmed). The error names the variable or file, never
     /// the value.
-    pub fn read(&self) -> Result<String, String> {
+    pub(crate) fn read(&self) -> Result<String, String> {
         match self {
             SecretSource::Env(name) => {
                 std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
@@ -250,59 +266,59 @@ impl SecretSource {
 #[derive(Clone, Debug)]
 pub struct ValidConfig {
     /// Source connection URL origin.
-    pub source_url: SecretSource,
+    pub(crate) source_url: SecretSource,
     /// Slot name.
-    pub slot: String,
+    pub(crate) slot: String,
     /// Publication name.
-    pub publication: String,
+    pub(crate) publication: String,
     /// Tables, in configuration order.
-    pub tables: Vec<TableName>,
+    pub(crate) tables: Vec<TableName>,
     /// Snapshot mode.
-    pub snapshot: SnapshotMode,
+    pub(crate) snapshot: SnapshotMode,
     /// Rows per snapshot round trip.
-    pub snapshot_chunk_rows: u32,
+    pub(crate) snapshot_chunk_rows: u32,
     /// Status update interval.
-    pub status_interval_ms: u64,
+    pub(crate) status_interval_ms: u64,
     /// Heartbeat interval, if any.
-    pub heartbeat_interval_ms: Option<u64>,
+    pub(crate) heartbeat_interval_ms: Option<u64>,
     /// Bootstrap servers.
-    pub brokers: String,
+    pub(crate) brokers: String,
     /// Topic prefix.
-    pub topic_prefix: String,
+    pub(crate) topic_prefix: String,
     /// Partitions for created topics.
-    pub partitions: i32,
+    pub(crate) partitions: i32,
     /// Replication factor for created topics.
-    pub replication_factor: i32,
+    pub(crate) replication_factor: i32,
     /// Event envelope.
-    pub envelope: Envelope,
+    pub(crate) envelope: Envelope,
     /// In-flight cap.
-    pub max_in_flight_events: usize,
+    pub(crate) max_in_flight_events: usize,
     /// Raw librdkafka options (`*_env` keys not yet resolved).
-    pub librdkafka: BTreeMap<String, String>,
+    pub(crate) librdkafka: BTreeMap<String, String>,
     /// Checkpoint directory.
-    pub state_dir: PathBuf,
+    pub(crate) state_dir: PathBuf,
     /// Metrics endpoint, if enabled.
-    pub metrics_listen: Option<std::net::SocketAddr>,
+    pub(crate) metrics_listen: Option<std::net::SocketAddr>,
     /// Sinks, in configuration order.
-    pub sinks: Vec<ValidSink>,
+    pub(crate) sinks: Vec<ValidSink>,
     /// The sinks' audit trail.
-    pub audit: AuditTo,
+    pub(crate) audit: AuditTo,
 }
 
 impl ValidConfig {
     /// Kafka topic for a table.
-    pub fn topic_for(&self, schema: &str, table: &str) -> String {
+    pub(crate) fn topic_for(&self, schema: &str, table: &str) -> String {
         format!("{}.{}.{}", self.topic_prefix, schema, table)
     }
 
     /// Kafka topic for logical decoding messages (`pg_logical_emit_message`).
-    pub fn messages_topic(&self) -> String {
+    pub(crate) fn messages_topic(&self) -> String {
         format!("{}.messages", self.topic_prefix)
     }
 }
 
 /// Reads and parses a config file, then validates it.
-pub fn load(path: &Path) -> Result<ValidConfig, ConfigError> {
+pub(crate) fn load(path: &Path) -> Result<ValidConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
@@ -350,6 +366,40 @@ fn is_env_name(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
+fn is_http_url(s: &str) -> bool {
+    url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+}
+
+/// The problem of a `*_env` field whose value is not a variable name.
+const NOT_AN_ENV_NAME: &str = "must be an environment variable name ([A-Za-z0-9_]+)";
+
+/// A setting written as one of a few names.
+trait Choice: Copy + 'static {
+    /// Every name with what it means; the first is the default.
+    const CHOICES: &'static [(&'static str, Self)];
+}
+
+/// The field paths of one section: `FieldPath::new("sinks[1]").at("name")` is `sinks[1].name`.
+struct FieldPath(String);
+
+impl FieldPath {
+    fn new(prefix: impl Into<String>) -> Self {
+        FieldPath(prefix.into())
+    }
+
+    /// The path of `field` inside the section.
+    fn at(&self, field: &str) -> String {
+        format!("{}.{field}", self.0)
+    }
+
+    /// The section's own path.
+    fn prefix(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The problems found so far, in the order they were found. The typed validators below add
+/// one problem per bad field and return what the field means (a default where it is bad).
 struct Problems(Vec<Problem>);
 
 impl Problems {
@@ -368,6 +418,212 @@ impl Problems {
                 format!("{prefix}.{key}")
             };
             self.add(path, format!("unknown key (known keys: {known})"));
+        }
+    }
+
+    /// `value` as one of `choices` (unset: the first); any other value is a problem at `path`
+    /// and gives `None`.
+    fn one_of<T: Copy>(
+        &mut self,
+        path: impl Into<String>,
+        value: Option<&str>,
+        choices: &[(&str, T)],
+    ) -> Option<T> {
+        let Some(value) = value else {
+            return Some(choices[0].1);
+        };
+        let found = choices.iter().find(|(name, _)| *name == value);
+        if found.is_none() {
+            let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+            self.add(
+                path,
+                format!("{value:?} is not one of: {}", names.join(", ")),
+            );
+        }
+        found.map(|(_, t)| *t)
+    }
+
+    /// `value` as a [`Choice`] (unset: the default); any other name is a problem at `path`,
+    /// and gives the default.
+    fn choice<T: Choice>(&mut self, path: impl Into<String>, value: Option<&str>) -> T {
+        self.one_of(path, value, T::CHOICES)
+            .unwrap_or(T::CHOICES[0].1)
+    }
+
+    /// A problem at `path` unless `lo <= value <= hi`.
+    fn between<T: PartialOrd + fmt::Display>(
+        &mut self,
+        path: impl Into<String>,
+        value: T,
+        lo: T,
+        hi: T,
+    ) {
+        if value < lo || value > hi {
+            self.add(path, format!("must be between {lo} and {hi}"));
+        }
+    }
+
+    /// A `*_env` field naming the environment variable of a secret; unset is a problem too.
+    fn secret_env(&mut self, path: impl Into<String>, value: Option<&str>) -> Option<SecretSource> {
+        match value {
+            Some(e) if is_env_name(e) => Some(SecretSource::Env(e.to_string())),
+            Some(_) => {
+                self.add(path, NOT_AN_ENV_NAME);
+                None
+            }
+            None => {
+                self.add(
+                    path,
+                    "missing: name the environment variable holding the secret",
+                );
+                None
+            }
+        }
+    }
+}
+
+/// The keys of `[source]`.
+const SOURCE_KEYS: &str = "url_env, url_file, slot, publication, tables, snapshot, \
+                           snapshot_chunk_rows, status_interval_ms, heartbeat_interval_ms";
+/// The keys of `[kafka]`.
+const KAFKA_KEYS: &str = "brokers, topic_prefix, partitions, replication_factor, envelope, \
+                          max_in_flight_events, librdkafka";
+
+impl SourceConfig {
+    /// `url_env` or `url_file`: exactly one of them (none is only reported when `[source]` is
+    /// present: its absence is reported once).
+    fn url(&self, present: bool, p: &mut Problems) -> Option<SecretSource> {
+        match (&self.url_env, &self.url_file) {
+            (Some(env), None) if is_env_name(env) => Some(SecretSource::Env(env.clone())),
+            (Some(_), None) => {
+                p.add("source.url_env", NOT_AN_ENV_NAME);
+                None
+            }
+            (None, Some(file)) => Some(SecretSource::File(file.clone())),
+            (Some(_), Some(_)) => {
+                p.add("source.url_env", "set only one of url_env and url_file");
+                None
+            }
+            (None, None) => {
+                if present {
+                    p.add(
+                        "source.url_env",
+                        "missing: name the environment variable holding the Postgres URL \
+                         (e.g. url_env = \"DRIFTLESS_SOURCE_URL\"); secrets never go in the file",
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// `tables`: at least one, each `schema.table`, none twice.
+    fn tables(&self, present: bool, p: &mut Problems) -> Vec<TableName> {
+        let mut tables = Vec::new();
+        if self.tables.is_empty() && present {
+            p.add(
+                "source.tables",
+                "list at least one table as \"schema.table\"",
+            );
+        }
+        for (i, t) in self.tables.iter().enumerate() {
+            match parse_table(t) {
+                Some(name) if tables.contains(&name) => p.add(
+                    format!("source.tables[{i}]"),
+                    format!("{t:?} is listed twice"),
+                ),
+                Some(name) => tables.push(name),
+                None => p.add(
+                    format!("source.tables[{i}]"),
+                    format!("{t:?} is not \"schema.table\" (unquoted identifiers)"),
+                ),
+            }
+        }
+        tables
+    }
+}
+
+/// `source.{field}`: a slot or publication name.
+fn identifier(
+    field: &str,
+    value: &Option<String>,
+    present: bool,
+    p: &mut Problems,
+) -> Option<String> {
+    match value {
+        Some(s) if is_simple_identifier(s) => Some(s.clone()),
+        Some(_) => {
+            p.add(
+                format!("source.{field}"),
+                "must be 1-63 characters of a-z, 0-9 and _, not starting with a digit",
+            );
+            None
+        }
+        None => {
+            if present {
+                p.add(format!("source.{field}"), "missing");
+            }
+            None
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// `brokers`: required (reported only when `[kafka]` is present).
+    fn brokers(&self, present: bool, p: &mut Problems) -> String {
+        match &self.brokers {
+            Some(b) if !b.trim().is_empty() => b.clone(),
+            _ => {
+                if present {
+                    p.add(
+                        "kafka.brokers",
+                        "missing: bootstrap servers, e.g. \"127.0.0.1:9092\"",
+                    );
+                }
+                String::new()
+            }
+        }
+    }
+
+    /// `topic_prefix`: a legal topic name part (default `driftless`).
+    fn topic_prefix(&self, p: &mut Problems) -> String {
+        match &self.topic_prefix {
+            Some(t)
+                if !t.is_empty()
+                    && t.len() <= 200
+                    && t.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) =>
+            {
+                t.clone()
+            }
+            Some(_) => {
+                p.add(
+                    "kafka.topic_prefix",
+                    "must be 1-200 characters of [A-Za-z0-9._-]",
+                );
+                String::new()
+            }
+            None => "driftless".to_string(),
+        }
+    }
+
+    /// `librdkafka`: the options driftless sets itself cannot be overridden.
+    fn check_overrides(&self, p: &mut Problems) {
+        for key in self.librdkafka.keys() {
+            let base = key.strip_suffix("_env").unwrap_or(key);
+            let reason = match base {
+                "enable.idempotence" | "acks" | "request.required.acks" => {
+                    "idempotence and acks=all are what make delivery safe"
+                }
+                "bootstrap.servers" => "use kafka.brokers",
+                "partitioner" => "murmur2 keeps partitions equal to the Java client's",
+                "queue.buffering.max.messages" => "it follows kafka.max_in_flight_events",
+                _ => continue,
+            };
+            p.add(
+                format!("kafka.librdkafka.\"{key}\""),
+                format!("is set by driftless and cannot be overridden ({reason})"),
+            );
         }
     }
 }
@@ -422,117 +678,22 @@ impl Config {
     pub fn validate(&self) -> Result<ValidConfig, Vec<Problem>> {
         let mut p = Problems(Vec::new());
         p.unknown("", &self.extra, "source, kafka, capture, sinks, audit");
-        let source = self.source.clone().unwrap_or_else(|| {
+        if self.source.is_none() {
             p.add("source", "missing section [source]");
-            SourceConfig {
-                url_env: None,
-                url_file: None,
-                slot: None,
-                publication: None,
-                tables: Vec::new(),
-                snapshot: None,
-                snapshot_chunk_rows: None,
-                status_interval_ms: None,
-                heartbeat_interval_ms: None,
-                extra: Extra::new(),
-            }
-        });
-        let kafka = self.kafka.clone().unwrap_or_else(|| {
+        }
+        if self.kafka.is_none() {
             p.add("kafka", "missing section [kafka]");
-            KafkaConfig {
-                brokers: None,
-                topic_prefix: None,
-                partitions: None,
-                replication_factor: None,
-                envelope: None,
-                max_in_flight_events: None,
-                librdkafka: BTreeMap::new(),
-                extra: Extra::new(),
-            }
-        });
-        let source_present = self.source.is_some();
-        let kafka_present = self.kafka.is_some();
+        }
+        let source = self.source.clone().unwrap_or_default();
+        let kafka = self.kafka.clone().unwrap_or_default();
+        let (source_present, kafka_present) = (self.source.is_some(), self.kafka.is_some());
 
-        p.unknown(
-            "source",
-            &source.extra,
-            "url_env, url_file, slot, publication, tables, snapshot, snapshot_chunk_rows, \
-             status_interval_ms, heartbeat_interval_ms",
-        );
-        let source_url = match (&source.url_env, &source.url_file) {
-            (Some(env), None) if is_env_name(env) => Some(SecretSource::Env(env.clone())),
-            (Some(_), None) => {
-                p.add(
-                    "source.url_env",
-                    "must be an environment variable name ([A-Za-z0-9_]+)",
-                );
-                None
-            }
-            (None, Some(file)) => Some(SecretSource::File(file.clone())),
-            (Some(_), Some(_)) => {
-                p.add("source.url_env", "set only one of url_env and url_file");
-                None
-            }
-            (None, None) => {
-                if source_present {
-                    p.add(
-                        "source.url_env",
-                        "missing: name the environment variable holding the Postgres URL \
-                         (e.g. url_env = \"DRIFTLESS_SOURCE_URL\"); secrets never go in the file",
-                    );
-                }
-                None
-            }
-        };
-        let ident = |field: &str, v: &Option<String>, p: &mut Problems| match v {
-            Some(s) if is_simple_identifier(s) => Some(s.clone()),
-            Some(_) => {
-                p.add(
-                    format!("source.{field}"),
-                    "must be 1-63 characters of a-z, 0-9 and _, not starting with a digit",
-                );
-                None
-            }
-            None => {
-                if source_present {
-                    p.add(format!("source.{field}"), "missing");
-                }
-                None
-            }
-        };
-        let slot = ident("slot", &source.slot, &mut p);
-        let publication = ident("publication", &source.publication, &mut p);
-        let mut tables = Vec::new();
-        if source.tables.is_empty() && source_present {
-            p.add(
-                "source.tables",
-                "list at least one table as \"schema.table\"",
-            );
-        }
-        for (i, t) in source.tables.iter().enumerate() {
-            match parse_table(t) {
-                Some(name) if tables.contains(&name) => p.add(
-                    format!("source.tables[{i}]"),
-                    format!("{t:?} is listed twice"),
-                ),
-                Some(name) => tables.push(name),
-                None => p.add(
-                    format!("source.tables[{i}]"),
-                    format!("{t:?} is not \"schema.table\" (unquoted identifiers)"),
-                ),
-            }
-        }
-        let snapshot = match source.snapshot.as_deref() {
-            None | Some("initial") => SnapshotMode::Initial,
-            Some("never") => SnapshotMode::Never,
-            Some(other) => {
-                p.add(
-                    "source.snapshot",
-                    format!("{other:?} is not one of: initial, never"),
-                );
-                SnapshotMode::Initial
-            }
-        };
+        p.unknown("source", &source.extra, SOURCE_KEYS);
+        let source_url = source.url(source_present, &mut p);
+        let slot = identifier("slot", &source.slot, source_present, &mut p);
+        let publication = identifier("publication", &source.publication, source_present, &mut p);
+        let tables = source.tables(source_present, &mut p);
+        let snapshot = p.choice("source.snapshot", source.snapshot.as_deref());
         let snapshot_chunk_rows = source
             .snapshot_chunk_rows
             .unwrap_or(DEFAULT_SNAPSHOT_CHUNK_ROWS);
@@ -556,88 +717,26 @@ impl Config {
             );
         }
 
-        p.unknown(
-            "kafka",
-            &kafka.extra,
-            "brokers, topic_prefix, partitions, replication_factor, envelope, \
-             max_in_flight_events, librdkafka",
-        );
-        let brokers = match &kafka.brokers {
-            Some(b) if !b.trim().is_empty() => b.clone(),
-            _ => {
-                if kafka_present {
-                    p.add(
-                        "kafka.brokers",
-                        "missing: bootstrap servers, e.g. \"127.0.0.1:9092\"",
-                    );
-                }
-                String::new()
-            }
-        };
-        let topic_prefix = match &kafka.topic_prefix {
-            Some(t)
-                if !t.is_empty()
-                    && t.len() <= 200
-                    && t.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) =>
-            {
-                t.clone()
-            }
-            Some(_) => {
-                p.add(
-                    "kafka.topic_prefix",
-                    "must be 1-200 characters of [A-Za-z0-9._-]",
-                );
-                String::new()
-            }
-            None => "driftless".to_string(),
-        };
+        p.unknown("kafka", &kafka.extra, KAFKA_KEYS);
+        let brokers = kafka.brokers(kafka_present, &mut p);
+        let topic_prefix = kafka.topic_prefix(&mut p);
         let partitions = kafka.partitions.unwrap_or(DEFAULT_PARTITIONS);
-        if !(1..=10_000).contains(&partitions) {
-            p.add("kafka.partitions", "must be between 1 and 10000");
-        }
+        p.between("kafka.partitions", partitions, 1, 10_000);
         let replication_factor = kafka
             .replication_factor
             .unwrap_or(DEFAULT_REPLICATION_FACTOR);
-        if !(1..=32).contains(&replication_factor) {
-            p.add("kafka.replication_factor", "must be between 1 and 32");
-        }
-        let envelope = match kafka.envelope.as_deref() {
-            None | Some("driftless") => Envelope::Driftless,
-            Some("debezium") => Envelope::Debezium,
-            Some(other) => {
-                p.add(
-                    "kafka.envelope",
-                    format!("{other:?} is not one of: driftless, debezium"),
-                );
-                Envelope::Driftless
-            }
-        };
+        p.between("kafka.replication_factor", replication_factor, 1, 32);
+        let envelope = p.choice("kafka.envelope", kafka.envelope.as_deref());
         let max_in_flight_events = kafka
             .max_in_flight_events
             .unwrap_or(DEFAULT_MAX_IN_FLIGHT_EVENTS);
-        if !(1..=1_000_000).contains(&max_in_flight_events) {
-            p.add(
-                "kafka.max_in_flight_events",
-                "must be between 1 and 1000000",
-            );
-        }
-        for key in kafka.librdkafka.keys() {
-            let base = key.strip_suffix("_env").unwrap_or(key);
-            let reason = match base {
-                "enable.idempotence" | "acks" | "request.required.acks" => {
-                    "idempotence and acks=all are what make delivery safe"
-                }
-                "bootstrap.servers" => "use kafka.brokers",
-                "partitioner" => "murmur2 keeps partitions equal to the Java client's",
-                "queue.buffering.max.messages" => "it follows kafka.max_in_flight_events",
-                _ => continue,
-            };
-            p.add(
-                format!("kafka.librdkafka.\"{key}\""),
-                format!("is set by driftless and cannot be overridden ({reason})"),
-            );
-        }
+        p.between(
+            "kafka.max_in_flight_events",
+            max_in_flight_events,
+            1,
+            1_000_000,
+        );
+        kafka.check_overrides(&mut p);
 
         p.unknown("capture", &self.capture.extra, "state_dir, metrics_listen");
         let state_dir = self
@@ -678,107 +777,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"
-        [source]
-        url_env = "DRIFTLESS_SOURCE_URL"
-        slot = "driftless"
-        publication = "driftless"
-        tables = ["public.contacts", "public.companies"]
-        snapshot = "initial"
-
-        [kafka]
-        brokers = "127.0.0.1:9092"
-        topic_prefix = "driftless"
-    "#;
-
-    #[test]
-    fn minimal_config_gets_defaults() {
-        let c = parse(GOOD).unwrap().validate().unwrap();
-        assert_eq!(c.tables.len(), 2);
-        assert_eq!(c.tables[1].to_string(), "public.companies");
-        assert_eq!(c.partitions, DEFAULT_PARTITIONS);
-        assert_eq!(c.envelope, Envelope::Driftless);
-        assert_eq!(
-            c.topic_for("public", "contacts"),
-            "driftless.public.contacts"
-        );
-        assert_eq!(
-            c.source_url,
-            SecretSource::Env("DRIFTLESS_SOURCE_URL".into())
-        );
-    }
-
-    #[test]
-    fn every_problem_is_listed_with_its_path() {
-        let text = r#"
-            colour = "blue"
-            [source]
-            slot = "Bad-Slot"
-            tables = ["contacts", "public.x", "public.x"]
-            snapshot = "sometimes"
-            status_interval_ms = 5
-            typo = 1
-            [kafka]
-            envelope = "avro"
-            partitions = 0
-            librdkafka = { "enable.idempotence" = "false" }
-            [capture]
-            metrics_listen = "nowhere"
-        "#;
-        let problems = parse(text).unwrap().validate().unwrap_err();
-        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
-        for expected in [
-            "colour",
-            "source.typo",
-            "source.url_env",
-            "source.slot",
-            "source.publication",
-            "source.tables[0]",
-            "source.tables[2]",
-            "source.snapshot",
-            "source.status_interval_ms",
-            "kafka.brokers",
-            "kafka.envelope",
-            "kafka.partitions",
-            "kafka.librdkafka.\"enable.idempotence\"",
-            "capture.metrics_listen",
-        ] {
-            assert!(paths.contains(&expected), "missing {expected} in {paths:?}");
-        }
-        assert_eq!(problems.len(), 14, "{problems:#?}");
-    }
-
-    #[test]
-    fn missing_sections_are_reported() {
-        let problems = parse("").unwrap().validate().unwrap_err();
-        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
-        assert_eq!(paths, ["source", "kafka"]);
-    }
-
-    #[test]
-    fn safety_critical_producer_options_cannot_be_overridden() {
-        let text = format!(
-            "{GOOD}\n[kafka.librdkafka]\npartitioner = \"random\"\n\"acks_env\" = \"X\"\n\
-             \"security.protocol\" = \"ssl\"\n"
-        );
-        let problems = parse(&text).unwrap().validate().unwrap_err();
-        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
-        assert_eq!(
-            paths,
-            [
-                "kafka.librdkafka.\"acks_env\"",
-                "kafka.librdkafka.\"partitioner\""
-            ]
-        );
-    }
-
-    #[test]
-    fn url_from_env_and_file_are_exclusive() {
-        let text = GOOD.replace("url_env", "url_file = \"/x\"\nurl_env");
-        let problems = parse(&text).unwrap().validate().unwrap_err();
-        assert_eq!(problems[0].path, "source.url_env");
-    }
-}
+mod tests;

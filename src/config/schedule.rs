@@ -76,7 +76,7 @@ impl Schedule {
     }
 
     /// The first tick strictly after `now`.
-    pub fn next_after(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+    pub(crate) fn next_after(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         match self {
             Schedule::Every(every) => {
                 let every_ms = every.as_millis().max(1) as i64;
@@ -94,7 +94,7 @@ impl Schedule {
     }
 
     /// How long from `now` until the next tick.
-    pub fn wait_from(&self, now: DateTime<Utc>) -> Duration {
+    pub(crate) fn wait_from(&self, now: DateTime<Utc>) -> Duration {
         (self.next_after(now) - now)
             .to_std()
             .unwrap_or(Duration::ZERO)

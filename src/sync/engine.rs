@@ -35,7 +35,7 @@ use serde::Serialize;
 use tokio::sync::{Mutex, mpsc, watch};
 
 use crate::config::fields::FieldRule;
-use crate::config::sinks::TwoWay;
+use crate::config::two_way::TwoWay;
 use crate::sink::audit::{AuditTrail, key_hash};
 use crate::sink::mapping::Property;
 use crate::sink::{Sink, SinkError};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::config::sinks::{OnCrmCreate, OnCrmDelete};
+use crate::config::two_way::{OnCrmCreate, OnCrmDelete};
 use crate::error::Backoff;
 use crate::sink::SinkError;
 use crate::sync::plan::{CrmRecord, Side, new_row, plan};

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use super::resolve::{Decision, FieldState, Flow, decide, value_hash};
 use super::store::LedgerRow;
 use crate::config::fields::FieldRule;
-use crate::config::sinks::{Owner, TwoWay};
+use crate::config::two_way::{Owner, TwoWay};
 use crate::event::Row;
 use crate::sink::mapping::{Property, PropertyType, to_properties, value_string};
 
@@ -275,7 +275,7 @@ mod tests {
     use super::*;
     use crate::config::SecretSource;
     use crate::config::TableName;
-    use crate::config::sinks::{OnCrmCreate, OnCrmDelete};
+    use crate::config::two_way::{OnCrmCreate, OnCrmDelete};
     use serde_json::json;
 
     fn two_way(ownership: &[(&str, Owner)]) -> TwoWay {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::config::sinks::OnCrmDelete;
+use crate::config::two_way::OnCrmDelete;
 use crate::sink::SinkError;
 use crate::sync::store::CursorKind;
 

@@ -17,7 +17,7 @@
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use crate::config::sinks::Owner;
+use crate::config::two_way::Owner;
 
 /// Hash of a field value in its CRM string form (what the ledger stores). Decimal numbers are
 /// compared without trailing fractional zeros (`1200.50` = `1200.5`), as CRMs store numbers.

@@ -1,7 +1,13 @@
-//! Unit tests of the parent module.
+//! Unit tests of the parent module and of the two-way settings it validates. Fixtures are a
+//! valid base config ([`BASE`]) followed by sinks built by [`sink`] and its per-kind helpers,
+//! so that each test states only what it is about.
 
-use super::super::parse;
-use super::{OnCrmDelete, Owner};
+use super::super::two_way::{OnCrmDelete, Owner};
+use super::super::{Problem, SecretSource, ValidConfig, parse};
+use super::{
+    Auth, DEFAULT_WEBHOOK_TIMEOUT_MS, HUBSPOT_TOKEN_URL, SinkKind, WebhookMode, ZOHO_BASE_URL,
+    ZOHO_TOKEN_URL,
+};
 
 const BASE: &str = r#"
     [source]
@@ -12,6 +18,61 @@ const BASE: &str = r#"
     [kafka]
     brokers = "127.0.0.1:9092"
 "#;
+
+/// A `[[sinks]]` table named `name`, of `kind`, reading `public.contacts`, then `lines`.
+fn sink(name: &str, kind: &str, lines: &str) -> String {
+    format!("[[sinks]]\nname = {name:?}\nkind = {kind:?}\ntable = \"public.contacts\"\n{lines}\n")
+}
+
+/// A HubSpot contacts sink upserting by `email`; `lines` add its auth, fields and options.
+fn hubspot(name: &str, lines: &str) -> String {
+    sink(
+        name,
+        "hubspot",
+        &format!("object = \"contacts\"\nid_property = \"email\"\n{lines}"),
+    )
+}
+
+/// A Zoho Leads sink upserting by `Email`; `lines` add its auth, fields and options.
+fn zoho(name: &str, lines: &str) -> String {
+    sink(
+        name,
+        "zoho",
+        &format!("module = \"Leads\"\nid_property = \"Email\"\n{lines}"),
+    )
+}
+
+/// A webhook sink posting to `url`, signed with `HOOK_SECRET`; `lines` add its options.
+fn webhook(name: &str, url: &str, lines: &str) -> String {
+    sink(
+        name,
+        "webhook",
+        &format!("url = {url:?}\nsecret_env = \"HOOK_SECRET\"\n{lines}"),
+    )
+}
+
+/// `[sinks.oauth]` naming the three secret variables (it must end the sink's keys).
+fn oauth(client_id: &str, client_secret: &str, refresh_token: &str) -> String {
+    format!(
+        "[sinks.oauth]\nclient_id_env = {client_id:?}\nclient_secret_env = {client_secret:?}\n\
+         refresh_token_env = {refresh_token:?}\n"
+    )
+}
+
+/// [`BASE`] with `sinks`, validated; panics with the problems if any.
+fn valid(sinks: &[String]) -> ValidConfig {
+    let text = format!("{BASE}{}", sinks.concat());
+    parse(&text).unwrap().validate().unwrap()
+}
+
+/// The problems of [`BASE`] with `sinks`, after asserting their paths are `expected`, in order.
+fn problems_at(sinks: &[String], expected: &[&str]) -> Vec<Problem> {
+    let text = format!("{BASE}{}", sinks.concat());
+    let problems = parse(&text).unwrap().validate().unwrap_err();
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, expected, "{problems:#?}");
+    problems
+}
 
 #[test]
 fn the_issue_example_is_valid() {
@@ -42,33 +103,18 @@ fn the_issue_example_is_valid() {
 
 #[test]
 fn zoho_two_way_needs_no_client_secret_and_defaults_public_url() {
-    let zoho = |inbound: &str, ownership: &str| {
-        format!(
-            r#"{BASE}
-        [[sinks]]
-        name = "zoho-leads"
-        kind = "zoho"
-        table = "public.contacts"
-        module = "Leads"
-        id_property = "External_Id"
-        token_env = "ZOHO_TOKEN"
-        direction = "both"
-        [sinks.inbound]
-        listen = "0.0.0.0:8091"
-        webhook_path = "/hooks/zoho"
-        {inbound}
-        [sinks.ownership]
-        {ownership}
-        [sinks.fields]
-        id = "External_Id"
-        email = "Email"
-        "#
+    let two_way = |inbound: &str, ownership: &str| {
+        zoho(
+            "zoho-leads",
+            &format!(
+                "token_env = \"ZOHO_TOKEN\"\ndirection = \"both\"\n[sinks.inbound]\n\
+                 listen = \"0.0.0.0:8091\"\nwebhook_path = \"/hooks/zoho\"\n{inbound}\n\
+                 [sinks.ownership]\n{ownership}\n\
+                 [sinks.fields]\nid = \"External_Id\"\nemail = \"Email\"\n"
+            ),
         )
     };
-    let c = parse(&zoho("", r#"email = "zoho""#))
-        .unwrap()
-        .validate()
-        .unwrap();
+    let c = valid(&[two_way("", r#"email = "zoho""#)]);
     let t = c.sinks[0].two_way.as_ref().unwrap();
     assert_eq!(t.client_secret, None);
     assert_eq!(
@@ -77,70 +123,45 @@ fn zoho_two_way_needs_no_client_secret_and_defaults_public_url() {
     );
     assert_eq!(t.owner("email"), Owner::Crm);
     assert_eq!(t.on_crm_delete, OnCrmDelete::Ignore, "the default");
-    let c = parse(&zoho(
+    let c = valid(&[two_way(
         "public_url = \"https://sync.example.com/hooks/zoho\"\non_crm_delete = \"delete\"",
         "",
-    ))
-    .unwrap()
-    .validate()
-    .unwrap();
+    )]);
     let t = c.sinks[0].two_way.as_ref().unwrap();
     assert_eq!(
         t.public_url.as_deref(),
         Some("https://sync.example.com/hooks/zoho")
     );
     assert_eq!(t.on_crm_delete, OnCrmDelete::Delete);
-    let problems = parse(&zoho(
-        "public_url = \"ftp://x\"\nclient_secret_env = \"S\"\non_crm_delete = \"archive\"",
-        r#"email = "hubspot""#,
-    ))
-    .unwrap()
-    .validate()
-    .unwrap_err();
-    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
-    assert_eq!(
-        paths,
-        [
+    problems_at(
+        &[two_way(
+            "public_url = \"ftp://x\"\nclient_secret_env = \"S\"\non_crm_delete = \"archive\"",
+            r#"email = "hubspot""#,
+        )],
+        &[
             "sinks[0].inbound.client_secret_env",
             "sinks[0].inbound.public_url",
             "sinks[0].inbound.on_crm_delete",
             "sinks[0].ownership.email",
         ],
-        "{problems:#?}"
     );
     // HubSpot still needs its client secret and has no public_url.
-    let hubspot = format!(
-        r#"{BASE}
-        [[sinks]]
-        name = "hs"
-        kind = "hubspot"
-        table = "public.contacts"
-        object = "contacts"
-        id_property = "email"
-        token_env = "T"
-        direction = "both"
-        [sinks.inbound]
-        public_url = "https://sync.example.com/hooks"
-        [sinks.fields]
-        email = "email"
-        "#
-    );
-    let problems = parse(&hubspot).unwrap().validate().unwrap_err();
-    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
-    assert_eq!(
-        paths,
-        [
+    problems_at(
+        &[hubspot(
+            "hs",
+            "token_env = \"T\"\ndirection = \"both\"\n[sinks.inbound]\n\
+             public_url = \"https://sync.example.com/hooks\"\n[sinks.fields]\nemail = \"email\"",
+        )],
+        &[
             "sinks[0].inbound.client_secret_env",
             "sinks[0].inbound.public_url",
         ],
-        "{problems:#?}"
     );
 }
 
 #[test]
 fn every_sink_problem_has_its_path() {
-    let text = format!(
-        r#"{BASE}
+    let bad_hubspot = r#"
         [[sinks]]
         name = "a"
         kind = "hubspot"
@@ -149,19 +170,14 @@ fn every_sink_problem_has_its_path() {
         batch_max_events = 500
         colour = 1
         [sinks.fields]
-        email = {{ property = "email", transform = "shout" }}
-        [[sinks]]
-        name = "a"
-        kind = "webhook"
-        table = "public.contacts"
-        url = "ftp://x"
-        "#
-    );
-    let problems = parse(&text).unwrap().validate().unwrap_err();
-    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
-    assert_eq!(
-        paths,
-        [
+        email = { property = "email", transform = "shout" }
+        "#;
+    problems_at(
+        &[
+            bad_hubspot.to_string(),
+            sink("a", "webhook", "url = \"ftp://x\""),
+        ],
+        &[
             "sinks[0].colour",
             "sinks[0].table",
             "sinks[0].object",
@@ -173,53 +189,35 @@ fn every_sink_problem_has_its_path() {
             "sinks[1].url",
             "sinks[1].secret_env",
         ],
-        "{problems:#?}"
     );
 }
 
 #[test]
 fn oauth_is_an_alternative_to_token_env_with_default_token_urls() {
-    use super::{Auth, HUBSPOT_TOKEN_URL, ZOHO_TOKEN_URL};
-    use crate::config::SecretSource;
-    let text = format!(
-        r#"{BASE}
-        [[sinks]]
-        name = "zoho-leads"
-        kind = "zoho"
-        table = "public.contacts"
-        module = "Leads"
-        id_property = "Email"
-        fields = {{ email = "Email" }}
-        [sinks.oauth]
-        client_id_env = "ZOHO_CLIENT_ID"
-        client_secret_env = "ZOHO_CLIENT_SECRET"
-        refresh_token_env = "ZOHO_REFRESH_TOKEN"
-        [[sinks]]
-        name = "hs"
-        kind = "hubspot"
-        table = "public.contacts"
-        object = "contacts"
-        id_property = "email"
-        fields = {{ email = "email" }}
-        [sinks.oauth]
-        client_id_env = "HS_ID"
-        client_secret_env = "HS_SECRET"
-        refresh_token_env = "HS_REFRESH"
-        [[sinks]]
-        name = "zoho-eu"
-        kind = "zoho"
-        table = "public.contacts"
-        module = "Leads"
-        id_property = "Email"
-        fields = {{ email = "Email" }}
-        [sinks.oauth]
-        client_id_env = "A"
-        client_secret_env = "B"
-        refresh_token_env = "C"
-        token_url = "https://accounts.zoho.eu/oauth/v2/token"
-        "#
-    );
-    let c = parse(&text).unwrap().validate().unwrap();
+    let c = valid(&[
+        zoho(
+            "zoho-leads",
+            &format!(
+                "fields = {{ email = \"Email\" }}\n{}",
+                oauth("ZOHO_CLIENT_ID", "ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN")
+            ),
+        ),
+        hubspot(
+            "hs",
+            &format!(
+                "fields = {{ email = \"email\" }}\n{}",
+                oauth("HS_ID", "HS_SECRET", "HS_REFRESH")
+            ),
+        ),
+        zoho(
+            "zoho-eu",
+            &format!(
+                "fields = {{ email = \"Email\" }}\n{}\
+                 token_url = \"https://accounts.zoho.eu/oauth/v2/token\"",
+                oauth("A", "B", "C")
+            ),
+        ),
+    ]);
     let env = |n: &str| SecretSource::Env(n.into());
     assert_eq!(
         c.sinks[0].auth,
@@ -236,61 +234,35 @@ fn oauth_is_an_alternative_to_token_env_with_default_token_urls() {
     assert!(
         matches!(&c.sinks[2].auth, Some(Auth::OAuth { token_url, .. }) if token_url.contains("zoho.eu"))
     );
-    assert_eq!(c.sinks[0].base_url, super::ZOHO_BASE_URL);
+    assert_eq!(c.sinks[0].base_url, ZOHO_BASE_URL);
     // Debug output names variables only.
     assert!(format!("{:?}", c.sinks[0]).contains("ZOHO_REFRESH_TOKEN"));
 }
 
 #[test]
 fn auth_problems_have_their_paths() {
-    let text = format!(
-        r#"{BASE}
-        [[sinks]]
-        name = "both"
-        kind = "zoho"
-        table = "public.contacts"
-        module = "Leads"
-        id_property = "Email"
-        token_env = "T"
-        fields = {{ email = "Email" }}
-        [sinks.oauth]
-        client_id_env = "A"
-        client_secret_env = "B"
-        refresh_token_env = "C"
-        [[sinks]]
-        name = "neither"
-        kind = "zoho"
-        table = "public.contacts"
-        module = "Leads"
-        id_property = "Email"
-        fields = {{ email = "Email" }}
-        [[sinks]]
-        name = "broken"
-        kind = "hubspot"
-        table = "public.contacts"
-        object = "contacts"
-        id_property = "email"
-        fields = {{ email = "email" }}
-        [sinks.oauth]
-        client_id_env = "not a name"
-        refresh_token_env = "R"
-        token_url = "ftp://x"
-        scope = "x"
-        [[sinks]]
-        name = "hook"
-        kind = "webhook"
-        table = "public.contacts"
-        url = "https://example.com/hook"
-        secret_env = "S"
-        [sinks.oauth]
-        client_id_env = "A"
-        "#
-    );
-    let problems = parse(&text).unwrap().validate().unwrap_err();
-    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
-    assert_eq!(
-        paths,
-        [
+    let problems = problems_at(
+        &[
+            zoho(
+                "both",
+                &format!(
+                    "token_env = \"T\"\nfields = {{ email = \"Email\" }}\n{}",
+                    oauth("A", "B", "C")
+                ),
+            ),
+            zoho("neither", "fields = { email = \"Email\" }"),
+            hubspot(
+                "broken",
+                "fields = { email = \"email\" }\n[sinks.oauth]\nclient_id_env = \"not a name\"\n\
+                 refresh_token_env = \"R\"\ntoken_url = \"ftp://x\"\nscope = \"x\"",
+            ),
+            webhook(
+                "hook",
+                "https://example.com/hook",
+                "[sinks.oauth]\nclient_id_env = \"A\"",
+            ),
+        ],
+        &[
             "sinks[0].oauth",
             "sinks[1].token_env",
             "sinks[2].oauth.scope",
@@ -299,106 +271,69 @@ fn auth_problems_have_their_paths() {
             "sinks[2].oauth.token_url",
             "sinks[3].oauth",
         ],
-        "{problems:#?}"
     );
     assert!(problems[1].message.contains("[sinks.oauth]"));
 }
 
 #[test]
 fn webhook_defaults_and_options() {
-    use super::{DEFAULT_WEBHOOK_TIMEOUT_MS, SinkKind, WebhookMode};
-    let text = format!(
-        r#"{BASE}
-        [[sinks]]
-        name = "hook"
-        kind = "webhook"
-        table = "public.contacts"
-        url = "https://hooks.example.com/in"
-        secret_env = "HOOK_SECRET"
-        [[sinks]]
-        name = "hook-single"
-        kind = "webhook"
-        table = "public.contacts"
-        url = "http://127.0.0.1:9000/in"
-        secret_env = "HOOK_SECRET"
-        mode = "single"
-        allow_private_destinations = true
-        timeout_ms = 2500
-        batch_max_events = 500
-        "#
+    let c = valid(&[
+        webhook("hook", "https://hooks.example.com/in", ""),
+        webhook(
+            "hook-single",
+            "http://127.0.0.1:9000/in",
+            "mode = \"single\"\nallow_private_destinations = true\ntimeout_ms = 2500\n\
+             batch_max_events = 500",
+        ),
+    ]);
+    let secret = SecretSource::Env("HOOK_SECRET".into());
+    assert_eq!(
+        c.sinks[0].kind,
+        SinkKind::Webhook {
+            url: "https://hooks.example.com/in".into(),
+            secret: secret.clone(),
+            mode: WebhookMode::Batch,
+            allow_private_destinations: false,
+            timeout_ms: DEFAULT_WEBHOOK_TIMEOUT_MS,
+        },
+        "defaults: batched, private destinations refused"
     );
-    let c = parse(&text).unwrap().validate().unwrap();
-    let SinkKind::Webhook {
-        url,
-        mode,
-        allow_private_destinations,
-        timeout_ms,
-        ..
-    } = &c.sinks[0].kind
-    else {
-        panic!("{:?}", c.sinks[0].kind);
-    };
-    assert_eq!(url, "https://hooks.example.com/in");
-    assert_eq!(*mode, WebhookMode::Batch);
-    assert!(
-        !allow_private_destinations,
-        "private destinations are refused by default"
-    );
-    assert_eq!(*timeout_ms, DEFAULT_WEBHOOK_TIMEOUT_MS);
     assert_eq!(c.sinks[0].batch_max_events, 100);
-    let SinkKind::Webhook {
-        mode,
-        allow_private_destinations,
-        timeout_ms,
-        ..
-    } = &c.sinks[1].kind
-    else {
-        panic!("{:?}", c.sinks[1].kind);
-    };
-    assert_eq!(*mode, WebhookMode::Single);
-    assert!(allow_private_destinations);
-    assert_eq!(*timeout_ms, 2500);
+    assert_eq!(
+        c.sinks[1].kind,
+        SinkKind::Webhook {
+            url: "http://127.0.0.1:9000/in".into(),
+            secret,
+            mode: WebhookMode::Single,
+            allow_private_destinations: true,
+            timeout_ms: 2500,
+        }
+    );
     assert_eq!(c.sinks[1].batch_max_events, 500);
 }
 
 #[test]
 fn webhook_option_problems_have_their_paths() {
-    let text = format!(
-        r#"{BASE}
-        [[sinks]]
-        name = "hook"
-        kind = "webhook"
-        table = "public.contacts"
-        url = "https://hooks.example.com/in"
-        secret_env = "HOOK_SECRET"
-        mode = "stream"
-        timeout_ms = 0
-        [[sinks]]
-        name = "crm"
-        kind = "hubspot"
-        table = "public.contacts"
-        object = "contacts"
-        id_property = "email"
-        token_env = "T"
-        mode = "single"
-        allow_private_destinations = true
-        timeout_ms = 10
-        [sinks.fields]
-        email = "email"
-        "#
-    );
-    let problems = parse(&text).unwrap().validate().unwrap_err();
-    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
-    assert_eq!(
-        paths,
-        [
+    let problems = problems_at(
+        &[
+            webhook(
+                "hook",
+                "https://hooks.example.com/in",
+                "mode = \"stream\"\ntimeout_ms = 0",
+            ),
+            hubspot(
+                "crm",
+                "token_env = \"T\"\nmode = \"single\"\nallow_private_destinations = true\n\
+                 timeout_ms = 10\n[sinks.fields]\nemail = \"email\"",
+            ),
+        ],
+        &[
             "sinks[0].mode",
             "sinks[0].timeout_ms",
             "sinks[1].mode",
             "sinks[1].allow_private_destinations",
             "sinks[1].timeout_ms",
         ],
-        "{problems:#?}"
     );
     assert!(problems[2].message.contains("webhook"), "{problems:#?}");
 }

@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use tokio::sync::mpsc;
 
 use super::signature;
-use crate::config::sinks::OnCrmDelete;
+use crate::config::two_way::OnCrmDelete;
 use crate::sync::engine::{Context, Inbound, Seen, deliver};
 
 struct Receiver {

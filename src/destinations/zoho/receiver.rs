@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::ZohoSink;
 use super::two_way::{is_record_id, parse_time, record_id, zoho_time};
-use crate::config::sinks::OnCrmDelete;
+use crate::config::two_way::OnCrmDelete;
 use crate::sink::SinkError;
 use crate::sync::engine::{Context, Inbound, Seen, deliver};
 

@@ -1,0 +1,104 @@
+//! Unit tests of the parent module: sections, defaults and problem paths.
+
+use super::*;
+
+const GOOD: &str = r#"
+    [source]
+    url_env = "DRIFTLESS_SOURCE_URL"
+    slot = "driftless"
+    publication = "driftless"
+    tables = ["public.contacts", "public.companies"]
+    snapshot = "initial"
+
+    [kafka]
+    brokers = "127.0.0.1:9092"
+    topic_prefix = "driftless"
+"#;
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = parse(GOOD).unwrap().validate().unwrap();
+    assert_eq!(c.tables.len(), 2);
+    assert_eq!(c.tables[1].to_string(), "public.companies");
+    assert_eq!(c.partitions, DEFAULT_PARTITIONS);
+    assert_eq!(c.envelope, Envelope::Driftless);
+    assert_eq!(
+        c.topic_for("public", "contacts"),
+        "driftless.public.contacts"
+    );
+    assert_eq!(
+        c.source_url,
+        SecretSource::Env("DRIFTLESS_SOURCE_URL".into())
+    );
+}
+
+#[test]
+fn every_problem_is_listed_with_its_path() {
+    let text = r#"
+        colour = "blue"
+        [source]
+        slot = "Bad-Slot"
+        tables = ["contacts", "public.x", "public.x"]
+        snapshot = "sometimes"
+        status_interval_ms = 5
+        typo = 1
+        [kafka]
+        envelope = "avro"
+        partitions = 0
+        librdkafka = { "enable.idempotence" = "false" }
+        [capture]
+        metrics_listen = "nowhere"
+    "#;
+    let problems = parse(text).unwrap().validate().unwrap_err();
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    for expected in [
+        "colour",
+        "source.typo",
+        "source.url_env",
+        "source.slot",
+        "source.publication",
+        "source.tables[0]",
+        "source.tables[2]",
+        "source.snapshot",
+        "source.status_interval_ms",
+        "kafka.brokers",
+        "kafka.envelope",
+        "kafka.partitions",
+        "kafka.librdkafka.\"enable.idempotence\"",
+        "capture.metrics_listen",
+    ] {
+        assert!(paths.contains(&expected), "missing {expected} in {paths:?}");
+    }
+    assert_eq!(problems.len(), 14, "{problems:#?}");
+}
+
+#[test]
+fn missing_sections_are_reported() {
+    let problems = parse("").unwrap().validate().unwrap_err();
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["source", "kafka"]);
+}
+
+#[test]
+fn safety_critical_producer_options_cannot_be_overridden() {
+    let text = format!(
+        "{GOOD}\n[kafka.librdkafka]\npartitioner = \"random\"\n\"acks_env\" = \"X\"\n\
+         \"security.protocol\" = \"ssl\"\n"
+    );
+    let problems = parse(&text).unwrap().validate().unwrap_err();
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "kafka.librdkafka.\"acks_env\"",
+            "kafka.librdkafka.\"partitioner\""
+        ]
+    );
+}
+
+#[test]
+fn url_from_env_and_file_are_exclusive() {
+    let text = GOOD.replace("url_env", "url_file = \"/x\"\nurl_env");
+    let problems = parse(&text).unwrap().validate().unwrap_err();
+    assert_eq!(problems[0].path, "source.url_env");
+}
