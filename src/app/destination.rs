@@ -113,15 +113,17 @@ pub async fn destination(
     Ok(destination)
 }
 
-/// The sink's ledger, in the source database (it connects on first use).
+/// The sink's ledger, in the `[state]` database (by default the source's); it connects on
+/// first use.
 fn ledger(cfg: &ValidConfig, sink: &ValidSink) -> Result<Ledger, WorkerError> {
     let unusable = |e: String| {
         SinkError::fatal(
-            format!("the sink ledger cannot use the source URL: {e}"),
-            "export the variable named by source.url_env (or fix source.url_file)",
+            format!("the sink ledger cannot use its database URL: {e}"),
+            "export the variable named by state.url_env (default: source.url_env), or fix the \
+             url_file",
         )
     };
-    let url = cfg.source_url.read().map_err(unusable)?;
+    let url = cfg.state_url.read().map_err(unusable)?;
     let params = ConnectParams::from_url(&url).map_err(|e| unusable(e.to_string()))?;
     Ok(Ledger::new(params, &sink.name))
 }

@@ -100,6 +100,9 @@ pub struct Config {
     /// Where sinks record what they applied and rejected.
     #[serde(default)]
     pub(crate) audit: AuditConfig,
+    /// Where sinks keep their ledger (default: the source database).
+    #[serde(default)]
+    pub(crate) state: StateConfig,
     /// Unknown keys, reported by `validate`.
     #[serde(flatten)]
     pub(crate) extra: Extra,
@@ -165,6 +168,18 @@ pub(crate) struct CaptureConfig {
     pub(crate) state_dir: Option<PathBuf>,
     /// `host:port` for `/metrics` and `/healthz`; `"off"` disables it.
     pub(crate) metrics_listen: Option<String>,
+    /// Unknown keys.
+    #[serde(flatten)]
+    pub(crate) extra: Extra,
+}
+
+/// `[state]`: the database of the sinks' ledgers (the `driftless` schema).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct StateConfig {
+    /// Environment variable holding its connection URL.
+    pub(crate) url_env: Option<String>,
+    /// File holding its connection URL.
+    pub(crate) url_file: Option<PathBuf>,
     /// Unknown keys.
     #[serde(flatten)]
     pub(crate) extra: Extra,
@@ -303,6 +318,8 @@ pub struct ValidConfig {
     pub(crate) sinks: Vec<ValidSink>,
     /// The sinks' audit trail.
     pub(crate) audit: AuditTo,
+    /// The database of the sinks' ledgers (`[state]`, else the source's).
+    pub(crate) state_url: SecretSource,
 }
 
 impl ValidConfig {
@@ -489,32 +506,44 @@ const SOURCE_KEYS: &str = "url_env, url_file, slot, publication, tables, snapsho
 const KAFKA_KEYS: &str = "brokers, topic_prefix, partitions, replication_factor, envelope, \
                           max_in_flight_events, librdkafka";
 
+/// `{section}.url_env` or `{section}.url_file`: at most one of them, a valid variable name.
+fn url_source(
+    section: &str,
+    env: &Option<String>,
+    file: &Option<PathBuf>,
+    p: &mut Problems,
+) -> Option<SecretSource> {
+    match (env, file) {
+        (Some(env), None) if is_env_name(env) => Some(SecretSource::Env(env.clone())),
+        (Some(_), None) => {
+            p.add(format!("{section}.url_env"), NOT_AN_ENV_NAME);
+            None
+        }
+        (None, Some(file)) => Some(SecretSource::File(file.clone())),
+        (Some(_), Some(_)) => {
+            p.add(
+                format!("{section}.url_env"),
+                "set only one of url_env and url_file",
+            );
+            None
+        }
+        (None, None) => None,
+    }
+}
+
 impl SourceConfig {
     /// `url_env` or `url_file`: exactly one of them (none is only reported when `[source]` is
     /// present: its absence is reported once).
     fn url(&self, present: bool, p: &mut Problems) -> Option<SecretSource> {
-        match (&self.url_env, &self.url_file) {
-            (Some(env), None) if is_env_name(env) => Some(SecretSource::Env(env.clone())),
-            (Some(_), None) => {
-                p.add("source.url_env", NOT_AN_ENV_NAME);
-                None
-            }
-            (None, Some(file)) => Some(SecretSource::File(file.clone())),
-            (Some(_), Some(_)) => {
-                p.add("source.url_env", "set only one of url_env and url_file");
-                None
-            }
-            (None, None) => {
-                if present {
-                    p.add(
-                        "source.url_env",
-                        "missing: name the environment variable holding the Postgres URL \
-                         (e.g. url_env = \"DRIFTLESS_SOURCE_URL\"); secrets never go in the file",
-                    );
-                }
-                None
-            }
+        let url = url_source("source", &self.url_env, &self.url_file, p);
+        if present && self.url_env.is_none() && self.url_file.is_none() {
+            p.add(
+                "source.url_env",
+                "missing: name the environment variable holding the Postgres URL \
+                 (e.g. url_env = \"DRIFTLESS_SOURCE_URL\"); secrets never go in the file",
+            );
         }
+        url
     }
 
     /// `tables`: at least one, each `schema.table`, none twice.
@@ -677,7 +706,11 @@ impl Config {
     /// Checks every field; pure. Returns all problems, each with its field path.
     pub fn validate(&self) -> Result<ValidConfig, Vec<Problem>> {
         let mut p = Problems(Vec::new());
-        p.unknown("", &self.extra, "source, kafka, capture, sinks, audit");
+        p.unknown(
+            "",
+            &self.extra,
+            "source, kafka, capture, sinks, audit, state",
+        );
         if self.source.is_none() {
             p.add("source", "missing section [source]");
         }
@@ -749,11 +782,14 @@ impl Config {
         let sinks = sinks::validate(&self.sinks, &tables, &mut p);
         p.unknown("audit", &self.audit.extra, "to, topic, path");
         let audit = self.audit_to(&topic_prefix, &mut p);
+        p.unknown("state", &self.state.extra, "url_env, url_file");
+        // None: the ledgers live in the source database.
+        let state_url = url_source("state", &self.state.url_env, &self.state.url_file, &mut p);
         if !p.0.is_empty() {
             return Err(p.0);
         }
         Ok(ValidConfig {
-            source_url: source_url.expect("checked above"),
+            source_url: source_url.clone().expect("checked above"),
             slot: slot.expect("checked above"),
             publication: publication.expect("checked above"),
             tables,
@@ -770,6 +806,7 @@ impl Config {
             librdkafka: kafka.librdkafka,
             state_dir,
             metrics_listen,
+            state_url: state_url.unwrap_or_else(|| source_url.expect("checked above")),
             sinks,
             audit,
         })

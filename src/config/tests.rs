@@ -102,3 +102,16 @@ fn url_from_env_and_file_are_exclusive() {
     let problems = parse(&text).unwrap().validate().unwrap_err();
     assert_eq!(problems[0].path, "source.url_env");
 }
+
+#[test]
+fn the_sink_ledgers_live_in_the_source_database_unless_state_names_another() {
+    let c = parse(GOOD).unwrap().validate().unwrap();
+    assert_eq!(c.state_url, c.source_url);
+    let text = format!("{GOOD}\n[state]\nurl_env = \"DRIFTLESS_STATE_URL\"\n");
+    let c = parse(&text).unwrap().validate().unwrap();
+    assert_eq!(c.state_url, SecretSource::Env("DRIFTLESS_STATE_URL".into()));
+    let text = format!("{GOOD}\n[state]\nurl_env = \"not a name\"\nurl_fil = \"/x\"\n");
+    let problems = parse(&text).unwrap().validate().unwrap_err();
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["state.url_fil", "state.url_env"], "{problems:?}");
+}
