@@ -225,14 +225,9 @@ impl Assembler {
         images: impl FnOnce(&RelationInfo) -> Vec<(Op, Images)>,
         out: &mut Vec<Output>,
     ) -> Result<(), CaptureError> {
-        let Some(open) = self.txn.as_mut() else {
-            return Err(CaptureError::Protocol(
-                "row change outside a transaction".into(),
-            ));
-        };
-        if open.skip {
+        let Some(open) = open_unskipped(&mut self.txn, "row change")? else {
             return Ok(());
-        }
+        };
         let rel = relation(&self.relations, relation_oid)?;
         for (op, img) in images(rel) {
             out.push(Output::Event {
@@ -250,14 +245,9 @@ impl Assembler {
         lsn: Lsn,
         out: &mut Vec<Output>,
     ) -> Result<(), CaptureError> {
-        let Some(open) = self.txn.as_mut() else {
-            return Err(CaptureError::Protocol(
-                "TRUNCATE outside a transaction".into(),
-            ));
-        };
-        if open.skip {
+        let Some(open) = open_unskipped(&mut self.txn, "TRUNCATE")? else {
             return Ok(());
-        }
+        };
         for oid in &t.relation_oids {
             let rel = relation(&self.relations, *oid)?;
             let mut ev = open.ctx.event(rel, lsn, Op::Truncate, Images::default());
@@ -324,6 +314,21 @@ impl Assembler {
                 commit_ms: None,
             });
         }
+    }
+}
+
+/// The open transaction for a `what` (rows or TRUNCATE) that must stand inside one: `None`
+/// when it is skipped (already acknowledged), a protocol error when there is none.
+fn open_unskipped<'a>(
+    txn: &'a mut Option<OpenTxn>,
+    what: &str,
+) -> Result<Option<&'a mut OpenTxn>, CaptureError> {
+    match txn {
+        None => Err(CaptureError::Protocol(format!(
+            "{what} outside a transaction"
+        ))),
+        Some(open) if open.skip => Ok(None),
+        Some(open) => Ok(Some(open)),
     }
 }
 

@@ -533,9 +533,10 @@ impl AckedProducer {
             producer: cfg.create()?,
         })
     }
+}
 
-    /// Sends one record with string headers; returns once the broker acknowledged it.
-    pub async fn send(
+impl AckedPublisher for AckedProducer {
+    async fn send(
         &self,
         topic: &str,
         key: Option<&[u8]>,
@@ -563,17 +564,5 @@ impl AckedProducer {
             .await
             .map(|_| ())
             .map_err(|(e, _)| e.into())
-    }
-}
-
-impl AckedPublisher for AckedProducer {
-    fn send(
-        &self,
-        topic: &str,
-        key: Option<&[u8]>,
-        payload: Option<&[u8]>,
-        headers: &[(&str, &str)],
-    ) -> impl Future<Output = Result<(), KafkaFailure>> + Send {
-        AckedProducer::send(self, topic, key, payload, headers)
     }
 }

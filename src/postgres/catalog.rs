@@ -171,17 +171,11 @@ pub async fn ensure_publication(
         )
         .await
         .map_err(sql)?;
-    match existing {
-        None => {
-            client
-                .batch_execute(&format!(
-                    "CREATE PUBLICATION {} FOR TABLE {list}",
-                    quote_ident(publication)
-                ))
-                .await
-                .map_err(sql)?;
-            tracing::info!(publication, tables = tables.len(), "publication created");
-        }
+    let (statement, done) = match existing {
+        None => (
+            format!("CREATE PUBLICATION {} FOR TABLE", quote_ident(publication)),
+            "publication created",
+        ),
         Some(row) if row.get::<_, bool>(0) => {
             return Err(refused(
                 format!("publication {publication} is FOR ALL TABLES"),
@@ -205,18 +199,20 @@ pub async fn ensure_publication(
                 .iter()
                 .map(|t| (t.schema.clone(), t.name.clone()))
                 .collect();
-            if current != wanted {
-                client
-                    .batch_execute(&format!(
-                        "ALTER PUBLICATION {} SET TABLE {list}",
-                        quote_ident(publication)
-                    ))
-                    .await
-                    .map_err(sql)?;
-                tracing::info!(publication, tables = tables.len(), "publication updated");
+            if current == wanted {
+                return Ok(());
             }
+            (
+                format!("ALTER PUBLICATION {} SET TABLE", quote_ident(publication)),
+                "publication updated",
+            )
         }
-    }
+    };
+    client
+        .batch_execute(&format!("{statement} {list}"))
+        .await
+        .map_err(sql)?;
+    tracing::info!(publication, tables = tables.len(), "{done}");
     Ok(())
 }
 
