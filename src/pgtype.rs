@@ -191,7 +191,8 @@ impl PgType {
     /// [`PgType::Other`], and `"_"` + the element's name for arrays (`"_int4"`, `"_other"`).
     /// Types sharing a class share its name: `varchar`, `bpchar`, `name` and `"char"` give
     /// `"text"`.
-    pub fn name(&self) -> String {
+    #[cfg(test)]
+    pub(crate) fn name(&self) -> String {
         match self {
             PgType::Array { element, .. } => {
                 let mut name = String::from("_");
@@ -202,6 +203,7 @@ impl PgType {
         }
     }
 
+    #[cfg(test)]
     fn scalar_name(&self) -> &'static str {
         match self {
             PgType::Bool => "bool",

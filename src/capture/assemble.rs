@@ -119,7 +119,7 @@ impl Assembler {
 
     /// Applies a Relation message (returned as [`Output::Describe`]) with its catalog facts.
     pub fn relation(&mut self, r: pgoutput::Relation, facts: RelationFacts) {
-        let flags: Vec<bool> = r.columns.iter().map(|c| c.flags & 1 == 1).collect();
+        let flags: Vec<bool> = r.columns.iter().map(pgoutput::Column::is_key).collect();
         let columns = r
             .columns
             .into_iter()
@@ -252,8 +252,8 @@ impl Assembler {
             let rel = relation(&self.relations, *oid)?;
             let mut ev = open.ctx.event(rel, lsn, Op::Truncate, Images::default());
             ev.truncate = Some(TruncatePayload {
-                cascade: t.options & 1 != 0,
-                restart_identity: t.options & 2 != 0,
+                cascade: t.options & pgoutput::TRUNCATE_CASCADE != 0,
+                restart_identity: t.options & pgoutput::TRUNCATE_RESTART_IDENTITY != 0,
             });
             out.push(Output::Event {
                 topic: rel.topic.clone(),

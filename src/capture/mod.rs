@@ -30,8 +30,8 @@
 //! heartbeat timer, then new WAL.
 
 pub mod assemble;
-pub mod normalize;
-pub mod progress;
+pub(crate) mod normalize;
+pub(crate) mod progress;
 mod session;
 pub mod value;
 
@@ -48,11 +48,11 @@ use crate::kafka::KafkaFailure;
 use crate::postgres::SourceError;
 use crate::postgres::error::PgError;
 use session::Session;
-pub use session::{prepare_source, topics};
+pub(crate) use session::prepare_source;
 
 /// Prefix of the heartbeat messages driftless emits; they advance the slot and are not
 /// published.
-pub const HEARTBEAT_PREFIX: &str = "driftless.heartbeat";
+pub(crate) const HEARTBEAT_PREFIX: &str = "driftless.heartbeat";
 
 /// A capture failure, classified.
 #[derive(Debug, thiserror::Error)]
@@ -113,14 +113,14 @@ impl Classify for CaptureError {
 
 /// Shared, observable capture state (for `/healthz`).
 #[derive(Debug, Default)]
-pub struct Health {
+pub(crate) struct Health {
     /// True while a session is streaming.
     pub streaming: AtomicBool,
 }
 
 /// Runs capture until `shutdown` turns true or a fatal error occurs; transient errors restart
 /// the session with backoff.
-pub async fn run(
+pub(crate) async fn run(
     cfg: &ValidConfig,
     mut shutdown: watch::Receiver<bool>,
     health: Arc<Health>,

@@ -105,7 +105,7 @@ impl Classify for KafkaFailure {
 
 /// What capture needs from a producer: hand over a record without blocking, and learn of its
 /// delivery later through a report carrying the record's tag.
-pub trait Publisher<T>: Send {
+pub(crate) trait Publisher<T>: Send {
     /// Enqueues a record; its delivery report will carry `tag`. `QueueFull` asks the caller to
     /// wait for reports and try again.
     fn enqueue(&self, out: &Outgoing<'_>, tag: T) -> Result<Enqueued, KafkaFailure>;
@@ -145,7 +145,7 @@ pub trait AckedPublisher: Send + Sync {
 }
 
 /// Base client config: brokers + the user's passthrough options (`*_env` resolved).
-pub fn client_config(
+pub(crate) fn client_config(
     brokers: &str,
     passthrough: &BTreeMap<String, String>,
 ) -> Result<ClientConfig, KafkaFailure> {
@@ -194,7 +194,7 @@ impl<T: Send + Sync + 'static> ProducerContext for AckContext<T> {
 
 /// A producer whose delivery reports carry a caller tag `T` (e.g. the transaction a record
 /// belongs to) and are read with [`Publisher::next_ack`] / [`Publisher::try_ack`].
-pub struct Producer<T: Send + Sync + 'static> {
+pub(crate) struct Producer<T: Send + Sync + 'static> {
     inner: ThreadedProducer<AckContext<T>>,
     acks: mpsc::UnboundedReceiver<Ack<T>>,
 }
@@ -237,7 +237,7 @@ impl<T: Send + Sync + 'static> Publisher<T> for Producer<T> {
 }
 
 /// An idempotent producer (`acks=all`, murmur2 partitioner, bounded local queue).
-pub fn producer<T: Send + Sync + 'static>(
+pub(crate) fn producer<T: Send + Sync + 'static>(
     brokers: &str,
     passthrough: &BTreeMap<String, String>,
     max_in_flight_events: usize,
@@ -290,7 +290,7 @@ pub async fn ensure_topics(
 
 /// Reads the cluster's metadata once (bounded by `timeout`): the reachability probe of
 /// `driftless check`. Errors are rdkafka's text (no secrets: the config is not echoed).
-pub async fn probe(
+pub(crate) async fn probe(
     brokers: &str,
     passthrough: &BTreeMap<String, String>,
     timeout: Duration,
@@ -309,7 +309,7 @@ pub async fn probe(
 }
 
 /// One record to produce.
-pub struct Outgoing<'a> {
+pub(crate) struct Outgoing<'a> {
     /// Topic.
     pub topic: &'a str,
     /// Key bytes (partitioning), if any.
@@ -321,7 +321,7 @@ pub struct Outgoing<'a> {
 }
 
 /// Result of trying to enqueue a record.
-pub enum Enqueued {
+pub(crate) enum Enqueued {
     /// Accepted; its delivery report will come through [`Publisher::next_ack`].
     Ok,
     /// librdkafka's local queue is full: wait for deliveries, then try again.
@@ -412,7 +412,7 @@ impl GroupConsumer {
 
     /// A member of `group_id` assigned (not subscribed) to every partition of `topic`, starting
     /// at `from`; returns it with the high watermarks at start (where a replay ends).
-    pub fn replay(
+    pub(crate) fn replay(
         brokers: &str,
         passthrough: &BTreeMap<String, String>,
         group_id: &str,

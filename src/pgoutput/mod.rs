@@ -49,17 +49,17 @@ pub struct DecodeContext {
 
 impl DecodeContext {
     /// Whether messages of the data-carrying kinds start with a transaction id.
-    pub fn has_stream_xid(&self) -> bool {
+    pub(crate) fn has_stream_xid(&self) -> bool {
         self.in_stream && self.proto_version >= 2
     }
 }
 
 /// Flag bit of [`Column::flags`]: the column is part of the replica identity key.
-pub const COLUMN_FLAG_KEY: u8 = 1;
+pub(crate) const COLUMN_FLAG_KEY: u8 = 1;
 /// Flag bit of [`Truncate::options`]: `TRUNCATE ... CASCADE`.
-pub const TRUNCATE_CASCADE: u8 = 1;
+pub(crate) const TRUNCATE_CASCADE: u8 = 1;
 /// Flag bit of [`Truncate::options`]: `TRUNCATE ... RESTART IDENTITY`.
-pub const TRUNCATE_RESTART_IDENTITY: u8 = 2;
+pub(crate) const TRUNCATE_RESTART_IDENTITY: u8 = 2;
 
 /// One decoded logical replication message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,7 +113,7 @@ pub enum Message {
 
 impl Message {
     /// The wire tag byte of this message.
-    pub fn tag(&self) -> u8 {
+    pub(crate) fn tag(&self) -> u8 {
         match self {
             Message::Begin(_) => b'B',
             Message::Commit(_) => b'C',
@@ -205,7 +205,7 @@ pub struct Column {
 
 impl Column {
     /// Whether the column is part of the replica identity key.
-    pub fn is_key(&self) -> bool {
+    pub(crate) fn is_key(&self) -> bool {
         self.flags & COLUMN_FLAG_KEY != 0
     }
 }
@@ -405,16 +405,17 @@ pub enum OldTuple {
     Full(Tuple),
 }
 
+#[cfg(test)]
 impl OldTuple {
     /// The values, whichever kind this is.
-    pub fn tuple(&self) -> &Tuple {
+    pub(crate) fn tuple(&self) -> &Tuple {
         match self {
             OldTuple::Key(t) | OldTuple::Full(t) => t,
         }
     }
 
     /// Whether only the key columns were sent (`'K'`).
-    pub fn is_key_only(&self) -> bool {
+    pub(crate) fn is_key_only(&self) -> bool {
         matches!(self, OldTuple::Key(_))
     }
 }

@@ -58,7 +58,7 @@ pub enum SslMode {
 
 impl SslMode {
     /// The libpq spelling (`verify-full`, ...).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             SslMode::Disable => "disable",
             SslMode::Prefer => "prefer",
@@ -113,7 +113,7 @@ impl Password {
     }
 
     /// The password itself; only for sending it to the server.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -264,7 +264,7 @@ impl ConnectParams {
     }
 
     /// The URL with the password replaced by `***`; safe to log.
-    pub fn redacted_url(&self) -> String {
+    pub(crate) fn redacted_url(&self) -> String {
         let enc = |s: &str| utf8_percent_encode(s, URL_PART).to_string();
         let password = if self.password.is_some() { ":***" } else { "" };
         let host = if self.host.contains(':') {

@@ -12,7 +12,7 @@ pub mod catalog;
 pub mod connect;
 pub mod error;
 pub mod replication;
-pub mod snapshot;
+pub(crate) mod snapshot;
 pub mod sql;
 mod tls;
 

@@ -641,11 +641,6 @@ impl ReplicationStream {
         self.conn.flush_out().await
     }
 
-    /// Whether the connection runs over TLS.
-    pub fn is_tls(&self) -> bool {
-        self.conn.is_tls()
-    }
-
     /// The server process id serving this stream (the walsender).
     pub fn backend_pid(&self) -> Option<i32> {
         self.conn.backend_pid
