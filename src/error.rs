@@ -3,7 +3,7 @@
 //! Each module defines its own `thiserror` enum and classifies it once, here, through
 //! [`Classify`]: *transient* errors are retried with backoff from the last acknowledged
 //! position, *poison* records go to a dead-letter destination, *fatal* errors stop the process
-//! with a message and a hint. The rest of the code matches only on the class. [`Backoff`] is
+//! with a message and a hint. The rest of the code matches only on the class. `Backoff` is
 //! the one retry schedule for transient errors.
 
 /// How the caller must react to an error.

@@ -66,7 +66,7 @@ impl Op {
 /// building an event does not copy them; they serialize exactly as plain strings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Source {
-    /// Event format version ([`EVENT_FORMAT`]).
+    /// Event format version (`EVENT_FORMAT`).
     #[serde(with = "arc_str")]
     pub version: Arc<str>,
     /// Database name.

@@ -1,19 +1,19 @@
 //! Capture: Postgres WAL (pgoutput) → normalized change events → Kafka.
 //!
-//! Owns the capture stage: the restart loop ([`run`]), the error vocabulary, and the module
+//! Owns the capture stage: the restart loop (`run`), the error vocabulary, and the module
 //! layout. The work is split into a pure core and an I/O shell:
 //!
 //! | module | owns |
 //! |---|---|
 //! | [`assemble`] | pure: relation cache + transaction state machine, messages → events |
-//! | [`normalize`] | pure: row images under a Relation → [`ChangeEvent`](crate::event::ChangeEvent) |
-//! | [`progress`] | pure: the flush LSN as the low watermark of acknowledged transactions |
+//! | `normalize` | pure: row images under a Relation → [`ChangeEvent`](crate::event::ChangeEvent) |
+//! | `progress` | pure: the flush LSN as the low watermark of acknowledged transactions |
 //! | [`value`] | pure: Postgres text values → JSON |
 //! | `session` | I/O: connect, preflight, slot and checkpoint, snapshot, the streaming loop |
 //!
 //! Invariants:
 //! - **flush LSN = low watermark**: Postgres is told a position only when every event of every
-//!   transaction up to it was acknowledged by Kafka ([`progress::Progress`]), and only after the
+//!   transaction up to it was acknowledged by Kafka (`progress::Progress`), and only after the
 //!   checkpoint holding it is durable;
 //! - the slot is never created silently over an existing history: a missing, invalidated or
 //!   re-created slot, or one whose `confirmed_flush_lsn` is ahead of the checkpoint, stops

@@ -5,15 +5,15 @@
 //! Java client, so other clients agree on partitions; delivery failures are reported to the
 //! caller, which must not advance any source position past an undelivered event.
 //!
-//! Delivery reports come back through one channel per producer ([`Publisher::next_ack`]), each
-//! carrying the tag given at [`Publisher::enqueue`]: no future or oneshot per record, and the
+//! Delivery reports come back through one channel per producer (`Publisher::next_ack`), each
+//! carrying the tag given at `Publisher::enqueue`: no future or oneshot per record, and the
 //! caller can drain a burst of reports in one wake-up. Exactly one report arrives per accepted
 //! record, so the channel never holds more than the caller's in-flight records.
 //!
 //! The rest of the crate sees Kafka through three seams, so its invariants can be tested
-//! without a broker: [`Publisher`] (capture's tagged, non-blocking producer), [`Subscription`]
+//! without a broker: `Publisher` (capture's tagged, non-blocking producer), [`Subscription`]
 //! (a sink worker's consumer with caller-stored offsets) and [`AckedPublisher`] (one record at
-//! a time, acknowledged: dead letters). [`Producer`], [`GroupConsumer`] and [`AckedProducer`]
+//! a time, acknowledged: dead letters). `Producer`, [`GroupConsumer`] and [`AckedProducer`]
 //! are the rdkafka implementations.
 
 // This module is the Kafka layer: the one place allowed to name rdkafka's clients.

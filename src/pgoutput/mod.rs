@@ -193,7 +193,7 @@ pub struct Relation {
 /// One column of a [`Relation`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
-    /// Flags; [`COLUMN_FLAG_KEY`] (1) marks a replica identity column.
+    /// Flags; `COLUMN_FLAG_KEY` (1) marks a replica identity column.
     pub flags: u8,
     /// Column name.
     pub name: String,
@@ -213,8 +213,7 @@ impl Column {
 /// Type (`'Y'`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Type {
-    /// Inside a stream (v2+) only: the (sub)transaction that made the change; the top-level
-    /// xid is the one of the enclosing [`StreamStart`].
+    /// The streamed (sub)transaction, as in [`Relation::xid`].
     pub xid: Option<u32>,
     /// Type OID.
     pub oid: u32,
@@ -227,8 +226,7 @@ pub struct Type {
 /// Insert (`'I'`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Insert {
-    /// Inside a stream (v2+) only: the (sub)transaction that made the change; the top-level
-    /// xid is the one of the enclosing [`StreamStart`].
+    /// The streamed (sub)transaction, as in [`Relation::xid`].
     pub xid: Option<u32>,
     /// OID of the relation (described by an earlier [`Relation`]).
     pub relation_oid: u32,
@@ -239,8 +237,7 @@ pub struct Insert {
 /// Update (`'U'`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Update {
-    /// Inside a stream (v2+) only: the (sub)transaction that made the change; the top-level
-    /// xid is the one of the enclosing [`StreamStart`].
+    /// The streamed (sub)transaction, as in [`Relation::xid`].
     pub xid: Option<u32>,
     /// OID of the relation.
     pub relation_oid: u32,
@@ -253,8 +250,7 @@ pub struct Update {
 /// Delete (`'D'`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delete {
-    /// Inside a stream (v2+) only: the (sub)transaction that made the change; the top-level
-    /// xid is the one of the enclosing [`StreamStart`].
+    /// The streamed (sub)transaction, as in [`Relation::xid`].
     pub xid: Option<u32>,
     /// OID of the relation.
     pub relation_oid: u32,
@@ -265,10 +261,9 @@ pub struct Delete {
 /// Truncate (`'T'`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Truncate {
-    /// Inside a stream (v2+) only: the (sub)transaction that made the change; the top-level
-    /// xid is the one of the enclosing [`StreamStart`].
+    /// The streamed (sub)transaction, as in [`Relation::xid`].
     pub xid: Option<u32>,
-    /// Bits [`TRUNCATE_CASCADE`] (1) and [`TRUNCATE_RESTART_IDENTITY`] (2).
+    /// Bits `TRUNCATE_CASCADE` (1) and `TRUNCATE_RESTART_IDENTITY` (2).
     pub options: u8,
     /// OIDs of the truncated relations.
     pub relation_oids: Vec<u32>,
@@ -277,8 +272,7 @@ pub struct Truncate {
 /// Logical decoding message (`'M'`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogicalMessage {
-    /// Inside a stream (v2+) only: the (sub)transaction that made the change; the top-level
-    /// xid is the one of the enclosing [`StreamStart`].
+    /// The streamed (sub)transaction, as in [`Relation::xid`].
     pub xid: Option<u32>,
     /// Whether the message was emitted as part of its transaction (flag bit 1).
     pub transactional: bool,

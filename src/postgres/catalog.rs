@@ -3,7 +3,7 @@
 //!
 //! Invariants: the publication driftless manages lists exactly the configured tables and is
 //! never `FOR ALL TABLES`; every SQL statement takes identifiers through
-//! [`super::sql::quote_ident`] and values through bind parameters; nothing here reads row
+//! `super::sql::quote_ident` and values through bind parameters; nothing here reads row
 //! values.
 
 use std::collections::BTreeSet;

@@ -2,11 +2,11 @@
 //!
 //! Owns everything the replication connection and the tokio-postgres connection share: the
 //! parsed [`ConnectParams`], the libpq-compatible [`SslMode`] names (turned into a rustls
-//! configuration by `postgres::tls`), and the session settings ([`SESSION_OPTIONS`]) that make
+//! configuration by `postgres::tls`), and the session settings (`SESSION_OPTIONS`) that make
 //! server text output deterministic.
 //!
 //! Invariants:
-//! - The password never appears in `Debug`, in [`ConnectParams::redacted_url`], in logs or in
+//! - The password never appears in `Debug`, in `ConnectParams::redacted_url`, in logs or in
 //!   error messages.
 //! - Under `require`, `verify-ca` and `verify-full` a connection never falls back to plaintext;
 //!   only `prefer` does, and only when the server answers the SSL request with `N`.
@@ -102,7 +102,7 @@ impl FromStr for SslMode {
     }
 }
 
-/// A password whose `Debug` and `Display` are redacted. Read it with [`Password::expose`].
+/// A password whose `Debug` and `Display` are redacted. Read it with `Password::expose`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Password(String);
 

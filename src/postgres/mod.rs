@@ -5,7 +5,7 @@
 //! - `tls`: the rustls configuration and certificate verifiers for an `sslmode`;
 //! - [`replication`]: our own replication-protocol client (startup, SCRAM, CopyBoth, status);
 //! - [`catalog`]: preflight, publication, slot state, table metadata, type resolution;
-//! - [`snapshot`]: chunked reads inside the slot's exported snapshot;
+//! - `snapshot`: chunked reads inside the slot's exported snapshot;
 //! - [`sql`]: the one copy of identifier and literal quoting.
 
 pub mod catalog;

@@ -1,9 +1,9 @@
 //! The rustls client configuration for an [`SslMode`], shared by the replication connection and
 //! the ordinary SQL connection.
 //!
-//! Owns the trust anchors (`sslrootcert` or the system roots) and the two certificate verifiers:
-//! none (libpq's `prefer`/`require` without a root) and chain-with-optional-name (`verify-ca`,
-//! `verify-full`, `require` with a root).
+//! Owns the trust anchors (`sslrootcert` or the system roots) and the certificate verifier in
+//! its two modes: accept any certificate (libpq's `prefer`/`require` without a root) and
+//! chain-with-optional-name (`verify-ca`, `verify-full`, `require` with a root).
 //!
 //! Invariants:
 //! - rustls always uses the ring provider given explicitly here, never a process-wide default.

@@ -383,7 +383,7 @@ impl std::fmt::Debug for ReplicationConnection {
 impl ReplicationConnection {
     /// Connects with `replication=database`, negotiates TLS per `sslmode`, authenticates
     /// (SCRAM-SHA-256, md5 or cleartext) and waits for the server to be ready. The whole
-    /// handshake is bounded by [`CONNECT_TIMEOUT`].
+    /// handshake is bounded by `CONNECT_TIMEOUT`.
     pub async fn connect(params: &ConnectParams) -> Result<Self, PgError> {
         match tokio::time::timeout(CONNECT_TIMEOUT, Self::connect_inner(params)).await {
             Ok(result) => result,
