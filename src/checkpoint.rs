@@ -18,7 +18,7 @@ use crate::lsn::Lsn;
 /// Life-cycle phase of a capture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Phase {
+pub(crate) enum Phase {
     /// About to create the slot; a slot found in this phase is ours and may be re-created.
     Creating,
     /// Slot created, initial snapshot in progress (not resumable: it is redone on restart).
@@ -29,7 +29,7 @@ pub enum Phase {
 
 /// The checkpoint's content.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Checkpoint {
+pub(crate) struct Checkpoint {
     /// Format version.
     pub version: u32,
     /// `IDENTIFY_SYSTEM` system identifier of the cluster.
@@ -69,20 +69,20 @@ pub enum CheckpointError {
 
 /// The checkpoint file of one slot.
 #[derive(Clone, Debug)]
-pub struct CheckpointStore {
+pub(crate) struct CheckpointStore {
     path: PathBuf,
 }
 
 impl CheckpointStore {
     /// The store for `slot` under `state_dir`.
-    pub fn new(state_dir: &Path, slot: &str) -> Self {
+    pub(crate) fn new(state_dir: &Path, slot: &str) -> Self {
         CheckpointStore {
             path: state_dir.join(format!("{slot}.checkpoint.json")),
         }
     }
 
     /// Path of the file.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -94,7 +94,7 @@ impl CheckpointStore {
     }
 
     /// Reads the checkpoint; `None` if there is none yet.
-    pub fn load(&self) -> Result<Option<Checkpoint>, CheckpointError> {
+    pub(crate) fn load(&self) -> Result<Option<Checkpoint>, CheckpointError> {
         match std::fs::read(&self.path) {
             Ok(bytes) => {
                 serde_json::from_slice(&bytes)
@@ -110,7 +110,7 @@ impl CheckpointStore {
     }
 
     /// Durably replaces the checkpoint.
-    pub fn store(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
+    pub(crate) fn store(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| self.io(e))?;
         let tmp = self.path.with_extension("json.tmp");
@@ -126,7 +126,8 @@ impl CheckpointStore {
     }
 
     /// Removes the checkpoint (after the slot was deliberately dropped).
-    pub fn remove(&self) -> Result<(), CheckpointError> {
+    #[cfg(test)]
+    pub(crate) fn remove(&self) -> Result<(), CheckpointError> {
         match std::fs::remove_file(&self.path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.io(e)),
             _ => Ok(()),

@@ -3,7 +3,7 @@
 //! Each module defines its own `thiserror` enum and classifies it once, here, through
 //! [`Classify`]: *transient* errors are retried with backoff from the last acknowledged
 //! position, *poison* records go to a dead-letter destination, *fatal* errors stop the process
-//! with a message and a hint. The rest of the code matches only on the class. [`Backoff`] is
+//! with a message and a hint. The rest of the code matches only on the class. `Backoff` is
 //! the one retry schedule for transient errors.
 
 /// How the caller must react to an error.
@@ -43,7 +43,7 @@ pub enum Refusal {
 
 /// Exponential backoff with equal jitter (half fixed, half random): 250 ms doubling to 30 s.
 #[derive(Debug)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     next_ms: u64,
 }
 
@@ -58,14 +58,14 @@ impl Backoff {
     const MAX_MS: u64 = 30_000;
 
     /// A fresh schedule.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Backoff {
             next_ms: Self::FIRST_MS,
         }
     }
 
     /// The next wait.
-    pub fn next_wait(&mut self) -> std::time::Duration {
+    pub(crate) fn next_wait(&mut self) -> std::time::Duration {
         let cap = self.next_ms;
         self.next_ms = (self.next_ms * 2).min(Self::MAX_MS);
         std::time::Duration::from_millis(cap / 2 + rand::random_range(0..=cap / 2))

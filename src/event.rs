@@ -18,10 +18,10 @@ use serde_json::{Map, Value};
 use crate::lsn::Lsn;
 
 /// Version tag of this event format, carried in `source.version`.
-pub const EVENT_FORMAT: &str = "driftless.change-event.v1";
+pub(crate) const EVENT_FORMAT: &str = "driftless.change-event.v1";
 
 /// A row image: column name → JSON value, in table column order.
-pub type Row = Map<String, Value>;
+pub(crate) type Row = Map<String, Value>;
 
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,7 +48,7 @@ pub enum Op {
 
 impl Op {
     /// The one-letter code.
-    pub fn code(self) -> &'static str {
+    pub(crate) fn code(self) -> &'static str {
         match self {
             Op::Create => "c",
             Op::Update => "u",
@@ -66,7 +66,7 @@ impl Op {
 /// building an event does not copy them; they serialize exactly as plain strings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Source {
-    /// Event format version ([`EVENT_FORMAT`]).
+    /// Event format version (`EVENT_FORMAT`).
     #[serde(with = "arc_str")]
     pub version: Arc<str>,
     /// Database name.
@@ -104,11 +104,11 @@ mod arc_str {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(v)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
         Ok(String::deserialize(d)?.into())
     }
 }
@@ -119,14 +119,16 @@ mod opt_arc_str {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(v: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(v: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
         match v {
             Some(v) => s.serialize_some(&**v),
             None => s.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<str>>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Arc<str>>, D::Error> {
         Ok(Option::<String>::deserialize(d)?.map(Into::into))
     }
 }
@@ -181,7 +183,7 @@ pub struct ChangeEvent {
 
 /// Canonical JSON of a key: object keys sorted, compact. Equal keys give equal bytes, so Kafka
 /// partitions (and per-key order) are stable across restarts and key column order.
-pub fn canonical_key(key: &Row) -> Vec<u8> {
+pub(crate) fn canonical_key(key: &Row) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     if key.len() <= 1 {
         // Already sorted: skip building an ordered copy.
@@ -212,7 +214,7 @@ impl ChangeEvent {
     /// Converts to Debezium's PostgreSQL envelope (the `payload` of its JSON converter with
     /// `schemas.enable=false`). `server_name` is Debezium's `topic.prefix`. Value types stay
     /// driftless's (e.g. timestamps as RFC 3339 strings), documented in the README.
-    pub fn to_debezium(&self, server_name: &str) -> Value {
+    pub(crate) fn to_debezium(&self, server_name: &str) -> Value {
         let ts_ms = self.source.commit_ts.as_deref().map(commit_ts_millis);
         let snapshot = if self.source.snapshot {
             "true"
@@ -254,7 +256,7 @@ fn commit_ts_millis(ts: &str) -> i64 {
 }
 
 /// Microseconds since 2000-01-01 (Postgres epoch) → RFC 3339 UTC with 6 fractional digits.
-pub fn pg_timestamp_to_rfc3339(us_since_2000: i64) -> String {
+pub(crate) fn pg_timestamp_to_rfc3339(us_since_2000: i64) -> String {
     const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
     let unix_us = us_since_2000.saturating_add(PG_EPOCH_OFFSET_US);
     match chrono::DateTime::from_timestamp_micros(unix_us) {
@@ -264,7 +266,7 @@ pub fn pg_timestamp_to_rfc3339(us_since_2000: i64) -> String {
 }
 
 /// Milliseconds since the Unix epoch of a Postgres timestamp (µs since 2000-01-01).
-pub fn pg_timestamp_to_unix_millis(us_since_2000: i64) -> i64 {
+pub(crate) fn pg_timestamp_to_unix_millis(us_since_2000: i64) -> i64 {
     (us_since_2000 / 1000).saturating_add(946_684_800_000)
 }
 

@@ -68,90 +68,96 @@ pub enum PgType {
     Other,
 }
 
-/// One built-in base type: its OID, its array type's OID, its conversion class, its `typdelim`.
-type Builtin = (u32, u32, PgType, u8);
-
-/// Built-in types of PostgreSQL 15 (`pg_catalog` base, range and multirange types that have an
-/// array type), checked against `pg_type` of PostgreSQL 15.18.
-static BUILTINS: &[Builtin] = &[
-    (16, 1000, PgType::Bool, b','),
-    (17, 1001, PgType::Bytea, b','),
-    (18, 1002, PgType::Text, b','), // "char"
-    (19, 1003, PgType::Text, b','), // name
-    (20, 1016, PgType::Int8, b','),
-    (21, 1005, PgType::Int2, b','),
-    (22, 1006, PgType::Other, b','), // int2vector
-    (23, 1007, PgType::Int4, b','),
-    (24, 1008, PgType::Other, b','), // regproc
-    (25, 1009, PgType::Text, b','),
-    (26, 1028, PgType::Oid, b','),
-    (27, 1010, PgType::Other, b','), // tid
-    (28, 1011, PgType::Other, b','), // xid
-    (29, 1012, PgType::Other, b','), // cid
-    (30, 1013, PgType::Other, b','), // oidvector
-    (114, 199, PgType::Json, b','),
-    (142, 143, PgType::Other, b','),  // xml
-    (600, 1017, PgType::Other, b','), // point
-    (601, 1018, PgType::Other, b','), // lseg
-    (602, 1019, PgType::Other, b','), // path
-    (603, 1020, PgType::Other, b';'), // box
-    (604, 1027, PgType::Other, b','), // polygon
-    (628, 629, PgType::Other, b','),  // line
-    (650, 651, PgType::Other, b','),  // cidr
-    (700, 1021, PgType::Float4, b','),
-    (701, 1022, PgType::Float8, b','),
-    (718, 719, PgType::Other, b','), // circle
-    (774, 775, PgType::Other, b','), // macaddr8
-    (790, 791, PgType::Money, b','),
-    (829, 1040, PgType::Other, b','),  // macaddr
-    (869, 1041, PgType::Other, b','),  // inet
-    (1033, 1034, PgType::Other, b','), // aclitem
-    (1042, 1014, PgType::Text, b','),  // bpchar
-    (1043, 1015, PgType::Text, b','),  // varchar
-    (1082, 1182, PgType::Date, b','),
-    (1083, 1183, PgType::Time, b','),
-    (1114, 1115, PgType::Timestamp, b','),
-    (1184, 1185, PgType::TimestampTz, b','),
-    (1186, 1187, PgType::Interval, b','),
-    (1266, 1270, PgType::TimeTz, b','),
-    (1560, 1561, PgType::Other, b','), // bit
-    (1562, 1563, PgType::Other, b','), // varbit
-    (1700, 1231, PgType::Numeric, b','),
-    (1790, 2201, PgType::Other, b','), // refcursor
-    (2202, 2207, PgType::Other, b','), // regprocedure
-    (2203, 2208, PgType::Other, b','), // regoper
-    (2204, 2209, PgType::Other, b','), // regoperator
-    (2205, 2210, PgType::Other, b','), // regclass
-    (2206, 2211, PgType::Other, b','), // regtype
-    (2249, 2287, PgType::Other, b','), // record
-    (2950, 2951, PgType::Uuid, b','),
-    (2970, 2949, PgType::Other, b','), // txid_snapshot
-    (3220, 3221, PgType::Other, b','), // pg_lsn
-    (3614, 3643, PgType::Other, b','), // tsvector
-    (3615, 3645, PgType::Other, b','), // tsquery
-    (3642, 3644, PgType::Other, b','), // gtsvector
-    (3734, 3735, PgType::Other, b','), // regconfig
-    (3769, 3770, PgType::Other, b','), // regdictionary
-    (3802, 3807, PgType::Jsonb, b','),
-    (3904, 3905, PgType::Other, b','), // int4range
-    (3906, 3907, PgType::Other, b','), // numrange
-    (3908, 3909, PgType::Other, b','), // tsrange
-    (3910, 3911, PgType::Other, b','), // tstzrange
-    (3912, 3913, PgType::Other, b','), // daterange
-    (3926, 3927, PgType::Other, b','), // int8range
-    (4072, 4073, PgType::Other, b','), // jsonpath
-    (4089, 4090, PgType::Other, b','), // regnamespace
-    (4096, 4097, PgType::Other, b','), // regrole
-    (4191, 4192, PgType::Other, b','), // regcollation
-    (4451, 6150, PgType::Other, b','), // int4multirange
-    (4532, 6151, PgType::Other, b','), // nummultirange
-    (4533, 6152, PgType::Other, b','), // tsmultirange
-    (4534, 6153, PgType::Other, b','), // tstzmultirange
-    (4535, 6155, PgType::Other, b','), // datemultirange
-    (4536, 6157, PgType::Other, b','), // int8multirange
-    (5038, 5039, PgType::Other, b','), // pg_snapshot
-    (5069, 271, PgType::Other, b','),  // xid8
+/// Built-in types of PostgreSQL 15 with a conversion class of their own, in the order of
+/// [`PgType`]: (scalar OID, array OID, class).
+static CLASSIFIED: &[(u32, u32, PgType)] = &[
+    (16, 1000, PgType::Bool),
+    (21, 1005, PgType::Int2),
+    (23, 1007, PgType::Int4),
+    (20, 1016, PgType::Int8),
+    (26, 1028, PgType::Oid),
+    (700, 1021, PgType::Float4),
+    (701, 1022, PgType::Float8),
+    (1700, 1231, PgType::Numeric),
+    (790, 791, PgType::Money),
+    (18, 1002, PgType::Text), // "char"
+    (19, 1003, PgType::Text), // name
+    (25, 1009, PgType::Text),
+    (1042, 1014, PgType::Text), // bpchar
+    (1043, 1015, PgType::Text), // varchar
+    (114, 199, PgType::Json),
+    (3802, 3807, PgType::Jsonb),
+    (17, 1001, PgType::Bytea),
+    (1082, 1182, PgType::Date),
+    (1083, 1183, PgType::Time),
+    (1266, 1270, PgType::TimeTz),
+    (1114, 1115, PgType::Timestamp),
+    (1184, 1185, PgType::TimestampTz),
+    (1186, 1187, PgType::Interval),
+    (2950, 2951, PgType::Uuid),
 ];
+
+/// The other built-in types of PostgreSQL 15 (`pg_catalog` base, range and multirange types
+/// that have an array type), all [`PgType::Other`]: (scalar OID, array OID).
+static OTHERS: &[(u32, u32)] = &[
+    (22, 1006),   // int2vector
+    (24, 1008),   // regproc
+    (27, 1010),   // tid
+    (28, 1011),   // xid
+    (29, 1012),   // cid
+    (30, 1013),   // oidvector
+    (142, 143),   // xml
+    (600, 1017),  // point
+    (601, 1018),  // lseg
+    (602, 1019),  // path
+    (603, 1020),  // box
+    (604, 1027),  // polygon
+    (628, 629),   // line
+    (650, 651),   // cidr
+    (718, 719),   // circle
+    (774, 775),   // macaddr8
+    (829, 1040),  // macaddr
+    (869, 1041),  // inet
+    (1033, 1034), // aclitem
+    (1560, 1561), // bit
+    (1562, 1563), // varbit
+    (1790, 2201), // refcursor
+    (2202, 2207), // regprocedure
+    (2203, 2208), // regoper
+    (2204, 2209), // regoperator
+    (2205, 2210), // regclass
+    (2206, 2211), // regtype
+    (2249, 2287), // record
+    (2970, 2949), // txid_snapshot
+    (3220, 3221), // pg_lsn
+    (3614, 3643), // tsvector
+    (3615, 3645), // tsquery
+    (3642, 3644), // gtsvector
+    (3734, 3735), // regconfig
+    (3769, 3770), // regdictionary
+    (3904, 3905), // int4range
+    (3906, 3907), // numrange
+    (3908, 3909), // tsrange
+    (3910, 3911), // tstzrange
+    (3912, 3913), // daterange
+    (3926, 3927), // int8range
+    (4072, 4073), // jsonpath
+    (4089, 4090), // regnamespace
+    (4096, 4097), // regrole
+    (4191, 4192), // regcollation
+    (4451, 6150), // int4multirange
+    (4532, 6151), // nummultirange
+    (4533, 6152), // tsmultirange
+    (4534, 6153), // tstzmultirange
+    (4535, 6155), // datemultirange
+    (4536, 6157), // int8multirange
+    (5038, 5039), // pg_snapshot
+    (5069, 271),  // xid8
+];
+
+/// `box`: the only built-in type whose `typdelim` is `;` rather than `,`. Both tables were
+/// checked against `pg_type` of PostgreSQL 15.18.
+const BOX_OID: u32 = 603;
 
 impl PgType {
     /// Resolves a built-in type OID (a `pg_catalog` base, range or multirange type, or its array
@@ -159,13 +165,20 @@ impl PgType {
     /// domains, composites, extension types...): the caller resolves those (usually to
     /// [`PgType::Other`], or via a domain's base type).
     pub fn from_builtin_oid(oid: u32) -> Option<PgType> {
-        BUILTINS.iter().find_map(|(scalar, array, ty, delimiter)| {
-            if *scalar == oid {
+        let classified = CLASSIFIED
+            .iter()
+            .map(|(scalar, array, ty)| (*scalar, *array, ty));
+        let others = OTHERS
+            .iter()
+            .map(|(scalar, array)| (*scalar, *array, &PgType::Other));
+        classified.chain(others).find_map(|(scalar, array, ty)| {
+            if scalar == oid {
                 Some(ty.clone())
-            } else if *array == oid {
+            } else if array == oid {
+                let delimiter = if scalar == BOX_OID { b';' } else { b',' };
                 Some(PgType::Array {
                     element: Box::new(ty.clone()),
-                    delimiter: *delimiter,
+                    delimiter,
                 })
             } else {
                 None
@@ -178,7 +191,8 @@ impl PgType {
     /// [`PgType::Other`], and `"_"` + the element's name for arrays (`"_int4"`, `"_other"`).
     /// Types sharing a class share its name: `varchar`, `bpchar`, `name` and `"char"` give
     /// `"text"`.
-    pub fn name(&self) -> String {
+    #[cfg(test)]
+    pub(crate) fn name(&self) -> String {
         match self {
             PgType::Array { element, .. } => {
                 let mut name = String::from("_");
@@ -189,6 +203,7 @@ impl PgType {
         }
     }
 
+    #[cfg(test)]
     fn scalar_name(&self) -> &'static str {
         match self {
             PgType::Bool => "bool",
@@ -295,7 +310,12 @@ mod tests {
 
     #[test]
     fn builtin_table_has_unique_oids() {
-        let mut oids: Vec<u32> = BUILTINS.iter().flat_map(|(s, a, _, _)| [*s, *a]).collect();
+        let classified = CLASSIFIED.iter().flat_map(|(s, a, _)| [*s, *a]);
+        let mut oids: Vec<u32> = OTHERS
+            .iter()
+            .flat_map(|(s, a)| [*s, *a])
+            .chain(classified)
+            .collect();
         let n = oids.len();
         oids.sort_unstable();
         oids.dedup();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use driftless::config::schedule::Schedule;
 use driftless::event::ChangeEvent;
-use driftless::kafka::{AckedProducer, GroupConsumer};
+use driftless::kafka::{AckedProducer, AckedPublisher, GroupConsumer};
 use driftless::sink::audit::AuditTrail;
 use driftless::sink::batch::Batch;
 use driftless::sink::runner::{Outputs, RunnerConfig, Stats, run};

@@ -119,7 +119,7 @@ impl Assembler {
 
     /// Applies a Relation message (returned as [`Output::Describe`]) with its catalog facts.
     pub fn relation(&mut self, r: pgoutput::Relation, facts: RelationFacts) {
-        let flags: Vec<bool> = r.columns.iter().map(|c| c.flags & 1 == 1).collect();
+        let flags: Vec<bool> = r.columns.iter().map(pgoutput::Column::is_key).collect();
         let columns = r
             .columns
             .into_iter()
@@ -225,14 +225,9 @@ impl Assembler {
         images: impl FnOnce(&RelationInfo) -> Vec<(Op, Images)>,
         out: &mut Vec<Output>,
     ) -> Result<(), CaptureError> {
-        let Some(open) = self.txn.as_mut() else {
-            return Err(CaptureError::Protocol(
-                "row change outside a transaction".into(),
-            ));
-        };
-        if open.skip {
+        let Some(open) = open_unskipped(&mut self.txn, "row change")? else {
             return Ok(());
-        }
+        };
         let rel = relation(&self.relations, relation_oid)?;
         for (op, img) in images(rel) {
             out.push(Output::Event {
@@ -250,20 +245,15 @@ impl Assembler {
         lsn: Lsn,
         out: &mut Vec<Output>,
     ) -> Result<(), CaptureError> {
-        let Some(open) = self.txn.as_mut() else {
-            return Err(CaptureError::Protocol(
-                "TRUNCATE outside a transaction".into(),
-            ));
-        };
-        if open.skip {
+        let Some(open) = open_unskipped(&mut self.txn, "TRUNCATE")? else {
             return Ok(());
-        }
+        };
         for oid in &t.relation_oids {
             let rel = relation(&self.relations, *oid)?;
             let mut ev = open.ctx.event(rel, lsn, Op::Truncate, Images::default());
             ev.truncate = Some(TruncatePayload {
-                cascade: t.options & 1 != 0,
-                restart_identity: t.options & 2 != 0,
+                cascade: t.options & pgoutput::TRUNCATE_CASCADE != 0,
+                restart_identity: t.options & pgoutput::TRUNCATE_RESTART_IDENTITY != 0,
             });
             out.push(Output::Event {
                 topic: rel.topic.clone(),
@@ -324,6 +314,21 @@ impl Assembler {
                 commit_ms: None,
             });
         }
+    }
+}
+
+/// The open transaction for a `what` (rows or TRUNCATE) that must stand inside one: `None`
+/// when it is skipped (already acknowledged), a protocol error when there is none.
+fn open_unskipped<'a>(
+    txn: &'a mut Option<OpenTxn>,
+    what: &str,
+) -> Result<Option<&'a mut OpenTxn>, CaptureError> {
+    match txn {
+        None => Err(CaptureError::Protocol(format!(
+            "{what} outside a transaction"
+        ))),
+        Some(open) if open.skip => Ok(None),
+        Some(open) => Ok(Some(open)),
     }
 }
 

@@ -1,19 +1,19 @@
 //! Capture: Postgres WAL (pgoutput) → normalized change events → Kafka.
 //!
-//! Owns the capture stage: the restart loop ([`run`]), the error vocabulary, and the module
+//! Owns the capture stage: the restart loop (`run`), the error vocabulary, and the module
 //! layout. The work is split into a pure core and an I/O shell:
 //!
 //! | module | owns |
 //! |---|---|
 //! | [`assemble`] | pure: relation cache + transaction state machine, messages → events |
-//! | [`normalize`] | pure: row images under a Relation → [`ChangeEvent`](crate::event::ChangeEvent) |
-//! | [`progress`] | pure: the flush LSN as the low watermark of acknowledged transactions |
+//! | `normalize` | pure: row images under a Relation → [`ChangeEvent`](crate::event::ChangeEvent) |
+//! | `progress` | pure: the flush LSN as the low watermark of acknowledged transactions |
 //! | [`value`] | pure: Postgres text values → JSON |
 //! | `session` | I/O: connect, preflight, slot and checkpoint, snapshot, the streaming loop |
 //!
 //! Invariants:
 //! - **flush LSN = low watermark**: Postgres is told a position only when every event of every
-//!   transaction up to it was acknowledged by Kafka ([`progress::Progress`]), and only after the
+//!   transaction up to it was acknowledged by Kafka (`progress::Progress`), and only after the
 //!   checkpoint holding it is durable;
 //! - the slot is never created silently over an existing history: a missing, invalidated or
 //!   re-created slot, or one whose `confirmed_flush_lsn` is ahead of the checkpoint, stops
@@ -30,8 +30,8 @@
 //! heartbeat timer, then new WAL.
 
 pub mod assemble;
-pub mod normalize;
-pub mod progress;
+pub(crate) mod normalize;
+pub(crate) mod progress;
 mod session;
 pub mod value;
 
@@ -48,11 +48,11 @@ use crate::kafka::KafkaFailure;
 use crate::postgres::SourceError;
 use crate::postgres::error::PgError;
 use session::Session;
-pub use session::{prepare_source, topics};
+pub(crate) use session::prepare_source;
 
 /// Prefix of the heartbeat messages driftless emits; they advance the slot and are not
 /// published.
-pub const HEARTBEAT_PREFIX: &str = "driftless.heartbeat";
+pub(crate) const HEARTBEAT_PREFIX: &str = "driftless.heartbeat";
 
 /// A capture failure, classified.
 #[derive(Debug, thiserror::Error)]
@@ -113,14 +113,14 @@ impl Classify for CaptureError {
 
 /// Shared, observable capture state (for `/healthz`).
 #[derive(Debug, Default)]
-pub struct Health {
+pub(crate) struct Health {
     /// True while a session is streaming.
     pub streaming: AtomicBool,
 }
 
 /// Runs capture until `shutdown` turns true or a fatal error occurs; transient errors restart
 /// the session with backoff.
-pub async fn run(
+pub(crate) async fn run(
     cfg: &ValidConfig,
     mut shutdown: watch::Receiver<bool>,
     health: Arc<Health>,

@@ -23,7 +23,7 @@ use crate::pgoutput::{OldTuple, Tuple, TupleValue};
 
 /// A column as the current Relation describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ColumnInfo {
+pub(crate) struct ColumnInfo {
     /// Name.
     pub name: String,
     /// Type OID.
@@ -34,7 +34,7 @@ pub struct ColumnInfo {
 
 /// A captured relation, as of its latest Relation message.
 #[derive(Clone, Debug)]
-pub struct RelationInfo {
+pub(crate) struct RelationInfo {
     /// Relation OID.
     pub oid: u32,
     /// Schema (shared by every event of the relation).
@@ -54,7 +54,7 @@ pub struct RelationInfo {
 impl RelationInfo {
     /// Builds the info; `key_names` are the primary-key columns from the catalog, and when
     /// empty the Relation's own key flags are used.
-    pub fn new(
+    pub(crate) fn new(
         oid: u32,
         schema: String,
         table: String,
@@ -89,7 +89,7 @@ impl RelationInfo {
 }
 
 /// FNV-1a over `name:type_oid;` of every column: short, stable across processes.
-pub fn schema_version(columns: &[ColumnInfo]) -> String {
+pub(crate) fn schema_version(columns: &[ColumnInfo]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for c in columns {
         for b in c
@@ -111,7 +111,7 @@ static EVENT_FORMAT_ARC: LazyLock<Arc<str>> = LazyLock::new(|| EVENT_FORMAT.into
 
 /// The transaction an event belongs to.
 #[derive(Clone, Debug)]
-pub struct TxnContext {
+pub(crate) struct TxnContext {
     /// Database name.
     pub db: Arc<str>,
     /// Commit record LSN (`Begin.final_lsn`).
@@ -159,7 +159,13 @@ impl TxnContext {
     }
 
     /// Builds an event of `rel` with the next ordinal.
-    pub fn event(&mut self, rel: &RelationInfo, lsn: Lsn, op: Op, images: Images) -> ChangeEvent {
+    pub(crate) fn event(
+        &mut self,
+        rel: &RelationInfo,
+        lsn: Lsn,
+        op: Op,
+        images: Images,
+    ) -> ChangeEvent {
         ChangeEvent {
             id: self.next_id(rel),
             op,
@@ -176,7 +182,7 @@ impl TxnContext {
 
 /// Row images of one event.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Images {
+pub(crate) struct Images {
     /// Key columns.
     pub key: Option<Row>,
     /// Old row.
@@ -188,7 +194,7 @@ pub struct Images {
 }
 
 /// Converts one text value.
-pub fn convert(ty: &PgType, raw: &[u8]) -> Value {
+pub(crate) fn convert(ty: &PgType, raw: &[u8]) -> Value {
     match std::str::from_utf8(raw) {
         Ok(s) => text_to_json(ty, s),
         Err(_) => text_to_json(ty, &String::from_utf8_lossy(raw)),
@@ -197,7 +203,7 @@ pub fn convert(ty: &PgType, raw: &[u8]) -> Value {
 
 /// Decodes a tuple; returns the row and the names of unchanged TOAST columns. Columns beyond
 /// the Relation's list (which Postgres never sends) are ignored.
-pub fn decode_tuple(rel: &RelationInfo, tuple: &Tuple) -> (Row, Vec<String>) {
+pub(crate) fn decode_tuple(rel: &RelationInfo, tuple: &Tuple) -> (Row, Vec<String>) {
     let mut row = Row::with_capacity(rel.columns.len());
     let mut unchanged = Vec::new();
     for (col, v) in rel.columns.iter().zip(&tuple.0) {
@@ -215,7 +221,7 @@ pub fn decode_tuple(rel: &RelationInfo, tuple: &Tuple) -> (Row, Vec<String>) {
 }
 
 /// The key columns of a row image (`None` if one is missing).
-pub fn key_of(rel: &RelationInfo, row: &Row) -> Option<Row> {
+pub(crate) fn key_of(rel: &RelationInfo, row: &Row) -> Option<Row> {
     let mut key = Row::with_capacity(rel.key.len());
     for &i in &rel.key {
         let name = &rel.columns.get(i)?.name;
@@ -225,7 +231,7 @@ pub fn key_of(rel: &RelationInfo, row: &Row) -> Option<Row> {
 }
 
 /// Images of an insert.
-pub fn insert_images(rel: &RelationInfo, new: &Tuple) -> Images {
+pub(crate) fn insert_images(rel: &RelationInfo, new: &Tuple) -> Images {
     let (after, unchanged_toast) = decode_tuple(rel, new);
     Images {
         key: key_of(rel, &after),
@@ -248,7 +254,11 @@ fn old_image(rel: &RelationInfo, old: &OldTuple) -> Row {
 
 /// Images of an update: one entry, or two (delete of the old key, insert of the new one) when
 /// the key changed.
-pub fn update_images(rel: &RelationInfo, old: Option<&OldTuple>, new: &Tuple) -> Vec<(Op, Images)> {
+pub(crate) fn update_images(
+    rel: &RelationInfo,
+    old: Option<&OldTuple>,
+    new: &Tuple,
+) -> Vec<(Op, Images)> {
     let (mut after, mut unchanged_toast) = decode_tuple(rel, new);
     let before = old.map(|o| old_image(rel, o));
     if let (Some(OldTuple::Full(_)), Some(b)) = (old, &before) {
@@ -305,7 +315,7 @@ pub fn update_images(rel: &RelationInfo, old: Option<&OldTuple>, new: &Tuple) ->
 }
 
 /// Images of a delete.
-pub fn delete_images(rel: &RelationInfo, old: &OldTuple) -> Images {
+pub(crate) fn delete_images(rel: &RelationInfo, old: &OldTuple) -> Images {
     let before = old_image(rel, old);
     Images {
         key: key_of(rel, &before),

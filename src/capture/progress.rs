@@ -16,7 +16,7 @@ use crate::lsn::Lsn;
 
 /// Handle of a unit (transaction, standalone message or snapshot) inside [`Progress`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct UnitId(u64);
+pub(crate) struct UnitId(u64);
 
 #[derive(Debug)]
 struct Unit {
@@ -27,7 +27,7 @@ struct Unit {
 
 /// Tracks units in commit order and computes the flushable LSN.
 #[derive(Debug)]
-pub struct Progress {
+pub(crate) struct Progress {
     units: VecDeque<Unit>,
     /// Id of `units[0]`.
     front: u64,
@@ -37,7 +37,7 @@ pub struct Progress {
 
 impl Progress {
     /// Starts at `resume` (what Postgres was last told, or the slot's consistent point).
-    pub fn new(resume: Lsn) -> Self {
+    pub(crate) fn new(resume: Lsn) -> Self {
         Progress {
             units: VecDeque::new(),
             front: 0,
@@ -47,7 +47,7 @@ impl Progress {
     }
 
     /// Opens a unit (a transaction at `Begin`). Units close in the order they are opened.
-    pub fn open(&mut self) -> UnitId {
+    pub(crate) fn open(&mut self) -> UnitId {
         self.units.push_back(Unit {
             end_lsn: None,
             pending: 0,
@@ -61,13 +61,13 @@ impl Progress {
     }
 
     /// One more event of `id` was handed to Kafka.
-    pub fn sent(&mut self, id: UnitId) {
+    pub(crate) fn sent(&mut self, id: UnitId) {
         self.unit(id).pending += 1;
         self.in_flight += 1;
     }
 
     /// Kafka acknowledged one event of `id`.
-    pub fn acked(&mut self, id: UnitId) {
+    pub(crate) fn acked(&mut self, id: UnitId) {
         let unit = self.unit(id);
         unit.pending = unit.pending.checked_sub(1).expect("more acks than sends");
         self.in_flight -= 1;
@@ -75,7 +75,7 @@ impl Progress {
     }
 
     /// Closes `id` at `end_lsn` (the transaction's commit end LSN).
-    pub fn close(&mut self, id: UnitId, end_lsn: Lsn) {
+    pub(crate) fn close(&mut self, id: UnitId, end_lsn: Lsn) {
         self.unit(id).end_lsn = Some(end_lsn);
         self.retire();
     }
@@ -94,24 +94,24 @@ impl Progress {
     }
 
     /// A keepalive reported `wal_end`: adopt it if nothing is in flight or open.
-    pub fn keepalive(&mut self, wal_end: Lsn) {
+    pub(crate) fn keepalive(&mut self, wal_end: Lsn) {
         if self.units.is_empty() {
             self.flushed = self.flushed.max(wal_end);
         }
     }
 
     /// The LSN that may be reported as flushed.
-    pub fn flushable(&self) -> Lsn {
+    pub(crate) fn flushable(&self) -> Lsn {
         self.flushed
     }
 
     /// Events sent and not yet acknowledged.
-    pub fn in_flight(&self) -> u64 {
+    pub(crate) fn in_flight(&self) -> u64 {
         self.in_flight
     }
 
     /// True when no unit is open or waiting for acks.
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.units.is_empty()
     }
 }

@@ -70,7 +70,7 @@ async fn connect(cfg: &ValidConfig) -> Result<(ConnectParams, Client), CaptureEr
 }
 
 /// Preflight + publication; returns the database name and the tables' metadata.
-pub async fn prepare_source(
+pub(crate) async fn prepare_source(
     cfg: &ValidConfig,
     sql: &Client,
 ) -> Result<(String, Vec<TableMeta>), CaptureError> {
@@ -89,7 +89,7 @@ pub async fn prepare_source(
 }
 
 /// Topics capture writes to.
-pub fn topics(cfg: &ValidConfig) -> Vec<String> {
+fn topics(cfg: &ValidConfig) -> Vec<String> {
     let mut t: Vec<String> = cfg
         .tables
         .iter()

@@ -5,15 +5,15 @@
 //! Java client, so other clients agree on partitions; delivery failures are reported to the
 //! caller, which must not advance any source position past an undelivered event.
 //!
-//! Delivery reports come back through one channel per producer ([`Publisher::next_ack`]), each
-//! carrying the tag given at [`Publisher::enqueue`]: no future or oneshot per record, and the
+//! Delivery reports come back through one channel per producer (`Publisher::next_ack`), each
+//! carrying the tag given at `Publisher::enqueue`: no future or oneshot per record, and the
 //! caller can drain a burst of reports in one wake-up. Exactly one report arrives per accepted
 //! record, so the channel never holds more than the caller's in-flight records.
 //!
 //! The rest of the crate sees Kafka through three seams, so its invariants can be tested
-//! without a broker: [`Publisher`] (capture's tagged, non-blocking producer), [`Subscription`]
+//! without a broker: `Publisher` (capture's tagged, non-blocking producer), [`Subscription`]
 //! (a sink worker's consumer with caller-stored offsets) and [`AckedPublisher`] (one record at
-//! a time, acknowledged: dead letters). [`Producer`], [`GroupConsumer`] and [`AckedProducer`]
+//! a time, acknowledged: dead letters). `Producer`, [`GroupConsumer`] and [`AckedProducer`]
 //! are the rdkafka implementations.
 
 // This module is the Kafka layer: the one place allowed to name rdkafka's clients.
@@ -105,7 +105,7 @@ impl Classify for KafkaFailure {
 
 /// What capture needs from a producer: hand over a record without blocking, and learn of its
 /// delivery later through a report carrying the record's tag.
-pub trait Publisher<T>: Send {
+pub(crate) trait Publisher<T>: Send {
     /// Enqueues a record; its delivery report will carry `tag`. `QueueFull` asks the caller to
     /// wait for reports and try again.
     fn enqueue(&self, out: &Outgoing<'_>, tag: T) -> Result<Enqueued, KafkaFailure>;
@@ -145,7 +145,7 @@ pub trait AckedPublisher: Send + Sync {
 }
 
 /// Base client config: brokers + the user's passthrough options (`*_env` resolved).
-pub fn client_config(
+pub(crate) fn client_config(
     brokers: &str,
     passthrough: &BTreeMap<String, String>,
 ) -> Result<ClientConfig, KafkaFailure> {
@@ -194,7 +194,7 @@ impl<T: Send + Sync + 'static> ProducerContext for AckContext<T> {
 
 /// A producer whose delivery reports carry a caller tag `T` (e.g. the transaction a record
 /// belongs to) and are read with [`Publisher::next_ack`] / [`Publisher::try_ack`].
-pub struct Producer<T: Send + Sync + 'static> {
+pub(crate) struct Producer<T: Send + Sync + 'static> {
     inner: ThreadedProducer<AckContext<T>>,
     acks: mpsc::UnboundedReceiver<Ack<T>>,
 }
@@ -237,7 +237,7 @@ impl<T: Send + Sync + 'static> Publisher<T> for Producer<T> {
 }
 
 /// An idempotent producer (`acks=all`, murmur2 partitioner, bounded local queue).
-pub fn producer<T: Send + Sync + 'static>(
+pub(crate) fn producer<T: Send + Sync + 'static>(
     brokers: &str,
     passthrough: &BTreeMap<String, String>,
     max_in_flight_events: usize,
@@ -290,7 +290,7 @@ pub async fn ensure_topics(
 
 /// Reads the cluster's metadata once (bounded by `timeout`): the reachability probe of
 /// `driftless check`. Errors are rdkafka's text (no secrets: the config is not echoed).
-pub async fn probe(
+pub(crate) async fn probe(
     brokers: &str,
     passthrough: &BTreeMap<String, String>,
     timeout: Duration,
@@ -309,7 +309,7 @@ pub async fn probe(
 }
 
 /// One record to produce.
-pub struct Outgoing<'a> {
+pub(crate) struct Outgoing<'a> {
     /// Topic.
     pub topic: &'a str,
     /// Key bytes (partitioning), if any.
@@ -321,7 +321,7 @@ pub struct Outgoing<'a> {
 }
 
 /// Result of trying to enqueue a record.
-pub enum Enqueued {
+pub(crate) enum Enqueued {
     /// Accepted; its delivery report will come through [`Publisher::next_ack`].
     Ok,
     /// librdkafka's local queue is full: wait for deliveries, then try again.
@@ -412,7 +412,7 @@ impl GroupConsumer {
 
     /// A member of `group_id` assigned (not subscribed) to every partition of `topic`, starting
     /// at `from`; returns it with the high watermarks at start (where a replay ends).
-    pub fn replay(
+    pub(crate) fn replay(
         brokers: &str,
         passthrough: &BTreeMap<String, String>,
         group_id: &str,
@@ -533,9 +533,10 @@ impl AckedProducer {
             producer: cfg.create()?,
         })
     }
+}
 
-    /// Sends one record with string headers; returns once the broker acknowledged it.
-    pub async fn send(
+impl AckedPublisher for AckedProducer {
+    async fn send(
         &self,
         topic: &str,
         key: Option<&[u8]>,
@@ -563,17 +564,5 @@ impl AckedProducer {
             .await
             .map(|_| ())
             .map_err(|(e, _)| e.into())
-    }
-}
-
-impl AckedPublisher for AckedProducer {
-    fn send(
-        &self,
-        topic: &str,
-        key: Option<&[u8]>,
-        payload: Option<&[u8]>,
-        headers: &[(&str, &str)],
-    ) -> impl Future<Output = Result<(), KafkaFailure>> + Send {
-        AckedProducer::send(self, topic, key, payload, headers)
     }
 }

@@ -58,32 +58,19 @@ pub fn decode(buf: &Bytes, ctx: &DecodeContext) -> Result<Message, DecodeError> 
             })
         }
         b'U' => Message::Update(update(&mut r, ctx)?),
-        b'D' => {
-            let xid = r.stream_xid(ctx, "Delete xid")?;
-            let relation_oid = r.u32("Delete relation oid")?;
-            let old = r.old_tuple("Delete tuple kind")?;
-            Message::Delete(Delete {
-                xid,
-                relation_oid,
-                old,
-            })
-        }
+        b'D' => Message::Delete(Delete {
+            xid: r.stream_xid(ctx, "Delete xid")?,
+            relation_oid: r.u32("Delete relation oid")?,
+            old: r.old_tuple("Delete tuple kind")?,
+        }),
         b'T' => Message::Truncate(truncate(&mut r, ctx)?),
-        b'M' => {
-            let xid = r.stream_xid(ctx, "Message xid")?;
-            let transactional = r.bool("Message flags", "0 or 1")?;
-            let lsn = r.lsn("Message lsn")?;
-            let prefix = r.string("Message prefix")?;
-            let len = r.len32("Message content length")?;
-            let content = r.bytes(len, "Message content")?;
-            Message::Message(LogicalMessage {
-                xid,
-                transactional,
-                lsn,
-                prefix,
-                content,
-            })
-        }
+        b'M' => Message::Message(LogicalMessage {
+            xid: r.stream_xid(ctx, "Message xid")?,
+            transactional: r.bool("Message flags", "0 or 1")?,
+            lsn: r.lsn("Message lsn")?,
+            prefix: r.string("Message prefix")?,
+            content: r.counted_bytes("Message content length", "Message content")?,
+        }),
         b'S' => Message::StreamStart(StreamStart {
             xid: r.u32("Stream Start xid")?,
             first_segment: r.bool("Stream Start first_segment", "0 or 1")?,
@@ -154,11 +141,18 @@ pub fn decode(buf: &Bytes, ctx: &DecodeContext) -> Result<Message, DecodeError> 
 }
 
 fn relation(r: &mut Reader<'_>, ctx: &DecodeContext) -> Result<Relation, DecodeError> {
-    let xid = r.stream_xid(ctx, "Relation xid")?;
-    let oid = r.u32("Relation oid")?;
-    let namespace = r.string("Relation namespace")?;
-    let name = r.string("Relation name")?;
-    let replica_identity = r.u8("Relation replica identity")?;
+    Ok(Relation {
+        xid: r.stream_xid(ctx, "Relation xid")?,
+        oid: r.u32("Relation oid")?,
+        namespace: r.string("Relation namespace")?,
+        name: r.string("Relation name")?,
+        replica_identity: r.u8("Relation replica identity")?,
+        columns: columns(r)?,
+    })
+}
+
+/// A Relation's Int16 column count and its columns.
+fn columns(r: &mut Reader<'_>) -> Result<Vec<Column>, DecodeError> {
     let ncols = usize::from(r.u16("Relation column count")?);
     // Each column needs at least 10 bytes (flags, NUL, type oid, typmod).
     let mut columns = Vec::with_capacity(ncols.min(r.remaining() / 10));
@@ -170,14 +164,7 @@ fn relation(r: &mut Reader<'_>, ctx: &DecodeContext) -> Result<Relation, DecodeE
             type_modifier: r.i32("Relation column type modifier")?,
         });
     }
-    Ok(Relation {
-        xid,
-        oid,
-        namespace,
-        name,
-        replica_identity,
-        columns,
-    })
+    Ok(columns)
 }
 
 fn update(r: &mut Reader<'_>, ctx: &DecodeContext) -> Result<Update, DecodeError> {
@@ -342,6 +329,16 @@ impl Reader<'_> {
         })
     }
 
+    /// An Int32 length, then that many bytes as a zero-copy slice of the input.
+    fn counted_bytes(
+        &mut self,
+        len_what: &'static str,
+        what: &'static str,
+    ) -> Result<Bytes, DecodeError> {
+        let len = self.len32(len_what)?;
+        self.bytes(len, what)
+    }
+
     /// The next `n` bytes as a zero-copy slice of the input.
     fn bytes(&mut self, n: usize, what: &'static str) -> Result<Bytes, DecodeError> {
         let start = self.pos;
@@ -405,13 +402,9 @@ impl Reader<'_> {
             let value = match self.u8("tuple value kind")? {
                 b'n' => TupleValue::Null,
                 b'u' => TupleValue::UnchangedToast,
-                b't' => {
-                    let len = self.len32("text value length")?;
-                    TupleValue::Text(self.bytes(len, "text value")?)
-                }
+                b't' => TupleValue::Text(self.counted_bytes("text value length", "text value")?),
                 b'b' => {
-                    let len = self.len32("binary value length")?;
-                    TupleValue::Binary(self.bytes(len, "binary value")?)
+                    TupleValue::Binary(self.counted_bytes("binary value length", "binary value")?)
                 }
                 found => {
                     return Err(DecodeError::UnexpectedByte {

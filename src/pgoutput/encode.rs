@@ -6,7 +6,7 @@ use crate::lsn::Lsn;
 /// Encodes `msg` in the wire format [`super::decode`] reads under `ctx`.
 ///
 /// The context decides the layout, as on the wire: the leading xid of Relation, Type, Insert,
-/// Update, Delete, Truncate and Message is written only when [`DecodeContext::has_stream_xid`]
+/// Update, Delete, Truncate and Message is written only when `DecodeContext::has_stream_xid`
 /// (a `None` xid is then written as 0) and is dropped otherwise; Stream Abort's `abort_lsn` and
 /// `abort_ts` are written only with protocol 4 or later and only when one of them is `Some`
 /// (a missing one as 0). Strings are written followed by a NUL, so they must not contain one to

@@ -49,17 +49,17 @@ pub struct DecodeContext {
 
 impl DecodeContext {
     /// Whether messages of the data-carrying kinds start with a transaction id.
-    pub fn has_stream_xid(&self) -> bool {
+    pub(crate) fn has_stream_xid(&self) -> bool {
         self.in_stream && self.proto_version >= 2
     }
 }
 
 /// Flag bit of [`Column::flags`]: the column is part of the replica identity key.
-pub const COLUMN_FLAG_KEY: u8 = 1;
+pub(crate) const COLUMN_FLAG_KEY: u8 = 1;
 /// Flag bit of [`Truncate::options`]: `TRUNCATE ... CASCADE`.
-pub const TRUNCATE_CASCADE: u8 = 1;
+pub(crate) const TRUNCATE_CASCADE: u8 = 1;
 /// Flag bit of [`Truncate::options`]: `TRUNCATE ... RESTART IDENTITY`.
-pub const TRUNCATE_RESTART_IDENTITY: u8 = 2;
+pub(crate) const TRUNCATE_RESTART_IDENTITY: u8 = 2;
 
 /// One decoded logical replication message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,7 +113,7 @@ pub enum Message {
 
 impl Message {
     /// The wire tag byte of this message.
-    pub fn tag(&self) -> u8 {
+    pub(crate) fn tag(&self) -> u8 {
         match self {
             Message::Begin(_) => b'B',
             Message::Commit(_) => b'C',
@@ -193,7 +193,7 @@ pub struct Relation {
 /// One column of a [`Relation`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
-    /// Flags; [`COLUMN_FLAG_KEY`] (1) marks a replica identity column.
+    /// Flags; `COLUMN_FLAG_KEY` (1) marks a replica identity column.
     pub flags: u8,
     /// Column name.
     pub name: String,
@@ -205,7 +205,7 @@ pub struct Column {
 
 impl Column {
     /// Whether the column is part of the replica identity key.
-    pub fn is_key(&self) -> bool {
+    pub(crate) fn is_key(&self) -> bool {
         self.flags & COLUMN_FLAG_KEY != 0
     }
 }
@@ -213,8 +213,7 @@ impl Column {
 /// Type (`'Y'`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Type {
-    /// Inside a stream (v2+) only: the (sub)transaction that made the change; the top-level
-    /// xid is the one of the enclosing [`StreamStart`].
+    /// The streamed (sub)transaction, as in [`Relation::xid`].
     pub xid: Option<u32>,
     /// Type OID.
     pub oid: u32,
@@ -227,8 +226,7 @@ pub struct Type {
 /// Insert (`'I'`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Insert {
-    /// Inside a stream (v2+) only: the (sub)transaction that made the change; the top-level
-    /// xid is the one of the enclosing [`StreamStart`].
+    /// The streamed (sub)transaction, as in [`Relation::xid`].
     pub xid: Option<u32>,
     /// OID of the relation (described by an earlier [`Relation`]).
     pub relation_oid: u32,
@@ -239,8 +237,7 @@ pub struct Insert {
 /// Update (`'U'`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Update {
-    /// Inside a stream (v2+) only: the (sub)transaction that made the change; the top-level
-    /// xid is the one of the enclosing [`StreamStart`].
+    /// The streamed (sub)transaction, as in [`Relation::xid`].
     pub xid: Option<u32>,
     /// OID of the relation.
     pub relation_oid: u32,
@@ -253,8 +250,7 @@ pub struct Update {
 /// Delete (`'D'`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delete {
-    /// Inside a stream (v2+) only: the (sub)transaction that made the change; the top-level
-    /// xid is the one of the enclosing [`StreamStart`].
+    /// The streamed (sub)transaction, as in [`Relation::xid`].
     pub xid: Option<u32>,
     /// OID of the relation.
     pub relation_oid: u32,
@@ -265,10 +261,9 @@ pub struct Delete {
 /// Truncate (`'T'`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Truncate {
-    /// Inside a stream (v2+) only: the (sub)transaction that made the change; the top-level
-    /// xid is the one of the enclosing [`StreamStart`].
+    /// The streamed (sub)transaction, as in [`Relation::xid`].
     pub xid: Option<u32>,
-    /// Bits [`TRUNCATE_CASCADE`] (1) and [`TRUNCATE_RESTART_IDENTITY`] (2).
+    /// Bits `TRUNCATE_CASCADE` (1) and `TRUNCATE_RESTART_IDENTITY` (2).
     pub options: u8,
     /// OIDs of the truncated relations.
     pub relation_oids: Vec<u32>,
@@ -277,8 +272,7 @@ pub struct Truncate {
 /// Logical decoding message (`'M'`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogicalMessage {
-    /// Inside a stream (v2+) only: the (sub)transaction that made the change; the top-level
-    /// xid is the one of the enclosing [`StreamStart`].
+    /// The streamed (sub)transaction, as in [`Relation::xid`].
     pub xid: Option<u32>,
     /// Whether the message was emitted as part of its transaction (flag bit 1).
     pub transactional: bool,
@@ -405,16 +399,17 @@ pub enum OldTuple {
     Full(Tuple),
 }
 
+#[cfg(test)]
 impl OldTuple {
     /// The values, whichever kind this is.
-    pub fn tuple(&self) -> &Tuple {
+    pub(crate) fn tuple(&self) -> &Tuple {
         match self {
             OldTuple::Key(t) | OldTuple::Full(t) => t,
         }
     }
 
     /// Whether only the key columns were sent (`'K'`).
-    pub fn is_key_only(&self) -> bool {
+    pub(crate) fn is_key_only(&self) -> bool {
         matches!(self, OldTuple::Key(_))
     }
 }

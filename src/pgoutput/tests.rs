@@ -10,6 +10,11 @@ const V1: DecodeContext = DecodeContext {
     in_stream: false,
 };
 
+/// The fixtures captured from PostgreSQL 15 (see their README).
+pub(crate) const V1_CHANGES: &[u8] = include_bytes!("../../tests/fixtures/pgoutput/v1_changes.bin");
+const V1_BINARY: &[u8] = include_bytes!("../../tests/fixtures/pgoutput/v1_binary.bin");
+pub(crate) const V2_STREAM: &[u8] = include_bytes!("../../tests/fixtures/pgoutput/v2_stream.bin");
+
 /// One record of a fixture file: `u64 lsn | u32 xid | u32 len | len bytes`, all big-endian.
 pub(crate) struct Record {
     /// The `lsn` column of `pg_logical_slot_peek_binary_changes`.
@@ -65,6 +70,13 @@ fn decode_all(recs: &[Record], proto_version: u32) -> Vec<Message> {
     out
 }
 
+/// The records of a fixture `file` and their messages, decoded with [`decode_all`].
+fn fixture(file: &'static [u8], proto_version: u32) -> (Vec<Record>, Vec<Message>) {
+    let recs = records(file);
+    let msgs = decode_all(&recs, proto_version);
+    (recs, msgs)
+}
+
 fn tags(msgs: &[Message]) -> String {
     let tags: Vec<String> = msgs
         .iter()
@@ -103,6 +115,15 @@ macro_rules! expect {
     };
 }
 
+/// Asserts that `msg` is an Insert into `relation_oid` of `values` (as [`texts`] gives them).
+fn assert_insert(msg: &Message, relation_oid: u32, values: &[Option<&str>]) {
+    let ins = expect!(msg, Message::Insert);
+    assert_eq!(
+        (ins.relation_oid, texts(&ins.new)),
+        (relation_oid, values.to_vec())
+    );
+}
+
 const INT4: u32 = 23;
 const INT8: u32 = 20;
 const TEXT: u32 = 25;
@@ -112,10 +133,7 @@ const TIMESTAMPTZ: u32 = 1184;
 
 #[test]
 fn v1_fixture_decodes_every_captured_message() {
-    let recs = records(include_bytes!(
-        "../../tests/fixtures/pgoutput/v1_changes.bin"
-    ));
-    let msgs = decode_all(&recs, 1);
+    let (recs, msgs) = fixture(V1_CHANGES, 1);
     assert_eq!(
         tags(&msgs),
         "B R I I C B U C B U C B R I U D C B D C B M I C M B Y R I C B R R T C B O I C B I R I C"
@@ -147,10 +165,7 @@ fn v1_fixture_decodes_every_captured_message() {
 
 #[test]
 fn v1_fixture_relation_insert_and_toast() {
-    let recs = records(include_bytes!(
-        "../../tests/fixtures/pgoutput/v1_changes.bin"
-    ));
-    let msgs = decode_all(&recs, 1);
+    let (recs, msgs) = fixture(V1_CHANGES, 1);
 
     let items = expect!(&msgs[1], Message::Relation);
     assert_eq!(
@@ -243,10 +258,7 @@ fn v1_fixture_relation_insert_and_toast() {
 
 #[test]
 fn v1_fixture_replica_identity_full() {
-    let recs = records(include_bytes!(
-        "../../tests/fixtures/pgoutput/v1_changes.bin"
-    ));
-    let msgs = decode_all(&recs, 1);
+    let (_, msgs) = fixture(V1_CHANGES, 1);
     let audit = expect!(&msgs[12], Message::Relation);
     assert_eq!(audit.name, "audit");
     assert_eq!(audit.replica_identity, b'f');
@@ -254,11 +266,10 @@ fn v1_fixture_replica_identity_full() {
     let types: Vec<u32> = audit.columns.iter().map(|c| c.type_oid).collect();
     assert_eq!(types, [INT8, TEXT, TIMESTAMPTZ]);
 
-    let ins = expect!(&msgs[13], Message::Insert);
-    assert_eq!(ins.relation_oid, audit.oid);
-    assert_eq!(
-        texts(&ins.new),
-        [Some("1"), Some("alice"), Some("2024-01-02 03:04:05+00")]
+    assert_insert(
+        &msgs[13],
+        audit.oid,
+        &[Some("1"), Some("alice"), Some("2024-01-02 03:04:05+00")],
     );
 
     let upd = expect!(&msgs[14], Message::Update);
@@ -277,10 +288,7 @@ fn v1_fixture_replica_identity_full() {
 
 #[test]
 fn v1_fixture_logical_messages() {
-    let recs = records(include_bytes!(
-        "../../tests/fixtures/pgoutput/v1_changes.bin"
-    ));
-    let msgs = decode_all(&recs, 1);
+    let (recs, msgs) = fixture(V1_CHANGES, 1);
     let begin = expect!(&msgs[20], Message::Begin);
     let m = expect!(&msgs[21], Message::Message);
     assert!(m.transactional);
@@ -299,10 +307,7 @@ fn v1_fixture_logical_messages() {
 
 #[test]
 fn v1_fixture_type_truncate_origin() {
-    let recs = records(include_bytes!(
-        "../../tests/fixtures/pgoutput/v1_changes.bin"
-    ));
-    let msgs = decode_all(&recs, 1);
+    let (_, msgs) = fixture(V1_CHANGES, 1);
     let items = expect!(&msgs[1], Message::Relation);
     let audit = expect!(&msgs[12], Message::Relation);
 
@@ -336,19 +341,12 @@ fn v1_fixture_type_truncate_origin() {
     let origin = expect!(&msgs[36], Message::Origin);
     assert_eq!(origin.name, "upstream_a");
     assert_eq!(origin.commit_lsn, "1/2345678".parse().unwrap());
-    let ins = expect!(&msgs[37], Message::Insert);
-    assert_eq!(
-        (ins.relation_oid, texts(&ins.new)),
-        (moods.oid, vec![Some("2"), Some("sad")])
-    );
+    assert_insert(&msgs[37], moods.oid, &[Some("2"), Some("sad")]);
 }
 
 #[test]
 fn v1_binary_fixture_has_binary_values() {
-    let recs = records(include_bytes!(
-        "../../tests/fixtures/pgoutput/v1_binary.bin"
-    ));
-    let msgs = decode_all(&recs, 1);
+    let (recs, msgs) = fixture(V1_BINARY, 1);
     assert_eq!(tags(&msgs), "B Y R I R I C");
     let moods = expect!(&msgs[2], Message::Relation);
     let ins = expect!(&msgs[3], Message::Insert);
@@ -380,10 +378,7 @@ fn v1_binary_fixture_has_binary_values() {
 
 #[test]
 fn v2_stream_fixture() {
-    let recs = records(include_bytes!(
-        "../../tests/fixtures/pgoutput/v2_stream.bin"
-    ));
-    let msgs = decode_all(&recs, 2);
+    let (_, msgs) = fixture(V2_STREAM, 2);
 
     // Walk the stream as a consumer would: every data message inside a stream carries the
     // streamed xid; outside a stream only stream-control messages appear.
@@ -456,18 +451,12 @@ fn v2_stream_fixture() {
     assert_eq!(&m.content[..], b"in stream");
     let bulk = expect!(&msgs[2], Message::Relation);
     assert_eq!((bulk.xid, bulk.name.as_str()), (Some(x11), "bulk"));
-    let ins = expect!(&msgs[3], Message::Insert);
-    assert_eq!(
-        (ins.relation_oid, texts(&ins.new)),
-        (bulk.oid, vec![Some("1"), Some("row 1")])
-    );
+    assert_insert(&msgs[3], bulk.oid, &[Some("1"), Some("row 1")]);
 }
 
 #[test]
 fn stream_messages_need_the_stream_context() {
-    let recs = records(include_bytes!(
-        "../../tests/fixtures/pgoutput/v2_stream.bin"
-    ));
+    let recs = records(V2_STREAM);
     // recs[3] is a streamed Insert: without in_stream its xid is read as the relation OID and
     // the tuple kind lands on a relation OID byte.
     let outside = DecodeContext {
@@ -488,9 +477,7 @@ fn stream_messages_need_the_stream_context() {
         proto_version: 1,
         in_stream: true,
     };
-    let rec = &records(include_bytes!(
-        "../../tests/fixtures/pgoutput/v1_changes.bin"
-    ))[2];
+    let rec = &records(V1_CHANGES)[2];
     assert!(matches!(
         decode(&rec.data, &v1_stream),
         Ok(Message::Insert(_))
@@ -640,118 +627,124 @@ fn unknown_tag_is_not_an_error() {
 
 #[test]
 fn malformed_input_gives_precise_errors() {
-    assert_eq!(decode(&Bytes::new(), &V1), Err(DecodeError::Empty));
-
+    use DecodeError::*;
+    let oid = 1u32.to_be_bytes();
     // Begin cut in the middle of its timestamp.
     let begin = be(&[b"B", &[0; 8], &[0; 3]]);
-    assert_eq!(
-        decode(&begin, &V1),
-        Err(DecodeError::Truncated {
-            what: "Begin commit_ts",
-            offset: 9,
-            needed: 8,
-            available: 3
-        })
-    );
-
-    // A text value of length -1 and of length i32::MAX must not allocate.
-    let oid = 1u32.to_be_bytes();
-    let neg = be(&[b"I", &oid, b"N\0\x01t", &(-1i32).to_be_bytes()]);
-    assert_eq!(
-        decode(&neg, &V1),
-        Err(DecodeError::InvalidLength {
-            what: "text value length",
-            offset: 9,
-            len: -1
-        })
-    );
-    let huge = be(&[b"I", &oid, b"N\0\x01b", &i32::MAX.to_be_bytes(), b"xy"]);
-    assert!(matches!(
-        decode(&huge, &V1),
-        Err(DecodeError::Truncated {
-            what: "binary value",
-            offset: 13,
-            available: 2,
-            ..
-        })
-    ));
-    // A huge column count with no data behind it.
-    let cols = be(&[b"I", &oid, b"N\xff\xff"]);
-    assert!(matches!(
-        decode(&cols, &V1),
-        Err(DecodeError::Truncated { .. })
-    ));
-    // A negative truncate count.
-    let tr = be(&[b"T", &(-5i32).to_be_bytes(), b"\0"]);
-    assert!(matches!(
-        decode(&tr, &V1),
-        Err(DecodeError::InvalidLength { len: -5, .. })
-    ));
-
-    // Bad tuple kinds.
-    let ins = be(&[b"I", &oid, b"X\0\0"]);
-    assert!(matches!(
-        decode(&ins, &V1),
-        Err(DecodeError::UnexpectedByte {
-            what: "Insert tuple kind",
-            found: b'X',
-            ..
-        })
-    ));
-    let upd = be(&[b"U", &oid, b"K\0\0K\0\0"]);
-    assert!(matches!(
-        decode(&upd, &V1),
-        Err(DecodeError::UnexpectedByte {
-            what: "Update new tuple kind",
-            offset: 8,
-            ..
-        })
-    ));
-    let val = be(&[b"I", &oid, b"N\0\x01x"]);
-    assert!(matches!(
-        decode(&val, &V1),
-        Err(DecodeError::UnexpectedByte {
-            what: "tuple value kind",
-            offset: 8,
-            found: b'x',
-            ..
-        })
-    ));
-
-    // Strings: missing NUL, invalid UTF-8.
-    let origin = be(&[b"O", &[0; 8], b"no-nul"]);
-    assert_eq!(
-        decode(&origin, &V1),
-        Err(DecodeError::UnterminatedString {
-            what: "Origin name",
-            offset: 9
-        })
-    );
-    let origin = be(&[b"O", &[0; 8], b"\xff\xfe\0"]);
-    assert_eq!(
-        decode(&origin, &V1),
-        Err(DecodeError::InvalidUtf8 {
-            what: "Origin name",
-            offset: 9
-        })
-    );
-
-    // Trailing bytes after a complete message.
-    let stop = Bytes::from_static(b"E\0");
-    assert_eq!(
-        decode(&stop, &V1),
-        Err(DecodeError::TrailingBytes {
-            tag: b'E',
-            offset: 1,
-            remaining: 1
-        })
-    );
-    // Flag bytes outside 0/1.
-    let start = be(&[b"S", &1u32.to_be_bytes(), b"\x02"]);
-    assert!(matches!(
-        decode(&start, &V1),
-        Err(DecodeError::UnexpectedByte { found: 2, .. })
-    ));
+    let cases: Vec<(Bytes, DecodeError)> = vec![
+        (Bytes::new(), Empty),
+        (
+            begin.clone(),
+            Truncated {
+                what: "Begin commit_ts",
+                offset: 9,
+                needed: 8,
+                available: 3,
+            },
+        ),
+        // A text value of length -1 and of length i32::MAX must not allocate.
+        (
+            be(&[b"I", &oid, b"N\0\x01t", &(-1i32).to_be_bytes()]),
+            InvalidLength {
+                what: "text value length",
+                offset: 9,
+                len: -1,
+            },
+        ),
+        (
+            be(&[b"I", &oid, b"N\0\x01b", &i32::MAX.to_be_bytes(), b"xy"]),
+            Truncated {
+                what: "binary value",
+                offset: 13,
+                needed: i32::MAX as usize,
+                available: 2,
+            },
+        ),
+        // A huge column count with no data behind it.
+        (
+            be(&[b"I", &oid, b"N\xff\xff"]),
+            Truncated {
+                what: "tuple value kind",
+                offset: 8,
+                needed: 1,
+                available: 0,
+            },
+        ),
+        // A negative truncate count.
+        (
+            be(&[b"T", &(-5i32).to_be_bytes(), b"\0"]),
+            InvalidLength {
+                what: "Truncate relation count",
+                offset: 1,
+                len: -5,
+            },
+        ),
+        // Bad tuple kinds.
+        (
+            be(&[b"I", &oid, b"X\0\0"]),
+            UnexpectedByte {
+                what: "Insert tuple kind",
+                offset: 5,
+                found: b'X',
+                expected: "'N'",
+            },
+        ),
+        (
+            be(&[b"U", &oid, b"K\0\0K\0\0"]),
+            UnexpectedByte {
+                what: "Update new tuple kind",
+                offset: 8,
+                found: b'K',
+                expected: "'N'",
+            },
+        ),
+        (
+            be(&[b"I", &oid, b"N\0\x01x"]),
+            UnexpectedByte {
+                what: "tuple value kind",
+                offset: 8,
+                found: b'x',
+                expected: "'n', 'u', 't' or 'b'",
+            },
+        ),
+        // Strings: missing NUL, invalid UTF-8.
+        (
+            be(&[b"O", &[0; 8], b"no-nul"]),
+            UnterminatedString {
+                what: "Origin name",
+                offset: 9,
+            },
+        ),
+        (
+            be(&[b"O", &[0; 8], b"\xff\xfe\0"]),
+            InvalidUtf8 {
+                what: "Origin name",
+                offset: 9,
+            },
+        ),
+        // Trailing bytes after a complete message.
+        (
+            Bytes::from_static(b"E\0"),
+            TrailingBytes {
+                tag: b'E',
+                offset: 1,
+                remaining: 1,
+            },
+        ),
+        // Flag bytes outside 0/1.
+        (
+            be(&[b"S", &1u32.to_be_bytes(), b"\x02"]),
+            UnexpectedByte {
+                what: "Stream Start first_segment",
+                offset: 5,
+                found: 2,
+                expected: "0 or 1",
+            },
+        ),
+    ];
+    for (input, want) in cases {
+        assert_eq!(decode(&input, &V1), Err(want), "{input:?}");
+    }
 
     let e = decode(&begin, &V1).unwrap_err().to_string();
     assert!(
@@ -762,9 +755,7 @@ fn malformed_input_gives_precise_errors() {
 
 #[test]
 fn every_strict_prefix_of_a_fixture_message_is_an_error() {
-    let recs = records(include_bytes!(
-        "../../tests/fixtures/pgoutput/v1_changes.bin"
-    ));
+    let recs = records(V1_CHANGES);
     for rec in recs.iter().filter(|r| r.data.len() < 1000) {
         for cut in 0..rec.data.len() {
             assert!(

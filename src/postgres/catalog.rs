@@ -3,7 +3,7 @@
 //!
 //! Invariants: the publication driftless manages lists exactly the configured tables and is
 //! never `FOR ALL TABLES`; every SQL statement takes identifiers through
-//! [`super::sql::quote_ident`] and values through bind parameters; nothing here reads row
+//! `super::sql::quote_ident` and values through bind parameters; nothing here reads row
 //! values.
 
 use std::collections::BTreeSet;
@@ -30,7 +30,7 @@ fn refused(message: impl Into<String>, hint: impl Into<String>) -> SourceError {
 
 /// A column of a captured table.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ColumnMeta {
+pub(crate) struct ColumnMeta {
     /// Column name.
     pub name: String,
     /// Type OID.
@@ -39,7 +39,7 @@ pub struct ColumnMeta {
 
 /// What capture needs to know about a table.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TableMeta {
+pub(crate) struct TableMeta {
     /// Name.
     pub name: TableName,
     /// `pg_class` OID.
@@ -54,7 +54,10 @@ pub struct TableMeta {
 
 /// Reads metadata of the configured tables; refuses (listing every table at fault) when a
 /// table is missing or its updates and deletes could not be keyed.
-pub async fn tables(client: &Client, names: &[TableName]) -> Result<Vec<TableMeta>, SourceError> {
+pub(crate) async fn tables(
+    client: &Client,
+    names: &[TableName],
+) -> Result<Vec<TableMeta>, SourceError> {
     let mut out = Vec::new();
     let mut problems = Vec::new();
     for name in names {
@@ -154,7 +157,7 @@ pub async fn key_columns(
 }
 
 /// Creates the publication for exactly `tables`, or updates it to that set.
-pub async fn ensure_publication(
+pub(crate) async fn ensure_publication(
     client: &Client,
     publication: &str,
     tables: &[TableName],
@@ -171,17 +174,11 @@ pub async fn ensure_publication(
         )
         .await
         .map_err(sql)?;
-    match existing {
-        None => {
-            client
-                .batch_execute(&format!(
-                    "CREATE PUBLICATION {} FOR TABLE {list}",
-                    quote_ident(publication)
-                ))
-                .await
-                .map_err(sql)?;
-            tracing::info!(publication, tables = tables.len(), "publication created");
-        }
+    let (statement, done) = match existing {
+        None => (
+            format!("CREATE PUBLICATION {} FOR TABLE", quote_ident(publication)),
+            "publication created",
+        ),
         Some(row) if row.get::<_, bool>(0) => {
             return Err(refused(
                 format!("publication {publication} is FOR ALL TABLES"),
@@ -205,24 +202,26 @@ pub async fn ensure_publication(
                 .iter()
                 .map(|t| (t.schema.clone(), t.name.clone()))
                 .collect();
-            if current != wanted {
-                client
-                    .batch_execute(&format!(
-                        "ALTER PUBLICATION {} SET TABLE {list}",
-                        quote_ident(publication)
-                    ))
-                    .await
-                    .map_err(sql)?;
-                tracing::info!(publication, tables = tables.len(), "publication updated");
+            if current == wanted {
+                return Ok(());
             }
+            (
+                format!("ALTER PUBLICATION {} SET TABLE", quote_ident(publication)),
+                "publication updated",
+            )
         }
-    }
+    };
+    client
+        .batch_execute(&format!("{statement} {list}"))
+        .await
+        .map_err(sql)?;
+    tracing::info!(publication, tables = tables.len(), "{done}");
     Ok(())
 }
 
 /// A row of `pg_replication_slots`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SlotState {
+pub(crate) struct SlotState {
     /// Output plugin.
     pub plugin: Option<String>,
     /// `logical` or `physical`.
@@ -238,7 +237,10 @@ pub struct SlotState {
 }
 
 /// Reads the slot's row, if the slot exists.
-pub async fn slot_state(client: &Client, slot: &str) -> Result<Option<SlotState>, SourceError> {
+pub(crate) async fn slot_state(
+    client: &Client,
+    slot: &str,
+) -> Result<Option<SlotState>, SourceError> {
     let row = client
         .query_opt(
             "SELECT plugin::text, slot_type, database::text, confirmed_flush_lsn::text, \
@@ -259,7 +261,7 @@ pub async fn slot_state(client: &Client, slot: &str) -> Result<Option<SlotState>
 
 /// Drops a slot driftless itself created (only ever called for a slot whose checkpoint says
 /// it was being created or snapshotted).
-pub async fn drop_slot(client: &Client, slot: &str) -> Result<(), SourceError> {
+pub(crate) async fn drop_slot(client: &Client, slot: &str) -> Result<(), SourceError> {
     client
         .execute(
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
@@ -273,7 +275,7 @@ pub async fn drop_slot(client: &Client, slot: &str) -> Result<(), SourceError> {
 
 /// Resolves a type OID to the converter's [`PgType`]: built-ins directly, then enums (text),
 /// domains (their base type) and arrays (their element type) through `pg_type`.
-pub async fn resolve_type(client: &Client, oid: u32) -> Result<PgType, SourceError> {
+pub(crate) async fn resolve_type(client: &Client, oid: u32) -> Result<PgType, SourceError> {
     if let Some(t) = PgType::from_builtin_oid(oid) {
         return Ok(t);
     }
@@ -318,7 +320,7 @@ pub async fn resolve_type(client: &Client, oid: u32) -> Result<PgType, SourceErr
 
 /// Server facts the preflight checks.
 #[derive(Clone, Debug)]
-pub struct ServerFacts {
+pub(crate) struct ServerFacts {
     /// `server_version_num`.
     pub version_num: i32,
     /// `wal_level`.
@@ -336,7 +338,7 @@ pub struct ServerFacts {
 }
 
 /// Reads the facts checked by [`preflight_problems`].
-pub async fn server_facts(client: &Client) -> Result<ServerFacts, SourceError> {
+pub(crate) async fn server_facts(client: &Client) -> Result<ServerFacts, SourceError> {
     let row = client
         .query_one(
             "SELECT current_setting('server_version_num')::int, current_setting('wal_level'), \
@@ -360,7 +362,7 @@ pub async fn server_facts(client: &Client) -> Result<ServerFacts, SourceError> {
 }
 
 /// Problems with the server itself (pure over [`ServerFacts`]); each is `(message, hint)`.
-pub fn preflight_problems(f: &ServerFacts) -> Vec<(String, String)> {
+pub(crate) fn preflight_problems(f: &ServerFacts) -> Vec<(String, String)> {
     let mut p = Vec::new();
     if f.version_num < 140_000 {
         p.push((

@@ -2,11 +2,11 @@
 //!
 //! Owns everything the replication connection and the tokio-postgres connection share: the
 //! parsed [`ConnectParams`], the libpq-compatible [`SslMode`] names (turned into a rustls
-//! configuration by `postgres::tls`), and the session settings ([`SESSION_OPTIONS`]) that make
+//! configuration by `postgres::tls`), and the session settings (`SESSION_OPTIONS`) that make
 //! server text output deterministic.
 //!
 //! Invariants:
-//! - The password never appears in `Debug`, in [`ConnectParams::redacted_url`], in logs or in
+//! - The password never appears in `Debug`, in `ConnectParams::redacted_url`, in logs or in
 //!   error messages.
 //! - Under `require`, `verify-ca` and `verify-full` a connection never falls back to plaintext;
 //!   only `prefer` does, and only when the server answers the SSL request with `N`.
@@ -58,7 +58,7 @@ pub enum SslMode {
 
 impl SslMode {
     /// The libpq spelling (`verify-full`, ...).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             SslMode::Disable => "disable",
             SslMode::Prefer => "prefer",
@@ -102,7 +102,7 @@ impl FromStr for SslMode {
     }
 }
 
-/// A password whose `Debug` and `Display` are redacted. Read it with [`Password::expose`].
+/// A password whose `Debug` and `Display` are redacted. Read it with `Password::expose`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Password(String);
 
@@ -113,7 +113,7 @@ impl Password {
     }
 
     /// The password itself; only for sending it to the server.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -264,7 +264,7 @@ impl ConnectParams {
     }
 
     /// The URL with the password replaced by `***`; safe to log.
-    pub fn redacted_url(&self) -> String {
+    pub(crate) fn redacted_url(&self) -> String {
         let enc = |s: &str| utf8_percent_encode(s, URL_PART).to_string();
         let password = if self.password.is_some() { ":***" } else { "" };
         let host = if self.host.contains(':') {

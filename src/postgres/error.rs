@@ -96,7 +96,7 @@ const AUTH_HINT: &str = "check the user name and password in the connection URL,
     the database name, not the `replication` keyword)";
 
 /// The class of a server error with this SQLSTATE.
-pub fn classify_sqlstate(code: &str) -> ErrorClass {
+pub(crate) fn classify_sqlstate(code: &str) -> ErrorClass {
     match code {
         c if c.starts_with("08") || c.starts_with("53") => ErrorClass::Transient,
         "57P01" | "57P02" | "57P03" | "55006" | "40001" | "40P01" => ErrorClass::Transient,
@@ -105,7 +105,7 @@ pub fn classify_sqlstate(code: &str) -> ErrorClass {
 }
 
 /// An operator-facing hint for a server error with this SQLSTATE, if we have one.
-pub fn sqlstate_hint(code: &str) -> Option<String> {
+pub(crate) fn sqlstate_hint(code: &str) -> Option<String> {
     let hint = match code {
         c if c.starts_with("28") => AUTH_HINT,
         "42501" => {

@@ -5,14 +5,14 @@
 //! - `tls`: the rustls configuration and certificate verifiers for an `sslmode`;
 //! - [`replication`]: our own replication-protocol client (startup, SCRAM, CopyBoth, status);
 //! - [`catalog`]: preflight, publication, slot state, table metadata, type resolution;
-//! - [`snapshot`]: chunked reads inside the slot's exported snapshot;
+//! - `snapshot`: chunked reads inside the slot's exported snapshot;
 //! - [`sql`]: the one copy of identifier and literal quoting.
 
 pub mod catalog;
 pub mod connect;
 pub mod error;
 pub mod replication;
-pub mod snapshot;
+pub(crate) mod snapshot;
 pub mod sql;
 mod tls;
 

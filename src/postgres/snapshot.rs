@@ -14,7 +14,7 @@ use super::sql::{quote_ident, quote_table};
 use crate::config::TableName;
 
 /// An open snapshot transaction on one SQL connection.
-pub struct SnapshotReader<'a> {
+pub(crate) struct SnapshotReader<'a> {
     client: &'a Client,
     chunk_rows: u32,
 }
@@ -34,7 +34,7 @@ impl<'a> SnapshotReader<'a> {
     /// (as pg_dump does): TRUNCATE and ALTER TABLE, which are not MVCC-safe, then wait for the
     /// snapshot instead of emptying or reshaping a table under it. The caller re-reads the
     /// tables' columns after this, on this connection.
-    pub async fn begin(
+    pub(crate) async fn begin(
         client: &'a Client,
         snapshot_name: &str,
         chunk_rows: u32,
@@ -57,7 +57,7 @@ impl<'a> SnapshotReader<'a> {
     }
 
     /// Exact row count of `table` in the snapshot (for progress).
-    pub async fn count(&self, table: &TableMeta) -> Result<u64, SourceError> {
+    pub(crate) async fn count(&self, table: &TableMeta) -> Result<u64, SourceError> {
         let row = self
             .client
             .query_one(
@@ -69,7 +69,7 @@ impl<'a> SnapshotReader<'a> {
     }
 
     /// Opens a cursor over `table`'s columns (in `table.columns` order).
-    pub async fn open(&self, table: &TableMeta) -> Result<TableCursor<'a>, SourceError> {
+    pub(crate) async fn open(&self, table: &TableMeta) -> Result<TableCursor<'a>, SourceError> {
         let cols = table
             .columns
             .iter()
@@ -92,14 +92,14 @@ impl<'a> SnapshotReader<'a> {
     }
 
     /// Ends the transaction.
-    pub async fn finish(self) -> Result<(), SourceError> {
+    pub(crate) async fn finish(self) -> Result<(), SourceError> {
         self.client.batch_execute("COMMIT").await?;
         Ok(())
     }
 }
 
 /// A cursor over one table.
-pub struct TableCursor<'a> {
+pub(crate) struct TableCursor<'a> {
     client: &'a Client,
     cursor: String,
     chunk_rows: u32,
@@ -108,7 +108,7 @@ pub struct TableCursor<'a> {
 
 impl TableCursor<'_> {
     /// The next chunk of rows (text values), or `None` at the end (the cursor is then closed).
-    pub async fn next_chunk(&mut self) -> Result<Option<Vec<SimpleQueryRow>>, SourceError> {
+    pub(crate) async fn next_chunk(&mut self) -> Result<Option<Vec<SimpleQueryRow>>, SourceError> {
         if self.done {
             return Ok(None);
         }

@@ -1,9 +1,9 @@
 //! The rustls client configuration for an [`SslMode`], shared by the replication connection and
 //! the ordinary SQL connection.
 //!
-//! Owns the trust anchors (`sslrootcert` or the system roots) and the two certificate verifiers:
-//! none (libpq's `prefer`/`require` without a root) and chain-with-optional-name (`verify-ca`,
-//! `verify-full`, `require` with a root).
+//! Owns the trust anchors (`sslrootcert` or the system roots) and the certificate verifier in
+//! its two modes: accept any certificate (libpq's `prefer`/`require` without a root) and
+//! chain-with-optional-name (`verify-ca`, `verify-full`, `require` with a root).
 //!
 //! Invariants:
 //! - rustls always uses the ring provider given explicitly here, never a process-wide default.
@@ -76,54 +76,14 @@ fn root_store(
     Ok((roots, trusted))
 }
 
-/// Accepts any server certificate (libpq's `prefer`/`require` without a root certificate), but
-/// still checks the handshake signatures so the session keys belong to that certificate.
+/// The server certificate check of one [`SslMode`]. Handshake signatures are always verified
+/// with the provider's algorithms, so the session keys belong to the presented certificate.
 #[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+struct Verifier {
+    provider: Arc<CryptoProvider>,
+    /// `None`: any server certificate is accepted (libpq's `prefer`/`require` without a root
+    /// certificate).
+    roots: Option<RootVerifier>,
 }
 
 /// Verifies the server certificate against explicit trust anchors (libpq's `verify-ca` and
@@ -144,7 +104,7 @@ struct RootVerifier {
     check_name: bool,
 }
 
-impl ServerCertVerifier for RootVerifier {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -153,7 +113,10 @@ impl ServerCertVerifier for RootVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let result = self.webpki.verify_server_cert(
+        let Some(roots) = &self.roots else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        let result = roots.webpki.verify_server_cert(
             end_entity,
             intermediates,
             server_name,
@@ -163,15 +126,15 @@ impl ServerCertVerifier for RootVerifier {
         match result {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
+            )) if !roots.check_name => Ok(ServerCertVerified::assertion()),
             Err(rustls::Error::InvalidCertificate(CertificateError::Other(other)))
                 if other.0.to_string() == "CaUsedAsEndEntity"
-                    && self
+                    && roots
                         .trusted
                         .iter()
                         .any(|t| t.as_ref() == end_entity.as_ref()) =>
             {
-                if self.check_name {
+                if roots.check_name {
                     let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
                     rustls::client::verify_server_name(&parsed, server_name)?;
                 }
@@ -187,7 +150,8 @@ impl ServerCertVerifier for RootVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls12_signature(message, cert, dss)
+        let algorithms = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
     }
 
     fn verify_tls13_signature(
@@ -196,11 +160,14 @@ impl ServerCertVerifier for RootVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls13_signature(message, cert, dss)
+        let algorithms = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.webpki.supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -227,18 +194,18 @@ pub(crate) fn tls_config(params: &ConnectParams) -> Result<Option<ClientConfig>,
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| PgError::Tls(format!("cannot configure TLS: {e}")))?;
-    let verifier: Arc<dyn ServerCertVerifier> = match params.sslmode {
+    let roots = match params.sslmode {
         SslMode::Disable => return Ok(None),
         SslMode::Require if params.sslrootcert.is_some() => {
-            Arc::new(root_verifier(params, &provider, false)?)
+            Some(root_verifier(params, &provider, false)?)
         }
-        SslMode::Prefer | SslMode::Require => Arc::new(NoVerification(provider.clone())),
-        SslMode::VerifyCa => Arc::new(root_verifier(params, &provider, false)?),
-        SslMode::VerifyFull => Arc::new(root_verifier(params, &provider, true)?),
+        SslMode::Prefer | SslMode::Require => None,
+        SslMode::VerifyCa => Some(root_verifier(params, &provider, false)?),
+        SslMode::VerifyFull => Some(root_verifier(params, &provider, true)?),
     };
     let config = builder
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
+        .with_custom_certificate_verifier(Arc::new(Verifier { provider, roots }))
         .with_no_client_auth();
     Ok(Some(config))
 }
@@ -300,19 +267,21 @@ mod tests {
             .unwrap()
     }
 
-    fn verifier_for(root: PathBuf, check_name: bool) -> RootVerifier {
+    fn verifier_for(root: PathBuf, check_name: bool) -> Verifier {
         let params = ConnectParams {
             sslrootcert: Some(root),
             ..ConnectParams::from_url("postgres://u@localhost/db").unwrap()
         };
-        root_verifier(&params, &provider(), check_name).unwrap()
+        let provider = provider();
+        let roots = Some(root_verifier(&params, &provider, check_name).unwrap());
+        Verifier { provider, roots }
     }
 
     #[test]
-    fn root_verifier_checks_chain_and_optionally_the_name() {
-        // A CA and a leaf for "localhost" signed by it, and an unrelated CA.
+    fn root_verifier_checks_chain_and_name_and_accepts_a_pinned_certificate() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
+        // A CA and a leaf for "localhost" signed by it.
         openssl(
             d,
             "req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca -keyout ca.key \
@@ -332,68 +301,46 @@ mod tests {
             "x509 -req -in leaf.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
              -extfile ext.cnf -out leaf.crt",
         );
-        let leaf = first_cert(&d.join("leaf.crt"));
-        let wrong = wrong_ca(d);
-        let ours = ServerName::try_from("localhost").unwrap();
-        let other = ServerName::try_from("db.example.com").unwrap();
-        let now = UnixTime::now();
-
-        let full = verifier_for(d.join("ca.crt"), true);
-        assert!(full.verify_server_cert(&leaf, &[], &ours, &[], now).is_ok());
-        assert!(
-            full.verify_server_cert(&leaf, &[], &other, &[], now)
-                .is_err()
-        );
-        let chain = verifier_for(d.join("ca.crt"), false);
-        assert!(
-            chain
-                .verify_server_cert(&leaf, &[], &other, &[], now)
-                .is_ok()
-        );
-        for check_name in [true, false] {
-            let untrusted = verifier_for(wrong.clone(), check_name);
-            assert!(
-                untrusted
-                    .verify_server_cert(&leaf, &[], &ours, &[], now)
-                    .is_err()
-            );
-        }
-    }
-
-    #[test]
-    fn root_verifier_accepts_a_pinned_self_signed_server_certificate() {
         // Self-signed with CA:TRUE, like `openssl req -x509` and the test server's certificate.
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
         openssl(
             d,
             "req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
              -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout s.key -out s.crt",
         );
-        let cert = first_cert(&d.join("s.crt"));
-        let ours = ServerName::try_from("localhost").unwrap();
-        let ip = ServerName::try_from("127.0.0.1").unwrap();
-        let other = ServerName::try_from("db.example.com").unwrap();
-        let now = UnixTime::now();
-        let full = verifier_for(d.join("s.crt"), true);
-        assert!(full.verify_server_cert(&cert, &[], &ours, &[], now).is_ok());
-        assert!(full.verify_server_cert(&cert, &[], &ip, &[], now).is_ok());
-        assert!(
-            full.verify_server_cert(&cert, &[], &other, &[], now)
-                .is_err()
+        let (leaf, self_signed) = (
+            first_cert(&d.join("leaf.crt")),
+            first_cert(&d.join("s.crt")),
         );
-        let chain = verifier_for(d.join("s.crt"), false);
-        assert!(
-            chain
-                .verify_server_cert(&cert, &[], &other, &[], now)
-                .is_ok()
-        );
-        // Not pinned: another certificate in sslrootcert does not make it acceptable.
-        let wrong = verifier_for(wrong_ca(d), false);
-        assert!(
-            wrong
-                .verify_server_cert(&cert, &[], &ours, &[], now)
-                .is_err()
-        );
+        // An unrelated CA.
+        let (ca, pinned, wrong) = (d.join("ca.crt"), d.join("s.crt"), wrong_ca(d));
+        // (server certificate, sslrootcert, check_name, server name, accepted)
+        let cases = [
+            (&leaf, &ca, true, "localhost", true),
+            (&leaf, &ca, true, "db.example.com", false),
+            (&leaf, &ca, false, "db.example.com", true),
+            (&leaf, &wrong, true, "localhost", false),
+            (&leaf, &wrong, false, "localhost", false),
+            (&self_signed, &pinned, true, "localhost", true),
+            (&self_signed, &pinned, true, "127.0.0.1", true),
+            (&self_signed, &pinned, true, "db.example.com", false),
+            (&self_signed, &pinned, false, "db.example.com", true),
+            // Not pinned: another certificate in sslrootcert does not make it acceptable.
+            (&self_signed, &wrong, false, "localhost", false),
+        ];
+        for (cert, root, check_name, name, accepted) in cases {
+            let server_name = ServerName::try_from(name).unwrap();
+            let verdict = verifier_for(root.clone(), check_name).verify_server_cert(
+                cert,
+                &[],
+                &server_name,
+                &[],
+                UnixTime::now(),
+            );
+            assert_eq!(
+                verdict.is_ok(),
+                accepted,
+                "{root:?} check_name={check_name} {name}: {verdict:?}"
+            );
+        }
     }
 }

@@ -22,7 +22,7 @@ use super::Outcome;
 use super::batch::{Batch, Position};
 use crate::config::AuditTo;
 use crate::event::ChangeEvent;
-use crate::kafka::{AckedProducer, KafkaFailure};
+use crate::kafka::{AckedProducer, AckedPublisher, KafkaFailure};
 
 /// One line of the audit trail.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::pgoutput::tests::records;
+use crate::pgoutput::tests::{V1_CHANGES, V2_STREAM, records};
 use crate::pgoutput::{DecodeContext, decode};
 
 const V1: DecodeContext = DecodeContext {
@@ -13,12 +13,10 @@ const V1: DecodeContext = DecodeContext {
 };
 
 fn v1_changes() -> Vec<(Lsn, Message)> {
-    records(include_bytes!(
-        "../../../tests/fixtures/pgoutput/v1_changes.bin"
-    ))
-    .into_iter()
-    .map(|r| (r.lsn, decode(&r.data, &V1).unwrap()))
-    .collect()
+    records(V1_CHANGES)
+        .into_iter()
+        .map(|r| (r.lsn, decode(&r.data, &V1).unwrap()))
+        .collect()
 }
 
 /// What the shell would resolve: built-in types (anything else as text), `id` as the key.
@@ -268,13 +266,11 @@ fn protocol_violations_are_errors() {
         proto_version: 2,
         in_stream: false,
     };
-    let stream_start = records(include_bytes!(
-        "../../../tests/fixtures/pgoutput/v2_stream.bin"
-    ))
-    .into_iter()
-    .map(|r| decode(&r.data, &v2).unwrap())
-    .find(|m| matches!(m, Message::StreamStart(_)))
-    .unwrap();
+    let stream_start = records(V2_STREAM)
+        .into_iter()
+        .map(|r| decode(&r.data, &v2).unwrap())
+        .find(|m| matches!(m, Message::StreamStart(_)))
+        .unwrap();
     let e = protocol(assemble(
         &mut assembler(Lsn::ZERO),
         [(Lsn(1), stream_start)],

@@ -43,38 +43,6 @@ fn integers() {
     );
     assert_eq!(conv(PgType::Oid, "4294967295"), json!(4294967295u32));
     assert_eq!(conv(PgType::Oid, "0"), json!(0));
-    for bad in [
-        "",
-        " 1",
-        "1 ",
-        "1.0",
-        "12a",
-        "9223372036854775808",
-        "--1",
-        "0x10",
-        "一",
-    ] {
-        assert_text(PgType::Int8, bad);
-    }
-    assert_text(PgType::Oid, "-1");
-    assert_text(PgType::Oid, "4294967296");
-}
-
-#[test]
-fn numeric_and_money_keep_text() {
-    for t in [
-        "123456789012345678901234567890.000000001",
-        "NaN",
-        "Infinity",
-        "-Infinity",
-        "-0.00",
-        "0",
-        "1e5",
-    ] {
-        assert_text(PgType::Numeric, t);
-    }
-    assert_text(PgType::Money, "$12.34");
-    assert_text(PgType::Money, "-$1,000.00");
 }
 
 #[test]
@@ -98,23 +66,6 @@ fn floats() {
     assert_eq!(s(PgType::Float8, "-0"), "-0.0");
     assert_eq!(s(PgType::Float8, "42"), "42.0");
     assert_eq!(conv(PgType::Float8, "1.5"), json!(1.5));
-    for t in ["NaN", "Infinity", "-Infinity"] {
-        assert_text(PgType::Float4, t);
-        assert_text(PgType::Float8, t);
-    }
-    // Not PostgreSQL output, but must not be silently changed.
-    for t in [
-        "",
-        "abc",
-        "1e400",
-        "-1e400",
-        "1e-400",
-        "0.0001e-400",
-        "inf",
-        "1,5",
-    ] {
-        assert_text(PgType::Float8, t);
-    }
     assert_eq!(conv(PgType::Float8, "0e-400"), json!(0.0));
 }
 
@@ -122,43 +73,6 @@ fn floats() {
 fn bools() {
     assert_eq!(conv(PgType::Bool, "t"), json!(true));
     assert_eq!(conv(PgType::Bool, "f"), json!(false));
-    for t in ["", "true", "T", "yes", "tt"] {
-        assert_text(PgType::Bool, t);
-    }
-}
-
-#[test]
-fn text_like_values_are_unchanged() {
-    for t in [
-        "",
-        " ",
-        "hello",
-        "NULL",
-        "null",
-        "ab  ",
-        "tab\there\nnewline",
-        "ünïcödé",
-        "😀 𝄞 emoji and 4-byte",
-        "\\x01",
-        "{1,2}",
-        "\"quoted\"",
-    ] {
-        assert_text(PgType::Text, t);
-        assert_text(PgType::Other, t);
-    }
-    assert_text(PgType::Uuid, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
-    assert_text(PgType::Interval, "P1Y2M3DT4H5M6.5S");
-    assert_text(PgType::Interval, "PT-1.5S");
-    assert_text(PgType::Interval, "PT0S");
-    for t in [
-        "2024-03-01",
-        "0001-01-01",
-        "infinity",
-        "-infinity",
-        "4713-01-01 BC",
-    ] {
-        assert_text(PgType::Date, t);
-    }
 }
 
 #[test]
@@ -173,13 +87,201 @@ fn json_values_are_embedded() {
         assert_eq!(conv(ty.clone(), "\"s\""), json!("s"));
         assert_eq!(conv(ty.clone(), "12"), json!(12));
         assert_eq!(conv(ty.clone(), " true "), json!(true));
-        for bad in ["", "{", "{\"a\":}", "nope", "[1,]", "{} {}"] {
-            assert_text(ty.clone(), bad);
-        }
     }
     // Deeper than serde_json's recursion limit: kept as text, no stack overflow.
     let deep = "[".repeat(10_000) + &"]".repeat(10_000);
     assert_text(PgType::Jsonb, &deep);
+}
+
+/// Inputs that must keep their text: malformed (for PostgreSQL or for JSON), or text by rule.
+#[test]
+fn values_that_keep_their_text() {
+    const NOT_JSON: &[&str] = &["", "{", "{\"a\":}", "nope", "[1,]", "{} {}"];
+    const TEXT_LIKE: &[&str] = &[
+        "",
+        " ",
+        "hello",
+        "NULL",
+        "null",
+        "ab  ",
+        "tab\there\nnewline",
+        "ünïcödé",
+        "😀 𝄞 emoji and 4-byte",
+        "\\x01",
+        "{1,2}",
+        "\"quoted\"",
+    ];
+    const MALFORMED_ARRAYS: &[&str] = &[
+        "",
+        "{",
+        "}",
+        "{1,2",
+        "{1,2}}",
+        "{1,2} x",
+        "{1,,2}",
+        "{,}",
+        "{1,}",
+        "{\"a}",
+        "{\"a\"b}",
+        "{a\"b\"}",
+        "{a{b}}",
+        "{1,{2}}",
+        "{{1},2}",
+        "{{{{{{{1}}}}}}}",
+        "[0:1]{1,2}",
+        "[a]={1}",
+        "[0:1",
+        "1,2",
+        "{a\\}",
+        "{\"a\\\"}",
+        "x{1}",
+    ];
+    let cases: Vec<(PgType, &[&str])> = vec![
+        // Malformed or out of range.
+        (
+            PgType::Int8,
+            &[
+                "",
+                " 1",
+                "1 ",
+                "1.0",
+                "12a",
+                "9223372036854775808",
+                "--1",
+                "0x10",
+                "一",
+            ],
+        ),
+        (PgType::Oid, &["-1", "4294967296"]),
+        // Exact text by rule.
+        (
+            PgType::Numeric,
+            &[
+                "123456789012345678901234567890.000000001",
+                "NaN",
+                "Infinity",
+                "-Infinity",
+                "-0.00",
+                "0",
+                "1e5",
+            ],
+        ),
+        (PgType::Money, &["$12.34", "-$1,000.00"]),
+        // Not JSON numbers.
+        (PgType::Float4, &["NaN", "Infinity", "-Infinity"]),
+        (PgType::Float8, &["NaN", "Infinity", "-Infinity"]),
+        // Not PostgreSQL output, but must not be silently changed.
+        (
+            PgType::Float8,
+            &[
+                "",
+                "abc",
+                "1e400",
+                "-1e400",
+                "1e-400",
+                "0.0001e-400",
+                "inf",
+                "1,5",
+            ],
+        ),
+        (PgType::Bool, &["", "true", "T", "yes", "tt"]),
+        // Text by rule.
+        (PgType::Text, TEXT_LIKE),
+        (PgType::Other, TEXT_LIKE),
+        (PgType::Uuid, &["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"]),
+        (PgType::Interval, &["P1Y2M3DT4H5M6.5S", "PT-1.5S", "PT0S"]),
+        (
+            PgType::Date,
+            &[
+                "2024-03-01",
+                "0001-01-01",
+                "infinity",
+                "-infinity",
+                "4713-01-01 BC",
+            ],
+        ),
+        // Not JSON.
+        (PgType::Json, NOT_JSON),
+        (PgType::Jsonb, NOT_JSON),
+        // Malformed or out of range.
+        (
+            PgType::Bytea,
+            &[
+                "\\x0", "\\x0g", "\\x 01", "\\", "a\\0", "a\\400", "a\\08x", "\\y",
+            ],
+        ),
+        (
+            PgType::TimestampTz,
+            &[
+                "infinity",
+                "-infinity",
+                "0044-03-15 12:00:00+00 BC",
+                "10000-01-01 00:00:00+00",
+                "294276-12-31 23:59:59.999999+00",
+                "9999-12-31 23:00:00-05",
+                "0001-01-01 00:00:00+01",
+                "0000-01-01 00:00:00+00",
+                "2024-02-30 00:00:00+00",
+                "2024-03-01 24:00:00+00",
+                "2024-03-01 12:60:00+00",
+                "2024-03-01 12:00:60+00",
+                "2024-03-01 12:34:56.1234567+00",
+                "2024-03-01 12:34:56.+00",
+                "2024-03-01 12:34:56",
+                "2024-03-01T12:34:56+00",
+                "2024-03-01 12:34:56+0",
+                "2024-03-01 12:34:56+00:",
+                "2024-03-01 12:34:56+00:99",
+                "2024-03-01 12:34:56+00 ",
+                "24-03-01 12:34:56+00",
+                "",
+                "2024-03-01 12:34:56+00😀",
+            ],
+        ),
+        (
+            PgType::Timestamp,
+            &[
+                "infinity",
+                "-infinity",
+                "4713-01-01 00:00:00 BC",
+                "10000-01-01 00:00:00",
+                "2023-02-29 00:00:00",
+                "2024-03-01 12:34:56+00",
+                "2024-03-01",
+                "",
+            ],
+        ),
+        (
+            PgType::Time,
+            &[
+                "",
+                "12:34",
+                "25:00:00",
+                "12:34:56.1234567",
+                "12:34:56+00",
+                "1:02:03",
+            ],
+        ),
+        (
+            PgType::TimeTz,
+            &[
+                "",
+                "12:34:56",
+                "12:34:56+",
+                "12:34:56+5",
+                "12:34:56 +05",
+                "12:34:56+05:60",
+            ],
+        ),
+        (arr(PgType::Int4), MALFORMED_ARRAYS),
+        (arr(PgType::Text), MALFORMED_ARRAYS),
+        (arr(PgType::Other), MALFORMED_ARRAYS),
+    ];
+    for (ty, texts) in cases {
+        for text in texts {
+            assert_text(ty.clone(), text);
+        }
+    }
 }
 
 #[test]
@@ -200,11 +302,6 @@ fn bytea() {
     assert_eq!(conv(PgType::Bytea, "ab"), json!("YWI="));
     assert_eq!(conv(PgType::Bytea, ""), json!(""));
     assert_eq!(conv(PgType::Bytea, "a\\\\b\\000\\377"), json!("YVxiAP8="));
-    for bad in [
-        "\\x0", "\\x0g", "\\x 01", "\\", "a\\0", "a\\400", "a\\08x", "\\y",
-    ] {
-        assert_text(PgType::Bytea, bad);
-    }
 }
 
 #[test]
@@ -258,33 +355,6 @@ fn timestamptz() {
         c("1970-01-01 00:00:00-00"),
         json!("1970-01-01T00:00:00.000000Z")
     );
-    for t in [
-        "infinity",
-        "-infinity",
-        "0044-03-15 12:00:00+00 BC",
-        "10000-01-01 00:00:00+00",
-        "294276-12-31 23:59:59.999999+00",
-        "9999-12-31 23:00:00-05",
-        "0001-01-01 00:00:00+01",
-        "0000-01-01 00:00:00+00",
-        "2024-02-30 00:00:00+00",
-        "2024-03-01 24:00:00+00",
-        "2024-03-01 12:60:00+00",
-        "2024-03-01 12:00:60+00",
-        "2024-03-01 12:34:56.1234567+00",
-        "2024-03-01 12:34:56.+00",
-        "2024-03-01 12:34:56",
-        "2024-03-01T12:34:56+00",
-        "2024-03-01 12:34:56+0",
-        "2024-03-01 12:34:56+00:",
-        "2024-03-01 12:34:56+00:99",
-        "2024-03-01 12:34:56+00 ",
-        "24-03-01 12:34:56+00",
-        "",
-        "2024-03-01 12:34:56+00😀",
-    ] {
-        assert_text(PgType::TimestampTz, t);
-    }
 }
 
 #[test]
@@ -302,18 +372,6 @@ fn timestamp() {
         c("2024-02-29 00:00:00.123456"),
         json!("2024-02-29T00:00:00.123456")
     );
-    for t in [
-        "infinity",
-        "-infinity",
-        "4713-01-01 00:00:00 BC",
-        "10000-01-01 00:00:00",
-        "2023-02-29 00:00:00",
-        "2024-03-01 12:34:56+00",
-        "2024-03-01",
-        "",
-    ] {
-        assert_text(PgType::Timestamp, t);
-    }
 }
 
 #[test]
@@ -323,16 +381,6 @@ fn time_and_timetz() {
     assert_eq!(t("12:34:56"), json!("12:34:56.000000"));
     assert_eq!(t("00:00:00.000001"), json!("00:00:00.000001"));
     assert_eq!(t("24:00:00"), json!("24:00:00.000000"));
-    for bad in [
-        "",
-        "12:34",
-        "25:00:00",
-        "12:34:56.1234567",
-        "12:34:56+00",
-        "1:02:03",
-    ] {
-        assert_text(PgType::Time, bad);
-    }
     let tz = |s| conv(PgType::TimeTz, s);
     assert_eq!(tz("12:34:56.1+05:30"), json!("12:34:56.100000+05:30"));
     assert_eq!(tz("01:02:03+00"), json!("01:02:03.000000+00:00"));
@@ -340,16 +388,6 @@ fn time_and_timetz() {
     assert_eq!(tz("12:00:00-00:00:15"), json!("12:00:00.000000-00:00:15"));
     assert_eq!(tz("24:00:00-15:59"), json!("24:00:00.000000-15:59"));
     assert_eq!(tz("23:59:59.999999+14"), json!("23:59:59.999999+14:00"));
-    for bad in [
-        "",
-        "12:34:56",
-        "12:34:56+",
-        "12:34:56+5",
-        "12:34:56 +05",
-        "12:34:56+05:60",
-    ] {
-        assert_text(PgType::TimeTz, bad);
-    }
 }
 
 #[test]
@@ -390,24 +428,30 @@ fn arrays_basic() {
 #[test]
 fn arrays_quoting() {
     let texts = arr(PgType::Text);
-    // Produced by PG 15.18 for
-    // ARRAY['a,b','c"d',NULL,'NULL','',' x ','back\slash','{}','😀']::text[]
+    // Each element of ARRAY['a,b','c"d',NULL,'NULL','',' x ','back\slash','{}','😀']::text[]
+    // as PG 15.18's array_out writes it, and its value.
+    let elements = [
+        (r#""a,b""#, json!("a,b")),
+        (r#""c\"d""#, json!("c\"d")),
+        ("NULL", Value::Null),
+        (r#""NULL""#, json!("NULL")),
+        (r#""""#, json!("")),
+        (r#"" x ""#, json!(" x ")),
+        (r#""back\\slash""#, json!("back\\slash")),
+        (r#""{}""#, json!("{}")),
+        ("😀", json!("😀")),
+    ];
+    let literal = format!(
+        "{{{}}}",
+        elements.iter().map(|e| e.0).collect::<Vec<_>>().join(",")
+    );
     assert_eq!(
-        conv(
-            texts.clone(),
-            r#"{"a,b","c\"d",NULL,"NULL",""," x ","back\\slash","{}",😀}"#
-        ),
-        json!([
-            "a,b",
-            "c\"d",
-            null,
-            "NULL",
-            "",
-            " x ",
-            "back\\slash",
-            "{}",
-            "😀"
-        ])
+        literal,
+        r#"{"a,b","c\"d",NULL,"NULL",""," x ","back\\slash","{}",😀}"#
+    );
+    assert_eq!(
+        conv(texts.clone(), &literal),
+        Value::Array(elements.into_iter().map(|e| e.1).collect())
     );
     assert_eq!(
         conv(texts.clone(), r#"{nULl,"null",null\ }"#),
@@ -469,35 +513,6 @@ fn arrays_of_converted_elements() {
 
 #[test]
 fn malformed_arrays_keep_text() {
-    for ty in [arr(PgType::Int4), arr(PgType::Text), arr(PgType::Other)] {
-        for bad in [
-            "",
-            "{",
-            "}",
-            "{1,2",
-            "{1,2}}",
-            "{1,2} x",
-            "{1,,2}",
-            "{,}",
-            "{1,}",
-            "{\"a}",
-            "{\"a\"b}",
-            "{a\"b\"}",
-            "{a{b}}",
-            "{1,{2}}",
-            "{{1},2}",
-            "{{{{{{{1}}}}}}}",
-            "[0:1]{1,2}",
-            "[a]={1}",
-            "[0:1",
-            "1,2",
-            "{a\\}",
-            "{\"a\\\"}",
-            "x{1}",
-        ] {
-            assert_text(ty.clone(), bad);
-        }
-    }
     // Six dimensions (PostgreSQL's maximum) are fine.
     assert_eq!(
         conv(arr(PgType::Int4), "{{{{{{1}}}}}}"),

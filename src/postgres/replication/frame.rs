@@ -136,13 +136,7 @@ pub(super) fn unexpected(frame: &Frame, during: &str) -> PgError {
 pub(super) fn parse_copy_data(data: Bytes) -> Result<ReplicationMessage, PgError> {
     match data.first() {
         Some(b'w') => {
-            if data.len() < 25 {
-                return Err(PgError::Protocol(format!(
-                    "XLogData message too short ({} bytes)",
-                    data.len()
-                )));
-            }
-            let mut header = &data[1..25];
+            let mut header = header(&data, 25, "XLogData")?;
             let wal_start = Lsn(header.get_u64());
             let wal_end = Lsn(header.get_u64());
             let server_clock = header.get_i64();
@@ -154,13 +148,7 @@ pub(super) fn parse_copy_data(data: Bytes) -> Result<ReplicationMessage, PgError
             })
         }
         Some(b'k') => {
-            if data.len() < 18 {
-                return Err(PgError::Protocol(format!(
-                    "keepalive message too short ({} bytes)",
-                    data.len()
-                )));
-            }
-            let mut body = &data[1..18];
+            let mut body = header(&data, 18, "keepalive")?;
             let wal_end = Lsn(body.get_u64());
             let server_clock = body.get_i64();
             let reply_requested = body.get_u8() != 0;
@@ -176,4 +164,12 @@ pub(super) fn parse_copy_data(data: Bytes) -> Result<ReplicationMessage, PgError
         ))),
         None => Err(PgError::Protocol("empty CopyData message".to_string())),
     }
+}
+
+/// Bytes `1..len` of a CopyData body (after its type byte), or an error naming `what` when the
+/// body is shorter than `len`.
+fn header<'a>(data: &'a [u8], len: usize, what: &str) -> Result<&'a [u8], PgError> {
+    data.get(1..len).ok_or_else(|| {
+        PgError::Protocol(format!("{what} message too short ({} bytes)", data.len()))
+    })
 }

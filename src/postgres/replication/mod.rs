@@ -354,6 +354,19 @@ impl Conn {
     fn is_tls(&self) -> bool {
         matches!(self.io, Transport::Tls(_))
     }
+
+    /// A `Debug` builder for a wrapper `name` of this connection, with what is safe to show
+    /// (whether it is encrypted and the backend's pid).
+    fn debug_struct<'a, 'b: 'a>(
+        &self,
+        f: &'a mut std::fmt::Formatter<'b>,
+        name: &str,
+    ) -> std::fmt::DebugStruct<'a, 'b> {
+        let mut d = f.debug_struct(name);
+        d.field("tls", &self.is_tls())
+            .field("backend_pid", &self.backend_pid);
+        d
+    }
 }
 
 /// A replication-protocol connection (`replication=database`) before streaming.
@@ -363,17 +376,14 @@ pub struct ReplicationConnection {
 
 impl std::fmt::Debug for ReplicationConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReplicationConnection")
-            .field("tls", &self.conn.is_tls())
-            .field("backend_pid", &self.conn.backend_pid)
-            .finish()
+        self.conn.debug_struct(f, "ReplicationConnection").finish()
     }
 }
 
 impl ReplicationConnection {
     /// Connects with `replication=database`, negotiates TLS per `sslmode`, authenticates
     /// (SCRAM-SHA-256, md5 or cleartext) and waits for the server to be ready. The whole
-    /// handshake is bounded by [`CONNECT_TIMEOUT`].
+    /// handshake is bounded by `CONNECT_TIMEOUT`.
     pub async fn connect(params: &ConnectParams) -> Result<Self, PgError> {
         match tokio::time::timeout(CONNECT_TIMEOUT, Self::connect_inner(params)).await {
             Ok(result) => result,
@@ -567,9 +577,8 @@ pub struct ReplicationStream {
 
 impl std::fmt::Debug for ReplicationStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReplicationStream")
-            .field("tls", &self.conn.is_tls())
-            .field("backend_pid", &self.conn.backend_pid)
+        self.conn
+            .debug_struct(f, "ReplicationStream")
             .field("ended", &self.ended)
             .finish()
     }
@@ -630,11 +639,6 @@ impl ReplicationStream {
             .write(&mut self.conn.wbuf);
         tracing::trace!(%write, %flush, %apply, "sending standby status");
         self.conn.flush_out().await
-    }
-
-    /// Whether the connection runs over TLS.
-    pub fn is_tls(&self) -> bool {
-        self.conn.is_tls()
     }
 
     /// The server process id serving this stream (the walsender).

@@ -100,11 +100,14 @@ fn frames_arrive_byte_by_byte() {
     assert!(buf.is_empty());
     assert_eq!(got.len(), 3);
     let mut got = got.into_iter();
-    let Some(Frame::Message(Message::CopyData(d))) = got.next() else {
-        panic!()
+    let mut next_copy_data = || {
+        let Some(Frame::Message(Message::CopyData(d))) = got.next() else {
+            panic!("expected a CopyData frame")
+        };
+        parse_copy_data(d.into_bytes()).unwrap()
     };
     assert_eq!(
-        parse_copy_data(d.into_bytes()).unwrap(),
+        next_copy_data(),
         ReplicationMessage::XLogData {
             wal_start: Lsn(1),
             wal_end: Lsn(101),
@@ -112,11 +115,8 @@ fn frames_arrive_byte_by_byte() {
             data: Bytes::from_static(b"Bbegin"),
         }
     );
-    let Some(Frame::Message(Message::CopyData(d))) = got.next() else {
-        panic!()
-    };
     assert_eq!(
-        parse_copy_data(d.into_bytes()).unwrap(),
+        next_copy_data(),
         ReplicationMessage::Keepalive {
             wal_end: Lsn(9),
             server_clock: -3,
