@@ -36,3 +36,22 @@ pub(crate) fn id_property(sink: &ValidSink, example: &str) -> Result<String, Sin
         )
     })
 }
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! Shared helpers of the destinations' unit tests (the generic ones are in
+    //! [`crate::sink::test_support`]).
+
+    use super::oauth::Credentials;
+
+    /// OAuth credentials the Zoho emulator at `base` accepts (with `refresh = "test-refresh-token"`).
+    pub(crate) fn zoho_oauth(base: &str, refresh: &str) -> Credentials {
+        Credentials::oauth(
+            "test-client-id".into(),
+            "test-client-secret".into(),
+            refresh.into(),
+            format!("{base}/oauth/v2/token"),
+            "ZOHO_REFRESH_TOKEN",
+        )
+    }
+}

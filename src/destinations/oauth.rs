@@ -341,6 +341,8 @@ fn parse_token_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::destinations::test_support::zoho_oauth as creds;
+    use crate::sink::test_support::{emulator_fault, emulator_state, fatal, serve, transient};
     use driftless_emulators::zoho;
     use serde_json::json;
 
@@ -376,22 +378,11 @@ mod tests {
     }
 
     async fn zoho_emulator() -> String {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        driftless_emulators::serve_for_test(zoho::router(zoho::Options {
+        serve(zoho::router(zoho::Options {
             api_domain: "http://api.example".into(),
             ..zoho::Options::default()
         }))
         .await
-    }
-
-    fn creds(base: &str, refresh: &str) -> Credentials {
-        Credentials::oauth(
-            "test-client-id".into(),
-            "test-client-secret".into(),
-            refresh.into(),
-            format!("{base}/oauth/v2/token"),
-            "ZOHO_REFRESH_TOKEN",
-        )
     }
 
     #[tokio::test]
@@ -408,12 +399,7 @@ mod tests {
         c.invalidate(&t1).await;
         let t3 = c.access_token(&client).await.unwrap();
         assert_ne!(t3, t1);
-        let st: Value = reqwest::get(format!("{base}/_emulator/state"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let st = emulator_state(&base).await;
         assert_eq!(st["request_counts"]["POST /oauth/v2/token"], 2);
     }
 
@@ -421,34 +407,21 @@ mod tests {
     async fn bad_refresh_token_is_fatal_and_server_errors_transient() {
         let base = zoho_emulator().await;
         let client = reqwest::Client::new();
-        match creds(&base, "revoked").access_token(&client).await {
-            Err(SinkError::Fatal { message, hint }) => {
-                assert!(message.contains("invalid_code"), "{message}");
-                assert!(!message.contains("revoked"));
-                assert!(hint.contains("ZOHO_REFRESH_TOKEN"), "{hint}");
-            }
-            other => panic!("{other:?}"),
-        }
-        reqwest::Client::new()
-            .post(format!("{base}/_emulator/faults"))
-            .json(&json!({"path": "/oauth", "status": 503}))
-            .send()
-            .await
-            .unwrap();
+        let (message, hint) = fatal(creds(&base, "revoked").access_token(&client).await);
+        assert!(message.contains("invalid_code"), "{message}");
+        assert!(!message.contains("revoked"));
+        assert!(hint.contains("ZOHO_REFRESH_TOKEN"), "{hint}");
+        emulator_fault(&base, json!({"path": "/oauth", "status": 503})).await;
         let c = creds(&base, "test-refresh-token");
-        let e = c.access_token(&client).await.unwrap_err();
-        assert!(matches!(e, SinkError::Transient { .. }), "{e:?}");
+        transient(c.access_token(&client).await);
         assert!(c.access_token(&client).await.is_ok());
-        let e = Credentials::oauth(
+        let unreachable = Credentials::oauth(
             "a".into(),
             "b".into(),
             "c".into(),
             "http://127.0.0.1:9/token".into(),
             "X",
-        )
-        .access_token(&client)
-        .await
-        .unwrap_err();
-        assert!(matches!(e, SinkError::Transient { .. }), "{e:?}");
+        );
+        transient(unreachable.access_token(&client).await);
     }
 }

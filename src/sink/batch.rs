@@ -223,36 +223,15 @@ impl<E: Coalesce> Batcher<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{EVENT_FORMAT, Row, Source};
-    use crate::lsn::Lsn;
+    use crate::sink::test_support;
     use proptest::prelude::*;
     use serde_json::json;
 
+    /// An event carrying `after` (none for a delete), with `toast` columns left out.
     fn event(op: Op, after: serde_json::Value, toast: &[&str]) -> ChangeEvent {
-        let after: Option<Row> = after.as_object().cloned();
-        ChangeEvent {
-            id: "0/1:0".into(),
-            op,
-            source: Source {
-                version: EVENT_FORMAT.into(),
-                db: "db".into(),
-                schema: "public".into(),
-                table: "t".into(),
-                lsn: Lsn(1),
-                commit_lsn: Lsn(1),
-                xid: Some(1),
-                commit_ts: Some("2026-11-27T00:00:00.000000Z".into()),
-                origin: None,
-                snapshot: false,
-                schema_version: "0000000000000000".into(),
-            },
-            key: None,
-            before: None,
-            after,
-            unchanged_toast: toast.iter().map(|s| s.to_string()).collect(),
-            truncate: None,
-            message: None,
-        }
+        let mut e = test_support::event(op, after);
+        e.unchanged_toast = toast.iter().map(|s| s.to_string()).collect();
+        e
     }
 
     fn pos(partition: i32, offset: i64) -> Position {

@@ -263,6 +263,7 @@ pub fn check_schema(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::test_support::assert_problem_paths;
     use serde_json::json;
 
     fn prop(name: &str, kind: PropertyType) -> (String, Property) {
@@ -376,17 +377,14 @@ mod tests {
             FieldRule::new("x", "missing"),
             stage,
         ];
-        let problems = check_schema("sinks[0]", &rules, "firstname", &s);
-        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
-        assert_eq!(
-            paths,
-            [
+        assert_problem_paths(
+            &check_schema("sinks[0]", &rules, "firstname", &s),
+            &[
                 "sinks[0].id_property",
                 "sinks[0].fields.first_name",
                 "sinks[0].fields.x",
-                "sinks[0].fields.lifecycle"
+                "sinks[0].fields.lifecycle",
             ],
-            "{problems:#?}"
         );
         assert!(
             check_schema("s", &[FieldRule::new("email", "email")], "email", &schema()).is_empty()

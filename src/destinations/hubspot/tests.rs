@@ -3,14 +3,15 @@
 use super::*;
 use crate::config::sinks::Auth;
 use crate::config::{SecretSource, TableName};
-use crate::sink::batch::{Batcher, Position};
-use crate::sink::test_support::event;
+use crate::sink::test_support::{
+    as_update, assert_update_keeps_the_record, batch, emulator_fault as fault,
+    emulator_state as state, event, fatal, rejected, serve, transient,
+};
 use driftless_emulators::hubspot::{Options, router};
 use reqwest::header::HeaderValue;
 
 async fn start(opts: Options) -> String {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    driftless_emulators::serve_for_test(router(opts)).await
+    serve(router(opts)).await
 }
 
 fn valid_sink(base_url: &str) -> ValidSink {
@@ -50,38 +51,12 @@ async fn sink(base: &str) -> HubspotSink {
     HubspotSink::new(&valid_sink(base), creds).unwrap()
 }
 
-fn batch(events: Vec<ChangeEvent>) -> Batch<ChangeEvent> {
-    let mut b = Batcher::new(1000, Duration::from_secs(1));
-    let now = Instant::now();
-    for (i, e) in events.into_iter().enumerate() {
-        let key = e
-            .after
-            .as_ref()
-            .or(e.before.as_ref())
-            .and_then(|r| r.get("id").or_else(|| r.get("email")))
-            .map(|v| v.to_string().into_bytes())
-            .unwrap_or_else(|| i.to_string().into_bytes());
-        b.push(
-            key,
-            e,
-            Position {
-                partition: 0,
-                offset: i as i64,
-            },
-            now,
-        );
-    }
-    b.take().unwrap()
-}
-
 fn contact(email: &str, first: &str) -> ChangeEvent {
     event(
         Op::Create,
         json!({"email": email, "first_name": first, "stage": "Lead"}),
     )
 }
-
-use crate::sink::test_support::{emulator_fault as fault, emulator_state as state};
 
 async fn contacts(base: &str) -> Vec<Value> {
     state(base).await["objects"]["contacts"]
@@ -90,33 +65,33 @@ async fn contacts(base: &str) -> Vec<Value> {
         .clone()
 }
 
-#[tokio::test]
-async fn upsert_creates_then_updates_one_object_per_key() {
-    let base = start(Options::default()).await;
-    let mut s = sink(&base).await;
-    let out = s
-        .apply(&batch(vec![
-            contact("a@x.io", "Ada"),
-            contact("b@x.io", "Bob"),
-        ]))
-        .await
-        .unwrap();
-    assert!(out.rejected.is_empty(), "{out:?}");
-    assert_eq!(out.destination_ids.len(), 2);
-    let mut e = contact("a@x.io", "Adele");
-    e.op = Op::Update;
-    let out2 = s.apply(&batch(vec![e])).await.unwrap();
-    assert_eq!(
-        out2.destination_ids,
-        vec![(0, out.destination_ids[0].1.clone())]
-    );
-    let recs = contacts(&base).await;
+/// The two contacts of `base`; `a@x.io` was renamed Adele.
+async fn assert_adele_and_one_more(base: &str) {
+    let recs = contacts(base).await;
     assert_eq!(recs.len(), 2);
     let a = recs
         .iter()
         .find(|r| r["properties"]["email"] == "a@x.io")
         .unwrap();
     assert_eq!(a["properties"]["firstname"], "Adele");
+}
+
+#[tokio::test]
+async fn upsert_creates_then_updates_one_object_per_key() {
+    let base = start(Options::default()).await;
+    let mut s = sink(&base).await;
+    assert_update_keeps_the_record(
+        &mut s,
+        vec![contact("a@x.io", "Ada"), contact("b@x.io", "Bob")],
+        as_update(contact("a@x.io", "Adele")),
+    )
+    .await;
+    assert_adele_and_one_more(&base).await;
+    let recs = contacts(&base).await;
+    let a = recs
+        .iter()
+        .find(|r| r["properties"]["email"] == "a@x.io")
+        .unwrap();
     assert_eq!(a["properties"]["lifecyclestage"], "lead");
 }
 
@@ -157,13 +132,8 @@ async fn partial_207_rejects_only_the_bad_entries() {
         ]))
         .await
         .unwrap();
-    let rejected: Vec<(usize, &str)> = out
-        .rejected
-        .iter()
-        .map(|r| (r.index, r.category.as_str()))
-        .collect();
     assert_eq!(
-        rejected,
+        rejected(&out),
         [
             (1, "VALIDATION_ERROR"),
             (2, "VALIDATION_ERROR"),
@@ -237,30 +207,14 @@ async fn rate_limits_are_transient_with_retry_after() {
     let mut s3 = sink(&base).await;
     s3.schema = s.schema.clone();
     s3.limiter = RateLimiter::new(1000, DEFAULT_WINDOW);
-    let err = s3
-        .apply(&batch(vec![contact("c@x.io", "C")]))
-        .await
-        .unwrap_err();
-    match err {
-        SinkError::Transient { retry_after, .. } => {
-            // s3 sent nothing else in the window: it must wait for a whole one.
-            assert_eq!(retry_after, Some(Duration::from_secs(10)));
-        }
-        e => panic!("{e:?}"),
-    }
+    let (retry_after, _) = transient(s3.apply(&batch(vec![contact("c@x.io", "C")])).await);
+    // s3 sent nothing else in the window: it must wait for a whole one.
+    assert_eq!(retry_after, Some(Duration::from_secs(10)));
     // s sent a request in the window: it retries when that one expires, not a whole
     // window after the 429.
-    let err = s
-        .apply(&batch(vec![contact("d@x.io", "D")]))
-        .await
-        .unwrap_err();
-    match err {
-        SinkError::Transient {
-            retry_after: Some(d),
-            ..
-        } => assert!(d < Duration::from_secs(10), "{d:?}"),
-        e => panic!("{e:?}"),
-    }
+    let (retry_after, _) = transient(s.apply(&batch(vec![contact("d@x.io", "D")])).await);
+    let d = retry_after.unwrap();
+    assert!(d < Duration::from_secs(10), "{d:?}");
 
     let base = start(Options {
         daily_limit: 1,
@@ -269,17 +223,9 @@ async fn rate_limits_are_transient_with_retry_after() {
     .await;
     let mut s = sink(&base).await;
     // The schema fetch uses the day's only request.
-    let err = s
-        .apply(&batch(vec![contact("a@x.io", "A")]))
-        .await
-        .unwrap_err();
-    match err {
-        SinkError::Transient {
-            retry_after: Some(d),
-            ..
-        } => assert!(d > Duration::from_secs(10) && d <= Duration::from_secs(86_400)),
-        e => panic!("{e:?}"),
-    }
+    let (retry_after, _) = transient(s.apply(&batch(vec![contact("a@x.io", "A")])).await);
+    let d = retry_after.unwrap();
+    assert!(d > Duration::from_secs(10) && d <= Duration::from_secs(86_400));
 }
 
 #[tokio::test]
@@ -288,8 +234,7 @@ async fn server_error_is_transient_then_retry_succeeds() {
     let mut s = sink(&base).await;
     fault(&base, json!({"path": "batch/upsert", "status": 500})).await;
     let b = batch(vec![contact("a@x.io", "Ada")]);
-    let err = s.apply(&b).await.unwrap_err();
-    assert!(matches!(err, SinkError::Transient { .. }), "{err:?}");
+    transient(s.apply(&b).await);
     let out = s.apply(&b).await.unwrap();
     assert_eq!(out.destination_ids.len(), 1);
     assert_eq!(contacts(&base).await.len(), 1);
@@ -300,17 +245,9 @@ async fn bad_token_is_fatal_with_hint() {
     let base = start(Options::default()).await;
     let creds = Credentials::token("wrong".into(), "HUBSPOT_TOKEN");
     let mut s = HubspotSink::new(&valid_sink(&base), creds).unwrap();
-    let err = s
-        .apply(&batch(vec![contact("a@x.io", "Ada")]))
-        .await
-        .unwrap_err();
-    match err {
-        SinkError::Fatal { hint, message } => {
-            assert!(hint.contains("HUBSPOT_TOKEN"), "{hint}");
-            assert!(!message.contains("wrong"));
-        }
-        e => panic!("{e:?}"),
-    }
+    let (message, hint) = fatal(s.apply(&batch(vec![contact("a@x.io", "Ada")])).await);
+    assert!(hint.contains("HUBSPOT_TOKEN"), "{hint}");
+    assert!(!message.contains("wrong"));
 }
 
 #[tokio::test]
@@ -333,20 +270,13 @@ async fn oauth_token_expiry_mid_run_refreshes_and_converges() {
         json!({"path": "batch/upsert", "expire_tokens": true}),
     )
     .await;
-    let mut e = contact("a@x.io", "Adele");
-    e.op = Op::Update;
+    let e = as_update(contact("a@x.io", "Adele"));
     let out = s
         .apply(&batch(vec![e, contact("b@x.io", "Bob")]))
         .await
         .unwrap();
     assert!(out.rejected.is_empty(), "{out:?}");
-    let recs = contacts(&base).await;
-    assert_eq!(recs.len(), 2);
-    let a = recs
-        .iter()
-        .find(|r| r["properties"]["email"] == "a@x.io")
-        .unwrap();
-    assert_eq!(a["properties"]["firstname"], "Adele");
+    assert_adele_and_one_more(&base).await;
     let st = state(&base).await;
     assert_eq!(st["requests"]["byPath"]["/oauth/v1/token"], 2, "{st:#}");
 
@@ -359,12 +289,8 @@ async fn oauth_token_expiry_mid_run_refreshes_and_converges() {
         "HUBSPOT_REFRESH_TOKEN",
     );
     let mut s = HubspotSink::new(&valid_sink(&base), creds).unwrap();
-    match s.apply(&batch(vec![contact("c@x.io", "C")])).await {
-        Err(SinkError::Fatal { hint, .. }) => {
-            assert!(hint.contains("HUBSPOT_REFRESH_TOKEN"), "{hint}")
-        }
-        other => panic!("{other:?}"),
-    }
+    let (_, hint) = fatal(s.apply(&batch(vec![contact("c@x.io", "C")])).await);
+    assert!(hint.contains("HUBSPOT_REFRESH_TOKEN"), "{hint}");
 }
 
 #[tokio::test]

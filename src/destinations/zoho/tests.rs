@@ -3,16 +3,17 @@
 use super::*;
 use crate::config::TableName;
 use crate::config::sinks::Auth;
-use crate::sink::batch::{Batcher, Position};
+use crate::destinations::test_support::zoho_oauth as oauth;
 use crate::sink::mapping::PropertyType;
 use crate::sink::mapping::check_schema;
-use crate::sink::test_support::event;
+use crate::sink::test_support::{
+    applied, as_update, assert_problem_paths, assert_update_keeps_the_record, batch,
+    emulator_fault as fault, emulator_state as state, event, fatal, rejected, serve, transient,
+};
 use driftless_emulators::zoho::{Options, router};
-use std::time::Instant;
 
 async fn start(opts: Options) -> String {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    driftless_emulators::serve_for_test(router(opts)).await
+    serve(router(opts)).await
 }
 
 fn valid_sink(base_url: &str) -> ValidSink {
@@ -54,38 +55,8 @@ fn valid_sink(base_url: &str) -> ValidSink {
     }
 }
 
-fn oauth(base: &str, refresh: &str) -> Credentials {
-    Credentials::oauth(
-        "test-client-id".into(),
-        "test-client-secret".into(),
-        refresh.into(),
-        format!("{base}/oauth/v2/token"),
-        "ZOHO_REFRESH_TOKEN",
-    )
-}
-
 fn sink(base: &str) -> ZohoSink {
     ZohoSink::new(&valid_sink(base), oauth(base, "test-refresh-token")).unwrap()
-}
-
-fn batch(events: Vec<ChangeEvent>) -> Batch<ChangeEvent> {
-    let mut b = Batcher::new(1000, Duration::from_secs(1));
-    let now = Instant::now();
-    for (i, e) in events.into_iter().enumerate() {
-        let key = e
-            .after
-            .as_ref()
-            .or(e.before.as_ref())
-            .and_then(|r| r.get("email"))
-            .map(|v| v.to_string().into_bytes())
-            .unwrap_or_else(|| i.to_string().into_bytes());
-        let at = Position {
-            partition: 0,
-            offset: i as i64,
-        };
-        b.push(key, e, at, now);
-    }
-    b.take().unwrap()
 }
 
 fn lead(email: &str, last: &str) -> ChangeEvent {
@@ -95,8 +66,6 @@ fn lead(email: &str, last: &str) -> ChangeEvent {
                "opt_out": "f", "status": "new"}),
     )
 }
-
-use crate::sink::test_support::{emulator_fault as fault, emulator_state as state};
 
 async fn leads(base: &str) -> Vec<Value> {
     state(base).await["records"]["Leads"]
@@ -219,19 +188,12 @@ fn requests_follow_api_domain_unless_base_url_is_pinned() {
 async fn upsert_creates_then_updates_one_record_per_key_without_workflows() {
     let base = start(Options::default()).await;
     let mut s = sink(&base);
-    let out = s
-        .apply(&batch(vec![lead("a@x.io", "Ada"), lead("b@x.io", "Bob")]))
-        .await
-        .unwrap();
-    assert!(out.rejected.is_empty(), "{out:?}");
-    assert_eq!(out.destination_ids.len(), 2);
-    let mut e = lead("A@x.io", "Adele");
-    e.op = Op::Update;
-    let out2 = s.apply(&batch(vec![e])).await.unwrap();
-    assert_eq!(
-        out2.destination_ids,
-        vec![(0, out.destination_ids[0].1.clone())]
-    );
+    assert_update_keeps_the_record(
+        &mut s,
+        vec![lead("a@x.io", "Ada"), lead("b@x.io", "Bob")],
+        as_update(lead("A@x.io", "Adele")),
+    )
+    .await;
     let recs = leads(&base).await;
     assert_eq!(recs.len(), 2);
     let a = recs.iter().find(|r| r["Email"] == "a@x.io").unwrap();
@@ -308,13 +270,8 @@ async fn per_record_errors_are_rejected_while_others_apply() {
         ]))
         .await
         .unwrap();
-    let rejected: Vec<(usize, &str)> = out
-        .rejected
-        .iter()
-        .map(|r| (r.index, r.category.as_str()))
-        .collect();
     assert_eq!(
-        rejected,
+        rejected(&out),
         [
             (1, "MANDATORY_NOT_FOUND"),
             (2, "INVALID_DATA"),
@@ -350,10 +307,7 @@ async fn whole_request_400_is_bisected_to_the_poison_record() {
         out.rejected.iter().map(|r| r.index).collect::<Vec<_>>(),
         [0]
     );
-    assert_eq!(
-        out.destination_ids.iter().map(|d| d.0).collect::<Vec<_>>(),
-        [1, 2, 3]
-    );
+    assert_eq!(applied(&out), [1, 2, 3]);
     assert_eq!(leads(&base).await.len(), 3);
     let st = state(&base).await;
     assert_eq!(st["request_counts"]["POST /crm/v8/Leads/upsert"], 5);
@@ -365,22 +319,11 @@ async fn concurrency_429_credits_and_5xx_are_transient() {
     let mut s = sink(&base);
     let b = batch(vec![lead("a@x.io", "Ada")]);
     fault(&base, json!({"path": "/upsert", "status": 429})).await;
-    match s.apply(&b).await {
-        Err(SinkError::Transient { retry_after, .. }) => {
-            assert_eq!(retry_after, Some(CONCURRENCY_WAIT))
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(transient(s.apply(&b).await).0, Some(CONCURRENCY_WAIT));
     fault(&base, json!({"path": "/upsert", "status": 503})).await;
-    assert!(matches!(
-        s.apply(&b).await,
-        Err(SinkError::Transient { .. })
-    ));
+    transient(s.apply(&b).await);
     fault(&base, json!({"path": "/upsert", "fail_after_write": true})).await;
-    assert!(matches!(
-        s.apply(&b).await,
-        Err(SinkError::Transient { .. })
-    ));
+    transient(s.apply(&b).await);
     let out = s.apply(&b).await.unwrap();
     assert_eq!(out.destination_ids.len(), 1);
     assert_eq!(
@@ -410,16 +353,9 @@ async fn concurrency_429_credits_and_5xx_are_transient() {
             .send(),
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    match s.apply(&b).await {
-        Err(SinkError::Transient {
-            retry_after,
-            message,
-        }) => {
-            assert_eq!(retry_after, Some(CONCURRENCY_WAIT));
-            assert!(message.contains("concurrency"), "{message}");
-        }
-        other => panic!("{other:?}"),
-    }
+    let (retry_after, message) = transient(s.apply(&b).await);
+    assert_eq!(retry_after, Some(CONCURRENCY_WAIT));
+    assert!(message.contains("concurrency"), "{message}");
     slow.await.unwrap().unwrap();
     assert_eq!(s.apply(&b).await.unwrap().destination_ids.len(), 1);
     assert_eq!(state(&base).await["rejected_429"], 1);
@@ -432,16 +368,9 @@ async fn concurrency_429_credits_and_5xx_are_transient() {
     .await;
     let mut s = sink(&base);
     s.apply(&b).await.unwrap();
-    match s.apply(&b).await {
-        Err(SinkError::Transient {
-            retry_after,
-            message,
-        }) => {
-            assert_eq!(retry_after, Some(CREDITS_WAIT));
-            assert!(message.contains("credits exhausted"), "{message}");
-        }
-        other => panic!("{other:?}"),
-    }
+    let (retry_after, message) = transient(s.apply(&b).await);
+    assert_eq!(retry_after, Some(CREDITS_WAIT));
+    assert!(message.contains("credits exhausted"), "{message}");
 }
 
 #[tokio::test]
@@ -450,8 +379,7 @@ async fn token_expiry_refreshes_and_converges() {
     let mut s = sink(&base);
     s.apply(&batch(vec![lead("a@x.io", "Ada")])).await.unwrap();
     fault(&base, json!({"path": "/upsert", "expire_tokens": true})).await;
-    let mut e = lead("a@x.io", "Adele");
-    e.op = Op::Update;
+    let e = as_update(lead("a@x.io", "Adele"));
     let out = s
         .apply(&batch(vec![e, lead("b@x.io", "Bob")]))
         .await
@@ -467,23 +395,17 @@ async fn token_expiry_refreshes_and_converges() {
     // A static token that expires cannot be refreshed: fatal, pointing at OAuth.
     let mut s = ZohoSink::new(&valid_sink(&base), "test-access-token".into()).unwrap();
     fault(&base, json!({"expire_tokens": true})).await;
-    match s.apply(&batch(vec![lead("c@x.io", "C")])).await {
-        Err(SinkError::Fatal { hint, .. }) => assert!(hint.contains("[sinks.oauth]"), "{hint}"),
-        other => panic!("{other:?}"),
-    }
+    let (_, hint) = fatal(s.apply(&batch(vec![lead("c@x.io", "C")])).await);
+    assert!(hint.contains("[sinks.oauth]"), "{hint}");
 }
 
 #[tokio::test]
 async fn bad_refresh_token_is_fatal_with_hint() {
     let base = start(Options::default()).await;
     let mut s = ZohoSink::new(&valid_sink(&base), oauth(&base, "revoked")).unwrap();
-    match s.apply(&batch(vec![lead("a@x.io", "Ada")])).await {
-        Err(SinkError::Fatal { message, hint }) => {
-            assert!(message.contains("invalid_code"), "{message}");
-            assert!(hint.contains("ZOHO_REFRESH_TOKEN"), "{hint}");
-        }
-        other => panic!("{other:?}"),
-    }
+    let (message, hint) = fatal(s.apply(&batch(vec![lead("a@x.io", "Ada")])).await);
+    assert!(message.contains("invalid_code"), "{message}");
+    assert!(hint.contains("ZOHO_REFRESH_TOKEN"), "{hint}");
     assert!(leads(&base).await.is_empty());
 }
 
@@ -495,17 +417,13 @@ async fn invalid_module_and_non_unique_id_property_are_fatal() {
         module: "Leeds".into(),
     };
     let mut s = ZohoSink::new(&cfg, oauth(&base, "test-refresh-token")).unwrap();
-    match s.apply(&batch(vec![lead("a@x.io", "Ada")])).await {
-        Err(SinkError::Fatal { message, .. }) => assert!(message.contains("Leeds")),
-        other => panic!("{other:?}"),
-    }
+    let (message, _) = fatal(s.apply(&batch(vec![lead("a@x.io", "Ada")])).await);
+    assert!(message.contains("Leeds"));
     let mut cfg = valid_sink(&base);
     cfg.id_property = Some("Last_Name".into());
     let mut s = ZohoSink::new(&cfg, oauth(&base, "test-refresh-token")).unwrap();
-    match s.apply(&batch(vec![lead("a@x.io", "Ada")])).await {
-        Err(SinkError::Fatal { hint, .. }) => assert!(hint.contains("unique"), "{hint}"),
-        other => panic!("{other:?}"),
-    }
+    let (_, hint) = fatal(s.apply(&batch(vec![lead("a@x.io", "Ada")])).await);
+    assert!(hint.contains("unique"), "{hint}");
 }
 
 #[tokio::test]
@@ -528,17 +446,14 @@ async fn schema_check_refuses_unknown_read_only_and_bad_picklist_fields() {
         FieldRule::new("created", "Created_Time"),
         bad_status,
     ];
-    let problems = check_schema("sinks[0]", &rules, "First_Name", &schema);
-    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
-    assert_eq!(
-        paths,
-        [
+    assert_problem_paths(
+        &check_schema("sinks[0]", &rules, "First_Name", &schema),
+        &[
             "sinks[0].id_property",
             "sinks[0].fields.nope",
             "sinks[0].fields.created",
-            "sinks[0].fields.status"
+            "sinks[0].fields.status",
         ],
-        "{problems:#?}"
     );
     // Accounts: the system duplicate-check field may be the id property.
     let mut cfg = valid_sink(&base);
