@@ -118,6 +118,22 @@ pub fn value_string(v: &Value) -> String {
     }
 }
 
+/// The text of a non-null column value after `rule`'s transform and value map (a value the
+/// map does not list is [`MappingError::Unmapped`]). The one reading of a rule both CRMs use.
+pub fn rule_text(rule: &FieldRule, v: &Value) -> Result<String, MappingError> {
+    let mut s = value_string(v);
+    if let Some(t) = rule.transform {
+        s = t.apply(&s);
+    }
+    if let Some(map) = &rule.map {
+        s = map.get(&s).cloned().ok_or_else(|| MappingError::Unmapped {
+            column: rule.column.clone(),
+            property: rule.property.clone(),
+        })?;
+    }
+    Ok(s)
+}
+
 fn epoch_ms_of_date(s: &str) -> Option<i64> {
     let day = chrono::NaiveDate::parse_from_str(s.get(..10)?, "%Y-%m-%d").ok()?;
     Some(day.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
@@ -145,18 +161,12 @@ pub fn to_properties(
         let Some(v) = row.get(&rule.column) else {
             continue;
         };
-        let mut s = value_string(v);
-        if let Some(t) = rule.transform {
-            s = t.apply(&s);
-        }
-        if let Some(map) = &rule.map
-            && !v.is_null()
-        {
-            s = map.get(&s).cloned().ok_or_else(|| MappingError::Unmapped {
-                column: rule.column.clone(),
-                property: rule.property.clone(),
-            })?;
-        }
+        // NULL clears the property: no transform or map applies to it.
+        let mut s = if v.is_null() {
+            String::new()
+        } else {
+            rule_text(rule, v)?
+        };
         let kind = schema.get(&rule.property).map(|p| p.kind);
         if !s.is_empty() {
             let bad = |kind| MappingError::BadDate {
@@ -263,7 +273,7 @@ pub fn check_schema(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::test_support::assert_problem_paths;
+    use crate::sink::test_support::{assert_problem_paths, mapped_rule};
     use serde_json::json;
 
     fn prop(name: &str, kind: PropertyType) -> (String, Property) {
@@ -294,8 +304,7 @@ mod tests {
     fn values_become_strings_with_hubspot_encodings() {
         let mut email = FieldRule::new("email", "email");
         email.transform = Some(crate::config::fields::Transform::Lowercase);
-        let mut stage = FieldRule::new("lifecycle", "lifecyclestage");
-        stage.map = Some(BTreeMap::from([("Lead".into(), "lead".into())]));
+        let stage = mapped_rule("lifecycle", "lifecyclestage", &[("Lead", "lead")]);
         let rules = vec![
             email,
             FieldRule::new("first_name", "firstname"),
@@ -328,8 +337,7 @@ mod tests {
 
     #[test]
     fn unmappable_values_are_errors_and_absent_columns_are_skipped() {
-        let mut stage = FieldRule::new("lifecycle", "lifecyclestage");
-        stage.map = Some(BTreeMap::from([("Lead".into(), "lead".into())]));
+        let stage = mapped_rule("lifecycle", "lifecyclestage", &[("Lead", "lead")]);
         let row = json!({"lifecycle": "Partner"});
         let err = to_properties(
             std::slice::from_ref(&stage),
@@ -367,11 +375,11 @@ mod tests {
     fn schema_check_lists_every_problem() {
         let mut s = schema();
         s.get_mut("firstname").unwrap().read_only = true;
-        let mut stage = FieldRule::new("lifecycle", "lifecyclestage");
-        stage.map = Some(BTreeMap::from([
-            ("L".into(), "lead".into()),
-            ("X".into(), "nope".into()),
-        ]));
+        let stage = mapped_rule(
+            "lifecycle",
+            "lifecyclestage",
+            &[("L", "lead"), ("X", "nope")],
+        );
         let rules = vec![
             FieldRule::new("first_name", "firstname"),
             FieldRule::new("x", "missing"),

@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::batch::{Batch, Batcher, Position};
 use super::mapping::SchemaProblem;
 use super::{Outcome, SinkError};
+use crate::config::fields::FieldRule;
 use crate::event::{ChangeEvent, EVENT_FORMAT, Op, Source};
 use crate::lsn::Lsn;
 
@@ -153,4 +154,16 @@ pub(crate) async fn assert_update_keeps_the_record(
         out2.destination_ids,
         vec![(0, out.destination_ids[0].1.clone())]
     );
+}
+
+/// A rule mapping `column` to `property` through the value map `pairs`.
+pub(crate) fn mapped_rule(column: &str, property: &str, pairs: &[(&str, &str)]) -> FieldRule {
+    let mut rule = FieldRule::new(column, property);
+    rule.map = Some(
+        pairs
+            .iter()
+            .map(|(from, to)| (from.to_string(), to.to_string()))
+            .collect(),
+    );
+    rule
 }

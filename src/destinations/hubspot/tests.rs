@@ -5,7 +5,7 @@ use crate::config::sinks::Auth;
 use crate::config::{SecretSource, TableName};
 use crate::sink::test_support::{
     as_update, assert_update_keeps_the_record, batch, emulator_fault as fault,
-    emulator_state as state, event, fatal, rejected, serve, transient,
+    emulator_state as state, event, fatal, mapped_rule, rejected, serve, transient,
 };
 use driftless_emulators::hubspot::{Options, router};
 use reqwest::header::HeaderValue;
@@ -15,11 +15,11 @@ async fn start(opts: Options) -> String {
 }
 
 fn valid_sink(base_url: &str) -> ValidSink {
-    let mut stage = FieldRule::new("stage", "lifecyclestage");
-    stage.map = Some(BTreeMap::from([
-        ("Lead".into(), "lead".into()),
-        ("Bogus".into(), "not_an_option".into()),
-    ]));
+    let stage = mapped_rule(
+        "stage",
+        "lifecyclestage",
+        &[("Lead", "lead"), ("Bogus", "not_an_option")],
+    );
     ValidSink {
         name: "contacts".into(),
         kind: SinkKind::Hubspot {
@@ -65,8 +65,8 @@ async fn contacts(base: &str) -> Vec<Value> {
         .clone()
 }
 
-/// The two contacts of `base`; `a@x.io` was renamed Adele.
-async fn assert_adele_and_one_more(base: &str) {
+/// The properties of `a@x.io`, checked to be one of two contacts and renamed Adele.
+async fn adele_and_one_more(base: &str) -> Value {
     let recs = contacts(base).await;
     assert_eq!(recs.len(), 2);
     let a = recs
@@ -74,6 +74,7 @@ async fn assert_adele_and_one_more(base: &str) {
         .find(|r| r["properties"]["email"] == "a@x.io")
         .unwrap();
     assert_eq!(a["properties"]["firstname"], "Adele");
+    a["properties"].clone()
 }
 
 #[tokio::test]
@@ -86,13 +87,8 @@ async fn upsert_creates_then_updates_one_object_per_key() {
         as_update(contact("a@x.io", "Adele")),
     )
     .await;
-    assert_adele_and_one_more(&base).await;
-    let recs = contacts(&base).await;
-    let a = recs
-        .iter()
-        .find(|r| r["properties"]["email"] == "a@x.io")
-        .unwrap();
-    assert_eq!(a["properties"]["lifecyclestage"], "lead");
+    let a = adele_and_one_more(&base).await;
+    assert_eq!(a["lifecyclestage"], "lead");
 }
 
 #[tokio::test]
@@ -276,7 +272,7 @@ async fn oauth_token_expiry_mid_run_refreshes_and_converges() {
         .await
         .unwrap();
     assert!(out.rejected.is_empty(), "{out:?}");
-    assert_adele_and_one_more(&base).await;
+    adele_and_one_more(&base).await;
     let st = state(&base).await;
     assert_eq!(st["requests"]["byPath"]["/oauth/v1/token"], 2, "{st:#}");
 

@@ -164,16 +164,24 @@ async fn timeouts_and_refused_connections_are_transient() {
     transient(s.apply(&batch(1)).await);
 }
 
-#[tokio::test]
-async fn a_refused_event_is_bisected_out_of_the_batch() {
+/// Applies `batch(n)` in `mode` to a fresh receiver that answers `status` to every request
+/// carrying event `0/5:{refused}`; the receiver's base URL and the outcome.
+async fn apply_refusing(mode: WebhookMode, status: u16, refused: u32, n: u32) -> (String, Outcome) {
     let base = start().await;
-    let mut s = sink(&base, WebhookMode::Batch);
+    let mut s = sink(&base, mode);
+    let body_contains = format!("\"id\":\"0/5:{refused}\"");
     fault(
         &base,
-        json!({"status": 400, "count": 100, "body_contains": "\"id\":\"0/5:3\""}),
+        json!({"status": status, "count": 100, "body_contains": body_contains}),
     )
     .await;
-    let out = s.apply(&batch(5)).await.unwrap();
+    let out = s.apply(&batch(n)).await.unwrap();
+    (base, out)
+}
+
+#[tokio::test]
+async fn a_refused_event_is_bisected_out_of_the_batch() {
+    let (base, out) = apply_refusing(WebhookMode::Batch, 400, 3, 5).await;
     assert_eq!(rejected(&out), [(3, "HTTP_400")]);
     assert_eq!(applied(&out), [0, 1, 2, 4]);
     let st = state(&base).await;
@@ -185,14 +193,7 @@ async fn a_refused_event_is_bisected_out_of_the_batch() {
     assert_eq!(st["faults_served"], 4);
 
     // Single mode: only that event is refused.
-    let base = start().await;
-    let mut s = sink(&base, WebhookMode::Single);
-    fault(
-        &base,
-        json!({"status": 422, "count": 100, "body_contains": "\"id\":\"0/5:1\""}),
-    )
-    .await;
-    let out = s.apply(&batch(3)).await.unwrap();
+    let (base, out) = apply_refusing(WebhookMode::Single, 422, 1, 3).await;
     assert_eq!(rejected(&out), [(1, "HTTP_422")]);
     assert_eq!(delivered_ids(&state(&base).await), ["0/5:0", "0/5:2"]);
 }

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use crate::config::fields::FieldRule;
 use crate::event::Row;
-use crate::sink::mapping::{MappingError, Property, PropertyType, value_string};
+use crate::sink::mapping::{MappingError, Property, PropertyType, rule_text, value_string};
 
 /// A field definition from `GET /crm/v8/settings/fields`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -208,17 +208,7 @@ pub fn to_record(
         };
         let mut v = v.clone();
         if !v.is_null() && (rule.transform.is_some() || rule.map.is_some()) {
-            let mut s = value_string(&v);
-            if let Some(t) = rule.transform {
-                s = t.apply(&s);
-            }
-            if let Some(map) = &rule.map {
-                s = map.get(&s).cloned().ok_or_else(|| MappingError::Unmapped {
-                    column: rule.column.clone(),
-                    property: rule.property.clone(),
-                })?;
-            }
-            v = Value::String(s);
+            v = Value::String(rule_text(rule, &v)?);
         }
         let ty = types.get(&rule.property).map_or("", String::as_str);
         let encoded = encode_value(ty, &v).map_err(|kind| MappingError::BadValue {

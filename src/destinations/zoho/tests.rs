@@ -8,7 +8,8 @@ use crate::sink::mapping::PropertyType;
 use crate::sink::mapping::check_schema;
 use crate::sink::test_support::{
     applied, as_update, assert_problem_paths, assert_update_keeps_the_record, batch,
-    emulator_fault as fault, emulator_state as state, event, fatal, rejected, serve, transient,
+    emulator_fault as fault, emulator_state as state, event, fatal, mapped_rule, rejected, serve,
+    transient,
 };
 use driftless_emulators::zoho::{Options, router};
 
@@ -17,11 +18,11 @@ async fn start(opts: Options) -> String {
 }
 
 fn valid_sink(base_url: &str) -> ValidSink {
-    let mut status = FieldRule::new("status", "Lead_Status");
-    status.map = Some(BTreeMap::from([
-        ("new".into(), "Not Contacted".into()),
-        ("won".into(), "Qualified".into()),
-    ]));
+    let status = mapped_rule(
+        "status",
+        "Lead_Status",
+        &[("new", "Not Contacted"), ("won", "Qualified")],
+    );
     let mut email = FieldRule::new("email", "Email");
     email.transform = Some(crate::config::fields::Transform::Lowercase);
     ValidSink {
@@ -76,57 +77,68 @@ async fn leads(base: &str) -> Vec<Value> {
 
 #[test]
 fn values_are_encoded_as_typed_json() {
-    assert_eq!(encode_value("integer", &json!("42")), Ok(json!(42)));
-    assert_eq!(encode_value("integer", &json!(7)), Ok(json!(7)));
-    assert_eq!(encode_value("integer", &json!("4.5")), Err("integer"));
-    assert_eq!(encode_value("double", &json!("1500.50")), Ok(json!(1500.5)));
-    assert_eq!(encode_value("currency", &json!(3)), Ok(json!(3)));
-    assert_eq!(encode_value("double", &json!("NaN")), Err("number"));
-    assert_eq!(encode_value("boolean", &json!("t")), Ok(json!(true)));
-    assert_eq!(encode_value("boolean", &json!(false)), Ok(json!(false)));
-    assert_eq!(encode_value("boolean", &json!("maybe")), Err("boolean"));
-    assert_eq!(
-        encode_value("date", &json!("1815-12-10")),
-        Ok(json!("1815-12-10"))
-    );
-    assert_eq!(
-        encode_value("date", &json!("2026-11-27T10:15:02Z")),
-        Ok(json!("2026-11-27"))
-    );
-    assert_eq!(encode_value("date", &json!("10/12/1815")), Err("date"));
-    assert_eq!(
-        encode_value("datetime", &json!("2026-11-27T10:15:02.123456Z")),
-        Ok(json!("2026-11-27T10:15:02+00:00"))
-    );
-    assert_eq!(
-        encode_value("datetime", &json!("2026-11-27T10:15:02+05:30")),
-        Ok(json!("2026-11-27T10:15:02+05:30")),
-        "the offset is kept"
-    );
-    assert_eq!(
-        encode_value("datetime", &json!("2026-11-27 10:15:02.5")),
-        Ok(json!("2026-11-27T10:15:02+00:00")),
-        "timestamp without time zone: UTC"
-    );
-    assert_eq!(
-        encode_value("datetime", &json!("yesterday")),
-        Err("datetime")
-    );
-    assert_eq!(
-        encode_value("multiselectpicklist", &json!("a;b")),
-        Ok(json!(["a", "b"]))
-    );
-    assert_eq!(
-        encode_value("multiselectpicklist", &json!([1, "x"])),
-        Ok(json!(["1", "x"]))
-    );
-    assert_eq!(
-        encode_value("lookup", &json!(123)),
-        Ok(json!({"id": "123"}))
-    );
-    assert_eq!(encode_value("text", &json!(12.50)), Ok(json!("12.5")));
-    assert_eq!(encode_value("phone", &json!("+1 555")), Ok(json!("+1 555")));
-    assert_eq!(encode_value("integer", &Value::Null), Ok(Value::Null));
+    // (data_type, value, encoded or the kind of value expected, why).
+    let cases: [(&str, Value, Result<Value, &str>, &str); 22] = [
+        ("integer", json!("42"), Ok(json!(42)), ""),
+        ("integer", json!(7), Ok(json!(7)), ""),
+        ("integer", json!("4.5"), Err("integer"), ""),
+        ("double", json!("1500.50"), Ok(json!(1500.5)), ""),
+        ("currency", json!(3), Ok(json!(3)), ""),
+        ("double", json!("NaN"), Err("number"), ""),
+        ("boolean", json!("t"), Ok(json!(true)), ""),
+        ("boolean", json!(false), Ok(json!(false)), ""),
+        ("boolean", json!("maybe"), Err("boolean"), ""),
+        ("date", json!("1815-12-10"), Ok(json!("1815-12-10")), ""),
+        (
+            "date",
+            json!("2026-11-27T10:15:02Z"),
+            Ok(json!("2026-11-27")),
+            "",
+        ),
+        ("date", json!("10/12/1815"), Err("date"), ""),
+        (
+            "datetime",
+            json!("2026-11-27T10:15:02.123456Z"),
+            Ok(json!("2026-11-27T10:15:02+00:00")),
+            "",
+        ),
+        (
+            "datetime",
+            json!("2026-11-27T10:15:02+05:30"),
+            Ok(json!("2026-11-27T10:15:02+05:30")),
+            "the offset is kept",
+        ),
+        (
+            "datetime",
+            json!("2026-11-27 10:15:02.5"),
+            Ok(json!("2026-11-27T10:15:02+00:00")),
+            "timestamp without time zone: UTC",
+        ),
+        ("datetime", json!("yesterday"), Err("datetime"), ""),
+        (
+            "multiselectpicklist",
+            json!("a;b"),
+            Ok(json!(["a", "b"])),
+            "",
+        ),
+        (
+            "multiselectpicklist",
+            json!([1, "x"]),
+            Ok(json!(["1", "x"])),
+            "",
+        ),
+        ("lookup", json!(123), Ok(json!({"id": "123"})), ""),
+        ("text", json!(12.50), Ok(json!("12.5")), ""),
+        ("phone", json!("+1 555"), Ok(json!("+1 555")), ""),
+        ("integer", Value::Null, Ok(Value::Null), ""),
+    ];
+    for (data_type, value, expected, why) in cases {
+        assert_eq!(
+            encode_value(data_type, &value),
+            expected,
+            "{data_type} {value} {why}"
+        );
+    }
     assert_eq!(coql_literal(&json!("o'neil@x.io")), "'o''neil@x.io'");
     assert_eq!(coql_literal(&json!(12)), "12");
 }
@@ -439,8 +451,7 @@ async fn schema_check_refuses_unknown_read_only_and_bad_picklist_fields() {
     assert!(schema["Lead_Status"].options.contains(&"Qualified".into()));
     let mut rules = valid_sink(&base).fields;
     assert!(check_schema("sinks[0]", &rules, "Email", &schema).is_empty());
-    let mut bad_status = FieldRule::new("status", "Lead_Status");
-    bad_status.map = Some(BTreeMap::from([("x".into(), "Bogus".into())]));
+    let bad_status = mapped_rule("status", "Lead_Status", &[("x", "Bogus")]);
     rules = vec![
         FieldRule::new("nope", "No_Such_Field"),
         FieldRule::new("created", "Created_Time"),
