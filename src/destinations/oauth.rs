@@ -7,8 +7,9 @@
 //!   refreshes are serialised by the cache's lock, so concurrent callers wait for one refresh;
 //! - a cached token is used until it is within [`REFRESH_MARGIN`] of its `expires_in` (or half
 //!   its lifetime, for very short lifetimes), then refreshed before use;
-//! - [`Credentials::invalidate`] after a 401 drops the cached token (only if it is still the one
-//!   that failed), so the next call refreshes; callers retry a 401 once, then fail fatally;
+//! - [`Credentials::send_json`] sends every CRM request: after a 401 it drops the cached token
+//!   (only if it is still the one that failed, [`Credentials::invalidate`]) and sends once more
+//!   with a fresh one; a second 401 is the caller's to classify (fatal);
 //! - the refresh is a form-encoded POST body (`grant_type=refresh_token`, `client_id`,
 //!   `client_secret`, `refresh_token`): never a query string, so secrets stay out of URLs and
 //!   proxy logs (Zoho documents the query string but accepts the form body);
@@ -31,7 +32,7 @@ use tokio::sync::Mutex;
 use crate::config::SecretSource;
 use crate::config::sinks::Auth;
 use crate::sink::SinkError;
-use crate::sink::http::JsonResponse;
+use crate::sink::http::{self, JsonResponse};
 
 /// Refresh a token this long before it expires.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
@@ -250,19 +251,37 @@ impl Credentials {
         Ok(token)
     }
 
-    /// Sends one request with the current access token (`send` gets the token); when the
-    /// destination (`who`) answers 401 and the token can be refreshed, drops it and sends once
-    /// more with a fresh one. The one 401 policy of every OAuth destination.
-    pub async fn send_refreshing_once<F, Fut>(
+    /// One JSON request to the destination `who`, read whole ([`http::send_json`]; `what`
+    /// names it in errors and logs, so never a query string): `request(token)` builds it with
+    /// the current access token (URL and the vendor's authorization header) and `body` is sent
+    /// as JSON. When `who` answers 401 and the token can be refreshed, drops the token and
+    /// sends once more with a fresh one: the one 401 policy of every OAuth destination.
+    pub async fn send_json<F, Fut>(
         &self,
         client: &reqwest::Client,
         who: &str,
-        mut send: F,
+        what: &str,
+        body: Option<&Value>,
+        request: F,
     ) -> Result<JsonResponse, SinkError>
     where
-        F: FnMut(String) -> Fut,
-        Fut: std::future::Future<Output = Result<JsonResponse, SinkError>>,
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = reqwest::RequestBuilder>,
     {
+        let send = |token: String| async {
+            let mut rb = request(token).await;
+            if let Some(b) = body {
+                rb = rb.json(b);
+            }
+            let r = http::send_json(rb, &format!("{who} {what}")).await?;
+            tracing::debug!(
+                destination = who,
+                path = what,
+                status = r.status.as_u16(),
+                "response"
+            );
+            Ok::<_, SinkError>(r)
+        };
         let token = self.access_token(client).await?;
         let r = send(token.clone()).await?;
         if r.status == reqwest::StatusCode::UNAUTHORIZED && self.can_refresh() {

@@ -1,8 +1,8 @@
 //! The destination-agnostic sink engine: Kafka change topics → any [`Sink`].
 //!
-//! Pure parts: batching and per-key coalescing ([`batch`]), field mapping with its schema check
-//! ([`mapping`]), the split of a batch into CRM upserts, deletes and rejections
-//! ([`crm_batch`]). Shared I/O policy: one HTTP client set-up and status classification
+//! Pure parts: batching and per-key coalescing ([`batch`]), the splitting of refused requests
+//! ([`bisect`]), field mapping with its schema check ([`mapping`]), the split of a batch into
+//! CRM upserts, deletes and rejections ([`crm_batch`]). Shared I/O policy: one HTTP client set-up and status classification
 //! ([`http`]). Around them: the worker loop ([`runner`]) and the audit trail ([`audit`]). The
 //! seam between the runner (Kafka consumer group, offsets, dead letters) and a destination is
 //! the [`Sink`] trait below; the destinations themselves live in [`crate::destinations`], and
@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod batch;
+pub(crate) mod bisect;
 pub mod crm_batch;
 pub mod http;
 pub mod mapping;

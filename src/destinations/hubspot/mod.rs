@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 use crate::config::fields::FieldRule;
 use crate::destinations::oauth::Credentials;
 use crate::sink::batch::Batch;
+use crate::sink::bisect::Bisection;
 use crate::sink::mapping::{Property, PropertyType, id_value, to_properties};
 use crate::sink::{Outcome, Rejected, Sink, SinkError};
 use crate::sink::{crm_batch, http};
@@ -350,30 +351,13 @@ impl HubspotSink {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Resp, SinkError> {
+        let url = format!("{}{path}", self.base_url);
         self.credentials
-            .send_refreshing_once(&self.client, "HubSpot", |token| {
-                self.send_once(method.clone(), path, body, token)
+            .send_json(&self.client, "HubSpot", path, body, |token| {
+                let request = self.client.request(method.clone(), &url);
+                std::future::ready(request.bearer_auth(token))
             })
             .await
-    }
-
-    async fn send_once(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-        token: String,
-    ) -> Result<Resp, SinkError> {
-        let mut rb = self
-            .client
-            .request(method, format!("{}{path}", self.base_url))
-            .bearer_auth(token);
-        if let Some(b) = body {
-            rb = rb.json(b);
-        }
-        let resp = http::send_json(rb, &format!("HubSpot {path}")).await?;
-        tracing::debug!(path, status = resp.status.as_u16(), "HubSpot response");
-        Ok(resp)
     }
 
     /// One rate-limited POST.
@@ -497,9 +481,8 @@ impl HubspotSink {
     /// Upserts `inputs`, bisecting whole-request 400s down to single poison inputs.
     async fn upsert(&mut self, inputs: Vec<Input>, out: &mut Outcome) -> Result<(), SinkError> {
         let path = format!("/crm/v3/objects/{}/batch/upsert", self.object);
-        let mut work: Vec<Vec<Input>> =
-            inputs.chunks(MAX_INPUTS).rev().map(<[_]>::to_vec).collect();
-        while let Some(group) = work.pop() {
+        let mut work = Bisection::new(&inputs, MAX_INPUTS);
+        while let Some(group) = work.next_group() {
             let body = json!({"inputs": group.iter().map(|i| &i.body).collect::<Vec<_>>()});
             let r = self.post(&path, &body).await?;
             match r.status.as_u16() {
@@ -550,7 +533,7 @@ impl HubspotSink {
                         continue;
                     }
                     if rest.len() < group.len() {
-                        work.push(rest);
+                        work.send_next(rest);
                     } else if rest.len() == 1 {
                         let err = unmapped.cloned().unwrap_or(Value::Null);
                         out.rejected.push(Rejected {
@@ -559,11 +542,7 @@ impl HubspotSink {
                             message: describe(&err),
                         });
                     } else {
-                        let second = rest[rest.len() / 2..].to_vec();
-                        let mut first = rest;
-                        first.truncate(first.len() - second.len());
-                        work.push(second);
-                        work.push(first);
+                        work.split(rest);
                     }
                 }
                 400 | 409 | 422 => {
@@ -587,10 +566,7 @@ impl HubspotSink {
                             inputs = group.len(),
                             "HubSpot refused the batch; bisecting"
                         );
-                        let mut first = group;
-                        let second = first.split_off(first.len() / 2);
-                        work.push(second);
-                        work.push(first);
+                        work.split(group);
                     }
                 }
                 _ => return Err(self.classify(&r)),

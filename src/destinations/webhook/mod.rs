@@ -39,6 +39,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::sink::batch::Batch;
+use crate::sink::bisect::Bisection;
 use crate::sink::http;
 use crate::sink::{Outcome, Rejected, Sink, SinkError};
 use signature::{Secret, sign};
@@ -266,12 +267,8 @@ impl WebhookSink {
         items: Vec<(usize, &ChangeEvent)>,
         out: &mut Outcome,
     ) -> Result<(), SinkError> {
-        let mut work: Vec<Vec<(usize, &ChangeEvent)>> = items
-            .chunks(self.max_events)
-            .rev()
-            .map(<[_]>::to_vec)
-            .collect();
-        while let Some(group) = work.pop() {
+        let mut work = Bisection::new(&items, self.max_events);
+        while let Some(group) = work.next_group() {
             let msg_id = message_id(self.mode, group.iter().map(|(_, e)| e.id.as_str()));
             let body = serde_json::to_vec(&BatchBody {
                 kind: BATCH_TYPE,
@@ -293,10 +290,7 @@ impl WebhookSink {
                         events = group.len(),
                         "webhook receiver refused the batch; bisecting"
                     );
-                    let mut first = group;
-                    let second = first.split_off(first.len() / 2);
-                    work.push(second);
-                    work.push(first);
+                    work.split(group);
                 }
                 Verdict::Failed(e) => return Err(e),
             }

@@ -42,6 +42,7 @@ use serde_json::{Value, json};
 use crate::config::fields::FieldRule;
 use crate::destinations::oauth::Credentials;
 use crate::sink::batch::Batch;
+use crate::sink::bisect::Bisection;
 use crate::sink::mapping::{MappingError, Property, id_value, value_string};
 use crate::sink::{Outcome, Rejected, Sink, SinkError};
 use crate::sink::{crm_batch, http};
@@ -246,33 +247,20 @@ impl ZohoSink {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Resp, SinkError> {
+        let what = path.split('?').next().unwrap_or(path);
         self.credentials
-            .send_refreshing_once(&self.client, "Zoho", |token| {
-                self.send_once(method.clone(), path, body, token)
+            .send_json(&self.client, "Zoho", what, body, |token| {
+                let method = method.clone();
+                async move {
+                    // After the token, so that its refresh has told where the account lives.
+                    let api_domain = self.credentials.api_domain().await;
+                    let base = request_base(self.pinned, &self.base_url, api_domain.as_deref());
+                    self.client
+                        .request(method, format!("{base}{path}"))
+                        .header("Authorization", format!("Zoho-oauthtoken {token}"))
+                }
             })
             .await
-    }
-
-    async fn send_once(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-        token: String,
-    ) -> Result<Resp, SinkError> {
-        let api_domain = self.credentials.api_domain().await;
-        let base = request_base(self.pinned, &self.base_url, api_domain.as_deref());
-        let mut rb = self
-            .client
-            .request(method, format!("{base}{path}"))
-            .header("Authorization", format!("Zoho-oauthtoken {token}"));
-        if let Some(b) = body {
-            rb = rb.json(b);
-        }
-        let what = path.split('?').next().unwrap_or(path);
-        let resp = http::send_json(rb, &format!("Zoho {what}")).await?;
-        tracing::debug!(path = what, status = resp.status.as_u16(), "Zoho response");
-        Ok(resp)
     }
 
     fn scope_hint(&self) -> String {
@@ -358,12 +346,8 @@ impl ZohoSink {
     /// Upserts `inputs`, bisecting whole-request 400s down to single poison records.
     async fn upsert(&mut self, inputs: Vec<Input>, out: &mut Outcome) -> Result<(), SinkError> {
         let path = format!("/crm/v8/{}/upsert", self.module);
-        let mut work: Vec<Vec<Input>> = inputs
-            .chunks(MAX_RECORDS)
-            .rev()
-            .map(<[_]>::to_vec)
-            .collect();
-        while let Some(group) = work.pop() {
+        let mut work = Bisection::new(&inputs, MAX_RECORDS);
+        while let Some(group) = work.next_group() {
             let body = json!({
                 "data": group.iter().map(|i| &i.record).collect::<Vec<_>>(),
                 "duplicate_check_fields": [self.id_property],
@@ -414,10 +398,7 @@ impl ZohoSink {
                     code,
                     "Zoho refused the batch; bisecting"
                 );
-                let mut first = group;
-                let second = first.split_off(first.len() / 2);
-                work.push(second);
-                work.push(first);
+                work.split(group);
             }
         }
         Ok(())
