@@ -8,11 +8,13 @@
 //! `MAPPING` and never silently dropped; deletes that the sink ignores, truncates and logical
 //! messages produce nothing.
 
+use std::future::Future;
+
 use crate::config::sinks::OnDelete;
 use crate::event::{ChangeEvent, Op, Row};
-use crate::sink::Rejected;
 use crate::sink::batch::Batch;
 use crate::sink::mapping::MappingError;
+use crate::sink::{Outcome, Rejected, SinkError};
 
 /// A batch split into what a CRM is asked to do.
 #[derive(Debug)]
@@ -23,6 +25,51 @@ pub struct CrmBatch<U, D> {
     pub deletes: Vec<(usize, D)>,
     /// Entries the mapping refused (poison).
     pub rejected: Vec<Rejected>,
+}
+
+/// The writes of a CRM, as [`CrmBatch::apply`] drives them.
+pub(crate) trait CrmWrites {
+    /// One upsert, carrying its entry index.
+    type Upsert;
+    /// A delete's destination id.
+    type DeleteId;
+
+    /// Applies `upserts` (at least one), recording applied and refused entries in `out`.
+    fn upsert(
+        &mut self,
+        upserts: Vec<Self::Upsert>,
+        out: &mut Outcome,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Applies `deletes` (at least one, by entry index), recording them in `out`; a record
+    /// already gone is applied.
+    fn delete(
+        &mut self,
+        deletes: Vec<(usize, Self::DeleteId)>,
+        out: &mut Outcome,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
+impl<U, D> CrmBatch<U, D> {
+    /// Applies the split with `crm`: upserts first, then deletes. The outcome holds the
+    /// mapping's refusals and the CRM's, in entry order.
+    pub(crate) async fn apply<C>(self, crm: &mut C) -> Result<Outcome, SinkError>
+    where
+        C: CrmWrites<Upsert = U, DeleteId = D>,
+    {
+        let mut out = Outcome {
+            rejected: self.rejected,
+            destination_ids: Vec::new(),
+        };
+        if !self.upserts.is_empty() {
+            crm.upsert(self.upserts, &mut out).await?;
+        }
+        if !self.deletes.is_empty() {
+            crm.delete(self.deletes, &mut out).await?;
+        }
+        out.sort();
+        Ok(out)
+    }
 }
 
 /// A mapping refusal of entry `index`.

@@ -118,6 +118,17 @@ pub fn value_string(v: &Value) -> String {
     }
 }
 
+/// The rules whose column `row` carries, each with its value. A column absent from the row
+/// (unchanged TOAST) is left out, so the destination keeps the property's value.
+pub fn carried<'a>(
+    rules: &'a [FieldRule],
+    row: &'a Row,
+) -> impl Iterator<Item = (&'a FieldRule, &'a Value)> {
+    rules
+        .iter()
+        .filter_map(|rule| Some((rule, row.get(&rule.column)?)))
+}
+
 /// The text of a non-null column value after `rule`'s transform and value map (a value the
 /// map does not list is [`MappingError::Unmapped`]). The one reading of a rule both CRMs use.
 pub fn rule_text(rule: &FieldRule, v: &Value) -> Result<String, MappingError> {
@@ -156,11 +167,7 @@ pub fn to_properties(
     row: &Row,
 ) -> Result<BTreeMap<String, String>, MappingError> {
     let mut out = BTreeMap::new();
-    for rule in rules {
-        // A column absent from the row (unchanged TOAST) is left untouched at the destination.
-        let Some(v) = row.get(&rule.column) else {
-            continue;
-        };
+    for (rule, v) in carried(rules, row) {
         // NULL clears the property: no transform or map applies to it.
         let mut s = if v.is_null() {
             String::new()

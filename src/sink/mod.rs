@@ -42,6 +42,14 @@ pub struct Outcome {
     pub destination_ids: Vec<(usize, String)>,
 }
 
+impl Outcome {
+    /// Puts the rejected and the applied entries in entry order.
+    pub fn sort(&mut self) {
+        self.rejected.sort_by_key(|r| r.index);
+        self.destination_ids.sort();
+    }
+}
+
 /// A failure of a whole batch.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {

@@ -31,9 +31,10 @@ use crate::config::fields::FieldRule;
 use crate::destinations::oauth::Credentials;
 use crate::sink::batch::Batch;
 use crate::sink::bisect::Bisection;
+use crate::sink::crm_batch::{self, CrmWrites};
+use crate::sink::http;
 use crate::sink::mapping::{Property, PropertyType, id_value, to_properties};
 use crate::sink::{Outcome, Rejected, Sink, SinkError};
-use crate::sink::{crm_batch, http};
 
 use crate::config::sinks::{OnDelete, SinkKind, ValidSink};
 use crate::event::{ChangeEvent, Op};
@@ -164,7 +165,7 @@ type Resp = http::JsonResponse;
 
 /// One upsert input and its entry.
 #[derive(Clone)]
-struct Input {
+pub(crate) struct Input {
     index: usize,
     id: String,
     body: Value,
@@ -478,6 +479,47 @@ impl HubspotSink {
         Ok(self.schema.as_ref().expect("set above"))
     }
 
+    fn match_result<'a>(&self, group: &'a [Input], res: &Value) -> Option<&'a Input> {
+        if let Some(trace) = res["objectWriteTraceId"].as_str()
+            && let Some(i) = group.iter().find(|i| i.index.to_string() == trace)
+        {
+            return Some(i);
+        }
+        let v = res["properties"][&self.id_property].as_str()?;
+        group.iter().find(|i| i.id.eq_ignore_ascii_case(v))
+    }
+
+    fn match_error(&self, group: &[Input], err: &Value) -> Vec<usize> {
+        let ctx = &err["context"];
+        let list = |k: &str| -> Vec<String> {
+            ctx[k]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        };
+        let traces = list("objectWriteTraceId");
+        if !traces.is_empty() {
+            return group
+                .iter()
+                .filter(|i| traces.contains(&i.index.to_string()))
+                .map(|i| i.index)
+                .collect();
+        }
+        let ids: Vec<String> = list("ids").into_iter().chain(list("id")).collect();
+        group
+            .iter()
+            .filter(|i| ids.iter().any(|id| id.eq_ignore_ascii_case(&i.id)))
+            .map(|i| i.index)
+            .collect()
+    }
+}
+
+impl CrmWrites for HubspotSink {
+    type Upsert = Input;
+    type DeleteId = String;
+
     /// Upserts `inputs`, bisecting whole-request 400s down to single poison inputs.
     async fn upsert(&mut self, inputs: Vec<Input>, out: &mut Outcome) -> Result<(), SinkError> {
         let path = format!("/crm/v3/objects/{}/batch/upsert", self.object);
@@ -575,44 +617,8 @@ impl HubspotSink {
         Ok(())
     }
 
-    fn match_result<'a>(&self, group: &'a [Input], res: &Value) -> Option<&'a Input> {
-        if let Some(trace) = res["objectWriteTraceId"].as_str()
-            && let Some(i) = group.iter().find(|i| i.index.to_string() == trace)
-        {
-            return Some(i);
-        }
-        let v = res["properties"][&self.id_property].as_str()?;
-        group.iter().find(|i| i.id.eq_ignore_ascii_case(v))
-    }
-
-    fn match_error(&self, group: &[Input], err: &Value) -> Vec<usize> {
-        let ctx = &err["context"];
-        let list = |k: &str| -> Vec<String> {
-            ctx[k]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        };
-        let traces = list("objectWriteTraceId");
-        if !traces.is_empty() {
-            return group
-                .iter()
-                .filter(|i| traces.contains(&i.index.to_string()))
-                .map(|i| i.index)
-                .collect();
-        }
-        let ids: Vec<String> = list("ids").into_iter().chain(list("id")).collect();
-        group
-            .iter()
-            .filter(|i| ids.iter().any(|id| id.eq_ignore_ascii_case(&i.id)))
-            .map(|i| i.index)
-            .collect()
-    }
-
     /// Archives the records whose `id_property` values are given (absent ones: nothing to do).
-    async fn archive(
+    async fn delete(
         &mut self,
         deletes: Vec<(usize, String)>,
         out: &mut Outcome,
@@ -678,7 +684,6 @@ impl HubspotSink {
 
 impl Sink for HubspotSink {
     async fn apply(&mut self, batch: &Batch<ChangeEvent>) -> Result<Outcome, SinkError> {
-        let mut out = Outcome::default();
         let needs_schema = batch
             .entries
             .iter()
@@ -708,17 +713,8 @@ impl Sink for HubspotSink {
             },
             |row| id_value(fields, id_property, row),
         );
-        let (upserts, deletes) = (split.upserts, split.deletes);
-        out.rejected = split.rejected;
-        let (n_up, n_del) = (upserts.len(), deletes.len());
-        if !upserts.is_empty() {
-            self.upsert(upserts, &mut out).await?;
-        }
-        if !deletes.is_empty() {
-            self.archive(deletes, &mut out).await?;
-        }
-        out.rejected.sort_by_key(|r| r.index);
-        out.destination_ids.sort();
+        let (n_up, n_del) = (split.upserts.len(), split.deletes.len());
+        let out = split.apply(self).await?;
         tracing::debug!(
             object = %self.object,
             upserts = n_up,

@@ -344,8 +344,7 @@ impl Sink for WebhookSink {
                 WebhookMode::Single => self.apply_single(items, &mut out).await?,
             }
         }
-        out.rejected.sort_by_key(|r| r.index);
-        out.destination_ids.sort();
+        out.sort();
         tracing::debug!(
             host = %self.host,
             events = n,

@@ -11,7 +11,9 @@ use serde_json::{Map, Value, json};
 
 use crate::config::fields::FieldRule;
 use crate::event::Row;
-use crate::sink::mapping::{MappingError, Property, PropertyType, rule_text, value_string};
+use crate::sink::mapping::{
+    MappingError, Property, PropertyType, carried, rule_text, value_string,
+};
 
 /// A field definition from `GET /crm/v8/settings/fields`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -202,10 +204,7 @@ pub fn to_record(
     row: &Row,
 ) -> Result<Map<String, Value>, MappingError> {
     let mut out = Map::new();
-    for rule in rules {
-        let Some(v) = row.get(&rule.column) else {
-            continue;
-        };
+    for (rule, v) in carried(rules, row) {
         let mut v = v.clone();
         if !v.is_null() && (rule.transform.is_some() || rule.map.is_some()) {
             v = Value::String(rule_text(rule, &v)?);

@@ -43,9 +43,10 @@ use crate::config::fields::FieldRule;
 use crate::destinations::oauth::Credentials;
 use crate::sink::batch::Batch;
 use crate::sink::bisect::Bisection;
+use crate::sink::crm_batch::{self, CrmWrites};
+use crate::sink::http;
 use crate::sink::mapping::{MappingError, Property, id_value, value_string};
 use crate::sink::{Outcome, Rejected, Sink, SinkError};
-use crate::sink::{crm_batch, http};
 
 use crate::config::sinks::{OnDelete, SinkKind, ValidSink, ZOHO_BASE_URL};
 use crate::event::{ChangeEvent, Op};
@@ -108,7 +109,7 @@ type Resp = http::JsonResponse;
 
 /// One upsert record and its entry.
 #[derive(Clone)]
-struct Input {
+pub(crate) struct Input {
     index: usize,
     record: Value,
 }
@@ -343,6 +344,60 @@ impl ZohoSink {
         }
     }
 
+    /// Maps `data[]` items (input order) back to entries.
+    fn per_record(
+        &self,
+        group: &[Input],
+        items: &[Value],
+        out: &mut Outcome,
+    ) -> Result<(), SinkError> {
+        if items.len() != group.len() {
+            return Err(SinkError::transient(
+                format!(
+                    "Zoho answered {} results for {} records",
+                    items.len(),
+                    group.len()
+                ),
+                None,
+            ));
+        }
+        if let Some(t) = items
+            .iter()
+            .filter_map(|i| i["code"].as_str())
+            .find(|c| is_transient_code(c))
+        {
+            return Err(SinkError::transient(
+                format!("Zoho per-record error {t}"),
+                None,
+            ));
+        }
+        if let Some(item) = items.iter().find(|i| i["code"] == "OAUTH_SCOPE_MISMATCH") {
+            return Err(SinkError::fatal(
+                format!("Zoho denied access to {}: {}", self.module, describe(item)),
+                self.scope_hint(),
+            ));
+        }
+        for (input, item) in group.iter().zip(items) {
+            if item["status"] == "success" {
+                if let Some(id) = item["details"]["id"].as_str() {
+                    out.destination_ids.push((input.index, id.to_string()));
+                }
+            } else {
+                out.rejected.push(Rejected {
+                    index: input.index,
+                    category: item["code"].as_str().unwrap_or("UNKNOWN").to_string(),
+                    message: describe(item),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl CrmWrites for ZohoSink {
+    type Upsert = Input;
+    type DeleteId = Value;
+
     /// Upserts `inputs`, bisecting whole-request 400s down to single poison records.
     async fn upsert(&mut self, inputs: Vec<Input>, out: &mut Outcome) -> Result<(), SinkError> {
         let path = format!("/crm/v8/{}/upsert", self.module);
@@ -399,55 +454,6 @@ impl ZohoSink {
                     "Zoho refused the batch; bisecting"
                 );
                 work.split(group);
-            }
-        }
-        Ok(())
-    }
-
-    /// Maps `data[]` items (input order) back to entries.
-    fn per_record(
-        &self,
-        group: &[Input],
-        items: &[Value],
-        out: &mut Outcome,
-    ) -> Result<(), SinkError> {
-        if items.len() != group.len() {
-            return Err(SinkError::transient(
-                format!(
-                    "Zoho answered {} results for {} records",
-                    items.len(),
-                    group.len()
-                ),
-                None,
-            ));
-        }
-        if let Some(t) = items
-            .iter()
-            .filter_map(|i| i["code"].as_str())
-            .find(|c| is_transient_code(c))
-        {
-            return Err(SinkError::transient(
-                format!("Zoho per-record error {t}"),
-                None,
-            ));
-        }
-        if let Some(item) = items.iter().find(|i| i["code"] == "OAUTH_SCOPE_MISMATCH") {
-            return Err(SinkError::fatal(
-                format!("Zoho denied access to {}: {}", self.module, describe(item)),
-                self.scope_hint(),
-            ));
-        }
-        for (input, item) in group.iter().zip(items) {
-            if item["status"] == "success" {
-                if let Some(id) = item["details"]["id"].as_str() {
-                    out.destination_ids.push((input.index, id.to_string()));
-                }
-            } else {
-                out.rejected.push(Rejected {
-                    index: input.index,
-                    category: item["code"].as_str().unwrap_or("UNKNOWN").to_string(),
-                    message: describe(item),
-                });
             }
         }
         Ok(())
@@ -553,7 +559,6 @@ impl ZohoSink {
 
 impl Sink for ZohoSink {
     async fn apply(&mut self, batch: &Batch<ChangeEvent>) -> Result<Outcome, SinkError> {
-        let mut out = Outcome::default();
         let needs_types = batch.entries.iter().any(|e| {
             matches!(e.item.op, Op::Create | Op::Update | Op::Read)
                 || e.item.op == Op::Delete && self.on_delete == OnDelete::Archive
@@ -586,17 +591,8 @@ impl Sink for ZohoSink {
             },
             |row| id_value(fields, id_property, row).and_then(encode_id),
         );
-        let (upserts, deletes) = (split.upserts, split.deletes);
-        out.rejected = split.rejected;
-        let (n_up, n_del) = (upserts.len(), deletes.len());
-        if !upserts.is_empty() {
-            self.upsert(upserts, &mut out).await?;
-        }
-        if !deletes.is_empty() {
-            self.delete(deletes, &mut out).await?;
-        }
-        out.rejected.sort_by_key(|r| r.index);
-        out.destination_ids.sort();
+        let (n_up, n_del) = (split.upserts.len(), split.deletes.len());
+        let out = split.apply(self).await?;
         let applied: HashSet<usize> = out.destination_ids.iter().map(|(i, _)| *i).collect();
         tracing::debug!(
             module = %self.module,
