@@ -12,7 +12,7 @@
 //! here plus one variant where destinations are built ([`crate::app::destination`]).
 
 pub mod hubspot;
-pub mod oauth;
+pub(crate) mod oauth;
 pub mod webhook;
 pub mod zoho;
 

@@ -35,7 +35,7 @@ use crate::sink::SinkError;
 use crate::sink::http::{self, JsonResponse};
 
 /// Refresh a token this long before it expires.
-pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+pub(crate) const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// Lifetime assumed when the token response carries no `expires_in` (both vendors: 30-60 min).
 const DEFAULT_EXPIRES_IN: Duration = Duration::from_secs(1800);
 /// Wait after the token endpoint refused to mint more tokens for now (Zoho: 10 per 10 min).
@@ -43,7 +43,7 @@ const MINT_LIMIT_WAIT: Duration = Duration::from_secs(60);
 
 /// Where access tokens come from. Cheap to clone; clones share the token cache.
 #[derive(Clone)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     inner: Arc<Inner>,
 }
 
@@ -105,12 +105,12 @@ fn name(src: &SecretSource) -> String {
 
 impl Credentials {
     /// A static token; `label` names where it came from (for hints).
-    pub fn token(token: String, label: impl Into<String>) -> Self {
+    pub(crate) fn token(token: String, label: impl Into<String>) -> Self {
         Credentials::new(Source::Static(token), label.into())
     }
 
     /// An OAuth refresh grant against `token_url`; `label` names the variables (for hints).
-    pub fn oauth(
+    pub(crate) fn oauth(
         client_id: String,
         client_secret: String,
         refresh_token: String,
@@ -140,7 +140,7 @@ impl Credentials {
 
     /// Reads the secrets a validated [`Auth`] names (at start). The error names the variable
     /// or file that is missing, never a value.
-    pub fn from_auth(auth: &Auth) -> Result<Self, String> {
+    pub(crate) fn from_auth(auth: &Auth) -> Result<Self, String> {
         match auth {
             Auth::Token(src) => Ok(Credentials::token(src.read()?, name(src))),
             Auth::OAuth {
@@ -164,17 +164,17 @@ impl Credentials {
     }
 
     /// Where the secrets came from, e.g. `HUBSPOT_TOKEN` (for hints; never a value).
-    pub fn label(&self) -> &str {
+    pub(crate) fn label(&self) -> &str {
         &self.inner.label
     }
 
     /// Whether a refused token can be replaced by a refresh.
-    pub fn can_refresh(&self) -> bool {
+    pub(crate) fn can_refresh(&self) -> bool {
         matches!(self.inner.source, Source::Refresh { .. })
     }
 
     /// The `api_domain` of the last token response (Zoho), if any.
-    pub async fn api_domain(&self) -> Option<String> {
+    pub(crate) async fn api_domain(&self) -> Option<String> {
         self.inner
             .cache
             .lock()
@@ -185,7 +185,7 @@ impl Credentials {
 
     /// The access token to send: the cached one, or a fresh one when none is cached or it is
     /// close to expiry.
-    pub async fn access_token(&self, client: &reqwest::Client) -> Result<String, SinkError> {
+    pub(crate) async fn access_token(&self, client: &reqwest::Client) -> Result<String, SinkError> {
         let (client_id, client_secret, refresh_token, token_url) = match &self.inner.source {
             Source::Static(t) => return Ok(t.clone()),
             Source::Refresh {
@@ -256,7 +256,7 @@ impl Credentials {
     /// the current access token (URL and the vendor's authorization header) and `body` is sent
     /// as JSON. When `who` answers 401 and the token can be refreshed, drops the token and
     /// sends once more with a fresh one: the one 401 policy of every OAuth destination.
-    pub async fn send_json<F, Fut>(
+    pub(crate) async fn send_json<F, Fut>(
         &self,
         client: &reqwest::Client,
         who: &str,
@@ -297,7 +297,7 @@ impl Credentials {
 
     /// Drops the cached token if it is still `failed` (a 401 answered it), so the next
     /// [`Credentials::access_token`] refreshes. No effect for static tokens.
-    pub async fn invalidate(&self, failed: &str) {
+    pub(crate) async fn invalidate(&self, failed: &str) {
         let mut cache = self.inner.cache.lock().await;
         if cache.as_ref().is_some_and(|c| c.token == failed) {
             *cache = None;

@@ -18,13 +18,13 @@ use crate::sink::{Outcome, Rejected, SinkError};
 
 /// A batch split into what a CRM is asked to do.
 #[derive(Debug)]
-pub struct CrmBatch<U, D> {
+pub(crate) struct CrmBatch<U, D> {
     /// Upserts, in entry order.
-    pub upserts: Vec<U>,
+    pub(crate) upserts: Vec<U>,
     /// Deletes: entry index and the destination id.
-    pub deletes: Vec<(usize, D)>,
+    pub(crate) deletes: Vec<(usize, D)>,
     /// Entries the mapping refused (poison).
-    pub rejected: Vec<Rejected>,
+    pub(crate) rejected: Vec<Rejected>,
 }
 
 /// The writes of a CRM, as [`CrmBatch::apply`] drives them.
@@ -73,7 +73,7 @@ impl<U, D> CrmBatch<U, D> {
 }
 
 /// A mapping refusal of entry `index`.
-pub fn rejected(index: usize, message: String) -> Rejected {
+pub(crate) fn rejected(index: usize, message: String) -> Rejected {
     Rejected {
         index,
         category: "MAPPING".into(),
@@ -83,7 +83,7 @@ pub fn rejected(index: usize, message: String) -> Rejected {
 
 /// Splits `batch`: `upsert(index, row)` maps an upsert's row image, `delete_id(row)` finds a
 /// delete's destination id in a row image (`before`, else the key).
-pub fn split<U, D>(
+pub(crate) fn split<U, D>(
     batch: &Batch<ChangeEvent>,
     on_delete: OnDelete,
     mut upsert: impl FnMut(usize, &Row) -> Result<U, MappingError>,

@@ -39,7 +39,7 @@ pub enum PropertyType {
 
 impl PropertyType {
     /// Parses HubSpot's `type` field.
-    pub fn parse(name: &str) -> Option<PropertyType> {
+    pub(crate) fn parse(name: &str) -> Option<PropertyType> {
         match name {
             "string" | "phone_number" => Some(PropertyType::String),
             "number" => Some(PropertyType::Number),
@@ -69,7 +69,7 @@ pub struct Property {
 
 /// A value that cannot be written (poison: the record goes to the dead-letter topic).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum MappingError {
+pub(crate) enum MappingError {
     /// An enumeration/value map has no entry for the value.
     #[error("column {column}: value has no mapping for property {property}")]
     Unmapped {
@@ -107,7 +107,7 @@ pub enum MappingError {
 }
 
 /// Plain string form of a JSON value (see the module invariants).
-pub fn value_string(v: &Value) -> String {
+pub(crate) fn value_string(v: &Value) -> String {
     match v {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
@@ -120,7 +120,7 @@ pub fn value_string(v: &Value) -> String {
 
 /// The rules whose column `row` carries, each with its value. A column absent from the row
 /// (unchanged TOAST) is left out, so the destination keeps the property's value.
-pub fn carried<'a>(
+pub(crate) fn carried<'a>(
     rules: &'a [FieldRule],
     row: &'a Row,
 ) -> impl Iterator<Item = (&'a FieldRule, &'a Value)> {
@@ -131,7 +131,7 @@ pub fn carried<'a>(
 
 /// The text of a non-null column value after `rule`'s transform and value map (a value the
 /// map does not list is [`MappingError::Unmapped`]). The one reading of a rule both CRMs use.
-pub fn rule_text(rule: &FieldRule, v: &Value) -> Result<String, MappingError> {
+pub(crate) fn rule_text(rule: &FieldRule, v: &Value) -> Result<String, MappingError> {
     let mut s = value_string(v);
     if let Some(t) = rule.transform {
         s = t.apply(&s);
@@ -161,7 +161,7 @@ fn epoch_ms_of_datetime(s: &str) -> Option<i64> {
 }
 
 /// Maps a row to properties. `schema` (when known) selects date/datetime encodings.
-pub fn to_properties(
+pub(crate) fn to_properties(
     rules: &[FieldRule],
     schema: &BTreeMap<String, Property>,
     row: &Row,
@@ -199,7 +199,11 @@ pub fn to_properties(
 }
 
 /// The record's unique id value (for `idProperty` upserts), after the rule's transform.
-pub fn id_value(rules: &[FieldRule], id_property: &str, row: &Row) -> Result<String, MappingError> {
+pub(crate) fn id_value(
+    rules: &[FieldRule],
+    id_property: &str,
+    row: &Row,
+) -> Result<String, MappingError> {
     let rule = rules.iter().find(|r| r.property == id_property);
     let column = rule.map(|r| r.column.as_str()).unwrap_or(id_property);
     match row.get(column) {
@@ -218,15 +222,15 @@ pub fn id_value(rules: &[FieldRule], id_property: &str, row: &Row) -> Result<Str
 
 /// A problem found by [`check_schema`], with the config path of the rule at fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SchemaProblem {
+pub(crate) struct SchemaProblem {
     /// Config path, e.g. `sinks[0].fields.email`.
-    pub path: String,
+    pub(crate) path: String,
     /// What is wrong.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// Checks a mapping against the destination schema; returns every problem.
-pub fn check_schema(
+pub(crate) fn check_schema(
     sink_path: &str,
     rules: &[FieldRule],
     id_property: &str,

@@ -11,8 +11,8 @@
 pub mod audit;
 pub mod batch;
 pub(crate) mod bisect;
-pub mod crm_batch;
-pub mod http;
+pub(crate) mod crm_batch;
+pub(crate) mod http;
 pub mod mapping;
 pub mod runner;
 

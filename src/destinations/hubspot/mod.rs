@@ -16,9 +16,9 @@
 //!   takes HubSpot's `X-HubSpot-RateLimit-*` headers as the truth;
 //! - logs carry counts, statuses and categories only: never the token, property values or ids.
 
-pub mod receiver;
-pub mod signature;
-pub mod two_way;
+pub(crate) mod receiver;
+pub(crate) mod signature;
+pub(crate) mod two_way;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -47,7 +47,7 @@ const DEFAULT_MAX: u32 = 100;
 
 /// Client-side sliding-window limiter. Pure: time is passed in.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     max: u32,
     window: Duration,
     sent: VecDeque<Instant>,
@@ -62,7 +62,7 @@ impl Default for RateLimiter {
 
 impl RateLimiter {
     /// A limiter allowing `max` requests per rolling `window`.
-    pub fn new(max: u32, window: Duration) -> Self {
+    pub(crate) fn new(max: u32, window: Duration) -> Self {
         RateLimiter {
             max: max.max(1),
             window,
@@ -78,7 +78,7 @@ impl RateLimiter {
     }
 
     /// How long to wait before the next request may be sent (None: send now).
-    pub fn wait_needed(&self, now: Instant) -> Option<Duration> {
+    pub(crate) fn wait_needed(&self, now: Instant) -> Option<Duration> {
         if let Some(until) = self.blocked_until
             && until > now
         {
@@ -95,7 +95,7 @@ impl RateLimiter {
     }
 
     /// Records a request sent at `now` (it counts while in flight).
-    pub fn record(&mut self, now: Instant) {
+    pub(crate) fn record(&mut self, now: Instant) {
         let window = self.window;
         while self
             .sent
@@ -112,7 +112,7 @@ impl RateLimiter {
     /// time makes our window roll no earlier than HubSpot's; stamping it with the send time
     /// let a request that reached HubSpot faster than an earlier one land 429s just as the
     /// window rolled.
-    pub fn answered(&mut self, now: Instant) {
+    pub(crate) fn answered(&mut self, now: Instant) {
         if let Some(last) = self.sent.back_mut() {
             *last = (*last).max(now);
         }
@@ -120,7 +120,7 @@ impl RateLimiter {
 
     /// Takes HubSpot's rate-limit headers as the truth: `-Max` and `-Interval-Milliseconds`
     /// replace the limits; `-Remaining: 0` blocks until the window rolls.
-    pub fn observe(&mut self, headers: &HeaderMap, now: Instant) {
+    pub(crate) fn observe(&mut self, headers: &HeaderMap, now: Instant) {
         let num =
             |name: &str| -> Option<u64> { headers.get(name)?.to_str().ok()?.trim().parse().ok() };
         if let Some(max) = num("x-hubspot-ratelimit-max").filter(|m| *m > 0) {
@@ -141,7 +141,7 @@ impl RateLimiter {
     }
 
     /// Blocks new requests for `d` from `now` (after a 429).
-    pub fn block_for(&mut self, d: Duration, now: Instant) {
+    pub(crate) fn block_for(&mut self, d: Duration, now: Instant) {
         self.blocked_until = Some(now + d);
     }
 }
@@ -226,7 +226,7 @@ impl HubspotSink {
     /// Builds the client (reqwest with rustls). `credentials` come from the sink's `auth`
     /// ([`Credentials::from_auth`]): a private-app token, or an OAuth refresh grant whose access
     /// tokens are refreshed before expiry and after a 401; never logged.
-    pub fn new(sink: &ValidSink, credentials: Credentials) -> Result<Self, SinkError> {
+    pub(crate) fn new(sink: &ValidSink, credentials: Credentials) -> Result<Self, SinkError> {
         let SinkKind::Hubspot { object } = &sink.kind else {
             return Err(super::wrong_kind(sink, "HubSpot", "hubspot"));
         };
@@ -248,13 +248,13 @@ impl HubspotSink {
 
     /// Uses `schema` (fetched by the caller, e.g. for the start-up mapping check) instead of
     /// fetching it again before the first write.
-    pub fn use_schema(&mut self, schema: BTreeMap<String, Property>) {
+    pub(crate) fn use_schema(&mut self, schema: BTreeMap<String, Property>) {
         self.schema = Some(schema);
     }
 
     /// Another client of the same sink (same credentials and token cache, own limiter), for
     /// two-way sync's reads.
-    pub fn sibling(&self) -> HubspotSink {
+    pub(crate) fn sibling(&self) -> HubspotSink {
         HubspotSink {
             client: self.client.clone(),
             base_url: self.base_url.clone(),
@@ -270,18 +270,18 @@ impl HubspotSink {
     }
 
     /// The schema, once fetched.
-    pub fn known_schema(&self) -> Option<&BTreeMap<String, Property>> {
+    pub(crate) fn known_schema(&self) -> Option<&BTreeMap<String, Property>> {
         self.schema.as_ref()
     }
 
     /// The object type (`contacts`, ...).
-    pub fn object(&self) -> &str {
+    pub(crate) fn object(&self) -> &str {
         &self.object
     }
 
     /// One rate-limited POST of a JSON body (reads, searches, updates of two-way sync); a
     /// non-2xx answer is classified like a batch's (transient or fatal).
-    pub async fn post_json(&mut self, path: &str, body: &Value) -> Result<Value, SinkError> {
+    pub(crate) async fn post_json(&mut self, path: &str, body: &Value) -> Result<Value, SinkError> {
         let r = self.post(path, body).await?;
         if r.status.is_success() {
             Ok(r.body)
@@ -292,7 +292,7 @@ impl HubspotSink {
 
     /// [`post_json`](Self::post_json) for `batch/read`: when none of the records exist
     /// HubSpot answers 400/404 `OBJECT_NOT_FOUND`, which is an empty result here.
-    pub async fn read_json(&mut self, path: &str, body: &Value) -> Result<Value, SinkError> {
+    pub(crate) async fn read_json(&mut self, path: &str, body: &Value) -> Result<Value, SinkError> {
         let r = self.post(path, body).await?;
         if r.status.is_success() {
             Ok(r.body)
@@ -305,7 +305,7 @@ impl HubspotSink {
     }
 
     /// GET /crm/v3/properties/{object}: the destination schema as mapping::Property by name.
-    pub async fn fetch_schema(&self) -> Result<BTreeMap<String, Property>, SinkError> {
+    pub(crate) async fn fetch_schema(&self) -> Result<BTreeMap<String, Property>, SinkError> {
         let path = format!("/crm/v3/properties/{}", self.object);
         let r = self.send_raw(reqwest::Method::GET, &path, None).await?;
         if !r.status.is_success() {
@@ -368,7 +368,7 @@ impl HubspotSink {
 
     /// One rate-limited GET (two-way sync's listing of archived records); a non-2xx answer is
     /// classified like a batch's (transient or fatal).
-    pub async fn get_json(&mut self, path: &str) -> Result<Value, SinkError> {
+    pub(crate) async fn get_json(&mut self, path: &str) -> Result<Value, SinkError> {
         let r = self.limited(reqwest::Method::GET, path, None).await?;
         if r.status.is_success() {
             Ok(r.body)

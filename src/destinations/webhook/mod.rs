@@ -27,8 +27,8 @@
 //! - logs and errors carry statuses, counts and the host only: never the URL's path or query
 //!   (they may hold tokens), event values, response bodies or the secret.
 
-pub mod signature;
-pub mod ssrf;
+pub(crate) mod signature;
+pub(crate) mod ssrf;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -51,7 +51,7 @@ use crate::event::{ChangeEvent, Op};
 /// Connect timeout: a receiver that cannot accept a TCP/TLS connection in 5 s is down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The `type` of a batch body.
-pub const BATCH_TYPE: &str = "driftless.changes";
+pub(crate) const BATCH_TYPE: &str = "driftless.changes";
 
 /// The webhook sink.
 #[derive(Debug)]
@@ -86,7 +86,10 @@ const PRIVATE_HINT: &str = "deliver to a public address, or set allow_private_de
      on the sink if this internal endpoint is intended";
 
 /// The `webhook-id` of a request carrying `event_ids` in `mode`: stable across retries.
-pub fn message_id<'a>(mode: WebhookMode, event_ids: impl IntoIterator<Item = &'a str>) -> String {
+pub(crate) fn message_id<'a>(
+    mode: WebhookMode,
+    event_ids: impl IntoIterator<Item = &'a str>,
+) -> String {
     let mut h = Sha256::new();
     h.update(match mode {
         WebhookMode::Batch => b"batch".as_slice(),
@@ -173,7 +176,7 @@ impl WebhookSink {
     /// Builds the client (reqwest with rustls, no redirects, no environment proxy, the guarded
     /// resolver). Fails (fatal) when the sink is not a webhook sink or its URL is an IP literal
     /// that is forbidden and not allowed. No I/O.
-    pub fn new(sink: &ValidSink, secret: Secret) -> Result<Self, SinkError> {
+    pub(crate) fn new(sink: &ValidSink, secret: Secret) -> Result<Self, SinkError> {
         let SinkKind::Webhook {
             url,
             mode,

@@ -29,8 +29,8 @@
 //! - logs and messages carry counts, codes and field names only: never tokens or row values.
 
 mod encode;
-pub mod receiver;
-pub mod two_way;
+pub(crate) mod receiver;
+pub(crate) mod two_way;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -50,7 +50,7 @@ use crate::sink::{Outcome, Rejected, Sink, SinkError};
 
 use crate::config::sinks::{OnDelete, SinkKind, ValidSink, ZOHO_BASE_URL};
 use crate::event::{ChangeEvent, Op};
-pub use encode::{ZohoField, encode_value, parse_fields, to_record};
+pub(crate) use encode::{ZohoField, encode_value, parse_fields, to_record};
 
 /// Zoho's cap on records per insert/update/upsert/delete call.
 const MAX_RECORDS: usize = 100;
@@ -133,7 +133,7 @@ impl ZohoSink {
     /// Builds the client (reqwest with rustls). `credentials` come from the sink's `auth`
     /// ([`Credentials::from_auth`]); Zoho access tokens last an hour, so production configs use
     /// `[sinks.oauth]`.
-    pub fn new(sink: &ValidSink, credentials: Credentials) -> Result<Self, SinkError> {
+    pub(crate) fn new(sink: &ValidSink, credentials: Credentials) -> Result<Self, SinkError> {
         let SinkKind::Zoho { module } = &sink.kind else {
             return Err(super::wrong_kind(sink, "Zoho", "zoho"));
         };
@@ -154,12 +154,12 @@ impl ZohoSink {
     }
 
     /// The module's API name.
-    pub fn module(&self) -> &str {
+    pub(crate) fn module(&self) -> &str {
         &self.module
     }
 
     /// Another client with the same settings and credentials (the access token is shared).
-    pub fn sibling(&self) -> Self {
+    pub(crate) fn sibling(&self) -> Self {
         ZohoSink {
             client: self.client.clone(),
             base_url: self.base_url.clone(),
@@ -174,14 +174,14 @@ impl ZohoSink {
     }
 
     /// Field `data_type` by API name (fetched once).
-    pub async fn field_types(&mut self) -> Result<BTreeMap<String, String>, SinkError> {
+    pub(crate) async fn field_types(&mut self) -> Result<BTreeMap<String, String>, SinkError> {
         self.types().await
     }
 
     /// One JSON request (two-way sync: COQL, watch channels, updates): the status and the
     /// JSON body (Null when empty). Failures to reach Zoho are transient; the status is left
     /// to the caller, see [`ZohoSink::refusal`].
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -192,7 +192,7 @@ impl ZohoSink {
     }
 
     /// The error for an answer that is not a success (classified like the sink's writes).
-    pub fn refusal(&self, status: u16, body: &Value) -> SinkError {
+    pub(crate) fn refusal(&self, status: u16, body: &Value) -> SinkError {
         self.classify(&Resp {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             headers: HeaderMap::new(),
@@ -201,7 +201,7 @@ impl ZohoSink {
     }
 
     /// `GET /crm/v8/settings/fields?module=M`: the module's fields as they came.
-    pub async fn fetch_fields(&self) -> Result<Vec<ZohoField>, SinkError> {
+    pub(crate) async fn fetch_fields(&self) -> Result<Vec<ZohoField>, SinkError> {
         let path = format!("/crm/v8/settings/fields?module={}", self.module);
         let r = self.send(reqwest::Method::GET, &path, None).await?;
         if !r.status.is_success() {
@@ -214,7 +214,7 @@ impl ZohoSink {
 
     /// The destination schema as `mapping::Property` by API name (for `check_schema`); also
     /// keeps the field types the writes need, so the first batch does not read them again.
-    pub async fn fetch_schema(&mut self) -> Result<BTreeMap<String, Property>, SinkError> {
+    pub(crate) async fn fetch_schema(&mut self) -> Result<BTreeMap<String, Property>, SinkError> {
         let fields = self.fetch_fields().await?;
         self.types = Some(
             fields
