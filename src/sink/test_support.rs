@@ -8,7 +8,9 @@ use serde_json::Value;
 use super::batch::{Batch, Batcher, Position};
 use super::mapping::SchemaProblem;
 use super::{Outcome, SinkError};
+use crate::config::TableName;
 use crate::config::fields::FieldRule;
+use crate::config::sinks::{OnDelete, SinkKind, ValidSink};
 use crate::event::{ChangeEvent, EVENT_FORMAT, Op, Source};
 use crate::lsn::Lsn;
 
@@ -166,4 +168,26 @@ pub(crate) fn mapped_rule(column: &str, property: &str, pairs: &[(&str, &str)]) 
             .collect(),
     );
     rule
+}
+
+/// A sink `name` of `kind` for `public.customers` with `fields`: deletes archived, batches of
+/// 100 events or 1 s, no id property, auth, base URL, schedule or two-way sync.
+pub(crate) fn sink_config(name: &str, kind: SinkKind, fields: Vec<FieldRule>) -> ValidSink {
+    ValidSink {
+        name: name.into(),
+        kind,
+        table: TableName {
+            schema: "public".into(),
+            name: "customers".into(),
+        },
+        id_property: None,
+        auth: None,
+        base_url: String::new(),
+        on_delete: OnDelete::Archive,
+        fields,
+        batch_max_events: 100,
+        batch_max_wait_ms: 1000,
+        schedule: None,
+        two_way: None,
+    }
 }

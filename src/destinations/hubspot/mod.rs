@@ -27,7 +27,7 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
-use crate::config::fields::FieldRule;
+use crate::destinations::CrmSettings;
 use crate::destinations::oauth::Credentials;
 use crate::sink::batch::Batch;
 use crate::sink::bisect::Bisection;
@@ -36,7 +36,7 @@ use crate::sink::http;
 use crate::sink::mapping::{Property, PropertyType, id_value, to_properties};
 use crate::sink::{Outcome, Rejected, Sink, SinkError};
 
-use crate::config::sinks::{OnDelete, SinkKind, ValidSink};
+use crate::config::sinks::{SinkKind, ValidSink};
 use crate::event::{ChangeEvent, Op};
 
 /// HubSpot's batch input cap.
@@ -149,13 +149,8 @@ impl RateLimiter {
 /// The HubSpot sink.
 #[derive(Debug)]
 pub struct HubspotSink {
-    client: reqwest::Client,
-    base_url: String,
+    crm: CrmSettings,
     object: String,
-    id_property: String,
-    credentials: Credentials,
-    fields: Vec<FieldRule>,
-    on_delete: OnDelete,
     schema: Option<BTreeMap<String, Property>>,
     limiter: RateLimiter,
     daily_warned: bool,
@@ -230,16 +225,9 @@ impl HubspotSink {
         let SinkKind::Hubspot { object } = &sink.kind else {
             return Err(super::wrong_kind(sink, "HubSpot", "hubspot"));
         };
-        let id_property = super::id_property(sink, "a unique HubSpot property (e.g. email)")?;
-        let client = http::crm_client()?;
         Ok(HubspotSink {
-            client,
-            base_url: sink.base_url.trim_end_matches('/').to_string(),
+            crm: CrmSettings::new(sink, credentials, "a unique HubSpot property (e.g. email)")?,
             object: object.clone(),
-            id_property,
-            credentials,
-            fields: sink.fields.clone(),
-            on_delete: sink.on_delete,
             schema: None,
             limiter: RateLimiter::default(),
             daily_warned: false,
@@ -256,13 +244,8 @@ impl HubspotSink {
     /// two-way sync's reads.
     pub(crate) fn sibling(&self) -> HubspotSink {
         HubspotSink {
-            client: self.client.clone(),
-            base_url: self.base_url.clone(),
+            crm: self.crm.clone(),
             object: self.object.clone(),
-            id_property: self.id_property.clone(),
-            credentials: self.credentials.clone(),
-            fields: self.fields.clone(),
-            on_delete: self.on_delete,
             schema: self.schema.clone(),
             limiter: RateLimiter::default(),
             daily_warned: false,
@@ -352,10 +335,11 @@ impl HubspotSink {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Resp, SinkError> {
-        let url = format!("{}{path}", self.base_url);
-        self.credentials
-            .send_json(&self.client, "HubSpot", path, body, |token| {
-                let request = self.client.request(method.clone(), &url);
+        let url = format!("{}{path}", self.crm.base_url);
+        self.crm
+            .credentials
+            .send_json(&self.crm.client, "HubSpot", path, body, |token| {
+                let request = self.crm.client.request(method.clone(), &url);
                 std::future::ready(request.bearer_auth(token))
             })
             .await
@@ -431,7 +415,7 @@ impl HubspotSink {
                 format!("HubSpot refused the token (401 {category})"),
                 format!(
                     "check the token in {} (OAuth: the app's refresh token and scopes)",
-                    self.credentials.label()
+                    self.crm.credentials.label()
                 ),
             ),
             403 => SinkError::fatal(
@@ -485,7 +469,7 @@ impl HubspotSink {
         {
             return Some(i);
         }
-        let v = res["properties"][&self.id_property].as_str()?;
+        let v = res["properties"][&self.crm.id_property].as_str()?;
         group.iter().find(|i| i.id.eq_ignore_ascii_case(v))
     }
 
@@ -591,7 +575,7 @@ impl CrmWrites for HubspotSink {
                     let message = r.body["message"].as_str().unwrap_or("");
                     if message.contains("non-unique") {
                         return Err(SinkError::fatal(
-                            format!("HubSpot: {} is not a unique property", self.id_property),
+                            format!("HubSpot: {} is not a unique property", self.crm.id_property),
                             "set id_property to a property with hasUniqueValue = true",
                         ));
                     }
@@ -627,8 +611,8 @@ impl CrmWrites for HubspotSink {
         let archive = format!("/crm/v3/objects/{}/batch/archive", self.object);
         for chunk in deletes.chunks(MAX_INPUTS) {
             let body = json!({
-                "idProperty": self.id_property,
-                "properties": [self.id_property],
+                "idProperty": self.crm.id_property,
+                "properties": [self.crm.id_property],
                 "inputs": chunk.iter().map(|(_, id)| json!({"id": id})).collect::<Vec<_>>(),
             });
             let r = self.post(&read, &body).await?;
@@ -638,7 +622,7 @@ impl CrmWrites for HubspotSink {
                     for res in r.body["results"].as_array().into_iter().flatten() {
                         let (Some(hs_id), Some(v)) = (
                             res["id"].as_str(),
-                            res["properties"][&self.id_property].as_str(),
+                            res["properties"][&self.crm.id_property].as_str(),
                         ) else {
                             continue;
                         };
@@ -693,10 +677,10 @@ impl Sink for HubspotSink {
         } else {
             BTreeMap::new()
         };
-        let (fields, id_property) = (&self.fields, &self.id_property);
+        let (fields, id_property) = (&self.crm.fields, &self.crm.id_property);
         let split = crm_batch::split(
             batch,
-            self.on_delete,
+            self.crm.on_delete,
             |index, row| {
                 let id = id_value(fields, id_property, row)?;
                 let properties = to_properties(fields, &schema, row)?;

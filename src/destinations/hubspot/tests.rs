@@ -1,11 +1,12 @@
 //! Unit tests of the parent module.
 
 use super::*;
-use crate::config::sinks::Auth;
-use crate::config::{SecretSource, TableName};
+use crate::config::SecretSource;
+use crate::config::fields::FieldRule;
+use crate::config::sinks::{Auth, OnDelete};
 use crate::sink::test_support::{
     as_update, assert_update_keeps_the_record, batch, emulator_fault as fault,
-    emulator_state as state, event, fatal, mapped_rule, rejected, serve, transient,
+    emulator_state as state, event, fatal, mapped_rule, rejected, serve, sink_config, transient,
 };
 use driftless_emulators::hubspot::{Options, router};
 use reqwest::header::HeaderValue;
@@ -20,29 +21,18 @@ fn valid_sink(base_url: &str) -> ValidSink {
         "lifecyclestage",
         &[("Lead", "lead"), ("Bogus", "not_an_option")],
     );
+    let fields = vec![
+        FieldRule::new("email", "email"),
+        FieldRule::new("first_name", "firstname"),
+        FieldRule::new("extra", "no_such_property"),
+        stage,
+    ];
+    let object = "contacts".to_string();
     ValidSink {
-        name: "contacts".into(),
-        kind: SinkKind::Hubspot {
-            object: "contacts".into(),
-        },
-        table: TableName {
-            schema: "public".into(),
-            name: "customers".into(),
-        },
         id_property: Some("email".into()),
         auth: Some(Auth::Token(SecretSource::Env("HUBSPOT_TOKEN".into()))),
         base_url: base_url.into(),
-        on_delete: OnDelete::Archive,
-        fields: vec![
-            FieldRule::new("email", "email"),
-            FieldRule::new("first_name", "firstname"),
-            FieldRule::new("extra", "no_such_property"),
-            stage,
-        ],
-        batch_max_events: 100,
-        batch_max_wait_ms: 1000,
-        schedule: None,
-        two_way: None,
+        ..sink_config("contacts", SinkKind::Hubspot { object }, fields)
     }
 }
 

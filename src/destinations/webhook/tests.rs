@@ -3,10 +3,10 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::config::{SecretSource, TableName};
+use crate::config::SecretSource;
 use crate::sink::test_support::{
     applied, emulator_fault as fault, emulator_state as state, event, fatal, rejected, serve,
-    transient,
+    sink_config, transient,
 };
 use driftless_emulators::webhook::{DEFAULT_SECRET, Options, router};
 
@@ -15,29 +15,14 @@ async fn start() -> String {
 }
 
 fn config(url: &str, mode: WebhookMode, allow_private: bool) -> ValidSink {
-    ValidSink {
-        name: "hook".into(),
-        kind: SinkKind::Webhook {
-            url: url.into(),
-            secret: SecretSource::Env("HOOK_SECRET".into()),
-            mode,
-            allow_private_destinations: allow_private,
-            timeout_ms: 2_000,
-        },
-        table: TableName {
-            schema: "public".into(),
-            name: "customers".into(),
-        },
-        id_property: None,
-        auth: None,
-        base_url: String::new(),
-        on_delete: OnDelete::Archive,
-        fields: vec![],
-        batch_max_events: 100,
-        batch_max_wait_ms: 1000,
-        schedule: None,
-        two_way: None,
-    }
+    let kind = SinkKind::Webhook {
+        url: url.into(),
+        secret: SecretSource::Env("HOOK_SECRET".into()),
+        mode,
+        allow_private_destinations: allow_private,
+        timeout_ms: 2_000,
+    };
+    sink_config("hook", kind, vec![])
 }
 
 fn secret() -> Secret {

@@ -39,7 +39,7 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
-use crate::config::fields::FieldRule;
+use crate::destinations::CrmSettings;
 use crate::destinations::oauth::Credentials;
 use crate::sink::batch::Batch;
 use crate::sink::bisect::Bisection;
@@ -117,14 +117,10 @@ pub(crate) struct Input {
 /// The Zoho CRM sink.
 #[derive(Debug)]
 pub struct ZohoSink {
-    client: reqwest::Client,
-    base_url: String,
+    crm: CrmSettings,
+    /// Requests go to `base_url`, never to the token's `api_domain`.
     pinned: bool,
     module: String,
-    id_property: String,
-    credentials: Credentials,
-    fields: Vec<FieldRule>,
-    on_delete: OnDelete,
     /// Field `data_type` by API name, once fetched.
     types: Option<BTreeMap<String, String>>,
 }
@@ -137,18 +133,11 @@ impl ZohoSink {
         let SinkKind::Zoho { module } = &sink.kind else {
             return Err(super::wrong_kind(sink, "Zoho", "zoho"));
         };
-        let id_property = super::id_property(sink, "a unique Zoho field (e.g. Email)")?;
-        let client = http::crm_client()?;
-        let base_url = sink.base_url.trim_end_matches('/').to_string();
+        let crm = CrmSettings::new(sink, credentials, "a unique Zoho field (e.g. Email)")?;
         Ok(ZohoSink {
-            client,
-            pinned: base_url != ZOHO_BASE_URL,
-            base_url,
+            pinned: crm.base_url != ZOHO_BASE_URL,
+            crm,
             module: module.clone(),
-            id_property,
-            credentials,
-            fields: sink.fields.clone(),
-            on_delete: sink.on_delete,
             types: None,
         })
     }
@@ -161,14 +150,9 @@ impl ZohoSink {
     /// Another client with the same settings and credentials (the access token is shared).
     pub(crate) fn sibling(&self) -> Self {
         ZohoSink {
-            client: self.client.clone(),
-            base_url: self.base_url.clone(),
+            crm: self.crm.clone(),
             pinned: self.pinned,
             module: self.module.clone(),
-            id_property: self.id_property.clone(),
-            credentials: self.credentials.clone(),
-            fields: self.fields.clone(),
-            on_delete: self.on_delete,
             types: self.types.clone(),
         }
     }
@@ -249,14 +233,16 @@ impl ZohoSink {
         body: Option<&Value>,
     ) -> Result<Resp, SinkError> {
         let what = path.split('?').next().unwrap_or(path);
-        self.credentials
-            .send_json(&self.client, "Zoho", what, body, |token| {
+        self.crm
+            .credentials
+            .send_json(&self.crm.client, "Zoho", what, body, |token| {
                 let method = method.clone();
                 async move {
                     // After the token, so that its refresh has told where the account lives.
-                    let api_domain = self.credentials.api_domain().await;
-                    let base = request_base(self.pinned, &self.base_url, api_domain.as_deref());
-                    self.client
+                    let api_domain = self.crm.credentials.api_domain().await;
+                    let base = request_base(self.pinned, &self.crm.base_url, api_domain.as_deref());
+                    self.crm
+                        .client
                         .request(method, format!("{base}{path}"))
                         .header("Authorization", format!("Zoho-oauthtoken {token}"))
                 }
@@ -280,17 +266,17 @@ impl ZohoSink {
         match (status, code) {
             (401, _) | (_, "INVALID_TOKEN" | "AUTHENTICATION_FAILURE") => SinkError::fatal(
                 format!("Zoho refused the access token ({status} {code})"),
-                if self.credentials.can_refresh() {
+                if self.crm.credentials.can_refresh() {
                     format!(
                         "a freshly refreshed token was refused too: check the OAuth client and \
                          refresh token in {} and that token_url is the account's data centre",
-                        self.credentials.label()
+                        self.crm.credentials.label()
                     )
                 } else {
                     format!(
                         "check the token in {} (Zoho access tokens last one hour: configure \
                          [sinks.oauth] with a refresh token instead)",
-                        self.credentials.label()
+                        self.crm.credentials.label()
                     )
                 },
             ),
@@ -405,7 +391,7 @@ impl CrmWrites for ZohoSink {
         while let Some(group) = work.next_group() {
             let body = json!({
                 "data": group.iter().map(|i| &i.record).collect::<Vec<_>>(),
-                "duplicate_check_fields": [self.id_property],
+                "duplicate_check_fields": [self.crm.id_property],
                 "trigger": [],
             });
             let r = self.send(reqwest::Method::POST, &path, Some(&body)).await?;
@@ -424,7 +410,7 @@ impl CrmWrites for ZohoSink {
             let json_path = r.body["details"]["json_path"].as_str().unwrap_or("");
             if json_path.starts_with("$.duplicate_check_fields") {
                 return Err(SinkError::fatal(
-                    format!("Zoho will not upsert by {} ({code})", self.id_property),
+                    format!("Zoho will not upsert by {} ({code})", self.crm.id_property),
                     "set id_property to a unique field, an external-id field or the module's \
                      system duplicate-check field (e.g. Email for Leads and Contacts)",
                 ));
@@ -465,7 +451,7 @@ impl CrmWrites for ZohoSink {
         deletes: Vec<(usize, Value)>,
         out: &mut Outcome,
     ) -> Result<(), SinkError> {
-        let idp = self.id_property.clone();
+        let idp = self.crm.id_property.clone();
         for chunk in deletes.chunks(MAX_IN_VALUES) {
             let mut literals: Vec<String> = chunk.iter().map(|(_, v)| coql_literal(v)).collect();
             literals.dedup();
@@ -561,25 +547,25 @@ impl Sink for ZohoSink {
     async fn apply(&mut self, batch: &Batch<ChangeEvent>) -> Result<Outcome, SinkError> {
         let needs_types = batch.entries.iter().any(|e| {
             matches!(e.item.op, Op::Create | Op::Update | Op::Read)
-                || e.item.op == Op::Delete && self.on_delete == OnDelete::Archive
+                || e.item.op == Op::Delete && self.crm.on_delete == OnDelete::Archive
         });
         let types = if needs_types {
             self.types().await?
         } else {
             BTreeMap::new()
         };
-        let id_type = types.get(&self.id_property).map_or("", String::as_str);
+        let id_type = types.get(&self.crm.id_property).map_or("", String::as_str);
         let encode_id = |id: String| {
             encode_value(id_type, &Value::String(id)).map_err(|kind| MappingError::BadValue {
-                column: self.id_property.clone(),
-                property: self.id_property.clone(),
+                column: self.crm.id_property.clone(),
+                property: self.crm.id_property.clone(),
                 kind,
             })
         };
-        let (fields, id_property) = (&self.fields, &self.id_property);
+        let (fields, id_property) = (&self.crm.fields, &self.crm.id_property);
         let split = crm_batch::split(
             batch,
-            self.on_delete,
+            self.crm.on_delete,
             |index, row| {
                 let id = encode_id(id_value(fields, id_property, row)?)?;
                 let mut record = to_record(fields, &types, row)?;

@@ -1,7 +1,8 @@
 //! Unit tests of the parent module.
 
 use super::*;
-use crate::config::TableName;
+use crate::config::SecretSource;
+use crate::config::fields::FieldRule;
 use crate::config::sinks::Auth;
 use crate::destinations::test_support::zoho_oauth as oauth;
 use crate::sink::mapping::PropertyType;
@@ -9,7 +10,7 @@ use crate::sink::mapping::check_schema;
 use crate::sink::test_support::{
     applied, as_update, assert_problem_paths, assert_update_keeps_the_record, batch,
     emulator_fault as fault, emulator_state as state, event, fatal, mapped_rule, rejected, serve,
-    transient,
+    sink_config, transient,
 };
 use driftless_emulators::zoho::{Options, router};
 
@@ -25,34 +26,21 @@ fn valid_sink(base_url: &str) -> ValidSink {
     );
     let mut email = FieldRule::new("email", "Email");
     email.transform = Some(crate::config::fields::Transform::Lowercase);
+    let fields = vec![
+        email,
+        FieldRule::new("last_name", "Last_Name"),
+        FieldRule::new("phone", "Phone"),
+        FieldRule::new("employees", "No_of_Employees"),
+        FieldRule::new("revenue", "Annual_Revenue"),
+        FieldRule::new("opt_out", "Email_Opt_Out"),
+        status,
+    ];
+    let module = "Leads".to_string();
     ValidSink {
-        name: "leads".into(),
-        kind: SinkKind::Zoho {
-            module: "Leads".into(),
-        },
-        table: TableName {
-            schema: "public".into(),
-            name: "customers".into(),
-        },
         id_property: Some("Email".into()),
-        auth: Some(Auth::Token(crate::config::SecretSource::Env(
-            "ZOHO_TOKEN".into(),
-        ))),
+        auth: Some(Auth::Token(SecretSource::Env("ZOHO_TOKEN".into()))),
         base_url: base_url.into(),
-        on_delete: OnDelete::Archive,
-        fields: vec![
-            email,
-            FieldRule::new("last_name", "Last_Name"),
-            FieldRule::new("phone", "Phone"),
-            FieldRule::new("employees", "No_of_Employees"),
-            FieldRule::new("revenue", "Annual_Revenue"),
-            FieldRule::new("opt_out", "Email_Opt_Out"),
-            status,
-        ],
-        batch_max_events: 100,
-        batch_max_wait_ms: 1000,
-        schedule: None,
-        two_way: None,
+        ..sink_config("leads", SinkKind::Zoho { module }, fields)
     }
 }
 
@@ -166,7 +154,7 @@ fn requests_follow_api_domain_unless_base_url_is_pinned() {
     let s = ZohoSink::new(&valid_sink(ZOHO_BASE_URL), "t".into()).unwrap();
     assert!(!s.pinned);
     let s = ZohoSink::new(&valid_sink("http://127.0.0.1:1/"), "t".into()).unwrap();
-    assert!(s.pinned && s.base_url == "http://127.0.0.1:1");
+    assert!(s.pinned && s.crm.base_url == "http://127.0.0.1:1");
 }
 
 #[tokio::test]
