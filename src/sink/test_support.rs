@@ -8,9 +8,9 @@ use serde_json::Value;
 use super::batch::{Batch, Batcher, Position};
 use super::mapping::SchemaProblem;
 use super::{Outcome, SinkError};
-use crate::config::TableName;
 use crate::config::fields::FieldRule;
-use crate::config::sinks::{OnDelete, SinkKind, ValidSink};
+use crate::config::sinks::{Auth, OnDelete, SinkKind, ValidSink};
+use crate::config::{SecretSource, TableName};
 use crate::event::{ChangeEvent, EVENT_FORMAT, Op, Source};
 use crate::lsn::Lsn;
 
@@ -189,5 +189,23 @@ pub(crate) fn sink_config(name: &str, kind: SinkKind, fields: Vec<FieldRule>) ->
         batch_max_wait_ms: 1000,
         schedule: None,
         two_way: None,
+    }
+}
+
+/// A CRM sink: [`sink_config`] matching records on `id_property`, with a token read from
+/// `token_env`, sending to `base_url`.
+pub(crate) fn crm_config(
+    name: &str,
+    kind: SinkKind,
+    fields: Vec<FieldRule>,
+    id_property: &str,
+    token_env: &str,
+    base_url: &str,
+) -> ValidSink {
+    ValidSink {
+        id_property: Some(id_property.into()),
+        auth: Some(Auth::Token(SecretSource::Env(token_env.into()))),
+        base_url: base_url.into(),
+        ..sink_config(name, kind, fields)
     }
 }

@@ -1,12 +1,11 @@
 //! Unit tests of the parent module.
 
 use super::*;
-use crate::config::SecretSource;
 use crate::config::fields::FieldRule;
-use crate::config::sinks::{Auth, OnDelete};
+use crate::config::sinks::OnDelete;
 use crate::sink::test_support::{
-    as_update, assert_update_keeps_the_record, batch, emulator_fault as fault,
-    emulator_state as state, event, fatal, mapped_rule, rejected, serve, sink_config, transient,
+    as_update, assert_update_keeps_the_record, batch, crm_config, emulator_fault as fault,
+    emulator_state as state, event, fatal, mapped_rule, rejected, serve, transient,
 };
 use driftless_emulators::hubspot::{Options, router};
 use reqwest::header::HeaderValue;
@@ -27,13 +26,10 @@ fn valid_sink(base_url: &str) -> ValidSink {
         FieldRule::new("extra", "no_such_property"),
         stage,
     ];
-    let object = "contacts".to_string();
-    ValidSink {
-        id_property: Some("email".into()),
-        auth: Some(Auth::Token(SecretSource::Env("HUBSPOT_TOKEN".into()))),
-        base_url: base_url.into(),
-        ..sink_config("contacts", SinkKind::Hubspot { object }, fields)
-    }
+    let kind = SinkKind::Hubspot {
+        object: "contacts".into(),
+    };
+    crm_config("contacts", kind, fields, "email", "HUBSPOT_TOKEN", base_url)
 }
 
 async fn sink(base: &str) -> HubspotSink {

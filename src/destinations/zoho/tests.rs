@@ -1,16 +1,14 @@
 //! Unit tests of the parent module.
 
 use super::*;
-use crate::config::SecretSource;
 use crate::config::fields::FieldRule;
-use crate::config::sinks::Auth;
 use crate::destinations::test_support::zoho_oauth as oauth;
 use crate::sink::mapping::PropertyType;
 use crate::sink::mapping::check_schema;
 use crate::sink::test_support::{
-    applied, as_update, assert_problem_paths, assert_update_keeps_the_record, batch,
+    applied, as_update, assert_problem_paths, assert_update_keeps_the_record, batch, crm_config,
     emulator_fault as fault, emulator_state as state, event, fatal, mapped_rule, rejected, serve,
-    sink_config, transient,
+    transient,
 };
 use driftless_emulators::zoho::{Options, router};
 
@@ -35,13 +33,10 @@ fn valid_sink(base_url: &str) -> ValidSink {
         FieldRule::new("opt_out", "Email_Opt_Out"),
         status,
     ];
-    let module = "Leads".to_string();
-    ValidSink {
-        id_property: Some("Email".into()),
-        auth: Some(Auth::Token(SecretSource::Env("ZOHO_TOKEN".into()))),
-        base_url: base_url.into(),
-        ..sink_config("leads", SinkKind::Zoho { module }, fields)
-    }
+    let kind = SinkKind::Zoho {
+        module: "Leads".into(),
+    };
+    crm_config("leads", kind, fields, "Email", "ZOHO_TOKEN", base_url)
 }
 
 fn sink(base: &str) -> ZohoSink {
