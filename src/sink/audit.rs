@@ -245,22 +245,19 @@ async fn append_lines(path: &Path, lines: &[(&str, Vec<u8>)]) -> Result<(), Audi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Op;
     use crate::sink::Rejected;
     use crate::sink::batch::Batcher;
+    use crate::sink::test_support;
+    use serde_json::json;
     use std::time::{Duration, Instant};
 
-    fn event(op: &str, id: i64, email: &str) -> ChangeEvent {
-        serde_json::from_value(serde_json::json!({
-            "id": "0/10:0", "op": op,
-            "source": {"version": "driftless.change-event.v1", "db": "d", "schema": "public",
-                       "table": "contacts", "lsn": "0/1", "commit_lsn": "0/1", "xid": 1,
-                       "commit_ts": "2026-11-27T00:00:00.000000Z", "origin": null,
-                       "snapshot": false, "schema_version": "0000000000000000"},
-            "key": {"id": id}, "before": null,
-            "after": if op == "d" { serde_json::Value::Null }
-                     else { serde_json::json!({"id": id, "email": email}) }
-        }))
-        .unwrap()
+    /// A change of `public.contacts` row `id`, keyed by it.
+    fn event(op: Op, id: i64, email: &str) -> ChangeEvent {
+        let mut e = test_support::event(op, json!({"id": id, "email": email}));
+        e.source.table = "contacts".into();
+        e.key = json!({"id": id}).as_object().cloned();
+        e
     }
 
     fn batch() -> Batch<ChangeEvent> {
@@ -270,14 +267,24 @@ mod tests {
             partition: 1,
             offset,
         };
-        b.push(b"{\"id\":1}".to_vec(), event("c", 1, "a@x.io"), at(5), now);
+        b.push(
+            b"{\"id\":1}".to_vec(),
+            event(Op::Create, 1, "a@x.io"),
+            at(5),
+            now,
+        );
         b.push(
             b"{\"id\":2}".to_vec(),
-            event("u", 2, "secret@x.io"),
+            event(Op::Update, 2, "secret@x.io"),
             at(6),
             now,
         );
-        b.push(b"{\"id\":1}".to_vec(), event("u", 1, "b@x.io"), at(7), now);
+        b.push(
+            b"{\"id\":1}".to_vec(),
+            event(Op::Update, 1, "b@x.io"),
+            at(7),
+            now,
+        );
         b.take().unwrap()
     }
 
