@@ -209,3 +209,16 @@ pub(crate) fn crm_config(
         ..sink_config(name, kind, fields)
     }
 }
+
+/// Applies `good` followed by `poison` in one batch, checks that only `good` was applied, and
+/// returns the outcome (for the caller's checks of the rejections).
+pub(crate) async fn apply_with_poison(
+    s: &mut impl super::Sink,
+    good: ChangeEvent,
+    poison: Vec<ChangeEvent>,
+) -> Outcome {
+    let events = std::iter::once(good).chain(poison).collect();
+    let out = s.apply(&batch(events)).await.unwrap();
+    assert_eq!(applied(&out), [0], "{out:?}");
+    out
+}
