@@ -25,7 +25,7 @@ use crate::sync::outbound::TwoWaySink;
 use super::sink::WorkerError;
 
 /// A configured destination.
-pub enum Destination {
+pub(crate) enum Destination {
     /// HubSpot CRM v3.
     Hubspot(Ledgered<HubspotSink>),
     /// Zoho CRM v8.
@@ -51,7 +51,7 @@ impl Sink for Destination {
 }
 
 /// Builds the destination of `sinks[index]` and checks its mapping against the live schema.
-pub async fn destination(
+pub(crate) async fn destination(
     cfg: &ValidConfig,
     sink: &ValidSink,
     index: usize,

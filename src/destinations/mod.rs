@@ -12,12 +12,14 @@
 //! here plus one variant where destinations are built ([`crate::app::destination`]).
 
 pub mod hubspot;
-pub mod oauth;
+pub(crate) mod oauth;
 pub mod webhook;
 pub mod zoho;
 
-use crate::config::sinks::ValidSink;
-use crate::sink::SinkError;
+use crate::config::fields::FieldRule;
+use crate::config::sinks::{OnDelete, ValidSink};
+use crate::sink::{SinkError, http};
+use oauth::Credentials;
 
 /// The refusal of a destination built from a sink of another kind.
 pub(crate) fn wrong_kind(sink: &ValidSink, what: &str, kind: &str) -> SinkError {
@@ -27,12 +29,64 @@ pub(crate) fn wrong_kind(sink: &ValidSink, what: &str, kind: &str) -> SinkError 
     )
 }
 
-/// The `id_property` of a CRM sink (the unique property records are matched on).
-pub(crate) fn id_property(sink: &ValidSink, example: &str) -> Result<String, SinkError> {
-    sink.id_property.clone().ok_or_else(|| {
-        SinkError::fatal(
-            format!("sink {} has no id_property", sink.name),
-            format!("set id_property to {example}"),
+/// What both CRM sinks keep of their sink's config, with their HTTP client. Clones share
+/// the client's connections and the credentials' token cache.
+#[derive(Clone, Debug)]
+pub(crate) struct CrmSettings {
+    /// The client ([`http::crm_client`]).
+    pub(crate) client: reqwest::Client,
+    /// The sink's `base_url`, without a trailing `/`.
+    pub(crate) base_url: String,
+    /// The unique property records are matched on.
+    pub(crate) id_property: String,
+    /// Where access tokens come from.
+    pub(crate) credentials: Credentials,
+    /// The column → property rules.
+    pub(crate) fields: Vec<FieldRule>,
+    /// What deletes do.
+    pub(crate) on_delete: OnDelete,
+}
+
+impl CrmSettings {
+    /// The settings of a CRM `sink`; refused (fatal) without an `id_property`, whose hint
+    /// names `id_example`. No I/O.
+    pub(crate) fn new(
+        sink: &ValidSink,
+        credentials: Credentials,
+        id_example: &str,
+    ) -> Result<Self, SinkError> {
+        let id_property = sink.id_property.clone().ok_or_else(|| {
+            SinkError::fatal(
+                format!("sink {} has no id_property", sink.name),
+                format!("set id_property to {id_example}"),
+            )
+        })?;
+        Ok(CrmSettings {
+            client: http::crm_client()?,
+            base_url: sink.base_url.trim_end_matches('/').to_string(),
+            id_property,
+            credentials,
+            fields: sink.fields.clone(),
+            on_delete: sink.on_delete,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! Shared helpers of the destinations' unit tests (the generic ones are in
+    //! [`crate::sink::test_support`]).
+
+    use super::oauth::Credentials;
+
+    /// OAuth credentials the Zoho emulator at `base` accepts (with `refresh = "test-refresh-token"`).
+    pub(crate) fn zoho_oauth(base: &str, refresh: &str) -> Credentials {
+        Credentials::oauth(
+            "test-client-id".into(),
+            "test-client-secret".into(),
+            refresh.into(),
+            format!("{base}/oauth/v2/token"),
+            "ZOHO_REFRESH_TOKEN",
         )
-    })
+    }
 }

@@ -7,8 +7,9 @@
 //!   refreshes are serialised by the cache's lock, so concurrent callers wait for one refresh;
 //! - a cached token is used until it is within [`REFRESH_MARGIN`] of its `expires_in` (or half
 //!   its lifetime, for very short lifetimes), then refreshed before use;
-//! - [`Credentials::invalidate`] after a 401 drops the cached token (only if it is still the one
-//!   that failed), so the next call refreshes; callers retry a 401 once, then fail fatally;
+//! - [`Credentials::send_json`] sends every CRM request: after a 401 it drops the cached token
+//!   (only if it is still the one that failed, [`Credentials::invalidate`]) and sends once more
+//!   with a fresh one; a second 401 is the caller's to classify (fatal);
 //! - the refresh is a form-encoded POST body (`grant_type=refresh_token`, `client_id`,
 //!   `client_secret`, `refresh_token`): never a query string, so secrets stay out of URLs and
 //!   proxy logs (Zoho documents the query string but accepts the form body);
@@ -31,10 +32,10 @@ use tokio::sync::Mutex;
 use crate::config::SecretSource;
 use crate::config::sinks::Auth;
 use crate::sink::SinkError;
-use crate::sink::http::JsonResponse;
+use crate::sink::http::{self, JsonResponse};
 
 /// Refresh a token this long before it expires.
-pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+pub(crate) const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// Lifetime assumed when the token response carries no `expires_in` (both vendors: 30-60 min).
 const DEFAULT_EXPIRES_IN: Duration = Duration::from_secs(1800);
 /// Wait after the token endpoint refused to mint more tokens for now (Zoho: 10 per 10 min).
@@ -42,7 +43,7 @@ const MINT_LIMIT_WAIT: Duration = Duration::from_secs(60);
 
 /// Where access tokens come from. Cheap to clone; clones share the token cache.
 #[derive(Clone)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     inner: Arc<Inner>,
 }
 
@@ -104,12 +105,12 @@ fn name(src: &SecretSource) -> String {
 
 impl Credentials {
     /// A static token; `label` names where it came from (for hints).
-    pub fn token(token: String, label: impl Into<String>) -> Self {
+    pub(crate) fn token(token: String, label: impl Into<String>) -> Self {
         Credentials::new(Source::Static(token), label.into())
     }
 
     /// An OAuth refresh grant against `token_url`; `label` names the variables (for hints).
-    pub fn oauth(
+    pub(crate) fn oauth(
         client_id: String,
         client_secret: String,
         refresh_token: String,
@@ -139,7 +140,7 @@ impl Credentials {
 
     /// Reads the secrets a validated [`Auth`] names (at start). The error names the variable
     /// or file that is missing, never a value.
-    pub fn from_auth(auth: &Auth) -> Result<Self, String> {
+    pub(crate) fn from_auth(auth: &Auth) -> Result<Self, String> {
         match auth {
             Auth::Token(src) => Ok(Credentials::token(src.read()?, name(src))),
             Auth::OAuth {
@@ -163,17 +164,17 @@ impl Credentials {
     }
 
     /// Where the secrets came from, e.g. `HUBSPOT_TOKEN` (for hints; never a value).
-    pub fn label(&self) -> &str {
+    pub(crate) fn label(&self) -> &str {
         &self.inner.label
     }
 
     /// Whether a refused token can be replaced by a refresh.
-    pub fn can_refresh(&self) -> bool {
+    pub(crate) fn can_refresh(&self) -> bool {
         matches!(self.inner.source, Source::Refresh { .. })
     }
 
     /// The `api_domain` of the last token response (Zoho), if any.
-    pub async fn api_domain(&self) -> Option<String> {
+    pub(crate) async fn api_domain(&self) -> Option<String> {
         self.inner
             .cache
             .lock()
@@ -184,7 +185,7 @@ impl Credentials {
 
     /// The access token to send: the cached one, or a fresh one when none is cached or it is
     /// close to expiry.
-    pub async fn access_token(&self, client: &reqwest::Client) -> Result<String, SinkError> {
+    pub(crate) async fn access_token(&self, client: &reqwest::Client) -> Result<String, SinkError> {
         let (client_id, client_secret, refresh_token, token_url) = match &self.inner.source {
             Source::Static(t) => return Ok(t.clone()),
             Source::Refresh {
@@ -250,19 +251,37 @@ impl Credentials {
         Ok(token)
     }
 
-    /// Sends one request with the current access token (`send` gets the token); when the
-    /// destination (`who`) answers 401 and the token can be refreshed, drops it and sends once
-    /// more with a fresh one. The one 401 policy of every OAuth destination.
-    pub async fn send_refreshing_once<F, Fut>(
+    /// One JSON request to the destination `who`, read whole ([`http::send_json`]; `what`
+    /// names it in errors and logs, so never a query string): `request(token)` builds it with
+    /// the current access token (URL and the vendor's authorization header) and `body` is sent
+    /// as JSON. When `who` answers 401 and the token can be refreshed, drops the token and
+    /// sends once more with a fresh one: the one 401 policy of every OAuth destination.
+    pub(crate) async fn send_json<F, Fut>(
         &self,
         client: &reqwest::Client,
         who: &str,
-        mut send: F,
+        what: &str,
+        body: Option<&Value>,
+        request: F,
     ) -> Result<JsonResponse, SinkError>
     where
-        F: FnMut(String) -> Fut,
-        Fut: std::future::Future<Output = Result<JsonResponse, SinkError>>,
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = reqwest::RequestBuilder>,
     {
+        let send = |token: String| async {
+            let mut rb = request(token).await;
+            if let Some(b) = body {
+                rb = rb.json(b);
+            }
+            let r = http::send_json(rb, &format!("{who} {what}")).await?;
+            tracing::debug!(
+                destination = who,
+                path = what,
+                status = r.status.as_u16(),
+                "response"
+            );
+            Ok::<_, SinkError>(r)
+        };
         let token = self.access_token(client).await?;
         let r = send(token.clone()).await?;
         if r.status == reqwest::StatusCode::UNAUTHORIZED && self.can_refresh() {
@@ -278,7 +297,7 @@ impl Credentials {
 
     /// Drops the cached token if it is still `failed` (a 401 answered it), so the next
     /// [`Credentials::access_token`] refreshes. No effect for static tokens.
-    pub async fn invalidate(&self, failed: &str) {
+    pub(crate) async fn invalidate(&self, failed: &str) {
         let mut cache = self.inner.cache.lock().await;
         if cache.as_ref().is_some_and(|c| c.token == failed) {
             *cache = None;
@@ -341,6 +360,8 @@ fn parse_token_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::destinations::test_support::zoho_oauth as creds;
+    use crate::sink::test_support::{emulator_fault, emulator_state, fatal, serve, transient};
     use driftless_emulators::zoho;
     use serde_json::json;
 
@@ -376,22 +397,11 @@ mod tests {
     }
 
     async fn zoho_emulator() -> String {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        driftless_emulators::serve_for_test(zoho::router(zoho::Options {
+        serve(zoho::router(zoho::Options {
             api_domain: "http://api.example".into(),
             ..zoho::Options::default()
         }))
         .await
-    }
-
-    fn creds(base: &str, refresh: &str) -> Credentials {
-        Credentials::oauth(
-            "test-client-id".into(),
-            "test-client-secret".into(),
-            refresh.into(),
-            format!("{base}/oauth/v2/token"),
-            "ZOHO_REFRESH_TOKEN",
-        )
     }
 
     #[tokio::test]
@@ -408,12 +418,7 @@ mod tests {
         c.invalidate(&t1).await;
         let t3 = c.access_token(&client).await.unwrap();
         assert_ne!(t3, t1);
-        let st: Value = reqwest::get(format!("{base}/_emulator/state"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let st = emulator_state(&base).await;
         assert_eq!(st["request_counts"]["POST /oauth/v2/token"], 2);
     }
 
@@ -421,34 +426,21 @@ mod tests {
     async fn bad_refresh_token_is_fatal_and_server_errors_transient() {
         let base = zoho_emulator().await;
         let client = reqwest::Client::new();
-        match creds(&base, "revoked").access_token(&client).await {
-            Err(SinkError::Fatal { message, hint }) => {
-                assert!(message.contains("invalid_code"), "{message}");
-                assert!(!message.contains("revoked"));
-                assert!(hint.contains("ZOHO_REFRESH_TOKEN"), "{hint}");
-            }
-            other => panic!("{other:?}"),
-        }
-        reqwest::Client::new()
-            .post(format!("{base}/_emulator/faults"))
-            .json(&json!({"path": "/oauth", "status": 503}))
-            .send()
-            .await
-            .unwrap();
+        let (message, hint) = fatal(creds(&base, "revoked").access_token(&client).await);
+        assert!(message.contains("invalid_code"), "{message}");
+        assert!(!message.contains("revoked"));
+        assert!(hint.contains("ZOHO_REFRESH_TOKEN"), "{hint}");
+        emulator_fault(&base, json!({"path": "/oauth", "status": 503})).await;
         let c = creds(&base, "test-refresh-token");
-        let e = c.access_token(&client).await.unwrap_err();
-        assert!(matches!(e, SinkError::Transient { .. }), "{e:?}");
+        transient(c.access_token(&client).await);
         assert!(c.access_token(&client).await.is_ok());
-        let e = Credentials::oauth(
+        let unreachable = Credentials::oauth(
             "a".into(),
             "b".into(),
             "c".into(),
             "http://127.0.0.1:9/token".into(),
             "X",
-        )
-        .access_token(&client)
-        .await
-        .unwrap_err();
-        assert!(matches!(e, SinkError::Transient { .. }), "{e:?}");
+        );
+        transient(unreachable.access_token(&client).await);
     }
 }

@@ -26,42 +26,42 @@ use crate::kafka::{AckedProducer, AckedPublisher, KafkaFailure};
 
 /// One line of the audit trail.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct AuditRecord {
+pub(crate) struct AuditRecord {
     /// When the outcome was known (RFC 3339, UTC, milliseconds).
-    pub time: String,
+    pub(crate) time: String,
     /// Sink name.
-    pub sink: String,
+    pub(crate) sink: String,
     /// Source table, `schema.table` (None for a record that is not a change event).
-    pub table: Option<String>,
+    pub(crate) table: Option<String>,
     /// `sha256:` + hex of the Kafka key (the canonical primary key).
-    pub key_hash: String,
+    pub(crate) key_hash: String,
     /// `c`, `u`, `d` or `r` (the coalesced change's operation; None for a record that is not a
     /// change event).
-    pub operation: Option<&'static str>,
+    pub(crate) operation: Option<&'static str>,
     /// `applied` or `rejected` (rejected changes are in the dead-letter topic).
-    pub outcome: &'static str,
+    pub(crate) outcome: &'static str,
     /// The destination's record id, when it reported one.
-    pub destination_id: Option<String>,
+    pub(crate) destination_id: Option<String>,
     /// `{topic}-{partition}-{offset}` of the change's latest source record.
-    pub correlation_id: String,
+    pub(crate) correlation_id: String,
     /// Source records folded into this change.
-    pub records: usize,
+    pub(crate) records: usize,
     /// Error category of a rejection.
-    pub category: Option<String>,
+    pub(crate) category: Option<String>,
 }
 
 /// The correlation id of a source record, shared by dead-letter headers and the audit trail.
-pub fn correlation_id(topic: &str, at: Position) -> String {
+pub(crate) fn correlation_id(topic: &str, at: Position) -> String {
     format!("{topic}-{}-{}", at.partition, at.offset)
 }
 
 /// `sha256:<hex>` of a key.
-pub fn key_hash(key: &[u8]) -> String {
+pub(crate) fn key_hash(key: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(key)))
 }
 
 /// The audit records of an applied batch (pure).
-pub fn records(
+pub(crate) fn records(
     sink: &str,
     topic: &str,
     batch: &Batch<ChangeEvent>,
@@ -107,7 +107,7 @@ pub fn records(
 }
 
 /// The audit record of a source record rejected before it became a change (unparsable).
-pub fn unparsable(
+pub(crate) fn unparsable(
     sink: &str,
     topic: &str,
     key: Option<&[u8]>,
@@ -161,7 +161,7 @@ pub enum AuditTrail {
 
 impl AuditTrail {
     /// Opens the configured trail (the topic must exist; see [`AuditTrail::topic`]).
-    pub fn open(
+    pub(crate) fn open(
         to: &AuditTo,
         brokers: &str,
         librdkafka: &std::collections::BTreeMap<String, String>,
@@ -177,7 +177,7 @@ impl AuditTrail {
     }
 
     /// The audit topic, if the trail goes to Kafka.
-    pub fn topic(&self) -> Option<&str> {
+    pub(crate) fn topic(&self) -> Option<&str> {
         match self {
             AuditTrail::Topic { topic, .. } => Some(topic),
             _ => None,
@@ -186,12 +186,12 @@ impl AuditTrail {
 
     /// Writes records durably; returns once Kafka acknowledged all of them or the file was
     /// fsynced.
-    pub async fn write(&self, records: &[AuditRecord]) -> Result<(), AuditError> {
+    pub(crate) async fn write(&self, records: &[AuditRecord]) -> Result<(), AuditError> {
         self.write_keyed(records, |r| &r.key_hash).await
     }
 
     /// Writes any audit records (e.g. two-way sync conflicts), keyed by `key`.
-    pub async fn write_keyed<R: Serialize>(
+    pub(crate) async fn write_keyed<R: Serialize>(
         &self,
         records: &[R],
         key: impl Fn(&R) -> &str,
@@ -245,22 +245,19 @@ async fn append_lines(path: &Path, lines: &[(&str, Vec<u8>)]) -> Result<(), Audi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Op;
     use crate::sink::Rejected;
     use crate::sink::batch::Batcher;
+    use crate::sink::test_support;
+    use serde_json::json;
     use std::time::{Duration, Instant};
 
-    fn event(op: &str, id: i64, email: &str) -> ChangeEvent {
-        serde_json::from_value(serde_json::json!({
-            "id": "0/10:0", "op": op,
-            "source": {"version": "driftless.change-event.v1", "db": "d", "schema": "public",
-                       "table": "contacts", "lsn": "0/1", "commit_lsn": "0/1", "xid": 1,
-                       "commit_ts": "2026-11-27T00:00:00.000000Z", "origin": null,
-                       "snapshot": false, "schema_version": "0000000000000000"},
-            "key": {"id": id}, "before": null,
-            "after": if op == "d" { serde_json::Value::Null }
-                     else { serde_json::json!({"id": id, "email": email}) }
-        }))
-        .unwrap()
+    /// A change of `public.contacts` row `id`, keyed by it.
+    fn event(op: Op, id: i64, email: &str) -> ChangeEvent {
+        let mut e = test_support::event(op, json!({"id": id, "email": email}));
+        e.source.table = "contacts".into();
+        e.key = json!({"id": id}).as_object().cloned();
+        e
     }
 
     fn batch() -> Batch<ChangeEvent> {
@@ -270,14 +267,24 @@ mod tests {
             partition: 1,
             offset,
         };
-        b.push(b"{\"id\":1}".to_vec(), event("c", 1, "a@x.io"), at(5), now);
+        b.push(
+            b"{\"id\":1}".to_vec(),
+            event(Op::Create, 1, "a@x.io"),
+            at(5),
+            now,
+        );
         b.push(
             b"{\"id\":2}".to_vec(),
-            event("u", 2, "secret@x.io"),
+            event(Op::Update, 2, "secret@x.io"),
             at(6),
             now,
         );
-        b.push(b"{\"id\":1}".to_vec(), event("u", 1, "b@x.io"), at(7), now);
+        b.push(
+            b"{\"id\":1}".to_vec(),
+            event(Op::Update, 1, "b@x.io"),
+            at(7),
+            now,
+        );
         b.take().unwrap()
     }
 

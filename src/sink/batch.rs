@@ -33,7 +33,7 @@ pub struct Position {
 }
 
 /// Something that can absorb a later version of itself (same key).
-pub trait Coalesce {
+pub(crate) trait Coalesce {
     /// Folds `later` (a newer version of the same key) into `self`.
     fn absorb(&mut self, later: Self);
 }
@@ -103,11 +103,11 @@ pub struct Batch<E> {
 
 /// Records per key a batch may hold on average by default: the record cap of
 /// [`Batcher::new`] is `max_events` times this.
-pub const RECORDS_PER_KEY: usize = 100;
+pub(crate) const RECORDS_PER_KEY: usize = 100;
 
 /// Accumulates records into batches.
 #[derive(Debug)]
-pub struct Batcher<E> {
+pub(crate) struct Batcher<E> {
     max_events: usize,
     max_records: usize,
     max_wait: Duration,
@@ -121,7 +121,7 @@ pub struct Batcher<E> {
 impl<E: Coalesce> Batcher<E> {
     /// A batcher closing batches at `max_events` keys, `max_events × RECORDS_PER_KEY` records
     /// or `max_wait` after the first record, whichever comes first.
-    pub fn new(max_events: usize, max_wait: Duration) -> Self {
+    pub(crate) fn new(max_events: usize, max_wait: Duration) -> Self {
         let max_events = max_events.max(1);
         Batcher::with_max_records(
             max_events,
@@ -132,7 +132,11 @@ impl<E: Coalesce> Batcher<E> {
 
     /// A batcher closing batches at `max_events` keys, `max_records` records or `max_wait`
     /// after the first record, whichever comes first.
-    pub fn with_max_records(max_events: usize, max_records: usize, max_wait: Duration) -> Self {
+    pub(crate) fn with_max_records(
+        max_events: usize,
+        max_records: usize,
+        max_wait: Duration,
+    ) -> Self {
         Batcher {
             max_events: max_events.max(1),
             max_records: max_records.max(1),
@@ -146,7 +150,7 @@ impl<E: Coalesce> Batcher<E> {
     }
 
     /// Adds a record; returns true when the batch is full and should be taken.
-    pub fn push(&mut self, key: Vec<u8>, item: E, at: Position, now: Instant) -> bool {
+    pub(crate) fn push(&mut self, key: Vec<u8>, item: E, at: Position, now: Instant) -> bool {
         self.skip(at, now);
         match self.index.get(&key) {
             Some(&i) => {
@@ -168,7 +172,7 @@ impl<E: Coalesce> Batcher<E> {
 
     /// Accounts for a record that carries nothing to apply (a tombstone, or a record already
     /// dead-lettered): its offset is committed with the batch.
-    pub fn skip(&mut self, at: Position, now: Instant) {
+    pub(crate) fn skip(&mut self, at: Position, now: Instant) {
         self.opened_at.get_or_insert(now);
         self.records += 1;
         let next = self.commit.entry(at.partition).or_insert(at.offset + 1);
@@ -176,37 +180,39 @@ impl<E: Coalesce> Batcher<E> {
     }
 
     /// When the open batch must close (None when empty).
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         self.opened_at.map(|t| t + self.max_wait)
     }
 
     /// True when the batch holds `max_events` keys or `max_records` records.
-    pub fn is_full(&self) -> bool {
+    pub(crate) fn is_full(&self) -> bool {
         self.entries.len() >= self.max_events || self.records >= self.max_records
     }
 
     /// True when the batch is non-empty and full or past its deadline.
-    pub fn is_due(&self, now: Instant) -> bool {
+    pub(crate) fn is_due(&self, now: Instant) -> bool {
         self.is_full() || self.deadline().is_some_and(|d| now >= d)
     }
 
     /// Records in the open batch (before coalescing, skipped ones included).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.records
     }
 
     /// Keys (entries) in the open batch.
-    pub fn keys(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn keys(&self) -> usize {
         self.entries.len()
     }
 
     /// True when no record is pending.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.records == 0
     }
 
     /// Closes and returns the open batch (None when empty).
-    pub fn take(&mut self) -> Option<Batch<E>> {
+    pub(crate) fn take(&mut self) -> Option<Batch<E>> {
         if self.records == 0 {
             return None;
         }
@@ -223,36 +229,15 @@ impl<E: Coalesce> Batcher<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{EVENT_FORMAT, Row, Source};
-    use crate::lsn::Lsn;
+    use crate::sink::test_support;
     use proptest::prelude::*;
     use serde_json::json;
 
+    /// An event carrying `after` (none for a delete), with `toast` columns left out.
     fn event(op: Op, after: serde_json::Value, toast: &[&str]) -> ChangeEvent {
-        let after: Option<Row> = after.as_object().cloned();
-        ChangeEvent {
-            id: "0/1:0".into(),
-            op,
-            source: Source {
-                version: EVENT_FORMAT.into(),
-                db: "db".into(),
-                schema: "public".into(),
-                table: "t".into(),
-                lsn: Lsn(1),
-                commit_lsn: Lsn(1),
-                xid: Some(1),
-                commit_ts: Some("2026-11-27T00:00:00.000000Z".into()),
-                origin: None,
-                snapshot: false,
-                schema_version: "0000000000000000".into(),
-            },
-            key: None,
-            before: None,
-            after,
-            unchanged_toast: toast.iter().map(|s| s.to_string()).collect(),
-            truncate: None,
-            message: None,
-        }
+        let mut e = test_support::event(op, after);
+        e.unchanged_toast = toast.iter().map(|s| s.to_string()).collect();
+        e
     }
 
     fn pos(partition: i32, offset: i64) -> Position {

@@ -27,7 +27,7 @@ use crate::sink::mapping::MappingError;
 use crate::sink::{Outcome, Sink, SinkError};
 
 /// What a CRM destination brings to the shared flow.
-pub trait CrmWrites: Send {
+pub(crate) trait CrmWrites: Send {
     /// A property value as the CRM takes it.
     type Value: Serialize + Send + Sync;
 
@@ -84,6 +84,18 @@ pub async fn write<C: CrmWrites>(
     out.rejected.sort_by_key(|r| r.index);
     out.destination_ids.sort();
     Ok((out, plan))
+}
+
+/// Prepares, maps and writes `batch` against `view`, for a caller that keeps links in a ledger
+/// of its own (two-way sync) and writes no sink-ledger rows.
+pub async fn write_with_view<C: CrmWrites>(
+    crm: &mut C,
+    batch: &Batch<ChangeEvent>,
+    view: &View,
+) -> Result<Outcome, SinkError> {
+    crm.prepare(batch).await?;
+    let changes = ledger::changes(batch, |row| crm.map(row));
+    Ok(write(crm, batch, changes, view).await?.0)
 }
 
 /// Where a [`Ledgered`] sink keeps its ledger.
@@ -153,5 +165,22 @@ impl<C: CrmWrites> Sink for Ledgered<C> {
             tracing::info!(sink = %self.sink, stale, "changes older than the ledger skipped");
         }
         Ok(out)
+    }
+}
+
+/// Tests reach the destination's own methods and fields through its ledgered sink.
+#[cfg(test)]
+impl<C> std::ops::Deref for Ledgered<C> {
+    type Target = C;
+
+    fn deref(&self) -> &C {
+        &self.crm
+    }
+}
+
+#[cfg(test)]
+impl<C> std::ops::DerefMut for Ledgered<C> {
+    fn deref_mut(&mut self) -> &mut C {
+        &mut self.crm
     }
 }

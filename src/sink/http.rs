@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::SinkError;
 
 /// Longest `Retry-After` honoured; a larger value is clamped (the runner retries then).
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3_600);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(3_600);
 
 /// Connect timeout of the CRM clients.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,7 +25,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A client builder with the shared policy: timeouts and user agent (callers add their own
 /// settings, e.g. the webhook sink's redirect policy and resolver).
-pub fn builder(connect_timeout: Duration, timeout: Duration) -> reqwest::ClientBuilder {
+pub(crate) fn builder(connect_timeout: Duration, timeout: Duration) -> reqwest::ClientBuilder {
     // The process installs the provider at start; tests and library users may not have.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
@@ -35,20 +35,23 @@ pub fn builder(connect_timeout: Duration, timeout: Duration) -> reqwest::ClientB
 }
 
 /// Builds `builder`; a failure is a bug in our settings, so it is fatal.
-pub fn build(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, SinkError> {
+pub(crate) fn build(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, SinkError> {
     builder
         .build()
         .map_err(|e| SinkError::fatal(format!("cannot build HTTP client: {e}"), "report a bug"))
 }
 
 /// The client of the CRM destinations (10 s to connect, 60 s per request).
-pub fn crm_client() -> Result<reqwest::Client, SinkError> {
+pub(crate) fn crm_client() -> Result<reqwest::Client, SinkError> {
     build(builder(CONNECT_TIMEOUT, REQUEST_TIMEOUT))
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3), relative to `now`;
 /// clamped to [`MAX_RETRY_AFTER`]; a date in the past means "now".
-pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+pub(crate) fn parse_retry_after(
+    value: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<Duration> {
     let value = value.trim();
     let d = if let Ok(secs) = value.parse::<u64>() {
         Duration::from_secs(secs)
@@ -62,24 +65,24 @@ pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Opt
 }
 
 /// The `Retry-After` of a response, if it has a readable one.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     parse_retry_after(headers.get(RETRY_AFTER)?.to_str().ok()?, chrono::Utc::now())
 }
 
 /// A response read whole: status, headers and JSON body (`Null` when empty or not JSON).
 #[derive(Debug)]
-pub struct JsonResponse {
+pub(crate) struct JsonResponse {
     /// The status.
-    pub status: StatusCode,
+    pub(crate) status: StatusCode,
     /// The headers (rate-limit windows, `Retry-After`).
-    pub headers: HeaderMap,
+    pub(crate) headers: HeaderMap,
     /// The body as JSON, or `Null`.
-    pub body: Value,
+    pub(crate) body: Value,
 }
 
 /// What went wrong with a request that got no answer: a timeout, a failed connection, or
 /// another transport failure.
-pub fn transport_kind(e: &reqwest::Error) -> &'static str {
+pub(crate) fn transport_kind(e: &reqwest::Error) -> &'static str {
     if e.is_timeout() {
         "timeout"
     } else if e.is_connect() {
@@ -91,7 +94,7 @@ pub fn transport_kind(e: &reqwest::Error) -> &'static str {
 
 /// Sends `request` and reads its answer whole. A transport failure is transient and is
 /// described as `{what}: {kind}: {error}` without the URL (a query may hold a token).
-pub async fn send_json(
+pub(crate) async fn send_json(
     request: reqwest::RequestBuilder,
     what: &str,
 ) -> Result<JsonResponse, SinkError> {

@@ -39,7 +39,7 @@ pub enum PropertyType {
 
 impl PropertyType {
     /// Parses HubSpot's `type` field.
-    pub fn parse(name: &str) -> Option<PropertyType> {
+    pub(crate) fn parse(name: &str) -> Option<PropertyType> {
         match name {
             "string" | "phone_number" => Some(PropertyType::String),
             "number" => Some(PropertyType::Number),
@@ -69,7 +69,7 @@ pub struct Property {
 
 /// A value that cannot be written (poison: the record goes to the dead-letter topic).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum MappingError {
+pub(crate) enum MappingError {
     /// An enumeration/value map has no entry for the value.
     #[error("column {column}: value has no mapping for property {property}")]
     Unmapped {
@@ -107,7 +107,7 @@ pub enum MappingError {
 }
 
 /// Plain string form of a JSON value (see the module invariants).
-pub fn value_string(v: &Value) -> String {
+pub(crate) fn value_string(v: &Value) -> String {
     match v {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
@@ -116,6 +116,33 @@ pub fn value_string(v: &Value) -> String {
         Value::Array(items) => items.iter().map(value_string).collect::<Vec<_>>().join(";"),
         Value::Object(_) => v.to_string(),
     }
+}
+
+/// The rules whose column `row` carries, each with its value. A column absent from the row
+/// (unchanged TOAST) is left out, so the destination keeps the property's value.
+pub(crate) fn carried<'a>(
+    rules: &'a [FieldRule],
+    row: &'a Row,
+) -> impl Iterator<Item = (&'a FieldRule, &'a Value)> {
+    rules
+        .iter()
+        .filter_map(|rule| Some((rule, row.get(&rule.column)?)))
+}
+
+/// The text of a non-null column value after `rule`'s transform and value map (a value the
+/// map does not list is [`MappingError::Unmapped`]). The one reading of a rule both CRMs use.
+pub(crate) fn rule_text(rule: &FieldRule, v: &Value) -> Result<String, MappingError> {
+    let mut s = value_string(v);
+    if let Some(t) = rule.transform {
+        s = t.apply(&s);
+    }
+    if let Some(map) = &rule.map {
+        s = map.get(&s).cloned().ok_or_else(|| MappingError::Unmapped {
+            column: rule.column.clone(),
+            property: rule.property.clone(),
+        })?;
+    }
+    Ok(s)
 }
 
 fn epoch_ms_of_date(s: &str) -> Option<i64> {
@@ -134,29 +161,19 @@ fn epoch_ms_of_datetime(s: &str) -> Option<i64> {
 }
 
 /// Maps a row to properties. `schema` (when known) selects date/datetime encodings.
-pub fn to_properties(
+pub(crate) fn to_properties(
     rules: &[FieldRule],
     schema: &BTreeMap<String, Property>,
     row: &Row,
 ) -> Result<BTreeMap<String, String>, MappingError> {
     let mut out = BTreeMap::new();
-    for rule in rules {
-        // A column absent from the row (unchanged TOAST) is left untouched at the destination.
-        let Some(v) = row.get(&rule.column) else {
-            continue;
+    for (rule, v) in carried(rules, row) {
+        // NULL clears the property: no transform or map applies to it.
+        let mut s = if v.is_null() {
+            String::new()
+        } else {
+            rule_text(rule, v)?
         };
-        let mut s = value_string(v);
-        if let Some(t) = rule.transform {
-            s = t.apply(&s);
-        }
-        if let Some(map) = &rule.map
-            && !v.is_null()
-        {
-            s = map.get(&s).cloned().ok_or_else(|| MappingError::Unmapped {
-                column: rule.column.clone(),
-                property: rule.property.clone(),
-            })?;
-        }
         let kind = schema.get(&rule.property).map(|p| p.kind);
         if !s.is_empty() {
             let bad = |kind| MappingError::BadDate {
@@ -182,7 +199,11 @@ pub fn to_properties(
 }
 
 /// The record's unique id value (for `idProperty` upserts), after the rule's transform.
-pub fn id_value(rules: &[FieldRule], id_property: &str, row: &Row) -> Result<String, MappingError> {
+pub(crate) fn id_value(
+    rules: &[FieldRule],
+    id_property: &str,
+    row: &Row,
+) -> Result<String, MappingError> {
     let rule = rules.iter().find(|r| r.property == id_property);
     let column = rule.map(|r| r.column.as_str()).unwrap_or(id_property);
     match row.get(column) {
@@ -201,15 +222,15 @@ pub fn id_value(rules: &[FieldRule], id_property: &str, row: &Row) -> Result<Str
 
 /// A problem found by [`check_schema`], with the config path of the rule at fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SchemaProblem {
+pub(crate) struct SchemaProblem {
     /// Config path, e.g. `sinks[0].fields.email`.
-    pub path: String,
+    pub(crate) path: String,
     /// What is wrong.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// Checks a mapping against the destination schema; returns every problem.
-pub fn check_schema(
+pub(crate) fn check_schema(
     sink_path: &str,
     rules: &[FieldRule],
     id_property: &str,
@@ -263,6 +284,7 @@ pub fn check_schema(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::test_support::{assert_problem_paths, mapped_rule};
     use serde_json::json;
 
     fn prop(name: &str, kind: PropertyType) -> (String, Property) {
@@ -293,8 +315,7 @@ mod tests {
     fn values_become_strings_with_hubspot_encodings() {
         let mut email = FieldRule::new("email", "email");
         email.transform = Some(crate::config::fields::Transform::Lowercase);
-        let mut stage = FieldRule::new("lifecycle", "lifecyclestage");
-        stage.map = Some(BTreeMap::from([("Lead".into(), "lead".into())]));
+        let stage = mapped_rule("lifecycle", "lifecyclestage", &[("Lead", "lead")]);
         let rules = vec![
             email,
             FieldRule::new("first_name", "firstname"),
@@ -327,8 +348,7 @@ mod tests {
 
     #[test]
     fn unmappable_values_are_errors_and_absent_columns_are_skipped() {
-        let mut stage = FieldRule::new("lifecycle", "lifecyclestage");
-        stage.map = Some(BTreeMap::from([("Lead".into(), "lead".into())]));
+        let stage = mapped_rule("lifecycle", "lifecyclestage", &[("Lead", "lead")]);
         let row = json!({"lifecycle": "Partner"});
         let err = to_properties(
             std::slice::from_ref(&stage),
@@ -366,27 +386,24 @@ mod tests {
     fn schema_check_lists_every_problem() {
         let mut s = schema();
         s.get_mut("firstname").unwrap().read_only = true;
-        let mut stage = FieldRule::new("lifecycle", "lifecyclestage");
-        stage.map = Some(BTreeMap::from([
-            ("L".into(), "lead".into()),
-            ("X".into(), "nope".into()),
-        ]));
+        let stage = mapped_rule(
+            "lifecycle",
+            "lifecyclestage",
+            &[("L", "lead"), ("X", "nope")],
+        );
         let rules = vec![
             FieldRule::new("first_name", "firstname"),
             FieldRule::new("x", "missing"),
             stage,
         ];
-        let problems = check_schema("sinks[0]", &rules, "firstname", &s);
-        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
-        assert_eq!(
-            paths,
-            [
+        assert_problem_paths(
+            &check_schema("sinks[0]", &rules, "firstname", &s),
+            &[
                 "sinks[0].id_property",
                 "sinks[0].fields.first_name",
                 "sinks[0].fields.x",
-                "sinks[0].fields.lifecycle"
+                "sinks[0].fields.lifecycle",
             ],
-            "{problems:#?}"
         );
         assert!(
             check_schema("s", &[FieldRule::new("email", "email")], "email", &schema()).is_empty()

@@ -1,18 +1,20 @@
 //! The destination-agnostic sink engine: Kafka change topics → any [`Sink`].
 //!
-//! Pure parts: batching and per-key coalescing ([`batch`]), field mapping with its schema check
-//! ([`mapping`]), the split of a batch into CRM upserts, deletes and rejections
-//! ([`crm_batch`]). Shared I/O policy: one HTTP client set-up and status classification
-//! ([`http`]). Around them: the worker loop ([`runner`]) and the audit trail ([`audit`]). The
+//! Pure parts: batching and per-key coalescing ([`batch`]), the splitting of refused requests
+//! ([`bisect`]), field mapping with its schema check ([`mapping`]), the sink ledger's plan of a
+//! batch into CRM upserts, deletes and rejections ([`ledger`]) and the drift comparison of
+//! `driftless verify` ([`verify`]). Shared I/O policy: one HTTP client set-up and status
+//! classification ([`http`]) and one CRM write flow behind the ledger ([`crm`]). Around them:
+//! the worker loop ([`runner`]) and the audit trail ([`audit`]). The
 //! seam between the runner (Kafka consumer group, offsets, dead letters) and a destination is
 //! the [`Sink`] trait below; the destinations themselves live in [`crate::destinations`], and
 //! this module names none of them.
 
 pub mod audit;
 pub mod batch;
-pub mod crm;
-pub mod crm_batch;
-pub mod http;
+pub(crate) mod bisect;
+pub(crate) mod crm;
+pub(crate) mod http;
 pub mod ledger;
 pub mod mapping;
 pub mod runner;
@@ -42,6 +44,14 @@ pub struct Outcome {
     pub rejected: Vec<Rejected>,
     /// Destination record ids of applied entries, by entry index (for the audit trail).
     pub destination_ids: Vec<(usize, String)>,
+}
+
+impl Outcome {
+    /// Puts the rejected and the applied entries in entry order.
+    pub fn sort(&mut self) {
+        self.rejected.sort_by_key(|r| r.index);
+        self.destination_ids.sort();
+    }
 }
 
 /// A failure of a whole batch.
@@ -115,65 +125,4 @@ pub trait Sink {
 }
 
 #[cfg(test)]
-pub(crate) mod test_support {
-    //! Change events for the destinations' tests.
-
-    use serde_json::Value;
-
-    use crate::event::{ChangeEvent, EVENT_FORMAT, Op, Source};
-    use crate::lsn::Lsn;
-
-    /// `GET {base}/_emulator/state` of an in-process emulator.
-    pub(crate) async fn emulator_state(base: &str) -> Value {
-        reqwest::get(format!("{base}/_emulator/state"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    /// Scripts a fault of an in-process emulator (`POST {base}/_emulator/faults`).
-    pub(crate) async fn emulator_fault(base: &str, fault: Value) {
-        let r = reqwest::Client::new()
-            .post(format!("{base}/_emulator/faults"))
-            .json(&fault)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-    }
-
-    /// An event of `public.customers` carrying `row` (as `before` for a delete).
-    pub(crate) fn event(op: Op, row: Value) -> ChangeEvent {
-        let row = row.as_object().cloned();
-        let (before, after) = if op == Op::Delete {
-            (row, None)
-        } else {
-            (None, row)
-        };
-        ChangeEvent {
-            id: "0/1:0".into(),
-            op,
-            source: Source {
-                version: EVENT_FORMAT.into(),
-                db: "db".into(),
-                schema: "public".into(),
-                table: "customers".into(),
-                lsn: Lsn(1),
-                commit_lsn: Lsn(1),
-                xid: Some(1),
-                commit_ts: Some("2026-11-27T00:00:00.000000Z".into()),
-                origin: None,
-                snapshot: false,
-                schema_version: "0000000000000000".into(),
-            },
-            key: None,
-            before,
-            after,
-            unchanged_toast: vec![],
-            truncate: None,
-            message: None,
-        }
-    }
-}
+pub(crate) mod test_support;

@@ -57,7 +57,7 @@ pub struct RunnerConfig {
 }
 
 /// Most records a scheduled window accumulates before it is applied early (bounds memory).
-pub const SCHEDULED_WINDOW_MAX_RECORDS: usize = 100_000;
+pub(crate) const SCHEDULED_WINDOW_MAX_RECORDS: usize = 100_000;
 
 /// Where a worker writes besides the destination.
 pub struct Outputs<D = AckedProducer> {

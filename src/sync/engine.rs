@@ -36,9 +36,10 @@ use tokio::sync::{Mutex, mpsc, watch};
 
 use crate::config::fields::FieldRule;
 use crate::config::two_way::TwoWay;
+use crate::sink::SinkError;
 use crate::sink::audit::{AuditTrail, key_hash};
+use crate::sink::crm::CrmWrites;
 use crate::sink::mapping::Property;
-use crate::sink::{Sink, SinkError};
 use crate::sync::plan::{Conflict, CrmRecord, Mapping};
 use crate::sync::store::{Store, StoreError};
 
@@ -50,7 +51,7 @@ const QUEUE_CAPACITY: usize = 1_000;
 const SEEN_EVENTS: usize = 100_000;
 
 /// A CRM as two-way sync needs it, besides writing batches ([`Sink`]).
-pub trait Crm: Sink + Send + Sized {
+pub(crate) trait Crm: CrmWrites + Sized {
     /// Records by id-property values (outbound), with per-property change times.
     fn read_by_id_property(
         &mut self,

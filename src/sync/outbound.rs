@@ -14,15 +14,17 @@ use chrono::DateTime;
 
 use crate::event::{ChangeEvent, Op};
 use crate::sink::batch::{Batch, Entry};
+use crate::sink::crm;
+use crate::sink::ledger::{Link, View, key_digest};
 use crate::sink::mapping::id_value;
 use crate::sink::{Outcome, Sink, SinkError};
 use crate::sync::plan::{CrmRecord, Plan, Side, plan, record_key};
-use crate::sync::store::{InboundChange, LedgerRow};
+use crate::sync::store::{InboundChange, LedgerRow, Store};
 
 use crate::sync::engine::*;
 
 /// The outbound destination of a two-way sink: CRM writes filtered by the sync plan.
-pub struct TwoWaySink<C> {
+pub(crate) struct TwoWaySink<C> {
     ctx: Arc<Context>,
     crm: C,
 }
@@ -147,7 +149,8 @@ impl<C: Crm> Sink for TwoWaySink<C> {
         let sub_outcome = if sub.entries.is_empty() {
             Outcome::default()
         } else {
-            self.crm.apply(&sub).await?
+            let view = delete_links(&store, &sub).await?;
+            crm::write_with_view(&mut self.crm, &sub, &view).await?
         };
         let mut outcome = Outcome::default();
         for mut r in sub_outcome.rejected {
@@ -216,4 +219,35 @@ impl<C: Crm> Sink for TwoWaySink<C> {
         outcome.destination_ids.sort();
         Ok(outcome)
     }
+}
+
+/// The links of the deletes in `batch`, from two-way sync's own ledger: a delete removes
+/// exactly the record its key is linked to (the sink ledger's rule), whatever the replica
+/// identity sent.
+async fn delete_links(store: &Store, batch: &Batch<ChangeEvent>) -> Result<View, SinkError> {
+    let keys: Vec<_> = batch
+        .entries
+        .iter()
+        .filter(|e| e.item.op == Op::Delete)
+        .filter_map(|e| Some((key_digest(&e.key), record_key(e.item.key.as_ref()?)?)))
+        .collect();
+    if keys.is_empty() {
+        return Ok(View::default());
+    }
+    let texts: Vec<String> = keys.iter().map(|(_, k)| k.clone()).collect();
+    let rows = store.ledger_by_keys(&texts).await.map_err(store_failed)?;
+    let links = keys
+        .into_iter()
+        .filter_map(|(digest, key)| {
+            let record_id = rows.get(&key)?.crm_id.clone()?;
+            Some((
+                digest,
+                Link {
+                    record_id: Some(record_id),
+                    ..Link::default()
+                },
+            ))
+        })
+        .collect();
+    Ok(View { links })
 }

@@ -16,9 +16,9 @@
 //!   takes HubSpot's `X-HubSpot-RateLimit-*` headers as the truth;
 //! - logs carry counts, statuses and categories only: never the token, property values or ids.
 
-pub mod receiver;
-pub mod signature;
-pub mod two_way;
+pub(crate) mod receiver;
+pub(crate) mod signature;
+pub(crate) mod two_way;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -27,15 +27,15 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
-use crate::config::fields::FieldRule;
+use crate::destinations::CrmSettings;
 use crate::destinations::oauth::Credentials;
 use crate::sink::batch::Batch;
+use crate::sink::bisect::Bisection;
 use crate::sink::crm::CrmWrites;
+use crate::sink::http;
 use crate::sink::ledger::Upsert;
-use crate::sink::mapping::MappingError;
-use crate::sink::mapping::{Property, PropertyType, id_value, to_properties};
-use crate::sink::{Outcome, Rejected, Sink, SinkError};
-use crate::sink::{crm_batch, http};
+use crate::sink::mapping::{MappingError, Property, PropertyType, id_value, to_properties};
+use crate::sink::{Outcome, Rejected, SinkError};
 
 use crate::config::sinks::{OnDelete, SinkKind, ValidSink};
 use crate::event::{ChangeEvent, Op, Row};
@@ -48,7 +48,7 @@ const DEFAULT_MAX: u32 = 100;
 
 /// Client-side sliding-window limiter. Pure: time is passed in.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     max: u32,
     window: Duration,
     sent: VecDeque<Instant>,
@@ -63,7 +63,7 @@ impl Default for RateLimiter {
 
 impl RateLimiter {
     /// A limiter allowing `max` requests per rolling `window`.
-    pub fn new(max: u32, window: Duration) -> Self {
+    pub(crate) fn new(max: u32, window: Duration) -> Self {
         RateLimiter {
             max: max.max(1),
             window,
@@ -79,7 +79,7 @@ impl RateLimiter {
     }
 
     /// How long to wait before the next request may be sent (None: send now).
-    pub fn wait_needed(&self, now: Instant) -> Option<Duration> {
+    pub(crate) fn wait_needed(&self, now: Instant) -> Option<Duration> {
         if let Some(until) = self.blocked_until
             && until > now
         {
@@ -96,7 +96,7 @@ impl RateLimiter {
     }
 
     /// Records a request sent at `now` (it counts while in flight).
-    pub fn record(&mut self, now: Instant) {
+    pub(crate) fn record(&mut self, now: Instant) {
         let window = self.window;
         while self
             .sent
@@ -113,7 +113,7 @@ impl RateLimiter {
     /// time makes our window roll no earlier than HubSpot's; stamping it with the send time
     /// let a request that reached HubSpot faster than an earlier one land 429s just as the
     /// window rolled.
-    pub fn answered(&mut self, now: Instant) {
+    pub(crate) fn answered(&mut self, now: Instant) {
         if let Some(last) = self.sent.back_mut() {
             *last = (*last).max(now);
         }
@@ -121,7 +121,7 @@ impl RateLimiter {
 
     /// Takes HubSpot's rate-limit headers as the truth: `-Max` and `-Interval-Milliseconds`
     /// replace the limits; `-Remaining: 0` blocks until the window rolls.
-    pub fn observe(&mut self, headers: &HeaderMap, now: Instant) {
+    pub(crate) fn observe(&mut self, headers: &HeaderMap, now: Instant) {
         let num =
             |name: &str| -> Option<u64> { headers.get(name)?.to_str().ok()?.trim().parse().ok() };
         if let Some(max) = num("x-hubspot-ratelimit-max").filter(|m| *m > 0) {
@@ -142,7 +142,7 @@ impl RateLimiter {
     }
 
     /// Blocks new requests for `d` from `now` (after a 429).
-    pub fn block_for(&mut self, d: Duration, now: Instant) {
+    pub(crate) fn block_for(&mut self, d: Duration, now: Instant) {
         self.blocked_until = Some(now + d);
     }
 }
@@ -150,13 +150,8 @@ impl RateLimiter {
 /// The HubSpot sink.
 #[derive(Debug)]
 pub struct HubspotSink {
-    client: reqwest::Client,
-    base_url: String,
+    crm: CrmSettings,
     object: String,
-    id_property: String,
-    credentials: Credentials,
-    fields: Vec<FieldRule>,
-    on_delete: OnDelete,
     schema: Option<BTreeMap<String, Property>>,
     limiter: RateLimiter,
     daily_warned: bool,
@@ -166,7 +161,7 @@ type Resp = http::JsonResponse;
 
 /// One upsert input and its entry.
 #[derive(Clone)]
-struct Input {
+pub(crate) struct Input {
     index: usize,
     id: String,
     body: Value,
@@ -227,20 +222,13 @@ impl HubspotSink {
     /// Builds the client (reqwest with rustls). `credentials` come from the sink's `auth`
     /// ([`Credentials::from_auth`]): a private-app token, or an OAuth refresh grant whose access
     /// tokens are refreshed before expiry and after a 401; never logged.
-    pub fn new(sink: &ValidSink, credentials: Credentials) -> Result<Self, SinkError> {
+    pub(crate) fn new(sink: &ValidSink, credentials: Credentials) -> Result<Self, SinkError> {
         let SinkKind::Hubspot { object } = &sink.kind else {
             return Err(super::wrong_kind(sink, "HubSpot", "hubspot"));
         };
-        let id_property = super::id_property(sink, "a unique HubSpot property (e.g. email)")?;
-        let client = http::crm_client()?;
         Ok(HubspotSink {
-            client,
-            base_url: sink.base_url.trim_end_matches('/').to_string(),
+            crm: CrmSettings::new(sink, credentials, "a unique HubSpot property (e.g. email)")?,
             object: object.clone(),
-            id_property,
-            credentials,
-            fields: sink.fields.clone(),
-            on_delete: sink.on_delete,
             schema: None,
             limiter: RateLimiter::default(),
             daily_warned: false,
@@ -249,21 +237,16 @@ impl HubspotSink {
 
     /// Uses `schema` (fetched by the caller, e.g. for the start-up mapping check) instead of
     /// fetching it again before the first write.
-    pub fn use_schema(&mut self, schema: BTreeMap<String, Property>) {
+    pub(crate) fn use_schema(&mut self, schema: BTreeMap<String, Property>) {
         self.schema = Some(schema);
     }
 
     /// Another client of the same sink (same credentials and token cache, own limiter), for
     /// two-way sync's reads.
-    pub fn sibling(&self) -> HubspotSink {
+    pub(crate) fn sibling(&self) -> HubspotSink {
         HubspotSink {
-            client: self.client.clone(),
-            base_url: self.base_url.clone(),
+            crm: self.crm.clone(),
             object: self.object.clone(),
-            id_property: self.id_property.clone(),
-            credentials: self.credentials.clone(),
-            fields: self.fields.clone(),
-            on_delete: self.on_delete,
             schema: self.schema.clone(),
             limiter: RateLimiter::default(),
             daily_warned: false,
@@ -271,18 +254,18 @@ impl HubspotSink {
     }
 
     /// The schema, once fetched.
-    pub fn known_schema(&self) -> Option<&BTreeMap<String, Property>> {
+    pub(crate) fn known_schema(&self) -> Option<&BTreeMap<String, Property>> {
         self.schema.as_ref()
     }
 
     /// The object type (`contacts`, ...).
-    pub fn object(&self) -> &str {
+    pub(crate) fn object(&self) -> &str {
         &self.object
     }
 
     /// One rate-limited POST of a JSON body (reads, searches, updates of two-way sync); a
     /// non-2xx answer is classified like a batch's (transient or fatal).
-    pub async fn post_json(&mut self, path: &str, body: &Value) -> Result<Value, SinkError> {
+    pub(crate) async fn post_json(&mut self, path: &str, body: &Value) -> Result<Value, SinkError> {
         let r = self.post(path, body).await?;
         if r.status.is_success() {
             Ok(r.body)
@@ -293,7 +276,7 @@ impl HubspotSink {
 
     /// [`post_json`](Self::post_json) for `batch/read`: when none of the records exist
     /// HubSpot answers 400/404 `OBJECT_NOT_FOUND`, which is an empty result here.
-    pub async fn read_json(&mut self, path: &str, body: &Value) -> Result<Value, SinkError> {
+    pub(crate) async fn read_json(&mut self, path: &str, body: &Value) -> Result<Value, SinkError> {
         let r = self.post(path, body).await?;
         if r.status.is_success() {
             Ok(r.body)
@@ -306,7 +289,7 @@ impl HubspotSink {
     }
 
     /// GET /crm/v3/properties/{object}: the destination schema as mapping::Property by name.
-    pub async fn fetch_schema(&self) -> Result<BTreeMap<String, Property>, SinkError> {
+    pub(crate) async fn fetch_schema(&self) -> Result<BTreeMap<String, Property>, SinkError> {
         let path = format!("/crm/v3/properties/{}", self.object);
         let r = self.send_raw(reqwest::Method::GET, &path, None).await?;
         if !r.status.is_success() {
@@ -353,30 +336,14 @@ impl HubspotSink {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Resp, SinkError> {
-        self.credentials
-            .send_refreshing_once(&self.client, "HubSpot", |token| {
-                self.send_once(method.clone(), path, body, token)
+        let url = format!("{}{path}", self.crm.base_url);
+        self.crm
+            .credentials
+            .send_json(&self.crm.client, "HubSpot", path, body, |token| {
+                let request = self.crm.client.request(method.clone(), &url);
+                std::future::ready(request.bearer_auth(token))
             })
             .await
-    }
-
-    async fn send_once(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-        token: String,
-    ) -> Result<Resp, SinkError> {
-        let mut rb = self
-            .client
-            .request(method, format!("{}{path}", self.base_url))
-            .bearer_auth(token);
-        if let Some(b) = body {
-            rb = rb.json(b);
-        }
-        let resp = http::send_json(rb, &format!("HubSpot {path}")).await?;
-        tracing::debug!(path, status = resp.status.as_u16(), "HubSpot response");
-        Ok(resp)
     }
 
     /// One rate-limited POST.
@@ -386,7 +353,7 @@ impl HubspotSink {
 
     /// One rate-limited GET (two-way sync's listing of archived records); a non-2xx answer is
     /// classified like a batch's (transient or fatal).
-    pub async fn get_json(&mut self, path: &str) -> Result<Value, SinkError> {
+    pub(crate) async fn get_json(&mut self, path: &str) -> Result<Value, SinkError> {
         let r = self.limited(reqwest::Method::GET, path, None).await?;
         if r.status.is_success() {
             Ok(r.body)
@@ -449,7 +416,7 @@ impl HubspotSink {
                 format!("HubSpot refused the token (401 {category})"),
                 format!(
                     "check the token in {} (OAuth: the app's refresh token and scopes)",
-                    self.credentials.label()
+                    self.crm.credentials.label()
                 ),
             ),
             403 => SinkError::fatal(
@@ -497,12 +464,53 @@ impl HubspotSink {
         Ok(self.schema.as_ref().expect("set above"))
     }
 
+    fn match_result<'a>(&self, group: &'a [Input], res: &Value) -> Option<&'a Input> {
+        if let Some(trace) = res["objectWriteTraceId"].as_str()
+            && let Some(i) = group.iter().find(|i| i.index.to_string() == trace)
+        {
+            return Some(i);
+        }
+        let v = res["properties"][&self.crm.id_property].as_str()?;
+        group.iter().find(|i| i.id.eq_ignore_ascii_case(v))
+    }
+
+    fn match_error(&self, group: &[Input], err: &Value) -> Vec<usize> {
+        let ctx = &err["context"];
+        let list = |k: &str| -> Vec<String> {
+            ctx[k]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        };
+        let traces = list("objectWriteTraceId");
+        if !traces.is_empty() {
+            return group
+                .iter()
+                .filter(|i| traces.contains(&i.index.to_string()))
+                .map(|i| i.index)
+                .collect();
+        }
+        let ids: Vec<String> = list("ids").into_iter().chain(list("id")).collect();
+        group
+            .iter()
+            .filter(|i| ids.iter().any(|id| id.eq_ignore_ascii_case(&i.id)))
+            .map(|i| i.index)
+            .collect()
+    }
+}
+
+impl HubspotSink {
     /// Upserts `inputs`, bisecting whole-request 400s down to single poison inputs.
-    async fn upsert(&mut self, inputs: Vec<Input>, out: &mut Outcome) -> Result<(), SinkError> {
+    async fn send_upserts(
+        &mut self,
+        inputs: Vec<Input>,
+        out: &mut Outcome,
+    ) -> Result<(), SinkError> {
         let path = format!("/crm/v3/objects/{}/batch/upsert", self.object);
-        let mut work: Vec<Vec<Input>> =
-            inputs.chunks(MAX_INPUTS).rev().map(<[_]>::to_vec).collect();
-        while let Some(group) = work.pop() {
+        let mut work = Bisection::new(&inputs, MAX_INPUTS);
+        while let Some(group) = work.next_group() {
             let body = json!({"inputs": group.iter().map(|i| &i.body).collect::<Vec<_>>()});
             let r = self.post(&path, &body).await?;
             match r.status.as_u16() {
@@ -553,7 +561,7 @@ impl HubspotSink {
                         continue;
                     }
                     if rest.len() < group.len() {
-                        work.push(rest);
+                        work.send_next(rest);
                     } else if rest.len() == 1 {
                         let err = unmapped.cloned().unwrap_or(Value::Null);
                         out.rejected.push(Rejected {
@@ -562,18 +570,14 @@ impl HubspotSink {
                             message: describe(&err),
                         });
                     } else {
-                        let second = rest[rest.len() / 2..].to_vec();
-                        let mut first = rest;
-                        first.truncate(first.len() - second.len());
-                        work.push(second);
-                        work.push(first);
+                        work.split(rest);
                     }
                 }
                 400 | 409 | 422 => {
                     let message = r.body["message"].as_str().unwrap_or("");
                     if message.contains("non-unique") {
                         return Err(SinkError::fatal(
-                            format!("HubSpot: {} is not a unique property", self.id_property),
+                            format!("HubSpot: {} is not a unique property", self.crm.id_property),
                             "set id_property to a property with hasUniqueValue = true",
                         ));
                     }
@@ -590,114 +594,11 @@ impl HubspotSink {
                             inputs = group.len(),
                             "HubSpot refused the batch; bisecting"
                         );
-                        let mut first = group;
-                        let second = first.split_off(first.len() / 2);
-                        work.push(second);
-                        work.push(first);
+                        work.split(group);
                     }
                 }
                 _ => return Err(self.classify(&r)),
             }
-        }
-        Ok(())
-    }
-
-    fn match_result<'a>(&self, group: &'a [Input], res: &Value) -> Option<&'a Input> {
-        if let Some(trace) = res["objectWriteTraceId"].as_str()
-            && let Some(i) = group.iter().find(|i| i.index.to_string() == trace)
-        {
-            return Some(i);
-        }
-        let v = res["properties"][&self.id_property].as_str()?;
-        group.iter().find(|i| i.id.eq_ignore_ascii_case(v))
-    }
-
-    fn match_error(&self, group: &[Input], err: &Value) -> Vec<usize> {
-        let ctx = &err["context"];
-        let list = |k: &str| -> Vec<String> {
-            ctx[k]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        };
-        let traces = list("objectWriteTraceId");
-        if !traces.is_empty() {
-            return group
-                .iter()
-                .filter(|i| traces.contains(&i.index.to_string()))
-                .map(|i| i.index)
-                .collect();
-        }
-        let ids: Vec<String> = list("ids").into_iter().chain(list("id")).collect();
-        group
-            .iter()
-            .filter(|i| ids.iter().any(|id| id.eq_ignore_ascii_case(&i.id)))
-            .map(|i| i.index)
-            .collect()
-    }
-
-    /// Archives the records whose `id_property` values are given (absent ones: nothing to do).
-    async fn archive(
-        &mut self,
-        deletes: Vec<(usize, String)>,
-        out: &mut Outcome,
-    ) -> Result<(), SinkError> {
-        let read = format!("/crm/v3/objects/{}/batch/read", self.object);
-        let archive = format!("/crm/v3/objects/{}/batch/archive", self.object);
-        for chunk in deletes.chunks(MAX_INPUTS) {
-            let body = json!({
-                "idProperty": self.id_property,
-                "properties": [self.id_property],
-                "inputs": chunk.iter().map(|(_, id)| json!({"id": id})).collect::<Vec<_>>(),
-            });
-            let r = self.post(&read, &body).await?;
-            let mut found: Vec<(usize, String)> = Vec::new();
-            match r.status.as_u16() {
-                200 | 207 => {
-                    for res in r.body["results"].as_array().into_iter().flatten() {
-                        let (Some(hs_id), Some(v)) = (
-                            res["id"].as_str(),
-                            res["properties"][&self.id_property].as_str(),
-                        ) else {
-                            continue;
-                        };
-                        for (index, id) in chunk {
-                            if id.eq_ignore_ascii_case(v) && !found.iter().any(|f| f.0 == *index) {
-                                found.push((*index, hs_id.to_string()));
-                            }
-                        }
-                    }
-                }
-                // Nothing found: nothing to archive.
-                400 | 404 if r.body["category"] == "OBJECT_NOT_FOUND" => {}
-                400 => {
-                    for (index, _) in chunk {
-                        out.rejected.push(Rejected {
-                            index: *index,
-                            category: r.body["category"]
-                                .as_str()
-                                .unwrap_or("VALIDATION_ERROR")
-                                .into(),
-                            message: describe(&r.body),
-                        });
-                    }
-                    continue;
-                }
-                _ => return Err(self.classify(&r)),
-            }
-            if found.is_empty() {
-                continue;
-            }
-            let body = json!({
-                "inputs": found.iter().map(|(_, id)| json!({"id": id})).collect::<Vec<_>>(),
-            });
-            let r = self.post(&archive, &body).await?;
-            if !r.status.is_success() {
-                return Err(self.classify(&r));
-            }
-            out.destination_ids.extend(found);
         }
         Ok(())
     }
@@ -720,8 +621,11 @@ impl CrmWrites for HubspotSink {
     fn map(&self, row: &Row) -> Result<(String, BTreeMap<String, String>), MappingError> {
         const NONE: &BTreeMap<String, Property> = &BTreeMap::new();
         let schema = self.schema.as_ref().unwrap_or(NONE);
-        let id = id_value(&self.fields, &self.id_property, row)?;
-        Ok((id, to_properties(&self.fields, schema, row)?))
+        let (fields, id_property) = (&self.crm.fields, &self.crm.id_property);
+        Ok((
+            id_value(fields, id_property, row)?,
+            to_properties(fields, schema, row)?,
+        ))
     }
 
     async fn upsert(
@@ -734,7 +638,7 @@ impl CrmWrites for HubspotSink {
             .map(|u| Input {
                 index: u.index,
                 body: json!({
-                    "idProperty": self.id_property,
+                    "idProperty": self.crm.id_property,
                     "id": u.identity,
                     "properties": u.properties,
                     "objectWriteTraceId": u.index.to_string(),
@@ -742,7 +646,7 @@ impl CrmWrites for HubspotSink {
                 id: u.identity,
             })
             .collect();
-        self.upsert(inputs, out).await
+        self.send_upserts(inputs, out).await
     }
 
     /// `batch/archive` by record id: HubSpot answers 204 whether or not a record still existed.
@@ -766,61 +670,7 @@ impl CrmWrites for HubspotSink {
     }
 
     fn on_delete(&self) -> OnDelete {
-        self.on_delete
-    }
-}
-
-impl Sink for HubspotSink {
-    async fn apply(&mut self, batch: &Batch<ChangeEvent>) -> Result<Outcome, SinkError> {
-        let mut out = Outcome::default();
-        let needs_schema = batch
-            .entries
-            .iter()
-            .any(|e| matches!(e.item.op, Op::Create | Op::Update | Op::Read));
-        let schema = if needs_schema {
-            self.schema().await?.clone()
-        } else {
-            BTreeMap::new()
-        };
-        let (fields, id_property) = (&self.fields, &self.id_property);
-        let split = crm_batch::split(
-            batch,
-            self.on_delete,
-            |index, row| {
-                let id = id_value(fields, id_property, row)?;
-                let properties = to_properties(fields, &schema, row)?;
-                Ok(Input {
-                    index,
-                    body: json!({
-                        "idProperty": id_property,
-                        "id": id,
-                        "properties": properties,
-                        "objectWriteTraceId": index.to_string(),
-                    }),
-                    id,
-                })
-            },
-            |row| id_value(fields, id_property, row),
-        );
-        let (upserts, deletes) = (split.upserts, split.deletes);
-        out.rejected = split.rejected;
-        let (n_up, n_del) = (upserts.len(), deletes.len());
-        if !upserts.is_empty() {
-            self.upsert(upserts, &mut out).await?;
-        }
-        if !deletes.is_empty() {
-            self.archive(deletes, &mut out).await?;
-        }
-        out.rejected.sort_by_key(|r| r.index);
-        out.destination_ids.sort();
-        tracing::debug!(
-            object = %self.object,
-            upserts = n_up,
-            deletes = n_del,
-            rejected = out.rejected.len(),
-            "HubSpot batch applied"
-        );
-        Ok(out)
+        self.crm.on_delete
     }
 }
 

@@ -23,11 +23,11 @@ use sha2::Digest as _;
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 /// How far `X-HubSpot-Request-Timestamp` may be from the receiver's clock (HubSpot: 5 minutes).
-pub const MAX_SKEW_MS: i64 = 5 * 60 * 1000;
+pub(crate) const MAX_SKEW_MS: i64 = 5 * 60 * 1000;
 
 /// Why a signed HubSpot request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SignatureError {
+pub(crate) enum SignatureError {
     /// `X-HubSpot-Request-Timestamp` is not a canonical integer number of milliseconds.
     #[error("malformed X-HubSpot-Request-Timestamp header")]
     MalformedTimestamp,
@@ -54,7 +54,7 @@ pub enum SignatureError {
 /// The percent-encoded sequences HubSpot says to decode in the request URI before signing (v3),
 /// and nothing else: `%3A : %2F / %3F ? %40 @ %21 ! %24 $ %27 ' %28 ( %29 ) %2A * %2C , %3B ;`
 /// (hex digits in either case). Other escapes (`%20`, `%25`, …) stay encoded.
-pub fn decode_uri(uri: &str) -> String {
+pub(crate) fn decode_uri(uri: &str) -> String {
     const TABLE: [(&str, char); 12] = [
         ("3A", ':'),
         ("2F", '/'),
@@ -101,7 +101,8 @@ fn mac_v3(client_secret: &str, method: &str, uri: &str, body: &[u8], ts: &str) -
 
 /// The `X-HubSpot-Signature-v3` value for a request sent at `timestamp_ms` (epoch ms, also sent
 /// as `X-HubSpot-Request-Timestamp`). `uri` is the full target URL.
-pub fn sign_v3(
+#[cfg(test)]
+pub(crate) fn sign_v3(
     client_secret: &str,
     method: &str,
     uri: &str,
@@ -114,7 +115,7 @@ pub fn sign_v3(
 
 /// Parses an `X-HubSpot-Request-Timestamp` header; only the canonical decimal form is accepted,
 /// because the signature covers the header text.
-pub fn parse_timestamp(header: &str) -> Result<i64, SignatureError> {
+pub(crate) fn parse_timestamp(header: &str) -> Result<i64, SignatureError> {
     let ms: i64 = header
         .parse()
         .map_err(|_| SignatureError::MalformedTimestamp)?;
@@ -127,7 +128,7 @@ pub fn parse_timestamp(header: &str) -> Result<i64, SignatureError> {
 /// Verifies `X-HubSpot-Signature-v3` (`signature`) for a request with
 /// `X-HubSpot-Request-Timestamp` = `timestamp_ms`, received at `now_ms`. The timestamp must be
 /// within [`MAX_SKEW_MS`] of `now_ms` in either direction; the MAC is compared in constant time.
-pub fn verify_v3(
+pub(crate) fn verify_v3(
     client_secret: &str,
     method: &str,
     uri: &str,
@@ -175,18 +176,22 @@ fn verify_hex(expected_hex: &str, signature: &str) -> Result<(), SignatureError>
 }
 
 /// The v1 `X-HubSpot-Signature` value: `hex(SHA-256(client_secret + body))`.
-pub fn sign_v1(client_secret: &str, body: &[u8]) -> String {
+pub(crate) fn sign_v1(client_secret: &str, body: &[u8]) -> String {
     sha256_hex(&[client_secret.as_bytes(), body])
 }
 
 /// Verifies a v1 `X-HubSpot-Signature` (constant-time compare). No replay protection.
-pub fn verify_v1(client_secret: &str, body: &[u8], signature: &str) -> Result<(), SignatureError> {
+pub(crate) fn verify_v1(
+    client_secret: &str,
+    body: &[u8],
+    signature: &str,
+) -> Result<(), SignatureError> {
     verify_hex(&sign_v1(client_secret, body), signature)
 }
 
 /// The v2 `X-HubSpot-Signature` value: `hex(SHA-256(client_secret + method + uri + body))`;
 /// `uri` is used exactly as given (v2 decodes nothing).
-pub fn sign_v2(client_secret: &str, method: &str, uri: &str, body: &[u8]) -> String {
+pub(crate) fn sign_v2(client_secret: &str, method: &str, uri: &str, body: &[u8]) -> String {
     sha256_hex(&[
         client_secret.as_bytes(),
         method.as_bytes(),
@@ -196,7 +201,7 @@ pub fn sign_v2(client_secret: &str, method: &str, uri: &str, body: &[u8]) -> Str
 }
 
 /// Verifies a v2 `X-HubSpot-Signature` (constant-time compare). No replay protection.
-pub fn verify_v2(
+pub(crate) fn verify_v2(
     client_secret: &str,
     method: &str,
     uri: &str,

@@ -1,77 +1,43 @@
 //! Unit tests of the parent module.
 
 use super::*;
-use crate::config::sinks::Auth;
-use crate::config::{SecretSource, TableName};
-use crate::sink::batch::{Batcher, Position};
-use crate::sink::test_support::event;
+use crate::config::fields::FieldRule;
+use crate::config::sinks::OnDelete;
+use crate::sink::Sink;
+use crate::sink::crm::Ledgered;
+use crate::sink::test_support::{
+    applied, apply_with_poison, as_update, assert_update_keeps_the_record, batch, crm_config,
+    emulator_fault as fault, emulator_state as state, event, fatal, mapped_rule, rejected, serve,
+    transient,
+};
 use driftless_emulators::hubspot::{Options, router};
 use reqwest::header::HeaderValue;
 
 async fn start(opts: Options) -> String {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    driftless_emulators::serve_for_test(router(opts)).await
+    serve(router(opts)).await
 }
 
 fn valid_sink(base_url: &str) -> ValidSink {
-    let mut stage = FieldRule::new("stage", "lifecyclestage");
-    stage.map = Some(BTreeMap::from([
-        ("Lead".into(), "lead".into()),
-        ("Bogus".into(), "not_an_option".into()),
-    ]));
-    ValidSink {
-        name: "contacts".into(),
-        kind: SinkKind::Hubspot {
-            object: "contacts".into(),
-        },
-        table: TableName {
-            schema: "public".into(),
-            name: "customers".into(),
-        },
-        id_property: Some("email".into()),
-        auth: Some(Auth::Token(SecretSource::Env("HUBSPOT_TOKEN".into()))),
-        base_url: base_url.into(),
-        on_delete: OnDelete::Archive,
-        fields: vec![
-            FieldRule::new("email", "email"),
-            FieldRule::new("first_name", "firstname"),
-            FieldRule::new("extra", "no_such_property"),
-            stage,
-        ],
-        batch_max_events: 100,
-        batch_max_wait_ms: 1000,
-        schedule: None,
-        two_way: None,
-    }
+    let stage = mapped_rule(
+        "stage",
+        "lifecyclestage",
+        &[("Lead", "lead"), ("Bogus", "not_an_option")],
+    );
+    let fields = vec![
+        FieldRule::new("email", "email"),
+        FieldRule::new("first_name", "firstname"),
+        FieldRule::new("extra", "no_such_property"),
+        stage,
+    ];
+    let kind = SinkKind::Hubspot {
+        object: "contacts".into(),
+    };
+    crm_config("contacts", kind, fields, "email", "HUBSPOT_TOKEN", base_url)
 }
 
-async fn sink(base: &str) -> HubspotSink {
+async fn sink(base: &str) -> Ledgered<HubspotSink> {
     let creds = Credentials::token("test-token".into(), "HUBSPOT_TOKEN");
-    HubspotSink::new(&valid_sink(base), creds).unwrap()
-}
-
-fn batch(events: Vec<ChangeEvent>) -> Batch<ChangeEvent> {
-    let mut b = Batcher::new(1000, Duration::from_secs(1));
-    let now = Instant::now();
-    for (i, e) in events.into_iter().enumerate() {
-        let key = e
-            .after
-            .as_ref()
-            .or(e.before.as_ref())
-            .and_then(|r| r.get("id").or_else(|| r.get("email")))
-            .map(|v| v.to_string().into_bytes())
-            .unwrap_or_else(|| i.to_string().into_bytes());
-        b.push(
-            key,
-            e,
-            Position {
-                partition: 0,
-                offset: i as i64,
-            },
-            now,
-        );
-    }
-    b.take().unwrap()
+    Ledgered::in_memory(HubspotSink::new(&valid_sink(base), creds).unwrap())
 }
 
 fn contact(email: &str, first: &str) -> ChangeEvent {
@@ -81,8 +47,6 @@ fn contact(email: &str, first: &str) -> ChangeEvent {
     )
 }
 
-use crate::sink::test_support::{emulator_fault as fault, emulator_state as state};
-
 async fn contacts(base: &str) -> Vec<Value> {
     state(base).await["objects"]["contacts"]
         .as_array()
@@ -90,34 +54,30 @@ async fn contacts(base: &str) -> Vec<Value> {
         .clone()
 }
 
-#[tokio::test]
-async fn upsert_creates_then_updates_one_object_per_key() {
-    let base = start(Options::default()).await;
-    let mut s = sink(&base).await;
-    let out = s
-        .apply(&batch(vec![
-            contact("a@x.io", "Ada"),
-            contact("b@x.io", "Bob"),
-        ]))
-        .await
-        .unwrap();
-    assert!(out.rejected.is_empty(), "{out:?}");
-    assert_eq!(out.destination_ids.len(), 2);
-    let mut e = contact("a@x.io", "Adele");
-    e.op = Op::Update;
-    let out2 = s.apply(&batch(vec![e])).await.unwrap();
-    assert_eq!(
-        out2.destination_ids,
-        vec![(0, out.destination_ids[0].1.clone())]
-    );
-    let recs = contacts(&base).await;
+/// The properties of `a@x.io`, checked to be one of two contacts and renamed Adele.
+async fn adele_and_one_more(base: &str) -> Value {
+    let recs = contacts(base).await;
     assert_eq!(recs.len(), 2);
     let a = recs
         .iter()
         .find(|r| r["properties"]["email"] == "a@x.io")
         .unwrap();
     assert_eq!(a["properties"]["firstname"], "Adele");
-    assert_eq!(a["properties"]["lifecyclestage"], "lead");
+    a["properties"].clone()
+}
+
+#[tokio::test]
+async fn upsert_creates_then_updates_one_object_per_key() {
+    let base = start(Options::default()).await;
+    let mut s = sink(&base).await;
+    assert_update_keeps_the_record(
+        &mut s,
+        vec![contact("a@x.io", "Ada"), contact("b@x.io", "Bob")],
+        as_update(contact("a@x.io", "Adele")),
+    )
+    .await;
+    let a = adele_and_one_more(&base).await;
+    assert_eq!(a["lifecyclestage"], "lead");
 }
 
 #[tokio::test]
@@ -148,22 +108,10 @@ async fn partial_207_rejects_only_the_bad_entries() {
     let bad_option = event(Op::Create, json!({"email": "b@x.io", "stage": "Bogus"}));
     let bad_prop = event(Op::Create, json!({"email": "c@x.io", "extra": "x"}));
     let unmapped = event(Op::Create, json!({"email": "d@x.io", "stage": "Nope"}));
-    let out = s
-        .apply(&batch(vec![
-            contact("a@x.io", "Ada"),
-            bad_option,
-            bad_prop,
-            unmapped,
-        ]))
-        .await
-        .unwrap();
-    let rejected: Vec<(usize, &str)> = out
-        .rejected
-        .iter()
-        .map(|r| (r.index, r.category.as_str()))
-        .collect();
+    let poison = vec![bad_option, bad_prop, unmapped];
+    let out = apply_with_poison(&mut s, contact("a@x.io", "Ada"), poison).await;
     assert_eq!(
-        rejected,
+        rejected(&out),
         [
             (1, "VALIDATION_ERROR"),
             (2, "VALIDATION_ERROR"),
@@ -174,7 +122,6 @@ async fn partial_207_rejects_only_the_bad_entries() {
         out.rejected[1].message.contains("no_such_property"),
         "{out:?}"
     );
-    assert_eq!(out.destination_ids.len(), 1);
     assert_eq!(contacts(&base).await.len(), 1);
 }
 
@@ -192,7 +139,8 @@ async fn whole_batch_400_is_bisected() {
         out.rejected.iter().map(|r| r.index).collect::<Vec<_>>(),
         [0, 1, 2]
     );
-    // A request-level 400 (two keys resolving to one record) bisects into good halves.
+    // Two keys with one email are never merged into one record: the second is refused
+    // before any request (one record per key).
     let dup = |id: u32, first: &str| {
         event(
             Op::Create,
@@ -203,17 +151,17 @@ async fn whole_batch_400_is_bisected() {
         .apply(&batch(vec![dup(1, "One"), dup(2, "Two")]))
         .await
         .unwrap();
-    assert!(out.rejected.is_empty(), "{out:?}");
-    assert_eq!(out.destination_ids.len(), 2);
+    assert_eq!(rejected(&out), [(1, "IDENTITY_CONFLICT")]);
+    assert_eq!(applied(&out), [0]);
     let recs = contacts(&base).await;
     assert_eq!(recs.len(), 1);
-    assert_eq!(recs[0]["properties"]["firstname"], "Two");
+    assert_eq!(recs[0]["properties"]["firstname"], "One");
     let st = state(&base).await;
     let upserts = &st["requests"]["byPath"]["/crm/v3/objects/contacts/batch/upsert"];
     assert_eq!(
         upserts.as_u64(),
-        Some(8),
-        "5 for the first batch, 3 for the second"
+        Some(6),
+        "5 for the first batch (bisected), 1 for the second"
     );
 }
 
@@ -237,30 +185,14 @@ async fn rate_limits_are_transient_with_retry_after() {
     let mut s3 = sink(&base).await;
     s3.schema = s.schema.clone();
     s3.limiter = RateLimiter::new(1000, DEFAULT_WINDOW);
-    let err = s3
-        .apply(&batch(vec![contact("c@x.io", "C")]))
-        .await
-        .unwrap_err();
-    match err {
-        SinkError::Transient { retry_after, .. } => {
-            // s3 sent nothing else in the window: it must wait for a whole one.
-            assert_eq!(retry_after, Some(Duration::from_secs(10)));
-        }
-        e => panic!("{e:?}"),
-    }
+    let (retry_after, _) = transient(s3.apply(&batch(vec![contact("c@x.io", "C")])).await);
+    // s3 sent nothing else in the window: it must wait for a whole one.
+    assert_eq!(retry_after, Some(Duration::from_secs(10)));
     // s sent a request in the window: it retries when that one expires, not a whole
     // window after the 429.
-    let err = s
-        .apply(&batch(vec![contact("d@x.io", "D")]))
-        .await
-        .unwrap_err();
-    match err {
-        SinkError::Transient {
-            retry_after: Some(d),
-            ..
-        } => assert!(d < Duration::from_secs(10), "{d:?}"),
-        e => panic!("{e:?}"),
-    }
+    let (retry_after, _) = transient(s.apply(&batch(vec![contact("d@x.io", "D")])).await);
+    let d = retry_after.unwrap();
+    assert!(d < Duration::from_secs(10), "{d:?}");
 
     let base = start(Options {
         daily_limit: 1,
@@ -269,17 +201,9 @@ async fn rate_limits_are_transient_with_retry_after() {
     .await;
     let mut s = sink(&base).await;
     // The schema fetch uses the day's only request.
-    let err = s
-        .apply(&batch(vec![contact("a@x.io", "A")]))
-        .await
-        .unwrap_err();
-    match err {
-        SinkError::Transient {
-            retry_after: Some(d),
-            ..
-        } => assert!(d > Duration::from_secs(10) && d <= Duration::from_secs(86_400)),
-        e => panic!("{e:?}"),
-    }
+    let (retry_after, _) = transient(s.apply(&batch(vec![contact("a@x.io", "A")])).await);
+    let d = retry_after.unwrap();
+    assert!(d > Duration::from_secs(10) && d <= Duration::from_secs(86_400));
 }
 
 #[tokio::test]
@@ -288,8 +212,7 @@ async fn server_error_is_transient_then_retry_succeeds() {
     let mut s = sink(&base).await;
     fault(&base, json!({"path": "batch/upsert", "status": 500})).await;
     let b = batch(vec![contact("a@x.io", "Ada")]);
-    let err = s.apply(&b).await.unwrap_err();
-    assert!(matches!(err, SinkError::Transient { .. }), "{err:?}");
+    transient(s.apply(&b).await);
     let out = s.apply(&b).await.unwrap();
     assert_eq!(out.destination_ids.len(), 1);
     assert_eq!(contacts(&base).await.len(), 1);
@@ -299,18 +222,10 @@ async fn server_error_is_transient_then_retry_succeeds() {
 async fn bad_token_is_fatal_with_hint() {
     let base = start(Options::default()).await;
     let creds = Credentials::token("wrong".into(), "HUBSPOT_TOKEN");
-    let mut s = HubspotSink::new(&valid_sink(&base), creds).unwrap();
-    let err = s
-        .apply(&batch(vec![contact("a@x.io", "Ada")]))
-        .await
-        .unwrap_err();
-    match err {
-        SinkError::Fatal { hint, message } => {
-            assert!(hint.contains("HUBSPOT_TOKEN"), "{hint}");
-            assert!(!message.contains("wrong"));
-        }
-        e => panic!("{e:?}"),
-    }
+    let mut s = Ledgered::in_memory(HubspotSink::new(&valid_sink(&base), creds).unwrap());
+    let (message, hint) = fatal(s.apply(&batch(vec![contact("a@x.io", "Ada")])).await);
+    assert!(hint.contains("HUBSPOT_TOKEN"), "{hint}");
+    assert!(!message.contains("wrong"));
 }
 
 #[tokio::test]
@@ -323,7 +238,7 @@ async fn oauth_token_expiry_mid_run_refreshes_and_converges() {
         format!("{base}/oauth/v1/token"),
         "HUBSPOT_REFRESH_TOKEN",
     );
-    let mut s = HubspotSink::new(&valid_sink(&base), creds).unwrap();
+    let mut s = Ledgered::in_memory(HubspotSink::new(&valid_sink(&base), creds).unwrap());
     s.apply(&batch(vec![contact("a@x.io", "Ada")]))
         .await
         .unwrap();
@@ -333,20 +248,13 @@ async fn oauth_token_expiry_mid_run_refreshes_and_converges() {
         json!({"path": "batch/upsert", "expire_tokens": true}),
     )
     .await;
-    let mut e = contact("a@x.io", "Adele");
-    e.op = Op::Update;
+    let e = as_update(contact("a@x.io", "Adele"));
     let out = s
         .apply(&batch(vec![e, contact("b@x.io", "Bob")]))
         .await
         .unwrap();
     assert!(out.rejected.is_empty(), "{out:?}");
-    let recs = contacts(&base).await;
-    assert_eq!(recs.len(), 2);
-    let a = recs
-        .iter()
-        .find(|r| r["properties"]["email"] == "a@x.io")
-        .unwrap();
-    assert_eq!(a["properties"]["firstname"], "Adele");
+    adele_and_one_more(&base).await;
     let st = state(&base).await;
     assert_eq!(st["requests"]["byPath"]["/oauth/v1/token"], 2, "{st:#}");
 
@@ -358,13 +266,9 @@ async fn oauth_token_expiry_mid_run_refreshes_and_converges() {
         format!("{base}/oauth/v1/token"),
         "HUBSPOT_REFRESH_TOKEN",
     );
-    let mut s = HubspotSink::new(&valid_sink(&base), creds).unwrap();
-    match s.apply(&batch(vec![contact("c@x.io", "C")])).await {
-        Err(SinkError::Fatal { hint, .. }) => {
-            assert!(hint.contains("HUBSPOT_REFRESH_TOKEN"), "{hint}")
-        }
-        other => panic!("{other:?}"),
-    }
+    let mut s = Ledgered::in_memory(HubspotSink::new(&valid_sink(&base), creds).unwrap());
+    let (_, hint) = fatal(s.apply(&batch(vec![contact("c@x.io", "C")])).await);
+    assert!(hint.contains("HUBSPOT_REFRESH_TOKEN"), "{hint}");
 }
 
 #[tokio::test]
@@ -390,7 +294,7 @@ async fn deletes_ignored_and_truncates_are_no_ops() {
     let base = start(Options::default()).await;
     let mut cfg = valid_sink(&base);
     cfg.on_delete = OnDelete::Ignore;
-    let mut s = HubspotSink::new(&cfg, "test-token".into()).unwrap();
+    let mut s = Ledgered::in_memory(HubspotSink::new(&cfg, "test-token".into()).unwrap());
     let out = s
         .apply(&batch(vec![
             event(Op::Delete, json!({"email": "a@x.io"})),

@@ -27,8 +27,8 @@
 //! - logs and errors carry statuses, counts and the host only: never the URL's path or query
 //!   (they may hold tokens), event values, response bodies or the secret.
 
-pub mod signature;
-pub mod ssrf;
+pub(crate) mod signature;
+pub(crate) mod ssrf;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -39,6 +39,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::sink::batch::Batch;
+use crate::sink::bisect::Bisection;
 use crate::sink::http;
 use crate::sink::{Outcome, Rejected, Sink, SinkError};
 use signature::{Secret, sign};
@@ -50,7 +51,7 @@ use crate::event::{ChangeEvent, Op};
 /// Connect timeout: a receiver that cannot accept a TCP/TLS connection in 5 s is down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The `type` of a batch body.
-pub const BATCH_TYPE: &str = "driftless.changes";
+pub(crate) const BATCH_TYPE: &str = "driftless.changes";
 
 /// The webhook sink.
 #[derive(Debug)]
@@ -85,7 +86,10 @@ const PRIVATE_HINT: &str = "deliver to a public address, or set allow_private_de
      on the sink if this internal endpoint is intended";
 
 /// The `webhook-id` of a request carrying `event_ids` in `mode`: stable across retries.
-pub fn message_id<'a>(mode: WebhookMode, event_ids: impl IntoIterator<Item = &'a str>) -> String {
+pub(crate) fn message_id<'a>(
+    mode: WebhookMode,
+    event_ids: impl IntoIterator<Item = &'a str>,
+) -> String {
     let mut h = Sha256::new();
     h.update(match mode {
         WebhookMode::Batch => b"batch".as_slice(),
@@ -172,7 +176,7 @@ impl WebhookSink {
     /// Builds the client (reqwest with rustls, no redirects, no environment proxy, the guarded
     /// resolver). Fails (fatal) when the sink is not a webhook sink or its URL is an IP literal
     /// that is forbidden and not allowed. No I/O.
-    pub fn new(sink: &ValidSink, secret: Secret) -> Result<Self, SinkError> {
+    pub(crate) fn new(sink: &ValidSink, secret: Secret) -> Result<Self, SinkError> {
         let SinkKind::Webhook {
             url,
             mode,
@@ -266,12 +270,8 @@ impl WebhookSink {
         items: Vec<(usize, &ChangeEvent)>,
         out: &mut Outcome,
     ) -> Result<(), SinkError> {
-        let mut work: Vec<Vec<(usize, &ChangeEvent)>> = items
-            .chunks(self.max_events)
-            .rev()
-            .map(<[_]>::to_vec)
-            .collect();
-        while let Some(group) = work.pop() {
+        let mut work = Bisection::new(&items, self.max_events);
+        while let Some(group) = work.next_group() {
             let msg_id = message_id(self.mode, group.iter().map(|(_, e)| e.id.as_str()));
             let body = serde_json::to_vec(&BatchBody {
                 kind: BATCH_TYPE,
@@ -293,10 +293,7 @@ impl WebhookSink {
                         events = group.len(),
                         "webhook receiver refused the batch; bisecting"
                     );
-                    let mut first = group;
-                    let second = first.split_off(first.len() / 2);
-                    work.push(second);
-                    work.push(first);
+                    work.split(group);
                 }
                 Verdict::Failed(e) => return Err(e),
             }
@@ -350,8 +347,7 @@ impl Sink for WebhookSink {
                 WebhookMode::Single => self.apply_single(items, &mut out).await?,
             }
         }
-        out.rejected.sort_by_key(|r| r.index);
-        out.destination_ids.sort();
+        out.sort();
         tracing::debug!(
             host = %self.host,
             events = n,
@@ -363,371 +359,4 @@ impl Sink for WebhookSink {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Instant;
-
-    use serde_json::{Value, json};
-
-    use super::*;
-    use crate::config::{SecretSource, TableName};
-    use crate::event::{EVENT_FORMAT, Source};
-    use crate::lsn::Lsn;
-    use crate::sink::batch::{Batcher, Position};
-    use driftless_emulators::webhook::{DEFAULT_SECRET, Options, router};
-
-    async fn start() -> String {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        driftless_emulators::serve_for_test(router(Options::default())).await
-    }
-
-    fn config(url: &str, mode: WebhookMode, allow_private: bool) -> ValidSink {
-        ValidSink {
-            name: "hook".into(),
-            kind: SinkKind::Webhook {
-                url: url.into(),
-                secret: SecretSource::Env("HOOK_SECRET".into()),
-                mode,
-                allow_private_destinations: allow_private,
-                timeout_ms: 2_000,
-            },
-            table: TableName {
-                schema: "public".into(),
-                name: "customers".into(),
-            },
-            id_property: None,
-            auth: None,
-            base_url: String::new(),
-            on_delete: OnDelete::Archive,
-            fields: vec![],
-            batch_max_events: 100,
-            batch_max_wait_ms: 1000,
-            schedule: None,
-            two_way: None,
-        }
-    }
-
-    fn secret() -> Secret {
-        Secret::parse(DEFAULT_SECRET).unwrap()
-    }
-
-    fn sink(base: &str, mode: WebhookMode) -> WebhookSink {
-        WebhookSink::new(&config(&format!("{base}/hooks/in"), mode, true), secret()).unwrap()
-    }
-
-    fn event(n: u32) -> ChangeEvent {
-        ChangeEvent {
-            id: format!("0/5:{n}"),
-            op: Op::Create,
-            source: Source {
-                version: EVENT_FORMAT.into(),
-                db: "db".into(),
-                schema: "public".into(),
-                table: "customers".into(),
-                lsn: Lsn(5),
-                commit_lsn: Lsn(5),
-                xid: Some(1),
-                commit_ts: Some("2026-11-27T00:00:00.000000Z".into()),
-                origin: None,
-                snapshot: false,
-                schema_version: "0000000000000000".into(),
-            },
-            key: None,
-            before: None,
-            after: json!({"id": n, "email": format!("u{n}@x.io")})
-                .as_object()
-                .cloned(),
-            unchanged_toast: vec![],
-            truncate: None,
-            message: None,
-        }
-    }
-
-    fn batch(n: u32) -> Batch<ChangeEvent> {
-        let mut b = Batcher::new(1000, Duration::from_secs(1));
-        for i in 0..n {
-            let at = Position {
-                partition: 0,
-                offset: i64::from(i),
-            };
-            b.push(i.to_string().into_bytes(), event(i), at, Instant::now());
-        }
-        b.take().unwrap()
-    }
-
-    use crate::sink::test_support::{emulator_fault as fault, emulator_state as state};
-
-    /// The event ids of every recorded delivery (batch bodies flattened), in arrival order.
-    fn delivered_ids(st: &Value) -> Vec<String> {
-        let mut out = Vec::new();
-        for d in st["deliveries"].as_array().unwrap() {
-            let body = &d["body"];
-            let events = match body["events"].as_array() {
-                Some(events) => events.clone(),
-                None => vec![body.clone()],
-            };
-            out.extend(events.iter().map(|e| e["id"].as_str().unwrap().to_string()));
-        }
-        out
-    }
-
-    fn transient_after(e: SinkError) -> Option<Duration> {
-        match e {
-            SinkError::Transient { retry_after, .. } => retry_after,
-            e => panic!("expected transient, got {e:?}"),
-        }
-    }
-
-    fn fatal_parts(e: SinkError) -> (String, String) {
-        match e {
-            SinkError::Fatal { message, hint } => (message, hint),
-            e => panic!("expected fatal, got {e:?}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn batch_mode_posts_signed_batches_up_to_the_cap() {
-        let base = start().await;
-        let mut cfg = config(&format!("{base}/hooks/in"), WebhookMode::Batch, true);
-        cfg.batch_max_events = 2;
-        let mut s = WebhookSink::new(&cfg, secret()).unwrap();
-        let out = s.apply(&batch(3)).await.unwrap();
-        assert!(out.rejected.is_empty(), "{out:?}");
-        let st = state(&base).await;
-        assert_eq!(st["rejected"], 0, "every signature verified: {st}");
-        let deliveries = st["deliveries"].as_array().unwrap();
-        assert_eq!(deliveries.len(), 2, "3 events, at most 2 per request");
-        let d = &deliveries[0];
-        assert_eq!(d["path"], "/hooks/in");
-        assert_eq!(d["headers"]["content-type"], "application/json");
-        assert_eq!(d["body"]["type"], BATCH_TYPE);
-        assert_eq!(d["body"]["events"][0]["op"], "c");
-        assert_eq!(d["body"]["events"][1]["after"]["email"], "u1@x.io");
-        assert_eq!(d["id"], message_id(WebhookMode::Batch, ["0/5:0", "0/5:1"]));
-        assert_eq!(delivered_ids(&st), ["0/5:0", "0/5:1", "0/5:2"]);
-        let ids: Vec<(usize, &str)> = out
-            .destination_ids
-            .iter()
-            .map(|(i, id)| (*i, id.as_str()))
-            .collect();
-        assert_eq!(ids[2], (2, deliveries[1]["id"].as_str().unwrap()));
-    }
-
-    #[tokio::test]
-    async fn single_mode_posts_one_signed_event_per_request() {
-        let base = start().await;
-        let mut s = sink(&base, WebhookMode::Single);
-        let out = s.apply(&batch(3)).await.unwrap();
-        assert_eq!(out.destination_ids.len(), 3);
-        let st = state(&base).await;
-        assert_eq!(st["rejected"], 0, "{st}");
-        let deliveries = st["deliveries"].as_array().unwrap();
-        assert_eq!(deliveries.len(), 3);
-        assert_eq!(deliveries[1]["body"]["id"], "0/5:1");
-        assert_eq!(deliveries[1]["body"]["after"]["id"], 1);
-        assert_eq!(
-            deliveries[1]["id"],
-            message_id(WebhookMode::Single, ["0/5:1"])
-        );
-    }
-
-    #[tokio::test]
-    async fn rate_limits_and_server_errors_are_transient_and_retries_keep_the_id() {
-        let base = start().await;
-        let mut s = sink(&base, WebhookMode::Batch);
-        let b = batch(2);
-        fault(&base, json!({"status": 429, "retry_after_s": 7})).await;
-        let e = s.apply(&b).await.unwrap_err();
-        assert_eq!(transient_after(e), Some(Duration::from_secs(7)));
-        fault(&base, json!({"status": 503})).await;
-        assert_eq!(transient_after(s.apply(&b).await.unwrap_err()), None);
-        fault(&base, json!({"status": 408})).await;
-        assert_eq!(transient_after(s.apply(&b).await.unwrap_err()), None);
-        // Written, then a 500: the retry carries the same webhook-id, so the receiver sees a
-        // duplicate, not a second message.
-        fault(&base, json!({"fail_after_write": true})).await;
-        assert_eq!(transient_after(s.apply(&b).await.unwrap_err()), None);
-        let out = s.apply(&b).await.unwrap();
-        assert_eq!(out.destination_ids.len(), 2);
-        let st = state(&base).await;
-        assert_eq!(st["requests"], 5);
-        assert_eq!(st["deliveries"].as_array().unwrap().len(), 1);
-        assert_eq!(st["deliveries"][0]["attempts"], 2);
-        assert_eq!(st["duplicates"][0]["id"], st["deliveries"][0]["id"]);
-        assert_eq!(delivered_ids(&st), ["0/5:0", "0/5:1"]);
-    }
-
-    #[tokio::test]
-    async fn timeouts_and_refused_connections_are_transient() {
-        let base = start().await;
-        let mut cfg = config(&format!("{base}/x"), WebhookMode::Batch, true);
-        let SinkKind::Webhook { timeout_ms, .. } = &mut cfg.kind else {
-            unreachable!()
-        };
-        *timeout_ms = 200;
-        let mut s = WebhookSink::new(&cfg, secret()).unwrap();
-        fault(&base, json!({"delay_ms": 1_000})).await;
-        let e = s.apply(&batch(1)).await.unwrap_err();
-        match &e {
-            SinkError::Transient { message, .. } => assert!(message.contains("timeout"), "{e}"),
-            _ => panic!("{e:?}"),
-        }
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = closed.local_addr().unwrap().port();
-        drop(closed);
-        let mut s = sink(&format!("http://127.0.0.1:{port}"), WebhookMode::Batch);
-        transient_after(s.apply(&batch(1)).await.unwrap_err());
-    }
-
-    #[tokio::test]
-    async fn a_refused_event_is_bisected_out_of_the_batch() {
-        let base = start().await;
-        let mut s = sink(&base, WebhookMode::Batch);
-        fault(
-            &base,
-            json!({"status": 400, "count": 100, "body_contains": "\"id\":\"0/5:3\""}),
-        )
-        .await;
-        let out = s.apply(&batch(5)).await.unwrap();
-        let rejected: Vec<(usize, &str)> = out
-            .rejected
-            .iter()
-            .map(|r| (r.index, r.category.as_str()))
-            .collect();
-        assert_eq!(rejected, [(3, "HTTP_400")]);
-        assert_eq!(
-            out.destination_ids.iter().map(|d| d.0).collect::<Vec<_>>(),
-            [0, 1, 2, 4]
-        );
-        let st = state(&base).await;
-        let mut ids = delivered_ids(&st);
-        ids.sort();
-        assert_eq!(ids, ["0/5:0", "0/5:1", "0/5:2", "0/5:4"]);
-        // [0..5] → [0,1] ok, [2,3,4] → [2] ok, [3,4] → [3] refused, [4] ok.
-        assert_eq!(st["requests"], 7);
-        assert_eq!(st["faults_served"], 4);
-
-        // Single mode: only that event is refused.
-        let base = start().await;
-        let mut s = sink(&base, WebhookMode::Single);
-        fault(
-            &base,
-            json!({"status": 422, "count": 100, "body_contains": "\"id\":\"0/5:1\""}),
-        )
-        .await;
-        let out = s.apply(&batch(3)).await.unwrap();
-        assert_eq!(out.rejected.len(), 1);
-        assert_eq!(
-            (out.rejected[0].index, out.rejected[0].category.as_str()),
-            (1, "HTTP_422")
-        );
-        assert_eq!(delivered_ids(&state(&base).await), ["0/5:0", "0/5:2"]);
-    }
-
-    #[tokio::test]
-    async fn private_destinations_are_refused_unless_allowed() {
-        let base = start().await;
-        let port = base.rsplit(':').next().unwrap();
-        // An IP literal is refused when the sink is built.
-        let cfg = config(&format!("{base}/x"), WebhookMode::Batch, false);
-        let (message, hint) = fatal_parts(WebhookSink::new(&cfg, secret()).unwrap_err());
-        assert!(message.contains("127.0.0.1"), "{message}");
-        assert!(hint.contains("allow_private_destinations"), "{hint}");
-        // A name is refused when it resolves (here to loopback), before any connection.
-        let cfg = config(
-            &format!("http://localhost:{port}/x"),
-            WebhookMode::Batch,
-            false,
-        );
-        let mut s = WebhookSink::new(&cfg, secret()).unwrap();
-        let (message, hint) = fatal_parts(s.apply(&batch(1)).await.unwrap_err());
-        assert!(message.contains("localhost"), "{message}");
-        assert!(hint.contains("allow_private_destinations"), "{hint}");
-        assert_eq!(state(&base).await["requests"], 0, "no request was made");
-        // Allowed explicitly: delivered.
-        let cfg = config(
-            &format!("http://localhost:{port}/x"),
-            WebhookMode::Batch,
-            true,
-        );
-        let mut s = WebhookSink::new(&cfg, secret()).unwrap();
-        s.apply(&batch(1)).await.unwrap();
-        assert_eq!(
-            state(&base).await["deliveries"].as_array().unwrap().len(),
-            1
-        );
-    }
-
-    #[tokio::test]
-    async fn redirects_are_never_followed() {
-        let target = start().await;
-        let redirector = start().await;
-        let port = target.rsplit(':').next().unwrap();
-        for location in [
-            format!("http://localhost:{port}/x"),
-            "http://169.254.169.254/latest/meta-data".to_string(),
-        ] {
-            fault(&redirector, json!({"status": 307, "location": location})).await;
-            let mut s = sink(&redirector, WebhookMode::Batch);
-            let (message, hint) = fatal_parts(s.apply(&batch(1)).await.unwrap_err());
-            assert!(message.contains("307"), "{message}");
-            assert!(hint.contains("redirects are never followed"), "{hint}");
-        }
-        assert_eq!(state(&target).await["requests"], 0);
-        assert!(
-            state(&redirector).await["deliveries"]
-                .as_array()
-                .unwrap()
-                .is_empty()
-        );
-    }
-
-    #[tokio::test]
-    async fn auth_failures_and_gone_endpoints_are_fatal() {
-        let base = start().await;
-        // Signed with another secret: the receiver answers 401.
-        let cfg = config(&format!("{base}/x"), WebhookMode::Batch, true);
-        let mut s = WebhookSink::new(&cfg, Secret::parse("whsec_c2VjcmV0").unwrap()).unwrap();
-        let (message, hint) = fatal_parts(s.apply(&batch(1)).await.unwrap_err());
-        assert!(message.contains("401"), "{message}");
-        assert!(hint.contains("secret_env"), "{hint}");
-        assert!(!message.contains("c2VjcmV0") && !hint.contains("c2VjcmV0"));
-        assert_eq!(state(&base).await["rejected"], 1);
-        let mut s = sink(&base, WebhookMode::Batch);
-        fault(&base, json!({"status": 410})).await;
-        let (message, hint) = fatal_parts(s.apply(&batch(1)).await.unwrap_err());
-        assert!(message.contains("410 Gone"), "{message}");
-        assert!(hint.contains("re-enable"), "{hint}");
-        fault(&base, json!({"status": 404})).await;
-        let (_, hint) = fatal_parts(s.apply(&batch(1)).await.unwrap_err());
-        assert!(hint.contains("url"), "{hint}");
-    }
-
-    #[tokio::test]
-    async fn ignored_deletes_send_nothing() {
-        let base = start().await;
-        let mut cfg = config(&format!("{base}/x"), WebhookMode::Batch, true);
-        cfg.on_delete = OnDelete::Ignore;
-        let mut s = WebhookSink::new(&cfg, secret()).unwrap();
-        let mut b = batch(2);
-        b.entries[0].item.op = Op::Delete;
-        let out = s.apply(&b).await.unwrap();
-        assert_eq!(out.destination_ids.len(), 1);
-        assert_eq!(delivered_ids(&state(&base).await), ["0/5:1"]);
-        b.entries[1].item.op = Op::Delete;
-        assert_eq!(s.apply(&b).await.unwrap(), Outcome::default());
-        assert_eq!(state(&base).await["requests"], 1);
-    }
-
-    #[test]
-    fn message_ids_depend_only_on_mode_and_event_ids() {
-        let a = message_id(WebhookMode::Batch, ["0/1:0", "0/1:1"]);
-        assert_eq!(a, message_id(WebhookMode::Batch, ["0/1:0", "0/1:1"]));
-        assert!(a.starts_with("msg_") && a.len() == 36, "{a}");
-        assert_ne!(a, message_id(WebhookMode::Batch, ["0/1:0"]));
-        assert_ne!(a, message_id(WebhookMode::Batch, ["0/1:0\n0/1:1"]));
-        assert_ne!(
-            message_id(WebhookMode::Batch, ["0/1:0"]),
-            message_id(WebhookMode::Single, ["0/1:0"])
-        );
-    }
-}
+mod tests;

@@ -3,7 +3,7 @@
 //! Owns the pure (no I/O) crypto of the generic-webhook sink:
 //! - `webhook-signature` = space-separated `v1,<base64(HMAC-SHA256(secret, "{id}.{ts}.{body}"))>`;
 //! - secrets are `whsec_<base64>` (or raw bytes), never printed (`Debug` is redacted);
-//! - verification compares MACs in constant time (`hmac::Mac::verify_slice`), accepts any one of
+//! - verification (the receiver's side, which the tests check our signatures with) compares MACs in constant time (`hmac::Mac::verify_slice`), accepts any one of
 //!   several `v1,` signatures (key rotation), ignores unknown versions, and rejects timestamps more
 //!   than `tolerance_s` seconds away from `now_s` in either direction (replay protection);
 
@@ -16,24 +16,27 @@ use hmac::{KeyInit as _, Mac as _};
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 /// The prefix of a Standard Webhooks secret.
-pub const SECRET_PREFIX: &str = "whsec_";
+pub(crate) const SECRET_PREFIX: &str = "whsec_";
 
 /// The signature scheme version this module produces and verifies.
 const VERSION: &str = "v1";
 
 /// Why a secret or a signed request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SignatureError {
+pub(crate) enum SignatureError {
     /// The secret is empty, or `whsec_` is followed by invalid base64.
     #[error("invalid webhook secret: {0}")]
     InvalidSecret(&'static str),
     /// The `webhook-id` header is empty or malformed.
+    #[cfg(test)]
     #[error("malformed webhook-id header")]
     MalformedId,
     /// The `webhook-timestamp` header is not an integer number of seconds.
+    #[cfg(test)]
     #[error("malformed webhook-timestamp header")]
     MalformedTimestamp,
     /// The timestamp is older than the tolerance allows.
+    #[cfg(test)]
     #[error("webhook-timestamp too old ({age_s} s > {tolerance_s} s)")]
     TimestampTooOld {
         /// How many seconds before `now` the message claims to be.
@@ -42,6 +45,7 @@ pub enum SignatureError {
         tolerance_s: i64,
     },
     /// The timestamp is further in the future than the tolerance allows.
+    #[cfg(test)]
     #[error("webhook-timestamp too far in the future ({ahead_s} s > {tolerance_s} s)")]
     TimestampTooNew {
         /// How many seconds after `now` the message claims to be.
@@ -50,23 +54,25 @@ pub enum SignatureError {
         tolerance_s: i64,
     },
     /// The `webhook-signature` header holds no parseable `version,signature` entry.
+    #[cfg(test)]
     #[error("malformed webhook-signature header")]
     MalformedSignature,
     /// No `v1` signature in the header matches the message.
+    #[cfg(test)]
     #[error("no matching v1 signature")]
     NoMatchingSignature,
 }
 
 /// A webhook signing secret. `Debug` never shows the key.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret {
+pub(crate) struct Secret {
     key: Vec<u8>,
 }
 
 impl Secret {
     /// Parses a secret: `whsec_<base64>` is decoded; any other non-empty string is used as raw
     /// bytes (some providers hand out unprefixed secrets).
-    pub fn parse(s: &str) -> Result<Self, SignatureError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, SignatureError> {
         let s = s.trim();
         let key = match s.strip_prefix(SECRET_PREFIX) {
             Some(b64) => STANDARD
@@ -78,7 +84,7 @@ impl Secret {
     }
 
     /// Wraps raw key bytes (must be non-empty).
-    pub fn from_bytes(key: impl Into<Vec<u8>>) -> Result<Self, SignatureError> {
+    pub(crate) fn from_bytes(key: impl Into<Vec<u8>>) -> Result<Self, SignatureError> {
         let key = key.into();
         if key.is_empty() {
             return Err(SignatureError::InvalidSecret("secret is empty"));
@@ -87,7 +93,8 @@ impl Secret {
     }
 
     /// The `whsec_<base64>` form, for handing the secret to a receiver.
-    pub fn to_whsec(&self) -> String {
+    #[cfg(test)]
+    pub(crate) fn to_whsec(&self) -> String {
         format!("{SECRET_PREFIX}{}", STANDARD.encode(&self.key))
     }
 
@@ -110,7 +117,7 @@ impl fmt::Debug for Secret {
 }
 
 /// Signs a message: returns the `webhook-signature` header value `v1,<base64>`.
-pub fn sign(secret: &Secret, msg_id: &str, timestamp_s: i64, body: &[u8]) -> String {
+pub(crate) fn sign(secret: &Secret, msg_id: &str, timestamp_s: i64, body: &[u8]) -> String {
     let tag = secret
         .mac(msg_id, &timestamp_s.to_string(), body)
         .finalize()
@@ -123,8 +130,9 @@ pub fn sign(secret: &Secret, msg_id: &str, timestamp_s: i64, body: &[u8]) -> Str
 /// Checks, in order: the id is non-empty, the timestamp is an integer within `tolerance_s` of
 /// `now_s`, and at least one space-separated `v1,<base64>` entry matches (constant-time).
 /// Entries with other versions are ignored; the MAC is computed over the timestamp exactly as
-/// sent.
-pub fn verify(
+/// sent. The receiver's side: here it checks our signatures in the tests.
+#[cfg(test)]
+pub(crate) fn verify(
     secret: &Secret,
     headers_id: &str,
     headers_ts: &str,

@@ -11,14 +11,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 /// A name resolved only to addresses the sink must not deliver to.
 #[derive(Debug, thiserror::Error)]
 #[error("{host} resolves only to forbidden addresses ({ip}, ...)")]
-pub struct ForbiddenDestination {
+pub(crate) struct ForbiddenDestination {
     host: String,
     ip: IpAddr,
 }
 
 /// DNS resolver that drops forbidden addresses (unless allowed); runs on every new connection.
 #[derive(Debug, Clone, Copy)]
-pub struct GuardedResolver {
+pub(crate) struct GuardedResolver {
     pub(crate) allow_private: bool,
 }
 
@@ -53,7 +53,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
 /// 169.254.169.254) and fe80::/10, deprecated site-local fec0::/10, unique-local fc00::/7,
 /// multicast, broadcast and the reserved 240/4; and IPv6 addresses embedding such an IPv4 address
 /// (IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`).
-pub fn is_forbidden_destination(ip: IpAddr) -> bool {
+pub(crate) fn is_forbidden_destination(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_forbidden_v4(v4),
         IpAddr::V6(v6) => is_forbidden_v6(v6),

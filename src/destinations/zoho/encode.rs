@@ -11,27 +11,29 @@ use serde_json::{Map, Value, json};
 
 use crate::config::fields::FieldRule;
 use crate::event::Row;
-use crate::sink::mapping::{MappingError, Property, PropertyType, value_string};
+use crate::sink::mapping::{
+    MappingError, Property, PropertyType, carried, rule_text, value_string,
+};
 
 /// A field definition from `GET /crm/v8/settings/fields`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ZohoField {
+pub(crate) struct ZohoField {
     /// API name.
-    pub api_name: String,
+    pub(crate) api_name: String,
     /// Zoho `data_type` (`text`, `email`, `integer`, `double`, `date`, `picklist`, ...).
-    pub data_type: String,
+    pub(crate) data_type: String,
     /// Read-only (`read_only` or `field_read_only`).
-    pub read_only: bool,
+    pub(crate) read_only: bool,
     /// Usable in `duplicate_check_fields`: unique, external id, or the module's system
     /// duplicate-check field (§2.4).
-    pub unique: bool,
+    pub(crate) unique: bool,
     /// Picklist actual values.
-    pub options: Vec<String>,
+    pub(crate) options: Vec<String>,
 }
 
 impl ZohoField {
     /// The field as a [`Property`] for [`crate::sink::mapping::check_schema`].
-    pub fn property(&self) -> Property {
+    pub(crate) fn property(&self) -> Property {
         let kind = match self.data_type.as_str() {
             "integer" | "bigint" | "long" | "double" | "currency" | "decimal" | "percent" => {
                 PropertyType::Number
@@ -69,7 +71,7 @@ fn system_duplicate_field(module: &str) -> Option<&'static str> {
 }
 
 /// Parses the `fields` array of a fields-API response.
-pub fn parse_fields(module: &str, body: &Value) -> Vec<ZohoField> {
+pub(crate) fn parse_fields(module: &str, body: &Value) -> Vec<ZohoField> {
     let system = system_duplicate_field(module);
     body["fields"]
         .as_array()
@@ -113,7 +115,7 @@ pub fn parse_fields(module: &str, body: &Value) -> Vec<ZohoField> {
 /// `yyyy-MM-ddTHH:mm:ss±HH:mm` (second precision, offset kept; a timestamp without time zone is
 /// taken as UTC), multi-select picklists as arrays, lookups as `{"id": ..}`, every text-like type
 /// as a string. NULL stays null (clears the field). `Err` names the expected type.
-pub fn encode_value(data_type: &str, v: &Value) -> Result<Value, &'static str> {
+pub(crate) fn encode_value(data_type: &str, v: &Value) -> Result<Value, &'static str> {
     if v.is_null() {
         return Ok(Value::Null);
     }
@@ -196,29 +198,16 @@ fn encode_datetime(s: &str) -> Option<Value> {
 /// Maps a row to a Zoho record: the rule's transform and value map apply to the value's text,
 /// then the result is encoded for the field's `data_type` (`types`, by API name). A column absent
 /// from the row (unchanged TOAST) is left out, so the field keeps its value at Zoho.
-pub fn to_record(
+pub(crate) fn to_record(
     rules: &[FieldRule],
     types: &BTreeMap<String, String>,
     row: &Row,
 ) -> Result<Map<String, Value>, MappingError> {
     let mut out = Map::new();
-    for rule in rules {
-        let Some(v) = row.get(&rule.column) else {
-            continue;
-        };
+    for (rule, v) in carried(rules, row) {
         let mut v = v.clone();
         if !v.is_null() && (rule.transform.is_some() || rule.map.is_some()) {
-            let mut s = value_string(&v);
-            if let Some(t) = rule.transform {
-                s = t.apply(&s);
-            }
-            if let Some(map) = &rule.map {
-                s = map.get(&s).cloned().ok_or_else(|| MappingError::Unmapped {
-                    column: rule.column.clone(),
-                    property: rule.property.clone(),
-                })?;
-            }
-            v = Value::String(s);
+            v = Value::String(rule_text(rule, &v)?);
         }
         let ty = types.get(&rule.property).map_or("", String::as_str);
         let encoded = encode_value(ty, &v).map_err(|kind| MappingError::BadValue {

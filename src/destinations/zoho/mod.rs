@@ -29,33 +29,32 @@
 //! - logs and messages carry counts, codes and field names only: never tokens or row values.
 
 mod encode;
-pub mod receiver;
-pub mod two_way;
+pub(crate) mod receiver;
+pub(crate) mod two_way;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
-use crate::config::fields::FieldRule;
+use crate::destinations::CrmSettings;
 use crate::destinations::oauth::Credentials;
 use crate::sink::batch::Batch;
+use crate::sink::bisect::Bisection;
 use crate::sink::crm::CrmWrites;
-use crate::sink::ledger::Upsert;
-use crate::sink::mapping::{MappingError, Property, id_value, value_string};
-use crate::sink::{Outcome, Rejected, Sink, SinkError};
-use crate::sink::{crm_batch, http};
+use crate::sink::http;
+use crate::sink::ledger::{Upsert, rejected};
+use crate::sink::mapping::{MappingError, Property, id_value};
+use crate::sink::{Outcome, Rejected, SinkError};
 
 use crate::config::sinks::{OnDelete, SinkKind, ValidSink, ZOHO_BASE_URL};
 use crate::event::{ChangeEvent, Op, Row};
-pub use encode::{ZohoField, encode_value, parse_fields, to_record};
+pub(crate) use encode::{ZohoField, encode_value, parse_fields, to_record};
 
 /// Zoho's cap on records per insert/update/upsert/delete call.
 const MAX_RECORDS: usize = 100;
-/// Zoho's cap on values of a COQL `in`.
-const MAX_IN_VALUES: usize = 50;
 /// Wait after a concurrency 429 without `Retry-After` (in-flight calls finish within seconds).
 const CONCURRENCY_WAIT: Duration = Duration::from_secs(2);
 /// Wait after the rolling 24 h credit budget ran out: credits come back as old calls age out of
@@ -65,14 +64,6 @@ const CREDITS_WAIT: Duration = Duration::from_secs(600);
 /// Per-record codes worth retrying the batch for (everything else is poison).
 fn is_transient_code(code: &str) -> bool {
     matches!(code, "TOO_MANY_REQUESTS" | "INTERNAL_ERROR")
-}
-
-/// A COQL literal for a lookup value: numbers bare, anything else quoted (`'` doubled).
-fn coql_literal(v: &Value) -> String {
-    match v {
-        Value::Number(n) => n.to_string(),
-        other => format!("'{}'", value_string(other).replace('\'', "''")),
-    }
 }
 
 /// Where requests go: the pinned `base_url`, else the token's `api_domain`, else `base_url`.
@@ -109,7 +100,7 @@ type Resp = http::JsonResponse;
 
 /// One upsert record and its entry.
 #[derive(Clone)]
-struct Input {
+pub(crate) struct Input {
     index: usize,
     record: Value,
 }
@@ -117,14 +108,10 @@ struct Input {
 /// The Zoho CRM sink.
 #[derive(Debug)]
 pub struct ZohoSink {
-    client: reqwest::Client,
-    base_url: String,
+    crm: CrmSettings,
+    /// Requests go to `base_url`, never to the token's `api_domain`.
     pinned: bool,
     module: String,
-    id_property: String,
-    credentials: Credentials,
-    fields: Vec<FieldRule>,
-    on_delete: OnDelete,
     /// Field `data_type` by API name, once fetched.
     types: Option<BTreeMap<String, String>>,
 }
@@ -133,55 +120,43 @@ impl ZohoSink {
     /// Builds the client (reqwest with rustls). `credentials` come from the sink's `auth`
     /// ([`Credentials::from_auth`]); Zoho access tokens last an hour, so production configs use
     /// `[sinks.oauth]`.
-    pub fn new(sink: &ValidSink, credentials: Credentials) -> Result<Self, SinkError> {
+    pub(crate) fn new(sink: &ValidSink, credentials: Credentials) -> Result<Self, SinkError> {
         let SinkKind::Zoho { module } = &sink.kind else {
             return Err(super::wrong_kind(sink, "Zoho", "zoho"));
         };
-        let id_property = super::id_property(sink, "a unique Zoho field (e.g. Email)")?;
-        let client = http::crm_client()?;
-        let base_url = sink.base_url.trim_end_matches('/').to_string();
+        let crm = CrmSettings::new(sink, credentials, "a unique Zoho field (e.g. Email)")?;
         Ok(ZohoSink {
-            client,
-            pinned: base_url != ZOHO_BASE_URL,
-            base_url,
+            pinned: crm.base_url != ZOHO_BASE_URL,
+            crm,
             module: module.clone(),
-            id_property,
-            credentials,
-            fields: sink.fields.clone(),
-            on_delete: sink.on_delete,
             types: None,
         })
     }
 
     /// The module's API name.
-    pub fn module(&self) -> &str {
+    pub(crate) fn module(&self) -> &str {
         &self.module
     }
 
     /// Another client with the same settings and credentials (the access token is shared).
-    pub fn sibling(&self) -> Self {
+    pub(crate) fn sibling(&self) -> Self {
         ZohoSink {
-            client: self.client.clone(),
-            base_url: self.base_url.clone(),
+            crm: self.crm.clone(),
             pinned: self.pinned,
             module: self.module.clone(),
-            id_property: self.id_property.clone(),
-            credentials: self.credentials.clone(),
-            fields: self.fields.clone(),
-            on_delete: self.on_delete,
             types: self.types.clone(),
         }
     }
 
     /// Field `data_type` by API name (fetched once).
-    pub async fn field_types(&mut self) -> Result<BTreeMap<String, String>, SinkError> {
+    pub(crate) async fn field_types(&mut self) -> Result<BTreeMap<String, String>, SinkError> {
         self.types().await
     }
 
     /// One JSON request (two-way sync: COQL, watch channels, updates): the status and the
     /// JSON body (Null when empty). Failures to reach Zoho are transient; the status is left
     /// to the caller, see [`ZohoSink::refusal`].
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -192,7 +167,7 @@ impl ZohoSink {
     }
 
     /// The error for an answer that is not a success (classified like the sink's writes).
-    pub fn refusal(&self, status: u16, body: &Value) -> SinkError {
+    pub(crate) fn refusal(&self, status: u16, body: &Value) -> SinkError {
         self.classify(&Resp {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             headers: HeaderMap::new(),
@@ -201,7 +176,7 @@ impl ZohoSink {
     }
 
     /// `GET /crm/v8/settings/fields?module=M`: the module's fields as they came.
-    pub async fn fetch_fields(&self) -> Result<Vec<ZohoField>, SinkError> {
+    pub(crate) async fn fetch_fields(&self) -> Result<Vec<ZohoField>, SinkError> {
         let path = format!("/crm/v8/settings/fields?module={}", self.module);
         let r = self.send(reqwest::Method::GET, &path, None).await?;
         if !r.status.is_success() {
@@ -214,7 +189,7 @@ impl ZohoSink {
 
     /// The destination schema as `mapping::Property` by API name (for `check_schema`); also
     /// keeps the field types the writes need, so the first batch does not read them again.
-    pub async fn fetch_schema(&mut self) -> Result<BTreeMap<String, Property>, SinkError> {
+    pub(crate) async fn fetch_schema(&mut self) -> Result<BTreeMap<String, Property>, SinkError> {
         let fields = self.fetch_fields().await?;
         self.types = Some(
             fields
@@ -248,33 +223,22 @@ impl ZohoSink {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Resp, SinkError> {
-        self.credentials
-            .send_refreshing_once(&self.client, "Zoho", |token| {
-                self.send_once(method.clone(), path, body, token)
+        let what = path.split('?').next().unwrap_or(path);
+        self.crm
+            .credentials
+            .send_json(&self.crm.client, "Zoho", what, body, |token| {
+                let method = method.clone();
+                async move {
+                    // After the token, so that its refresh has told where the account lives.
+                    let api_domain = self.crm.credentials.api_domain().await;
+                    let base = request_base(self.pinned, &self.crm.base_url, api_domain.as_deref());
+                    self.crm
+                        .client
+                        .request(method, format!("{base}{path}"))
+                        .header("Authorization", format!("Zoho-oauthtoken {token}"))
+                }
             })
             .await
-    }
-
-    async fn send_once(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-        token: String,
-    ) -> Result<Resp, SinkError> {
-        let api_domain = self.credentials.api_domain().await;
-        let base = request_base(self.pinned, &self.base_url, api_domain.as_deref());
-        let mut rb = self
-            .client
-            .request(method, format!("{base}{path}"))
-            .header("Authorization", format!("Zoho-oauthtoken {token}"));
-        if let Some(b) = body {
-            rb = rb.json(b);
-        }
-        let what = path.split('?').next().unwrap_or(path);
-        let resp = http::send_json(rb, &format!("Zoho {what}")).await?;
-        tracing::debug!(path = what, status = resp.status.as_u16(), "Zoho response");
-        Ok(resp)
     }
 
     fn scope_hint(&self) -> String {
@@ -293,17 +257,17 @@ impl ZohoSink {
         match (status, code) {
             (401, _) | (_, "INVALID_TOKEN" | "AUTHENTICATION_FAILURE") => SinkError::fatal(
                 format!("Zoho refused the access token ({status} {code})"),
-                if self.credentials.can_refresh() {
+                if self.crm.credentials.can_refresh() {
                     format!(
                         "a freshly refreshed token was refused too: check the OAuth client and \
                          refresh token in {} and that token_url is the account's data centre",
-                        self.credentials.label()
+                        self.crm.credentials.label()
                     )
                 } else {
                     format!(
                         "check the token in {} (Zoho access tokens last one hour: configure \
                          [sinks.oauth] with a refresh token instead)",
-                        self.credentials.label()
+                        self.crm.credentials.label()
                     )
                 },
             ),
@@ -357,74 +321,6 @@ impl ZohoSink {
         }
     }
 
-    /// Upserts `inputs`, bisecting whole-request 400s down to single poison records.
-    async fn upsert(&mut self, inputs: Vec<Input>, out: &mut Outcome) -> Result<(), SinkError> {
-        let path = format!("/crm/v8/{}/upsert", self.module);
-        let mut work: Vec<Vec<Input>> = inputs
-            .chunks(MAX_RECORDS)
-            .rev()
-            .map(<[_]>::to_vec)
-            .collect();
-        while let Some(group) = work.pop() {
-            let body = json!({
-                "data": group.iter().map(|i| &i.record).collect::<Vec<_>>(),
-                "duplicate_check_fields": [self.id_property],
-                "trigger": [],
-            });
-            let r = self.send(reqwest::Method::POST, &path, Some(&body)).await?;
-            let status = r.status.as_u16();
-            let items = r.body["data"].as_array().filter(|_| {
-                (200..300).contains(&status) || status == 400 && r.body.get("code").is_none()
-            });
-            if let Some(items) = items {
-                self.per_record(&group, items, out)?;
-                continue;
-            }
-            if status != 400 {
-                return Err(self.classify(&r));
-            }
-            let code = r.body["code"].as_str().unwrap_or("");
-            let json_path = r.body["details"]["json_path"].as_str().unwrap_or("");
-            if json_path.starts_with("$.duplicate_check_fields") {
-                return Err(SinkError::fatal(
-                    format!("Zoho will not upsert by {} ({code})", self.id_property),
-                    "set id_property to a unique field, an external-id field or the module's \
-                     system duplicate-check field (e.g. Email for Leads and Contacts)",
-                ));
-            }
-            if matches!(
-                code,
-                "INVALID_MODULE" | "OAUTH_SCOPE_MISMATCH" | "NO_PERMISSION" | "INVALID_TOKEN"
-            ) {
-                return Err(self.classify(&r));
-            }
-            if group.len() == 1 {
-                tracing::debug!(code, "Zoho refused one record");
-                out.rejected.push(Rejected {
-                    index: group[0].index,
-                    category: if code.is_empty() {
-                        "INVALID_DATA"
-                    } else {
-                        code
-                    }
-                    .to_string(),
-                    message: describe(&r.body),
-                });
-            } else {
-                tracing::debug!(
-                    records = group.len(),
-                    code,
-                    "Zoho refused the batch; bisecting"
-                );
-                let mut first = group;
-                let second = first.split_off(first.len() / 2);
-                work.push(second);
-                work.push(first);
-            }
-        }
-        Ok(())
-    }
-
     /// Maps `data[]` items (input order) back to entries.
     fn per_record(
         &self,
@@ -473,66 +369,70 @@ impl ZohoSink {
         }
         Ok(())
     }
+}
 
-    /// Deletes the records whose `id_property` values are given (absent ones: nothing to do).
-    async fn delete(
+impl ZohoSink {
+    /// Upserts `inputs`, bisecting whole-request 400s down to single poison records.
+    async fn send_upserts(
         &mut self,
-        deletes: Vec<(usize, Value)>,
+        inputs: Vec<Input>,
         out: &mut Outcome,
     ) -> Result<(), SinkError> {
-        let idp = self.id_property.clone();
-        for chunk in deletes.chunks(MAX_IN_VALUES) {
-            let mut literals: Vec<String> = chunk.iter().map(|(_, v)| coql_literal(v)).collect();
-            literals.dedup();
-            let query = format!(
-                "select id, {idp} from {} where {idp} in ({}) limit 200",
-                self.module,
-                literals.join(", ")
-            );
-            let r = self
-                .send(
-                    reqwest::Method::POST,
-                    "/crm/v8/coql",
-                    Some(&json!({"select_query": query})),
-                )
-                .await?;
-            let mut found: Vec<(usize, String)> = Vec::new();
-            match r.status.as_u16() {
-                204 => {}
-                200 => {
-                    for row in r.body["data"].as_array().into_iter().flatten() {
-                        let Some(zid) = row["id"]
-                            .as_str()
-                            .map(String::from)
-                            .or_else(|| row["id"].as_u64().map(|n| n.to_string()))
-                        else {
-                            continue;
-                        };
-                        let got = value_string(&row[&idp]);
-                        for (index, v) in chunk {
-                            if value_string(v).eq_ignore_ascii_case(&got)
-                                && !found.iter().any(|f| f.1 == zid)
-                            {
-                                found.push((*index, zid.clone()));
-                            }
-                        }
-                    }
-                }
-                400 => {
-                    return Err(SinkError::fatal(
-                        format!(
-                            "Zoho refused the record lookup for deletes: {}",
-                            describe(&r.body)
-                        ),
-                        format!(
-                            "id_property {idp} must be a field COQL can filter on; or set \
-                             on_delete = \"ignore\""
-                        ),
-                    ));
-                }
-                _ => return Err(self.classify(&r)),
+        let path = format!("/crm/v8/{}/upsert", self.module);
+        let mut work = Bisection::new(&inputs, MAX_RECORDS);
+        while let Some(group) = work.next_group() {
+            let body = json!({
+                "data": group.iter().map(|i| &i.record).collect::<Vec<_>>(),
+                "duplicate_check_fields": [self.crm.id_property],
+                "trigger": [],
+            });
+            let r = self.send(reqwest::Method::POST, &path, Some(&body)).await?;
+            let status = r.status.as_u16();
+            let items = r.body["data"].as_array().filter(|_| {
+                (200..300).contains(&status) || status == 400 && r.body.get("code").is_none()
+            });
+            if let Some(items) = items {
+                self.per_record(&group, items, out)?;
+                continue;
             }
-            self.delete_ids(found, out).await?;
+            if status != 400 {
+                return Err(self.classify(&r));
+            }
+            let code = r.body["code"].as_str().unwrap_or("");
+            let json_path = r.body["details"]["json_path"].as_str().unwrap_or("");
+            if json_path.starts_with("$.duplicate_check_fields") {
+                return Err(SinkError::fatal(
+                    format!("Zoho will not upsert by {} ({code})", self.crm.id_property),
+                    "set id_property to a unique field, an external-id field or the module's \
+                     system duplicate-check field (e.g. Email for Leads and Contacts)",
+                ));
+            }
+            if matches!(
+                code,
+                "INVALID_MODULE" | "OAUTH_SCOPE_MISMATCH" | "NO_PERMISSION" | "INVALID_TOKEN"
+            ) {
+                return Err(self.classify(&r));
+            }
+            if group.len() == 1 {
+                tracing::debug!(code, "Zoho refused one record");
+                out.rejected.push(Rejected {
+                    index: group[0].index,
+                    category: if code.is_empty() {
+                        "INVALID_DATA"
+                    } else {
+                        code
+                    }
+                    .to_string(),
+                    message: describe(&r.body),
+                });
+            } else {
+                tracing::debug!(
+                    records = group.len(),
+                    code,
+                    "Zoho refused the batch; bisecting"
+                );
+                work.split(group);
+            }
         }
         Ok(())
     }
@@ -581,6 +481,22 @@ impl ZohoSink {
         }
         Ok(())
     }
+
+    /// The `id_property` value as its field type takes it.
+    fn encode_identity(&self, identity: &str) -> Result<Value, MappingError> {
+        let id_type = self
+            .types
+            .as_ref()
+            .and_then(|t| t.get(&self.crm.id_property))
+            .map_or("", String::as_str);
+        encode_value(id_type, &Value::String(identity.to_string())).map_err(|kind| {
+            MappingError::BadValue {
+                column: self.crm.id_property.clone(),
+                property: self.crm.id_property.clone(),
+                kind,
+            }
+        })
+    }
 }
 
 impl CrmWrites for ZohoSink {
@@ -600,8 +516,10 @@ impl CrmWrites for ZohoSink {
     fn map(&self, row: &Row) -> Result<(String, BTreeMap<String, Value>), MappingError> {
         const NONE: &BTreeMap<String, String> = &BTreeMap::new();
         let types = self.types.as_ref().unwrap_or(NONE);
-        let id = id_value(&self.fields, &self.id_property, row)?;
-        let record = to_record(&self.fields, types, row)?;
+        let (fields, id_property) = (&self.crm.fields, &self.crm.id_property);
+        let id = id_value(fields, id_property, row)?;
+        self.encode_identity(&id)?;
+        let record = to_record(fields, types, row)?;
         Ok((id, record.into_iter().collect()))
     }
 
@@ -612,34 +530,25 @@ impl CrmWrites for ZohoSink {
         upserts: Vec<Upsert<Value>>,
         out: &mut Outcome,
     ) -> Result<(), SinkError> {
-        let types = self.types().await?;
-        let id_type = types.get(&self.id_property).map_or("", String::as_str);
         let mut inputs = Vec::with_capacity(upserts.len());
         for u in upserts {
-            let id = match encode_value(id_type, &Value::String(u.identity)) {
-                Ok(id) => id,
-                Err(kind) => {
-                    let e = MappingError::BadValue {
-                        column: self.id_property.clone(),
-                        property: self.id_property.clone(),
-                        kind,
-                    };
-                    out.rejected
-                        .push(crm_batch::rejected(u.index, e.to_string()));
-                    continue;
+            match self.encode_identity(&u.identity) {
+                Ok(id) => {
+                    let mut record: serde_json::Map<String, Value> =
+                        u.properties.into_iter().collect();
+                    record.insert(self.crm.id_property.clone(), id);
+                    inputs.push(Input {
+                        index: u.index,
+                        record: Value::Object(record),
+                    });
                 }
-            };
-            let mut record: serde_json::Map<String, Value> = u.properties.into_iter().collect();
-            record.insert(self.id_property.clone(), id);
-            inputs.push(Input {
-                index: u.index,
-                record: Value::Object(record),
-            });
+                Err(e) => out.rejected.push(rejected(u.index, e.to_string())),
+            }
         }
         if inputs.is_empty() {
             return Ok(());
         }
-        self.upsert(inputs, out).await
+        self.send_upserts(inputs, out).await
     }
 
     async fn delete(
@@ -651,66 +560,7 @@ impl CrmWrites for ZohoSink {
     }
 
     fn on_delete(&self) -> OnDelete {
-        self.on_delete
-    }
-}
-
-impl Sink for ZohoSink {
-    async fn apply(&mut self, batch: &Batch<ChangeEvent>) -> Result<Outcome, SinkError> {
-        let mut out = Outcome::default();
-        let needs_types = batch.entries.iter().any(|e| {
-            matches!(e.item.op, Op::Create | Op::Update | Op::Read)
-                || e.item.op == Op::Delete && self.on_delete == OnDelete::Archive
-        });
-        let types = if needs_types {
-            self.types().await?
-        } else {
-            BTreeMap::new()
-        };
-        let id_type = types.get(&self.id_property).map_or("", String::as_str);
-        let encode_id = |id: String| {
-            encode_value(id_type, &Value::String(id)).map_err(|kind| MappingError::BadValue {
-                column: self.id_property.clone(),
-                property: self.id_property.clone(),
-                kind,
-            })
-        };
-        let (fields, id_property) = (&self.fields, &self.id_property);
-        let split = crm_batch::split(
-            batch,
-            self.on_delete,
-            |index, row| {
-                let id = encode_id(id_value(fields, id_property, row)?)?;
-                let mut record = to_record(fields, &types, row)?;
-                record.entry(id_property.clone()).or_insert(id);
-                Ok(Input {
-                    index,
-                    record: Value::Object(record),
-                })
-            },
-            |row| id_value(fields, id_property, row).and_then(encode_id),
-        );
-        let (upserts, deletes) = (split.upserts, split.deletes);
-        out.rejected = split.rejected;
-        let (n_up, n_del) = (upserts.len(), deletes.len());
-        if !upserts.is_empty() {
-            self.upsert(upserts, &mut out).await?;
-        }
-        if !deletes.is_empty() {
-            self.delete(deletes, &mut out).await?;
-        }
-        out.rejected.sort_by_key(|r| r.index);
-        out.destination_ids.sort();
-        let applied: HashSet<usize> = out.destination_ids.iter().map(|(i, _)| *i).collect();
-        tracing::debug!(
-            module = %self.module,
-            upserts = n_up,
-            deletes = n_del,
-            applied = applied.len(),
-            rejected = out.rejected.len(),
-            "Zoho batch applied"
-        );
-        Ok(out)
+        self.crm.on_delete
     }
 }
 

@@ -1,91 +1,50 @@
 //! Unit tests of the parent module.
 
 use super::*;
-use crate::config::TableName;
-use crate::config::sinks::Auth;
-use crate::sink::batch::{Batcher, Position};
+use crate::config::fields::FieldRule;
+use crate::destinations::test_support::zoho_oauth as oauth;
+use crate::sink::Sink;
+use crate::sink::crm::Ledgered;
 use crate::sink::mapping::PropertyType;
 use crate::sink::mapping::check_schema;
-use crate::sink::test_support::event;
+use crate::sink::test_support::{
+    applied, apply_with_poison, as_update, assert_problem_paths, assert_update_keeps_the_record,
+    batch, crm_config, emulator_fault as fault, emulator_state as state, event, fatal, mapped_rule,
+    rejected, serve, transient,
+};
 use driftless_emulators::zoho::{Options, router};
-use std::time::Instant;
 
 async fn start(opts: Options) -> String {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    driftless_emulators::serve_for_test(router(opts)).await
+    serve(router(opts)).await
 }
 
 fn valid_sink(base_url: &str) -> ValidSink {
-    let mut status = FieldRule::new("status", "Lead_Status");
-    status.map = Some(BTreeMap::from([
-        ("new".into(), "Not Contacted".into()),
-        ("won".into(), "Qualified".into()),
-    ]));
+    let status = mapped_rule(
+        "status",
+        "Lead_Status",
+        &[("new", "Not Contacted"), ("won", "Qualified")],
+    );
     let mut email = FieldRule::new("email", "Email");
     email.transform = Some(crate::config::fields::Transform::Lowercase);
-    ValidSink {
-        name: "leads".into(),
-        kind: SinkKind::Zoho {
-            module: "Leads".into(),
-        },
-        table: TableName {
-            schema: "public".into(),
-            name: "customers".into(),
-        },
-        id_property: Some("Email".into()),
-        auth: Some(Auth::Token(crate::config::SecretSource::Env(
-            "ZOHO_TOKEN".into(),
-        ))),
-        base_url: base_url.into(),
-        on_delete: OnDelete::Archive,
-        fields: vec![
-            email,
-            FieldRule::new("last_name", "Last_Name"),
-            FieldRule::new("phone", "Phone"),
-            FieldRule::new("employees", "No_of_Employees"),
-            FieldRule::new("revenue", "Annual_Revenue"),
-            FieldRule::new("opt_out", "Email_Opt_Out"),
-            status,
-        ],
-        batch_max_events: 100,
-        batch_max_wait_ms: 1000,
-        schedule: None,
-        two_way: None,
-    }
+    let fields = vec![
+        email,
+        FieldRule::new("last_name", "Last_Name"),
+        FieldRule::new("phone", "Phone"),
+        FieldRule::new("employees", "No_of_Employees"),
+        FieldRule::new("revenue", "Annual_Revenue"),
+        FieldRule::new("opt_out", "Email_Opt_Out"),
+        status,
+    ];
+    let kind = SinkKind::Zoho {
+        module: "Leads".into(),
+    };
+    crm_config("leads", kind, fields, "Email", "ZOHO_TOKEN", base_url)
 }
 
-fn oauth(base: &str, refresh: &str) -> Credentials {
-    Credentials::oauth(
-        "test-client-id".into(),
-        "test-client-secret".into(),
-        refresh.into(),
-        format!("{base}/oauth/v2/token"),
-        "ZOHO_REFRESH_TOKEN",
+fn sink(base: &str) -> Ledgered<ZohoSink> {
+    Ledgered::in_memory(
+        ZohoSink::new(&valid_sink(base), oauth(base, "test-refresh-token")).unwrap(),
     )
-}
-
-fn sink(base: &str) -> ZohoSink {
-    ZohoSink::new(&valid_sink(base), oauth(base, "test-refresh-token")).unwrap()
-}
-
-fn batch(events: Vec<ChangeEvent>) -> Batch<ChangeEvent> {
-    let mut b = Batcher::new(1000, Duration::from_secs(1));
-    let now = Instant::now();
-    for (i, e) in events.into_iter().enumerate() {
-        let key = e
-            .after
-            .as_ref()
-            .or(e.before.as_ref())
-            .and_then(|r| r.get("email"))
-            .map(|v| v.to_string().into_bytes())
-            .unwrap_or_else(|| i.to_string().into_bytes());
-        let at = Position {
-            partition: 0,
-            offset: i as i64,
-        };
-        b.push(key, e, at, now);
-    }
-    b.take().unwrap()
 }
 
 fn lead(email: &str, last: &str) -> ChangeEvent {
@@ -96,8 +55,6 @@ fn lead(email: &str, last: &str) -> ChangeEvent {
     )
 }
 
-use crate::sink::test_support::{emulator_fault as fault, emulator_state as state};
-
 async fn leads(base: &str) -> Vec<Value> {
     state(base).await["records"]["Leads"]
         .as_array()
@@ -107,59 +64,41 @@ async fn leads(base: &str) -> Vec<Value> {
 
 #[test]
 fn values_are_encoded_as_typed_json() {
-    assert_eq!(encode_value("integer", &json!("42")), Ok(json!(42)));
-    assert_eq!(encode_value("integer", &json!(7)), Ok(json!(7)));
-    assert_eq!(encode_value("integer", &json!("4.5")), Err("integer"));
-    assert_eq!(encode_value("double", &json!("1500.50")), Ok(json!(1500.5)));
-    assert_eq!(encode_value("currency", &json!(3)), Ok(json!(3)));
-    assert_eq!(encode_value("double", &json!("NaN")), Err("number"));
-    assert_eq!(encode_value("boolean", &json!("t")), Ok(json!(true)));
-    assert_eq!(encode_value("boolean", &json!(false)), Ok(json!(false)));
-    assert_eq!(encode_value("boolean", &json!("maybe")), Err("boolean"));
-    assert_eq!(
-        encode_value("date", &json!("1815-12-10")),
-        Ok(json!("1815-12-10"))
-    );
-    assert_eq!(
-        encode_value("date", &json!("2026-11-27T10:15:02Z")),
-        Ok(json!("2026-11-27"))
-    );
-    assert_eq!(encode_value("date", &json!("10/12/1815")), Err("date"));
-    assert_eq!(
-        encode_value("datetime", &json!("2026-11-27T10:15:02.123456Z")),
-        Ok(json!("2026-11-27T10:15:02+00:00"))
-    );
-    assert_eq!(
-        encode_value("datetime", &json!("2026-11-27T10:15:02+05:30")),
-        Ok(json!("2026-11-27T10:15:02+05:30")),
-        "the offset is kept"
-    );
-    assert_eq!(
-        encode_value("datetime", &json!("2026-11-27 10:15:02.5")),
-        Ok(json!("2026-11-27T10:15:02+00:00")),
-        "timestamp without time zone: UTC"
-    );
-    assert_eq!(
-        encode_value("datetime", &json!("yesterday")),
-        Err("datetime")
-    );
-    assert_eq!(
-        encode_value("multiselectpicklist", &json!("a;b")),
-        Ok(json!(["a", "b"]))
-    );
-    assert_eq!(
-        encode_value("multiselectpicklist", &json!([1, "x"])),
-        Ok(json!(["1", "x"]))
-    );
-    assert_eq!(
-        encode_value("lookup", &json!(123)),
-        Ok(json!({"id": "123"}))
-    );
-    assert_eq!(encode_value("text", &json!(12.50)), Ok(json!("12.5")));
-    assert_eq!(encode_value("phone", &json!("+1 555")), Ok(json!("+1 555")));
-    assert_eq!(encode_value("integer", &Value::Null), Ok(Value::Null));
-    assert_eq!(coql_literal(&json!("o'neil@x.io")), "'o''neil@x.io'");
-    assert_eq!(coql_literal(&json!(12)), "12");
+    // [data_type, value, encoded value or {"err": kind of value expected}]
+    let cases = json!([
+        ["integer", "42", 42],
+        ["integer", 7, 7],
+        ["integer", "4.5", {"err": "integer"}],
+        ["double", "1500.50", 1500.5],
+        ["currency", 3, 3],
+        ["double", "NaN", {"err": "number"}],
+        ["boolean", "t", true],
+        ["boolean", false, false],
+        ["boolean", "maybe", {"err": "boolean"}],
+        ["date", "1815-12-10", "1815-12-10"],
+        ["date", "2026-11-27T10:15:02Z", "2026-11-27"],
+        ["date", "10/12/1815", {"err": "date"}],
+        ["datetime", "2026-11-27T10:15:02.123456Z", "2026-11-27T10:15:02+00:00"],
+        // The offset is kept.
+        ["datetime", "2026-11-27T10:15:02+05:30", "2026-11-27T10:15:02+05:30"],
+        // Timestamp without time zone: UTC.
+        ["datetime", "2026-11-27 10:15:02.5", "2026-11-27T10:15:02+00:00"],
+        ["datetime", "yesterday", {"err": "datetime"}],
+        ["multiselectpicklist", "a;b", ["a", "b"]],
+        ["multiselectpicklist", [1, "x"], ["1", "x"]],
+        ["lookup", 123, {"id": "123"}],
+        ["text", 12.50, "12.5"],
+        ["phone", "+1 555", "+1 555"],
+        ["integer", null, null],
+    ]);
+    for case in cases.as_array().unwrap() {
+        let (data_type, value) = (case[0].as_str().unwrap(), &case[1]);
+        let expected = match case[2]["err"].as_str() {
+            Some(kind) => Err(kind),
+            None => Ok(case[2].clone()),
+        };
+        assert_eq!(encode_value(data_type, value), expected, "{case}");
+    }
 }
 
 #[test]
@@ -212,26 +151,25 @@ fn requests_follow_api_domain_unless_base_url_is_pinned() {
     let s = ZohoSink::new(&valid_sink(ZOHO_BASE_URL), "t".into()).unwrap();
     assert!(!s.pinned);
     let s = ZohoSink::new(&valid_sink("http://127.0.0.1:1/"), "t".into()).unwrap();
-    assert!(s.pinned && s.base_url == "http://127.0.0.1:1");
+    assert!(s.pinned && s.crm.base_url == "http://127.0.0.1:1");
 }
 
 #[tokio::test]
 async fn upsert_creates_then_updates_one_record_per_key_without_workflows() {
     let base = start(Options::default()).await;
     let mut s = sink(&base);
-    let out = s
-        .apply(&batch(vec![lead("a@x.io", "Ada"), lead("b@x.io", "Bob")]))
-        .await
-        .unwrap();
-    assert!(out.rejected.is_empty(), "{out:?}");
-    assert_eq!(out.destination_ids.len(), 2);
-    let mut e = lead("A@x.io", "Adele");
-    e.op = Op::Update;
-    let out2 = s.apply(&batch(vec![e])).await.unwrap();
-    assert_eq!(
-        out2.destination_ids,
-        vec![(0, out.destination_ids[0].1.clone())]
-    );
+    // Rows keyed by `id`: the update of row 1 spells its email in another case.
+    let row = |id: u32, email: &str, name: &str| {
+        let mut e = lead(email, name);
+        e.after.as_mut().unwrap().insert("id".into(), json!(id));
+        e
+    };
+    assert_update_keeps_the_record(
+        &mut s,
+        vec![row(1, "a@x.io", "Ada"), row(2, "b@x.io", "Bob")],
+        as_update(row(1, "A@x.io", "Adele")),
+    )
+    .await;
     let recs = leads(&base).await;
     assert_eq!(recs.len(), 2);
     let a = recs.iter().find(|r| r["Email"] == "a@x.io").unwrap();
@@ -260,7 +198,7 @@ async fn deletes_remove_and_absent_deletes_succeed() {
         .unwrap();
     let del = |email: &str| event(Op::Delete, json!({"email": email}));
     let out = s
-        .apply(&batch(vec![del("A@x.io"), del("ghost@x.io")]))
+        .apply(&batch(vec![del("a@x.io"), del("ghost@x.io")]))
         .await
         .unwrap();
     assert!(out.rejected.is_empty(), "{out:?}");
@@ -279,7 +217,7 @@ async fn deletes_remove_and_absent_deletes_succeed() {
     // on_delete = ignore sends nothing.
     let mut cfg = valid_sink(&base);
     cfg.on_delete = OnDelete::Ignore;
-    let mut s = ZohoSink::new(&cfg, "test-access-token".into()).unwrap();
+    let mut s = Ledgered::in_memory(ZohoSink::new(&cfg, "test-access-token".into()).unwrap());
     let before = state(&base).await["request_counts"].clone();
     let out = s.apply(&batch(vec![del("b@x.io")])).await.unwrap();
     assert_eq!(out, Outcome::default());
@@ -299,22 +237,10 @@ async fn per_record_errors_are_rejected_while_others_apply() {
         Op::Create,
         json!({"email": "d@x.io", "last_name": "D", "employees": "many"}),
     );
-    let out = s
-        .apply(&batch(vec![
-            lead("a@x.io", "Ada"),
-            no_last_name,
-            bad_phone,
-            bad_int,
-        ]))
-        .await
-        .unwrap();
-    let rejected: Vec<(usize, &str)> = out
-        .rejected
-        .iter()
-        .map(|r| (r.index, r.category.as_str()))
-        .collect();
+    let poison = vec![no_last_name, bad_phone, bad_int];
+    let out = apply_with_poison(&mut s, lead("a@x.io", "Ada"), poison).await;
     assert_eq!(
-        rejected,
+        rejected(&out),
         [
             (1, "MANDATORY_NOT_FOUND"),
             (2, "INVALID_DATA"),
@@ -326,7 +252,6 @@ async fn per_record_errors_are_rejected_while_others_apply() {
         !out.rejected[1].message.contains("call me"),
         "no row values"
     );
-    assert_eq!(out.destination_ids.len(), 1);
     assert_eq!(leads(&base).await.len(), 1);
 }
 
@@ -350,10 +275,7 @@ async fn whole_request_400_is_bisected_to_the_poison_record() {
         out.rejected.iter().map(|r| r.index).collect::<Vec<_>>(),
         [0]
     );
-    assert_eq!(
-        out.destination_ids.iter().map(|d| d.0).collect::<Vec<_>>(),
-        [1, 2, 3]
-    );
+    assert_eq!(applied(&out), [1, 2, 3]);
     assert_eq!(leads(&base).await.len(), 3);
     let st = state(&base).await;
     assert_eq!(st["request_counts"]["POST /crm/v8/Leads/upsert"], 5);
@@ -365,22 +287,11 @@ async fn concurrency_429_credits_and_5xx_are_transient() {
     let mut s = sink(&base);
     let b = batch(vec![lead("a@x.io", "Ada")]);
     fault(&base, json!({"path": "/upsert", "status": 429})).await;
-    match s.apply(&b).await {
-        Err(SinkError::Transient { retry_after, .. }) => {
-            assert_eq!(retry_after, Some(CONCURRENCY_WAIT))
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(transient(s.apply(&b).await).0, Some(CONCURRENCY_WAIT));
     fault(&base, json!({"path": "/upsert", "status": 503})).await;
-    assert!(matches!(
-        s.apply(&b).await,
-        Err(SinkError::Transient { .. })
-    ));
+    transient(s.apply(&b).await);
     fault(&base, json!({"path": "/upsert", "fail_after_write": true})).await;
-    assert!(matches!(
-        s.apply(&b).await,
-        Err(SinkError::Transient { .. })
-    ));
+    transient(s.apply(&b).await);
     let out = s.apply(&b).await.unwrap();
     assert_eq!(out.destination_ids.len(), 1);
     assert_eq!(
@@ -395,7 +306,8 @@ async fn concurrency_429_credits_and_5xx_are_transient() {
         ..Options::default()
     })
     .await;
-    let mut s = ZohoSink::new(&valid_sink(&base), "test-access-token".into()).unwrap();
+    let mut s =
+        Ledgered::in_memory(ZohoSink::new(&valid_sink(&base), "test-access-token".into()).unwrap());
     s.types().await.unwrap();
     let path = "/crm/v8/Leads";
     fault(
@@ -410,16 +322,9 @@ async fn concurrency_429_credits_and_5xx_are_transient() {
             .send(),
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    match s.apply(&b).await {
-        Err(SinkError::Transient {
-            retry_after,
-            message,
-        }) => {
-            assert_eq!(retry_after, Some(CONCURRENCY_WAIT));
-            assert!(message.contains("concurrency"), "{message}");
-        }
-        other => panic!("{other:?}"),
-    }
+    let (retry_after, message) = transient(s.apply(&b).await);
+    assert_eq!(retry_after, Some(CONCURRENCY_WAIT));
+    assert!(message.contains("concurrency"), "{message}");
     slow.await.unwrap().unwrap();
     assert_eq!(s.apply(&b).await.unwrap().destination_ids.len(), 1);
     assert_eq!(state(&base).await["rejected_429"], 1);
@@ -432,16 +337,11 @@ async fn concurrency_429_credits_and_5xx_are_transient() {
     .await;
     let mut s = sink(&base);
     s.apply(&b).await.unwrap();
-    match s.apply(&b).await {
-        Err(SinkError::Transient {
-            retry_after,
-            message,
-        }) => {
-            assert_eq!(retry_after, Some(CREDITS_WAIT));
-            assert!(message.contains("credits exhausted"), "{message}");
-        }
-        other => panic!("{other:?}"),
-    }
+    // A later change (the same batch again would be stale: no request at all).
+    let later = batch(vec![lead("a@x.io", "Ada again")]);
+    let (retry_after, message) = transient(s.apply(&later).await);
+    assert_eq!(retry_after, Some(CREDITS_WAIT));
+    assert!(message.contains("credits exhausted"), "{message}");
 }
 
 #[tokio::test]
@@ -450,8 +350,7 @@ async fn token_expiry_refreshes_and_converges() {
     let mut s = sink(&base);
     s.apply(&batch(vec![lead("a@x.io", "Ada")])).await.unwrap();
     fault(&base, json!({"path": "/upsert", "expire_tokens": true})).await;
-    let mut e = lead("a@x.io", "Adele");
-    e.op = Op::Update;
+    let e = as_update(lead("a@x.io", "Adele"));
     let out = s
         .apply(&batch(vec![e, lead("b@x.io", "Bob")]))
         .await
@@ -465,25 +364,21 @@ async fn token_expiry_refreshes_and_converges() {
     assert_eq!(st["request_counts"]["POST /crm/v8/Leads/upsert"], 3);
 
     // A static token that expires cannot be refreshed: fatal, pointing at OAuth.
-    let mut s = ZohoSink::new(&valid_sink(&base), "test-access-token".into()).unwrap();
+    let mut s =
+        Ledgered::in_memory(ZohoSink::new(&valid_sink(&base), "test-access-token".into()).unwrap());
     fault(&base, json!({"expire_tokens": true})).await;
-    match s.apply(&batch(vec![lead("c@x.io", "C")])).await {
-        Err(SinkError::Fatal { hint, .. }) => assert!(hint.contains("[sinks.oauth]"), "{hint}"),
-        other => panic!("{other:?}"),
-    }
+    let (_, hint) = fatal(s.apply(&batch(vec![lead("c@x.io", "C")])).await);
+    assert!(hint.contains("[sinks.oauth]"), "{hint}");
 }
 
 #[tokio::test]
 async fn bad_refresh_token_is_fatal_with_hint() {
     let base = start(Options::default()).await;
-    let mut s = ZohoSink::new(&valid_sink(&base), oauth(&base, "revoked")).unwrap();
-    match s.apply(&batch(vec![lead("a@x.io", "Ada")])).await {
-        Err(SinkError::Fatal { message, hint }) => {
-            assert!(message.contains("invalid_code"), "{message}");
-            assert!(hint.contains("ZOHO_REFRESH_TOKEN"), "{hint}");
-        }
-        other => panic!("{other:?}"),
-    }
+    let mut s =
+        Ledgered::in_memory(ZohoSink::new(&valid_sink(&base), oauth(&base, "revoked")).unwrap());
+    let (message, hint) = fatal(s.apply(&batch(vec![lead("a@x.io", "Ada")])).await);
+    assert!(message.contains("invalid_code"), "{message}");
+    assert!(hint.contains("ZOHO_REFRESH_TOKEN"), "{hint}");
     assert!(leads(&base).await.is_empty());
 }
 
@@ -494,18 +389,16 @@ async fn invalid_module_and_non_unique_id_property_are_fatal() {
     cfg.kind = SinkKind::Zoho {
         module: "Leeds".into(),
     };
-    let mut s = ZohoSink::new(&cfg, oauth(&base, "test-refresh-token")).unwrap();
-    match s.apply(&batch(vec![lead("a@x.io", "Ada")])).await {
-        Err(SinkError::Fatal { message, .. }) => assert!(message.contains("Leeds")),
-        other => panic!("{other:?}"),
-    }
+    let mut s =
+        Ledgered::in_memory(ZohoSink::new(&cfg, oauth(&base, "test-refresh-token")).unwrap());
+    let (message, _) = fatal(s.apply(&batch(vec![lead("a@x.io", "Ada")])).await);
+    assert!(message.contains("Leeds"));
     let mut cfg = valid_sink(&base);
     cfg.id_property = Some("Last_Name".into());
-    let mut s = ZohoSink::new(&cfg, oauth(&base, "test-refresh-token")).unwrap();
-    match s.apply(&batch(vec![lead("a@x.io", "Ada")])).await {
-        Err(SinkError::Fatal { hint, .. }) => assert!(hint.contains("unique"), "{hint}"),
-        other => panic!("{other:?}"),
-    }
+    let mut s =
+        Ledgered::in_memory(ZohoSink::new(&cfg, oauth(&base, "test-refresh-token")).unwrap());
+    let (_, hint) = fatal(s.apply(&batch(vec![lead("a@x.io", "Ada")])).await);
+    assert!(hint.contains("unique"), "{hint}");
 }
 
 #[tokio::test]
@@ -521,24 +414,20 @@ async fn schema_check_refuses_unknown_read_only_and_bad_picklist_fields() {
     assert!(schema["Lead_Status"].options.contains(&"Qualified".into()));
     let mut rules = valid_sink(&base).fields;
     assert!(check_schema("sinks[0]", &rules, "Email", &schema).is_empty());
-    let mut bad_status = FieldRule::new("status", "Lead_Status");
-    bad_status.map = Some(BTreeMap::from([("x".into(), "Bogus".into())]));
+    let bad_status = mapped_rule("status", "Lead_Status", &[("x", "Bogus")]);
     rules = vec![
         FieldRule::new("nope", "No_Such_Field"),
         FieldRule::new("created", "Created_Time"),
         bad_status,
     ];
-    let problems = check_schema("sinks[0]", &rules, "First_Name", &schema);
-    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
-    assert_eq!(
-        paths,
-        [
+    assert_problem_paths(
+        &check_schema("sinks[0]", &rules, "First_Name", &schema),
+        &[
             "sinks[0].id_property",
             "sinks[0].fields.nope",
             "sinks[0].fields.created",
-            "sinks[0].fields.status"
+            "sinks[0].fields.status",
         ],
-        "{problems:#?}"
     );
     // Accounts: the system duplicate-check field may be the id property.
     let mut cfg = valid_sink(&base);

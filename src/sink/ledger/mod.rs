@@ -35,9 +35,17 @@ use crate::event::{ChangeEvent, Op, Row};
 use crate::lsn::Lsn;
 use crate::sink::audit::key_hash;
 use crate::sink::batch::Batch;
-use crate::sink::crm_batch::rejected;
 use crate::sink::mapping::MappingError;
 use crate::sink::{Outcome, Rejected};
+
+/// A mapping refusal of entry `index` (poison, category `MAPPING`).
+pub(crate) fn rejected(index: usize, message: String) -> Rejected {
+    Rejected {
+        index,
+        category: "MAPPING".into(),
+        message,
+    }
+}
 
 /// SHA-256 of a Kafka key (the canonical primary key): the ledger's lookup key.
 pub type KeyDigest = [u8; 32];
@@ -128,7 +136,7 @@ pub enum Change<V> {
 
 /// Maps every entry of `batch`: `map` turns an upsert's row image into its identity and
 /// properties.
-pub fn changes<V>(
+pub(crate) fn changes<V>(
     batch: &Batch<ChangeEvent>,
     mut map: impl FnMut(&Row) -> Result<(String, BTreeMap<String, V>), MappingError>,
 ) -> Vec<Change<V>> {
