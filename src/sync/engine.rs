@@ -40,7 +40,7 @@ use crate::sink::audit::{AuditTrail, key_hash};
 use crate::sink::mapping::Property;
 use crate::sink::{Sink, SinkError};
 use crate::sync::plan::{Conflict, CrmRecord, Mapping};
-use crate::sync::store::{Store, StoreError};
+use crate::sync::store::{CursorKind, InboundChange, LedgerRow, Store, StoreError};
 
 /// Records the inbound worker handles at once.
 pub(crate) const INBOUND_BATCH: usize = 50;
@@ -49,19 +49,22 @@ const QUEUE_CAPACITY: usize = 1_000;
 /// Notification ids remembered for de-duplication.
 const SEEN_EVENTS: usize = 100_000;
 
+/// Which records a [`Crm::read`] looks up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadBy {
+    /// By id-property values (outbound).
+    IdProperty,
+    /// By CRM ids (inbound).
+    CrmId,
+}
+
 /// A CRM as two-way sync needs it, besides writing batches ([`Sink`]).
 pub trait Crm: Sink + Send + Sized {
-    /// Records by id-property values (outbound), with per-property change times.
-    fn read_by_id_property(
+    /// Records by id-property values or CRM ids, with per-property change times.
+    fn read(
         &mut self,
         ctx: &Context,
-        ids: &[String],
-    ) -> impl Future<Output = Result<Vec<CrmRecord>, SinkError>> + Send;
-
-    /// Records by CRM ids (inbound).
-    fn read_by_ids(
-        &mut self,
-        ctx: &Context,
+        by: ReadBy,
         ids: &[String],
     ) -> impl Future<Output = Result<Vec<CrmRecord>, SinkError>> + Send;
 
@@ -72,28 +75,76 @@ pub trait Crm: Sink + Send + Sized {
         links: &[(String, String)],
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
-    /// Queues the ids of records modified at or after `since_ms`; returns how many were queued
-    /// and the newest modification time seen (the next cursor).
-    fn modified_since(
+    /// Queues the ids of the records modified (or deleted, after `listing.kind`) at or after
+    /// `listing.since_ms` through [`Listing::queue`], and moves `listing.newest_ms` to the
+    /// newest time seen (the next cursor). Stops early once [`Listing::stopped`].
+    fn list_since(
         &mut self,
-        ctx: &Context,
-        since_ms: i64,
-        queue: &mpsc::Sender<Inbound>,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> impl Future<Output = Result<(usize, i64), SinkError>> + Send;
-
-    /// Queues ([`Inbound::Deleted`]) the ids of records deleted at or after `since_ms`;
-    /// returns how many were queued and the newest deletion time seen (the next cursor).
-    fn deleted_since(
-        &mut self,
-        ctx: &Context,
-        since_ms: i64,
-        queue: &mpsc::Sender<Inbound>,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> impl Future<Output = Result<(usize, i64), SinkError>> + Send;
+        listing: &mut Listing<'_>,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// Another client with the same credentials (for the inbound tasks).
     fn sibling(&self) -> Self;
+}
+
+/// One reconciliation listing in progress: where it started, the newest time seen so far, and
+/// what it queued for the inbound worker.
+pub struct Listing<'a> {
+    /// The two-way sink.
+    pub ctx: &'a Context,
+    /// Modified or deleted records.
+    pub kind: CursorKind,
+    /// The cursor the listing starts from (epoch milliseconds).
+    pub since_ms: i64,
+    /// The newest modification (or deletion) time seen; at least `since_ms`.
+    pub newest_ms: i64,
+    queued: usize,
+    queue: &'a mpsc::Sender<Inbound>,
+    shutdown: &'a watch::Receiver<bool>,
+}
+
+impl<'a> Listing<'a> {
+    pub(crate) fn new(
+        ctx: &'a Context,
+        kind: CursorKind,
+        since_ms: i64,
+        queue: &'a mpsc::Sender<Inbound>,
+        shutdown: &'a watch::Receiver<bool>,
+    ) -> Self {
+        Listing {
+            ctx,
+            kind,
+            since_ms,
+            newest_ms: since_ms,
+            queued: 0,
+            queue,
+            shutdown,
+        }
+    }
+
+    /// True once shutdown was asked for: the listing stops where it is.
+    pub fn stopped(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Queues the ids found ([`Inbound::Changed`] or [`Inbound::Deleted`] after `kind`); false
+    /// when the inbound worker is gone and the listing must stop.
+    pub async fn queue(&mut self, ids: Vec<String>) -> bool {
+        if ids.is_empty() {
+            return true;
+        }
+        self.queued += ids.len();
+        let item = match self.kind {
+            CursorKind::Modified => Inbound::Changed(ids),
+            CursorKind::Deleted => Inbound::Deleted(ids),
+        };
+        self.queue.send(item).await.is_ok()
+    }
+
+    /// How many ids were queued.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued
+    }
 }
 
 /// Counters of a two-way sink (also exported as metrics).
@@ -171,6 +222,56 @@ impl Context {
     pub(crate) fn count(&self, counter: &AtomicU64, name: &'static str, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
         metrics::counter!(name, "sink" => self.sink.clone()).increment(n);
+    }
+
+    /// Counts one read API call made by sync.
+    pub fn count_read(&self) {
+        self.count(
+            &self.counters.api_reads,
+            "driftless_sync_api_reads_total",
+            1,
+        );
+    }
+
+    /// Writes CRM changes into Postgres in one origin-tagged transaction with their ledger
+    /// rows (nothing when there are none) and counts them: deletions as inbound deletes, the
+    /// rest as inbound writes. Returns the keys of the changed rows, in order.
+    pub(crate) async fn write_inbound(
+        &self,
+        store: &mut Store,
+        changes: &[InboundChange],
+        ledger: &[LedgerRow],
+    ) -> Result<Vec<String>, SinkError> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = store
+            .write_inbound(changes, ledger)
+            .await
+            .map_err(store_failed)?;
+        let deletes = changes
+            .iter()
+            .filter(|c| matches!(c, InboundChange::Delete { .. }))
+            .count() as u64;
+        let writes = changes.len() as u64 - deletes;
+        let counted = [
+            (
+                &self.counters.inbound_writes,
+                "driftless_sync_inbound_writes_total",
+                writes,
+            ),
+            (
+                &self.counters.inbound_deletes,
+                "driftless_sync_inbound_deletes_total",
+                deletes,
+            ),
+        ];
+        for (counter, name, n) in counted {
+            if n > 0 {
+                self.count(counter, name, n);
+            }
+        }
+        Ok(keys)
     }
 
     /// Counts conflicts and writes them to the audit trail.
