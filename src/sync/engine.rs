@@ -28,6 +28,7 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::Utc;
@@ -380,20 +381,57 @@ pub fn queue() -> (mpsc::Sender<Inbound>, mpsc::Receiver<Inbound>) {
     mpsc::channel(QUEUE_CAPACITY)
 }
 
-/// What a receiver answers for a delivery: queues all of `items` or none. When the queue is
-/// full it answers 503 and forgets the delivery's ids in `seen`, so the CRM's retry is not
-/// dropped as a duplicate (reconciliation repairs what is still missed).
-pub(crate) fn deliver(
-    queue: &mpsc::Sender<Inbound>,
-    seen: &std::sync::Mutex<Seen>,
-    fresh: &[i64],
-    items: Vec<Inbound>,
-) -> axum::http::StatusCode {
-    if offer(queue, items) {
-        axum::http::StatusCode::NO_CONTENT
-    } else {
-        seen.lock().expect("not poisoned").forget(fresh);
-        axum::http::StatusCode::SERVICE_UNAVAILABLE
+/// The state of a CRM's webhook (notification) route, shared by its handler.
+pub(crate) struct Receiver {
+    /// The two-way sink.
+    pub(crate) ctx: Arc<Context>,
+    /// What deliveries are checked against (a signing secret or a channel token).
+    pub(crate) secret: String,
+    /// The object (module) as the CRM names it in deliveries.
+    pub(crate) object: String,
+    queue: mpsc::Sender<Inbound>,
+    /// Delivery (or event) ids seen recently.
+    pub(crate) seen: std::sync::Mutex<Seen>,
+}
+
+impl Receiver {
+    pub(crate) fn new(
+        ctx: Arc<Context>,
+        secret: String,
+        object: String,
+        queue: mpsc::Sender<Inbound>,
+    ) -> Self {
+        Receiver {
+            ctx,
+            secret,
+            object,
+            queue,
+            seen: std::sync::Mutex::new(Seen::default()),
+        }
+    }
+
+    /// The route at the sink's `webhook_path`: POSTs go to `handler`, with this state.
+    pub(crate) fn router<H, T>(self, handler: H) -> axum::Router
+    where
+        H: axum::handler::Handler<T, Arc<Receiver>>,
+        T: 'static,
+    {
+        let path = self.ctx.two_way.webhook_path.clone();
+        axum::Router::new()
+            .route(&path, axum::routing::post(handler))
+            .with_state(Arc::new(self))
+    }
+
+    /// What the receiver answers for a delivery: queues all of `items` or none. When the
+    /// queue is full it answers 503 and forgets the delivery's `fresh` ids, so the CRM's
+    /// retry is not dropped as a duplicate (reconciliation repairs what is still missed).
+    pub(crate) fn deliver(&self, fresh: &[i64], items: Vec<Inbound>) -> axum::http::StatusCode {
+        if offer(&self.queue, items) {
+            axum::http::StatusCode::NO_CONTENT
+        } else {
+            self.seen.lock().expect("not poisoned").forget(fresh);
+            axum::http::StatusCode::SERVICE_UNAVAILABLE
+        }
     }
 }
 

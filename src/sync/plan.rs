@@ -356,21 +356,33 @@ mod tests {
         }
     }
 
+    /// The plan of an outbound change of `event` committed at 100, against `current`, the
+    /// CRM record and the ledger.
+    fn outbound(
+        m: Mapping<'_>,
+        event: &Row,
+        current: &Row,
+        crm: &CrmRecord,
+        l: &LedgerRow,
+    ) -> Plan {
+        let side = Side::Outbound {
+            event_row: event,
+            committed_at: Some(ts(100)),
+        };
+        plan(m, side, current, Some(crm), Some(l))
+    }
+
+    /// The plan of an inbound change of the CRM record against `current` and the ledger.
+    fn inbound(m: Mapping<'_>, current: &Row, crm: &CrmRecord, l: &LedgerRow) -> Plan {
+        plan(m, Side::Inbound, current, Some(crm), Some(l))
+    }
+
     #[test]
     fn outbound_pushes_postgres_changes_and_skips_what_agrees() {
         let (rs, tw) = (rules(), two_way(&[]));
         let current = row(json!({"id": 7, "first_name": "Ada", "lifecycle": "lead"}));
-        let side = Side::Outbound {
-            event_row: &current,
-            committed_at: Some(ts(100)),
-        };
-        let p = plan(
-            mapping(&rs, &tw),
-            side,
-            &current,
-            Some(&crm("Augusta", "lead", 50)),
-            Some(&ledger("Augusta", "lead")),
-        );
+        let (crm, l) = (crm("Augusta", "lead", 50), ledger("Augusta", "lead"));
+        let p = outbound(mapping(&rs, &tw), &current, &current, &crm, &l);
         assert_eq!(p.push, ["first_name"]);
         assert!(p.pull.is_empty());
         assert_eq!(p.ledger["firstname"], value_hash("Ada"));
@@ -382,16 +394,8 @@ mod tests {
         let (rs, tw) = (rules(), two_way(&[]));
         let current = row(json!({"id": 7, "first_name": "Grace", "lifecycle": "lead"}));
         let event = row(json!({"id": 7, "first_name": "Ada", "lifecycle": "lead"}));
-        let p = plan(
-            mapping(&rs, &tw),
-            Side::Outbound {
-                event_row: &event,
-                committed_at: Some(ts(100)),
-            },
-            &current,
-            Some(&crm("Augusta", "lead", 50)),
-            Some(&ledger("Augusta", "lead")),
-        );
+        let (crm, l) = (crm("Augusta", "lead", 50), ledger("Augusta", "lead"));
+        let p = outbound(mapping(&rs, &tw), &event, &current, &crm, &l);
         assert!(!p.push.contains(&"first_name".to_string()));
         assert!(!p.ledger.contains_key("firstname"));
     }
@@ -404,16 +408,7 @@ mod tests {
         let l = ledger("Augusta", "other");
         let tw = two_way(&[("first_name", Owner::Postgres), ("lifecycle", Owner::Crm)]);
         let (rs, latest_tw) = (rules(), two_way(&[]));
-        let out = plan(
-            mapping(&rs, &tw),
-            Side::Outbound {
-                event_row: &current,
-                committed_at: Some(ts(100)),
-            },
-            &current,
-            Some(&crm),
-            Some(&l),
-        );
+        let out = outbound(mapping(&rs, &tw), &current, &current, &crm, &l);
         assert_eq!(out.push, ["first_name"]);
         assert_eq!(
             out.pull,
@@ -421,36 +416,15 @@ mod tests {
         );
         assert_eq!(out.conflicts.len(), 2);
         // Inbound: only the CRM-owned field comes back; Postgres-owned waits for outbound.
-        let inb = plan(
-            mapping(&rs, &tw),
-            Side::Inbound,
-            &current,
-            Some(&crm),
-            Some(&l),
-        );
+        let inb = inbound(mapping(&rs, &tw), &current, &crm, &l);
         assert!(inb.push.is_empty());
         assert_eq!(inb.pull, out.pull);
         // latest: the CRM changed at 200, Postgres committed at 100 → the CRM wins, outbound.
-        let latest = plan(
-            mapping(&rs, &latest_tw),
-            Side::Outbound {
-                event_row: &current,
-                committed_at: Some(ts(100)),
-            },
-            &current,
-            Some(&crm),
-            Some(&l),
-        );
+        let latest = outbound(mapping(&rs, &latest_tw), &current, &current, &crm, &l);
         assert!(latest.push.is_empty());
         assert_eq!(latest.pull.len(), 2);
         // Inbound leaves latest conflicts alone.
-        let inb = plan(
-            mapping(&rs, &latest_tw),
-            Side::Inbound,
-            &current,
-            Some(&crm),
-            Some(&l),
-        );
+        let inb = inbound(mapping(&rs, &latest_tw), &current, &crm, &l);
         assert!(inb.pull.is_empty() && inb.conflicts.is_empty());
     }
 
@@ -458,22 +432,16 @@ mod tests {
     fn inbound_pulls_crm_only_changes_and_drops_echoes() {
         let (rs, tw) = (rules(), two_way(&[]));
         let current = row(json!({"id": 7, "first_name": "Ada", "lifecycle": "lead"}));
+        let l = ledger("Ada", "lead");
         // Echo: the CRM holds what we wrote (= ledger = Postgres): nothing to do.
-        let echo = plan(
-            mapping(&rs, &tw),
-            Side::Inbound,
-            &current,
-            Some(&crm("Ada", "lead", 300)),
-            Some(&ledger("Ada", "lead")),
-        );
+        let echo = inbound(mapping(&rs, &tw), &current, &crm("Ada", "lead", 300), &l);
         assert!(echo.pull.is_empty() && echo.push.is_empty());
         // A CRM edit: comes back, mapped through the inverse of the value map.
-        let edit = plan(
+        let edit = inbound(
             mapping(&rs, &tw),
-            Side::Inbound,
             &current,
-            Some(&crm("Ada", "customer", 300)),
-            Some(&ledger("Ada", "lead")),
+            &crm("Ada", "customer", 300),
+            &l,
         );
         assert_eq!(
             edit.pull,

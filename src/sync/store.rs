@@ -219,23 +219,28 @@ impl Store {
             .collect()
     }
 
+    /// Ledger rows whose `column` (a fixed column name: `record_key` or `crm_id`) is one of
+    /// `values`.
+    async fn ledger_where(
+        &self,
+        column: &'static str,
+        values: &[String],
+    ) -> Result<Vec<LedgerRow>, StoreError> {
+        let sql = format!(
+            "SELECT record_key, crm_id, fields FROM driftless.sync_ledger
+             WHERE sink = $1 AND {column} = ANY($2)"
+        );
+        let rows = self.client.query(&sql, &[&self.sink, &values]).await?;
+        Ok(Self::ledger_rows(&rows))
+    }
+
     /// Ledger rows of these record keys.
     pub async fn ledger_by_keys(
         &self,
         keys: &[String],
     ) -> Result<HashMap<String, LedgerRow>, StoreError> {
-        let rows = self
-            .client
-            .query(
-                "SELECT record_key, crm_id, fields FROM driftless.sync_ledger
-                 WHERE sink = $1 AND record_key = ANY($2)",
-                &[&self.sink, &keys],
-            )
-            .await?;
-        Ok(Self::ledger_rows(&rows)
-            .into_iter()
-            .map(|l| (l.key.clone(), l))
-            .collect())
+        let rows = self.ledger_where("record_key", keys).await?;
+        Ok(rows.into_iter().map(|l| (l.key.clone(), l)).collect())
     }
 
     /// Ledger rows of these CRM ids, by CRM id.
@@ -243,15 +248,8 @@ impl Store {
         &self,
         ids: &[String],
     ) -> Result<HashMap<String, LedgerRow>, StoreError> {
-        let rows = self
-            .client
-            .query(
-                "SELECT record_key, crm_id, fields FROM driftless.sync_ledger
-                 WHERE sink = $1 AND crm_id = ANY($2)",
-                &[&self.sink, &ids],
-            )
-            .await?;
-        Ok(Self::ledger_rows(&rows)
+        let rows = self.ledger_where("crm_id", ids).await?;
+        Ok(rows
             .into_iter()
             .filter_map(|l| Some((l.crm_id.clone()?, l)))
             .collect())

@@ -18,15 +18,7 @@ use tokio::sync::mpsc;
 
 use super::signature;
 use crate::config::sinks::OnCrmDelete;
-use crate::sync::engine::{Context, Inbound, Seen, deliver};
-
-struct Receiver {
-    ctx: Arc<Context>,
-    secret: String,
-    object: String,
-    queue: mpsc::Sender<Inbound>,
-    seen: std::sync::Mutex<Seen>,
-}
+use crate::sync::engine::{Context, Inbound, Receiver};
 
 /// The webhook route of a two-way sink: verify, de-duplicate, queue the object ids.
 pub fn webhook_router(
@@ -35,19 +27,9 @@ pub fn webhook_router(
     object: &str,
     queue: mpsc::Sender<Inbound>,
 ) -> axum::Router {
-    let path = ctx.two_way.webhook_path.clone();
     // HubSpot event types name the object in the singular: contact.propertyChange.
     let object = object.trim_end_matches('s').replace("companie", "company");
-    let state = Arc::new(Receiver {
-        ctx,
-        secret,
-        object,
-        queue,
-        seen: std::sync::Mutex::new(Seen::default()),
-    });
-    axum::Router::new()
-        .route(&path, axum::routing::post(receive))
-        .with_state(state)
+    Receiver::new(ctx, secret, object, queue).router(receive)
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -141,5 +123,5 @@ async fn receive(
         Inbound::Changed(ids.into_iter().collect()),
         Inbound::Deleted(deleted.into_iter().collect()),
     ];
-    deliver(&r.queue, &r.seen, &fresh, items)
+    r.deliver(&fresh, items)
 }

@@ -21,7 +21,7 @@ use super::ZohoSink;
 use super::two_way::{is_record_id, parse_time, record_id, zoho_time};
 use crate::config::sinks::OnCrmDelete;
 use crate::sink::SinkError;
-use crate::sync::engine::{Context, Inbound, Seen, deliver};
+use crate::sync::engine::{Context, Inbound, Receiver};
 
 /// Lifetime asked for the watch channel (Zoho allows up to a day).
 pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(6 * 3_600);
@@ -80,14 +80,6 @@ fn body_id(body: &[u8]) -> i64 {
     i64::from_be_bytes(eight)
 }
 
-struct Receiver {
-    ctx: Arc<Context>,
-    token: String,
-    module: String,
-    queue: mpsc::Sender<Inbound>,
-    seen: std::sync::Mutex<Seen>,
-}
-
 /// The notification route of a Zoho two-way sink: check the token, de-duplicate, queue ids.
 pub fn notification_router(
     ctx: Arc<Context>,
@@ -95,23 +87,13 @@ pub fn notification_router(
     module: &str,
     queue: mpsc::Sender<Inbound>,
 ) -> axum::Router {
-    let path = ctx.two_way.webhook_path.clone();
-    let state = Arc::new(Receiver {
-        ctx,
-        token,
-        module: module.to_string(),
-        queue,
-        seen: std::sync::Mutex::new(Seen::default()),
-    });
-    axum::Router::new()
-        .route(&path, axum::routing::post(receive))
-        .with_state(state)
+    Receiver::new(ctx, token, module.to_string(), queue).router(receive)
 }
 
 async fn receive(State(r): State<Arc<Receiver>>, body: Bytes) -> StatusCode {
     let notification = parse_notification(&body);
     let token = notification.as_ref().and_then(|n| n.token.as_deref());
-    if !token_matches(&r.token, token) {
+    if !token_matches(&r.secret, token) {
         return r.ctx.refuse("notification refused: missing or wrong token");
     }
     let Some(n) = notification else {
@@ -122,7 +104,7 @@ async fn receive(State(r): State<Arc<Receiver>>, body: Bytes) -> StatusCode {
         r.ctx.count_duplicates(1);
         return StatusCode::NO_CONTENT;
     }
-    if !n.module.eq_ignore_ascii_case(&r.module) || n.ids.is_empty() {
+    if !n.module.eq_ignore_ascii_case(&r.object) || n.ids.is_empty() {
         return StatusCode::NO_CONTENT;
     }
     let item = match n.operation.as_str() {
@@ -130,7 +112,7 @@ async fn receive(State(r): State<Arc<Receiver>>, body: Bytes) -> StatusCode {
         "delete" if r.ctx.two_way.on_crm_delete == OnCrmDelete::Delete => Inbound::Deleted(n.ids),
         _ => return StatusCode::NO_CONTENT,
     };
-    deliver(&r.queue, &r.seen, &[id], vec![item])
+    r.deliver(&[id], vec![item])
 }
 
 /// The watch channel of a sink.
