@@ -76,10 +76,16 @@ pub trait Crm: Sink + Send + Sized {
         links: &[(String, String)],
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
-    /// Queues the ids of the records modified (or deleted, after `listing.kind`) at or after
-    /// `listing.since_ms` through [`Listing::queue`], and moves `listing.newest_ms` to the
-    /// newest time seen (the next cursor). Stops early once [`Listing::stopped`].
-    fn list_since(
+    /// Queues the ids of the records modified at or after `listing.since_ms` through
+    /// [`Listing::queue`], and moves `listing.newest_ms` to the newest modification time seen
+    /// (the next cursor). Stops early once [`Listing::stopped`].
+    fn list_modified(
+        &mut self,
+        listing: &mut Listing<'_>,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Like [`Crm::list_modified`], for the records deleted at or after `listing.since_ms`.
+    fn list_deleted(
         &mut self,
         listing: &mut Listing<'_>,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
@@ -398,13 +404,13 @@ impl Receiver {
     pub(crate) fn new(
         ctx: Arc<Context>,
         secret: String,
-        object: String,
+        object: &str,
         queue: mpsc::Sender<Inbound>,
     ) -> Self {
         Receiver {
             ctx,
             secret,
-            object,
+            object: object.to_string(),
             queue,
             seen: std::sync::Mutex::new(Seen::default()),
         }

@@ -61,7 +61,10 @@ async fn reconcile_once<C: Crm>(
             .map_err(store_failed)?
             .unwrap_or((0, String::new()));
         let mut listing = Listing::new(ctx, kind, since_ms, queue, shutdown);
-        crm.list_since(&mut listing).await?;
+        match kind {
+            CursorKind::Modified => crm.list_modified(&mut listing).await?,
+            CursorKind::Deleted => crm.list_deleted(&mut listing).await?,
+        }
         let newest_ms = listing.newest_ms;
         queued += listing.queued();
         if *shutdown.borrow() {

@@ -14,22 +14,21 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use chrono::Utc;
 use serde_json::Value;
 use std::collections::BTreeSet;
-use tokio::sync::mpsc;
 
 use super::signature;
 use crate::config::sinks::OnCrmDelete;
-use crate::sync::engine::{Context, Inbound, Receiver};
+use crate::sync::engine::{Inbound, Receiver};
 
-/// The webhook route of a two-way sink: verify, de-duplicate, queue the object ids.
-pub fn webhook_router(
-    ctx: Arc<Context>,
-    secret: String,
-    object: &str,
-    queue: mpsc::Sender<Inbound>,
-) -> axum::Router {
+/// The webhook route of a two-way sink: verify, de-duplicate, queue the object ids. The
+/// receiver's `object` is the object's API name (`contacts`) and its `secret` the app's client
+/// secret.
+pub(crate) fn webhook_router(mut receiver: Receiver) -> axum::Router {
     // HubSpot event types name the object in the singular: contact.propertyChange.
-    let object = object.trim_end_matches('s').replace("companie", "company");
-    Receiver::new(ctx, secret, object, queue).router(receive)
+    receiver.object = receiver
+        .object
+        .trim_end_matches('s')
+        .replace("companie", "company");
+    receiver.router(receive)
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

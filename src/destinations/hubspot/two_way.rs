@@ -25,7 +25,6 @@ use crate::destinations::hubspot::HubspotSink;
 use crate::sink::SinkError;
 use crate::sync::engine::{Context, Crm, Listing, ReadBy};
 use crate::sync::plan::CrmRecord;
-use crate::sync::store::CursorKind;
 
 /// Records per `batch/read` with property history (HubSpot's cap).
 const READ_BATCH: usize = 50;
@@ -127,73 +126,92 @@ impl Crm for HubspotSink {
         Ok(())
     }
 
-    async fn list_since(&mut self, listing: &mut Listing<'_>) -> Result<(), SinkError> {
-        match listing.kind {
-            CursorKind::Modified => search_modified(self, listing).await,
-            CursorKind::Deleted => list_archived(self, listing).await,
+    /// Searches records modified at or after the listing's cursor and queues their ids.
+    async fn list_modified(&mut self, l: &mut Listing<'_>) -> Result<(), SinkError> {
+        let mut since_ms = l.since_ms;
+        let modified = if self.object() == "contacts" {
+            "lastmodifieddate"
+        } else {
+            "hs_lastmodifieddate"
+        };
+        let path = format!("/crm/v3/objects/{}/search", self.object());
+        let mut after: Option<String> = None;
+        while !l.stopped() {
+            let mut body = json!({
+                "filterGroups": [{"filters": [
+                    {"propertyName": modified, "operator": "GTE", "value": since_ms.to_string()}
+                ]}],
+                "sorts": [{"propertyName": modified, "direction": "ASCENDING"}],
+                "properties": [modified],
+                "limit": 100,
+            });
+            if let Some(a) = &after {
+                body["after"] = json!(a);
+            }
+            // HubSpot allows 5 searches per second per token; stay under it.
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let answer = self.post_json(&path, &body).await?;
+            l.ctx.count_read();
+            let mut ids = Vec::new();
+            for r in answer["results"].as_array().into_iter().flatten() {
+                if let Some(id) = r["id"].as_str() {
+                    ids.push(id.to_string());
+                }
+                if let Some(t) = parse_time(&r["properties"][modified]) {
+                    l.newest_ms = l.newest_ms.max(t.timestamp_millis());
+                }
+            }
+            if !l.queue(ids).await {
+                break;
+            }
+            after = answer["paging"]["next"]["after"].as_str().map(String::from);
+            match &after {
+                None => break,
+                // Before the 10,000-result cap: a new search from the newest time seen.
+                Some(a) if a.parse::<u64>().is_ok_and(|n| n >= 9_900) => {
+                    if l.newest_ms == since_ms {
+                        tracing::warn!(sink = %l.ctx.sink,
+                            "more than 10,000 records share one modification time; skipping ahead");
+                        l.newest_ms += 1;
+                    }
+                    since_ms = l.newest_ms;
+                    after = None;
+                }
+                Some(_) => {}
+            }
         }
+        Ok(())
+    }
+
+    /// Lists archived records (100 per page) and queues those archived at or after the
+    /// listing's cursor.
+    async fn list_deleted(&mut self, l: &mut Listing<'_>) -> Result<(), SinkError> {
+        let mut after: Option<String> = None;
+        while !l.stopped() {
+            let mut path = format!("/crm/v3/objects/{}?archived=true&limit=100", self.object());
+            if let Some(a) = &after {
+                let a =
+                    percent_encoding::utf8_percent_encode(a, percent_encoding::NON_ALPHANUMERIC);
+                path.push_str(&format!("&after={a}"));
+            }
+            let answer = self.get_json(&path).await?;
+            l.ctx.count_read();
+            let (ids, newest) = archived_since(&answer, l.since_ms);
+            l.newest_ms = l.newest_ms.max(newest);
+            if !l.queue(ids).await {
+                break;
+            }
+            after = answer["paging"]["next"]["after"].as_str().map(String::from);
+            if after.is_none() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn sibling(&self) -> Self {
         HubspotSink::sibling(self)
     }
-}
-
-/// Searches records modified at or after the listing's cursor and queues their ids.
-async fn search_modified(hubspot: &mut HubspotSink, l: &mut Listing<'_>) -> Result<(), SinkError> {
-    let mut since_ms = l.since_ms;
-    let modified = if hubspot.object() == "contacts" {
-        "lastmodifieddate"
-    } else {
-        "hs_lastmodifieddate"
-    };
-    let path = format!("/crm/v3/objects/{}/search", hubspot.object());
-    let mut after: Option<String> = None;
-    while !l.stopped() {
-        let mut body = json!({
-            "filterGroups": [{"filters": [
-                {"propertyName": modified, "operator": "GTE", "value": since_ms.to_string()}
-            ]}],
-            "sorts": [{"propertyName": modified, "direction": "ASCENDING"}],
-            "properties": [modified],
-            "limit": 100,
-        });
-        if let Some(a) = &after {
-            body["after"] = json!(a);
-        }
-        // HubSpot allows 5 searches per second per token; stay under it.
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let answer = hubspot.post_json(&path, &body).await?;
-        l.ctx.count_read();
-        let mut ids = Vec::new();
-        for r in answer["results"].as_array().into_iter().flatten() {
-            if let Some(id) = r["id"].as_str() {
-                ids.push(id.to_string());
-            }
-            if let Some(t) = parse_time(&r["properties"][modified]) {
-                l.newest_ms = l.newest_ms.max(t.timestamp_millis());
-            }
-        }
-        if !l.queue(ids).await {
-            break;
-        }
-        after = answer["paging"]["next"]["after"].as_str().map(String::from);
-        match &after {
-            None => break,
-            // Before the 10,000-result cap: a new search from the newest time seen.
-            Some(a) if a.parse::<u64>().is_ok_and(|n| n >= 9_900) => {
-                if l.newest_ms == since_ms {
-                    tracing::warn!(sink = %l.ctx.sink,
-                        "more than 10,000 records share one modification time; skipping ahead");
-                    l.newest_ms += 1;
-                }
-                since_ms = l.newest_ms;
-                after = None;
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(())
 }
 
 /// Ids of the records of a list answer archived at or after `since_ms`, and the newest
@@ -212,34 +230,6 @@ pub fn archived_since(answer: &Value, since_ms: i64) -> (Vec<String>, i64) {
         }
     }
     (ids, newest_ms)
-}
-
-/// Lists archived records (100 per page) and queues those archived at or after the
-/// listing's cursor.
-async fn list_archived(hubspot: &mut HubspotSink, l: &mut Listing<'_>) -> Result<(), SinkError> {
-    let mut after: Option<String> = None;
-    while !l.stopped() {
-        let mut path = format!(
-            "/crm/v3/objects/{}?archived=true&limit=100",
-            hubspot.object()
-        );
-        if let Some(a) = &after {
-            let a = percent_encoding::utf8_percent_encode(a, percent_encoding::NON_ALPHANUMERIC);
-            path.push_str(&format!("&after={a}"));
-        }
-        let answer = hubspot.get_json(&path).await?;
-        l.ctx.count_read();
-        let (ids, newest) = archived_since(&answer, l.since_ms);
-        l.newest_ms = l.newest_ms.max(newest);
-        if !l.queue(ids).await {
-            break;
-        }
-        after = answer["paging"]["next"]["after"].as_str().map(String::from);
-        if after.is_none() {
-            break;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

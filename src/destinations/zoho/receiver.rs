@@ -15,13 +15,13 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::ZohoSink;
 use super::two_way::{is_record_id, parse_time, record_id, zoho_time};
 use crate::config::sinks::OnCrmDelete;
 use crate::sink::SinkError;
-use crate::sync::engine::{Context, Inbound, Receiver};
+use crate::sync::engine::{Inbound, Receiver};
 
 /// Lifetime asked for the watch channel (Zoho allows up to a day).
 pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(6 * 3_600);
@@ -81,13 +81,9 @@ fn body_id(body: &[u8]) -> i64 {
 }
 
 /// The notification route of a Zoho two-way sink: check the token, de-duplicate, queue ids.
-pub fn notification_router(
-    ctx: Arc<Context>,
-    token: String,
-    module: &str,
-    queue: mpsc::Sender<Inbound>,
-) -> axum::Router {
-    Receiver::new(ctx, token, module.to_string(), queue).router(receive)
+/// The receiver's `object` is the module's API name and its `secret` the channel's token.
+pub(crate) fn notification_router(receiver: Receiver) -> axum::Router {
+    receiver.router(receive)
 }
 
 async fn receive(State(r): State<Arc<Receiver>>, body: Bytes) -> StatusCode {

@@ -37,7 +37,6 @@ use crate::sink::SinkError;
 use crate::sink::mapping::{PropertyType, value_string};
 use crate::sync::engine::{Context, Crm, Listing, ReadBy};
 use crate::sync::plan::CrmRecord;
-use crate::sync::store::CursorKind;
 
 /// Values per COQL `in` (Zoho's cap).
 pub const IN_VALUES: usize = 50;
@@ -289,76 +288,70 @@ impl Crm for ZohoSink {
         Ok(())
     }
 
-    async fn list_since(&mut self, listing: &mut Listing<'_>) -> Result<(), SinkError> {
-        match listing.kind {
-            CursorKind::Modified => list_modified(self, listing).await,
-            CursorKind::Deleted => list_deleted(self, listing).await,
+    /// Pages COQL over the records modified at or after the listing's cursor and queues their
+    /// ids, restarting from the newest time seen before the OFFSET+LIMIT cap.
+    async fn list_modified(&mut self, l: &mut Listing<'_>) -> Result<(), SinkError> {
+        let mut since_ms = l.since_ms;
+        let mut offset = 0;
+        while !l.stopped() {
+            let query = modified_query(self.module(), since_ms, offset);
+            let Some(body) = coql(l.ctx, self, &query).await? else {
+                break;
+            };
+            let mut ids = Vec::new();
+            for r in body["data"].as_array().into_iter().flatten() {
+                if let Some(id) = record_id(&r["id"]) {
+                    ids.push(id);
+                }
+                if let Some(t) = parse_time(&r["Modified_Time"]) {
+                    l.newest_ms = l.newest_ms.max(t.timestamp_millis());
+                }
+            }
+            if !l.queue(ids).await || body["info"]["more_records"] != true {
+                break;
+            }
+            offset += PAGE;
+            if offset + PAGE > OFFSET_CAP {
+                // Before the OFFSET+LIMIT cap: a new query from the newest time seen.
+                if l.newest_ms.div_euclid(1000) <= since_ms.div_euclid(1000) {
+                    tracing::warn!(sink = %l.ctx.sink,
+                        "more than 100,000 records share one modification second; skipping ahead");
+                    l.newest_ms = (since_ms.div_euclid(1000) + 1) * 1000;
+                }
+                since_ms = l.newest_ms;
+                offset = 0;
+            }
         }
+        Ok(())
+    }
+
+    /// Pages `GET /{Module}/deleted` (newest first) until a deletion older than the listing's
+    /// cursor, and queues the ids deleted since.
+    async fn list_deleted(&mut self, l: &mut Listing<'_>) -> Result<(), SinkError> {
+        for page in 1.. {
+            if l.stopped() {
+                break;
+            }
+            let path = format!(
+                "/crm/v8/{}/deleted?type=all&per_page={DELETED_PAGE}&page={page}",
+                self.module()
+            );
+            let Some(body) = read_call(l.ctx, self, reqwest::Method::GET, &path, None).await?
+            else {
+                break;
+            };
+            let (ids, newest, older) = deleted_page(&body, l.since_ms);
+            l.newest_ms = l.newest_ms.max(newest);
+            if !l.queue(ids).await || older || body["info"]["more_records"] != true {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn sibling(&self) -> Self {
         ZohoSink::sibling(self)
     }
-}
-
-/// Pages COQL over the records modified at or after the listing's cursor and queues their
-/// ids, restarting from the newest time seen before the OFFSET+LIMIT cap.
-async fn list_modified(zoho: &mut ZohoSink, l: &mut Listing<'_>) -> Result<(), SinkError> {
-    let mut since_ms = l.since_ms;
-    let mut offset = 0;
-    while !l.stopped() {
-        let query = modified_query(zoho.module(), since_ms, offset);
-        let Some(body) = coql(l.ctx, zoho, &query).await? else {
-            break;
-        };
-        let mut ids = Vec::new();
-        for r in body["data"].as_array().into_iter().flatten() {
-            if let Some(id) = record_id(&r["id"]) {
-                ids.push(id);
-            }
-            if let Some(t) = parse_time(&r["Modified_Time"]) {
-                l.newest_ms = l.newest_ms.max(t.timestamp_millis());
-            }
-        }
-        if !l.queue(ids).await || body["info"]["more_records"] != true {
-            break;
-        }
-        offset += PAGE;
-        if offset + PAGE > OFFSET_CAP {
-            // Before the OFFSET+LIMIT cap: a new query from the newest time seen.
-            if l.newest_ms.div_euclid(1000) <= since_ms.div_euclid(1000) {
-                tracing::warn!(sink = %l.ctx.sink,
-                    "more than 100,000 records share one modification second; skipping ahead");
-                l.newest_ms = (since_ms.div_euclid(1000) + 1) * 1000;
-            }
-            since_ms = l.newest_ms;
-            offset = 0;
-        }
-    }
-    Ok(())
-}
-
-/// Pages `GET /{Module}/deleted` (newest first) until a deletion older than the listing's
-/// cursor, and queues the ids deleted since.
-async fn list_deleted(zoho: &mut ZohoSink, l: &mut Listing<'_>) -> Result<(), SinkError> {
-    for page in 1.. {
-        if l.stopped() {
-            break;
-        }
-        let path = format!(
-            "/crm/v8/{}/deleted?type=all&per_page={DELETED_PAGE}&page={page}",
-            zoho.module()
-        );
-        let Some(body) = read_call(l.ctx, zoho, reqwest::Method::GET, &path, None).await? else {
-            break;
-        };
-        let (ids, newest, older) = deleted_page(&body, l.since_ms);
-        l.newest_ms = l.newest_ms.max(newest);
-        if !l.queue(ids).await || older || body["info"]["more_records"] != true {
-            break;
-        }
-    }
-    Ok(())
 }
 
 /// Deleted records per page of `GET /{Module}/deleted` (Zoho's cap).
