@@ -21,7 +21,7 @@ use crate::sync::outbound::TwoWaySink;
 use super::sink::WorkerError;
 
 /// A configured destination.
-pub enum Destination {
+pub(crate) enum Destination {
     /// HubSpot CRM v3.
     Hubspot(HubspotSink),
     /// Zoho CRM v8.
@@ -47,7 +47,10 @@ impl Sink for Destination {
 }
 
 /// Builds the destination of `sinks[index]` and checks its mapping against the live schema.
-pub async fn destination(sink: &ValidSink, index: usize) -> Result<Destination, WorkerError> {
+pub(crate) async fn destination(
+    sink: &ValidSink,
+    index: usize,
+) -> Result<Destination, WorkerError> {
     let refused = |e: &dyn std::fmt::Display| WorkerError::Refused(e.to_string());
     let credentials = || {
         Credentials::from_auth(

@@ -47,11 +47,11 @@ pub(crate) enum Lease<'a> {
 /// A two-way sink ready to run.
 pub(crate) struct Prepared {
     /// The outbound destination (CRM writes filtered by the sync plan).
-    pub destination: Destination,
+    pub(crate) destination: Destination,
     /// What the outbound and inbound halves share.
-    pub context: Arc<Context>,
+    pub(crate) context: Arc<Context>,
     /// The client of the inbound half.
-    pub crm: InboundCrm,
+    pub(crate) crm: InboundCrm,
 }
 
 /// The two-way state in Postgres was unreachable or unfit.

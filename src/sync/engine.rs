@@ -52,7 +52,7 @@ const SEEN_EVENTS: usize = 100_000;
 
 /// Which records a [`Crm::read`] looks up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReadBy {
+pub(crate) enum ReadBy {
     /// By id-property values (outbound).
     IdProperty,
     /// By CRM ids (inbound).
@@ -60,7 +60,7 @@ pub enum ReadBy {
 }
 
 /// A CRM as two-way sync needs it, besides writing batches ([`Sink`]).
-pub trait Crm: Sink + Send + Sized {
+pub(crate) trait Crm: Sink + Send + Sized {
     /// Records by id-property values or CRM ids, with per-property change times.
     fn read(
         &mut self,
@@ -96,15 +96,15 @@ pub trait Crm: Sink + Send + Sized {
 
 /// One reconciliation listing in progress: where it started, the newest time seen so far, and
 /// what it queued for the inbound worker.
-pub struct Listing<'a> {
+pub(crate) struct Listing<'a> {
     /// The two-way sink.
-    pub ctx: &'a Context,
+    pub(crate) ctx: &'a Context,
     /// Modified or deleted records.
-    pub kind: CursorKind,
+    pub(crate) kind: CursorKind,
     /// The cursor the listing starts from (epoch milliseconds).
-    pub since_ms: i64,
+    pub(crate) since_ms: i64,
     /// The newest modification (or deletion) time seen; at least `since_ms`.
-    pub newest_ms: i64,
+    pub(crate) newest_ms: i64,
     queued: usize,
     queue: &'a mpsc::Sender<Inbound>,
     shutdown: &'a watch::Receiver<bool>,
@@ -130,13 +130,13 @@ impl<'a> Listing<'a> {
     }
 
     /// True once shutdown was asked for: the listing stops where it is.
-    pub fn stopped(&self) -> bool {
+    pub(crate) fn stopped(&self) -> bool {
         *self.shutdown.borrow()
     }
 
     /// Queues the ids found ([`Inbound::Changed`] or [`Inbound::Deleted`] after `kind`); false
     /// when the inbound worker is gone and the listing must stop.
-    pub async fn queue(&mut self, ids: Vec<String>) -> bool {
+    pub(crate) async fn queue(&mut self, ids: Vec<String>) -> bool {
         if ids.is_empty() {
             return true;
         }
@@ -156,41 +156,41 @@ impl<'a> Listing<'a> {
 
 /// Counters of a two-way sink (also exported as metrics).
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     /// CRM reads made by sync (HubSpot batch/read and search, Zoho COQL).
-    pub api_reads: AtomicU64,
+    pub(crate) api_reads: AtomicU64,
     /// Records written into Postgres.
-    pub inbound_writes: AtomicU64,
+    pub(crate) inbound_writes: AtomicU64,
     /// Rows deleted in Postgres because their CRM records were deleted.
-    pub inbound_deletes: AtomicU64,
+    pub(crate) inbound_deletes: AtomicU64,
     /// CRM changes found to be our own writes (or already in sync).
-    pub echoes: AtomicU64,
+    pub(crate) echoes: AtomicU64,
     /// Conflicts settled.
-    pub conflicts: AtomicU64,
+    pub(crate) conflicts: AtomicU64,
     /// Webhooks refused (bad or stale signature; Zoho: wrong or missing token).
-    pub webhooks_rejected: AtomicU64,
+    pub(crate) webhooks_rejected: AtomicU64,
     /// Webhook events seen twice.
-    pub webhook_duplicates: AtomicU64,
+    pub(crate) webhook_duplicates: AtomicU64,
 }
 
 /// What the outbound and inbound halves share.
-pub struct Context {
+pub(crate) struct Context {
     /// Sink name.
-    pub sink: String,
+    pub(crate) sink: String,
     /// Unique property records are matched by.
-    pub id_property: String,
+    pub(crate) id_property: String,
     /// Field rules.
-    pub rules: Vec<FieldRule>,
+    pub(crate) rules: Vec<FieldRule>,
     /// HubSpot properties of the object.
-    pub schema: BTreeMap<String, Property>,
+    pub(crate) schema: BTreeMap<String, Property>,
     /// Ownership and inbound settings.
-    pub two_way: TwoWay,
+    pub(crate) two_way: TwoWay,
     /// Durable state and origin-tagged writes.
-    pub store: Mutex<Store>,
+    pub(crate) store: Mutex<Store>,
     /// Conflicts go to the audit trail.
-    pub audit: AuditTrail,
+    pub(crate) audit: AuditTrail,
     /// Counters.
-    pub counters: Counters,
+    pub(crate) counters: Counters,
 }
 
 /// A conflict as recorded in the audit trail.
@@ -232,7 +232,7 @@ impl Context {
     }
 
     /// Counts one read API call made by sync.
-    pub fn count_read(&self) {
+    pub(crate) fn count_read(&self) {
         self.count(
             &self.counters.api_reads,
             "driftless_sync_api_reads_total",
@@ -338,7 +338,7 @@ impl Context {
     }
 
     /// The mapped properties.
-    pub fn properties(&self) -> Vec<&str> {
+    pub(crate) fn properties(&self) -> Vec<&str> {
         self.rules.iter().map(|r| r.property.as_str()).collect()
     }
 }
@@ -375,7 +375,7 @@ impl Seen {
 
 /// An item of the queue between the receiver/reconciler and the inbound worker: CRM ids.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Inbound {
+pub(crate) enum Inbound {
     /// Records created, changed or restored in the CRM.
     Changed(Vec<String>),
     /// Records deleted in the CRM.
@@ -383,7 +383,7 @@ pub enum Inbound {
 }
 
 /// The queue between the receiver/reconciler and the inbound worker.
-pub fn queue() -> (mpsc::Sender<Inbound>, mpsc::Receiver<Inbound>) {
+pub(crate) fn queue() -> (mpsc::Sender<Inbound>, mpsc::Receiver<Inbound>) {
     mpsc::channel(QUEUE_CAPACITY)
 }
 

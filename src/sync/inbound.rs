@@ -64,7 +64,7 @@ impl Pending {
 /// Applies CRM changes and deletions to Postgres until shutdown: drains the queue in groups
 /// of up to [`INBOUND_BATCH`] ids (deletions first), retrying transient failures with backoff
 /// (the ids are kept).
-pub async fn inbound_worker<C: Crm>(
+pub(crate) async fn inbound_worker<C: Crm>(
     ctx: Arc<Context>,
     mut crm: C,
     mut queue: mpsc::Receiver<Inbound>,

@@ -10,10 +10,10 @@
 //! tagged with the sink's replication origin, so capture marks them and the same sink does not
 //! send them back.
 
-pub mod engine;
-pub mod inbound;
-pub mod outbound;
-pub mod plan;
-pub mod reconcile;
-pub mod resolve;
+pub(crate) mod engine;
+pub(crate) mod inbound;
+pub(crate) mod outbound;
+pub(crate) mod plan;
+pub(crate) mod reconcile;
+pub(crate) mod resolve;
 pub mod store;

@@ -22,14 +22,14 @@ use crate::sync::store::{InboundChange, LedgerRow, Store};
 use crate::sync::engine::*;
 
 /// The outbound destination of a two-way sink: CRM writes filtered by the sync plan.
-pub struct TwoWaySink<C> {
+pub(crate) struct TwoWaySink<C> {
     ctx: Arc<Context>,
     crm: C,
 }
 
 impl<C: Crm> TwoWaySink<C> {
     /// Wraps the sink's CRM destination.
-    pub fn new(ctx: Arc<Context>, crm: C) -> Self {
+    pub(crate) fn new(ctx: Arc<Context>, crm: C) -> Self {
         TwoWaySink { ctx, crm }
     }
 }

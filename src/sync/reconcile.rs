@@ -18,7 +18,7 @@ use crate::sync::engine::*;
 
 /// Searches for records modified (and, with `on_crm_delete = "delete"`, deleted) since the
 /// cursors every `every` and queues them for the inbound worker.
-pub async fn run<C: Crm>(
+pub(crate) async fn run<C: Crm>(
     ctx: Arc<Context>,
     mut crm: C,
     queue: mpsc::Sender<Inbound>,

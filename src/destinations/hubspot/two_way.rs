@@ -56,7 +56,7 @@ async fn read(
     Ok(out)
 }
 /// Records of a `batch/read` answer (string properties, latest change time per property).
-pub fn parse_records(answer: &Value) -> Vec<CrmRecord> {
+pub(crate) fn parse_records(answer: &Value) -> Vec<CrmRecord> {
     let mut out = Vec::new();
     for r in answer["results"].as_array().into_iter().flatten() {
         let Some(id) = r["id"].as_str() else {
@@ -216,7 +216,7 @@ impl Crm for HubspotSink {
 
 /// Ids of the records of a list answer archived at or after `since_ms`, and the newest
 /// `archivedAt` among them (at least `since_ms`).
-pub fn archived_since(answer: &Value, since_ms: i64) -> (Vec<String>, i64) {
+pub(crate) fn archived_since(answer: &Value, since_ms: i64) -> (Vec<String>, i64) {
     let mut newest_ms = since_ms;
     let mut ids = Vec::new();
     for r in answer["results"].as_array().into_iter().flatten() {

@@ -24,23 +24,23 @@ use crate::sink::SinkError;
 use crate::sync::engine::{Inbound, Receiver};
 
 /// Lifetime asked for the watch channel (Zoho allows up to a day).
-pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(6 * 3_600);
+pub(crate) const CHANNEL_LIFETIME: Duration = Duration::from_secs(6 * 3_600);
 
 /// A notification as Zoho posts it (the fields driftless uses).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Notification {
+pub(crate) struct Notification {
     /// Module API name.
-    pub module: String,
+    pub(crate) module: String,
     /// `insert`, `update` or `delete`.
-    pub operation: String,
+    pub(crate) operation: String,
     /// Record ids (digits only; others are dropped).
-    pub ids: Vec<String>,
+    pub(crate) ids: Vec<String>,
     /// The channel's token.
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
 }
 
 /// Parses a notification body (None: not a notification).
-pub fn parse_notification(body: &[u8]) -> Option<Notification> {
+pub(crate) fn parse_notification(body: &[u8]) -> Option<Notification> {
     let v: Value = serde_json::from_slice(body).ok()?;
     let ids = v["ids"]
         .as_array()?
@@ -57,7 +57,7 @@ pub fn parse_notification(body: &[u8]) -> Option<Notification> {
 }
 
 /// Constant-time comparison of the expected token with the one received.
-pub fn token_matches(expected: &str, got: Option<&str>) -> bool {
+pub(crate) fn token_matches(expected: &str, got: Option<&str>) -> bool {
     let Some(got) = got else {
         return false;
     };
@@ -69,7 +69,7 @@ pub fn token_matches(expected: &str, got: Option<&str>) -> bool {
 }
 
 /// A fresh random channel token (32 hex digits; Zoho allows up to 50 characters).
-pub fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
@@ -113,20 +113,20 @@ async fn receive(State(r): State<Arc<Receiver>>, body: Bytes) -> StatusCode {
 
 /// The watch channel of a sink.
 #[derive(Clone, Debug)]
-pub struct Channel {
+pub(crate) struct Channel {
     /// Channel id (stable per sink name, so a restart replaces the previous channel).
-    pub id: u64,
+    pub(crate) id: u64,
     /// Token Zoho sends back with every notification.
-    pub token: String,
+    pub(crate) token: String,
     /// Where Zoho posts.
-    pub notify_url: String,
+    pub(crate) notify_url: String,
     /// `{Module}.all`.
-    pub events: Vec<String>,
+    pub(crate) events: Vec<String>,
 }
 
 impl Channel {
     /// A channel for `sink` on `module` with a fresh token.
-    pub fn new(sink: &str, module: &str, notify_url: &str) -> Channel {
+    pub(crate) fn new(sink: &str, module: &str, notify_url: &str) -> Channel {
         let digest = Sha256::digest(format!("driftless-watch-{sink}").as_bytes());
         let mut eight = [0u8; 8];
         eight.copy_from_slice(&digest[..8]);
@@ -141,7 +141,7 @@ impl Channel {
     }
 
     /// The body of a watch request expiring at `expiry`.
-    pub fn body(&self, expiry: DateTime<Utc>) -> Value {
+    pub(crate) fn body(&self, expiry: DateTime<Utc>) -> Value {
         json!({"watch": [{
             "channel_id": self.id,
             "events": self.events,
@@ -153,7 +153,7 @@ impl Channel {
 }
 
 /// Creates (`create`) or renews the channel; returns its expiry as Zoho reports it.
-pub async fn watch_channel(
+pub(crate) async fn watch_channel(
     zoho: &ZohoSink,
     channel: &Channel,
     create: bool,
@@ -187,7 +187,7 @@ pub async fn watch_channel(
 
 /// Keeps the channel alive until shutdown: renews it half-way to its expiry (re-creating it
 /// when Zoho forgot it), then deletes it.
-pub async fn keep_channel(
+pub(crate) async fn keep_channel(
     sink: String,
     zoho: ZohoSink,
     channel: Channel,

@@ -39,9 +39,9 @@ use crate::sync::engine::{Context, Crm, Listing, ReadBy};
 use crate::sync::plan::CrmRecord;
 
 /// Values per COQL `in` (Zoho's cap).
-pub const IN_VALUES: usize = 50;
+pub(crate) const IN_VALUES: usize = 50;
 /// Rows per reconciliation query (COQL's LIMIT cap).
-pub const PAGE: usize = 2_000;
+pub(crate) const PAGE: usize = 2_000;
 /// COQL's OFFSET + LIMIT cap.
 const OFFSET_CAP: usize = 100_000;
 /// Records per update request.
@@ -53,7 +53,7 @@ fn quote(s: &str) -> String {
 }
 
 /// The COQL literal of a value of a field of `kind`: plain numbers bare, anything else quoted.
-pub fn literal(kind: Option<PropertyType>, v: &str) -> String {
+pub(crate) fn literal(kind: Option<PropertyType>, v: &str) -> String {
     let plain_number = !v.is_empty()
         && v.trim_start_matches('-')
             .chars()
@@ -67,12 +67,12 @@ pub fn literal(kind: Option<PropertyType>, v: &str) -> String {
 }
 
 /// A Zoho record id (digits only): anything else is never put into a query.
-pub fn is_record_id(id: &str) -> bool {
+pub(crate) fn is_record_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 30 && id.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// `select <fields>, Modified_Time from M where F in (<literals>)`.
-pub fn select_in(module: &str, fields: &[&str], field: &str, literals: &[String]) -> String {
+pub(crate) fn select_in(module: &str, fields: &[&str], field: &str, literals: &[String]) -> String {
     let mut wanted: Vec<&str> = Vec::new();
     for f in fields.iter().copied().chain(["Modified_Time"]) {
         if f != "id" && !wanted.contains(&f) {
@@ -88,7 +88,7 @@ pub fn select_in(module: &str, fields: &[&str], field: &str, literals: &[String]
 
 /// Zoho's datetime form (`YYYY-MM-DDTHH:MM:SS+00:00`) of epoch milliseconds, floored to the
 /// second.
-pub fn zoho_time(ms: i64) -> String {
+pub(crate) fn zoho_time(ms: i64) -> String {
     DateTime::from_timestamp_millis(ms.div_euclid(1000) * 1000)
         .unwrap_or_default()
         .format("%Y-%m-%dT%H:%M:%S+00:00")
@@ -96,7 +96,7 @@ pub fn zoho_time(ms: i64) -> String {
 }
 
 /// One reconciliation page: records modified at or after `since_ms`, oldest first.
-pub fn modified_query(module: &str, since_ms: i64, offset: usize) -> String {
+pub(crate) fn modified_query(module: &str, since_ms: i64, offset: usize) -> String {
     format!(
         "select id, Modified_Time from {module} where Modified_Time >= '{}' \
          order by Modified_Time asc, id asc limit {PAGE} offset {offset}",
@@ -119,7 +119,7 @@ pub(crate) fn record_id(v: &Value) -> Option<String> {
 }
 
 /// The comparable string form of a Zoho value of a field of `kind` (None: null).
-pub fn comparable(kind: Option<PropertyType>, v: &Value) -> Option<String> {
+pub(crate) fn comparable(kind: Option<PropertyType>, v: &Value) -> Option<String> {
     Some(match v {
         Value::Null => return None,
         Value::Object(o) => value_string(o.get("id")?),
@@ -149,7 +149,7 @@ pub fn comparable(kind: Option<PropertyType>, v: &Value) -> Option<String> {
 }
 
 /// Records of a COQL (or records API) answer; every field's change time is `Modified_Time`.
-pub fn parse_records(
+pub(crate) fn parse_records(
     answer: &Value,
     schema: &std::collections::BTreeMap<String, crate::sink::mapping::Property>,
 ) -> Vec<CrmRecord> {
@@ -360,7 +360,7 @@ const DELETED_PAGE: usize = 200;
 /// One page of `GET /{Module}/deleted` (newest first): the ids deleted at or after `since_ms`
 /// (second precision, like `deleted_time`), the newest deletion time (at least `since_ms`), and
 /// whether the page reached deletions older than the cursor (no further page is needed).
-pub fn deleted_page(answer: &Value, since_ms: i64) -> (Vec<String>, i64, bool) {
+pub(crate) fn deleted_page(answer: &Value, since_ms: i64) -> (Vec<String>, i64, bool) {
     let since_s = since_ms.div_euclid(1000);
     let mut ids = Vec::new();
     let mut newest_ms = since_ms;
