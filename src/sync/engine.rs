@@ -1,6 +1,7 @@
 //! The vocabulary two-way sync shares between its loops: the [`Crm`] a destination implements,
-//! the [`Context`] the outbound and inbound halves share, and the bounded queue between the
-//! receivers / reconciliation and the inbound worker.
+//! the [`Context`] the outbound and inbound halves share, the bounded queue between the
+//! receivers / reconciliation and the inbound worker, the state of a CRM's webhook route
+//! ([`Receiver`]) and a reconciliation listing in progress ([`Listing`]).
 //!
 //! The loops themselves: [`super::outbound`] (Postgres → CRM, filtered by the plan),
 //! [`super::inbound`] (CRM → Postgres) and [`super::reconcile`] (the safety net for lost
