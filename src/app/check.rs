@@ -20,13 +20,13 @@ use crate::sync::store;
 
 /// One preflight finding.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Finding {
+pub(crate) struct Finding {
     /// Which system: `postgres`, `kafka`, `state`, `sinks`.
-    pub system: &'static str,
+    pub(crate) system: &'static str,
     /// What is wrong.
-    pub message: String,
+    pub(crate) message: String,
     /// What to do.
-    pub hint: Option<String>,
+    pub(crate) hint: Option<String>,
 }
 
 fn finding(system: &'static str, e: &dyn std::fmt::Display, hint: Option<String>) -> Finding {
@@ -38,7 +38,7 @@ fn finding(system: &'static str, e: &dyn std::fmt::Display, hint: Option<String>
 }
 
 /// Runs every check; an empty list means ready to capture.
-pub async fn preflight(cfg: &ValidConfig) -> Vec<Finding> {
+pub(crate) async fn preflight(cfg: &ValidConfig) -> Vec<Finding> {
     let mut out = Vec::new();
     match postgres_checks(cfg).await {
         Ok(mut f) => out.append(&mut f),

@@ -13,14 +13,14 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// Installs the global recorder (once per process).
-pub fn install() -> Result<PrometheusHandle, String> {
+pub(crate) fn install() -> Result<PrometheusHandle, String> {
     PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| e.to_string())
 }
 
 /// Serves `/metrics` and `/healthz` on `addr` until the process ends.
-pub async fn serve(
+pub(crate) async fn serve(
     addr: SocketAddr,
     handle: PrometheusHandle,
     healthy: Arc<dyn Fn() -> bool + Send + Sync>,

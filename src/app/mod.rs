@@ -15,10 +15,10 @@
 //! on its own stops the others); exit codes come from one rule, [`exit_code`]: 0 ok, 1 failure,
 //! 2 invalid config or destination schema, 3 refusal for the source's state.
 
-pub mod check;
-pub mod destination;
-pub mod metrics;
-pub mod sink;
+pub(crate) mod check;
+pub(crate) mod destination;
+pub(crate) mod metrics;
+pub(crate) mod sink;
 mod supervise;
 mod two_way;
 
@@ -38,7 +38,7 @@ use supervise::Supervisor;
 
 /// The one exit-code rule: a refusal of the config is 2, a refusal for the source's state 3,
 /// any other failure 1.
-pub fn exit_code(refusal: Option<Refusal>) -> ExitCode {
+pub(crate) fn exit_code(refusal: Option<Refusal>) -> ExitCode {
     match refusal {
         Some(Refusal::Config) => ExitCode::from(2),
         Some(Refusal::SourceState) => ExitCode::from(3),

@@ -22,7 +22,7 @@ use crate::sync::store::origin_name;
 
 /// Why a worker could not start or stopped.
 #[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
+pub(crate) enum WorkerError {
     /// Configuration or destination schema problems (exit code 2).
     #[error("{0}")]
     Refused(String),
@@ -70,12 +70,12 @@ impl Classify for WorkerError {
 }
 
 /// The consumer group of a sink.
-pub fn group_id(name: &str) -> String {
+pub(crate) fn group_id(name: &str) -> String {
     format!("driftless-sink-{name}")
 }
 
 /// The dead-letter topic of a sink.
-pub fn dead_letter_topic(cfg: &ValidConfig, name: &str) -> String {
+pub(crate) fn dead_letter_topic(cfg: &ValidConfig, name: &str) -> String {
     format!("{}.dlq.{name}", cfg.topic_prefix)
 }
 
@@ -108,7 +108,7 @@ fn runner_config(cfg: &ValidConfig, sink: &ValidSink, topic: String) -> RunnerCo
 
 /// Runs the sink named `name` until `shutdown` or a fatal error. A two-way sink runs its
 /// inbound half beside the runner; whichever fails first stops the other.
-pub async fn run_named(
+pub(crate) async fn run_named(
     cfg: &ValidConfig,
     name: &str,
     shutdown: watch::Receiver<bool>,
@@ -166,7 +166,7 @@ pub async fn run_named(
 /// end offsets seen at start, in a consumer group of its own (`driftless-replay-{name}`), so
 /// the running workers' offsets are untouched. Applying is idempotent (upserts by a unique
 /// property), so a replay converges instead of duplicating.
-pub async fn replay_named(
+pub(crate) async fn replay_named(
     cfg: &ValidConfig,
     name: &str,
     from: &ReplayFrom,

@@ -101,17 +101,30 @@ impl<E: std::fmt::Display + Send + 'static> Supervisor<E> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn the_first_failure_stops_the_others_and_is_reported() {
-        let (_outer_tx, outer) = watch::channel(false);
-        let mut group: Supervisor<String> = Supervisor::new(outer);
+    /// Spawns a task that runs until the group's stop signal.
+    fn spawn_waiting(group: &mut Supervisor<String>, name: String) {
         let mut stop = group.stop_signal();
-        group.spawn("waits".into(), async move {
+        group.spawn(name, async move {
             let _ = stop.wait_for(|s| *s).await;
             Ok(())
         });
-        group.spawn("fails".into(), async { Err("boom".to_string()) });
-        assert_eq!(group.join().await, Err("boom".to_string()));
+    }
+
+    /// What a group of a waiting task and a task ending with `end` reports.
+    async fn join_with_an_ending_task(end: Result<(), String>) -> Result<(), String> {
+        let (_outer_tx, outer) = watch::channel(false);
+        let mut group: Supervisor<String> = Supervisor::new(outer);
+        spawn_waiting(&mut group, "waits".into());
+        group.spawn("ends".into(), async { end });
+        group.join().await
+    }
+
+    #[tokio::test]
+    async fn the_first_failure_stops_the_others_and_is_reported() {
+        assert_eq!(
+            join_with_an_ending_task(Err("boom".to_string())).await,
+            Err("boom".to_string())
+        );
     }
 
     #[tokio::test]
@@ -119,11 +132,7 @@ mod tests {
         let (outer_tx, outer) = watch::channel(false);
         let mut group: Supervisor<String> = Supervisor::new(outer);
         for n in 0..3 {
-            let mut stop = group.stop_signal();
-            group.spawn(format!("worker {n}"), async move {
-                let _ = stop.wait_for(|s| *s).await;
-                Ok(())
-            });
+            spawn_waiting(&mut group, format!("worker {n}"));
         }
         outer_tx.send(true).unwrap();
         assert_eq!(group.join().await, Ok(()));
@@ -145,14 +154,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_task_ending_on_its_own_stops_the_others() {
-        let (_outer_tx, outer) = watch::channel(false);
-        let mut group: Supervisor<String> = Supervisor::new(outer);
-        let mut stop = group.stop_signal();
-        group.spawn("waits".into(), async move {
-            let _ = stop.wait_for(|s| *s).await;
-            Ok(())
-        });
-        group.spawn("ends".into(), async { Ok(()) });
-        assert_eq!(group.join().await, Ok(()));
+        assert_eq!(join_with_an_ending_task(Ok(())).await, Ok(()));
     }
 }

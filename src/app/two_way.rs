@@ -25,7 +25,7 @@ use crate::destinations::zoho::receiver as zoho;
 use crate::postgres::connect::ConnectParams;
 use crate::sink::SinkError;
 use crate::sink::audit::AuditTrail;
-use crate::sync::engine::{self, Context, Crm};
+use crate::sync::engine::{self, Context, Crm, Receiver};
 use crate::sync::outbound::TwoWaySink;
 use crate::sync::store::{Store, origin_name};
 use crate::sync::{inbound, reconcile};
@@ -48,11 +48,11 @@ pub(crate) enum Lease<'a> {
 /// A two-way sink ready to run.
 pub(crate) struct Prepared {
     /// The outbound destination (CRM writes filtered by the sync plan).
-    pub destination: Destination,
+    pub(crate) destination: Destination,
     /// What the outbound and inbound halves share.
-    pub context: Arc<Context>,
+    pub(crate) context: Arc<Context>,
     /// The client of the inbound half.
-    pub crm: InboundCrm,
+    pub(crate) crm: InboundCrm,
 }
 
 /// The two-way state in Postgres was unreachable or unfit.
@@ -171,7 +171,8 @@ pub(crate) async fn start(
                 .map_err(|e| {
                     WorkerError::Refused(format!("sinks.inbound.client_secret_env: {e}"))
                 })?;
-            let router = webhook_router(ctx.clone(), secret, hubspot.object(), queue_tx.clone());
+            let receiver = Receiver::new(ctx.clone(), secret, hubspot.object(), queue_tx.clone());
+            let router = webhook_router(receiver);
             serve_receiver(&ctx, router, tasks).await?;
             start_loops(ctx, hubspot, queue_tx, queue_rx, tasks);
         }
@@ -180,12 +181,9 @@ pub(crate) async fn start(
                 WorkerError::Refused("sinks.inbound.public_url is needed for Zoho".into())
             })?;
             let channel = zoho::Channel::new(&ctx.sink, zoho_sink.module(), &notify_url);
-            let router = zoho::notification_router(
-                ctx.clone(),
-                channel.token.clone(),
-                zoho_sink.module(),
-                queue_tx.clone(),
-            );
+            let token = channel.token.clone();
+            let receiver = Receiver::new(ctx.clone(), token, zoho_sink.module(), queue_tx.clone());
+            let router = zoho::notification_router(receiver);
             // The receiver listens before the channel exists, so no notification is refused.
             serve_receiver(&ctx, router, tasks).await?;
             let expiry = match zoho::watch_channel(&zoho_sink, &channel, true).await {

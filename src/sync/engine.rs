@@ -1,6 +1,7 @@
 //! The vocabulary two-way sync shares between its loops: the [`Crm`] a destination implements,
-//! the [`Context`] the outbound and inbound halves share, and the bounded queue between the
-//! receivers / reconciliation and the inbound worker.
+//! the [`Context`] the outbound and inbound halves share, the bounded queue between the
+//! receivers / reconciliation and the inbound worker, the state of a CRM's webhook route
+//! ([`Receiver`]) and a reconciliation listing in progress ([`Listing`]).
 //!
 //! The loops themselves: [`super::outbound`] (Postgres → CRM, filtered by the plan),
 //! [`super::inbound`] (CRM → Postgres) and [`super::reconcile`] (the safety net for lost
@@ -28,6 +29,7 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::Utc;
@@ -41,7 +43,7 @@ use crate::sink::audit::{AuditTrail, key_hash};
 use crate::sink::crm::CrmWrites;
 use crate::sink::mapping::Property;
 use crate::sync::plan::{Conflict, CrmRecord, Mapping};
-use crate::sync::store::{Store, StoreError};
+use crate::sync::store::{CursorKind, InboundChange, LedgerRow, Store, StoreError};
 
 /// Records the inbound worker handles at once.
 pub(crate) const INBOUND_BATCH: usize = 50;
@@ -50,19 +52,22 @@ const QUEUE_CAPACITY: usize = 1_000;
 /// Notification ids remembered for de-duplication.
 const SEEN_EVENTS: usize = 100_000;
 
+/// Which records a [`Crm::read`] looks up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReadBy {
+    /// By id-property values (outbound).
+    IdProperty,
+    /// By CRM ids (inbound).
+    CrmId,
+}
+
 /// A CRM as two-way sync needs it, besides writing batches ([`Sink`]).
 pub(crate) trait Crm: CrmWrites + Sized {
-    /// Records by id-property values (outbound), with per-property change times.
-    fn read_by_id_property(
+    /// Records by id-property values or CRM ids, with per-property change times.
+    fn read(
         &mut self,
         ctx: &Context,
-        ids: &[String],
-    ) -> impl Future<Output = Result<Vec<CrmRecord>, SinkError>> + Send;
-
-    /// Records by CRM ids (inbound).
-    fn read_by_ids(
-        &mut self,
-        ctx: &Context,
+        by: ReadBy,
         ids: &[String],
     ) -> impl Future<Output = Result<Vec<CrmRecord>, SinkError>> + Send;
 
@@ -73,67 +78,121 @@ pub(crate) trait Crm: CrmWrites + Sized {
         links: &[(String, String)],
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
-    /// Queues the ids of records modified at or after `since_ms`; returns how many were queued
-    /// and the newest modification time seen (the next cursor).
-    fn modified_since(
+    /// Queues the ids of the records modified at or after `listing.since_ms` through
+    /// [`Listing::queue`], and moves `listing.newest_ms` to the newest modification time seen
+    /// (the next cursor). Stops early once [`Listing::stopped`].
+    fn list_modified(
         &mut self,
-        ctx: &Context,
-        since_ms: i64,
-        queue: &mpsc::Sender<Inbound>,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> impl Future<Output = Result<(usize, i64), SinkError>> + Send;
+        listing: &mut Listing<'_>,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
-    /// Queues ([`Inbound::Deleted`]) the ids of records deleted at or after `since_ms`;
-    /// returns how many were queued and the newest deletion time seen (the next cursor).
-    fn deleted_since(
+    /// Like [`Crm::list_modified`], for the records deleted at or after `listing.since_ms`.
+    fn list_deleted(
         &mut self,
-        ctx: &Context,
-        since_ms: i64,
-        queue: &mpsc::Sender<Inbound>,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> impl Future<Output = Result<(usize, i64), SinkError>> + Send;
+        listing: &mut Listing<'_>,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// Another client with the same credentials (for the inbound tasks).
     fn sibling(&self) -> Self;
 }
 
+/// One reconciliation listing in progress: where it started, the newest time seen so far, and
+/// what it queued for the inbound worker.
+pub(crate) struct Listing<'a> {
+    /// The two-way sink.
+    pub(crate) ctx: &'a Context,
+    /// Modified or deleted records.
+    pub(crate) kind: CursorKind,
+    /// The cursor the listing starts from (epoch milliseconds).
+    pub(crate) since_ms: i64,
+    /// The newest modification (or deletion) time seen; at least `since_ms`.
+    pub(crate) newest_ms: i64,
+    queued: usize,
+    queue: &'a mpsc::Sender<Inbound>,
+    shutdown: &'a watch::Receiver<bool>,
+}
+
+impl<'a> Listing<'a> {
+    pub(crate) fn new(
+        ctx: &'a Context,
+        kind: CursorKind,
+        since_ms: i64,
+        queue: &'a mpsc::Sender<Inbound>,
+        shutdown: &'a watch::Receiver<bool>,
+    ) -> Self {
+        Listing {
+            ctx,
+            kind,
+            since_ms,
+            newest_ms: since_ms,
+            queued: 0,
+            queue,
+            shutdown,
+        }
+    }
+
+    /// True once shutdown was asked for: the listing stops where it is.
+    pub(crate) fn stopped(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Queues the ids found ([`Inbound::Changed`] or [`Inbound::Deleted`] after `kind`); false
+    /// when the inbound worker is gone and the listing must stop.
+    pub(crate) async fn queue(&mut self, ids: Vec<String>) -> bool {
+        if ids.is_empty() {
+            return true;
+        }
+        self.queued += ids.len();
+        let item = match self.kind {
+            CursorKind::Modified => Inbound::Changed(ids),
+            CursorKind::Deleted => Inbound::Deleted(ids),
+        };
+        self.queue.send(item).await.is_ok()
+    }
+
+    /// How many ids were queued.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued
+    }
+}
+
 /// Counters of a two-way sink (also exported as metrics).
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     /// CRM reads made by sync (HubSpot batch/read and search, Zoho COQL).
-    pub api_reads: AtomicU64,
+    pub(crate) api_reads: AtomicU64,
     /// Records written into Postgres.
-    pub inbound_writes: AtomicU64,
+    pub(crate) inbound_writes: AtomicU64,
     /// Rows deleted in Postgres because their CRM records were deleted.
-    pub inbound_deletes: AtomicU64,
+    pub(crate) inbound_deletes: AtomicU64,
     /// CRM changes found to be our own writes (or already in sync).
-    pub echoes: AtomicU64,
+    pub(crate) echoes: AtomicU64,
     /// Conflicts settled.
-    pub conflicts: AtomicU64,
+    pub(crate) conflicts: AtomicU64,
     /// Webhooks refused (bad or stale signature; Zoho: wrong or missing token).
-    pub webhooks_rejected: AtomicU64,
+    pub(crate) webhooks_rejected: AtomicU64,
     /// Webhook events seen twice.
-    pub webhook_duplicates: AtomicU64,
+    pub(crate) webhook_duplicates: AtomicU64,
 }
 
 /// What the outbound and inbound halves share.
-pub struct Context {
+pub(crate) struct Context {
     /// Sink name.
-    pub sink: String,
+    pub(crate) sink: String,
     /// Unique property records are matched by.
-    pub id_property: String,
+    pub(crate) id_property: String,
     /// Field rules.
-    pub rules: Vec<FieldRule>,
+    pub(crate) rules: Vec<FieldRule>,
     /// HubSpot properties of the object.
-    pub schema: BTreeMap<String, Property>,
+    pub(crate) schema: BTreeMap<String, Property>,
     /// Ownership and inbound settings.
-    pub two_way: TwoWay,
+    pub(crate) two_way: TwoWay,
     /// Durable state and origin-tagged writes.
-    pub store: Mutex<Store>,
+    pub(crate) store: Mutex<Store>,
     /// Conflicts go to the audit trail.
-    pub audit: AuditTrail,
+    pub(crate) audit: AuditTrail,
     /// Counters.
-    pub counters: Counters,
+    pub(crate) counters: Counters,
 }
 
 /// A conflict as recorded in the audit trail.
@@ -172,6 +231,56 @@ impl Context {
     pub(crate) fn count(&self, counter: &AtomicU64, name: &'static str, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
         metrics::counter!(name, "sink" => self.sink.clone()).increment(n);
+    }
+
+    /// Counts one read API call made by sync.
+    pub(crate) fn count_read(&self) {
+        self.count(
+            &self.counters.api_reads,
+            "driftless_sync_api_reads_total",
+            1,
+        );
+    }
+
+    /// Writes CRM changes into Postgres in one origin-tagged transaction with their ledger
+    /// rows (nothing when there are none) and counts them: deletions as inbound deletes, the
+    /// rest as inbound writes. Returns the keys of the changed rows, in order.
+    pub(crate) async fn write_inbound(
+        &self,
+        store: &mut Store,
+        changes: &[InboundChange],
+        ledger: &[LedgerRow],
+    ) -> Result<Vec<String>, SinkError> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = store
+            .write_inbound(changes, ledger)
+            .await
+            .map_err(store_failed)?;
+        let deletes = changes
+            .iter()
+            .filter(|c| matches!(c, InboundChange::Delete { .. }))
+            .count() as u64;
+        let writes = changes.len() as u64 - deletes;
+        let counted = [
+            (
+                &self.counters.inbound_writes,
+                "driftless_sync_inbound_writes_total",
+                writes,
+            ),
+            (
+                &self.counters.inbound_deletes,
+                "driftless_sync_inbound_deletes_total",
+                deletes,
+            ),
+        ];
+        for (counter, name, n) in counted {
+            if n > 0 {
+                self.count(counter, name, n);
+            }
+        }
+        Ok(keys)
     }
 
     /// Counts conflicts and writes them to the audit trail.
@@ -231,7 +340,7 @@ impl Context {
     }
 
     /// The mapped properties.
-    pub fn properties(&self) -> Vec<&str> {
+    pub(crate) fn properties(&self) -> Vec<&str> {
         self.rules.iter().map(|r| r.property.as_str()).collect()
     }
 }
@@ -268,7 +377,7 @@ impl Seen {
 
 /// An item of the queue between the receiver/reconciler and the inbound worker: CRM ids.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Inbound {
+pub(crate) enum Inbound {
     /// Records created, changed or restored in the CRM.
     Changed(Vec<String>),
     /// Records deleted in the CRM.
@@ -276,24 +385,61 @@ pub enum Inbound {
 }
 
 /// The queue between the receiver/reconciler and the inbound worker.
-pub fn queue() -> (mpsc::Sender<Inbound>, mpsc::Receiver<Inbound>) {
+pub(crate) fn queue() -> (mpsc::Sender<Inbound>, mpsc::Receiver<Inbound>) {
     mpsc::channel(QUEUE_CAPACITY)
 }
 
-/// What a receiver answers for a delivery: queues all of `items` or none. When the queue is
-/// full it answers 503 and forgets the delivery's ids in `seen`, so the CRM's retry is not
-/// dropped as a duplicate (reconciliation repairs what is still missed).
-pub(crate) fn deliver(
-    queue: &mpsc::Sender<Inbound>,
-    seen: &std::sync::Mutex<Seen>,
-    fresh: &[i64],
-    items: Vec<Inbound>,
-) -> axum::http::StatusCode {
-    if offer(queue, items) {
-        axum::http::StatusCode::NO_CONTENT
-    } else {
-        seen.lock().expect("not poisoned").forget(fresh);
-        axum::http::StatusCode::SERVICE_UNAVAILABLE
+/// The state of a CRM's webhook (notification) route, shared by its handler.
+pub(crate) struct Receiver {
+    /// The two-way sink.
+    pub(crate) ctx: Arc<Context>,
+    /// What deliveries are checked against (a signing secret or a channel token).
+    pub(crate) secret: String,
+    /// The object (module) as the CRM names it in deliveries.
+    pub(crate) object: String,
+    queue: mpsc::Sender<Inbound>,
+    /// Delivery (or event) ids seen recently.
+    pub(crate) seen: std::sync::Mutex<Seen>,
+}
+
+impl Receiver {
+    pub(crate) fn new(
+        ctx: Arc<Context>,
+        secret: String,
+        object: &str,
+        queue: mpsc::Sender<Inbound>,
+    ) -> Self {
+        Receiver {
+            ctx,
+            secret,
+            object: object.to_string(),
+            queue,
+            seen: std::sync::Mutex::new(Seen::default()),
+        }
+    }
+
+    /// The route at the sink's `webhook_path`: POSTs go to `handler`, with this state.
+    pub(crate) fn router<H, T>(self, handler: H) -> axum::Router
+    where
+        H: axum::handler::Handler<T, Arc<Receiver>>,
+        T: 'static,
+    {
+        let path = self.ctx.two_way.webhook_path.clone();
+        axum::Router::new()
+            .route(&path, axum::routing::post(handler))
+            .with_state(Arc::new(self))
+    }
+
+    /// What the receiver answers for a delivery: queues all of `items` or none. When the
+    /// queue is full it answers 503 and forgets the delivery's `fresh` ids, so the CRM's
+    /// retry is not dropped as a duplicate (reconciliation repairs what is still missed).
+    pub(crate) fn deliver(&self, fresh: &[i64], items: Vec<Inbound>) -> axum::http::StatusCode {
+        if offer(&self.queue, items) {
+            axum::http::StatusCode::NO_CONTENT
+        } else {
+            self.seen.lock().expect("not poisoned").forget(fresh);
+            axum::http::StatusCode::SERVICE_UNAVAILABLE
+        }
     }
 }
 

@@ -134,7 +134,7 @@ async fn apply_deletions<C: Crm>(
     }
     let linked_ids: Vec<String> = linked.keys().cloned().collect();
     let alive: HashSet<String> = crm
-        .read_by_ids(ctx, &linked_ids)
+        .read(ctx, ReadBy::CrmId, &linked_ids)
         .await?
         .into_iter()
         .map(|r| r.id)
@@ -143,15 +143,7 @@ async fn apply_deletions<C: Crm>(
     if changes.is_empty() {
         return Ok(());
     }
-    store
-        .write_inbound(&changes, &[])
-        .await
-        .map_err(store_failed)?;
-    ctx.count(
-        &ctx.counters.inbound_deletes,
-        "driftless_sync_inbound_deletes_total",
-        changes.len() as u64,
-    );
+    ctx.write_inbound(&mut store, &changes, &[]).await?;
     tracing::info!(sink = %ctx.sink, rows = changes.len(),
         "deleted rows whose CRM records were deleted");
     Ok(())
@@ -178,7 +170,7 @@ async fn apply_inbound<C: Crm>(
 ) -> Result<(), SinkError> {
     // Read and decide under the store lock, like the outbound side (see TwoWaySink::apply).
     let mut store = ctx.store.lock().await;
-    let records = crm.read_by_ids(ctx, ids).await?;
+    let records = crm.read(ctx, ReadBy::CrmId, ids).await?;
     let crm_ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
     let by_crm_id = store
         .ledger_by_crm_ids(&crm_ids)
@@ -237,19 +229,9 @@ async fn apply_inbound<C: Crm>(
         }
     }
     store.save_ledger(&in_sync).await.map_err(store_failed)?;
-    let keys = if changes.is_empty() {
-        Vec::new()
-    } else {
-        store
-            .write_inbound(&changes, &ledger_rows)
-            .await
-            .map_err(store_failed)?
-    };
-    ctx.count(
-        &ctx.counters.inbound_writes,
-        "driftless_sync_inbound_writes_total",
-        changes.len() as u64,
-    );
+    let keys = ctx
+        .write_inbound(&mut store, &changes, &ledger_rows)
+        .await?;
     // Link records created in the CRM to their new rows: set the id property there too.
     let mut links = Vec::new();
     let mut link_ledger = Vec::new();

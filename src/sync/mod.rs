@@ -3,17 +3,18 @@
 //!
 //! Pure cores: [`resolve`] is the per-field rule (ledger, ownership, timestamps); [`plan`]
 //! turns a Postgres row, a CRM record and the ledger into a per-record plan. Shared vocabulary:
-//! [`engine`] (the `Crm` trait, the context both halves share, the inbound queue). Loops:
+//! [`engine`] (the `Crm` trait, the context both halves share, the inbound queue, the
+//! receivers' state). Loops:
 //! [`outbound`] (Postgres → CRM), [`inbound`] (CRM → Postgres), [`reconcile`] (re-reads the
 //! CRM from durable cursors). I/O shell: [`store`] keeps the durable state in Postgres (ledger
 //! and identity links, reconciliation cursors) and writes inbound changes in transactions
 //! tagged with the sink's replication origin, so capture marks them and the same sink does not
 //! send them back.
 
-pub mod engine;
-pub mod inbound;
-pub mod outbound;
-pub mod plan;
-pub mod reconcile;
-pub mod resolve;
+pub(crate) mod engine;
+pub(crate) mod inbound;
+pub(crate) mod outbound;
+pub(crate) mod plan;
+pub(crate) mod reconcile;
+pub(crate) mod resolve;
 pub mod store;

@@ -31,7 +31,7 @@ pub(crate) struct TwoWaySink<C> {
 
 impl<C: Crm> TwoWaySink<C> {
     /// Wraps the sink's CRM destination.
-    pub fn new(ctx: Arc<Context>, crm: C) -> Self {
+    pub(crate) fn new(ctx: Arc<Context>, crm: C) -> Self {
         TwoWaySink { ctx, crm }
     }
 }
@@ -43,180 +43,245 @@ struct Upsert {
     id: String,
 }
 
+/// The upserts of a batch (creates, updates and snapshot reads with a key and an id value).
+fn upserts(ctx: &Context, batch: &Batch<ChangeEvent>) -> Vec<Upsert> {
+    let mut upserts = Vec::new();
+    for (index, e) in batch.entries.iter().enumerate() {
+        let ev = &e.item;
+        if !matches!(ev.op, Op::Create | Op::Update | Op::Read) {
+            continue;
+        }
+        let (Some(after), Some(key)) = (ev.after.as_ref(), ev.key.as_ref()) else {
+            continue;
+        };
+        if let (Some(key), Ok(id)) = (
+            record_key(key),
+            id_value(&ctx.rules, &ctx.id_property, after),
+        ) {
+            upserts.push(Upsert { index, key, id });
+        }
+    }
+    upserts
+}
+
+/// The plans of a batch's upserts and the batch of what must be written to the CRM.
+struct Planned<'a> {
+    /// Plan of each upsert still to settle, by batch index.
+    plans: HashMap<usize, (Plan, &'a Upsert)>,
+    /// What the CRM is sent.
+    sub: Batch<ChangeEvent>,
+    /// The batch index of each entry of `sub`.
+    origin_index: Vec<usize>,
+}
+
+/// Plans every upsert against the current row, CRM record and ledger; entries that are not
+/// upserts go to the CRM as they are, upserts with nothing to push (or whose row is gone) not
+/// at all.
+fn plan_batch<'a>(
+    ctx: &Context,
+    batch: &Batch<ChangeEvent>,
+    upserts: &'a [Upsert],
+    current: &HashMap<String, serde_json::Map<String, serde_json::Value>>,
+    crm: &HashMap<String, CrmRecord>,
+    ledger: &HashMap<String, LedgerRow>,
+) -> Planned<'a> {
+    let mut plans: HashMap<usize, (Plan, &Upsert)> = HashMap::new();
+    let mut skip: HashSet<usize> = HashSet::new();
+    let mut entries = Vec::new();
+    let mut origin_index = Vec::new();
+    for u in upserts {
+        let entry = &batch.entries[u.index];
+        let Some(row) = current.get(&u.key) else {
+            // The row is gone: its delete event follows.
+            skip.insert(u.index);
+            continue;
+        };
+        let committed_at = entry
+            .item
+            .source
+            .commit_ts
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.to_utc());
+        let record = crm.get(&u.id);
+        let p = plan(
+            ctx.mapping(),
+            Side::Outbound {
+                event_row: entry.item.after.as_ref().expect("an upsert has a row"),
+                committed_at,
+            },
+            row,
+            record,
+            ledger.get(&u.key),
+        );
+        if p.push.is_empty() && record.is_some() {
+            ctx.count(&ctx.counters.echoes, "driftless_sync_unchanged_total", 1);
+            skip.insert(u.index);
+        } else {
+            entries.push(pushed_entry(ctx, entry, row, &p.push));
+            origin_index.push(u.index);
+        }
+        plans.insert(u.index, (p, u));
+    }
+    for (index, entry) in batch.entries.iter().enumerate() {
+        if !plans.contains_key(&index) && !skip.contains(&index) {
+            entries.push(entry.clone());
+            origin_index.push(index);
+        }
+    }
+    let sub = Batch {
+        records: entries.len(),
+        entries,
+        commit: BTreeMap::new(),
+    };
+    Planned {
+        plans,
+        sub,
+        origin_index,
+    }
+}
+
+/// The entry sent for an upsert: the current row reduced to the pushed columns and the id
+/// column.
+fn pushed_entry(
+    ctx: &Context,
+    entry: &Entry<ChangeEvent>,
+    row: &serde_json::Map<String, serde_json::Value>,
+    push: &[String],
+) -> Entry<ChangeEvent> {
+    let mut item = entry.item.clone();
+    let id_column = ctx
+        .rules
+        .iter()
+        .find(|r| r.property == ctx.id_property)
+        .map(|r| r.column.as_str());
+    item.after = Some(
+        row.iter()
+            .filter(|(c, _)| push.contains(c) || Some(c.as_str()) == id_column)
+            .map(|(c, v)| (c.clone(), v.clone()))
+            .collect(),
+    );
+    item.unchanged_toast.clear();
+    Entry {
+        key: entry.key.clone(),
+        item,
+        positions: entry.positions.clone(),
+    }
+}
+
+impl<C: Crm> TwoWaySink<C> {
+    /// The CRM records of the upserts, by id value.
+    async fn read_crm(
+        &mut self,
+        upserts: &[Upsert],
+    ) -> Result<HashMap<String, CrmRecord>, SinkError> {
+        let ids: Vec<String> = upserts.iter().map(|u| u.id.clone()).collect();
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let ctx = &self.ctx;
+        Ok(self
+            .crm
+            .read(ctx, ReadBy::IdProperty, &ids)
+            .await?
+            .into_iter()
+            .filter_map(|r| Some((r.properties.get(&ctx.id_property)?.clone(), r)))
+            .collect())
+    }
+
+    /// Writes the planned sub-batch (its deletes by the records `store` links their keys to);
+    /// the outcome speaks of the original batch's indexes.
+    async fn write(&mut self, store: &Store, planned: &Planned<'_>) -> Result<Outcome, SinkError> {
+        let sub_outcome = if planned.sub.entries.is_empty() {
+            Outcome::default()
+        } else {
+            let view = delete_links(store, &planned.sub).await?;
+            crm::write_with_view(&mut self.crm, &planned.sub, &view).await?
+        };
+        let mut outcome = Outcome::default();
+        for mut r in sub_outcome.rejected {
+            r.index = planned.origin_index[r.index];
+            outcome.rejected.push(r);
+        }
+        for (i, id) in sub_outcome.destination_ids {
+            outcome.destination_ids.push((planned.origin_index[i], id));
+        }
+        Ok(outcome)
+    }
+}
+
+/// Carries out the rest of each plan the CRM accepted: pulls into Postgres, the ledger,
+/// conflicts; and forgets the ledger rows of deleted rows.
+async fn settle(
+    ctx: &Context,
+    store: &mut Store,
+    batch: &Batch<ChangeEvent>,
+    planned: &Planned<'_>,
+    crm: &HashMap<String, CrmRecord>,
+    outcome: &Outcome,
+) -> Result<(), SinkError> {
+    let rejected: HashSet<usize> = outcome.rejected.iter().map(|r| r.index).collect();
+    let written: HashMap<usize, String> = outcome.destination_ids.iter().cloned().collect();
+    let mut changes = Vec::new();
+    let mut pulled_ledger = Vec::new();
+    let mut ledger_rows = Vec::new();
+    for (index, (p, u)) in &planned.plans {
+        if rejected.contains(index) {
+            continue;
+        }
+        let crm_id = written
+            .get(index)
+            .cloned()
+            .or_else(|| crm.get(&u.id).map(|r| r.id.clone()));
+        let row = LedgerRow {
+            key: u.key.clone(),
+            crm_id,
+            fields: p.ledger.clone(),
+        };
+        if p.pull.is_empty() {
+            ledger_rows.push(row);
+        } else {
+            changes.push(InboundChange::Update {
+                key: u.key.clone(),
+                values: p.pull.clone(),
+            });
+            pulled_ledger.push(row);
+        }
+        ctx.record_conflicts(&u.key, &p.conflicts).await?;
+    }
+    let deleted: Vec<String> = batch
+        .entries
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| e.item.op == Op::Delete && !rejected.contains(i))
+        .filter_map(|(_, e)| record_key(e.item.key.as_ref()?))
+        .collect();
+    store
+        .save_ledger(&ledger_rows)
+        .await
+        .map_err(store_failed)?;
+    ctx.write_inbound(store, &changes, &pulled_ledger).await?;
+    if !deleted.is_empty() {
+        store.forget(&deleted).await.map_err(store_failed)?;
+    }
+    Ok(())
+}
+
 impl<C: Crm> Sink for TwoWaySink<C> {
     async fn apply(&mut self, batch: &Batch<ChangeEvent>) -> Result<Outcome, SinkError> {
         let ctx = self.ctx.clone();
-        let mut upserts = Vec::new();
-        for (index, e) in batch.entries.iter().enumerate() {
-            let ev = &e.item;
-            if !matches!(ev.op, Op::Create | Op::Update | Op::Read) {
-                continue;
-            }
-            let (Some(after), Some(key)) = (ev.after.as_ref(), ev.key.as_ref()) else {
-                continue;
-            };
-            if let (Some(key), Ok(id)) = (
-                record_key(key),
-                id_value(&ctx.rules, &ctx.id_property, after),
-            ) {
-                upserts.push(Upsert { index, key, id });
-            }
-        }
+        let upserts = upserts(&ctx, batch);
         let keys: Vec<String> = upserts.iter().map(|u| u.key.clone()).collect();
         // Held until the ledger is saved: the inbound worker never interleaves with a batch,
         // so neither side decides on a state the other is changing.
         let mut store = ctx.store.lock().await;
         let current = store.rows(&keys).await.map_err(store_failed)?;
         let ledger = store.ledger_by_keys(&keys).await.map_err(store_failed)?;
-        let ids: Vec<String> = upserts.iter().map(|u| u.id.clone()).collect();
-        let crm: HashMap<String, CrmRecord> = if ids.is_empty() {
-            HashMap::new()
-        } else {
-            self.crm
-                .read_by_id_property(&ctx, &ids)
-                .await?
-                .into_iter()
-                .filter_map(|r| Some((r.properties.get(&ctx.id_property)?.clone(), r)))
-                .collect()
-        };
-        // Plan every upsert; build the batch of what must be written.
-        let mut plans: HashMap<usize, (Plan, &Upsert)> = HashMap::new();
-        let mut skip: HashSet<usize> = HashSet::new();
-        let mut entries = Vec::new();
-        let mut origin_index = Vec::new();
-        for u in &upserts {
-            let entry = &batch.entries[u.index];
-            let Some(row) = current.get(&u.key) else {
-                // The row is gone: its delete event follows.
-                skip.insert(u.index);
-                continue;
-            };
-            let committed_at = entry
-                .item
-                .source
-                .commit_ts
-                .as_deref()
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.to_utc());
-            let record = crm.get(&u.id);
-            let p = plan(
-                ctx.mapping(),
-                Side::Outbound {
-                    event_row: entry.item.after.as_ref().expect("checked above"),
-                    committed_at,
-                },
-                row,
-                record,
-                ledger.get(&u.key),
-            );
-            if p.push.is_empty() && record.is_some() {
-                ctx.count(&ctx.counters.echoes, "driftless_sync_unchanged_total", 1);
-                skip.insert(u.index);
-            } else {
-                let mut item = entry.item.clone();
-                let id_column = ctx
-                    .rules
-                    .iter()
-                    .find(|r| r.property == ctx.id_property)
-                    .map(|r| r.column.as_str());
-                item.after = Some(
-                    row.iter()
-                        .filter(|(c, _)| p.push.contains(c) || Some(c.as_str()) == id_column)
-                        .map(|(c, v)| (c.clone(), v.clone()))
-                        .collect(),
-                );
-                item.unchanged_toast.clear();
-                entries.push(Entry {
-                    key: entry.key.clone(),
-                    item,
-                    positions: entry.positions.clone(),
-                });
-                origin_index.push(u.index);
-            }
-            plans.insert(u.index, (p, u));
-        }
-        for (index, entry) in batch.entries.iter().enumerate() {
-            if !plans.contains_key(&index) && !skip.contains(&index) {
-                entries.push(entry.clone());
-                origin_index.push(index);
-            }
-        }
-        let sub = Batch {
-            records: entries.len(),
-            entries,
-            commit: BTreeMap::new(),
-        };
-        let sub_outcome = if sub.entries.is_empty() {
-            Outcome::default()
-        } else {
-            let view = delete_links(&store, &sub).await?;
-            crm::write_with_view(&mut self.crm, &sub, &view).await?
-        };
-        let mut outcome = Outcome::default();
-        for mut r in sub_outcome.rejected {
-            r.index = origin_index[r.index];
-            outcome.rejected.push(r);
-        }
-        for (i, id) in sub_outcome.destination_ids {
-            outcome.destination_ids.push((origin_index[i], id));
-        }
-        let rejected: HashSet<usize> = outcome.rejected.iter().map(|r| r.index).collect();
-        let written: HashMap<usize, String> = outcome.destination_ids.iter().cloned().collect();
-        // Carry out the rest of each plan: pulls into Postgres, the ledger, conflicts.
-        let mut changes = Vec::new();
-        let mut pulled_ledger = Vec::new();
-        let mut ledger_rows = Vec::new();
-        for (index, (p, u)) in &plans {
-            if rejected.contains(index) {
-                continue;
-            }
-            let crm_id = written
-                .get(index)
-                .cloned()
-                .or_else(|| crm.get(&u.id).map(|r| r.id.clone()));
-            let row = LedgerRow {
-                key: u.key.clone(),
-                crm_id,
-                fields: p.ledger.clone(),
-            };
-            if p.pull.is_empty() {
-                ledger_rows.push(row);
-            } else {
-                changes.push(InboundChange::Update {
-                    key: u.key.clone(),
-                    values: p.pull.clone(),
-                });
-                pulled_ledger.push(row);
-            }
-            ctx.record_conflicts(&u.key, &p.conflicts).await?;
-        }
-        let deleted: Vec<String> = batch
-            .entries
-            .iter()
-            .enumerate()
-            .filter(|(i, e)| e.item.op == Op::Delete && !rejected.contains(i))
-            .filter_map(|(_, e)| record_key(e.item.key.as_ref()?))
-            .collect();
-        store
-            .save_ledger(&ledger_rows)
-            .await
-            .map_err(store_failed)?;
-        if !changes.is_empty() {
-            store
-                .write_inbound(&changes, &pulled_ledger)
-                .await
-                .map_err(store_failed)?;
-            ctx.count(
-                &ctx.counters.inbound_writes,
-                "driftless_sync_inbound_writes_total",
-                changes.len() as u64,
-            );
-        }
-        if !deleted.is_empty() {
-            store.forget(&deleted).await.map_err(store_failed)?;
-        }
-        outcome.rejected.sort_by_key(|r| r.index);
-        outcome.destination_ids.sort();
+        let crm = self.read_crm(&upserts).await?;
+        let planned = plan_batch(&ctx, batch, &upserts, &current, &crm, &ledger);
+        let mut outcome = self.write(&store, &planned).await?;
+        settle(&ctx, &mut store, batch, &planned, &crm, &outcome).await?;
+        outcome.sort();
         Ok(outcome)
     }
 }

@@ -29,44 +29,44 @@ use crate::sink::mapping::{Property, PropertyType, to_properties, value_string};
 
 /// A CRM record as read (properties in their string form, per-property change times).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct CrmRecord {
+pub(crate) struct CrmRecord {
     /// CRM record id.
-    pub id: String,
+    pub(crate) id: String,
     /// Property values.
-    pub properties: BTreeMap<String, String>,
+    pub(crate) properties: BTreeMap<String, String>,
     /// When each property last changed.
-    pub changed_at: BTreeMap<String, DateTime<Utc>>,
+    pub(crate) changed_at: BTreeMap<String, DateTime<Utc>>,
 }
 
 /// A conflict that was settled (for metrics and the audit trail; no values).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Conflict {
+pub(crate) struct Conflict {
     /// Column.
-    pub column: String,
+    pub(crate) column: String,
     /// Postgres's change time, if known.
-    pub postgres_at: Option<DateTime<Utc>>,
+    pub(crate) postgres_at: Option<DateTime<Utc>>,
     /// The CRM's change time, if known.
-    pub crm_at: Option<DateTime<Utc>>,
+    pub(crate) crm_at: Option<DateTime<Utc>>,
     /// `postgres` or `crm`.
-    pub winner: &'static str,
+    pub(crate) winner: &'static str,
 }
 
 /// What to do with one record.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Columns whose Postgres value goes to the CRM.
-    pub push: Vec<String>,
+    pub(crate) push: Vec<String>,
     /// Column → text value (None = NULL) to write into Postgres.
-    pub pull: BTreeMap<String, Option<String>>,
+    pub(crate) pull: BTreeMap<String, Option<String>>,
     /// Property → hash of the value both sides hold once the plan is carried out.
-    pub ledger: BTreeMap<String, String>,
+    pub(crate) ledger: BTreeMap<String, String>,
     /// Conflicts settled by this plan.
-    pub conflicts: Vec<Conflict>,
+    pub(crate) conflicts: Vec<Conflict>,
 }
 
 /// Which side is evaluating.
 #[derive(Clone, Copy, Debug)]
-pub enum Side<'a> {
+pub(crate) enum Side<'a> {
     /// A change event: its row image and commit time.
     Outbound {
         /// The event's row image.
@@ -86,7 +86,7 @@ fn crm_form(rule: &FieldRule, schema: &BTreeMap<String, Property>, row: &Row) ->
 }
 
 /// The Postgres text form of a CRM value for a column (None: cannot be mapped back).
-pub fn postgres_form(
+pub(crate) fn postgres_form(
     rule: &FieldRule,
     schema: &BTreeMap<String, Property>,
     crm: &str,
@@ -124,20 +124,20 @@ pub fn postgres_form(
 
 /// A sink's mapping as two-way sync sees it.
 #[derive(Clone, Copy, Debug)]
-pub struct Mapping<'a> {
+pub(crate) struct Mapping<'a> {
     /// Column → property rules.
-    pub rules: &'a [FieldRule],
+    pub(crate) rules: &'a [FieldRule],
     /// The CRM's properties.
-    pub schema: &'a BTreeMap<String, Property>,
+    pub(crate) schema: &'a BTreeMap<String, Property>,
     /// Ownership and inbound settings.
-    pub two_way: &'a TwoWay,
+    pub(crate) two_way: &'a TwoWay,
     /// The unique property records are matched by.
-    pub id_property: &'a str,
+    pub(crate) id_property: &'a str,
 }
 
 /// Plans one record. `current` is Postgres's current row, `crm` the CRM record (None: it does
 /// not exist yet), `ledger` what both sides last agreed on.
-pub fn plan(
+pub(crate) fn plan(
     m: Mapping<'_>,
     side: Side<'_>,
     current: &Row,
@@ -236,7 +236,7 @@ pub fn plan(
 
 /// A CRM-created record as a new row: every mapped property that maps back (the id property
 /// is left to the table's key default).
-pub fn new_row(
+pub(crate) fn new_row(
     m: Mapping<'_>,
     crm: &CrmRecord,
 ) -> (BTreeMap<String, Option<String>>, BTreeMap<String, String>) {
@@ -263,7 +263,7 @@ pub fn new_row(
 }
 
 /// The record key (primary key as text) of a change event's key.
-pub fn record_key(key: &Row) -> Option<String> {
+pub(crate) fn record_key(key: &Row) -> Option<String> {
     match key.values().collect::<Vec<_>>().as_slice() {
         [one] => Some(value_string(one)),
         _ => None,
@@ -356,21 +356,33 @@ mod tests {
         }
     }
 
+    /// The plan of an outbound change of `event` committed at 100, against `current`, the
+    /// CRM record and the ledger.
+    fn outbound(
+        m: Mapping<'_>,
+        event: &Row,
+        current: &Row,
+        crm: &CrmRecord,
+        l: &LedgerRow,
+    ) -> Plan {
+        let side = Side::Outbound {
+            event_row: event,
+            committed_at: Some(ts(100)),
+        };
+        plan(m, side, current, Some(crm), Some(l))
+    }
+
+    /// The plan of an inbound change of the CRM record against `current` and the ledger.
+    fn inbound(m: Mapping<'_>, current: &Row, crm: &CrmRecord, l: &LedgerRow) -> Plan {
+        plan(m, Side::Inbound, current, Some(crm), Some(l))
+    }
+
     #[test]
     fn outbound_pushes_postgres_changes_and_skips_what_agrees() {
         let (rs, tw) = (rules(), two_way(&[]));
         let current = row(json!({"id": 7, "first_name": "Ada", "lifecycle": "lead"}));
-        let side = Side::Outbound {
-            event_row: &current,
-            committed_at: Some(ts(100)),
-        };
-        let p = plan(
-            mapping(&rs, &tw),
-            side,
-            &current,
-            Some(&crm("Augusta", "lead", 50)),
-            Some(&ledger("Augusta", "lead")),
-        );
+        let (crm, l) = (crm("Augusta", "lead", 50), ledger("Augusta", "lead"));
+        let p = outbound(mapping(&rs, &tw), &current, &current, &crm, &l);
         assert_eq!(p.push, ["first_name"]);
         assert!(p.pull.is_empty());
         assert_eq!(p.ledger["firstname"], value_hash("Ada"));
@@ -382,16 +394,8 @@ mod tests {
         let (rs, tw) = (rules(), two_way(&[]));
         let current = row(json!({"id": 7, "first_name": "Grace", "lifecycle": "lead"}));
         let event = row(json!({"id": 7, "first_name": "Ada", "lifecycle": "lead"}));
-        let p = plan(
-            mapping(&rs, &tw),
-            Side::Outbound {
-                event_row: &event,
-                committed_at: Some(ts(100)),
-            },
-            &current,
-            Some(&crm("Augusta", "lead", 50)),
-            Some(&ledger("Augusta", "lead")),
-        );
+        let (crm, l) = (crm("Augusta", "lead", 50), ledger("Augusta", "lead"));
+        let p = outbound(mapping(&rs, &tw), &event, &current, &crm, &l);
         assert!(!p.push.contains(&"first_name".to_string()));
         assert!(!p.ledger.contains_key("firstname"));
     }
@@ -404,16 +408,7 @@ mod tests {
         let l = ledger("Augusta", "other");
         let tw = two_way(&[("first_name", Owner::Postgres), ("lifecycle", Owner::Crm)]);
         let (rs, latest_tw) = (rules(), two_way(&[]));
-        let out = plan(
-            mapping(&rs, &tw),
-            Side::Outbound {
-                event_row: &current,
-                committed_at: Some(ts(100)),
-            },
-            &current,
-            Some(&crm),
-            Some(&l),
-        );
+        let out = outbound(mapping(&rs, &tw), &current, &current, &crm, &l);
         assert_eq!(out.push, ["first_name"]);
         assert_eq!(
             out.pull,
@@ -421,36 +416,15 @@ mod tests {
         );
         assert_eq!(out.conflicts.len(), 2);
         // Inbound: only the CRM-owned field comes back; Postgres-owned waits for outbound.
-        let inb = plan(
-            mapping(&rs, &tw),
-            Side::Inbound,
-            &current,
-            Some(&crm),
-            Some(&l),
-        );
+        let inb = inbound(mapping(&rs, &tw), &current, &crm, &l);
         assert!(inb.push.is_empty());
         assert_eq!(inb.pull, out.pull);
         // latest: the CRM changed at 200, Postgres committed at 100 → the CRM wins, outbound.
-        let latest = plan(
-            mapping(&rs, &latest_tw),
-            Side::Outbound {
-                event_row: &current,
-                committed_at: Some(ts(100)),
-            },
-            &current,
-            Some(&crm),
-            Some(&l),
-        );
+        let latest = outbound(mapping(&rs, &latest_tw), &current, &current, &crm, &l);
         assert!(latest.push.is_empty());
         assert_eq!(latest.pull.len(), 2);
         // Inbound leaves latest conflicts alone.
-        let inb = plan(
-            mapping(&rs, &latest_tw),
-            Side::Inbound,
-            &current,
-            Some(&crm),
-            Some(&l),
-        );
+        let inb = inbound(mapping(&rs, &latest_tw), &current, &crm, &l);
         assert!(inb.pull.is_empty() && inb.conflicts.is_empty());
     }
 
@@ -458,22 +432,16 @@ mod tests {
     fn inbound_pulls_crm_only_changes_and_drops_echoes() {
         let (rs, tw) = (rules(), two_way(&[]));
         let current = row(json!({"id": 7, "first_name": "Ada", "lifecycle": "lead"}));
+        let l = ledger("Ada", "lead");
         // Echo: the CRM holds what we wrote (= ledger = Postgres): nothing to do.
-        let echo = plan(
-            mapping(&rs, &tw),
-            Side::Inbound,
-            &current,
-            Some(&crm("Ada", "lead", 300)),
-            Some(&ledger("Ada", "lead")),
-        );
+        let echo = inbound(mapping(&rs, &tw), &current, &crm("Ada", "lead", 300), &l);
         assert!(echo.pull.is_empty() && echo.push.is_empty());
         // A CRM edit: comes back, mapped through the inverse of the value map.
-        let edit = plan(
+        let edit = inbound(
             mapping(&rs, &tw),
-            Side::Inbound,
             &current,
-            Some(&crm("Ada", "customer", 300)),
-            Some(&ledger("Ada", "lead")),
+            &crm("Ada", "customer", 300),
+            &l,
         );
         assert_eq!(
             edit.pull,

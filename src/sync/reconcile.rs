@@ -30,7 +30,7 @@ pub(crate) async fn run<C: Crm>(
             _ = shutdown.changed() => return Ok(()),
             _ = tokio::time::sleep(every) => {}
         }
-        match reconcile_once(&ctx, &mut crm, &queue, &mut shutdown).await {
+        match reconcile_once(&ctx, &mut crm, &queue, &shutdown).await {
             Ok(n) => tracing::info!(sink = %ctx.sink, records = n, "reconciliation pass done"),
             Err(e @ SinkError::Fatal { .. }) => return Err(e),
             Err(e) => tracing::warn!(sink = %ctx.sink, error = %e,
@@ -44,7 +44,7 @@ async fn reconcile_once<C: Crm>(
     ctx: &Context,
     crm: &mut C,
     queue: &mpsc::Sender<Inbound>,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &watch::Receiver<bool>,
 ) -> Result<usize, SinkError> {
     let mut kinds = vec![CursorKind::Modified];
     if ctx.two_way.on_crm_delete == OnCrmDelete::Delete {
@@ -60,11 +60,13 @@ async fn reconcile_once<C: Crm>(
             .await
             .map_err(store_failed)?
             .unwrap_or((0, String::new()));
-        let (n, newest_ms) = match kind {
-            CursorKind::Modified => crm.modified_since(ctx, since_ms, queue, shutdown).await?,
-            CursorKind::Deleted => crm.deleted_since(ctx, since_ms, queue, shutdown).await?,
-        };
-        queued += n;
+        let mut listing = Listing::new(ctx, kind, since_ms, queue, shutdown);
+        match kind {
+            CursorKind::Modified => crm.list_modified(&mut listing).await?,
+            CursorKind::Deleted => crm.list_deleted(&mut listing).await?,
+        }
+        let newest_ms = listing.newest_ms;
+        queued += listing.queued();
         if *shutdown.borrow() {
             return Ok(queued);
         }

@@ -21,7 +21,7 @@ use crate::config::two_way::Owner;
 
 /// Hash of a field value in its CRM string form (what the ledger stores). Decimal numbers are
 /// compared without trailing fractional zeros (`1200.50` = `1200.5`), as CRMs store numbers.
-pub fn value_hash(value: &str) -> String {
+pub(crate) fn value_hash(value: &str) -> String {
     hex::encode(&Sha256::digest(comparable(value).as_bytes())[..16])
 }
 
@@ -42,22 +42,22 @@ fn comparable(value: &str) -> &str {
 
 /// One field's state on both sides.
 #[derive(Clone, Debug)]
-pub struct FieldState<'a> {
+pub(crate) struct FieldState<'a> {
     /// Hash of the last agreed value (None: never synced).
-    pub ledger: Option<&'a str>,
+    pub(crate) ledger: Option<&'a str>,
     /// Hash of Postgres's value.
-    pub postgres: &'a str,
+    pub(crate) postgres: &'a str,
     /// Hash of the CRM's value.
-    pub crm: &'a str,
+    pub(crate) crm: &'a str,
     /// When Postgres last changed the row (commit time), if known.
-    pub postgres_at: Option<DateTime<Utc>>,
+    pub(crate) postgres_at: Option<DateTime<Utc>>,
     /// When the CRM last changed the property, if known.
-    pub crm_at: Option<DateTime<Utc>>,
+    pub(crate) crm_at: Option<DateTime<Utc>>,
 }
 
 /// Which way a field's value flows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Flow {
+pub(crate) enum Flow {
     /// Both sides hold the same value: record it in the ledger, write nothing.
     InSync,
     /// Postgres's value goes to the CRM.
@@ -68,15 +68,15 @@ pub enum Flow {
 
 /// Whether both sides changed a field (a conflict the owner settled).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Decision {
+pub(crate) struct Decision {
     /// Where the value flows.
-    pub flow: Flow,
+    pub(crate) flow: Flow,
     /// True when both sides had changed the field since the ledger.
-    pub conflict: bool,
+    pub(crate) conflict: bool,
 }
 
 /// Decides one field.
-pub fn decide(owner: Owner, f: &FieldState<'_>) -> Decision {
+pub(crate) fn decide(owner: Owner, f: &FieldState<'_>) -> Decision {
     if f.postgres == f.crm {
         return Decision {
             flow: Flow::InSync,

@@ -38,18 +38,18 @@ pub fn origin_name(sink: &str) -> String {
 
 /// One record's ledger entry.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LedgerRow {
+pub(crate) struct LedgerRow {
     /// Primary key, as text.
-    pub key: String,
+    pub(crate) key: String,
     /// Linked CRM record id.
-    pub crm_id: Option<String>,
+    pub(crate) crm_id: Option<String>,
     /// Property → hash of the last agreed value.
-    pub fields: BTreeMap<String, String>,
+    pub(crate) fields: BTreeMap<String, String>,
 }
 
 /// A row change coming from the CRM.
 #[derive(Clone, Debug, PartialEq)]
-pub enum InboundChange {
+pub(crate) enum InboundChange {
     /// Set columns of an existing row (`None` = NULL).
     Update {
         /// Primary key, as text.
@@ -72,7 +72,7 @@ pub enum InboundChange {
 
 /// Which reconciliation cursor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CursorKind {
+pub(crate) enum CursorKind {
     /// Records modified since.
     Modified,
     /// Records deleted since (`on_crm_delete = "delete"`).
@@ -81,7 +81,7 @@ pub enum CursorKind {
 
 /// Errors of the store (transient unless the table does not fit two-way sync).
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     /// Postgres.
     #[error(transparent)]
     Pg(#[from] PgError),
@@ -97,7 +97,7 @@ impl From<tokio_postgres::Error> for StoreError {
 }
 
 /// The state of one two-way sink.
-pub struct Store {
+pub(crate) struct Store {
     client: Client,
     sink: String,
     origin: String,
@@ -110,7 +110,7 @@ pub struct Store {
 impl Store {
     /// Connects, creates the state tables and the replication origin if missing, and reads the
     /// inbound table's columns and key.
-    pub async fn open(
+    pub(crate) async fn open(
         params: &ConnectParams,
         sink: &str,
         table: &TableName,
@@ -180,7 +180,7 @@ impl Store {
     /// Takes the sink's two-way lease if free: a session-level advisory lock held by this
     /// store's connection until the process ends (or crashes: Postgres releases it with the
     /// connection). One worker per two-way sink holds it; others stand by.
-    pub async fn try_lease(&self) -> Result<bool, StoreError> {
+    pub(crate) async fn try_lease(&self) -> Result<bool, StoreError> {
         let row = self
             .client
             .query_one(
@@ -189,16 +189,6 @@ impl Store {
             )
             .await?;
         Ok(row.get(0))
-    }
-
-    /// The primary-key column.
-    pub fn key_column(&self) -> &str {
-        &self.key_column
-    }
-
-    /// True if the inbound table has this column.
-    pub fn has_column(&self, column: &str) -> bool {
-        self.columns.contains_key(column)
     }
 
     fn ledger_rows(rows: &[tokio_postgres::Row]) -> Vec<LedgerRow> {
@@ -219,46 +209,44 @@ impl Store {
             .collect()
     }
 
+    /// Ledger rows whose `column` (a fixed column name: `record_key` or `crm_id`) is one of
+    /// `values`.
+    async fn ledger_where(
+        &self,
+        column: &'static str,
+        values: &[String],
+    ) -> Result<Vec<LedgerRow>, StoreError> {
+        let sql = format!(
+            "SELECT record_key, crm_id, fields FROM driftless.sync_ledger
+             WHERE sink = $1 AND {column} = ANY($2)"
+        );
+        let rows = self.client.query(&sql, &[&self.sink, &values]).await?;
+        Ok(Self::ledger_rows(&rows))
+    }
+
     /// Ledger rows of these record keys.
-    pub async fn ledger_by_keys(
+    pub(crate) async fn ledger_by_keys(
         &self,
         keys: &[String],
     ) -> Result<HashMap<String, LedgerRow>, StoreError> {
-        let rows = self
-            .client
-            .query(
-                "SELECT record_key, crm_id, fields FROM driftless.sync_ledger
-                 WHERE sink = $1 AND record_key = ANY($2)",
-                &[&self.sink, &keys],
-            )
-            .await?;
-        Ok(Self::ledger_rows(&rows)
-            .into_iter()
-            .map(|l| (l.key.clone(), l))
-            .collect())
+        let rows = self.ledger_where("record_key", keys).await?;
+        Ok(rows.into_iter().map(|l| (l.key.clone(), l)).collect())
     }
 
     /// Ledger rows of these CRM ids, by CRM id.
-    pub async fn ledger_by_crm_ids(
+    pub(crate) async fn ledger_by_crm_ids(
         &self,
         ids: &[String],
     ) -> Result<HashMap<String, LedgerRow>, StoreError> {
-        let rows = self
-            .client
-            .query(
-                "SELECT record_key, crm_id, fields FROM driftless.sync_ledger
-                 WHERE sink = $1 AND crm_id = ANY($2)",
-                &[&self.sink, &ids],
-            )
-            .await?;
-        Ok(Self::ledger_rows(&rows)
+        let rows = self.ledger_where("crm_id", ids).await?;
+        Ok(rows
             .into_iter()
             .filter_map(|l| Some((l.crm_id.clone()?, l)))
             .collect())
     }
 
     /// Current rows (column → JSON value) of these keys.
-    pub async fn rows(
+    pub(crate) async fn rows(
         &self,
         keys: &[String],
     ) -> Result<HashMap<String, serde_json::Map<String, Value>>, StoreError> {
@@ -278,7 +266,7 @@ impl Store {
     }
 
     /// Records what both sides agree on (merging `fields` into the stored ones).
-    pub async fn save_ledger(&mut self, rows: &[LedgerRow]) -> Result<(), StoreError> {
+    pub(crate) async fn save_ledger(&mut self, rows: &[LedgerRow]) -> Result<(), StoreError> {
         let tx = self.client.transaction().await?;
         save_ledger_in(&tx, &self.sink, rows).await?;
         tx.commit().await?;
@@ -286,7 +274,7 @@ impl Store {
     }
 
     /// Forgets records (deleted at the source).
-    pub async fn forget(&self, keys: &[String]) -> Result<(), StoreError> {
+    pub(crate) async fn forget(&self, keys: &[String]) -> Result<(), StoreError> {
         self.client
             .execute(
                 "DELETE FROM driftless.sync_ledger WHERE sink = $1 AND record_key = ANY($2)",
@@ -298,7 +286,7 @@ impl Store {
 
     /// Applies inbound changes and their ledger rows in one origin-tagged transaction. Returns,
     /// per change, the key of the row written (inserts: the new key).
-    pub async fn write_inbound(
+    pub(crate) async fn write_inbound(
         &mut self,
         changes: &[InboundChange],
         ledger: &[LedgerRow],
@@ -437,7 +425,10 @@ impl Store {
     }
 
     /// A reconciliation cursor: (modified or deleted after, in epoch ms; last id at that time).
-    pub async fn cursor(&self, kind: CursorKind) -> Result<Option<(i64, String)>, StoreError> {
+    pub(crate) async fn cursor(
+        &self,
+        kind: CursorKind,
+    ) -> Result<Option<(i64, String)>, StoreError> {
         let row = self
             .client
             .query_opt(
@@ -449,7 +440,7 @@ impl Store {
     }
 
     /// Moves a reconciliation cursor.
-    pub async fn save_cursor(
+    pub(crate) async fn save_cursor(
         &self,
         kind: CursorKind,
         modified_after_ms: i64,
@@ -503,7 +494,7 @@ const TWO_WAY_GRANTS: &str = "
 
 /// Which of the grants two-way sync needs are held, in [`TWO_WAY_GRANTS`]' column order;
 /// `table` is the quoted inbound table.
-pub async fn two_way_grants(
+pub(crate) async fn two_way_grants(
     sql: &Client,
     table: &str,
     deletes: bool,

@@ -14,40 +14,21 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use chrono::Utc;
 use serde_json::Value;
 use std::collections::BTreeSet;
-use tokio::sync::mpsc;
 
 use super::signature;
 use crate::config::two_way::OnCrmDelete;
-use crate::sync::engine::{Context, Inbound, Seen, deliver};
+use crate::sync::engine::{Inbound, Receiver};
 
-struct Receiver {
-    ctx: Arc<Context>,
-    secret: String,
-    object: String,
-    queue: mpsc::Sender<Inbound>,
-    seen: std::sync::Mutex<Seen>,
-}
-
-/// The webhook route of a two-way sink: verify, de-duplicate, queue the object ids.
-pub fn webhook_router(
-    ctx: Arc<Context>,
-    secret: String,
-    object: &str,
-    queue: mpsc::Sender<Inbound>,
-) -> axum::Router {
-    let path = ctx.two_way.webhook_path.clone();
+/// The webhook route of a two-way sink: verify, de-duplicate, queue the object ids. The
+/// receiver's `object` is the object's API name (`contacts`) and its `secret` the app's client
+/// secret.
+pub(crate) fn webhook_router(mut receiver: Receiver) -> axum::Router {
     // HubSpot event types name the object in the singular: contact.propertyChange.
-    let object = object.trim_end_matches('s').replace("companie", "company");
-    let state = Arc::new(Receiver {
-        ctx,
-        secret,
-        object,
-        queue,
-        seen: std::sync::Mutex::new(Seen::default()),
-    });
-    axum::Router::new()
-        .route(&path, axum::routing::post(receive))
-        .with_state(state)
+    receiver.object = receiver
+        .object
+        .trim_end_matches('s')
+        .replace("companie", "company");
+    receiver.router(receive)
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -141,5 +122,5 @@ async fn receive(
         Inbound::Changed(ids.into_iter().collect()),
         Inbound::Deleted(deleted.into_iter().collect()),
     ];
-    deliver(&r.queue, &r.seen, &fresh, items)
+    r.deliver(&fresh, items)
 }

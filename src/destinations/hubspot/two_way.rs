@@ -9,7 +9,7 @@
 //!   retries), and de-duplicated on `eventId`; refusals are counted and logged without bodies;
 //! - reconciliation searches on the last-modified date (ascending, keyset on the newest time
 //!   seen, restarting the search before the 10,000-result cap) at most 4 searches per second;
-//! - deletions: `*.deletion` webhooks queue [`Inbound::Deleted`] (only with
+//! - deletions: `*.deletion` webhooks queue [`Inbound::Deleted`](crate::sync::engine::Inbound::Deleted) (only with
 //!   `on_crm_delete = "delete"`); reconciliation lists archived records
 //!   (`GET /crm/v3/objects/{object}?archived=true`, 100 per page, one call per 100 records
 //!   HubSpot still keeps archived, i.e. archived in the last 90 days) and queues those
@@ -20,11 +20,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
 
 use crate::destinations::hubspot::HubspotSink;
 use crate::sink::SinkError;
-use crate::sync::engine::{Context, Crm, Inbound};
+use crate::sync::engine::{Context, Crm, Listing, ReadBy};
 use crate::sync::plan::CrmRecord;
 
 /// Records per `batch/read` with property history (HubSpot's cap).
@@ -35,7 +34,7 @@ const READ_BATCH: usize = 50;
 async fn read(
     ctx: &Context,
     hubspot: &mut HubspotSink,
-    by_id_property: bool,
+    by: ReadBy,
     ids: &[String],
 ) -> Result<Vec<CrmRecord>, SinkError> {
     let path = format!("/crm/v3/objects/{}/batch/read", hubspot.object());
@@ -47,17 +46,17 @@ async fn read(
             "properties": properties,
             "propertiesWithHistory": properties,
         });
-        if by_id_property {
+        if by == ReadBy::IdProperty {
             body["idProperty"] = json!(ctx.id_property);
         }
         let answer = hubspot.read_json(&path, &body).await?;
-        ctx.count(&ctx.counters.api_reads, "driftless_sync_api_reads_total", 1);
+        ctx.count_read();
         out.extend(parse_records(&answer));
     }
     Ok(out)
 }
 /// Records of a `batch/read` answer (string properties, latest change time per property).
-pub fn parse_records(answer: &Value) -> Vec<CrmRecord> {
+pub(crate) fn parse_records(answer: &Value) -> Vec<CrmRecord> {
     let mut out = Vec::new();
     for r in answer["results"].as_array().into_iter().flatten() {
         let Some(id) = r["id"].as_str() else {
@@ -108,20 +107,13 @@ fn parse_time(v: &Value) -> Option<DateTime<Utc>> {
 }
 
 impl Crm for HubspotSink {
-    async fn read_by_id_property(
+    async fn read(
         &mut self,
         ctx: &Context,
+        by: ReadBy,
         ids: &[String],
     ) -> Result<Vec<CrmRecord>, SinkError> {
-        read(ctx, self, true, ids).await
-    }
-
-    async fn read_by_ids(
-        &mut self,
-        ctx: &Context,
-        ids: &[String],
-    ) -> Result<Vec<CrmRecord>, SinkError> {
-        read(ctx, self, false, ids).await
+        read(ctx, self, by, ids).await
     }
 
     async fn link(&mut self, ctx: &Context, links: &[(String, String)]) -> Result<(), SinkError> {
@@ -134,24 +126,87 @@ impl Crm for HubspotSink {
         Ok(())
     }
 
-    async fn modified_since(
-        &mut self,
-        ctx: &Context,
-        since_ms: i64,
-        queue: &mpsc::Sender<Inbound>,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<(usize, i64), SinkError> {
-        search_modified(ctx, self, since_ms, queue, shutdown).await
+    /// Searches records modified at or after the listing's cursor and queues their ids.
+    async fn list_modified(&mut self, l: &mut Listing<'_>) -> Result<(), SinkError> {
+        let mut since_ms = l.since_ms;
+        let modified = if self.object() == "contacts" {
+            "lastmodifieddate"
+        } else {
+            "hs_lastmodifieddate"
+        };
+        let path = format!("/crm/v3/objects/{}/search", self.object());
+        let mut after: Option<String> = None;
+        while !l.stopped() {
+            let mut body = json!({
+                "filterGroups": [{"filters": [
+                    {"propertyName": modified, "operator": "GTE", "value": since_ms.to_string()}
+                ]}],
+                "sorts": [{"propertyName": modified, "direction": "ASCENDING"}],
+                "properties": [modified],
+                "limit": 100,
+            });
+            if let Some(a) = &after {
+                body["after"] = json!(a);
+            }
+            // HubSpot allows 5 searches per second per token; stay under it.
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let answer = self.post_json(&path, &body).await?;
+            l.ctx.count_read();
+            let mut ids = Vec::new();
+            for r in answer["results"].as_array().into_iter().flatten() {
+                if let Some(id) = r["id"].as_str() {
+                    ids.push(id.to_string());
+                }
+                if let Some(t) = parse_time(&r["properties"][modified]) {
+                    l.newest_ms = l.newest_ms.max(t.timestamp_millis());
+                }
+            }
+            if !l.queue(ids).await {
+                break;
+            }
+            after = answer["paging"]["next"]["after"].as_str().map(String::from);
+            match &after {
+                None => break,
+                // Before the 10,000-result cap: a new search from the newest time seen.
+                Some(a) if a.parse::<u64>().is_ok_and(|n| n >= 9_900) => {
+                    if l.newest_ms == since_ms {
+                        tracing::warn!(sink = %l.ctx.sink,
+                            "more than 10,000 records share one modification time; skipping ahead");
+                        l.newest_ms += 1;
+                    }
+                    since_ms = l.newest_ms;
+                    after = None;
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
     }
 
-    async fn deleted_since(
-        &mut self,
-        ctx: &Context,
-        since_ms: i64,
-        queue: &mpsc::Sender<Inbound>,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<(usize, i64), SinkError> {
-        list_archived(ctx, self, since_ms, queue, shutdown).await
+    /// Lists archived records (100 per page) and queues those archived at or after the
+    /// listing's cursor.
+    async fn list_deleted(&mut self, l: &mut Listing<'_>) -> Result<(), SinkError> {
+        let mut after: Option<String> = None;
+        while !l.stopped() {
+            let mut path = format!("/crm/v3/objects/{}?archived=true&limit=100", self.object());
+            if let Some(a) = &after {
+                let a =
+                    percent_encoding::utf8_percent_encode(a, percent_encoding::NON_ALPHANUMERIC);
+                path.push_str(&format!("&after={a}"));
+            }
+            let answer = self.get_json(&path).await?;
+            l.ctx.count_read();
+            let (ids, newest) = archived_since(&answer, l.since_ms);
+            l.newest_ms = l.newest_ms.max(newest);
+            if !l.queue(ids).await {
+                break;
+            }
+            after = answer["paging"]["next"]["after"].as_str().map(String::from);
+            if after.is_none() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn sibling(&self) -> Self {
@@ -159,78 +214,9 @@ impl Crm for HubspotSink {
     }
 }
 
-/// Searches records modified at or after `since_ms` and queues their ids.
-async fn search_modified(
-    ctx: &Context,
-    hubspot: &mut HubspotSink,
-    since_ms: i64,
-    queue: &mpsc::Sender<Inbound>,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Result<(usize, i64), SinkError> {
-    let mut since_ms = since_ms;
-    let modified = if hubspot.object() == "contacts" {
-        "lastmodifieddate"
-    } else {
-        "hs_lastmodifieddate"
-    };
-    let path = format!("/crm/v3/objects/{}/search", hubspot.object());
-    let mut queued = 0;
-    let mut after: Option<String> = None;
-    let mut newest_ms = since_ms;
-    loop {
-        if *shutdown.borrow() {
-            return Ok((queued, newest_ms));
-        }
-        let mut body = json!({
-            "filterGroups": [{"filters": [
-                {"propertyName": modified, "operator": "GTE", "value": since_ms.to_string()}
-            ]}],
-            "sorts": [{"propertyName": modified, "direction": "ASCENDING"}],
-            "properties": [modified],
-            "limit": 100,
-        });
-        if let Some(a) = &after {
-            body["after"] = json!(a);
-        }
-        // HubSpot allows 5 searches per second per token; stay under it.
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let answer = hubspot.post_json(&path, &body).await?;
-        ctx.count(&ctx.counters.api_reads, "driftless_sync_api_reads_total", 1);
-        let mut ids = Vec::new();
-        for r in answer["results"].as_array().into_iter().flatten() {
-            if let Some(id) = r["id"].as_str() {
-                ids.push(id.to_string());
-            }
-            if let Some(t) = parse_time(&r["properties"][modified]) {
-                newest_ms = newest_ms.max(t.timestamp_millis());
-            }
-        }
-        queued += ids.len();
-        if !ids.is_empty() && queue.send(Inbound::Changed(ids)).await.is_err() {
-            return Ok((queued, newest_ms));
-        }
-        after = answer["paging"]["next"]["after"].as_str().map(String::from);
-        match &after {
-            None => break,
-            // Before the 10,000-result cap: a new search from the newest time seen.
-            Some(a) if a.parse::<u64>().is_ok_and(|n| n >= 9_900) => {
-                if newest_ms == since_ms {
-                    tracing::warn!(sink = %ctx.sink,
-                        "more than 10,000 records share one modification time; skipping ahead");
-                    newest_ms += 1;
-                }
-                since_ms = newest_ms;
-                after = None;
-            }
-            Some(_) => {}
-        }
-    }
-    Ok((queued, newest_ms))
-}
-
 /// Ids of the records of a list answer archived at or after `since_ms`, and the newest
 /// `archivedAt` among them (at least `since_ms`).
-pub fn archived_since(answer: &Value, since_ms: i64) -> (Vec<String>, i64) {
+pub(crate) fn archived_since(answer: &Value, since_ms: i64) -> (Vec<String>, i64) {
     let mut newest_ms = since_ms;
     let mut ids = Vec::new();
     for r in answer["results"].as_array().into_iter().flatten() {
@@ -244,45 +230,6 @@ pub fn archived_since(answer: &Value, since_ms: i64) -> (Vec<String>, i64) {
         }
     }
     (ids, newest_ms)
-}
-
-/// Lists archived records (100 per page) and queues those archived at or after `since_ms`.
-async fn list_archived(
-    ctx: &Context,
-    hubspot: &mut HubspotSink,
-    since_ms: i64,
-    queue: &mpsc::Sender<Inbound>,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Result<(usize, i64), SinkError> {
-    let mut newest_ms = since_ms;
-    let mut queued = 0;
-    let mut after: Option<String> = None;
-    loop {
-        if *shutdown.borrow() {
-            break;
-        }
-        let mut path = format!(
-            "/crm/v3/objects/{}?archived=true&limit=100",
-            hubspot.object()
-        );
-        if let Some(a) = &after {
-            let a = percent_encoding::utf8_percent_encode(a, percent_encoding::NON_ALPHANUMERIC);
-            path.push_str(&format!("&after={a}"));
-        }
-        let answer = hubspot.get_json(&path).await?;
-        ctx.count(&ctx.counters.api_reads, "driftless_sync_api_reads_total", 1);
-        let (ids, newest) = archived_since(&answer, since_ms);
-        newest_ms = newest_ms.max(newest);
-        queued += ids.len();
-        if !ids.is_empty() && queue.send(Inbound::Deleted(ids)).await.is_err() {
-            break;
-        }
-        after = answer["paging"]["next"]["after"].as_str().map(String::from);
-        if after.is_none() {
-            break;
-        }
-    }
-    Ok((queued, newest_ms))
 }
 
 #[cfg(test)]

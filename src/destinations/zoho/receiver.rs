@@ -15,32 +15,32 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::ZohoSink;
 use super::two_way::{is_record_id, parse_time, record_id, zoho_time};
 use crate::config::two_way::OnCrmDelete;
 use crate::sink::SinkError;
-use crate::sync::engine::{Context, Inbound, Seen, deliver};
+use crate::sync::engine::{Inbound, Receiver};
 
 /// Lifetime asked for the watch channel (Zoho allows up to a day).
-pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(6 * 3_600);
+pub(crate) const CHANNEL_LIFETIME: Duration = Duration::from_secs(6 * 3_600);
 
 /// A notification as Zoho posts it (the fields driftless uses).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Notification {
+pub(crate) struct Notification {
     /// Module API name.
-    pub module: String,
+    pub(crate) module: String,
     /// `insert`, `update` or `delete`.
-    pub operation: String,
+    pub(crate) operation: String,
     /// Record ids (digits only; others are dropped).
-    pub ids: Vec<String>,
+    pub(crate) ids: Vec<String>,
     /// The channel's token.
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
 }
 
 /// Parses a notification body (None: not a notification).
-pub fn parse_notification(body: &[u8]) -> Option<Notification> {
+pub(crate) fn parse_notification(body: &[u8]) -> Option<Notification> {
     let v: Value = serde_json::from_slice(body).ok()?;
     let ids = v["ids"]
         .as_array()?
@@ -57,7 +57,7 @@ pub fn parse_notification(body: &[u8]) -> Option<Notification> {
 }
 
 /// Constant-time comparison of the expected token with the one received.
-pub fn token_matches(expected: &str, got: Option<&str>) -> bool {
+pub(crate) fn token_matches(expected: &str, got: Option<&str>) -> bool {
     let Some(got) = got else {
         return false;
     };
@@ -69,7 +69,7 @@ pub fn token_matches(expected: &str, got: Option<&str>) -> bool {
 }
 
 /// A fresh random channel token (32 hex digits; Zoho allows up to 50 characters).
-pub fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
@@ -80,38 +80,16 @@ fn body_id(body: &[u8]) -> i64 {
     i64::from_be_bytes(eight)
 }
 
-struct Receiver {
-    ctx: Arc<Context>,
-    token: String,
-    module: String,
-    queue: mpsc::Sender<Inbound>,
-    seen: std::sync::Mutex<Seen>,
-}
-
 /// The notification route of a Zoho two-way sink: check the token, de-duplicate, queue ids.
-pub fn notification_router(
-    ctx: Arc<Context>,
-    token: String,
-    module: &str,
-    queue: mpsc::Sender<Inbound>,
-) -> axum::Router {
-    let path = ctx.two_way.webhook_path.clone();
-    let state = Arc::new(Receiver {
-        ctx,
-        token,
-        module: module.to_string(),
-        queue,
-        seen: std::sync::Mutex::new(Seen::default()),
-    });
-    axum::Router::new()
-        .route(&path, axum::routing::post(receive))
-        .with_state(state)
+/// The receiver's `object` is the module's API name and its `secret` the channel's token.
+pub(crate) fn notification_router(receiver: Receiver) -> axum::Router {
+    receiver.router(receive)
 }
 
 async fn receive(State(r): State<Arc<Receiver>>, body: Bytes) -> StatusCode {
     let notification = parse_notification(&body);
     let token = notification.as_ref().and_then(|n| n.token.as_deref());
-    if !token_matches(&r.token, token) {
+    if !token_matches(&r.secret, token) {
         return r.ctx.refuse("notification refused: missing or wrong token");
     }
     let Some(n) = notification else {
@@ -122,7 +100,7 @@ async fn receive(State(r): State<Arc<Receiver>>, body: Bytes) -> StatusCode {
         r.ctx.count_duplicates(1);
         return StatusCode::NO_CONTENT;
     }
-    if !n.module.eq_ignore_ascii_case(&r.module) || n.ids.is_empty() {
+    if !n.module.eq_ignore_ascii_case(&r.object) || n.ids.is_empty() {
         return StatusCode::NO_CONTENT;
     }
     let item = match n.operation.as_str() {
@@ -130,25 +108,25 @@ async fn receive(State(r): State<Arc<Receiver>>, body: Bytes) -> StatusCode {
         "delete" if r.ctx.two_way.on_crm_delete == OnCrmDelete::Delete => Inbound::Deleted(n.ids),
         _ => return StatusCode::NO_CONTENT,
     };
-    deliver(&r.queue, &r.seen, &[id], vec![item])
+    r.deliver(&[id], vec![item])
 }
 
 /// The watch channel of a sink.
 #[derive(Clone, Debug)]
-pub struct Channel {
+pub(crate) struct Channel {
     /// Channel id (stable per sink name, so a restart replaces the previous channel).
-    pub id: u64,
+    pub(crate) id: u64,
     /// Token Zoho sends back with every notification.
-    pub token: String,
+    pub(crate) token: String,
     /// Where Zoho posts.
-    pub notify_url: String,
+    pub(crate) notify_url: String,
     /// `{Module}.all`.
-    pub events: Vec<String>,
+    pub(crate) events: Vec<String>,
 }
 
 impl Channel {
     /// A channel for `sink` on `module` with a fresh token.
-    pub fn new(sink: &str, module: &str, notify_url: &str) -> Channel {
+    pub(crate) fn new(sink: &str, module: &str, notify_url: &str) -> Channel {
         let digest = Sha256::digest(format!("driftless-watch-{sink}").as_bytes());
         let mut eight = [0u8; 8];
         eight.copy_from_slice(&digest[..8]);
@@ -163,7 +141,7 @@ impl Channel {
     }
 
     /// The body of a watch request expiring at `expiry`.
-    pub fn body(&self, expiry: DateTime<Utc>) -> Value {
+    pub(crate) fn body(&self, expiry: DateTime<Utc>) -> Value {
         json!({"watch": [{
             "channel_id": self.id,
             "events": self.events,
@@ -175,7 +153,7 @@ impl Channel {
 }
 
 /// Creates (`create`) or renews the channel; returns its expiry as Zoho reports it.
-pub async fn watch_channel(
+pub(crate) async fn watch_channel(
     zoho: &ZohoSink,
     channel: &Channel,
     create: bool,
@@ -209,7 +187,7 @@ pub async fn watch_channel(
 
 /// Keeps the channel alive until shutdown: renews it half-way to its expiry (re-creating it
 /// when Zoho forgot it), then deletes it.
-pub async fn keep_channel(
+pub(crate) async fn keep_channel(
     sink: String,
     zoho: ZohoSink,
     channel: Channel,

@@ -16,7 +16,7 @@
 //! - notifications are accepted only with the channel's token (compared in constant time; a
 //!   random token per start), answered at once (204) after the ids are queued (503 when the
 //!   queue is full), and de-duplicated on the body's hash; refusals are counted and logged
-//!   without bodies; `delete` notifications queue [`Inbound::Deleted`] only with
+//!   without bodies; `delete` notifications queue [`Inbound::Deleted`](crate::sync::engine::Inbound::Deleted) only with
 //!   `on_crm_delete = "delete"` (ignored otherwise);
 //! - the watch channel (`{Module}.all`) is created at start with `notify_url` =
 //!   `[sinks.inbound] public_url`, renewed (PATCH) half-way to its expiry, re-created if Zoho
@@ -31,18 +31,17 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
 
 use crate::destinations::zoho::{ZohoSink, encode_value};
 use crate::sink::SinkError;
 use crate::sink::mapping::{PropertyType, value_string};
-use crate::sync::engine::{Context, Crm, Inbound};
+use crate::sync::engine::{Context, Crm, Listing, ReadBy};
 use crate::sync::plan::CrmRecord;
 
 /// Values per COQL `in` (Zoho's cap).
-pub const IN_VALUES: usize = 50;
+pub(crate) const IN_VALUES: usize = 50;
 /// Rows per reconciliation query (COQL's LIMIT cap).
-pub const PAGE: usize = 2_000;
+pub(crate) const PAGE: usize = 2_000;
 /// COQL's OFFSET + LIMIT cap.
 const OFFSET_CAP: usize = 100_000;
 /// Records per update request.
@@ -54,7 +53,7 @@ fn quote(s: &str) -> String {
 }
 
 /// The COQL literal of a value of a field of `kind`: plain numbers bare, anything else quoted.
-pub fn literal(kind: Option<PropertyType>, v: &str) -> String {
+pub(crate) fn literal(kind: Option<PropertyType>, v: &str) -> String {
     let plain_number = !v.is_empty()
         && v.trim_start_matches('-')
             .chars()
@@ -68,12 +67,12 @@ pub fn literal(kind: Option<PropertyType>, v: &str) -> String {
 }
 
 /// A Zoho record id (digits only): anything else is never put into a query.
-pub fn is_record_id(id: &str) -> bool {
+pub(crate) fn is_record_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 30 && id.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// `select <fields>, Modified_Time from M where F in (<literals>)`.
-pub fn select_in(module: &str, fields: &[&str], field: &str, literals: &[String]) -> String {
+pub(crate) fn select_in(module: &str, fields: &[&str], field: &str, literals: &[String]) -> String {
     let mut wanted: Vec<&str> = Vec::new();
     for f in fields.iter().copied().chain(["Modified_Time"]) {
         if f != "id" && !wanted.contains(&f) {
@@ -89,7 +88,7 @@ pub fn select_in(module: &str, fields: &[&str], field: &str, literals: &[String]
 
 /// Zoho's datetime form (`YYYY-MM-DDTHH:MM:SS+00:00`) of epoch milliseconds, floored to the
 /// second.
-pub fn zoho_time(ms: i64) -> String {
+pub(crate) fn zoho_time(ms: i64) -> String {
     DateTime::from_timestamp_millis(ms.div_euclid(1000) * 1000)
         .unwrap_or_default()
         .format("%Y-%m-%dT%H:%M:%S+00:00")
@@ -97,7 +96,7 @@ pub fn zoho_time(ms: i64) -> String {
 }
 
 /// One reconciliation page: records modified at or after `since_ms`, oldest first.
-pub fn modified_query(module: &str, since_ms: i64, offset: usize) -> String {
+pub(crate) fn modified_query(module: &str, since_ms: i64, offset: usize) -> String {
     format!(
         "select id, Modified_Time from {module} where Modified_Time >= '{}' \
          order by Modified_Time asc, id asc limit {PAGE} offset {offset}",
@@ -120,7 +119,7 @@ pub(crate) fn record_id(v: &Value) -> Option<String> {
 }
 
 /// The comparable string form of a Zoho value of a field of `kind` (None: null).
-pub fn comparable(kind: Option<PropertyType>, v: &Value) -> Option<String> {
+pub(crate) fn comparable(kind: Option<PropertyType>, v: &Value) -> Option<String> {
     Some(match v {
         Value::Null => return None,
         Value::Object(o) => value_string(o.get("id")?),
@@ -150,7 +149,7 @@ pub fn comparable(kind: Option<PropertyType>, v: &Value) -> Option<String> {
 }
 
 /// Records of a COQL (or records API) answer; every field's change time is `Modified_Time`.
-pub fn parse_records(
+pub(crate) fn parse_records(
     answer: &Value,
     schema: &std::collections::BTreeMap<String, crate::sink::mapping::Property>,
 ) -> Vec<CrmRecord> {
@@ -197,41 +196,62 @@ async fn read(
     let mut out = Vec::new();
     for chunk in literals.chunks(IN_VALUES) {
         let query = select_in(zoho.module(), &properties, field, chunk);
-        let (status, body) = zoho
-            .call(
-                reqwest::Method::POST,
-                "/crm/v8/coql",
-                Some(&json!({"select_query": query})),
-            )
-            .await?;
-        ctx.count(&ctx.counters.api_reads, "driftless_sync_api_reads_total", 1);
-        match status {
-            204 => {}
-            200 => out.extend(parse_records(&body, &ctx.schema)),
-            _ => return Err(zoho.refusal(status, &body)),
+        if let Some(body) = coql(ctx, zoho, &query).await? {
+            out.extend(parse_records(&body, &ctx.schema));
         }
     }
     Ok(out)
 }
 
-impl Crm for ZohoSink {
-    async fn read_by_id_property(
-        &mut self,
-        ctx: &Context,
-        ids: &[String],
-    ) -> Result<Vec<CrmRecord>, SinkError> {
-        let kind = ctx.schema.get(&ctx.id_property).map(|p| p.kind);
-        let literals: Vec<String> = ids.iter().map(|v| literal(kind, v)).collect();
-        read(ctx, self, &ctx.id_property, &literals).await
+/// Calls a read API (counted as a sync read): the answer, or None when Zoho has nothing (204).
+async fn read_call(
+    ctx: &Context,
+    zoho: &mut ZohoSink,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Option<Value>, SinkError> {
+    let (status, answer) = zoho.call(method, path, body).await?;
+    ctx.count_read();
+    match status {
+        204 => Ok(None),
+        200 => Ok(Some(answer)),
+        _ => Err(zoho.refusal(status, &answer)),
     }
+}
 
-    async fn read_by_ids(
+/// Runs a COQL query: the answer, or None when nothing matches.
+async fn coql(ctx: &Context, zoho: &mut ZohoSink, query: &str) -> Result<Option<Value>, SinkError> {
+    let body = json!({"select_query": query});
+    read_call(
+        ctx,
+        zoho,
+        reqwest::Method::POST,
+        "/crm/v8/coql",
+        Some(&body),
+    )
+    .await
+}
+
+impl Crm for ZohoSink {
+    async fn read(
         &mut self,
         ctx: &Context,
+        by: ReadBy,
         ids: &[String],
     ) -> Result<Vec<CrmRecord>, SinkError> {
-        let literals: Vec<String> = ids.iter().filter(|i| is_record_id(i)).cloned().collect();
-        read(ctx, self, "id", &literals).await
+        match by {
+            ReadBy::IdProperty => {
+                let kind = ctx.schema.get(&ctx.id_property).map(|p| p.kind);
+                let literals: Vec<String> = ids.iter().map(|v| literal(kind, v)).collect();
+                read(ctx, self, &ctx.id_property, &literals).await
+            }
+            ReadBy::CrmId => {
+                let literals: Vec<String> =
+                    ids.iter().filter(|i| is_record_id(i)).cloned().collect();
+                read(ctx, self, "id", &literals).await
+            }
+        }
     }
 
     async fn link(&mut self, ctx: &Context, links: &[(String, String)]) -> Result<(), SinkError> {
@@ -268,101 +288,65 @@ impl Crm for ZohoSink {
         Ok(())
     }
 
-    async fn modified_since(
-        &mut self,
-        ctx: &Context,
-        since_ms: i64,
-        queue: &mpsc::Sender<Inbound>,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<(usize, i64), SinkError> {
-        let mut since_ms = since_ms;
-        let mut newest_ms = since_ms;
+    /// Pages COQL over the records modified at or after the listing's cursor and queues their
+    /// ids, restarting from the newest time seen before the OFFSET+LIMIT cap.
+    async fn list_modified(&mut self, l: &mut Listing<'_>) -> Result<(), SinkError> {
+        let mut since_ms = l.since_ms;
         let mut offset = 0;
-        let mut queued = 0;
-        loop {
-            if *shutdown.borrow() {
-                break;
-            }
+        while !l.stopped() {
             let query = modified_query(self.module(), since_ms, offset);
-            let (status, body) = self
-                .call(
-                    reqwest::Method::POST,
-                    "/crm/v8/coql",
-                    Some(&json!({"select_query": query})),
-                )
-                .await?;
-            ctx.count(&ctx.counters.api_reads, "driftless_sync_api_reads_total", 1);
-            match status {
-                204 => break,
-                200 => {}
-                _ => return Err(self.refusal(status, &body)),
-            }
+            let Some(body) = coql(l.ctx, self, &query).await? else {
+                break;
+            };
             let mut ids = Vec::new();
             for r in body["data"].as_array().into_iter().flatten() {
                 if let Some(id) = record_id(&r["id"]) {
                     ids.push(id);
                 }
                 if let Some(t) = parse_time(&r["Modified_Time"]) {
-                    newest_ms = newest_ms.max(t.timestamp_millis());
+                    l.newest_ms = l.newest_ms.max(t.timestamp_millis());
                 }
             }
-            queued += ids.len();
-            if !ids.is_empty() && queue.send(Inbound::Changed(ids)).await.is_err() {
-                break;
-            }
-            if body["info"]["more_records"] != true {
+            if !l.queue(ids).await || body["info"]["more_records"] != true {
                 break;
             }
             offset += PAGE;
             if offset + PAGE > OFFSET_CAP {
                 // Before the OFFSET+LIMIT cap: a new query from the newest time seen.
-                if newest_ms.div_euclid(1000) <= since_ms.div_euclid(1000) {
-                    tracing::warn!(sink = %ctx.sink,
+                if l.newest_ms.div_euclid(1000) <= since_ms.div_euclid(1000) {
+                    tracing::warn!(sink = %l.ctx.sink,
                         "more than 100,000 records share one modification second; skipping ahead");
-                    newest_ms = (since_ms.div_euclid(1000) + 1) * 1000;
+                    l.newest_ms = (since_ms.div_euclid(1000) + 1) * 1000;
                 }
-                since_ms = newest_ms;
+                since_ms = l.newest_ms;
                 offset = 0;
             }
         }
-        Ok((queued, newest_ms))
+        Ok(())
     }
 
-    async fn deleted_since(
-        &mut self,
-        ctx: &Context,
-        since_ms: i64,
-        queue: &mpsc::Sender<Inbound>,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<(usize, i64), SinkError> {
-        let mut newest_ms = since_ms;
-        let mut queued = 0;
+    /// Pages `GET /{Module}/deleted` (newest first) until a deletion older than the listing's
+    /// cursor, and queues the ids deleted since.
+    async fn list_deleted(&mut self, l: &mut Listing<'_>) -> Result<(), SinkError> {
         for page in 1.. {
-            if *shutdown.borrow() {
+            if l.stopped() {
                 break;
             }
             let path = format!(
                 "/crm/v8/{}/deleted?type=all&per_page={DELETED_PAGE}&page={page}",
                 self.module()
             );
-            let (status, body) = self.call(reqwest::Method::GET, &path, None).await?;
-            ctx.count(&ctx.counters.api_reads, "driftless_sync_api_reads_total", 1);
-            match status {
-                204 => break,
-                200 => {}
-                _ => return Err(self.refusal(status, &body)),
-            }
-            let (ids, newest, older) = deleted_page(&body, since_ms);
-            newest_ms = newest_ms.max(newest);
-            queued += ids.len();
-            if !ids.is_empty() && queue.send(Inbound::Deleted(ids)).await.is_err() {
+            let Some(body) = read_call(l.ctx, self, reqwest::Method::GET, &path, None).await?
+            else {
                 break;
-            }
-            if older || body["info"]["more_records"] != true {
+            };
+            let (ids, newest, older) = deleted_page(&body, l.since_ms);
+            l.newest_ms = l.newest_ms.max(newest);
+            if !l.queue(ids).await || older || body["info"]["more_records"] != true {
                 break;
             }
         }
-        Ok((queued, newest_ms))
+        Ok(())
     }
 
     fn sibling(&self) -> Self {
@@ -376,7 +360,7 @@ const DELETED_PAGE: usize = 200;
 /// One page of `GET /{Module}/deleted` (newest first): the ids deleted at or after `since_ms`
 /// (second precision, like `deleted_time`), the newest deletion time (at least `since_ms`), and
 /// whether the page reached deletions older than the cursor (no further page is needed).
-pub fn deleted_page(answer: &Value, since_ms: i64) -> (Vec<String>, i64, bool) {
+pub(crate) fn deleted_page(answer: &Value, since_ms: i64) -> (Vec<String>, i64, bool) {
     let since_s = since_ms.div_euclid(1000);
     let mut ids = Vec::new();
     let mut newest_ms = since_ms;
