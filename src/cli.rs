@@ -74,6 +74,11 @@ pub enum Command {
         /// Replay the sink's dead-letter topic instead (after fixing the cause).
         #[arg(long)]
         dead_letters: bool,
+        /// Forget what the sink's ledger holds first, so every change read is re-applied (a
+        /// destination that lost records). Without it a replay skips changes the destination
+        /// already has, and never puts a record back to an older state.
+        #[arg(long, conflicts_with = "dead_letters")]
+        full_resync: bool,
     },
     /// Run a local emulator of a SaaS API (development, demo, tests).
     Emulate {

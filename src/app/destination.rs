@@ -50,6 +50,18 @@ impl Sink for Destination {
     }
 }
 
+impl Destination {
+    /// Forgets what the sink ledger holds (`replay --full-resync`); sinks without one (webhooks,
+    /// two-way sinks, which keep their own) have nothing to forget.
+    pub(crate) async fn forget_ledger(&mut self) -> Result<(), SinkError> {
+        match self {
+            Destination::Hubspot(s) => s.forget_ledger().await,
+            Destination::Zoho(s) => s.forget_ledger().await,
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Builds the destination of `sinks[index]` and checks its mapping against the live schema.
 pub(crate) async fn destination(
     cfg: &ValidConfig,

@@ -121,12 +121,15 @@ async fn command(command: Command) -> ExitCode {
             name,
             from,
             dead_letters,
+            full_resync,
         } => match from.parse::<ReplayFrom>() {
             Ok(from) => {
-                with_config(&config, |cfg| {
-                    run_sink(cfg, name, Some((from, dead_letters)))
-                })
-                .await
+                let replay = sink::Replay {
+                    from,
+                    dead_letters,
+                    full_resync,
+                };
+                with_config(&config, |cfg| run_sink(cfg, name, Some(replay))).await
             }
             Err(e) => {
                 eprintln!("error: --from {e}");
@@ -306,14 +309,10 @@ async fn run_all(cfg: Arc<ValidConfig>) -> ExitCode {
 }
 
 /// `driftless sink`, or with `replay` `driftless replay` (ends when caught up).
-async fn run_sink(
-    cfg: Arc<ValidConfig>,
-    name: String,
-    replay: Option<(ReplayFrom, bool)>,
-) -> ExitCode {
+async fn run_sink(cfg: Arc<ValidConfig>, name: String, replay: Option<sink::Replay>) -> ExitCode {
     let result = match &replay {
         None => sink::run_named(&cfg, &name, shutdown_signal()).await,
-        Some((from, dlq)) => sink::replay_named(&cfg, &name, from, *dlq, shutdown_signal()).await,
+        Some(replay) => sink::replay_named(&cfg, &name, replay, shutdown_signal()).await,
     };
     match result {
         Ok(stats) => {

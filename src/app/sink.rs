@@ -166,14 +166,24 @@ pub(crate) async fn run_named(
 /// end offsets seen at start, in a consumer group of its own (`driftless-replay-{name}`), so
 /// the running workers' offsets are untouched. Applying is idempotent (upserts by a unique
 /// property), so a replay converges instead of duplicating.
+/// What `driftless replay` re-applies.
+pub(crate) struct Replay {
+    /// Where in the topic it starts.
+    pub(crate) from: ReplayFrom,
+    /// The sink's dead-letter topic instead of its table's topic.
+    pub(crate) dead_letters: bool,
+    /// Forget the sink ledger first: every change read is re-applied.
+    pub(crate) full_resync: bool,
+}
+
 pub(crate) async fn replay_named(
     cfg: &ValidConfig,
     name: &str,
-    from: &ReplayFrom,
-    dead_letters_only: bool,
+    replay: &Replay,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Stats, WorkerError> {
     let (index, sink) = find(cfg, name)?;
+    let (from, dead_letters_only) = (&replay.from, replay.dead_letters);
     let topic = if dead_letters_only {
         dead_letter_topic(cfg, name)
     } else {
@@ -181,6 +191,9 @@ pub(crate) async fn replay_named(
     };
     let mut runner_cfg = runner_config(cfg, sink, topic);
     let mut destination = destination(cfg, sink, index).await?;
+    if replay.full_resync {
+        destination.forget_ledger().await?;
+    }
     if let Some(settings) = &sink.two_way {
         destination = two_way::prepare(cfg, sink, settings, destination, Lease::Require)
             .await?

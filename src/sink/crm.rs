@@ -134,6 +134,19 @@ impl<C> Ledgered<C> {
         }
     }
 
+    /// Forgets every ledger row of the sink: the next batches are planned as if nothing had
+    /// been written (links, positions and hashes are learnt again from the upserts).
+    pub async fn forget_ledger(&mut self) -> Result<(), SinkError> {
+        match &mut self.store {
+            Store::Postgres(l) => l.forget().await,
+            #[cfg(test)]
+            Store::Memory(v) => {
+                v.links.clear();
+                Ok(())
+            }
+        }
+    }
+
     /// The destination, without its ledger.
     pub fn into_crm(self) -> C {
         self.crm

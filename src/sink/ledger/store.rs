@@ -136,6 +136,22 @@ impl Ledger {
         Ok(view)
     }
 
+    /// Deletes every row of the sink.
+    pub async fn forget(&mut self) -> Result<(), SinkError> {
+        let sink = self.sink.clone();
+        let n = self
+            .open()
+            .await?
+            .execute(
+                "DELETE FROM driftless.sink_ledger WHERE sink = $1",
+                &[&sink],
+            )
+            .await
+            .map_err(sql_error)?;
+        tracing::info!(sink = %self.sink, rows = n, "sink ledger forgotten for a full resync");
+        Ok(())
+    }
+
     /// Writes `rows` in one transaction (a row older than the stored one is left out).
     pub async fn write(&mut self, rows: &[(KeyDigest, Link)]) -> Result<(), SinkError> {
         if rows.is_empty() {
