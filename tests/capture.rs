@@ -558,17 +558,11 @@ async fn python_kafka_client_reads_and_validates_events() {
         got.iter().map(|r| r.json()).collect::<Vec<_>>(),
         cap.log_text()
     );
-    let out = std::process::Command::new(python)
-        .arg(repo_path("tests/python/consume_validate.py"))
-        .args([&brokers(), &topic, "5"])
-        .arg(repo_path("schemas/change-event.v1.json"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = run_ok(
+        std::process::Command::new(python)
+            .arg(repo_path("tests/python/consume_validate.py"))
+            .args([&brokers(), &topic, "5"])
+            .arg(repo_path("schemas/change-event.v1.json")),
     );
     let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(summary["valid"], 5, "{summary}");

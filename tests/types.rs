@@ -34,9 +34,34 @@ fn without_id(after: &Value) -> Map<String, Value> {
         .collect()
 }
 
-/// Creates `vals (id int PRIMARY KEY, {columns})` (after `prelude`), inserts `cases` before
-/// capture starts (ids 1..) and again once it runs (ids 101..), and checks every event.
+/// The row of NULLs: every column of `columns` (`name type, ...`) NULL.
+fn all_null(columns: &str) -> Case {
+    let mut names = Vec::new();
+    let mut depth = 0;
+    let mut item_start = true;
+    for (i, ch) in columns.char_indices() {
+        match ch {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => item_start = true,
+            c if item_start && !c.is_whitespace() => {
+                item_start = false;
+                let name = columns[i..].split_whitespace().next().unwrap();
+                names.push(name.to_string());
+            }
+            _ => {}
+        }
+    }
+    let sql = vec!["NULL"; names.len()].join(", ");
+    let expected = names.into_iter().map(|n| (n, Value::Null)).collect();
+    (sql, Value::Object(expected))
+}
+
+/// Creates `vals (id int PRIMARY KEY, {columns})` (after `prelude`), inserts `cases` and a row
+/// of NULLs ([`all_null`]) before capture starts (ids 1..) and again once it runs (ids 101..),
+/// and checks every event.
 async fn assert_round_trip(tag: &str, prelude: &str, columns: &str, cases: &[Case]) {
+    let cases: Vec<Case> = cases.iter().cloned().chain([all_null(columns)]).collect();
     let db = TestDb::new(tag).await;
     if !prelude.is_empty() {
         db.exec(prelude).await;
@@ -160,13 +185,6 @@ async fn integers_bool_and_text_round_trip_exactly() {
                 "i2": 0, "i4": 0, "i8": 0, "b": false, "t": "null", "vc": "{}", "ch": "     ",
             }),
         ),
-        case(
-            "NULL, NULL, NULL, NULL, NULL, NULL, NULL",
-            json!({
-                "i2": null, "i4": null, "i8": null, "b": null, "t": null, "vc": null,
-                "ch": null,
-            }),
-        ),
     ];
     assert_round_trip("ints", "", columns, &cases).await;
 }
@@ -218,10 +236,6 @@ async fn numeric_and_float_edge_values_are_exact() {
                 "f4": 16777216.0,
                 "f8": 9007199254740992.0,
             }),
-        ),
-        case(
-            "NULL, NULL, NULL, NULL",
-            json!({"num": null, "num_s": null, "f4": null, "f8": null}),
         ),
     ];
     assert_round_trip("num", "", columns, &cases).await;
@@ -307,10 +321,6 @@ async fn timestamps_are_rfc3339_utc_with_microseconds() {
                 "tmtz": "00:00:00.000000+00:00",
             }),
         ),
-        case(
-            "NULL, NULL, NULL, NULL, NULL",
-            json!({"ts": null, "tstz": null, "d": null, "tm": null, "tmtz": null}),
-        ),
     ];
     assert_round_trip("time", "", columns, &cases).await;
 }
@@ -355,10 +365,6 @@ async fn json_uuid_bytea_and_interval_round_trip() {
                 "iv": "PT0S",
             }),
         ),
-        case(
-            "NULL, NULL, NULL, NULL, NULL",
-            json!({"j": null, "jb": null, "u": null, "by": null, "iv": null}),
-        ),
     ];
     assert_round_trip("json", "", columns, &cases).await;
 }
@@ -391,10 +397,6 @@ async fn arrays_become_nested_json_arrays() {
                 "ia": [null], "ta": ["", null, "null"], "na": [null], "tsa": [null],
                 "ba": [null], "i3": [[null, null]],
             }),
-        ),
-        case(
-            "NULL, NULL, NULL, NULL, NULL, NULL",
-            json!({"ia": null, "ta": null, "na": null, "tsa": null, "ba": null, "i3": null}),
         ),
     ];
     assert_round_trip("arr", "", columns, &cases).await;
@@ -430,10 +432,6 @@ async fn enums_and_domains_convert_by_their_underlying_type() {
                 "st": "infinity",
                 "em": "\"q\"@x",
             }),
-        ),
-        case(
-            "NULL, NULL, NULL, NULL, NULL, NULL",
-            json!({"e": null, "ea": null, "p": null, "sp": null, "st": null, "em": null}),
         ),
     ];
     assert_round_trip("enum", prelude, columns, &cases).await;
@@ -492,14 +490,6 @@ async fn other_builtin_types_keep_their_text() {
                 "boxes": [],
                 "mr": "{}",
                 "ips": [],
-            }),
-        ),
-        case(
-            &["NULL"; 18].join(", "),
-            json!({
-                "m": null, "ip": null, "net": null, "mac": null, "bits": null, "vb": null,
-                "pt": null, "r": null, "tv": null, "x": null, "o": null, "nm": null,
-                "ch": null, "l": null, "jp": null, "boxes": null, "mr": null, "ips": null,
             }),
         ),
     ];

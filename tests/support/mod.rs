@@ -24,6 +24,19 @@ pub use kafka::{
 pub use process::{DriftlessProcess, capture_streaming, capture_streaming_with};
 pub use wait::{WAIT, eventually};
 
+/// Tests that each run one shared scenario: every `name => scenario;` becomes a multi-threaded
+/// tokio test `name` that awaits `scenario` (the name says the behaviour, the arguments what
+/// differs between the tests).
+macro_rules! scenario_tests {
+    ($($name:ident => $scenario:expr;)+) => {$(
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $name() {
+            $scenario.await;
+        }
+    )+};
+}
+pub(crate) use scenario_tests;
+
 /// The value of an environment variable the tests need; panics with `why` when it is missing.
 pub fn required_env(name: &str, why: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -56,6 +69,22 @@ pub fn wait_for_port(port: u16, what: &str) {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// Runs `cmd` to its end and asserts that it succeeded (its stdout and stderr in the message);
+/// returns its stdout.
+pub fn run_ok(cmd: &mut std::process::Command) -> String {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let out = cmd.output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{program} {:?}: {}\n{stdout}\n{}",
+        cmd.get_args().collect::<Vec<_>>(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 /// A seeded pseudo-random source (an LCG, the same sequence on every run): `rnd(n)` is in

@@ -221,22 +221,23 @@ impl TwoWay {
 
     /// Writes the sink made to the CRM's API (upserts, updates, inserts).
     pub async fn sink_writes(&self) -> u64 {
-        let state = self.emulator.state().await;
-        let own = match self.crm {
-            Crm::Hubspot => 0,
-            Crm::Zoho => self.own_writes.load(Ordering::SeqCst),
-        };
-        self.crm.writes(&state) - own
+        self.sink_calls(Crm::writes, &self.own_writes).await
     }
 
     /// Deletes (archives) the sink made through the CRM's API.
     pub async fn sink_deletes(&self) -> u64 {
+        self.sink_calls(Crm::deletes, &self.own_deletes).await
+    }
+
+    /// The calls `count` finds in the emulator's state less the test's own (`own`; Zoho counts
+    /// them with the sink's, HubSpot not).
+    async fn sink_calls(&self, count: fn(Crm, &Value) -> u64, own: &AtomicU64) -> u64 {
         let state = self.emulator.state().await;
         let own = match self.crm {
             Crm::Hubspot => 0,
-            Crm::Zoho => self.own_deletes.load(Ordering::SeqCst),
+            Crm::Zoho => own.load(Ordering::SeqCst),
         };
-        self.crm.deletes(&state) - own
+        count(self.crm, &state) - own
     }
 
     fn topic(&self) -> String {
