@@ -550,8 +550,7 @@ async fn converge(scenario: Scenario) {
             );
         }
     }
-    assert_eq!(cap.stop(), Some(0));
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }
 
 /// `driftless_sink_records_applied_total` of sink `name` as the worker serving metrics on
@@ -707,6 +706,5 @@ async fn a_sink_worker_serves_its_metrics_when_asked() {
         .unwrap();
     assert_eq!(health.status().as_u16(), 200);
     assert_eq!(worker.stop(), Some(0));
-    assert_eq!(cap.stop(), Some(0));
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }

@@ -141,8 +141,7 @@ async fn unchanged_toast_column_is_marked() {
     assert_eq!(events[3]["before"], json!({"id": 1, "body": body, "n": 2}));
     assert!(events[4].get("unchanged_toast").is_none(), "{}", events[4]);
     assert_eq!(events[4]["after"], json!({"id": 2, "body": body, "n": 2}));
-    assert_eq!(cap.stop(), Some(0), "clean shutdown exits 0");
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -212,8 +211,7 @@ async fn replica_identity_default_vs_full() {
             "kafka key is the event key: {e}"
         );
     }
-    assert_eq!(cap.stop(), Some(0), "clean shutdown exits 0");
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -285,8 +283,7 @@ async fn primary_key_change_is_delete_then_insert() {
     assert_eq!(ev[2]["key"], json!({"id": 5}));
     assert_eq!(ev[2]["after"], json!({"id": 5, "label": "y"}));
     assert_eq!(ev[2]["before"], Value::Null);
-    assert_eq!(cap.stop(), Some(0), "clean shutdown exits 0");
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -371,8 +368,7 @@ async fn multi_table_transaction_keeps_commit_order() {
         records.iter().all(|r| r.json()["after"]["id"] != 99),
         "rolled-back rows never published"
     );
-    assert_eq!(cap.stop(), Some(0), "clean shutdown exits 0");
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -442,8 +438,7 @@ async fn schema_change_mid_stream_uses_relation_in_force() {
     distinct.sort();
     distinct.dedup();
     assert_eq!(distinct.len(), 5, "{versions:?}");
-    assert_eq!(cap.stop(), Some(0), "clean shutdown exits 0");
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -541,8 +536,7 @@ async fn debezium_envelope_is_compatible() {
         envelopes[1]["source"]["txId"], envelopes[2]["source"]["txId"],
         "separate transactions"
     );
-    assert_eq!(cap.stop(), Some(0), "clean shutdown exits 0");
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -633,8 +627,7 @@ async fn logical_messages_are_published() {
         json!({"prefix": "app.raw", "content_base64": "AP8=", "transactional": false})
     );
     assert_eq!(raw["source"]["xid"], Value::Null);
-    assert_eq!(cap.stop(), Some(0), "clean shutdown exits 0");
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

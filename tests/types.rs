@@ -149,8 +149,7 @@ async fn assert_round_trip(tag: &str, prelude: &str, columns: &str, cases: &[Cas
             "snapshot and stream images differ for row ({sql})"
         );
     }
-    assert_eq!(cap.stop(), Some(0), "clean shutdown exits 0");
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

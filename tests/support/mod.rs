@@ -21,7 +21,7 @@ pub use kafka::{
     OwnBroker, Record, brokers, by_key, read_n, read_settled, read_through_sentinels, read_topic,
     read_topic_from, read_until_quiet,
 };
-pub use process::{DriftlessProcess, capture_streaming, capture_streaming_with};
+pub use process::{DriftlessProcess, capture_streaming, capture_streaming_with, stop_cleanly};
 pub use wait::{WAIT, eventually};
 
 /// Tests that each run one shared scenario: every `name => scenario;` becomes a multi-threaded

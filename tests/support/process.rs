@@ -144,3 +144,9 @@ pub async fn capture_streaming_with(
     cap.wait_streaming().await;
     (db, setup, cap)
 }
+
+/// The end of most capture tests: capture stops cleanly (exit 0), then the database is dropped.
+pub async fn stop_cleanly(cap: &mut DriftlessProcess, db: TestDb) {
+    assert_eq!(cap.stop(), Some(0), "clean shutdown exits 0");
+    db.drop_db().await;
+}

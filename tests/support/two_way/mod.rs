@@ -292,30 +292,32 @@ impl TwoWay {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
-    fn crm_path(&self, id: &str, action: &str) -> (reqwest::Method, String) {
-        match (self.crm, action) {
+    /// A CRM user's `action` (`edit`, `archive`) on the record of `key` with `body`; returns
+    /// the status and the JSON answer.
+    async fn user_call_on(&self, key: i64, action: &str, body: Value) -> (u16, Value) {
+        let (id, _) = self
+            .crm_records()
+            .await
+            .remove(&key)
+            .expect("the record exists");
+        let (method, path) = match (self.crm, action) {
             (Crm::Hubspot, _) => (
                 reqwest::Method::POST,
                 format!("/_emulator/objects/contacts/{id}/{action}"),
             ),
             (Crm::Zoho, "edit") => (reqwest::Method::PUT, format!("/crm/v8/Leads/{id}")),
             (Crm::Zoho, _) => (reqwest::Method::DELETE, format!("/crm/v8/Leads?ids={id}")),
-        }
+        };
+        self.user_call(method, &path, body).await
     }
 
     /// Edits the record of `key` as a CRM user would; `fields` are CRM properties.
     pub async fn edit_in_crm(&self, key: i64, fields: Value) {
-        let (id, _) = self
-            .crm_records()
-            .await
-            .remove(&key)
-            .expect("the record exists");
-        let (method, path) = self.crm_path(&id, "edit");
         let body = match self.crm {
             Crm::Hubspot => json!({"properties": fields}),
             Crm::Zoho => json!({"data": [fields]}),
         };
-        let (status, answer) = self.user_call(method, &path, body).await;
+        let (status, answer) = self.user_call_on(key, "edit", body).await;
         assert_eq!(status, 200, "edit accepted: {answer}");
         self.own_writes.fetch_add(1, Ordering::SeqCst);
     }
@@ -323,17 +325,11 @@ impl TwoWay {
     /// Deletes (HubSpot: archives) the record of `key` as a CRM user would; the CRM notifies
     /// the deletion.
     pub async fn delete_in_crm(&self, key: i64) {
-        let (id, _) = self
-            .crm_records()
-            .await
-            .remove(&key)
-            .expect("the record exists");
-        let (method, path) = self.crm_path(&id, "archive");
         let body = match self.crm {
             Crm::Hubspot => json!({}),
             Crm::Zoho => Value::Null,
         };
-        let (status, answer) = self.user_call(method, &path, body).await;
+        let (status, answer) = self.user_call_on(key, "archive", body).await;
         assert!(status < 300, "delete accepted: {status} {answer}");
         self.own_deletes.fetch_add(1, Ordering::SeqCst);
     }
