@@ -68,10 +68,6 @@ async fn insert_update_delete_truncate_are_captured() {
     stop_cleanly(&mut cap, db).await;
 }
 
-fn lsn_num(s: &str) -> u64 {
-    s.parse::<driftless::lsn::Lsn>().unwrap().as_u64()
-}
-
 /// Applies each key's events in order and returns the final row per key (deletes remove).
 fn final_state(records: &[Record]) -> std::collections::BTreeMap<i64, Value> {
     let mut state = std::collections::BTreeMap::new();

@@ -171,6 +171,14 @@ pub(crate) fn read_settled(topic: &str, n: usize, timeout: Duration) -> Vec<Reco
     })
 }
 
+/// Exactly `n` records of `topic`: reads as [`read_settled`] (up to [`WAIT`]) and asserts that
+/// no more and no fewer arrived.
+pub(crate) fn read_exactly(topic: &str, n: usize) -> Vec<Record> {
+    let records = read_settled(topic, n, WAIT);
+    assert_eq!(records.len(), n, "{n} records of {topic}: {records:?}");
+    records
+}
+
 /// Reads until at least `n` records are there and none arrived for 2 s (a topic still being
 /// written to whose final count is unknown).
 pub(crate) fn read_until_quiet(topic: &str, n: usize, timeout: Duration) -> Vec<Record> {
@@ -198,9 +206,7 @@ pub(crate) fn change_origins(records: &[Record]) -> Vec<Option<String>> {
 
 /// The origins of exactly `expected` captured changes of `topic` (no more arrive for 2 s).
 pub(crate) fn captured_origins(topic: &str, expected: usize) -> Vec<Option<String>> {
-    let records = read_settled(topic, expected, Duration::from_secs(30));
-    assert_eq!(records.len(), expected, "changes captured");
-    change_origins(&records)
+    change_origins(&read_exactly(topic, expected))
 }
 
 /// Events of a topic as JSON, grouped by key (in offset order within the key's partition).

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 pub(crate) use db::{Setup, TestDb, connect, pg_admin_url};
 pub(crate) use emulator::Emulator;
 pub(crate) use kafka::{
-    OwnBroker, Record, brokers, by_key, read_n, read_settled, read_through_sentinels, read_topic,
-    read_topic_from, read_until_quiet,
+    OwnBroker, Record, brokers, by_key, read_exactly, read_n, read_settled, read_through_sentinels,
+    read_topic, read_topic_from, read_until_quiet,
 };
 pub(crate) use process::{
     DriftlessProcess, capture_streaming, capture_streaming_with, stop_cleanly,
@@ -44,6 +44,13 @@ pub(crate) fn required_env(name: &str, why: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set ({why}): run the integration tests with scripts/test")
     })
+}
+
+/// The position of an LSN in its text form (`16/B374D848`), as a number.
+pub(crate) fn lsn_num(s: &str) -> u64 {
+    s.parse::<driftless::lsn::Lsn>()
+        .unwrap_or_else(|e| panic!("lsn {s}: {e:?}"))
+        .as_u64()
 }
 
 /// `prefix` with a random suffix: names of databases, topics, slots and sinks.
