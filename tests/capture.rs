@@ -65,12 +65,7 @@ async fn insert_update_delete_truncate_are_captured() {
         events[0]["id"].as_str().unwrap(),
         format!("{}:0", events[0]["source"]["commit_lsn"].as_str().unwrap())
     );
-    assert_eq!(cap.stop(), Some(0), "clean shutdown exits 0");
-    db.drop_db().await;
-}
-
-fn lsn_num(s: &str) -> u64 {
-    s.parse::<driftless::lsn::Lsn>().unwrap().as_u64()
+    stop_cleanly(&mut cap, db).await;
 }
 
 /// Applies each key's events in order and returns the final row per key (deletes remove).
@@ -184,8 +179,7 @@ async fn snapshot_with_concurrent_writes_has_no_gap_or_duplicate() {
     }
     let snapshot_reads = records.iter().filter(|r| r.json()["op"] == "r").count();
     assert!(snapshot_reads >= 29000, "snapshot rows: {snapshot_reads}");
-    assert_eq!(cap.stop(), Some(0));
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -265,8 +259,7 @@ async fn kill_9_during_large_load_loses_nothing() {
         by_id.len()
     );
     assert_eq!(by_id.len(), total);
-    assert_eq!(cap.stop(), Some(0));
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -299,8 +292,7 @@ async fn idle_database_advances_slot() {
         },
     )
     .await;
-    assert_eq!(cap.stop(), Some(0));
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -337,8 +329,7 @@ async fn heartbeat_advances_slot_and_is_not_published() {
         ["app.sentinel"],
         "heartbeats are not published, the sentinel is"
     );
-    assert_eq!(cap.stop(), Some(0));
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }
 
 /// A database with a table `t` whose slot capture has used once: one row captured, then a
@@ -425,8 +416,7 @@ async fn clean_restart_resumes_without_loss_or_duplicates() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 50, "no duplicates after a clean stop");
-    assert_eq!(cap.stop(), Some(0));
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -459,8 +449,7 @@ async fn terminated_walsender_is_retried_without_loss() {
     });
     let keys: std::collections::HashSet<_> = records.iter().filter_map(|x| x.key.clone()).collect();
     assert_eq!(keys.len(), 20);
-    assert_eq!(cap.stop(), Some(0));
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -558,17 +547,11 @@ async fn python_kafka_client_reads_and_validates_events() {
         got.iter().map(|r| r.json()).collect::<Vec<_>>(),
         cap.log_text()
     );
-    let out = std::process::Command::new(python)
-        .arg(repo_path("tests/python/consume_validate.py"))
-        .args([&brokers(), &topic, "5"])
-        .arg(repo_path("schemas/change-event.v1.json"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = run_ok(
+        std::process::Command::new(python)
+            .arg(repo_path("tests/python/consume_validate.py"))
+            .args([&brokers(), &topic, "5"])
+            .arg(repo_path("schemas/change-event.v1.json")),
     );
     let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(summary["valid"], 5, "{summary}");
@@ -577,8 +560,7 @@ async fn python_kafka_client_reads_and_validates_events() {
         json!(["c", "d", "r", "t", "u"]),
         "{summary}"
     );
-    assert_eq!(cap.stop(), Some(0));
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -605,8 +587,7 @@ async fn metrics_and_healthz_are_served() {
             && body.contains("driftless_capture_replication_lag_bytes")
     })
     .await;
-    assert_eq!(cap.stop(), Some(0));
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }
 
 fn http_get(port: u16, path: &str) -> String {
@@ -678,8 +659,7 @@ async fn kafka_unreachable_is_retried_until_it_comes_back() {
         |r| r.len() >= 5,
     );
     assert_eq!(records.len(), 5);
-    assert_eq!(cap.stop(), Some(0));
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -720,6 +700,5 @@ async fn tiny_in_flight_window_backpressures_without_loss() {
         (0..3000).collect::<Vec<u64>>(),
         "every ordinal once"
     );
-    assert_eq!(cap.stop(), Some(0));
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }

@@ -481,12 +481,12 @@ async fn converge(scenario: Scenario) {
             "the replay scenario runs against HubSpot"
         );
         let replay = |from: &str| {
-            setup
-                .command("replay")
-                .args(["--name", &name, "--from", from])
-                .envs(SINK_ENV)
-                .output()
-                .unwrap()
+            run_ok(
+                setup
+                    .command("replay")
+                    .args(["--name", &name, "--from", from])
+                    .envs(SINK_ENV),
+            )
         };
         // From scratch: the destination is emptied, a replay from the earliest offset rebuilds it.
         http()
@@ -495,13 +495,7 @@ async fn converge(scenario: Scenario) {
             .await
             .unwrap();
         assert!(dest.contacts(&emulator.state().await).0.is_empty());
-        let out = replay("earliest");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = replay("earliest");
         assert!(stdout.contains("replayed: records="), "{stdout}");
         let after = emulator.state().await;
         assert!(
@@ -511,12 +505,7 @@ async fn converge(scenario: Scenario) {
         // Idempotent: replaying again from a time and from explicit offsets changes nothing.
         let hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
         for from in [hour_ago.as_str(), "0:0,1:0"] {
-            let out = replay(from);
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            replay(from);
             let state = emulator.state().await;
             let (live, _) = dest.contacts(&state);
             assert!(live == expected, "replay from {from} changed the result");
@@ -561,8 +550,7 @@ async fn converge(scenario: Scenario) {
             );
         }
     }
-    assert_eq!(cap.stop(), Some(0));
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }
 
 /// `driftless_sink_records_applied_total` of sink `name` as the worker serving metrics on
@@ -625,17 +613,11 @@ async fn poison_is_dead_lettered_then_replayed(
     let fixed =
         base_config.to_string() + &Dest::Hubspot.sink_toml(name, emulator.port, false, true);
     std::fs::write(&setup.config, fixed).unwrap();
-    let out = setup
-        .command("replay")
-        .args(["--name", name, "--dead-letters"])
-        .envs(SINK_ENV)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = run_ok(
+        setup
+            .command("replay")
+            .args(["--name", name, "--dead-letters"])
+            .envs(SINK_ENV),
     );
     assert!(stdout.contains("replayed: records=1"), "{stdout}");
 }
@@ -668,103 +650,26 @@ fn check_audit_topic(setup: &Setup, keys: i64) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn postgres_changes_converge_in_the_hubspot_emulator_once_per_key() {
-    converge(Scenario {
-        audit: true,
+scenario_tests! {
+    postgres_changes_converge_in_the_hubspot_emulator_once_per_key => converge(Scenario { audit: true, ..Default::default() });
+    hubspot_faults_429_500_resets_and_fail_after_write_still_converge => converge(Scenario {
+        faults: Some(serde_json::json!([
+            {"path": "batch/upsert", "status": 429, "count": 3},
+            {"path": "batch/upsert", "status": 500, "count": 2},
+            {"path": "batch/upsert", "reset_connection": true, "count": 2},
+            {"path": "batch/upsert", "fail_after_write": true, "count": 2},
+            {"path": "batch/archive", "status": 503, "count": 2}
+        ])),
         ..Default::default()
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn hubspot_faults_429_500_resets_and_fail_after_write_still_converge() {
-    let faults = serde_json::json!([
-        {"path": "batch/upsert", "status": 429, "count": 3},
-        {"path": "batch/upsert", "status": 500, "count": 2},
-        {"path": "batch/upsert", "reset_connection": true, "count": 2},
-        {"path": "batch/upsert", "fail_after_write": true, "count": 2},
-        {"path": "batch/archive", "status": 503, "count": 2}
-    ]);
-    converge(Scenario {
-        faults: Some(faults),
-        ..Default::default()
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn sink_worker_killed_mid_load_restarts_and_converges() {
-    converge(Scenario {
-        kill_worker: true,
-        ..Default::default()
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn driftless_run_captures_and_sinks_in_one_process_and_converges() {
-    converge(Scenario {
-        one_process: true,
-        ..Default::default()
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn two_sink_workers_share_partitions_and_converge() {
-    converge(Scenario {
-        workers: 2,
-        ..Default::default()
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn replay_rebuilds_the_destination_and_reapplies_idempotently() {
-    converge(Scenario {
-        replay: true,
-        ..Default::default()
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn postgres_changes_converge_in_the_zoho_emulator_once_per_key_without_workflows() {
-    converge(Scenario {
-        dest: Dest::Zoho,
-        ..Default::default()
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn hubspot_oauth_tokens_expiring_mid_load_are_refreshed_and_converge() {
-    converge(Scenario {
-        oauth: true,
-        expire_tokens: true,
-        ..Default::default()
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn zoho_oauth_tokens_expiring_mid_load_are_refreshed_and_converge() {
-    converge(Scenario {
-        dest: Dest::Zoho,
-        expire_tokens: true,
-        ..Default::default()
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn unmappable_row_is_dead_lettered_then_replayed_once_after_the_fix() {
-    converge(Scenario {
-        poison: true,
-        ..Default::default()
-    })
-    .await;
+    });
+    sink_worker_killed_mid_load_restarts_and_converges => converge(Scenario { kill_worker: true, ..Default::default() });
+    driftless_run_captures_and_sinks_in_one_process_and_converges => converge(Scenario { one_process: true, ..Default::default() });
+    two_sink_workers_share_partitions_and_converge => converge(Scenario { workers: 2, ..Default::default() });
+    replay_rebuilds_the_destination_and_reapplies_idempotently => converge(Scenario { replay: true, ..Default::default() });
+    postgres_changes_converge_in_the_zoho_emulator_once_per_key_without_workflows => converge(Scenario { dest: Dest::Zoho, ..Default::default() });
+    hubspot_oauth_tokens_expiring_mid_load_are_refreshed_and_converge => converge(Scenario { oauth: true, expire_tokens: true, ..Default::default() });
+    zoho_oauth_tokens_expiring_mid_load_are_refreshed_and_converge => converge(Scenario { dest: Dest::Zoho, expire_tokens: true, ..Default::default() });
+    unmappable_row_is_dead_lettered_then_replayed_once_after_the_fix => converge(Scenario { poison: true, ..Default::default() });
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -801,6 +706,5 @@ async fn a_sink_worker_serves_its_metrics_when_asked() {
         .unwrap();
     assert_eq!(health.status().as_u16(), 200);
     assert_eq!(worker.stop(), Some(0));
-    assert_eq!(cap.stop(), Some(0));
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }

@@ -16,7 +16,7 @@ use driftless::pgtype::PgType;
 use driftless::postgres::connect::{ConnectParams, Password, SslMode, connect_sql};
 use driftless::postgres::error::PgError;
 use driftless::postgres::replication::{
-    ReplicationConnection, ReplicationMessage, ReplicationStream,
+    ReplicationConnection, ReplicationMessage, ReplicationStream, SlotCreated,
 };
 use driftless::postgres::sql::publication_names;
 use serde_json::{Value, json};
@@ -96,6 +96,25 @@ impl Fixture {
 
     fn options(&self) -> String {
         publication_names(&[&self.publication])
+    }
+
+    /// Creates the slot on `repl` (no exported snapshot) and streams from its consistent point
+    /// with protocol 1 and the fixture's publication.
+    async fn stream_from_new_slot(
+        &self,
+        mut repl: ReplicationConnection,
+    ) -> (SlotCreated, ReplicationStream) {
+        let created = repl.create_logical_slot(&self.slot, false).await.unwrap();
+        let pubs = self.options();
+        let stream = repl
+            .start_logical(
+                &self.slot,
+                created.consistent_point,
+                &[("proto_version", "1"), ("publication_names", &pubs)],
+            )
+            .await
+            .unwrap();
+        (created, stream)
     }
 
     async fn cleanup(self) {
@@ -447,17 +466,8 @@ async fn keepalive_requesting_a_reply_is_parsed() {
     repl.simple_query("SET wal_sender_timeout = '2s'")
         .await
         .unwrap();
-    let created = repl.create_logical_slot(&fx.slot, false).await.unwrap();
+    let (created, mut stream) = fx.stream_from_new_slot(repl).await;
     assert_eq!(created.snapshot_name, None);
-    let pubs = fx.options();
-    let mut stream = repl
-        .start_logical(
-            &fx.slot,
-            created.consistent_point,
-            &[("proto_version", "1"), ("publication_names", &pubs)],
-        )
-        .await
-        .unwrap();
     let mut replies = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while replies < 3 {
@@ -488,17 +498,8 @@ async fn next_is_cancel_safe() {
     let fx = Fixture::new("repl_cancel").await;
     const ROWS: i32 = 300;
     const BATCH: i32 = 50;
-    let mut repl = ReplicationConnection::connect(&fx.params).await.unwrap();
-    let created = repl.create_logical_slot(&fx.slot, false).await.unwrap();
-    let pubs = fx.options();
-    let mut stream = repl
-        .start_logical(
-            &fx.slot,
-            created.consistent_point,
-            &[("proto_version", "1"), ("publication_names", &pubs)],
-        )
-        .await
-        .unwrap();
+    let repl = ReplicationConnection::connect(&fx.params).await.unwrap();
+    let (_, mut stream) = fx.stream_from_new_slot(repl).await;
     let writer = {
         let params = fx.params.clone();
         let table = fx.table.clone();

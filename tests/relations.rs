@@ -2,19 +2,9 @@
 //! multi-table transactions, schema changes mid-stream, the Debezium envelope, logical
 //! decoding messages.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
 use crate::support::*;
-
-const WAIT: Duration = Duration::from_secs(60);
-
-fn lsn_num(s: &str) -> u64 {
-    s.parse::<driftless::lsn::Lsn>()
-        .unwrap_or_else(|e| panic!("lsn {s}: {e:?}"))
-        .as_u64()
-}
 
 /// The ordinal of an event id `{commit_lsn}:{n}`.
 fn ordinal(ev: &Value) -> u64 {
@@ -111,8 +101,7 @@ async fn unchanged_toast_column_is_marked() {
          UPDATE docs SET n = 2 WHERE id = 1",
     )
     .await;
-    let records = read_settled(&topic, 3, WAIT);
-    assert_eq!(records.len(), 3, "r, u, u and nothing else");
+    let records = read_exactly(&topic, 3);
     let events = in_commit_order(&records);
     assert_eq!(ops(&events), ["r", "u", "u"]);
     let full = &events[2];
@@ -134,15 +123,13 @@ async fn unchanged_toast_column_is_marked() {
 
     // A key change under FULL: the insert half gets the real value from the old row.
     db.exec("UPDATE docs SET id = 2 WHERE id = 1").await;
-    let records = read_settled(&topic, 5, WAIT);
-    assert_eq!(records.len(), 5, "r, u, u, d, c");
+    let records = read_exactly(&topic, 5);
     let events = in_commit_order(&records);
     assert_eq!(ops(&events), ["r", "u", "u", "d", "c"]);
     assert_eq!(events[3]["before"], json!({"id": 1, "body": body, "n": 2}));
     assert!(events[4].get("unchanged_toast").is_none(), "{}", events[4]);
     assert_eq!(events[4]["after"], json!({"id": 2, "body": body, "n": 2}));
-    assert_eq!(cap.stop(), Some(0), "clean shutdown exits 0");
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -164,8 +151,7 @@ async fn replica_identity_default_vs_full() {
         .await;
     db.exec("DELETE FROM acct WHERE id = 1").await;
 
-    let records = read_settled(&topic, 6, WAIT);
-    assert_eq!(records.len(), 6, "{records:?}");
+    let records = read_exactly(&topic, 6);
     let ev = in_commit_order(&records);
     assert_eq!(ops(&ev), ["c", "c", "u", "d", "u", "d"]);
 
@@ -212,8 +198,7 @@ async fn replica_identity_default_vs_full() {
             "kafka key is the event key: {e}"
         );
     }
-    assert_eq!(cap.stop(), Some(0), "clean shutdown exits 0");
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -236,8 +221,7 @@ async fn primary_key_change_is_delete_then_insert() {
     db.exec("UPDATE full_items SET id = 5, label = 'y' WHERE id = 1")
         .await;
 
-    let records = read_settled(&setup.topic("public.items"), 4, WAIT);
-    assert_eq!(records.len(), 4, "{records:?}");
+    let records = read_exactly(&setup.topic("public.items"), 4);
     let ev = in_commit_order(&records);
     assert_eq!(ops(&ev), ["c", "d", "c", "u"]);
     let (d, c) = (&ev[1], &ev[2]);
@@ -276,8 +260,7 @@ async fn primary_key_change_is_delete_then_insert() {
     assert_eq!(ops(&keyed[r#"{"id":1,"tenant":"t1"}"#]), ["c", "d"]);
 
     // Under FULL identity the delete half carries the whole old row.
-    let records = read_settled(&setup.topic("public.full_items"), 3, WAIT);
-    assert_eq!(records.len(), 3, "{records:?}");
+    let records = read_exactly(&setup.topic("public.full_items"), 3);
     let ev = in_commit_order(&records);
     assert_eq!(ops(&ev), ["c", "d", "c"]);
     assert_eq!(ev[1]["key"], json!({"id": 1}));
@@ -285,8 +268,7 @@ async fn primary_key_change_is_delete_then_insert() {
     assert_eq!(ev[2]["key"], json!({"id": 5}));
     assert_eq!(ev[2]["after"], json!({"id": 5, "label": "y"}));
     assert_eq!(ev[2]["before"], Value::Null);
-    assert_eq!(cap.stop(), Some(0), "clean shutdown exits 0");
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -314,10 +296,8 @@ async fn multi_table_transaction_keeps_commit_order() {
         .await;
     db.exec("INSERT INTO tb VALUES (3, 'b3')").await;
 
-    let mut records = read_settled(&setup.topic("public.ta"), 3, WAIT);
-    assert_eq!(records.len(), 3, "ta: {records:?}");
-    let tb = read_settled(&setup.topic("public.tb"), 4, WAIT);
-    assert_eq!(tb.len(), 4, "tb: {tb:?}");
+    let mut records = read_exactly(&setup.topic("public.ta"), 3);
+    let tb = read_exactly(&setup.topic("public.tb"), 4);
     records.extend(tb);
     let ev = in_commit_order(&records);
     let summary: Vec<(String, String, Value)> = ev
@@ -371,8 +351,7 @@ async fn multi_table_transaction_keeps_commit_order() {
         records.iter().all(|r| r.json()["after"]["id"] != 99),
         "rolled-back rows never published"
     );
-    assert_eq!(cap.stop(), Some(0), "clean shutdown exits 0");
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -403,8 +382,7 @@ async fn schema_change_mid_stream_uses_relation_in_force() {
     )
     .await;
 
-    let records = read_settled(&topic, 7, WAIT);
-    assert_eq!(records.len(), 7, "{records:?}");
+    let records = read_exactly(&topic, 7);
     let ev = in_commit_order(&records);
     assert_eq!(ops(&ev), ["c", "c", "c", "c", "c", "c", "u"]);
     let expected = [
@@ -442,8 +420,7 @@ async fn schema_change_mid_stream_uses_relation_in_force() {
     distinct.sort();
     distinct.dedup();
     assert_eq!(distinct.len(), 5, "{versions:?}");
-    assert_eq!(cap.stop(), Some(0), "clean shutdown exits 0");
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -464,8 +441,7 @@ async fn debezium_envelope_is_compatible() {
     db.exec("DELETE FROM people WHERE id = 2").await;
 
     // r(1), c(2), u(2), d(2), tombstone(2)
-    let records = read_settled(&topic, 5, WAIT);
-    assert_eq!(records.len(), 5, "{records:?}");
+    let records = read_exactly(&topic, 5);
     let mut sorted = records.clone();
     sorted.sort_by_key(|r| (r.partition, r.offset));
     let key1 = br#"{"id":1}"#.to_vec();
@@ -541,8 +517,7 @@ async fn debezium_envelope_is_compatible() {
         envelopes[1]["source"]["txId"], envelopes[2]["source"]["txId"],
         "separate transactions"
     );
-    assert_eq!(cap.stop(), Some(0), "clean shutdown exits 0");
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -570,8 +545,7 @@ async fn logical_messages_are_published() {
         .await;
     db.exec("INSERT INTO noise VALUES (2)").await;
 
-    let noise = read_settled(&setup.topic("public.noise"), 2, WAIT);
-    assert_eq!(noise.len(), 2, "{noise:?}");
+    let noise = read_exactly(&setup.topic("public.noise"), 2);
     let insert = noise
         .iter()
         .map(Record::json)
@@ -633,8 +607,7 @@ async fn logical_messages_are_published() {
         json!({"prefix": "app.raw", "content_base64": "AP8=", "transactional": false})
     );
     assert_eq!(raw["source"]["xid"], Value::Null);
-    assert_eq!(cap.stop(), Some(0), "clean shutdown exits 0");
-    db.drop_db().await;
+    stop_cleanly(&mut cap, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -679,8 +652,7 @@ async fn ddl_during_initial_snapshot_does_not_stop_capture() {
         assert!(after.get("a").or(after.get("a2")) == Some(&json!(v)), "{e}");
     }
     assert_eq!(ev[2]["after"], json!({"id": 3, "a2": "z"}));
-    let big = read_settled(&setup.topic("public.big"), 5000, WAIT);
-    assert_eq!(big.len(), 5000);
+    read_exactly(&setup.topic("public.big"), 5000);
     assert_eq!(
         cap.stop(),
         Some(0),

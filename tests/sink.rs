@@ -99,6 +99,21 @@ async fn topic() -> Topic {
 }
 
 impl Topic {
+    /// Sends `event(id, v, op)` keyed by `id`.
+    async fn send_event(&self, id: i64, v: i64, op: &str) {
+        self.send(id, &serde_json::to_vec(&event(id, v, op)).unwrap())
+            .await;
+    }
+
+    /// Sends an update of each key `0..keys` at each version of `versions`, version by version.
+    async fn send_updates(&self, keys: i64, versions: std::ops::Range<i64>) {
+        for v in versions {
+            for id in 0..keys {
+                self.send_event(id, v, "u").await;
+            }
+        }
+    }
+
     async fn send(&self, id: i64, payload: &[u8]) {
         let key = format!("{{\"id\":{id}}}");
         self.producer
@@ -168,23 +183,23 @@ fn applied_keys(batches: &[Vec<(String, Value)>]) -> usize {
     batches.iter().map(Vec::len).sum()
 }
 
+/// Whether the last applied version of each of `keys` keys is `v`.
+fn every_key_last_at(batches: &[Vec<(String, Value)>], keys: usize, v: i64) -> bool {
+    let mut last: BTreeMap<&str, i64> = BTreeMap::new();
+    for (k, e) in batches.iter().flatten() {
+        last.insert(k, e["after"]["v"].as_i64().unwrap());
+    }
+    last.len() == keys && last.values().all(|&last| last == v)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sink_worker_coalesces_per_key_and_resumes_after_committed_offsets() {
     let t = topic().await;
-    for round in 0..5 {
-        for id in 0..10 {
-            t.send(id, &serde_json::to_vec(&event(id, round, "u")).unwrap())
-                .await;
-        }
-    }
+    t.send_updates(10, 0..5).await;
     let group = unique("g");
     let mut sink = Recording::default();
     let stats = run_until(&t, &group, &mut sink, Duration::from_secs(60), |b| {
-        let mut last: BTreeMap<String, i64> = BTreeMap::new();
-        for (k, e) in b.iter().flatten() {
-            last.insert(k.clone(), e["after"]["v"].as_i64().unwrap());
-        }
-        last.len() == 10 && last.values().all(|&v| v == 4)
+        every_key_last_at(b, 10, 4)
     })
     .await;
     assert_eq!(stats.records, 50);
@@ -202,10 +217,7 @@ async fn sink_worker_coalesces_per_key_and_resumes_after_committed_offsets() {
     // Same group again: everything was committed, nothing is re-applied. A new record on every
     // key (so on every partition, after the committed offsets) is picked up; once all of them
     // are applied, every partition was read past the old records.
-    for id in 0..10 {
-        t.send(id, &serde_json::to_vec(&event(id, 9, "u")).unwrap())
-            .await;
-    }
+    t.send_updates(10, 9..10).await;
     let mut again = Recording::default();
     let stats = run_until(&t, &group, &mut again, Duration::from_secs(30), |b| {
         applied_keys(b) == 10
@@ -229,13 +241,10 @@ async fn sink_worker_coalesces_per_key_and_resumes_after_committed_offsets() {
 #[tokio::test(flavor = "multi_thread")]
 async fn poison_records_go_to_the_dead_letter_topic_and_others_continue() {
     let t = topic().await;
-    t.send(1, &serde_json::to_vec(&event(1, 1, "c")).unwrap())
-        .await;
+    t.send_event(1, 1, "c").await;
     t.send(2, b"{not an event").await;
-    t.send(3, &serde_json::to_vec(&event(3, 1, "c")).unwrap())
-        .await;
-    t.send(4, &serde_json::to_vec(&event(4, 1, "c")).unwrap())
-        .await;
+    t.send_event(3, 1, "c").await;
+    t.send_event(4, 1, "c").await;
     let mut sink = Recording {
         reject: vec!["{\"id\":3}".into()],
         ..Default::default()
@@ -304,8 +313,7 @@ async fn poison_records_go_to_the_dead_letter_topic_and_others_continue() {
 async fn transient_failures_retry_the_same_batch_without_losing_order() {
     let t = topic().await;
     for v in 0..3 {
-        t.send(7, &serde_json::to_vec(&event(7, v, "u")).unwrap())
-            .await;
+        t.send_event(7, v, "u").await;
     }
     let mut sink = Recording {
         transient_failures: Arc::new(Mutex::new(3)),
@@ -331,25 +339,14 @@ async fn transient_failures_retry_the_same_batch_without_losing_order() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_scheduled_sink_applies_coalesced_windows_in_requests_of_batch_size() {
     let t = topic().await;
-    for round in 0..5 {
-        for id in 0..10 {
-            t.send(id, &serde_json::to_vec(&event(id, round, "u")).unwrap())
-                .await;
-        }
-    }
+    t.send_updates(10, 0..5).await;
     let mut sink = Recording::default();
     let stats = run_with(
         &t,
         &unique("g"),
         &mut sink,
         Duration::from_secs(60),
-        |b| {
-            let mut last: BTreeMap<String, i64> = BTreeMap::new();
-            for (k, e) in b.iter().flatten() {
-                last.insert(k.clone(), e["after"]["v"].as_i64().unwrap());
-            }
-            last.len() == 10 && last.values().all(|&v| v == 4)
-        },
+        |b| every_key_last_at(b, 10, 4),
         |cfg| {
             cfg.batch_max_events = 4;
             cfg.schedule = Some(Schedule::parse("every 10s").unwrap());

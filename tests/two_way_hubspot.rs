@@ -313,19 +313,10 @@ email = "no_such_property"
     db.drop_db().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn archives_delete_rows_when_configured() {
-    deletion_in_crm(Crm::Hubspot, "delete", false).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn archives_with_lost_webhooks_are_repaired_by_reconciliation() {
-    deletion_in_crm(Crm::Hubspot, "delete", true).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn archives_keep_rows_by_default() {
-    deletion_in_crm(Crm::Hubspot, "ignore", false).await;
+scenario_tests! {
+    archives_delete_rows_when_configured => deletion_in_crm(Crm::Hubspot, "delete", false);
+    archives_with_lost_webhooks_are_repaired_by_reconciliation => deletion_in_crm(Crm::Hubspot, "delete", true);
+    archives_keep_rows_by_default => deletion_in_crm(Crm::Hubspot, "ignore", false);
 }
 
 #[tokio::test(flavor = "multi_thread")]

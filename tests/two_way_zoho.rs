@@ -120,19 +120,10 @@ async fn lost_notifications_are_repaired_by_reconciliation() {
     t.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn deletions_delete_rows_when_configured() {
-    deletion_in_crm(Crm::Zoho, "delete", false).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn lost_deletions_are_repaired_by_reconciliation() {
-    deletion_in_crm(Crm::Zoho, "delete", true).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn deletions_keep_rows_by_default() {
-    deletion_in_crm(Crm::Zoho, "ignore", false).await;
+scenario_tests! {
+    deletions_delete_rows_when_configured => deletion_in_crm(Crm::Zoho, "delete", false);
+    lost_deletions_are_repaired_by_reconciliation => deletion_in_crm(Crm::Zoho, "delete", true);
+    deletions_keep_rows_by_default => deletion_in_crm(Crm::Zoho, "ignore", false);
 }
 
 #[tokio::test(flavor = "multi_thread")]

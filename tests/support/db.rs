@@ -11,7 +11,7 @@ use super::kafka::{PARTITIONS, broker_workarounds, brokers};
 use super::{required_env, unique};
 
 /// The superuser URL of the test cluster (database `postgres`).
-pub fn pg_admin_url() -> String {
+pub(crate) fn pg_admin_url() -> String {
     required_env("DRIFTLESS_PG_URL", "the test Postgres")
 }
 
@@ -31,7 +31,7 @@ fn url_with_db(url: &str, db: &str) -> String {
 }
 
 /// A client of the test cluster.
-pub async fn connect(url: &str) -> Client {
+pub(crate) async fn connect(url: &str) -> Client {
     let params = ConnectParams::from_url(url).expect("valid url");
     connect_sql(&params)
         .await
@@ -39,14 +39,14 @@ pub async fn connect(url: &str) -> Client {
 }
 
 /// A database of its own, dropped (with its slots) by [`TestDb::drop_db`].
-pub struct TestDb {
-    pub name: String,
-    pub url: String,
-    pub client: Client,
+pub(crate) struct TestDb {
+    pub(crate) name: String,
+    pub(crate) url: String,
+    pub(crate) client: Client,
 }
 
 impl TestDb {
-    pub async fn new(tag: &str) -> TestDb {
+    pub(crate) async fn new(tag: &str) -> TestDb {
         let name = unique(&format!("t_{tag}"));
         let admin = connect(&pg_admin_url()).await;
         admin
@@ -58,14 +58,14 @@ impl TestDb {
         TestDb { name, url, client }
     }
 
-    pub async fn exec(&self, sql: &str) {
+    pub(crate) async fn exec(&self, sql: &str) {
         self.client
             .batch_execute(sql)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
     }
 
-    pub async fn slot_confirmed_flush(&self, slot: &str) -> Option<String> {
+    pub(crate) async fn slot_confirmed_flush(&self, slot: &str) -> Option<String> {
         self.client
             .query_opt(
                 "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
@@ -76,7 +76,7 @@ impl TestDb {
             .and_then(|r| r.get(0))
     }
 
-    pub async fn drop_db(self) {
+    pub(crate) async fn drop_db(self) {
         let admin = connect(&pg_admin_url()).await;
         let _ = admin
             .batch_execute(&format!(
@@ -94,17 +94,22 @@ impl TestDb {
 
 /// One capture configuration in a temporary directory (processes of it:
 /// [`super::process`]).
-pub struct Setup {
-    pub dir: tempfile::TempDir,
-    pub config: PathBuf,
-    pub prefix: String,
-    pub slot: String,
-    pub db_url: String,
+pub(crate) struct Setup {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) config: PathBuf,
+    pub(crate) prefix: String,
+    pub(crate) slot: String,
+    pub(crate) db_url: String,
 }
 
 impl Setup {
     /// `tables` as `schema.table`; `extra_source` / `extra_kafka` are appended TOML lines.
-    pub fn new(db: &TestDb, tables: &[&str], extra_source: &str, extra_kafka: &str) -> Setup {
+    pub(crate) fn new(
+        db: &TestDb,
+        tables: &[&str],
+        extra_source: &str,
+        extra_kafka: &str,
+    ) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let prefix = unique("dl");
         let slot = unique("slot");
@@ -150,18 +155,18 @@ metrics_listen = "off"
         }
     }
 
-    pub fn topic(&self, table: &str) -> String {
+    pub(crate) fn topic(&self, table: &str) -> String {
         format!("{}.{}", self.prefix, table)
     }
 
     /// Appends TOML (e.g. `[[sinks]]` tables) to the configuration.
-    pub fn append_config(&self, toml: &str) {
+    pub(crate) fn append_config(&self, toml: &str) {
         let text = std::fs::read_to_string(&self.config).unwrap() + toml;
         std::fs::write(&self.config, text).unwrap();
     }
 
     /// Replaces text of the configuration (e.g. a listen address).
-    pub fn edit_config(&self, from: &str, to: &str) {
+    pub(crate) fn edit_config(&self, from: &str, to: &str) {
         let text = std::fs::read_to_string(&self.config).unwrap();
         assert!(text.contains(from), "{from} is in the configuration");
         std::fs::write(&self.config, text.replace(from, to)).unwrap();

@@ -10,16 +10,16 @@ use serde_json::Value;
 use super::{free_port, http, wait_for_port};
 
 /// A running emulator; killed on drop.
-pub struct Emulator {
+pub(crate) struct Emulator {
     child: Child,
     /// Its port on 127.0.0.1.
-    pub port: u16,
+    pub(crate) port: u16,
 }
 
 impl Emulator {
     /// Starts the emulator of `kind` (`hubspot`, `zoho`, `webhook`) and waits until it accepts
     /// connections.
-    pub fn start(kind: &str) -> Emulator {
+    pub(crate) fn start(kind: &str) -> Emulator {
         let driftless = std::path::Path::new(env!("CARGO_BIN_EXE_driftless"));
         let emulate = driftless.with_file_name("driftless-emulate");
         assert!(
@@ -40,17 +40,17 @@ impl Emulator {
     }
 
     /// The URL of `path` on the emulator.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
     /// `GET /_emulator/state`.
-    pub async fn state(&self) -> Value {
+    pub(crate) async fn state(&self) -> Value {
         self.get("/_emulator/state").await
     }
 
     /// GETs a path of the emulator; returns its JSON answer.
-    pub async fn get(&self, path: &str) -> Value {
+    pub(crate) async fn get(&self, path: &str) -> Value {
         http()
             .get(self.url(path))
             .send()
@@ -63,7 +63,7 @@ impl Emulator {
 
     /// POSTs JSON to a path of the emulator; returns the status and the JSON answer (Null when
     /// empty).
-    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         let r = http().post(self.url(path)).json(body).send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))

@@ -15,16 +15,16 @@ use super::wait::WAIT;
 use super::{required_env, unique, wait_for_port};
 
 /// Partitions of every topic of a test [`super::Setup`].
-pub const PARTITIONS: usize = 2;
+pub(crate) const PARTITIONS: usize = 2;
 
 /// The bootstrap servers of the test broker.
-pub fn brokers() -> String {
+pub(crate) fn brokers() -> String {
     required_env("DRIFTLESS_KAFKA_BROKERS", "the test broker")
 }
 
 /// librdkafka options the test broker needs (`DRIFTLESS_TEST_LIBRDKAFKA`, `key=value;...`),
 /// as a `[kafka.librdkafka]` table (empty when there are none).
-pub fn broker_workarounds() -> String {
+pub(crate) fn broker_workarounds() -> String {
     let Ok(opts) = std::env::var("DRIFTLESS_TEST_LIBRDKAFKA") else {
         return String::new();
     };
@@ -37,22 +37,22 @@ pub fn broker_workarounds() -> String {
 }
 /// A record read back from Kafka.
 #[derive(Clone, Debug)]
-pub struct Record {
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub payload: Option<Vec<u8>>,
-    pub headers: BTreeMap<String, String>,
+pub(crate) struct Record {
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) payload: Option<Vec<u8>>,
+    pub(crate) headers: BTreeMap<String, String>,
 }
 
 impl Record {
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(self.payload.as_deref().expect("payload")).expect("json payload")
     }
 }
 
 /// Reads a topic from the beginning until `done(records)` or the timeout.
-pub fn read_topic(
+pub(crate) fn read_topic(
     topic: &str,
     timeout: Duration,
     done: impl FnMut(&[Record]) -> bool,
@@ -61,7 +61,7 @@ pub fn read_topic(
 }
 
 /// [`read_topic`] from another broker.
-pub fn read_topic_from(
+pub(crate) fn read_topic_from(
     brokers: &str,
     topic: &str,
     timeout: Duration,
@@ -131,7 +131,7 @@ pub fn read_topic_from(
 /// Reads `topic` until `sentinels` records that `is_sentinel` picks are there, and checks that
 /// they cover every partition of a test topic ([`PARTITIONS`]): every partition was read past
 /// what was written before them. Returns all records.
-pub fn read_through_sentinels(
+pub(crate) fn read_through_sentinels(
     topic: &str,
     sentinels: usize,
     is_sentinel: impl Fn(&Record) -> bool,
@@ -154,12 +154,12 @@ pub fn read_through_sentinels(
 
 /// Reads until at least `n` records arrived (or the timeout); returns them in per-partition
 /// order.
-pub fn read_n(topic: &str, n: usize, timeout: Duration) -> Vec<Record> {
+pub(crate) fn read_n(topic: &str, n: usize, timeout: Duration) -> Vec<Record> {
     read_topic(topic, timeout, |r| r.len() >= n)
 }
 
 /// Reads for a while after the expected records, to catch extra ones.
-pub fn read_settled(topic: &str, n: usize, timeout: Duration) -> Vec<Record> {
+pub(crate) fn read_settled(topic: &str, n: usize, timeout: Duration) -> Vec<Record> {
     let mut seen_at: Option<Instant> = None;
     read_topic(topic, timeout, |r| {
         if r.len() >= n {
@@ -171,9 +171,17 @@ pub fn read_settled(topic: &str, n: usize, timeout: Duration) -> Vec<Record> {
     })
 }
 
+/// Exactly `n` records of `topic`: reads as [`read_settled`] (up to [`WAIT`]) and asserts that
+/// no more and no fewer arrived.
+pub(crate) fn read_exactly(topic: &str, n: usize) -> Vec<Record> {
+    let records = read_settled(topic, n, WAIT);
+    assert_eq!(records.len(), n, "{n} records of {topic}: {records:?}");
+    records
+}
+
 /// Reads until at least `n` records are there and none arrived for 2 s (a topic still being
 /// written to whose final count is unknown).
-pub fn read_until_quiet(topic: &str, n: usize, timeout: Duration) -> Vec<Record> {
+pub(crate) fn read_until_quiet(topic: &str, n: usize, timeout: Duration) -> Vec<Record> {
     let mut last = 0;
     let mut quiet_since = Instant::now();
     read_topic(topic, timeout, |r| {
@@ -186,7 +194,7 @@ pub fn read_until_quiet(topic: &str, n: usize, timeout: Duration) -> Vec<Record>
 }
 
 /// The `source.origin` of each change event (None: not written under a replication origin).
-pub fn change_origins(records: &[Record]) -> Vec<Option<String>> {
+pub(crate) fn change_origins(records: &[Record]) -> Vec<Option<String>> {
     records
         .iter()
         .map(|r| {
@@ -197,14 +205,12 @@ pub fn change_origins(records: &[Record]) -> Vec<Option<String>> {
 }
 
 /// The origins of exactly `expected` captured changes of `topic` (no more arrive for 2 s).
-pub fn captured_origins(topic: &str, expected: usize) -> Vec<Option<String>> {
-    let records = read_settled(topic, expected, Duration::from_secs(30));
-    assert_eq!(records.len(), expected, "changes captured");
-    change_origins(&records)
+pub(crate) fn captured_origins(topic: &str, expected: usize) -> Vec<Option<String>> {
+    change_origins(&read_exactly(topic, expected))
 }
 
 /// Events of a topic as JSON, grouped by key (in offset order within the key's partition).
-pub fn by_key(records: &[Record]) -> BTreeMap<String, Vec<Value>> {
+pub(crate) fn by_key(records: &[Record]) -> BTreeMap<String, Vec<Value>> {
     let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let mut sorted: Vec<&Record> = records.iter().collect();
     sorted.sort_by_key(|r| (r.partition, r.offset));
@@ -218,13 +224,13 @@ pub fn by_key(records: &[Record]) -> BTreeMap<String, Vec<Value>> {
 }
 
 /// A tansu broker of a test's own (sqlite storage in a temp dir), stopped on drop.
-pub struct OwnBroker {
+pub(crate) struct OwnBroker {
     child: Child,
     _dir: tempfile::TempDir,
 }
 
 impl OwnBroker {
-    pub fn start(port: u16) -> OwnBroker {
+    pub(crate) fn start(port: u16) -> OwnBroker {
         let bin = required_env("DRIFTLESS_TANSU_BIN", "the tansu binary");
         let dir = tempfile::tempdir().unwrap();
         let url = format!("tcp://127.0.0.1:{port}");

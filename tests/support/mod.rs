@@ -6,38 +6,60 @@
 //! The services are started by `scripts/test`, which exports their addresses; a test panics
 //! with the missing variable's name when one is not set, it never skips.
 
-pub mod db;
-pub mod emulator;
-pub mod kafka;
-pub mod process;
-pub mod two_way;
-pub mod wait;
+pub(crate) mod db;
+pub(crate) mod emulator;
+pub(crate) mod kafka;
+pub(crate) mod process;
+pub(crate) mod two_way;
+pub(crate) mod wait;
 
 use std::path::{Path, PathBuf};
 
-pub use db::{Setup, TestDb, connect, pg_admin_url};
-pub use emulator::Emulator;
-pub use kafka::{
-    OwnBroker, Record, brokers, by_key, read_n, read_settled, read_through_sentinels, read_topic,
-    read_topic_from, read_until_quiet,
+pub(crate) use db::{Setup, TestDb, connect, pg_admin_url};
+pub(crate) use emulator::Emulator;
+pub(crate) use kafka::{
+    OwnBroker, Record, brokers, by_key, read_exactly, read_n, read_settled, read_through_sentinels,
+    read_topic, read_topic_from, read_until_quiet,
 };
-pub use process::{DriftlessProcess, capture_streaming, capture_streaming_with};
-pub use wait::{WAIT, eventually};
+pub(crate) use process::{
+    DriftlessProcess, capture_streaming, capture_streaming_with, stop_cleanly,
+};
+pub(crate) use wait::{WAIT, eventually};
+
+/// Tests that each run one shared scenario: every `name => scenario;` becomes a multi-threaded
+/// tokio test `name` that awaits `scenario` (the name says the behaviour, the arguments what
+/// differs between the tests).
+macro_rules! scenario_tests {
+    ($($name:ident => $scenario:expr;)+) => {$(
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $name() {
+            $scenario.await;
+        }
+    )+};
+}
+pub(crate) use scenario_tests;
 
 /// The value of an environment variable the tests need; panics with `why` when it is missing.
-pub fn required_env(name: &str, why: &str) -> String {
+pub(crate) fn required_env(name: &str, why: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set ({why}): run the integration tests with scripts/test")
     })
 }
 
+/// The position of an LSN in its text form (`16/B374D848`), as a number.
+pub(crate) fn lsn_num(s: &str) -> u64 {
+    s.parse::<driftless::lsn::Lsn>()
+        .unwrap_or_else(|e| panic!("lsn {s}: {e:?}"))
+        .as_u64()
+}
+
 /// `prefix` with a random suffix: names of databases, topics, slots and sinks.
-pub fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     format!("{prefix}_{:08x}", rand::random::<u32>())
 }
 
 /// A TCP port nobody listens on (right now).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -47,7 +69,7 @@ pub fn free_port() -> u16 {
 
 /// Waits (blocking, up to 30 s) until something listens on `port` of the loopback; panics
 /// naming `what` otherwise.
-pub fn wait_for_port(port: u16, what: &str) {
+pub(crate) fn wait_for_port(port: u16, what: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
@@ -58,9 +80,25 @@ pub fn wait_for_port(port: u16, what: &str) {
     }
 }
 
+/// Runs `cmd` to its end and asserts that it succeeded (its stdout and stderr in the message);
+/// returns its stdout.
+pub(crate) fn run_ok(cmd: &mut std::process::Command) -> String {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let out = cmd.output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{program} {:?}: {}\n{stdout}\n{}",
+        cmd.get_args().collect::<Vec<_>>(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// A seeded pseudo-random source (an LCG, the same sequence on every run): `rnd(n)` is in
 /// `0..n`.
-pub fn seeded_random(seed: u64) -> impl FnMut(u64) -> u64 {
+pub(crate) fn seeded_random(seed: u64) -> impl FnMut(u64) -> u64 {
     let mut state = seed;
     move |n| {
         state = state
@@ -71,13 +109,13 @@ pub fn seeded_random(seed: u64) -> impl FnMut(u64) -> u64 {
 }
 
 /// A path inside the repository.
-pub fn repo_path(rel: &str) -> PathBuf {
+pub(crate) fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
 /// An HTTP client for the emulators and the receivers (installs the TLS crypto provider
 /// reqwest needs, once per process).
-pub fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
 }

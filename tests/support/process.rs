@@ -11,7 +11,7 @@ use super::wait::{WAIT, eventually};
 
 impl Setup {
     /// `driftless {sub} --config ...` against the test database (not started).
-    pub fn command(&self, sub: &str) -> Command {
+    pub(crate) fn command(&self, sub: &str) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_driftless"));
         c.arg(sub)
             .arg("--config")
@@ -22,12 +22,17 @@ impl Setup {
     }
 
     /// Starts `driftless capture`.
-    pub fn start(&self) -> DriftlessProcess {
+    pub(crate) fn start(&self) -> DriftlessProcess {
         self.start_with("capture", &[], &[])
     }
 
     /// Starts `driftless {sub} --config ... {args}` with extra environment variables.
-    pub fn start_with(&self, sub: &str, args: &[&str], env: &[(&str, &str)]) -> DriftlessProcess {
+    pub(crate) fn start_with(
+        &self,
+        sub: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> DriftlessProcess {
         let log = self
             .dir
             .path()
@@ -47,18 +52,18 @@ impl Setup {
 }
 
 /// A running `driftless` process (killed on drop).
-pub struct DriftlessProcess {
+pub(crate) struct DriftlessProcess {
     child: Option<Child>,
     log: PathBuf,
 }
 
 impl DriftlessProcess {
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// SIGKILL, no chance to flush anything.
-    pub fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -66,7 +71,7 @@ impl DriftlessProcess {
     }
 
     /// SIGTERM and wait for a clean exit; returns the exit code.
-    pub fn stop(&mut self) -> Option<i32> {
+    pub(crate) fn stop(&mut self) -> Option<i32> {
         let c = self.child.as_ref()?;
         let _ = Command::new("kill")
             .arg("-TERM")
@@ -79,7 +84,7 @@ impl DriftlessProcess {
 
     /// Waits until capture streams from the slot (the initial snapshot is done); fails at once
     /// with the log if capture stopped.
-    pub async fn wait_streaming(&self) {
+    pub(crate) async fn wait_streaming(&self) {
         eventually("capture streaming", WAIT, || async {
             let log = self.log_text();
             assert!(!log.contains("capture stopped"), "capture exited:\n{log}");
@@ -90,7 +95,7 @@ impl DriftlessProcess {
 
     /// Waits for the process to exit by itself; returns its exit code (None: it still runs,
     /// or was killed by a signal).
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let c = self.child.as_mut()?;
         let deadline = Instant::now() + timeout;
         loop {
@@ -121,7 +126,7 @@ impl Drop for DriftlessProcess {
 
 /// The start of most capture tests: a database of its own with `ddl` run, a [`Setup`] for
 /// `tables`, and capture streaming from its slot.
-pub async fn capture_streaming(
+pub(crate) async fn capture_streaming(
     tag: &str,
     ddl: &str,
     tables: &[&str],
@@ -130,7 +135,7 @@ pub async fn capture_streaming(
 }
 
 /// [`capture_streaming`] with extra TOML lines of `[source]` and `[kafka]`.
-pub async fn capture_streaming_with(
+pub(crate) async fn capture_streaming_with(
     tag: &str,
     ddl: &str,
     tables: &[&str],
@@ -143,4 +148,10 @@ pub async fn capture_streaming_with(
     let cap = setup.start();
     cap.wait_streaming().await;
     (db, setup, cap)
+}
+
+/// The end of most capture tests: capture stops cleanly (exit 0), then the database is dropped.
+pub(crate) async fn stop_cleanly(cap: &mut DriftlessProcess, db: TestDb) {
+    assert_eq!(cap.stop(), Some(0), "clean shutdown exits 0");
+    db.drop_db().await;
 }

@@ -9,10 +9,10 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// How long a test waits for something that must happen.
-pub const WAIT: Duration = Duration::from_secs(60);
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
 
 /// Waits until `cond` or panics with `what`.
-pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut cond: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, timeout: Duration, mut cond: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -29,7 +29,7 @@ where
 
 /// Makes the sentinel change (`change`) and waits until `arrived` sees it (panics with `what`
 /// after [`WAIT`]); the caller then asserts that nothing else happened.
-pub async fn sentinel<F, Fut>(what: &str, change: impl Future<Output = ()>, arrived: F)
+pub(crate) async fn sentinel<F, Fut>(what: &str, change: impl Future<Output = ()>, arrived: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,

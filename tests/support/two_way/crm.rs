@@ -8,16 +8,16 @@ use serde_json::{Value, json};
 use super::Options;
 
 /// The client secret of the HubSpot app whose webhooks the sink receives.
-pub const HUBSPOT_SECRET: &str = "hubspot-app-client-secret";
+pub(crate) const HUBSPOT_SECRET: &str = "hubspot-app-client-secret";
 /// An access token the Zoho emulator accepts.
-pub const ZOHO_TOKEN: &str = "test-access-token";
+pub(crate) const ZOHO_TOKEN: &str = "test-access-token";
 
 /// Values of a row's mapped columns after the id, in table order.
-pub type Row = Vec<String>;
+pub(crate) type Row = Vec<String>;
 
 /// The CRM at the other end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Crm {
+pub(crate) enum Crm {
     /// HubSpot contacts (`public.contacts`: email, first_name, lifecycle), signed webhooks.
     Hubspot,
     /// Zoho CRM Leads (`public.leads`: email, last_name), watch-channel notifications.
@@ -26,7 +26,7 @@ pub enum Crm {
 
 impl Crm {
     /// The emulator's and the sink's kind.
-    pub fn kind(self) -> &'static str {
+    pub(crate) fn kind(self) -> &'static str {
         match self {
             Crm::Hubspot => "hubspot",
             Crm::Zoho => "zoho",
@@ -80,7 +80,7 @@ impl Crm {
     }
 
     /// The environment of a sink worker.
-    pub fn worker_env(self) -> Vec<(&'static str, &'static str)> {
+    pub(crate) fn worker_env(self) -> Vec<(&'static str, &'static str)> {
         match self {
             Crm::Hubspot => vec![
                 ("HUBSPOT_TOKEN", "test-token"),

@@ -12,8 +12,8 @@
 mod crm;
 mod scenarios;
 
-pub use crm::{Crm, Row};
-pub use scenarios::{deletion_in_crm, edits_cross_once_and_never_echo_back};
+pub(crate) use crm::{Crm, Row};
+pub(crate) use scenarios::{deletion_in_crm, edits_cross_once_and_never_echo_back};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -28,19 +28,19 @@ use super::process::DriftlessProcess;
 use super::wait::{WAIT, eventually, sentinel};
 use super::{free_port, http, unique, wait_for_port};
 
-pub use crm::{HUBSPOT_SECRET, ZOHO_TOKEN};
+pub(crate) use crm::{HUBSPOT_SECRET, ZOHO_TOKEN};
 /// `[sinks.inbound]` TOML without reconciliation.
-pub const RECONCILE_OFF: &str = r#"reconcile_every = "off""#;
+pub(crate) const RECONCILE_OFF: &str = r#"reconcile_every = "off""#;
 
 /// How a [`TwoWay`] is configured.
-pub struct Options<'a> {
+pub(crate) struct Options<'a> {
     /// `[sinks.ownership]` TOML.
-    pub ownership: &'a str,
+    pub(crate) ownership: &'a str,
     /// Extra `[sinks.inbound]` TOML (`reconcile_every`, `on_crm_delete`, `public_url`).
-    pub inbound: &'a str,
+    pub(crate) inbound: &'a str,
     /// HubSpot only: options of the emulator's webhook subscription (`drop_every`, `events`,
     /// ...).
-    pub hooks: Value,
+    pub(crate) hooks: Value,
 }
 
 impl Default for Options<'_> {
@@ -54,20 +54,20 @@ impl Default for Options<'_> {
 }
 
 /// Everything of one two-way sync test; [`TwoWay::finish`] stops it cleanly.
-pub struct TwoWay {
-    pub crm: Crm,
-    pub emulator: Emulator,
-    pub db: TestDb,
-    pub setup: Setup,
+pub(crate) struct TwoWay {
+    pub(crate) crm: Crm,
+    pub(crate) emulator: Emulator,
+    pub(crate) db: TestDb,
+    pub(crate) setup: Setup,
     capture: DriftlessProcess,
     /// The running sink worker.
-    pub worker: Option<DriftlessProcess>,
+    pub(crate) worker: Option<DriftlessProcess>,
     /// The sink's name.
-    pub name: String,
+    pub(crate) name: String,
     /// The port of the worker's receiver.
-    pub hook_port: u16,
+    pub(crate) hook_port: u16,
     /// The audit trail file.
-    pub audit: PathBuf,
+    pub(crate) audit: PathBuf,
     /// Writes and deletes the test itself made through the CRM's API (Zoho counts them with
     /// the sink's).
     own_writes: AtomicU64,
@@ -76,7 +76,7 @@ pub struct TwoWay {
 
 impl TwoWay {
     /// Starts everything with the default [`Options`] but `inbound`.
-    pub async fn start(crm: Crm, inbound: &str) -> TwoWay {
+    pub(crate) async fn start(crm: Crm, inbound: &str) -> TwoWay {
         Self::start_with(
             crm,
             Options {
@@ -89,7 +89,7 @@ impl TwoWay {
 
     /// Starts the emulator, a database with the CRM's table, capture and a sink worker; returns
     /// once the worker's receiver listens (Zoho: once its watch channel is open).
-    pub async fn start_with(crm: Crm, opts: Options<'_>) -> TwoWay {
+    pub(crate) async fn start_with(crm: Crm, opts: Options<'_>) -> TwoWay {
         let emulator = Emulator::start(crm.kind());
         let db = TestDb::new(&format!("two_way_{}", crm.kind())).await;
         let columns: Vec<String> = crm.columns().iter().map(|c| format!("{c} text")).collect();
@@ -142,26 +142,26 @@ impl TwoWay {
     }
 
     /// Starts `driftless sink` for the sink and waits until its receiver listens.
-    pub async fn start_worker(&mut self) {
+    pub(crate) async fn start_worker(&mut self) {
         let w = self.start_second_worker();
         wait_for_port(self.hook_port, "the receiver");
         self.worker = Some(w);
     }
 
     /// Starts another `driftless sink` process for the sink (not waited for).
-    pub fn start_second_worker(&self) -> DriftlessProcess {
+    pub(crate) fn start_second_worker(&self) -> DriftlessProcess {
         self.setup
             .start_with("sink", &["--name", &self.name], &self.crm.worker_env())
     }
 
     /// Stops the worker cleanly (exit 0).
-    pub fn stop_worker(&mut self) {
+    pub(crate) fn stop_worker(&mut self) {
         let mut w = self.worker.take().expect("a worker runs");
         assert_eq!(w.stop(), Some(0), "{}", w.log_text());
     }
 
     /// The worker's log.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.worker
             .as_ref()
             .map(DriftlessProcess::log_text)
@@ -169,7 +169,7 @@ impl TwoWay {
     }
 
     /// Rows of Postgres by id.
-    pub async fn postgres(&self) -> BTreeMap<i64, Row> {
+    pub(crate) async fn postgres(&self) -> BTreeMap<i64, Row> {
         let n = self.crm.columns().len();
         self.db
             .client
@@ -189,11 +189,11 @@ impl TwoWay {
     }
 
     /// Live records of the CRM by id property: (CRM id, row).
-    pub async fn crm_records(&self) -> BTreeMap<i64, (String, Row)> {
+    pub(crate) async fn crm_records(&self) -> BTreeMap<i64, (String, Row)> {
         self.crm.records(&self.emulator.state().await)
     }
 
-    pub async fn in_sync(&self) -> bool {
+    pub(crate) async fn in_sync(&self) -> bool {
         let crm: BTreeMap<i64, Row> = self
             .crm_records()
             .await
@@ -203,7 +203,7 @@ impl TwoWay {
         self.postgres().await == crm
     }
 
-    pub async fn wait_in_sync(&self, what: &str) {
+    pub(crate) async fn wait_in_sync(&self, what: &str) {
         let deadline = std::time::Instant::now() + WAIT;
         while !self.in_sync().await {
             if std::time::Instant::now() > deadline {
@@ -220,23 +220,24 @@ impl TwoWay {
     }
 
     /// Writes the sink made to the CRM's API (upserts, updates, inserts).
-    pub async fn sink_writes(&self) -> u64 {
-        let state = self.emulator.state().await;
-        let own = match self.crm {
-            Crm::Hubspot => 0,
-            Crm::Zoho => self.own_writes.load(Ordering::SeqCst),
-        };
-        self.crm.writes(&state) - own
+    pub(crate) async fn sink_writes(&self) -> u64 {
+        self.sink_calls(Crm::writes, &self.own_writes).await
     }
 
     /// Deletes (archives) the sink made through the CRM's API.
-    pub async fn sink_deletes(&self) -> u64 {
+    pub(crate) async fn sink_deletes(&self) -> u64 {
+        self.sink_calls(Crm::deletes, &self.own_deletes).await
+    }
+
+    /// The calls `count` finds in the emulator's state less the test's own (`own`; Zoho counts
+    /// them with the sink's, HubSpot not).
+    async fn sink_calls(&self, count: fn(Crm, &Value) -> u64, own: &AtomicU64) -> u64 {
         let state = self.emulator.state().await;
         let own = match self.crm {
             Crm::Hubspot => 0,
-            Crm::Zoho => self.own_deletes.load(Ordering::SeqCst),
+            Crm::Zoho => own.load(Ordering::SeqCst),
         };
-        self.crm.deletes(&state) - own
+        count(self.crm, &state) - own
     }
 
     fn topic(&self) -> String {
@@ -245,28 +246,28 @@ impl TwoWay {
 
     /// The origins of every change captured so far (None: a write of ours, not driftless's),
     /// once `expected` changes are there and no more arrive for 2 s (order: by partition).
-    pub fn origins(&self, expected: usize) -> Vec<Option<String>> {
+    pub(crate) fn origins(&self, expected: usize) -> Vec<Option<String>> {
         captured_origins(&self.topic(), expected)
     }
 
     /// The origins of every change captured so far, however many (order: by partition).
-    pub fn origins_any(&self) -> Vec<Option<String>> {
+    pub(crate) fn origins_any(&self) -> Vec<Option<String>> {
         change_origins(&read_until_quiet(&self.topic(), 0, WAIT))
     }
 
     /// The replication origin of the sink's inbound writes.
-    pub fn origin(&self) -> Option<String> {
+    pub(crate) fn origin(&self) -> Option<String> {
         Some(driftless::sync::store::origin_name(&self.name))
     }
 
     /// How many of `origins` are the sink's inbound writes.
-    pub fn tagged(&self, origins: &[Option<String>]) -> usize {
+    pub(crate) fn tagged(&self, origins: &[Option<String>]) -> usize {
         let origin = self.origin();
         origins.iter().filter(|o| **o == origin).count()
     }
 
     /// Inserts `n` sample rows (keys 1..=n, as the identity column counts).
-    pub async fn insert_samples(&self, n: i64) {
+    pub(crate) async fn insert_samples(&self, n: i64) {
         let rows: Vec<String> = (1..=n)
             .map(|k| format!("({})", self.crm.sample(k, &format!("K{k}"))))
             .collect();
@@ -291,54 +292,50 @@ impl TwoWay {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
-    fn crm_path(&self, id: &str, action: &str) -> (reqwest::Method, String) {
-        match (self.crm, action) {
+    /// A CRM user's `action` (`edit`, `archive`) on the record of `key` with `body`; returns
+    /// the status and the JSON answer.
+    async fn user_call_on(&self, key: i64, action: &str, body: Value) -> (u16, Value) {
+        let (id, _) = self
+            .crm_records()
+            .await
+            .remove(&key)
+            .expect("the record exists");
+        let (method, path) = match (self.crm, action) {
             (Crm::Hubspot, _) => (
                 reqwest::Method::POST,
                 format!("/_emulator/objects/contacts/{id}/{action}"),
             ),
             (Crm::Zoho, "edit") => (reqwest::Method::PUT, format!("/crm/v8/Leads/{id}")),
             (Crm::Zoho, _) => (reqwest::Method::DELETE, format!("/crm/v8/Leads?ids={id}")),
-        }
+        };
+        self.user_call(method, &path, body).await
     }
 
     /// Edits the record of `key` as a CRM user would; `fields` are CRM properties.
-    pub async fn edit_in_crm(&self, key: i64, fields: Value) {
-        let (id, _) = self
-            .crm_records()
-            .await
-            .remove(&key)
-            .expect("the record exists");
-        let (method, path) = self.crm_path(&id, "edit");
+    pub(crate) async fn edit_in_crm(&self, key: i64, fields: Value) {
         let body = match self.crm {
             Crm::Hubspot => json!({"properties": fields}),
             Crm::Zoho => json!({"data": [fields]}),
         };
-        let (status, answer) = self.user_call(method, &path, body).await;
+        let (status, answer) = self.user_call_on(key, "edit", body).await;
         assert_eq!(status, 200, "edit accepted: {answer}");
         self.own_writes.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Deletes (HubSpot: archives) the record of `key` as a CRM user would; the CRM notifies
     /// the deletion.
-    pub async fn delete_in_crm(&self, key: i64) {
-        let (id, _) = self
-            .crm_records()
-            .await
-            .remove(&key)
-            .expect("the record exists");
-        let (method, path) = self.crm_path(&id, "archive");
+    pub(crate) async fn delete_in_crm(&self, key: i64) {
         let body = match self.crm {
             Crm::Hubspot => json!({}),
             Crm::Zoho => Value::Null,
         };
-        let (status, answer) = self.user_call(method, &path, body).await;
+        let (status, answer) = self.user_call_on(key, "archive", body).await;
         assert!(status < 300, "delete accepted: {status} {answer}");
         self.own_deletes.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Creates a record as a CRM user would; `fields` are CRM properties.
-    pub async fn create_in_crm(&self, fields: Value) {
+    pub(crate) async fn create_in_crm(&self, fields: Value) {
         let (path, body) = match self.crm {
             Crm::Hubspot => ("/_emulator/objects/contacts", json!({"properties": fields})),
             Crm::Zoho => ("/crm/v8/Leads", json!({"data": [fields]})),
@@ -352,13 +349,13 @@ impl TwoWay {
     }
 
     /// Zoho: the emulator's watch channel (there is one at most).
-    pub async fn channel(&self) -> Option<Value> {
+    pub(crate) async fn channel(&self) -> Option<Value> {
         let state = self.emulator.state().await;
         state["channels"].as_array()?.first().cloned()
     }
 
     /// Record keys the sink's ledger links to CRM records.
-    pub async fn ledger_keys(&self) -> Vec<String> {
+    pub(crate) async fn ledger_keys(&self) -> Vec<String> {
         self.db
             .client
             .query(
@@ -375,7 +372,7 @@ impl TwoWay {
     /// Sentinel of the outbound half: a Postgres update of `key`'s name, which is after every
     /// earlier event of the key in its Kafka partition. Once it reached the CRM, the sink has
     /// handled those events (an origin-tagged one was skipped, or it was written).
-    pub async fn outbound_sentinel(&self, key: i64) {
+    pub(crate) async fn outbound_sentinel(&self, key: i64) {
         self.postgres_sentinel(key, |value| {
             format!(
                 "UPDATE {} SET {} = '{value}' WHERE id = {key}",
@@ -389,7 +386,7 @@ impl TwoWay {
     /// Sentinel of the outbound half for a deleted row: a new row with the deleted `key`, whose
     /// event follows the delete event in the key's partition. Once it reached the CRM (as a
     /// new record), the sink has handled the delete event.
-    pub async fn insert_sentinel(&self, key: i64) {
+    pub(crate) async fn insert_sentinel(&self, key: i64) {
         self.postgres_sentinel(key, |value| {
             format!(
                 "INSERT INTO {} (id, {}) VALUES ({key}, {})",
@@ -422,7 +419,7 @@ impl TwoWay {
     /// Sentinel of the inbound half: a CRM edit of `key`'s name, notified after everything
     /// the CRM notified before (and, with reconciliation only, found by a later pass). Once it
     /// reached Postgres, the inbound worker has handled every earlier notification.
-    pub async fn inbound_sentinel(&self, key: i64) {
+    pub(crate) async fn inbound_sentinel(&self, key: i64) {
         let value = unique("sentinel");
         let property = self.crm.properties()[1];
         sentinel(
@@ -439,7 +436,7 @@ impl TwoWay {
     }
 
     /// Waits until the worker logged `n` more reconciliation passes than it has now.
-    pub async fn wait_reconciliation_passes(&self, n: usize) {
+    pub(crate) async fn wait_reconciliation_passes(&self, n: usize) {
         let passes = |log: String| log.matches("reconciliation pass done").count();
         let target = passes(self.log()) + n;
         eventually("reconciliation passes", WAIT, || async {
@@ -449,7 +446,7 @@ impl TwoWay {
     }
 
     /// Stops the worker and capture cleanly and drops the database.
-    pub async fn finish(mut self) {
+    pub(crate) async fn finish(mut self) {
         if self.worker.is_some() {
             self.stop_worker();
         }

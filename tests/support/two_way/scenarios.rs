@@ -11,7 +11,7 @@ use crate::support::wait::{WAIT, eventually};
 /// deleted-records listing) its row is deleted with one origin-tagged delete event, its link
 /// is forgotten and no delete goes back to the CRM; otherwise the row stays and nothing is
 /// written into Postgres.
-pub async fn deletion_in_crm(crm: Crm, on_crm_delete: &str, lost: bool) {
+pub(crate) async fn deletion_in_crm(crm: Crm, on_crm_delete: &str, lost: bool) {
     let deletes = on_crm_delete == "delete";
     let dead_port = free_port();
     let (reconcile, hooks) = match (crm, lost) {
@@ -93,7 +93,7 @@ pub async fn deletion_in_crm(crm: Crm, on_crm_delete: &str, lost: bool) {
 /// Edits on either side cross once and never echo back: a CRM edit becomes one origin-tagged
 /// row write and no CRM write, a Postgres edit one CRM write and no row write, and a record
 /// created in the CRM gets a row and is linked to it, with no duplicate on either side.
-pub async fn edits_cross_once_and_never_echo_back(t: &TwoWay) {
+pub(crate) async fn edits_cross_once_and_never_echo_back(t: &TwoWay) {
     let crm = t.crm;
     let [email, name] = [crm.properties()[0], crm.properties()[1]];
     t.insert_samples(3).await;
