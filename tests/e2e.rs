@@ -480,38 +480,41 @@ async fn converge(scenario: Scenario) {
             Dest::Hubspot,
             "the replay scenario runs against HubSpot"
         );
-        let replay = |from: &str| {
+        let replay = |from: &str, extra: &[&str]| {
             run_ok(
                 setup
                     .command("replay")
                     .args(["--name", &name, "--from", from])
+                    .args(extra)
                     .envs(SINK_ENV),
             )
         };
-        // From scratch: the destination is emptied, a replay from the earliest offset rebuilds it.
+        // From scratch: the destination is emptied, a full resync (the sink ledger forgotten)
+        // from the earliest offset rebuilds it.
         http()
             .post(emulator.url("/_emulator/reset"))
             .send()
             .await
             .unwrap();
         assert!(dest.contacts(&emulator.state().await).0.is_empty());
-        let stdout = replay("earliest");
+        let stdout = replay("earliest", &["--full-resync"]);
         assert!(stdout.contains("replayed: records="), "{stdout}");
         let after = emulator.state().await;
         assert!(
             dest.contacts(&after).0 == expected,
             "replay rebuilt the destination"
         );
-        // Idempotent: replaying again from a time and from explicit offsets changes nothing.
+        let records = |state: &Value| state["objects"]["contacts"].as_array().map(Vec::len);
+        let rebuilt = records(&after);
+        // Idempotent: replaying again from a time and from explicit offsets changes nothing:
+        // the ledger holds every key's newest change, so older ones are skipped.
         let hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
         for from in [hour_ago.as_str(), "0:0,1:0"] {
-            replay(from);
+            replay(from, &[]);
             let state = emulator.state().await;
             let (live, _) = dest.contacts(&state);
             assert!(live == expected, "replay from {from} changed the result");
-            // Re-applying a deleted key's history re-creates it before archiving it again (an
-            // upsert never matches an archived record), so archived copies may multiply; live
-            // records never do.
+            assert_eq!(records(&state), rebuilt, "replay from {from} wrote records");
             let mut live_per_key: BTreeMap<String, usize> = BTreeMap::new();
             for o in state["objects"]["contacts"]
                 .as_array()
