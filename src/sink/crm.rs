@@ -19,7 +19,7 @@ use std::future::Future;
 use serde::Serialize;
 
 use crate::config::sinks::OnDelete;
-use crate::event::{ChangeEvent, Row};
+use crate::event::{ChangeEvent, Op, Row};
 use crate::sink::batch::Batch;
 use crate::sink::ledger::store::Ledger;
 use crate::sink::ledger::{self, Change, Plan, Upsert, View, identities, key_digest};
@@ -31,11 +31,9 @@ pub(crate) trait CrmWrites: Send {
     /// A property value as the CRM takes it.
     type Value: Serialize + Send + Sync;
 
-    /// Readies what [`map`](Self::map) needs for this batch (e.g. the destination schema).
-    fn prepare(
-        &mut self,
-        batch: &Batch<ChangeEvent>,
-    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// Readies what [`map`](Self::map) needs (e.g. the destination schema); called before a
+    /// batch with row images is mapped.
+    fn prepare(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// A row image's identity (`id_property` value) and properties.
     fn map(&self, row: &Row) -> Result<(String, BTreeMap<String, Self::Value>), MappingError>;
@@ -86,6 +84,18 @@ pub async fn write<C: CrmWrites>(
     Ok((out, plan))
 }
 
+/// Readies `crm` to map `batch` when it holds row images (creates, updates, snapshot reads).
+async fn prepare<C: CrmWrites>(crm: &mut C, batch: &Batch<ChangeEvent>) -> Result<(), SinkError> {
+    let rows = batch
+        .entries
+        .iter()
+        .any(|e| matches!(e.item.op, Op::Create | Op::Update | Op::Read));
+    if rows {
+        crm.prepare().await?;
+    }
+    Ok(())
+}
+
 /// Prepares, maps and writes `batch` against `view`, for a caller that keeps links in a ledger
 /// of its own (two-way sync) and writes no sink-ledger rows.
 pub async fn write_with_view<C: CrmWrites>(
@@ -93,7 +103,7 @@ pub async fn write_with_view<C: CrmWrites>(
     batch: &Batch<ChangeEvent>,
     view: &View,
 ) -> Result<Outcome, SinkError> {
-    crm.prepare(batch).await?;
+    prepare(crm, batch).await?;
     let changes = ledger::changes(batch, |row| crm.map(row));
     Ok(write(crm, batch, changes, view).await?.0)
 }
@@ -155,7 +165,7 @@ impl<C> Ledgered<C> {
 
 impl<C: CrmWrites> Sink for Ledgered<C> {
     async fn apply(&mut self, batch: &Batch<ChangeEvent>) -> Result<Outcome, SinkError> {
-        self.crm.prepare(batch).await?;
+        prepare(&mut self.crm, batch).await?;
         let keys: Vec<_> = batch.entries.iter().map(|e| key_digest(&e.key)).collect();
         let changes = ledger::changes(batch, |row| self.crm.map(row));
         let identities = identities(&changes);

@@ -29,7 +29,6 @@ use serde_json::{Value, json};
 
 use crate::destinations::CrmSettings;
 use crate::destinations::oauth::Credentials;
-use crate::sink::batch::Batch;
 use crate::sink::bisect::Bisection;
 use crate::sink::crm::CrmWrites;
 use crate::sink::http;
@@ -38,7 +37,7 @@ use crate::sink::mapping::{MappingError, Property, PropertyType, id_value, to_pr
 use crate::sink::{Outcome, Rejected, SinkError};
 
 use crate::config::sinks::{OnDelete, SinkKind, ValidSink};
-use crate::event::{ChangeEvent, Op, Row};
+use crate::event::Row;
 
 /// HubSpot's batch input cap.
 const MAX_INPUTS: usize = 100;
@@ -607,14 +606,8 @@ impl HubspotSink {
 impl CrmWrites for HubspotSink {
     type Value = String;
 
-    async fn prepare(&mut self, batch: &Batch<ChangeEvent>) -> Result<(), SinkError> {
-        let upserts = batch
-            .entries
-            .iter()
-            .any(|e| matches!(e.item.op, Op::Create | Op::Update | Op::Read));
-        if upserts {
-            self.schema().await?;
-        }
+    async fn prepare(&mut self) -> Result<(), SinkError> {
+        self.schema().await?;
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 use super::*;
 use crate::config::fields::FieldRule;
 use crate::config::sinks::OnDelete;
+use crate::event::{ChangeEvent, Op};
 use crate::sink::Sink;
 use crate::sink::crm::Ledgered;
 use crate::sink::test_support::{

@@ -41,7 +41,6 @@ use serde_json::{Value, json};
 
 use crate::destinations::CrmSettings;
 use crate::destinations::oauth::Credentials;
-use crate::sink::batch::Batch;
 use crate::sink::bisect::Bisection;
 use crate::sink::crm::CrmWrites;
 use crate::sink::http;
@@ -50,7 +49,7 @@ use crate::sink::mapping::{MappingError, Property, id_value};
 use crate::sink::{Outcome, Rejected, SinkError};
 
 use crate::config::sinks::{OnDelete, SinkKind, ValidSink, ZOHO_BASE_URL};
-use crate::event::{ChangeEvent, Op, Row};
+use crate::event::Row;
 pub(crate) use encode::{ZohoField, encode_value, parse_fields, to_record};
 
 /// Zoho's cap on records per insert/update/upsert/delete call.
@@ -502,14 +501,8 @@ impl ZohoSink {
 impl CrmWrites for ZohoSink {
     type Value = Value;
 
-    async fn prepare(&mut self, batch: &Batch<ChangeEvent>) -> Result<(), SinkError> {
-        let upserts = batch
-            .entries
-            .iter()
-            .any(|e| matches!(e.item.op, Op::Create | Op::Update | Op::Read));
-        if upserts {
-            self.types().await?;
-        }
+    async fn prepare(&mut self) -> Result<(), SinkError> {
+        self.types().await?;
         Ok(())
     }
 

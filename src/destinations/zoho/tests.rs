@@ -3,6 +3,7 @@
 use super::*;
 use crate::config::fields::FieldRule;
 use crate::destinations::test_support::zoho_oauth as oauth;
+use crate::event::{ChangeEvent, Op};
 use crate::sink::Sink;
 use crate::sink::crm::Ledgered;
 use crate::sink::mapping::PropertyType;
