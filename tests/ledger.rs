@@ -90,8 +90,8 @@ async fn a_ledger_write_never_moves_a_key_back_in_time() {
 
 // ---------------------------------------------------------------------------------------------
 // End to end: Postgres (REPLICA IDENTITY DEFAULT: a delete carries only the key) → capture →
-// Kafka → the example configuration's CRM sink (`id_property = "email"`,
-// `on_delete = "archive"`) → the emulator.
+// Kafka → the CRM sinks of `driftless.example.toml` as they stand there (HubSpot by
+// `id_property = "email"`, Zoho Leads by `Email`, `on_delete = "archive"`) → the emulators.
 
 use std::time::Duration;
 
@@ -101,55 +101,32 @@ use crate::support::db::Setup;
 use crate::support::emulator::Emulator;
 use crate::support::kafka::read_topic;
 use crate::support::process::DriftlessProcess;
-use crate::support::unique;
 use crate::support::wait::{WAIT, eventually};
+use crate::support::{repo_path, unique};
 
-/// The example configuration's HubSpot sink, pointed at the emulator.
-fn hubspot_sink(name: &str, port: u16) -> String {
-    format!(
-        r#"
-[[sinks]]
-name = "{name}"
-kind = "hubspot"
-table = "public.contacts"
-object = "contacts"
-id_property = "email"
-token_env = "HUBSPOT_TOKEN"
-base_url = "http://127.0.0.1:{port}"
-on_delete = "archive"
-batch_max_events = 100
-batch_max_wait_ms = 200
-[sinks.fields]
-email = {{ property = "email", transform = "lowercase" }}
-first_name = "firstname"
-lifecycle = {{ property = "lifecyclestage", map = {{ lead = "lead", customer = "customer" }} }}
-"#
-    )
-}
-
-/// The example configuration's Zoho sink (Leads by `Email`), pointed at the emulator.
-fn zoho_sink(name: &str, port: u16) -> String {
-    format!(
-        r#"
-[[sinks]]
-name = "{name}"
-kind = "zoho"
-table = "public.contacts"
-module = "Leads"
-id_property = "Email"
-base_url = "http://127.0.0.1:{port}"
-on_delete = "archive"
-batch_max_wait_ms = 200
-[sinks.oauth]
-client_id_env = "ZOHO_CLIENT_ID"
-client_secret_env = "ZOHO_CLIENT_SECRET"
-refresh_token_env = "ZOHO_REFRESH_TOKEN"
-token_url = "http://127.0.0.1:{port}/oauth/v2/token"
-[sinks.fields]
-email = {{ property = "Email", transform = "lowercase" }}
-first_name = "Last_Name"
-"#
-    )
+/// The `[[sinks]]` entry `name` of `driftless.example.toml`, as users copy it, renamed `as_name`
+/// and pointed at the emulator on `port` (its API and its token endpoint).
+fn example_sink(name: &str, as_name: &str, port: u16) -> String {
+    let text = std::fs::read_to_string(repo_path("driftless.example.toml")).unwrap();
+    let example: toml::Table = text.parse().unwrap();
+    let mut sink = example["sinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("the example configures sink {name}"))
+        .as_table()
+        .unwrap()
+        .clone();
+    let base = format!("http://127.0.0.1:{port}");
+    sink.insert("name".into(), as_name.into());
+    sink.insert("base_url".into(), base.clone().into());
+    if let Some(oauth) = sink.get_mut("oauth").and_then(|o| o.as_table_mut()) {
+        oauth.insert("token_url".into(), format!("{base}/oauth/v2/token").into());
+    }
+    let mut doc = toml::Table::new();
+    doc.insert("sinks".into(), toml::Value::Array(vec![sink.into()]));
+    format!("\n{}", toml::to_string(&doc).unwrap())
 }
 
 const ENV: [(&str, &str); 4] = [
@@ -201,11 +178,12 @@ impl Pipeline {
         let db = before(db).await;
         let name = unique(tag).replace('_', "-");
         let setup = Setup::new(&db, &["public.contacts"], "snapshot = \"never\"", "");
-        setup.append_config(&if zoho {
-            zoho_sink(&name, emulator.port)
+        let example = if zoho {
+            "zoho-leads"
         } else {
-            hubspot_sink(&name, emulator.port)
-        });
+            "hubspot-contacts"
+        };
+        setup.append_config(&example_sink(example, &name, emulator.port));
         let run = setup.start_with("run", &[], &ENV);
         run.wait_streaming().await;
         Pipeline {
@@ -501,4 +479,53 @@ async fn a_zoho_delete_leaves_a_lead_the_sink_never_linked_alone() {
         "the lead the sink never linked is left alone"
     );
     p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_reports_a_user_that_cannot_keep_the_sink_ledger() {
+    let emulator = Emulator::start("hubspot");
+    let db = TestDb::new("ledger_check").await;
+    db.exec(
+        "CREATE TABLE contacts (id bigint PRIMARY KEY, email text NOT NULL, \
+         first_name text NOT NULL, lifecycle text NOT NULL DEFAULT 'lead')",
+    )
+    .await;
+    let role = unique("dl_role");
+    db.exec(&format!(
+        "CREATE ROLE {role} LOGIN PASSWORD 'pw' REPLICATION; GRANT SELECT ON contacts TO {role}"
+    ))
+    .await;
+    let setup = Setup::new(&db, &["public.contacts"], "", "");
+    setup.append_config(&example_sink(
+        "hubspot-contacts",
+        "ledger-check",
+        emulator.port,
+    ));
+    let mut url = url::Url::parse(&db.url).unwrap();
+    url.set_username(&role).unwrap();
+    url.set_password(Some("pw")).unwrap();
+    let check = || {
+        let out = setup
+            .command("check")
+            .env("DRIFTLESS_SOURCE_URL", url.as_str())
+            .envs(ENV)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = check();
+    assert!(
+        err.contains("sink ledger (driftless.sink_ledger) can be neither created nor written")
+            && err.contains("GRANT CREATE ON DATABASE"),
+        "{err}"
+    );
+    db.exec(&format!("GRANT CREATE ON DATABASE {} TO {role}", db.name))
+        .await;
+    let err = check();
+    assert!(!err.contains("sink ledger"), "{err}");
+    db.drop_db().await;
+    let _ = crate::support::db::connect(&crate::support::db::pg_admin_url())
+        .await
+        .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
+        .await;
 }

@@ -11,11 +11,13 @@ use std::time::Duration;
 use crate::capture::{CaptureError, prepare_source};
 use crate::checkpoint::CheckpointStore;
 use crate::config::ValidConfig;
+use crate::config::sinks::SinkKind;
 use crate::error::Classify;
 use crate::kafka;
 use crate::postgres::catalog;
 use crate::postgres::connect::{ConnectParams, connect_sql};
 use crate::postgres::sql::quote_table;
+use crate::sink::ledger::store as ledger_store;
 use crate::sync::store;
 
 /// One preflight finding.
@@ -111,6 +113,30 @@ async fn two_way_grants(
     Ok(out)
 }
 
+/// The sink ledger of one-way CRM sinks: the state database's user can create or write it.
+async fn ledger_grants(cfg: &ValidConfig) -> Result<Vec<Finding>, CaptureError> {
+    let ledgered = cfg
+        .sinks
+        .iter()
+        .any(|s| s.two_way.is_none() && !matches!(s.kind, SinkKind::Webhook { .. }));
+    if !ledgered {
+        return Ok(Vec::new());
+    }
+    let url = cfg.state_url.read().map_err(CaptureError::Url)?;
+    let sql = connect_sql(&ConnectParams::from_url(&url)?).await?;
+    if ledger_store::has_grants(&sql)
+        .await
+        .map_err(crate::postgres::error::PgError::Sql)?
+    {
+        return Ok(Vec::new());
+    }
+    Ok(vec![finding(
+        "postgres",
+        &"the sink ledger (driftless.sink_ledger) can be neither created nor written by this user",
+        Some(ledger_store::GRANTS_HINT.into()),
+    )])
+}
+
 async fn postgres_checks(cfg: &ValidConfig) -> Result<Vec<Finding>, CaptureError> {
     let url = cfg.source_url.read().map_err(CaptureError::Url)?;
     let params = ConnectParams::from_url(&url)?;
@@ -120,6 +146,7 @@ async fn postgres_checks(cfg: &ValidConfig) -> Result<Vec<Finding>, CaptureError
         out.push(finding("postgres", &e, e.hint()));
     }
     out.append(&mut two_way_grants(cfg, &sql).await?);
+    out.append(&mut ledger_grants(cfg).await?);
     let store = CheckpointStore::new(&cfg.state_dir, &cfg.slot);
     let checkpoint = store.load();
     let slot = catalog::slot_state(&sql, &cfg.slot).await?;

@@ -58,6 +58,30 @@ const WRITE: &str = "INSERT INTO driftless.sink_ledger AS l
          ordinal = excluded.ordinal, tombstone = excluded.tombstone, updated_at = now()
      WHERE (l.commit_lsn, l.ordinal) < (excluded.commit_lsn, excluded.ordinal)";
 
+/// True when the current user can use the ledger: read and write the table if it exists, else
+/// create it (in schema `driftless`, or the schema itself).
+const GRANTS: &str = "SELECT CASE
+     WHEN to_regclass('driftless.sink_ledger') IS NOT NULL THEN
+         has_schema_privilege('driftless', 'USAGE')
+         AND has_table_privilege('driftless.sink_ledger', 'SELECT')
+         AND has_table_privilege('driftless.sink_ledger', 'INSERT')
+         AND has_table_privilege('driftless.sink_ledger', 'UPDATE')
+         AND has_table_privilege('driftless.sink_ledger', 'DELETE')
+     WHEN to_regnamespace('driftless') IS NOT NULL THEN
+         has_schema_privilege('driftless', 'USAGE') AND has_schema_privilege('driftless', 'CREATE')
+     ELSE has_database_privilege(current_database(), 'CREATE')
+     END";
+
+/// What `driftless check` says when [`has_grants`] is false.
+pub const GRANTS_HINT: &str = "as the owner: GRANT CREATE ON DATABASE <db> TO <role> (the \
+     schema driftless and the table are created on first use), or GRANT USAGE, CREATE ON SCHEMA \
+     driftless TO <role>, or GRANT SELECT, INSERT, UPDATE, DELETE ON driftless.sink_ledger TO <role>";
+
+/// Whether the user of `client` can create (or read and write) the sink ledger.
+pub async fn has_grants(client: &Client) -> Result<bool, tokio_postgres::Error> {
+    Ok(client.query_one(GRANTS, &[]).await?.get(0))
+}
+
 /// A sink's ledger in Postgres.
 pub struct Ledger {
     params: ConnectParams,
@@ -198,12 +222,7 @@ fn sink_error(e: PgError) -> SinkError {
     match e.class() {
         ErrorClass::Fatal => SinkError::fatal(
             format!("sink ledger: {e}"),
-            e.hint().unwrap_or_else(|| {
-                "the sink's Postgres user needs CREATE on the database (or USAGE and CREATE on \
-                 schema driftless) and SELECT, INSERT, UPDATE on driftless.sink_ledger; \
-                 `driftless check` lists what is missing"
-                    .into()
-            }),
+            e.hint().unwrap_or_else(|| GRANTS_HINT.into()),
         ),
         _ => SinkError::transient(format!("sink ledger: {e}"), None),
     }
