@@ -1,0 +1,184 @@
+//! The validators the config sections share: field paths, the problem list, and the checks of
+//! names, URLs and choices. Pure. Every check adds at most one problem, at the field's path, and
+//! returns what the field means (a default where it is bad), so validation goes on and reports
+//! every problem at once.
+
+use std::path::PathBuf;
+
+use std::fmt;
+
+use super::{Extra, Problem, SecretSource, TableName};
+
+/// Postgres identifiers driftless accepts for slots and publications (they are spliced into
+/// replication commands, which take no bind parameters).
+pub(super) fn is_simple_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !s.as_bytes()[0].is_ascii_digit()
+}
+
+pub(super) fn parse_table(s: &str) -> Option<TableName> {
+    let (schema, name) = s.split_once('.')?;
+    let ok = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 63
+            && !p.contains('.')
+            && p.chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '$' || c == '-')
+    };
+    (ok(schema) && ok(name)).then(|| TableName {
+        schema: schema.into(),
+        name: name.into(),
+    })
+}
+
+pub(super) fn is_env_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+pub(super) fn is_http_url(s: &str) -> bool {
+    url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+}
+
+/// The problem of a `*_env` field whose value is not a variable name.
+pub(super) const NOT_AN_ENV_NAME: &str = "must be an environment variable name ([A-Za-z0-9_]+)";
+
+/// A setting written as one of a few names.
+pub(super) trait Choice: Copy + 'static {
+    /// Every name with what it means; the first is the default.
+    const CHOICES: &'static [(&'static str, Self)];
+}
+
+/// The field paths of one section: `FieldPath::new("sinks[1]").at("name")` is `sinks[1].name`.
+pub(super) struct FieldPath(pub(super) String);
+
+impl FieldPath {
+    pub(super) fn new(prefix: impl Into<String>) -> Self {
+        FieldPath(prefix.into())
+    }
+
+    /// The path of `field` inside the section.
+    pub(super) fn at(&self, field: &str) -> String {
+        format!("{}.{field}", self.0)
+    }
+
+    /// The section's own path.
+    pub(super) fn prefix(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The problems found so far, in the order they were found. The typed validators below add
+/// one problem per bad field and return what the field means (a default where it is bad).
+pub(super) struct Problems(pub(super) Vec<Problem>);
+
+impl Problems {
+    pub(super) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    pub(super) fn unknown(&mut self, prefix: &str, extra: &Extra, known: &str) {
+        for key in extra.keys() {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            self.add(path, format!("unknown key (known keys: {known})"));
+        }
+    }
+
+    /// `value` as one of `choices` (unset: the first); any other value is a problem at `path`
+    /// and gives `None`.
+    pub(super) fn one_of<T: Copy>(
+        &mut self,
+        path: impl Into<String>,
+        value: Option<&str>,
+        choices: &[(&str, T)],
+    ) -> Option<T> {
+        let Some(value) = value else {
+            return Some(choices[0].1);
+        };
+        let found = choices.iter().find(|(name, _)| *name == value);
+        if found.is_none() {
+            let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+            self.add(
+                path,
+                format!("{value:?} is not one of: {}", names.join(", ")),
+            );
+        }
+        found.map(|(_, t)| *t)
+    }
+
+    /// `value` as a [`Choice`] (unset: the default); any other name is a problem at `path`,
+    /// and gives the default.
+    pub(super) fn choice<T: Choice>(&mut self, path: impl Into<String>, value: Option<&str>) -> T {
+        self.one_of(path, value, T::CHOICES)
+            .unwrap_or(T::CHOICES[0].1)
+    }
+
+    /// A problem at `path` unless `lo <= value <= hi`.
+    pub(super) fn between<T: PartialOrd + fmt::Display>(
+        &mut self,
+        path: impl Into<String>,
+        value: T,
+        lo: T,
+        hi: T,
+    ) {
+        if value < lo || value > hi {
+            self.add(path, format!("must be between {lo} and {hi}"));
+        }
+    }
+
+    /// A `*_env` field naming the environment variable of a secret; unset is a problem too.
+    pub(super) fn secret_env(
+        &mut self,
+        path: impl Into<String>,
+        value: Option<&str>,
+    ) -> Option<SecretSource> {
+        match value {
+            Some(e) if is_env_name(e) => Some(SecretSource::Env(e.to_string())),
+            Some(_) => {
+                self.add(path, NOT_AN_ENV_NAME);
+                None
+            }
+            None => {
+                self.add(
+                    path,
+                    "missing: name the environment variable holding the secret",
+                );
+                None
+            }
+        }
+    }
+}
+
+/// `{section}.url_env` or `{section}.url_file`: at most one of them, a valid variable name.
+pub(super) fn url_source(
+    section: &str,
+    env: &Option<String>,
+    file: &Option<PathBuf>,
+    p: &mut Problems,
+) -> Option<SecretSource> {
+    match (env, file) {
+        (Some(env), None) if is_env_name(env) => Some(SecretSource::Env(env.clone())),
+        (Some(_), None) => {
+            p.add(format!("{section}.url_env"), NOT_AN_ENV_NAME);
+            None
+        }
+        (None, Some(file)) => Some(SecretSource::File(file.clone())),
+        (Some(_), Some(_)) => {
+            p.add(
+                format!("{section}.url_env"),
+                "set only one of url_env and url_file",
+            );
+            None
+        }
+        (None, None) => None,
+    }
+}
