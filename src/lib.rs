@@ -6,6 +6,8 @@
 //!              ──► capture::assemble (pure) ──► event::ChangeEvent
 //!              ──► kafka (acks=all) ── acks ──► capture::progress ──► checkpoint ──► flush LSN
 //!  sinks     Kafka topic ──► sink::runner ──► sink::batch ──► destinations::{hubspot,zoho,webhook}
+//!              CRM sinks: sink::crm reads sink::ledger (Postgres) ──► plan (stale, links,
+//!              identity, changed fields) ──► upserts, deletes ──► ledger rows written
 //!              ──► offsets stored only after the destination accepted (or the dead letter is durable)
 //!  two-way   CRM webhooks / notifications + sync::reconcile ──► sync::inbound ──► Postgres
 //!              (origin-tagged, so capture marks them and the same sink never echoes them)
@@ -30,7 +32,7 @@
 //! | [`cli`] | the command line's clap types, nothing else |
 //! | [`destinations`] | one folder per SaaS API: its sink, client, two-way adapter, receiver, signatures |
 //! | [`sync`] | the destination-agnostic two-way engine: plan, resolve, store, inbound, outbound, reconcile |
-//! | [`sink`] | the destination-agnostic sink engine: runner, batches, mapping, audit, HTTP policy |
+//! | [`sink`] | the destination-agnostic sink engine: runner, batches, mapping, audit, HTTP policy, the sink ledger and the CRM write flow |
 //! | [`capture`] | Postgres → Kafka: the session shell around the pure assembler and normalizer |
 //! | [`kafka`] | every use of rdkafka, behind the `Publisher` / `Subscription` seams |
 //! | [`postgres`] | every connection to Postgres: replication protocol, SQL, quoting, TLS |

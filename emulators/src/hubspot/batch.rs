@@ -179,6 +179,11 @@ fn batch_write(
     inputs: &[Value],
     requested_at: DateTime<Utc>,
 ) -> Response {
+    st.input_properties += inputs
+        .iter()
+        .filter_map(|i| i.get("properties")?.as_object())
+        .map(|p| p.len() as u64)
+        .sum::<u64>();
     // Request-level validation first: idProperty uniqueness, non-string values, duplicates.
     let mut validated = vec![];
     let mut seen = std::collections::HashSet::new();

@@ -44,6 +44,7 @@ pub(super) async fn state(State(shared): State<Shared>) -> Response {
                 "total": st.total_requests,
                 "rateLimited": st.rate_limited,
                 "maxInAnyWindow": st.max_in_window,
+                "inputProperties": st.input_properties,
                 "byPath": st.by_path,
             },
             "pendingFaults": st.faults.len(),

@@ -65,6 +65,8 @@ pub(super) struct Inner {
     pub(super) max_in_window: usize,
     pub(super) total_requests: u64,
     pub(super) rate_limited: u64,
+    /// Properties received in batch create/update/upsert inputs (what the client sent).
+    pub(super) input_properties: u64,
     pub(super) by_path: BTreeMap<String, u64>,
     pub(super) faults: VecDeque<Fault>,
     pub(super) hooks: Option<Hooks>,
@@ -87,6 +89,7 @@ impl Inner {
             max_in_window: 0,
             total_requests: 0,
             rate_limited: 0,
+            input_properties: 0,
             by_path: BTreeMap::new(),
             faults: VecDeque::new(),
             hooks: None,
