@@ -80,6 +80,20 @@ pub enum Command {
         #[arg(long, conflicts_with = "dead_letters")]
         full_resync: bool,
     },
+    /// Compare a HubSpot or Zoho sink's table, ledger and destination; print what drifted
+    /// (key hashes and property names, no values). Exit 0 only when no drift remains.
+    Verify {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Name of the `[[sinks]]` entry.
+        #[arg(long)]
+        name: String,
+        /// Write the corrections through the sink's client (upserts of missing and differing
+        /// rows, deletes of records whose row is gone) and relink the ledger.
+        #[arg(long)]
+        repair: bool,
+    },
     /// Run a local emulator of a SaaS API (development, demo, tests).
     Emulate {
         /// Which API.

@@ -529,3 +529,112 @@ async fn check_reports_a_user_that_cannot_keep_the_sink_ledger() {
         .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
         .await;
 }
+
+impl Pipeline {
+    /// `driftless verify --name ... [args]`: exit code and stdout.
+    fn verify(&self, args: &[&str]) -> (Option<i32>, String) {
+        let out = self
+            .setup
+            .command("verify")
+            .args(["--name", &self.name])
+            .args(args)
+            .envs(ENV)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), format!("{stdout}{stderr}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_finds_edits_and_deletes_behind_the_sinks_back_and_repair_fixes_them() {
+    let p = Pipeline::start("ledger_verify", false).await;
+    p.db.exec(
+        "INSERT INTO contacts VALUES (1, 'ada@x.io', 'Ada', 'lead'), (2, 'bob@x.io', 'Bob', 'lead'), \
+         (3, 'cy@x.io', 'Cy', 'customer')",
+    )
+    .await;
+    let ada = p.one_live("ada@x.io", "Ada").await;
+    let bob = p.one_live("bob@x.io", "Bob").await;
+    p.one_live("cy@x.io", "Cy").await;
+    let (code, out) = p.verify(&[]);
+    assert_eq!(code, Some(0), "a clean sink: {out}");
+    assert!(
+        out.contains("rows=3 missing=0 extra=0 differing=0"),
+        "{out}"
+    );
+
+    // Someone edits Ada and deletes Bob in HubSpot.
+    let (status, _) = p
+        .emulator
+        .post(
+            &format!("/_emulator/objects/contacts/{}/edit", ada.id),
+            &json!({"properties": {"firstname": "Eve"}}),
+        )
+        .await;
+    assert!((200..300).contains(&status));
+    let (status, _) = p
+        .emulator
+        .post(
+            &format!("/_emulator/objects/contacts/{}/archive", bob.id),
+            &json!({}),
+        )
+        .await;
+    assert!((200..300).contains(&status));
+    let (code, out) = p.verify(&[]);
+    assert_eq!(code, Some(4), "{out}");
+    assert!(
+        out.contains("rows=3 missing=1 extra=0 differing=1"),
+        "{out}"
+    );
+    let ada_key = format!("sha256:{}", hex::encode(key_digest(b"{\"id\":1}")));
+    assert!(
+        out.contains(&format!(
+            "differing  row {ada_key} record {}: firstname",
+            ada.id
+        )),
+        "{out}"
+    );
+    assert!(
+        !out.contains("Eve") && !out.contains("Ada"),
+        "no values: {out}"
+    );
+
+    let (code, out) = p.verify(&["--repair"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("repaired: 2 of 2"), "{out}");
+    assert_eq!(p.one_live("ada@x.io", "Ada").await.id, ada.id);
+    p.one_live("bob@x.io", "Bob").await;
+    let (code, out) = p.verify(&[]);
+    assert_eq!(code, Some(0), "repaired: {out}");
+    // The sink goes on from the repaired links: Bob's next change lands on his new record.
+    p.db.exec("UPDATE contacts SET first_name = 'Bobby' WHERE id = 2")
+        .await;
+    p.one_live("bob@x.io", "Bobby").await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_of_a_clean_zoho_sink_reports_no_drift() {
+    let p = Pipeline::start("ledger_verify_zoho", true).await;
+    p.db.exec("INSERT INTO contacts VALUES (1, 'ada@x.io', 'Ada', 'lead'), (2, 'bob@x.io', 'Bob', 'lead')")
+        .await;
+    p.one_live("ada@x.io", "Ada").await;
+    p.one_live("bob@x.io", "Bob").await;
+    let (code, out) = p.verify(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("rows=2 missing=0 extra=0 differing=0"),
+        "{out}"
+    );
+    p.db.exec("DELETE FROM contacts WHERE id = 2").await;
+    p.none_live("bob@x.io").await;
+    let (code, out) = p.verify(&[]);
+    assert_eq!(
+        code,
+        Some(0),
+        "a delete the sink applied is no drift: {out}"
+    );
+    p.stop().await;
+}

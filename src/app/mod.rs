@@ -21,6 +21,7 @@ pub(crate) mod metrics;
 pub(crate) mod sink;
 mod supervise;
 mod two_way;
+mod verify;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -104,6 +105,18 @@ async fn command(command: Command) -> ExitCode {
         Command::Capture { config } => with_config(&config, run_capture).await,
         Command::Run { config } => with_config(&config, run_all).await,
         Command::Emulate { kind, port, host } => emulate(kind, host, port).await,
+        Command::Verify {
+            config,
+            name,
+            repair,
+        } => {
+            with_config(&config, |cfg| async move {
+                verify::run(&cfg, &name, repair)
+                    .await
+                    .unwrap_or_else(|e| Stopped::of(&e).report())
+            })
+            .await
+        }
         Command::Sink {
             config,
             name,

@@ -79,7 +79,10 @@ pub(crate) fn dead_letter_topic(cfg: &ValidConfig, name: &str) -> String {
     format!("{}.dlq.{name}", cfg.topic_prefix)
 }
 
-fn find<'a>(cfg: &'a ValidConfig, name: &str) -> Result<(usize, &'a ValidSink), WorkerError> {
+pub(super) fn find<'a>(
+    cfg: &'a ValidConfig,
+    name: &str,
+) -> Result<(usize, &'a ValidSink), WorkerError> {
     cfg.sinks
         .iter()
         .enumerate()

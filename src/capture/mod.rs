@@ -33,6 +33,7 @@ pub mod assemble;
 pub(crate) mod normalize;
 pub(crate) mod progress;
 mod session;
+pub(crate) mod table;
 pub mod value;
 
 use std::sync::Arc;

@@ -18,6 +18,8 @@ pub mod zoho;
 
 use crate::config::fields::FieldRule;
 use crate::config::sinks::{OnDelete, ValidSink};
+use crate::sink::mapping::value_string;
+use crate::sink::verify::Record;
 use crate::sink::{SinkError, http};
 use oauth::Credentials;
 
@@ -69,6 +71,34 @@ impl CrmSettings {
             fields: sink.fields.clone(),
             on_delete: sink.on_delete,
         })
+    }
+}
+
+impl CrmSettings {
+    /// The mapped property names, `id_property` included, each once.
+    pub(crate) fn property_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.fields.iter().map(|f| f.property.clone()).collect();
+        names.push(self.id_property.clone());
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// A listed record: its mapped properties (present in `properties`) as text.
+    pub(crate) fn record(&self, id: &str, properties: &serde_json::Value) -> Record {
+        let text = |name: &str| match &properties[name] {
+            serde_json::Value::Null => None,
+            v => Some(value_string(v)),
+        };
+        Record {
+            id: id.to_string(),
+            identity: text(&self.id_property),
+            properties: self
+                .property_names()
+                .iter()
+                .filter_map(|name| Some((name.clone(), text(name)?)))
+                .collect(),
+        }
     }
 }
 

@@ -56,6 +56,18 @@ impl<'a> SnapshotReader<'a> {
         Ok(SnapshotReader { client, chunk_rows })
     }
 
+    /// Begins a `REPEATABLE READ READ ONLY` transaction on a snapshot of its own (no slot): the
+    /// rows read are one consistent state of the tables (`driftless verify`).
+    pub(crate) async fn begin_own(
+        client: &'a Client,
+        chunk_rows: u32,
+    ) -> Result<SnapshotReader<'a>, SourceError> {
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        Ok(SnapshotReader { client, chunk_rows })
+    }
+
     /// Exact row count of `table` in the snapshot (for progress).
     pub(crate) async fn count(&self, table: &TableMeta) -> Result<u64, SourceError> {
         let row = self

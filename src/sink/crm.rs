@@ -13,7 +13,7 @@
 //!   against the same view;
 //! - entries skipped as stale are counted in `driftless_sink_stale_skipped_total`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 
 use serde::Serialize;
@@ -22,8 +22,12 @@ use crate::config::sinks::OnDelete;
 use crate::event::{ChangeEvent, Op, Row};
 use crate::sink::batch::Batch;
 use crate::sink::ledger::store::Ledger;
-use crate::sink::ledger::{self, Change, Plan, Upsert, View, identities, key_digest};
-use crate::sink::mapping::MappingError;
+use crate::sink::ledger::{
+    self, Change, KeyDigest, Link, Plan, Upsert, View, identities, identity_digest, key_digest,
+    value_digest,
+};
+use crate::sink::mapping::{MappingError, value_string};
+use crate::sink::verify::{self, Record, Repair, Report, SourceRow};
 use crate::sink::{Outcome, Sink, SinkError};
 
 /// What a CRM destination brings to the shared flow.
@@ -55,6 +59,10 @@ pub(crate) trait CrmWrites: Send {
 
     /// What a delete does.
     fn on_delete(&self) -> OnDelete;
+
+    /// Every live record with its mapped properties as text, page by page through the
+    /// client's rate limiter (`driftless verify`).
+    fn list(&mut self) -> impl Future<Output = Result<Vec<Record>, SinkError>> + Send;
 }
 
 /// Writes `batch` (mapped into `changes` by [`ledger::changes`] with [`CrmWrites::map`]) to
@@ -79,8 +87,7 @@ pub async fn write<C: CrmWrites>(
     if !deletes.is_empty() {
         crm.delete(deletes, &mut out).await?;
     }
-    out.rejected.sort_by_key(|r| r.index);
-    out.destination_ids.sort();
+    out.sort();
     Ok((out, plan))
 }
 
@@ -189,6 +196,148 @@ impl<C: CrmWrites> Sink for Ledgered<C> {
         }
         Ok(out)
     }
+}
+
+impl<C: CrmWrites> Ledgered<C> {
+    /// Compares the table's `rows` (Kafka key, row image; one snapshot) with the ledger and
+    /// the destination; with `repair`, applies the report's repairs through the client and
+    /// relinks the ledger. Returns the report and the repairs the destination refused.
+    pub async fn verify(
+        &mut self,
+        rows: Vec<(Vec<u8>, Row)>,
+        repair: bool,
+    ) -> Result<(Report, usize), SinkError> {
+        self.crm.prepare().await?;
+        let mut source = Vec::with_capacity(rows.len());
+        let mut typed = HashMap::with_capacity(rows.len());
+        for (key, row) in rows {
+            // A row the mapping refuses is the dead-letter topic's business, not drift.
+            let Ok((identity, properties)) = self.crm.map(&row) else {
+                continue;
+            };
+            source.push(SourceRow {
+                key: key.clone(),
+                identity: identity.clone(),
+                properties: properties
+                    .iter()
+                    .map(|(name, v)| (name.clone(), as_text(v)))
+                    .collect(),
+            });
+            typed.insert(key, (identity, properties));
+        }
+        let links = match &mut self.store {
+            Store::Postgres(l) => l.all().await?.links,
+            #[cfg(test)]
+            Store::Memory(v) => v.links.clone(),
+        };
+        let records: HashMap<String, Record> = self
+            .crm
+            .list()
+            .await?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        let report = verify::compare(&source, &links, &records, self.crm.on_delete());
+        if !repair || report.repairs.is_empty() {
+            return Ok((report, 0));
+        }
+        let refused = self.repair(&report, typed, &links).await?;
+        Ok((report, refused))
+    }
+
+    /// Applies `report`'s repairs; returns how many the destination refused.
+    async fn repair(
+        &mut self,
+        report: &Report,
+        mut typed: Mapped<C::Value>,
+        links: &HashMap<KeyDigest, Link>,
+    ) -> Result<usize, SinkError> {
+        let mut upserts = Vec::new();
+        let mut deletes = Vec::new();
+        for (index, r) in report.repairs.iter().enumerate() {
+            match r {
+                Repair::Upsert(row) => {
+                    if let Some((identity, properties)) = typed.remove(&row.key) {
+                        upserts.push(Upsert {
+                            index,
+                            identity,
+                            properties,
+                        });
+                    }
+                }
+                Repair::Delete { record, .. } => deletes.push((index, record.clone())),
+            }
+        }
+        let mut rows: Vec<(usize, KeyDigest, Link)> = upserts
+            .iter()
+            .map(|u| {
+                let key = match &report.repairs[u.index] {
+                    Repair::Upsert(row) => key_digest(&row.key),
+                    Repair::Delete { key, .. } => *key,
+                };
+                let link = Link {
+                    record_id: None,
+                    identity: Some(identity_digest(&u.identity)),
+                    fields: u
+                        .properties
+                        .iter()
+                        .map(|(name, v)| (name.clone(), value_digest(v)))
+                        .collect(),
+                    position: links.get(&key).map(|l| l.position).unwrap_or_default(),
+                    tombstone: false,
+                };
+                (u.index, key, link)
+            })
+            .collect();
+        rows.extend(
+            deletes
+                .iter()
+                .filter_map(|(index, _)| match &report.repairs[*index] {
+                    Repair::Delete { key, .. } => Some((
+                        *index,
+                        *key,
+                        Link {
+                            position: links.get(key).map(|l| l.position).unwrap_or_default(),
+                            tombstone: true,
+                            ..Link::default()
+                        },
+                    )),
+                    Repair::Upsert(_) => None,
+                }),
+        );
+        let mut out = Outcome::default();
+        if !upserts.is_empty() {
+            self.crm.upsert(upserts, &mut out).await?;
+        }
+        if !deletes.is_empty() {
+            self.crm.delete(deletes, &mut out).await?;
+        }
+        let ids: HashMap<usize, String> = out.destination_ids.iter().cloned().collect();
+        let relinked: Vec<(KeyDigest, Link)> = rows
+            .into_iter()
+            .filter(|(index, _, _)| ids.contains_key(index))
+            .map(|(index, key, mut link)| {
+                if !link.tombstone {
+                    link.record_id = ids.get(&index).cloned();
+                }
+                (key, link)
+            })
+            .collect();
+        match &mut self.store {
+            Store::Postgres(l) => l.relink(&relinked).await?,
+            #[cfg(test)]
+            Store::Memory(v) => v.links.extend(relinked),
+        }
+        Ok(out.rejected.len())
+    }
+}
+
+/// Rows as mapped for a repair: Kafka key → identity and properties.
+type Mapped<V> = HashMap<Vec<u8>, (String, BTreeMap<String, V>)>;
+
+/// A mapped value as text, as the destinations list it.
+fn as_text<V: Serialize>(v: &V) -> String {
+    value_string(&serde_json::to_value(v).expect("mapped values serialize"))
 }
 
 /// Tests reach the destination's own methods and fields through its ledgered sink.

@@ -34,6 +34,7 @@ use crate::sink::crm::CrmWrites;
 use crate::sink::http;
 use crate::sink::ledger::Upsert;
 use crate::sink::mapping::{MappingError, Property, PropertyType, id_value, to_properties};
+use crate::sink::verify::Record;
 use crate::sink::{Outcome, Rejected, SinkError};
 
 use crate::config::sinks::{OnDelete, SinkKind, ValidSink};
@@ -664,6 +665,34 @@ impl CrmWrites for HubspotSink {
 
     fn on_delete(&self) -> OnDelete {
         self.crm.on_delete
+    }
+
+    /// `GET /crm/v3/objects/{object}` pages of 100 with the mapped properties.
+    async fn list(&mut self) -> Result<Vec<Record>, SinkError> {
+        let names = self.crm.property_names();
+        let mut records = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut path = format!(
+                "/crm/v3/objects/{}?limit=100&properties={}",
+                self.object,
+                names.join(",")
+            );
+            if let Some(a) = &after {
+                path.push_str(&format!("&after={a}"));
+            }
+            let page = self.get_json(&path).await?;
+            for r in page["results"].as_array().into_iter().flatten() {
+                let Some(id) = r["id"].as_str() else {
+                    continue;
+                };
+                records.push(self.crm.record(id, &r["properties"]));
+            }
+            match page["paging"]["next"]["after"].as_str() {
+                Some(a) => after = Some(a.to_string()),
+                None => return Ok(records),
+            }
+        }
     }
 }
 

@@ -46,6 +46,7 @@ use crate::sink::crm::CrmWrites;
 use crate::sink::http;
 use crate::sink::ledger::{Upsert, rejected};
 use crate::sink::mapping::{MappingError, Property, id_value};
+use crate::sink::verify::Record;
 use crate::sink::{Outcome, Rejected, SinkError};
 
 use crate::config::sinks::{OnDelete, SinkKind, ValidSink, ZOHO_BASE_URL};
@@ -554,6 +555,41 @@ impl CrmWrites for ZohoSink {
 
     fn on_delete(&self) -> OnDelete {
         self.crm.on_delete
+    }
+
+    /// COQL pages of 2,000 ordered by id, with the mapped fields.
+    async fn list(&mut self) -> Result<Vec<Record>, SinkError> {
+        const PAGE: usize = 2000;
+        let names = self.crm.property_names();
+        let mut records = Vec::new();
+        loop {
+            let query = format!(
+                "select id, {} from {} where id is not null order by id asc limit {}, {PAGE}",
+                names.join(", "),
+                self.module,
+                records.len()
+            );
+            let body = json!({ "select_query": query });
+            let (status, page) = self
+                .call(reqwest::Method::POST, "/crm/v8/coql", Some(&body))
+                .await?;
+            match status {
+                204 => return Ok(records),
+                200 => {}
+                _ => return Err(self.refusal(status, &page)),
+            }
+            let rows = page["data"].as_array().cloned().unwrap_or_default();
+            for r in &rows {
+                let id = match &r["id"] {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                records.push(self.crm.record(&id, r));
+            }
+            if rows.len() < PAGE || page["info"]["more_records"] == false {
+                return Ok(records);
+            }
+        }
     }
 }
 

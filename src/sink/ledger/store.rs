@@ -82,6 +82,17 @@ pub async fn has_grants(client: &Client) -> Result<bool, tokio_postgres::Error> 
     Ok(client.query_one(GRANTS, &[]).await?.get(0))
 }
 
+const ALL: &str =
+    "SELECT key_hash, record_id, identity_hash, fields, commit_lsn, ordinal, tombstone
+     FROM driftless.sink_ledger WHERE sink = $1";
+
+const RELINK: &str = "INSERT INTO driftless.sink_ledger AS l
+         (sink, key_hash, record_id, identity_hash, fields, commit_lsn, ordinal, tombstone)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+     ON CONFLICT (sink, key_hash) DO UPDATE SET
+         record_id = excluded.record_id, identity_hash = excluded.identity_hash,
+         fields = excluded.fields, tombstone = excluded.tombstone, updated_at = now()";
+
 /// A sink's ledger in Postgres.
 pub struct Ledger {
     params: ConnectParams,
@@ -134,30 +145,29 @@ impl Ledger {
             .await
             .map_err(sql_error)?;
         let mut view = View::default();
-        for r in rows {
-            let key: Vec<u8> = r.get(0);
-            let Ok(key) = KeyDigest::try_from(key.as_slice()) else {
-                continue;
-            };
-            let fields: Value = r.get(3);
-            let link = Link {
-                record_id: r.get(1),
-                identity: r.get(2),
-                fields: fields
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                    .collect::<BTreeMap<_, _>>(),
-                position: SourcePosition {
-                    commit_lsn: Lsn(r.get::<_, i64>(4) as u64),
-                    ordinal: r.get::<_, i64>(5) as u64,
-                },
-                tombstone: r.get(6),
-            };
-            view.links.insert(key, link);
-        }
+        view.links.extend(rows.iter().filter_map(link_of));
         Ok(view)
+    }
+
+    /// Every row of the sink (`driftless verify`).
+    pub async fn all(&mut self) -> Result<View, SinkError> {
+        let sink = self.sink.clone();
+        let rows = self
+            .open()
+            .await?
+            .query(ALL, &[&sink])
+            .await
+            .map_err(sql_error)?;
+        Ok(View {
+            links: rows.iter().filter_map(link_of).collect(),
+        })
+    }
+
+    /// Writes the links of records a repair wrote or deleted, in one transaction: the record,
+    /// identity, hashes and tombstone change, the source position stays (a repair is no
+    /// source change).
+    pub async fn relink(&mut self, rows: &[(KeyDigest, Link)]) -> Result<(), SinkError> {
+        self.write_with(RELINK, rows).await
     }
 
     /// Deletes every row of the sink.
@@ -178,6 +188,14 @@ impl Ledger {
 
     /// Writes `rows` in one transaction (a row older than the stored one is left out).
     pub async fn write(&mut self, rows: &[(KeyDigest, Link)]) -> Result<(), SinkError> {
+        self.write_with(WRITE, rows).await
+    }
+
+    async fn write_with(
+        &mut self,
+        statement: &str,
+        rows: &[(KeyDigest, Link)],
+    ) -> Result<(), SinkError> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -185,7 +203,7 @@ impl Ledger {
         self.open().await?;
         let client = self.client.as_mut().expect("opened above");
         let tx = client.transaction().await.map_err(sql_error)?;
-        let statement = tx.prepare(WRITE).await.map_err(sql_error)?;
+        let statement = tx.prepare(statement).await.map_err(sql_error)?;
         for (key, link) in rows {
             let fields = Value::Object(
                 link.fields
@@ -211,6 +229,29 @@ impl Ledger {
         }
         tx.commit().await.map_err(sql_error)
     }
+}
+
+/// A ledger row as (key digest, link); None for a malformed key.
+fn link_of(r: &tokio_postgres::Row) -> Option<(KeyDigest, Link)> {
+    let key: Vec<u8> = r.get(0);
+    let key = KeyDigest::try_from(key.as_slice()).ok()?;
+    let fields: Value = r.get(3);
+    let link = Link {
+        record_id: r.get(1),
+        identity: r.get(2),
+        fields: fields
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect::<BTreeMap<_, _>>(),
+        position: SourcePosition {
+            commit_lsn: Lsn(r.get::<_, i64>(4) as u64),
+            ordinal: r.get::<_, i64>(5) as u64,
+        },
+        tombstone: r.get(6),
+    };
+    Some((key, link))
 }
 
 fn sql_error(e: tokio_postgres::Error) -> SinkError {
