@@ -158,12 +158,13 @@ struct Pipeline {
 
 impl Pipeline {
     async fn start(tag: &str, zoho: bool) -> Pipeline {
-        Pipeline::start_with(tag, zoho, |db| async move { db }).await
+        Pipeline::start_with(tag, zoho, "", |db| async move { db }).await
     }
 
-    /// [`Pipeline::start`] with `before(db)` run before capture starts, which then takes no
-    /// snapshot (rows written before are never sent).
-    async fn start_with<F, Fut>(tag: &str, zoho: bool, before: F) -> Pipeline
+    /// [`Pipeline::start`] with `librdkafka` lines added to `[kafka.librdkafka]`, and
+    /// `before(db)` run before capture starts, which then takes no snapshot (rows written
+    /// before are never sent).
+    async fn start_with<F, Fut>(tag: &str, zoho: bool, librdkafka: &str, before: F) -> Pipeline
     where
         F: FnOnce(TestDb) -> Fut,
         Fut: std::future::Future<Output = TestDb>,
@@ -184,6 +185,15 @@ impl Pipeline {
             "hubspot-contacts"
         };
         setup.append_config(&example_sink(example, &name, emulator.port));
+        if !librdkafka.is_empty() {
+            let table = "[kafka.librdkafka]\n";
+            let text = std::fs::read_to_string(&setup.config).unwrap();
+            if text.contains(table) {
+                setup.edit_config(table, &format!("{table}{librdkafka}\n"));
+            } else {
+                setup.append_config(&format!("\n{table}{librdkafka}\n"));
+            }
+        }
         let run = setup.start_with("run", &[], &ENV);
         run.wait_streaming().await;
         Pipeline {
@@ -445,7 +455,7 @@ async fn a_replay_from_earliest_while_the_table_changes_ends_equal_to_select() {
 async fn a_zoho_delete_leaves_a_lead_the_sink_never_linked_alone() {
     // The row exists before capture starts (no snapshot), so the sink never writes it; its
     // delete carries the email (REPLICA IDENTITY FULL), as does a lead someone else made.
-    let p = Pipeline::start_with("ledger_zoho_unlinked", true, |db| async move {
+    let p = Pipeline::start_with("ledger_zoho_unlinked", true, "", |db| async move {
         db.exec(
             "ALTER TABLE contacts REPLICA IDENTITY FULL; \
              INSERT INTO contacts VALUES (1, 'ada@x.io', 'Ada', 'lead')",
@@ -635,6 +645,42 @@ async fn verify_of_a_clean_zoho_sink_reports_no_drift() {
         code,
         Some(0),
         "a delete the sink applied is no drift: {out}"
+    );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_retry_after_keeps_the_worker_in_its_group() {
+    // A poll interval shorter than the 10 s HubSpot asks to wait after a 429.
+    let p = Pipeline::start_with(
+        "ledger_long_wait",
+        false,
+        "\"max.poll.interval.ms\" = \"7000\"\n\"session.timeout.ms\" = \"6000\"",
+        |db| async move { db },
+    )
+    .await;
+    p.db.exec("INSERT INTO contacts VALUES (1, 'ada@x.io', 'Ada', 'lead')")
+        .await;
+    p.one_live("ada@x.io", "Ada").await;
+    let (status, _) = p
+        .emulator
+        .post(
+            "/_emulator/faults",
+            &json!({"path": "batch/upsert", "status": 429}),
+        )
+        .await;
+    assert!((200..300).contains(&status));
+    p.db.exec("UPDATE contacts SET first_name = 'Ada after the wait' WHERE id = 1")
+        .await;
+    p.one_live("ada@x.io", "Ada after the wait").await;
+    let log = p.run.log_text();
+    assert!(
+        log.contains("batch failed transiently"),
+        "the 429 was waited out: {log}"
+    );
+    assert!(
+        !log.contains("maximum poll interval") && !log.contains("MAXPOLL"),
+        "the worker stayed in its group: {log}"
     );
     p.stop().await;
 }

@@ -130,6 +130,13 @@ pub trait Subscription: Send + Sync {
 
     /// Commits the stored offsets now (graceful shutdown).
     fn commit(&self) -> Result<(), KafkaFailure>;
+
+    /// Stops fetching from every partition assigned now ([`Subscription::recv`] still serves
+    /// the group: rebalances, and the poll that keeps the membership).
+    fn pause(&self) -> Result<(), KafkaFailure>;
+
+    /// Fetches again from every partition assigned now.
+    fn resume(&self) -> Result<(), KafkaFailure>;
 }
 
 /// Sends one record at a time and returns once the broker acknowledged it (dead letters).
@@ -512,6 +519,16 @@ impl Subscription for GroupConsumer {
             Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
             other => Ok(other?),
         }
+    }
+
+    fn pause(&self) -> Result<(), KafkaFailure> {
+        use rdkafka::consumer::Consumer;
+        Ok(self.consumer.pause(&self.consumer.assignment()?)?)
+    }
+
+    fn resume(&self) -> Result<(), KafkaFailure> {
+        use rdkafka::consumer::Consumer;
+        Ok(self.consumer.resume(&self.consumer.assignment()?)?)
     }
 }
 

@@ -5,6 +5,9 @@
 //!   acknowledged on the dead-letter topic (`{prefix}.dlq.{sink}`); nothing is dropped silently;
 //! - one batch at a time: a transient failure retries the *same* batch (with backoff, honouring
 //!   the destination's `retry_after`), so per-key order holds across retries and batches;
+//! - a wait longer than a second (a rate limit's `Retry-After`, HubSpot's daily limit) pauses
+//!   the assigned partitions and keeps polling, so the group never evicts the worker while it
+//!   holds an unapplied batch; records that still arrive are held and read first afterwards;
 //! - a poison record (unparsable event, mapping failure, per-record rejection) goes to the
 //!   dead-letter topic with its source topic/partition/offset, error category, message and a
 //!   correlation id in headers, and the worker continues;
@@ -178,6 +181,7 @@ pub async fn run<S: Sink, C: Subscription, D: AckedPublisher>(
     sink: &mut S,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Stats, RunnerError> {
+    let subscription = &Held::new(subscription);
     let mut window = Window {
         schedule: cfg.schedule.clone(),
         tick: None,
@@ -329,7 +333,7 @@ async fn dead_letter<D: AckedPublisher>(
 /// (applied and/or dead-lettered, and audited), then stores its offsets.
 async fn flush<S: Sink, C: Subscription, D: AckedPublisher>(
     cfg: &RunnerConfig,
-    subscription: &C,
+    subscription: &Held<'_, C>,
     outputs: &Outputs<D>,
     sink: &mut S,
     batcher: &mut Batcher<ChangeEvent>,
@@ -349,7 +353,9 @@ async fn flush<S: Sink, C: Subscription, D: AckedPublisher>(
             entries: std::mem::replace(&mut entries, rest),
             commit: BTreeMap::new(),
         };
-        let Some(outcome) = apply_with_retries(cfg, sink, &batch, stats, shutdown).await? else {
+        let Some(outcome) =
+            apply_with_retries(cfg, subscription, sink, &batch, stats, shutdown).await?
+        else {
             // Shutdown while retrying: nothing stored; the window is read again after a
             // restart (re-applying its first requests is idempotent).
             return Ok(());
@@ -399,8 +405,9 @@ async fn dead_letter_rejected<D: AckedPublisher>(
 }
 
 /// `Ok(None)` when shutdown interrupted the retries.
-async fn apply_with_retries<S: Sink>(
+async fn apply_with_retries<S: Sink, C: Subscription>(
     cfg: &RunnerConfig,
+    subscription: &Held<'_, C>,
     sink: &mut S,
     batch: &Batch<ChangeEvent>,
     stats: &mut Stats,
@@ -421,13 +428,98 @@ async fn apply_with_retries<S: Sink>(
                 let wait = retry_after.unwrap_or_else(|| backoff.next_wait());
                 tracing::warn!(sink = %cfg.name, entries = batch.entries.len(), error = %message,
                     retry_in_ms = wait.as_millis() as u64, "batch failed transiently; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.changed() => return Ok(None),
+                if !subscription.wait_polling(wait, shutdown).await? {
+                    return Ok(None);
                 }
             }
             Err(fatal) => return Err(fatal.into()),
         }
+    }
+}
+
+/// The worker's subscription, with the records that arrived while it waited: they are handed
+/// out before anything new is read, so per-partition order holds.
+struct Held<'a, C> {
+    inner: &'a C,
+    held: std::sync::Mutex<std::collections::VecDeque<Incoming>>,
+}
+
+/// Waits longer than this keep the membership by polling with the partitions paused.
+const POLL_WHILE_WAITING: Duration = Duration::from_secs(1);
+
+impl<'a, C: Subscription> Held<'a, C> {
+    fn new(inner: &'a C) -> Self {
+        Held {
+            inner,
+            held: Default::default(),
+        }
+    }
+
+    /// Waits `wait` (false: shutdown came first). A long wait pauses the assigned partitions
+    /// and keeps polling (at least once a second) instead of sleeping, so the group does not
+    /// evict the worker after `max.poll.interval.ms` and hand its partitions to another
+    /// worker while it holds an unapplied batch; records still arriving (fetched before the
+    /// pause, or from partitions assigned meanwhile, which are paused in turn) are held.
+    async fn wait_polling(
+        &self,
+        wait: Duration,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<bool, RunnerError> {
+        if wait <= POLL_WHILE_WAITING {
+            return Ok(tokio::select! {
+                _ = tokio::time::sleep(wait) => true,
+                _ = shutdown.changed() => false,
+            });
+        }
+        self.inner.pause()?;
+        let until = tokio::time::Instant::now() + wait;
+        let waited = loop {
+            let tick = until.min(tokio::time::Instant::now() + POLL_WHILE_WAITING);
+            tokio::select! {
+                _ = shutdown.changed() => break false,
+                _ = tokio::time::sleep_until(tick) => {
+                    if tick >= until {
+                        break true;
+                    }
+                }
+                r = self.inner.recv() => match r {
+                    Ok(record) => {
+                        self.held.lock().expect("not poisoned").push_back(record);
+                        self.inner.pause()?;
+                    }
+                    Err(e) if e.class() == ErrorClass::Transient => {}
+                    Err(e) => return Err(e.into()),
+                },
+            }
+        };
+        self.inner.resume()?;
+        Ok(waited)
+    }
+}
+
+impl<C: Subscription> Subscription for Held<'_, C> {
+    async fn recv(&self) -> Result<Incoming, KafkaFailure> {
+        let held = self.held.lock().expect("not poisoned").pop_front();
+        match held {
+            Some(record) => Ok(record),
+            None => self.inner.recv().await,
+        }
+    }
+
+    fn store(&self, topic: &str, next: &BTreeMap<i32, i64>) -> Result<(), KafkaFailure> {
+        self.inner.store(topic, next)
+    }
+
+    fn commit(&self) -> Result<(), KafkaFailure> {
+        self.inner.commit()
+    }
+
+    fn pause(&self) -> Result<(), KafkaFailure> {
+        self.inner.pause()
+    }
+
+    fn resume(&self) -> Result<(), KafkaFailure> {
+        self.inner.resume()
     }
 }
 
@@ -472,6 +564,16 @@ mod tests {
 
         fn commit(&self) -> Result<(), KafkaFailure> {
             log(&self.log, "commit".into());
+            Ok(())
+        }
+
+        fn pause(&self) -> Result<(), KafkaFailure> {
+            log(&self.log, "pause".into());
+            Ok(())
+        }
+
+        fn resume(&self) -> Result<(), KafkaFailure> {
+            log(&self.log, "resume".into());
             Ok(())
         }
     }
@@ -625,6 +727,28 @@ mod tests {
             ["fail 0,1", "fail 0,1", "apply 0,1", "store 0:2", "commit"]
         );
         assert_eq!(r.result.unwrap().retries, 2);
+    }
+
+    #[tokio::test]
+    async fn a_long_wait_pauses_the_partitions_and_keeps_polling_instead_of_sleeping() {
+        let long = Err(SinkError::Transient {
+            message: "429".into(),
+            retry_after: Some(POLL_WHILE_WAITING + Duration::from_millis(300)),
+        });
+        let r = run_worker(2, &[], vec![long, transient()], false, false).await;
+        // The short retry sleeps; the long one waits with the partitions paused.
+        assert_eq!(
+            r.log,
+            [
+                "fail 0,1",
+                "pause",
+                "resume",
+                "fail 0,1",
+                "apply 0,1",
+                "store 0:2",
+                "commit"
+            ]
+        );
     }
 
     #[tokio::test]
