@@ -12,7 +12,7 @@ use super::destination::{Destination, destination};
 use super::supervise::Supervisor;
 use super::two_way::{self, Lease};
 use crate::config::ValidConfig;
-use crate::config::sinks::ValidSink;
+use crate::config::sinks::{SinkKind, ValidSink};
 use crate::error::{Classify, ErrorClass, Refusal};
 use crate::kafka::{self, AckedProducer, GroupConsumer, KafkaFailure, ReplayFrom};
 use crate::sink::SinkError;
@@ -96,12 +96,22 @@ pub(super) fn find<'a>(
         })
 }
 
+/// Keys a one-way CRM sink plans at once, per request it may send: entries the ledger finds
+/// unchanged or stale send nothing, so the CRM client packs the rest into requests of
+/// `batch_max_events` records instead of sending one part-empty request per batch.
+const PLANNED_KEYS_PER_REQUEST: usize = 10;
+
 fn runner_config(cfg: &ValidConfig, sink: &ValidSink, topic: String) -> RunnerConfig {
+    let ledgered = sink.two_way.is_none() && !matches!(sink.kind, SinkKind::Webhook { .. });
     RunnerConfig {
         name: sink.name.clone(),
         topic,
         dead_letter_topic: dead_letter_topic(cfg, &sink.name),
-        batch_max_events: sink.batch_max_events,
+        batch_max_events: if ledgered {
+            sink.batch_max_events * PLANNED_KEYS_PER_REQUEST
+        } else {
+            sink.batch_max_events
+        },
         batch_max_wait: std::time::Duration::from_millis(sink.batch_max_wait_ms),
         stop_at: None,
         schedule: sink.schedule.clone(),

@@ -47,6 +47,8 @@ pub(crate) struct CrmSettings {
     pub(crate) fields: Vec<FieldRule>,
     /// What deletes do.
     pub(crate) on_delete: OnDelete,
+    /// Records per request: the sink's `batch_max_events`.
+    pub(crate) per_request: usize,
 }
 
 impl CrmSettings {
@@ -70,6 +72,7 @@ impl CrmSettings {
             credentials,
             fields: sink.fields.clone(),
             on_delete: sink.on_delete,
+            per_request: sink.batch_max_events.max(1),
         })
     }
 }

@@ -46,8 +46,9 @@ pub struct RunnerConfig {
     pub topic: String,
     /// Dead-letter topic.
     pub dead_letter_topic: String,
-    /// Keys (entries) per batch, i.e. per destination request; a real-time batch also closes
-    /// at `batch_max_events × batch::RECORDS_PER_KEY` records.
+    /// Keys (entries) per batch, i.e. per [`Sink::apply`] call (a CRM sink packs what it must
+    /// send into requests of its own size); a real-time batch also closes at
+    /// `batch_max_events × batch::RECORDS_PER_KEY` records.
     pub batch_max_events: usize,
     /// Maximum wait of a partial batch.
     pub batch_max_wait: Duration,

@@ -509,7 +509,7 @@ impl HubspotSink {
         out: &mut Outcome,
     ) -> Result<(), SinkError> {
         let path = format!("/crm/v3/objects/{}/batch/upsert", self.object);
-        let mut work = Bisection::new(&inputs, MAX_INPUTS);
+        let mut work = Bisection::new(&inputs, self.crm.per_request.min(MAX_INPUTS));
         while let Some(group) = work.next_group() {
             let body = json!({"inputs": group.iter().map(|i| &i.body).collect::<Vec<_>>()});
             let r = self.post(&path, &body).await?;
@@ -650,7 +650,7 @@ impl CrmWrites for HubspotSink {
         out: &mut Outcome,
     ) -> Result<(), SinkError> {
         let path = format!("/crm/v3/objects/{}/batch/archive", self.object);
-        for chunk in records.chunks(MAX_INPUTS) {
+        for chunk in records.chunks(self.crm.per_request.min(MAX_INPUTS)) {
             let body = json!({
                 "inputs": chunk.iter().map(|(_, id)| json!({"id": id})).collect::<Vec<_>>(),
             });

@@ -379,7 +379,7 @@ impl ZohoSink {
         out: &mut Outcome,
     ) -> Result<(), SinkError> {
         let path = format!("/crm/v8/{}/upsert", self.module);
-        let mut work = Bisection::new(&inputs, MAX_RECORDS);
+        let mut work = Bisection::new(&inputs, self.crm.per_request.min(MAX_RECORDS));
         while let Some(group) = work.next_group() {
             let body = json!({
                 "data": group.iter().map(|i| &i.record).collect::<Vec<_>>(),
@@ -444,7 +444,7 @@ impl ZohoSink {
         found: Vec<(usize, String)>,
         out: &mut Outcome,
     ) -> Result<(), SinkError> {
-        for part in found.chunks(MAX_RECORDS) {
+        for part in found.chunks(self.crm.per_request.min(MAX_RECORDS)) {
             let ids: Vec<&str> = part.iter().map(|(_, id)| id.as_str()).collect();
             let path = format!(
                 "/crm/v8/{}?ids={}&wf_trigger=false",
