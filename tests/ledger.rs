@@ -614,6 +614,27 @@ async fn verify_finds_edits_and_deletes_behind_the_sinks_back_and_repair_fixes_t
     let (code, out) = p.verify(&["--repair"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("repaired: 2 of 2"), "{out}");
+    // Both repairs are in the audit trail, by key hash.
+    let audit = format!("{}.audit", p.setup.prefix);
+    let repaired = tokio::task::block_in_place(|| {
+        read_topic(&audit, WAIT, |rs| {
+            rs.iter()
+                .filter(|r| r.json()["outcome"] == "repaired")
+                .count()
+                >= 2
+        })
+    });
+    let bob_key = format!("sha256:{}", hex::encode(key_digest(b"{\"id\":2}")));
+    let hashes: Vec<Value> = repaired
+        .iter()
+        .map(|r| r.json())
+        .filter(|j| j["outcome"] == "repaired")
+        .map(|j| j["key_hash"].clone())
+        .collect();
+    assert!(
+        hashes.contains(&json!(ada_key)) && hashes.contains(&json!(bob_key)),
+        "{hashes:?}"
+    );
     assert_eq!(p.one_live("ada@x.io", "Ada").await.id, ada.id);
     p.one_live("bob@x.io", "Bob").await;
     let (code, out) = p.verify(&[]);

@@ -15,6 +15,7 @@ use crate::capture::table;
 use crate::config::ValidConfig;
 use crate::postgres::connect::{ConnectParams, connect_sql};
 use crate::sink::SinkError;
+use crate::sink::audit::{self, AuditTrail};
 use crate::sink::verify::{Finding, Report};
 
 /// Exit code of a verify that leaves drift behind.
@@ -45,14 +46,22 @@ pub(crate) async fn run(
     let client = connect_sql(&params)
         .await
         .map_err(|e| SinkError::transient(format!("verify cannot reach the source: {e}"), None))?;
+    // A spinner on a terminal (indicatif draws nothing elsewhere).
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar.set_message(format!("reading {}", sink.table));
     let mut rows = Vec::new();
-    table::read(&client, &sink.table, |key, row| rows.push((key, row)))
-        .await
-        .map_err(|e| {
-            SinkError::transient(format!("verify cannot read {}: {e}", sink.table), None)
-        })?;
+    table::read(&client, &sink.table, |key, row| {
+        rows.push((key, row));
+        if rows.len() % 1000 == 0 {
+            bar.set_message(format!("reading {}: {} rows", sink.table, rows.len()));
+        }
+    })
+    .await
+    .map_err(|e| SinkError::transient(format!("verify cannot read {}: {e}", sink.table), None))?;
     eprintln!("verify {name}: {} rows of {} read", rows.len(), sink.table);
-    let (report, refused) = match &mut destination {
+    bar.set_message("comparing with the sink ledger and the destination's records");
+    let verified = match &mut destination {
         Destination::Hubspot(s) => s.verify(rows, repair).await?,
         Destination::Zoho(s) => s.verify(rows, repair).await?,
         _ => {
@@ -61,6 +70,16 @@ pub(crate) async fn run(
             )));
         }
     };
+    bar.finish_and_clear();
+    let (report, repaired) = verified;
+    let refused = repaired.rejected.len();
+    if repair && !report.repairs.is_empty() {
+        let run = format!("verify-{name}-{}", chrono::Utc::now().timestamp_millis());
+        let records = audit::repairs(name, &sink.table.to_string(), &report, &repaired, &run);
+        AuditTrail::open(&cfg.audit, &cfg.brokers, &cfg.librdkafka)?
+            .write(&records)
+            .await?;
+    }
     print(name, &report, repair, refused);
     let left = if repair {
         let unrepairable = report

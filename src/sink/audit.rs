@@ -20,6 +20,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::Outcome;
 use super::batch::{Batch, Position};
+use super::verify::{Repair, Report};
 use crate::config::AuditTo;
 use crate::event::ChangeEvent;
 use crate::kafka::{AckedProducer, AckedPublisher, KafkaFailure};
@@ -38,7 +39,8 @@ pub(crate) struct AuditRecord {
     /// `c`, `u`, `d` or `r` (the coalesced change's operation; None for a record that is not a
     /// change event).
     pub(crate) operation: Option<&'static str>,
-    /// `applied` or `rejected` (rejected changes are in the dead-letter topic).
+    /// `applied`, `rejected` (rejected changes are in the dead-letter topic) or `repaired` (by
+    /// `driftless verify --repair`).
     pub(crate) outcome: &'static str,
     /// The destination's record id, when it reported one.
     pub(crate) destination_id: Option<String>,
@@ -100,6 +102,51 @@ pub(crate) fn records(
                 destination_id,
                 correlation_id: correlation_id(topic, last),
                 records: entry.positions.len(),
+                category: rejected.map(|r| r.category.clone()),
+            }
+        })
+        .collect()
+}
+
+/// The audit records of `driftless verify --repair` (pure): one per repair of `report`, with
+/// what the destination did (`outcome` indexes `report.repairs`); the correlation id names the
+/// verify run.
+pub(crate) fn repairs(
+    sink: &str,
+    table: &str,
+    report: &Report,
+    outcome: &Outcome,
+    run: &str,
+) -> Vec<AuditRecord> {
+    let time = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    report
+        .repairs
+        .iter()
+        .enumerate()
+        .map(|(index, repair)| {
+            let rejected = outcome.rejected.iter().find(|r| r.index == index);
+            let (key, operation) = match repair {
+                Repair::Upsert(row) => (key_hash(&row.key), "u"),
+                Repair::Delete { key, .. } => (format!("sha256:{}", hex::encode(key)), "d"),
+            };
+            AuditRecord {
+                time: time.clone(),
+                sink: sink.to_string(),
+                table: Some(table.to_string()),
+                key_hash: key,
+                operation: Some(operation),
+                outcome: if rejected.is_some() {
+                    "rejected"
+                } else {
+                    "repaired"
+                },
+                destination_id: outcome
+                    .destination_ids
+                    .iter()
+                    .find(|(i, _)| *i == index)
+                    .map(|(_, id)| id.clone()),
+                correlation_id: run.to_string(),
+                records: 0,
                 category: rejected.map(|r| r.category.clone()),
             }
         })

@@ -201,12 +201,13 @@ impl<C: CrmWrites> Sink for Ledgered<C> {
 impl<C: CrmWrites> Ledgered<C> {
     /// Compares the table's `rows` (Kafka key, row image; one snapshot) with the ledger and
     /// the destination; with `repair`, applies the report's repairs through the client and
-    /// relinks the ledger. Returns the report and the repairs the destination refused.
+    /// relinks the ledger. Returns the report and what the destination did with the repairs
+    /// (entry indexes are indexes into `report.repairs`; empty without `repair`).
     pub async fn verify(
         &mut self,
         rows: Vec<(Vec<u8>, Row)>,
         repair: bool,
-    ) -> Result<(Report, usize), SinkError> {
+    ) -> Result<(Report, Outcome), SinkError> {
         self.crm.prepare().await?;
         let mut source = Vec::with_capacity(rows.len());
         let mut typed = HashMap::with_capacity(rows.len());
@@ -239,19 +240,19 @@ impl<C: CrmWrites> Ledgered<C> {
             .collect();
         let report = verify::compare(&source, &links, &records, self.crm.on_delete());
         if !repair || report.repairs.is_empty() {
-            return Ok((report, 0));
+            return Ok((report, Outcome::default()));
         }
-        let refused = self.repair(&report, typed, &links).await?;
-        Ok((report, refused))
+        let out = self.repair(&report, typed, &links).await?;
+        Ok((report, out))
     }
 
-    /// Applies `report`'s repairs; returns how many the destination refused.
+    /// Applies `report`'s repairs; returns what the destination did with them.
     async fn repair(
         &mut self,
         report: &Report,
         mut typed: Mapped<C::Value>,
         links: &HashMap<KeyDigest, Link>,
-    ) -> Result<usize, SinkError> {
+    ) -> Result<Outcome, SinkError> {
         let mut upserts = Vec::new();
         let mut deletes = Vec::new();
         for (index, r) in report.repairs.iter().enumerate() {
@@ -328,7 +329,8 @@ impl<C: CrmWrites> Ledgered<C> {
             #[cfg(test)]
             Store::Memory(v) => v.links.extend(relinked),
         }
-        Ok(out.rejected.len())
+        out.sort();
+        Ok(out)
     }
 }
 
