@@ -438,10 +438,13 @@ async fn converge(scenario: Scenario) {
         count.values().all(|&n| n == 1),
         "exactly one record per source key"
     );
-    assert_eq!(
-        count.len(),
-        1000,
-        "every key ever inserted exists once (deleted ones archived), the poison row not"
+    // A key inserted and deleted before the sink applied its insert coalesces into one
+    // delete, which creates nothing; every other key exists once (deleted ones archived).
+    let ever = 1000;
+    assert!(
+        (expected.len()..=ever).contains(&count.len()),
+        "every live key once, at most every key ever inserted, the poison row not: {}",
+        count.len()
     );
     dest.check_final(&state);
     if scenario.expire_tokens {
