@@ -106,7 +106,7 @@ use crate::support::{repo_path, unique};
 
 /// The `[[sinks]]` entry `name` of `driftless.example.toml`, as users copy it, renamed `as_name`
 /// and pointed at the emulator on `port` (its API and its token endpoint).
-fn example_sink(name: &str, as_name: &str, port: u16) -> String {
+fn example_sink(name: &str, as_name: &str, port: u16, extra: &[(&str, &str)]) -> String {
     let text = std::fs::read_to_string(repo_path("driftless.example.toml")).unwrap();
     let example: toml::Table = text.parse().unwrap();
     let mut sink = example["sinks"]
@@ -121,6 +121,9 @@ fn example_sink(name: &str, as_name: &str, port: u16) -> String {
     let base = format!("http://127.0.0.1:{port}");
     sink.insert("name".into(), as_name.into());
     sink.insert("base_url".into(), base.clone().into());
+    for (key, value) in extra {
+        sink.insert(key.to_string(), (*value).into());
+    }
     if let Some(oauth) = sink.get_mut("oauth").and_then(|o| o.as_table_mut()) {
         oauth.insert("token_url".into(), format!("{base}/oauth/v2/token").into());
     }
@@ -135,6 +138,17 @@ const ENV: [(&str, &str); 4] = [
     ("ZOHO_CLIENT_SECRET", "test-client-secret"),
     ("ZOHO_REFRESH_TOKEN", "test-refresh-token"),
 ];
+
+/// How a test's pipeline differs from the example configuration.
+#[derive(Default)]
+struct Tweaks<'a> {
+    /// Lines added to `[kafka.librdkafka]`.
+    librdkafka: &'a str,
+    /// Keys added to the sink's table.
+    sink: &'a [(&'a str, &'a str)],
+    /// `[capture] metrics_listen` on this loopback port (off by default).
+    metrics: Option<u16>,
+}
 
 /// A CRM record as the tests compare them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -158,13 +172,12 @@ struct Pipeline {
 
 impl Pipeline {
     async fn start(tag: &str, zoho: bool) -> Pipeline {
-        Pipeline::start_with(tag, zoho, "", |db| async move { db }).await
+        Pipeline::start_with(tag, zoho, Tweaks::default(), |db| async move { db }).await
     }
 
-    /// [`Pipeline::start`] with `librdkafka` lines added to `[kafka.librdkafka]`, and
-    /// `before(db)` run before capture starts, which then takes no snapshot (rows written
-    /// before are never sent).
-    async fn start_with<F, Fut>(tag: &str, zoho: bool, librdkafka: &str, before: F) -> Pipeline
+    /// [`Pipeline::start`] with `tweaks`, and `before(db)` run before capture starts, which
+    /// then takes no snapshot (rows written before are never sent).
+    async fn start_with<F, Fut>(tag: &str, zoho: bool, tweaks: Tweaks<'_>, before: F) -> Pipeline
     where
         F: FnOnce(TestDb) -> Fut,
         Fut: std::future::Future<Output = TestDb>,
@@ -184,7 +197,14 @@ impl Pipeline {
         } else {
             "hubspot-contacts"
         };
-        setup.append_config(&example_sink(example, &name, emulator.port));
+        setup.append_config(&example_sink(example, &name, emulator.port, tweaks.sink));
+        if let Some(port) = tweaks.metrics {
+            setup.edit_config(
+                "metrics_listen = \"off\"",
+                &format!("metrics_listen = \"127.0.0.1:{port}\""),
+            );
+        }
+        let librdkafka = tweaks.librdkafka;
         if !librdkafka.is_empty() {
             let table = "[kafka.librdkafka]\n";
             let text = std::fs::read_to_string(&setup.config).unwrap();
@@ -455,14 +475,19 @@ async fn a_replay_from_earliest_while_the_table_changes_ends_equal_to_select() {
 async fn a_zoho_delete_leaves_a_lead_the_sink_never_linked_alone() {
     // The row exists before capture starts (no snapshot), so the sink never writes it; its
     // delete carries the email (REPLICA IDENTITY FULL), as does a lead someone else made.
-    let p = Pipeline::start_with("ledger_zoho_unlinked", true, "", |db| async move {
-        db.exec(
-            "ALTER TABLE contacts REPLICA IDENTITY FULL; \
+    let p = Pipeline::start_with(
+        "ledger_zoho_unlinked",
+        true,
+        Tweaks::default(),
+        |db| async move {
+            db.exec(
+                "ALTER TABLE contacts REPLICA IDENTITY FULL; \
              INSERT INTO contacts VALUES (1, 'ada@x.io', 'Ada', 'lead')",
-        )
-        .await;
-        db
-    })
+            )
+            .await;
+            db
+        },
+    )
     .await;
     let r = crate::support::http()
         .post(p.emulator.url("/crm/v8/Leads"))
@@ -510,6 +535,7 @@ async fn check_reports_a_user_that_cannot_keep_the_sink_ledger() {
         "hubspot-contacts",
         "ledger-check",
         emulator.port,
+        &[],
     ));
     let mut url = url::Url::parse(&db.url).unwrap();
     url.set_username(&role).unwrap();
@@ -673,13 +699,11 @@ async fn verify_of_a_clean_zoho_sink_reports_no_drift() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_long_retry_after_keeps_the_worker_in_its_group() {
     // A poll interval shorter than the 10 s HubSpot asks to wait after a 429.
-    let p = Pipeline::start_with(
-        "ledger_long_wait",
-        false,
-        "\"max.poll.interval.ms\" = \"7000\"\n\"session.timeout.ms\" = \"6000\"",
-        |db| async move { db },
-    )
-    .await;
+    let tweaks = Tweaks {
+        librdkafka: "\"max.poll.interval.ms\" = \"7000\"\n\"session.timeout.ms\" = \"6000\"",
+        ..Tweaks::default()
+    };
+    let p = Pipeline::start_with("ledger_long_wait", false, tweaks, |db| async move { db }).await;
     p.db.exec("INSERT INTO contacts VALUES (1, 'ada@x.io', 'Ada', 'lead')")
         .await;
     p.one_live("ada@x.io", "Ada").await;
@@ -703,5 +727,52 @@ async fn a_long_retry_after_keeps_the_worker_in_its_group() {
         !log.contains("maximum poll interval") && !log.contains("MAXPOLL"),
         "the worker stayed in its group: {log}"
     );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_every_reports_drift_in_the_workers_metrics() {
+    let port = crate::support::free_port();
+    let tweaks = Tweaks {
+        sink: &[("verify_every", "every 10s")],
+        metrics: Some(port),
+        ..Tweaks::default()
+    };
+    let p =
+        Pipeline::start_with("ledger_verify_every", false, tweaks, |db| async move { db }).await;
+    p.db.exec("INSERT INTO contacts VALUES (1, 'ada@x.io', 'Ada', 'lead')")
+        .await;
+    let ada = p.one_live("ada@x.io", "Ada").await;
+    let drift = || async {
+        let Ok(r) = crate::support::http()
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+        else {
+            return None;
+        };
+        let body = r.text().await.unwrap_or_default();
+        let metric = format!("driftless_sink_drift_records{{sink=\"{}\"}} ", p.name);
+        body.lines()
+            .find_map(|l| l.strip_prefix(&metric)?.trim().parse::<f64>().ok())
+    };
+    eventually("a clean verify", WAIT, || async {
+        drift().await == Some(0.0)
+    })
+    .await;
+    let (status, _) = p
+        .emulator
+        .post(
+            &format!("/_emulator/objects/contacts/{}/edit", ada.id),
+            &json!({"properties": {"firstname": "Eve"}}),
+        )
+        .await;
+    assert!((200..300).contains(&status));
+    eventually(
+        "the edit behind the sink's back is counted",
+        WAIT,
+        || async { drift().await == Some(1.0) },
+    )
+    .await;
     p.stop().await;
 }

@@ -145,6 +145,13 @@ pub(crate) async fn run_named(
         runner_cfg.skip_origin = Some(origin_name(&sink.name));
         two_way::start(parts.context, parts.crm, &mut tasks).await?;
     }
+    if let Some(schedule) = sink.verify_every.clone() {
+        let (cfg, name, stop) = (cfg.clone(), sink.name.clone(), tasks.stop_signal());
+        tasks.spawn(
+            format!("verify of sink {name}"),
+            super::verify::every(cfg, name, schedule, stop),
+        );
+    }
     // The table's topic may not exist yet (a new table, or `driftless run` starting capture at
     // the same time): create it as capture would, or the subscription would wait for a
     // metadata refresh (minutes) before seeing it.

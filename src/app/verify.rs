@@ -14,19 +14,25 @@ use super::sink::{WorkerError, find};
 use crate::capture::table;
 use crate::config::ValidConfig;
 use crate::postgres::connect::{ConnectParams, connect_sql};
-use crate::sink::SinkError;
+use tokio::sync::watch;
+
+use crate::config::schedule::Schedule;
+use crate::error::{Classify, ErrorClass};
 use crate::sink::audit::{self, AuditTrail};
 use crate::sink::verify::{Finding, Report};
+use crate::sink::{Outcome, SinkError};
 
 /// Exit code of a verify that leaves drift behind.
 pub(crate) const DRIFT: u8 = 4;
 
-/// Runs `driftless verify`; prints the report on stdout.
-pub(crate) async fn run(
+/// Compares sink `name`'s table, ledger and destination (and with `repair`, repairs what it
+/// can): the report and what the destination did with the repairs.
+async fn compare(
     cfg: &ValidConfig,
     name: &str,
     repair: bool,
-) -> Result<ExitCode, WorkerError> {
+    progress: bool,
+) -> Result<(Report, Outcome), WorkerError> {
     let (index, sink) = find(cfg, name)?;
     if sink.two_way.is_some() {
         return Err(WorkerError::Refused(format!(
@@ -46,8 +52,12 @@ pub(crate) async fn run(
     let client = connect_sql(&params)
         .await
         .map_err(|e| SinkError::transient(format!("verify cannot reach the source: {e}"), None))?;
-    // A spinner on a terminal (indicatif draws nothing elsewhere).
-    let bar = indicatif::ProgressBar::new_spinner();
+    // A spinner on a terminal (indicatif draws nothing elsewhere), for the command only.
+    let bar = if progress {
+        indicatif::ProgressBar::new_spinner()
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     bar.set_message(format!("reading {}", sink.table));
     let mut rows = Vec::new();
@@ -59,7 +69,7 @@ pub(crate) async fn run(
     })
     .await
     .map_err(|e| SinkError::transient(format!("verify cannot read {}: {e}", sink.table), None))?;
-    eprintln!("verify {name}: {} rows of {} read", rows.len(), sink.table);
+    tracing::info!(sink = name, rows = rows.len(), "verify read the table");
     bar.set_message("comparing with the sink ledger and the destination's records");
     let verified = match &mut destination {
         Destination::Hubspot(s) => s.verify(rows, repair).await?,
@@ -72,7 +82,6 @@ pub(crate) async fn run(
     };
     bar.finish_and_clear();
     let (report, repaired) = verified;
-    let refused = repaired.rejected.len();
     if repair && !report.repairs.is_empty() {
         let run = format!("verify-{name}-{}", chrono::Utc::now().timestamp_millis());
         let records = audit::repairs(name, &sink.table.to_string(), &report, &repaired, &run);
@@ -80,23 +89,66 @@ pub(crate) async fn run(
             .write(&records)
             .await?;
     }
-    print(name, &report, repair, refused);
-    let left = if repair {
-        let unrepairable = report
-            .findings
-            .iter()
-            .filter(|f| matches!(f, Finding::Duplicate { .. }))
-            .count();
-        unrepairable + refused
-    } else {
-        report.findings.len()
-    };
+    let left = remaining(&report, repair, &repaired);
     metrics::gauge!("driftless_sink_drift_records", "sink" => name.to_string()).set(left as f64);
-    Ok(if left == 0 {
+    Ok((report, repaired))
+}
+
+/// Findings left after the run: all of them, or with `repair` those no repair removed.
+fn remaining(report: &Report, repair: bool, repaired: &Outcome) -> usize {
+    if !repair {
+        return report.findings.len();
+    }
+    let unrepairable = report
+        .findings
+        .iter()
+        .filter(|f| matches!(f, Finding::Duplicate { .. }))
+        .count();
+    unrepairable + repaired.rejected.len()
+}
+
+/// Runs `driftless verify`; prints the report on stdout.
+pub(crate) async fn run(
+    cfg: &ValidConfig,
+    name: &str,
+    repair: bool,
+) -> Result<ExitCode, WorkerError> {
+    let (report, repaired) = compare(cfg, name, repair, true).await?;
+    print(name, &report, repair, repaired.rejected.len());
+    Ok(if remaining(&report, repair, &repaired) == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(DRIFT)
     })
+}
+
+/// A worker's `verify_every`: compares (never repairs) at each tick of `schedule`, sets
+/// `driftless_sink_drift_records` and logs the counts, until `stop`. A transient failure is
+/// logged and tried again at the next tick; a fatal one ends the worker.
+pub(crate) async fn every(
+    cfg: ValidConfig,
+    name: String,
+    schedule: Schedule,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), WorkerError> {
+    loop {
+        let wait = schedule.wait_from(chrono::Utc::now());
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return Ok(()),
+        }
+        match compare(&cfg, &name, false, false).await {
+            Ok((report, _)) => {
+                let (missing, extra, differing) = report.counts();
+                tracing::info!(sink = %name, rows = report.rows, missing, extra, differing,
+                    "verify done");
+            }
+            Err(e) if e.class() == ErrorClass::Transient => {
+                tracing::warn!(sink = %name, error = %e, "verify failed; trying at the next tick");
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn print(name: &str, report: &Report, repair: bool, refused: usize) {

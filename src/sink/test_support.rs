@@ -191,6 +191,7 @@ pub(crate) fn sink_config(name: &str, kind: SinkKind, fields: Vec<FieldRule>) ->
         batch_max_events: 100,
         batch_max_wait_ms: 1000,
         schedule: None,
+        verify_every: None,
         two_way: None,
     }
 }

@@ -76,6 +76,8 @@ pub(crate) struct SinkConfig {
     /// `every 15m` or a cron expression: apply accumulated changes in windows (default: real
     /// time).
     pub(crate) schedule: Option<String>,
+    /// `driftless verify` in the worker, on this schedule (one-way HubSpot and Zoho sinks).
+    pub(crate) verify_every: Option<String>,
     /// `out` (default) or `both` (two-way sync).
     pub(crate) direction: Option<String>,
     /// Table inbound changes are written to (default: `table`).
@@ -233,6 +235,8 @@ pub struct ValidSink {
     pub(crate) batch_max_wait_ms: u64,
     /// Scheduled windows (None: real time).
     pub(crate) schedule: Option<Schedule>,
+    /// When the worker compares table, ledger and destination (`driftless verify`, no repair).
+    pub(crate) verify_every: Option<Schedule>,
     /// Two-way sync (None: `direction = "out"`).
     pub(crate) two_way: Option<TwoWay>,
 }
@@ -247,7 +251,7 @@ fn is_sink_name(s: &str) -> bool {
 /// The keys of a `[[sinks]]` table.
 const SINK_KEYS: &str = "name, kind, table, object, module, id_property, token_env, oauth, \
                          base_url, url, secret_env, on_delete, batch_max_events, \
-                         batch_max_wait_ms, schedule, direction, inbound_table, inbound, \
+                         batch_max_wait_ms, schedule, verify_every, direction, inbound_table, inbound, \
                          ownership, mode, allow_private_destinations, timeout_ms, fields";
 
 /// Validates every sink; problems go to `p` with their paths.
@@ -328,6 +332,19 @@ impl SinkConfig {
         let fields = self.field_rules(at, crm, p);
         let two_way =
             two_way::validate(at, self, kind.as_ref(), table.as_ref(), &fields, tables, p);
+        let verify_every = self.verify_every.as_deref().and_then(|text| {
+            if !crm || two_way.is_some() {
+                p.add(
+                    at.at("verify_every"),
+                    "verify compares one-way HubSpot and Zoho sinks (webhooks keep no ledger; \
+                     two-way sinks reconcile)",
+                );
+                return None;
+            }
+            Schedule::parse(text)
+                .map_err(|e| p.add(at.at("verify_every"), e))
+                .ok()
+        });
         Some(ValidSink {
             name,
             kind: kind?,
@@ -340,6 +357,7 @@ impl SinkConfig {
             batch_max_events,
             batch_max_wait_ms,
             schedule,
+            verify_every,
             two_way,
         })
     }

@@ -337,3 +337,29 @@ fn webhook_option_problems_have_their_paths() {
     );
     assert!(problems[2].message.contains("webhook"), "{problems:#?}");
 }
+
+#[test]
+fn verify_every_is_a_schedule_of_one_way_crm_sinks() {
+    let c = valid(&[hubspot(
+        "crm",
+        "token_env = \"T\"\nverify_every = \"every 6h\"\n[sinks.fields]\nemail = \"email\"\n",
+    )]);
+    assert_eq!(
+        c.sinks[0].verify_every,
+        Some(crate::config::schedule::Schedule::parse("every 6h").unwrap())
+    );
+    problems_at(
+        &[
+            hubspot(
+                "bad",
+                "token_env = \"T\"\nverify_every = \"sometimes\"\n[sinks.fields]\nemail = \"email\"\n",
+            ),
+            webhook(
+                "hook",
+                "https://x.example/h",
+                "verify_every = \"every 1h\"\n",
+            ),
+        ],
+        &["sinks[0].verify_every", "sinks[1].verify_every"],
+    );
+}
