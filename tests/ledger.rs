@@ -697,16 +697,33 @@ async fn verify_of_a_clean_zoho_sink_reports_no_drift() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_long_retry_after_keeps_the_worker_in_its_group() {
+async fn a_long_retry_after_keeps_both_workers_in_their_group() {
     // A poll interval shorter than the 10 s HubSpot asks to wait after a 429.
     let tweaks = Tweaks {
         librdkafka: "\"max.poll.interval.ms\" = \"7000\"\n\"session.timeout.ms\" = \"6000\"",
         ..Tweaks::default()
     };
     let p = Pipeline::start_with("ledger_long_wait", false, tweaks, |db| async move { db }).await;
-    p.db.exec("INSERT INTO contacts VALUES (1, 'ada@x.io', 'Ada', 'lead')")
-        .await;
-    p.one_live("ada@x.io", "Ada").await;
+    // A second worker of the sink beside the one `driftless run` holds.
+    let second = p
+        .setup
+        .start_with("sink", &["--name", p.name.as_str()], &ENV);
+    eventually("the second worker started", WAIT, || async {
+        second.log_text().contains("sink worker started")
+    })
+    .await;
+    // Let the group settle (both members assigned): tansu can neither describe the group nor
+    // does a worker log its partitions, so there is no arrival to wait for.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    p.db.exec(
+        "INSERT INTO contacts SELECT g, 'u' || g || '@x.io', 'first', 'lead' \
+         FROM generate_series(1, 20) g",
+    )
+    .await;
+    p.one_live("u20@x.io", "first").await;
+    // Let the clients' rolling 10 s windows empty, so the 429 below is waited out in full
+    // (a window with requests of its own would shorten the wait to when its oldest one ages).
+    tokio::time::sleep(Duration::from_secs(10)).await;
     let (status, _) = p
         .emulator
         .post(
@@ -715,17 +732,19 @@ async fn a_long_retry_after_keeps_the_worker_in_its_group() {
         )
         .await;
     assert!((200..300).contains(&status));
-    p.db.exec("UPDATE contacts SET first_name = 'Ada after the wait' WHERE id = 1")
+    p.db.exec("UPDATE contacts SET first_name = 'after the wait'")
         .await;
-    p.one_live("ada@x.io", "Ada after the wait").await;
-    let log = p.run.log_text();
+    for g in 1..=20 {
+        p.one_live(&format!("u{g}@x.io"), "after the wait").await;
+    }
+    let logs = format!("{}\n----\n{}", p.run.log_text(), second.log_text());
     assert!(
-        log.contains("batch failed transiently"),
-        "the 429 was waited out: {log}"
+        logs.contains("batch failed transiently"),
+        "the 429 was waited out: {logs}"
     );
     assert!(
-        !log.contains("maximum poll interval") && !log.contains("MAXPOLL"),
-        "the worker stayed in its group: {log}"
+        !logs.contains("maximum poll interval") && !logs.contains("MAXPOLL"),
+        "both workers stayed in their group: {logs}"
     );
     p.stop().await;
 }
