@@ -102,9 +102,12 @@ pub enum Command {
         /// Port.
         #[arg(long, default_value_t = 8081)]
         port: u16,
-        /// Address to bind (loopback by default; `0.0.0.0` inside a container).
+        /// Address to bind (loopback by default).
         #[arg(long, default_value = "127.0.0.1")]
         host: std::net::IpAddr,
+        /// Allow a non-loopback `--host` (e.g. `0.0.0.0` inside a container).
+        #[arg(long)]
+        allow_remote: bool,
     },
 }
 

@@ -714,3 +714,18 @@ async fn a_sink_worker_serves_its_metrics_when_asked() {
     assert_eq!(worker.stop(), Some(0));
     stop_cleanly(&mut cap, db).await;
 }
+
+#[test]
+fn an_emulator_refuses_a_non_loopback_address_unless_allowed() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .args(["emulate", "hubspot", "--host", "0.0.0.0", "--port"])
+        .arg(free_port().to_string())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("refusing to listen on 0.0.0.0") && err.contains("--allow-remote"),
+        "{err}"
+    );
+}

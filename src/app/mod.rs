@@ -104,7 +104,12 @@ async fn command(command: Command) -> ExitCode {
         Command::Check { config } => check(&config).await,
         Command::Capture { config } => with_config(&config, run_capture).await,
         Command::Run { config } => with_config(&config, run_all).await,
-        Command::Emulate { kind, port, host } => emulate(kind, host, port).await,
+        Command::Emulate {
+            kind,
+            port,
+            host,
+            allow_remote,
+        } => emulate(kind, host, port, allow_remote).await,
         Command::Verify {
             config,
             name,
@@ -184,7 +189,12 @@ where
 /// `driftless emulate`: runs `driftless-emulate` (the emulators are a binary of their own,
 /// outside the product), found beside this executable or else on `PATH`; on Unix it replaces
 /// this process, so stopping it stops the emulator.
-async fn emulate(kind: crate::cli::EmulatorKind, host: std::net::IpAddr, port: u16) -> ExitCode {
+async fn emulate(
+    kind: crate::cli::EmulatorKind,
+    host: std::net::IpAddr,
+    port: u16,
+    allow_remote: bool,
+) -> ExitCode {
     use crate::cli::EmulatorKind;
     const PROGRAM: &str = "driftless-emulate";
     let beside = std::env::current_exe()
@@ -205,6 +215,9 @@ async fn emulate(kind: crate::cli::EmulatorKind, host: std::net::IpAddr, port: u
         "--host",
         &host.to_string(),
     ]);
+    if allow_remote {
+        command.arg("--allow-remote");
+    }
     let outcome = std::os::unix::process::CommandExt::exec(&mut command);
     if outcome.kind() == std::io::ErrorKind::NotFound {
         eprintln!(
