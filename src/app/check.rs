@@ -11,7 +11,6 @@ use std::time::Duration;
 use crate::capture::{CaptureError, prepare_source};
 use crate::checkpoint::CheckpointStore;
 use crate::config::ValidConfig;
-use crate::config::sinks::SinkKind;
 use crate::error::Classify;
 use crate::kafka;
 use crate::postgres::catalog;
@@ -114,17 +113,23 @@ async fn two_way_grants(
 }
 
 /// The sink ledger of one-way CRM sinks: the state database's user can create or write it.
-async fn ledger_grants(cfg: &ValidConfig) -> Result<Vec<Finding>, CaptureError> {
-    let ledgered = cfg
-        .sinks
-        .iter()
-        .any(|s| s.two_way.is_none() && !matches!(s.kind, SinkKind::Webhook { .. }));
-    if !ledgered {
+/// `source` is the connection to the source database, used when the ledgers live there.
+async fn ledger_grants(
+    cfg: &ValidConfig,
+    source: &tokio_postgres::Client,
+) -> Result<Vec<Finding>, CaptureError> {
+    if !cfg.sinks.iter().any(|s| s.keeps_ledger()) {
         return Ok(Vec::new());
     }
-    let url = cfg.state_url.read().map_err(CaptureError::Url)?;
-    let sql = connect_sql(&ConnectParams::from_url(&url)?).await?;
-    if ledger_store::has_grants(&sql)
+    let own;
+    let sql = if cfg.state_url == cfg.source_url {
+        source
+    } else {
+        let url = cfg.state_url.read().map_err(CaptureError::Url)?;
+        own = connect_sql(&ConnectParams::from_url(&url)?).await?;
+        &own
+    };
+    if ledger_store::has_grants(sql)
         .await
         .map_err(crate::postgres::error::PgError::Sql)?
     {
@@ -146,7 +151,7 @@ async fn postgres_checks(cfg: &ValidConfig) -> Result<Vec<Finding>, CaptureError
         out.push(finding("postgres", &e, e.hint()));
     }
     out.append(&mut two_way_grants(cfg, &sql).await?);
-    out.append(&mut ledger_grants(cfg).await?);
+    out.append(&mut ledger_grants(cfg, &sql).await?);
     let store = CheckpointStore::new(&cfg.state_dir, &cfg.slot);
     let checkpoint = store.load();
     let slot = catalog::slot_state(&sql, &cfg.slot).await?;

@@ -6,8 +6,8 @@
 //! whose mapping does not fit the destination's schema is refused with every problem listed
 //! (field paths included), before any record is read from Kafka.
 
-use crate::config::ValidConfig;
 use crate::config::sinks::{SinkKind, ValidSink};
+use crate::config::{SecretSource, ValidConfig};
 use crate::destinations::hubspot::HubspotSink;
 use crate::destinations::oauth::Credentials;
 use crate::destinations::webhook::WebhookSink;
@@ -128,14 +128,23 @@ pub(crate) async fn destination(
 /// The sink's ledger, in the `[state]` database (by default the source's); it connects on
 /// first use.
 fn ledger(cfg: &ValidConfig, sink: &ValidSink) -> Result<Ledger, WorkerError> {
-    let unusable = |e: String| {
-        SinkError::fatal(
-            format!("the sink ledger cannot use its database URL: {e}"),
-            "export the variable named by state.url_env (default: source.url_env), or fix the \
-             url_file",
-        )
-    };
-    let url = cfg.state_url.read().map_err(unusable)?;
-    let params = ConnectParams::from_url(&url).map_err(|e| unusable(e.to_string()))?;
+    let params = connect_params(
+        &cfg.state_url,
+        "the sink ledger",
+        "export the variable named by state.url_env (default: source.url_env), or fix the \
+         url_file",
+    )?;
     Ok(Ledger::new(params, &sink.name))
+}
+
+/// The connection parameters of a Postgres URL from the environment or a file; an unusable
+/// one stops `who` with `hint`.
+pub(super) fn connect_params(
+    url: &SecretSource,
+    who: &str,
+    hint: &str,
+) -> Result<ConnectParams, SinkError> {
+    let unusable = |e: String| SinkError::fatal(format!("{who} cannot use its URL: {e}"), hint);
+    let url = url.read().map_err(unusable)?;
+    ConnectParams::from_url(&url).map_err(|e| unusable(e.to_string()))
 }

@@ -12,7 +12,7 @@ use super::destination::{Destination, destination};
 use super::supervise::Supervisor;
 use super::two_way::{self, Lease};
 use crate::config::ValidConfig;
-use crate::config::sinks::{SinkKind, ValidSink};
+use crate::config::sinks::ValidSink;
 use crate::error::{Classify, ErrorClass, Refusal};
 use crate::kafka::{self, AckedProducer, GroupConsumer, KafkaFailure, ReplayFrom};
 use crate::sink::SinkError;
@@ -102,12 +102,11 @@ pub(super) fn find<'a>(
 const PLANNED_KEYS_PER_REQUEST: usize = 10;
 
 fn runner_config(cfg: &ValidConfig, sink: &ValidSink, topic: String) -> RunnerConfig {
-    let ledgered = sink.two_way.is_none() && !matches!(sink.kind, SinkKind::Webhook { .. });
     RunnerConfig {
         name: sink.name.clone(),
         topic,
         dead_letter_topic: dead_letter_topic(cfg, &sink.name),
-        batch_max_events: if ledgered {
+        batch_max_events: if sink.keeps_ledger() {
             sink.batch_max_events * PLANNED_KEYS_PER_REQUEST
         } else {
             sink.batch_max_events

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::destination::Destination;
+use super::destination::{Destination, connect_params};
 use super::sink::WorkerError;
 use super::supervise::Supervisor;
 use crate::config::ValidConfig;
@@ -22,7 +22,6 @@ use crate::destinations::hubspot::HubspotSink;
 use crate::destinations::hubspot::receiver::webhook_router;
 use crate::destinations::zoho::ZohoSink;
 use crate::destinations::zoho::receiver as zoho;
-use crate::postgres::connect::ConnectParams;
 use crate::sink::SinkError;
 use crate::sink::audit::AuditTrail;
 use crate::sync::engine::{self, Context, Crm, Receiver};
@@ -88,14 +87,11 @@ pub(crate) async fn prepare(
             ));
         }
     };
-    let unusable_url = |e: String| {
-        SinkError::fatal(
-            format!("two-way sync cannot use the source URL: {e}"),
-            "export the variable named by source.url_env (or fix source.url_file)",
-        )
-    };
-    let url = cfg.source_url.read().map_err(unusable_url)?;
-    let params = ConnectParams::from_url(&url).map_err(|e| unusable_url(e.to_string()))?;
+    let params = connect_params(
+        &cfg.source_url,
+        "two-way sync",
+        "export the variable named by source.url_env (or fix source.url_file)",
+    )?;
     let store = Store::open(&params, &sink.name, &settings.inbound_table)
         .await
         .map_err(|e| WorkerError::from(engine::store_failed(e)))?;

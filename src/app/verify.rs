@@ -9,11 +9,11 @@
 
 use std::process::ExitCode;
 
-use super::destination::{Destination, destination};
+use super::destination::{Destination, connect_params, destination};
 use super::sink::{WorkerError, find};
 use crate::capture::table;
 use crate::config::ValidConfig;
-use crate::postgres::connect::{ConnectParams, connect_sql};
+use crate::postgres::connect::connect_sql;
 use tokio::sync::watch;
 
 use crate::config::schedule::Schedule;
@@ -41,14 +41,11 @@ async fn compare(
         )));
     }
     let mut destination = destination(cfg, sink, index).await?;
-    let url = cfg.source_url.read().map_err(|e| {
-        SinkError::fatal(
-            format!("verify cannot use the source URL: {e}"),
-            "export the variable named by source.url_env",
-        )
-    })?;
-    let params = ConnectParams::from_url(&url)
-        .map_err(|e| SinkError::fatal(e.to_string(), "fix the source URL"))?;
+    let params = connect_params(
+        &cfg.source_url,
+        "verify",
+        "export the variable named by source.url_env (or fix source.url_file)",
+    )?;
     let client = connect_sql(&params)
         .await
         .map_err(|e| SinkError::transient(format!("verify cannot reach the source: {e}"), None))?;

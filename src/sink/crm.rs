@@ -253,59 +253,46 @@ impl<C: CrmWrites> Ledgered<C> {
         mut typed: Mapped<C::Value>,
         links: &HashMap<KeyDigest, Link>,
     ) -> Result<Outcome, SinkError> {
+        let position = |key: &KeyDigest| links.get(key).map(|l| l.position).unwrap_or_default();
+        // Per repair: the request, and the ledger row to write once the destination accepted it.
         let mut upserts = Vec::new();
         let mut deletes = Vec::new();
+        let mut rows: Vec<(usize, KeyDigest, Link)> = Vec::new();
         for (index, r) in report.repairs.iter().enumerate() {
             match r {
                 Repair::Upsert(row) => {
-                    if let Some((identity, properties)) = typed.remove(&row.key) {
-                        upserts.push(Upsert {
-                            index,
-                            identity,
-                            properties,
-                        });
-                    }
+                    let Some((identity, properties)) = typed.remove(&row.key) else {
+                        continue;
+                    };
+                    let key = key_digest(&row.key);
+                    let link = Link {
+                        record_id: None,
+                        identity: Some(identity_digest(&identity)),
+                        fields: properties
+                            .iter()
+                            .map(|(name, v)| (name.clone(), value_digest(v)))
+                            .collect(),
+                        position: position(&key),
+                        tombstone: false,
+                    };
+                    rows.push((index, key, link));
+                    upserts.push(Upsert {
+                        index,
+                        identity,
+                        properties,
+                    });
                 }
-                Repair::Delete { record, .. } => deletes.push((index, record.clone())),
+                Repair::Delete { record, key } => {
+                    let link = Link {
+                        position: position(key),
+                        tombstone: true,
+                        ..Link::default()
+                    };
+                    rows.push((index, *key, link));
+                    deletes.push((index, record.clone()));
+                }
             }
         }
-        let mut rows: Vec<(usize, KeyDigest, Link)> = upserts
-            .iter()
-            .map(|u| {
-                let key = match &report.repairs[u.index] {
-                    Repair::Upsert(row) => key_digest(&row.key),
-                    Repair::Delete { key, .. } => *key,
-                };
-                let link = Link {
-                    record_id: None,
-                    identity: Some(identity_digest(&u.identity)),
-                    fields: u
-                        .properties
-                        .iter()
-                        .map(|(name, v)| (name.clone(), value_digest(v)))
-                        .collect(),
-                    position: links.get(&key).map(|l| l.position).unwrap_or_default(),
-                    tombstone: false,
-                };
-                (u.index, key, link)
-            })
-            .collect();
-        rows.extend(
-            deletes
-                .iter()
-                .filter_map(|(index, _)| match &report.repairs[*index] {
-                    Repair::Delete { key, .. } => Some((
-                        *index,
-                        *key,
-                        Link {
-                            position: links.get(key).map(|l| l.position).unwrap_or_default(),
-                            tombstone: true,
-                            ..Link::default()
-                        },
-                    )),
-                    Repair::Upsert(_) => None,
-                }),
-        );
         let mut out = Outcome::default();
         if !upserts.is_empty() {
             self.crm.upsert(upserts, &mut out).await?;

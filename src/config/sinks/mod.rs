@@ -248,6 +248,14 @@ fn is_sink_name(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_".contains(&b))
 }
 
+impl ValidSink {
+    /// True for the sinks that keep a sink ledger: one-way HubSpot and Zoho sinks (webhooks keep
+    /// none; two-way sinks link records in their own).
+    pub(crate) fn keeps_ledger(&self) -> bool {
+        self.two_way.is_none() && !matches!(self.kind, SinkKind::Webhook { .. })
+    }
+}
+
 /// The keys of a `[[sinks]]` table.
 const SINK_KEYS: &str = "name, kind, table, object, module, id_property, token_env, oauth, \
                          base_url, url, secret_env, on_delete, batch_max_events, \

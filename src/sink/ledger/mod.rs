@@ -427,14 +427,15 @@ impl<V> Plan<V> {
             .map(|(i, id)| (*i, id.as_str()))
             .collect();
         let deleted: HashSet<usize> = self.deletes.iter().map(|(i, _)| *i).collect();
+        let unwritten: HashSet<usize> = self
+            .skipped
+            .iter()
+            .filter(|(_, s)| matches!(s, Skip::Stale | Skip::Nothing))
+            .map(|(i, _)| *i)
+            .collect();
         let mut rows = Vec::new();
         for (index, planned) in self.entries.iter().enumerate() {
-            let skip = self
-                .skipped
-                .iter()
-                .find(|(i, _)| *i == index)
-                .map(|(_, s)| *s);
-            if rejected.contains(&index) || matches!(skip, Some(Skip::Stale | Skip::Nothing)) {
+            if rejected.contains(&index) || unwritten.contains(&index) {
                 continue;
             }
             let before = planned.before.clone().unwrap_or_default();
