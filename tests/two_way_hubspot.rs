@@ -155,7 +155,8 @@ async fn lost_duplicated_and_reordered_webhooks_are_repaired_by_reconciliation()
     let t = TwoWay::start_with(
         Crm::Hubspot,
         Options {
-            inbound: r#"reconcile_every = "3s""#,
+            inbound: r#"reconcile_every = "3s"
+reconcile_lag = "3s""#,
             hooks: json!({"drop_every": 3, "duplicate_every": 2, "shuffle": true}),
             ..Options::default()
         },
@@ -187,7 +188,8 @@ async fn lost_duplicated_and_reordered_webhooks_are_repaired_by_reconciliation()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn heavy_random_two_sided_edits_converge_with_bounded_api_calls() {
-    let t = TwoWay::start(Crm::Hubspot, r#"reconcile_every = "5s""#).await;
+    let t = TwoWay::start(Crm::Hubspot, r#"reconcile_every = "5s"
+reconcile_lag = "3s""#).await;
     const KEYS: i64 = 40;
     t.insert_samples(KEYS).await;
     t.wait_in_sync("initial rows").await;

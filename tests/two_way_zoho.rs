@@ -76,7 +76,7 @@ async fn lost_notifications_are_repaired_by_reconciliation() {
     let lost = free_port();
     let t = TwoWay::start(
         Crm::Zoho,
-        &format!("reconcile_every = \"1s\"\npublic_url = \"http://127.0.0.1:{lost}/hooks/zoho\""),
+        &format!("reconcile_every = \"1s\"\nreconcile_lag = \"3s\"\npublic_url = \"http://127.0.0.1:{lost}/hooks/zoho\""),
     )
     .await;
     assert_eq!(
@@ -131,7 +131,8 @@ async fn concurrent_edits_converge_to_each_fields_owner() {
     let mut t = TwoWay::start_with(
         Crm::Zoho,
         Options {
-            inbound: r#"reconcile_every = "3s""#,
+            inbound: r#"reconcile_every = "3s"
+reconcile_lag = "3s""#,
             ownership: r#"email = "postgres"
 last_name = "zoho""#,
             ..Options::default()

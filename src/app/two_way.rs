@@ -25,6 +25,7 @@ use crate::destinations::zoho::receiver as zoho;
 use crate::sink::SinkError;
 use crate::sink::audit::AuditTrail;
 use crate::sync::engine::{self, Context, Crm, Receiver};
+use crate::sync::inbox::Inbox;
 use crate::sync::outbound::TwoWaySink;
 use crate::sync::store::{Store, origin_name};
 use crate::sync::{inbound, reconcile};
@@ -121,6 +122,9 @@ pub(crate) async fn prepare(
             }
         }
     }
+    let inbox = Inbox::open(&params, &sink.name)
+        .await
+        .map_err(|e| WorkerError::from(engine::store_failed(e)))?;
     let audit = AuditTrail::open(&cfg.audit, &cfg.brokers, &cfg.librdkafka)?;
     let context = Arc::new(Context {
         sink: sink.name.clone(),
@@ -129,6 +133,7 @@ pub(crate) async fn prepare(
         schema,
         two_way: settings.clone(),
         store: tokio::sync::Mutex::new(store),
+        inbox,
         audit,
         counters: engine::Counters::default(),
     });
@@ -155,7 +160,6 @@ pub(crate) async fn start(
     crm: InboundCrm,
     tasks: &mut Supervisor<WorkerError>,
 ) -> Result<(), WorkerError> {
-    let (queue_tx, queue_rx) = engine::queue();
     match crm {
         InboundCrm::Hubspot(hubspot) => {
             let secret = ctx
@@ -167,10 +171,10 @@ pub(crate) async fn start(
                 .map_err(|e| {
                     WorkerError::Refused(format!("sinks.inbound.client_secret_env: {e}"))
                 })?;
-            let receiver = Receiver::new(ctx.clone(), secret, hubspot.object(), queue_tx.clone());
+            let receiver = Receiver::new(ctx.clone(), secret, hubspot.object());
             let router = webhook_router(receiver);
             serve_receiver(&ctx, router, tasks).await?;
-            start_loops(ctx, hubspot, queue_tx, queue_rx, tasks);
+            start_loops(ctx, hubspot, tasks);
         }
         InboundCrm::Zoho(zoho_sink) => {
             let notify_url = ctx.two_way.public_url.clone().ok_or_else(|| {
@@ -178,7 +182,7 @@ pub(crate) async fn start(
             })?;
             let channel = zoho::Channel::new(&ctx.sink, zoho_sink.module(), &notify_url);
             let token = channel.token.clone();
-            let receiver = Receiver::new(ctx.clone(), token, zoho_sink.module(), queue_tx.clone());
+            let receiver = Receiver::new(ctx.clone(), token, zoho_sink.module());
             let router = zoho::notification_router(receiver);
             // The receiver listens before the channel exists, so no notification is refused.
             serve_receiver(&ctx, router, tasks).await?;
@@ -206,31 +210,19 @@ pub(crate) async fn start(
                 keeper.await;
                 Ok(())
             });
-            start_loops(ctx, zoho_sink, queue_tx, queue_rx, tasks);
+            start_loops(ctx, zoho_sink, tasks);
         }
     }
     Ok(())
 }
 
 /// Spawns the reconciliation (if configured) and the inbound worker under `tasks`.
-fn start_loops<C: Crm + 'static>(
-    ctx: Arc<Context>,
-    crm: C,
-    queue_tx: tokio::sync::mpsc::Sender<engine::Inbound>,
-    queue_rx: tokio::sync::mpsc::Receiver<engine::Inbound>,
-    tasks: &mut Supervisor<WorkerError>,
-) {
+fn start_loops<C: Crm + 'static>(ctx: Arc<Context>, crm: C, tasks: &mut Supervisor<WorkerError>) {
     if let Some(every) = ctx.two_way.reconcile_every {
-        let reconcile = reconcile::run(
-            ctx.clone(),
-            crm.sibling(),
-            queue_tx,
-            every,
-            tasks.stop_signal(),
-        );
+        let reconcile = reconcile::run(ctx.clone(), crm.sibling(), every, tasks.stop_signal());
         tasks.spawn("reconcile".into(), async move { Ok(reconcile.await?) });
     }
-    let inbound = inbound::inbound_worker(ctx, crm, queue_rx, tasks.stop_signal());
+    let inbound = inbound::inbound_worker(ctx, crm, tasks.stop_signal());
     tasks.spawn("inbound".into(), async move { Ok(inbound.await?) });
 }
 

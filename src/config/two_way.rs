@@ -28,6 +28,9 @@ pub(crate) struct InboundConfig {
     pub(crate) webhook_path: Option<String>,
     /// Reconciliation interval, e.g. `10m` (`off` disables it).
     pub(crate) reconcile_every: Option<String>,
+    /// How far behind now reconciliation reads (default `5m`): changes younger than this are
+    /// left for the next pass, so a lagging search index never hides one.
+    pub(crate) reconcile_lag: Option<String>,
     /// Environment variable holding the app's client secret (webhook signatures).
     pub(crate) client_secret_env: Option<String>,
     /// Accept the older v1/v2 signatures too (default false: v3 only).
@@ -96,6 +99,8 @@ pub struct TwoWay {
     pub(crate) webhook_path: String,
     /// Reconciliation interval (None: off).
     pub(crate) reconcile_every: Option<std::time::Duration>,
+    /// How far behind now a reconciliation window ends.
+    pub(crate) reconcile_lag: std::time::Duration,
     /// The app's client secret (HubSpot signature verification; None for Zoho, whose
     /// notifications carry a token driftless generates).
     pub(crate) client_secret: Option<SecretSource>,
@@ -138,7 +143,7 @@ fn parse_interval(text: &str) -> Option<std::time::Duration> {
 }
 
 /// The keys of `[sinks.inbound]`.
-const INBOUND_KEYS: &str = "listen, webhook_path, reconcile_every, client_secret_env, \
+const INBOUND_KEYS: &str = "listen, webhook_path, reconcile_every, reconcile_lag, client_secret_env, \
                             accept_legacy_signatures, public_url, on_crm_create, on_crm_delete";
 
 /// Validates the two-way settings of the sink at `at` (None for `direction = "out"`).
@@ -187,6 +192,7 @@ pub(super) fn validate(
         );
     }
     let reconcile_every = inbound.reconcile_every(at, p);
+    let reconcile_lag = inbound.reconcile_lag(at, p);
     let client_secret = inbound.client_secret(at, zoho, p);
     if zoho && inbound.accept_legacy_signatures.is_some() {
         p.add(
@@ -209,6 +215,7 @@ pub(super) fn validate(
         listen: listen?,
         webhook_path,
         reconcile_every,
+        reconcile_lag: reconcile_lag?,
         client_secret: client_secret?,
         public_url: public_url?,
         accept_legacy_signatures: inbound.accept_legacy_signatures.unwrap_or(false),
@@ -269,6 +276,19 @@ impl InboundConfig {
             p.add(
                 at.at("inbound.reconcile_every"),
                 format!("{text:?} is not an interval like 30s, 10m, 1h (or \"off\")"),
+            );
+        }
+        d
+    }
+
+    /// `reconcile_lag`: an interval (default 5 minutes).
+    fn reconcile_lag(&self, at: &FieldPath, p: &mut Problems) -> Option<std::time::Duration> {
+        let text = self.reconcile_lag.as_deref().unwrap_or("5m");
+        let d = parse_interval(text);
+        if d.is_none() {
+            p.add(
+                at.at("inbound.reconcile_lag"),
+                format!("{text:?} is not an interval like 30s, 5m, 1h"),
             );
         }
         d

@@ -1,6 +1,6 @@
 //! The vocabulary two-way sync shares between its loops: the [`Crm`] a destination implements,
-//! the [`Context`] the outbound and inbound halves share, the bounded queue between the
-//! receivers / reconciliation and the inbound worker, the state of a CRM's webhook route
+//! the [`Context`] the outbound and inbound halves share (with the durable [`Inbox`] between
+//! the receivers / reconciliation and the inbound worker), the state of a CRM's webhook route
 //! ([`Receiver`]) and a reconciliation listing in progress ([`Listing`]).
 //!
 //! The loops themselves: [`super::outbound`] (Postgres → CRM, filtered by the plan),
@@ -13,8 +13,11 @@
 //! - inbound: the worker reads the changed records and applies their plans in one origin-tagged
 //!   transaction with the ledger rows; records created in the CRM get a row and are linked to
 //!   it (their id property is set), so no duplicate appears on either side;
-//! - reconciliation asks the CRM for records modified since a durable cursor and feeds them to
-//!   the same worker, so lost or reordered notifications are repaired;
+//! - reconciliation asks the CRM for records modified in a window that starts at a durable
+//!   cursor and ends `reconcile_lag` before now, commits their ids to the inbox, and only then
+//!   moves the cursor to the window's end, so lost or reordered notifications are repaired and
+//!   a kill at any point loses nothing; the receivers answer 2xx only once a delivery's ids are
+//!   in the inbox;
 //! - an outbound batch and an inbound application never interleave (the store lock is held from
 //!   the reads to the ledger save), so neither side decides on a state the other is changing;
 //!   this holds within one process: run one worker per two-way sink;
@@ -34,7 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::Utc;
 use serde::Serialize;
-use tokio::sync::{Mutex, mpsc, watch};
+use tokio::sync::{Mutex, watch};
 
 use crate::config::fields::FieldRule;
 use crate::config::two_way::TwoWay;
@@ -42,13 +45,12 @@ use crate::sink::SinkError;
 use crate::sink::audit::{AuditTrail, key_hash};
 use crate::sink::crm::CrmWrites;
 use crate::sink::mapping::Property;
+use crate::sync::inbox::Inbox;
 use crate::sync::plan::{Conflict, CrmRecord, Mapping};
 use crate::sync::store::{CursorKind, InboundChange, LedgerRow, Store, StoreError};
 
 /// Records the inbound worker handles at once.
 pub(crate) const INBOUND_BATCH: usize = 50;
-/// Items the receivers may queue before they answer 503.
-const QUEUE_CAPACITY: usize = 1_000;
 /// Notification ids remembered for de-duplication.
 const SEEN_EVENTS: usize = 100_000;
 
@@ -78,15 +80,16 @@ pub(crate) trait Crm: CrmWrites + Sized {
         links: &[(String, String)],
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
-    /// Queues the ids of the records modified at or after `listing.since_ms` through
-    /// [`Listing::queue`], and moves `listing.newest_ms` to the newest modification time seen
-    /// (the next cursor). Stops early once [`Listing::stopped`].
+    /// Queues, through [`Listing::queue`], the ids of the records last modified in the
+    /// listing's window `[from_ms, until_ms)`, paging by keyset on the record id (a page never
+    /// depends on an offset into a result set that changes while paging). Stops early once
+    /// [`Listing::stopped`].
     fn list_modified(
         &mut self,
         listing: &mut Listing<'_>,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
-    /// Like [`Crm::list_modified`], for the records deleted at or after `listing.since_ms`.
+    /// Like [`Crm::list_modified`], for the records deleted in the window.
     fn list_deleted(
         &mut self,
         listing: &mut Listing<'_>,
@@ -96,19 +99,20 @@ pub(crate) trait Crm: CrmWrites + Sized {
     fn sibling(&self) -> Self;
 }
 
-/// One reconciliation listing in progress: where it started, the newest time seen so far, and
-/// what it queued for the inbound worker.
+/// One reconciliation listing in progress: its window and what it queued (durably) for the
+/// inbound worker.
 pub(crate) struct Listing<'a> {
     /// The two-way sink.
     pub(crate) ctx: &'a Context,
     /// Modified or deleted records.
     pub(crate) kind: CursorKind,
-    /// The cursor the listing starts from (epoch milliseconds).
-    pub(crate) since_ms: i64,
-    /// The newest modification (or deletion) time seen; at least `since_ms`.
-    pub(crate) newest_ms: i64,
+    /// Start of the window (epoch milliseconds, inclusive): the saved cursor.
+    pub(crate) from_ms: i64,
+    /// End of the window (epoch milliseconds, exclusive): `reconcile_lag` before the pass
+    /// began, so a change younger than that (which a lagging search index may not show yet)
+    /// is left for the next pass.
+    pub(crate) until_ms: i64,
     queued: usize,
-    queue: &'a mpsc::Sender<Inbound>,
     shutdown: &'a watch::Receiver<bool>,
 }
 
@@ -116,38 +120,36 @@ impl<'a> Listing<'a> {
     pub(crate) fn new(
         ctx: &'a Context,
         kind: CursorKind,
-        since_ms: i64,
-        queue: &'a mpsc::Sender<Inbound>,
+        (from_ms, until_ms): (i64, i64),
         shutdown: &'a watch::Receiver<bool>,
     ) -> Self {
         Listing {
             ctx,
             kind,
-            since_ms,
-            newest_ms: since_ms,
+            from_ms,
+            until_ms,
             queued: 0,
-            queue,
             shutdown,
         }
     }
 
-    /// True once shutdown was asked for: the listing stops where it is.
+    /// True once shutdown was asked for: the listing stops where it is (and its cursor stays).
     pub(crate) fn stopped(&self) -> bool {
         *self.shutdown.borrow()
     }
 
-    /// Queues the ids found ([`Inbound::Changed`] or [`Inbound::Deleted`] after `kind`); false
-    /// when the inbound worker is gone and the listing must stop.
-    pub(crate) async fn queue(&mut self, ids: Vec<String>) -> bool {
+    /// Commits the ids found to the inbox ([`Inbound::Changed`] or [`Inbound::Deleted`] after
+    /// `kind`).
+    pub(crate) async fn queue(&mut self, ids: Vec<String>) -> Result<(), SinkError> {
         if ids.is_empty() {
-            return true;
+            return Ok(());
         }
         self.queued += ids.len();
         let item = match self.kind {
             CursorKind::Modified => Inbound::Changed(ids),
             CursorKind::Deleted => Inbound::Deleted(ids),
         };
-        self.queue.send(item).await.is_ok()
+        self.ctx.inbox.add(&[item]).await.map_err(store_failed)
     }
 
     /// How many ids were queued.
@@ -189,6 +191,8 @@ pub(crate) struct Context {
     pub(crate) two_way: TwoWay,
     /// Durable state and origin-tagged writes.
     pub(crate) store: Mutex<Store>,
+    /// CRM ids waiting for the inbound worker (durable).
+    pub(crate) inbox: Inbox,
     /// Conflicts go to the audit trail.
     pub(crate) audit: AuditTrail,
     /// Counters.
@@ -375,18 +379,14 @@ impl Seen {
     }
 }
 
-/// An item of the queue between the receiver/reconciler and the inbound worker: CRM ids.
+/// CRM ids for the inbound worker, as the receivers and reconciliation hand them to the
+/// [`Inbox`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Inbound {
     /// Records created, changed or restored in the CRM.
     Changed(Vec<String>),
     /// Records deleted in the CRM.
     Deleted(Vec<String>),
-}
-
-/// The queue between the receiver/reconciler and the inbound worker.
-pub(crate) fn queue() -> (mpsc::Sender<Inbound>, mpsc::Receiver<Inbound>) {
-    mpsc::channel(QUEUE_CAPACITY)
 }
 
 /// The state of a CRM's webhook (notification) route, shared by its handler.
@@ -397,23 +397,16 @@ pub(crate) struct Receiver {
     pub(crate) secret: String,
     /// The object (module) as the CRM names it in deliveries.
     pub(crate) object: String,
-    queue: mpsc::Sender<Inbound>,
     /// Delivery (or event) ids seen recently.
     pub(crate) seen: std::sync::Mutex<Seen>,
 }
 
 impl Receiver {
-    pub(crate) fn new(
-        ctx: Arc<Context>,
-        secret: String,
-        object: &str,
-        queue: mpsc::Sender<Inbound>,
-    ) -> Self {
+    pub(crate) fn new(ctx: Arc<Context>, secret: String, object: &str) -> Self {
         Receiver {
             ctx,
             secret,
             object: object.to_string(),
-            queue,
             seen: std::sync::Mutex::new(Seen::default()),
         }
     }
@@ -430,36 +423,24 @@ impl Receiver {
             .with_state(Arc::new(self))
     }
 
-    /// What the receiver answers for a delivery: queues all of `items` or none. When the
-    /// queue is full it answers 503 and forgets the delivery's `fresh` ids, so the CRM's
-    /// retry is not dropped as a duplicate (reconciliation repairs what is still missed).
-    pub(crate) fn deliver(&self, fresh: &[i64], items: Vec<Inbound>) -> axum::http::StatusCode {
-        if offer(&self.queue, items) {
-            axum::http::StatusCode::NO_CONTENT
-        } else {
-            self.seen.lock().expect("not poisoned").forget(fresh);
-            axum::http::StatusCode::SERVICE_UNAVAILABLE
-        }
-    }
-}
-
-/// Queues all of `items` or none (false: the queue is full).
-fn offer(queue: &mpsc::Sender<Inbound>, items: Vec<Inbound>) -> bool {
-    let items: Vec<Inbound> = items
-        .into_iter()
-        .filter(|i| !matches!(i, Inbound::Changed(ids) | Inbound::Deleted(ids) if ids.is_empty()))
-        .collect();
-    if items.is_empty() {
-        return true;
-    }
-    match queue.try_reserve_many(items.len()) {
-        Ok(permits) => {
-            for (permit, item) in permits.zip(items) {
-                permit.send(item);
+    /// What the receiver answers for a delivery: 204 once all of `items` are committed to the
+    /// inbox. When Postgres cannot take them it answers 503 and forgets the delivery's `fresh`
+    /// ids, so the CRM's retry is not dropped as a duplicate (reconciliation repairs what is
+    /// still missed).
+    pub(crate) async fn deliver(
+        &self,
+        fresh: &[i64],
+        items: Vec<Inbound>,
+    ) -> axum::http::StatusCode {
+        match self.ctx.inbox.add(&items).await {
+            Ok(()) => axum::http::StatusCode::NO_CONTENT,
+            Err(e) => {
+                tracing::warn!(sink = %self.ctx.sink, error = %e,
+                    "cannot queue a notification in Postgres; answering 503");
+                self.seen.lock().expect("not poisoned").forget(fresh);
+                axum::http::StatusCode::SERVICE_UNAVAILABLE
             }
-            true
         }
-        Err(_) => false,
     }
 }
 
@@ -482,23 +463,5 @@ mod tests {
         assert!(!seen.insert(-5));
         seen.forget(&[-5]);
         assert!(seen.insert(-5));
-    }
-
-    #[tokio::test]
-    async fn offers_queue_all_items_or_none() {
-        let (tx, mut rx) = mpsc::channel(2);
-        assert!(offer(
-            &tx,
-            vec![Inbound::Changed(vec!["1".into()]), Inbound::Deleted(vec![])]
-        ));
-        assert!(!offer(
-            &tx,
-            vec![
-                Inbound::Changed(vec!["2".into()]),
-                Inbound::Deleted(vec!["3".into()])
-            ]
-        ));
-        assert_eq!(rx.try_recv().unwrap(), Inbound::Changed(vec!["1".into()]));
-        assert!(rx.try_recv().is_err(), "nothing of the refused offer");
     }
 }

@@ -1,14 +1,14 @@
 //! The inbound half of two-way sync: queued CRM ids → Postgres, in origin-tagged transactions.
 //!
-//! Owns the inbound worker and its pending set. Invariants: ids leave the pending set only once
-//! their changes (or deletions) were applied; transient failures keep them and retry with
-//! backoff; deletions are applied before changes; a fatal error ends the worker (and with it
-//! the two-way sink).
+//! Owns the inbound worker. Invariants: ids leave the durable inbox only once their changes (or
+//! deletions) were applied; transient failures keep them and retry with backoff; deletions are
+//! applied before changes; a fatal error ends the worker (and with it the two-way sink).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::config::two_way::{OnCrmCreate, OnCrmDelete};
 use crate::error::Backoff;
@@ -19,100 +19,70 @@ use crate::sync::store::{InboundChange, LedgerRow};
 
 use crate::sync::engine::*;
 
-/// Ids waiting for the inbound worker: deletions are handled before changes.
-#[derive(Default)]
-struct Pending {
-    changed: BTreeSet<String>,
-    deleted: BTreeSet<String>,
-}
+/// How long the idle inbound worker waits before it looks at the inbox again without a
+/// wake-up (ids another process committed, e.g. a worker that stopped before applying them).
+const IDLE_POLL: Duration = Duration::from_secs(30);
 
-impl Pending {
-    fn add(&mut self, item: Inbound) {
-        match item {
-            Inbound::Changed(ids) => self.changed.extend(ids),
-            Inbound::Deleted(ids) => self.deleted.extend(ids),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.changed.len() + self.deleted.len()
-    }
-
-    /// The next group: (deletions?, up to [`INBOUND_BATCH`] ids).
-    fn next(&self) -> (bool, Vec<String>) {
-        let deleting = !self.deleted.is_empty();
-        let set = if deleting {
-            &self.deleted
-        } else {
-            &self.changed
-        };
-        (deleting, set.iter().take(INBOUND_BATCH).cloned().collect())
-    }
-
-    fn done(&mut self, deleting: bool, ids: &[String]) {
-        let set = if deleting {
-            &mut self.deleted
-        } else {
-            &mut self.changed
-        };
-        for id in ids {
-            set.remove(id);
-        }
-    }
-}
-
-/// Applies CRM changes and deletions to Postgres until shutdown: drains the queue in groups
-/// of up to [`INBOUND_BATCH`] ids (deletions first), retrying transient failures with backoff
-/// (the ids are kept).
+/// Applies CRM changes and deletions to Postgres until shutdown: takes groups of up to
+/// [`INBOUND_BATCH`] ids from the inbox (deletions first), retrying transient failures with
+/// backoff; a group leaves the inbox only once applied.
 pub(crate) async fn inbound_worker<C: Crm>(
     ctx: Arc<Context>,
     mut crm: C,
-    mut queue: mpsc::Receiver<Inbound>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), SinkError> {
-    let mut pending = Pending::default();
+    let mut backoff = Backoff::new();
     loop {
-        if pending.len() == 0 {
-            tokio::select! {
-                _ = shutdown.changed() => return Ok(()),
-                item = queue.recv() => match item {
-                    Some(item) => pending.add(item),
-                    None => return Ok(()),
-                },
+        let taken = match ctx.inbox.next(INBOUND_BATCH as i64).await {
+            Ok(Some(taken)) => {
+                let applied = if taken.deleted {
+                    apply_deletions(&ctx, &mut crm, &taken.ids).await
+                } else {
+                    apply_inbound(&ctx, &mut crm, &taken.ids).await
+                };
+                applied.map(|()| Some(taken))
             }
-        }
-        while pending.len() < INBOUND_BATCH {
-            match queue.try_recv() {
-                Ok(item) => pending.add(item),
-                Err(_) => break,
-            }
-        }
-        let (deleting, ids) = pending.next();
-        let mut backoff = Backoff::new();
-        loop {
-            let applied = if deleting {
-                apply_deletions(&ctx, &mut crm, &ids).await
-            } else {
-                apply_inbound(&ctx, &mut crm, &ids).await
-            };
-            match applied {
-                Ok(()) => break,
-                Err(SinkError::Transient {
-                    message,
-                    retry_after,
-                }) => {
-                    let wait = retry_after.unwrap_or_else(|| backoff.next_wait());
-                    tracing::warn!(sink = %ctx.sink, error = %message,
-                        retry_in_ms = wait.as_millis() as u64, "inbound sync failed; retrying");
-                    tokio::select! {
-                        _ = shutdown.changed() => return Ok(()),
-                        _ = tokio::time::sleep(wait) => {}
-                    }
+            Ok(None) => Ok(None),
+            Err(e) => Err(store_failed(e)),
+        };
+        let wait = match taken {
+            Ok(Some(taken)) => match ctx.inbox.done(&taken).await {
+                Ok(()) => {
+                    backoff = Backoff::new();
+                    continue;
                 }
-                Err(fatal) => return Err(fatal),
+                Err(e) => retry_wait(&ctx, &mut backoff, store_failed(e))?,
+            },
+            Ok(None) => {
+                tokio::select! {
+                    _ = shutdown.changed() => return Ok(()),
+                    _ = ctx.inbox.woken() => {}
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                }
+                continue;
             }
+            Err(e) => retry_wait(&ctx, &mut backoff, e)?,
+        };
+        tokio::select! {
+            _ = shutdown.changed() => return Ok(()),
+            _ = tokio::time::sleep(wait) => {}
         }
-        pending.done(deleting, &ids);
+    }
+}
+
+/// The wait before retrying after a transient failure (logged); a fatal one is returned.
+fn retry_wait(ctx: &Context, backoff: &mut Backoff, e: SinkError) -> Result<Duration, SinkError> {
+    match e {
+        SinkError::Transient {
+            message,
+            retry_after,
+        } => {
+            let wait = retry_after.unwrap_or_else(|| backoff.next_wait());
+            tracing::warn!(sink = %ctx.sink, error = %message,
+                retry_in_ms = wait.as_millis() as u64, "inbound sync failed; retrying");
+            Ok(wait)
+        }
+        fatal => Err(fatal),
     }
 }
 
@@ -266,7 +236,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deletions_skip_restored_records_and_come_first() {
+    fn deletions_skip_restored_records() {
         let ledger = |key: &str, crm_id: &str| {
             (
                 crm_id.to_string(),
@@ -285,18 +255,6 @@ mod tests {
                 InboundChange::Delete { key: "1".into() },
                 InboundChange::Delete { key: "2".into() }
             ]
-        );
-        let mut pending = Pending::default();
-        pending.add(Inbound::Changed(vec!["1".into(), "2".into()]));
-        pending.add(Inbound::Deleted(vec!["3".into()]));
-        assert_eq!(pending.len(), 3);
-        let (deleting, ids) = pending.next();
-        assert!(deleting);
-        assert_eq!(ids, ["3"]);
-        pending.done(deleting, &ids);
-        assert_eq!(
-            pending.next(),
-            (false, vec!["1".to_string(), "2".to_string()])
         );
     }
 }

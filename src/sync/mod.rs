@@ -3,8 +3,8 @@
 //!
 //! Pure cores: [`resolve`] is the per-field rule (ledger, ownership, timestamps); [`plan`]
 //! turns a Postgres row, a CRM record and the ledger into a per-record plan. Shared vocabulary:
-//! [`engine`] (the `Crm` trait, the context both halves share, the inbound queue, the
-//! receivers' state). Loops:
+//! [`engine`] (the `Crm` trait, the context both halves share, the receivers' state);
+//! [`inbox`] (the durable queue of CRM ids for the inbound worker). Loops:
 //! [`outbound`] (Postgres → CRM), [`inbound`] (CRM → Postgres), [`reconcile`] (re-reads the
 //! CRM from durable cursors). I/O shell: [`store`] keeps the durable state in Postgres (ledger
 //! and identity links, reconciliation cursors) and writes inbound changes in transactions
@@ -13,6 +13,7 @@
 
 pub(crate) mod engine;
 pub(crate) mod inbound;
+pub(crate) mod inbox;
 pub(crate) mod outbound;
 pub(crate) mod plan;
 pub(crate) mod reconcile;

@@ -287,6 +287,7 @@ mod tests {
             listen: "127.0.0.1:0".parse().unwrap(),
             webhook_path: "/hooks".into(),
             reconcile_every: None,
+            reconcile_lag: std::time::Duration::from_secs(300),
             client_secret: Some(SecretSource::Env("S".into())),
             public_url: None,
             accept_legacy_signatures: false,

@@ -1,14 +1,20 @@
 //! Reconciliation: the safety net for lost or reordered notifications.
 //!
 //! Owns the loop that asks the CRM for records modified (and, with `on_crm_delete =
-//! "delete"`, deleted) since durable cursors and queues them for the inbound worker.
-//! Invariants: a transient failure waits for the next pass; a fatal one (401, 403, a table
-//! unfit for two-way sync) ends the loop with the error, which stops the sink's worker.
+//! "delete"`, deleted) in a window and commits their ids to the inbox for the inbound worker.
+//! Invariants:
+//! - a window starts at the durable cursor and ends `reconcile_lag` before the pass began, so
+//!   a change a lagging search index does not show yet is younger than the window's end and
+//!   falls into a later window; windows follow each other without gap or overlap;
+//! - the cursor moves to the window's end only after every id of the window is committed to
+//!   the inbox, so a kill (or a failed page) re-reads the whole window next time, never less;
+//! - a transient failure waits for the next pass; a fatal one (401, 403, a table unfit for
+//!   two-way sync) ends the loop with the error, which stops the sink's worker.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::config::two_way::OnCrmDelete;
 use crate::sink::SinkError;
@@ -16,12 +22,11 @@ use crate::sync::store::CursorKind;
 
 use crate::sync::engine::*;
 
-/// Searches for records modified (and, with `on_crm_delete = "delete"`, deleted) since the
-/// cursors every `every` and queues them for the inbound worker.
+/// Every `every`, lists the records modified (and, with `on_crm_delete = "delete"`, deleted)
+/// since the cursors into the inbox.
 pub(crate) async fn run<C: Crm>(
     ctx: Arc<Context>,
     mut crm: C,
-    queue: mpsc::Sender<Inbound>,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), SinkError> {
@@ -30,7 +35,7 @@ pub(crate) async fn run<C: Crm>(
             _ = shutdown.changed() => return Ok(()),
             _ = tokio::time::sleep(every) => {}
         }
-        match reconcile_once(&ctx, &mut crm, &queue, &shutdown).await {
+        match reconcile_once(&ctx, &mut crm, &shutdown).await {
             Ok(n) => tracing::info!(sink = %ctx.sink, records = n, "reconciliation pass done"),
             Err(e @ SinkError::Fatal { .. }) => return Err(e),
             Err(e) => tracing::warn!(sink = %ctx.sink, error = %e,
@@ -39,20 +44,21 @@ pub(crate) async fn run<C: Crm>(
     }
 }
 
-/// One reconciliation pass from the durable cursors; returns the number of records queued.
+/// One reconciliation pass from the durable cursors; returns the number of ids queued.
 async fn reconcile_once<C: Crm>(
     ctx: &Context,
     crm: &mut C,
-    queue: &mpsc::Sender<Inbound>,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<usize, SinkError> {
     let mut kinds = vec![CursorKind::Modified];
     if ctx.two_way.on_crm_delete == OnCrmDelete::Delete {
         kinds.push(CursorKind::Deleted);
     }
+    let lag_ms = i64::try_from(ctx.two_way.reconcile_lag.as_millis()).unwrap_or(i64::MAX);
+    let until_ms = chrono::Utc::now().timestamp_millis().saturating_sub(lag_ms);
     let mut queued = 0;
     for kind in kinds {
-        let (since_ms, _) = ctx
+        let (from_ms, _) = ctx
             .store
             .lock()
             .await
@@ -60,20 +66,23 @@ async fn reconcile_once<C: Crm>(
             .await
             .map_err(store_failed)?
             .unwrap_or((0, String::new()));
-        let mut listing = Listing::new(ctx, kind, since_ms, queue, shutdown);
+        if from_ms >= until_ms {
+            continue;
+        }
+        let mut listing = Listing::new(ctx, kind, (from_ms, until_ms), shutdown);
         match kind {
             CursorKind::Modified => crm.list_modified(&mut listing).await?,
             CursorKind::Deleted => crm.list_deleted(&mut listing).await?,
         }
-        let newest_ms = listing.newest_ms;
         queued += listing.queued();
         if *shutdown.borrow() {
+            // The window may be incomplete: keep the cursor.
             return Ok(queued);
         }
         ctx.store
             .lock()
             .await
-            .save_cursor(kind, newest_ms, "")
+            .save_cursor(kind, until_ms, "")
             .await
             .map_err(store_failed)?;
     }

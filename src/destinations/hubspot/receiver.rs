@@ -122,5 +122,5 @@ async fn receive(
         Inbound::Changed(ids.into_iter().collect()),
         Inbound::Deleted(deleted.into_iter().collect()),
     ];
-    r.deliver(&fresh, items)
+    r.deliver(&fresh, items).await
 }

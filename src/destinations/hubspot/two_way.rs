@@ -5,15 +5,16 @@
 //! - reads use `batch/read` (≤ 50 records with property history), by `id_property` outbound and
 //!   by HubSpot id inbound; a property's change time is the newest entry of its history;
 //! - webhooks are accepted only with a valid signature (v3; v1/v2 only if configured), answered
-//!   at once (204) after the object ids are queued (503 when the queue is full, so HubSpot
-//!   retries), and de-duplicated on `eventId`; refusals are counted and logged without bodies;
-//! - reconciliation searches on the last-modified date (ascending, keyset on the newest time
-//!   seen, restarting the search before the 10,000-result cap) at most 4 searches per second;
+//!   (204) once the object ids are committed to the durable inbox (503 when Postgres cannot
+//!   take them, so HubSpot retries), and de-duplicated on `eventId`; refusals are counted and logged without bodies;
+//! - reconciliation searches the records last modified in the listing's window, ascending by
+//!   HubSpot id with a keyset on it (every page a new search from offset 0: no 10,000-result
+//!   cap, no page shifted by records changing while paging), at most 4 searches per second;
 //! - deletions: `*.deletion` webhooks queue [`Inbound::Deleted`](crate::sync::engine::Inbound::Deleted) (only with
 //!   `on_crm_delete = "delete"`); reconciliation lists archived records
 //!   (`GET /crm/v3/objects/{object}?archived=true`, 100 per page, one call per 100 records
 //!   HubSpot still keeps archived, i.e. archived in the last 90 days) and queues those
-//!   archived at or after the deletion cursor (`archivedAt`). The search API cannot find
+//!   archived in the deletion listing's window (`archivedAt`). The search API cannot find
 //!   archived records, and batch/read of every linked id would cost one call per 100 rows.
 
 use std::time::Duration;
@@ -126,65 +127,37 @@ impl Crm for HubspotSink {
         Ok(())
     }
 
-    /// Searches records modified at or after the listing's cursor and queues their ids.
+    /// Searches the records modified in the listing's window, by ascending HubSpot id with a
+    /// keyset (`hs_object_id` greater than the last id seen), and queues their ids. Each page
+    /// is a new search from offset 0, so neither the 10,000-result cap nor records changing
+    /// while paging can skip one.
     async fn list_modified(&mut self, l: &mut Listing<'_>) -> Result<(), SinkError> {
-        let mut since_ms = l.since_ms;
-        let modified = if self.object() == "contacts" {
-            "lastmodifieddate"
-        } else {
-            "hs_lastmodifieddate"
-        };
         let path = format!("/crm/v3/objects/{}/search", self.object());
-        let mut after: Option<String> = None;
+        let mut last_id: Option<String> = None;
         while !l.stopped() {
-            let mut body = json!({
-                "filterGroups": [{"filters": [
-                    {"propertyName": modified, "operator": "GTE", "value": since_ms.to_string()}
-                ]}],
-                "sorts": [{"propertyName": modified, "direction": "ASCENDING"}],
-                "properties": [modified],
-                "limit": 100,
-            });
-            if let Some(a) = &after {
-                body["after"] = json!(a);
-            }
+            let body = modified_search(self.object(), (l.from_ms, l.until_ms), last_id.as_deref());
             // HubSpot allows 5 searches per second per token; stay under it.
             tokio::time::sleep(Duration::from_millis(250)).await;
             let answer = self.post_json(&path, &body).await?;
             l.ctx.count_read();
-            let mut ids = Vec::new();
-            for r in answer["results"].as_array().into_iter().flatten() {
-                if let Some(id) = r["id"].as_str() {
-                    ids.push(id.to_string());
-                }
-                if let Some(t) = parse_time(&r["properties"][modified]) {
-                    l.newest_ms = l.newest_ms.max(t.timestamp_millis());
-                }
-            }
-            if !l.queue(ids).await {
+            let ids: Vec<String> = answer["results"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["id"].as_str().map(String::from))
+                .collect();
+            let full = ids.len() >= SEARCH_PAGE;
+            last_id = ids.last().cloned().or(last_id);
+            l.queue(ids).await?;
+            if !full {
                 break;
-            }
-            after = answer["paging"]["next"]["after"].as_str().map(String::from);
-            match &after {
-                None => break,
-                // Before the 10,000-result cap: a new search from the newest time seen.
-                Some(a) if a.parse::<u64>().is_ok_and(|n| n >= 9_900) => {
-                    if l.newest_ms == since_ms {
-                        tracing::warn!(sink = %l.ctx.sink,
-                            "more than 10,000 records share one modification time; skipping ahead");
-                        l.newest_ms += 1;
-                    }
-                    since_ms = l.newest_ms;
-                    after = None;
-                }
-                Some(_) => {}
             }
         }
         Ok(())
     }
 
-    /// Lists archived records (100 per page) and queues those archived at or after the
-    /// listing's cursor.
+    /// Lists archived records (100 per page) and queues those archived in the listing's
+    /// window.
     async fn list_deleted(&mut self, l: &mut Listing<'_>) -> Result<(), SinkError> {
         let mut after: Option<String> = None;
         while !l.stopped() {
@@ -196,11 +169,8 @@ impl Crm for HubspotSink {
             }
             let answer = self.get_json(&path).await?;
             l.ctx.count_read();
-            let (ids, newest) = archived_since(&answer, l.since_ms);
-            l.newest_ms = l.newest_ms.max(newest);
-            if !l.queue(ids).await {
-                break;
-            }
+            let ids = archived_between(&answer, (l.from_ms, l.until_ms));
+            l.queue(ids).await?;
             after = answer["paging"]["next"]["after"].as_str().map(String::from);
             if after.is_none() {
                 break;
@@ -214,22 +184,49 @@ impl Crm for HubspotSink {
     }
 }
 
-/// Ids of the records of a list answer archived at or after `since_ms`, and the newest
-/// `archivedAt` among them (at least `since_ms`).
-pub(crate) fn archived_since(answer: &Value, since_ms: i64) -> (Vec<String>, i64) {
-    let mut newest_ms = since_ms;
-    let mut ids = Vec::new();
-    for r in answer["results"].as_array().into_iter().flatten() {
-        let (Some(id), Some(at)) = (r["id"].as_str(), parse_time(&r["archivedAt"])) else {
-            continue;
-        };
-        let at = at.timestamp_millis();
-        if at >= since_ms {
-            ids.push(id.to_string());
-            newest_ms = newest_ms.max(at);
-        }
+/// Results per reconciliation search (HubSpot's maximum).
+const SEARCH_PAGE: usize = 200;
+
+/// The search for one reconciliation page: records of `object` last modified in
+/// `[from_ms, until_ms)` with an id above `after_id`, by ascending id.
+pub(crate) fn modified_search(
+    object: &str,
+    (from_ms, until_ms): (i64, i64),
+    after_id: Option<&str>,
+) -> Value {
+    let modified = if object == "contacts" {
+        "lastmodifieddate"
+    } else {
+        "hs_lastmodifieddate"
+    };
+    let mut filters = vec![
+        json!({"propertyName": modified, "operator": "GTE", "value": from_ms.to_string()}),
+        json!({"propertyName": modified, "operator": "LT", "value": until_ms.to_string()}),
+    ];
+    if let Some(id) = after_id {
+        filters.push(json!({"propertyName": "hs_object_id", "operator": "GT", "value": id}));
     }
-    (ids, newest_ms)
+    json!({
+        "filterGroups": [{"filters": filters}],
+        "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+        "properties": ["hs_object_id"],
+        "limit": SEARCH_PAGE,
+    })
+}
+
+/// Ids of the records of a list answer archived in `[from_ms, until_ms)`.
+pub(crate) fn archived_between(answer: &Value, (from_ms, until_ms): (i64, i64)) -> Vec<String> {
+    answer["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| {
+            let at = parse_time(&r["archivedAt"])?.timestamp_millis();
+            (from_ms..until_ms)
+                .contains(&at)
+                .then(|| r["id"].as_str().map(String::from))?
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -261,22 +258,37 @@ mod tests {
     }
 
     #[test]
-    fn archived_records_since_the_cursor() {
+    fn archived_records_in_the_window() {
         let answer = json!({"results": [
             {"id": "1", "archived": true, "archivedAt": "2026-11-27T10:00:00.000Z"},
             {"id": "2", "archived": true, "archivedAt": "2026-11-27T10:00:05.000Z"},
             {"id": "3", "archived": true},
-            {"id": "4", "archived": true, "archivedAt": "2026-11-27T10:00:03.000Z"}
+            {"id": "4", "archived": true, "archivedAt": "2026-11-27T10:00:03.000Z"},
+            {"id": "5", "archived": true, "archivedAt": "2026-11-27T10:00:06.000Z"}
         ]});
         let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis();
-        let since = t("2026-11-27T10:00:03Z");
-        assert_eq!(
-            archived_since(&answer, since),
-            (
-                vec!["2".to_string(), "4".to_string()],
-                t("2026-11-27T10:00:05Z")
-            )
-        );
-        assert_eq!(archived_since(&json!({}), since), (vec![], since));
+        let window = (t("2026-11-27T10:00:03Z"), t("2026-11-27T10:00:06Z"));
+        assert_eq!(archived_between(&answer, window), ["2", "4"]);
+        assert!(archived_between(&json!({}), window).is_empty());
+    }
+
+    #[test]
+    fn reconciliation_pages_by_id_inside_the_window() {
+        let first = modified_search("contacts", (1_000, 2_000), None);
+        let filters = &first["filterGroups"][0]["filters"];
+        assert_eq!(filters.as_array().unwrap().len(), 2);
+        assert_eq!(filters[0]["propertyName"], "lastmodifieddate");
+        assert_eq!(filters[0]["operator"], "GTE");
+        assert_eq!(filters[0]["value"], "1000");
+        assert_eq!(filters[1]["operator"], "LT");
+        assert_eq!(filters[1]["value"], "2000");
+        assert_eq!(first["sorts"][0]["propertyName"], "hs_object_id");
+        assert!(first.get("after").is_none(), "never an offset");
+        let next = modified_search("deals", (1_000, 2_000), Some("901"));
+        let filters = &next["filterGroups"][0]["filters"];
+        assert_eq!(filters[0]["propertyName"], "hs_lastmodifieddate");
+        assert_eq!(filters[2]["propertyName"], "hs_object_id");
+        assert_eq!(filters[2]["operator"], "GT");
+        assert_eq!(filters[2]["value"], "901");
     }
 }

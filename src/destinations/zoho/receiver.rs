@@ -108,7 +108,7 @@ async fn receive(State(r): State<Arc<Receiver>>, body: Bytes) -> StatusCode {
         "delete" if r.ctx.two_way.on_crm_delete == OnCrmDelete::Delete => Inbound::Deleted(n.ids),
         _ => return StatusCode::NO_CONTENT,
     };
-    r.deliver(&[id], vec![item])
+    r.deliver(&[id], vec![item]).await
 }
 
 /// The watch channel of a sink.

@@ -14,18 +14,19 @@
 //!   milliseconds, booleans `true`/`false`, whole numbers without a fraction, lookups by id,
 //!   multi-select picklists joined with `;`, null as absent;
 //! - notifications are accepted only with the channel's token (compared in constant time; a
-//!   random token per start), answered at once (204) after the ids are queued (503 when the
-//!   queue is full), and de-duplicated on the body's hash; refusals are counted and logged
+//!   random token per start), answered (204) once the ids are committed to the durable inbox
+//!   (503 when Postgres cannot take them), and de-duplicated on the body's hash; refusals are counted and logged
 //!   without bodies; `delete` notifications queue [`Inbound::Deleted`](crate::sync::engine::Inbound::Deleted) only with
 //!   `on_crm_delete = "delete"` (ignored otherwise);
 //! - the watch channel (`{Module}.all`) is created at start with `notify_url` =
 //!   `[sinks.inbound] public_url`, renewed (PATCH) half-way to its expiry, re-created if Zoho
 //!   forgot it, and deleted at shutdown (best effort);
-//! - reconciliation pages COQL on `Modified_Time >= cursor` ordered by (`Modified_Time`, `id`),
-//!   [`PAGE`] rows per query, restarting from the newest time seen before the 100,000
-//!   OFFSET+LIMIT cap; with `on_crm_delete = "delete"` it also pages
-//!   `GET /{Module}/deleted?type=all` (200 per page, newest first) until a deletion older than
-//!   the deletion cursor (`deleted_time`): usually one call per pass.
+//! - reconciliation pages COQL over the records whose `Modified_Time` lies in the listing's
+//!   window, ordered by `id` with a keyset on it (never an OFFSET, so neither the 100,000 cap
+//!   nor records changing while paging skip one), [`PAGE`] rows per query; with
+//!   `on_crm_delete = "delete"` it also pages `GET /{Module}/deleted?type=all` (200 per page,
+//!   newest first) until a deletion older than the window (`deleted_time`): usually one call
+//!   per pass.
 
 use std::collections::BTreeSet;
 
@@ -42,8 +43,6 @@ use crate::sync::plan::CrmRecord;
 pub(crate) const IN_VALUES: usize = 50;
 /// Rows per reconciliation query (COQL's LIMIT cap).
 pub(crate) const PAGE: usize = 2_000;
-/// COQL's OFFSET + LIMIT cap.
-const OFFSET_CAP: usize = 100_000;
 /// Records per update request.
 const UPDATE_BATCH: usize = 100;
 
@@ -95,13 +94,25 @@ pub(crate) fn zoho_time(ms: i64) -> String {
         .to_string()
 }
 
-/// One reconciliation page: records modified at or after `since_ms`, oldest first.
-pub(crate) fn modified_query(module: &str, since_ms: i64, offset: usize) -> String {
-    format!(
-        "select id, Modified_Time from {module} where Modified_Time >= '{}' \
-         order by Modified_Time asc, id asc limit {PAGE} offset {offset}",
-        zoho_time(since_ms)
-    )
+/// One reconciliation page: ids of the records last modified in `[from_ms, until_ms)` (both
+/// floored to Zoho's second precision, so consecutive windows neither overlap nor leave a gap)
+/// with an id above `after_id`, by ascending id. Conditions are grouped in pairs, as COQL
+/// requires.
+pub(crate) fn modified_query(
+    module: &str,
+    (from_ms, until_ms): (i64, i64),
+    after_id: Option<&str>,
+) -> String {
+    let window = format!(
+        "(Modified_Time >= '{}' and Modified_Time < '{}')",
+        zoho_time(from_ms),
+        zoho_time(until_ms)
+    );
+    let criteria = match after_id.filter(|id| is_record_id(id)) {
+        Some(id) => format!("{window} and id > {id}"),
+        None => window,
+    };
+    format!("select id from {module} where {criteria} order by id asc limit {PAGE}")
 }
 
 pub(crate) fn parse_time(v: &Value) -> Option<DateTime<Utc>> {
@@ -288,45 +299,33 @@ impl Crm for ZohoSink {
         Ok(())
     }
 
-    /// Pages COQL over the records modified at or after the listing's cursor and queues their
-    /// ids, restarting from the newest time seen before the OFFSET+LIMIT cap.
+    /// Pages COQL over the records modified in the listing's window by ascending id (a
+    /// keyset, never an offset) and queues their ids.
     async fn list_modified(&mut self, l: &mut Listing<'_>) -> Result<(), SinkError> {
-        let mut since_ms = l.since_ms;
-        let mut offset = 0;
+        let mut last_id: Option<String> = None;
         while !l.stopped() {
-            let query = modified_query(self.module(), since_ms, offset);
+            let query = modified_query(self.module(), (l.from_ms, l.until_ms), last_id.as_deref());
             let Some(body) = coql(l.ctx, self, &query).await? else {
                 break;
             };
-            let mut ids = Vec::new();
-            for r in body["data"].as_array().into_iter().flatten() {
-                if let Some(id) = record_id(&r["id"]) {
-                    ids.push(id);
-                }
-                if let Some(t) = parse_time(&r["Modified_Time"]) {
-                    l.newest_ms = l.newest_ms.max(t.timestamp_millis());
-                }
-            }
-            if !l.queue(ids).await || body["info"]["more_records"] != true {
+            let ids: Vec<String> = body["data"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| record_id(&r["id"]).filter(|i| is_record_id(i)))
+                .collect();
+            let more = body["info"]["more_records"] == true && !ids.is_empty();
+            last_id = ids.last().cloned().or(last_id);
+            l.queue(ids).await?;
+            if !more {
                 break;
-            }
-            offset += PAGE;
-            if offset + PAGE > OFFSET_CAP {
-                // Before the OFFSET+LIMIT cap: a new query from the newest time seen.
-                if l.newest_ms.div_euclid(1000) <= since_ms.div_euclid(1000) {
-                    tracing::warn!(sink = %l.ctx.sink,
-                        "more than 100,000 records share one modification second; skipping ahead");
-                    l.newest_ms = (since_ms.div_euclid(1000) + 1) * 1000;
-                }
-                since_ms = l.newest_ms;
-                offset = 0;
             }
         }
         Ok(())
     }
 
     /// Pages `GET /{Module}/deleted` (newest first) until a deletion older than the listing's
-    /// cursor, and queues the ids deleted since.
+    /// window, and queues the ids deleted in the window.
     async fn list_deleted(&mut self, l: &mut Listing<'_>) -> Result<(), SinkError> {
         for page in 1.. {
             if l.stopped() {
@@ -340,9 +339,9 @@ impl Crm for ZohoSink {
             else {
                 break;
             };
-            let (ids, newest, older) = deleted_page(&body, l.since_ms);
-            l.newest_ms = l.newest_ms.max(newest);
-            if !l.queue(ids).await || older || body["info"]["more_records"] != true {
+            let (ids, older) = deleted_page(&body, (l.from_ms, l.until_ms));
+            l.queue(ids).await?;
+            if older || body["info"]["more_records"] != true {
                 break;
             }
         }
@@ -357,28 +356,26 @@ impl Crm for ZohoSink {
 /// Deleted records per page of `GET /{Module}/deleted` (Zoho's cap).
 const DELETED_PAGE: usize = 200;
 
-/// One page of `GET /{Module}/deleted` (newest first): the ids deleted at or after `since_ms`
-/// (second precision, like `deleted_time`), the newest deletion time (at least `since_ms`), and
-/// whether the page reached deletions older than the cursor (no further page is needed).
-pub(crate) fn deleted_page(answer: &Value, since_ms: i64) -> (Vec<String>, i64, bool) {
-    let since_s = since_ms.div_euclid(1000);
+/// One page of `GET /{Module}/deleted` (newest first): the ids deleted in `[from_ms,
+/// until_ms)` (floored to seconds, like `deleted_time`), and whether the page reached
+/// deletions older than the window (no further page is needed).
+pub(crate) fn deleted_page(answer: &Value, (from_ms, until_ms): (i64, i64)) -> (Vec<String>, bool) {
+    let (from_s, until_s) = (from_ms.div_euclid(1000), until_ms.div_euclid(1000));
     let mut ids = Vec::new();
-    let mut newest_ms = since_ms;
     let mut older = false;
     for r in answer["data"].as_array().into_iter().flatten() {
-        let Some(at) = parse_time(&r["deleted_time"]).map(|t| t.timestamp_millis()) else {
+        let Some(at_s) = parse_time(&r["deleted_time"]).map(|t| t.timestamp()) else {
             continue;
         };
-        if at.div_euclid(1000) < since_s {
+        if at_s < from_s {
             older = true;
-            continue;
-        }
-        if let Some(id) = record_id(&r["id"]).filter(|i| is_record_id(i)) {
+        } else if at_s < until_s
+            && let Some(id) = record_id(&r["id"]).filter(|i| is_record_id(i))
+        {
             ids.push(id);
-            newest_ms = newest_ms.max(at);
         }
     }
-    (ids, newest_ms, older)
+    (ids, older)
 }
 
 #[cfg(test)]
@@ -421,9 +418,19 @@ mod tests {
         );
         assert_eq!(literal(None, "x') or ('1'='1"), "'x'') or (''1''=''1'");
         assert_eq!(
-            modified_query("Leads", 1_700_000_000_999, 2_000),
-            "select id, Modified_Time from Leads where Modified_Time >= \
-             '2023-11-14T22:13:20+00:00' order by Modified_Time asc, id asc limit 2000 offset 2000"
+            modified_query("Leads", (1_700_000_000_999, 1_700_000_060_500), None),
+            "select id from Leads where (Modified_Time >= '2023-11-14T22:13:20+00:00' and \
+             Modified_Time < '2023-11-14T22:14:20+00:00') order by id asc limit 2000"
+        );
+        assert_eq!(
+            modified_query("Leads", (0, 1_000), Some("5545974000000300001")),
+            "select id from Leads where (Modified_Time >= '1970-01-01T00:00:00+00:00' and \
+             Modified_Time < '1970-01-01T00:00:01+00:00') and id > 5545974000000300001 \
+             order by id asc limit 2000"
+        );
+        assert!(
+            !modified_query("Leads", (0, 1_000), Some("1 or 1=1")).contains("1=1"),
+            "only digits go into the keyset"
         );
         assert!(is_record_id("5545974000000300001"));
         assert!(!is_record_id("1) or (1=1"));
@@ -498,21 +505,24 @@ mod tests {
     }
 
     #[test]
-    fn deleted_pages_stop_at_the_cursor() {
+    fn deleted_pages_keep_the_window_and_stop_before_it() {
         let answer = json!({"data": [
+            {"id": "5545974000000300004", "deleted_time": "2026-11-27T10:00:06+00:00"},
             {"id": "5545974000000300003", "deleted_time": "2026-11-27T10:00:05+00:00"},
             {"id": "5545974000000300002", "deleted_time": "2026-11-27T10:00:03+00:00"},
             {"id": "1 or 1=1", "deleted_time": "2026-11-27T10:00:03+00:00"},
             {"id": "5545974000000300001", "deleted_time": "2026-11-27T10:00:02+00:00"}
         ], "info": {"more_records": true}});
         let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis();
-        let (ids, newest, older) = deleted_page(&answer, t("2026-11-27T10:00:03Z") + 500);
+        let window = (
+            t("2026-11-27T10:00:03Z") + 500,
+            t("2026-11-27T10:00:06Z") + 500,
+        );
+        let (ids, older) = deleted_page(&answer, window);
         assert_eq!(ids, ["5545974000000300003", "5545974000000300002"]);
-        assert_eq!(newest, t("2026-11-27T10:00:05Z"));
         assert!(older, "no further page is needed");
-        let (ids, newest, older) = deleted_page(&answer, 0);
-        assert_eq!(ids.len(), 3);
-        assert_eq!(newest, t("2026-11-27T10:00:05Z"));
+        let (ids, older) = deleted_page(&answer, (0, i64::MAX / 2));
+        assert_eq!(ids.len(), 4);
         assert!(!older);
     }
 }

@@ -18,13 +18,14 @@ pub(crate) async fn deletion_in_crm(crm: Crm, on_crm_delete: &str, lost: bool) {
         (_, false) => (RECONCILE_OFF.to_string(), json!({})),
         // HubSpot sends no deletion webhooks; changes still arrive.
         (Crm::Hubspot, true) => (
-            r#"reconcile_every = "1s""#.to_string(),
+            r#"reconcile_every = "1s"
+reconcile_lag = "3s""#.to_string(),
             json!({"events": ["contact.creation", "contact.propertyChange"]}),
         ),
         // Zoho notifies a port nobody listens on.
         (Crm::Zoho, true) => (
             format!(
-                "reconcile_every = \"1s\"\npublic_url = \"http://127.0.0.1:{dead_port}/hooks/zoho\""
+                "reconcile_every = \"1s\"\nreconcile_lag = \"3s\"\npublic_url = \"http://127.0.0.1:{dead_port}/hooks/zoho\""
             ),
             json!({}),
         ),
