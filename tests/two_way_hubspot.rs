@@ -188,8 +188,12 @@ reconcile_lag = "3s""#,
 
 #[tokio::test(flavor = "multi_thread")]
 async fn heavy_random_two_sided_edits_converge_with_bounded_api_calls() {
-    let t = TwoWay::start(Crm::Hubspot, r#"reconcile_every = "5s"
-reconcile_lag = "3s""#).await;
+    let t = TwoWay::start(
+        Crm::Hubspot,
+        r#"reconcile_every = "5s"
+reconcile_lag = "3s""#,
+    )
+    .await;
     const KEYS: i64 = 40;
     t.insert_samples(KEYS).await;
     t.wait_in_sync("initial rows").await;

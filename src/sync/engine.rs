@@ -12,7 +12,11 @@
 //!   (origin-tagged), and the ledger is updated once the CRM accepted;
 //! - inbound: the worker reads the changed records and applies their plans in one origin-tagged
 //!   transaction with the ledger rows; records created in the CRM get a row and are linked to
-//!   it (their id property is set), so no duplicate appears on either side;
+//!   it (their id property is set), so no duplicate appears on either side; such a link is
+//!   kept pending in the ledger until the CRM confirms it for that record, retried while the
+//!   worker is idle, and an outbound write of a key whose link is still pending is refused
+//!   (dead-lettered) rather than upserted by the id property, which would create a second
+//!   record; outbound reads of linked keys go by the linked CRM id;
 //! - reconciliation asks the CRM for records modified in a window that starts at a durable
 //!   cursor and ends `reconcile_lag` before now, commits their ids to the inbox, and only then
 //!   moves the cursor to the window's end, so lost or reordered notifications are repaired and
@@ -45,9 +49,9 @@ use crate::sink::SinkError;
 use crate::sink::audit::{AuditTrail, key_hash};
 use crate::sink::crm::CrmWrites;
 use crate::sink::mapping::Property;
-use crate::sync::inbox::Inbox;
+use crate::sync::inbox::{CursorKind, Inbox};
 use crate::sync::plan::{Conflict, CrmRecord, Mapping};
-use crate::sync::store::{CursorKind, InboundChange, LedgerRow, Store, StoreError};
+use crate::sync::store::{InboundChange, LedgerRow, Store, StoreError};
 
 /// Records the inbound worker handles at once.
 pub(crate) const INBOUND_BATCH: usize = 50;
@@ -73,12 +77,13 @@ pub(crate) trait Crm: CrmWrites + Sized {
         ids: &[String],
     ) -> impl Future<Output = Result<Vec<CrmRecord>, SinkError>> + Send;
 
-    /// Sets the id property of records created in the CRM: (CRM id, record key).
+    /// Sets the id property of records created in the CRM, (CRM id, record key), and returns
+    /// the CRM ids whose link the CRM confirmed; the others stay pending (retried later).
     fn link(
         &mut self,
         ctx: &Context,
         links: &[(String, String)],
-    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+    ) -> impl Future<Output = Result<Vec<String>, SinkError>> + Send;
 
     /// Queues, through [`Listing::queue`], the ids of the records last modified in the
     /// listing's window `[from_ms, until_ms)`, paging by keyset on the record id (a page never
@@ -347,6 +352,27 @@ impl Context {
     pub(crate) fn properties(&self) -> Vec<&str> {
         self.rules.iter().map(|r| r.property.as_str()).collect()
     }
+}
+
+/// Asks the CRM to link records created there to their rows, (CRM id, record key), and marks
+/// the links it confirmed; returns the links still pending.
+pub(crate) async fn complete_links<C: Crm>(
+    ctx: &Context,
+    store: &Store,
+    crm: &mut C,
+    links: &[(String, String)],
+) -> Result<Vec<(String, String)>, SinkError> {
+    if links.is_empty() {
+        return Ok(Vec::new());
+    }
+    let confirmed: HashSet<String> = crm.link(ctx, links).await?.into_iter().collect();
+    let (done, pending): (Vec<_>, Vec<_>) = links
+        .iter()
+        .cloned()
+        .partition(|(crm_id, _)| confirmed.contains(crm_id));
+    let done: Vec<String> = done.into_iter().map(|(crm_id, _)| crm_id).collect();
+    store.confirm_links(&done).await.map_err(store_failed)?;
+    Ok(pending)
 }
 
 /// Event ids seen recently (bounded).

@@ -54,6 +54,7 @@ pub(crate) async fn inbound_worker<C: Crm>(
                 Err(e) => retry_wait(&ctx, &mut backoff, store_failed(e))?,
             },
             Ok(None) => {
+                report_links(ctx.as_ref(), retry_links(&ctx, &mut crm).await)?;
                 tokio::select! {
                     _ = shutdown.changed() => return Ok(()),
                     _ = ctx.inbox.woken() => {}
@@ -66,6 +67,43 @@ pub(crate) async fn inbound_worker<C: Crm>(
         tokio::select! {
             _ = shutdown.changed() => return Ok(()),
             _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Links pending at most per retry while idle.
+const LINK_RETRY: i64 = 100;
+
+/// Retries up to [`LINK_RETRY`] pending links of the sink; returns those still pending.
+async fn retry_links<C: Crm>(
+    ctx: &Context,
+    crm: &mut C,
+) -> Result<Vec<(String, String)>, SinkError> {
+    let store = ctx.store.lock().await;
+    let pending = store
+        .pending_links(None, LINK_RETRY)
+        .await
+        .map_err(store_failed)?;
+    complete_links(ctx, &store, crm, &pending).await
+}
+
+/// Logs links still pending (or a transient failure to link); a fatal error is returned.
+fn report_links(
+    ctx: &Context,
+    linked: Result<Vec<(String, String)>, SinkError>,
+) -> Result<(), SinkError> {
+    match linked {
+        Ok(pending) if !pending.is_empty() => {
+            tracing::warn!(sink = %ctx.sink, records = pending.len(),
+                "records created in the CRM are not linked to their rows yet; retrying later");
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(e @ SinkError::Fatal { .. }) => Err(e),
+        Err(e) => {
+            tracing::warn!(sink = %ctx.sink, error = %e,
+                "linking records created in the CRM failed; retrying later");
+            Ok(())
         }
     }
 }
@@ -218,13 +256,13 @@ async fn apply_inbound<C: Crm>(
         });
     }
     store
-        .save_ledger(&link_ledger)
+        .save_pending_links(&link_ledger)
         .await
         .map_err(store_failed)?;
+    // The rows exist now: a link the CRM does not confirm stays pending, retried later.
+    let linked = complete_links(ctx, &store, crm, &links).await;
     drop(store);
-    if !links.is_empty() {
-        crm.link(ctx, &links).await?;
-    }
+    report_links(ctx, linked)?;
     for (key, c) in &conflicts {
         ctx.record_conflicts(key, c).await?;
     }

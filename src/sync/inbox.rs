@@ -2,16 +2,18 @@
 //! Postgres so that nothing acknowledged to the CRM, and nothing reconciliation moved its
 //! cursor past, is lost when the worker is killed.
 //!
-//! Owns `driftless.sync_inbox (sink, kind, crm_id, version)` and the wake-up of the inbound
-//! worker. Invariants:
+//! Owns `driftless.sync_inbox (sink, kind, crm_id, version)`, the reconciliation cursors
+//! `driftless.sync_cursor (sink, modified_after_ms)` (modifications under the sink's name,
+//! deletions under `{sink}/deleted`) and the wake-up of the inbound worker. Invariants:
 //! - the receivers answer 2xx only after [`Inbox::add`] committed the delivery's ids, and
 //!   reconciliation saves its cursor only after the ids it found are committed here;
 //! - an id leaves the inbox only through [`Inbox::done`] after its change was applied, and only
 //!   if no newer notification for it arrived meanwhile (every `add` of a queued id bumps its
 //!   `version`, and `done` deletes the version it was given);
 //! - one row per (sink, kind, CRM id): the inbox is bounded by the number of CRM records;
-//! - the connection is its own (never the store's, whose lock an outbound batch holds for the
-//!   length of its CRM calls), and it is opened again when Postgres closed it.
+//! - the connection is its own (never the store's, whose lock an outbound batch or an inbound
+//!   application holds for the length of its CRM calls: a receiver or a reconciliation pass
+//!   never waits for a CRM call), and it is opened again when Postgres closed it.
 
 use tokio::sync::{Mutex, Notify};
 use tokio_postgres::Client;
@@ -23,6 +25,15 @@ use crate::sync::store::StoreError;
 /// `sync_inbox.kind` of changed and deleted records.
 const CHANGED: &str = "changed";
 const DELETED: &str = "deleted";
+
+/// Which reconciliation cursor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CursorKind {
+    /// Records modified since.
+    Modified,
+    /// Records deleted since (`on_crm_delete = "delete"`).
+    Deleted,
+}
 
 /// Ids taken from the inbox for one application, with the versions [`Inbox::done`] removes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,7 +64,10 @@ impl Inbox {
                      sink text NOT NULL, kind text NOT NULL, crm_id text NOT NULL,
                      version bigint NOT NULL DEFAULT 0,
                      queued_at timestamptz NOT NULL DEFAULT now(),
-                     PRIMARY KEY (sink, kind, crm_id));",
+                     PRIMARY KEY (sink, kind, crm_id));
+                 CREATE TABLE IF NOT EXISTS driftless.sync_cursor (
+                     sink text PRIMARY KEY, modified_after_ms bigint NOT NULL,
+                     last_id text NOT NULL DEFAULT '');",
             )
             .await?;
         Ok(Inbox {
@@ -147,6 +161,45 @@ impl Inbox {
                  USING unnest($3::text[], $4::bigint[]) AS d(id, v)
                  WHERE i.sink = $1 AND i.kind = $2 AND i.crm_id = d.id AND i.version = d.v",
                 &[&sink, &kind, &taken.ids, &taken.versions],
+            )
+            .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The row of `sync_cursor` holding a cursor: the sink's name for modifications,
+    /// `{sink}/deleted` for deletions (`/` never occurs in sink names).
+    fn cursor_row(&self, kind: CursorKind) -> String {
+        match kind {
+            CursorKind::Modified => self.sink.clone(),
+            CursorKind::Deleted => format!("{}/deleted", self.sink),
+        }
+    }
+
+    /// A reconciliation cursor: where the next window starts (epoch ms), if saved.
+    pub(crate) async fn cursor(&self, kind: CursorKind) -> Result<Option<i64>, StoreError> {
+        let row = self.cursor_row(kind);
+        let found = self
+            .with_client(async |c| {
+                c.query_opt(
+                    "SELECT modified_after_ms FROM driftless.sync_cursor WHERE sink = $1",
+                    &[&row],
+                )
+                .await
+            })
+            .await?;
+        Ok(found.map(|r| r.get(0)))
+    }
+
+    /// Moves a reconciliation cursor (after the window's ids were committed by [`Inbox::add`]).
+    pub(crate) async fn save_cursor(&self, kind: CursorKind, at_ms: i64) -> Result<(), StoreError> {
+        let row = self.cursor_row(kind);
+        self.with_client(async |c| {
+            c.execute(
+                "INSERT INTO driftless.sync_cursor (sink, modified_after_ms) VALUES ($1, $2)
+                 ON CONFLICT (sink) DO UPDATE SET modified_after_ms = excluded.modified_after_ms",
+                &[&row, &at_ms],
             )
             .await
         })

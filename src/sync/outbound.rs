@@ -17,7 +17,7 @@ use crate::sink::batch::{Batch, Entry};
 use crate::sink::crm;
 use crate::sink::ledger::{Link, View, key_digest};
 use crate::sink::mapping::id_value;
-use crate::sink::{Outcome, Sink, SinkError};
+use crate::sink::{Outcome, Rejected, Sink, SinkError};
 use crate::sync::plan::{CrmRecord, Plan, Side, plan, record_key};
 use crate::sync::store::{InboundChange, LedgerRow, Store};
 
@@ -75,8 +75,8 @@ struct Planned<'a> {
 }
 
 /// Plans every upsert against the current row, CRM record and ledger; entries that are not
-/// upserts go to the CRM as they are, upserts with nothing to push (or whose row is gone) not
-/// at all.
+/// upserts go to the CRM as they are, upserts with nothing to push (or whose row is gone) and
+/// `held` entries not at all.
 fn plan_batch<'a>(
     ctx: &Context,
     batch: &Batch<ChangeEvent>,
@@ -84,9 +84,10 @@ fn plan_batch<'a>(
     current: &HashMap<String, serde_json::Map<String, serde_json::Value>>,
     crm: &HashMap<String, CrmRecord>,
     ledger: &HashMap<String, LedgerRow>,
+    held: &HashSet<usize>,
 ) -> Planned<'a> {
     let mut plans: HashMap<usize, (Plan, &Upsert)> = HashMap::new();
-    let mut skip: HashSet<usize> = HashSet::new();
+    let mut skip: HashSet<usize> = held.clone();
     let mut entries = Vec::new();
     let mut origin_index = Vec::new();
     for u in upserts {
@@ -170,23 +171,41 @@ fn pushed_entry(
 }
 
 impl<C: Crm> TwoWaySink<C> {
-    /// The CRM records of the upserts, by id value.
+    /// The CRM records of the upserts, by id value: linked keys by their CRM id (so a record
+    /// is found even before its id property is set), the others by the id property.
     async fn read_crm(
         &mut self,
         upserts: &[Upsert],
+        ledger: &HashMap<String, LedgerRow>,
     ) -> Result<HashMap<String, CrmRecord>, SinkError> {
-        let ids: Vec<String> = upserts.iter().map(|u| u.id.clone()).collect();
-        if ids.is_empty() {
-            return Ok(HashMap::new());
+        let mut by_crm_id: HashMap<String, String> = HashMap::new();
+        let mut by_property = Vec::new();
+        for u in upserts {
+            match ledger.get(&u.key).and_then(|l| l.crm_id.clone()) {
+                Some(crm_id) => {
+                    by_crm_id.insert(crm_id, u.id.clone());
+                }
+                None => by_property.push(u.id.clone()),
+            }
         }
         let ctx = &self.ctx;
-        Ok(self
-            .crm
-            .read(ctx, ReadBy::IdProperty, &ids)
-            .await?
-            .into_iter()
-            .filter_map(|r| Some((r.properties.get(&ctx.id_property)?.clone(), r)))
-            .collect())
+        let mut out = HashMap::new();
+        if !by_crm_id.is_empty() {
+            let ids: Vec<String> = by_crm_id.keys().cloned().collect();
+            for r in self.crm.read(ctx, ReadBy::CrmId, &ids).await? {
+                if let Some(id) = by_crm_id.get(&r.id) {
+                    out.insert(id.clone(), r);
+                }
+            }
+        }
+        if !by_property.is_empty() {
+            for r in self.crm.read(ctx, ReadBy::IdProperty, &by_property).await? {
+                if let Some(id) = r.properties.get(&ctx.id_property) {
+                    out.entry(id.clone()).or_insert(r);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Writes the planned sub-batch (its deletes by the records `store` links their keys to);
@@ -270,20 +289,74 @@ async fn settle(
 impl<C: Crm> Sink for TwoWaySink<C> {
     async fn apply(&mut self, batch: &Batch<ChangeEvent>) -> Result<Outcome, SinkError> {
         let ctx = self.ctx.clone();
-        let upserts = upserts(&ctx, batch);
+        let mut upserts = upserts(&ctx, batch);
         let keys: Vec<String> = upserts.iter().map(|u| u.key.clone()).collect();
         // Held until the ledger is saved: the inbound worker never interleaves with a batch,
         // so neither side decides on a state the other is changing.
         let mut store = ctx.store.lock().await;
+        let blocked = self.unlinked(&store, &keys).await?;
+        upserts.retain(|u| !blocked.contains(&u.key));
+        let keys: Vec<String> = upserts.iter().map(|u| u.key.clone()).collect();
         let current = store.rows(&keys).await.map_err(store_failed)?;
         let ledger = store.ledger_by_keys(&keys).await.map_err(store_failed)?;
-        let crm = self.read_crm(&upserts).await?;
-        let planned = plan_batch(&ctx, batch, &upserts, &current, &crm, &ledger);
+        let crm = self.read_crm(&upserts, &ledger).await?;
+        let held = held_back(batch, &blocked);
+        let planned = plan_batch(&ctx, batch, &upserts, &current, &crm, &ledger, &held);
         let mut outcome = self.write(&store, &planned).await?;
         settle(&ctx, &mut store, batch, &planned, &crm, &outcome).await?;
+        outcome.rejected.extend(held.into_iter().map(|index| {
+            Rejected {
+                index,
+                category: "LINK_PENDING".into(),
+                message:
+                    "the record was created in the CRM and the CRM has not confirmed its link \
+                      to this row (its id property); writing by the id property would create \
+                      a second record"
+                        .into(),
+            }
+        }));
         outcome.sort();
         Ok(outcome)
     }
+}
+
+impl<C: Crm> TwoWaySink<C> {
+    /// The keys among `keys` whose link to a record created in the CRM is still pending after
+    /// one more attempt to complete it.
+    async fn unlinked(
+        &mut self,
+        store: &Store,
+        keys: &[String],
+    ) -> Result<HashSet<String>, SinkError> {
+        let pending = store
+            .pending_links(Some(keys), keys.len() as i64)
+            .await
+            .map_err(store_failed)?;
+        let pending = complete_links(&self.ctx, store, &mut self.crm, &pending).await?;
+        Ok(pending.into_iter().map(|(_, key)| key).collect())
+    }
+}
+
+/// The batch indexes of the upserts of `blocked` keys (held back from the CRM; a delete goes
+/// by the linked CRM id and needs no id property).
+fn held_back(batch: &Batch<ChangeEvent>, blocked: &HashSet<String>) -> HashSet<usize> {
+    if blocked.is_empty() {
+        return HashSet::new();
+    }
+    batch
+        .entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| {
+            matches!(e.item.op, Op::Create | Op::Update | Op::Read)
+                && e.item
+                    .key
+                    .as_ref()
+                    .and_then(record_key)
+                    .is_some_and(|k| blocked.contains(&k))
+        })
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// The links of the deletes in `batch`, from two-way sync's own ledger: a delete removes

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::config::two_way::OnCrmDelete;
 use crate::sink::SinkError;
-use crate::sync::store::CursorKind;
+use crate::sync::inbox::CursorKind;
 
 use crate::sync::engine::*;
 
@@ -58,14 +58,12 @@ async fn reconcile_once<C: Crm>(
     let until_ms = chrono::Utc::now().timestamp_millis().saturating_sub(lag_ms);
     let mut queued = 0;
     for kind in kinds {
-        let (from_ms, _) = ctx
-            .store
-            .lock()
-            .await
+        let from_ms = ctx
+            .inbox
             .cursor(kind)
             .await
             .map_err(store_failed)?
-            .unwrap_or((0, String::new()));
+            .unwrap_or(0);
         if from_ms >= until_ms {
             continue;
         }
@@ -79,10 +77,8 @@ async fn reconcile_once<C: Crm>(
             // The window may be incomplete: keep the cursor.
             return Ok(queued);
         }
-        ctx.store
-            .lock()
-            .await
-            .save_cursor(kind, until_ms, "")
+        ctx.inbox
+            .save_cursor(kind, until_ms)
             .await
             .map_err(store_failed)?;
     }

@@ -1,11 +1,12 @@
 //! Durable two-way sync state in Postgres, and origin-tagged inbound writes.
 //!
 //! Owns the `driftless` schema of the source database:
-//! - `driftless.sync_ledger (sink, record_key, crm_id, fields)`: per record, the CRM id it is
-//!   linked to (unique per sink: no record is ever linked twice, across restarts and replays)
-//!   and, per property, the hash of the value both sides last agreed on;
-//! - `driftless.sync_cursor (sink, modified_after, last_id)`: the reconciliation keyset (and,
-//!   under `{sink}/deleted`, the time of the newest CRM deletion seen);
+//! - `driftless.sync_ledger (sink, record_key, crm_id, fields, link_pending)`: per record, the
+//!   CRM id it is linked to (unique per sink: no record is ever linked twice, across restarts
+//!   and replays), per property the hash of the value both sides last agreed on, and whether
+//!   the CRM has yet to confirm the id property set on a record created there (the link);
+//!
+//! (The reconciliation cursors and the inbox are in [`super::inbox`].)
 //!
 //! Invariants:
 //! - inbound row changes and their ledger update commit in one transaction, run under the
@@ -70,15 +71,6 @@ pub(crate) enum InboundChange {
     },
 }
 
-/// Which reconciliation cursor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum CursorKind {
-    /// Records modified since.
-    Modified,
-    /// Records deleted since (`on_crm_delete = "delete"`).
-    Deleted,
-}
-
 /// Errors of the store (transient unless the table does not fit two-way sync).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StoreError {
@@ -124,11 +116,10 @@ impl Store {
                      fields jsonb NOT NULL DEFAULT '{}',
                      updated_at timestamptz NOT NULL DEFAULT now(),
                      PRIMARY KEY (sink, record_key));
+                 ALTER TABLE driftless.sync_ledger
+                     ADD COLUMN IF NOT EXISTS link_pending boolean NOT NULL DEFAULT false;
                  CREATE UNIQUE INDEX IF NOT EXISTS sync_ledger_crm_id
-                     ON driftless.sync_ledger (sink, crm_id) WHERE crm_id IS NOT NULL;
-                 CREATE TABLE IF NOT EXISTS driftless.sync_cursor (
-                     sink text PRIMARY KEY, modified_after_ms bigint NOT NULL,
-                     last_id text NOT NULL DEFAULT '');",
+                     ON driftless.sync_ledger (sink, crm_id) WHERE crm_id IS NOT NULL;",
             )
             .await?;
         let origin = origin_name(sink);
@@ -273,6 +264,63 @@ impl Store {
         Ok(())
     }
 
+    /// Records what both sides agree on for records created in the CRM, and marks their links
+    /// pending until [`Store::confirm_links`].
+    pub(crate) async fn save_pending_links(
+        &mut self,
+        rows: &[LedgerRow],
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+        let tx = self.client.transaction().await?;
+        save_ledger_in(&tx, &self.sink, rows).await?;
+        tx.execute(
+            "UPDATE driftless.sync_ledger SET link_pending = true
+             WHERE sink = $1 AND record_key = ANY($2)",
+            &[&self.sink, &keys],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Links the CRM has yet to confirm, as (CRM id, record key): of these keys, or (None) the
+    /// first `limit` of the sink.
+    pub(crate) async fn pending_links(
+        &self,
+        keys: Option<&[String]>,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT crm_id, record_key FROM driftless.sync_ledger
+                 WHERE sink = $1 AND link_pending AND crm_id IS NOT NULL
+                   AND ($2::text[] IS NULL OR record_key = ANY($2))
+                 ORDER BY record_key LIMIT $3",
+                &[&self.sink, &keys, &limit],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Marks the links of these CRM ids confirmed.
+    pub(crate) async fn confirm_links(&self, crm_ids: &[String]) -> Result<(), StoreError> {
+        if crm_ids.is_empty() {
+            return Ok(());
+        }
+        self.client
+            .execute(
+                "UPDATE driftless.sync_ledger SET link_pending = false
+                 WHERE sink = $1 AND crm_id = ANY($2)",
+                &[&self.sink, &crm_ids],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Forgets records (deleted at the source).
     pub(crate) async fn forget(&self, keys: &[String]) -> Result<(), StoreError> {
         self.client
@@ -413,48 +461,6 @@ impl Store {
         }
         tx.commit().await?;
         Ok(keys)
-    }
-
-    /// The row of `sync_cursor` holding a cursor: the sink's name for modifications,
-    /// `{sink}/deleted` for deletions (`/` never occurs in sink names).
-    fn cursor_row(&self, kind: CursorKind) -> String {
-        match kind {
-            CursorKind::Modified => self.sink.clone(),
-            CursorKind::Deleted => format!("{}/deleted", self.sink),
-        }
-    }
-
-    /// A reconciliation cursor: (modified or deleted after, in epoch ms; last id at that time).
-    pub(crate) async fn cursor(
-        &self,
-        kind: CursorKind,
-    ) -> Result<Option<(i64, String)>, StoreError> {
-        let row = self
-            .client
-            .query_opt(
-                "SELECT modified_after_ms, last_id FROM driftless.sync_cursor WHERE sink = $1",
-                &[&self.cursor_row(kind)],
-            )
-            .await?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
-    }
-
-    /// Moves a reconciliation cursor.
-    pub(crate) async fn save_cursor(
-        &self,
-        kind: CursorKind,
-        modified_after_ms: i64,
-        last_id: &str,
-    ) -> Result<(), StoreError> {
-        self.client
-            .execute(
-                "INSERT INTO driftless.sync_cursor (sink, modified_after_ms, last_id)
-                 VALUES ($1, $2, $3) ON CONFLICT (sink) DO UPDATE
-                 SET modified_after_ms = excluded.modified_after_ms, last_id = excluded.last_id",
-                &[&self.cursor_row(kind), &modified_after_ms, &last_id],
-            )
-            .await?;
-        Ok(())
     }
 }
 

@@ -29,6 +29,8 @@ use crate::sync::plan::CrmRecord;
 
 /// Records per `batch/read` with property history (HubSpot's cap).
 const READ_BATCH: usize = 50;
+/// Records per `batch/update` (HubSpot's cap).
+const LINK_BATCH: usize = 100;
 
 /// Reads records by `id_property` values (outbound) or by HubSpot ids (inbound), with
 /// property history, in batches of [`READ_BATCH`].
@@ -117,14 +119,37 @@ impl Crm for HubspotSink {
         read(ctx, self, by, ids).await
     }
 
-    async fn link(&mut self, ctx: &Context, links: &[(String, String)]) -> Result<(), SinkError> {
+    /// Sets the id property by `batch/update` (100 per request); the records in `results`
+    /// are confirmed. A per-request refusal (4xx) confirms none of its records, which stay
+    /// pending; 401/403/429/5xx are classified as for any write.
+    async fn link(
+        &mut self,
+        ctx: &Context,
+        links: &[(String, String)],
+    ) -> Result<Vec<String>, SinkError> {
         let path = format!("/crm/v3/objects/{}/batch/update", self.object());
-        let inputs: Vec<Value> = links
-            .iter()
-            .map(|(id, key)| json!({"id": id, "properties": {ctx.id_property.as_str(): key}}))
-            .collect();
-        self.post_json(&path, &json!({"inputs": inputs})).await?;
-        Ok(())
+        let mut confirmed = Vec::new();
+        for chunk in links.chunks(LINK_BATCH) {
+            let inputs: Vec<Value> = chunk
+                .iter()
+                .map(|(id, key)| json!({"id": id, "properties": {ctx.id_property.as_str(): key}}))
+                .collect();
+            let r = self.post(&path, &json!({"inputs": inputs})).await?;
+            match r.status.as_u16() {
+                200..=299 => confirmed.extend(
+                    r.body["results"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|r| r["id"].as_str().map(String::from)),
+                ),
+                401 | 403 | 408 | 429 | 500..=599 => return Err(self.classify(&r)),
+                status => tracing::warn!(sink = %ctx.sink, status,
+                    category = r.body["category"].as_str().unwrap_or(""), records = chunk.len(),
+                    "HubSpot refused to link records created there to their rows; retrying later"),
+            }
+        }
+        Ok(confirmed)
     }
 
     /// Searches the records modified in the listing's window, by ascending HubSpot id with a

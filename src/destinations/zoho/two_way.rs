@@ -265,10 +265,17 @@ impl Crm for ZohoSink {
         }
     }
 
-    async fn link(&mut self, ctx: &Context, links: &[(String, String)]) -> Result<(), SinkError> {
+    /// Sets the id property by `PUT /{Module}` (100 per request); the items answered
+    /// `success` are confirmed (Zoho answers in input order). Refused items stay pending.
+    async fn link(
+        &mut self,
+        ctx: &Context,
+        links: &[(String, String)],
+    ) -> Result<Vec<String>, SinkError> {
         let types = self.field_types().await?;
         let ty = types.get(&ctx.id_property).map_or("", String::as_str);
         let path = format!("/crm/v8/{}", self.module());
+        let mut confirmed = Vec::new();
         for chunk in links.chunks(UPDATE_BATCH) {
             let data: Vec<Value> = chunk
                 .iter()
@@ -285,7 +292,13 @@ impl Crm for ZohoSink {
             else {
                 return Err(self.refusal(status, &answer));
             };
-            let failed = items.iter().filter(|i| i["status"] != "success").count();
+            let before = confirmed.len();
+            for ((crm_id, _), item) in chunk.iter().zip(items) {
+                if item["status"] == "success" {
+                    confirmed.push(crm_id.clone());
+                }
+            }
+            let failed = chunk.len() - (confirmed.len() - before);
             if failed > 0 {
                 let code = items
                     .iter()
@@ -293,10 +306,10 @@ impl Crm for ZohoSink {
                     .and_then(|i| i["code"].as_str())
                     .unwrap_or("UNKNOWN");
                 tracing::warn!(sink = %ctx.sink, failed, code,
-                    "Zoho refused to link records created there to their rows");
+                    "Zoho refused to link records created there to their rows; retrying later");
             }
         }
-        Ok(())
+        Ok(confirmed)
     }
 
     /// Pages COQL over the records modified in the listing's window by ascending id (a

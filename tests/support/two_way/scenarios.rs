@@ -19,7 +19,8 @@ pub(crate) async fn deletion_in_crm(crm: Crm, on_crm_delete: &str, lost: bool) {
         // HubSpot sends no deletion webhooks; changes still arrive.
         (Crm::Hubspot, true) => (
             r#"reconcile_every = "1s"
-reconcile_lag = "3s""#.to_string(),
+reconcile_lag = "3s""#
+                .to_string(),
             json!({"events": ["contact.creation", "contact.propertyChange"]}),
         ),
         // Zoho notifies a port nobody listens on.
