@@ -6,8 +6,8 @@
 //! [`engine`] (the `Crm` trait, the context both halves share, the receivers' state);
 //! [`inbox`] (the durable queue of CRM ids for the inbound worker). Loops:
 //! [`outbound`] (Postgres → CRM), [`inbound`] (CRM → Postgres), [`reconcile`] (re-reads the
-//! CRM from durable cursors). I/O shell: [`store`] keeps the durable state in Postgres (ledger
-//! and identity links, reconciliation cursors) and writes inbound changes in transactions
+//! CRM from durable cursors). I/O shells: [`inbox`] keeps the CRM ids waiting for the inbound
+//! worker and the reconciliation cursors; [`store`] keeps the ledger and identity links and writes inbound changes in transactions
 //! tagged with the sink's replication origin, so capture marks them and the same sink does not
 //! send them back.
 
