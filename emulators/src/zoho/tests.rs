@@ -178,7 +178,10 @@ async fn coql_keyset_paging() {
 #[tokio::test]
 async fn auth_limits_and_faults() {
     let b = start(Options {
-        credits_per_day: 40,
+        knobs: Knobs {
+            credits_per_day: 40,
+            ..Knobs::default()
+        },
         concurrency_limit: 3,
         ..Options::default()
     })
