@@ -550,7 +550,12 @@ async fn oauth_checks_client_and_scopes_per_token() {
     };
     let write = json!({"data": [{"Last_Name": "W"}]});
     let coql = json!({"select_query": "select id from Leads where id is not null"});
-    assert_eq!(as_token(&token, "GET", "/crm/v8/Leads?fields=Email", None).await.0, 204);
+    assert_eq!(
+        as_token(&token, "GET", "/crm/v8/Leads?fields=Email", None)
+            .await
+            .0,
+        204
+    );
     assert_eq!(
         as_token(&token, "GET", "/crm/v8/settings/fields?module=Leads", None)
             .await

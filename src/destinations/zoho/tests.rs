@@ -13,7 +13,7 @@ use crate::sink::test_support::{
     batch, crm_config, emulator_fault as fault, emulator_state as state, event, fatal, mapped_rule,
     rejected, serve, transient,
 };
-use driftless_emulators::zoho::{Options, router};
+use driftless_emulators::zoho::{Knobs, Options, router};
 
 async fn start(opts: Options) -> String {
     serve(router(opts)).await
@@ -332,7 +332,10 @@ async fn concurrency_429_credits_and_5xx_are_transient() {
 
     // Credits: token refresh is free, fields + one upsert use the budget of 2.
     let base = start(Options {
-        credits_per_day: 2,
+        knobs: Knobs {
+            credits_per_day: 2,
+            ..Knobs::default()
+        },
         ..Options::default()
     })
     .await;

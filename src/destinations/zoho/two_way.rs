@@ -3,9 +3,10 @@
 //!
 //! Invariants:
 //! - reads use COQL (`select <mapped fields>, Modified_Time from M where F in (...)`, at most
-//!   [`IN_VALUES`] values per query), by `id_property` outbound and by Zoho id inbound; values
-//!   are quoted like the sink's delete lookups (`'` doubled); ids from notifications are used
-//!   only when they are all digits;
+//!   [`coql::IN_VALUES`] values per query), by `id_property` outbound and by Zoho id inbound;
+//!   every query is written by [`coql`] (reserved words quoted, values quoted with `'`
+//!   doubled, criteria grouped in pairs); ids from notifications are used only when they are
+//!   all digits;
 //! - Zoho reports no per-field change times through these APIs: every field's change time is
 //!   the record's `Modified_Time` (second precision). A `latest` conflict therefore compares the
 //!   Postgres commit time with the time of the record's last edit, whichever field it touched;
@@ -22,8 +23,8 @@
 //!   `[sinks.inbound] public_url`, renewed (PATCH) half-way to its expiry, re-created if Zoho
 //!   forgot it, and deleted at shutdown (best effort);
 //! - reconciliation pages COQL on `Modified_Time >= cursor` ordered by (`Modified_Time`, `id`),
-//!   [`PAGE`] rows per query, restarting from the newest time seen before the 100,000
-//!   OFFSET+LIMIT cap; with `on_crm_delete = "delete"` it also pages
+//!   [`PAGE`] rows per query, by keyset: each page asks for the records after the previous
+//!   page's last (`Modified_Time`, `id`), never by OFFSET; with `on_crm_delete = "delete"` it also pages
 //!   `GET /{Module}/deleted?type=all` (200 per page, newest first) until a deletion older than
 //!   the deletion cursor (`deleted_time`): usually one call per pass.
 
@@ -32,58 +33,41 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use crate::destinations::zoho::coql::{self, literal};
 use crate::destinations::zoho::{ZohoSink, encode_value};
 use crate::sink::SinkError;
 use crate::sink::mapping::{PropertyType, value_string};
 use crate::sync::engine::{Context, Crm, Listing, ReadBy};
 use crate::sync::plan::CrmRecord;
 
-/// Values per COQL `in` (Zoho's cap).
-pub(crate) const IN_VALUES: usize = 50;
 /// Rows per reconciliation query (COQL's LIMIT cap).
 pub(crate) const PAGE: usize = 2_000;
-/// COQL's OFFSET + LIMIT cap.
-const OFFSET_CAP: usize = 100_000;
 /// Records per update request.
 const UPDATE_BATCH: usize = 100;
-
-/// A COQL string literal (`'` doubled).
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// The COQL literal of a value of a field of `kind`: plain numbers bare, anything else quoted.
-pub(crate) fn literal(kind: Option<PropertyType>, v: &str) -> String {
-    let plain_number = !v.is_empty()
-        && v.trim_start_matches('-')
-            .chars()
-            .all(|c| c.is_ascii_digit() || c == '.')
-        && v.parse::<f64>().is_ok();
-    if kind == Some(PropertyType::Number) && plain_number {
-        v.to_string()
-    } else {
-        quote(v)
-    }
-}
 
 /// A Zoho record id (digits only): anything else is never put into a query.
 pub(crate) fn is_record_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 30 && id.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// `select <fields>, Modified_Time from M where F in (<literals>)`.
-pub(crate) fn select_in(module: &str, fields: &[&str], field: &str, literals: &[String]) -> String {
+/// `select <fields>, Modified_Time from M where F in (<literals>)`, one query per
+/// [`coql::IN_VALUES`] literals.
+pub(crate) fn select_in(
+    module: &str,
+    fields: &[&str],
+    field: &str,
+    literals: &[String],
+) -> Vec<String> {
     let mut wanted: Vec<&str> = Vec::new();
     for f in fields.iter().copied().chain(["Modified_Time"]) {
         if f != "id" && !wanted.contains(&f) {
             wanted.push(f);
         }
     }
-    format!(
-        "select {} from {module} where {field} in ({}) limit 200",
-        wanted.join(", "),
-        literals.join(", ")
-    )
+    coql::in_chunks(field, literals)
+        .iter()
+        .map(|c| coql::select(&wanted, module, Some(c), " limit 200"))
+        .collect()
 }
 
 /// Zoho's datetime form (`YYYY-MM-DDTHH:MM:SS+00:00`) of epoch milliseconds, floored to the
@@ -95,12 +79,29 @@ pub(crate) fn zoho_time(ms: i64) -> String {
         .to_string()
 }
 
-/// One reconciliation page: records modified at or after `since_ms`, oldest first.
-pub(crate) fn modified_query(module: &str, since_ms: i64, offset: usize) -> String {
-    format!(
-        "select id, Modified_Time from {module} where Modified_Time >= '{}' \
-         order by Modified_Time asc, id asc limit {PAGE} offset {offset}",
-        zoho_time(since_ms)
+/// One reconciliation page, oldest first by (`Modified_Time`, `id`): the records modified at or
+/// after `since_ms`, or, with `after` (the last record of the previous page: its
+/// `Modified_Time` as Zoho wrote it, and its id), the records after that one.
+pub(crate) fn modified_query(module: &str, since_ms: i64, after: Option<(&str, &str)>) -> String {
+    let criteria = match after {
+        None => format!("Modified_Time >= {}", coql::quote(&zoho_time(since_ms))),
+        Some((time, id)) => {
+            let same_time = [
+                format!("Modified_Time = {}", coql::quote(time)),
+                format!("id > {id}"),
+            ];
+            let later = [
+                format!("Modified_Time > {}", coql::quote(time)),
+                coql::all_of(&same_time).unwrap_or_default(),
+            ];
+            coql::any_of(&later).unwrap_or_default()
+        }
+    };
+    coql::select(
+        &["id", "Modified_Time"],
+        module,
+        Some(&criteria),
+        &format!(" order by Modified_Time asc, id asc limit {PAGE}"),
     )
 }
 
@@ -194,8 +195,7 @@ async fn read(
         .collect();
     let properties = ctx.properties();
     let mut out = Vec::new();
-    for chunk in literals.chunks(IN_VALUES) {
-        let query = select_in(zoho.module(), &properties, field, chunk);
+    for query in select_in(zoho.module(), &properties, field, &literals) {
         if let Some(body) = coql(ctx, zoho, &query).await? {
             out.extend(parse_records(&body, &ctx.schema));
         }
@@ -289,37 +289,31 @@ impl Crm for ZohoSink {
     }
 
     /// Pages COQL over the records modified at or after the listing's cursor and queues their
-    /// ids, restarting from the newest time seen before the OFFSET+LIMIT cap.
+    /// ids, by keyset on (`Modified_Time`, `id`): each page starts after the last record of the
+    /// one before, so records edited while paging are not skipped and no OFFSET cap applies.
     async fn list_modified(&mut self, l: &mut Listing<'_>) -> Result<(), SinkError> {
-        let mut since_ms = l.since_ms;
-        let mut offset = 0;
+        let mut after: Option<(String, String)> = None;
         while !l.stopped() {
-            let query = modified_query(self.module(), since_ms, offset);
+            let keyset = after.as_ref().map(|(t, i)| (t.as_str(), i.as_str()));
+            let query = modified_query(self.module(), l.since_ms, keyset);
             let Some(body) = coql(l.ctx, self, &query).await? else {
                 break;
             };
             let mut ids = Vec::new();
             for r in body["data"].as_array().into_iter().flatten() {
-                if let Some(id) = record_id(&r["id"]) {
-                    ids.push(id);
-                }
-                if let Some(t) = parse_time(&r["Modified_Time"]) {
+                let Some(id) = record_id(&r["id"]).filter(|i| is_record_id(i)) else {
+                    continue;
+                };
+                if let (Some(t), Some(text)) =
+                    (parse_time(&r["Modified_Time"]), r["Modified_Time"].as_str())
+                {
                     l.newest_ms = l.newest_ms.max(t.timestamp_millis());
+                    after = Some((text.to_string(), id.clone()));
                 }
+                ids.push(id);
             }
             if !l.queue(ids).await || body["info"]["more_records"] != true {
                 break;
-            }
-            offset += PAGE;
-            if offset + PAGE > OFFSET_CAP {
-                // Before the OFFSET+LIMIT cap: a new query from the newest time seen.
-                if l.newest_ms.div_euclid(1000) <= since_ms.div_euclid(1000) {
-                    tracing::warn!(sink = %l.ctx.sink,
-                        "more than 100,000 records share one modification second; skipping ahead");
-                    l.newest_ms = (since_ms.div_euclid(1000) + 1) * 1000;
-                }
-                since_ms = l.newest_ms;
-                offset = 0;
             }
         }
         Ok(())
@@ -410,20 +404,36 @@ mod tests {
                 "External_Id",
                 &lits
             ),
-            "select External_Id, Email, Modified_Time from Leads where External_Id in \
+            [
+                "select External_Id, Email, Modified_Time from Leads where External_Id in \
              ('7', 'o''brien@example.com') limit 200"
+            ]
         );
-        assert_eq!(literal(Some(PropertyType::Number), "42"), "42");
-        assert_eq!(literal(Some(PropertyType::Number), "-1.5"), "-1.5");
-        assert_eq!(
-            literal(Some(PropertyType::Number), "1 or 1=1"),
-            "'1 or 1=1'"
+        let many: Vec<String> = (0..120).map(|i| literal(None, &i.to_string())).collect();
+        let queries = select_in("Leads", &["External", "Email"], "External", &many);
+        assert_eq!(queries.len(), 3, "50 values per in");
+        assert!(
+            queries[2].starts_with(
+                "select 'External', Email, Modified_Time from Leads where 'External' in \
+                 ('100', "
+            ),
+            "{}",
+            queries[2]
         );
-        assert_eq!(literal(None, "x') or ('1'='1"), "'x'') or (''1''=''1'");
         assert_eq!(
-            modified_query("Leads", 1_700_000_000_999, 2_000),
+            modified_query("Leads", 1_700_000_000_999, None),
             "select id, Modified_Time from Leads where Modified_Time >= \
-             '2023-11-14T22:13:20+00:00' order by Modified_Time asc, id asc limit 2000 offset 2000"
+             '2023-11-14T22:13:20+00:00' order by Modified_Time asc, id asc limit 2000"
+        );
+        assert_eq!(
+            modified_query(
+                "Leads",
+                0,
+                Some(("2023-11-14T22:13:20+00:00", "5545974000000300001"))
+            ),
+            "select id, Modified_Time from Leads where (Modified_Time > \
+             '2023-11-14T22:13:20+00:00' or (Modified_Time = '2023-11-14T22:13:20+00:00' and \
+             id > 5545974000000300001)) order by Modified_Time asc, id asc limit 2000"
         );
         assert!(is_record_id("5545974000000300001"));
         assert!(!is_record_id("1) or (1=1"));
