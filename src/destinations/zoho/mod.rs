@@ -7,12 +7,11 @@
 //!
 //! Invariants:
 //! - every write is idempotent: `POST /crm/v8/{Module}/upsert` with
-//!   `duplicate_check_fields = [id_property]`; a delete looks the record ids up with COQL
-//!   (`select id, F from M where F in (...)`) and `DELETE /crm/v8/{Module}?ids=...`; a record
-//!   already gone is success;
+//!   `duplicate_check_fields = [id_property]`; a delete is `DELETE /crm/v8/{Module}?ids=...` of
+//!   the record ids the sink ledger links to the keys; a record already gone is success;
 //! - every write carries `trigger: []` (deletes `wf_trigger=false`): no workflow, approval or
 //!   blueprint runs on our writes, so they cannot loop back through automation;
-//! - at most 100 records per write and 50 values per COQL `in`; `data[]` results are in input
+//! - at most 100 records per write; `data[]` results are in input
 //!   order and map back to batch entries by position;
 //! - a record Zoho refuses for good (an error item, or the single record left by bisecting a
 //!   whole-request 400) is [`Rejected`] with Zoho's `code` as category; a value that cannot be
@@ -625,7 +624,8 @@ impl CrmWrites for ZohoSink {
         self.crm.on_delete
     }
 
-    /// COQL pages of 2,000 ordered by id, with the mapped fields.
+    /// COQL pages of 2,000 ordered by id, with the mapped fields, by keyset (each page after
+    /// the last id of the one before: no OFFSET, so no 100,000-record cap).
     async fn list(&mut self) -> Result<Vec<Record>, SinkError> {
         const PAGE: usize = 2000;
         let names = self.crm.property_names();
@@ -633,13 +633,17 @@ impl CrmWrites for ZohoSink {
             .into_iter()
             .chain(names.iter().map(String::as_str))
             .collect();
-        let mut records = Vec::new();
+        let mut records: Vec<Record> = Vec::new();
         loop {
+            let criteria = match records.last() {
+                Some(last) if two_way::is_record_id(&last.id) => format!("id > {}", last.id),
+                _ => "id is not null".to_string(),
+            };
             let query = coql::select(
                 &fields,
                 &self.module,
-                Some("id is not null"),
-                &format!(" order by id asc limit {}, {PAGE}", records.len()),
+                Some(&criteria),
+                &format!(" order by id asc limit {PAGE}"),
             );
             let body = json!({ "select_query": query });
             let (status, page) = self

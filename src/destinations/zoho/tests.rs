@@ -498,6 +498,11 @@ async fn missing_scopes_are_fatal_naming_the_scope() {
         "{hint}"
     );
     assert!(hint.contains("ZOHO_REFRESH_TOKEN"), "{hint}");
+    assert_eq!(
+        state(&base).await["request_counts"]["POST /oauth/v2/token"],
+        1,
+        "a fresh token would not have the scope: no second refresh"
+    );
     let base = start(granted(&[
         "ZohoCRM.modules.leads.READ",
         "ZohoCRM.settings.fields.READ",
@@ -551,6 +556,24 @@ async fn listing_quotes_reserved_field_names_and_pages() {
     let st = state(&base).await;
     assert_eq!(st["records"]["Leads"][0]["External"], "outside");
     assert_eq!(st["request_counts"]["POST /crm/v8/coql"], 1);
+    // More than a page: keyset by id, every record once.
+    for chunk in 0..21 {
+        let data: Vec<Value> = (0..100)
+            .map(|i| json!({"Last_Name": format!("L{chunk}-{i}")}))
+            .collect();
+        let r = reqwest::Client::new()
+            .post(format!("{base}/crm/v8/Leads"))
+            .header("Authorization", "Zoho-oauthtoken test-access-token")
+            .json(&json!({ "data": data }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    let records = s.list().await.unwrap();
+    let ids: std::collections::BTreeSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!((records.len(), ids.len()), (2_101, 2_101));
+    assert_eq!(state(&base).await["request_counts"]["POST /crm/v8/coql"], 3);
 }
 
 #[tokio::test]
