@@ -71,6 +71,68 @@ async fn notifications_with_a_wrong_token_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_worker_restarted_after_a_crash_takes_over_its_channel() {
+    let mut t = TwoWay::start(Crm::Zoho, RECONCILE_OFF).await;
+    t.db.exec("INSERT INTO leads (email, last_name) VALUES ('ada@example.com', 'Lovelace')")
+        .await;
+    t.wait_in_sync("initial row").await;
+    t.inbound_sentinel(1).await;
+    let first = t.channel().await.unwrap();
+    // Killed: the channel stays subscribed, and Zoho refuses to subscribe its id again.
+    t.worker.take().unwrap().kill9();
+    t.start_worker().await;
+    eventually("the restarted worker owns the channel", WAIT, || async {
+        t.channel().await.unwrap()["token"] != first["token"]
+    })
+    .await;
+    let state = t.emulator.state().await;
+    assert_eq!(state["channels"].as_array().unwrap().len(), 1);
+    assert_eq!(state["channels"][0]["channel_id"], first["channel_id"]);
+    assert_eq!(state["request_counts"]["PUT /crm/v8/actions/watch"], 1);
+    // Notifications reach the new worker (with its token): a Zoho edit arrives in Postgres.
+    t.inbound_sentinel(1).await;
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spent_credits_are_waited_out_with_doubling_waits() {
+    let t = TwoWay::start(Crm::Zoho, RECONCILE_OFF).await;
+    // The day's credits are spent, answered like the concurrency gate (the default body).
+    let used = t.emulator.state().await["credits_used"].as_u64().unwrap();
+    let spent = json!({"creditsPerDay": used});
+    assert_eq!(t.emulator.post("/_emulator/settings", &spent).await.0, 204);
+    t.db.exec("INSERT INTO leads (email, last_name) VALUES ('ada@example.com', 'Lovelace')")
+        .await;
+    eventually("two 429s in a row", WAIT, || async {
+        t.log().contains("2 in a row")
+    })
+    .await;
+    let more = json!({"creditsPerDay": 5000});
+    assert_eq!(t.emulator.post("/_emulator/settings", &more).await.0, 204);
+    t.wait_in_sync("after the credits came back").await;
+    let waits: Vec<u64> = t
+        .log()
+        .lines()
+        .filter(|l| l.contains("batch failed transiently"))
+        .filter_map(|l| {
+            l.split("retry_in_ms=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(waits.len() >= 2, "{waits:?}");
+    assert_eq!(waits[0], 2_000, "{waits:?}");
+    assert!(
+        waits.windows(2).all(|w| w[1] == 2 * w[0]),
+        "each 429 in a row doubles the wait: {waits:?}"
+    );
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn lost_notifications_are_repaired_by_reconciliation() {
     // Zoho posts to a port nobody listens on: only the COQL reconciliation sees the edit.
     let lost = free_port();

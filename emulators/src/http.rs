@@ -3,7 +3,8 @@
 //! Owns how the emulators read what axum does not read for them the way they always have:
 //! path parameters exactly as sent (still percent-encoded: ids, types and modules are matched
 //! as text), form and query strings as maps (the last of repeated keys wins), and trailing
-//! slashes, which the emulated APIs ignore.
+//! slashes, which the emulated APIs ignore; and how a runtime settings body changes an
+//! emulator's knobs ([`apply_settings`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -76,4 +77,29 @@ pub(crate) fn trim_trailing_slashes(request: &mut Request, prefix: &str) {
     if let Ok(rebuilt) = rebuilt.parse::<Uri>() {
         *request.uri_mut() = rebuilt;
     }
+}
+
+/// Applies a `POST /_emulator/settings` body (a JSON object of knobs by their camelCase names)
+/// to `current`: the knobs named are replaced, the others kept. An unknown knob, a value of the
+/// wrong type or a body that is not an object is refused with a reason (nothing is changed).
+pub(crate) fn apply_settings<T>(current: &T, body: &[u8]) -> Result<T, String>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let serde_json::Value::Object(changes) =
+        serde_json::from_slice(body).map_err(|e| format!("settings body: {e}"))?
+    else {
+        return Err("settings body: expected a JSON object of knobs".into());
+    };
+    let mut knobs = match serde_json::to_value(current) {
+        Ok(serde_json::Value::Object(knobs)) => knobs,
+        _ => return Err("settings: knobs are not an object".into()),
+    };
+    for (name, value) in changes {
+        let Some(slot) = knobs.get_mut(&name) else {
+            return Err(format!("unknown knob {name:?}"));
+        };
+        *slot = value;
+    }
+    serde_json::from_value(serde_json::Value::Object(knobs)).map_err(|e| format!("settings: {e}"))
 }

@@ -284,7 +284,9 @@ impl Credentials {
         };
         let token = self.access_token(client).await?;
         let r = send(token.clone()).await?;
-        if r.status == reqwest::StatusCode::UNAUTHORIZED && self.can_refresh() {
+        // A missing scope (Zoho's 401 OAUTH_SCOPE_MISMATCH) is not cured by a fresh token.
+        let scope = r.body["code"] == "OAUTH_SCOPE_MISMATCH";
+        if r.status == reqwest::StatusCode::UNAUTHORIZED && self.can_refresh() && !scope {
             tracing::info!(
                 destination = who,
                 "{who} refused the access token; refreshing once"

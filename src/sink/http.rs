@@ -1,11 +1,15 @@
-//! The HTTP policy every destination shares: one client set-up and one reading of
-//! `Retry-After`.
+//! The HTTP policy every destination shares: one client set-up, one reading of `Retry-After`
+//! and one back-off for repeated 429s.
 //!
 //! Owns what is not vendor-specific about talking HTTP to a destination. Invariants: every
 //! client has a connect timeout, a whole-request timeout and the `driftless/VERSION` user
 //! agent, over rustls with the ring provider; `Retry-After` is read as delay-seconds or an HTTP
-//! date, and clamped to [`MAX_RETRY_AFTER`] so one header cannot park a worker for days.
+//! date, and clamped to [`MAX_RETRY_AFTER`] so one header cannot park a worker for days;
+//! consecutive 429s double the wait ([`Throttle`]) whatever their body says, up to
+//! [`MAX_RETRY_AFTER`], and never below a `Retry-After`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -67,6 +71,40 @@ pub(crate) fn parse_retry_after(
 /// The `Retry-After` of a response, if it has a readable one.
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     parse_retry_after(headers.get(RETRY_AFTER)?.to_str().ok()?, chrono::Utc::now())
+}
+
+/// Consecutive 429 answers of one destination account, shared by the clones of its client: the
+/// n-th 429 in a row waits `floor × 2^(n-1)` (at least `Retry-After`, at most
+/// [`MAX_RETRY_AFTER`]); any other answer starts over.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Throttle {
+    streak: Arc<AtomicU32>,
+}
+
+impl Throttle {
+    /// Counts an answer's status: a 429 lengthens the streak, anything else ends it.
+    pub(crate) fn observe(&self, status: StatusCode) {
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            self.streak.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.streak.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// 429s in a row so far.
+    pub(crate) fn streak(&self) -> u32 {
+        self.streak.load(Ordering::Relaxed)
+    }
+
+    /// The wait after the latest 429: `floor` doubled for each earlier 429 of the streak, at
+    /// least `retry_after`, at most [`MAX_RETRY_AFTER`].
+    pub(crate) fn wait(&self, floor: Duration, retry_after: Option<Duration>) -> Duration {
+        let doublings = self.streak().saturating_sub(1).min(20);
+        floor
+            .saturating_mul(1 << doublings)
+            .max(retry_after.unwrap_or_default())
+            .min(MAX_RETRY_AFTER)
+    }
 }
 
 /// A response read whole: status, headers and JSON body (`Null` when empty or not JSON).
@@ -140,5 +178,30 @@ mod tests {
         );
         assert_eq!(parse_retry_after("999999", now), Some(MAX_RETRY_AFTER));
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn repeated_429s_double_the_wait_until_another_answer() {
+        let t = Throttle::default();
+        let clone = t.clone();
+        let floor = Duration::from_secs(2);
+        let mut waits = Vec::new();
+        for _ in 0..4 {
+            clone.observe(StatusCode::TOO_MANY_REQUESTS);
+            waits.push(t.wait(floor, None).as_secs());
+        }
+        assert_eq!(waits, [2, 4, 8, 16], "shared by clones");
+        assert_eq!(
+            t.wait(floor, Some(Duration::from_secs(60))),
+            Duration::from_secs(60),
+            "never below Retry-After"
+        );
+        for _ in 0..30 {
+            t.observe(StatusCode::TOO_MANY_REQUESTS);
+        }
+        assert_eq!(t.wait(floor, None), MAX_RETRY_AFTER);
+        t.observe(StatusCode::OK);
+        t.observe(StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(t.wait(floor, None), floor, "another answer starts over");
     }
 }

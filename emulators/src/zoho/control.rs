@@ -2,7 +2,8 @@
 //!
 //! Owns `GET /_emulator/state` (records by module including soft-deleted ones, request counts,
 //! concurrency and credit figures, write and workflow logs, channels, notifications sent),
-//! `POST /_emulator/reset`, `POST /_emulator/faults` (one fault object, an array, or
+//! `POST /_emulator/reset` (which keeps the knobs), `POST|GET /_emulator/settings` (the knobs,
+//! see [`Knobs`](super::Knobs)), `POST /_emulator/faults` (one fault object, an array, or
 //! `{"faults": [...]}`) and `DELETE /_emulator/faults`. None of them needs authentication or
 //! counts towards the limits.
 
@@ -16,6 +17,7 @@ use super::notify::channel_json;
 use super::records::record_json;
 use super::response::{Resp, err, fmt_time};
 use super::state::{App, Fault, Inner};
+use crate::http::apply_settings;
 
 /// `GET /_emulator/state`.
 pub(super) async fn state(State(app): State<App>) -> Resp {
@@ -47,10 +49,31 @@ pub(super) async fn state(State(app): State<App>) -> Resp {
     )
 }
 
-/// `POST /_emulator/reset`.
+/// `POST /_emulator/reset`: everything but the knobs back to the start.
 pub(super) async fn reset(State(app): State<App>) -> Resp {
-    *app.lock() = Inner::new(&app.opts);
+    let mut st = app.lock();
+    let knobs = st.knobs.clone();
+    *st = Inner::new(&app.opts);
+    st.knobs = knobs;
     Resp::ok(200, json!({"reset": true}))
+}
+
+/// `POST /_emulator/settings`: changes the knobs named in the JSON object (204); an unknown
+/// knob or a bad value is a 400 and changes nothing.
+pub(super) async fn settings(State(app): State<App>, body: Bytes) -> Resp {
+    let mut st = app.lock();
+    match apply_settings(&st.knobs, &body) {
+        Ok(knobs) => {
+            st.knobs = knobs;
+            Resp::empty()
+        }
+        Err(reason) => err(400, "INVALID_DATA", &reason, json!({})),
+    }
+}
+
+/// `GET /_emulator/settings`: the knobs in force.
+pub(super) async fn knob_values(State(app): State<App>) -> Resp {
+    Resp::ok(200, json!(app.lock().knobs))
 }
 
 /// `POST /_emulator/faults`: queues faults (a bad one stops the rest).

@@ -3,8 +3,11 @@
 //! Owns the supported subset: `select f, .. from Module [where <expr>] [order by f [asc|desc],
 //! ..] [limit n [offset m] | limit m, n]` with `and` / `or` / parentheses, `= != <> < <= > >=`,
 //! `like`, `in`, `not in` and `is [not] null`. Limits as Zoho's: LIMIT ≤ 2000, OFFSET + LIMIT ≤
-//! 100 000, at most 25 criteria; a parse error is a 400 `SYNTAX_ERROR`; the answer carries
-//! `info{count, more_records}`. Soft-deleted records never match.
+//! 100 000, at most 25 criteria, at most `coqlMaxInValues` (50) values per `in` (else a 400
+//! `LIMIT_EXCEEDED`); a parse error is a 400 `SYNTAX_ERROR`, and so are, by the knobs, more than
+//! two criteria at one level of parentheses (`coqlPairGrouping`) and a reserved word used as a
+//! field name unquoted (`coqlReservedWords`; `'External'` and `"External"` name the field); the
+//! answer carries `info{count, more_records}`. Soft-deleted records never match.
 
 use std::cmp::Ordering;
 
@@ -25,6 +28,8 @@ use super::write::parse_body;
 enum Token {
     Id(String),
     Str(String),
+    /// A double-quoted name.
+    Quoted(String),
     Num(String),
     Op(String),
     Comma,
@@ -49,17 +54,17 @@ fn lex(s: &str) -> Result<Vec<Token>, String> {
         } else if ch == ')' {
             out.push(Token::RightParen);
             i += 1;
-        } else if ch == '\'' {
+        } else if ch == '\'' || ch == '"' {
             let mut v = String::new();
             i += 1;
             loop {
                 match c.get(i) {
                     None => return Err("unterminated string".into()),
-                    Some('\'') if c.get(i + 1) == Some(&'\'') => {
-                        v.push('\'');
+                    Some(q) if *q == ch && c.get(i + 1) == Some(&ch) => {
+                        v.push(ch);
                         i += 2;
                     }
-                    Some('\'') => {
+                    Some(q) if *q == ch => {
                         i += 1;
                         break;
                     }
@@ -69,7 +74,11 @@ fn lex(s: &str) -> Result<Vec<Token>, String> {
                     }
                 }
             }
-            out.push(Token::Str(v));
+            out.push(if ch == '"' {
+                Token::Quoted(v)
+            } else {
+                Token::Str(v)
+            });
         } else if "<>=!".contains(ch) {
             let mut op = ch.to_string();
             if let Some(n) = c.get(i + 1).filter(|n| "<>=".contains(**n)) {
@@ -119,13 +128,103 @@ struct Query {
     limit: usize,
     offset: usize,
     criteria: usize,
+    /// The most values of one `in` / `not in`.
+    in_values: usize,
 }
+
+/// How strictly a query is read (the COQL knobs).
+#[derive(Clone, Copy, Default)]
+struct Rules {
+    pair_grouping: bool,
+    reserved_words: bool,
+}
+
+/// Words that cannot name a field unquoted: SQL's reserved words and COQL's keywords.
+const RESERVED: &[&str] = &[
+    "add",
+    "all",
+    "alter",
+    "and",
+    "any",
+    "as",
+    "asc",
+    "between",
+    "by",
+    "case",
+    "cast",
+    "check",
+    "column",
+    "constraint",
+    "create",
+    "cross",
+    "current",
+    "default",
+    "delete",
+    "desc",
+    "distinct",
+    "drop",
+    "else",
+    "end",
+    "escape",
+    "except",
+    "exists",
+    "external",
+    "false",
+    "fetch",
+    "for",
+    "foreign",
+    "from",
+    "full",
+    "grant",
+    "group",
+    "having",
+    "in",
+    "inner",
+    "insert",
+    "intersect",
+    "into",
+    "is",
+    "join",
+    "left",
+    "like",
+    "limit",
+    "natural",
+    "not",
+    "null",
+    "of",
+    "offset",
+    "on",
+    "or",
+    "order",
+    "outer",
+    "primary",
+    "references",
+    "right",
+    "select",
+    "set",
+    "some",
+    "table",
+    "then",
+    "to",
+    "true",
+    "union",
+    "unique",
+    "update",
+    "user",
+    "using",
+    "values",
+    "when",
+    "where",
+    "with",
+];
 
 /// A recursive-descent parser over the tokens of one query.
 struct Parser {
     tokens: Vec<Token>,
     at: usize,
     criteria: usize,
+    in_values: usize,
+    rules: Rules,
 }
 
 impl Parser {
@@ -147,6 +246,25 @@ impl Parser {
                 Ok(s.clone())
             }
             other => Err(format!("expected identifier, got {other:?}")),
+        }
+    }
+    /// A field name: a name, or a quoted one (`'External'`, `"External"`); a reserved word only
+    /// quoted.
+    fn field(&mut self) -> Result<String, String> {
+        match self.tokens.get(self.at) {
+            Some(Token::Str(s) | Token::Quoted(s)) => {
+                self.at += 1;
+                Ok(s.clone())
+            }
+            Some(Token::Id(s))
+                if self.rules.reserved_words
+                    && RESERVED.iter().any(|r| r.eq_ignore_ascii_case(s)) =>
+            {
+                Err(format!(
+                    "reserved word {s} used as a field name without quotes"
+                ))
+            }
+            _ => self.ident(),
         }
     }
     fn eat(&mut self, t: &Token) -> bool {
@@ -178,21 +296,35 @@ impl Parser {
             _ => Err("expected number".into()),
         }
     }
+    /// Conditions joined by `and` / `or` at one level of parentheses (`and` binds tighter);
+    /// with pair grouping, at most two.
     fn expr(&mut self) -> Result<Expr, String> {
-        let mut l = self.and()?;
-        while self.peek_kw("or") {
+        let mut terms = vec![self.atom()?];
+        let mut ors = vec![];
+        while self.peek_kw("and") || self.peek_kw("or") {
+            ors.push(self.peek_kw("or"));
             self.at += 1;
-            l = Expr::Or(Box::new(l), Box::new(self.and()?));
+            terms.push(self.atom()?);
         }
-        Ok(l)
-    }
-    fn and(&mut self) -> Result<Expr, String> {
-        let mut l = self.atom()?;
-        while self.peek_kw("and") {
-            self.at += 1;
-            l = Expr::And(Box::new(l), Box::new(self.atom()?));
+        if self.rules.pair_grouping && terms.len() > 2 {
+            return Err(format!(
+                "{} criteria without parentheses: group them in pairs, ((a and b) and c)",
+                terms.len()
+            ));
         }
-        Ok(l)
+        let mut terms = terms.into_iter();
+        let mut any = vec![terms.next().ok_or("expected a condition")?];
+        for (or, term) in ors.into_iter().zip(terms) {
+            if or {
+                any.push(term);
+            } else {
+                let last = any.pop().ok_or("expected a condition")?;
+                any.push(Expr::And(Box::new(last), Box::new(term)));
+            }
+        }
+        let mut any = any.into_iter();
+        let first = any.next().ok_or("expected a condition")?;
+        Ok(any.fold(first, |l, r| Expr::Or(Box::new(l), Box::new(r))))
     }
     fn atom(&mut self) -> Result<Expr, String> {
         if self.eat(&Token::LeftParen) {
@@ -202,7 +334,7 @@ impl Parser {
             }
             return Ok(e);
         }
-        let f = self.ident()?;
+        let f = self.field()?;
         self.criteria += 1;
         let neg = self.peek_kw("not");
         if neg {
@@ -229,6 +361,7 @@ impl Parser {
             if !self.eat(&Token::RightParen) {
                 return Err("expected )".into());
             }
+            self.in_values = self.in_values.max(vs.len());
             return Ok(Expr::In(f, vs, neg));
         }
         if self.peek_kw("like") {
@@ -250,16 +383,18 @@ impl Parser {
     }
 }
 
-fn parse_coql(s: &str) -> Result<Query, String> {
+fn parse_coql(s: &str, rules: Rules) -> Result<Query, String> {
     let mut p = Parser {
         tokens: lex(s)?,
         at: 0,
         criteria: 0,
+        in_values: 0,
+        rules,
     };
     p.kw("select")?;
-    let mut fields = vec![p.ident()?];
+    let mut fields = vec![p.field()?];
     while p.eat(&Token::Comma) {
-        fields.push(p.ident()?);
+        fields.push(p.field()?);
     }
     p.kw("from")?;
     let module = p.ident()?;
@@ -274,7 +409,7 @@ fn parse_coql(s: &str) -> Result<Query, String> {
         p.at += 1;
         p.kw("by")?;
         loop {
-            let f = p.ident()?;
+            let f = p.field()?;
             let asc = if p.peek_kw("desc") {
                 p.at += 1;
                 false
@@ -316,21 +451,24 @@ fn parse_coql(s: &str) -> Result<Query, String> {
         limit,
         offset,
         criteria: p.criteria,
+        in_values: p.in_values,
     })
+}
+
+/// The query of a COQL request body, read leniently (for the credit cost and the scopes).
+fn lenient(body: &[u8]) -> Option<Query> {
+    let b = serde_json::from_slice::<Value>(body).ok()?;
+    parse_coql(b.get("select_query")?.as_str()?, Rules::default()).ok()
+}
+
+/// The module a COQL request body reads, if it parses.
+pub(super) fn module(body: &[u8]) -> Option<String> {
+    lenient(body).map(|q| q.module)
 }
 
 /// The credits a COQL call costs by its LIMIT: 1 up to 200, 2 up to 1000, else 3.
 pub(super) fn cost(body: &[u8]) -> u64 {
-    let limit = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|b| {
-            b.get("select_query")
-                .and_then(Value::as_str)
-                .map(String::from)
-        })
-        .and_then(|q| parse_coql(&q).ok())
-        .map(|q| q.limit)
-        .unwrap_or(200);
+    let limit = lenient(body).map_or(200, |q| q.limit);
     match limit {
         0..=200 => 1,
         201..=1000 => 2,
@@ -419,7 +557,11 @@ fn run(st: &Inner, o: &Options, b: &Value) -> Resp {
             json!({"param_name": "select_query"}),
         );
     };
-    let q = match parse_coql(q) {
+    let rules = Rules {
+        pair_grouping: st.knobs.coql_pair_grouping,
+        reserved_words: st.knobs.coql_reserved_words,
+    };
+    let q = match parse_coql(q, rules) {
         Ok(q) => q,
         Err(e) => {
             return err(
@@ -447,6 +589,14 @@ fn run(st: &Inner, o: &Options, b: &Value) -> Resp {
                 json!({"column_name": f}),
             );
         }
+    }
+    if q.in_values > st.knobs.coql_max_in_values {
+        return err(
+            400,
+            "LIMIT_EXCEEDED",
+            "too many values for the in operator",
+            json!({"maximum": st.knobs.coql_max_in_values, "given": q.in_values}),
+        );
     }
     if q.limit > 2000 || q.offset + q.limit > 100_000 || q.criteria > 25 || q.fields.len() > 50 {
         return err(

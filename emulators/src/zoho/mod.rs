@@ -14,17 +14,23 @@
 //! - upsert matching by `duplicate_check_fields` order, else system field then unique fields.
 //! - `DUPLICATE_DATA` (with `duplicate_record.id`), `MANDATORY_NOT_FOUND`, `INVALID_DATA`
 //!   (type, picklist, `maximum_length`, invalid id), `NOT_ALLOWED` (read-only), `INVALID_MODULE`.
+//! - OAuth scopes per token (`ZohoCRM.modules[.{module}].{op}`, `ZohoCRM.settings.{x}.READ`,
+//!   `ZohoCRM.notifications.{op}`, `ZohoCRM.coql.READ` plus the module's READ for COQL; `ALL`
+//!   covers every op): outside them → 401 `OAUTH_SCOPE_MISMATCH`.
 //! - concurrency gate per access token (429 `TOO_MANY_REQUESTS`).
 //! - rolling-24 h credit ledger; 1 credit per call, COQL 1/2/3 by LIMIT band; exhausted →
-//!   429 `TOO_MANY_REQUESTS`.
+//!   429 `TOO_MANY_REQUESTS` (the same body as the concurrency gate) or 429 `LIMIT_REACHED`,
+//!   by the `creditExhaustedBody` knob.
 //! - `trigger` absent → workflows "run"; `[]` → none; logged in `/_emulator/state`.
 //! - `Modified_Time`/`Created_Time` as `YYYY-MM-DDTHH:MM:SS+00:00`, `Modified_By`;
 //!   soft delete to the recycle bin; `GET /{Module}/deleted?type=all|recycle|permanent`.
 //! - COQL subset: `select f,.. from M [where <expr>] [order by f [asc|desc],..]
 //!   [limit n [offset m] | limit m, n]` with `and`/`or`/parentheses, `= != <> < <= > >=`,
-//!   `like`, `in`, `not in`, `is [not] null`; LIMIT ≤2000, OFFSET+LIMIT ≤100 000, ≤25 criteria;
-//!   parse errors → 400 `SYNTAX_ERROR`; `info{count, more_records}`.
-//! - `/crm/v8/actions/watch` POST/GET/PATCH/PUT/DELETE; expiry default 1 h, capped at
+//!   `like`, `in`, `not in`, `is [not] null`; LIMIT ≤2000, OFFSET+LIMIT ≤100 000, ≤25 criteria,
+//!   ≤50 `in` values; more than two criteria only grouped in pairs; reserved words as field
+//!   names only quoted; parse errors → 400 `SYNTAX_ERROR`; `info{count, more_records}`.
+//! - `/crm/v8/actions/watch` POST/GET/PATCH/PUT/DELETE; POST of a subscribed channel id →
+//!   `DUPLICATE_DATA` (update it with PUT/PATCH); expiry default 1 h, capped at
 //!   [`Options::max_channel_expiry`]; callbacks POSTed asynchronously, none after expiry.
 //! - `GET /crm/v8/settings/fields?module=X` for Leads, Contacts, Accounts, Deals.
 //!
@@ -33,7 +39,10 @@
 //! are ignored (as Zoho does). OAuth errors return HTTP 200 with `{"error": ..}` like Zoho, except
 //! the mint-rate error (400). All tokens act as the single user [`Options::user_id`].
 //!
-//! Test control (not Zoho): `GET /_emulator/state`, `POST /_emulator/reset`,
+//! The unverified readings are [`Knobs`], defaulting to the stricter one.
+//!
+//! Test control (not Zoho): `GET /_emulator/state`, `POST /_emulator/reset` (keeps the knobs),
+//! `POST /_emulator/settings` (a JSON object of camelCase knobs; 204; unknown knob → 400),
 //! `POST /_emulator/faults` (one fault object, an array, or `{"faults": [...]}`; each fault has
 //! optional `path` substring, `method`, `count` (default 1), `status`, `delay_ms`,
 //! `fail_after_write`, `expire_tokens`).
@@ -45,6 +54,7 @@
 
 mod control;
 mod coql;
+mod knobs;
 mod notify;
 mod oauth;
 mod records;
@@ -74,6 +84,8 @@ use crate::http::trim_trailing_slashes;
 use response::{Resp, err, fault_response};
 use state::{App, FlightGuard, Inner};
 
+pub use knobs::{ALL_SCOPES, CreditExhaustedBody, DuplicateChannelId, Knobs};
+
 /// Emulator options.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -89,8 +101,8 @@ pub struct Options {
     pub token_ttl: Duration,
     /// `api_domain` returned with tokens and used in `resource_uri`.
     pub api_domain: String,
-    /// API credits per rolling 24 h window.
-    pub credits_per_day: u64,
+    /// Behaviour knobs at start (also settable at run time, `POST /_emulator/settings`).
+    pub knobs: Knobs,
     /// Maximum concurrent in-flight requests per access token.
     pub concurrency_limit: usize,
     /// Maximum notification channel lifetime (Zoho: one day); longer or absent → 1 h.
@@ -112,7 +124,7 @@ impl Default for Options {
             access_tokens: vec!["test-access-token".into()],
             token_ttl: Duration::from_secs(3600),
             api_domain: "https://www.zohoapis.com".into(),
-            credits_per_day: 5000,
+            knobs: Knobs::default(),
             concurrency_limit: 10,
             max_channel_expiry: Duration::from_secs(86_400),
             send_notifications: true,
@@ -164,6 +176,10 @@ pub fn router(options: Options) -> Router {
         )
         .route("/_emulator/state", get(control::state))
         .route("/_emulator/reset", post(control::reset))
+        .route(
+            "/_emulator/settings",
+            post(control::settings).get(control::knob_values),
+        )
         .route(
             "/_emulator/faults",
             post(control::add_faults).delete(control::clear_faults),
@@ -222,18 +238,19 @@ async fn pipeline(State(app): State<App>, mut request: Request, next: Next) -> R
         )
         .into_response();
     };
-    let cost = if path.ends_with("/coql") {
+    let (cost, coql_module) = if path.ends_with("/coql") {
         let (parts, body) = request.into_parts();
         let body = axum::body::to_bytes(body, usize::MAX)
             .await
             .unwrap_or_default();
-        let cost = coql::cost(&body);
+        let read = (coql::cost(&body), coql::module(&body));
         request = Request::from_parts(parts, Body::from(body));
-        cost
+        read
     } else {
-        1
+        (1, None)
     };
-    let _guard = match admit(&app, &token, cost) {
+    let needs = knobs::needs(method.as_str(), &path, coql_module.as_deref());
+    let _guard = match admit(&app, &token, &needs, cost) {
         Ok(guard) => guard,
         Err(refusal) => return refusal.into_response(),
     };
@@ -251,24 +268,28 @@ async fn pipeline(State(app): State<App>, mut request: Request, next: Next) -> R
     response
 }
 
-/// Checks the token, the concurrency gate and the rolling-24-hour credits (charging `cost`);
-/// the guard holds the request's concurrency slot until dropped.
-fn admit(app: &App, token: &str, cost: u64) -> Result<FlightGuard, Resp> {
+/// Checks the token, its scopes against `needs`, the concurrency gate and the rolling-24-hour
+/// credits (charging `cost`); the guard holds the request's concurrency slot until dropped.
+fn admit(app: &App, token: &str, needs: &[knobs::Need], cost: u64) -> Result<FlightGuard, Resp> {
     let mut st = app.lock();
     let now = Instant::now();
-    match st.tokens.get(token) {
-        Some(t) if t.expires > now => {}
+    let scopes = match st.tokens.get(token) {
+        Some(t) if t.expires > now => t.scopes.clone(),
         _ => return Err(err(401, "INVALID_TOKEN", "invalid oauth token", json!({}))),
+    };
+    let granted = scopes.unwrap_or_else(|| st.knobs.granted_scopes.clone());
+    if !needs.iter().all(|n| n.met_by(&granted)) {
+        return Err(err(
+            401,
+            "OAUTH_SCOPE_MISMATCH",
+            "invalid oauth scope to access this URL",
+            json!({}),
+        ));
     }
     let n = st.in_flight.get(token).copied().unwrap_or(0);
     if n >= app.opts.concurrency_limit {
         st.rejected_429 += 1;
-        return Err(err(
-            429,
-            "TOO_MANY_REQUESTS",
-            "concurrency limit exceeded",
-            json!({"limit": app.opts.concurrency_limit}),
-        ));
+        return Err(too_many_requests());
     }
     let day = Duration::from_secs(86_400);
     while st
@@ -279,14 +300,14 @@ fn admit(app: &App, token: &str, cost: u64) -> Result<FlightGuard, Resp> {
         st.credits.pop_front();
     }
     let used: u64 = st.credits.iter().map(|(_, c)| c).sum();
-    if used + cost > app.opts.credits_per_day {
+    if used + cost > st.knobs.credits_per_day {
         st.rejected_429 += 1;
-        return Err(err(
-            429,
-            "TOO_MANY_REQUESTS",
-            "API credits exhausted for the rolling 24 hour window",
-            json!({"credits_per_day": app.opts.credits_per_day, "used": used}),
-        ));
+        return Err(match st.knobs.credit_exhausted_body {
+            CreditExhaustedBody::TooManyRequests => too_many_requests(),
+            CreditExhaustedBody::LimitReached => {
+                err(429, "LIMIT_REACHED", "API limit reached", json!({}))
+            }
+        });
     }
     st.credits.push_back((now, cost));
     st.in_flight.insert(token.to_string(), n + 1);
@@ -296,6 +317,16 @@ fn admit(app: &App, token: &str, cost: u64) -> Result<FlightGuard, Resp> {
         st: app.st.clone(),
         token: token.to_string(),
     })
+}
+
+/// The concurrency gate's refusal (and, with the default knob, the credit ledger's).
+fn too_many_requests() -> Resp {
+    err(
+        429,
+        "TOO_MANY_REQUESTS",
+        "too many requests, please try again after some time",
+        json!({}),
+    )
 }
 
 /// Routes the request, except HEAD, which Zoho's API does not serve here (axum would answer it

@@ -1,6 +1,7 @@
 //! Notification channels of the Zoho emulator (`/crm/v8/actions/watch`).
 //!
-//! Owns channel subscription (POST), renewal and changes (PATCH/PUT), listing (GET, unexpired
+//! Owns channel subscription (POST; the id of a live channel is refused with `DUPLICATE_DATA`
+//! unless the `duplicateChannelId` knob says `replace`), renewal and changes (PATCH/PUT), listing (GET, unexpired
 //! only, 204 when none) and unsubscription (DELETE `?channel_ids=`), and the callbacks:
 //! `{server_time, query_params, module, resource_uri, ids, operation, channel_id, token}` (plus
 //! `affected_fields` for updates when asked) for every live channel watching the module, with no
@@ -15,12 +16,14 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use super::Options;
+use super::knobs::DuplicateChannelId;
 use super::response::{Resp, err, fmt_time, item_err, now_secs};
 use super::state::{App, Channel, Delivery, Inner};
 use super::write::{Change, parse_body};
 use crate::http::{form, query};
 
-/// `POST /crm/v8/actions/watch`: subscribes channels (replacing ones with the same id).
+/// `POST /crm/v8/actions/watch`: subscribes channels (a live channel's id is refused, or
+/// replaced, by the `duplicateChannelId` knob).
 pub(super) async fn subscribe(State(app): State<App>, body: Bytes) -> Resp {
     match parse_body(&body) {
         Ok(b) => watch_write(&mut app.lock(), &app.opts, &b, true),
@@ -186,7 +189,15 @@ fn watch_one(
         Some(e) if e > now && e <= now + max => e,
         _ => now + chrono::Duration::hours(1).min(max),
     };
+    st.channels.retain(|c| c.expiry > Utc::now());
     let existing = st.channels.iter().position(|c| c.channel_id == cid);
+    if create && existing.is_some() && st.knobs.duplicate_channel_id == DuplicateChannelId::Refuse {
+        return item_err(
+            "DUPLICATE_DATA",
+            "duplicate data",
+            json!({"api_name": "channel_id", "json_path": "$.watch[0].channel_id"}),
+        );
+    }
     if create {
         let Some(url) = w.get("notify_url").and_then(Value::as_str) else {
             return item_err(

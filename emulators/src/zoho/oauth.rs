@@ -1,7 +1,9 @@
 //! OAuth token endpoint of the Zoho emulator.
 //!
 //! Owns the `refresh_token` grant: the configured client id and secret and a known refresh token
-//! mint an access token living [`Options::token_ttl`](super::Options::token_ttl). Zoho's limits
+//! mint an access token living [`Options::token_ttl`](super::Options::token_ttl) with the scopes
+//! the `grantedScopes` knob grants at that moment. A wrong client id is `invalid_client`, a wrong
+//! secret `invalid_client_secret`, an unknown refresh token `invalid_code`. Zoho's limits
 //! apply: at most 10 mints per refresh token per 10 minutes (else 400 `Access Denied`) and at most
 //! 30 live access tokens per refresh token (the oldest are evicted). Other errors are HTTP 200
 //! with `{"error": ..}`, as Zoho answers.
@@ -30,14 +32,18 @@ fn mint(app: &App, p: &HashMap<String, String>) -> Resp {
     if get("grant_type") != "refresh_token" {
         return Resp::ok(200, json!({"error": "unsupported_grant_type"}));
     }
-    if get("client_id") != app.opts.client_id || get("client_secret") != app.opts.client_secret {
+    if get("client_id") != app.opts.client_id {
         return Resp::ok(200, json!({"error": "invalid_client"}));
+    }
+    if get("client_secret") != app.opts.client_secret {
+        return Resp::ok(200, json!({"error": "invalid_client_secret"}));
     }
     let rt = get("refresh_token").to_string();
     if !app.opts.refresh_tokens.contains(&rt) {
         return Resp::ok(200, json!({"error": "invalid_code"}));
     }
     let mut st = app.lock();
+    let scopes = st.knobs.granted_scopes.clone();
     let now = Instant::now();
     let window = Duration::from_secs(600);
     let mints = st.mints.entry(rt.clone()).or_default();
@@ -78,13 +84,14 @@ fn mint(app: &App, p: &HashMap<String, String>) -> Resp {
         access.clone(),
         Token {
             refresh: Some(rt),
+            scopes: Some(scopes.clone()),
             expires: now + app.opts.token_ttl,
             issued: now,
         },
     );
     Resp::ok(
         200,
-        json!({"access_token": access, "scope": "ZohoCRM.modules.ALL ZohoCRM.settings.fields.READ ZohoCRM.notifications.ALL ZohoCRM.coql.READ",
+        json!({"access_token": access, "scope": scopes.join(" "),
                "api_domain": app.opts.api_domain, "token_type": "Bearer",
                "expires_in": app.opts.token_ttl.as_secs()}),
     )

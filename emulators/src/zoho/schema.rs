@@ -106,6 +106,8 @@ pub(super) fn schema(module: &str) -> Option<Vec<FieldDef>> {
             field("No_of_Employees", "integer"),
             field("Email_Opt_Out", "boolean"),
             field("Description", "textarea"),
+            // A custom field whose API name is an SQL reserved word: COQL takes it only quoted.
+            field("External", "text"),
         ]),
         "Contacts" => v.extend([
             field("Last_Name", "text").mand(),

@@ -2,7 +2,7 @@
 //!
 //! Owns the records of every module, access tokens and their mint history, the concurrency
 //! gate's in-flight counts, the credit ledger, write and workflow logs, notification channels and
-//! the callbacks sent, and queued faults. Invariant: `in_flight` counts exactly the live
+//! the callbacks sent, queued faults and the behaviour knobs (which a reset keeps). Invariant: `in_flight` counts exactly the live
 //! [`FlightGuard`]s of each token.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::Options;
+use super::knobs::Knobs;
 
 /// A notification callback to send: the channel's URL and the payload.
 pub(super) type Delivery = (String, Value);
@@ -32,6 +33,9 @@ pub(super) struct Record {
 /// An access token: who minted it (none for the configured ones), when, and until when.
 pub(super) struct Token {
     pub(super) refresh: Option<String>,
+    /// The scopes granted when it was minted (None: a configured token, which has the scopes
+    /// of the `grantedScopes` knob).
+    pub(super) scopes: Option<Vec<String>>,
     pub(super) expires: Instant,
     pub(super) issued: Instant,
 }
@@ -75,6 +79,8 @@ pub(super) struct Inner {
     pub(super) notifications: Vec<Value>,
     pub(super) faults: Vec<Fault>,
     pub(super) rejected_429: u64,
+    /// The behaviour knobs (kept across resets).
+    pub(super) knobs: Knobs,
 }
 
 impl Inner {
@@ -86,6 +92,7 @@ impl Inner {
             .map(|t| {
                 let tok = Token {
                     refresh: None,
+                    scopes: None,
                     expires: now + o.token_ttl,
                     issued: now,
                 };
@@ -107,6 +114,7 @@ impl Inner {
             notifications: Vec::new(),
             faults: Vec::new(),
             rejected_429: 0,
+            knobs: o.knobs.clone(),
         }
     }
 

@@ -178,7 +178,10 @@ async fn coql_keyset_paging() {
 #[tokio::test]
 async fn auth_limits_and_faults() {
     let b = start(Options {
-        credits_per_day: 40,
+        knobs: Knobs {
+            credits_per_day: 40,
+            ..Knobs::default()
+        },
         concurrency_limit: 3,
         ..Options::default()
     })
@@ -338,4 +341,280 @@ async fn notifications_and_expiry() {
         .unwrap()
         .with_timezone(&Utc);
     assert!(exp <= Utc::now() + chrono::Duration::hours(1) + chrono::Duration::seconds(2));
+}
+
+async fn coql(c: &reqwest::Client, b: &str, q: &str) -> (u16, Value) {
+    let body = json!({ "select_query": q });
+    call(c, "POST", &format!("{b}/crm/v8/coql"), Some(body)).await
+}
+
+async fn settings(c: &reqwest::Client, b: &str, knobs: Value) -> u16 {
+    call(c, "POST", &format!("{b}/_emulator/settings"), Some(knobs))
+        .await
+        .0
+}
+
+#[tokio::test]
+async fn coql_groups_criteria_in_pairs_quotes_reserved_words_and_caps_in() {
+    let b = start(Options::default()).await;
+    let c = client();
+    let leads = json!({"data": [{"Last_Name": "A", "Email": "a@z.com"}, {"Last_Name": "B"}]});
+    call(&c, "POST", &format!("{b}/crm/v8/Leads"), Some(leads)).await;
+    let three = "select Last_Name from Leads where id is not null and Last_Name = 'A' \
+                 and Email is not null";
+    let (s, v) = coql(&c, &b, three).await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("SYNTAX_ERROR")), "{v}");
+    let mixed = "select Last_Name from Leads where Last_Name = 'A' or Last_Name = 'B' and \
+                 id is not null";
+    assert_eq!(coql(&c, &b, mixed).await.0, 400);
+    for grouped in [
+        "select Last_Name from Leads where ((id is not null and Last_Name = 'A') and \
+         Email is not null)",
+        "select Last_Name from Leads where (id is not null and Last_Name = 'A') and \
+         Email is not null",
+        "select Last_Name from Leads where id is not null and (Last_Name = 'A' and \
+         Email is not null)",
+    ] {
+        let (s, v) = coql(&c, &b, grouped).await;
+        assert_eq!(s, 200, "{grouped}: {v}");
+        assert_eq!(
+            v["data"],
+            json!([{"Last_Name": "A", "id": v["data"][0]["id"]}])
+        );
+    }
+    let (s, v) = coql(
+        &c,
+        &b,
+        "select Last_Name from Leads where id is not null and Last_Name = 'B'",
+    )
+    .await;
+    assert_eq!(
+        (s, v["info"]["count"].as_u64()),
+        (200, Some(1)),
+        "two criteria need no group"
+    );
+    // Reserved words name fields only quoted, either way.
+    let (s, v) = coql(&c, &b, "select External from Leads where id is not null").await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("SYNTAX_ERROR")), "{v}");
+    let (s, v) = coql(&c, &b, "select id from Leads where 'Email' = 'a@z.com'").await;
+    assert_eq!((s, v["info"]["count"].as_u64()), (200, Some(1)), "{v}");
+    let (s, v) = coql(
+        &c,
+        &b,
+        "select \"Email\" from Leads where \"Last_Name\" = 'A'",
+    )
+    .await;
+    assert_eq!(
+        (s, v["data"][0]["Email"].as_str()),
+        (200, Some("a@z.com")),
+        "{v}"
+    );
+    // At most 50 values per `in`.
+    let values = |n: usize| {
+        (0..n)
+            .map(|i| format!("'v{i}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let q = |n| {
+        format!(
+            "select id from Leads where Last_Name in ({}, 'A')",
+            values(n)
+        )
+    };
+    assert_eq!(coql(&c, &b, &q(49)).await.0, 200);
+    let (s, v) = coql(&c, &b, &q(50)).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (400, Some("LIMIT_EXCEEDED")),
+        "{v}"
+    );
+    // The lenient readings, by knob.
+    let knobs =
+        json!({"coqlPairGrouping": false, "coqlReservedWords": false, "coqlMaxInValues": 100});
+    assert_eq!(settings(&c, &b, knobs).await, 204);
+    assert_eq!(coql(&c, &b, three).await.0, 200);
+    assert_eq!(coql(&c, &b, &q(50)).await.0, 200);
+    let (s, v) = coql(
+        &c,
+        &b,
+        "select id from Leads where Last_Name = 'A' or Last_Name = 'B' and id is null",
+    )
+    .await;
+    assert_eq!(
+        (s, v["info"]["count"].as_u64()),
+        (200, Some(1)),
+        "and binds tighter: {v}"
+    );
+}
+
+#[tokio::test]
+async fn settings_are_checked_and_survive_a_reset() {
+    let b = start(Options::default()).await;
+    let c = client();
+    let url = format!("{b}/_emulator/settings");
+    let (s, v) = call(&c, "GET", &url, None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["creditExhaustedBody"], "tooManyRequests");
+    assert_eq!(v["duplicateChannelId"], "refuse");
+    assert_eq!(v["coqlMaxInValues"], 50);
+    assert_eq!(settings(&c, &b, json!({"noSuchKnob": 1})).await, 400);
+    assert_eq!(
+        settings(&c, &b, json!({"creditsPerDay": "many"})).await,
+        400
+    );
+    assert_eq!(settings(&c, &b, json!([1])).await, 400);
+    assert_eq!(settings(&c, &b, json!({"creditsPerDay": 7})).await, 204);
+    call(&c, "POST", &format!("{b}/_emulator/reset"), None).await;
+    let (_, v) = call(&c, "GET", &url, None).await;
+    assert_eq!(v["creditsPerDay"], 7);
+    assert_eq!(v["coqlPairGrouping"], true, "the others kept their values");
+}
+
+#[tokio::test]
+async fn exhausted_credits_answer_by_the_knob() {
+    let b = start(Options::default()).await;
+    let c = client();
+    let lead = format!("{b}/crm/v8/Leads?fields=Email");
+    assert_eq!(settings(&c, &b, json!({"creditsPerDay": 1})).await, 204);
+    assert_eq!(call(&c, "GET", &lead, None).await.0, 204);
+    let (s, v) = call(&c, "GET", &lead, None).await;
+    assert_eq!((s, v["code"].as_str()), (429, Some("TOO_MANY_REQUESTS")));
+    assert_eq!(
+        v["details"],
+        json!({}),
+        "nothing tells it from the concurrency gate"
+    );
+    let knob = json!({"creditExhaustedBody": "limitReached"});
+    assert_eq!(settings(&c, &b, knob).await, 204);
+    let (s, v) = call(&c, "GET", &lead, None).await;
+    assert_eq!((s, v["code"].as_str()), (429, Some("LIMIT_REACHED")));
+}
+
+#[tokio::test]
+async fn oauth_checks_client_and_scopes_per_token() {
+    let b = start(Options::default()).await;
+    let c = client();
+    let mint = |id: &str, secret: &str| {
+        let url = format!(
+            "{b}/oauth/v2/token?grant_type=refresh_token&client_id={id}&client_secret={secret}\
+             &refresh_token=test-refresh-token"
+        );
+        let c = c.clone();
+        async move {
+            c.post(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        mint("nope", "test-client-secret").await["error"],
+        "invalid_client"
+    );
+    assert_eq!(
+        mint("test-client-id", "nope").await["error"],
+        "invalid_client_secret"
+    );
+    let full = mint("test-client-id", "test-client-secret").await;
+    assert!(
+        full["scope"]
+            .as_str()
+            .unwrap()
+            .contains("ZohoCRM.coql.READ")
+    );
+    let narrow =
+        json!({"grantedScopes": ["ZohoCRM.modules.leads.READ", "ZohoCRM.settings.fields.READ"]});
+    assert_eq!(settings(&c, &b, narrow).await, 204);
+    let token = mint("test-client-id", "test-client-secret").await;
+    assert_eq!(
+        token["scope"],
+        "ZohoCRM.modules.leads.READ ZohoCRM.settings.fields.READ"
+    );
+    let as_token = |t: &Value, m: &str, path: &str, body: Option<Value>| {
+        let mut r = c.request(m.parse().unwrap(), format!("{b}{path}")).header(
+            "Authorization",
+            format!("Zoho-oauthtoken {}", t["access_token"].as_str().unwrap()),
+        );
+        if let Some(body) = body {
+            r = r.json(&body);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let s = r.status().as_u16();
+            (s, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let write = json!({"data": [{"Last_Name": "W"}]});
+    let coql = json!({"select_query": "select id from Leads where id is not null"});
+    assert_eq!(
+        as_token(&token, "GET", "/crm/v8/Leads?fields=Email", None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        as_token(&token, "GET", "/crm/v8/settings/fields?module=Leads", None)
+            .await
+            .0,
+        200
+    );
+    for (m, path, body) in [
+        ("POST", "/crm/v8/Leads", Some(write.clone())),
+        ("GET", "/crm/v8/Contacts?fields=Email", None),
+        ("POST", "/crm/v8/coql", Some(coql.clone())),
+        ("GET", "/crm/v8/actions/watch", None),
+    ] {
+        let (s, v) = as_token(&token, m, path, body).await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (401, Some("OAUTH_SCOPE_MISMATCH")),
+            "{m} {path}"
+        );
+    }
+    // A token keeps the scopes it was minted with; the configured token follows the knob.
+    assert_eq!(
+        as_token(&full, "POST", "/crm/v8/Leads", Some(write))
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        as_token(&full, "POST", "/crm/v8/coql", Some(coql.clone()))
+            .await
+            .0,
+        200
+    );
+    let (s, v) = call(&c, "POST", &format!("{b}/crm/v8/coql"), Some(coql)).await;
+    assert_eq!((s, v["code"].as_str()), (401, Some("OAUTH_SCOPE_MISMATCH")));
+}
+
+#[tokio::test]
+async fn a_subscribed_channel_id_is_refused_and_updated_instead() {
+    let b = start(Options::default()).await;
+    let c = client();
+    let url = format!("{b}/crm/v8/actions/watch");
+    let w = |token: &str| {
+        json!({"watch": [{"channel_id": 7, "events": ["Leads.all"],
+            "notify_url": "http://127.0.0.1:9/hook", "token": token}]})
+    };
+    assert_eq!(call(&c, "POST", &url, Some(w("one"))).await.0, 200);
+    let (s, v) = call(&c, "POST", &url, Some(w("two"))).await;
+    assert_eq!(s, 400);
+    assert_eq!(v["watch"][0]["code"], "DUPLICATE_DATA");
+    assert_eq!(v["watch"][0]["details"]["api_name"], "channel_id");
+    let (_, st) = call(&c, "GET", &format!("{b}/_emulator/state"), None).await;
+    assert_eq!(st["channels"][0]["token"], "one", "the old channel stands");
+    assert_eq!(call(&c, "PUT", &url, Some(w("two"))).await.0, 200);
+    let (_, st) = call(&c, "GET", &format!("{b}/_emulator/state"), None).await;
+    assert_eq!(st["channels"][0]["token"], "two");
+    let knob = json!({"duplicateChannelId": "replace"});
+    assert_eq!(settings(&c, &b, knob).await, 204);
+    assert_eq!(call(&c, "POST", &url, Some(w("three"))).await.0, 200);
+    let (_, st) = call(&c, "GET", &format!("{b}/_emulator/state"), None).await;
+    assert_eq!(st["channels"].as_array().unwrap().len(), 1);
+    assert_eq!(st["channels"][0]["token"], "three");
 }

@@ -7,19 +7,22 @@
 //!
 //! Invariants:
 //! - every write is idempotent: `POST /crm/v8/{Module}/upsert` with
-//!   `duplicate_check_fields = [id_property]`; a delete looks the record ids up with COQL
-//!   (`select id, F from M where F in (...)`) and `DELETE /crm/v8/{Module}?ids=...`; a record
-//!   already gone is success;
+//!   `duplicate_check_fields = [id_property]`; a delete is `DELETE /crm/v8/{Module}?ids=...` of
+//!   the record ids the sink ledger links to the keys; a record already gone is success;
 //! - every write carries `trigger: []` (deletes `wf_trigger=false`): no workflow, approval or
 //!   blueprint runs on our writes, so they cannot loop back through automation;
-//! - at most 100 records per write and 50 values per COQL `in`; `data[]` results are in input
+//! - at most 100 records per write; `data[]` results are in input
 //!   order and map back to batch entries by position;
 //! - a record Zoho refuses for good (an error item, or the single record left by bisecting a
 //!   whole-request 400) is [`Rejected`] with Zoho's `code` as category; a value that cannot be
-//!   encoded for its field type is rejected as `MAPPING`; 429 (concurrency or credits), 5xx,
-//!   timeouts and resets fail the batch as [`SinkError::Transient`]; a 401 drops the access
-//!   token and retries once with a fresh one, then is fatal; 403, `OAUTH_SCOPE_MISMATCH`,
+//!   encoded for its field type is rejected as `MAPPING`; 429 (concurrency or credits, whatever
+//!   the body: `TOO_MANY_REQUESTS` or `LIMIT_REACHED`), 5xx, timeouts and resets fail the batch
+//!   as [`SinkError::Transient`], and consecutive 429s double the wait ([`http::Throttle`],
+//!   shared by siblings); a 401 drops the access token and retries once with a fresh one, then
+//!   is fatal; 403, `OAUTH_SCOPE_MISMATCH` (naming the scope the request needs),
 //!   `INVALID_MODULE` and an `id_property` Zoho will not match on are [`SinkError::Fatal`];
+//! - every COQL query is written by [`coql`] (reserved words quoted, criteria in pairs, at
+//!   most 50 values per `in`);
 //! - concurrency: one request at a time per worker (`apply` takes `&mut self` and awaits each
 //!   call), far below Zoho's per-org limit (5-25) as long as fewer workers than that share an
 //!   org; workers of one process share one access token ([`Credentials`] clones);
@@ -28,6 +31,7 @@
 //!   which pins every request there; with a static token, `base_url` is used;
 //! - logs and messages carry counts, codes and field names only: never tokens or row values.
 
+pub(crate) mod coql;
 mod encode;
 pub(crate) mod receiver;
 pub(crate) mod two_way;
@@ -114,6 +118,8 @@ pub struct ZohoSink {
     module: String,
     /// Field `data_type` by API name, once fetched.
     types: Option<BTreeMap<String, String>>,
+    /// 429s in a row (shared by siblings): each doubles the wait.
+    throttle: http::Throttle,
 }
 
 impl ZohoSink {
@@ -130,6 +136,7 @@ impl ZohoSink {
             crm,
             module: module.clone(),
             types: None,
+            throttle: http::Throttle::default(),
         })
     }
 
@@ -145,6 +152,7 @@ impl ZohoSink {
             pinned: self.pinned,
             module: self.module.clone(),
             types: self.types.clone(),
+            throttle: self.throttle.clone(),
         }
     }
 
@@ -216,7 +224,8 @@ impl ZohoSink {
         Ok(self.types.clone().unwrap_or_default())
     }
 
-    /// One request; a 401 with OAuth credentials drops the token and retries once.
+    /// One request; a 401 with OAuth credentials drops the token and retries once. The answer
+    /// counts towards the 429 streak; a scope Zoho says the token lacks is fatal, naming it.
     async fn send(
         &self,
         method: reqwest::Method,
@@ -224,6 +233,49 @@ impl ZohoSink {
         body: Option<&Value>,
     ) -> Result<Resp, SinkError> {
         let what = path.split('?').next().unwrap_or(path);
+        let r = self.request(method.clone(), path, what, body).await?;
+        self.throttle.observe(r.status);
+        if r.body["code"] == "OAUTH_SCOPE_MISMATCH" {
+            let scope = self.scope_for(&method, what);
+            return Err(SinkError::fatal(
+                format!(
+                    "Zoho refused {method} {what}: the OAuth token lacks the scope {scope} (OAUTH_SCOPE_MISMATCH)"
+                ),
+                format!(
+                    "grant {scope} to the OAuth client in {} and issue a new refresh token with \
+                     it; {}",
+                    self.crm.credentials.label(),
+                    self.scope_hint()
+                ),
+            ));
+        }
+        Ok(r)
+    }
+
+    /// The scope a request to `path` (without its query) needs.
+    fn scope_for(&self, method: &reqwest::Method, path: &str) -> String {
+        let m = &self.module;
+        if path.ends_with("/coql") {
+            format!("ZohoCRM.coql.READ (with ZohoCRM.modules.{m}.READ)")
+        } else if path.contains("/settings/") {
+            "ZohoCRM.settings.fields.READ".into()
+        } else if path.contains("/actions/watch") {
+            "ZohoCRM.notifications.ALL".into()
+        } else if method == reqwest::Method::GET {
+            format!("ZohoCRM.modules.{m}.READ")
+        } else {
+            format!("ZohoCRM.modules.{m}.ALL")
+        }
+    }
+
+    /// [`send`](Self::send) without the answer's checks.
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        what: &str,
+        body: Option<&Value>,
+    ) -> Result<Resp, SinkError> {
         self.crm
             .credentials
             .send_json(&self.crm.client, "Zoho", what, body, |token| {
@@ -243,9 +295,9 @@ impl ZohoSink {
 
     fn scope_hint(&self) -> String {
         format!(
-            "grant the OAuth client the scopes ZohoCRM.modules.{m}.ALL (or ZohoCRM.modules.ALL), \
-             ZohoCRM.settings.fields.READ and ZohoCRM.coql.READ, and check the user's profile \
-             may edit {m}",
+            "the sink needs the scopes ZohoCRM.modules.{m}.ALL (or ZohoCRM.modules.ALL), \
+             ZohoCRM.settings.fields.READ, ZohoCRM.coql.READ and, for two-way sync, \
+             ZohoCRM.notifications.ALL; check too that the user's profile may edit {m}",
             m = self.module
         )
     }
@@ -255,6 +307,10 @@ impl ZohoSink {
         let status = r.status.as_u16();
         let code = r.body["code"].as_str().unwrap_or("");
         match (status, code) {
+            (_, "OAUTH_SCOPE_MISMATCH" | "NO_PERMISSION") | (403, _) => SinkError::fatal(
+                format!("Zoho denied access to {} ({status} {code})", self.module),
+                self.scope_hint(),
+            ),
             (401, _) | (_, "INVALID_TOKEN" | "AUTHENTICATION_FAILURE") => SinkError::fatal(
                 format!("Zoho refused the access token ({status} {code})"),
                 if self.crm.credentials.can_refresh() {
@@ -271,43 +327,11 @@ impl ZohoSink {
                     )
                 },
             ),
-            (403, _) | (_, "OAUTH_SCOPE_MISMATCH" | "NO_PERMISSION") => SinkError::fatal(
-                format!("Zoho denied access to {} ({status} {code})", self.module),
-                self.scope_hint(),
-            ),
             (_, "INVALID_MODULE") => SinkError::fatal(
                 format!("Zoho does not know module {:?} ({code})", self.module),
                 "set module to the module's API name (Settings > APIs > API names), e.g. Leads",
             ),
-            (429, _) => {
-                let credits = r.body["details"].get("credits_per_day").is_some()
-                    || r.body["message"]
-                        .as_str()
-                        .is_some_and(|m| m.to_ascii_lowercase().contains("credit"));
-                let retry_after = http::retry_after(&r.headers);
-                if credits {
-                    tracing::warn!(
-                        module = %self.module,
-                        wait_s = CREDITS_WAIT.as_secs(),
-                        "Zoho API credits exhausted; waiting for the rolling window"
-                    );
-                    SinkError::transient(
-                        format!(
-                            "Zoho API credits exhausted for the rolling 24 h window; waiting {} \
-                             min before retrying (raise the org's API credits or lower the \
-                             write volume)",
-                            CREDITS_WAIT.as_secs() / 60
-                        ),
-                        Some(retry_after.unwrap_or(CREDITS_WAIT).max(CREDITS_WAIT)),
-                    )
-                } else {
-                    tracing::info!(module = %self.module, "Zoho concurrency limit");
-                    SinkError::transient(
-                        format!("Zoho concurrency limit ({code})"),
-                        Some(retry_after.unwrap_or(CONCURRENCY_WAIT)),
-                    )
-                }
-            }
+            (429, _) | (_, "LIMIT_REACHED") => self.throttled(r, code),
             (408 | 500..=599, _) => {
                 SinkError::transient(format!("Zoho answered {status} {code}"), None)
             }
@@ -319,6 +343,45 @@ impl ZohoSink {
                 ),
             ),
         }
+    }
+
+    /// A 429 (or `LIMIT_REACHED`): transient, waiting longer for each one in a row. Zoho's body
+    /// for spent credits is not documented: `LIMIT_REACHED` is read as credits (waits from
+    /// [`CREDITS_WAIT`]); `TOO_MANY_REQUESTS`, which the concurrency gate answers too, waits
+    /// from [`CONCURRENCY_WAIT`] and doubles, so spent credits are waited out either way.
+    fn throttled(&self, r: &Resp, code: &str) -> SinkError {
+        let retry_after = http::retry_after(&r.headers);
+        let streak = self.throttle.streak();
+        if code == "LIMIT_REACHED" {
+            let wait = self.throttle.wait(CREDITS_WAIT, retry_after);
+            tracing::warn!(module = %self.module, code, streak, wait_s = wait.as_secs(),
+                "Zoho API credits exhausted; waiting for the rolling window");
+            return SinkError::transient(
+                format!(
+                    "Zoho API credits exhausted for the rolling 24 h window ({code}); waiting \
+                     {} s before retrying (raise the org's API credits or lower the write \
+                     volume)",
+                    wait.as_secs()
+                ),
+                Some(wait),
+            );
+        }
+        let wait = self.throttle.wait(CONCURRENCY_WAIT, retry_after);
+        if streak >= 3 {
+            tracing::warn!(module = %self.module, code, streak, wait_s = wait.as_secs(),
+                "Zoho keeps answering 429: the concurrency limit, or the API credits of the \
+                 rolling 24 h window are spent; backing off");
+        } else {
+            tracing::info!(module = %self.module, code, streak, "Zoho answered 429");
+        }
+        SinkError::transient(
+            format!(
+                "Zoho answered 429 {code} ({streak} in a row: the concurrency limit, or the API \
+                 credits are spent); retrying in {} s",
+                wait.as_secs()
+            ),
+            Some(wait),
+        )
     }
 
     /// Maps `data[]` items (input order) back to entries.
@@ -409,7 +472,11 @@ impl ZohoSink {
             }
             if matches!(
                 code,
-                "INVALID_MODULE" | "OAUTH_SCOPE_MISMATCH" | "NO_PERMISSION" | "INVALID_TOKEN"
+                "INVALID_MODULE"
+                    | "OAUTH_SCOPE_MISMATCH"
+                    | "NO_PERMISSION"
+                    | "INVALID_TOKEN"
+                    | "LIMIT_REACHED"
             ) {
                 return Err(self.classify(&r));
             }
@@ -557,17 +624,26 @@ impl CrmWrites for ZohoSink {
         self.crm.on_delete
     }
 
-    /// COQL pages of 2,000 ordered by id, with the mapped fields.
+    /// COQL pages of 2,000 ordered by id, with the mapped fields, by keyset (each page after
+    /// the last id of the one before: no OFFSET, so no 100,000-record cap).
     async fn list(&mut self) -> Result<Vec<Record>, SinkError> {
         const PAGE: usize = 2000;
         let names = self.crm.property_names();
-        let mut records = Vec::new();
+        let fields: Vec<&str> = ["id"]
+            .into_iter()
+            .chain(names.iter().map(String::as_str))
+            .collect();
+        let mut records: Vec<Record> = Vec::new();
         loop {
-            let query = format!(
-                "select id, {} from {} where id is not null order by id asc limit {}, {PAGE}",
-                names.join(", "),
-                self.module,
-                records.len()
+            let criteria = match records.last() {
+                Some(last) if two_way::is_record_id(&last.id) => format!("id > {}", last.id),
+                _ => "id is not null".to_string(),
+            };
+            let query = coql::select(
+                &fields,
+                &self.module,
+                Some(&criteria),
+                &format!(" order by id asc limit {PAGE}"),
             );
             let body = json!({ "select_query": query });
             let (status, page) = self

@@ -3,8 +3,10 @@
 //! Owns the route Zoho posts notifications to and the channel that makes Zoho post them.
 //! Invariants: a notification is accepted only with the channel's token (compared in constant
 //! time), answered at once after its ids are queued (503 when the queue is full), and
-//! de-duplicated; the channel id is stable per sink and its token fresh per start; the channel
-//! is renewed half-way to its expiry (re-created when Zoho forgot it) and deleted at shutdown.
+//! de-duplicated; the channel id is stable per sink and its token fresh per start; a channel
+//! left subscribed by an earlier start (Zoho refuses to subscribe its id again) is taken over
+//! with PUT; the channel is renewed half-way to its expiry (re-created when Zoho forgot it) and
+//! deleted at shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,7 +116,7 @@ async fn receive(State(r): State<Arc<Receiver>>, body: Bytes) -> StatusCode {
 /// The watch channel of a sink.
 #[derive(Clone, Debug)]
 pub(crate) struct Channel {
-    /// Channel id (stable per sink name, so a restart replaces the previous channel).
+    /// Channel id (stable per sink name, so a restart takes the previous channel over).
     pub(crate) id: u64,
     /// Token Zoho sends back with every notification.
     pub(crate) token: String,
@@ -152,21 +154,34 @@ impl Channel {
     }
 }
 
-/// Creates (`create`) or renews the channel; returns its expiry as Zoho reports it.
+/// Creates (`create`) or renews the channel; returns its expiry as Zoho reports it. Zoho
+/// refuses to create a channel whose id is still subscribed (a worker that did not shut down
+/// cleanly left it): that one is taken over with PUT, which sets this start's token, URL and
+/// events.
 pub(crate) async fn watch_channel(
     zoho: &ZohoSink,
     channel: &Channel,
     create: bool,
 ) -> Result<DateTime<Utc>, SinkError> {
     let asked = Utc::now() + chrono::Duration::from_std(CHANNEL_LIFETIME).unwrap_or_default();
+    let body = channel.body(asked);
     let method = if create {
         reqwest::Method::POST
     } else {
         reqwest::Method::PATCH
     };
-    let (status, answer) = zoho
-        .call(method, "/crm/v8/actions/watch", Some(&channel.body(asked)))
+    let (mut status, mut answer) = zoho
+        .call(method, "/crm/v8/actions/watch", Some(&body))
         .await?;
+    if create && answer["watch"][0]["code"] == "DUPLICATE_DATA" {
+        tracing::info!(
+            channel = channel.id,
+            "Zoho watch channel exists; taking it over"
+        );
+        (status, answer) = zoho
+            .call(reqwest::Method::PUT, "/crm/v8/actions/watch", Some(&body))
+            .await?;
+    }
     let item = &answer["watch"][0];
     if status != 200 || item["status"] != "success" {
         if item.is_object() {

@@ -13,7 +13,7 @@ use crate::sink::test_support::{
     batch, crm_config, emulator_fault as fault, emulator_state as state, event, fatal, mapped_rule,
     rejected, serve, transient,
 };
-use driftless_emulators::zoho::{Options, router};
+use driftless_emulators::zoho::{Knobs, Options, router};
 
 async fn start(opts: Options) -> String {
     serve(router(opts)).await
@@ -330,9 +330,13 @@ async fn concurrency_429_credits_and_5xx_are_transient() {
     assert_eq!(s.apply(&b).await.unwrap().destination_ids.len(), 1);
     assert_eq!(state(&base).await["rejected_429"], 1);
 
-    // Credits: token refresh is free, fields + one upsert use the budget of 2.
+    // Credits: token refresh is free, fields + one upsert use the budget of 2. By default the
+    // emulator answers spent credits like the concurrency gate: the waits double.
     let base = start(Options {
-        credits_per_day: 2,
+        knobs: Knobs {
+            credits_per_day: 2,
+            ..Knobs::default()
+        },
         ..Options::default()
     })
     .await;
@@ -340,9 +344,42 @@ async fn concurrency_429_credits_and_5xx_are_transient() {
     s.apply(&b).await.unwrap();
     // A later change (the same batch again would be stale: no request at all).
     let later = batch(vec![lead("a@x.io", "Ada again")]);
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        let (retry_after, message) = transient(s.apply(&later).await);
+        assert!(message.contains("credits are spent"), "{message}");
+        waits.push(retry_after.unwrap());
+    }
+    assert_eq!(
+        waits,
+        [1, 2, 4].map(|n| CONCURRENCY_WAIT * n),
+        "429s in a row double the wait"
+    );
+    // The other reading: LIMIT_REACHED is spent credits, waited out from CREDITS_WAIT.
+    settings(&base, json!({"creditExhaustedBody": "limitReached"})).await;
     let (retry_after, message) = transient(s.apply(&later).await);
-    assert_eq!(retry_after, Some(CREDITS_WAIT));
     assert!(message.contains("credits exhausted"), "{message}");
+    assert_eq!(
+        retry_after,
+        Some(http::MAX_RETRY_AFTER),
+        "the streak goes on (4th in a row: 8 × 10 min), up to the cap"
+    );
+    // Any other answer ends the streak.
+    settings(&base, json!({"creditsPerDay": 100})).await;
+    s.apply(&later).await.unwrap();
+    settings(&base, json!({"creditsPerDay": 1})).await;
+    let (retry_after, _) = transient(s.apply(&batch(vec![lead("a@x.io", "Ada 3")])).await);
+    assert_eq!(retry_after, Some(CREDITS_WAIT));
+}
+
+async fn settings(base: &str, knobs: Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/_emulator/settings"))
+        .json(&knobs)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
 }
 
 #[tokio::test]
@@ -437,4 +474,123 @@ async fn schema_check_refuses_unknown_read_only_and_bad_picklist_fields() {
     };
     let mut s = ZohoSink::new(&cfg, "test-access-token".into()).unwrap();
     assert!(s.fetch_schema().await.unwrap()["Account_Name"].unique);
+}
+
+#[tokio::test]
+async fn missing_scopes_are_fatal_naming_the_scope() {
+    let granted = |scopes: &[&str]| Options {
+        knobs: Knobs {
+            granted_scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            ..Knobs::default()
+        },
+        ..Options::default()
+    };
+    let base = start(granted(&["ZohoCRM.modules.ALL", "ZohoCRM.coql.READ"])).await;
+    let mut s = sink(&base);
+    let (message, hint) = fatal(s.apply(&batch(vec![lead("a@x.io", "Ada")])).await);
+    assert!(
+        message.contains("ZohoCRM.settings.fields.READ"),
+        "{message}"
+    );
+    assert!(message.contains("OAUTH_SCOPE_MISMATCH"), "{message}");
+    assert!(
+        hint.contains("grant ZohoCRM.settings.fields.READ"),
+        "{hint}"
+    );
+    assert!(hint.contains("ZOHO_REFRESH_TOKEN"), "{hint}");
+    assert_eq!(
+        state(&base).await["request_counts"]["POST /oauth/v2/token"],
+        1,
+        "a fresh token would not have the scope: no second refresh"
+    );
+    let base = start(granted(&[
+        "ZohoCRM.modules.leads.READ",
+        "ZohoCRM.settings.fields.READ",
+        "ZohoCRM.coql.READ",
+    ]))
+    .await;
+    let (message, _) = fatal(sink(&base).apply(&batch(vec![lead("a@x.io", "Ada")])).await);
+    assert!(message.contains("ZohoCRM.modules.Leads.ALL"), "{message}");
+    let base = start(granted(&[
+        "ZohoCRM.modules.ALL",
+        "ZohoCRM.settings.fields.READ",
+    ]))
+    .await;
+    let (message, _) = fatal(sink(&base).list().await);
+    assert!(message.contains("ZohoCRM.coql.READ"), "{message}");
+}
+
+#[tokio::test]
+async fn a_wrong_client_secret_is_fatal_with_a_hint() {
+    let base = start(Options::default()).await;
+    let credentials = Credentials::oauth(
+        "test-client-id".into(),
+        "not-the-secret".into(),
+        "test-refresh-token".into(),
+        format!("{base}/oauth/v2/token"),
+        "ZOHO_REFRESH_TOKEN",
+    );
+    let mut s = Ledgered::in_memory(ZohoSink::new(&valid_sink(&base), credentials).unwrap());
+    let (message, hint) = fatal(s.apply(&batch(vec![lead("a@x.io", "Ada")])).await);
+    assert!(message.contains("invalid_client_secret"), "{message}");
+    assert!(hint.contains("client secret"), "{hint}");
+    assert!(!message.contains("not-the-secret") && !hint.contains("not-the-secret"));
+}
+
+#[tokio::test]
+async fn listing_quotes_reserved_field_names_and_pages() {
+    let base = start(Options::default()).await;
+    let mut cfg = valid_sink(&base);
+    cfg.fields.push(FieldRule::new("ext", "External"));
+    let mut s =
+        Ledgered::in_memory(ZohoSink::new(&cfg, oauth(&base, "test-refresh-token")).unwrap());
+    let mut e = lead("a@x.io", "Ada");
+    e.after
+        .as_mut()
+        .unwrap()
+        .insert("ext".into(), json!("outside"));
+    s.apply(&batch(vec![e])).await.unwrap();
+    let records = s.list().await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].properties["External"], "outside");
+    let st = state(&base).await;
+    assert_eq!(st["records"]["Leads"][0]["External"], "outside");
+    assert_eq!(st["request_counts"]["POST /crm/v8/coql"], 1);
+    // More than a page: keyset by id, every record once.
+    for chunk in 0..21 {
+        let data: Vec<Value> = (0..100)
+            .map(|i| json!({"Last_Name": format!("L{chunk}-{i}")}))
+            .collect();
+        let r = reqwest::Client::new()
+            .post(format!("{base}/crm/v8/Leads"))
+            .header("Authorization", "Zoho-oauthtoken test-access-token")
+            .json(&json!({ "data": data }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    let records = s.list().await.unwrap();
+    let ids: std::collections::BTreeSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!((records.len(), ids.len()), (2_101, 2_101));
+    assert_eq!(state(&base).await["request_counts"]["POST /crm/v8/coql"], 3);
+}
+
+#[tokio::test]
+async fn a_channel_left_subscribed_is_taken_over_by_the_next_start() {
+    let base = start(Options::default()).await;
+    let s = ZohoSink::new(&valid_sink(&base), oauth(&base, "test-refresh-token")).unwrap();
+    let first = receiver::Channel::new("leads", "Leads", "http://127.0.0.1:9/first");
+    receiver::watch_channel(&s, &first, true).await.unwrap();
+    // A start after a crash: same id, new token; Zoho refuses to subscribe the id again.
+    let second = receiver::Channel::new("leads", "Leads", "http://127.0.0.1:9/second");
+    assert_eq!(first.id, second.id);
+    receiver::watch_channel(&s, &second, true).await.unwrap();
+    let st = state(&base).await;
+    let channels = st["channels"].as_array().unwrap();
+    assert_eq!(channels.len(), 1);
+    assert_eq!(channels[0]["token"], second.token.as_str());
+    assert_eq!(channels[0]["notify_url"], "http://127.0.0.1:9/second");
+    assert_eq!(st["request_counts"]["POST /crm/v8/actions/watch"], 2);
+    assert_eq!(st["request_counts"]["PUT /crm/v8/actions/watch"], 1);
 }

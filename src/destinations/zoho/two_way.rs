@@ -3,9 +3,10 @@
 //!
 //! Invariants:
 //! - reads use COQL (`select <mapped fields>, Modified_Time from M where F in (...)`, at most
-//!   [`IN_VALUES`] values per query), by `id_property` outbound and by Zoho id inbound; values
-//!   are quoted like the sink's delete lookups (`'` doubled); ids from notifications are used
-//!   only when they are all digits;
+//!   [`coql::IN_VALUES`] values per query), by `id_property` outbound and by Zoho id inbound;
+//!   every query is written by [`coql`] (reserved words quoted, values quoted with `'`
+//!   doubled, criteria grouped in pairs); ids from notifications are used only when they are
+//!   all digits;
 //! - Zoho reports no per-field change times through these APIs: every field's change time is
 //!   the record's `Modified_Time` (second precision). A `latest` conflict therefore compares the
 //!   Postgres commit time with the time of the record's last edit, whichever field it touched;
@@ -33,56 +34,41 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use crate::destinations::zoho::coql::{self, literal};
 use crate::destinations::zoho::{ZohoSink, encode_value};
 use crate::sink::SinkError;
 use crate::sink::mapping::{PropertyType, value_string};
 use crate::sync::engine::{Context, Crm, Listing, ReadBy};
 use crate::sync::plan::CrmRecord;
 
-/// Values per COQL `in` (Zoho's cap).
-pub(crate) const IN_VALUES: usize = 50;
 /// Rows per reconciliation query (COQL's LIMIT cap).
 pub(crate) const PAGE: usize = 2_000;
 /// Records per update request.
 const UPDATE_BATCH: usize = 100;
-
-/// A COQL string literal (`'` doubled).
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// The COQL literal of a value of a field of `kind`: plain numbers bare, anything else quoted.
-pub(crate) fn literal(kind: Option<PropertyType>, v: &str) -> String {
-    let plain_number = !v.is_empty()
-        && v.trim_start_matches('-')
-            .chars()
-            .all(|c| c.is_ascii_digit() || c == '.')
-        && v.parse::<f64>().is_ok();
-    if kind == Some(PropertyType::Number) && plain_number {
-        v.to_string()
-    } else {
-        quote(v)
-    }
-}
 
 /// A Zoho record id (digits only): anything else is never put into a query.
 pub(crate) fn is_record_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 30 && id.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// `select <fields>, Modified_Time from M where F in (<literals>)`.
-pub(crate) fn select_in(module: &str, fields: &[&str], field: &str, literals: &[String]) -> String {
+/// `select <fields>, Modified_Time from M where F in (<literals>)`, one query per
+/// [`coql::IN_VALUES`] literals.
+pub(crate) fn select_in(
+    module: &str,
+    fields: &[&str],
+    field: &str,
+    literals: &[String],
+) -> Vec<String> {
     let mut wanted: Vec<&str> = Vec::new();
     for f in fields.iter().copied().chain(["Modified_Time"]) {
         if f != "id" && !wanted.contains(&f) {
             wanted.push(f);
         }
     }
-    format!(
-        "select {} from {module} where {field} in ({}) limit 200",
-        wanted.join(", "),
-        literals.join(", ")
-    )
+    coql::in_chunks(field, literals)
+        .iter()
+        .map(|c| coql::select(&wanted, module, Some(c), " limit 200"))
+        .collect()
 }
 
 /// Zoho's datetime form (`YYYY-MM-DDTHH:MM:SS+00:00`) of epoch milliseconds, floored to the
@@ -96,23 +82,26 @@ pub(crate) fn zoho_time(ms: i64) -> String {
 
 /// One reconciliation page: ids of the records last modified in `[from_ms, until_ms)` (both
 /// floored to Zoho's second precision, so consecutive windows neither overlap nor leave a gap)
-/// with an id above `after_id`, by ascending id. Conditions are grouped in pairs, as COQL
-/// requires.
+/// with an id above `after_id`, by ascending id (a keyset, never an OFFSET).
 pub(crate) fn modified_query(
     module: &str,
     (from_ms, until_ms): (i64, i64),
     after_id: Option<&str>,
 ) -> String {
-    let window = format!(
-        "(Modified_Time >= '{}' and Modified_Time < '{}')",
-        zoho_time(from_ms),
-        zoho_time(until_ms)
-    );
-    let criteria = match after_id.filter(|id| is_record_id(id)) {
-        Some(id) => format!("{window} and id > {id}"),
-        None => window,
-    };
-    format!("select id from {module} where {criteria} order by id asc limit {PAGE}")
+    let window = [
+        format!("Modified_Time >= {}", coql::quote(&zoho_time(from_ms))),
+        format!("Modified_Time < {}", coql::quote(&zoho_time(until_ms))),
+    ];
+    let mut criteria: Vec<String> = coql::all_of(&window).into_iter().collect();
+    if let Some(id) = after_id.filter(|id| is_record_id(id)) {
+        criteria.push(format!("id > {id}"));
+    }
+    coql::select(
+        &["id"],
+        module,
+        coql::all_of(&criteria).as_deref(),
+        &format!(" order by id asc limit {PAGE}"),
+    )
 }
 
 pub(crate) fn parse_time(v: &Value) -> Option<DateTime<Utc>> {
@@ -205,8 +194,7 @@ async fn read(
         .collect();
     let properties = ctx.properties();
     let mut out = Vec::new();
-    for chunk in literals.chunks(IN_VALUES) {
-        let query = select_in(zoho.module(), &properties, field, chunk);
+    for query in select_in(zoho.module(), &properties, field, &literals) {
         if let Some(body) = coql(ctx, zoho, &query).await? {
             out.extend(parse_records(&body, &ctx.schema));
         }
@@ -420,16 +408,22 @@ mod tests {
                 "External_Id",
                 &lits
             ),
-            "select External_Id, Email, Modified_Time from Leads where External_Id in \
+            [
+                "select External_Id, Email, Modified_Time from Leads where External_Id in \
              ('7', 'o''brien@example.com') limit 200"
+            ]
         );
-        assert_eq!(literal(Some(PropertyType::Number), "42"), "42");
-        assert_eq!(literal(Some(PropertyType::Number), "-1.5"), "-1.5");
-        assert_eq!(
-            literal(Some(PropertyType::Number), "1 or 1=1"),
-            "'1 or 1=1'"
+        let many: Vec<String> = (0..120).map(|i| literal(None, &i.to_string())).collect();
+        let queries = select_in("Leads", &["External", "Email"], "External", &many);
+        assert_eq!(queries.len(), 3, "50 values per in");
+        assert!(
+            queries[2].starts_with(
+                "select 'External', Email, Modified_Time from Leads where 'External' in \
+                 ('100', "
+            ),
+            "{}",
+            queries[2]
         );
-        assert_eq!(literal(None, "x') or ('1'='1"), "'x'') or (''1''=''1'");
         assert_eq!(
             modified_query("Leads", (1_700_000_000_999, 1_700_000_060_500), None),
             "select id from Leads where (Modified_Time >= '2023-11-14T22:13:20+00:00' and \
@@ -437,8 +431,8 @@ mod tests {
         );
         assert_eq!(
             modified_query("Leads", (0, 1_000), Some("5545974000000300001")),
-            "select id from Leads where (Modified_Time >= '1970-01-01T00:00:00+00:00' and \
-             Modified_Time < '1970-01-01T00:00:01+00:00') and id > 5545974000000300001 \
+            "select id from Leads where ((Modified_Time >= '1970-01-01T00:00:00+00:00' and \
+             Modified_Time < '1970-01-01T00:00:01+00:00') and id > 5545974000000300001) \
              order by id asc limit 2000"
         );
         assert!(
