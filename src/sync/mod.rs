@@ -9,8 +9,9 @@
 //! CRM from durable cursors). I/O shell: [`store`] keeps the durable state in Postgres (ledger
 //! and identity links, reconciliation cursors) and writes inbound changes in transactions
 //! tagged with the sink's replication origin, so capture marks them and the same sink does not
-//! send them back.
+//! send them back; [`dead_letter`] sets aside the inbound records Postgres refuses.
 
+pub(crate) mod dead_letter;
 pub(crate) mod engine;
 pub(crate) mod inbound;
 pub(crate) mod outbound;

@@ -62,6 +62,9 @@ pub(crate) struct Plan {
     pub(crate) ledger: BTreeMap<String, String>,
     /// Conflicts settled by this plan.
     pub(crate) conflicts: Vec<Conflict>,
+    /// Columns the CRM's value should come back to but does not map back to (not pulled, not
+    /// in the ledger); the inbound half sets such a record aside.
+    pub(crate) unfit: Vec<String>,
 }
 
 /// Which side is evaluating.
@@ -212,6 +215,7 @@ pub(crate) fn plan(
                 let Some(value) = postgres_form(rule, schema, &crm_value) else {
                     tracing::warn!(column = %rule.column, property = %rule.property,
                         "CRM value cannot be mapped back to the column; left unchanged");
+                    out.unfit.push(rule.column.clone());
                     continue;
                 };
                 out.pull.insert(rule.column.clone(), value);
@@ -235,11 +239,15 @@ pub(crate) fn plan(
 }
 
 /// A CRM-created record as a new row: every mapped property that maps back (the id property
-/// is left to the table's key default).
+/// is left to the table's key default), and the columns whose value does not map back.
 pub(crate) fn new_row(
     m: Mapping<'_>,
     crm: &CrmRecord,
-) -> (BTreeMap<String, Option<String>>, BTreeMap<String, String>) {
+) -> (
+    BTreeMap<String, Option<String>>,
+    BTreeMap<String, String>,
+    Vec<String>,
+) {
     let Mapping {
         rules,
         schema,
@@ -248,6 +256,7 @@ pub(crate) fn new_row(
     } = m;
     let mut values = BTreeMap::new();
     let mut ledger = BTreeMap::new();
+    let mut unfit = Vec::new();
     for rule in rules.iter().filter(|r| r.property != id_property) {
         let crm_value = crm
             .properties
@@ -257,9 +266,11 @@ pub(crate) fn new_row(
         if let Some(v) = postgres_form(rule, schema, &crm_value) {
             values.insert(rule.column.clone(), v);
             ledger.insert(rule.property.clone(), value_hash(&crm_value));
+        } else {
+            unfit.push(rule.column.clone());
         }
     }
-    (values, ledger)
+    (values, ledger, unfit)
 }
 
 /// The record key (primary key as text) of a change event's key.
