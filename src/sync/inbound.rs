@@ -199,16 +199,16 @@ async fn apply_inbound<C: Crm>(
     for r in &records {
         let Some(key) = key_of(r) else {
             if ctx.two_way.on_crm_create == OnCrmCreate::Insert {
-                let (values, fields, unfit) = new_row(ctx.mapping(), r);
-                if let Some(column) = unfit.first() {
+                let new = new_row(ctx.mapping(), r);
+                if let Some(column) = new.unfit.first() {
                     unmappable.push(Skipped::unmappable(&r.id, None, column));
                     continue;
                 }
-                changes.push(InboundChange::Insert { values });
+                changes.push(InboundChange::Insert { values: new.pull });
                 ledger_rows.push(LedgerRow {
                     key: String::new(),
                     crm_id: Some(r.id.clone()),
-                    fields,
+                    fields: new.ledger,
                 });
                 created.push((changes.len() - 1, r.id.clone()));
             }

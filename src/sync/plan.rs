@@ -238,25 +238,16 @@ pub(crate) fn plan(
     out
 }
 
-/// A CRM-created record as a new row: every mapped property that maps back (the id property
-/// is left to the table's key default), and the columns whose value does not map back.
-pub(crate) fn new_row(
-    m: Mapping<'_>,
-    crm: &CrmRecord,
-) -> (
-    BTreeMap<String, Option<String>>,
-    BTreeMap<String, String>,
-    Vec<String>,
-) {
+/// A CRM-created record as a new row: the plan pulls every mapped property that maps back
+/// (the id property is left to the table's key default); `unfit` names those that do not.
+pub(crate) fn new_row(m: Mapping<'_>, crm: &CrmRecord) -> Plan {
     let Mapping {
         rules,
         schema,
         id_property,
         ..
     } = m;
-    let mut values = BTreeMap::new();
-    let mut ledger = BTreeMap::new();
-    let mut unfit = Vec::new();
+    let mut out = Plan::default();
     for rule in rules.iter().filter(|r| r.property != id_property) {
         let crm_value = crm
             .properties
@@ -264,13 +255,14 @@ pub(crate) fn new_row(
             .cloned()
             .unwrap_or_default();
         if let Some(v) = postgres_form(rule, schema, &crm_value) {
-            values.insert(rule.column.clone(), v);
-            ledger.insert(rule.property.clone(), value_hash(&crm_value));
+            out.pull.insert(rule.column.clone(), v);
+            out.ledger
+                .insert(rule.property.clone(), value_hash(&crm_value));
         } else {
-            unfit.push(rule.column.clone());
+            out.unfit.push(rule.column.clone());
         }
     }
-    (values, ledger, unfit)
+    out
 }
 
 /// The record key (primary key as text) of a change event's key.
@@ -458,6 +450,25 @@ mod tests {
             edit.pull,
             BTreeMap::from([("lifecycle".into(), Some("customer".into()))])
         );
+    }
+
+    #[test]
+    fn crm_values_that_do_not_map_back_make_the_record_unfit() {
+        let (rs, tw) = (rules(), two_way(&[]));
+        let current = row(json!({"id": 7, "first_name": "Ada", "lifecycle": "lead"}));
+        let l = ledger("Ada", "lead");
+        // `evangelist` is no option of the value map: it cannot come back.
+        let p = inbound(
+            mapping(&rs, &tw),
+            &current,
+            &crm("Ada", "evangelist", 300),
+            &l,
+        );
+        assert_eq!(p.unfit, ["lifecycle"]);
+        assert!(p.pull.is_empty() && !p.ledger.contains_key("lifecyclestage"));
+        let new = new_row(mapping(&rs, &tw), &crm("Ada", "evangelist", 300));
+        assert_eq!(new.unfit, ["lifecycle"]);
+        assert!(!new.pull.contains_key("lifecycle"));
     }
 
     #[test]
