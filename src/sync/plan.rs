@@ -14,7 +14,10 @@
 //!   left to the outbound side, which has the Postgres commit time (the Postgres change that
 //!   made it a conflict always has an event still to come);
 //! - a field whose values already agree only updates the ledger; the id property is never
-//!   pulled.
+//!   pulled;
+//! - a CRM value that should come back but does not map back to its column (no such option in
+//!   the field's value map, a date that is not one) is neither pulled nor put in the ledger; the
+//!   plan names its column (`unfit`), and the inbound half sets the record aside.
 
 use std::collections::BTreeMap;
 

@@ -656,3 +656,54 @@ pub(crate) async fn two_way_grants(
     let row = sql.query_one(TWO_WAY_GRANTS, &[&table, &deletes]).await?;
     Ok(std::array::from_fn(|i| row.get::<_, bool>(i)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(code: &str) -> PgError {
+        PgError::Server {
+            code: code.into(),
+            message: "permission denied for table contacts".into(),
+            detail: None,
+            hint: None,
+        }
+    }
+
+    fn write(code: &str) -> StoreError {
+        StoreError::Write {
+            target: "UPDATE on \"public\".\"contacts\"".into(),
+            source: server(code),
+        }
+    }
+
+    #[test]
+    fn store_errors_are_fatal_for_grants_and_changed_tables_and_transient_for_connections() {
+        let denied = write("42501");
+        assert_eq!(denied.class(), ErrorClass::Fatal);
+        assert!(denied.to_string().contains("UPDATE on"), "{denied}");
+        assert!(denied.hint().unwrap().contains("UPDATE"));
+        let gone = write("42703");
+        assert_eq!(gone.class(), ErrorClass::Fatal);
+        assert!(gone.hint().unwrap().contains("table changed"));
+        for code in ["08006", "57P01", "40001", "40P01"] {
+            assert_eq!(write(code).class(), ErrorClass::Transient, "{code}");
+            assert_eq!(StoreError::Pg(server(code)).class(), ErrorClass::Transient);
+        }
+        let unfit = StoreError::Unfit("two keys".into());
+        assert_eq!(unfit.class(), ErrorClass::Fatal);
+        assert!(unfit.hint().unwrap().contains("primary key"));
+    }
+
+    #[test]
+    fn refusals_keep_names_not_values() {
+        let r = Refusal::of(&PgError::Server {
+            code: "23505".into(),
+            message: "duplicate key value violates unique constraint".into(),
+            detail: Some("Key (email)=(a@b.c) already exists.".into()),
+            hint: None,
+        });
+        assert_eq!(r.sqlstate, "23505");
+        assert!(!format!("{r:?}").contains("a@b.c"));
+    }
+}
