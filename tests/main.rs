@@ -16,5 +16,6 @@ mod relations;
 mod sink;
 mod two_way_hubspot;
 mod two_way_recovery;
+mod two_way_refusals;
 mod two_way_zoho;
 mod types;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::destination::{Destination, connect_params};
-use super::sink::WorkerError;
+use super::sink::{WorkerError, dead_letter_topic};
 use super::supervise::Supervisor;
 use crate::config::ValidConfig;
 use crate::config::sinks::ValidSink;
@@ -22,8 +22,10 @@ use crate::destinations::hubspot::HubspotSink;
 use crate::destinations::hubspot::receiver::webhook_router;
 use crate::destinations::zoho::ZohoSink;
 use crate::destinations::zoho::receiver as zoho;
+use crate::kafka::{self, AckedProducer};
 use crate::sink::SinkError;
 use crate::sink::audit::AuditTrail;
+use crate::sync::dead_letter::DeadLetters;
 use crate::sync::engine::{self, Context, Crm, Receiver};
 use crate::sync::inbox::Inbox;
 use crate::sync::outbound::TwoWaySink;
@@ -126,6 +128,20 @@ pub(crate) async fn prepare(
         .await
         .map_err(|e| WorkerError::from(engine::store_failed(e)))?;
     let audit = AuditTrail::open(&cfg.audit, &cfg.brokers, &cfg.librdkafka)?;
+    // The inbound half dead-letters into the sink's topic from its first batch on.
+    let dead_letter_topic = dead_letter_topic(cfg, &sink.name);
+    kafka::ensure_topics(
+        &cfg.brokers,
+        &cfg.librdkafka,
+        std::slice::from_ref(&dead_letter_topic),
+        cfg.partitions,
+        cfg.replication_factor,
+    )
+    .await?;
+    let dead_letters = DeadLetters::new(
+        dead_letter_topic,
+        AckedProducer::new(&cfg.brokers, &cfg.librdkafka)?,
+    );
     let context = Arc::new(Context {
         sink: sink.name.clone(),
         id_property: sink.id_property.clone().unwrap_or_default(),
@@ -135,6 +151,7 @@ pub(crate) async fn prepare(
         store: tokio::sync::Mutex::new(store),
         inbox,
         audit,
+        dead_letters,
         counters: engine::Counters::default(),
     });
     tracing::info!(sink = %sink.name, origin = %origin_name(&sink.name), "two-way sync ready");

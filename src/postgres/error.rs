@@ -4,7 +4,9 @@
 //! Invariants:
 //! - `Display` never contains a password, and never contains a server `DETAIL` (which can quote
 //!   row values): server errors render as `SQLSTATE: message` only; the detail and hint stay in
-//!   their fields for callers that know they may show them.
+//!   their fields for callers that know they may show them. For data and integrity errors
+//!   (SQLSTATE classes 22 and 23) the message is left out too: Postgres quotes the offending
+//!   value in it (`invalid input syntax for type integer: "12.5"`).
 //! - Classification is by SQLSTATE where the server sent one, so the same server condition gets
 //!   the same class whether it came through our replication client or through tokio-postgres.
 
@@ -27,7 +29,7 @@ pub enum PgError {
     #[error("postgres authentication error: {0}")]
     Auth(String),
     /// The server sent an `ErrorResponse`.
-    #[error("postgres server error {code}: {message}")]
+    #[error("postgres server error {code}{}", shown_message(code, message))]
     Server {
         /// SQLSTATE, e.g. `28P01`.
         code: String,
@@ -79,7 +81,8 @@ struct SqlDisplay<'a>(&'a tokio_postgres::Error);
 impl fmt::Display for SqlDisplay<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(db) = self.0.as_db_error() {
-            return write!(f, "{}: {}", db.code().code(), db.message());
+            let code = db.code().code();
+            return write!(f, "{code}{}", shown_message(code, db.message()));
         }
         write!(f, "{}", self.0)?;
         let mut source = self.0.source();
@@ -88,6 +91,33 @@ impl fmt::Display for SqlDisplay<'_> {
             source = s.source();
         }
         Ok(())
+    }
+}
+
+/// Whether the server's message for this SQLSTATE may quote a row value: data exceptions
+/// (class 22: `invalid input syntax for type integer: "12.5"`) and integrity violations (class
+/// 23).
+fn message_quotes_values(code: &str) -> bool {
+    code.starts_with("22") || code.starts_with("23")
+}
+
+/// `: message`, or nothing when the message may quote a row value.
+fn shown_message(code: &str, message: &str) -> String {
+    if message_quotes_values(code) {
+        String::new()
+    } else {
+        format!(": {message}")
+    }
+}
+
+/// The class of an error raised by writing one row that came from outside (an inbound change
+/// of two-way sync): a data exception or an integrity violation of that row (SQLSTATE classes
+/// 22 and 23) is poison, to be rolled back alone and set aside; everything else is classified
+/// as [`PgError::class`] does (connection errors transient, missing grants or objects fatal).
+pub(crate) fn row_write_class(e: &PgError) -> ErrorClass {
+    match e.code() {
+        Some(code) if message_quotes_values(code) => ErrorClass::Poison,
+        _ => e.class(),
     }
 }
 
@@ -270,8 +300,41 @@ mod tests {
 
     #[test]
     fn display_omits_detail() {
-        let text = server("23505").to_string();
-        assert_eq!(text, "postgres server error 23505: boom");
+        let text = server("42501").to_string();
+        assert_eq!(text, "postgres server error 42501: boom");
         assert!(!text.contains("alice"));
+    }
+
+    #[test]
+    fn display_omits_messages_that_quote_values() {
+        let cast = PgError::Server {
+            code: "22P02".into(),
+            message: "invalid input syntax for type integer: \"12.5\"".into(),
+            detail: None,
+            hint: None,
+        };
+        assert_eq!(cast.to_string(), "postgres server error 22P02");
+        assert_eq!(server("23505").to_string(), "postgres server error 23505");
+    }
+
+    #[test]
+    fn row_writes_set_aside_data_and_integrity_errors_only() {
+        for code in [
+            "22P02", "22003", "22001", "22007", "23505", "23502", "23503", "23514",
+        ] {
+            assert_eq!(row_write_class(&server(code)), ErrorClass::Poison, "{code}");
+        }
+        for code in ["42501", "42703", "42P01", "42804", "XX000"] {
+            assert_eq!(row_write_class(&server(code)), ErrorClass::Fatal, "{code}");
+        }
+        for code in ["08006", "08003", "57P01", "40001", "40P01", "53300"] {
+            assert_eq!(
+                row_write_class(&server(code)),
+                ErrorClass::Transient,
+                "{code}"
+            );
+        }
+        let io = PgError::Io(io::Error::new(io::ErrorKind::ConnectionReset, "reset"));
+        assert_eq!(row_write_class(&io), ErrorClass::Transient);
     }
 }

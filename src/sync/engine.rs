@@ -32,6 +32,9 @@
 //!   origin-tagged transaction that also forgets the ledger row, so the same sink sends no
 //!   archive back; records not linked to a row are ignored without an API call, and records
 //!   that exist again (restored) when the worker reads them keep their row;
+//! - an inbound change Postgres refuses for its values (SQLSTATE classes 22, 23) or whose CRM
+//!   value does not map back is set aside alone ([`super::dead_letter`]): the others commit,
+//!   its ledger row is not written; missing grants or a changed table (class 42) are fatal;
 //! - no row values in logs, metrics or the audit trail (conflicts record column, times, winner).
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -45,13 +48,15 @@ use tokio::sync::{Mutex, watch};
 
 use crate::config::fields::FieldRule;
 use crate::config::two_way::TwoWay;
+use crate::error::{Classify, ErrorClass};
 use crate::sink::SinkError;
 use crate::sink::audit::{AuditTrail, key_hash};
 use crate::sink::crm::CrmWrites;
 use crate::sink::mapping::Property;
+use crate::sync::dead_letter::{DeadLetters, Skipped, SkippedRecord};
 use crate::sync::inbox::{CursorKind, Inbox};
 use crate::sync::plan::{Conflict, CrmRecord, Mapping};
-use crate::sync::store::{InboundChange, LedgerRow, Store, StoreError};
+use crate::sync::store::{InboundChange, LedgerRow, Store, StoreError, Written};
 
 /// Records the inbound worker handles at once.
 pub(crate) const INBOUND_BATCH: usize = 50;
@@ -198,8 +203,10 @@ pub(crate) struct Context {
     pub(crate) store: Mutex<Store>,
     /// CRM ids waiting for the inbound worker (durable).
     pub(crate) inbox: Inbox,
-    /// Conflicts go to the audit trail.
+    /// Conflicts and set-aside records go to the audit trail.
     pub(crate) audit: AuditTrail,
+    /// Inbound records Postgres refused (or that do not map back) go to the dead-letter topic.
+    pub(crate) dead_letters: DeadLetters,
     /// Counters.
     pub(crate) counters: Counters,
 }
@@ -218,12 +225,12 @@ struct ConflictRecord<'a> {
 }
 
 pub(crate) fn store_failed(e: StoreError) -> SinkError {
-    match e {
-        StoreError::Unfit(message) => SinkError::Fatal {
-            message,
-            hint: "two-way sync needs a table with a one-column primary key".into(),
+    match e.class() {
+        ErrorClass::Fatal => SinkError::Fatal {
+            hint: e.hint().unwrap_or_default(),
+            message: e.to_string(),
         },
-        e => SinkError::transient(format!("sync state in Postgres: {e}"), None),
+        _ => SinkError::transient(format!("sync state in Postgres: {e}"), None),
     }
 }
 
@@ -252,8 +259,11 @@ impl Context {
     }
 
     /// Writes CRM changes into Postgres in one origin-tagged transaction with their ledger
-    /// rows (nothing when there are none) and counts them: deletions as inbound deletes, the
-    /// rest as inbound writes. Returns the keys of the changed rows, in order.
+    /// rows (`ledger[i]` belongs to `changes[i]`, when there are any; nothing when there are no
+    /// changes) and counts them: deletions as inbound deletes, the rest as inbound writes.
+    /// Changes Postgres refuses for their values are rolled back alone and set aside
+    /// ([`Context::dead_letter`]). Returns the keys of the changed rows, in order (empty for a
+    /// change set aside or whose row is gone).
     pub(crate) async fn write_inbound(
         &self,
         store: &mut Store,
@@ -263,15 +273,35 @@ impl Context {
         if changes.is_empty() {
             return Ok(Vec::new());
         }
-        let keys = store
+        let written = store
             .write_inbound(changes, ledger)
             .await
             .map_err(store_failed)?;
-        let deletes = changes
-            .iter()
-            .filter(|c| matches!(c, InboundChange::Delete { .. }))
-            .count() as u64;
-        let writes = changes.len() as u64 - deletes;
+        let (mut keys, mut skipped) = (Vec::new(), Vec::new());
+        let (mut writes, mut deletes) = (0, 0);
+        for (i, (w, change)) in written.into_iter().zip(changes).enumerate() {
+            match (w, change) {
+                (Written::Applied(key), InboundChange::Delete { .. }) => {
+                    deletes += 1;
+                    keys.push(key);
+                }
+                (Written::Applied(key), _) => {
+                    writes += 1;
+                    keys.push(key);
+                }
+                (Written::Refused(r), change) => {
+                    let key = match change {
+                        InboundChange::Update { key, .. } | InboundChange::Delete { key } => {
+                            Some(key.clone())
+                        }
+                        InboundChange::Insert { .. } => None,
+                    };
+                    let crm_id = ledger.get(i).and_then(|l| l.crm_id.clone());
+                    skipped.push(Skipped::refused(crm_id, key, r));
+                    keys.push(String::new());
+                }
+            }
+        }
         let counted = [
             (
                 &self.counters.inbound_writes,
@@ -289,7 +319,37 @@ impl Context {
                 self.count(counter, name, n);
             }
         }
+        self.dead_letter(&skipped).await?;
         Ok(keys)
+    }
+
+    /// Sets inbound records aside: each goes to the dead-letter topic (acknowledged), the log
+    /// and the audit trail, with names and SQLSTATEs only, and is counted.
+    pub(crate) async fn dead_letter(&self, skipped: &[Skipped]) -> Result<(), SinkError> {
+        if skipped.is_empty() {
+            return Ok(());
+        }
+        for s in skipped {
+            self.dead_letters.send(&self.sink, s).await?;
+            tracing::warn!(sink = %self.sink, category = s.category,
+                sqlstate = s.sqlstate.as_deref().unwrap_or_default(),
+                column = s.column.as_deref().unwrap_or_default(),
+                constraint = s.constraint.as_deref().unwrap_or_default(),
+                crm_id = s.crm_id.as_deref().unwrap_or_default(),
+                key_hash = s.key_hash().unwrap_or_default(),
+                "inbound record dead-lettered");
+        }
+        let records: Vec<SkippedRecord<'_>> = skipped
+            .iter()
+            .map(|s| SkippedRecord::new(&self.sink, s))
+            .collect();
+        self.audit
+            .write_keyed(&records, |r| &r.audit_key)
+            .await
+            .map_err(|e| SinkError::transient(e.to_string(), None))?;
+        metrics::counter!("driftless_sync_inbound_dead_letters_total", "sink" => self.sink.clone())
+            .increment(skipped.len() as u64);
+        Ok(())
     }
 
     /// Counts conflicts and writes them to the audit trail.

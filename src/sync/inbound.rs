@@ -1,8 +1,10 @@
 //! The inbound half of two-way sync: queued CRM ids → Postgres, in origin-tagged transactions.
 //!
 //! Owns the inbound worker. Invariants: ids leave the durable inbox only once their changes (or
-//! deletions) were applied; transient failures keep them and retry with backoff; deletions are
-//! applied before changes; a fatal error ends the worker (and with it the two-way sink).
+//! deletions) were applied or set aside (dead-lettered: a record Postgres refuses for its
+//! values, or whose CRM value does not map back, never blocks the others); transient failures
+//! keep them and retry with backoff; deletions are applied before changes; a fatal error
+//! (missing grants, a changed table) ends the worker (and with it the two-way sink).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use tokio::sync::watch;
 use crate::config::two_way::{OnCrmCreate, OnCrmDelete};
 use crate::error::Backoff;
 use crate::sink::SinkError;
+use crate::sync::dead_letter::Skipped;
 use crate::sync::plan::{CrmRecord, Side, new_row, plan};
 use crate::sync::resolve::value_hash;
 use crate::sync::store::{InboundChange, LedgerRow};
@@ -200,15 +203,20 @@ async fn apply_inbound<C: Crm>(
     let mut in_sync = Vec::new();
     let mut conflicts = Vec::new();
     let mut created = Vec::new();
+    let mut unmappable = Vec::new();
     for r in &records {
         let Some(key) = key_of(r) else {
             if ctx.two_way.on_crm_create == OnCrmCreate::Insert {
-                let (values, fields) = new_row(ctx.mapping(), r);
-                changes.push(InboundChange::Insert { values });
+                let new = new_row(ctx.mapping(), r);
+                if let Some(column) = new.unfit.first() {
+                    unmappable.push(Skipped::unmappable(&r.id, None, column));
+                    continue;
+                }
+                changes.push(InboundChange::Insert { values: new.pull });
                 ledger_rows.push(LedgerRow {
                     key: String::new(),
                     crm_id: Some(r.id.clone()),
-                    fields,
+                    fields: new.ledger,
                 });
                 created.push((changes.len() - 1, r.id.clone()));
             }
@@ -219,6 +227,10 @@ async fn apply_inbound<C: Crm>(
             continue;
         };
         let p = plan(ctx.mapping(), Side::Inbound, row, Some(r), ledger.get(&key));
+        if let Some(column) = p.unfit.first() {
+            unmappable.push(Skipped::unmappable(&r.id, Some(key), column));
+            continue;
+        }
         let l = LedgerRow {
             key: key.clone(),
             crm_id: Some(r.id.clone()),
@@ -237,6 +249,7 @@ async fn apply_inbound<C: Crm>(
         }
     }
     store.save_ledger(&in_sync).await.map_err(store_failed)?;
+    // Records Postgres refuses are set aside there; their keys come back empty.
     let keys = ctx
         .write_inbound(&mut store, &changes, &ledger_rows)
         .await?;
@@ -262,6 +275,7 @@ async fn apply_inbound<C: Crm>(
     // The rows exist now: a link the CRM does not confirm stays pending, retried later.
     let linked = complete_links(ctx, &store, crm, &links).await;
     drop(store);
+    ctx.dead_letter(&unmappable).await?;
     report_links(ctx, linked)?;
     for (key, c) in &conflicts {
         ctx.record_conflicts(key, c).await?;

@@ -8,8 +8,10 @@
 //! CRM from durable cursors). I/O shells: [`inbox`] keeps the CRM ids waiting for the inbound
 //! worker and the reconciliation cursors; [`store`] keeps the ledger and identity links and
 //! writes inbound changes in transactions tagged with the sink's replication origin, so
-//! capture marks them and the same sink does not send them back.
+//! capture marks them and the same sink does not send them back; [`dead_letter`] sets aside
+//! the inbound records Postgres refuses.
 
+pub(crate) mod dead_letter;
 pub(crate) mod engine;
 pub(crate) mod inbound;
 pub(crate) mod inbox;

@@ -14,7 +14,10 @@
 //!   left to the outbound side, which has the Postgres commit time (the Postgres change that
 //!   made it a conflict always has an event still to come);
 //! - a field whose values already agree only updates the ledger; the id property is never
-//!   pulled.
+//!   pulled;
+//! - a CRM value that should come back but does not map back to its column (no such option in
+//!   the field's value map, a date that is not one) is neither pulled nor put in the ledger; the
+//!   plan names its column (`unfit`), and the inbound half sets the record aside.
 
 use std::collections::BTreeMap;
 
@@ -62,6 +65,9 @@ pub(crate) struct Plan {
     pub(crate) ledger: BTreeMap<String, String>,
     /// Conflicts settled by this plan.
     pub(crate) conflicts: Vec<Conflict>,
+    /// Columns the CRM's value should come back to but does not map back to (not pulled, not
+    /// in the ledger); the inbound half sets such a record aside.
+    pub(crate) unfit: Vec<String>,
 }
 
 /// Which side is evaluating.
@@ -212,6 +218,7 @@ pub(crate) fn plan(
                 let Some(value) = postgres_form(rule, schema, &crm_value) else {
                     tracing::warn!(column = %rule.column, property = %rule.property,
                         "CRM value cannot be mapped back to the column; left unchanged");
+                    out.unfit.push(rule.column.clone());
                     continue;
                 };
                 out.pull.insert(rule.column.clone(), value);
@@ -234,20 +241,16 @@ pub(crate) fn plan(
     out
 }
 
-/// A CRM-created record as a new row: every mapped property that maps back (the id property
-/// is left to the table's key default).
-pub(crate) fn new_row(
-    m: Mapping<'_>,
-    crm: &CrmRecord,
-) -> (BTreeMap<String, Option<String>>, BTreeMap<String, String>) {
+/// A CRM-created record as a new row: the plan pulls every mapped property that maps back
+/// (the id property is left to the table's key default); `unfit` names those that do not.
+pub(crate) fn new_row(m: Mapping<'_>, crm: &CrmRecord) -> Plan {
     let Mapping {
         rules,
         schema,
         id_property,
         ..
     } = m;
-    let mut values = BTreeMap::new();
-    let mut ledger = BTreeMap::new();
+    let mut out = Plan::default();
     for rule in rules.iter().filter(|r| r.property != id_property) {
         let crm_value = crm
             .properties
@@ -255,11 +258,14 @@ pub(crate) fn new_row(
             .cloned()
             .unwrap_or_default();
         if let Some(v) = postgres_form(rule, schema, &crm_value) {
-            values.insert(rule.column.clone(), v);
-            ledger.insert(rule.property.clone(), value_hash(&crm_value));
+            out.pull.insert(rule.column.clone(), v);
+            out.ledger
+                .insert(rule.property.clone(), value_hash(&crm_value));
+        } else {
+            out.unfit.push(rule.column.clone());
         }
     }
-    (values, ledger)
+    out
 }
 
 /// The record key (primary key as text) of a change event's key.
@@ -448,6 +454,25 @@ mod tests {
             edit.pull,
             BTreeMap::from([("lifecycle".into(), Some("customer".into()))])
         );
+    }
+
+    #[test]
+    fn crm_values_that_do_not_map_back_make_the_record_unfit() {
+        let (rs, tw) = (rules(), two_way(&[]));
+        let current = row(json!({"id": 7, "first_name": "Ada", "lifecycle": "lead"}));
+        let l = ledger("Ada", "lead");
+        // `evangelist` is no option of the value map: it cannot come back.
+        let p = inbound(
+            mapping(&rs, &tw),
+            &current,
+            &crm("Ada", "evangelist", 300),
+            &l,
+        );
+        assert_eq!(p.unfit, ["lifecycle"]);
+        assert!(p.pull.is_empty() && !p.ledger.contains_key("lifecyclestage"));
+        let new = new_row(mapping(&rs, &tw), &crm("Ada", "evangelist", 300));
+        assert_eq!(new.unfit, ["lifecycle"]);
+        assert!(!new.pull.contains_key("lifecycle"));
     }
 
     #[test]

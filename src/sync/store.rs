@@ -13,6 +13,10 @@
 //!   replication origin `driftless_{sink}` (`pg_replication_origin_session_setup`), so the
 //!   change events capture produces carry that origin and the same sink skips them (other sinks
 //!   still receive them);
+//! - each change and its ledger row run under a savepoint: a change Postgres refuses for its
+//!   values (SQLSTATE classes 22 and 23) is rolled back alone and reported as
+//!   [`Written::Refused`] (SQLSTATE, column and constraint, never the value) while the others
+//!   commit; any other error rolls back the whole transaction;
 //! - the origin is held only for the transaction (`session_reset` after it);
 //! - one worker per two-way sink is active: it holds the sink's advisory lock (the lease) for
 //!   its lifetime, and other workers of the sink stand by until it is released;
@@ -28,8 +32,9 @@ use serde_json::Value;
 use tokio_postgres::Client;
 
 use crate::config::TableName;
+use crate::error::{Classify, ErrorClass};
 use crate::postgres::connect::{ConnectParams, connect_sql};
-use crate::postgres::error::PgError;
+use crate::postgres::error::{PgError, row_write_class};
 use crate::postgres::sql::{quote_ident as quote, quote_table};
 
 /// The replication origin of a sink's inbound writes.
@@ -71,15 +76,92 @@ pub(crate) enum InboundChange {
     },
 }
 
-/// Errors of the store (transient unless the table does not fit two-way sync).
+/// What became of one inbound change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// Written: the key of the row (inserts: the new key; empty: no such row).
+    Applied(String),
+    /// Refused by Postgres for this record's values; rolled back alone, its ledger row unwritten.
+    Refused(Refusal),
+}
+
+/// Why Postgres refused one record: what the server names, never the message or the detail
+/// (both may quote the value).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    /// SQLSTATE (class 22 or 23).
+    pub(crate) sqlstate: String,
+    /// The column, when Postgres names it (e.g. a NOT NULL violation).
+    pub(crate) column: Option<String>,
+    /// The constraint or index, when Postgres names it (e.g. a unique violation).
+    pub(crate) constraint: Option<String>,
+}
+
+impl Refusal {
+    fn of(e: &PgError) -> Self {
+        let db = match e {
+            PgError::Sql(e) => e.as_db_error(),
+            _ => None,
+        };
+        Refusal {
+            sqlstate: e.code().unwrap_or_default().to_string(),
+            column: db.and_then(|d| d.column()).map(str::to_string),
+            constraint: db.and_then(|d| d.constraint()).map(str::to_string),
+        }
+    }
+}
+
+/// Errors of the store, classified once here ([`Classify`]): a table unfit for two-way sync
+/// and Postgres errors that are not transient (missing grants, a table that changed) are fatal.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StoreError {
     /// Postgres.
     #[error(transparent)]
     Pg(#[from] PgError),
+    /// Postgres refused an inbound write for a reason that is not the record's.
+    #[error("{target}: {source}")]
+    Write {
+        /// What was written (`UPDATE on "public"."contacts"`).
+        target: String,
+        /// The error.
+        source: PgError,
+    },
     /// The table cannot be synced both ways.
     #[error("{0}")]
     Unfit(String),
+}
+
+impl Classify for StoreError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            StoreError::Pg(e) | StoreError::Write { source: e, .. } => e.class(),
+            StoreError::Unfit(_) => ErrorClass::Fatal,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        let e = match self {
+            StoreError::Pg(e) | StoreError::Write { source: e, .. } => e,
+            StoreError::Unfit(_) => {
+                return Some("two-way sync needs a table with a one-column primary key".into());
+            }
+        };
+        match e.code() {
+            Some("42501") => Some(
+                "the user of source.url lacks a privilege two-way sync needs: grant it SELECT, \
+                 INSERT and UPDATE (and DELETE with on_crm_delete = \"delete\") on the inbound \
+                 table, and EXECUTE on pg_replication_origin_session_setup and \
+                 pg_replication_origin_session_reset; `driftless check` lists what is missing"
+                    .into(),
+            ),
+            Some(code) if code.starts_with("42") => Some(
+                "the inbound table changed under the sink (a mapped column, its type or the \
+                 table itself is gone): fix the table or the sink's fields, then restart"
+                    .into(),
+            ),
+            _ => e.hint(),
+        }
+    }
 }
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -332,13 +414,14 @@ impl Store {
         Ok(())
     }
 
-    /// Applies inbound changes and their ledger rows in one origin-tagged transaction. Returns,
-    /// per change, the key of the row written (inserts: the new key).
+    /// Applies inbound changes and their ledger rows in one origin-tagged transaction. Returns
+    /// what became of each change: written (with the key of the row: inserts, the new key), or
+    /// refused by Postgres for its values and rolled back alone.
     pub(crate) async fn write_inbound(
         &mut self,
         changes: &[InboundChange],
         ledger: &[LedgerRow],
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<Written>, StoreError> {
         // The origin can be held by one session at a time: another worker of this sink may
         // hold it for its own transaction; wait for it.
         let mut wait = Duration::from_millis(20);
@@ -369,21 +452,17 @@ impl Store {
         Ok(keys)
     }
 
-    async fn write_tagged(
-        &mut self,
-        changes: &[InboundChange],
-        ledger: &[LedgerRow],
-    ) -> Result<Vec<String>, StoreError> {
+    /// The statement of each change: (what it does, SQL, text parameters).
+    fn statements(&self, changes: &[InboundChange]) -> Vec<(&'static str, String, Params)> {
         let key = quote(&self.key_column);
         let mut statements = Vec::new();
-        let mut forgotten = Vec::new();
         for change in changes {
             let (values, update_key) = match change {
                 InboundChange::Update { key, values } => (values, Some(key)),
                 InboundChange::Insert { values } => (values, None),
                 InboundChange::Delete { key: k } => {
-                    forgotten.push(k.clone());
                     statements.push((
+                        "DELETE",
                         format!(
                             "DELETE FROM {} WHERE {key}::text = $1 RETURNING {key}::text",
                             self.table_sql
@@ -393,7 +472,7 @@ impl Store {
                     continue;
                 }
             };
-            let mut params: Vec<Option<String>> = Vec::new();
+            let mut params: Params = Vec::new();
             let mut sets = Vec::new();
             for (column, value) in values {
                 let Some(ty) = self.columns.get(column) else {
@@ -405,62 +484,75 @@ impl Store {
                     format!("CAST(${}::text AS {ty})", params.len()),
                 ));
             }
-            let sql = match update_key {
+            let (op, sql) = match update_key {
                 Some(k) if !sets.is_empty() => {
                     params.push(Some(k.clone()));
                     let assignments: Vec<String> =
                         sets.iter().map(|(c, v)| format!("{c} = {v}")).collect();
-                    format!(
+                    let sql = format!(
                         "UPDATE {} SET {} WHERE {key}::text = ${} RETURNING {key}::text",
                         self.table_sql,
                         assignments.join(", "),
                         params.len()
-                    )
+                    );
+                    ("UPDATE", sql)
                 }
                 Some(k) => {
                     params.push(Some(k.clone()));
-                    format!("SELECT ${}::text", params.len())
+                    ("SELECT", format!("SELECT ${}::text", params.len()))
                 }
                 None => {
                     let (cols, vals): (Vec<String>, Vec<String>) = sets.into_iter().unzip();
-                    format!(
+                    let sql = format!(
                         "INSERT INTO {} ({}) VALUES ({}) RETURNING {key}::text",
                         self.table_sql,
                         cols.join(", "),
                         vals.join(", ")
-                    )
+                    );
+                    ("INSERT", sql)
                 }
             };
-            statements.push((sql, params));
+            statements.push((op, sql, params));
         }
-        let tx = self.client.transaction().await?;
-        let mut keys = Vec::new();
-        for (sql, params) in &statements {
-            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-                .iter()
-                .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
-                .collect();
-            let row = tx.query_opt(sql.as_str(), &refs).await?;
-            keys.push(row.map(|r| r.get::<_, String>(0)).unwrap_or_default());
-        }
-        // Inserted rows get their key now: link their ledger rows to it.
-        let mut rows = ledger.to_vec();
-        for (row, (change, key)) in rows.iter_mut().zip(changes.iter().zip(&keys)) {
-            if matches!(change, InboundChange::Insert { .. }) {
-                row.key = key.clone();
+        statements
+    }
+
+    /// Writes each change with its ledger row (`ledger[i]` belongs to `changes[i]` when there
+    /// are ledger rows) under a savepoint of one transaction: a change Postgres refuses for its
+    /// values ([`row_write_class`] poison) is rolled back alone, its ledger row unwritten; any
+    /// other error rolls back everything.
+    async fn write_tagged(
+        &mut self,
+        changes: &[InboundChange],
+        ledger: &[LedgerRow],
+    ) -> Result<Vec<Written>, StoreError> {
+        let statements = self.statements(changes);
+        let mut tx = self.client.transaction().await?;
+        let mut written = Vec::with_capacity(changes.len());
+        for (i, ((op, sql, params), change)) in statements.iter().zip(changes).enumerate() {
+            let record = tx.savepoint("driftless_record").await?;
+            let row = ledger.get(i).cloned();
+            match write_one(&record, &self.sink, sql, params, change, row).await {
+                Ok(key) => {
+                    record.commit().await?;
+                    written.push(Written::Applied(key));
+                }
+                Err((target, e)) => {
+                    let e = PgError::Sql(e);
+                    if row_write_class(&e) != ErrorClass::Poison {
+                        let target = match target {
+                            Target::Row => format!("{op} on {}", self.table_sql),
+                            Target::Ledger => "write to driftless.sync_ledger".to_string(),
+                        };
+                        return Err(StoreError::Write { target, source: e });
+                    }
+                    record.rollback().await?;
+                    written.push(Written::Refused(Refusal::of(&e)));
+                }
             }
         }
-        rows.retain(|r| !r.key.is_empty());
-        save_ledger_in(&tx, &self.sink, &rows).await?;
-        if !forgotten.is_empty() {
-            tx.execute(
-                "DELETE FROM driftless.sync_ledger WHERE sink = $1 AND record_key = ANY($2)",
-                &[&self.sink, &forgotten],
-            )
-            .await?;
-        }
         tx.commit().await?;
-        Ok(keys)
+        Ok(written)
     }
 }
 
@@ -470,18 +562,80 @@ async fn save_ledger_in(
     rows: &[LedgerRow],
 ) -> Result<(), StoreError> {
     for r in rows {
-        let fields = serde_json::to_value(&r.fields).expect("a map of strings serializes");
-        tx.execute(
-            "INSERT INTO driftless.sync_ledger (sink, record_key, crm_id, fields)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (sink, record_key) DO UPDATE
-             SET crm_id = coalesce(excluded.crm_id, sync_ledger.crm_id),
-                 fields = sync_ledger.fields || excluded.fields, updated_at = now()",
-            &[&sink, &r.key, &r.crm_id, &fields],
-        )
-        .await?;
+        save_ledger_row(tx, sink, r).await?;
     }
     Ok(())
+}
+
+async fn save_ledger_row(
+    tx: &tokio_postgres::Transaction<'_>,
+    sink: &str,
+    r: &LedgerRow,
+) -> Result<(), tokio_postgres::Error> {
+    let fields = serde_json::to_value(&r.fields).expect("a map of strings serializes");
+    tx.execute(
+        "INSERT INTO driftless.sync_ledger (sink, record_key, crm_id, fields)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (sink, record_key) DO UPDATE
+         SET crm_id = coalesce(excluded.crm_id, sync_ledger.crm_id),
+             fields = sync_ledger.fields || excluded.fields, updated_at = now()",
+        &[&sink, &r.key, &r.crm_id, &fields],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Text parameters of a statement (`None` = NULL).
+type Params = Vec<Option<String>>;
+
+/// Which statement of a change failed.
+enum Target {
+    /// The row change itself.
+    Row,
+    /// Its ledger row.
+    Ledger,
+}
+
+/// Runs one change's statement and writes (or, for a deletion, forgets) its ledger row; returns
+/// the key of the row written (inserts: the new key; empty: no such row).
+async fn write_one(
+    tx: &tokio_postgres::Transaction<'_>,
+    sink: &str,
+    sql: &str,
+    params: &Params,
+    change: &InboundChange,
+    ledger: Option<LedgerRow>,
+) -> Result<String, (Target, tokio_postgres::Error)> {
+    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+        .iter()
+        .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    let row = tx
+        .query_opt(sql, &refs)
+        .await
+        .map_err(|e| (Target::Row, e))?;
+    let key = row.map(|r| r.get::<_, String>(0)).unwrap_or_default();
+    let ledger_failed = |e| (Target::Ledger, e);
+    if let InboundChange::Delete { key: k } = change {
+        tx.execute(
+            "DELETE FROM driftless.sync_ledger WHERE sink = $1 AND record_key = $2",
+            &[&sink, k],
+        )
+        .await
+        .map_err(ledger_failed)?;
+    }
+    if let Some(mut row) = ledger {
+        // An inserted row gets its key now: link its ledger row to it.
+        if matches!(change, InboundChange::Insert { .. }) {
+            row.key = key.clone();
+        }
+        if !row.key.is_empty() {
+            save_ledger_row(tx, sink, &row)
+                .await
+                .map_err(ledger_failed)?;
+        }
+    }
+    Ok(key)
 }
 /// The grants two-way sync needs to write inbound changes (origin-tagged) and its state (one
 /// privilege per call: `has_*_privilege` with a list is true when *any* is held); `$2`: whether
@@ -507,4 +661,55 @@ pub(crate) async fn two_way_grants(
 ) -> Result<[bool; 6], tokio_postgres::Error> {
     let row = sql.query_one(TWO_WAY_GRANTS, &[&table, &deletes]).await?;
     Ok(std::array::from_fn(|i| row.get::<_, bool>(i)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(code: &str) -> PgError {
+        PgError::Server {
+            code: code.into(),
+            message: "permission denied for table contacts".into(),
+            detail: None,
+            hint: None,
+        }
+    }
+
+    fn write(code: &str) -> StoreError {
+        StoreError::Write {
+            target: "UPDATE on \"public\".\"contacts\"".into(),
+            source: server(code),
+        }
+    }
+
+    #[test]
+    fn store_errors_are_fatal_for_grants_and_changed_tables_and_transient_for_connections() {
+        let denied = write("42501");
+        assert_eq!(denied.class(), ErrorClass::Fatal);
+        assert!(denied.to_string().contains("UPDATE on"), "{denied}");
+        assert!(denied.hint().unwrap().contains("UPDATE"));
+        let gone = write("42703");
+        assert_eq!(gone.class(), ErrorClass::Fatal);
+        assert!(gone.hint().unwrap().contains("table changed"));
+        for code in ["08006", "57P01", "40001", "40P01"] {
+            assert_eq!(write(code).class(), ErrorClass::Transient, "{code}");
+            assert_eq!(StoreError::Pg(server(code)).class(), ErrorClass::Transient);
+        }
+        let unfit = StoreError::Unfit("two keys".into());
+        assert_eq!(unfit.class(), ErrorClass::Fatal);
+        assert!(unfit.hint().unwrap().contains("primary key"));
+    }
+
+    #[test]
+    fn refusals_keep_names_not_values() {
+        let r = Refusal::of(&PgError::Server {
+            code: "23505".into(),
+            message: "duplicate key value violates unique constraint".into(),
+            detail: Some("Key (email)=(a@b.c) already exists.".into()),
+            hint: None,
+        });
+        assert_eq!(r.sqlstate, "23505");
+        assert!(!format!("{r:?}").contains("a@b.c"));
+    }
 }

@@ -128,11 +128,13 @@ webhook_path = "/hooks/{kind}"
 [sinks.fields]
 id = "{id}"
 {fields}
+{extra_fields}
 "#,
             kind = self.kind(),
             table = self.table(),
             id = self.id_property(),
             extra_inbound = opts.inbound,
+            extra_fields = opts.fields,
             ownership = opts.ownership,
         )
     }
