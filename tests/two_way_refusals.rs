@@ -197,3 +197,35 @@ async fn a_revoked_update_grant_stops_the_worker_with_a_fatal_error_naming_it() 
         .await;
     t.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crm_option_missing_from_the_value_map_sets_the_record_aside() {
+    let t = TwoWay::start(Crm::Hubspot, RECONCILE_OFF).await;
+    t.insert_samples(2).await;
+    t.wait_in_sync("initial rows").await;
+    let crm_id = t.crm_records().await[&1].0.clone();
+    // `evangelist` is a HubSpot stage the sink's `lifecycle` map has no column value for.
+    t.edit_in_crm(
+        1,
+        json!({"lifecyclestage": "evangelist", "firstname": "Unmapped"}),
+    )
+    .await;
+    t.inbound_sentinel(2).await;
+    t.outbound_sentinel(2).await;
+    let letters = dead_letters(&t, 1);
+    let h = &letters[0].headers;
+    assert_eq!(h["driftless-error-category"], "UNMAPPABLE_VALUE", "{h:?}");
+    assert_eq!(h["driftless-column"], "lifecycle");
+    assert_eq!(h["driftless-crm-id"], crm_id);
+    assert!(
+        !h.contains_key("driftless-sqlstate"),
+        "Postgres was not asked"
+    );
+    assert_eq!(
+        t.postgres().await[&1],
+        ["k1@example.com", "K1", "lead"],
+        "the whole record was set aside"
+    );
+    assert_value_nowhere(&t, &letters, "Unmapped");
+    t.finish().await;
+}

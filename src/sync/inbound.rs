@@ -154,7 +154,16 @@ async fn apply_deletions<C: Crm>(
     if changes.is_empty() {
         return Ok(());
     }
-    ctx.write_inbound(&mut store, &changes, &[]).await?;
+    // Each deletion's ledger row (forgotten with it; it names the CRM id of a refused one).
+    let by_key: HashMap<&str, &LedgerRow> = linked.values().map(|l| (l.key.as_str(), l)).collect();
+    let ledger: Vec<LedgerRow> = changes
+        .iter()
+        .filter_map(|c| match c {
+            InboundChange::Delete { key } => by_key.get(key.as_str()).map(|l| (*l).clone()),
+            _ => None,
+        })
+        .collect();
+    ctx.write_inbound(&mut store, &changes, &ledger).await?;
     tracing::info!(sink = %ctx.sink, rows = changes.len(),
         "deleted rows whose CRM records were deleted");
     Ok(())

@@ -518,7 +518,7 @@ impl Store {
     }
 
     /// Writes each change with its ledger row (`ledger[i]` belongs to `changes[i]` when there
-    /// are ledger rows) under a savepoint of one transaction: a change Postgres refuses for its
+    /// are ledger rows; a deletion forgets its key's row whatever it is given) under a savepoint of one transaction: a change Postgres refuses for its
     /// values ([`row_write_class`] poison) is rolled back alone, its ledger row unwritten; any
     /// other error rolls back everything.
     async fn write_tagged(
@@ -596,8 +596,8 @@ enum Target {
     Ledger,
 }
 
-/// Runs one change's statement and writes (or, for a deletion, forgets) its ledger row; returns
-/// the key of the row written (inserts: the new key; empty: no such row).
+/// Runs one change's statement and writes its ledger row (a deletion forgets it instead);
+/// returns the key of the row written (inserts: the new key; empty: no such row).
 async fn write_one(
     tx: &tokio_postgres::Transaction<'_>,
     sink: &str,
@@ -623,6 +623,7 @@ async fn write_one(
         )
         .await
         .map_err(ledger_failed)?;
+        return Ok(key);
     }
     if let Some(mut row) = ledger {
         // An inserted row gets its key now: link its ledger row to it.
