@@ -161,6 +161,7 @@ async fn a_revoked_update_grant_stops_the_worker_with_a_fatal_error_naming_it() 
          ALTER SCHEMA driftless OWNER TO {role};
          ALTER TABLE driftless.sync_ledger OWNER TO {role};
          ALTER TABLE driftless.sync_cursor OWNER TO {role};
+         ALTER TABLE driftless.sync_inbox OWNER TO {role};
          GRANT EXECUTE ON FUNCTION pg_replication_origin_session_setup(text),
              pg_replication_origin_session_reset(), pg_replication_origin_create(text),
              pg_replication_origin_oid(text) TO {role};",
