@@ -129,7 +129,9 @@ const AUTH_HINT: &str = "check the user name and password in the connection URL,
 pub(crate) fn classify_sqlstate(code: &str) -> ErrorClass {
     match code {
         c if c.starts_with("08") || c.starts_with("53") => ErrorClass::Transient,
-        "57P01" | "57P02" | "57P03" | "55006" | "40001" | "40P01" => ErrorClass::Transient,
+        "57P01" | "57P02" | "57P03" | "57014" | "55006" | "55P03" | "40001" | "40P01" => {
+            ErrorClass::Transient
+        }
         _ => ErrorClass::Fatal,
     }
 }
@@ -266,7 +268,8 @@ mod tests {
     #[test]
     fn classifies_sqlstates() {
         for code in [
-            "08006", "08P01", "53300", "57P01", "57P02", "57P03", "55006", "40001",
+            "08006", "08P01", "53300", "57P01", "57P02", "57P03", "57014", "55006", "55P03",
+            "40001",
         ] {
             assert_eq!(server(code).class(), ErrorClass::Transient, "{code}");
         }
