@@ -161,7 +161,7 @@ fn ui_write(st: &mut Inner, t: &'static str, id: Option<&str>, op: &str, body: &
         archive(st, t, n, &src);
         return empty(StatusCode::NO_CONTENT);
     }
-    let (props, errs) = match validate(t, b.get("properties")) {
+    let (props, errs) = match validate(&st.opts, t, b.get("properties")) {
         Ok(v) => v,
         Err(r) => return r,
     };
