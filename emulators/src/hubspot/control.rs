@@ -1,10 +1,11 @@
 //! Test-control routes of the HubSpot emulator (`/_emulator/...`; not part of HubSpot).
 //!
 //! Owns `GET /_emulator/state` (records with history, request statistics, pending faults),
-//! `POST /_emulator/reset` (forgets everything, including the webhook subscription),
-//! `POST /_emulator/faults` (one fault, an array, or `{"faults": [...]}`) and the emulated
-//! HubSpot-UI writes `POST /_emulator/objects/{type}` and `.../{type}/{id}/edit|archive`. None of
-//! them needs authentication or counts towards the limits.
+//! `POST /_emulator/reset` (forgets everything, the webhook subscription included, but the
+//! options and knobs), `POST /_emulator/faults` (one fault, an array, or `{"faults": [...]}`)
+//! and the emulated HubSpot-UI writes `POST /_emulator/objects/{type}` and
+//! `.../{type}/{id}/edit|archive`. None of them needs authentication or counts towards the
+//! limits.
 
 use axum::body::Bytes;
 use axum::extract::State;
