@@ -158,7 +158,7 @@ pub struct Options {
 
 /// What a batch write with an invalid property value (unknown, read-only, not a valid value
 /// of its type or enumeration) answers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 pub enum BatchInvalidInput {
     /// 400 `VALIDATION_ERROR` for the whole batch, nothing written (HubSpot's documented answer).
     #[serde(rename = "whole_batch_400")]

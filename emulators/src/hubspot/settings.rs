@@ -4,7 +4,8 @@
 //! [`Options`](super::Options) (`searchIndexLagMs`, `batchInvalidInput`
 //! (`"whole_batch_400"` | `"multi_status_207"`), `lowercaseEmails`, `tokenScopes`). Invariants:
 //! the request is applied whole or not at all (an unknown knob or a bad value is a 400 and
-//! changes nothing); knobs are options, so `POST /_emulator/reset` keeps them.
+//! changes nothing); knobs are options, so `POST /_emulator/reset` keeps them;
+//! `GET /_emulator/state` shows them under `settings`, in the same form.
 
 use std::time::Duration;
 
@@ -13,9 +14,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::BatchInvalidInput;
+use serde_json::{Value, json};
+
 use super::response::{empty, error};
 use super::state::Shared;
+use super::{BatchInvalidInput, Options};
 
 /// The knobs of one request (absent: unchanged).
 #[derive(Debug, Default, serde::Deserialize)]
@@ -25,6 +28,16 @@ struct Settings {
     batch_invalid_input: Option<BatchInvalidInput>,
     lowercase_emails: Option<bool>,
     token_scopes: Option<Vec<String>>,
+}
+
+/// The knobs in force, as `POST /_emulator/settings` takes them (for `GET /_emulator/state`).
+pub(super) fn settings_json(opts: &Options) -> Value {
+    json!({
+        "searchIndexLagMs": opts.search_index_lag.as_millis() as u64,
+        "batchInvalidInput": opts.batch_invalid_input,
+        "lowercaseEmails": opts.lowercase_emails,
+        "tokenScopes": opts.token_scopes,
+    })
 }
 
 /// `POST /_emulator/settings`: 204 once applied.

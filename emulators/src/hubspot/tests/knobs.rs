@@ -179,6 +179,10 @@ async fn settings_apply_knobs_survive_reset_and_refuse_unknown_ones() {
     let knobs = json!({"batchInvalidInput": "multi_status_207", "lowercaseEmails": false,
                        "tokenScopes": ["crm.objects.contacts.read"]});
     assert_eq!(call(&st, "POST", "/_emulator/settings", knobs).await.0, 204);
+    let (_, state) = call(&st, "GET", "/_emulator/state", json!(null)).await;
+    let expected = json!({"searchIndexLagMs": 0, "batchInvalidInput": "multi_status_207",
+        "lowercaseEmails": false, "tokenScopes": ["crm.objects.contacts.read"]});
+    assert_eq!(state["settings"], expected);
     let opts = st.lock().unwrap().opts.clone();
     assert_eq!(opts.batch_invalid_input, BatchInvalidInput::MultiStatus207);
     assert!(!opts.lowercase_emails);
