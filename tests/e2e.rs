@@ -56,7 +56,7 @@ impl Dest {
                         "[sinks.oauth]\nclient_id_env = \"HUBSPOT_CLIENT_ID\"\n\
                          client_secret_env = \"HUBSPOT_CLIENT_SECRET\"\n\
                          refresh_token_env = \"HUBSPOT_REFRESH_TOKEN\"\n\
-                         token_url = \"{base}/oauth/v1/token\"\n"
+                         token_url = \"{base}/oauth/v3/token\"\n"
                     )
                 } else {
                     String::new()
@@ -184,7 +184,7 @@ lifecycle = {{ property = "Lead_Status", map = {{ lead = "Not Contacted", custom
     /// Calls of the OAuth token endpoint.
     fn token_requests(self, state: &Value) -> u64 {
         let v = match self {
-            Dest::Hubspot => &state["requests"]["byPath"]["/oauth/v1/token"],
+            Dest::Hubspot => &state["requests"]["byPath"]["/oauth/v3/token"],
             Dest::Zoho => &state["request_counts"]["POST /oauth/v2/token"],
         };
         v.as_u64().unwrap_or(0)

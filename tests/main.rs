@@ -9,6 +9,7 @@ mod support;
 mod capture;
 mod contract;
 mod e2e;
+mod hubspot_strict;
 mod layering;
 mod ledger;
 mod postgres;

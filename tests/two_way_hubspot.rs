@@ -360,3 +360,46 @@ async fn a_second_two_way_worker_stands_by_and_takes_over_when_the_first_dies() 
     .await;
     t.finish().await;
 }
+
+/// A row whose email has capitals: HubSpot keeps it lowercased, which is the row's email in
+/// HubSpot's form, so nothing flows back into Postgres and nothing is rewritten to HubSpot.
+/// Proven by a sentinel each way: the Postgres one is the only write to HubSpot, the HubSpot
+/// one the only write into Postgres.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mixed_case_email_is_neither_pulled_back_nor_rewritten() {
+    let t = TwoWay::start(Crm::Hubspot, RECONCILE_OFF).await;
+    t.db.exec(
+        "INSERT INTO contacts (email, first_name, lifecycle) \
+         VALUES ('Ana@Example.COM', 'Ana', 'lead')",
+    )
+    .await;
+    eventually("the contact reaches HubSpot, lowercased", WAIT, || async {
+        t.crm_records()
+            .await
+            .get(&1)
+            .is_some_and(|(_, r)| r[0] == "ana@example.com" && r[1] == "Ana")
+    })
+    .await;
+    let writes = t.sink_writes().await;
+    t.outbound_sentinel(1).await;
+    t.inbound_sentinel(1).await;
+    assert_eq!(
+        t.sink_writes().await,
+        writes + 1,
+        "only the Postgres sentinel was written to HubSpot"
+    );
+    assert_eq!(
+        t.postgres().await[&1][0],
+        "Ana@Example.COM",
+        "kept as written"
+    );
+    // The insert, the Postgres sentinel and the HubSpot sentinel's inbound write.
+    let origins = t.origins(3);
+    assert_eq!(origins.len(), 3, "{origins:?}");
+    assert_eq!(
+        t.tagged(&origins),
+        1,
+        "only the sentinel came back: {origins:?}"
+    );
+    t.finish().await;
+}

@@ -16,6 +16,9 @@ pub(crate) enum Transform {
     Uppercase,
     /// Strip surrounding whitespace.
     Trim,
+    /// Trim, then lower-case: the form HubSpot stores a contact's `email` in. Not a config
+    /// name: validation gives it to the `email` rule of every HubSpot contacts sink.
+    EmailAddress,
 }
 
 impl Transform {
@@ -35,6 +38,7 @@ impl Transform {
             Transform::Lowercase => s.to_lowercase(),
             Transform::Uppercase => s.to_uppercase(),
             Transform::Trim => s.trim().to_string(),
+            Transform::EmailAddress => s.trim().to_lowercase(),
         }
     }
 }

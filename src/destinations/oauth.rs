@@ -1,5 +1,5 @@
 //! Access tokens for the CRM sinks: a static token, or an OAuth 2.0 refresh-token grant with a
-//! cached access token (HubSpot `POST /oauth/v1/token`, Zoho `POST {accounts}/oauth/v2/token`).
+//! cached access token (HubSpot `POST /oauth/v3/token`, Zoho `POST {accounts}/oauth/v2/token`).
 //!
 //! Owns the token cache and the refresh call. Invariants:
 //! - one cache per [`Credentials`] value, shared by its clones (`Arc`), so the workers of a
@@ -14,8 +14,10 @@
 //!   `client_secret`, `refresh_token`): never a query string, so secrets stay out of URLs and
 //!   proxy logs (Zoho documents the query string but accepts the form body);
 //! - errors: network failures, 429 and 5xx are transient; Zoho's HTTP 200 `{"error": ...}`,
-//!   HubSpot's 400 `BAD_REFRESH_TOKEN` and any other 4xx are fatal with a hint naming the
-//!   environment variables; Zoho's mint-rate refusal ("too many requests") is transient;
+//!   HubSpot's 400 `BAD_CLIENT_ID` / `BAD_CLIENT_SECRET` / `BAD_REFRESH_TOKEN` and any other
+//!   4xx are fatal, saying which credential was refused when the answer tells, with a hint
+//!   naming the environment variables; Zoho's mint-rate refusal ("too many requests") is
+//!   transient;
 //! - no secret reaches a log, an error or `Debug` output: [`Credentials`] prints only the names
 //!   of the variables it was read from.
 //!
@@ -317,8 +319,24 @@ impl Credentials {
             let wait = (status != 429 && status < 500).then_some(MINT_LIMIT_WAIT);
             return SinkError::transient(format!("OAuth token refresh: {what}"), wait);
         }
+        let code = body["status"]
+            .as_str()
+            .or_else(|| body["error"].as_str())
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        let refused = if code.contains("CLIENT_SECRET") {
+            " (the client secret was refused)"
+        } else if code.contains("CLIENT_ID") {
+            " (the client id was refused)"
+        } else if code.contains("CLIENT") {
+            " (the client id or secret was refused)"
+        } else if code.contains("REFRESH_TOKEN") || code.contains("INVALID_CODE") {
+            " (the refresh token was refused)"
+        } else {
+            ""
+        };
         SinkError::fatal(
-            format!("OAuth token refresh refused: {what}"),
+            format!("OAuth token refresh refused: {what}{refused}"),
             format!(
                 "check the OAuth client id, client secret and refresh token in {} and the \
                  token_url (it must be the token endpoint of the account's data centre)",

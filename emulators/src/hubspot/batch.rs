@@ -4,9 +4,13 @@
 //! [`Options::max_batch_inputs`](super::Options::max_batch_inputs) inputs each (50 for a read
 //! with `propertiesWithHistory`). Invariants: request-level problems (a non-unique `idProperty`,
 //! a non-string value, an input without id, two inputs naming the same record) reject the whole
-//! batch with 400 before anything is written; per-input problems are `errors[]` of a 207, or a
-//! plain 400 when nothing succeeded; a create without an `objectWriteTraceId` on every input is
-//! all-or-nothing and reports its first problem.
+//! batch with 400 before anything is written; so does an invalid property value (unknown,
+//! read-only, not a valid value or option) under
+//! [`BatchInvalidInput::WholeBatch400`] (the default), with every input's details; under
+//! [`BatchInvalidInput::MultiStatus207`] invalid values, and always unique-value conflicts and
+//! unknown ids, are per-input `errors[]` of a 207, or a plain 400 when nothing succeeded; a
+//! create without an `objectWriteTraceId` on every input is all-or-nothing and reports its
+//! first problem.
 
 use std::collections::HashMap;
 
@@ -23,9 +27,10 @@ use super::response::{empty, err_body, error, iso, json_body, json_response, str
 use super::schema::{api_object_type, is_unique, non_unique_err};
 use super::state::{Inner, Shared};
 use super::validate::{
-    conflict, conflict_msg, input_err, invalid_properties, unique_conflict, validate,
+    conflict, conflict_msg, input_err, invalid_properties, stored, unique_conflict, validate,
     validation_input_err,
 };
+use super::{BatchInvalidInput, Options};
 use crate::http::{RawPath, query};
 
 /// `POST .../{object}/batch/{operation}`.
@@ -206,7 +211,7 @@ fn batch_write(
                 "Each input requires an id",
             );
         }
-        let v = match validate(t, i.get("properties")) {
+        let v = match validate(&st.opts, t, i.get("properties")) {
             Ok(v) => v,
             Err(r) => return r,
         };
@@ -224,6 +229,9 @@ fn batch_write(
             v,
             i.get("objectWriteTraceId").cloned(),
         ));
+    }
+    if let Some(refusal) = whole_batch_refusal(&st.opts, validated.iter().map(|v| &v.2.1)) {
+        return refusal;
     }
     let (mut results, mut errors) = (vec![], vec![]);
     for (id_prop, id, (mut props, errs), trace) in validated {
@@ -244,7 +252,7 @@ fn batch_write(
         if existing.is_none()
             && let Some(p) = &id_prop
         {
-            props.insert(p.clone(), id.clone());
+            props.insert(p.clone(), stored(&st.opts, t, p, id.clone()));
         }
         if let Some((k, other)) = unique_conflict(st, t, &props, existing) {
             errors.push(input_err(
@@ -268,6 +276,19 @@ fn batch_write(
     batch_result(results, errors, requested_at, StatusCode::OK)
 }
 
+/// The whole-batch 400 for invalid property values (every input's details), when
+/// [`Options::batch_invalid_input`] asks for it and some input has any.
+fn whole_batch_refusal<'a>(
+    opts: &Options,
+    details: impl Iterator<Item = &'a Vec<Value>>,
+) -> Option<Response> {
+    if opts.batch_invalid_input != BatchInvalidInput::WholeBatch400 {
+        return None;
+    }
+    let all: Vec<Value> = details.flatten().cloned().collect();
+    (!all.is_empty()).then(|| invalid_properties(all))
+}
+
 fn batch_create(
     st: &mut Inner,
     t: &'static str,
@@ -278,11 +299,14 @@ fn batch_create(
         !inputs.is_empty() && inputs.iter().all(|i| i.get("objectWriteTraceId").is_some());
     let mut validated = vec![];
     for i in inputs {
-        let v = match validate(t, i.get("properties")) {
+        let v = match validate(&st.opts, t, i.get("properties")) {
             Ok(v) => v,
             Err(r) => return r,
         };
         validated.push((v, i.get("objectWriteTraceId").cloned()));
+    }
+    if let Some(refusal) = whole_batch_refusal(&st.opts, validated.iter().map(|v| &v.0.1)) {
+        return refusal;
     }
     if !all_traced {
         // All-or-nothing: report the first problem for the whole batch.

@@ -1,10 +1,12 @@
 //! Test-control routes of the HubSpot emulator (`/_emulator/...`; not part of HubSpot).
 //!
-//! Owns `GET /_emulator/state` (records with history, request statistics, pending faults),
-//! `POST /_emulator/reset` (forgets everything, including the webhook subscription),
-//! `POST /_emulator/faults` (one fault, an array, or `{"faults": [...]}`) and the emulated
-//! HubSpot-UI writes `POST /_emulator/objects/{type}` and `.../{type}/{id}/edit|archive`. None of
-//! them needs authentication or counts towards the limits.
+//! Owns `GET /_emulator/state` (records with history, request statistics, pending faults, the
+//! knobs in force),
+//! `POST /_emulator/reset` (forgets everything, the webhook subscription included, but the
+//! options and knobs), `POST /_emulator/faults` (one fault, an array, or `{"faults": [...]}`)
+//! and the emulated HubSpot-UI writes `POST /_emulator/objects/{type}` and
+//! `.../{type}/{id}/edit|archive`. None of them needs authentication or counts towards the
+//! limits.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -17,6 +19,7 @@ use super::hooks::stop_hooks;
 use super::records::{WriteSource, archive, find, object_type, write_as};
 use super::render::{history_json, render};
 use super::response::{empty, error, json_response};
+use super::settings::settings_json as settings;
 use super::state::{Inner, Shared};
 use super::validate::{conflict, invalid_properties, unique_conflict, validate};
 use crate::http::RawPath;
@@ -48,6 +51,7 @@ pub(super) async fn state(State(shared): State<Shared>) -> Response {
                 "byPath": st.by_path,
             },
             "pendingFaults": st.faults.len(),
+            "settings": settings(&st.opts),
         }),
     )
 }
@@ -161,7 +165,7 @@ fn ui_write(st: &mut Inner, t: &'static str, id: Option<&str>, op: &str, body: &
         archive(st, t, n, &src);
         return empty(StatusCode::NO_CONTENT);
     }
-    let (props, errs) = match validate(t, b.get("properties")) {
+    let (props, errs) = match validate(&st.opts, t, b.get("properties")) {
         Ok(v) => v,
         Err(r) => return r,
     };

@@ -2,8 +2,8 @@
 //!
 //! Owns the router (real axum routes, served under both `/crm/v3/...` and the date-versioned
 //! `/crm/.../2026-03/...` prefixes) and the request pipeline every non-test-control request goes
-//! through, in this order: scripted fault, request accounting, authentication, rate limits, the
-//! route, rate-limit headers, `X-HubSpot-Correlation-Id`. What it emulates:
+//! through, in this order: scripted fault, request accounting, authentication, rate limits,
+//! scopes, the route, rate-limit headers, `X-HubSpot-Correlation-Id`. What it emulates:
 //!
 //! - Bearer auth; 401 `INVALID_AUTHENTICATION` / `EXPIRED_AUTHENTICATION` bodies.
 //! - `POST /oauth/v1/token` and `/oauth/v3/token` (form-encoded, `refresh_token` grant).
@@ -19,12 +19,22 @@
 //! - `idProperty` must be unique (`email` for contacts, `hasUniqueValue`), never
 //!   `hs_object_id`.
 //! - two inputs resolving to the same record → 400 for the whole batch.
-//! - unknown / read-only properties and type-invalid values are per-input errors (207, or
-//!   400 when nothing succeeded); a non-string value rejects the whole request (400).
+//! - unknown / read-only properties and type-invalid values reject the whole batch (400
+//!   `VALIDATION_ERROR`, nothing written; knob `batchInvalidInput`: `"multi_status_207"` makes
+//!   them per-input errors of a 207, or a 400 when nothing succeeded); a non-string value
+//!   rejects the whole request (400).
+//! - a contact's `email` is stored lowercased (knob `lowercaseEmails`); lookups by `idProperty`
+//!   match the stored value exactly.
+//! - scopes: every token holds [`Options::token_scopes`] (all by default; knob `tokenScopes`);
+//!   an endpoint whose scope is missing answers 403 `MISSING_SCOPES`. The token endpoint checks
+//!   `client_id` and `client_secret` (400 `BAD_CLIENT_ID` / `BAD_CLIENT_SECRET`).
 //! - `lastmodifieddate` / `hs_lastmodifieddate`, `updatedAt` and per-property history
 //!   (`sourceType`/`sourceId`/`updatedByUserId`: `INTEGRATION` + [`Options::app_source_id`] for
 //!   API writes, `CRM_UI` + `userId:N` for emulated UI edits).
-//! - search: `total`, offset `after`, `limit` ≤ 200, 10 000 cap, archived excluded.
+//! - search: `total`, offset `after`, `limit` ≤ 200, 10 000 cap, archived excluded; an index
+//!   lag ([`Options::search_index_lag`], knob `searchIndexLagMs`, default 2 s): search sees a
+//!   write only once the lag has passed (before that, the previous version or nothing); reads
+//!   by id and batch/read are not lagged.
 //! - filter-group limits (5 groups / 10 per group / 25 total).
 //! - properties API with seeded schemas.
 //! - HubSpot error body everywhere, correlation id mirrored in the header.
@@ -43,7 +53,7 @@
 //!   event twice or drop it.
 //! - soft delete (`DELETE`, batch/archive) emitting `*.deletion`, `?archived=true` reads.
 //!
-//! Deliberate simplifications: no search index lag, no merge, gdpr-delete or restore (so no
+//! Deliberate simplifications: no merge, gdpr-delete or restore (so no
 //! `*.merge`, `*.restore` or `contact.privacyDeletion` events), no association events, one
 //! webhook subscription (app) at a time, no webhook settings/subscriptions API (configure over
 //! `/_emulator/webhooks`); an upsert whose unique value only matches an archived record creates
@@ -55,7 +65,8 @@
 //! request bytes remain) — axum offers no true TCP reset.
 //!
 //! Test-control endpoints (not part of HubSpot): `GET /_emulator/state`, `POST /_emulator/reset`
-//! (also removes the webhook subscription), `POST /_emulator/faults`;
+//! (also removes the webhook subscription; keeps the options), `POST /_emulator/faults`,
+//! `POST /_emulator/settings` (runtime knobs, see `settings`);
 //! `POST|GET|DELETE /_emulator/webhooks` (subscription config, delivery stats; see
 //! `HookConfig`); `POST /_emulator/objects/{type}` (create), `POST
 //! /_emulator/objects/{type}/{id}/edit` and `.../{id}/archive`, each with optional
@@ -79,7 +90,9 @@ mod records;
 mod render;
 mod response;
 mod schema;
+mod scopes;
 mod search;
+mod settings;
 pub mod signature;
 mod state;
 mod validate;
@@ -127,6 +140,43 @@ pub struct Options {
     pub hub_id: u64,
     /// `sourceId` recorded in property history for API writes (the writing app).
     pub app_source_id: String,
+    /// How long a write takes to reach the search index (HubSpot: about 1-5 s); until then
+    /// search answers from the record's previous indexed version.
+    pub search_index_lag: Duration,
+    /// What a batch create/update/upsert with an invalid property value answers.
+    pub batch_invalid_input: BatchInvalidInput,
+    /// Whether the contact `email` property is stored lowercased (HubSpot does).
+    pub lowercase_emails: bool,
+    /// Scopes granted to every token (private-app and OAuth); an endpoint whose scope is
+    /// missing answers 403 `MISSING_SCOPES`.
+    pub token_scopes: Vec<String>,
+    /// The OAuth app's client id, checked by the token endpoint.
+    pub client_id: String,
+    /// The OAuth app's client secret, checked by the token endpoint.
+    pub client_secret: String,
+}
+
+/// What a batch write with an invalid property value (unknown, read-only, not a valid value
+/// of its type or enumeration) answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub enum BatchInvalidInput {
+    /// 400 `VALIDATION_ERROR` for the whole batch, nothing written (HubSpot's documented answer).
+    #[serde(rename = "whole_batch_400")]
+    WholeBatch400,
+    /// 207 with the invalid inputs in `errors[]` and the others written.
+    #[serde(rename = "multi_status_207")]
+    MultiStatus207,
+}
+
+/// Every scope an endpoint of this emulator needs (the default grant).
+pub fn all_scopes() -> Vec<String> {
+    schema::TYPES
+        .iter()
+        .flat_map(|t| {
+            ["objects.{t}.read", "objects.{t}.write", "schemas.{t}.read"]
+                .map(|s| format!("crm.{}", s.replace("{t}", t)))
+        })
+        .collect()
 }
 
 impl Default for Options {
@@ -142,6 +192,12 @@ impl Default for Options {
             max_batch_inputs: 100,
             hub_id: 62515,
             app_source_id: "driftless".into(),
+            search_index_lag: Duration::from_millis(2000),
+            batch_invalid_input: BatchInvalidInput::WholeBatch400,
+            lowercase_emails: true,
+            token_scopes: all_scopes(),
+            client_id: "test-client-id".into(),
+            client_secret: "test-client-secret".into(),
         }
     }
 }
@@ -180,6 +236,7 @@ fn routes(shared: Shared) -> Router {
         .route("/_emulator/state", get(control::state))
         .route("/_emulator/reset", post(control::reset))
         .route("/_emulator/faults", post(control::add_faults))
+        .route("/_emulator/settings", post(settings::settings))
         .route(
             "/_emulator/webhooks",
             post(hooks::configure)
@@ -229,8 +286,14 @@ async fn pipeline(State(shared): State<Shared>, mut request: Request, next: Next
     let mut response = match admission {
         Err(refusal) => refusal,
         Ok(grant) => {
-            trim_trailing_slashes(&mut request, "/crm/");
-            let mut response = route(request, next).await;
+            let granted = shared.lock().unwrap().opts.token_scopes.clone();
+            let mut response = match scopes::check(&granted, request.method(), &path) {
+                Err(refusal) => refusal,
+                Ok(()) => {
+                    trim_trailing_slashes(&mut request, "/crm/");
+                    route(request, next).await
+                }
+            };
             if let Some(grant) = grant {
                 limits::add_headers(&mut response, &shared.lock().unwrap(), &grant);
             }

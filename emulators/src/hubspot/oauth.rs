@@ -1,9 +1,13 @@
 //! OAuth token endpoint of the HubSpot emulator.
 //!
-//! Owns the `refresh_token` grant: a form-encoded request naming one of
+//! Owns the `refresh_token` grant: a form-encoded request with the app's
+//! [`Options::client_id`](super::Options::client_id) and
+//! [`Options::client_secret`](super::Options::client_secret) naming one of
 //! [`Options::refresh_tokens`](super::Options::refresh_tokens) gets a fresh access token that
-//! expires after [`Options::oauth_token_ttl`](super::Options::oauth_token_ttl); anything else is a
-//! 400 with HubSpot's `BAD_GRANT_TYPE` / `BAD_REFRESH_TOKEN` status.
+//! expires after [`Options::oauth_token_ttl`](super::Options::oauth_token_ttl) and holds
+//! [`Options::token_scopes`](super::Options::token_scopes) (listed in `scopes`); anything else is
+//! a 400 with HubSpot's `status` (`BAD_GRANT_TYPE`, `BAD_CLIENT_ID`, `BAD_CLIENT_SECRET`,
+//! `BAD_REFRESH_TOKEN`, checked in that order) and `category: "VALIDATION_ERROR"`.
 
 use std::collections::HashMap;
 
@@ -35,11 +39,19 @@ fn issue(st: &mut Inner, method: &Method, body: &Bytes) -> Response {
     let oauth_err = |status: &str, message: &str| {
         json_response(
             StatusCode::BAD_REQUEST,
-            &json!({"status": status, "message": message, "correlationId": uuid()}),
+            &json!({"status": status, "message": message, "correlationId": uuid(),
+                    "category": "VALIDATION_ERROR"}),
         )
     };
     if form.get("grant_type").map(String::as_str) != Some("refresh_token") {
         return oauth_err("BAD_GRANT_TYPE", "grant_type must be refresh_token");
+    }
+    let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
+    if field("client_id") != st.opts.client_id {
+        return oauth_err("BAD_CLIENT_ID", "missing or unknown client id");
+    }
+    if field("client_secret") != st.opts.client_secret {
+        return oauth_err("BAD_CLIENT_SECRET", "missing or invalid client secret");
     }
     let rt = form.get("refresh_token").cloned().unwrap_or_default();
     if !st.opts.refresh_tokens.contains(&rt) {
@@ -58,6 +70,7 @@ fn issue(st: &mut Inner, method: &Method, body: &Bytes) -> Response {
             "token_type": "bearer",
             "token_use": "access_token",
             "hub_id": st.opts.hub_id,
+            "scopes": st.opts.token_scopes,
         }),
     )
 }

@@ -70,7 +70,7 @@ pub(super) async fn archive(State(shared): State<Shared>, path: RawPath) -> Resp
 }
 
 fn create_one(st: &mut Inner, t: &'static str, b: &Value) -> Response {
-    let (props, errs) = match validate(t, b.get("properties")) {
+    let (props, errs) = match validate(&st.opts, t, b.get("properties")) {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -126,7 +126,7 @@ fn patch_one(
     {
         return non_unique_err(t, p);
     }
-    let (props, errs) = match validate(t, b.get("properties")) {
+    let (props, errs) = match validate(&st.opts, t, b.get("properties")) {
         Ok(v) => v,
         Err(r) => return r,
     };

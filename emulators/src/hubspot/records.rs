@@ -3,9 +3,11 @@
 //! Owns the only code that changes records: [`write_as`] (create or update, with property history,
 //! the last-modified bump and webhook events for exactly the values that changed) and
 //! [`archive`] (soft delete with a `*.deletion` event). Both keep the unique-value index in step
-//! with the live records, and [`find`] reads through it.
+//! with the live records, and [`find`] reads through it; both queue the new version for the
+//! search index ([`Inner::index_later`]), which search sees only after the index lag.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
 
 use chrono::Utc;
 
@@ -155,6 +157,9 @@ pub(super) fn write_as(
     for (k, v) in &changes {
         emit(st, t, "propertyChange", id, Some((k, v)), src, at);
     }
+    if new || !changes.is_empty() {
+        st.index_later(t, id, Instant::now());
+    }
     id
 }
 
@@ -176,6 +181,7 @@ pub(super) fn archive(st: &mut Inner, t: &'static str, id: u64, src: &WriteSourc
         _ => return false,
     }
     emit(st, t, "deletion", id, None, src, now.timestamp_millis());
+    st.index_later(t, id, Instant::now());
     true
 }
 

@@ -4,7 +4,11 @@
 //! or epoch milliseconds when the property's type says so), the free-text `query`, sorting (by
 //! id unless asked), offset paging through `after` and the limits: `limit` ≤ 200, at most 10 000
 //! results reachable, at most 5 groups, 10 filters per group and 25 in total. Archived records
-//! never match.
+//! never match. Search reads the search index, not the records: a write becomes visible only
+//! [`Options::search_index_lag`](super::Options::search_index_lag) after it happened (until then
+//! search sees the record's previous version, or not at all when it is new).
+
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -33,7 +37,7 @@ pub(super) async fn search(State(shared): State<Shared>, path: RawPath, body: By
         );
     }
     match json_body(&body) {
-        Ok(b) => run(&shared.lock().unwrap(), t, &b),
+        Ok(b) => run(&mut shared.lock().unwrap(), t, &b, Instant::now()),
         Err(refusal) => refusal,
     }
 }
@@ -116,7 +120,9 @@ fn matches(t: &str, r: &Record, f: &Value) -> Result<bool, String> {
     })
 }
 
-fn run(st: &Inner, t: &str, b: &Value) -> Response {
+/// One search at `now` (the search index first catches up to `now`).
+pub(super) fn run(st: &mut Inner, t: &str, b: &Value, now: Instant) -> Response {
+    st.catch_up_index(now);
     let bad = |m: &str| error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", m);
     let limit = match b.get("limit").and_then(Value::as_u64).unwrap_or(10) {
         l if l > 200 => return bad("limit must be at most 200"),
@@ -162,7 +168,7 @@ fn run(st: &Inner, t: &str, b: &Value) -> Response {
         );
     }
     let mut hits = vec![];
-    for r in st.objects[t].values().filter(|r| !r.archived) {
+    for r in st.indexed[t].values().filter(|r| !r.archived) {
         let mut ok = groups.is_empty();
         for g in &groups {
             let mut all = true;

@@ -2,8 +2,10 @@
 //!
 //! Owns the records of every object type with their property history, the unique-value index,
 //! issued OAuth tokens, the rate-limit windows, request statistics, queued faults and the webhook
-//! subscription. Invariant: the unique-value index holds exactly the unique property values of
-//! live records (see [`Inner::unique`]).
+//! subscription, and the search index. Invariants: the unique-value index holds exactly the
+//! unique property values of live records (see [`Inner::unique`]); the search index holds, per
+//! record, the newest version written at least [`Options::search_index_lag`] ago (see
+//! [`Inner::indexed`]).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -71,6 +73,11 @@ pub(super) struct Inner {
     pub(super) faults: VecDeque<Fault>,
     pub(super) hooks: Option<Hooks>,
     pub(super) next_event_id: u64,
+    /// What search sees: type → id → the record's version as indexed (without history).
+    /// Versions reach it from [`Inner::indexing`] once due ([`Inner::catch_up_index`]).
+    pub(super) indexed: BTreeMap<&'static str, BTreeMap<u64, Record>>,
+    /// Versions on their way to the search index, in write order: (due, type, version).
+    pub(super) indexing: VecDeque<(Instant, &'static str, Record)>,
 }
 
 impl Inner {
@@ -94,6 +101,32 @@ impl Inner {
             faults: VecDeque::new(),
             hooks: None,
             next_event_id: 1,
+            indexed: TYPES.iter().map(|t| (*t, BTreeMap::new())).collect(),
+            indexing: VecDeque::new(),
+        }
+    }
+
+    /// Queues the current version of record `id` (written at `now`) for the search index; it
+    /// is indexed at once when the lag is zero.
+    pub(super) fn index_later(&mut self, t: &'static str, id: u64, now: Instant) {
+        let Some(r) = self.objects[t].get(&id) else {
+            return;
+        };
+        let version = Record {
+            history: BTreeMap::new(),
+            ..r.clone()
+        };
+        self.indexing
+            .push_back((now + self.opts.search_index_lag, t, version));
+        self.catch_up_index(now);
+    }
+
+    /// Moves every version due at `now` into the search index, in write order.
+    pub(super) fn catch_up_index(&mut self, now: Instant) {
+        while self.indexing.front().is_some_and(|(due, ..)| *due <= now) {
+            let (_, t, version) = self.indexing.pop_front().expect("checked");
+            let index = self.indexed.get_mut(t).expect("type");
+            index.insert(version.id, version);
         }
     }
 }

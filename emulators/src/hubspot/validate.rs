@@ -2,7 +2,9 @@
 //!
 //! Owns the per-input error shape (StandardError) and the rules: a non-string value rejects the
 //! whole request (400); unknown, read-only and type-invalid properties are per-property error
-//! details; a unique value already held by another live record is a conflict.
+//! details; a unique value already held by another live record is a conflict. Values are
+//! validated in the form HubSpot stores them ([`stored`]: a contact's `email` lowercased when
+//! [`Options::lowercase_emails`] is set), so conflicts and lookups see the stored form.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +12,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
+use super::Options;
 use super::records::find;
 use super::response::{err_body, error, json_response};
 use super::schema::{is_unique, normalise, schema};
@@ -25,7 +28,11 @@ pub(super) fn input_err(category: &str, message: String, details: Vec<Value>, ct
 /// properties are returned as per-property error details.
 pub(super) type Validated = (BTreeMap<String, String>, Vec<Value>);
 
-pub(super) fn validate(t: &str, props: Option<&Value>) -> Result<Validated, Response> {
+pub(super) fn validate(
+    opts: &Options,
+    t: &str,
+    props: Option<&Value>,
+) -> Result<Validated, Response> {
     let defs = schema(t);
     let mut out = BTreeMap::new();
     let mut errs = vec![];
@@ -58,7 +65,7 @@ pub(super) fn validate(t: &str, props: Option<&Value>) -> Result<Validated, Resp
                 "code": "READ_ONLY_VALUE", "context": {"propertyName": [k]}})),
             Some(d) => match normalise(d, s) {
                 Ok(n) => {
-                    out.insert(k.clone(), n);
+                    out.insert(k.clone(), stored(opts, t, k, n));
                 }
                 Err((code, msg)) => errs.push(json!({"message": msg, "code": code,
                                                      "context": {"propertyName": [k]}})),
@@ -66,6 +73,16 @@ pub(super) fn validate(t: &str, props: Option<&Value>) -> Result<Validated, Resp
         }
     }
     Ok((out, errs))
+}
+
+/// The form in which HubSpot stores `value` of property `prop` (a contact's `email` is kept
+/// lowercased).
+pub(super) fn stored(opts: &Options, t: &str, prop: &str, value: String) -> String {
+    if opts.lowercase_emails && t == "contacts" && prop == "email" {
+        value.to_lowercase()
+    } else {
+        value
+    }
 }
 
 pub(super) fn validation_input_err(details: Vec<Value>, trace: Option<&Value>) -> Value {

@@ -30,8 +30,9 @@ pub(crate) const HUBSPOT_BASE_URL: &str = "https://api.hubapi.com";
 /// Zoho CRM's API base URL (US data centre). With OAuth, requests follow the token's
 /// `api_domain` unless `base_url` is set to something else (the emulator, a proxy).
 pub(crate) const ZOHO_BASE_URL: &str = "https://www.zohoapis.com";
-/// HubSpot's OAuth token endpoint (v1 refresh grant, form-encoded).
-pub(crate) const HUBSPOT_TOKEN_URL: &str = "https://api.hubapi.com/oauth/v1/token";
+/// HubSpot's OAuth token endpoint (v3 refresh grant, form-encoded; v1 is deprecated from
+/// 2027-02-16).
+pub(crate) const HUBSPOT_TOKEN_URL: &str = "https://api.hubapi.com/oauth/v3/token";
 /// Zoho's OAuth token endpoint, US data centre (others: `accounts.zoho.eu`, `.in`, `.com.au`,
 /// ...; set `token_url`).
 pub(crate) const ZOHO_TOKEN_URL: &str = "https://accounts.zoho.com/oauth/v2/token";
@@ -526,6 +527,31 @@ impl SinkConfig {
         }
     }
 
+    /// The transform of a rule writing `property`: HubSpot stores a contact's `email` trimmed
+    /// and lowercased, so that rule sends it in that form ([`Transform::EmailAddress`], which
+    /// replaces `lowercase` / `trim`; `uppercase` is refused). Lookups by it, the ledger's
+    /// hashes and two-way comparisons then see the value HubSpot keeps.
+    fn stored_form(
+        &self,
+        property: &str,
+        transform: Option<Transform>,
+        at: String,
+        p: &mut Problems,
+    ) -> Option<Transform> {
+        let contacts =
+            self.kind.as_deref() == Some("hubspot") && self.object.as_deref() == Some("contacts");
+        if !contacts || property != "email" {
+            return transform;
+        }
+        if transform == Some(Transform::Uppercase) {
+            p.add(
+                at,
+                "HubSpot stores a contact's email lowercased: uppercase would never match it",
+            );
+        }
+        Some(Transform::EmailAddress)
+    }
+
     /// `[sinks.fields]`: the column → property rules (a CRM sink needs at least one).
     fn field_rules(&self, at: &FieldPath, crm: bool, p: &mut Problems) -> Vec<FieldRule> {
         if crm && self.fields.is_empty() {
@@ -554,6 +580,8 @@ impl SinkConfig {
             if property.is_empty() {
                 p.add(at.at(&format!("fields.{column}")), "property name is empty");
             }
+            let transform_at = at.at(&format!("fields.{column}.transform"));
+            let transform = self.stored_form(&property, transform, transform_at, p);
             fields.push(FieldRule {
                 column: column.clone(),
                 property,

@@ -363,3 +363,31 @@ fn verify_every_is_a_schedule_of_one_way_crm_sinks() {
         &["sinks[0].verify_every", "sinks[1].verify_every"],
     );
 }
+
+#[test]
+fn a_hubspot_contacts_email_is_sent_in_the_form_hubspot_stores() {
+    use super::super::fields::Transform;
+    let fields = |email: &str| format!("token_env = \"T\"\n[sinks.fields]\nemail = {email}\n");
+    let c = valid(&[
+        hubspot("plain", &fields("\"email\"")),
+        hubspot(
+            "trimmed",
+            &fields("{ property = \"email\", transform = \"trim\" }"),
+        ),
+        zoho("zoho", &fields("\"Email\"")),
+    ]);
+    let transform = |i: usize| c.sinks[i].fields[0].transform;
+    assert_eq!(transform(0), Some(Transform::EmailAddress));
+    assert_eq!(transform(1), Some(Transform::EmailAddress));
+    assert_eq!(transform(2), None, "only HubSpot");
+    assert_eq!(
+        Transform::EmailAddress.apply(" Ana@Example.COM "),
+        "ana@example.com"
+    );
+    let shout = hubspot(
+        "shout",
+        &fields("{ property = \"email\", transform = \"uppercase\" }"),
+    );
+    let problems = problems_at(&[shout], &["sinks[0].fields.email.transform"]);
+    assert!(problems[0].message.contains("lowercased"), "{problems:?}");
+}

@@ -11,7 +11,8 @@
 //!   index, which is how results and per-input errors are mapped back to entries;
 //! - a value HubSpot refuses for good (4xx per input, or a single input refused by a whole-request
 //!   400, found by bisection) is [`Rejected`]; anything transient (429, 5xx, timeouts, resets)
-//!   fails the whole batch with [`SinkError::Transient`]; 401/403 are [`SinkError::Fatal`];
+//!   fails the whole batch with [`SinkError::Transient`]; 401/403 are [`SinkError::Fatal`] (a
+//!   403's hint names the scopes HubSpot says are missing);
 //! - requests never exceed the rolling 10 s window: [`RateLimiter`] counts our own requests and
 //!   takes HubSpot's `X-HubSpot-RateLimit-*` headers as the truth;
 //! - logs carry counts, statuses and categories only: never the token, property values or ids.
@@ -202,6 +203,27 @@ fn describe(err: &Value) -> String {
     } else {
         format!("{category}: {}", details.join("; "))
     }
+}
+
+/// The scopes a 403 says are missing: `context.missingScopes`, else every
+/// `errors[].context.requiredGranularScopes` (scope names only, deduplicated, in order).
+fn missing_scopes(body: &Value) -> Vec<String> {
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(String::from))
+            .collect()
+    };
+    let mut out = names(&body["context"]["missingScopes"]);
+    if out.is_empty() {
+        for e in body["errors"].as_array().into_iter().flatten() {
+            out.extend(names(&e["context"]["requiredGranularScopes"]));
+        }
+    }
+    let mut seen = HashSet::new();
+    out.retain(|s| seen.insert(s.clone()));
+    out
 }
 
 /// Time until the next UTC midnight (HubSpot's daily limit reset).
@@ -419,13 +441,27 @@ impl HubspotSink {
                     self.crm.credentials.label()
                 ),
             ),
-            403 => SinkError::fatal(
-                format!("HubSpot denied access to {} (403 {category})", self.object),
-                format!(
-                    "give the private app the crm.objects.{}.read and .write scopes",
-                    self.object
-                ),
-            ),
+            403 => {
+                let missing = missing_scopes(&r.body);
+                let needed = if missing.is_empty() {
+                    let t = &self.object;
+                    format!("crm.objects.{t}.read, crm.objects.{t}.write and crm.schemas.{t}.read")
+                } else {
+                    missing.join(", ")
+                };
+                SinkError::fatal(
+                    format!(
+                        "HubSpot denied access to {} (403 {category}; missing scopes: {needed})",
+                        self.object
+                    ),
+                    format!(
+                        "grant the app the scopes {needed} (a private app: its scopes in \
+                         HubSpot's settings; an OAuth app: add them and reinstall it, then \
+                         renew the refresh token in {})",
+                        self.crm.credentials.label()
+                    ),
+                )
+            }
             429 => {
                 let policy = r.body["policyName"].as_str().unwrap_or("");
                 let retry_after = if policy == "DAILY" {

@@ -11,7 +11,7 @@ use crate::sink::test_support::{
     emulator_fault as fault, emulator_state as state, event, fatal, mapped_rule, rejected, serve,
     transient,
 };
-use driftless_emulators::hubspot::{Options, router};
+use driftless_emulators::hubspot::{BatchInvalidInput, Options, router};
 use reqwest::header::HeaderValue;
 
 async fn start(opts: Options) -> String {
@@ -102,9 +102,24 @@ async fn delete_archives_and_absent_delete_succeeds() {
     assert!(out.rejected.is_empty() && out.destination_ids.is_empty());
 }
 
+/// Invalid values are refused per input (207) or for the whole batch (400, bisected): either
+/// way exactly the bad entries are rejected and the good one is written.
 #[tokio::test]
 async fn partial_207_rejects_only_the_bad_entries() {
-    let base = start(Options::default()).await;
+    for mode in [
+        BatchInvalidInput::WholeBatch400,
+        BatchInvalidInput::MultiStatus207,
+    ] {
+        bad_entries_are_rejected_alone(mode).await;
+    }
+}
+
+async fn bad_entries_are_rejected_alone(mode: BatchInvalidInput) {
+    let base = start(Options {
+        batch_invalid_input: mode,
+        ..Options::default()
+    })
+    .await;
     let mut s = sink(&base).await;
     let bad_option = event(Op::Create, json!({"email": "b@x.io", "stage": "Bogus"}));
     let bad_prop = event(Op::Create, json!({"email": "c@x.io", "extra": "x"}));
@@ -233,10 +248,10 @@ async fn bad_token_is_fatal_with_hint() {
 async fn oauth_token_expiry_mid_run_refreshes_and_converges() {
     let base = start(Options::default()).await;
     let creds = Credentials::oauth(
-        "client".into(),
-        "secret".into(),
+        "test-client-id".into(),
+        "test-client-secret".into(),
         "test-refresh-token".into(),
-        format!("{base}/oauth/v1/token"),
+        format!("{base}/oauth/v3/token"),
         "HUBSPOT_REFRESH_TOKEN",
     );
     let mut s = Ledgered::in_memory(HubspotSink::new(&valid_sink(&base), creds).unwrap());
@@ -257,19 +272,63 @@ async fn oauth_token_expiry_mid_run_refreshes_and_converges() {
     assert!(out.rejected.is_empty(), "{out:?}");
     adele_and_one_more(&base).await;
     let st = state(&base).await;
-    assert_eq!(st["requests"]["byPath"]["/oauth/v1/token"], 2, "{st:#}");
+    assert_eq!(st["requests"]["byPath"]["/oauth/v3/token"], 2, "{st:#}");
 
     // A refresh token the server refuses: fatal, hint names the variable.
     let creds = Credentials::oauth(
-        "client".into(),
-        "secret".into(),
+        "test-client-id".into(),
+        "test-client-secret".into(),
         "revoked".into(),
-        format!("{base}/oauth/v1/token"),
+        format!("{base}/oauth/v3/token"),
         "HUBSPOT_REFRESH_TOKEN",
     );
     let mut s = Ledgered::in_memory(HubspotSink::new(&valid_sink(&base), creds).unwrap());
     let (_, hint) = fatal(s.apply(&batch(vec![contact("c@x.io", "C")])).await);
     assert!(hint.contains("HUBSPOT_REFRESH_TOKEN"), "{hint}");
+}
+
+#[tokio::test]
+async fn missing_scope_is_fatal_with_a_hint_naming_it() {
+    let base = start(Options {
+        token_scopes: vec![
+            "crm.objects.contacts.read".into(),
+            "crm.schemas.contacts.read".into(),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let mut s = sink(&base).await;
+    let (message, hint) = fatal(s.apply(&batch(vec![contact("a@x.io", "Ada")])).await);
+    assert!(message.contains("MISSING_SCOPES"), "{message}");
+    assert!(message.contains("crm.objects.contacts.write"), "{message}");
+    assert!(hint.contains("crm.objects.contacts.write"), "{hint}");
+    assert!(
+        !hint.contains("contacts.read"),
+        "only the missing one: {hint}"
+    );
+    assert!(contacts(&base).await.is_empty());
+}
+
+#[tokio::test]
+async fn wrong_client_secret_on_refresh_is_fatal_and_says_so() {
+    let base = start(Options::default()).await;
+    let creds = Credentials::oauth(
+        "test-client-id".into(),
+        "not-the-s3cret".into(),
+        "test-refresh-token".into(),
+        format!("{base}/oauth/v3/token"),
+        "HUBSPOT_REFRESH_TOKEN (with HUBSPOT_CLIENT_ID and HUBSPOT_CLIENT_SECRET)",
+    );
+    let mut s = Ledgered::in_memory(HubspotSink::new(&valid_sink(&base), creds).unwrap());
+    let (message, hint) = fatal(s.apply(&batch(vec![contact("a@x.io", "Ada")])).await);
+    assert!(message.contains("BAD_CLIENT_SECRET"), "{message}");
+    assert!(
+        message.contains("the client secret was refused"),
+        "{message}"
+    );
+    assert!(!message.contains("s3cret") && !hint.contains("s3cret"));
+    assert!(hint.contains("HUBSPOT_CLIENT_SECRET"), "{hint}");
+    assert!(contacts(&base).await.is_empty());
 }
 
 #[tokio::test]

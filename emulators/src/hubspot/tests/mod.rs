@@ -14,6 +14,7 @@ use super::schema::{is_unique, to_ms};
 use super::state::{Inner, Shared};
 use super::*;
 
+mod knobs;
 mod webhooks;
 
 struct Emu {
@@ -108,7 +109,8 @@ async fn h2_oauth_refresh_issues_expiring_tokens() {
         .post(format!("{}/oauth/v1/token", emu.base))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(
-            "grant_type=refresh_token&client_id=a&client_secret=b&refresh_token=test-refresh-token",
+            "grant_type=refresh_token&client_id=test-client-id&client_secret=test-client-secret&\
+             refresh_token=test-refresh-token",
         )
         .send()
         .await
@@ -298,7 +300,11 @@ async fn h8_batch_create_conflict_and_multistatus() {
 
 #[tokio::test]
 async fn h9_upsert_creates_then_updates_and_partial_207() {
-    let emu = start(Options::default()).await;
+    let emu = start(Options {
+        batch_invalid_input: BatchInvalidInput::MultiStatus207,
+        ..Options::default()
+    })
+    .await;
     let (s, v) = emu
         .upsert("contacts", json!([contact("jane@x.io", "Jane")]))
         .await;
@@ -462,6 +468,7 @@ async fn h13_lastmodified_and_property_history() {
 async fn h14_search_keyset_paging_by_lastmodifieddate() {
     let emu = start(Options {
         search_per_second: 100,
+        search_index_lag: Duration::ZERO,
         ..Options::default()
     })
     .await;
@@ -769,7 +776,11 @@ async fn unique_index_follows_value_changes_and_archives() {
 
 #[tokio::test]
 async fn h20_archive_hides_and_archived_reads() {
-    let emu = start(Options::default()).await;
+    let emu = start(Options {
+        search_index_lag: Duration::ZERO,
+        ..Options::default()
+    })
+    .await;
     let (_, v) = emu
         .upsert("contacts", json!([contact("z@x.io", "Z")]))
         .await;
