@@ -280,6 +280,7 @@ pub(super) fn validate(
             out.push(sink);
         }
     }
+    two_way::shared_origins(sinks, p);
     out
 }
 
