@@ -15,5 +15,6 @@ mod postgres;
 mod relations;
 mod sink;
 mod two_way_hubspot;
+mod two_way_startup;
 mod two_way_zoho;
 mod types;

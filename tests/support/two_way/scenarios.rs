@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::{Crm, Options, RECONCILE_OFF, TwoWay};
 use crate::support::free_port;
-use crate::support::wait::{WAIT, eventually};
+use crate::support::wait::{WAIT, eventually, sentinel};
 
 /// A record deleted in the CRM (HubSpot: archived). With `on_crm_delete = "delete"` (through
 /// the deletion webhooks or notifications, or with `lost` ones through reconciliation's
@@ -177,4 +177,68 @@ pub(crate) async fn edits_cross_once_and_never_echo_back(t: &TwoWay) {
         "no duplicate record in the CRM"
     );
     assert!(!t.log().contains("Edited in"), "no row values in logs");
+}
+
+/// Enabling two-way sync on a CRM that already holds 500 records: with the defaults none of
+/// them comes into Postgres, with `initial_import = true` all of them do. Notifications are
+/// lost (HubSpot drops every webhook, Zoho notifies a port nobody listens on), so records only
+/// come in through reconciliation, which lists them by modification time: a record created
+/// after the worker started (the sentinel) comes after every one of the 500 in any listing
+/// that holds them, so once it is in Postgres, any of them the sink would import is in too.
+pub(crate) async fn existing_crm_records(crm: Crm, initial_import: bool) {
+    const EXISTING: usize = 500;
+    let lost = match crm {
+        Crm::Hubspot => String::new(),
+        Crm::Zoho => format!(
+            "public_url = \"http://127.0.0.1:{}/hooks/zoho\"",
+            free_port()
+        ),
+    };
+    let inbound = format!("reconcile_every = \"1s\"\ninitial_import = {initial_import}\n{lost}");
+    let t = TwoWay::start_with(
+        crm,
+        Options {
+            inbound: &inbound,
+            hooks: json!({"drop_every": 1}),
+            crm_records: EXISTING,
+            ..Options::default()
+        },
+    )
+    .await;
+    let emails = || async {
+        let mut emails: Vec<String> = t
+            .postgres()
+            .await
+            .into_values()
+            .map(|r| r[0].clone())
+            .collect();
+        emails.sort();
+        emails
+    };
+    sentinel(
+        "the record created after the start reaches Postgres",
+        t.create_in_crm(crm.created("sentinel@example.com", "Sentinel")),
+        || async { emails().await.contains(&"sentinel@example.com".to_string()) },
+    )
+    .await;
+    let mut expected = vec!["sentinel@example.com".to_string()];
+    if initial_import {
+        expected.extend((1..=EXISTING).map(|k| format!("existing{k}@example.com")));
+        expected.sort();
+        eventually("every existing record is imported", WAIT, || async {
+            emails().await == expected
+        })
+        .await;
+    }
+    assert_eq!(
+        emails().await,
+        expected,
+        "initial_import = {initial_import}: the rows of the CRM's records"
+    );
+    assert_eq!(
+        crm.all_records(&t.emulator.state().await).len(),
+        EXISTING + 1,
+        "no record created in the CRM"
+    );
+    t.finish().await;
 }
