@@ -100,13 +100,15 @@ async fn seed_crm(crm: Crm, emulator: &Emulator, n: usize) -> u64 {
 
 /// Everything of one two-way sync test; [`TwoWay::finish`] stops it cleanly.
 pub(crate) struct TwoWay {
+    // The processes first: they print their logs when dropped during a panic, before the
+    // setup's directory (holding the logs) goes.
+    capture: DriftlessProcess,
+    /// The running sink worker.
+    pub(crate) worker: Option<DriftlessProcess>,
     pub(crate) crm: Crm,
     pub(crate) emulator: Emulator,
     pub(crate) db: TestDb,
     pub(crate) setup: Setup,
-    capture: DriftlessProcess,
-    /// The running sink worker.
-    pub(crate) worker: Option<DriftlessProcess>,
     /// The sink's name.
     pub(crate) name: String,
     /// The port of the worker's receiver.
