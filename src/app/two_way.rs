@@ -5,7 +5,10 @@
 //! advisory lock held by the store's connection; others stand by, a replay is refused while a
 //! worker holds it); the receiver listens before a Zoho watch channel exists, so no
 //! notification is refused; every inbound task runs under the worker's supervisor, so a fatal
-//! error in any of them (a 401 during reconciliation, a receiver that died) ends the worker.
+//! error in any of them (a 401 during reconciliation, a receiver that died) ends the worker; a
+//! sink whose inbound table's key does not fit it ([`unfit`]) is refused before anything
+//! runs; a worker's first start sets the sink's reconciliation cursors to that moment unless
+//! `initial_import` is set.
 
 use std::sync::Arc;
 use std::time::Duration;
