@@ -500,8 +500,19 @@ async fn converge(scenario: Scenario) {
             .await
             .unwrap();
         assert!(dest.contacts(&emulator.state().await).0.is_empty());
+        // The sink converged and nothing is written any more: the topic holds every change.
+        let changes = topic_len(&setup.topic("public.contacts"));
+        assert!(
+            changes >= 1_300,
+            "1,000 inserts and 300 updates at least: {changes}"
+        );
         let stdout = replay("earliest", &["--full-resync"]);
-        assert!(stdout.contains("replayed: records="), "{stdout}");
+        let counts = replayed(&stdout);
+        assert_eq!(
+            (counts["records"], counts["dead_letters"]),
+            (changes, 0),
+            "every change replayed once: {stdout}"
+        );
         let after = emulator.state().await;
         assert!(
             dest.contacts(&after).0 == expected,
@@ -513,7 +524,13 @@ async fn converge(scenario: Scenario) {
         // the ledger holds every key's newest change, so older ones are skipped.
         let hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
         for from in [hour_ago.as_str(), "0:0,1:0"] {
-            replay(from, &[]);
+            // Both start at the first change of every partition (the test topic has two).
+            let counts = replayed(&replay(from, &[]));
+            assert_eq!(
+                (counts["records"], counts["dead_letters"]),
+                (changes, 0),
+                "replay from {from} reads every change"
+            );
             let state = emulator.state().await;
             let (live, _) = dest.contacts(&state);
             assert!(live == expected, "replay from {from} changed the result");
@@ -625,7 +642,12 @@ async fn poison_is_dead_lettered_then_replayed(
             .args(["--name", name, "--dead-letters"])
             .envs(SINK_ENV),
     );
-    assert!(stdout.contains("replayed: records=1"), "{stdout}");
+    let counts = replayed(&stdout);
+    assert_eq!(
+        (counts["records"], counts["dead_letters"]),
+        (1, 0),
+        "the one dead letter is replayed and applied: {stdout}"
+    );
 }
 
 /// The audit topic (`{prefix}.audit`) holds one record per applied change: every key of the

@@ -102,7 +102,7 @@ use crate::support::emulator::Emulator;
 use crate::support::kafka::read_topic;
 use crate::support::process::DriftlessProcess;
 use crate::support::wait::{WAIT, eventually};
-use crate::support::{repo_path, unique};
+use crate::support::{replayed, repo_path, topic_len, unique};
 
 /// The `[[sinks]]` entry `name` of `driftless.example.toml`, as users copy it, renamed `as_name`
 /// and pointed at the emulator on `port` (its API and its token endpoint).
@@ -441,16 +441,25 @@ async fn a_replay_from_earliest_while_the_table_changes_ends_equal_to_select() {
     }
     p.db.exec("DELETE FROM contacts WHERE id % 50 = 0").await;
     let out = replay.await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
+        "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
     // Sentinel: the last change arrives, then the CRM must equal SELECT.
     p.db.exec("INSERT INTO contacts VALUES (999, 'sentinel@x.io', 'sentinel', 'lead')")
         .await;
     p.one_live("sentinel@x.io", "sentinel").await;
+    // The replay read the topic up to where it ended when the replay started: every one of
+    // the 400 changes made before it (200 inserts, 200 updates), at most every change made
+    // until the sentinel (which came after it), and dead-lettered none.
+    let counts = replayed(&stdout);
+    let topic = topic_len(&p.setup.topic("public.contacts"));
+    assert!(
+        (400..topic).contains(&counts["records"]) && counts["dead_letters"] == 0,
+        "replayed {counts:?} of {topic} changes"
+    );
     let rows =
         p.db.client
             .query("SELECT email, first_name FROM contacts", &[])

@@ -18,5 +18,6 @@ mod sink;
 mod two_way_hubspot;
 mod two_way_recovery;
 mod two_way_refusals;
+mod two_way_startup;
 mod two_way_zoho;
 mod types;

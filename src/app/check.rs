@@ -4,7 +4,8 @@
 //! publication, slot, topic, checkpoint or sync state is created) and reports every problem it
 //! finds: Postgres (settings, privileges, tables, slot/checkpoint), Kafka reachability, and per
 //! sink its credentials and destination schema (the mapping check every worker also runs) and,
-//! for two-way sinks, the grants inbound writes need.
+//! for two-way sinks, the grants inbound writes need and whether the inbound table's key fits
+//! the sink (the refusals a worker would stop with at start).
 
 use std::time::Duration;
 
@@ -112,6 +113,34 @@ async fn two_way_grants(
     Ok(out)
 }
 
+/// The inbound table of each two-way sink: a one-column primary key that fits the sink
+/// (read from the catalog only; nothing is created).
+async fn two_way_tables(
+    cfg: &ValidConfig,
+    sql: &tokio_postgres::Client,
+) -> Result<Vec<Finding>, CaptureError> {
+    let mut out = Vec::new();
+    for sink in &cfg.sinks {
+        let Some(two_way) = &sink.two_way else {
+            continue;
+        };
+        match store::inbound_table(sql, &two_way.inbound_table).await {
+            Ok((_, key)) => {
+                for problem in super::two_way::unfit(cfg, sink, two_way, &key) {
+                    out.push(finding(
+                        "sinks",
+                        &format!("sink {}: {problem}", sink.name),
+                        None,
+                    ));
+                }
+            }
+            Err(store::StoreError::Pg(e)) => return Err(e.into()),
+            Err(e) => out.push(finding("sinks", &format!("sink {}: {e}", sink.name), None)),
+        }
+    }
+    Ok(out)
+}
+
 /// The sink ledger of one-way CRM sinks: the state database's user can create or write it.
 /// `source` is the connection to the source database, used when the ledgers live there.
 async fn ledger_grants(
@@ -151,6 +180,7 @@ async fn postgres_checks(cfg: &ValidConfig) -> Result<Vec<Finding>, CaptureError
         out.push(finding("postgres", &e, e.hint()));
     }
     out.append(&mut two_way_grants(cfg, &sql).await?);
+    out.append(&mut two_way_tables(cfg, &sql).await?);
     out.append(&mut ledger_grants(cfg, &sql).await?);
     let store = CheckpointStore::new(&cfg.state_dir, &cfg.slot);
     let checkpoint = store.load();

@@ -41,6 +41,9 @@ pub(crate) struct InboundConfig {
     pub(crate) on_crm_create: Option<String>,
     /// Records deleted in the CRM: `ignore` them (default) or `delete` their linked rows.
     pub(crate) on_crm_delete: Option<String>,
+    /// At the sink's first start, reconcile every record the CRM holds (default false: only
+    /// records modified from then on).
+    pub(crate) initial_import: Option<bool>,
     /// Unknown keys.
     #[serde(flatten)]
     pub(crate) extra: Extra,
@@ -113,6 +116,8 @@ pub struct TwoWay {
     pub(crate) on_crm_create: OnCrmCreate,
     /// Records deleted in the CRM.
     pub(crate) on_crm_delete: OnCrmDelete,
+    /// The first reconciliation reads every CRM record (otherwise: from the first start on).
+    pub(crate) initial_import: bool,
     /// Per column owner.
     pub(crate) ownership: BTreeMap<String, Owner>,
     /// Owner of columns not listed.
@@ -144,7 +149,44 @@ fn parse_interval(text: &str) -> Option<std::time::Duration> {
 
 /// The keys of `[sinks.inbound]`.
 const INBOUND_KEYS: &str = "listen, webhook_path, reconcile_every, reconcile_lag, client_secret_env, \
-                            accept_legacy_signatures, public_url, on_crm_create, on_crm_delete";
+                            accept_legacy_signatures, public_url, on_crm_create, on_crm_delete, \
+                            initial_import";
+
+/// The replication origin of a two-way sink's inbound writes (`-` read as `_`: origin names
+/// are identifiers).
+pub fn origin_name(sink: &str) -> String {
+    format!("driftless_{}", sink.replace('-', "_"))
+}
+
+/// Two-way sinks whose names give the same replication origin would skip each other's inbound
+/// writes: each such pair is a problem at the later sink's name, naming the earlier one.
+pub(super) fn shared_origins(sinks: &[SinkConfig], p: &mut Problems) {
+    let mut seen: BTreeMap<String, (usize, &str)> = BTreeMap::new();
+    for (i, s) in sinks.iter().enumerate() {
+        let Some(name) = s
+            .name
+            .as_deref()
+            .filter(|_| s.direction.as_deref() == Some("both"))
+        else {
+            continue;
+        };
+        let origin = origin_name(name);
+        match seen.get(&origin) {
+            Some((j, other)) if *other != name => p.add(
+                format!("sinks[{i}].name"),
+                format!(
+                    "{name:?} and sinks[{j}].name {other:?} give the same replication origin \
+                     {origin} (\"-\" reads as \"_\"), so each two-way sink would skip the \
+                     other's inbound writes; rename one of them"
+                ),
+            ),
+            Some(_) => {}
+            None => {
+                seen.insert(origin, (i, name));
+            }
+        }
+    }
+}
 
 /// Validates the two-way settings of the sink at `at` (None for `direction = "out"`).
 /// `kind`, `table` and `fields` are the sink's, as validated so far.
@@ -209,6 +251,15 @@ pub(super) fn validate(
         at.at("inbound.on_crm_delete"),
         inbound.on_crm_delete.as_deref(),
     );
+    let initial_import = inbound.initial_import.unwrap_or(false);
+    if initial_import && inbound.reconcile_every.as_deref() == Some("off") {
+        p.add(
+            at.at("inbound.initial_import"),
+            "the initial import is done by reconciliation, which reconcile_every = \"off\" \
+             disables",
+        );
+    }
+    id_from_fields(at, s, fields, p);
     let (ownership, default_owner) = ownership(at, s, crm_name, fields, p);
     Some(TwoWay {
         inbound_table: inbound_table?,
@@ -221,9 +272,27 @@ pub(super) fn validate(
         accept_legacy_signatures: inbound.accept_legacy_signatures.unwrap_or(false),
         on_crm_create,
         on_crm_delete,
+        initial_import,
         ownership,
         default_owner,
     })
+}
+
+/// Two-way sync links a row and a record by `id_property`, whose value is the row's key: some
+/// column must map to it (that it is the primary key is checked against Postgres at start).
+fn id_from_fields(at: &FieldPath, s: &SinkConfig, fields: &[FieldRule], p: &mut Problems) {
+    let Some(id) = s.id_property.as_deref().filter(|id| !id.is_empty()) else {
+        return;
+    };
+    if !fields.iter().any(|f| f.property == id) {
+        p.add(
+            at.at("fields"),
+            format!(
+                "two-way sync links rows and records by id_property {id:?}: map the table's \
+                 primary key column to it (e.g. id = {id:?})"
+            ),
+        );
+    }
 }
 
 /// `direction`: the CRM's name in `ownership` for `both`; `None` for `out` (where the two-way

@@ -5,6 +5,9 @@
 //! Owns `driftless.sync_inbox (sink, kind, crm_id, version)`, the reconciliation cursors
 //! `driftless.sync_cursor (sink, modified_after_ms)` (modifications under the sink's name,
 //! deletions under `{sink}/deleted`) and the wake-up of the inbound worker. Invariants:
+//! - the cursors are created at the sink's first start, at that time
+//!   ([`Inbox::ensure_cursors`]), unless `initial_import` is set: enabling two-way sync imports
+//!   no existing CRM record unless asked;
 //! - the receivers answer 2xx only after [`Inbox::add`] committed the delivery's ids, and
 //!   reconciliation saves its cursor only after the ids it found are committed here;
 //! - an id leaves the inbox only through [`Inbox::done`] after its change was applied, and only
@@ -190,6 +193,31 @@ impl Inbox {
             })
             .await?;
         Ok(found.map(|r| r.get(0)))
+    }
+
+    /// At a sink's first start, creates the missing cursors of `kinds` at `now_ms`, so
+    /// reconciliation begins with the records changed from then on; with `initial_import`
+    /// leaves them missing, so the first pass reads every record. Existing cursors are kept.
+    pub(crate) async fn ensure_cursors(
+        &self,
+        kinds: &[CursorKind],
+        initial_import: bool,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        if initial_import {
+            return Ok(());
+        }
+        let rows: Vec<String> = kinds.iter().map(|k| self.cursor_row(*k)).collect();
+        self.with_client(async |c| {
+            c.execute(
+                "INSERT INTO driftless.sync_cursor (sink, modified_after_ms)
+                 SELECT unnest($1::text[]), $2 ON CONFLICT (sink) DO NOTHING",
+                &[&rows, &now_ms],
+            )
+            .await
+        })
+        .await?;
+        Ok(())
     }
 
     /// Moves a reconciliation cursor (after the window's ids were committed by [`Inbox::add`]).

@@ -298,6 +298,7 @@ mod tests {
             public_url: None,
             accept_legacy_signatures: false,
             on_crm_create: OnCrmCreate::Insert,
+            initial_import: false,
             on_crm_delete: OnCrmDelete::Ignore,
             ownership: ownership.iter().map(|(c, o)| (c.to_string(), *o)).collect(),
             default_owner: Owner::Latest,

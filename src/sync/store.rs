@@ -37,9 +37,56 @@ use crate::postgres::connect::{ConnectParams, connect_sql};
 use crate::postgres::error::{PgError, row_write_class};
 use crate::postgres::sql::{quote_ident as quote, quote_table};
 
-/// The replication origin of a sink's inbound writes.
-pub fn origin_name(sink: &str) -> String {
-    format!("driftless_{}", sink.replace('-', "_"))
+pub use crate::config::two_way::origin_name;
+
+/// The key column of an inbound table, as Postgres describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct InboundKey {
+    /// The one primary-key column.
+    pub(crate) column: String,
+    /// Whether inserting a row without it gives it a value (`DEFAULT`, identity, serial).
+    pub(crate) has_default: bool,
+}
+
+/// Reads an inbound table's columns (name → `format_type`) and its key, changing nothing;
+/// `Unfit` unless the table has a one-column primary key.
+pub(crate) async fn inbound_table(
+    client: &Client,
+    table: &TableName,
+) -> Result<(BTreeMap<String, String>, InboundKey), StoreError> {
+    let rows = client
+        .query(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod),
+                    coalesce(a.attnum = ANY(i.indkey), false),
+                    a.atthasdef OR a.attidentity <> ''
+             FROM pg_attribute a
+             JOIN pg_class c ON c.oid = a.attrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
+             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum",
+            &[&table.schema, &table.name],
+        )
+        .await?;
+    let mut columns = BTreeMap::new();
+    let mut keys = Vec::new();
+    for r in &rows {
+        let name: String = r.get(0);
+        if r.get::<_, bool>(2) {
+            keys.push(InboundKey {
+                column: name.clone(),
+                has_default: r.get(3),
+            });
+        }
+        columns.insert(name, r.get(1));
+    }
+    if keys.len() != 1 {
+        return Err(StoreError::Unfit(format!(
+            "{table}: two-way sync needs a one-column primary key (found {})",
+            keys.len()
+        )));
+    }
+    Ok((columns, keys.remove(0)))
 }
 
 /// One record's ledger entry.
@@ -179,6 +226,7 @@ pub(crate) struct Store {
     /// Column → `format_type` of the inbound table.
     columns: BTreeMap<String, String>,
     key_column: String,
+    key_has_default: bool,
 }
 
 impl Store {
@@ -212,42 +260,24 @@ impl Store {
             )
             .await?;
         let table_sql = quote_table(table);
-        let rows = client
-            .query(
-                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod),
-                        coalesce(a.attnum = ANY(i.indkey), false)
-                 FROM pg_attribute a
-                 JOIN pg_class c ON c.oid = a.attrelid
-                 JOIN pg_namespace n ON n.oid = c.relnamespace
-                 LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
-                 WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
-                 ORDER BY a.attnum",
-                &[&table.schema, &table.name],
-            )
-            .await?;
-        let mut columns = BTreeMap::new();
-        let mut keys = Vec::new();
-        for r in &rows {
-            let name: String = r.get(0);
-            if r.get::<_, bool>(2) {
-                keys.push(name.clone());
-            }
-            columns.insert(name, r.get(1));
-        }
-        if keys.len() != 1 {
-            return Err(StoreError::Unfit(format!(
-                "{table}: two-way sync needs a one-column primary key (found {})",
-                keys.len()
-            )));
-        }
+        let (columns, key) = inbound_table(&client, table).await?;
         Ok(Store {
             client,
             sink: sink.to_string(),
             origin,
             table_sql,
             columns,
-            key_column: keys.remove(0),
+            key_column: key.column,
+            key_has_default: key.has_default,
         })
+    }
+
+    /// The inbound table's key column.
+    pub(crate) fn key(&self) -> InboundKey {
+        InboundKey {
+            column: self.key_column.clone(),
+            has_default: self.key_has_default,
+        }
     }
 
     /// Takes the sink's two-way lease if free: a session-level advisory lock held by this

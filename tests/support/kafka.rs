@@ -259,3 +259,28 @@ impl Drop for OwnBroker {
         let _ = self.child.wait();
     }
 }
+
+/// The low and high watermarks of each partition of a test topic ([`PARTITIONS`]).
+pub(crate) fn watermarks(topic: &str) -> Vec<(i32, i64, i64)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    (0..PARTITIONS as i32)
+        .map(|p| {
+            let (lo, hi) = c
+                .fetch_watermarks(topic, p, Duration::from_secs(5))
+                .unwrap();
+            (p, lo, hi)
+        })
+        .collect()
+}
+
+/// The records a topic holds now (capture writes no transaction markers: offsets are
+/// contiguous).
+pub(crate) fn topic_len(topic: &str) -> u64 {
+    watermarks(topic)
+        .iter()
+        .map(|(_, lo, hi)| (hi - lo) as u64)
+        .sum()
+}

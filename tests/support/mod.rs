@@ -19,7 +19,7 @@ pub(crate) use db::{Setup, TestDb, connect, pg_admin_url};
 pub(crate) use emulator::Emulator;
 pub(crate) use kafka::{
     OwnBroker, Record, brokers, by_key, read_exactly, read_n, read_settled, read_through_sentinels,
-    read_topic, read_topic_from, read_until_quiet,
+    read_topic, read_topic_from, read_until_quiet, topic_len, watermarks,
 };
 pub(crate) use process::{
     DriftlessProcess, capture_streaming, capture_streaming_with, stop_cleanly,
@@ -118,4 +118,19 @@ pub(crate) fn repo_path(rel: &str) -> PathBuf {
 pub(crate) fn http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
+}
+
+/// The counts a `driftless replay` prints (`replayed: records=N batches=N dead_letters=N
+/// retries=N`), by name; panics when the line is missing.
+pub(crate) fn replayed(stdout: &str) -> std::collections::BTreeMap<String, u64> {
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("replayed: "))
+        .unwrap_or_else(|| panic!("no replay summary in: {stdout}"));
+    line.split_whitespace()
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
 }

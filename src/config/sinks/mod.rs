@@ -281,6 +281,7 @@ pub(super) fn validate(
             out.push(sink);
         }
     }
+    two_way::shared_origins(sinks, p);
     out
 }
 

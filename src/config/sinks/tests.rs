@@ -391,3 +391,56 @@ fn a_hubspot_contacts_email_is_sent_in_the_form_hubspot_stores() {
     let problems = problems_at(&[shout], &["sinks[0].fields.email.transform"]);
     assert!(problems[0].message.contains("lowercased"), "{problems:?}");
 }
+
+#[test]
+fn two_way_start_up_traps_are_refused_with_their_paths() {
+    // A two-way HubSpot sink: `lines` go to [sinks.inbound], `fields` to [sinks.fields].
+    let both = |name: &str, inbound: &str, fields: &str| {
+        hubspot(
+            name,
+            &format!(
+                "token_env = \"T\"\ndirection = \"both\"\n[sinks.inbound]\n\
+                 client_secret_env = \"S\"\n{inbound}\n[sinks.fields]\n{fields}\n"
+            ),
+        )
+    };
+    let c = valid(&[both("a", "", "email = \"email\"")]);
+    let t = c.sinks[0].two_way.as_ref().unwrap();
+    assert!(
+        !t.initial_import,
+        "the default: reconcile from the first start on"
+    );
+    let c = valid(&[both("a", "initial_import = true", "email = \"email\"")]);
+    assert!(c.sinks[0].two_way.as_ref().unwrap().initial_import);
+    // id_property mapped from no column; an initial import without reconciliation.
+    let problems = problems_at(
+        &[both(
+            "a",
+            "initial_import = true\nreconcile_every = \"off\"",
+            "first_name = \"firstname\"",
+        )],
+        &["sinks[0].inbound.initial_import", "sinks[0].fields"],
+    );
+    assert!(problems[1].message.contains("\"email\""), "{problems:?}");
+    // Two two-way sinks whose names give one replication origin: the later names the earlier.
+    let problems = problems_at(
+        &[
+            both("a-b", "listen = \"127.0.0.1:1\"", "email = \"email\""),
+            both("a_b", "listen = \"127.0.0.1:2\"", "email = \"email\""),
+        ],
+        &["sinks[1].name"],
+    );
+    assert!(
+        problems[0].message.contains("sinks[0].name \"a-b\"")
+            && problems[0].message.contains("driftless_a_b"),
+        "{problems:?}"
+    );
+    // One-way sinks write under no origin: the same names are fine there.
+    valid(&[
+        hubspot(
+            "a-b",
+            "token_env = \"T\"\n[sinks.fields]\nemail = \"email\"",
+        ),
+        both("a_b", "", "email = \"email\""),
+    ]);
+}

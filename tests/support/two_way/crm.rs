@@ -79,6 +79,30 @@ impl Crm {
         }
     }
 
+    /// The fields of a record created in the CRM (by a user, not linked to a row): `email`,
+    /// `name` and [`Crm::other_properties`], as CRM properties.
+    pub(crate) fn created(self, email: &str, name: &str) -> Value {
+        let mut fields = self.other_properties();
+        fields[self.properties()[0]] = json!(email);
+        fields[self.properties()[1]] = json!(name);
+        fields
+    }
+
+    /// The API calls a CRM user makes to create records of `fields` (path, body): HubSpot one
+    /// UI create each, Zoho inserts of up to 100.
+    pub(super) fn create_calls(self, fields: &[Value]) -> Vec<(&'static str, Value)> {
+        match self {
+            Crm::Hubspot => fields
+                .iter()
+                .map(|f| ("/_emulator/objects/contacts", json!({"properties": f})))
+                .collect(),
+            Crm::Zoho => fields
+                .chunks(100)
+                .map(|c| ("/crm/v8/Leads", json!({"data": c})))
+                .collect(),
+        }
+    }
+
     /// The environment of a sink worker.
     pub(crate) fn worker_env(self) -> Vec<(&'static str, &'static str)> {
         match self {

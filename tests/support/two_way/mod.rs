@@ -13,7 +13,9 @@ mod crm;
 mod scenarios;
 
 pub(crate) use crm::{Crm, Row};
-pub(crate) use scenarios::{deletion_in_crm, edits_cross_once_and_never_echo_back};
+pub(crate) use scenarios::{
+    deletion_in_crm, edits_cross_once_and_never_echo_back, existing_crm_records,
+};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -46,6 +48,9 @@ pub(crate) struct Options<'a> {
     pub(crate) columns: &'a str,
     /// Extra `[sinks.fields]` TOML (mapping the extra columns).
     pub(crate) fields: &'a str,
+    /// Records the CRM holds before the sink first starts (created by a user, unlinked; emails
+    /// `existing{n}@example.com`, n from 1).
+    pub(crate) crm_records: usize,
 }
 
 impl Default for Options<'_> {
@@ -56,19 +61,61 @@ impl Default for Options<'_> {
             hooks: json!({}),
             columns: "",
             fields: "",
+            crm_records: 0,
         }
     }
 }
 
+/// An API call as a user of the CRM would make it; returns the status and the JSON answer.
+async fn crm_call(
+    crm: Crm,
+    emulator: &Emulator,
+    method: reqwest::Method,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
+    let mut req = http().request(method, emulator.url(path)).json(&body);
+    if crm == Crm::Zoho {
+        req = req.header("Authorization", format!("Zoho-oauthtoken {ZOHO_TOKEN}"));
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Creates `n` records in the CRM as a user would (before any webhook subscription or watch
+/// channel exists, so nothing is notified); returns the number of API calls made.
+async fn seed_crm(crm: Crm, emulator: &Emulator, n: usize) -> u64 {
+    let fields: Vec<Value> = (1..=n)
+        .map(|k| crm.created(&format!("existing{k}@example.com"), &format!("Existing{k}")))
+        .collect();
+    let calls = crm.create_calls(&fields);
+    for (path, body) in &calls {
+        let (status, answer) =
+            crm_call(crm, emulator, reqwest::Method::POST, path, body.clone()).await;
+        assert!(status < 300, "create accepted: {status} {answer}");
+    }
+    if crm == Crm::Zoho && n > 0 {
+        // Zoho's change times have second precision: let the records be older than the
+        // second the sink starts in.
+        let now = chrono::Utc::now();
+        let next = 1_000 - now.timestamp_subsec_millis() as u64;
+        tokio::time::sleep(std::time::Duration::from_millis(next + 50)).await;
+    }
+    calls.len() as u64
+}
+
 /// Everything of one two-way sync test; [`TwoWay::finish`] stops it cleanly.
 pub(crate) struct TwoWay {
+    // The processes first: they print their logs when dropped during a panic, before the
+    // setup's directory (holding the logs) goes.
+    capture: DriftlessProcess,
+    /// The running sink worker.
+    pub(crate) worker: Option<DriftlessProcess>,
     pub(crate) crm: Crm,
     pub(crate) emulator: Emulator,
     pub(crate) db: TestDb,
     pub(crate) setup: Setup,
-    capture: DriftlessProcess,
-    /// The running sink worker.
-    pub(crate) worker: Option<DriftlessProcess>,
     /// The sink's name.
     pub(crate) name: String,
     /// The port of the worker's receiver.
@@ -98,6 +145,7 @@ impl TwoWay {
     /// once the worker's receiver listens (Zoho: once its watch channel is open).
     pub(crate) async fn start_with(crm: Crm, opts: Options<'_>) -> TwoWay {
         let emulator = Emulator::start(crm.kind());
+        let seed_calls = seed_crm(crm, &emulator, opts.crm_records).await;
         let db = TestDb::new(&format!("two_way_{}", crm.kind())).await;
         let columns: Vec<String> = crm.columns().iter().map(|c| format!("{c} text")).collect();
         db.exec(&format!(
@@ -136,7 +184,7 @@ impl TwoWay {
             name,
             hook_port,
             audit,
-            own_writes: AtomicU64::new(0),
+            own_writes: AtomicU64::new(seed_calls),
             own_deletes: AtomicU64::new(0),
         };
         t.start_worker().await;
@@ -296,13 +344,7 @@ impl TwoWay {
 
     /// An API call as a user of the CRM would make it (the emulator notifies the receiver).
     async fn user_call(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
-        let mut req = http().request(method, self.emulator.url(path)).json(&body);
-        if self.crm == Crm::Zoho {
-            req = req.header("Authorization", format!("Zoho-oauthtoken {ZOHO_TOKEN}"));
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        crm_call(self.crm, &self.emulator, method, path, body).await
     }
 
     /// A CRM user's `action` (`edit`, `archive`) on the record of `key` with `body`; returns
