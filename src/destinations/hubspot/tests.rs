@@ -12,6 +12,7 @@ use crate::sink::test_support::{
     transient,
 };
 use driftless_emulators::hubspot::{Options, router};
+use limits::RateLimiter;
 use reqwest::header::HeaderValue;
 
 async fn start(opts: Options) -> String {
@@ -173,19 +174,21 @@ async fn rate_limits_are_transient_with_retry_after() {
         ..Options::default()
     })
     .await;
-    // Three clients share the token; their limiters know nothing of the others.
+    // Three clients share the token but not an account (as in three processes); their
+    // limiters know nothing of the others.
+    let detached = || Account::detached(RateLimiter::new(1000, DEFAULT_WINDOW));
     let mut s = sink(&base).await;
-    s.limiter = RateLimiter::new(1000, DEFAULT_WINDOW); // let the emulator answer 429
+    s.account = detached(); // let the emulator answer 429
     s.apply(&batch(vec![contact("a@x.io", "A")])).await.unwrap(); // schema + upsert
     let mut s2 = sink(&base).await;
     s2.schema = s.schema.clone();
-    s2.limiter = RateLimiter::new(1000, DEFAULT_WINDOW);
+    s2.account = detached();
     s2.apply(&batch(vec![contact("b@x.io", "B")]))
         .await
         .unwrap(); // the window is full
     let mut s3 = sink(&base).await;
     s3.schema = s.schema.clone();
-    s3.limiter = RateLimiter::new(1000, DEFAULT_WINDOW);
+    s3.account = detached();
     let (retry_after, _) = transient(s3.apply(&batch(vec![contact("c@x.io", "C")])).await);
     // s3 sent nothing else in the window: it must wait for a whole one.
     assert_eq!(retry_after, Some(Duration::from_secs(10)));
@@ -372,15 +375,15 @@ fn limiter_counts_a_request_from_its_answer() {
     let t0 = Instant::now();
     let ms = Duration::from_millis;
     let mut l = RateLimiter::new(2, Duration::from_secs(10));
-    l.record(t0);
-    l.answered(t0 + ms(310));
-    l.record(t0 + ms(400));
-    l.answered(t0 + ms(410));
+    let first = l.record(t0);
+    l.answered(first, t0 + ms(310));
+    let second = l.record(t0 + ms(400));
+    l.answered(second, t0 + ms(410));
     assert_eq!(l.wait_needed(t0 + ms(10_000)), Some(ms(310)));
     assert_eq!(l.wait_needed(t0 + ms(10_310)), None);
     // A late answer never moves a stamp back.
     let mut one = RateLimiter::new(1, Duration::from_secs(10));
-    one.record(t0 + ms(50));
-    one.answered(t0);
+    let late = one.record(t0 + ms(50));
+    one.answered(late, t0);
     assert_eq!(one.wait_needed(t0 + ms(50)), Some(ms(10_000)));
 }

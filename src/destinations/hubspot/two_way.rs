@@ -8,15 +8,14 @@
 //!   at once (204) after the object ids are queued (503 when the queue is full, so HubSpot
 //!   retries), and de-duplicated on `eventId`; refusals are counted and logged without bodies;
 //! - reconciliation searches on the last-modified date (ascending, keyset on the newest time
-//!   seen, restarting the search before the 10,000-result cap) at most 4 searches per second;
+//!   seen, restarting the search before the 10,000-result cap), through the account's shared
+//!   search limiter (at most 4 searches per second per account in the process);
 //! - deletions: `*.deletion` webhooks queue [`Inbound::Deleted`](crate::sync::engine::Inbound::Deleted) (only with
 //!   `on_crm_delete = "delete"`); reconciliation lists archived records
 //!   (`GET /crm/v3/objects/{object}?archived=true`, 100 per page, one call per 100 records
 //!   HubSpot still keeps archived, i.e. archived in the last 90 days) and queues those
 //!   archived at or after the deletion cursor (`archivedAt`). The search API cannot find
 //!   archived records, and batch/read of every linked id would cost one call per 100 rows.
-
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -148,9 +147,7 @@ impl Crm for HubspotSink {
             if let Some(a) = &after {
                 body["after"] = json!(a);
             }
-            // HubSpot allows 5 searches per second per token; stay under it.
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            let answer = self.post_json(&path, &body).await?;
+            let answer = self.search_json(&path, &body).await?;
             l.ctx.count_read();
             let mut ids = Vec::new();
             for r in answer["results"].as_array().into_iter().flatten() {
