@@ -185,7 +185,9 @@ impl HubspotSink {
     /// GET /crm/v3/properties/{object}: the destination schema as mapping::Property by name.
     pub(crate) async fn fetch_schema(&self) -> Result<BTreeMap<String, Property>, SinkError> {
         let path = format!("/crm/v3/properties/{}", self.object);
+        let slot = self.account.acquire(false).await;
         let r = self.send_raw(reqwest::Method::GET, &path, None).await?;
+        self.account.answered(slot, &r.headers, Instant::now());
         if !r.status.is_success() {
             return Err(self.classify(&r));
         }
@@ -222,7 +224,7 @@ impl HubspotSink {
         Ok(out)
     }
 
-    /// One request, without limiter bookkeeping (for `&self` callers). A 401 with OAuth
+    /// One request, without limiter bookkeeping (the caller's). A 401 with OAuth
     /// credentials drops the access token and retries once with a fresh one.
     async fn send_raw(
         &self,

@@ -387,3 +387,66 @@ fn limiter_counts_a_request_from_its_answer() {
     one.answered(late, t0);
     assert_eq!(one.wait_needed(t0 + ms(50)), Some(ms(10_000)));
 }
+
+#[tokio::test]
+async fn a_daily_limit_parks_until_midnight_in_the_accounts_time_zone() {
+    for zone in [chrono_tz::US::Eastern, chrono_tz::Asia::Tokyo] {
+        // The zone read and the schema fetch use the day's budget; the upsert meets DAILY.
+        let base = start(Options {
+            daily_limit: 2,
+            time_zone: zone,
+            ..Options::default()
+        })
+        .await;
+        let mut s = sink(&base).await;
+        let before = chrono::Utc::now();
+        let (retry_after, _) = transient(s.apply(&batch(vec![contact("a@x.io", "A")])).await);
+        let after = chrono::Utc::now();
+        let parked = retry_after.unwrap();
+        let until =
+            |t: chrono::DateTime<chrono::Utc>| (limits::daily_reset(t, zone) - t).to_std().unwrap();
+        // Between the park computed at the start and at the end of the call.
+        let slack = (after - before).to_std().unwrap();
+        assert!(
+            parked + slack >= until(after) && parked <= until(before) + slack,
+            "{zone}: parked {parked:?}, expected about {:?}",
+            until(after)
+        );
+        // Never until UTC midnight (unless that is the account's midnight too).
+        let utc_midnight = (after.date_naive() + chrono::Days::new(1))
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc();
+        let to_utc_midnight = (utc_midnight - after).to_std().unwrap();
+        assert!(
+            parked.abs_diff(to_utc_midnight) > Duration::from_secs(3600),
+            "{zone}: {parked:?} vs {to_utc_midnight:?}"
+        );
+        // Every client of the account is parked, not only the one that met the 429.
+        let now = Instant::now();
+        assert!(s.account.wait_needed(now) > Some(Duration::from_secs(3600)));
+    }
+}
+
+#[tokio::test]
+async fn clients_of_one_account_share_one_window() {
+    let base = start(Options {
+        burst_limit: 3,
+        burst_window: Duration::from_secs(1),
+        ..Options::default()
+    })
+    .await;
+    // Two sinks with the same token and a sibling: one account, one budget.
+    let mut a = sink(&base).await;
+    let mut b = sink(&base).await;
+    assert!(Arc::ptr_eq(&a.account, &b.account));
+    assert!(Arc::ptr_eq(&a.account, &a.sibling().account));
+    // The zone read, the schema fetch and the upsert fill the window...
+    a.apply(&batch(vec![contact("a@x.io", "A")])).await.unwrap();
+    b.use_schema(a.known_schema().unwrap().clone());
+    // ...so the other sink waits for it to roll instead of meeting a 429.
+    b.apply(&batch(vec![contact("b@x.io", "B")])).await.unwrap();
+    let st = state(&base).await;
+    assert_eq!(st["requests"]["rateLimited"], 0, "{st}");
+    assert_eq!(st["requests"]["total"], 4, "{st}");
+}
