@@ -354,3 +354,71 @@ async fn a_second_two_way_worker_stands_by_and_takes_over_when_the_first_dies() 
     .await;
     t.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_a_proxy_signatures_are_checked_against_the_public_url() {
+    let public = "https://sync.example.com/driftless/hooks";
+    let inbound = format!("{RECONCILE_OFF}\npublic_url = \"{public}\"");
+    let t = TwoWay::start(Crm::Hubspot, &inbound).await;
+    // The receiver listens on 127.0.0.1; the proxy in front of it is reached at `public`.
+    let local = format!("http://127.0.0.1:{}/hooks/hubspot", t.hook_port);
+    let body = r#"[{"eventId":1,"subscriptionType":"contact.propertyChange","objectId":1}]"#;
+    let now = chrono::Utc::now().timestamp_millis();
+    let deliver = |signed_for: &str| {
+        let signature = driftless_emulators::hubspot::signature::sign_v3(
+            HUBSPOT_SECRET,
+            "POST",
+            signed_for,
+            body.as_bytes(),
+            now,
+        );
+        http()
+            .post(&local)
+            .header("x-hubspot-request-timestamp", now.to_string())
+            .header("x-hubspot-signature-v3", signature)
+            .body(body)
+            .send()
+    };
+    let status = deliver(&local).await.unwrap().status().as_u16();
+    assert_eq!(
+        status, 401,
+        "signed for the address the receiver sees: refused"
+    );
+    let status = deliver(public).await.unwrap().status().as_u16();
+    assert_eq!(status, 204, "signed for the public URL: accepted");
+    assert_eq!(t.log().matches("webhook refused").count(), 1);
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_account_stays_within_the_burst_budget_both_ways() {
+    // Outbound, the inbound worker and reconciliation (every second) of one sink are three
+    // clients of one HubSpot account; edits on both sides as fast as they can be made keep all
+    // three busy.
+    let t = TwoWay::start(Crm::Hubspot, r#"reconcile_every = "1s""#).await;
+    const KEYS: i64 = 30;
+    t.insert_samples(KEYS).await;
+    t.wait_in_sync("initial rows").await;
+    for i in 0..600 {
+        let key = 1 + i % KEYS;
+        if i % 2 == 0 {
+            t.db.exec(&format!(
+                "UPDATE contacts SET first_name = 'P{i}' WHERE id = {key}"
+            ))
+            .await;
+        } else {
+            t.edit_in_crm(key, json!({"firstname": format!("H{i}")}))
+                .await;
+        }
+    }
+    t.wait_in_sync("after 600 edits on both sides").await;
+    let st = t.emulator.state().await;
+    let requests = &st["requests"];
+    // The emulator's burst limit is HubSpot's default, 100 per 10 s.
+    assert_eq!(requests["rateLimited"], 0, "{requests}");
+    assert!(
+        requests["maxInAnyWindow"].as_u64().unwrap() <= 100,
+        "{requests}"
+    );
+    t.finish().await;
+}
