@@ -414,6 +414,10 @@ async fn one_account_stays_within_the_burst_budget_both_ways() {
     t.wait_in_sync("after 600 edits on both sides").await;
     let st = t.emulator.state().await;
     let requests = &st["requests"];
+    println!(
+        "one account, three clients: {} requests, at most {} in a 10 s window, {} rate limited",
+        requests["total"], requests["maxInAnyWindow"], requests["rateLimited"]
+    );
     // The emulator's burst limit is HubSpot's default, 100 per 10 s.
     assert_eq!(requests["rateLimited"], 0, "{requests}");
     assert!(
