@@ -35,7 +35,8 @@ pub(crate) struct InboundConfig {
     pub(crate) client_secret_env: Option<String>,
     /// Accept the older v1/v2 signatures too (default false: v3 only).
     pub(crate) accept_legacy_signatures: Option<bool>,
-    /// Zoho: the URL Zoho posts notifications to (default `http://{listen}{webhook_path}`).
+    /// The URL the CRM posts to, as reached through a proxy: Zoho's notification URL (default
+    /// `http://{listen}{webhook_path}`); HubSpot's target URL, which its signatures cover.
     pub(crate) public_url: Option<String>,
     /// Records created in the CRM: `insert` a row (default) or `ignore` them.
     pub(crate) on_crm_create: Option<String>,
@@ -107,8 +108,9 @@ pub struct TwoWay {
     /// The app's client secret (HubSpot signature verification; None for Zoho, whose
     /// notifications carry a token driftless generates).
     pub(crate) client_secret: Option<SecretSource>,
-    /// Zoho: the notification URL given to Zoho's watch channel (None for HubSpot, whose
-    /// webhook URL is set in the app).
+    /// Zoho: the notification URL given to Zoho's watch channel. HubSpot (whose webhook URL is
+    /// set in the app): the URL its signatures cover when a proxy stands in front of the
+    /// receiver (None: the request's `Host`, over http or https).
     pub(crate) public_url: Option<String>,
     /// Accept v1/v2 signatures.
     pub(crate) accept_legacy_signatures: bool,
@@ -394,8 +396,8 @@ impl InboundConfig {
         }
     }
 
-    /// `public_url`: Zoho's notification URL (default `http://{listen}{webhook_path}`), refused
-    /// for HubSpot (`Some(None)`); `None` when invalid.
+    /// `public_url`: Zoho's notification URL (default `http://{listen}{webhook_path}`);
+    /// HubSpot's signed target URL (no default); `None` when invalid.
     fn public_url(
         &self,
         at: &FieldPath,
@@ -405,13 +407,6 @@ impl InboundConfig {
         p: &mut Problems,
     ) -> Option<Option<String>> {
         match (&self.public_url, listen) {
-            (Some(_), _) if !zoho => {
-                p.add(
-                    at.at("inbound.public_url"),
-                    "only for Zoho sinks (HubSpot's webhook URL is set in the app's settings)",
-                );
-                None
-            }
             (Some(u), _) if is_http_url(u) => Some(Some(u.clone())),
             (Some(u), _) => {
                 p.add(

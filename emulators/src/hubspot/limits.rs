@@ -5,7 +5,8 @@
 //!   requests included (they need no authentication);
 //! - `Authorization: Bearer` must name a private-app token or a live OAuth access token, else
 //!   401 `INVALID_AUTHENTICATION` / `EXPIRED_AUTHENTICATION`;
-//! - private-app tokens have a daily cap (429 `DAILY`, reset at UTC midnight); search has its own
+//! - private-app tokens have a daily cap (429 `DAILY`), reset at midnight in the account's time
+//!   zone ([`Options::time_zone`](super::Options), never UTC unless configured); search has its own
 //!   per-second limiter (429 `SECONDLY`, no rate-limit headers); everything else shares a rolling
 //!   window per token (429 `TEN_SECONDLY_ROLLING`);
 //! - the `-Daily*` headers are only sent for private-app tokens.
@@ -15,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use chrono::Utc;
+use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
 
 use super::response::{error, rate_limit_response};
 use super::state::Inner;
@@ -48,40 +50,54 @@ pub(super) fn admit(
         .to_string();
     let oauth = authenticate(st, &token)?;
     let is_search = path.ends_with("/search");
-    let now = Utc::now();
     // Daily cap (private apps only).
-    let today = now.date_naive();
-    let daily_limit = st.opts.daily_limit;
     if !oauth {
-        let day = st.daily.entry(token.clone()).or_insert((today, 0));
-        if day.0 != today {
-            *day = (today, 0);
-        }
-        if day.1 >= daily_limit {
-            st.rate_limited += 1;
-            let mut r = rate_limit_response("DAILY", "You have reached your daily limit.");
-            let used = st.burst.get(&token).map_or(0, VecDeque::len);
-            let remaining = (st.opts.burst_limit as usize).saturating_sub(used);
-            put_headers(&mut r, st, oauth, remaining, 0);
-            return Err(r);
-        }
+        daily_gate(st, &token, Utc::now())?;
     }
     if is_search {
         search_window(st, &token, now_i)?;
     } else {
         burst_window(st, &token, oauth, now_i)?;
     }
-    let mut daily_used = 0;
-    if !oauth {
-        let day = st.daily.get_mut(&token).expect("inserted above");
-        day.1 += 1;
-        daily_used = day.1;
-    }
+    let daily_used = if oauth { 0 } else { charge_daily(st, &token) };
     Ok((!is_search).then_some(Grant {
         token,
         oauth,
         daily_used,
     }))
+}
+
+/// The account's day at `now`: the daily counter resets when it changes, i.e. at midnight in
+/// the account's time zone.
+pub(super) fn account_day(now: DateTime<Utc>, tz: Tz) -> NaiveDate {
+    now.with_timezone(&tz).date_naive()
+}
+
+/// Refuses a private-app request at `now` when `token` used its day's budget (429 `DAILY`);
+/// starts a new day's count when the account's day changed.
+fn daily_gate(st: &mut Inner, token: &str, now: DateTime<Utc>) -> Result<(), Response> {
+    let today = account_day(now, st.opts.time_zone);
+    let day = st.daily.entry(token.to_string()).or_insert((today, 0));
+    if day.0 != today {
+        *day = (today, 0);
+    }
+    if day.1 >= st.opts.daily_limit {
+        st.rate_limited += 1;
+        let mut r = rate_limit_response("DAILY", "You have reached your daily limit.");
+        let used = st.burst.get(token).map_or(0, VecDeque::len);
+        let remaining = (st.opts.burst_limit as usize).saturating_sub(used);
+        put_headers(&mut r, st, false, remaining, 0);
+        return Err(r);
+    }
+    Ok(())
+}
+
+/// Counts an admitted private-app request against its day (after [`daily_gate`]); returns the
+/// day's count.
+fn charge_daily(st: &mut Inner, token: &str) -> u64 {
+    let day = st.daily.get_mut(token).expect("daily_gate inserted it");
+    day.1 += 1;
+    day.1
 }
 
 /// Counts the request and tracks the most requests seen in any burst window.
@@ -201,5 +217,59 @@ fn put_headers(r: &mut Response, st: &Inner, oauth: bool, remaining: usize, dail
     if !oauth {
         put("x-hubspot-ratelimit-daily", st.opts.daily_limit.to_string());
         put("x-hubspot-ratelimit-daily-remaining", daily_rem.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hubspot::Options;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    fn admitted(st: &mut Inner, now: &str) -> bool {
+        let ok = daily_gate(st, "test-token", at(now)).is_ok();
+        if ok {
+            charge_daily(st, "test-token");
+        }
+        ok
+    }
+
+    #[test]
+    fn the_daily_cap_resets_at_midnight_in_the_account_time_zone() {
+        // Default zone: US/Eastern (UTC-5 in December).
+        let mut st = Inner::new(Options {
+            daily_limit: 1,
+            ..Options::default()
+        });
+        assert_eq!(st.opts.time_zone, chrono_tz::US::Eastern);
+        assert!(admitted(&mut st, "2026-12-04T23:00:00Z"));
+        assert!(!admitted(&mut st, "2026-12-04T23:59:59Z"));
+        // UTC midnight passes: still 4 Dec in the account's zone.
+        assert!(!admitted(&mut st, "2026-12-05T00:00:01Z"));
+        assert!(!admitted(&mut st, "2026-12-05T04:59:59Z"));
+        // Midnight in New York.
+        assert!(admitted(&mut st, "2026-12-05T05:00:00Z"));
+        assert!(!admitted(&mut st, "2026-12-05T05:00:01Z"));
+
+        // A zone east of UTC resets before UTC midnight.
+        let mut st = Inner::new(Options {
+            daily_limit: 1,
+            time_zone: chrono_tz::Asia::Tokyo,
+            ..Options::default()
+        });
+        assert!(admitted(&mut st, "2026-12-04T14:59:59Z"));
+        assert!(!admitted(&mut st, "2026-12-04T14:59:59Z"));
+        assert!(admitted(&mut st, "2026-12-04T15:00:00Z"));
+        // UTC, when configured so.
+        let mut st = Inner::new(Options {
+            daily_limit: 1,
+            time_zone: chrono_tz::UTC,
+            ..Options::default()
+        });
+        assert!(admitted(&mut st, "2026-12-04T23:59:59Z"));
+        assert!(admitted(&mut st, "2026-12-05T00:00:00Z"));
     }
 }

@@ -8,7 +8,10 @@
 //! - Bearer auth; 401 `INVALID_AUTHENTICATION` / `EXPIRED_AUTHENTICATION` bodies.
 //! - `POST /oauth/v1/token` and `/oauth/v3/token` (form-encoded, `refresh_token` grant).
 //! - sliding 10 s window per token, 429 `TEN_SECONDLY_ROLLING` body.
-//! - daily cap per private-app token (UTC midnight reset), 429 `DAILY`.
+//! - daily cap per private-app token, reset at midnight in the account's time zone
+//!   ([`Options::time_zone`], default `US/Eastern`), 429 `DAILY`.
+//! - `GET /account-info/v3/details` (and `/account-info/2026-03/details`) with the account's
+//!   `timeZone`.
 //! - `X-HubSpot-RateLimit-*` headers (no `-Daily*` for OAuth tokens) and
 //!   `X-HubSpot-Correlation-Id` on every response.
 //! - search has its own per-second limiter (429 `SECONDLY`), no rate-limit headers.
@@ -58,7 +61,7 @@
 //! webhook subscription (app) at a time, no webhook settings/subscriptions API (configure over
 //! `/_emulator/webhooks`); an upsert whose unique value only matches an archived record creates
 //! a new record (the archived one stays archived); a write that changes no value does not bump
-//! `lastmodifieddate`; the daily cap resets at UTC midnight; the list endpoint's `after` is the
+//! `lastmodifieddate`; the list endpoint's `after` is the
 //! last record id. The `reset_connection` fault unwinds the connection task with
 //! `std::panic::resume_unwind` (no panic hook, no log noise): hyper drops the socket without
 //! writing a response, so the client sees the connection closed (FIN; a RST only if unread
@@ -79,6 +82,7 @@
 
 #![allow(clippy::result_large_err)] // helpers return ready-made error `Response`s
 
+mod account;
 mod batch;
 mod control;
 mod faults;
@@ -130,8 +134,12 @@ pub struct Options {
     pub burst_limit: u32,
     /// Length of the rolling window (HubSpot: 10 s).
     pub burst_window: Duration,
-    /// Requests allowed per private-app token per UTC day (HubSpot: 250 000+).
+    /// Requests allowed per private-app token per day of the account (HubSpot: 250 000+).
     pub daily_limit: u64,
+    /// The account's time zone: the daily cap resets at midnight there, and
+    /// `/account-info/v3/details` names it (HubSpot: the account's setting; default
+    /// `US/Eastern`, so that a client resetting at UTC midnight is caught).
+    pub time_zone: chrono_tz::Tz,
     /// Search requests allowed per token per second (HubSpot: 5).
     pub search_per_second: u32,
     /// Maximum inputs per batch request.
@@ -188,6 +196,7 @@ impl Default for Options {
             burst_limit: 100,
             burst_window: Duration::from_secs(10),
             daily_limit: 250_000,
+            time_zone: chrono_tz::US::Eastern,
             search_per_second: 5,
             max_batch_inputs: 100,
             hub_id: 62515,
@@ -231,6 +240,8 @@ fn routes(shared: Shared) -> Router {
     let routes = routes
         .route("/crm/v3/properties/{object}", get(schema::properties))
         .route("/crm/properties/2026-03/{object}", get(schema::properties))
+        .route("/account-info/v3/details", get(account::details))
+        .route("/account-info/2026-03/details", get(account::details))
         .route("/oauth/v1/token", any(oauth::token))
         .route("/oauth/v3/token", any(oauth::token))
         .route("/_emulator/state", get(control::state))

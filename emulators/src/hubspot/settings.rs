@@ -2,7 +2,8 @@
 //!
 //! Owns the knob names: a JSON object whose camelCase fields each replace one of the
 //! [`Options`](super::Options) (`searchIndexLagMs`, `batchInvalidInput`
-//! (`"whole_batch_400"` | `"multi_status_207"`), `lowercaseEmails`, `tokenScopes`). Invariants:
+//! (`"whole_batch_400"` | `"multi_status_207"`), `lowercaseEmails`, `tokenScopes`, `timeZone`
+//! (an IANA name: where the daily limit resets)). Invariants:
 //! the request is applied whole or not at all (an unknown knob or a bad value is a 400 and
 //! changes nothing); knobs are options, so `POST /_emulator/reset` keeps them;
 //! `GET /_emulator/state` shows them under `settings`, in the same form.
@@ -28,6 +29,7 @@ struct Settings {
     batch_invalid_input: Option<BatchInvalidInput>,
     lowercase_emails: Option<bool>,
     token_scopes: Option<Vec<String>>,
+    time_zone: Option<String>,
 }
 
 /// The knobs in force, as `POST /_emulator/settings` takes them (for `GET /_emulator/state`).
@@ -37,6 +39,7 @@ pub(super) fn settings_json(opts: &Options) -> Value {
         "batchInvalidInput": opts.batch_invalid_input,
         "lowercaseEmails": opts.lowercase_emails,
         "tokenScopes": opts.token_scopes,
+        "timeZone": opts.time_zone.name(),
     })
 }
 
@@ -46,7 +49,21 @@ pub(super) async fn settings(State(shared): State<Shared>, body: Bytes) -> Respo
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", &e.to_string()),
     };
+    let time_zone = match s.time_zone.as_deref().map(str::parse::<chrono_tz::Tz>) {
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                "timeZone: unknown time zone",
+            );
+        }
+        Some(Ok(tz)) => Some(tz),
+        None => None,
+    };
     let opts = &mut shared.lock().unwrap().opts;
+    if let Some(tz) = time_zone {
+        opts.time_zone = tz;
+    }
     if let Some(ms) = s.search_index_lag_ms {
         opts.search_index_lag = Duration::from_millis(ms);
     }

@@ -145,12 +145,38 @@ fn zoho_two_way_needs_no_client_secret_and_defaults_public_url() {
             "sinks[0].ownership.email",
         ],
     );
-    // HubSpot still needs its client secret and has no public_url.
+    // HubSpot: a public_url (behind a proxy) is what its signatures cover; no default.
+    let hs = |inbound: &str| {
+        hubspot(
+            "hs",
+            &format!(
+                "token_env = \"T\"\ndirection = \"both\"\n[sinks.inbound]\n\
+                 client_secret_env = \"S\"\n{inbound}\n[sinks.fields]\nemail = \"email\""
+            ),
+        )
+    };
+    let c = valid(&[hs(
+        "public_url = \"https://sync.example.com/hooks/hubspot\"",
+    )]);
+    let t = c.sinks[0].two_way.as_ref().unwrap();
+    assert_eq!(
+        t.public_url.as_deref(),
+        Some("https://sync.example.com/hooks/hubspot")
+    );
+    assert_eq!(
+        valid(&[hs("")]).sinks[0]
+            .two_way
+            .as_ref()
+            .unwrap()
+            .public_url,
+        None
+    );
+    // HubSpot still needs its client secret; its public_url (behind a proxy) is checked too.
     problems_at(
         &[hubspot(
             "hs",
             "token_env = \"T\"\ndirection = \"both\"\n[sinks.inbound]\n\
-             public_url = \"https://sync.example.com/hooks\"\n[sinks.fields]\nemail = \"email\"",
+             public_url = \"ftp://x\"\n[sinks.fields]\nemail = \"email\"",
         )],
         &[
             "sinks[0].inbound.client_secret_env",

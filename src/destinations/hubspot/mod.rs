@@ -1,7 +1,8 @@
 //! HubSpot CRM v3 destination: batch upserts by a unique property, archives for deletes.
 //!
 //! Owns the HTTP side of a `kind = "hubspot"` sink (HubSpot CRM v3 objects API): request
-//! shapes, response classification, and a client-side rate limiter; tested against the in-process emulator (`driftless_emulators::hubspot`).
+//! shapes, response classification, and the client side of HubSpot's rate limits (shared per
+//! account, [`limits`]); tested against the in-process emulator (`driftless_emulators::hubspot`).
 //!
 //! Invariants:
 //! - every write is idempotent: `batch/upsert` by `id_property`, deletes resolve record ids with
@@ -13,15 +14,20 @@
 //!   400, found by bisection) is [`Rejected`]; anything transient (429, 5xx, timeouts, resets)
 //!   fails the whole batch with [`SinkError::Transient`]; 401/403 are [`SinkError::Fatal`] (a
 //!   403's hint names the scopes HubSpot says are missing);
-//! - requests never exceed the rolling 10 s window: [`RateLimiter`] counts our own requests and
-//!   takes HubSpot's `X-HubSpot-RateLimit-*` headers as the truth;
+//! - requests never exceed the rolling 10 s window: every client of one account in the process
+//!   takes its slots from the account's [`limits::Account`], which counts the process's requests
+//!   and takes HubSpot's `X-HubSpot-RateLimit-*` headers as the truth; searches also wait for
+//!   the account's search limiter; a `DAILY` 429 parks the account until midnight in its time
+//!   zone (read from `GET /account-info/v3/details` before the first request);
 //! - logs carry counts, statuses and categories only: never the token, property values or ids.
 
+pub(crate) mod limits;
 pub(crate) mod receiver;
 pub(crate) mod signature;
 pub(crate) mod two_way;
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -37,124 +43,21 @@ use crate::sink::ledger::Upsert;
 use crate::sink::mapping::{MappingError, Property, PropertyType, id_value, to_properties};
 use crate::sink::verify::Record;
 use crate::sink::{Outcome, Rejected, SinkError};
+use limits::{Account, DEFAULT_WINDOW};
 
 use crate::config::sinks::{OnDelete, SinkKind, ValidSink};
 use crate::event::Row;
 
 /// HubSpot's batch input cap.
 const MAX_INPUTS: usize = 100;
-/// HubSpot's default burst window and limit (private apps, free tier).
-const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
-const DEFAULT_MAX: u32 = 100;
-
-/// Client-side sliding-window limiter. Pure: time is passed in.
-#[derive(Debug)]
-pub(crate) struct RateLimiter {
-    max: u32,
-    window: Duration,
-    sent: VecDeque<Instant>,
-    blocked_until: Option<Instant>,
-}
-
-impl Default for RateLimiter {
-    fn default() -> Self {
-        RateLimiter::new(DEFAULT_MAX, DEFAULT_WINDOW)
-    }
-}
-
-impl RateLimiter {
-    /// A limiter allowing `max` requests per rolling `window`.
-    pub(crate) fn new(max: u32, window: Duration) -> Self {
-        RateLimiter {
-            max: max.max(1),
-            window,
-            sent: VecDeque::new(),
-            blocked_until: None,
-        }
-    }
-
-    fn in_window(&self, now: Instant) -> impl Iterator<Item = &Instant> {
-        self.sent
-            .iter()
-            .filter(move |t| now.saturating_duration_since(**t) < self.window)
-    }
-
-    /// How long to wait before the next request may be sent (None: send now).
-    pub(crate) fn wait_needed(&self, now: Instant) -> Option<Duration> {
-        if let Some(until) = self.blocked_until
-            && until > now
-        {
-            return Some(until - now);
-        }
-        let mut in_window = self.in_window(now);
-        let oldest = in_window.next().copied();
-        let count = oldest.map_or(0, |_| 1 + in_window.count());
-        if count >= self.max as usize {
-            let oldest = oldest.expect("count > 0");
-            return Some((oldest + self.window).saturating_duration_since(now));
-        }
-        None
-    }
-
-    /// Records a request sent at `now` (it counts while in flight).
-    pub(crate) fn record(&mut self, now: Instant) {
-        let window = self.window;
-        while self
-            .sent
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= window)
-        {
-            self.sent.pop_front();
-        }
-        self.sent.push_back(now);
-    }
-
-    /// The request recorded last was answered at `now`: it is counted from then on. HubSpot
-    /// counted it somewhere between our send and its answer, so stamping it with the answer
-    /// time makes our window roll no earlier than HubSpot's; stamping it with the send time
-    /// let a request that reached HubSpot faster than an earlier one land 429s just as the
-    /// window rolled.
-    pub(crate) fn answered(&mut self, now: Instant) {
-        if let Some(last) = self.sent.back_mut() {
-            *last = (*last).max(now);
-        }
-    }
-
-    /// Takes HubSpot's rate-limit headers as the truth: `-Max` and `-Interval-Milliseconds`
-    /// replace the limits; `-Remaining: 0` blocks until the window rolls.
-    pub(crate) fn observe(&mut self, headers: &HeaderMap, now: Instant) {
-        let num =
-            |name: &str| -> Option<u64> { headers.get(name)?.to_str().ok()?.trim().parse().ok() };
-        if let Some(max) = num("x-hubspot-ratelimit-max").filter(|m| *m > 0) {
-            self.max = u32::try_from(max).unwrap_or(u32::MAX);
-        }
-        if let Some(ms) = num("x-hubspot-ratelimit-interval-milliseconds").filter(|m| *m > 0) {
-            self.window = Duration::from_millis(ms);
-        }
-        if num("x-hubspot-ratelimit-remaining") == Some(0) {
-            // The window rolls when our oldest request in it expires; if we know of none, wait
-            // a whole window.
-            let rolls = self
-                .in_window(now)
-                .next()
-                .map_or(now + self.window, |t| *t + self.window);
-            self.blocked_until = Some(rolls.max(now + Duration::from_millis(1)));
-        }
-    }
-
-    /// Blocks new requests for `d` from `now` (after a 429).
-    pub(crate) fn block_for(&mut self, d: Duration, now: Instant) {
-        self.blocked_until = Some(now + d);
-    }
-}
-
 /// The HubSpot sink.
 #[derive(Debug)]
 pub struct HubspotSink {
     crm: CrmSettings,
     object: String,
     schema: Option<BTreeMap<String, Property>>,
-    limiter: RateLimiter,
+    /// The account's shared limiters and time zone.
+    account: Arc<Account>,
     daily_warned: bool,
 }
 
@@ -226,16 +129,6 @@ fn missing_scopes(body: &Value) -> Vec<String> {
     out
 }
 
-/// Time until the next UTC midnight (HubSpot's daily limit reset).
-fn until_utc_midnight() -> Duration {
-    let now = chrono::Utc::now();
-    let next = (now.date_naive() + chrono::Days::new(1))
-        .and_hms_opt(0, 0, 0)
-        .expect("midnight")
-        .and_utc();
-    (next - now).to_std().unwrap_or(Duration::from_secs(1))
-}
-
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
@@ -248,11 +141,12 @@ impl HubspotSink {
         let SinkKind::Hubspot { object } = &sink.kind else {
             return Err(super::wrong_kind(sink, "HubSpot", "hubspot"));
         };
+        let key = limits::account_key(&sink.base_url, sink.auth.as_ref(), credentials.label());
         Ok(HubspotSink {
             crm: CrmSettings::new(sink, credentials, "a unique HubSpot property (e.g. email)")?,
             object: object.clone(),
             schema: None,
-            limiter: RateLimiter::default(),
+            account: Account::shared(key),
             daily_warned: false,
         })
     }
@@ -263,14 +157,14 @@ impl HubspotSink {
         self.schema = Some(schema);
     }
 
-    /// Another client of the same sink (same credentials and token cache, own limiter), for
-    /// two-way sync's reads.
+    /// Another client of the same sink (same credentials, token cache and account limiters),
+    /// for two-way sync's reads.
     pub(crate) fn sibling(&self) -> HubspotSink {
         HubspotSink {
             crm: self.crm.clone(),
             object: self.object.clone(),
             schema: self.schema.clone(),
-            limiter: RateLimiter::default(),
+            account: self.account.clone(),
             daily_warned: false,
         }
     }
@@ -285,19 +179,8 @@ impl HubspotSink {
         &self.object
     }
 
-    /// One rate-limited POST of a JSON body (reads, searches, updates of two-way sync); a
-    /// non-2xx answer is classified like a batch's (transient or fatal).
-    pub(crate) async fn post_json(&mut self, path: &str, body: &Value) -> Result<Value, SinkError> {
-        let r = self.post(path, body).await?;
-        if r.status.is_success() {
-            Ok(r.body)
-        } else {
-            Err(self.classify(&r))
-        }
-    }
-
-    /// [`post_json`](Self::post_json) for `batch/read`: when none of the records exist
-    /// HubSpot answers 400/404 `OBJECT_NOT_FOUND`, which is an empty result here.
+    /// One rate-limited `batch/read` POST (a non-2xx answer is classified like a batch's);
+    /// when none of the records exist HubSpot answers 400/404 `OBJECT_NOT_FOUND`, which is an empty result here.
     pub(crate) async fn read_json(&mut self, path: &str, body: &Value) -> Result<Value, SinkError> {
         let r = self.post(path, body).await?;
         if r.status.is_success() {
@@ -313,7 +196,9 @@ impl HubspotSink {
     /// GET /crm/v3/properties/{object}: the destination schema as mapping::Property by name.
     pub(crate) async fn fetch_schema(&self) -> Result<BTreeMap<String, Property>, SinkError> {
         let path = format!("/crm/v3/properties/{}", self.object);
+        let slot = self.account.acquire(false).await;
         let r = self.send_raw(reqwest::Method::GET, &path, None).await?;
+        self.account.answered(slot, &r.headers, Instant::now());
         if !r.status.is_success() {
             return Err(self.classify(&r));
         }
@@ -350,7 +235,7 @@ impl HubspotSink {
         Ok(out)
     }
 
-    /// One request, without limiter bookkeeping (for `&self` callers). A 401 with OAuth
+    /// One request, without limiter bookkeeping (the caller's). A 401 with OAuth
     /// credentials drops the access token and retries once with a fresh one.
     async fn send_raw(
         &self,
@@ -384,22 +269,83 @@ impl HubspotSink {
         }
     }
 
-    /// One request through the client-side limiter, learning from the answer's headers.
+    /// One search (two-way reconciliation), through the account's search limiter as well; a
+    /// non-2xx answer is classified like a batch's (transient or fatal).
+    pub(crate) async fn search_json(
+        &mut self,
+        path: &str,
+        body: &Value,
+    ) -> Result<Value, SinkError> {
+        self.read_zone_once().await?;
+        let r = self
+            .send_limited(reqwest::Method::POST, path, Some(body), true)
+            .await?;
+        if r.status.is_success() {
+            Ok(r.body)
+        } else {
+            Err(self.classify(&r))
+        }
+    }
+
+    /// One request through the account's limiters, learning from the answer's headers.
     async fn limited(
         &mut self,
         method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
     ) -> Result<Resp, SinkError> {
-        while let Some(d) = self.limiter.wait_needed(Instant::now()) {
-            tracing::debug!(wait_ms = d.as_millis() as u64, "client-side rate limit");
-            tokio::time::sleep(d).await;
+        self.read_zone_once().await?;
+        self.send_limited(method, path, body, false).await
+    }
+
+    /// Reads the account's time zone, which the daily limit resets by, when it is due (once
+    /// per account; after a failed read, at most hourly). A 429 or a failure to reach HubSpot
+    /// is the caller's error (its own request would meet the same).
+    async fn read_zone_once(&mut self) -> Result<(), SinkError> {
+        if !self.account.zone_read_due(Instant::now()) {
+            return Ok(());
         }
-        self.limiter.record(Instant::now());
+        let path = "/account-info/v3/details";
+        let r = self
+            .send_limited(reqwest::Method::GET, path, None, false)
+            .await?;
+        let status = r.status.as_u16();
+        if r.status.is_success() {
+            let tz = limits::parse_zone(&r.body);
+            match tz {
+                Some(tz) => tracing::debug!(time_zone = %tz, "HubSpot account time zone"),
+                None => tracing::warn!(
+                    "HubSpot named no known account time zone; a daily limit is probed hourly"
+                ),
+            }
+            self.account.set_zone(tz);
+        } else if r.status.is_client_error() && status != 408 {
+            tracing::warn!(
+                status,
+                "HubSpot account time zone unreadable; a daily limit is probed hourly"
+            );
+            self.account.set_zone(None);
+        } else {
+            tracing::debug!(
+                status,
+                "HubSpot account time zone not read; trying again in an hour"
+            );
+        }
+        Ok(())
+    }
+
+    /// One request through the account's burst limiter (and search limiter for `search`).
+    async fn send_limited(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        search: bool,
+    ) -> Result<Resp, SinkError> {
+        let slot = self.account.acquire(search).await;
         let r = self.send_raw(method, path, body).await?;
         let now = Instant::now();
-        self.limiter.answered(now);
-        self.limiter.observe(&r.headers, now);
+        self.account.answered(slot, &r.headers, now);
         if r.status == StatusCode::TOO_MANY_REQUESTS {
             let mut e = self.classify(&r);
             if let SinkError::Transient {
@@ -411,11 +357,11 @@ impl HubspotSink {
                 // limiter knows that instant (our own requests, `-Remaining: 0`), retry then
                 // rather than a whole window later.
                 if r.body["policyName"] == "TEN_SECONDLY_ROLLING"
-                    && let Some(rolls) = self.limiter.wait_needed(now)
+                    && let Some(rolls) = self.account.wait_needed(now)
                 {
                     *d = rolls.min(*d);
                 }
-                self.limiter.block_for(*d, now);
+                self.account.block_for(*d, now);
             }
             if r.body["policyName"] == "DAILY" && !self.daily_warned {
                 tracing::warn!(object = %self.object, "daily limit reached; parking until reset");
@@ -465,7 +411,7 @@ impl HubspotSink {
             429 => {
                 let policy = r.body["policyName"].as_str().unwrap_or("");
                 let retry_after = if policy == "DAILY" {
-                    until_utc_midnight()
+                    self.account.daily_wait(chrono::Utc::now())
                 } else {
                     header_u64(&r.headers, "x-hubspot-ratelimit-interval-milliseconds")
                         .map(Duration::from_millis)

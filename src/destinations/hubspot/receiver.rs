@@ -4,7 +4,9 @@
 //! accepted only with a valid signature (v3; v1/v2 only if configured), answered at once (204)
 //! after the object ids are queued (503 when the queue is full, so HubSpot retries), and
 //! de-duplicated on `eventId`; refusals are counted and logged without bodies; `*.deletion`
-//! events queue [`Inbound::Deleted`] only with `on_crm_delete = "delete"`.
+//! events queue [`Inbound::Deleted`] only with `on_crm_delete = "delete"`; with
+//! `[sinks.inbound] public_url` (a proxy in front of the receiver) v2/v3 signatures are checked
+//! against that URL only ([`signed_urls`]), otherwise against the request's `Host`.
 
 use std::sync::Arc;
 
@@ -35,14 +37,34 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Checks a webhook's signature: v3 over `http(s)://{Host}{uri}` (a proxy may terminate TLS),
-/// or v1/v2 when legacy signatures are accepted.
+/// The URLs a delivery to `uri` may have been signed for (v2/v3 signatures cover the full URL
+/// HubSpot posted to). With a `public_url` (the app's target URL, as a proxy in front of the
+/// receiver is reached): that URL as written, or, when it has no path, its origin followed by the
+/// request's path and query. Without: `http(s)://{host}{uri}` (a proxy may terminate TLS).
+pub(crate) fn signed_urls(public_url: Option<&str>, host: &str, uri: &Uri) -> Vec<String> {
+    match public_url {
+        Some(public) => {
+            let origin_only = url::Url::parse(public)
+                .is_ok_and(|u| u.path() == "/" && u.query().is_none() && !public.ends_with('/'));
+            if origin_only {
+                let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+                vec![format!("{public}{path_and_query}")]
+            } else {
+                vec![public.to_string()]
+            }
+        }
+        None => vec![
+            format!("https://{host}{uri}"),
+            format!("http://{host}{uri}"),
+        ],
+    }
+}
+
+/// Checks a webhook's signature: v3 over the URL it was sent to ([`signed_urls`]), or v1/v2
+/// when legacy signatures are accepted.
 fn authentic(r: &Receiver, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> bool {
     let host = header(headers, "host").unwrap_or_default();
-    let urls = [
-        format!("https://{host}{uri}"),
-        format!("http://{host}{uri}"),
-    ];
+    let urls = signed_urls(r.ctx.two_way.public_url.as_deref(), host, uri);
     let now_ms = Utc::now().timestamp_millis();
     if let (Some(sig), Some(ts)) = (
         header(headers, "x-hubspot-signature-v3"),
@@ -123,4 +145,39 @@ async fn receive(
         Inbound::Deleted(deleted.into_iter().collect()),
     ];
     r.deliver(&fresh, items).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn behind_a_proxy_signatures_cover_the_public_url() {
+        let uri: Uri = "/hooks/hubspot?x=1".parse().unwrap();
+        // No public_url: the Host the receiver saw, over https or http.
+        assert_eq!(
+            signed_urls(None, "127.0.0.1:8090", &uri),
+            [
+                "https://127.0.0.1:8090/hooks/hubspot?x=1",
+                "http://127.0.0.1:8090/hooks/hubspot?x=1"
+            ]
+        );
+        // The full target URL (the proxy may rewrite the path): as written.
+        let public = "https://sync.example.com/driftless/hooks";
+        assert_eq!(signed_urls(Some(public), "127.0.0.1:8090", &uri), [public]);
+        // An origin: the request's path and query follow it.
+        assert_eq!(
+            signed_urls(Some("https://sync.example.com"), "127.0.0.1:8090", &uri),
+            ["https://sync.example.com/hooks/hubspot?x=1"]
+        );
+        // A signature computed for the public URL verifies; one for the local URL does not.
+        let (secret, body, ts) = ("s3cret", b"[]".as_slice(), 1_700_000_000_000);
+        let sig = signature::sign_v3(secret, "POST", public, body, ts);
+        let verifies = |urls: Vec<String>| {
+            urls.iter()
+                .any(|u| signature::verify_v3(secret, "POST", u, body, &sig, ts, ts).is_ok())
+        };
+        assert!(verifies(signed_urls(Some(public), "127.0.0.1:8090", &uri)));
+        assert!(!verifies(signed_urls(None, "127.0.0.1:8090", &uri)));
+    }
 }

@@ -12,6 +12,7 @@ use crate::sink::test_support::{
     transient,
 };
 use driftless_emulators::hubspot::{BatchInvalidInput, Options, router};
+use limits::RateLimiter;
 use reqwest::header::HeaderValue;
 
 async fn start(opts: Options) -> String {
@@ -188,19 +189,21 @@ async fn rate_limits_are_transient_with_retry_after() {
         ..Options::default()
     })
     .await;
-    // Three clients share the token; their limiters know nothing of the others.
+    // Three clients share the token but not an account (as in three processes); their
+    // limiters know nothing of the others.
+    let detached = || Account::detached(RateLimiter::new(1000, DEFAULT_WINDOW));
     let mut s = sink(&base).await;
-    s.limiter = RateLimiter::new(1000, DEFAULT_WINDOW); // let the emulator answer 429
+    s.account = detached(); // let the emulator answer 429
     s.apply(&batch(vec![contact("a@x.io", "A")])).await.unwrap(); // schema + upsert
     let mut s2 = sink(&base).await;
     s2.schema = s.schema.clone();
-    s2.limiter = RateLimiter::new(1000, DEFAULT_WINDOW);
+    s2.account = detached();
     s2.apply(&batch(vec![contact("b@x.io", "B")]))
         .await
         .unwrap(); // the window is full
     let mut s3 = sink(&base).await;
     s3.schema = s.schema.clone();
-    s3.limiter = RateLimiter::new(1000, DEFAULT_WINDOW);
+    s3.account = detached();
     let (retry_after, _) = transient(s3.apply(&batch(vec![contact("c@x.io", "C")])).await);
     // s3 sent nothing else in the window: it must wait for a whole one.
     assert_eq!(retry_after, Some(Duration::from_secs(10)));
@@ -431,15 +434,78 @@ fn limiter_counts_a_request_from_its_answer() {
     let t0 = Instant::now();
     let ms = Duration::from_millis;
     let mut l = RateLimiter::new(2, Duration::from_secs(10));
-    l.record(t0);
-    l.answered(t0 + ms(310));
-    l.record(t0 + ms(400));
-    l.answered(t0 + ms(410));
+    let first = l.record(t0);
+    l.answered(first, t0 + ms(310));
+    let second = l.record(t0 + ms(400));
+    l.answered(second, t0 + ms(410));
     assert_eq!(l.wait_needed(t0 + ms(10_000)), Some(ms(310)));
     assert_eq!(l.wait_needed(t0 + ms(10_310)), None);
     // A late answer never moves a stamp back.
     let mut one = RateLimiter::new(1, Duration::from_secs(10));
-    one.record(t0 + ms(50));
-    one.answered(t0);
+    let late = one.record(t0 + ms(50));
+    one.answered(late, t0);
     assert_eq!(one.wait_needed(t0 + ms(50)), Some(ms(10_000)));
+}
+
+#[tokio::test]
+async fn a_daily_limit_parks_until_midnight_in_the_accounts_time_zone() {
+    for zone in [chrono_tz::US::Eastern, chrono_tz::Asia::Tokyo] {
+        // The zone read and the schema fetch use the day's budget; the upsert meets DAILY.
+        let base = start(Options {
+            daily_limit: 2,
+            time_zone: zone,
+            ..Options::default()
+        })
+        .await;
+        let mut s = sink(&base).await;
+        let before = chrono::Utc::now();
+        let (retry_after, _) = transient(s.apply(&batch(vec![contact("a@x.io", "A")])).await);
+        let after = chrono::Utc::now();
+        let parked = retry_after.unwrap();
+        let until =
+            |t: chrono::DateTime<chrono::Utc>| (limits::daily_reset(t, zone) - t).to_std().unwrap();
+        // Between the park computed at the start and at the end of the call.
+        let slack = (after - before).to_std().unwrap();
+        assert!(
+            parked + slack >= until(after) && parked <= until(before) + slack,
+            "{zone}: parked {parked:?}, expected about {:?}",
+            until(after)
+        );
+        // Never until UTC midnight (unless that is the account's midnight too).
+        let utc_midnight = (after.date_naive() + chrono::Days::new(1))
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc();
+        let to_utc_midnight = (utc_midnight - after).to_std().unwrap();
+        assert!(
+            parked.abs_diff(to_utc_midnight) > Duration::from_secs(3600),
+            "{zone}: {parked:?} vs {to_utc_midnight:?}"
+        );
+        // Every client of the account is parked, not only the one that met the 429.
+        let now = Instant::now();
+        assert!(s.account.wait_needed(now) > Some(Duration::from_secs(3600)));
+    }
+}
+
+#[tokio::test]
+async fn clients_of_one_account_share_one_window() {
+    let base = start(Options {
+        burst_limit: 3,
+        burst_window: Duration::from_secs(1),
+        ..Options::default()
+    })
+    .await;
+    // Two sinks with the same token and a sibling: one account, one budget.
+    let mut a = sink(&base).await;
+    let mut b = sink(&base).await;
+    assert!(Arc::ptr_eq(&a.account, &b.account));
+    assert!(Arc::ptr_eq(&a.account, &a.sibling().account));
+    // The zone read, the schema fetch and the upsert fill the window...
+    a.apply(&batch(vec![contact("a@x.io", "A")])).await.unwrap();
+    b.use_schema(a.known_schema().unwrap().clone());
+    // ...so the other sink waits for it to roll instead of meeting a 429.
+    b.apply(&batch(vec![contact("b@x.io", "B")])).await.unwrap();
+    let st = state(&base).await;
+    assert_eq!(st["requests"]["rateLimited"], 0, "{st}");
+    assert_eq!(st["requests"]["total"], 4, "{st}");
 }

@@ -6,18 +6,18 @@
 //!   by HubSpot id inbound; a property's change time is the newest entry of its history;
 //! - webhooks are accepted only with a valid signature (v3; v1/v2 only if configured), answered
 //!   (204) once the object ids are committed to the durable inbox (503 when Postgres cannot
-//!   take them, so HubSpot retries), and de-duplicated on `eventId`; refusals are counted and logged without bodies;
+//!   take them, so HubSpot retries), and de-duplicated on `eventId`; refusals are counted and
+//!   logged without bodies;
 //! - reconciliation searches the records last modified in the listing's window, ascending by
 //!   HubSpot id with a keyset on it (every page a new search from offset 0: no 10,000-result
-//!   cap, no page shifted by records changing while paging), at most 4 searches per second;
+//!   cap, no page shifted by records changing while paging), through the account's shared
+//!   search limiter (at most 4 searches per second per account in the process);
 //! - deletions: `*.deletion` webhooks queue [`Inbound::Deleted`](crate::sync::engine::Inbound::Deleted) (only with
 //!   `on_crm_delete = "delete"`); reconciliation lists archived records
 //!   (`GET /crm/v3/objects/{object}?archived=true`, 100 per page, one call per 100 records
 //!   HubSpot still keeps archived, i.e. archived in the last 90 days) and queues those
 //!   archived in the deletion listing's window (`archivedAt`). The search API cannot find
 //!   archived records, and batch/read of every linked id would cost one call per 100 rows.
-
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -161,9 +161,7 @@ impl Crm for HubspotSink {
         let mut last_id: Option<String> = None;
         while !l.stopped() {
             let body = modified_search(self.object(), (l.from_ms, l.until_ms), last_id.as_deref());
-            // HubSpot allows 5 searches per second per token; stay under it.
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            let answer = self.post_json(&path, &body).await?;
+            let answer = self.search_json(&path, &body).await?;
             l.ctx.count_read();
             let ids: Vec<String> = answer["results"]
                 .as_array()

@@ -116,7 +116,7 @@ impl Crm {
 
     /// The `[[sinks]]` table; `inbound` and `ownership` are appended to `[sinks.inbound]` and
     /// `[sinks.ownership]`.
-    pub(super) fn sink_toml(self, name: &str, port: u16, hook_port: u16, opts: &Options) -> String {
+    pub(crate) fn sink_toml(self, name: &str, port: u16, hook_port: u16, opts: &Options) -> String {
         let (target, inbound, fields) = match self {
             Crm::Hubspot => (
                 "object = \"contacts\"\ntoken_env = \"HUBSPOT_TOKEN\"",
@@ -173,7 +173,7 @@ id = "{id}"
     }
 
     /// Live records of the emulator's state by id property: (CRM id, row).
-    pub(super) fn records(self, state: &Value) -> BTreeMap<i64, (String, Row)> {
+    pub(crate) fn records(self, state: &Value) -> BTreeMap<i64, (String, Row)> {
         let (fields, deleted) = match self {
             Crm::Hubspot => ("/properties", "archived"),
             Crm::Zoho => ("", "$deleted"),
