@@ -477,7 +477,11 @@ async fn one_account_stays_within_the_burst_budget_both_ways() {
     // Outbound, the inbound worker and reconciliation (every second) of one sink are three
     // clients of one HubSpot account; edits on both sides as fast as they can be made keep all
     // three busy.
-    let t = TwoWay::start(Crm::Hubspot, r#"reconcile_every = "1s""#).await;
+    let t = TwoWay::start(
+        Crm::Hubspot,
+        "reconcile_every = \"1s\"\nreconcile_lag = \"3s\"",
+    )
+    .await;
     const KEYS: i64 = 30;
     t.insert_samples(KEYS).await;
     t.wait_in_sync("initial rows").await;
@@ -527,7 +531,7 @@ async fn two_two_way_sinks_on_one_account_stay_within_the_burst_budget() {
     let setup = Setup::new(&db, &["public.contacts", "public.contacts_b"], "", "");
     let (port_a, port_b) = (free_port(), free_port());
     let opts = Options {
-        inbound: r#"reconcile_every = "1s""#,
+        inbound: "reconcile_every = \"1s\"\nreconcile_lag = \"3s\"",
         ..Options::default()
     };
     let name_a = unique("hs-a").replace('_', "-");

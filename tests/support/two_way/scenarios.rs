@@ -198,7 +198,9 @@ pub(crate) async fn existing_crm_records(crm: Crm, initial_import: bool) {
             free_port()
         ),
     };
-    let inbound = format!("reconcile_every = \"1s\"\ninitial_import = {initial_import}\n{lost}");
+    let inbound = format!(
+        "reconcile_every = \"1s\"\nreconcile_lag = \"3s\"\ninitial_import = {initial_import}\n{lost}"
+    );
     let t = TwoWay::start_with(
         crm,
         Options {
