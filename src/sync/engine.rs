@@ -148,6 +148,11 @@ impl<'a> Listing<'a> {
         *self.shutdown.borrow()
     }
 
+    /// The window, `[from_ms, until_ms)`.
+    pub(crate) fn window(&self) -> (i64, i64) {
+        (self.from_ms, self.until_ms)
+    }
+
     /// Commits the ids found to the inbox ([`Inbound::Changed`] or [`Inbound::Deleted`] after
     /// `kind`).
     pub(crate) async fn queue(&mut self, ids: Vec<String>) -> Result<(), SinkError> {
@@ -165,6 +170,41 @@ impl<'a> Listing<'a> {
     /// How many ids were queued.
     pub(crate) fn queued(&self) -> usize {
         self.queued
+    }
+}
+
+/// Paging of a listing's window by ascending record id (a keyset, never an offset):
+/// `while !keyset.done(l)`, fetch the ids after [`ById::after`] and hand them to
+/// [`ById::page`], which commits them to the inbox before the next page is asked for.
+#[derive(Default)]
+pub(crate) struct ById {
+    last_id: Option<String>,
+    finished: bool,
+}
+
+impl ById {
+    /// The last id seen (None before the first page).
+    pub(crate) fn after(&self) -> Option<&str> {
+        self.last_id.as_deref()
+    }
+
+    /// True once the last page was handed over, or at shutdown.
+    pub(crate) fn done(&self, l: &Listing<'_>) -> bool {
+        self.finished || l.stopped()
+    }
+
+    /// Queues one page's ids (ascending); `more`: whether the CRM said more may follow.
+    pub(crate) async fn page(
+        &mut self,
+        l: &mut Listing<'_>,
+        ids: Vec<String>,
+        more: bool,
+    ) -> Result<(), SinkError> {
+        self.finished = !more || ids.is_empty();
+        if let Some(last) = ids.last() {
+            self.last_id = Some(last.clone());
+        }
+        l.queue(ids).await
     }
 }
 

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 
 use crate::destinations::hubspot::HubspotSink;
 use crate::sink::SinkError;
-use crate::sync::engine::{Context, Crm, Listing, ReadBy};
+use crate::sync::engine::{ById, Context, Crm, Listing, ReadBy};
 use crate::sync::plan::CrmRecord;
 
 /// Records per `batch/read` with property history (HubSpot's cap).
@@ -158,9 +158,9 @@ impl Crm for HubspotSink {
     /// while paging can skip one.
     async fn list_modified(&mut self, l: &mut Listing<'_>) -> Result<(), SinkError> {
         let path = format!("/crm/v3/objects/{}/search", self.object());
-        let mut last_id: Option<String> = None;
-        while !l.stopped() {
-            let body = modified_search(self.object(), (l.from_ms, l.until_ms), last_id.as_deref());
+        let mut keyset = ById::default();
+        while !keyset.done(l) {
+            let body = modified_search(self.object(), l.window(), keyset.after());
             let answer = self.search_json(&path, &body).await?;
             l.ctx.count_read();
             let ids: Vec<String> = answer["results"]
@@ -170,11 +170,7 @@ impl Crm for HubspotSink {
                 .filter_map(|r| r["id"].as_str().map(String::from))
                 .collect();
             let full = ids.len() >= SEARCH_PAGE;
-            last_id = ids.last().cloned().or(last_id);
-            l.queue(ids).await?;
-            if !full {
-                break;
-            }
+            keyset.page(l, ids, full).await?;
         }
         Ok(())
     }
@@ -192,7 +188,7 @@ impl Crm for HubspotSink {
             }
             let answer = self.get_json(&path).await?;
             l.ctx.count_read();
-            let ids = archived_between(&answer, (l.from_ms, l.until_ms));
+            let ids = archived_between(&answer, l.window());
             l.queue(ids).await?;
             after = answer["paging"]["next"]["after"].as_str().map(String::from);
             if after.is_none() {

@@ -38,7 +38,7 @@ use crate::destinations::zoho::coql::{self, literal};
 use crate::destinations::zoho::{ZohoSink, encode_value};
 use crate::sink::SinkError;
 use crate::sink::mapping::{PropertyType, value_string};
-use crate::sync::engine::{Context, Crm, Listing, ReadBy};
+use crate::sync::engine::{ById, Context, Crm, Listing, ReadBy};
 use crate::sync::plan::CrmRecord;
 
 /// Rows per reconciliation query (COQL's LIMIT cap).
@@ -303,9 +303,9 @@ impl Crm for ZohoSink {
     /// Pages COQL over the records modified in the listing's window by ascending id (a
     /// keyset, never an offset) and queues their ids.
     async fn list_modified(&mut self, l: &mut Listing<'_>) -> Result<(), SinkError> {
-        let mut last_id: Option<String> = None;
-        while !l.stopped() {
-            let query = modified_query(self.module(), (l.from_ms, l.until_ms), last_id.as_deref());
+        let mut keyset = ById::default();
+        while !keyset.done(l) {
+            let query = modified_query(self.module(), l.window(), keyset.after());
             let Some(body) = coql(l.ctx, self, &query).await? else {
                 break;
             };
@@ -315,12 +315,9 @@ impl Crm for ZohoSink {
                 .flatten()
                 .filter_map(|r| record_id(&r["id"]).filter(|i| is_record_id(i)))
                 .collect();
-            let more = body["info"]["more_records"] == true && !ids.is_empty();
-            last_id = ids.last().cloned().or(last_id);
-            l.queue(ids).await?;
-            if !more {
-                break;
-            }
+            keyset
+                .page(l, ids, body["info"]["more_records"] == true)
+                .await?;
         }
         Ok(())
     }
@@ -340,7 +337,7 @@ impl Crm for ZohoSink {
             else {
                 break;
             };
-            let (ids, older) = deleted_page(&body, (l.from_ms, l.until_ms));
+            let (ids, older) = deleted_page(&body, l.window());
             l.queue(ids).await?;
             if older || body["info"]["more_records"] != true {
                 break;
