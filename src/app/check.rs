@@ -12,6 +12,8 @@ use std::time::Duration;
 use crate::capture::{CaptureError, prepare_source};
 use crate::checkpoint::CheckpointStore;
 use crate::config::ValidConfig;
+use crate::config::sinks::ValidSink;
+use crate::config::two_way::TwoWay;
 use crate::error::Classify;
 use crate::kafka;
 use crate::postgres::catalog;
@@ -65,7 +67,10 @@ pub(crate) async fn preflight(cfg: &ValidConfig) -> Vec<Finding> {
     out
 }
 
-async fn two_way_grants(
+/// Each two-way sink: the grants it needs to write inbound changes, and an inbound table that
+/// fits it (a one-column primary key mapped to `id_property`, with a default when CRM records
+/// are inserted; read from the catalog only, nothing is created).
+async fn two_way_sinks(
     cfg: &ValidConfig,
     sql: &tokio_postgres::Client,
 ) -> Result<Vec<Finding>, CaptureError> {
@@ -74,56 +79,7 @@ async fn two_way_grants(
         let Some(two_way) = &sink.two_way else {
             continue;
         };
-        let table = quote_table(&two_way.inbound_table);
-        let deletes = two_way.on_crm_delete == crate::config::two_way::OnCrmDelete::Delete;
-        let row = store::two_way_grants(sql, &table, deletes)
-            .await
-            .map_err(crate::postgres::error::PgError::Sql)?;
-        let missing: Vec<&str> = [
-            "EXECUTE on pg_replication_origin_session_setup(text)",
-            "EXECUTE on pg_replication_origin_session_reset()",
-            "EXECUTE on pg_replication_origin_create(text)",
-            "SELECT, INSERT, UPDATE on the inbound table",
-            "CREATE on the database (or on schema driftless)",
-            "DELETE on the inbound table (on_crm_delete = \"delete\")",
-        ]
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| !row[*i])
-        .map(|(_, what)| what)
-        .collect();
-        if !missing.is_empty() {
-            out.push(finding(
-                "postgres",
-                &format!(
-                    "sink {}: two-way sync cannot write inbound changes: missing {}",
-                    sink.name,
-                    missing.join("; ")
-                ),
-                Some(format!(
-                    "as a superuser: GRANT EXECUTE ON FUNCTION pg_replication_origin_session_setup(text), \
-                     pg_replication_origin_session_reset(), pg_replication_origin_create(text) TO <role>; \
-                     GRANT SELECT, INSERT, UPDATE{} ON {table} TO <role>; GRANT CREATE ON DATABASE <db> TO <role> \
-                     (or create schema driftless owned by <role>)",
-                    if deletes { ", DELETE" } else { "" }
-                )),
-            ));
-        }
-    }
-    Ok(out)
-}
-
-/// The inbound table of each two-way sink: a one-column primary key that fits the sink
-/// (read from the catalog only; nothing is created).
-async fn two_way_tables(
-    cfg: &ValidConfig,
-    sql: &tokio_postgres::Client,
-) -> Result<Vec<Finding>, CaptureError> {
-    let mut out = Vec::new();
-    for sink in &cfg.sinks {
-        let Some(two_way) = &sink.two_way else {
-            continue;
-        };
+        out.extend(two_way_grants(sql, sink, two_way).await?);
         match store::inbound_table(sql, &two_way.inbound_table).await {
             Ok((_, key)) => {
                 for problem in super::two_way::unfit(cfg, sink, two_way, &key) {
@@ -139,6 +95,50 @@ async fn two_way_tables(
         }
     }
     Ok(out)
+}
+
+/// The grants one two-way sink lacks to write inbound changes (one finding at most).
+async fn two_way_grants(
+    sql: &tokio_postgres::Client,
+    sink: &ValidSink,
+    two_way: &TwoWay,
+) -> Result<Option<Finding>, CaptureError> {
+    let table = quote_table(&two_way.inbound_table);
+    let deletes = two_way.on_crm_delete == crate::config::two_way::OnCrmDelete::Delete;
+    let row = store::two_way_grants(sql, &table, deletes)
+        .await
+        .map_err(crate::postgres::error::PgError::Sql)?;
+    let missing: Vec<&str> = [
+        "EXECUTE on pg_replication_origin_session_setup(text)",
+        "EXECUTE on pg_replication_origin_session_reset()",
+        "EXECUTE on pg_replication_origin_create(text)",
+        "SELECT, INSERT, UPDATE on the inbound table",
+        "CREATE on the database (or on schema driftless)",
+        "DELETE on the inbound table (on_crm_delete = \"delete\")",
+    ]
+    .into_iter()
+    .enumerate()
+    .filter(|(i, _)| !row[*i])
+    .map(|(_, what)| what)
+    .collect();
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(finding(
+        "postgres",
+        &format!(
+            "sink {}: two-way sync cannot write inbound changes: missing {}",
+            sink.name,
+            missing.join("; ")
+        ),
+        Some(format!(
+            "as a superuser: GRANT EXECUTE ON FUNCTION pg_replication_origin_session_setup(text), \
+             pg_replication_origin_session_reset(), pg_replication_origin_create(text) TO <role>; \
+             GRANT SELECT, INSERT, UPDATE{} ON {table} TO <role>; GRANT CREATE ON DATABASE <db> TO <role> \
+             (or create schema driftless owned by <role>)",
+            if deletes { ", DELETE" } else { "" }
+        )),
+    )))
 }
 
 /// The sink ledger of one-way CRM sinks: the state database's user can create or write it.
@@ -179,8 +179,7 @@ async fn postgres_checks(cfg: &ValidConfig) -> Result<Vec<Finding>, CaptureError
     if let Err(e) = prepare_source(cfg, &sql).await {
         out.push(finding("postgres", &e, e.hint()));
     }
-    out.append(&mut two_way_grants(cfg, &sql).await?);
-    out.append(&mut two_way_tables(cfg, &sql).await?);
+    out.append(&mut two_way_sinks(cfg, &sql).await?);
     out.append(&mut ledger_grants(cfg, &sql).await?);
     let store = CheckpointStore::new(&cfg.state_dir, &cfg.slot);
     let checkpoint = store.load();
