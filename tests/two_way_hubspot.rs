@@ -203,7 +203,7 @@ reconcile_lag = "3s""#,
     // Random edits on both sides of a few shared keys, as fast as they can be made.
     let mut rnd = seeded_random(7);
     let (mut pg_edits, mut hs_edits) = (0u64, 0u64);
-    for i in 0..2_000 {
+    for i in 0..1_000 {
         let key = 1 + rnd(KEYS as u64) as i64;
         let stage = ["lead", "customer", "other"][rnd(3) as usize];
         if rnd(2) == 0 {
@@ -221,7 +221,7 @@ reconcile_lag = "3s""#,
             hs_edits += 1;
         }
     }
-    t.wait_in_sync("after 2,000 random edits on both sides")
+    t.wait_in_sync("after 1,000 random edits on both sides")
         .await;
     // No ping-pong: once converged, nothing moves any more. Two reconciliation passes that
     // start after convergence queue what they find before the sentinel's webhook, so once
@@ -260,9 +260,9 @@ reconcile_lag = "3s""#,
 }
 
 /// The figure README states for two-way sync's cost ("at most N HubSpot API calls per edit",
-/// over the 2,000 random edits of the test above): one number, stated once, asserted here.
+/// over the 1,000 random edits of the test above): one number, stated once, asserted here.
 fn readme_calls_per_edit() -> f64 {
-    const CLAIM: &str = " HubSpot API calls per edit over 2,000 random edits on both sides";
+    const CLAIM: &str = " HubSpot API calls per edit over 1,000 random edits on both sides";
     let text = std::fs::read_to_string(repo_path("README.md")).unwrap();
     // As one line of words: the sentence may be wrapped anywhere.
     let readme = text.split_whitespace().collect::<Vec<_>>().join(" ");
