@@ -548,9 +548,10 @@ impl Store {
     }
 
     /// Writes each change with its ledger row (`ledger[i]` belongs to `changes[i]` when there
-    /// are ledger rows; a deletion forgets its key's row whatever it is given) under a savepoint of one transaction: a change Postgres refuses for its
-    /// values ([`row_write_class`] poison) is rolled back alone, its ledger row unwritten; any
-    /// other error rolls back everything.
+    /// are ledger rows; a deletion forgets its key's row whatever it is given) under a
+    /// savepoint of one transaction: a change Postgres refuses for its values
+    /// ([`row_write_class`] poison) is rolled back alone, its ledger row unwritten; any other
+    /// error rolls back everything.
     async fn write_tagged(
         &mut self,
         changes: &[InboundChange],
