@@ -171,22 +171,25 @@ async fn settings_apply_knobs_survive_reset_and_refuse_unknown_ones() {
         json!({"searchIndexLag": 5}),
         json!({"searchIndexLagMs": "slow"}),
         json!({"batchInvalidInput": "sometimes"}),
+        json!({"timeZone": "Mars/Olympus_Mons"}),
     ] {
         let (s, v) = call(&st, "POST", "/_emulator/settings", bad.clone()).await;
         assert_eq!(s, 400, "{bad}");
         assert_eq!(v["category"], "VALIDATION_ERROR");
     }
     let knobs = json!({"batchInvalidInput": "multi_status_207", "lowercaseEmails": false,
-                       "tokenScopes": ["crm.objects.contacts.read"]});
+                       "tokenScopes": ["crm.objects.contacts.read"], "timeZone": "Asia/Tokyo"});
     assert_eq!(call(&st, "POST", "/_emulator/settings", knobs).await.0, 204);
     let (_, state) = call(&st, "GET", "/_emulator/state", json!(null)).await;
     let expected = json!({"searchIndexLagMs": 0, "batchInvalidInput": "multi_status_207",
-        "lowercaseEmails": false, "tokenScopes": ["crm.objects.contacts.read"]});
+        "lowercaseEmails": false, "tokenScopes": ["crm.objects.contacts.read"],
+        "timeZone": "Asia/Tokyo"});
     assert_eq!(state["settings"], expected);
     let opts = st.lock().unwrap().opts.clone();
     assert_eq!(opts.batch_invalid_input, BatchInvalidInput::MultiStatus207);
     assert!(!opts.lowercase_emails);
     assert_eq!(opts.token_scopes, ["crm.objects.contacts.read"]);
+    assert_eq!(opts.time_zone, chrono_tz::Asia::Tokyo);
 }
 
 fn contacts(st: &Shared) -> usize {
