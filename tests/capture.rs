@@ -689,3 +689,83 @@ async fn tiny_in_flight_window_backpressures_without_loss() {
     );
     stop_cleanly(&mut cap, db).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn partitioned_tables_publish_every_partition_on_the_parents_topic() {
+    let (db, setup, mut cap) = capture_streaming(
+        "partitioned",
+        "CREATE TABLE events (id bigint, region text, PRIMARY KEY (id, region))
+             PARTITION BY LIST (region);
+         CREATE TABLE events_eu PARTITION OF events FOR VALUES IN ('eu');
+         CREATE TABLE events_us PARTITION OF events FOR VALUES IN ('us');
+         CREATE TABLE events_rest PARTITION OF events DEFAULT;
+         INSERT INTO events VALUES (1, 'eu'), (2, 'us'), (3, 'apac');",
+        &["public.events"],
+    )
+    .await;
+    let topic = setup.topic("public.events");
+    // Streamed: a row in each partition, and a delete in one.
+    db.exec("INSERT INTO events VALUES (4, 'eu'), (5, 'us'), (6, 'apac')")
+        .await;
+    db.exec("DELETE FROM events WHERE id = 2").await;
+    let records = read_n(&topic, 7, WAIT);
+    let mut seen: Vec<(String, i64, String)> = records
+        .iter()
+        .map(|r| {
+            let e = r.json();
+            let row = if e["op"] == "d" {
+                &e["before"]
+            } else {
+                &e["after"]
+            };
+            assert_eq!(e["source"]["table"], "events", "{e}");
+            (
+                e["op"].as_str().unwrap().to_string(),
+                row["id"].as_i64().unwrap(),
+                row["region"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut expected: Vec<(String, i64, String)> = [
+        ("c", 4, "eu"),
+        ("c", 5, "us"),
+        ("c", 6, "apac"),
+        ("d", 2, "us"),
+        ("r", 1, "eu"),
+        ("r", 2, "us"),
+        ("r", 3, "apac"),
+    ]
+    .into_iter()
+    .map(|(op, id, region)| (op.to_string(), id, region.to_string()))
+    .collect();
+    expected.sort();
+    assert_eq!(
+        seen, expected,
+        "snapshot and stream of every partition, on the parent's topic"
+    );
+    stop_cleanly(&mut cap, db).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publication_without_the_partition_root_is_refused_for_a_partitioned_table() {
+    let db = TestDb::new("partitioned_pub").await;
+    db.exec(
+        "CREATE TABLE events (id bigint PRIMARY KEY) PARTITION BY RANGE (id);
+         CREATE TABLE events_low PARTITION OF events FOR VALUES FROM (0) TO (100);",
+    )
+    .await;
+    let setup = Setup::new(&db, &["public.events"], "", "");
+    // A publication of that name exists already, made without the option.
+    db.exec(&format!(
+        "CREATE PUBLICATION {} FOR TABLE events",
+        setup.slot
+    ))
+    .await;
+    let mut cap = setup.start();
+    let code = cap.wait_exit(WAIT);
+    let log = cap.log_text();
+    assert_ne!(code, Some(0), "{log}");
+    assert!(log.contains("publish_via_partition_root = true"), "{log}");
+    db.drop_db().await;
+}

@@ -156,7 +156,11 @@ pub async fn key_columns(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// Creates the publication for exactly `tables`, or updates it to that set.
+/// Creates the publication for exactly `tables`, publishing through the partition root (a
+/// partitioned table's changes go out under its own name, whichever partition holds the row),
+/// or updates an existing one to that set. Refuses a `FOR ALL TABLES` publication, and one
+/// without `publish_via_partition_root` when a table is partitioned (its changes would go out
+/// under the partitions' names, to topics nobody reads).
 pub(crate) async fn ensure_publication(
     client: &Client,
     publication: &str,
@@ -169,14 +173,17 @@ pub(crate) async fn ensure_publication(
         .join(", ");
     let existing = client
         .query_opt(
-            "SELECT puballtables FROM pg_publication WHERE pubname = $1",
+            "SELECT puballtables, pubviaroot FROM pg_publication WHERE pubname = $1",
             &[&publication],
         )
         .await
         .map_err(sql)?;
     let (statement, done) = match existing {
         None => (
-            format!("CREATE PUBLICATION {} FOR TABLE", quote_ident(publication)),
+            format!(
+                "CREATE PUBLICATION {} FOR TABLE {list} WITH (publish_via_partition_root = true)",
+                quote_ident(publication)
+            ),
             "publication created",
         ),
         Some(row) if row.get::<_, bool>(0) => {
@@ -186,7 +193,21 @@ pub(crate) async fn ensure_publication(
                  another source.publication name",
             ));
         }
-        Some(_) => {
+        Some(row) => {
+            if !row.get::<_, bool>(1) && any_partitioned(client, tables).await? {
+                return Err(refused(
+                    format!(
+                        "publication {publication} does not publish through the partition root, \
+                         and a table of source.tables is partitioned: its changes would go out \
+                         under the partitions' names"
+                    ),
+                    format!(
+                        "ALTER PUBLICATION {} SET (publish_via_partition_root = true), or \
+                         choose another source.publication name (driftless creates it so)",
+                        quote_ident(publication)
+                    ),
+                ));
+            }
             let current: BTreeSet<(String, String)> = client
                 .query(
                     "SELECT schemaname::text, tablename::text FROM pg_publication_tables \
@@ -206,17 +227,34 @@ pub(crate) async fn ensure_publication(
                 return Ok(());
             }
             (
-                format!("ALTER PUBLICATION {} SET TABLE", quote_ident(publication)),
+                format!(
+                    "ALTER PUBLICATION {} SET TABLE {list}",
+                    quote_ident(publication)
+                ),
                 "publication updated",
             )
         }
     };
-    client
-        .batch_execute(&format!("{statement} {list}"))
-        .await
-        .map_err(sql)?;
+    client.batch_execute(&statement).await.map_err(sql)?;
     tracing::info!(publication, tables = tables.len(), "{done}");
     Ok(())
+}
+
+/// True if one of `tables` is partitioned.
+async fn any_partitioned(client: &Client, tables: &[TableName]) -> Result<bool, SourceError> {
+    let schemas: Vec<&str> = tables.iter().map(|t| t.schema.as_str()).collect();
+    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    let row = client
+        .query_one(
+            "SELECT coalesce(bool_or(c.relkind = 'p'), false) FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN unnest($1::text[], $2::text[]) AS t(s, r) \
+               ON n.nspname = t.s AND c.relname = t.r",
+            &[&schemas, &names],
+        )
+        .await
+        .map_err(sql)?;
+    Ok(row.get(0))
 }
 
 /// A row of `pg_replication_slots`.
