@@ -769,3 +769,57 @@ async fn a_publication_without_the_partition_root_is_refused_for_a_partitioned_t
     assert!(log.contains("publish_via_partition_root = true"), "{log}");
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_over_max_event_bytes_stops_capture_with_a_hint() {
+    let (db, _setup, mut cap) = capture_streaming_with(
+        "oversize_fail",
+        "CREATE TABLE docs (id bigint PRIMARY KEY, body text)",
+        &["public.docs"],
+        "",
+        "max_event_bytes = 2000",
+    )
+    .await;
+    db.exec("INSERT INTO docs VALUES (1, repeat('x', 5000))")
+        .await;
+    let code = cap.wait_exit(WAIT);
+    let log = cap.log_text();
+    assert_ne!(code, Some(0), "{log}");
+    assert!(log.contains("over kafka.max_event_bytes (2000)"), "{log}");
+    assert!(
+        log.contains("kafka.oversize"),
+        "the hint names the way on: {log}"
+    );
+    assert!(!log.contains("xxxxxxxx"), "no row value in the log");
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_over_max_event_bytes_is_dead_lettered_and_the_stream_goes_on() {
+    let (db, setup, mut cap) = capture_streaming_with(
+        "oversize_dlq",
+        "CREATE TABLE docs (id bigint PRIMARY KEY, body text)",
+        &["public.docs"],
+        "",
+        "max_event_bytes = 2000\noversize = \"dead_letter\"",
+    )
+    .await;
+    db.exec("INSERT INTO docs VALUES (1, repeat('x', 5000))")
+        .await;
+    // The sentinel: a later change of the table must arrive.
+    db.exec("INSERT INTO docs VALUES (2, 'small')").await;
+    let records = read_n(&setup.topic("public.docs"), 1, WAIT);
+    assert_eq!(records[0].json()["after"]["id"], 2, "only the small row");
+    let dead = read_n(&format!("{}.dlq.capture", setup.prefix), 1, WAIT);
+    let d = dead[0].json();
+    assert_eq!(d["reason"], "oversize");
+    assert_eq!(d["table"], "public.docs");
+    assert_eq!(d["max_event_bytes"], 2000);
+    assert!(d["size_bytes"].as_u64().unwrap() > 5000, "{d}");
+    assert!(d["lsn"].as_str().is_some_and(|l| l.contains('/')), "{d}");
+    assert!(dead[0].key.is_none(), "no key (it holds values)");
+    assert!(
+        !String::from_utf8_lossy(dead[0].payload.as_deref().unwrap_or_default()).contains("xxxx")
+    );
+    stop_cleanly(&mut cap, db).await;
+}

@@ -73,6 +73,21 @@ pub enum CaptureError {
     /// The server sent something driftless did not ask for or cannot decode.
     #[error("replication stream: {0}")]
     Protocol(String),
+    /// An event larger than `kafka.max_event_bytes` (with `kafka.oversize = "fail"`).
+    #[error(
+        "an event of {table} at LSN {lsn} is {size_bytes} bytes, over kafka.max_event_bytes \
+         ({max_event_bytes})"
+    )]
+    Oversize {
+        /// `schema.table`.
+        table: String,
+        /// The change's WAL position.
+        lsn: String,
+        /// Key and value bytes.
+        size_bytes: usize,
+        /// The limit.
+        max_event_bytes: usize,
+    },
 }
 
 impl From<PgError> for CaptureError {
@@ -86,9 +101,10 @@ impl Classify for CaptureError {
         match self {
             CaptureError::Source(e) => e.class(),
             CaptureError::Kafka(e) => e.class(),
-            CaptureError::Checkpoint(_) | CaptureError::Url(_) | CaptureError::Protocol(_) => {
-                ErrorClass::Fatal
-            }
+            CaptureError::Checkpoint(_)
+            | CaptureError::Url(_)
+            | CaptureError::Protocol(_)
+            | CaptureError::Oversize { .. } => ErrorClass::Fatal,
         }
     }
 
@@ -103,6 +119,14 @@ impl Classify for CaptureError {
                 Some("export the variable named by source.url_env (or fix source.url_file)".into())
             }
             CaptureError::Protocol(_) => None,
+            CaptureError::Oversize { .. } => Some(
+                "nothing was skipped and capture resumes from this change; raise \
+                 kafka.librdkafka.\"message.max.bytes\" with kafka.max_event_bytes (and the \
+                 topic's max.message.bytes on the brokers), or set kafka.oversize = \
+                 \"dead_letter\" to send such events' position and size to {prefix}.dlq.capture \
+                 and go on"
+                    .into(),
+            ),
         }
     }
 

@@ -28,7 +28,7 @@ use super::progress::{Progress, UnitId};
 use super::value::{self, PgType};
 use super::{CaptureError, HEARTBEAT_PREFIX, Health};
 use crate::checkpoint::{Checkpoint, CheckpointStore, Phase};
-use crate::config::{Envelope, SnapshotMode, ValidConfig};
+use crate::config::{Envelope, Oversize, SnapshotMode, ValidConfig};
 use crate::event::{ChangeEvent, Op};
 use crate::kafka::{self, Enqueued, Outgoing, Publisher};
 use crate::lsn::Lsn;
@@ -96,6 +96,9 @@ fn topics(cfg: &ValidConfig) -> Vec<String> {
         .map(|t| cfg.topic_for(&t.schema, &t.name))
         .collect();
     t.push(cfg.messages_topic());
+    if cfg.oversize == Oversize::DeadLetter {
+        t.push(cfg.capture_dead_letter_topic());
+    }
     t
 }
 
@@ -453,6 +456,10 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
                 .expect("json values serialize"),
         };
         let key = ev.kafka_key();
+        let size_bytes = payload.len() + key.as_ref().map_or(0, Vec::len);
+        if size_bytes > self.cfg.max_event_bytes {
+            return self.oversize(unit, ev, size_bytes, timestamp_ms).await;
+        }
         self.produce(unit, topic, key.as_deref(), Some(&payload), timestamp_ms)
             .await?;
         if self.cfg.envelope == Envelope::Debezium && ev.op == Op::Delete {
@@ -462,6 +469,44 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
         }
         self.events_total.increment(1);
         Ok(())
+    }
+
+    /// An event over `max_event_bytes`: refused, or (`oversize = "dead_letter"`) its position
+    /// and size (never its values or key) go to the capture dead-letter topic, acknowledged
+    /// like the event would have been, and the stream goes on.
+    async fn oversize(
+        &mut self,
+        unit: UnitId,
+        ev: &ChangeEvent,
+        size_bytes: usize,
+        timestamp_ms: i64,
+    ) -> Result<(), CaptureError> {
+        let table = format!("{}.{}", ev.source.schema, ev.source.table);
+        let max_event_bytes = self.cfg.max_event_bytes;
+        if self.cfg.oversize == Oversize::Fail {
+            return Err(CaptureError::Oversize {
+                table,
+                lsn: ev.source.lsn.to_string(),
+                size_bytes,
+                max_event_bytes,
+            });
+        }
+        tracing::warn!(table = %table, lsn = %ev.source.lsn, size_bytes, max_event_bytes,
+            "event over kafka.max_event_bytes sent to the capture dead-letter topic");
+        let record = serde_json::json!({
+            "reason": "oversize",
+            "table": table,
+            "op": ev.op,
+            "id": ev.id,
+            "lsn": ev.source.lsn.to_string(),
+            "commit_lsn": ev.source.commit_lsn.to_string(),
+            "size_bytes": size_bytes,
+            "max_event_bytes": max_event_bytes,
+        });
+        let payload = serde_json::to_vec(&record).expect("json values serialize");
+        let topic = self.cfg.capture_dead_letter_topic();
+        self.produce(unit, &topic, None, Some(&payload), timestamp_ms)
+            .await
     }
 
     async fn produce(

@@ -38,6 +38,8 @@ pub(crate) const DEFAULT_STATUS_INTERVAL_MS: u64 = 1_000;
 /// Default cap on events sent to Kafka but not yet acknowledged: bounds memory (each in-flight
 /// event is held by librdkafka) while keeping the producer's pipeline full.
 pub(crate) const DEFAULT_MAX_IN_FLIGHT_EVENTS: usize = 50_000;
+/// librdkafka's default `message.max.bytes`.
+const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
 /// Default partitions for topics driftless creates. Per-key order only needs one partition per
 /// key; 3 lets a consumer group of up to 3 sink workers share a table.
 pub(crate) const DEFAULT_PARTITIONS: i32 = 3;
@@ -157,6 +159,10 @@ pub(crate) struct KafkaConfig {
     pub(crate) envelope: Option<String>,
     /// Cap on events produced but not yet acknowledged.
     pub(crate) max_in_flight_events: Option<usize>,
+    /// Largest event (key and value) capture sends (default: `message.max.bytes`).
+    pub(crate) max_event_bytes: Option<usize>,
+    /// An event over `max_event_bytes`: `fail` (default) or `dead_letter`.
+    pub(crate) oversize: Option<String>,
     /// Raw librdkafka options (e.g. `security.protocol`). Idempotence and `acks=all` are set
     /// after these and cannot be turned off. Values of keys ending in `_env` name environment
     /// variables: `"sasl.password_env" = "KAFKA_PASSWORD"`.
@@ -239,6 +245,20 @@ pub(crate) enum Envelope {
     Debezium,
 }
 
+/// What capture does with an event larger than `kafka.max_event_bytes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Oversize {
+    /// Stop capture with a hint (nothing is skipped).
+    Fail,
+    /// Send its position and size (no values) to `{prefix}.dlq.capture` and go on.
+    DeadLetter,
+}
+
+impl Choice for Oversize {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("fail", Self::Fail), ("dead_letter", Self::DeadLetter)];
+}
+
 impl Choice for Envelope {
     const CHOICES: &'static [(&'static str, Self)] =
         &[("driftless", Self::Driftless), ("debezium", Self::Debezium)];
@@ -314,6 +334,10 @@ pub struct ValidConfig {
     pub(crate) envelope: Envelope,
     /// In-flight cap.
     pub(crate) max_in_flight_events: usize,
+    /// Largest event capture sends (key and value bytes).
+    pub(crate) max_event_bytes: usize,
+    /// What happens to a larger one.
+    pub(crate) oversize: Oversize,
     /// Raw librdkafka options (`*_env` keys not yet resolved).
     pub(crate) librdkafka: BTreeMap<String, String>,
     /// Checkpoint directory.
@@ -337,6 +361,11 @@ impl ValidConfig {
     /// Kafka topic for logical decoding messages (`pg_logical_emit_message`).
     pub(crate) fn messages_topic(&self) -> String {
         format!("{}.messages", self.topic_prefix)
+    }
+
+    /// The topic of events over `max_event_bytes` with `oversize = "dead_letter"`.
+    pub(crate) fn capture_dead_letter_topic(&self) -> String {
+        format!("{}.dlq.capture", self.topic_prefix)
     }
 }
 
@@ -365,7 +394,7 @@ const SOURCE_KEYS: &str = "url_env, url_file, slot, publication, tables, snapsho
                            snapshot_chunk_rows, status_interval_ms, heartbeat_interval_ms";
 /// The keys of `[kafka]`.
 const KAFKA_KEYS: &str = "brokers, topic_prefix, partitions, replication_factor, envelope, \
-                          max_in_flight_events, librdkafka";
+                          max_in_flight_events, max_event_bytes, oversize, librdkafka";
 
 impl SourceConfig {
     /// `url_env` or `url_file`: exactly one of them (none is only reported when `[source]` is
@@ -493,6 +522,35 @@ impl KafkaConfig {
     }
 }
 
+impl KafkaConfig {
+    /// `max_event_bytes` (default: the producer's `message.max.bytes`, librdkafka's default
+    /// 1,000,000; never above it) and `oversize`.
+    fn event_size(&self, p: &mut Problems) -> (usize, Oversize) {
+        let producer_max = match self.librdkafka.get("message.max.bytes") {
+            Some(v) => v.parse::<usize>().ok().unwrap_or_else(|| {
+                p.add(
+                    "kafka.librdkafka.\"message.max.bytes\"",
+                    "must be a whole number of bytes",
+                );
+                DEFAULT_MESSAGE_MAX_BYTES
+            }),
+            None => DEFAULT_MESSAGE_MAX_BYTES,
+        };
+        let max = self.max_event_bytes.unwrap_or(producer_max);
+        if max == 0 || max > producer_max {
+            p.add(
+                "kafka.max_event_bytes",
+                format!(
+                    "must be 1 to {producer_max} (the producer's message.max.bytes; raise \
+                     kafka.librdkafka.\"message.max.bytes\" and the topics' max.message.bytes \
+                     to send larger events)"
+                ),
+            );
+        }
+        (max, p.choice("kafka.oversize", self.oversize.as_deref()))
+    }
+}
+
 impl Config {
     /// `capture.metrics_listen`: an address, or `None` for `"off"`.
     fn metrics_listen(&self, p: &mut Problems) -> Option<std::net::SocketAddr> {
@@ -606,6 +664,7 @@ impl Config {
             1_000_000,
         );
         kafka.check_overrides(&mut p);
+        let (max_event_bytes, oversize) = kafka.event_size(&mut p);
 
         p.unknown("capture", &self.capture.extra, "state_dir, metrics_listen");
         let state_dir = self
@@ -639,6 +698,8 @@ impl Config {
             replication_factor,
             envelope,
             max_in_flight_events,
+            max_event_bytes,
+            oversize,
             librdkafka: kafka.librdkafka,
             state_dir,
             metrics_listen,
