@@ -24,9 +24,10 @@ pub(crate) mod two_way;
 mod validate;
 
 use sinks::{SinkConfig, ValidSink};
+pub(crate) use validate::is_secure_url;
 use validate::{
-    Choice, FieldPath, NOT_AN_ENV_NAME, Problems, is_env_name, is_http_url, is_simple_identifier,
-    parse_table, url_source,
+    Choice, FieldPath, NOT_AN_ENV_NAME, Problems, is_env_name, is_simple_identifier, parse_table,
+    url_problem, url_source,
 };
 
 /// Default number of rows fetched per round trip while snapshotting. 10k rows of typical CRM
