@@ -272,15 +272,24 @@ pub enum SecretSource {
 
 impl SecretSource {
     /// Reads the secret (trailing newline trimmed). The error names the variable or file, never
-    /// the value.
+    /// the value; a file readable by group or others is warned about (its path and mode).
     pub(crate) fn read(&self) -> Result<String, String> {
         match self {
             SecretSource::Env(name) => {
                 std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
             }
-            SecretSource::File(path) => std::fs::read_to_string(path)
-                .map(|s| s.trim_end().to_string())
-                .map_err(|e| format!("cannot read {}: {e}", path.display())),
+            SecretSource::File(path) => {
+                if let Some(mode) = crate::files::loose_permissions(path) {
+                    tracing::warn!(
+                        file = %path.display(),
+                        mode = format!("{mode:o}"),
+                        "secret file is readable by group or others; chmod 600 it"
+                    );
+                }
+                std::fs::read_to_string(path)
+                    .map(|s| s.trim_end().to_string())
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            }
         }
     }
 }

@@ -160,3 +160,16 @@ fn secret_librdkafka_options_are_only_accepted_from_the_environment() {
     let c = parse(&text).unwrap().validate().unwrap();
     assert_eq!(c.librdkafka["sasl.password_env"], "KAFKA_PASSWORD");
 }
+
+#[test]
+fn a_secret_file_is_read_whatever_its_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("url");
+    std::fs::write(&path, "postgres://u:p@h/db\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // Group- and world-readable: read (with a warning naming the file, see `files`).
+    let source = SecretSource::File(path.clone());
+    assert_eq!(source.read().unwrap(), "postgres://u:p@h/db");
+    assert_eq!(crate::files::loose_permissions(&path), Some(0o644));
+}
