@@ -6,13 +6,16 @@
 //! - it is written (temp file, fsync, rename, fsync dir) *before* Postgres is told the LSN it
 //!   holds, so the slot's `confirmed_flush_lsn` can never legitimately be ahead of it; when it
 //!   is, someone else moved the slot (or re-created it) and capture refuses to start;
-//! - the stored LSN never decreases within a phase.
+//! - the stored LSN never decreases within a phase;
+//! - the file is owner-only (mode 0600, [`crate::files`]).
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::files;
 use crate::lsn::Lsn;
 
 /// Life-cycle phase of a capture.
@@ -114,7 +117,15 @@ impl CheckpointStore {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| self.io(e))?;
         let tmp = self.path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(|e| self.io(e))?;
+        let mut f = files::private()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| self.io(e))?;
+        // A temp file left by an older version may predate the mode: it is ours, tighten it.
+        f.set_permissions(std::fs::Permissions::from_mode(files::PRIVATE_MODE))
+            .map_err(|e| self.io(e))?;
         let body = serde_json::to_vec_pretty(checkpoint).expect("checkpoint serializes");
         f.write_all(&body)
             .and_then(|_| f.sync_all())
@@ -157,6 +168,11 @@ mod tests {
         cp.flushed_lsn = Lsn(20);
         store.store(&cp).unwrap();
         assert_eq!(store.load().unwrap(), Some(cp));
+        let mode = std::fs::metadata(store.path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "owner only");
         store.remove().unwrap();
         assert_eq!(store.load().unwrap(), None);
     }

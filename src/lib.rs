@@ -24,7 +24,7 @@
 //!
 //! Layers point down (a test, `tests/layering.rs`, enforces it): `app` → `destinations` →
 //! `sync` → `sink` → `capture` → {`kafka`, `postgres`, `pgoutput`} → {`event`, `checkpoint`}
-//! → {`config`, `pgtype`, `error`, `lsn`}.
+//! → {`config`, `pgtype`, `error`, `lsn`} → `files`.
 //!
 //! | module | one sentence |
 //! |---|---|
@@ -43,6 +43,7 @@
 //! | [`pgtype`] | Postgres type identities shared by the catalog and value conversion |
 //! | [`error`] | the transient / poison / fatal classification and the one backoff |
 //! | [`lsn`] | log sequence numbers |
+//! | `files` | the files driftless creates (mode 0600) and the secret files it reads |
 
 pub mod app;
 pub mod capture;
@@ -52,6 +53,7 @@ pub mod config;
 pub mod destinations;
 pub mod error;
 pub mod event;
+pub(crate) mod files;
 pub mod kafka;
 pub mod lsn;
 pub mod pgoutput;

@@ -24,9 +24,10 @@ pub(crate) mod two_way;
 mod validate;
 
 use sinks::{SinkConfig, ValidSink};
+pub(crate) use validate::is_secure_url;
 use validate::{
-    Choice, FieldPath, Problems, is_env_name, is_http_url, is_simple_identifier, parse_table,
-    url_source,
+    Choice, FieldPath, NOT_AN_ENV_NAME, Problems, is_env_name, is_simple_identifier, parse_table,
+    url_problem, url_source,
 };
 
 /// Default number of rows fetched per round trip while snapshotting. 10k rows of typical CRM
@@ -165,7 +166,8 @@ pub(crate) struct KafkaConfig {
     pub(crate) oversize: Option<String>,
     /// Raw librdkafka options (e.g. `security.protocol`). Idempotence and `acks=all` are set
     /// after these and cannot be turned off. Values of keys ending in `_env` name environment
-    /// variables: `"sasl.password_env" = "KAFKA_PASSWORD"`.
+    /// variables: `"sasl.password_env" = "KAFKA_PASSWORD"`; secret-bearing options
+    /// (`SECRET_LIBRDKAFKA_KEYS`) are only accepted in that form.
     #[serde(default)]
     pub(crate) librdkafka: BTreeMap<String, String>,
     /// Unknown keys.
@@ -290,15 +292,24 @@ pub enum SecretSource {
 
 impl SecretSource {
     /// Reads the secret (trailing newline trimmed). The error names the variable or file, never
-    /// the value.
+    /// the value; a file readable by group or others is warned about (its path and mode).
     pub(crate) fn read(&self) -> Result<String, String> {
         match self {
             SecretSource::Env(name) => {
                 std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
             }
-            SecretSource::File(path) => std::fs::read_to_string(path)
-                .map(|s| s.trim_end().to_string())
-                .map_err(|e| format!("cannot read {}: {e}", path.display())),
+            SecretSource::File(path) => {
+                if let Some(mode) = crate::files::loose_permissions(path) {
+                    tracing::warn!(
+                        file = %path.display(),
+                        mode = format!("{mode:o}"),
+                        "secret file is readable by group or others; chmod 600 it"
+                    );
+                }
+                std::fs::read_to_string(path)
+                    .map(|s| s.trim_end().to_string())
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            }
         }
     }
 }
@@ -392,6 +403,21 @@ pub fn parse(text: &str) -> Result<Config, String> {
 /// The keys of `[source]`.
 const SOURCE_KEYS: &str = "url_env, url_file, slot, publication, tables, snapshot, \
                            snapshot_chunk_rows, status_interval_ms, heartbeat_interval_ms";
+/// The librdkafka options whose value is a secret: those librdkafka itself marks sensitive
+/// (it redacts them from its own logs), except the ones that hold no secret: file paths
+/// (`ssl.key.location`, `sasl.oauthbearer.assertion.private.key.file`: the file's permissions
+/// guard the key), the public CA certificate (`ssl.ca.pem`) and the SASL user name.
+const SECRET_LIBRDKAFKA_KEYS: &[&str] = &[
+    "sasl.password",
+    "sasl.oauthbearer.config",
+    "sasl.oauthbearer.client.secret",
+    "sasl.oauthbearer.assertion.private.key.passphrase",
+    "sasl.oauthbearer.assertion.private.key.pem",
+    "ssl.key.password",
+    "ssl.key.pem",
+    "ssl_key",
+    "ssl.keystore.password",
+];
 /// The keys of `[kafka]`.
 const KAFKA_KEYS: &str = "brokers, topic_prefix, partitions, replication_factor, envelope, \
                           max_in_flight_events, max_event_bytes, oversize, librdkafka";
@@ -501,10 +527,24 @@ impl KafkaConfig {
         }
     }
 
-    /// `librdkafka`: the options driftless sets itself cannot be overridden.
+    /// `librdkafka`: the options driftless sets itself cannot be overridden; a secret-bearing
+    /// option is only accepted as `"<key>_env" = "VAR"`; every `*_env` value is a variable name.
     fn check_overrides(&self, p: &mut Problems) {
-        for key in self.librdkafka.keys() {
-            let base = key.strip_suffix("_env").unwrap_or(key);
+        for (key, value) in &self.librdkafka {
+            let env = key.strip_suffix("_env");
+            if env.is_some() && !is_env_name(value) {
+                p.add(format!("kafka.librdkafka.\"{key}\""), NOT_AN_ENV_NAME);
+            }
+            if env.is_none() && SECRET_LIBRDKAFKA_KEYS.contains(&key.as_str()) {
+                p.add(
+                    format!("kafka.librdkafka.\"{key}\""),
+                    format!(
+                        "holds a secret, which never goes in the file: name the environment \
+                         variable holding it instead, \"{key}_env\" = \"VAR\""
+                    ),
+                );
+            }
+            let base = env.unwrap_or(key);
             let reason = match base {
                 "enable.idempotence" | "acks" | "request.required.acks" => {
                     "idempotence and acks=all are what make delivery safe"

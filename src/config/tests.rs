@@ -115,3 +115,61 @@ fn the_sink_ledgers_live_in_the_source_database_unless_state_names_another() {
     let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
     assert_eq!(paths, ["state.url_fil", "state.url_env"], "{problems:?}");
 }
+
+#[test]
+fn secret_librdkafka_options_are_only_accepted_from_the_environment() {
+    let text = format!(
+        "{GOOD}\n[kafka.librdkafka]\n\"sasl.password\" = \"hunter2\"\n\
+         \"ssl.key.password\" = \"k\"\n\"ssl.keystore.password\" = \"k\"\n\
+         \"sasl.oauthbearer.client.secret\" = \"s\"\n\"ssl.key.pem\" = \"-----BEGIN\"\n\
+         \"ssl_key\" = \"k\"\n\"sasl.username\" = \"driftless\"\n"
+    );
+    let problems = parse(&text).unwrap().validate().unwrap_err();
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "kafka.librdkafka.\"sasl.oauthbearer.client.secret\"",
+            "kafka.librdkafka.\"sasl.password\"",
+            "kafka.librdkafka.\"ssl.key.password\"",
+            "kafka.librdkafka.\"ssl.key.pem\"",
+            "kafka.librdkafka.\"ssl.keystore.password\"",
+            "kafka.librdkafka.\"ssl_key\"",
+        ]
+    );
+    assert!(
+        problems[1]
+            .message
+            .contains("\"sasl.password_env\" = \"VAR\""),
+        "{}",
+        problems[1].message
+    );
+    assert!(
+        problems.iter().all(|p| !p.message.contains("hunter2")),
+        "a problem never repeats the secret"
+    );
+
+    let text = format!(
+        "{GOOD}\n[kafka.librdkafka]\n\"sasl.password_env\" = \"KAFKA_PASSWORD\"\n\
+         \"ssl.key.password_env\" = \"not a name\"\n"
+    );
+    let problems = parse(&text).unwrap().validate().unwrap_err();
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["kafka.librdkafka.\"ssl.key.password_env\""]);
+    let text = format!("{GOOD}\n[kafka.librdkafka]\n\"sasl.password_env\" = \"KAFKA_PASSWORD\"\n");
+    let c = parse(&text).unwrap().validate().unwrap();
+    assert_eq!(c.librdkafka["sasl.password_env"], "KAFKA_PASSWORD");
+}
+
+#[test]
+fn a_secret_file_is_read_whatever_its_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("url");
+    std::fs::write(&path, "postgres://u:p@h/db\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // Group- and world-readable: read (with a warning naming the file, see `files`).
+    let source = SecretSource::File(path.clone());
+    assert_eq!(source.read().unwrap(), "postgres://u:p@h/db");
+    assert_eq!(crate::files::loose_permissions(&path), Some(0o644));
+}

@@ -15,8 +15,8 @@ use serde::Deserialize;
 use super::fields::FieldRule;
 use super::sinks::{SinkConfig, SinkKind};
 use super::{
-    Choice, Extra, FieldPath, Problems, SecretSource, TableName, is_env_name, is_http_url,
-    parse_table,
+    Choice, Extra, FieldPath, Problems, SecretSource, TableName, is_env_name, parse_table,
+    url_problem,
 };
 
 /// `[sinks.inbound]` as written.
@@ -406,18 +406,27 @@ impl InboundConfig {
         webhook_path: &str,
         p: &mut Problems,
     ) -> Option<Option<String>> {
-        match (&self.public_url, listen) {
-            (Some(u), _) if is_http_url(u) => Some(Some(u.clone())),
-            (Some(u), _) => {
+        let url = match (&self.public_url, listen) {
+            (Some(u), _) => u.clone(),
+            (None, Some(listen)) if zoho => format!("http://{listen}{webhook_path}"),
+            (None, _) if zoho => return None,
+            (None, _) => return Some(None),
+        };
+        match url_problem(&url) {
+            None => Some(Some(url)),
+            Some(problem) => {
+                let default = if self.public_url.is_none() {
+                    " (the default, from listen: set public_url to the https address of the \
+                     TLS proxy in front of the receiver)"
+                } else {
+                    ""
+                };
                 p.add(
                     at.at("inbound.public_url"),
-                    format!("{u:?} is not an http(s) URL with a host"),
+                    format!("{url:?}{default} {problem}"),
                 );
                 None
             }
-            (None, Some(listen)) if zoho => Some(Some(format!("http://{listen}{webhook_path}"))),
-            (None, _) if zoho => None,
-            (None, _) => Some(None),
         }
     }
 }

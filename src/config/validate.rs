@@ -42,6 +42,35 @@ pub(super) fn is_http_url(s: &str) -> bool {
     url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
 }
 
+/// Whether `url` may carry credentials or data: `https`, or plain `http` to a loopback host
+/// (127.0.0.0/8, `::1`, `localhost`: the emulators). The one rule for every CRM, token and
+/// webhook URL, at validation and for the `api_domain` a token endpoint answers.
+pub(crate) fn is_secure_url(url: &url::Url) -> bool {
+    match url.scheme() {
+        "https" => true,
+        "http" => match url.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+/// What is wrong with `s` as a CRM, token or webhook URL, if anything: not an http(s) URL with
+/// a host, or plain `http` to a host other than loopback.
+pub(super) fn url_problem(s: &str) -> Option<&'static str> {
+    if !is_http_url(s) {
+        return Some("must be an http(s) URL with a host");
+    }
+    let secure = url::Url::parse(s).is_ok_and(|u| is_secure_url(&u));
+    (!secure).then_some(
+        "must be https (plain http is only accepted for loopback hosts: 127.0.0.1, ::1, \
+         localhost); tokens and rows must not travel in clear",
+    )
+}
+
 /// The problem of a `*_env` field whose value is not a variable name.
 pub(super) const NOT_AN_ENV_NAME: &str = "must be an environment variable name ([A-Za-z0-9_]+)";
 

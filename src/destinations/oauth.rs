@@ -23,7 +23,8 @@
 //!
 //! Zoho answers the refresh with the `api_domain` of the account's data centre; it is kept
 //! ([`Credentials::api_domain`]) for the Zoho sink, which sends requests there unless its
-//! `base_url` pins another host.
+//! `base_url` pins another host. An `api_domain` that is plain http to a host other than
+//! loopback is fatal (the access token would travel in clear).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,8 +32,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::config::SecretSource;
 use crate::config::sinks::Auth;
+use crate::config::{SecretSource, is_secure_url};
 use crate::sink::SinkError;
 use crate::sink::http::{self, JsonResponse};
 
@@ -241,6 +242,9 @@ impl Credentials {
         let now = Instant::now();
         let (token, refresh_at, api_domain) = parse_token_response(status, &body, now)
             .map_err(|e| self.refresh_error(status, &body, e))?;
+        if let Some(domain) = &api_domain {
+            insecure_api_domain(domain)?;
+        }
         tracing::debug!(
             valid_s = refresh_at.saturating_duration_since(now).as_secs(),
             "OAuth access token refreshed"
@@ -346,6 +350,20 @@ impl Credentials {
     }
 }
 
+/// Fatal unless the `api_domain` of a token response is https (or loopback, the emulators):
+/// requests carrying the access token go there.
+fn insecure_api_domain(domain: &str) -> Result<(), SinkError> {
+    if url::Url::parse(domain).is_ok_and(|u| is_secure_url(&u)) {
+        return Ok(());
+    }
+    Err(SinkError::fatal(
+        "the OAuth token response names an api_domain that is not https; the access token \
+         would travel in clear",
+        "check that token_url is the token endpoint of the account's data centre (an https \
+         URL), and nothing in between rewrites its answers",
+    ))
+}
+
 /// Parses a token endpoint answer: `(token, refresh_at, api_domain)` or a value-free reason.
 fn parse_token_response(
     status: u16,
@@ -418,7 +436,7 @@ mod tests {
 
     async fn zoho_emulator() -> String {
         serve(zoho::router(zoho::Options {
-            api_domain: "http://api.example".into(),
+            api_domain: "http://127.0.0.1:9".into(),
             ..zoho::Options::default()
         }))
         .await
@@ -432,7 +450,7 @@ mod tests {
         let t1 = c.access_token(&client).await.unwrap();
         let t2 = c.clone().access_token(&client).await.unwrap();
         assert_eq!(t1, t2, "clones share the cache");
-        assert_eq!(c.api_domain().await.as_deref(), Some("http://api.example"));
+        assert_eq!(c.api_domain().await.as_deref(), Some("http://127.0.0.1:9"));
         c.invalidate("some other token").await;
         assert_eq!(c.access_token(&client).await.unwrap(), t1);
         c.invalidate(&t1).await;
@@ -462,5 +480,31 @@ mod tests {
             "X",
         );
         transient(unreachable.access_token(&client).await);
+    }
+
+    #[tokio::test]
+    async fn an_api_domain_over_plain_http_to_another_host_is_fatal() {
+        for (domain, ok) in [
+            ("https://www.zohoapis.eu", true),
+            ("http://localhost:8080", true),
+            ("http://[::1]:8080", true),
+            ("http://127.3.2.1", true),
+            ("http://www.zohoapis.eu", false),
+            ("http://10.0.0.1", false),
+            ("ftp://www.zohoapis.eu", false),
+            ("not a url", false),
+        ] {
+            assert_eq!(insecure_api_domain(domain).is_ok(), ok, "{domain}");
+        }
+        let base = serve(zoho::router(zoho::Options {
+            api_domain: "http://www.zohoapis.eu".into(),
+            ..zoho::Options::default()
+        }))
+        .await;
+        let c = creds(&base, "test-refresh-token");
+        let (message, hint) = fatal(c.access_token(&reqwest::Client::new()).await);
+        assert!(message.contains("api_domain"), "{message}");
+        assert!(hint.contains("token_url"), "{hint}");
+        assert_eq!(c.api_domain().await, None, "nothing cached");
     }
 }

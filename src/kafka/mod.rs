@@ -583,3 +583,28 @@ impl AckedPublisher for AckedProducer {
             .map_err(|(e, _)| e.into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_options_are_read_from_the_environment_and_a_missing_one_names_only_the_variable() {
+        let path = std::env::var("PATH").expect("PATH is set in tests");
+        let options = BTreeMap::from([("sasl.username_env".to_string(), "PATH".to_string())]);
+        let cfg = client_config("127.0.0.1:9092", &options).unwrap();
+        assert_eq!(cfg.get("sasl.username"), Some(path.as_str()));
+        assert_eq!(cfg.get("sasl.username_env"), None);
+
+        let options = BTreeMap::from([(
+            "sasl.password_env".to_string(),
+            "DRIFTLESS_TEST_UNSET_VARIABLE".to_string(),
+        )]);
+        let err = client_config("127.0.0.1:9092", &options).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "kafka option sasl.password: environment variable DRIFTLESS_TEST_UNSET_VARIABLE \
+             is not set"
+        );
+    }
+}

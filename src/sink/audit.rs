@@ -9,7 +9,8 @@
 //!   fsynced to the file) before the batch's offsets are stored, so a crash can repeat audit
 //!   records (at-least-once, like the changes) but never lose one;
 //! - to the topic (`{prefix}.audit` by default) records are keyed by the key hash, so one key's
-//!   history stays in one partition, in order.
+//!   history stays in one partition, in order;
+//! - the file, when driftless creates it, is owner-only (mode 0600, [`crate::files`]).
 
 use std::path::{Path, PathBuf};
 
@@ -277,7 +278,7 @@ async fn append_lines(path: &Path, lines: &[(&str, Vec<u8>)]) -> Result<(), Audi
         text.extend_from_slice(json);
         text.push(b'\n');
     }
-    let mut file = tokio::fs::OpenOptions::new()
+    let mut file = tokio::fs::OpenOptions::from(crate::files::private())
         .create(true)
         .append(true)
         .open(path)
@@ -382,5 +383,8 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[2]["correlation_id"], "t-1-7");
         assert_eq!(lines[1]["outcome"], "applied");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "owner only");
     }
 }

@@ -17,7 +17,7 @@ use super::fields::{FieldRule, Transform};
 use super::schedule::Schedule;
 use super::two_way::{self, InboundConfig, TwoWay};
 use super::{
-    Choice, Extra, FieldPath, Problems, SecretSource, TableName, is_http_url, parse_table,
+    Choice, Extra, FieldPath, Problems, SecretSource, TableName, parse_table, url_problem,
 };
 
 /// Default records per destination request: the batch cap of HubSpot and Zoho.
@@ -317,8 +317,8 @@ impl SinkConfig {
             .base_url
             .clone()
             .unwrap_or_else(|| default_base.to_string());
-        if crm && !is_http_url(&base_url) {
-            p.add(at.at("base_url"), "must be an http(s) URL");
+        if let Some(problem) = url_problem(&base_url).filter(|_| crm) {
+            p.add(at.at("base_url"), problem);
         }
         let on_delete = p.choice(at.at("on_delete"), self.on_delete.as_deref());
         let cap = if crm {
@@ -477,8 +477,10 @@ impl SinkConfig {
     /// The settings of `kind = "webhook"`.
     fn webhook(&self, at: &FieldPath, p: &mut Problems) -> Option<SinkKind> {
         let url = self.url.clone().unwrap_or_default();
-        if !is_http_url(&url) {
-            p.add(at.at("url"), "missing or not an http(s) URL");
+        if self.url.is_none() {
+            p.add(at.at("url"), "missing: the https URL events are sent to");
+        } else if let Some(problem) = url_problem(&url) {
+            p.add(at.at("url"), problem);
         }
         let secret = p.secret_env(at.at("secret_env"), self.secret_env.as_deref());
         let mode = p.choice(at.at("mode"), self.mode.as_deref());
@@ -612,8 +614,8 @@ impl OAuthConfig {
             .token_url
             .clone()
             .unwrap_or_else(|| default_token_url.to_string());
-        if !is_http_url(&token_url) {
-            p.add(at.at("oauth.token_url"), "must be an http(s) URL");
+        if let Some(problem) = url_problem(&token_url) {
+            p.add(at.at("oauth.token_url"), problem);
         }
         Some(Auth::OAuth {
             client_id: client_id?,

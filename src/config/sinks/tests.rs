@@ -108,7 +108,7 @@ fn zoho_two_way_needs_no_client_secret_and_defaults_public_url() {
             "zoho-leads",
             &format!(
                 "token_env = \"ZOHO_TOKEN\"\ndirection = \"both\"\n[sinks.inbound]\n\
-                 listen = \"0.0.0.0:8091\"\nwebhook_path = \"/hooks/zoho\"\n{inbound}\n\
+                 listen = \"127.0.0.1:8091\"\nwebhook_path = \"/hooks/zoho\"\n{inbound}\n\
                  [sinks.ownership]\n{ownership}\n\
                  [sinks.fields]\nid = \"External_Id\"\nemail = \"Email\"\n"
             ),
@@ -119,7 +119,7 @@ fn zoho_two_way_needs_no_client_secret_and_defaults_public_url() {
     assert_eq!(t.client_secret, None);
     assert_eq!(
         t.public_url.as_deref(),
-        Some("http://0.0.0.0:8091/hooks/zoho")
+        Some("http://127.0.0.1:8091/hooks/zoho")
     );
     assert_eq!(t.owner("email"), Owner::Crm);
     assert_eq!(t.on_crm_delete, OnCrmDelete::Ignore, "the default");
@@ -469,4 +469,86 @@ fn two_way_start_up_traps_are_refused_with_their_paths() {
         ),
         both("a_b", "", "email = \"email\""),
     ]);
+}
+
+#[test]
+fn crm_token_and_webhook_urls_must_be_https_unless_loopback() {
+    let crm = |kind: &str, base_url: &str, token_url: &str| {
+        let auth = format!("{}token_url = {token_url:?}\n", oauth("I", "S", "R"));
+        let lines = format!("base_url = {base_url:?}\n{auth}[sinks.fields]\nemail = \"email\"");
+        if kind == "hubspot" {
+            hubspot("crm", &lines)
+        } else {
+            zoho("crm", &lines)
+        }
+    };
+    // Loopback (the emulators) may be plain http; everything else must be https.
+    for url in [
+        "https://api.example.com",
+        "http://127.0.0.1:8081",
+        "http://127.9.9.9",
+        "http://[::1]:8081",
+        "http://localhost:8081",
+    ] {
+        let token_url = format!("{url}/oauth/token");
+        valid(&[crm("hubspot", url, &token_url), webhook("hook", url, "")]);
+        valid(&[crm("zoho", url, &token_url)]);
+    }
+    let problems = problems_at(
+        &[
+            crm("hubspot", "http://api.example.com", "http://10.0.0.1/token"),
+            crm(
+                "zoho",
+                "http://192.168.1.2",
+                "https://accounts.zoho.eu/oauth/v2/token",
+            ),
+            webhook("hook", "http://hooks.example.com/in", ""),
+            webhook("hook2", "http://0.0.0.0:9000/in", ""),
+        ],
+        &[
+            "sinks[0].oauth.token_url",
+            "sinks[0].base_url",
+            "sinks[1].name",
+            "sinks[1].base_url",
+            "sinks[2].url",
+            "sinks[3].url",
+        ],
+    );
+    assert!(
+        problems[1].message.contains("must be https"),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn a_crm_webhook_public_url_must_be_https_unless_loopback() {
+    let two_way = |listen: &str, inbound: &str| {
+        zoho(
+            "zoho-leads",
+            &format!(
+                "token_env = \"ZOHO_TOKEN\"\ndirection = \"both\"\n[sinks.inbound]\n\
+                 listen = {listen:?}\nwebhook_path = \"/hooks/zoho\"\n{inbound}\n\
+                 [sinks.fields]\nid = \"External_Id\"\nemail = \"Email\"\n"
+            ),
+        )
+    };
+    valid(&[two_way(
+        "0.0.0.0:8091",
+        "public_url = \"https://sync.example.com/hooks/zoho\"",
+    )]);
+    let problems = problems_at(
+        &[two_way("0.0.0.0:8091", "")],
+        &["sinks[0].inbound.public_url"],
+    );
+    assert!(
+        problems[0].message.contains("the default, from listen"),
+        "{problems:#?}"
+    );
+    problems_at(
+        &[two_way(
+            "127.0.0.1:8091",
+            "public_url = \"http://sync.example.com/hooks/zoho\"",
+        )],
+        &["sinks[0].inbound.public_url"],
+    );
 }
