@@ -115,3 +115,33 @@ fn the_sink_ledgers_live_in_the_source_database_unless_state_names_another() {
     let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
     assert_eq!(paths, ["state.url_fil", "state.url_env"], "{problems:?}");
 }
+
+#[test]
+fn an_audit_trail_needs_a_key_env() {
+    const SINK: &str = "\n[[sinks]]\nname = \"hook\"\nkind = \"webhook\"\n\
+        table = \"public.contacts\"\nurl = \"https://x.io/h\"\nsecret_env = \"HOOK_SECRET\"\n";
+    let problems = parse(&format!("{GOOD}{SINK}"))
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["audit.key_env"], "{problems:?}");
+    assert!(problems[0].message.contains("HMAC"), "{problems:?}");
+    let with = format!("{GOOD}\n[audit]\nkey_env = \"AUDIT_KEY\"\n{SINK}");
+    let c = parse(&with).unwrap().validate().unwrap();
+    assert_eq!(c.audit_key_env.as_deref(), Some("AUDIT_KEY"));
+    let off = format!("{GOOD}\n[audit]\nto = \"off\"\n{SINK}");
+    assert!(
+        parse(&off)
+            .unwrap()
+            .validate()
+            .unwrap()
+            .audit_key_env
+            .is_none()
+    );
+    let bad = format!("{GOOD}\n[audit]\nkey_env = \"not a name\"\n{SINK}");
+    let problems = parse(&bad).unwrap().validate().unwrap_err();
+    assert_eq!(problems[0].path, "audit.key_env", "{problems:?}");
+    // Without sinks there is no audit trail to key.
+    assert!(parse(GOOD).unwrap().validate().is_ok());
+}
