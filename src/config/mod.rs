@@ -617,6 +617,7 @@ impl Config {
         p.unknown("kafka", &kafka.extra, KAFKA_KEYS);
         let brokers = kafka.brokers(kafka_present, &mut p);
         let topic_prefix = kafka.topic_prefix(&mut p);
+        validate::table_topics(&source.tables, &topic_prefix, &mut p);
         let partitions = kafka.partitions.unwrap_or(DEFAULT_PARTITIONS);
         p.between("kafka.partitions", partitions, 1, 10_000);
         let replication_factor = kafka

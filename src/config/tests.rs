@@ -145,3 +145,38 @@ fn an_audit_trail_needs_a_key_env() {
     // Without sinks there is no audit trail to key.
     assert!(parse(GOOD).unwrap().validate().is_ok());
 }
+
+#[test]
+fn tables_that_cannot_name_a_kafka_topic_are_refused() {
+    let long = "a".repeat(63);
+    let table = |t: &str, prefix: &str| {
+        GOOD.replace(
+            "tables = [\"public.contacts\", \"public.companies\"]",
+            &format!("tables = [\"public.contacts\", \"public.companies\", {t:?}]"),
+        )
+        .replace(
+            "topic_prefix = \"driftless\"",
+            &format!("topic_prefix = {prefix:?}"),
+        )
+    };
+    let refused = |text: String| {
+        let problems = parse(&text).unwrap().validate().unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, "source.tables[2]", "{problems:?}");
+        problems[0].message.clone()
+    };
+    for name in ["public.kontakté", "public.price$list", "public.客户"] {
+        let m = refused(table(name, "driftless"));
+        assert!(m.contains("[A-Za-z0-9._-]"), "{name}: {m}");
+    }
+    // Spaces and over-long names are not even identifiers driftless accepts.
+    refused(table("public.my contacts", "driftless"));
+    refused(table(&format!("public.{}", "b".repeat(250)), "driftless"));
+    // 63 + 63 characters of names fit, but not after a 130-character prefix (250 in all).
+    let fits = table(&format!("{long}.{long}"), "driftless");
+    assert!(parse(&fits).unwrap().validate().is_ok());
+    let m = refused(table(&format!("{long}.{long}"), &"p".repeat(122)));
+    assert!(m.contains("250 characters, over Kafka's 249"), "{m}");
+    let at_limit = table(&format!("{long}.{long}"), &"p".repeat(121));
+    assert!(parse(&at_limit).unwrap().validate().is_ok());
+}
