@@ -576,6 +576,12 @@ mod tests {
             Err(AuditError::Key(m)) => assert!(m.contains("DRIFTLESS_TEST_UNSET_AUDIT_KEY"), "{m}"),
             _ => panic!("an unset variable is refused"),
         }
+        // A missing secret stops the worker (fatal), it is not retried.
+        let runner = crate::sink::runner::RunnerError::from(AuditError::Key("x".into()));
+        assert_eq!(
+            crate::error::Classify::class(&runner),
+            crate::error::ErrorClass::Fatal
+        );
         let off = AuditTrail::open(&AuditTo::Off, None, "", &Default::default()).unwrap();
         assert!(off.key_hash(RecordKey::Text("1")).is_none());
     }
