@@ -653,7 +653,6 @@ async fn poison_is_dead_lettered_then_replayed(
 /// The audit topic (`{prefix}.audit`) holds one record per applied change: every key of the
 /// workload at least once (by its hash), outcomes only `applied`/`rejected`, no keys or values.
 fn check_audit_topic(setup: &Setup, keys: i64) {
-    use sha2::{Digest, Sha256};
     let topic = format!("{}.audit", setup.prefix);
     let records = read_until_quiet(&topic, keys as usize, Duration::from_secs(60));
     let mut hashes = std::collections::BTreeSet::new();
@@ -672,8 +671,7 @@ fn check_audit_topic(setup: &Setup, keys: i64) {
         hashes.insert(v["key_hash"].as_str().unwrap().to_string());
     }
     for id in 1..=keys {
-        let key = format!("{{\"id\":{id}}}");
-        let hash = format!("sha256:{}", hex::encode(Sha256::digest(key.as_bytes())));
+        let hash = audit_hash(&id.to_string());
         assert!(hashes.contains(&hash), "key {id} has no audit record");
     }
 }

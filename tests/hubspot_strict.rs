@@ -31,7 +31,7 @@ impl Pipeline {
         let db = TestDb::new(tag).await;
         db.exec(
             "CREATE TABLE contacts (id bigint PRIMARY KEY, email text NOT NULL, \
-             first_name text NOT NULL, revenue text)",
+             first_name text NOT NULL, revenue text, born date)",
         )
         .await;
         let name = unique(tag).replace('_', "-");
@@ -144,6 +144,46 @@ async fn an_invalid_value_is_dead_lettered_and_the_rest_written_in_both_batch_mo
         );
         p.stop().await;
     }
+}
+
+/// A BC date and a year past 9999 in a `date` column mapped to HubSpot's `date_of_birth`: each
+/// row is dead-lettered as a mapping error whose reason carries no value (before, the BC date
+/// was cut to its first 10 characters and written as year 44 AD); the other rows are written.
+#[tokio::test(flavor = "multi_thread")]
+async fn bc_and_past_9999_dates_are_dead_lettered_never_shifted() {
+    let fields = "email = \"email\"\nfirst_name = \"firstname\"\nborn = \"date_of_birth\"";
+    let p = Pipeline::start("hubspot_bc_date", json!({}), fields).await;
+    p.db.exec(
+        "INSERT INTO contacts (id, email, first_name, born) VALUES \
+         (1, 'a@x.io', 'Ada', '1815-12-10'), (2, 'b@x.io', 'Bob', '0044-03-15 BC'), \
+         (3, 'c@x.io', 'Cy', '10000-01-01')",
+    )
+    .await;
+    let dlq = format!("{}.dlq.{}", p.setup.prefix, p.name);
+    let records = tokio::task::block_in_place(|| read_topic(&dlq, WAIT, |rs| rs.len() >= 2));
+    let mut ids: Vec<i64> = records
+        .iter()
+        .map(|r| r.json()["after"]["id"].as_i64().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, [2, 3]);
+    for r in &records {
+        assert_eq!(r.headers["driftless-error-category"], "MAPPING");
+        let message = &r.headers["driftless-error-message"];
+        assert!(message.contains("date_of_birth"), "{message}");
+        assert!(
+            !message.contains("0044") && !message.contains("10000"),
+            "no value in the reason: {message}"
+        );
+    }
+    p.named("a@x.io", "Ada").await;
+    // A later change of Ada arrives after both dead letters: the refused rows were never sent.
+    p.db.exec("UPDATE contacts SET first_name = 'Ada 2' WHERE id = 1")
+        .await;
+    p.named("a@x.io", "Ada 2").await;
+    let emails: Vec<String> = p.contacts().await.into_iter().map(|c| c.0).collect();
+    assert_eq!(emails, ["a@x.io"], "{emails:?}");
+    p.stop().await;
 }
 
 /// A row whose email has capitals (the mapping has no transform): the contact is created with

@@ -102,7 +102,7 @@ use crate::support::emulator::Emulator;
 use crate::support::kafka::read_topic;
 use crate::support::process::DriftlessProcess;
 use crate::support::wait::{WAIT, eventually};
-use crate::support::{replayed, repo_path, topic_len, unique};
+use crate::support::{audit_hash, replayed, repo_path, topic_len, unique};
 
 /// The `[[sinks]]` entry `name` of `driftless.example.toml`, as users copy it, renamed `as_name`
 /// and pointed at the emulator on `port` (its API and its token endpoint).
@@ -510,7 +510,7 @@ async fn a_zoho_delete_leaves_a_lead_the_sink_never_linked_alone() {
     p.db.exec("DELETE FROM contacts WHERE id = 1").await;
     // The delete's audit record says it was applied; only then is the lead's presence proof.
     let audit = format!("{}.audit", p.setup.prefix);
-    let key = format!("sha256:{}", hex::encode(key_digest(b"{\"id\":1}")));
+    let key = audit_hash("1");
     tokio::task::block_in_place(|| {
         read_topic(&audit, WAIT, |rs| {
             rs.iter()
@@ -659,7 +659,7 @@ async fn verify_finds_edits_and_deletes_behind_the_sinks_back_and_repair_fixes_t
                 >= 2
         })
     });
-    let bob_key = format!("sha256:{}", hex::encode(key_digest(b"{\"id\":2}")));
+    let (ada_key, bob_key) = (audit_hash("1"), audit_hash("2"));
     let hashes: Vec<Value> = repaired
         .iter()
         .map(|r| r.json())

@@ -9,7 +9,7 @@ use std::time::Duration;
 use driftless::config::schedule::Schedule;
 use driftless::event::ChangeEvent;
 use driftless::kafka::{AckedProducer, AckedPublisher, GroupConsumer};
-use driftless::sink::audit::AuditTrail;
+use driftless::sink::audit::{AuditTrail, KeyHasher, RecordKey};
 use driftless::sink::batch::Batch;
 use driftless::sink::runner::{Outputs, RunnerConfig, Stats, run};
 use driftless::sink::{Outcome, Rejected, Sink, SinkError};
@@ -258,7 +258,10 @@ async fn poison_records_go_to_the_dead_letter_topic_and_others_continue() {
         Duration::from_secs(60),
         |b| applied_keys(b) == 2,
         |_| {},
-        AuditTrail::File(audit_path.clone()),
+        AuditTrail::File {
+            path: audit_path.clone(),
+            hasher: KeyHasher::new(b"sink-test-secret"),
+        },
     )
     .await;
     assert_eq!(stats.dead_letters, 2);
@@ -285,6 +288,14 @@ async fn poison_records_go_to_the_dead_letter_topic_and_others_continue() {
         ]
     );
     assert!(!audit.contains("\"id\":"), "no keys or values: {audit}");
+    // Key 3 is hashed in its canonical form (the text two-way sync names the row by).
+    let key3 = KeyHasher::new(b"sink-test-secret").hash(RecordKey::Text("3"));
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains(&key3) && l.contains("VALIDATION_ERROR")),
+        "{audit}"
+    );
     let dlq = read_n(&t.dlq, 2, Duration::from_secs(30));
     assert_eq!(dlq.len(), 2);
     let mut categories: Vec<&str> = dlq

@@ -96,6 +96,17 @@ lifecycle = "hubspot"
         "{fields:?}"
     );
     assert!(conflicts.iter().all(|c| c["crm_at"].is_string()));
+    // Keyed by the canonical key form every audit record uses (a sink's record of row 1 carries
+    // the same hash), under the secret of `[audit] key_env`.
+    let mut keys: Vec<&str> = conflicts
+        .iter()
+        .map(|c| c["key_hash"].as_str().unwrap())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let mut expected = [audit_hash("1"), audit_hash("2")];
+    expected.sort();
+    assert_eq!(keys, expected);
     assert!(
         !audit.contains("PgAda") && !audit.contains("hs1@"),
         "no values"

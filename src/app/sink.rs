@@ -245,7 +245,12 @@ async fn run_worker(
 ) -> Result<Stats, WorkerError> {
     let outputs = Outputs {
         dead_letters: AckedProducer::new(&cfg.brokers, &cfg.librdkafka)?,
-        audit: AuditTrail::open(&cfg.audit, &cfg.brokers, &cfg.librdkafka)?,
+        audit: AuditTrail::open(
+            &cfg.audit,
+            cfg.audit_key_env.as_deref(),
+            &cfg.brokers,
+            &cfg.librdkafka,
+        )?,
     };
     let mut topics = vec![runner_cfg.dead_letter_topic.clone()];
     topics.extend(outputs.audit.topic().map(str::to_string));

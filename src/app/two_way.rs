@@ -134,7 +134,12 @@ pub(crate) async fn prepare(
     let inbox = Inbox::open(&params, &sink.name)
         .await
         .map_err(|e| WorkerError::from(engine::store_failed(e)))?;
-    let audit = AuditTrail::open(&cfg.audit, &cfg.brokers, &cfg.librdkafka)?;
+    let audit = AuditTrail::open(
+        &cfg.audit,
+        cfg.audit_key_env.as_deref(),
+        &cfg.brokers,
+        &cfg.librdkafka,
+    )?;
     // The inbound half dead-letters into the sink's topic from its first batch on.
     let dead_letter_topic = dead_letter_topic(cfg, &sink.name);
     kafka::ensure_topics(

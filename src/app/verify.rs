@@ -81,10 +81,17 @@ async fn compare(
     let (report, repaired) = verified;
     if repair && !report.repairs.is_empty() {
         let run = format!("verify-{name}-{}", chrono::Utc::now().timestamp_millis());
-        let records = audit::repairs(name, &sink.table.to_string(), &report, &repaired, &run);
-        AuditTrail::open(&cfg.audit, &cfg.brokers, &cfg.librdkafka)?
-            .write(&records)
-            .await?;
+        let trail = AuditTrail::open(
+            &cfg.audit,
+            cfg.audit_key_env.as_deref(),
+            &cfg.brokers,
+            &cfg.librdkafka,
+        )?;
+        if let Some(hasher) = trail.hasher() {
+            let table = sink.table.to_string();
+            let records = audit::repairs(hasher, name, &table, &report, &repaired, &run);
+            trail.write(&records).await?;
+        }
     }
     let left = remaining(&report, repair, &repaired);
     metrics::gauge!("driftless_sink_drift_records", "sink" => name.to_string()).set(left as f64);

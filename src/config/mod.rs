@@ -208,6 +208,9 @@ pub(crate) struct AuditConfig {
     pub(crate) topic: Option<String>,
     /// JSON-lines file when `to = "file"`.
     pub(crate) path: Option<PathBuf>,
+    /// Environment variable holding the secret the key hashes are keyed with (HMAC-SHA-256);
+    /// required when sinks write an audit trail.
+    pub(crate) key_env: Option<String>,
     /// Unknown keys.
     #[serde(flatten)]
     pub(crate) extra: Extra,
@@ -359,6 +362,8 @@ pub struct ValidConfig {
     pub(crate) sinks: Vec<ValidSink>,
     /// The sinks' audit trail.
     pub(crate) audit: AuditTo,
+    /// Environment variable holding the audit key hashes' secret (set when the trail is on).
+    pub(crate) audit_key_env: Option<String>,
     /// The database of the sinks' ledgers (`[state]`, else the source's).
     pub(crate) state_url: SecretSource,
 }
@@ -637,6 +642,29 @@ impl Config {
         }
     }
 
+    /// `[audit] key_env`: required when sinks write an audit trail (the key hashes are keyed
+    /// with its secret); a variable name, not the secret.
+    fn audit_key_env(&self, audit: &AuditTo, p: &mut Problems) -> Option<String> {
+        let on = *audit != AuditTo::Off && !self.sinks.is_empty();
+        match &self.audit.key_env {
+            Some(name) if !is_env_name(name) => {
+                p.add("audit.key_env", validate::NOT_AN_ENV_NAME);
+                None
+            }
+            Some(name) => Some(name.clone()),
+            None if on => {
+                p.add(
+                    "audit.key_env",
+                    "missing: the environment variable holding the secret audit key hashes are \
+                     keyed with (HMAC-SHA-256), required while the audit trail is on \
+                     (or set audit.to = \"off\")",
+                );
+                None
+            }
+            None => None,
+        }
+    }
+
     /// Checks every field; pure. Returns all problems, each with its field path.
     pub fn validate(&self) -> Result<ValidConfig, Vec<Problem>> {
         let mut p = Problems(Vec::new());
@@ -687,6 +715,7 @@ impl Config {
         p.unknown("kafka", &kafka.extra, KAFKA_KEYS);
         let brokers = kafka.brokers(kafka_present, &mut p);
         let topic_prefix = kafka.topic_prefix(&mut p);
+        validate::table_topics(&source.tables, &topic_prefix, &mut p);
         let partitions = kafka.partitions.unwrap_or(DEFAULT_PARTITIONS);
         p.between("kafka.partitions", partitions, 1, 10_000);
         let replication_factor = kafka
@@ -715,8 +744,9 @@ impl Config {
         let metrics_listen = self.metrics_listen(&mut p);
 
         let sinks = sinks::validate(&self.sinks, &tables, &mut p);
-        p.unknown("audit", &self.audit.extra, "to, topic, path");
+        p.unknown("audit", &self.audit.extra, "to, topic, path, key_env");
         let audit = self.audit_to(&topic_prefix, &mut p);
+        let audit_key_env = self.audit_key_env(&audit, &mut p);
         p.unknown("state", &self.state.extra, "url_env, url_file");
         // None: the ledgers live in the source database.
         let state_url = url_source("state", &self.state.url_env, &self.state.url_file, &mut p);
@@ -746,6 +776,7 @@ impl Config {
             state_url: state_url.unwrap_or_else(|| source_url.expect("checked above")),
             sinks,
             audit,
+            audit_key_env,
         })
     }
 }

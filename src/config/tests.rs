@@ -173,3 +173,68 @@ fn a_secret_file_is_read_whatever_its_mode() {
     assert_eq!(source.read().unwrap(), "postgres://u:p@h/db");
     assert_eq!(crate::files::loose_permissions(&path), Some(0o644));
 }
+
+#[test]
+fn an_audit_trail_needs_a_key_env() {
+    const SINK: &str = "\n[[sinks]]\nname = \"hook\"\nkind = \"webhook\"\n\
+        table = \"public.contacts\"\nurl = \"https://x.io/h\"\nsecret_env = \"HOOK_SECRET\"\n";
+    let problems = parse(&format!("{GOOD}{SINK}"))
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["audit.key_env"], "{problems:?}");
+    assert!(problems[0].message.contains("HMAC"), "{problems:?}");
+    let with = format!("{GOOD}\n[audit]\nkey_env = \"AUDIT_KEY\"\n{SINK}");
+    let c = parse(&with).unwrap().validate().unwrap();
+    assert_eq!(c.audit_key_env.as_deref(), Some("AUDIT_KEY"));
+    let off = format!("{GOOD}\n[audit]\nto = \"off\"\n{SINK}");
+    assert!(
+        parse(&off)
+            .unwrap()
+            .validate()
+            .unwrap()
+            .audit_key_env
+            .is_none()
+    );
+    let bad = format!("{GOOD}\n[audit]\nkey_env = \"not a name\"\n{SINK}");
+    let problems = parse(&bad).unwrap().validate().unwrap_err();
+    assert_eq!(problems[0].path, "audit.key_env", "{problems:?}");
+    // Without sinks there is no audit trail to key.
+    assert!(parse(GOOD).unwrap().validate().is_ok());
+}
+
+#[test]
+fn tables_that_cannot_name_a_kafka_topic_are_refused() {
+    let long = "a".repeat(63);
+    let table = |t: &str, prefix: &str| {
+        GOOD.replace(
+            "tables = [\"public.contacts\", \"public.companies\"]",
+            &format!("tables = [\"public.contacts\", \"public.companies\", {t:?}]"),
+        )
+        .replace(
+            "topic_prefix = \"driftless\"",
+            &format!("topic_prefix = {prefix:?}"),
+        )
+    };
+    let refused = |text: String| {
+        let problems = parse(&text).unwrap().validate().unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, "source.tables[2]", "{problems:?}");
+        problems[0].message.clone()
+    };
+    for name in ["public.kontakté", "public.price$list", "public.客户"] {
+        let m = refused(table(name, "driftless"));
+        assert!(m.contains("[A-Za-z0-9._-]"), "{name}: {m}");
+    }
+    // Spaces and over-long names are not even identifiers driftless accepts.
+    refused(table("public.my contacts", "driftless"));
+    refused(table(&format!("public.{}", "b".repeat(250)), "driftless"));
+    // 63 + 63 characters of names fit, but not after a 130-character prefix (250 in all).
+    let fits = table(&format!("{long}.{long}"), "driftless");
+    assert!(parse(&fits).unwrap().validate().is_ok());
+    let m = refused(table(&format!("{long}.{long}"), &"p".repeat(122)));
+    assert!(m.contains("250 characters, over Kafka's 249"), "{m}");
+    let at_limit = table(&format!("{long}.{long}"), &"p".repeat(121));
+    assert!(parse(&at_limit).unwrap().validate().is_ok());
+}

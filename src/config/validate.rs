@@ -34,6 +34,47 @@ pub(super) fn parse_table(s: &str) -> Option<TableName> {
     })
 }
 
+/// The longest Kafka topic name.
+const MAX_TOPIC_CHARS: usize = 249;
+
+/// Why `topic` is not a legal Kafka topic name (1-249 characters of `[A-Za-z0-9._-]`, not `.`
+/// or `..`), or None.
+fn topic_name_problem(topic: &str) -> Option<String> {
+    if let Some(c) = topic
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._-".contains(*c)))
+    {
+        return Some(format!(
+            "a Kafka topic name may only use [A-Za-z0-9._-], not {c:?}"
+        ));
+    }
+    if topic.len() > MAX_TOPIC_CHARS {
+        return Some(format!(
+            "its topic name would be {} characters, over Kafka's {MAX_TOPIC_CHARS}",
+            topic.len()
+        ));
+    }
+    None
+}
+
+/// `source.tables[i]`: each table's topic, `{prefix}.{schema}.{table}`, must be a legal Kafka
+/// topic name (topic creation would fail at run time). Entries that are not `schema.table` are
+/// reported by the table check, not here.
+pub(super) fn table_topics(tables: &[String], prefix: &str, p: &mut Problems) {
+    for (i, t) in tables.iter().enumerate() {
+        let Some(name) = parse_table(t) else {
+            continue;
+        };
+        let topic = format!("{prefix}.{}.{}", name.schema, name.name);
+        if let Some(why) = topic_name_problem(&topic) {
+            p.add(
+                format!("source.tables[{i}]"),
+                format!("{t:?} cannot be streamed to Kafka: {why}"),
+            );
+        }
+    }
+}
+
 pub(super) fn is_env_name(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }

@@ -10,6 +10,9 @@
 //!   `datetime` properties as epoch milliseconds of the instant;
 //! - a value that cannot be mapped (an enumeration value without a mapping, an unparsable date)
 //!   is a [`MappingError`], which the runner treats as poison (dead letter), never a silent drop;
+//! - a date or datetime into a CRM date field must fall in years 1-9999 AD ([`crm_date`],
+//!   [`in_crm_years`]): a Postgres BC date, `infinity` or a later year (which capture keeps as
+//!   text) is a [`MappingError`], never cut or shifted into another date;
 //! - [`check_schema`] reports every problem at once: unknown property, read-only property,
 //!   incompatible type, enumeration value that is not an option, `id_property` not unique.
 
@@ -145,19 +148,43 @@ pub(crate) fn rule_text(rule: &FieldRule, v: &Value) -> Result<String, MappingEr
     Ok(s)
 }
 
+/// Whether a year fits a CRM date field (1-9999 AD: what both CRMs' date formats can write).
+pub(crate) fn in_crm_years(year: i32) -> bool {
+    (1..=9999).contains(&year)
+}
+
+/// The calendar date of a date or timestamp text as capture writes it: `YYYY-MM-DD`, alone or
+/// followed by a time (`T...` or ` ...`). None for BC dates (`0044-03-15 BC`), `infinity`, years
+/// outside 1-9999 and anything else: never a date cut out of a text that means another one.
+pub(crate) fn crm_date(s: &str) -> Option<chrono::NaiveDate> {
+    let s = s.trim();
+    let b = s.as_bytes();
+    let shaped = b.len() >= 10 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-';
+    let rest = s.get(10..)?;
+    if !shaped || !(rest.is_empty() || rest.starts_with(['T', ' '])) || s.ends_with("BC") {
+        return None;
+    }
+    let day = chrono::NaiveDate::parse_from_str(&s[..10], "%Y-%m-%d").ok()?;
+    in_crm_years(chrono::Datelike::year(&day)).then_some(day)
+}
+
 fn epoch_ms_of_date(s: &str) -> Option<i64> {
-    let day = chrono::NaiveDate::parse_from_str(s.get(..10)?, "%Y-%m-%d").ok()?;
+    let day = crm_date(s)?;
     Some(day.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
 }
 
 fn epoch_ms_of_datetime(s: &str) -> Option<i64> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Some(t.timestamp_millis());
-    }
-    // timestamp without time zone: taken as UTC.
-    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
-        .ok()
-        .map(|t| t.and_utc().timestamp_millis())
+    use chrono::Datelike as _;
+    let utc = if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        in_crm_years(t.year()).then_some(())?;
+        t.to_utc()
+    } else {
+        // timestamp without time zone: taken as UTC.
+        chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+            .ok()?
+            .and_utc()
+    };
+    in_crm_years(utc.year()).then(|| utc.timestamp_millis())
 }
 
 /// Maps a row to properties. `schema` (when known) selects date/datetime encodings.
@@ -286,6 +313,58 @@ mod tests {
     use super::*;
     use crate::sink::test_support::{assert_problem_paths, mapped_rule};
     use serde_json::json;
+
+    #[test]
+    fn bc_and_out_of_range_dates_are_refused_never_shifted() {
+        let rules = [
+            FieldRule::new("birthday", "birthday"),
+            FieldRule::new("seen_at", "seen_at"),
+        ];
+        let refused = |column: &str, value: &str| {
+            let row = json!({ column: value });
+            let err = to_properties(&rules, &schema(), row.as_object().unwrap()).unwrap_err();
+            assert!(
+                matches!(err, MappingError::BadDate { .. }),
+                "{value}: {err}"
+            );
+            assert!(
+                !err.to_string().contains(value),
+                "no value in the reason: {err}"
+            );
+        };
+        for date in [
+            "0044-03-15 BC",
+            "4713-01-01 BC",
+            "10000-01-01",
+            "infinity",
+            "-infinity",
+            "2024-03-01 BC",
+            "2024-03-01junk",
+        ] {
+            refused("birthday", date);
+        }
+        for time in [
+            "0044-03-15 12:00:00+00 BC",
+            "10000-01-01 00:00:00+00",
+            "10000-01-01T00:00:00",
+            "9999-12-31T23:00:00-05:00",
+            "infinity",
+        ] {
+            refused("seen_at", time);
+        }
+        assert_eq!(
+            crm_date("0001-01-01"),
+            chrono::NaiveDate::from_ymd_opt(1, 1, 1)
+        );
+        assert_eq!(
+            crm_date("2024-03-01T12:34:56.123456Z"),
+            chrono::NaiveDate::from_ymd_opt(2024, 3, 1)
+        );
+        let row = json!({"birthday": "9999-12-31", "seen_at": "9999-12-31T23:59:59Z"});
+        let props = to_properties(&rules, &schema(), row.as_object().unwrap()).unwrap();
+        assert_eq!(props["birthday"], "253402214400000");
+        assert_eq!(props["seen_at"], "253402300799000");
+    }
 
     fn prop(name: &str, kind: PropertyType) -> (String, Property) {
         let p = Property {

@@ -90,6 +90,7 @@ impl Classify for RunnerError {
         match self {
             RunnerError::Kafka(e) => e.class(),
             RunnerError::Sink(e) => e.class(),
+            RunnerError::Audit(AuditError::Key(_)) => ErrorClass::Fatal,
             RunnerError::Audit(_) => ErrorClass::Transient,
         }
     }
@@ -281,14 +282,17 @@ async fn accept<D: AckedPublisher>(
             const CATEGORY: &str = "MALFORMED_EVENT";
             let reason = format!("not a driftless change event: {e}");
             dead_letter(cfg, &outputs.dead_letters, &record, CATEGORY, &reason).await?;
-            let audit = audit::unparsable(
-                &cfg.name,
-                &record.topic,
-                record.key.as_deref(),
-                at,
-                CATEGORY,
-            );
-            outputs.audit.write(&[audit]).await?;
+            if let Some(hasher) = outputs.audit.hasher() {
+                let audit = audit::unparsable(
+                    hasher,
+                    &cfg.name,
+                    &record.topic,
+                    record.key.as_deref(),
+                    at,
+                    CATEGORY,
+                );
+                outputs.audit.write(&[audit]).await?;
+            }
             stats.dead_letters += 1;
             batcher.skip(at, Instant::now());
         }
@@ -362,10 +366,10 @@ async fn flush<S: Sink, C: Subscription, D: AckedPublisher>(
             return Ok(());
         };
         dead_letter_rejected(cfg, &outputs.dead_letters, &batch, &outcome.rejected, stats).await?;
-        outputs
-            .audit
-            .write(&audit::records(&cfg.name, &cfg.topic, &batch, &outcome))
-            .await?;
+        if let Some(hasher) = outputs.audit.hasher() {
+            let records = audit::records(hasher, &cfg.name, &cfg.topic, &batch, &outcome);
+            outputs.audit.write(&records).await?;
+        }
         rejected += outcome.rejected.len();
         stats.batches += 1;
     }

@@ -9,8 +9,8 @@
 //!   not map back to its column; its ledger row is not written, so nothing claims both sides
 //!   agree, and a later CRM edit of the record brings it again;
 //! - a dead letter carries no value and no payload: headers name the reason (category), the
-//!   SQLSTATE, the sink, the CRM id, a hash of the record key and the column or constraint when
-//!   known (a replay of the dead-letter topic skips these empty records);
+//!   SQLSTATE, the sink, the CRM id, the audit trail's keyed hash of the record key (when the
+//!   trail is on) and the column or constraint when known (a replay of the dead-letter topic skips these empty records);
 //! - every dead letter is acknowledged by Kafka, logged (without values), written to the audit
 //!   trail (`kind = "inbound_rejected"`) and counted
 //!   (`driftless_sync_inbound_dead_letters_total`) before the inbound batch counts as done.
@@ -21,7 +21,6 @@ use serde::Serialize;
 use crate::error::{Classify, ErrorClass};
 use crate::kafka::{AckedProducer, AckedPublisher, KafkaFailure};
 use crate::sink::SinkError;
-use crate::sink::audit::key_hash;
 use crate::sync::store::Refusal;
 
 /// Category of a record whose values Postgres refused (SQLSTATE class 22).
@@ -77,11 +76,6 @@ impl Skipped {
         }
     }
 
-    /// The hash of the record key (`sha256:...`), when there is a key.
-    pub(crate) fn key_hash(&self) -> Option<String> {
-        self.key.as_ref().map(|k| key_hash(k.as_bytes()))
-    }
-
     /// The dead letter's message: what was refused, by names only.
     fn message(&self) -> String {
         let mut text = match &self.sqlstate {
@@ -116,8 +110,8 @@ pub(crate) struct SkippedRecord<'a> {
 }
 
 impl<'a> SkippedRecord<'a> {
-    pub(crate) fn new(sink: &'a str, s: &'a Skipped) -> Self {
-        let key_hash = s.key_hash();
+    /// The audit record of `s`; `key_hash` is the audit hash of its record key, if any.
+    pub(crate) fn new(sink: &'a str, s: &'a Skipped, key_hash: Option<String>) -> Self {
         SkippedRecord {
             time: Utc::now().to_rfc3339(),
             sink,
@@ -148,9 +142,15 @@ impl DeadLetters {
         DeadLetters { topic, producer }
     }
 
-    /// Sends one dead letter; resolves once Kafka acknowledged it.
-    pub(crate) async fn send(&self, sink: &str, s: &Skipped) -> Result<(), SinkError> {
-        publish(&self.producer, &self.topic, sink, s)
+    /// Sends one dead letter (`key_hash`: the audit hash of its record key, if any); resolves
+    /// once Kafka acknowledged it.
+    pub(crate) async fn send(
+        &self,
+        sink: &str,
+        s: &Skipped,
+        key_hash: Option<&str>,
+    ) -> Result<(), SinkError> {
+        publish(&self.producer, &self.topic, sink, s, key_hash)
             .await
             .map_err(|e| match e.class() {
                 ErrorClass::Fatal => SinkError::fatal(
@@ -166,7 +166,7 @@ impl DeadLetters {
 }
 
 /// The headers of a dead letter (the one-way runner's names where they mean the same).
-fn headers(sink: &str, s: &Skipped) -> Vec<(&'static str, String)> {
+fn headers(sink: &str, s: &Skipped, key_hash: Option<&str>) -> Vec<(&'static str, String)> {
     let mut h = vec![
         ("driftless-source", "crm".to_string()),
         ("driftless-error-category", s.category.to_string()),
@@ -175,7 +175,7 @@ fn headers(sink: &str, s: &Skipped) -> Vec<(&'static str, String)> {
     ];
     let optional = [
         ("driftless-crm-id", s.crm_id.clone()),
-        ("driftless-key-hash", s.key_hash()),
+        ("driftless-key-hash", key_hash.map(str::to_string)),
         ("driftless-sqlstate", s.sqlstate.clone()),
         ("driftless-column", s.column.clone()),
         ("driftless-constraint", s.constraint.clone()),
@@ -189,8 +189,9 @@ async fn publish<P: AckedPublisher>(
     topic: &str,
     sink: &str,
     s: &Skipped,
+    key_hash: Option<&str>,
 ) -> Result<(), KafkaFailure> {
-    let headers = headers(sink, s);
+    let headers = headers(sink, s, key_hash);
     let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
     publisher
         .send(topic, s.crm_id.as_deref().map(str::as_bytes), None, &refs)
@@ -215,29 +216,33 @@ mod tests {
         assert_eq!(s.category, INTEGRITY_VIOLATION);
         let s = Skipped::refused(Some("901".into()), Some("7".into()), refusal("22P02"));
         assert_eq!(s.category, DATA_EXCEPTION);
-        assert_eq!(s.key_hash(), Some(key_hash(b"7")));
     }
 
     #[test]
     fn dead_letters_name_the_refusal_and_carry_no_key_or_value() {
         let mut s = Skipped::refused(Some("901".into()), Some("7".into()), refusal("22P02"));
         s.column = Some("revenue".into());
-        let h: std::collections::BTreeMap<_, _> = headers("hs", &s).into_iter().collect();
+        let h: std::collections::BTreeMap<_, _> = headers("hs", &s, Some("hmac-sha256:ab"))
+            .into_iter()
+            .collect();
         assert_eq!(h["driftless-sqlstate"], "22P02");
         assert_eq!(h["driftless-error-category"], DATA_EXCEPTION);
         assert_eq!(h["driftless-crm-id"], "901");
         assert_eq!(h["driftless-column"], "revenue");
-        assert_eq!(h["driftless-key-hash"], key_hash(b"7"));
+        assert_eq!(h["driftless-key-hash"], "hmac-sha256:ab");
         assert!(
             h["driftless-error-message"].contains("22P02")
                 && h["driftless-error-message"].contains("revenue")
         );
-        let audit = serde_json::to_value(SkippedRecord::new("hs", &s)).unwrap();
+        let audit =
+            serde_json::to_value(SkippedRecord::new("hs", &s, Some("hmac-sha256:ab".into())))
+                .unwrap();
         assert_eq!(audit["kind"], "inbound_rejected");
         assert_eq!(audit["sqlstate"], "22P02");
         assert!(audit.get("audit_key").is_none());
         let unmappable = Skipped::unmappable("902", None, "lifecycle");
-        let h: std::collections::BTreeMap<_, _> = headers("hs", &unmappable).into_iter().collect();
+        let h: std::collections::BTreeMap<_, _> =
+            headers("hs", &unmappable, None).into_iter().collect();
         assert_eq!(h["driftless-error-category"], UNMAPPABLE_VALUE);
         assert!(!h.contains_key("driftless-sqlstate") && !h.contains_key("driftless-key-hash"));
     }

@@ -50,7 +50,7 @@ use crate::config::fields::FieldRule;
 use crate::config::two_way::TwoWay;
 use crate::error::{Classify, ErrorClass};
 use crate::sink::SinkError;
-use crate::sink::audit::{AuditTrail, key_hash};
+use crate::sink::audit::{AuditTrail, RecordKey};
 use crate::sink::crm::CrmWrites;
 use crate::sink::mapping::Property;
 use crate::sync::dead_letter::{DeadLetters, Skipped, SkippedRecord};
@@ -369,19 +369,29 @@ impl Context {
         if skipped.is_empty() {
             return Ok(());
         }
-        for s in skipped {
-            self.dead_letters.send(&self.sink, s).await?;
+        let hashes: Vec<Option<String>> = skipped
+            .iter()
+            .map(|s| {
+                let key = s.key.as_deref()?;
+                self.audit.key_hash(RecordKey::Text(key))
+            })
+            .collect();
+        for (s, key_hash) in skipped.iter().zip(&hashes) {
+            self.dead_letters
+                .send(&self.sink, s, key_hash.as_deref())
+                .await?;
             tracing::warn!(sink = %self.sink, category = s.category,
                 sqlstate = s.sqlstate.as_deref().unwrap_or_default(),
                 column = s.column.as_deref().unwrap_or_default(),
                 constraint = s.constraint.as_deref().unwrap_or_default(),
                 crm_id = s.crm_id.as_deref().unwrap_or_default(),
-                key_hash = s.key_hash().unwrap_or_default(),
+                key_hash = key_hash.as_deref().unwrap_or_default(),
                 "inbound record dead-lettered");
         }
         let records: Vec<SkippedRecord<'_>> = skipped
             .iter()
-            .map(|s| SkippedRecord::new(&self.sink, s))
+            .zip(hashes)
+            .map(|(s, key_hash)| SkippedRecord::new(&self.sink, s, key_hash))
             .collect();
         self.audit
             .write_keyed(&records, |r| &r.audit_key)
@@ -406,6 +416,9 @@ impl Context {
             "driftless_sync_conflicts_total",
             conflicts.len() as u64,
         );
+        let Some(key_hash) = self.audit.key_hash(RecordKey::Text(key)) else {
+            return Ok(());
+        };
         let time = Utc::now().to_rfc3339();
         let records: Vec<ConflictRecord<'_>> = conflicts
             .iter()
@@ -413,7 +426,7 @@ impl Context {
                 time: time.clone(),
                 sink: &self.sink,
                 kind: "conflict",
-                key_hash: key_hash(key.as_bytes()),
+                key_hash: key_hash.clone(),
                 field: &c.column,
                 postgres_at: c.postgres_at.map(|t| t.to_rfc3339()),
                 crm_at: c.crm_at.map(|t| t.to_rfc3339()),

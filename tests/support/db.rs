@@ -138,6 +138,9 @@ partitions = {partitions}
 [capture]
 state_dir = "{state}"
 metrics_listen = "off"
+
+[audit]
+key_env = "DRIFTLESS_AUDIT_KEY"
 "#,
             brokers = brokers(),
             partitions = PARTITIONS,

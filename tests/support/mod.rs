@@ -22,7 +22,7 @@ pub(crate) use kafka::{
     read_topic, read_topic_from, read_until_quiet, topic_len, watermarks,
 };
 pub(crate) use process::{
-    DriftlessProcess, capture_streaming, capture_streaming_with, stop_cleanly,
+    DriftlessProcess, audit_hash, capture_streaming, capture_streaming_with, stop_cleanly,
 };
 pub(crate) use wait::{WAIT, eventually};
 

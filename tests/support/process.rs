@@ -6,8 +6,19 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use driftless::sink::audit::{KeyHasher, RecordKey};
+
 use super::db::{Setup, TestDb};
 use super::wait::{WAIT, eventually};
+
+/// The audit key hash secret, in the variable every test configuration's `[audit] key_env`
+/// names (`DRIFTLESS_AUDIT_KEY`).
+pub(crate) const AUDIT_KEY: &str = "driftless-test-audit-key";
+
+/// The audit trail's hash of a row's record key text (`"1"` for the key `{"id":1}`).
+pub(crate) fn audit_hash(key: &str) -> String {
+    KeyHasher::new(AUDIT_KEY.as_bytes()).hash(RecordKey::Text(key))
+}
 
 impl Setup {
     /// `driftless {sub} --config ...` against the test database (not started).
@@ -17,6 +28,7 @@ impl Setup {
             .arg("--config")
             .arg(&self.config)
             .env("DRIFTLESS_SOURCE_URL", &self.db_url)
+            .env("DRIFTLESS_AUDIT_KEY", AUDIT_KEY)
             .env("DRIFTLESS_LOG", "info,rdkafka=warn");
         c
     }

@@ -17,6 +17,8 @@ const BASE: &str = r#"
     tables = ["public.contacts"]
     [kafka]
     brokers = "127.0.0.1:9092"
+    [audit]
+    key_env = "AUDIT_KEY"
 "#;
 
 /// A `[[sinks]]` table named `name`, of `kind`, reading `public.contacts`, then `lines`.

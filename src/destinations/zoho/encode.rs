@@ -2,7 +2,8 @@
 //!
 //! Owns the typed-JSON encoding of values per field `data_type` and the parsing of the fields
 //! API. Invariants: a value that does not fit its field's type is an error naming the expected
-//! type (poison downstream), never a silent coercion; NULL stays null (clears the field); a
+//! type (poison downstream), never a silent coercion (a BC date or a year past 9999 is refused,
+//! never cut or shifted: [`crm_date`]); NULL stays null (clears the field); a
 //! column absent from the row (unchanged TOAST) is left out of the record.
 
 use std::collections::BTreeMap;
@@ -12,7 +13,7 @@ use serde_json::{Map, Value, json};
 use crate::config::fields::FieldRule;
 use crate::event::Row;
 use crate::sink::mapping::{
-    MappingError, Property, PropertyType, carried, rule_text, value_string,
+    MappingError, Property, PropertyType, carried, crm_date, in_crm_years, rule_text, value_string,
 };
 
 /// A field definition from `GET /crm/v8/settings/fields`.
@@ -151,8 +152,7 @@ pub(crate) fn encode_value(data_type: &str, v: &Value) -> Result<Value, &'static
             },
         },
         "date" => text()
-            .and_then(|s| s.get(..10))
-            .and_then(|s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
+            .and_then(crm_date)
             .map(|d| Value::String(d.format("%Y-%m-%d").to_string()))
             .ok_or("date"),
         "datetime" => text().and_then(encode_datetime).ok_or("datetime"),
@@ -181,17 +181,22 @@ pub(crate) fn encode_value(data_type: &str, v: &Value) -> Result<Value, &'static
     }
 }
 
+/// A datetime in years 1-9999 (as written, and in UTC), else None.
 fn encode_datetime(s: &str) -> Option<Value> {
     const OUT: &str = "%Y-%m-%dT%H:%M:%S%:z";
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Some(Value::String(t.format(OUT).to_string()));
-    }
-    if let Ok(t) = chrono::DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f%#z") {
-        return Some(Value::String(t.format(OUT).to_string()));
+    use chrono::Datelike as _;
+    let fits = |t: &chrono::DateTime<chrono::FixedOffset>| {
+        in_crm_years(t.year()) && in_crm_years(t.to_utc().year())
+    };
+    let zoned = chrono::DateTime::parse_from_rfc3339(s)
+        .or_else(|_| chrono::DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f%#z"));
+    if let Ok(t) = zoned {
+        return fits(&t).then(|| Value::String(t.format(OUT).to_string()));
     }
     ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
         .iter()
         .find_map(|f| chrono::NaiveDateTime::parse_from_str(s, f).ok())
+        .filter(|t| in_crm_years(t.year()))
         .map(|t| Value::String(t.and_utc().format(OUT).to_string()))
 }
 

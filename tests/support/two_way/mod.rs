@@ -159,10 +159,10 @@ impl TwoWay {
         let hook_port = free_port();
         let setup = Setup::new(&db, &[&format!("public.{}", crm.table())], "", "");
         let audit = setup.dir.path().join("audit.jsonl");
-        setup.append_config(&format!(
-            "\n[audit]\nto = \"file\"\npath = \"{}\"\n",
-            audit.display()
-        ));
+        setup.edit_config(
+            "[audit]\n",
+            &format!("[audit]\nto = \"file\"\npath = \"{}\"\n", audit.display()),
+        );
         setup.append_config(&crm.sink_toml(&name, emulator.port, hook_port, &opts));
         if crm == Crm::Hubspot {
             let mut hooks = opts.hooks;
