@@ -20,7 +20,7 @@ use super::sink::{WorkerError, dead_letter_topic};
 use super::supervise::Supervisor;
 use crate::config::ValidConfig;
 use crate::config::sinks::ValidSink;
-use crate::config::two_way::{OnCrmCreate, OnCrmDelete, TwoWay};
+use crate::config::two_way::{OnCrmCreate, TwoWay};
 use crate::destinations::hubspot::HubspotSink;
 use crate::destinations::hubspot::receiver::webhook_router;
 use crate::destinations::zoho::ZohoSink;
@@ -229,13 +229,9 @@ pub(crate) async fn start(
     crm: InboundCrm,
     tasks: &mut Supervisor<WorkerError>,
 ) -> Result<(), WorkerError> {
-    let mut kinds = vec![CursorKind::Modified];
-    if ctx.two_way.on_crm_delete == OnCrmDelete::Delete {
-        kinds.push(CursorKind::Deleted);
-    }
     ctx.inbox
         .ensure_cursors(
-            &kinds,
+            CursorKind::in_use(&ctx.two_way),
             ctx.two_way.initial_import,
             chrono::Utc::now().timestamp_millis(),
         )

@@ -21,6 +21,7 @@
 use tokio::sync::{Mutex, Notify};
 use tokio_postgres::Client;
 
+use crate::config::two_way::{OnCrmDelete, TwoWay};
 use crate::postgres::connect::{ConnectParams, connect_sql};
 use crate::sync::engine::Inbound;
 use crate::sync::store::StoreError;
@@ -36,6 +37,17 @@ pub(crate) enum CursorKind {
     Modified,
     /// Records deleted since (`on_crm_delete = "delete"`).
     Deleted,
+}
+
+impl CursorKind {
+    /// The cursors a sink's reconciliation keeps: modifications, and deletions with
+    /// `on_crm_delete = "delete"`.
+    pub(crate) fn in_use(two_way: &TwoWay) -> &'static [CursorKind] {
+        match two_way.on_crm_delete {
+            OnCrmDelete::Delete => &[CursorKind::Modified, CursorKind::Deleted],
+            OnCrmDelete::Ignore => &[CursorKind::Modified],
+        }
+    }
 }
 
 /// Ids taken from the inbox for one application, with the versions [`Inbox::done`] removes.

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::config::two_way::OnCrmDelete;
 use crate::sink::SinkError;
 use crate::sync::inbox::CursorKind;
 
@@ -50,14 +49,10 @@ async fn reconcile_once<C: Crm>(
     crm: &mut C,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<usize, SinkError> {
-    let mut kinds = vec![CursorKind::Modified];
-    if ctx.two_way.on_crm_delete == OnCrmDelete::Delete {
-        kinds.push(CursorKind::Deleted);
-    }
     let lag_ms = i64::try_from(ctx.two_way.reconcile_lag.as_millis()).unwrap_or(i64::MAX);
     let until_ms = chrono::Utc::now().timestamp_millis().saturating_sub(lag_ms);
     let mut queued = 0;
-    for kind in kinds {
+    for &kind in CursorKind::in_use(&ctx.two_way) {
         let from_ms = ctx
             .inbox
             .cursor(kind)
