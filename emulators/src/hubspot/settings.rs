@@ -17,64 +17,68 @@ use axum::response::Response;
 
 use serde_json::{Value, json};
 
+use crate::http::apply_settings;
+
 use super::response::{empty, error};
 use super::state::Shared;
 use super::{BatchInvalidInput, Options};
 
-/// The knobs of one request (absent: unchanged).
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Settings {
-    search_index_lag_ms: Option<u64>,
-    batch_invalid_input: Option<BatchInvalidInput>,
-    lowercase_emails: Option<bool>,
-    token_scopes: Option<Vec<String>>,
-    time_zone: Option<String>,
+/// The knobs in their wire form (camelCase names; the lag in milliseconds, the time zone by its
+/// IANA name).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Knobs {
+    search_index_lag_ms: u64,
+    batch_invalid_input: BatchInvalidInput,
+    lowercase_emails: bool,
+    token_scopes: Vec<String>,
+    time_zone: String,
+}
+
+impl Knobs {
+    /// The knobs in force.
+    fn of(opts: &Options) -> Self {
+        Knobs {
+            search_index_lag_ms: opts.search_index_lag.as_millis() as u64,
+            batch_invalid_input: opts.batch_invalid_input,
+            lowercase_emails: opts.lowercase_emails,
+            token_scopes: opts.token_scopes.clone(),
+            time_zone: opts.time_zone.name().to_string(),
+        }
+    }
+
+    /// `opts` with these knobs (an unknown time zone changes nothing).
+    fn applied_to(self, opts: &Options) -> Result<Options, String> {
+        let time_zone = self
+            .time_zone
+            .parse::<chrono_tz::Tz>()
+            .map_err(|_| "timeZone: unknown time zone".to_string())?;
+        Ok(Options {
+            search_index_lag: Duration::from_millis(self.search_index_lag_ms),
+            batch_invalid_input: self.batch_invalid_input,
+            lowercase_emails: self.lowercase_emails,
+            token_scopes: self.token_scopes,
+            time_zone,
+            ..opts.clone()
+        })
+    }
 }
 
 /// The knobs in force, as `POST /_emulator/settings` takes them (for `GET /_emulator/state`).
 pub(super) fn settings_json(opts: &Options) -> Value {
-    json!({
-        "searchIndexLagMs": opts.search_index_lag.as_millis() as u64,
-        "batchInvalidInput": opts.batch_invalid_input,
-        "lowercaseEmails": opts.lowercase_emails,
-        "tokenScopes": opts.token_scopes,
-        "timeZone": opts.time_zone.name(),
-    })
+    json!(Knobs::of(opts))
 }
 
-/// `POST /_emulator/settings`: 204 once applied.
+/// `POST /_emulator/settings`: 204 once applied (the knobs named are replaced, the others
+/// kept; [`apply_settings`]).
 pub(super) async fn settings(State(shared): State<Shared>, body: Bytes) -> Response {
-    let s: Settings = match serde_json::from_slice(&body) {
-        Ok(s) => s,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", &e.to_string()),
-    };
-    let time_zone = match s.time_zone.as_deref().map(str::parse::<chrono_tz::Tz>) {
-        Some(Err(_)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "VALIDATION_ERROR",
-                "timeZone: unknown time zone",
-            );
+    let mut st = shared.lock().unwrap();
+    let applied = apply_settings(&Knobs::of(&st.opts), &body).and_then(|k| k.applied_to(&st.opts));
+    match applied {
+        Ok(opts) => {
+            st.opts = opts;
+            empty(StatusCode::NO_CONTENT)
         }
-        Some(Ok(tz)) => Some(tz),
-        None => None,
-    };
-    let opts = &mut shared.lock().unwrap().opts;
-    if let Some(tz) = time_zone {
-        opts.time_zone = tz;
+        Err(reason) => error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", &reason),
     }
-    if let Some(ms) = s.search_index_lag_ms {
-        opts.search_index_lag = Duration::from_millis(ms);
-    }
-    if let Some(mode) = s.batch_invalid_input {
-        opts.batch_invalid_input = mode;
-    }
-    if let Some(lower) = s.lowercase_emails {
-        opts.lowercase_emails = lower;
-    }
-    if let Some(scopes) = s.token_scopes {
-        opts.token_scopes = scopes;
-    }
-    empty(StatusCode::NO_CONTENT)
 }
