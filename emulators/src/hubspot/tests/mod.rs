@@ -605,6 +605,12 @@ async fn call(st: &Shared, method: &str, path: &str, body: Value) -> (u16, Value
         .header(header::AUTHORIZATION, "Bearer test-token")
         .body(axum::body::Body::from(serde_json::to_vec(&body).unwrap()))
         .unwrap();
+    send(st, request).await
+}
+
+/// Sends `request` through the routes in process: the status and the JSON answer (null when
+/// the answer is not JSON).
+async fn send(st: &Shared, request: axum::http::Request<axum::body::Body>) -> (u16, Value) {
     let r = tower::ServiceExt::oneshot(routes(st.clone()), request)
         .await
         .unwrap();
