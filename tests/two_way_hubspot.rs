@@ -561,8 +561,10 @@ async fn two_two_way_sinks_on_one_account_stay_within_the_burst_budget() {
     let (status, _) = emulator.post("/_emulator/webhooks", &hooks).await;
     assert!(status < 300, "webhook subscription accepted: {status}");
     let mut run = setup.start_with("run", &[], &Crm::Hubspot.worker_env());
-    wait_for_port(port_a, "sink A's receiver");
-    wait_for_port(port_b, "sink B's receiver");
+    // Capture and both sinks start in one process: allow it the tests' usual wait, and show
+    // its log if a receiver never listens.
+    wait_for_port_of(port_a, "sink A's receiver", WAIT, || run.log_text());
+    wait_for_port_of(port_b, "sink B's receiver", WAIT, || run.log_text());
     const KEYS: i64 = 20;
     for (table, start) in [("contacts", 1), ("contacts_b", 1001)] {
         for key in start..start + KEYS {

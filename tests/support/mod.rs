@@ -70,11 +70,22 @@ pub(crate) fn free_port() -> u16 {
 /// Waits (blocking, up to 30 s) until something listens on `port` of the loopback; panics
 /// naming `what` otherwise.
 pub(crate) fn wait_for_port(port: u16, what: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    wait_for_port_of(port, what, std::time::Duration::from_secs(30), String::new);
+}
+
+/// [`wait_for_port`] up to `timeout`, with `log()` (e.g. the process's log) in the message.
+pub(crate) fn wait_for_port_of(
+    port: u16,
+    what: &str,
+    timeout: std::time::Duration,
+    log: impl Fn() -> String,
+) {
+    let deadline = std::time::Instant::now() + timeout;
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
             std::time::Instant::now() < deadline,
-            "{what} does not listen on port {port}"
+            "{what} does not listen on port {port}\n{}",
+            log()
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
