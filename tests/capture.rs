@@ -215,50 +215,8 @@ async fn kill_9_during_large_load_loses_nothing() {
         cap = setup.start();
     }
     loader.await.unwrap();
-    let total = (TXNS * PER_TXN) as usize;
     let topic = setup.topic("public.big");
-    let records = read_topic(&topic, Duration::from_secs(180), |r| {
-        r.len() >= total && {
-            let ids: std::collections::HashSet<&[u8]> =
-                r.iter().filter_map(|x| x.key.as_deref()).collect();
-            ids.len() >= total
-        }
-    });
-    let mut by_id: std::collections::HashMap<String, Vec<&[u8]>> = Default::default();
-    for r in &records {
-        let e = r.json();
-        by_id
-            .entry(e["id"].as_str().unwrap().to_string())
-            .or_default()
-            .push(r.payload.as_deref().unwrap());
-    }
-    let keys: std::collections::HashSet<&[u8]> =
-        records.iter().filter_map(|r| r.key.as_deref()).collect();
-    if keys.len() != total {
-        let mut missing: Vec<i64> = (1..=total as i64)
-            .filter(|i| !keys.contains(format!("{{\"id\":{i}}}").as_bytes()))
-            .collect();
-        missing.truncate(20);
-        eprintln!(
-            "missing ids (first 20): {missing:?}\nwatermarks: {:?}",
-            watermarks(&topic)
-        );
-        eprintln!("{}", cap.log_text());
-    }
-    assert_eq!(keys.len(), total, "every committed row is in Kafka");
-    let mut duplicates = 0;
-    for (id, copies) in &by_id {
-        for c in &copies[1..] {
-            duplicates += 1;
-            assert_eq!(c, &copies[0], "re-sent event {id} is byte-identical");
-        }
-    }
-    eprintln!(
-        "{} records, {} distinct events, {duplicates} re-sent copies",
-        records.len(),
-        by_id.len()
-    );
-    assert_eq!(by_id.len(), total);
+    assert_every_row_arrived(&topic, (TXNS * PER_TXN) as usize, Duration::from_secs(180));
     stop_cleanly(&mut cap, db).await;
 }
 

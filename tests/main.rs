@@ -7,6 +7,7 @@
 mod support;
 
 mod capture;
+mod capture_restart;
 mod contract;
 mod e2e;
 mod hubspot_strict;

@@ -43,19 +43,32 @@ pub(crate) struct TestDb {
     pub(crate) name: String,
     pub(crate) url: String,
     pub(crate) client: Client,
+    admin_url: String,
 }
 
 impl TestDb {
+    /// A database of its own on the shared test cluster.
     pub(crate) async fn new(tag: &str) -> TestDb {
+        TestDb::on(&pg_admin_url(), tag).await
+    }
+
+    /// A database of its own on the cluster of `admin_url` (e.g. an
+    /// [`OwnPostgres`](super::server::OwnPostgres)).
+    pub(crate) async fn on(admin_url: &str, tag: &str) -> TestDb {
         let name = unique(&format!("t_{tag}"));
-        let admin = connect(&pg_admin_url()).await;
+        let admin = connect(admin_url).await;
         admin
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .expect("create database");
-        let url = url_with_db(&pg_admin_url(), &name);
+        let url = url_with_db(admin_url, &name);
         let client = connect(&url).await;
-        TestDb { name, url, client }
+        TestDb {
+            name,
+            url,
+            client,
+            admin_url: admin_url.to_string(),
+        }
     }
 
     pub(crate) async fn exec(&self, sql: &str) {
@@ -77,7 +90,7 @@ impl TestDb {
     }
 
     pub(crate) async fn drop_db(self) {
-        let admin = connect(&pg_admin_url()).await;
+        let admin = connect(&self.admin_url).await;
         let _ = admin
             .batch_execute(&format!(
                 "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots \

@@ -2,7 +2,7 @@
 //! ([`read_topic`] and its variants), views of change events read back ([`by_key`],
 //! [`captured_origins`]), and a tansu broker of a test's own ([`OwnBroker`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -150,6 +150,53 @@ pub(crate) fn read_through_sentinels(
         "the sentinels cover every partition"
     );
     records
+}
+
+/// Reads a capture topic of rows keyed `{"id":1}` .. `{"id":rows}` until every row is there
+/// (or `timeout`), and asserts capture's delivery promise: every committed row arrived, and
+/// every event that arrived more than once (a re-send after a crash) is byte-identical to its
+/// first copy. Returns how many re-sent copies there were.
+pub(crate) fn assert_every_row_arrived(topic: &str, rows: usize, timeout: Duration) -> usize {
+    let records = read_topic(topic, timeout, |r| {
+        r.len() >= rows && {
+            let keys: std::collections::HashSet<&[u8]> =
+                r.iter().filter_map(|x| x.key.as_deref()).collect();
+            keys.len() >= rows
+        }
+    });
+    let keys: std::collections::HashSet<&[u8]> =
+        records.iter().filter_map(|r| r.key.as_deref()).collect();
+    if keys.len() != rows {
+        let mut missing: Vec<usize> = (1..=rows)
+            .filter(|i| !keys.contains(format!("{{\"id\":{i}}}").as_bytes()))
+            .collect();
+        missing.truncate(20);
+        panic!(
+            "{} of {rows} rows arrived; missing (first 20): {missing:?}; watermarks: {:?}",
+            keys.len(),
+            watermarks(topic)
+        );
+    }
+    let mut by_id: HashMap<String, Vec<&[u8]>> = HashMap::new();
+    for r in &records {
+        by_id
+            .entry(r.json()["id"].as_str().expect("event id").to_string())
+            .or_default()
+            .push(r.payload.as_deref().expect("payload"));
+    }
+    assert_eq!(by_id.len(), rows, "one event per row");
+    let mut resent = 0;
+    for (id, copies) in &by_id {
+        for copy in &copies[1..] {
+            resent += 1;
+            assert_eq!(copy, &copies[0], "re-sent event {id} is byte-identical");
+        }
+    }
+    eprintln!(
+        "{} records, {rows} rows, {resent} re-sent copies",
+        records.len()
+    );
+    resent
 }
 
 /// Reads until at least `n` records arrived (or the timeout); returns them in per-partition

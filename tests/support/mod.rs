@@ -1,6 +1,7 @@
 //! Test harness of the integration tests: a database per test on the shared local Postgres
 //! ([`db`]), a unique topic prefix on the shared tansu broker and a Kafka reader ([`kafka`]), the
-//! real `driftless` binary as a child process ([`process`]), the CRM emulators ([`emulator`]),
+//! real `driftless` binary as a child process ([`process`]), a Postgres server of a test's own
+//! to stop and restart ([`server`]), the CRM emulators ([`emulator`]),
 //! waiting for a condition or a sentinel ([`wait`]) and the two-way sync harness ([`two_way`]).
 //!
 //! The services are started by `scripts/test`, which exports their addresses; a test panics
@@ -10,6 +11,7 @@ pub(crate) mod db;
 pub(crate) mod emulator;
 pub(crate) mod kafka;
 pub(crate) mod process;
+pub(crate) mod server;
 pub(crate) mod two_way;
 pub(crate) mod wait;
 
@@ -18,12 +20,13 @@ use std::path::{Path, PathBuf};
 pub(crate) use db::{Setup, TestDb, connect, pg_admin_url};
 pub(crate) use emulator::Emulator;
 pub(crate) use kafka::{
-    OwnBroker, Record, brokers, by_key, read_exactly, read_n, read_settled, read_through_sentinels,
-    read_topic, read_topic_from, read_until_quiet, topic_len, watermarks,
+    OwnBroker, Record, assert_every_row_arrived, brokers, by_key, read_exactly, read_n,
+    read_settled, read_through_sentinels, read_topic, read_topic_from, read_until_quiet, topic_len,
 };
 pub(crate) use process::{
     DriftlessProcess, audit_hash, capture_streaming, capture_streaming_with, stop_cleanly,
 };
+pub(crate) use server::OwnPostgres;
 pub(crate) use wait::{WAIT, eventually};
 
 /// Tests that each run one shared scenario: every `name => scenario;` becomes a multi-threaded

@@ -585,7 +585,7 @@ impl std::fmt::Debug for ReplicationStream {
 }
 
 impl ReplicationStream {
-    /// Next message; `Ok(None)` when the server ended the copy (CopyDone) or closed the
+    /// Next message; `Ok(None)` when the server ended the copy (CopyDone or CommandComplete) or closed the
     /// connection cleanly. Cancel-safe: partial frames stay buffered in the stream, so it can
     /// be used inside `tokio::select!` without losing bytes.
     pub async fn next(&mut self) -> Result<Option<ReplicationMessage>, PgError> {
@@ -603,7 +603,10 @@ impl ReplicationStream {
                 Frame::Message(Message::CopyData(body)) => {
                     return parse_copy_data(body.into_bytes()).map(Some);
                 }
-                Frame::Message(Message::CopyDone) => {
+                // A walsender that shuts down (fast or smart server stop, promotion) ends the
+                // copy with CopyDone, or directly with CommandComplete once the client has
+                // confirmed everything sent (PostgreSQL's `WalSndDone`).
+                Frame::Message(Message::CopyDone | Message::CommandComplete(_)) => {
                     tracing::debug!("server ended the replication stream");
                     self.ended = true;
                 }
