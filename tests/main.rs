@@ -16,6 +16,7 @@ mod ledger;
 mod postgres;
 mod relations;
 mod sink;
+mod status;
 mod two_way_hubspot;
 mod two_way_recovery;
 mod two_way_refusals;

@@ -10,6 +10,7 @@
 //! | `progress` | pure: the flush LSN as the low watermark of acknowledged transactions |
 //! | [`value`] | pure: Postgres text values → JSON |
 //! | `session` | I/O: connect, preflight, slot and checkpoint, snapshot, the streaming loop |
+//! | `last_error` | I/O: the last error, kept for `driftless status` |
 //!
 //! Invariants:
 //! - **flush LSN = low watermark**: Postgres is told a position only when every event of every
@@ -30,6 +31,7 @@
 //! heartbeat timer, then new WAL.
 
 pub mod assemble;
+pub(crate) mod last_error;
 pub(crate) mod normalize;
 pub(crate) mod progress;
 mod session;
@@ -158,6 +160,7 @@ pub(crate) async fn run(
         match result {
             Ok(()) => return Ok(()),
             Err(e) if e.class() == ErrorClass::Transient => {
+                last_error::record(&cfg.state_dir, &cfg.slot, &e);
                 if started.elapsed() > Duration::from_secs(60) {
                     backoff = Backoff::new();
                 }
@@ -170,7 +173,10 @@ pub(crate) async fn run(
                     _ = shutdown.changed() => return Ok(()),
                 }
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                last_error::record(&cfg.state_dir, &cfg.slot, &e);
+                return Err(e);
+            }
         }
     }
 }

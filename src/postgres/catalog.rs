@@ -297,6 +297,38 @@ pub(crate) async fn slot_state(
     }))
 }
 
+/// How far a slot trails the server's WAL, for `driftless status`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub(crate) struct SlotLag {
+    /// The server's current WAL write position.
+    pub current_wal_lsn: String,
+    /// WAL bytes between `confirmed_flush_lsn` and the current position (`None`: no slot).
+    pub lag_bytes: Option<i64>,
+    /// The walsender's flush lag in seconds (`None` when no walsender streams the slot, or the
+    /// server has no recent measurement: it reports none once caught up and idle).
+    pub lag_seconds: Option<f64>,
+}
+
+/// Reads [`SlotLag`] for `slot`.
+pub(crate) async fn slot_lag(client: &Client, slot: &str) -> Result<SlotLag, SourceError> {
+    let row = client
+        .query_one(
+            "SELECT pg_current_wal_lsn()::text, \
+             (SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint \
+              FROM pg_replication_slots WHERE slot_name = $1), \
+             (SELECT extract(epoch FROM r.flush_lag)::float8 FROM pg_replication_slots s \
+              JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = $1)",
+            &[&slot],
+        )
+        .await
+        .map_err(sql)?;
+    Ok(SlotLag {
+        current_wal_lsn: row.get(0),
+        lag_bytes: row.get(1),
+        lag_seconds: row.get(2),
+    })
+}
+
 /// Drops a slot driftless itself created (only ever called for a slot whose checkpoint says
 /// it was being created or snapshotted).
 pub(crate) async fn drop_slot(client: &Client, slot: &str) -> Result<(), SourceError> {
