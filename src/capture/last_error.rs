@@ -79,7 +79,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(load(dir.path(), "s").unwrap(), None);
-        let io = PgError::Io(std::io::Error::new(std::io::ErrorKind::Other, "gone"));
+        let io = PgError::Io(std::io::Error::other("gone"));
         record(dir.path(), "s", &io);
         let auth = PgError::Auth("refused".into());
         record(dir.path(), "s", &auth);
