@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::frame::{Frame, parse_copy_data, parse_frame, server_error};
-use super::transport::{Transport, open_transport};
+use crate::postgres::transport::{Transport, open_transport};
 use super::*;
 use crate::error::{Classify, ErrorClass};
 use crate::postgres::connect::SslMode;
