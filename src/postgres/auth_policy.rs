@@ -287,7 +287,10 @@ mod tests {
             .judge(AuthRequest::Cleartext)
             .unwrap_err()
             .to_string();
-        assert!(text.contains("unencrypted") && text.contains("scram-sha-256"), "{text}");
+        assert!(
+            text.contains("unencrypted") && text.contains("scram-sha-256"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -298,7 +301,13 @@ mod tests {
             ("", true, true, SCRAM_ONLY, Scram::Unrequested),
             ("", true, false, BOTH, Scram::Unsupported),
             ("", false, false, SCRAM_ONLY, Scram::Unsupported),
-            ("channel_binding=disable", true, true, BOTH, Scram::Unsupported),
+            (
+                "channel_binding=disable",
+                true,
+                true,
+                BOTH,
+                Scram::Unsupported,
+            ),
             ("channel_binding=require", true, true, BOTH, Scram::Plus),
         ];
         for (query, encrypted, end_point, request, expected) in cases {
@@ -318,21 +327,33 @@ mod tests {
             scram: false,
             scram_plus: true,
         };
-        refused(policy("", false, false, false).judge(only_plus), "SCRAM-SHA-256");
+        refused(
+            policy("", false, false, false).judge(only_plus),
+            "SCRAM-SHA-256",
+        );
     }
 
     #[test]
     fn channel_binding_require_fails_closed() {
         let require = "channel_binding=require&sslmode=verify-full";
-        refused(policy(require, true, true, true).judge(SCRAM_ONLY), "does not offer");
+        refused(
+            policy(require, true, true, true).judge(SCRAM_ONLY),
+            "does not offer",
+        );
         refused(policy(require, false, false, false).judge(BOTH), "not TLS");
         refused(policy(require, true, true, false).judge(BOTH), "end-point");
         // Even over verified TLS, a password request cannot be bound.
         for request in [AuthRequest::Cleartext, AuthRequest::Md5] {
-            refused(policy(require, true, true, true).judge(request), "cannot be bound");
+            refused(
+                policy(require, true, true, true).judge(request),
+                "cannot be bound",
+            );
         }
         // AuthenticationOk without the -PLUS exchange (trust) is refused.
-        refused(policy(require, true, true, true).judge(AuthRequest::Ok), "without");
+        refused(
+            policy(require, true, true, true).judge(AuthRequest::Ok),
+            "without",
+        );
         let mut p = policy(require, true, true, true);
         assert_eq!(p.judge(BOTH).unwrap(), Verdict::Scram(Scram::Plus));
         assert_eq!(p.judge(AuthRequest::Ok).unwrap(), Verdict::Done);

@@ -510,6 +510,10 @@ mod tests {
                 "twice",
             ),
             (format!("postgres://u:{secret}%FF@h/db"), "UTF-8"),
+            (
+                format!("postgres://u:{secret}@h/db?channel_binding=maybe"),
+                "channel_binding",
+            ),
         ];
         for (url, expected) in cases {
             let err = ConnectParams::from_url(&url).unwrap_err();
@@ -519,6 +523,54 @@ mod tests {
             assert!(!text.contains(secret), "{url}: {text}");
             assert!(!format!("{err:?}").contains(secret));
             assert_eq!(err.class(), ErrorClass::Fatal);
+        }
+    }
+
+    #[test]
+    fn channel_binding_and_certificate_verification() {
+        let p =
+            |query: &str| ConnectParams::from_url(&format!("postgres://u@h/db?{query}")).unwrap();
+        assert_eq!(p("").channel_binding, ChannelBindingMode::Prefer);
+        for mode in [
+            ChannelBindingMode::Disable,
+            ChannelBindingMode::Prefer,
+            ChannelBindingMode::Require,
+        ] {
+            let parsed = p(&format!("channel_binding={mode}"));
+            assert_eq!(parsed.channel_binding, mode);
+            assert!(
+                parsed
+                    .redacted_url()
+                    .contains(&format!("channel_binding={mode}"))
+            );
+        }
+        // (query, certificate verified, what the weakness names)
+        let cases = [
+            ("sslmode=disable", false, Some("not encrypted")),
+            (
+                "sslmode=disable&sslrootcert=/ca.pem",
+                false,
+                Some("not encrypted"),
+            ),
+            ("", false, Some("sslmode=prefer")),
+            (
+                "sslmode=prefer&sslrootcert=/ca.pem",
+                false,
+                Some("force plaintext"),
+            ),
+            ("sslmode=require", false, Some("without sslrootcert")),
+            ("sslmode=require&sslrootcert=/ca.pem", true, None),
+            ("sslmode=verify-ca", true, None),
+            ("sslmode=verify-full&sslrootcert=/ca.pem", true, None),
+        ];
+        for (query, verified, weakness) in cases {
+            let params = p(query);
+            assert_eq!(params.verifies_certificate(), verified, "{query}");
+            let got = params.tls_weakness();
+            match weakness {
+                None => assert_eq!(got, None, "{query}"),
+                Some(w) => assert!(got.as_deref().unwrap_or("").contains(w), "{query}: {got:?}"),
+            }
         }
     }
 

@@ -15,6 +15,8 @@
 //! - [`sql`]: the one copy of identifier and literal quoting.
 
 mod auth_policy;
+#[cfg(test)]
+mod auth_tests;
 pub mod catalog;
 pub mod connect;
 pub mod error;

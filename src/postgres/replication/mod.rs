@@ -44,8 +44,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::connect::{ConnectParams, SESSION_OPTIONS, within_connect_timeout};
 use super::error::PgError;
 use super::sql::{quote_ident, quote_literal};
-use crate::lsn::Lsn;
 use super::transport::{self, Transport};
+use crate::lsn::Lsn;
 use frame::{Frame, frame_len, parse_copy_data, parse_frame, server_error, unexpected};
 
 /// Minimum free buffer space offered to each socket read.
