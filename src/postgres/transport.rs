@@ -105,6 +105,9 @@ impl Transport {
     }
 }
 
+/// Idle time before the first TCP keepalive probe.
+const TCP_KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(2 * 60 * 60);
+
 /// `ecdsa-with-SHA1` (RFC 5758), which the RFC 5912 table lacks.
 const ECDSA_WITH_SHA_1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.1");
 
@@ -144,6 +147,10 @@ fn tls_handshake_error(e: io::Error) -> PgError {
 pub(crate) async fn open_transport(params: &ConnectParams) -> Result<Transport, PgError> {
     let mut tcp = TcpStream::connect((params.host.as_str(), params.port)).await?;
     tcp.set_nodelay(true)?;
+    // TCP keepalive after 2 hours idle, as tokio-postgres' own connect sets it: a peer that
+    // vanished is noticed even by a connection waiting on a long query.
+    socket2::SockRef::from(&tcp)
+        .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE_IDLE))?;
     let Some(config) = tls_config(params)? else {
         return Ok(Transport::Plain(tcp));
     };
