@@ -1,15 +1,19 @@
 //! Connection parameters (URL parsing) and the ordinary SQL connection.
 //!
 //! Owns everything the replication connection and the tokio-postgres connection share: the
-//! parsed [`ConnectParams`], the libpq-compatible [`SslMode`] names (turned into a rustls
-//! configuration by `postgres::tls`), and the session settings (`SESSION_OPTIONS`) that make
-//! server text output deterministic.
+//! parsed [`ConnectParams`], the libpq-compatible [`SslMode`] and [`ChannelBindingMode`] names
+//! (turned into a rustls configuration by `postgres::tls`), the one rule for "the server
+//! certificate is verified" ([`ConnectParams::verifies_certificate`]), the session settings
+//! (`SESSION_OPTIONS`) that make server text output deterministic, and the handshake timeout.
 //!
 //! Invariants:
 //! - The password never appears in `Debug`, in `ConnectParams::redacted_url`, in logs or in
 //!   error messages.
 //! - Under `require`, `verify-ca` and `verify-full` a connection never falls back to plaintext;
 //!   only `prefer` does, and only when the server answers the SSL request with `N`.
+//! - Both clients open their socket with `postgres::transport` and answer authentication
+//!   requests only as `postgres::auth_policy` allows (the SQL connection through
+//!   `postgres::sql_stream`): a cleartext or MD5 password only over verified TLS.
 
 use std::fmt;
 use std::path::PathBuf;
