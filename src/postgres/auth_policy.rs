@@ -3,8 +3,8 @@
 //!
 //! Owns the downgrade rules (libpq's `require_auth`/`channel_binding` semantics, made strict):
 //! - A cleartext or MD5 password is sent only over TLS with a verified server certificate
-//!   (`verify-ca`, `verify-full`, or `require` with `sslrootcert`). Without verification an
-//!   on-path attacker can refuse TLS or present a certificate of its own, ask for the password
+//!   (`verify-full`, or `verify-ca`/`require` with an `sslrootcert` file: see
+//!   `ConnectParams::authenticates_server`). Without verification an on-path attacker can refuse TLS or present a certificate of its own, ask for the password
 //!   and then connect in our place; SCRAM never gives away the password, so it stays allowed.
 //! - `channel_binding=require` accepts SCRAM-SHA-256-PLUS only: a connection without TLS, a
 //!   server that does not offer it, a certificate without a `tls-server-end-point` hash, a
@@ -32,7 +32,7 @@ use super::error::PgError;
 pub(crate) struct TlsFacts {
     /// The connection runs over TLS.
     pub(crate) encrypted: bool,
-    /// ... and the server certificate was verified against trust anchors.
+    /// ... and the handshake authenticated the server (`ConnectParams::authenticates_server`).
     pub(crate) verified: bool,
     /// The `tls-server-end-point` channel binding data (RFC 5929): the hash of the server's
     /// certificate, when TLS is on and the certificate's signature algorithm defines one.
