@@ -1,6 +1,7 @@
 //! `driftless check`: the pure config validation plus a preflight against the live systems.
 //!
-//! Owns the list of problems shown to the operator. Invariant: it changes nothing (no
+//! Owns the list of problems shown to the operator, and the warnings that do not fail it (TLS
+//! off or unverified on a Postgres URL). Invariant: it changes nothing (no
 //! publication, slot, topic, checkpoint or sync state is created) and reports every problem it
 //! finds: Postgres (settings, privileges, tables, slot/checkpoint), Kafka reachability, and per
 //! sink its credentials and destination schema (the mapping check every worker also runs) and,
@@ -39,6 +40,31 @@ fn finding(system: &'static str, e: &dyn std::fmt::Display, hint: Option<String>
         message: e.to_string(),
         hint,
     }
+}
+
+/// What to do about a Postgres URL whose TLS does not protect against an on-path attacker.
+const TLS_HINT: &str = "use sslmode=verify-full and sslrootcert=<file of the CA that signed the \
+    server certificate> in the URL (see \"PostgreSQL setup\" in the README)";
+
+/// Findings that do not stop `check`: each Postgres URL (source, and state when it differs)
+/// whose TLS is off or does not verify the server certificate. A URL that cannot be read or
+/// parsed is left to [`preflight`], which reports it.
+pub(crate) fn tls_warnings(cfg: &ValidConfig) -> Vec<Finding> {
+    let mut urls = vec![("source", &cfg.source_url)];
+    if cfg.state_url != cfg.source_url {
+        urls.push(("state", &cfg.state_url));
+    }
+    urls.into_iter()
+        .filter_map(|(which, url)| {
+            let params = ConnectParams::from_url(&url.read().ok()?).ok()?;
+            let weakness = params.tls_weakness()?;
+            Some(finding(
+                "postgres",
+                &format!("{which} URL: {weakness}"),
+                Some(TLS_HINT.to_string()),
+            ))
+        })
+        .collect()
 }
 
 /// Runs every check; an empty list means ready to capture.

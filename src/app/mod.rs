@@ -249,6 +249,12 @@ async fn emulate(
 
 async fn check(path: &Path) -> ExitCode {
     with_config(path, |cfg| async move {
+        for w in check::tls_warnings(&cfg) {
+            eprintln!("warning: [{}] {}", w.system, w.message);
+            if let Some(h) = &w.hint {
+                eprintln!("    hint: {h}");
+            }
+        }
         let findings = check::preflight(&cfg).await;
         if findings.is_empty() {
             println!("ok: config valid, postgres and kafka ready");
