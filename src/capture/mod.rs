@@ -9,6 +9,7 @@
 //! | `normalize` | pure: row images under a Relation → [`ChangeEvent`](crate::event::ChangeEvent) |
 //! | `progress` | pure: the flush LSN as the low watermark of acknowledged transactions |
 //! | [`value`] | pure: Postgres text values → JSON |
+//! | `source` | I/O, reads only: every problem of the source (server, privileges, publication, tables) |
 //! | `session` | I/O: connect, preflight, slot and checkpoint, snapshot, the streaming loop |
 //!
 //! Invariants:
@@ -33,6 +34,7 @@ pub mod assemble;
 pub(crate) mod normalize;
 pub(crate) mod progress;
 mod session;
+mod source;
 pub(crate) mod table;
 pub mod value;
 
@@ -49,7 +51,7 @@ use crate::kafka::KafkaFailure;
 use crate::postgres::SourceError;
 use crate::postgres::error::PgError;
 use session::Session;
-pub(crate) use session::prepare_source;
+pub(crate) use source::{inspect_source, prepare_source};
 
 /// Prefix of the heartbeat messages driftless emits; they advance the slot and are not
 /// published.

@@ -4,10 +4,13 @@
 //!   plaintext under `require`/`verify-*`), ordinary SQL connections;
 //! - `tls`: the rustls configuration and certificate verifiers for an `sslmode`;
 //! - [`replication`]: our own replication-protocol client (startup, SCRAM, CopyBoth, status);
-//! - [`catalog`]: preflight, publication, slot state, table metadata, type resolution;
+//! - `access`: the privileges capture needs and the publication (created, kept, or altered
+//!   only when the configuration allows it);
+//! - [`catalog`]: preflight, slot state, table metadata, type resolution;
 //! - `snapshot`: chunked reads inside the slot's exported snapshot;
 //! - [`sql`]: the one copy of identifier and literal quoting.
 
+pub(crate) mod access;
 pub mod catalog;
 pub mod connect;
 pub mod error;
