@@ -13,6 +13,7 @@ mod hubspot_strict;
 mod layering;
 mod ledger;
 mod postgres;
+mod privileges;
 mod relations;
 mod sink;
 mod two_way_hubspot;
