@@ -185,7 +185,10 @@ async fn a_publication_with_other_tables_is_reported_and_left_alone_unless_manag
     );
     let (code, err) = check_as(&setup, &role);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("1 problem(s):") && err.contains(&differs), "{err}");
+    assert!(
+        err.contains("1 problem(s):") && err.contains(&differs),
+        "{err}"
+    );
     assert!(err.contains("source.manage_publication = true"), "{err}");
     let mut cap = capture_as(&setup, &role);
     assert_eq!(cap.wait_exit(WAIT), Some(3), "{}", cap.log_text());
@@ -205,17 +208,34 @@ async fn a_publication_with_other_tables_is_reported_and_left_alone_unless_manag
         )),
         "{err}"
     );
-    assert_eq!(published(&db, &setup.slot).await, theirs, "check alters nothing");
+    assert_eq!(
+        published(&db, &setup.slot).await,
+        theirs,
+        "check alters nothing"
+    );
 
-    db.exec(&fill("ALTER PUBLICATION {pub} OWNER TO {role}", &role, &db, &setup))
-        .await;
+    db.exec(&fill(
+        "ALTER PUBLICATION {pub} OWNER TO {role}",
+        &role,
+        &db,
+        &setup,
+    ))
+    .await;
     let (code, err) = check_as(&setup, &role);
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!(published(&db, &setup.slot).await, theirs, "check alters nothing");
+    assert_eq!(
+        published(&db, &setup.slot).await,
+        theirs,
+        "check alters nothing"
+    );
     let mut cap = capture_as(&setup, &role);
     cap.wait_streaming().await;
     let ours = BTreeSet::from(["public.a".to_string(), "public.b".to_string()]);
-    assert_eq!(published(&db, &setup.slot).await, ours, "altered by capture");
+    assert_eq!(
+        published(&db, &setup.slot).await,
+        ours,
+        "altered by capture"
+    );
     db.exec("INSERT INTO b VALUES (1)").await;
     assert_eq!(read_n(&setup.topic("public.b"), 1, WAIT).len(), 1);
     stop_cleanly(&mut cap, db).await;

@@ -93,13 +93,8 @@ impl<'a> Session<'a, kafka::Producer<UnitId>> {
     ) -> Result<(), CaptureError> {
         let (params, sql) = connect(cfg).await?;
         let (database, _) = prepare_source(cfg, &sql).await?;
-        access::ensure_publication(
-            &sql,
-            &cfg.publication,
-            &cfg.tables,
-            cfg.manage_publication,
-        )
-        .await?;
+        access::ensure_publication(&sql, &cfg.publication, &cfg.tables, cfg.manage_publication)
+            .await?;
         kafka::ensure_topics(
             &cfg.brokers,
             &cfg.librdkafka,

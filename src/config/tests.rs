@@ -78,7 +78,10 @@ fn an_existing_publication_is_altered_only_when_the_config_says_so() {
     assert!(!c.manage_publication, "off by default");
     let text = GOOD.replace("snapshot = ", "manage_publication = true\n    snapshot = ");
     assert!(parse(&text).unwrap().validate().unwrap().manage_publication);
-    let text = GOOD.replace("snapshot = ", "manage_publication = \"yes\"\n    snapshot = ");
+    let text = GOOD.replace(
+        "snapshot = ",
+        "manage_publication = \"yes\"\n    snapshot = ",
+    );
     let e = parse(&text).unwrap_err();
     assert!(e.contains("manage_publication"), "{e}");
 }

@@ -100,20 +100,20 @@ pub(crate) async fn facts(
              has_database_privilege(current_database(), 'CREATE'), \
              p.oid IS NOT NULL, p.puballtables, p.pubviaroot, \
              pg_get_userbyid(p.pubowner)::text, pg_has_role(p.pubowner, 'USAGE'), \
-             ARRAY(SELECT ARRAY[schemaname::text, tablename::text] \
-                   FROM pg_publication_tables WHERE pubname = $1) \
+             ARRAY(SELECT schemaname::text FROM pg_publication_tables WHERE pubname = $1 \
+                   ORDER BY schemaname, tablename), \
+             ARRAY(SELECT tablename::text FROM pg_publication_tables WHERE pubname = $1 \
+                   ORDER BY schemaname, tablename) \
              FROM (SELECT 1) AS one LEFT JOIN pg_publication p ON p.pubname = $1",
             &[&publication],
         )
         .await
         .map_err(sql)?;
-    let published = |pairs: Vec<Vec<String>>| -> BTreeSet<TableName> {
-        pairs
+    let published = |schemas: Vec<String>, names: Vec<String>| -> BTreeSet<TableName> {
+        schemas
             .into_iter()
-            .filter_map(|pair| match <[String; 2]>::try_from(pair) {
-                Ok([schema, name]) => Some(TableName { schema, name }),
-                Err(_) => None,
-            })
+            .zip(names)
+            .map(|(schema, name)| TableName { schema, name })
             .collect()
     };
     let publication = head.get::<_, bool>(3).then(|| PublicationFacts {
@@ -121,7 +121,7 @@ pub(crate) async fn facts(
         via_root: head.get(5),
         owner: head.get(6),
         owned: head.get(7),
-        tables: published(head.get(8)),
+        tables: published(head.get(8), head.get(9)),
     });
     let schemas: Vec<&str> = tables.iter().map(|t| t.schema.as_str()).collect();
     let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
@@ -170,7 +170,10 @@ pub(crate) fn problems(
 ) -> Vec<Problem> {
     let role = quote_ident(&f.role);
     let plan = plan(f, publication, manage);
-    let names_tables = snapshot || matches!(plan, Ok(PublicationPlan::Create | PublicationPlan::Alter { tables: true, .. }));
+    // Naming a table (in a query or a publication) needs USAGE on its schema.
+    let names_tables = snapshot
+        || f.publication.is_none()
+        || matches!(plan, Ok(PublicationPlan::Alter { tables: true, .. }));
     let mut out = Vec::new();
     let no_usage: BTreeSet<&str> = existing(f)
         .filter(|t| !t.schema_usage)
@@ -186,7 +189,10 @@ pub(crate) fn problems(
             ),
             format!(
                 "GRANT USAGE ON SCHEMA {} TO {role}",
-                list.iter().map(|s| quote_ident(s)).collect::<Vec<_>>().join(", ")
+                list.iter()
+                    .map(|s| quote_ident(s))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ));
     }
@@ -285,7 +291,11 @@ pub(crate) fn plan(
                 f.role,
                 names(&not_owned)
             ),
-            owner_hint(f, &not_owned, &format!("ALTER PUBLICATION {name} SET TABLE ...")),
+            owner_hint(
+                f,
+                &not_owned,
+                &format!("ALTER PUBLICATION {name} SET TABLE ..."),
+            ),
         ));
     }
     if p.is_empty() {
@@ -427,7 +437,10 @@ pub(crate) async fn ensure_publication(
                 ));
             }
             if tables {
-                s.push(format!("ALTER PUBLICATION {name} SET TABLE {}", quoted(&list)));
+                s.push(format!(
+                    "ALTER PUBLICATION {name} SET TABLE {}",
+                    quoted(&list)
+                ));
             }
             (s, "publication altered (source.manage_publication = true)")
         }
@@ -521,11 +534,20 @@ mod tests {
         let text = messages(&p);
         assert_eq!(p.len(), 4, "{text}");
         assert!(text.contains("lacks USAGE on schema crm"), "{text}");
-        assert!(text.contains("GRANT USAGE ON SCHEMA \"crm\" TO \"capture\""), "{text}");
+        assert!(
+            text.contains("GRANT USAGE ON SCHEMA \"crm\" TO \"capture\""),
+            "{text}"
+        );
         assert!(text.contains("lacks SELECT on public.b,"), "{text}");
-        assert!(text.contains("GRANT SELECT ON \"public\".\"b\" TO \"capture\""), "{text}");
+        assert!(
+            text.contains("GRANT SELECT ON \"public\".\"b\" TO \"capture\""),
+            "{text}"
+        );
         assert!(text.contains("lacks CREATE on database app"), "{text}");
-        assert!(text.contains("GRANT CREATE ON DATABASE \"app\" TO \"capture\""), "{text}");
+        assert!(
+            text.contains("GRANT CREATE ON DATABASE \"app\" TO \"capture\""),
+            "{text}"
+        );
         assert!(text.contains("does not own public.b =>"), "{text}");
         assert!(
             text.contains("ALTER TABLE \"public\".\"b\" OWNER TO \"capture\""),
@@ -607,7 +629,10 @@ mod tests {
             text.contains("does not own publication p (owner: admin)"),
             "{text}"
         );
-        assert!(text.contains("ALTER PUBLICATION \"p\" OWNER TO \"capture\""), "{text}");
+        assert!(
+            text.contains("ALTER PUBLICATION \"p\" OWNER TO \"capture\""),
+            "{text}"
+        );
         assert!(text.contains("does not own public.b"), "{text}");
         let owned = PublicationFacts {
             owned: true,
