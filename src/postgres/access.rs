@@ -267,6 +267,25 @@ pub(crate) fn plan(
             ),
         )]);
     }
+    let p = alter_problems(f, existing, publication, differs);
+    if p.is_empty() {
+        Ok(PublicationPlan::Alter {
+            tables: differs,
+            via_root: root_missing,
+        })
+    } else {
+        Err(p)
+    }
+}
+
+/// What altering an existing publication needs (`source.manage_publication = true`):
+/// ownership of it, and of every table when its table list changes (`differs`).
+fn alter_problems(
+    f: &AccessFacts,
+    existing: &PublicationFacts,
+    publication: &str,
+    differs: bool,
+) -> Vec<Problem> {
     let mut p = Vec::new();
     if !existing.owned {
         p.push((
@@ -276,8 +295,9 @@ pub(crate) fn plan(
                 f.role, existing.owner
             ),
             format!(
-                "ALTER PUBLICATION {name} OWNER TO {}, or make it list exactly source.tables \
+                "ALTER PUBLICATION {} OWNER TO {}, or make it list exactly source.tables \
                  as its owner and set source.manage_publication = false",
+                quote_ident(publication),
                 quote_ident(&f.role)
             ),
         ));
@@ -291,21 +311,10 @@ pub(crate) fn plan(
                 f.role,
                 names(&not_owned)
             ),
-            owner_hint(
-                f,
-                &not_owned,
-                &format!("ALTER PUBLICATION {name} SET TABLE ..."),
-            ),
+            owner_hint(f, &not_owned, None),
         ));
     }
-    if p.is_empty() {
-        Ok(PublicationPlan::Alter {
-            tables: differs,
-            via_root: root_missing,
-        })
-    } else {
-        Err(p)
-    }
+    p
 }
 
 /// What creating the publication needs: CREATE on the database and ownership of every table.
@@ -336,22 +345,24 @@ fn create_problems(f: &AccessFacts, publication: &str) -> Result<(), Vec<Problem
                 f.role,
                 names(&not_owned)
             ),
-            owner_hint(f, &not_owned, &create),
+            owner_hint(f, &not_owned, Some(&create)),
         ));
     }
     if p.is_empty() { Ok(()) } else { Err(p) }
 }
 
-fn owner_hint(f: &AccessFacts, tables: &[&TableName], statement: &str) -> String {
+/// `ALTER TABLE ... OWNER TO <role>` for each of `tables`, and the owner's `alternative`.
+fn owner_hint(f: &AccessFacts, tables: &[&TableName], alternative: Option<&str>) -> String {
     let role = quote_ident(&f.role);
     let alters: Vec<String> = tables
         .iter()
         .map(|t| format!("ALTER TABLE {} OWNER TO {role}", quote_table(t)))
         .collect();
-    format!(
-        "{} (or GRANT <owner> TO {role}), or have the tables' owner run: {statement}",
-        alters.join("; ")
-    )
+    let mut hint = format!("{} (or GRANT <owner> TO {role})", alters.join("; "));
+    if let Some(statement) = alternative {
+        hint.push_str(&format!(", or have the tables' owner run: {statement}"));
+    }
+    hint
 }
 
 /// The configured tables that exist (the others are reported by `catalog::tables`).
