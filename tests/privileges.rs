@@ -57,40 +57,57 @@ async fn published(db: &TestDb, publication: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// A role with `attributes` and the admin's `grants` (`{role}`, `{db}`, `{pub}` replaced):
-/// `check` reports exactly one problem, holding each of `expected` (replaced alike), and
-/// capture refuses to start (exit code 3) with the same words.
+/// A role with `attributes` and the admin's `grants` (`{role}`, `{db}`, `{pub}` replaced) on
+/// tables `a` and `b`: see [`names_the_missing_privilege`].
 async fn one_privilege_missing(tag: &str, attributes: &str, grants: &str, expected: &[&str]) {
     let (db, setup) = two_tables(tag).await;
     let role = db.role(attributes).await;
     db.exec(&fill(grants, &role, &db, &setup)).await;
-    let (code, err) = check_as(&setup, &role);
+    names_the_missing_privilege(&db, &setup, &role, expected).await;
+    db.drop_db().await;
+    role.drop_role().await;
+}
+
+/// `check` as `role` reports exactly one problem, holding each of `expected` (`{role}`, `{db}`,
+/// `{pub}` replaced); capture refuses to start (exit code 3) with the same words and creates no
+/// publication; then the admin runs `expected[1]`, the statement the hint gives, and `check`
+/// passes.
+async fn names_the_missing_privilege(
+    db: &TestDb,
+    setup: &Setup,
+    role: &TestRole,
+    expected: &[&str],
+) {
+    let publication_exists = || async {
+        db.client
+            .query_one(
+                "SELECT EXISTS (SELECT FROM pg_publication WHERE pubname = $1)",
+                &[&setup.slot],
+            )
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+    };
+    let existed = publication_exists().await;
+    let (code, err) = check_as(setup, role);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("1 problem(s):"), "only the missing one: {err}");
     for e in expected {
-        let e = fill(e, &role, &db, &setup);
+        let e = fill(e, role, db, setup);
         assert!(err.contains(&e), "{e} missing in:\n{err}");
     }
-    let mut cap = capture_as(&setup, &role);
+    let mut cap = capture_as(setup, role);
     assert_eq!(cap.wait_exit(WAIT), Some(3), "{}", cap.log_text());
-    let first = fill(expected[0], &role, &db, &setup);
+    let first = fill(expected[0], role, db, setup);
     assert!(cap.log_text().contains(&first), "{}", cap.log_text());
-    let exists: bool = db
-        .client
-        .query_one(
-            "SELECT EXISTS (SELECT FROM pg_publication WHERE pubname = $1)",
-            &[&setup.slot],
-        )
-        .await
-        .unwrap()
-        .get(0);
     assert_eq!(
-        exists,
-        grants.contains("CREATE PUBLICATION"),
+        publication_exists().await,
+        existed,
         "the refused capture created no publication"
     );
-    db.drop_db().await;
-    role.drop_role().await;
+    db.exec(&fill(expected[1], role, db, setup)).await;
+    let (code, err) = check_as(setup, role);
+    assert_eq!(code, Some(0), "the hint's statement is the fix: {err}");
 }
 
 const OWNS_BOTH: &str = "ALTER TABLE a OWNER TO {role}; ALTER TABLE b OWNER TO {role};";
@@ -134,6 +151,35 @@ scenario_tests! {
              \"public\".\"a\", \"public\".\"b\" WITH (publish_via_partition_root = true)",
         ],
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_names_a_schema_the_role_may_not_use() {
+    let db = TestDb::new("no_usage").await;
+    db.exec("CREATE SCHEMA crm; CREATE TABLE crm.c (id int PRIMARY KEY)")
+        .await;
+    let setup = Setup::new(&db, &["crm.c"], "", "");
+    let role = db.role("REPLICATION").await;
+    db.exec(&fill(
+        "CREATE PUBLICATION {pub} FOR TABLE crm.c WITH (publish_via_partition_root = true); \
+         GRANT SELECT ON crm.c TO {role};",
+        &role,
+        &db,
+        &setup,
+    ))
+    .await;
+    names_the_missing_privilege(
+        &db,
+        &setup,
+        &role,
+        &[
+            "the role {role} lacks USAGE on schema crm",
+            "GRANT USAGE ON SCHEMA \"crm\" TO \"{role}\"",
+        ],
+    )
+    .await;
+    db.drop_db().await;
+    role.drop_role().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
