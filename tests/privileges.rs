@@ -154,6 +154,25 @@ scenario_tests! {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn check_lists_every_missing_privilege_at_once() {
+    let (db, setup) = two_tables("none_at_all").await;
+    let role = db.role("").await;
+    let (code, err) = check_as(&setup, &role);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("4 problem(s):"), "{err}");
+    for e in [
+        "lacks REPLICATION",
+        "lacks SELECT on public.a, public.b,",
+        "lacks CREATE on database",
+        "does not own public.a, public.b",
+    ] {
+        assert!(err.contains(e), "{e} missing in:\n{err}");
+    }
+    db.drop_db().await;
+    role.drop_role().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn check_names_a_schema_the_role_may_not_use() {
     let db = TestDb::new("no_usage").await;
     db.exec("CREATE SCHEMA crm; CREATE TABLE crm.c (id int PRIMARY KEY)")
