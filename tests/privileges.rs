@@ -301,6 +301,12 @@ async fn a_publication_with_other_tables_is_reported_and_left_alone_unless_manag
         ours,
         "altered by capture"
     );
+    assert!(
+        cap.log_text()
+            .contains("publication altered to source.tables"),
+        "and said so: {}",
+        cap.log_text()
+    );
     db.exec("INSERT INTO b VALUES (1)").await;
     assert_eq!(read_n(&setup.topic("public.b"), 1, WAIT).len(), 1);
     stop_cleanly(&mut cap, db).await;

@@ -434,12 +434,10 @@ pub(crate) async fn ensure_publication(
     let facts = facts(client, publication, tables).await?;
     let name = quote_ident(publication);
     let list: Vec<&TableName> = tables.iter().collect();
-    let (statements, done) = match plan(&facts, publication, manage).map_err(refusal)? {
+    let decided = plan(&facts, publication, manage).map_err(refusal)?;
+    let statements = match decided {
         PublicationPlan::Keep => return Ok(()),
-        PublicationPlan::Create => (
-            vec![create_statement(publication, &list)],
-            "publication created",
-        ),
+        PublicationPlan::Create => vec![create_statement(publication, &list)],
         PublicationPlan::Alter { tables, via_root } => {
             let mut s = Vec::new();
             if via_root {
@@ -453,7 +451,7 @@ pub(crate) async fn ensure_publication(
                     quoted(&list)
                 ));
             }
-            (s, "publication altered (source.manage_publication = true)")
+            s
         }
     };
     // One implicit transaction: both changes or neither.
@@ -461,7 +459,16 @@ pub(crate) async fn ensure_publication(
         .batch_execute(&statements.join("; "))
         .await
         .map_err(sql)?;
-    tracing::info!(publication, tables = tables.len(), "{done}");
+    if decided == PublicationPlan::Create {
+        tracing::info!(publication, tables = tables.len(), "publication created");
+    } else {
+        // It may have served another subscriber: say so louder.
+        tracing::warn!(
+            publication,
+            tables = tables.len(),
+            "publication altered to source.tables (source.manage_publication = true)"
+        );
+    }
     Ok(())
 }
 
