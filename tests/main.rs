@@ -14,6 +14,7 @@ mod hubspot_strict;
 mod layering;
 mod ledger;
 mod postgres;
+mod privileges;
 mod relations;
 mod sink;
 mod status;

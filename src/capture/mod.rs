@@ -9,6 +9,7 @@
 //! | `normalize` | pure: row images under a Relation → [`ChangeEvent`](crate::event::ChangeEvent) |
 //! | `progress` | pure: the flush LSN as the low watermark of acknowledged transactions |
 //! | [`value`] | pure: Postgres text values → JSON |
+//! | `source` | I/O, reads only: every problem of the source (server, privileges, publication, tables) |
 //! | `session` | I/O: connect, preflight, slot and checkpoint, snapshot, the streaming loop |
 //! | `last_error` | I/O: the last error, kept for `driftless status` |
 //!
@@ -35,6 +36,7 @@ pub(crate) mod last_error;
 pub(crate) mod normalize;
 pub(crate) mod progress;
 mod session;
+mod source;
 pub(crate) mod table;
 pub mod value;
 
@@ -51,7 +53,7 @@ use crate::kafka::KafkaFailure;
 use crate::postgres::SourceError;
 use crate::postgres::error::PgError;
 use session::Session;
-pub(crate) use session::prepare_source;
+pub(crate) use source::{inspect_source, prepare_source};
 
 /// Prefix of the heartbeat messages driftless emits; they advance the slot and are not
 /// published.

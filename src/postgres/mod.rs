@@ -10,10 +10,13 @@
 //! - `sql_stream`: the transport handed to tokio-postgres, its authentication judged by
 //!   `auth_policy`;
 //! - [`replication`]: our own replication-protocol client (startup, SCRAM, CopyBoth, status);
-//! - [`catalog`]: preflight, publication, slot state, table metadata, type resolution;
+//! - `access`: the privileges capture needs and the publication (created, kept, or altered
+//!   only when the configuration allows it);
+//! - [`catalog`]: preflight, slot state, table metadata, type resolution;
 //! - `snapshot`: chunked reads inside the slot's exported snapshot;
 //! - [`sql`]: the one copy of identifier and literal quoting.
 
+pub(crate) mod access;
 mod auth_policy;
 #[cfg(test)]
 mod auth_tests;
