@@ -6,6 +6,7 @@
 
 mod support;
 
+mod bad_input;
 mod capture;
 mod contract;
 mod e2e;

@@ -460,7 +460,10 @@ impl SourceConfig {
                 Some(name) => tables.push(name),
                 None => p.add(
                     format!("source.tables[{i}]"),
-                    format!("{t:?} is not \"schema.table\" (unquoted identifiers)"),
+                    format!(
+                        "{t:?} is not \"schema.table\" of unquoted identifiers (each 1-63 \
+                         bytes of letters, digits, _, $ and -)"
+                    ),
                 ),
             }
         }
