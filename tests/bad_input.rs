@@ -15,7 +15,7 @@
 //! | numeric `NaN`, `Infinity` | a Zoho `double` field | dead-lettered, later rows written | [`hostile_numbers_into_zoho_are_dead_lettered`] |
 //! | a 3 MB body; signatures missing, short, not base64, stale, over another body | the HubSpot receiver | 413 / 401, counted, nothing queued, a later signed delivery applied | [`hostile_deliveries_to_the_hubspot_receiver_are_refused`] |
 //! | a 3 MB body; a missing or wrong channel token | the Zoho receiver | 413 / 401, counted, a later notification applied | [`hostile_deliveries_to_the_zoho_receiver_are_refused`] |
-//! | a token endpoint answering HTML (200, 404, 502, 503) | OAuth refresh | transient for 5xx, fatal otherwise, naming endpoint, status and content type, never the page; unit test `a_token_endpoint_answering_html_is_named_and_classified` in `src/destinations/oauth.rs` | (unit) |
+//! | a token endpoint answering HTML (200, 502) | a Zoho sink's OAuth refresh | 200: exit 1, 502: retried; the error names endpoint, status and content type, never the page; the row arrives (nothing acknowledged before) | [`a_token_endpoint_answering_html_is_named_and_nothing_is_lost`]; 404 and 503 in the unit test `a_token_endpoint_answering_html_is_named_and_classified` (`src/destinations/oauth.rs`) |
 //!
 //! NUL bytes reach driftless only from a CRM: Postgres `text` cannot hold one, so capture
 //! never sees it; `jsonb` refuses `\u0000` at insert.
@@ -816,4 +816,115 @@ async fn hostile_deliveries_to_the_zoho_receiver_are_refused() {
     );
     assert_eq!(t.postgres().await.len(), 1, "nothing else stored");
     t.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A token endpoint answering HTML: the sink's OAuth refresh against the Zoho emulator.
+
+/// A Zoho Leads sink `name` with OAuth against the emulator on `port`.
+fn zoho_oauth_sink(name: &str, port: u16) -> String {
+    format!(
+        r#"
+[[sinks]]
+name = "{name}"
+kind = "zoho"
+table = "public.leads"
+module = "Leads"
+id_property = "External_Id"
+base_url = "http://127.0.0.1:{port}"
+batch_max_wait_ms = 100
+[sinks.oauth]
+client_id_env = "ZOHO_CLIENT_ID"
+client_secret_env = "ZOHO_CLIENT_SECRET"
+refresh_token_env = "ZOHO_REFRESH_TOKEN"
+token_url = "http://127.0.0.1:{port}/oauth/v2/token"
+[sinks.fields]
+id = "External_Id"
+email = "Email"
+last_name = "Last_Name"
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_endpoint_answering_html_is_named_and_nothing_is_lost() {
+    const ENV: [(&str, &str); 3] = [
+        ("ZOHO_CLIENT_ID", "test-client-id"),
+        ("ZOHO_CLIENT_SECRET", "test-client-secret"),
+        ("ZOHO_REFRESH_TOKEN", "test-refresh-token"),
+    ];
+    let emulator = Emulator::start("zoho");
+    let (db, setup, mut cap) = capture_streaming(
+        "token_html",
+        "CREATE TABLE leads (id bigint PRIMARY KEY, email text, last_name text)",
+        &["public.leads"],
+    )
+    .await;
+    let name = unique("zoho-token").replace('_', "-");
+    setup.append_config(&zoho_oauth_sink(&name, emulator.port));
+    let endpoint = format!("http://127.0.0.1:{}/oauth/v2/token", emulator.port);
+    let written = |state: Value, key: i64| Crm::Zoho.records(&state).contains_key(&key);
+    let emulator = &emulator;
+    let fault = |f: Value| async move {
+        let (code, _) = emulator.post("/_emulator/faults", &f).await;
+        assert!(code < 300);
+    };
+    let insert =
+        |key: i64| format!("INSERT INTO leads VALUES ({key}, 'l{key}@example.com', 'L{key}')");
+    // A login page (HTTP 200) at start: fatal, nothing acknowledged.
+    fault(json!({"path": "/oauth", "html": true})).await;
+    db.exec(&insert(1)).await;
+    let mut sink = setup.start_with("sink", &["--name", &name], &ENV);
+    let code = sink.wait_exit(WAIT);
+    assert_eq!(
+        code,
+        Some(1),
+        "fatal (README exit codes)\n{}",
+        sink.log_text()
+    );
+    // A new worker delivers the row the first one never acknowledged.
+    let mut sink = setup.start_with("sink", &["--name", &name], &ENV);
+    eventually("row 1 reaches Zoho", WAIT, || async {
+        written(emulator.state().await, 1)
+    })
+    .await;
+    // A proxy's 502 page while refreshing a token that expired mid-run: retried.
+    fault(json!([
+        {"path": "/crm/v8/", "expire_tokens": true},
+        {"path": "/oauth", "status": 502, "html": true, "count": 2}
+    ]))
+    .await;
+    db.exec(&insert(2)).await;
+    eventually("row 2 reaches Zoho", WAIT, || async {
+        written(emulator.state().await, 2)
+    })
+    .await;
+    assert_eq!(sink.stop(), Some(0));
+    let state = emulator.state().await;
+    assert_eq!(state["pending_faults"], 0, "every fault was met");
+    let all = setup_logs(&setup);
+    for status in [200, 502] {
+        assert!(
+            all.contains(&format!(
+                "OAuth token endpoint {endpoint} answered HTTP {status} with text/html, not JSON"
+            )),
+            "{status}: the error names endpoint, status and content type\n{all}"
+        );
+    }
+    assert!(
+        !all.contains("<html") && !all.contains("<!DOCTYPE"),
+        "{all}"
+    );
+    stop_cleanly(&mut cap, db).await;
+}
+
+/// Every driftless log of `setup` (the first, failed worker's included).
+fn setup_logs(setup: &Setup) -> String {
+    let mut out = String::new();
+    for e in std::fs::read_dir(setup.dir.path()).unwrap().flatten() {
+        if e.path().extension().is_some_and(|x| x == "log") {
+            out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+        }
+    }
+    out
 }
