@@ -352,7 +352,7 @@ fn hostile_config_values_are_refused_with_their_field_paths() {
         assert!(!err.contains("hunter2"), "{}: the password echoed", r.input);
     }
     // All the validation rows at once: one error listing every problem.
-    let sinks = rows
+    let mut sinks = rows
         .iter()
         .filter(|r| r.path.starts_with("sinks[0].base_url"));
     let mut text = config_text(
@@ -366,7 +366,7 @@ fn hostile_config_values_are_refused_with_their_field_paths() {
     );
     text.push_str(
         &sinks
-            .last()
+            .next_back()
             .map_or("", |r| r.sinks)
             .replace("{long}", &long),
     );
@@ -547,12 +547,13 @@ async fn hostile_values_between_postgres_and_hubspot() {
         match blob {
             None => assert!(!records.contains_key(&key), "{input}: not written"),
             Some((_, text)) => {
+                let id = key.to_string();
                 let state = t.emulator.state().await;
                 let rec = state["objects"]["contacts"]
                     .as_array()
                     .unwrap()
                     .iter()
-                    .find(|r| r["properties"]["pg_external_id"] == key.to_string())
+                    .find(|r| r["properties"]["pg_external_id"] == id.as_str())
                     .unwrap_or_else(|| panic!("{input}: written"));
                 assert_eq!(rec["properties"]["lastname"], *text, "{input}: {rec}");
             }
@@ -661,6 +662,9 @@ async fn deliver(t: &TwoWay, headers: &[(&str, String)], body: Vec<u8>) -> u16 {
     req.send().await.unwrap().status().as_u16()
 }
 
+/// A hostile delivery: what it is, its headers, its body and the status it must get.
+type Delivery = (&'static str, Vec<(&'static str, String)>, Vec<u8>, u16);
+
 /// A HubSpot delivery body: a property change of `object_id`.
 fn hubspot_event(object_id: &str, event_id: i64) -> Vec<u8> {
     json!([{
@@ -695,7 +699,7 @@ async fn hostile_deliveries_to_the_hubspot_receiver_are_refused() {
     big.resize(3 * 1024 * 1024, b' ');
     let big_sig = sign_v3(HUBSPOT_SECRET, "POST", &uri, &big, now);
     let other = hubspot_event(&crm_id, 9_000_002);
-    let rows: Vec<(&str, Vec<(&str, String)>, Vec<u8>, u16)> = vec![
+    let rows: Vec<Delivery> = vec![
         ("a 3 MB body (signed)", sig(big_sig, now), big, 413),
         ("no signature", vec![], body.clone(), 401),
         (
