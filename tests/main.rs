@@ -6,6 +6,7 @@
 
 mod support;
 
+mod bad_input;
 mod capture;
 mod capture_restart;
 mod contract;

@@ -510,7 +510,10 @@ impl SourceConfig {
             let Some(name) = parse_table(t) else {
                 p.add(
                     at,
-                    format!("{t:?} is not \"schema.table\" (unquoted identifiers)"),
+                    format!(
+                        "{t:?} is not \"schema.table\" of unquoted identifiers (each 1-63 \
+                         bytes of letters, digits, _, $ and -)"
+                    ),
                 );
                 continue;
             };

@@ -103,11 +103,25 @@ pub(crate) fn is_secure_url(url: &url::Url) -> bool {
     }
 }
 
-/// What is wrong with `s` as a CRM, token or webhook URL, if anything: not an http(s) URL with
-/// a host, or plain `http` to a host other than loopback.
+/// The longest CRM, token or webhook URL accepted (what common proxies and servers take).
+const MAX_URL_CHARS: usize = 2048;
+
+/// What is wrong with `s` as a CRM, token or webhook URL, if anything: longer than
+/// [`MAX_URL_CHARS`], not an http(s) URL with a host, a user name or password in it (they would
+/// reach logs and proxies; secrets go in `*_env`), or plain `http` to a host other than
+/// loopback.
 pub(super) fn url_problem(s: &str) -> Option<&'static str> {
+    if s.len() > MAX_URL_CHARS {
+        return Some("is longer than 2048 characters");
+    }
     if !is_http_url(s) {
         return Some("must be an http(s) URL with a host");
+    }
+    if url::Url::parse(s).is_ok_and(|u| !u.username().is_empty() || u.password().is_some()) {
+        return Some(
+            "must not carry a user name or password (it would reach logs and proxies; \
+             credentials go in the *_env settings)",
+        );
     }
     let secure = url::Url::parse(s).is_ok_and(|u| is_secure_url(&u));
     (!secure).then_some(
