@@ -8,6 +8,7 @@ mod support;
 
 mod bad_input;
 mod capture;
+mod capture_filters;
 mod capture_restart;
 mod contract;
 mod e2e;
