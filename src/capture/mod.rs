@@ -30,6 +30,7 @@
 //! heartbeat timer, then new WAL.
 
 pub mod assemble;
+pub(crate) mod debezium;
 pub(crate) mod normalize;
 pub(crate) mod progress;
 mod session;
