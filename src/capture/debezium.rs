@@ -6,8 +6,8 @@
 //! around them. Invariants:
 //! - pure: the bytes depend only on the event and the options, except with
 //!   `ts_ms = "processing"`, where the top-level `ts_ms`/`ts_us`/`ts_ns` are the time of writing;
-//! - the key is the key columns in table column order (as Debezium writes them), so equal keys
-//!   are equal bytes and partitions match a Debezium-written topic;
+//! - the key is the key columns in the key's declaration order (as Debezium writes them), so
+//!   equal keys are equal bytes and partitions match a Debezium-written topic;
 //! - the value is written straight from borrowed parts (no intermediate JSON tree).
 //!
 //! Intended differences from Debezium: `source.version` names driftless's event format; with
@@ -25,7 +25,7 @@ pub(crate) const NEW_KEY_HEADER: &str = "__debezium.newkey";
 /// Header on the insert of a primary-key change: the old key.
 pub(crate) const OLD_KEY_HEADER: &str = "__debezium.oldkey";
 
-/// The Kafka key bytes: the key columns in table column order.
+/// The Kafka key bytes: the key columns in the key's declaration order.
 pub(crate) fn key(ev: &ChangeEvent) -> Option<Vec<u8>> {
     ev.key.as_ref().map(row_bytes)
 }

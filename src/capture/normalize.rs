@@ -13,8 +13,8 @@
 //! - ordinals are assigned in decoding order, so ids are the same on every re-send.
 //!
 //! Under [`Rendering::Debezium`] (the `debezium` envelope) the images follow Debezium's
-//! PostgreSQL connector instead: values per [`text_to_debezium`], key columns in table column
-//! order, an unchanged TOAST column present with Debezium's placeholder (and still listed in
+//! PostgreSQL connector instead: values per [`text_to_debezium`], the key's bytes in key
+//! order (the primary key's declaration order, as Debezium writes it), an unchanged TOAST column present with Debezium's placeholder (and still listed in
 //! `unchanged_toast`), and the old image of a DEFAULT-identity delete carrying every column
 //! (non-key ones null).
 
@@ -109,11 +109,8 @@ impl RelationInfo {
         }
     }
 
-    /// The same relation rendered by `render`; Debezium orders key columns as the table does.
+    /// The same relation rendered by `render`.
     pub(crate) fn rendered(mut self, render: Rendering) -> Self {
-        if let Rendering::Debezium(_) = render {
-            self.key.sort_unstable();
-        }
         self.render = render;
         self
     }
@@ -466,19 +463,19 @@ mod tests {
 
     fn dbz_rel() -> RelationInfo {
         let mut r = rel();
-        // Key declared as (n, id): Debezium still writes the table's column order.
+        // Key declared as (n, id): Debezium writes the key in that order.
         r.key = vec![2, 0];
         r.rendered(Rendering::Debezium(DecimalMode::Precise))
     }
 
     #[test]
-    fn debezium_keys_follow_table_order_and_toast_gets_the_placeholder() {
+    fn debezium_keys_follow_key_order_and_toast_gets_the_placeholder() {
         let rel = dbz_rel();
         let new = Tuple(vec![text("1"), TupleValue::UnchangedToast, text("2")]);
         let (_, img) = &update_images(&rel, None, &new)[0];
         assert_eq!(
             serde_json::to_string(&img.key).unwrap(),
-            r#"{"id":1,"n":2}"#
+            r#"{"n":2,"id":1}"#
         );
         assert_eq!(img.after.as_ref().unwrap()["bio"], UNAVAILABLE);
         assert_eq!(img.unchanged_toast, ["bio"]);
@@ -505,7 +502,7 @@ mod tests {
             .iter()
             .map(|(_, i)| serde_json::to_string(&i.key_change).unwrap())
             .collect();
-        assert_eq!(keys, [r#"{"id":7,"n":4}"#, r#"{"id":3,"n":4}"#]);
+        assert_eq!(keys, [r#"{"n":4,"id":7}"#, r#"{"n":4,"id":3}"#]);
     }
 
     #[test]
