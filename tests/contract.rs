@@ -247,7 +247,14 @@ fn differences(path: &str, ours: &Value, theirs: &Value, out: &mut Vec<String>) 
 /// lines `ours` on the same WAL of [`DEBEZIUM_WORKLOAD`], and compares what they write record
 /// by record: key bytes, value (minus the documented differences of [`comparable`]),
 /// key-change headers and tombstones. `records` is how many records each table's topic gets.
-async fn compare_with_debezium(tag: &str, ours: &str, props: &str, records: [(&str, usize); 2]) {
+/// Returns Debezium's records by (table, key) for checks that the workload covers what it
+/// should.
+async fn compare_with_debezium(
+    tag: &str,
+    ours: &str,
+    props: &str,
+    records: [(&str, usize); 2],
+) -> BTreeMap<(String, Option<String>), Vec<Value>> {
     let python = required_env(
         "DRIFTLESS_DEBEZIUM_PYTHON",
         "the Debezium virtualenv (scripts/python-env --debezium)",
@@ -345,13 +352,40 @@ async fn compare_with_debezium(tag: &str, ours: &str, props: &str, records: [(&s
         diffs.join("\n")
     );
     stop_cleanly(&mut cap, db).await;
+    let prefix = format!("{}.", setup.prefix);
+    debezium
+        .into_iter()
+        .map(|((topic, key), rs)| {
+            let table = topic.strip_prefix(&prefix).unwrap_or(&topic).to_string();
+            let values = rs
+                .into_iter()
+                .map(|r| serde_json::json!({"value": r.2, "headers": r.3}))
+                .collect();
+            ((table, key), values)
+        })
+        .collect()
 }
 
 /// Both at their defaults: precise decimals, truncates skipped.
 #[tokio::test(flavor = "multi_thread")]
 async fn heavy_debezium_envelope_matches_the_real_debezium() {
     let records = [("public.every_type", 11), ("public.regions", 7)];
-    compare_with_debezium("dbzc", "", "", records).await;
+    let debezium = compare_with_debezium("dbzc", "", "", records).await;
+    // The workload covers what the comparison is about.
+    let at = |table: &str, key: &str, i: usize| {
+        debezium[&(table.to_string(), Some(key.to_string()))][i].clone()
+    };
+    let toast = at("public.every_type", r#"{"id":1}"#, 1);
+    assert_eq!(
+        toast["value"]["after"]["c_toast"],
+        "__debezium_unavailable_value"
+    );
+    let delete = at("public.every_type", r#"{"id":2}"#, 1);
+    assert_eq!(delete["value"]["before"].as_object().unwrap().len(), 29);
+    let moved = at("public.regions", r#"{"id":1,"region":"us"}"#, 0);
+    assert_eq!(moved["headers"]["__debezium.oldkey"]["region"], "eu");
+    let nan = at("public.every_type", r#"{"id":3}"#, 0);
+    assert_eq!(nan["value"]["after"]["c_num_free"], Value::Null);
 }
 
 /// `decimal_handling_mode = "string"` and truncates written, against Debezium's
@@ -361,7 +395,9 @@ async fn heavy_debezium_string_decimals_and_truncates_match_the_real_debezium() 
     let ours = "[kafka.debezium]\ndecimal_handling_mode = \"string\"\nskipped_operations = []";
     let props = "decimal.handling.mode=string;skipped.operations=none";
     let records = [("public.every_type", 11), ("public.regions", 8)];
-    compare_with_debezium("dbzs", ours, props, records).await;
+    let debezium = compare_with_debezium("dbzs", ours, props, records).await;
+    let truncate = &debezium[&("public.regions".to_string(), None)];
+    assert_eq!(truncate[0]["value"]["op"], "t");
 }
 
 /// `decimal_handling_mode = "double"` against Debezium's `decimal.handling.mode=double`.
