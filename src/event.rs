@@ -8,7 +8,9 @@
 //!   unique per change even when several changes share one WAL record LSN;
 //! - the Kafka key is the primary key as JSON with keys sorted, so equal keys are equal bytes;
 //! - a column whose value Postgres did not send (unchanged TOAST) is listed in
-//!   `unchanged_toast` and absent from `after`; no placeholder value is ever written.
+//!   `unchanged_toast` and absent from `after`; no placeholder value is ever written (except
+//!   for the `debezium` envelope, whose rows capture renders Debezium's way: there `after`
+//!   holds Debezium's placeholder, and `before` of a delete every column).
 
 use std::sync::Arc;
 

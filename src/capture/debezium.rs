@@ -208,6 +208,25 @@ mod tests {
     }
 
     #[test]
+    fn processing_time_mode_writes_the_time_of_writing_at_top_level_only() {
+        let opts = DebeziumOptions {
+            ts: TsMode::Processing,
+            ..DebeziumOptions::default()
+        };
+        let before = chrono::Utc::now().timestamp_micros();
+        let v: serde_json::Value =
+            serde_json::from_slice(&value(&event(Op::Create), "p", &opts, 0)).unwrap();
+        let after = chrono::Utc::now().timestamp_micros();
+        let ts_us = v["ts_us"].as_i64().unwrap();
+        assert!((before..=after).contains(&ts_us), "{v}");
+        assert_eq!(v["ts_ms"].as_i64().unwrap(), ts_us / 1000);
+        assert_eq!(
+            v["source"]["ts_us"], 1_709_207_130_123_456_i64,
+            "commit time"
+        );
+    }
+
+    #[test]
     fn first_event_after_a_fresh_start_has_no_previous_commit() {
         let mut ev = event(Op::Update);
         ev.source.prev_commit_end = None;
