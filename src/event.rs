@@ -1,14 +1,16 @@
 //! The normalized change event: the contract between capture, Kafka and every consumer.
 //!
 //! Owns [`ChangeEvent`] (serialized exactly as `schemas/change-event.v1.json` describes), the
-//! canonical Kafka key, and the Debezium-compatible envelope. Invariants:
+//! canonical Kafka key. (The Debezium envelope is written by `capture::debezium`.) Invariants:
 //! - an event's bytes depend only on the WAL (no wall-clock time, no process state), so a
 //!   re-sent event after a restart is byte-identical to its first copy;
 //! - `id` is `"{commit_lsn}:{ordinal}"` (ordinal = position of the change in its transaction),
 //!   unique per change even when several changes share one WAL record LSN;
 //! - the Kafka key is the primary key as JSON with keys sorted, so equal keys are equal bytes;
 //! - a column whose value Postgres did not send (unchanged TOAST) is listed in
-//!   `unchanged_toast` and absent from `after`; no placeholder value is ever written.
+//!   `unchanged_toast` and absent from `after`; no placeholder value is ever written (except
+//!   for the `debezium` envelope, whose rows capture renders Debezium's way: there `after`
+//!   holds Debezium's placeholder, and `before` of a delete every column).
 
 use std::sync::Arc;
 
@@ -96,6 +98,14 @@ pub struct Source {
     /// the table's schema changes.
     #[serde(with = "arc_str")]
     pub schema_version: Arc<str>,
+    /// Commit time in µs since the Unix epoch (not serialized: the Debezium envelope's
+    /// `ts_us`/`ts_ns`).
+    #[serde(skip)]
+    pub commit_us: Option<i64>,
+    /// End LSN of the commit before this transaction in the stream, when the stream has seen
+    /// one (not serialized: the first element of the Debezium envelope's `source.sequence`).
+    #[serde(skip)]
+    pub prev_commit_end: Option<Lsn>,
 }
 
 /// `Arc<str>` (de)serialized as a plain string (serde's own impl needs its `rc` feature).
@@ -179,6 +189,11 @@ pub struct ChangeEvent {
     /// Logical message (`m` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<MessagePayload>,
+    /// On the two events a primary-key change becomes: the other key (the new key on the
+    /// delete, the old key on the insert). Not serialized: the Debezium envelope's
+    /// `__debezium.newkey`/`__debezium.oldkey` headers.
+    #[serde(skip)]
+    pub key_change: Option<Row>,
 }
 
 /// Canonical JSON of a key: object keys sorted, compact. Equal keys give equal bytes, so Kafka
@@ -210,49 +225,6 @@ impl ChangeEvent {
         serde_json::to_writer(&mut out, self).expect("events always serialize");
         out
     }
-
-    /// Converts to Debezium's PostgreSQL envelope (the `payload` of its JSON converter with
-    /// `schemas.enable=false`). `server_name` is Debezium's `topic.prefix`. Value types stay
-    /// driftless's (e.g. timestamps as RFC 3339 strings), documented in the README.
-    pub(crate) fn to_debezium(&self, server_name: &str) -> Value {
-        let ts_ms = self.source.commit_ts.as_deref().map(commit_ts_millis);
-        let snapshot = if self.source.snapshot {
-            "true"
-        } else {
-            "false"
-        };
-        serde_json::json!({
-            "before": self.before,
-            "after": self.after,
-            "source": {
-                "version": EVENT_FORMAT,
-                "connector": "postgresql",
-                "name": server_name,
-                "ts_ms": ts_ms,
-                "snapshot": snapshot,
-                "db": &*self.source.db,
-                "sequence": serde_json::to_string(&[
-                    Some(self.source.commit_lsn.as_u64().to_string()),
-                    Some(self.source.lsn.as_u64().to_string()),
-                ]).expect("strings serialize"),
-                "schema": &*self.source.schema,
-                "table": &*self.source.table,
-                "txId": self.source.xid,
-                "lsn": self.source.lsn.as_u64(),
-                "xmin": Value::Null,
-            },
-            "op": self.op.code(),
-            "ts_ms": ts_ms,
-            "transaction": Value::Null,
-        })
-    }
-}
-
-/// Milliseconds since the Unix epoch of an RFC 3339 timestamp (0 if unparsable).
-fn commit_ts_millis(ts: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(ts)
-        .map(|t| t.timestamp_millis())
-        .unwrap_or(0)
 }
 
 /// Microseconds since 2000-01-01 (Postgres epoch) → RFC 3339 UTC with 6 fractional digits.

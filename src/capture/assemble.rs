@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use super::CaptureError;
 use super::HEARTBEAT_PREFIX;
-use super::normalize::{self, ColumnInfo, Images, RelationInfo, TxnContext};
+use super::normalize::{self, ColumnInfo, Images, RelationInfo, Rendering, TxnContext};
 use super::value::PgType;
 use crate::event::{ChangeEvent, MessagePayload, Op, TruncatePayload};
 use crate::lsn::Lsn;
@@ -88,7 +88,15 @@ pub struct Assembler {
     database: Arc<str>,
     /// The pseudo-relation of logical messages (their topic).
     messages: RelationInfo,
+    /// How rows are rendered (set by [`Assembler::set_rendering`]).
+    render: Rendering,
+    /// End LSN of the last COMMIT seen (Debezium's `source.sequence[0]`); set by
+    /// [`Assembler::set_previous_commit`] on a resume.
+    prev_commit_end: Option<Lsn>,
 }
+
+/// Unix epoch − PostgreSQL epoch (2000-01-01), µs.
+const PG_EPOCH_UNIX_US: i64 = 946_684_800_000_000;
 
 impl Assembler {
     /// A session of `database` streaming from `resume`; logical messages go to
@@ -109,7 +117,19 @@ impl Assembler {
             resume,
             database: database.into(),
             messages,
+            render: Rendering::Driftless,
+            prev_commit_end: None,
         }
+    }
+
+    /// Renders rows of relations described from now on by `render`.
+    pub(crate) fn set_rendering(&mut self, render: Rendering) {
+        self.render = render;
+    }
+
+    /// The end LSN of the commit before the first one streamed (a resume point), if known.
+    pub(crate) fn set_previous_commit(&mut self, lsn: Option<Lsn>) {
+        self.prev_commit_end = lsn;
     }
 
     /// True between a BEGIN and its COMMIT.
@@ -127,6 +147,7 @@ impl Assembler {
             .map(|(c, ty)| ColumnInfo {
                 name: c.name,
                 type_oid: c.type_oid,
+                type_modifier: c.type_modifier,
                 ty,
             })
             .collect();
@@ -138,7 +159,8 @@ impl Assembler {
             columns,
             &facts.key_names,
             &flags,
-        );
+        )
+        .rendered(self.render);
         tracing::debug!(relation = info.oid, schema_version = %info.schema_version,
             "relation updated");
         self.relations.insert(info.oid, info);
@@ -163,6 +185,8 @@ impl Assembler {
                         commit_lsn: b.final_lsn,
                         xid: Some(b.xid),
                         commit_ts: Some(crate::event::pg_timestamp_to_rfc3339(b.commit_ts).into()),
+                        commit_us: Some(b.commit_ts.saturating_add(PG_EPOCH_UNIX_US)),
+                        prev_commit_end: self.prev_commit_end,
                         origin: None,
                         ordinal: 0,
                         snapshot: false,
@@ -179,6 +203,7 @@ impl Assembler {
                     .txn
                     .take()
                     .ok_or_else(|| CaptureError::Protocol("COMMIT outside a transaction".into()))?;
+                self.prev_commit_end = Some(c.end_lsn);
                 out.push(Output::Commit {
                     end_lsn: c.end_lsn,
                     commit_ms: Some(t.commit_ms),
@@ -289,6 +314,8 @@ impl Assembler {
                     commit_lsn: m.lsn,
                     xid: None,
                     commit_ts: None,
+                    commit_us: None,
+                    prev_commit_end: self.prev_commit_end,
                     origin: None,
                     ordinal: 0,
                     snapshot: false,

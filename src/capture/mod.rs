@@ -32,6 +32,7 @@
 //! heartbeat timer, then new WAL.
 
 pub mod assemble;
+pub(crate) mod debezium;
 pub(crate) mod last_error;
 pub(crate) mod normalize;
 pub(crate) mod progress;

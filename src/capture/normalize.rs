@@ -11,11 +11,18 @@
 //! - an update that changes the primary key becomes a delete of the old key followed by an
 //!   insert of the new one, so per-key order on Kafka holds;
 //! - ordinals are assigned in decoding order, so ids are the same on every re-send.
+//!
+//! Under [`Rendering::Debezium`] (the `debezium` envelope) the images follow Debezium's
+//! PostgreSQL connector instead: values per [`text_to_debezium`], the key's bytes in key
+//! order (the primary key's declaration order, as Debezium writes it), an unchanged TOAST column present with Debezium's placeholder (and still listed in
+//! `unchanged_toast`), and the old image of a DEFAULT-identity delete carrying every column
+//! (non-key ones null).
 
 use std::sync::{Arc, LazyLock};
 
 use serde_json::Value;
 
+use super::value::debezium::{DecimalMode, UNAVAILABLE, text_to_debezium};
 use super::value::{PgType, text_to_json};
 use crate::event::{ChangeEvent, EVENT_FORMAT, Op, Row, Source};
 use crate::lsn::Lsn;
@@ -28,6 +35,8 @@ pub(crate) struct ColumnInfo {
     pub name: String,
     /// Type OID.
     pub type_oid: u32,
+    /// Type modifier (-1 if none): precision of temporal types, scale of numerics.
+    pub type_modifier: i32,
     /// Resolved type.
     pub ty: PgType,
 }
@@ -49,6 +58,18 @@ pub(crate) struct RelationInfo {
     pub key: Vec<usize>,
     /// Hash of the column list.
     pub schema_version: Arc<str>,
+    /// How values and images are rendered.
+    pub render: Rendering,
+}
+
+/// How rows are rendered: driftless's rules, or Debezium's (the `debezium` envelope).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Rendering {
+    /// [`text_to_json`], key columns in key order, no placeholders.
+    #[default]
+    Driftless,
+    /// [`text_to_debezium`] with this decimal mode, Debezium's images.
+    Debezium(DecimalMode),
 }
 
 impl RelationInfo {
@@ -84,6 +105,21 @@ impl RelationInfo {
             columns,
             key,
             schema_version,
+            render: Rendering::Driftless,
+        }
+    }
+
+    /// The same relation rendered by `render`.
+    pub(crate) fn rendered(mut self, render: Rendering) -> Self {
+        self.render = render;
+        self
+    }
+
+    /// Converts one non-NULL text value of `col`.
+    pub(crate) fn value(&self, col: &ColumnInfo, text: &str) -> Value {
+        match self.render {
+            Rendering::Driftless => text_to_json(&col.ty, text),
+            Rendering::Debezium(mode) => text_to_debezium(&col.ty, col.type_modifier, text, mode),
         }
     }
 }
@@ -120,6 +156,10 @@ pub(crate) struct TxnContext {
     pub xid: Option<u32>,
     /// Commit time, RFC 3339.
     pub commit_ts: Option<Arc<str>>,
+    /// Commit time, µs since the Unix epoch.
+    pub commit_us: Option<i64>,
+    /// End LSN of the previous commit in the stream, if known.
+    pub prev_commit_end: Option<Lsn>,
     /// Replication origin, if any.
     pub origin: Option<String>,
     /// Next ordinal.
@@ -152,6 +192,8 @@ impl TxnContext {
             commit_lsn: self.commit_lsn,
             xid: self.xid,
             commit_ts: self.commit_ts.clone(),
+            commit_us: self.commit_us,
+            prev_commit_end: self.prev_commit_end,
             origin: self.origin.clone(),
             snapshot: self.snapshot,
             schema_version: rel.schema_version.clone(),
@@ -176,6 +218,7 @@ impl TxnContext {
             unchanged_toast: images.unchanged_toast,
             truncate: None,
             message: None,
+            key_change: images.key_change,
         }
     }
 }
@@ -191,13 +234,15 @@ pub(crate) struct Images {
     pub after: Option<Row>,
     /// Unchanged TOAST columns.
     pub unchanged_toast: Vec<String>,
+    /// The other key of a primary-key change ([`ChangeEvent::key_change`]).
+    pub key_change: Option<Row>,
 }
 
 /// Converts one text value.
-pub(crate) fn convert(ty: &PgType, raw: &[u8]) -> Value {
+fn convert(rel: &RelationInfo, col: &ColumnInfo, raw: &[u8]) -> Value {
     match std::str::from_utf8(raw) {
-        Ok(s) => text_to_json(ty, s),
-        Err(_) => text_to_json(ty, &String::from_utf8_lossy(raw)),
+        Ok(s) => rel.value(col, s),
+        Err(_) => rel.value(col, &String::from_utf8_lossy(raw)),
     }
 }
 
@@ -211,9 +256,14 @@ pub(crate) fn decode_tuple(rel: &RelationInfo, tuple: &Tuple) -> (Row, Vec<Strin
             TupleValue::Null => {
                 row.insert(col.name.clone(), Value::Null);
             }
-            TupleValue::UnchangedToast => unchanged.push(col.name.clone()),
+            TupleValue::UnchangedToast => {
+                if rel.render != Rendering::Driftless {
+                    row.insert(col.name.clone(), Value::from(UNAVAILABLE));
+                }
+                unchanged.push(col.name.clone());
+            }
             TupleValue::Text(b) | TupleValue::Binary(b) => {
-                row.insert(col.name.clone(), convert(&col.ty, b));
+                row.insert(col.name.clone(), convert(rel, col, b));
             }
         }
     }
@@ -238,13 +288,16 @@ pub(crate) fn insert_images(rel: &RelationInfo, new: &Tuple) -> Images {
         before: None,
         after: Some(after),
         unchanged_toast,
+        key_change: None,
     }
 }
 
-/// The old image of an update or delete: the full row for `O`, only the key columns for `K`.
+/// The old image of an update or delete: the full row for `O`, only the key columns for `K`
+/// (Debezium: every column, the non-key ones null as Postgres sent them).
 fn old_image(rel: &RelationInfo, old: &OldTuple) -> Row {
     match old {
         OldTuple::Full(t) => decode_tuple(rel, t).0,
+        OldTuple::Key(t) if rel.render != Rendering::Driftless => decode_tuple(rel, t).0,
         OldTuple::Key(t) => {
             let (row, _) = decode_tuple(rel, t);
             key_of(rel, &row).unwrap_or(row)
@@ -286,10 +339,11 @@ pub(crate) fn update_images(
             (
                 Op::Delete,
                 Images {
-                    key: Some(ok),
+                    key: Some(ok.clone()),
                     before,
                     after: None,
                     unchanged_toast: vec![],
+                    key_change: Some(nk.clone()),
                 },
             ),
             (
@@ -299,6 +353,7 @@ pub(crate) fn update_images(
                     before: None,
                     after: Some(after),
                     unchanged_toast,
+                    key_change: Some(ok),
                 },
             ),
         ],
@@ -309,6 +364,7 @@ pub(crate) fn update_images(
                 before,
                 after: Some(after),
                 unchanged_toast,
+                key_change: None,
             },
         )],
     }
@@ -322,6 +378,7 @@ pub(crate) fn delete_images(rel: &RelationInfo, old: &OldTuple) -> Images {
         before: Some(before),
         after: None,
         unchanged_toast: vec![],
+        key_change: None,
     }
 }
 
@@ -334,6 +391,7 @@ mod tests {
         let col = |name: &str, ty: PgType, type_oid| ColumnInfo {
             name: name.into(),
             type_oid,
+            type_modifier: -1,
             ty,
         };
         RelationInfo::new(
@@ -401,6 +459,50 @@ mod tests {
         let old = OldTuple::Key(Tuple(vec![text("3"), TupleValue::Null, TupleValue::Null]));
         let img = delete_images(&rel(), &old);
         assert_eq!(serde_json::to_string(&img.before).unwrap(), r#"{"id":3}"#);
+    }
+
+    fn dbz_rel() -> RelationInfo {
+        let mut r = rel();
+        // Key declared as (n, id): Debezium writes the key in that order.
+        r.key = vec![2, 0];
+        r.rendered(Rendering::Debezium(DecimalMode::Precise))
+    }
+
+    #[test]
+    fn debezium_keys_follow_key_order_and_toast_gets_the_placeholder() {
+        let rel = dbz_rel();
+        let new = Tuple(vec![text("1"), TupleValue::UnchangedToast, text("2")]);
+        let (_, img) = &update_images(&rel, None, &new)[0];
+        assert_eq!(
+            serde_json::to_string(&img.key).unwrap(),
+            r#"{"n":2,"id":1}"#
+        );
+        assert_eq!(img.after.as_ref().unwrap()["bio"], UNAVAILABLE);
+        assert_eq!(img.unchanged_toast, ["bio"]);
+        // Under FULL identity the old value replaces the placeholder, in place.
+        let old = OldTuple::Full(Tuple(vec![text("1"), text("long"), text("2")]));
+        let (_, img) = &update_images(&rel, Some(&old), &new)[0];
+        let after = img.after.as_ref().unwrap();
+        assert_eq!(after.keys().collect::<Vec<_>>(), ["id", "bio", "n"]);
+        assert_eq!(after["bio"], "long");
+    }
+
+    #[test]
+    fn debezium_delete_before_has_every_column_and_pk_changes_name_the_other_key() {
+        let rel = dbz_rel();
+        let old = OldTuple::Key(Tuple(vec![text("3"), TupleValue::Null, text("4")]));
+        let img = delete_images(&rel, &old);
+        assert_eq!(
+            serde_json::to_string(&img.before).unwrap(),
+            r#"{"id":3,"bio":null,"n":4}"#
+        );
+        let new = Tuple(vec![text("7"), text("x"), text("4")]);
+        let out = update_images(&rel, Some(&old), &new);
+        let keys: Vec<String> = out
+            .iter()
+            .map(|(_, i)| serde_json::to_string(&i.key_change).unwrap())
+            .collect();
+        assert_eq!(keys, [r#"{"n":4,"id":7}"#, r#"{"n":4,"id":3}"#]);
     }
 
     #[test]

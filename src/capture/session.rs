@@ -23,9 +23,10 @@ use tokio::sync::watch;
 use tokio_postgres::Client;
 
 use super::assemble::{Assembler, Output, RelationFacts};
+use super::debezium;
 use super::normalize::{self, ColumnInfo, Images, RelationInfo, TxnContext};
 use super::progress::{Progress, UnitId};
-use super::value::{self, PgType};
+use super::value::PgType;
 use super::{CaptureError, HEARTBEAT_PREFIX, Health, prepare_source};
 use crate::checkpoint::{Checkpoint, CheckpointStore, Phase};
 use crate::config::{Envelope, Oversize, SnapshotMode, ValidConfig};
@@ -145,6 +146,10 @@ impl<'a> Session<'a, kafka::Producer<UnitId>> {
         }
         session.progress = Progress::new(resume);
         session.assembler = Assembler::new(&session.database, cfg.messages_topic(), resume);
+        session.assembler.set_rendering(cfg.rendering());
+        // From the slot's consistent point no earlier commit is known (Debezium: null too).
+        let previous = (resume != session.checkpoint.consistent_point).then_some(resume);
+        session.assembler.set_previous_commit(previous);
         let publication = format!("\"{}\"", cfg.publication);
         let stream = repl
             .start_logical(
@@ -321,6 +326,7 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
             columns.push(ColumnInfo {
                 name: c.name.clone(),
                 type_oid: c.type_oid,
+                type_modifier: c.type_modifier,
                 ty,
             });
         }
@@ -332,7 +338,8 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
             columns,
             &t.key_columns,
             &[],
-        ))
+        )
+        .rendered(self.cfg.rendering()))
     }
 
     async fn resolve_type(&mut self, oid: u32) -> Result<PgType, CaptureError> {
@@ -380,6 +387,8 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
                 commit_lsn: consistent_point,
                 xid: None,
                 commit_ts: Some(commit_ts.clone()),
+                commit_us: Some(started.timestamp_micros()),
+                prev_commit_end: None,
                 origin: None,
                 ordinal: 0,
                 snapshot: true,
@@ -390,7 +399,7 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
                     let mut after = crate::event::Row::with_capacity(rel.columns.len());
                     for (i, col) in rel.columns.iter().enumerate() {
                         let v = match row.get(i) {
-                            Some(s) => value::text_to_json(&col.ty, s),
+                            Some(s) => rel.value(col, s),
                             None => serde_json::Value::Null,
                         };
                         after.insert(col.name.clone(), v);
@@ -400,6 +409,7 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
                         before: None,
                         after: Some(after),
                         unchanged_toast: vec![],
+                        key_change: None,
                     };
                     let ev = ctx.event(rel, consistent_point, Op::Read, images);
                     self.send(unit, &rel.topic, &ev, commit_ms).await?;
@@ -445,22 +455,43 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
         ev: &ChangeEvent,
         timestamp_ms: i64,
     ) -> Result<(), CaptureError> {
-        let payload = match self.cfg.envelope {
-            Envelope::Driftless => ev.to_json(),
-            Envelope::Debezium => serde_json::to_vec(&ev.to_debezium(&self.cfg.topic_prefix))
-                .expect("json values serialize"),
+        let dbz = &self.cfg.debezium;
+        let (key, payload, key_change) = match self.cfg.envelope {
+            Envelope::Driftless => (ev.kafka_key(), ev.to_json(), None),
+            Envelope::Debezium if dbz.skips(ev.op) => return Ok(()),
+            Envelope::Debezium => (
+                debezium::key(ev),
+                debezium::value(ev, &self.cfg.topic_prefix, dbz, timestamp_ms),
+                debezium::key_change_header(ev),
+            ),
         };
-        let key = ev.kafka_key();
         let size_bytes = payload.len() + key.as_ref().map_or(0, Vec::len);
         if size_bytes > self.cfg.max_event_bytes {
             return self.oversize(unit, ev, size_bytes, timestamp_ms).await;
         }
-        self.produce(unit, topic, key.as_deref(), Some(&payload), timestamp_ms)
-            .await?;
+        let header;
+        let headers: &[(&str, &[u8])] = match &key_change {
+            Some((name, bytes)) => {
+                header = [(*name, bytes.as_slice())];
+                &header
+            }
+            None => &[],
+        };
+        let record = Outgoing {
+            topic,
+            key: key.as_deref(),
+            payload: Some(&payload),
+            timestamp_ms,
+            headers,
+        };
+        self.produce(unit, &record).await?;
         if self.cfg.envelope == Envelope::Debezium && ev.op == Op::Delete {
             // Debezium follows a delete with a tombstone so compacted topics drop the key.
-            self.produce(unit, topic, key.as_deref(), None, timestamp_ms)
-                .await?;
+            let tombstone = Outgoing {
+                payload: None,
+                ..record
+            };
+            self.produce(unit, &tombstone).await?;
         }
         self.events_total.increment(1);
         Ok(())
@@ -500,30 +531,23 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
         });
         let payload = serde_json::to_vec(&record).expect("json values serialize");
         let topic = self.cfg.capture_dead_letter_topic();
-        self.produce(unit, &topic, None, Some(&payload), timestamp_ms)
-            .await
+        let record = Outgoing {
+            topic: &topic,
+            key: None,
+            payload: Some(&payload),
+            timestamp_ms,
+            headers: &[],
+        };
+        self.produce(unit, &record).await
     }
 
-    async fn produce(
-        &mut self,
-        unit: UnitId,
-        topic: &str,
-        key: Option<&[u8]>,
-        payload: Option<&[u8]>,
-        timestamp_ms: i64,
-    ) -> Result<(), CaptureError> {
-        let out = Outgoing {
-            topic,
-            key,
-            payload,
-            timestamp_ms,
-        };
+    async fn produce(&mut self, unit: UnitId, out: &Outgoing<'_>) -> Result<(), CaptureError> {
         loop {
             if self.progress.in_flight() as usize >= self.cfg.max_in_flight_events {
                 self.wait_one_ack().await?;
                 continue;
             }
-            match self.producer.enqueue(&out, unit)? {
+            match self.producer.enqueue(out, unit)? {
                 Enqueued::Ok => {
                     self.progress.sent(unit);
                     return Ok(());

@@ -40,6 +40,7 @@ pub(crate) async fn read(
         columns.push(ColumnInfo {
             name: c.name.clone(),
             type_oid: c.type_oid,
+            type_modifier: c.type_modifier,
             ty: catalog::resolve_type(client, c.type_oid).await?,
         });
     }

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub(crate) mod debezium;
 pub(crate) mod fields;
 pub mod schedule;
 pub(crate) mod sinks;
@@ -161,6 +162,9 @@ pub(crate) struct KafkaConfig {
     pub(crate) replication_factor: Option<i32>,
     /// Event envelope: `driftless` (default) or `debezium`.
     pub(crate) envelope: Option<String>,
+    /// `[kafka.debezium]`: settings of the `debezium` envelope.
+    #[serde(default)]
+    pub(crate) debezium: debezium::DebeziumConfig,
     /// Cap on events produced but not yet acknowledged.
     pub(crate) max_in_flight_events: Option<usize>,
     /// Largest event (key and value) capture sends (default: `message.max.bytes`).
@@ -392,6 +396,8 @@ pub struct ValidConfig {
     pub(crate) replication_factor: i32,
     /// Event envelope.
     pub(crate) envelope: Envelope,
+    /// Settings of the `debezium` envelope.
+    pub(crate) debezium: debezium::DebeziumOptions,
     /// In-flight cap.
     pub(crate) max_in_flight_events: usize,
     /// Largest event capture sends (key and value bytes).
@@ -415,6 +421,16 @@ pub struct ValidConfig {
 }
 
 impl ValidConfig {
+    /// How capture renders rows: Debezium's value encodings under the `debezium` envelope.
+    pub(crate) fn rendering(&self) -> crate::capture::normalize::Rendering {
+        match self.envelope {
+            Envelope::Driftless => crate::capture::normalize::Rendering::Driftless,
+            Envelope::Debezium => {
+                crate::capture::normalize::Rendering::Debezium(self.debezium.decimal_mode)
+            }
+        }
+    }
+
     /// Kafka topic for a table.
     pub(crate) fn topic_for(&self, schema: &str, table: &str) -> String {
         format!("{}.{}.{}", self.topic_prefix, schema, table)
@@ -472,7 +488,7 @@ const SECRET_LIBRDKAFKA_KEYS: &[&str] = &[
 ];
 /// The keys of `[kafka]`.
 const KAFKA_KEYS: &str = "brokers, topic_prefix, partitions, replication_factor, envelope, \
-                          max_in_flight_events, max_event_bytes, oversize, librdkafka";
+                          debezium, max_in_flight_events, max_event_bytes, oversize, librdkafka";
 
 impl SourceConfig {
     /// `url_env` or `url_file`: exactly one of them (none is only reported when `[source]` is
@@ -799,6 +815,7 @@ impl Config {
             .unwrap_or(DEFAULT_REPLICATION_FACTOR);
         p.between("kafka.replication_factor", replication_factor, 1, 32);
         let envelope = p.choice("kafka.envelope", kafka.envelope.as_deref());
+        let debezium = kafka.debezium.validate(&mut p);
         let max_in_flight_events = kafka
             .max_in_flight_events
             .unwrap_or(DEFAULT_MAX_IN_FLIGHT_EVENTS);
@@ -845,6 +862,7 @@ impl Config {
             partitions,
             replication_factor,
             envelope,
+            debezium,
             max_in_flight_events,
             max_event_bytes,
             oversize,

@@ -216,6 +216,17 @@ impl<T: Send + Sync + 'static> Publisher<T> for Producer<T> {
         if let Some(p) = out.payload {
             record = record.payload(p);
         }
+        if !out.headers.is_empty() {
+            use rdkafka::message::{Header, OwnedHeaders};
+            let mut hs = OwnedHeaders::new_with_capacity(out.headers.len());
+            for (key, value) in out.headers {
+                hs = hs.insert(Header {
+                    key,
+                    value: Some(*value),
+                });
+            }
+            record = record.headers(hs);
+        }
         match self.inner.send(record) {
             Ok(()) => Ok(Enqueued::Ok),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
@@ -406,6 +417,8 @@ pub(crate) struct Outgoing<'a> {
     pub payload: Option<&'a [u8]>,
     /// Record timestamp, ms since the Unix epoch (the commit time: deterministic on re-send).
     pub timestamp_ms: i64,
+    /// Record headers (name, value), usually none.
+    pub headers: &'a [(&'a str, &'a [u8])],
 }
 
 /// Result of trying to enqueue a record.

@@ -32,6 +32,8 @@ pub(crate) struct ColumnMeta {
     pub name: String,
     /// Type OID.
     pub type_oid: u32,
+    /// Type modifier (`atttypmod`; -1 if none).
+    pub type_modifier: i32,
 }
 
 /// What capture needs to know about a table.
@@ -80,7 +82,7 @@ pub(crate) async fn tables(
         }
         let columns = client
             .query(
-                "SELECT attname::text, atttypid FROM pg_attribute WHERE attrelid = $1 \
+                "SELECT attname::text, atttypid, atttypmod FROM pg_attribute WHERE attrelid = $1 \
                  AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
                 &[&oid],
             )
@@ -90,6 +92,7 @@ pub(crate) async fn tables(
             .map(|r| ColumnMeta {
                 name: r.get(0),
                 type_oid: r.get(1),
+                type_modifier: r.get(2),
             })
             .collect();
         let key_columns = key_columns(client, oid, ident.as_str()).await?;

@@ -301,6 +301,7 @@ mod tests {
                 .map(|c| ColumnMeta {
                     name: c.to_string(),
                     type_oid: 25,
+                    type_modifier: -1,
                 })
                 .collect(),
         }

@@ -67,6 +67,8 @@ pub(crate) fn event(op: Op, row: Value) -> ChangeEvent {
             origin: None,
             snapshot: false,
             schema_version: "0000000000000000".into(),
+            commit_us: None,
+            prev_commit_end: None,
         },
         key: None,
         before,
@@ -74,6 +76,7 @@ pub(crate) fn event(op: Op, row: Value) -> ChangeEvent {
         unchanged_toast: vec![],
         truncate: None,
         message: None,
+        key_change: None,
     }
 }
 

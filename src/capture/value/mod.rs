@@ -23,6 +23,8 @@
 //!
 //! See [`text_to_json`] for the per-type rules (the product's contract).
 
+pub mod debezium;
+
 use std::borrow::Cow;
 
 use base64::Engine as _;

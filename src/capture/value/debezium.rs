@@ -1,0 +1,437 @@
+//! PostgreSQL text-format column values → JSON values as Debezium's PostgreSQL connector writes
+//! them (JsonConverter, `schemas.enable=false`, `time.precision.mode=adaptive`,
+//! `interval.handling.mode=numeric`, `hstore`/`json` as text, `money.fraction.digits=2`).
+//!
+//! Used by the `debezium` envelope only; the driftless envelope keeps [`super::text_to_json`].
+//! Same invariants as the parent module: pure, total (text that does not parse under its type's
+//! rule becomes the text), no panics. Types whose Debezium encoding equals driftless's
+//! (integers, floats, bool, text, bytea, uuid, timestamptz, arrays, ...) go through
+//! [`super::text_to_json`].
+//!
+//! Rules that differ from driftless's (`typmod` is the column's type modifier, -1 if none):
+//! * `date` → days since 1970-01-01; `infinity`/`-infinity` → the day numbers Debezium derives
+//!   from PostgreSQL's internal sentinels (`-2147472692`/`-2147472691`).
+//! * `time` → µs since midnight, or ms when the precision is 0..=3.
+//! * `timetz` → converted to UTC, `HH:MM:SS[.f]Z` with trailing fraction zeros dropped.
+//! * `timestamp` → µs since the epoch, or ms when the precision is 0..=3; `infinity` and
+//!   `-infinity` → pgjdbc's sentinel numbers.
+//! * `interval` → µs, a month counting as 30.4375 days.
+//! * `json`/`jsonb` → the JSON text as a string.
+//! * `numeric` per [`DecimalMode`]: `precise` → base64 of the unscaled big-endian two's
+//!   complement integer (Java's `BigInteger.toByteArray`), wrapped as `{"scale", "value"}` when the
+//!   column has no typmod, `NaN`/infinities → null; `string` → the plain text (`NAN`,
+//!   `POSITIVE_INFINITY`, `NEGATIVE_INFINITY`); `double` → number (specials as strings).
+//! * `money` → as a numeric with scale 2 per the mode (currency symbol and separators dropped).
+
+use base64::Engine as _;
+use chrono::NaiveDate;
+use serde_json::{Map, Number, Value};
+
+use super::{Cursor, PgType, text_to_json};
+
+/// Debezium's `decimal.handling.mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DecimalMode {
+    /// Base64 of the unscaled integer (Debezium's default).
+    #[default]
+    Precise,
+    /// The decimal as a plain string.
+    String,
+    /// The decimal as a JSON number (may lose precision).
+    Double,
+}
+
+/// The value Debezium writes for an unchanged TOAST column it did not receive.
+pub const UNAVAILABLE: &str = "__debezium_unavailable_value";
+
+const US_PER_DAY: i64 = 86_400_000_000;
+/// 30.4375 days (Debezium's average month) in seconds.
+const SECONDS_PER_MONTH: i128 = 2_629_800;
+
+/// Converts one non-NULL value from PostgreSQL's text output to Debezium's JSON value.
+pub fn text_to_debezium(ty: &PgType, typmod: i32, text: &str, mode: DecimalMode) -> Value {
+    let converted = match ty {
+        PgType::Json | PgType::Jsonb => Some(Value::String(text.to_owned())),
+        PgType::Date => date(text).map(Value::from),
+        PgType::Time => time(text).map(|us| millis_if_low(us, typmod)),
+        PgType::TimeTz => timetz(text).map(Value::String),
+        PgType::Timestamp => timestamp(text).map(|us| millis_if_low(us, typmod)),
+        PgType::Interval => interval(text).map(Value::from),
+        PgType::Numeric => return numeric(text, typmod, mode),
+        PgType::Money => money(text).map(|plain| decimal(&plain, true, mode)),
+        _ => return text_to_json(ty, text),
+    };
+    converted.unwrap_or_else(|| Value::String(text.to_owned()))
+}
+
+/// Adaptive precision: precision 0..=3 → milliseconds, else microseconds.
+fn millis_if_low(us: i64, typmod: i32) -> Value {
+    if (0..=3).contains(&typmod) {
+        Value::from(us.div_euclid(1000))
+    } else {
+        Value::from(us)
+    }
+}
+
+/// Fraction digits (at most 6) → microseconds.
+fn frac_us(frac: &[u8]) -> i64 {
+    (0..6).fold(0, |acc, i| {
+        acc * 10 + i64::from(frac.get(i).map_or(0, |c| c - b'0'))
+    })
+}
+
+/// `YYYY-MM-DD[ BC]` at the cursor → the date.
+fn ymd(c: &mut Cursor<'_>, bc: bool) -> Option<NaiveDate> {
+    let year = c.digits(4)? as i32;
+    c.expect(b'-')?;
+    let month = c.digits(2)?;
+    c.expect(b'-')?;
+    let day = c.digits(2)?;
+    NaiveDate::from_ymd_opt(if bc { 1 - year } else { year }, month, day)
+}
+
+fn epoch() -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")
+}
+
+fn date(text: &str) -> Option<i64> {
+    match text {
+        // PostgreSQL's DATEVAL_NOEND / NOBEGIN shifted to the Unix epoch in 32 bits.
+        "infinity" => return Some(i64::from(i32::MAX.wrapping_add(10_957))),
+        "-infinity" => return Some(i64::from(i32::MIN.wrapping_add(10_957))),
+        _ => {}
+    }
+    let (body, bc) = split_bc(text);
+    let mut c = Cursor::new(body);
+    let d = ymd(&mut c, bc)?;
+    c.done().then(|| (d - epoch()).num_days())
+}
+
+fn split_bc(text: &str) -> (&str, bool) {
+    match text.strip_suffix(" BC") {
+        Some(body) => (body, true),
+        None => (text, false),
+    }
+}
+
+fn time(text: &str) -> Option<i64> {
+    let mut c = Cursor::new(text);
+    let (h, m, s, frac) = c.time()?;
+    if !c.done() {
+        return None;
+    }
+    Some(i64::from(h * 3600 + m * 60 + s) * 1_000_000 + frac_us(frac))
+}
+
+fn timetz(text: &str) -> Option<String> {
+    let mut c = Cursor::new(text);
+    let (h, m, s, frac) = c.time()?;
+    let offset = c.offset_seconds()?;
+    if !c.done() {
+        return None;
+    }
+    let secs = (i64::from(h * 3600 + m * 60 + s) - i64::from(offset)).rem_euclid(86_400);
+    let mut out = format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+    let digits = frac.iter().rposition(|&d| d != b'0').map_or(0, |i| i + 1);
+    if digits > 0 {
+        out.push('.');
+        out.extend(frac[..digits].iter().map(|&d| char::from(d)));
+    }
+    out.push('Z');
+    Some(out)
+}
+
+/// `timestamp` text → µs since the Unix epoch.
+fn timestamp(text: &str) -> Option<i64> {
+    match text {
+        "infinity" => return Some(9_223_372_036_825_200_000),
+        "-infinity" => return Some(-9_223_372_036_832_400_000),
+        _ => {}
+    }
+    let (body, bc) = split_bc(text);
+    let mut c = Cursor::new(body);
+    let d = ymd(&mut c, bc)?;
+    c.expect(b' ')?;
+    let (h, m, s, frac) = c.time()?;
+    if !c.done() || h > 23 {
+        return None;
+    }
+    let days = (d - epoch()).num_days();
+    let us = i64::from(h * 3600 + m * 60 + s) * 1_000_000 + frac_us(frac);
+    days.checked_mul(US_PER_DAY)?.checked_add(us)
+}
+
+/// ISO 8601 interval text (`IntervalStyle=iso_8601`, e.g. `P1Y2M3DT-4H5M6.5S`) → µs.
+fn interval(text: &str) -> Option<i64> {
+    let rest = text.strip_prefix('P')?;
+    let mut months: i128 = 0;
+    let mut us: i128 = 0;
+    let mut in_time = false;
+    let mut b = rest.as_bytes();
+    while !b.is_empty() {
+        if b[0] == b'T' {
+            in_time = true;
+            b = &b[1..];
+            continue;
+        }
+        let len = b
+            .iter()
+            .position(|c| !(c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.')))?;
+        let num = std::str::from_utf8(&b[..len]).ok()?;
+        let unit = *b.get(len)?;
+        b = &b[len + 1..];
+        let whole = |n: &str| n.parse::<i128>().ok();
+        match (in_time, unit) {
+            (false, b'Y') => months += whole(num)? * 12,
+            (false, b'M') => months += whole(num)?,
+            (false, b'W') => us += whole(num)? * 7 * i128::from(US_PER_DAY),
+            (false, b'D') => us += whole(num)? * i128::from(US_PER_DAY),
+            (true, b'H') => us += whole(num)? * 3_600_000_000,
+            (true, b'M') => us += whole(num)? * 60_000_000,
+            (true, b'S') => us += seconds_us(num)?,
+            _ => return None,
+        }
+    }
+    i64::try_from(months * SECONDS_PER_MONTH * 1_000_000 + us).ok()
+}
+
+/// `-6.5` → -6_500_000.
+fn seconds_us(num: &str) -> Option<i128> {
+    let (neg, digits) = match num.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, num.strip_prefix('+').unwrap_or(num)),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if frac.len() > 6 || !frac.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let v = int.parse::<i128>().ok()? * 1_000_000 + i128::from(frac_us(frac.as_bytes()));
+    Some(if neg { -v } else { v })
+}
+
+/// `numeric` text under `mode`.
+fn numeric(text: &str, typmod: i32, mode: DecimalMode) -> Value {
+    match (text, mode) {
+        ("NaN" | "Infinity" | "-Infinity", DecimalMode::Precise) => Value::Null,
+        ("NaN", DecimalMode::String) => Value::from("NAN"),
+        ("Infinity", DecimalMode::String) => Value::from("POSITIVE_INFINITY"),
+        ("-Infinity", DecimalMode::String) => Value::from("NEGATIVE_INFINITY"),
+        ("NaN" | "Infinity" | "-Infinity", DecimalMode::Double) => Value::from(text),
+        _ if is_plain_decimal(text) => decimal(text, typmod != -1, mode),
+        _ => Value::String(text.to_owned()),
+    }
+}
+
+/// `[-]digits[.digits]`.
+fn is_plain_decimal(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    !int.is_empty()
+        && int.bytes().all(|c| c.is_ascii_digit())
+        && frac.bytes().all(|c| c.is_ascii_digit())
+        && (!digits.contains('.') || !frac.is_empty())
+}
+
+/// A plain decimal (`[-]digits[.digits]`) under `mode`; `fixed_scale` is false for a numeric
+/// column without typmod (Debezium's `VariableScaleDecimal` struct under `precise`).
+fn decimal(plain: &str, fixed_scale: bool, mode: DecimalMode) -> Value {
+    match mode {
+        DecimalMode::String => Value::String(plain.to_owned()),
+        DecimalMode::Double => plain
+            .parse::<f64>()
+            .ok()
+            .and_then(Number::from_f64)
+            .map_or_else(|| Value::String(plain.to_owned()), Value::Number),
+        DecimalMode::Precise => {
+            let (neg, digits) = match plain.strip_prefix('-') {
+                Some(d) => (true, d),
+                None => (false, plain),
+            };
+            let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+            let bytes = twos_complement(neg, int.bytes().chain(frac.bytes()));
+            let value = Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+            if fixed_scale {
+                value
+            } else {
+                let mut m = Map::with_capacity(2);
+                m.insert("scale".into(), Value::from(frac.len()));
+                m.insert("value".into(), value);
+                Value::Object(m)
+            }
+        }
+    }
+}
+
+/// Decimal digits (ASCII) → Java's `BigInteger.toByteArray()` of the (negated) integer: the
+/// shortest big-endian two's complement form.
+fn twos_complement(neg: bool, digits: impl Iterator<Item = u8>) -> Vec<u8> {
+    // Little-endian magnitude while accumulating.
+    let mut mag: Vec<u8> = Vec::with_capacity(16);
+    for d in digits {
+        let mut carry = u32::from(d - b'0');
+        for byte in &mut mag {
+            let v = u32::from(*byte) * 10 + carry;
+            *byte = v as u8;
+            carry = v >> 8;
+        }
+        if carry > 0 {
+            mag.push(carry as u8);
+        }
+    }
+    while mag.last() == Some(&0) {
+        mag.pop();
+    }
+    let is_zero = mag.is_empty();
+    if neg && !is_zero {
+        // Two's complement: invert and add one (little-endian).
+        let mut carry = true;
+        for byte in &mut mag {
+            let (v, c) = (!*byte).overflowing_add(u8::from(carry));
+            *byte = v;
+            carry = c;
+        }
+        if mag.last().is_none_or(|b| b & 0x80 == 0) {
+            mag.push(0xff);
+        }
+    } else if mag.last().is_none_or(|b| b & 0x80 != 0) {
+        mag.push(0);
+    }
+    mag.reverse();
+    mag
+}
+
+/// `money` text (`$1,234.56`, `-$0.01`, `($5.00)`) → a plain decimal with 2 fraction digits.
+fn money(text: &str) -> Option<String> {
+    let neg = text.contains('-') || text.starts_with('(');
+    let mut out = String::with_capacity(text.len());
+    if neg {
+        out.push('-');
+    }
+    let mut seen_digit = false;
+    for c in text.chars() {
+        match c {
+            '0'..='9' => {
+                seen_digit = true;
+                out.push(c);
+            }
+            '.' => out.push('.'),
+            _ => {}
+        }
+    }
+    (seen_digit && is_plain_decimal(&out)).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn dbz(ty: PgType, typmod: i32, text: &str) -> Value {
+        text_to_debezium(&ty, typmod, text, DecimalMode::Precise)
+    }
+
+    #[test]
+    fn temporal_values_match_debezium_adaptive() {
+        assert_eq!(dbz(PgType::Date, -1, "2024-02-29"), json!(19782));
+        assert_eq!(dbz(PgType::Date, -1, "infinity"), json!(-2147472692));
+        assert_eq!(dbz(PgType::Date, -1, "1969-12-31"), json!(-1));
+        assert_eq!(
+            dbz(PgType::Time, -1, "13:45:30.123456"),
+            json!(49530123456_i64)
+        );
+        assert_eq!(dbz(PgType::Time, -1, "24:00:00"), json!(86400000000_i64));
+        assert_eq!(dbz(PgType::Time, 3, "13:45:30.123"), json!(49530123));
+        assert_eq!(
+            dbz(PgType::TimeTz, -1, "13:45:30.5+02"),
+            json!("11:45:30.5Z")
+        );
+        assert_eq!(
+            dbz(PgType::TimeTz, -1, "01:00:00-03:30"),
+            json!("04:30:00Z")
+        );
+        assert_eq!(dbz(PgType::TimeTz, -1, "00:30:00+01"), json!("23:30:00Z"));
+        assert_eq!(
+            dbz(PgType::Timestamp, -1, "2024-02-29 13:45:30.123456"),
+            json!(1709214330123456_i64)
+        );
+        assert_eq!(
+            dbz(PgType::Timestamp, 3, "2024-02-29 13:45:30.123"),
+            json!(1709214330123_i64)
+        );
+        assert_eq!(
+            dbz(PgType::Timestamp, 6, "-infinity"),
+            json!(-9223372036832400000_i64)
+        );
+        assert_eq!(
+            dbz(PgType::Timestamp, -1, "1969-12-31 23:59:59.5"),
+            json!(-500000)
+        );
+        assert_eq!(
+            dbz(PgType::TimestampTz, -1, "2024-02-29 13:45:30.123456+02"),
+            json!("2024-02-29T11:45:30.123456Z")
+        );
+    }
+
+    #[test]
+    fn intervals_count_a_month_as_30_4375_days() {
+        let i = |t| dbz(PgType::Interval, -1, t);
+        assert_eq!(i("P1Y2M3DT4H5M6.5S"), json!(37091106500000_i64));
+        assert_eq!(i("PT0S"), json!(0));
+        assert_eq!(i("PT-1.5S"), json!(-1500000));
+        assert_eq!(i("P-1M"), json!(-2629800000000_i64));
+        assert_eq!(i("garbage"), json!("garbage"));
+    }
+
+    #[test]
+    fn decimals_follow_the_mode() {
+        assert_eq!(
+            dbz(PgType::Numeric, 786_439, "12345.678"),
+            json!("ALxhTg==")
+        );
+        assert_eq!(
+            dbz(PgType::Numeric, -1, "12345678901234567890.123456789"),
+            json!({"scale": 9, "value": "J+QbMka+ybFuOYEV"})
+        );
+        assert_eq!(dbz(PgType::Numeric, -1, "NaN"), Value::Null);
+        assert_eq!(dbz(PgType::Money, -1, "$1,234.56"), json!("AeJA"));
+        let s = |t: PgType, x| text_to_debezium(&t, -1, x, DecimalMode::String);
+        assert_eq!(s(PgType::Numeric, "NaN"), json!("NAN"));
+        assert_eq!(s(PgType::Numeric, "-0.000001"), json!("-0.000001"));
+        assert_eq!(s(PgType::Money, "-$0.01"), json!("-0.01"));
+        let d = |t: PgType, x| text_to_debezium(&t, -1, x, DecimalMode::Double);
+        assert_eq!(d(PgType::Numeric, "1.5"), json!(1.5));
+        assert_eq!(d(PgType::Money, "$1,234.56"), json!(1234.56));
+    }
+
+    #[test]
+    fn twos_complement_matches_java_big_integer() {
+        let t = |neg, s: &str| twos_complement(neg, s.bytes());
+        assert_eq!(t(false, "0"), [0]);
+        assert_eq!(t(false, "127"), [0x7f]);
+        assert_eq!(t(false, "128"), [0, 0x80]);
+        assert_eq!(t(true, "1"), [0xff]);
+        assert_eq!(t(true, "128"), [0x80]);
+        assert_eq!(t(true, "129"), [0xff, 0x7f]);
+        assert_eq!(t(true, "256"), [0xff, 0x00]);
+        assert_eq!(t(false, "000"), [0]);
+    }
+
+    #[test]
+    fn json_is_text_and_shared_types_keep_driftless_rules() {
+        assert_eq!(dbz(PgType::Jsonb, -1, r#"{"a": 1}"#), json!(r#"{"a": 1}"#));
+        assert_eq!(dbz(PgType::Int8, -1, "42"), json!(42));
+        assert_eq!(dbz(PgType::Bytea, -1, "\\xdeadbeef00"), json!("3q2+7wA="));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn total_on_any_text(text in ".{0,40}", typmod in -1i32..10) {
+            for ty in [PgType::Date, PgType::Time, PgType::TimeTz, PgType::Timestamp,
+                PgType::Interval, PgType::Numeric, PgType::Money] {
+                for mode in [DecimalMode::Precise, DecimalMode::String, DecimalMode::Double] {
+                    let _ = text_to_debezium(&ty, typmod, &text, mode);
+                }
+            }
+        }
+    }
+}
