@@ -75,7 +75,7 @@ pub(crate) async fn prepare_source(
     sql: &Client,
 ) -> Result<(String, Vec<TableMeta>), CaptureError> {
     let facts = catalog::server_facts(sql).await?;
-    let problems = catalog::preflight_problems(&facts);
+    let problems = catalog::preflight_problems(&facts, cfg.failover);
     if !problems.is_empty() {
         let (messages, hints): (Vec<_>, Vec<_>) = problems.into_iter().unzip();
         return Err(SourceError::Refused {
@@ -309,7 +309,9 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
         self.checkpoint.phase = Phase::Creating;
         self.store.store(&self.checkpoint)?;
         let export = cfg.snapshot == SnapshotMode::Initial;
-        let created = repl.create_logical_slot(&cfg.slot, export).await?;
+        let created = repl
+            .create_logical_slot(&cfg.slot, export, cfg.failover)
+            .await?;
         tracing::info!(slot = %cfg.slot, consistent_point = %created.consistent_point,
             "replication slot created");
         self.checkpoint.consistent_point = created.consistent_point;
