@@ -49,7 +49,10 @@ async fn failover_slot_on_17_and_later_refused_before() {
         );
         let slots: i64 = db
             .client
-            .query_one("SELECT count(*) FROM pg_replication_slots", &[])
+            .query_one(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
+                &[&setup.slot],
+            )
             .await
             .unwrap()
             .get(0);
