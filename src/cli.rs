@@ -35,6 +35,16 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Show where capture and each sink stand: slot and lag, checkpoint, last error, each
+    /// sink's consumer-group lag and dead letters. Changes nothing.
+    Status {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Snapshot (first run), then stream changes to Kafka until interrupted.
     Capture {
         /// Config file.

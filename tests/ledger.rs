@@ -534,11 +534,9 @@ async fn check_reports_a_user_that_cannot_keep_the_sink_ledger() {
          first_name text NOT NULL, lifecycle text NOT NULL DEFAULT 'lead')",
     )
     .await;
-    let role = unique("dl_role");
-    db.exec(&format!(
-        "CREATE ROLE {role} LOGIN PASSWORD 'pw' REPLICATION; GRANT SELECT ON contacts TO {role}"
-    ))
-    .await;
+    let role = db.role("REPLICATION").await;
+    db.exec(&format!("GRANT SELECT ON contacts TO {}", role.name))
+        .await;
     let setup = Setup::new(&db, &["public.contacts"], "", "");
     setup.append_config(&example_sink(
         "hubspot-contacts",
@@ -546,13 +544,10 @@ async fn check_reports_a_user_that_cannot_keep_the_sink_ledger() {
         emulator.port,
         &[],
     ));
-    let mut url = url::Url::parse(&db.url).unwrap();
-    url.set_username(&role).unwrap();
-    url.set_password(Some("pw")).unwrap();
     let check = || {
         let out = setup
             .command("check")
-            .env("DRIFTLESS_SOURCE_URL", url.as_str())
+            .env("DRIFTLESS_SOURCE_URL", &role.url)
             .envs(ENV)
             .output()
             .unwrap();
@@ -561,18 +556,18 @@ async fn check_reports_a_user_that_cannot_keep_the_sink_ledger() {
     let err = check();
     assert!(
         err.contains("sink ledger (driftless.sink_ledger) can be neither created nor written")
-            && err.contains("GRANT CREATE ON DATABASE"),
+            && err.contains("as the owner: GRANT CREATE ON DATABASE"),
         "{err}"
     );
-    db.exec(&format!("GRANT CREATE ON DATABASE {} TO {role}", db.name))
-        .await;
+    db.exec(&format!(
+        "GRANT CREATE ON DATABASE {} TO {}",
+        db.name, role.name
+    ))
+    .await;
     let err = check();
     assert!(!err.contains("sink ledger"), "{err}");
     db.drop_db().await;
-    let _ = crate::support::db::connect(&crate::support::db::pg_admin_url())
-        .await
-        .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
-        .await;
+    role.drop_role().await;
 }
 
 impl Pipeline {

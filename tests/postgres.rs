@@ -13,7 +13,9 @@ use driftless::capture::value::text_to_json;
 use driftless::error::{Classify, ErrorClass};
 use driftless::lsn::Lsn;
 use driftless::pgtype::PgType;
-use driftless::postgres::connect::{ConnectParams, Password, SslMode, connect_sql};
+use driftless::postgres::connect::{
+    ChannelBindingMode, ConnectParams, Password, SslMode, connect_sql,
+};
 use driftless::postgres::error::PgError;
 use driftless::postgres::replication::{
     ReplicationConnection, ReplicationMessage, ReplicationStream, SlotCreated,
@@ -674,6 +676,103 @@ async fn sql_connection_refused_is_transient() {
     let params = ConnectParams { port: 1, ..base };
     let err = connect_sql(&params).await.unwrap_err();
     assert_eq!(err.class(), ErrorClass::Transient, "{err}");
+}
+
+/// `channel_binding=require` against the real server (which offers SCRAM-SHA-256-PLUS over
+/// TLS): both clients log in over TLS (the server checks the binding data, so a wrong
+/// certificate hash would fail), and fail closed without TLS. SCRAM without TLS still works
+/// without it.
+#[tokio::test]
+async fn channel_binding_against_the_server() {
+    let base = server_params();
+    let admin = connect_sql(&base).await.unwrap();
+    let with = |mode: SslMode, root: Option<PathBuf>, binding: ChannelBindingMode| ConnectParams {
+        sslmode: mode,
+        sslrootcert: root,
+        channel_binding: binding,
+        ..base.clone()
+    };
+    let require = ChannelBindingMode::Require;
+    for params in [
+        with(SslMode::Require, None, require),
+        with(SslMode::Prefer, None, require),
+        with(SslMode::VerifyFull, Some(server_ca()), require),
+    ] {
+        let repl = ReplicationConnection::connect(&params).await;
+        let repl = repl.unwrap_or_else(|e| panic!("{:?}: {e:?}", params.sslmode));
+        assert!(repl.is_tls());
+        assert!(ssl_of_pid(&admin, repl.backend_pid().unwrap()).await);
+        let sql = connect_sql(&params).await.unwrap();
+        assert!(session_uses_ssl(&sql).await, "{:?}", params.sslmode);
+    }
+    let plain = with(SslMode::Disable, None, require);
+    let err = ReplicationConnection::connect(&plain).await.unwrap_err();
+    assert!(
+        matches!(&err, PgError::Auth(m) if m.contains("not TLS")),
+        "{err:?}"
+    );
+    assert_eq!(err.class(), ErrorClass::Fatal);
+    let err = connect_sql(&plain).await.unwrap_err();
+    assert!(
+        matches!(&err, PgError::Auth(m) if m.contains("not TLS")),
+        "{err:?}"
+    );
+    assert_eq!(err.class(), ErrorClass::Fatal);
+    // Plain SCRAM: without TLS, and over TLS with binding disabled.
+    for params in [
+        with(SslMode::Disable, None, ChannelBindingMode::Prefer),
+        with(SslMode::Require, None, ChannelBindingMode::Disable),
+    ] {
+        let repl = ReplicationConnection::connect(&params).await.unwrap();
+        assert_eq!(repl.is_tls(), params.sslmode == SslMode::Require);
+        let sql = connect_sql(&params).await.unwrap();
+        assert_eq!(
+            session_uses_ssl(&sql).await,
+            params.sslmode == SslMode::Require
+        );
+    }
+}
+
+/// `driftless check` warns (and still succeeds) when the source URL's TLS is unverified, and
+/// says nothing about TLS under `verify-full`.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_warns_when_tls_is_off_or_unverified() {
+    let db = TestDb::new("tlswarn").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
+    let setup = Setup::new(&db, &["public.t"], "", "");
+    let (base, _) = db.url.split_once('?').unwrap();
+    let ca = server_ca();
+    for (query, warning) in [
+        ("sslmode=prefer", Some("sslmode=prefer")),
+        ("sslmode=disable", Some("not encrypted")),
+        ("sslmode=require", Some("without sslrootcert")),
+        (
+            &format!("sslmode=verify-full&sslrootcert={}", ca.display()) as &str,
+            None,
+        ),
+    ] {
+        let out = setup
+            .command("check")
+            .env("DRIFTLESS_SOURCE_URL", format!("{base}?{query}"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{query}: {err}");
+        match warning {
+            Some(w) => {
+                assert!(
+                    err.contains("warning: [postgres] source URL"),
+                    "{query}: {err}"
+                );
+                assert!(
+                    err.contains(w) && err.contains("verify-full"),
+                    "{query}: {err}"
+                );
+            }
+            None => assert!(!err.contains("warning"), "{query}: {err}"),
+        }
+    }
+    db.drop_db().await;
 }
 
 /// Runs `sql` (one row) on an ordinary connection, which uses the capture session settings;

@@ -304,12 +304,9 @@ async fn check_reports_missing_two_way_grants_and_unmappable_fields() {
     let db = TestDb::new("synccheck").await;
     db.exec("CREATE TABLE contacts (id bigint PRIMARY KEY, email text)")
         .await;
-    let role = unique("dl_role");
-    db.exec(&format!(
-        "CREATE ROLE {role} LOGIN PASSWORD 'pw' REPLICATION; \
-         GRANT SELECT ON contacts TO {role}"
-    ))
-    .await;
+    let role = db.role("REPLICATION").await;
+    db.exec(&format!("GRANT SELECT ON contacts TO {}", role.name))
+        .await;
     let setup = Setup::new(&db, &["public.contacts"], "", "");
     setup.append_config(&format!(
         r#"
@@ -330,12 +327,9 @@ email = "no_such_property"
 "#,
         emulator.port
     ));
-    let mut url = url::Url::parse(&db.url).unwrap();
-    url.set_username(&role).unwrap();
-    url.set_password(Some("pw")).unwrap();
     let out = setup
         .command("check")
-        .env("DRIFTLESS_SOURCE_URL", url.as_str())
+        .env("DRIFTLESS_SOURCE_URL", &role.url)
         .envs(Crm::Hubspot.worker_env())
         .output()
         .unwrap();
@@ -358,9 +352,8 @@ email = "no_such_property"
         .unwrap()
         .get(0);
     assert_eq!(schemas, 0, "check creates no sync state");
-    db.exec(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
-        .await;
     db.drop_db().await;
+    role.drop_role().await;
 }
 
 scenario_tests! {

@@ -157,10 +157,9 @@ async fn a_revoked_update_grant_stops_the_worker_with_a_fatal_error_naming_it() 
     t.wait_in_sync("initial row").await;
     t.stop_worker();
     // The worker goes on as a role of its own, with what two-way sync needs.
-    let role = unique("dl_sync");
+    let role = t.db.role("").await;
     t.db.exec(&format!(
-        "CREATE ROLE {role} LOGIN PASSWORD 'pw';
-         GRANT CREATE ON DATABASE {db} TO {role};
+        "GRANT CREATE ON DATABASE {db} TO {role};
          GRANT SELECT, INSERT, UPDATE ON contacts TO {role};
          ALTER SCHEMA driftless OWNER TO {role};
          ALTER TABLE driftless.sync_ledger OWNER TO {role};
@@ -169,14 +168,12 @@ async fn a_revoked_update_grant_stops_the_worker_with_a_fatal_error_naming_it() 
          GRANT EXECUTE ON FUNCTION pg_replication_origin_session_setup(text),
              pg_replication_origin_session_reset(), pg_replication_origin_create(text),
              pg_replication_origin_oid(text) TO {role};",
-        db = t.db.name
+        db = t.db.name,
+        role = role.name
     ))
     .await;
-    let mut url = url::Url::parse(&t.db.url).unwrap();
-    url.set_username(&role).unwrap();
-    url.set_password(Some("pw")).unwrap();
     let mut env = Crm::Hubspot.worker_env();
-    env.push(("DRIFTLESS_SOURCE_URL", url.as_str()));
+    env.push(("DRIFTLESS_SOURCE_URL", role.url.as_str()));
     let mut worker = t.setup.start_with("sink", &["--name", &t.name], &env);
     wait_for_port(t.hook_port, "the receiver");
     t.edit_in_crm(1, json!({"firstname": "Granted"})).await;
@@ -184,7 +181,7 @@ async fn a_revoked_update_grant_stops_the_worker_with_a_fatal_error_naming_it() 
         t.postgres().await[&1][1] == "Granted"
     })
     .await;
-    t.db.exec(&format!("REVOKE UPDATE ON contacts FROM {role}"))
+    t.db.exec(&format!("REVOKE UPDATE ON contacts FROM {}", role.name))
         .await;
     t.edit_in_crm(1, json!({"firstname": "Revoked"})).await;
     let code = worker.wait_exit(WAIT);
@@ -198,7 +195,7 @@ async fn a_revoked_update_grant_stops_the_worker_with_a_fatal_error_naming_it() 
         "the fatal error names the grant:\n{log}"
     );
     assert_eq!(t.postgres().await[&1][1], "Granted");
-    t.db.exec(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+    t.db.exec(&format!("DROP OWNED BY {0}; DROP ROLE {0}", role.name))
         .await;
     t.finish().await;
 }

@@ -1,15 +1,17 @@
 //! `driftless check`: the pure config validation plus a preflight against the live systems.
 //!
-//! Owns the list of problems shown to the operator. Invariant: it changes nothing (no
-//! publication, slot, topic, checkpoint or sync state is created) and reports every problem it
-//! finds: Postgres (settings, privileges, tables, slot/checkpoint), Kafka reachability, and per
-//! sink its credentials and destination schema (the mapping check every worker also runs) and,
-//! for two-way sinks, the grants inbound writes need and whether the inbound table's key fits
-//! the sink (the refusals a worker would stop with at start).
+//! Owns the list of problems shown to the operator, and the warnings that do not fail it (TLS
+//! off or unverified on a Postgres URL). Invariant: it changes nothing (no publication, slot,
+//! topic, checkpoint or sync state is created or altered) and reports every problem it finds:
+//! Postgres (settings, each privilege capture lacks, a publication that differs from
+//! `source.tables`, tables, slot/checkpoint), Kafka reachability, and per sink its credentials
+//! and destination schema (the mapping check every worker also runs) and, for two-way sinks,
+//! the grants inbound writes need and whether the inbound table's key fits the sink (the
+//! refusals a worker would stop with at start).
 
 use std::time::Duration;
 
-use crate::capture::{CaptureError, prepare_source};
+use crate::capture::{CaptureError, inspect_source};
 use crate::checkpoint::CheckpointStore;
 use crate::config::ValidConfig;
 use crate::config::sinks::ValidSink;
@@ -39,6 +41,31 @@ fn finding(system: &'static str, e: &dyn std::fmt::Display, hint: Option<String>
         message: e.to_string(),
         hint,
     }
+}
+
+/// What to do about a Postgres URL whose TLS does not protect against an on-path attacker.
+const TLS_HINT: &str = "use sslmode=verify-full and sslrootcert=<file of the CA that signed the \
+    server certificate> in the URL (see \"PostgreSQL setup\" in the README)";
+
+/// Findings that do not stop `check`: each Postgres URL (source, and state when it differs)
+/// whose TLS is off or does not verify the server certificate. A URL that cannot be read or
+/// parsed is left to [`preflight`], which reports it.
+pub(crate) fn tls_warnings(cfg: &ValidConfig) -> Vec<Finding> {
+    let mut urls = vec![("source", &cfg.source_url)];
+    if cfg.state_url != cfg.source_url {
+        urls.push(("state", &cfg.state_url));
+    }
+    urls.into_iter()
+        .filter_map(|(which, url)| {
+            let params = ConnectParams::from_url(&url.read().ok()?).ok()?;
+            let weakness = params.tls_weakness()?;
+            Some(finding(
+                "postgres",
+                &format!("{which} URL: {weakness}"),
+                Some(TLS_HINT.to_string()),
+            ))
+        })
+        .collect()
 }
 
 /// Runs every check; an empty list means ready to capture.
@@ -176,8 +203,8 @@ async fn postgres_checks(cfg: &ValidConfig) -> Result<Vec<Finding>, CaptureError
     let params = ConnectParams::from_url(&url)?;
     let sql = connect_sql(&params).await?;
     let mut out = Vec::new();
-    if let Err(e) = prepare_source(cfg, &sql).await {
-        out.push(finding("postgres", &e, e.hint()));
+    for (message, hint) in inspect_source(cfg, &sql).await?.problems {
+        out.push(finding("postgres", &message, Some(hint)));
     }
     out.append(&mut two_way_sinks(cfg, &sql).await?);
     out.append(&mut ledger_grants(cfg, &sql).await?);

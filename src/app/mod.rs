@@ -9,6 +9,7 @@
 //! | `sink.rs`        | a sink worker and a replay: Kafka subscription → runner → destination |
 //! | `two_way.rs`     | the inbound half of a two-way sink: lease, receiver, loops          |
 //! | `check.rs`       | `driftless check`: the preflight against the live systems          |
+//! | `status.rs`      | `driftless status`: slot, lag, checkpoint, last error, sink lag    |
 //! | `metrics.rs`     | `/metrics` and `/healthz`                                           |
 //!
 //! Invariants: nothing is fire-and-forget (every task is joined, and a task that fails or ends
@@ -19,6 +20,7 @@ pub(crate) mod check;
 pub(crate) mod destination;
 pub(crate) mod metrics;
 pub(crate) mod sink;
+mod status;
 mod supervise;
 mod two_way;
 mod verify;
@@ -102,6 +104,21 @@ pub fn run(cli: Cli) -> ExitCode {
 async fn command(command: Command) -> ExitCode {
     match command {
         Command::Check { config } => check(&config).await,
+        Command::Status { config, json } => {
+            with_config(&config, |cfg| async move {
+                let status = status::read(&cfg).await;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&status).expect("status serializes")
+                    );
+                } else {
+                    print!("{}", status.table());
+                }
+                status.exit_code()
+            })
+            .await
+        }
         Command::Capture { config } => with_config(&config, run_capture).await,
         Command::Run { config } => with_config(&config, run_all).await,
         Command::Emulate {
@@ -232,6 +249,12 @@ async fn emulate(
 
 async fn check(path: &Path) -> ExitCode {
     with_config(path, |cfg| async move {
+        for w in check::tls_warnings(&cfg) {
+            eprintln!("warning: [{}] {}", w.system, w.message);
+            if let Some(h) = &w.hint {
+                eprintln!("    hint: {h}");
+            }
+        }
         let findings = check::preflight(&cfg).await;
         if findings.is_empty() {
             println!("ok: config valid, postgres and kafka ready");

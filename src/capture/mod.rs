@@ -9,7 +9,9 @@
 //! | `normalize` | pure: row images under a Relation → [`ChangeEvent`](crate::event::ChangeEvent) |
 //! | `progress` | pure: the flush LSN as the low watermark of acknowledged transactions |
 //! | [`value`] | pure: Postgres text values → JSON |
+//! | `source` | I/O, reads only: every problem of the source (server, privileges, publication, tables) |
 //! | `session` | I/O: connect, preflight, slot and checkpoint, snapshot, the streaming loop |
+//! | `last_error` | I/O: the last error, kept for `driftless status` |
 //!
 //! Invariants:
 //! - **flush LSN = low watermark**: Postgres is told a position only when every event of every
@@ -30,9 +32,11 @@
 //! heartbeat timer, then new WAL.
 
 pub mod assemble;
+pub(crate) mod last_error;
 pub(crate) mod normalize;
 pub(crate) mod progress;
 mod session;
+mod source;
 pub(crate) mod table;
 pub mod value;
 
@@ -49,7 +53,7 @@ use crate::kafka::KafkaFailure;
 use crate::postgres::SourceError;
 use crate::postgres::error::PgError;
 use session::Session;
-pub(crate) use session::prepare_source;
+pub(crate) use source::{inspect_source, prepare_source};
 
 /// Prefix of the heartbeat messages driftless emits; they advance the slot and are not
 /// published.
@@ -158,6 +162,7 @@ pub(crate) async fn run(
         match result {
             Ok(()) => return Ok(()),
             Err(e) if e.class() == ErrorClass::Transient => {
+                last_error::record(&cfg.state_dir, &cfg.slot, &e);
                 if started.elapsed() > Duration::from_secs(60) {
                     backoff = Backoff::new();
                 }
@@ -170,7 +175,10 @@ pub(crate) async fn run(
                     _ = shutdown.changed() => return Ok(()),
                 }
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                last_error::record(&cfg.state_dir, &cfg.slot, &e);
+                return Err(e);
+            }
         }
     }
 }

@@ -26,7 +26,7 @@ use super::assemble::{Assembler, Output, RelationFacts};
 use super::normalize::{self, ColumnInfo, Images, RelationInfo, TxnContext};
 use super::progress::{Progress, UnitId};
 use super::value::{self, PgType};
-use super::{CaptureError, HEARTBEAT_PREFIX, Health};
+use super::{CaptureError, HEARTBEAT_PREFIX, Health, prepare_source};
 use crate::checkpoint::{Checkpoint, CheckpointStore, Phase};
 use crate::config::{Envelope, Oversize, SnapshotMode, ValidConfig};
 use crate::event::{ChangeEvent, Op};
@@ -34,6 +34,7 @@ use crate::kafka::{self, Enqueued, Outgoing, Publisher};
 use crate::lsn::Lsn;
 use crate::pgoutput::{self, DecodeContext, Message};
 use crate::postgres::SourceError;
+use crate::postgres::access;
 use crate::postgres::catalog::{self, TableMeta};
 use crate::postgres::connect::{ConnectParams, connect_sql};
 use crate::postgres::error::PgError;
@@ -69,25 +70,6 @@ async fn connect(cfg: &ValidConfig) -> Result<(ConnectParams, Client), CaptureEr
     Ok((params, sql))
 }
 
-/// Preflight + publication; returns the database name and the tables' metadata.
-pub(crate) async fn prepare_source(
-    cfg: &ValidConfig,
-    sql: &Client,
-) -> Result<(String, Vec<TableMeta>), CaptureError> {
-    let facts = catalog::server_facts(sql).await?;
-    let problems = catalog::preflight_problems(&facts, cfg.failover);
-    if !problems.is_empty() {
-        let (messages, hints): (Vec<_>, Vec<_>) = problems.into_iter().unzip();
-        return Err(SourceError::Refused {
-            message: messages.join("; "),
-            hint: hints.join("; "),
-        }
-        .into());
-    }
-    let tables = catalog::tables(sql, &cfg.tables).await?;
-    Ok((facts.database, tables))
-}
-
 /// Topics capture writes to.
 fn topics(cfg: &ValidConfig) -> Vec<String> {
     let mut t: Vec<String> = cfg
@@ -111,7 +93,8 @@ impl<'a> Session<'a, kafka::Producer<UnitId>> {
     ) -> Result<(), CaptureError> {
         let (params, sql) = connect(cfg).await?;
         let (database, _) = prepare_source(cfg, &sql).await?;
-        catalog::ensure_publication(&sql, &cfg.publication, &cfg.tables).await?;
+        access::ensure_publication(&sql, &cfg.publication, &cfg.tables, cfg.manage_publication)
+            .await?;
         kafka::ensure_topics(
             &cfg.brokers,
             &cfg.librdkafka,

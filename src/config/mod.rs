@@ -126,8 +126,11 @@ pub(crate) struct SourceConfig {
     pub(crate) url_file: Option<PathBuf>,
     /// Logical replication slot name.
     pub(crate) slot: Option<String>,
-    /// Publication name (driftless creates/updates it for exactly `tables`).
+    /// Publication name (driftless creates it for exactly `tables`).
     pub(crate) publication: Option<String>,
+    /// Let driftless alter an existing publication of that name that lists other tables
+    /// (default false: such a publication is reported and left alone).
+    pub(crate) manage_publication: Option<bool>,
     /// Tables to capture, `schema.table`.
     #[serde(default)]
     pub(crate) tables: Vec<String>,
@@ -329,6 +332,8 @@ pub struct ValidConfig {
     pub(crate) slot: String,
     /// Publication name.
     pub(crate) publication: String,
+    /// Alter an existing publication that differs from `tables` (else refuse).
+    pub(crate) manage_publication: bool,
     /// Tables, in configuration order.
     pub(crate) tables: Vec<TableName>,
     /// Snapshot mode.
@@ -411,8 +416,9 @@ pub fn parse(text: &str) -> Result<Config, String> {
 }
 
 /// The keys of `[source]`.
-const SOURCE_KEYS: &str = "url_env, url_file, slot, publication, tables, snapshot, \
-                           snapshot_chunk_rows, status_interval_ms, heartbeat_interval_ms, failover";
+const SOURCE_KEYS: &str = "url_env, url_file, slot, publication, manage_publication, tables, \
+                           snapshot, snapshot_chunk_rows, status_interval_ms, \
+                           heartbeat_interval_ms, failover";
 /// The librdkafka options whose value is a secret: those librdkafka itself marks sensitive
 /// (it redacts them from its own logs), except the ones that hold no secret: file paths
 /// (`ssl.key.location`, `sasl.oauthbearer.assertion.private.key.file`: the file's permissions
@@ -762,6 +768,7 @@ impl Config {
             source_url: source_url.clone().expect("checked above"),
             slot: slot.expect("checked above"),
             publication: publication.expect("checked above"),
+            manage_publication: source.manage_publication.unwrap_or(false),
             tables,
             snapshot,
             snapshot_chunk_rows,

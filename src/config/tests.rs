@@ -73,6 +73,20 @@ fn every_problem_is_listed_with_its_path() {
 }
 
 #[test]
+fn an_existing_publication_is_altered_only_when_the_config_says_so() {
+    let c = parse(GOOD).unwrap().validate().unwrap();
+    assert!(!c.manage_publication, "off by default");
+    let text = GOOD.replace("snapshot = ", "manage_publication = true\n    snapshot = ");
+    assert!(parse(&text).unwrap().validate().unwrap().manage_publication);
+    let text = GOOD.replace(
+        "snapshot = ",
+        "manage_publication = \"yes\"\n    snapshot = ",
+    );
+    let e = parse(&text).unwrap_err();
+    assert!(e.contains("manage_publication"), "{e}");
+}
+
+#[test]
 fn missing_sections_are_reported() {
     let problems = parse("").unwrap().validate().unwrap_err();
     let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();

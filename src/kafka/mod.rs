@@ -315,6 +315,87 @@ pub(crate) async fn probe(
     .map_err(|e| e.to_string())?
 }
 
+/// One partition of a topic as `driftless status` shows it: its retained range and, for a
+/// consumer group, the group's committed offset.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct PartitionOffsets {
+    /// Partition.
+    pub partition: i32,
+    /// Low watermark (first retained offset).
+    pub low: i64,
+    /// High watermark (next offset to be written).
+    pub high: i64,
+    /// The group's committed offset, if it committed one.
+    pub committed: Option<i64>,
+}
+
+impl PartitionOffsets {
+    /// Records retained in the partition.
+    pub(crate) fn retained(&self) -> u64 {
+        (self.high - self.low).max(0) as u64
+    }
+
+    /// Records the group has still to consume (from its committed offset, or from the low
+    /// watermark when it committed none: a new group starts at the earliest offset).
+    pub(crate) fn lag(&self) -> u64 {
+        (self.high - self.committed.unwrap_or(self.low).max(self.low)).max(0) as u64
+    }
+}
+
+/// The partitions of `topic` with their watermarks and, when `group` is given, that group's
+/// committed offsets (read without joining the group). `None` when the topic does not exist.
+pub(crate) async fn topic_offsets(
+    brokers: &str,
+    passthrough: &BTreeMap<String, String>,
+    topic: &str,
+    group: Option<&str>,
+    timeout: Duration,
+) -> Result<Option<Vec<PartitionOffsets>>, KafkaFailure> {
+    let mut config = client_config(brokers, passthrough)?;
+    if let Some(group) = group {
+        config.set("group.id", group);
+    }
+    let (topic, with_group) = (topic.to_string(), group.is_some());
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = config.create()?;
+        let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
+        let Some(t) = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+        else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        let mut list = rdkafka::TopicPartitionList::new();
+        for p in t.partitions() {
+            let (low, high) = consumer.fetch_watermarks(&topic, p.id(), timeout)?;
+            out.push(PartitionOffsets {
+                partition: p.id(),
+                low,
+                high,
+                committed: None,
+            });
+            list.add_partition(&topic, p.id());
+        }
+        if with_group {
+            for e in consumer.committed_offsets(list, timeout)?.elements() {
+                if let (rdkafka::Offset::Offset(o), Some(p)) = (
+                    e.offset(),
+                    out.iter_mut().find(|p| p.partition == e.partition()),
+                ) {
+                    p.committed = Some(o);
+                }
+            }
+        }
+        out.sort_by_key(|p| p.partition);
+        Ok(Some(out))
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
 /// One record to produce.
 pub(crate) struct Outgoing<'a> {
     /// Topic.

@@ -1,12 +1,9 @@
-//! Catalog work over an ordinary SQL connection: preflight checks, the publication, slot state,
-//! table metadata (columns, primary keys, replica identity) and type resolution.
+//! Catalog work over an ordinary SQL connection: preflight checks of the server, slot state,
+//! table metadata (columns, primary keys, replica identity) and type resolution (the
+//! publication and the role's privileges: `super::access`).
 //!
-//! Invariants: the publication driftless manages lists exactly the configured tables and is
-//! never `FOR ALL TABLES`; every SQL statement takes identifiers through
-//! `super::sql::quote_ident` and values through bind parameters; nothing here reads row
-//! values.
-
-use std::collections::BTreeSet;
+//! Invariants: every SQL statement takes identifiers through `super::sql::quote_ident` and
+//! values through bind parameters; nothing here reads row values.
 
 use tokio_postgres::Client;
 
@@ -156,107 +153,6 @@ pub async fn key_columns(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// Creates the publication for exactly `tables`, publishing through the partition root (a
-/// partitioned table's changes go out under its own name, whichever partition holds the row),
-/// or updates an existing one to that set. Refuses a `FOR ALL TABLES` publication, and one
-/// without `publish_via_partition_root` when a table is partitioned (its changes would go out
-/// under the partitions' names, to topics nobody reads).
-pub(crate) async fn ensure_publication(
-    client: &Client,
-    publication: &str,
-    tables: &[TableName],
-) -> Result<(), SourceError> {
-    let list = tables
-        .iter()
-        .map(quote_table)
-        .collect::<Vec<_>>()
-        .join(", ");
-    let existing = client
-        .query_opt(
-            "SELECT puballtables, pubviaroot FROM pg_publication WHERE pubname = $1",
-            &[&publication],
-        )
-        .await
-        .map_err(sql)?;
-    let (statement, done) = match existing {
-        None => (
-            format!(
-                "CREATE PUBLICATION {} FOR TABLE {list} WITH (publish_via_partition_root = true)",
-                quote_ident(publication)
-            ),
-            "publication created",
-        ),
-        Some(row) if row.get::<_, bool>(0) => {
-            return Err(refused(
-                format!("publication {publication} is FOR ALL TABLES"),
-                "driftless manages its own publication for exactly source.tables; choose \
-                 another source.publication name",
-            ));
-        }
-        Some(row) => {
-            if !row.get::<_, bool>(1) && any_partitioned(client, tables).await? {
-                return Err(refused(
-                    format!(
-                        "publication {publication} does not publish through the partition root, \
-                         and a table of source.tables is partitioned: its changes would go out \
-                         under the partitions' names"
-                    ),
-                    format!(
-                        "ALTER PUBLICATION {} SET (publish_via_partition_root = true), or \
-                         choose another source.publication name (driftless creates it so)",
-                        quote_ident(publication)
-                    ),
-                ));
-            }
-            let current: BTreeSet<(String, String)> = client
-                .query(
-                    "SELECT schemaname::text, tablename::text FROM pg_publication_tables \
-                     WHERE pubname = $1",
-                    &[&publication],
-                )
-                .await
-                .map_err(sql)?
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
-            let wanted: BTreeSet<(String, String)> = tables
-                .iter()
-                .map(|t| (t.schema.clone(), t.name.clone()))
-                .collect();
-            if current == wanted {
-                return Ok(());
-            }
-            (
-                format!(
-                    "ALTER PUBLICATION {} SET TABLE {list}",
-                    quote_ident(publication)
-                ),
-                "publication updated",
-            )
-        }
-    };
-    client.batch_execute(&statement).await.map_err(sql)?;
-    tracing::info!(publication, tables = tables.len(), "{done}");
-    Ok(())
-}
-
-/// True if one of `tables` is partitioned.
-async fn any_partitioned(client: &Client, tables: &[TableName]) -> Result<bool, SourceError> {
-    let schemas: Vec<&str> = tables.iter().map(|t| t.schema.as_str()).collect();
-    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
-    let row = client
-        .query_one(
-            "SELECT coalesce(bool_or(c.relkind = 'p'), false) FROM pg_class c \
-             JOIN pg_namespace n ON n.oid = c.relnamespace \
-             JOIN unnest($1::text[], $2::text[]) AS t(s, r) \
-               ON n.nspname = t.s AND c.relname = t.r",
-            &[&schemas, &names],
-        )
-        .await
-        .map_err(sql)?;
-    Ok(row.get(0))
-}
-
 /// A row of `pg_replication_slots`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct SlotState {
@@ -295,6 +191,38 @@ pub(crate) async fn slot_state(
         wal_status: r.get(4),
         active_pid: r.get(5),
     }))
+}
+
+/// How far a slot trails the server's WAL, for `driftless status`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub(crate) struct SlotLag {
+    /// The server's current WAL write position.
+    pub current_wal_lsn: String,
+    /// WAL bytes between `confirmed_flush_lsn` and the current position (`None`: no slot).
+    pub lag_bytes: Option<i64>,
+    /// The walsender's flush lag in seconds (`None` when no walsender streams the slot, or the
+    /// server has no recent measurement: it reports none once caught up and idle).
+    pub lag_seconds: Option<f64>,
+}
+
+/// Reads [`SlotLag`] for `slot`.
+pub(crate) async fn slot_lag(client: &Client, slot: &str) -> Result<SlotLag, SourceError> {
+    let row = client
+        .query_one(
+            "SELECT pg_current_wal_lsn()::text, \
+             (SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint \
+              FROM pg_replication_slots WHERE slot_name = $1), \
+             (SELECT extract(epoch FROM r.flush_lag)::float8 FROM pg_replication_slots s \
+              JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = $1)",
+            &[&slot],
+        )
+        .await
+        .map_err(sql)?;
+    Ok(SlotLag {
+        current_wal_lsn: row.get(0),
+        lag_bytes: row.get(1),
+        lag_seconds: row.get(2),
+    })
 }
 
 /// Drops a slot driftless itself created (only ever called for a slot whose checkpoint says
@@ -365,12 +293,12 @@ pub(crate) struct ServerFacts {
     pub wal_level: String,
     /// Current database.
     pub database: String,
+    /// `current_user`.
+    pub role: String,
     /// `server_encoding`.
     pub encoding: String,
     /// Role may replicate (REPLICATION or superuser).
     pub can_replicate: bool,
-    /// Role may create the publication (CREATE on the database, or superuser).
-    pub can_create_publication: bool,
     /// `max_replication_slots`.
     pub max_replication_slots: i32,
 }
@@ -382,8 +310,7 @@ pub(crate) async fn server_facts(client: &Client) -> Result<ServerFacts, SourceE
             "SELECT current_setting('server_version_num')::int, current_setting('wal_level'), \
              current_database()::text, current_setting('server_encoding'), \
              (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user), \
-             has_database_privilege(current_database(), 'CREATE'), \
-             current_setting('max_replication_slots')::int",
+             current_setting('max_replication_slots')::int, current_user::text",
             &[],
         )
         .await
@@ -394,8 +321,8 @@ pub(crate) async fn server_facts(client: &Client) -> Result<ServerFacts, SourceE
         database: row.get(2),
         encoding: row.get(3),
         can_replicate: row.get(4),
-        can_create_publication: row.get(5),
-        max_replication_slots: row.get(6),
+        max_replication_slots: row.get(5),
+        role: row.get(6),
     })
 }
 
@@ -437,17 +364,15 @@ pub(crate) fn preflight_problems(f: &ServerFacts, failover: bool) -> Vec<(String
     }
     if !f.can_replicate {
         p.push((
-            "the role may not replicate".into(),
-            "ALTER ROLE <user> WITH REPLICATION (logical replication connections match \
-             pg_hba.conf lines for the database, e.g. host <db> <user> <addr> scram-sha-256)"
-                .into(),
-        ));
-    }
-    if !f.can_create_publication {
-        p.push((
-            "the role may not create publications in this database".into(),
-            "GRANT CREATE ON DATABASE <db> TO <user>, and make it owner of the captured tables"
-                .into(),
+            format!(
+                "the role {} lacks REPLICATION (and is not a superuser): it may not replicate",
+                f.role
+            ),
+            format!(
+                "ALTER ROLE {} WITH REPLICATION (logical replication connections match \
+                 pg_hba.conf lines for the database, e.g. host <db> <user> <addr> scram-sha-256)",
+                quote_ident(&f.role)
+            ),
         ));
     }
     if f.max_replication_slots < 1 {
@@ -469,19 +394,18 @@ mod tests {
             version_num: 130_000,
             wal_level: "replica".into(),
             database: "app".into(),
+            role: "capture".into(),
             encoding: "LATIN1".into(),
             can_replicate: false,
-            can_create_publication: false,
             max_replication_slots: 0,
         };
-        assert_eq!(preflight_problems(&facts, false).len(), 6);
-        assert_eq!(preflight_problems(&facts, true).len(), 7);
+        assert_eq!(preflight_problems(&facts, false).len(), 5);
+        assert_eq!(preflight_problems(&facts, true).len(), 6);
         let ok = ServerFacts {
             version_num: 150_018,
             wal_level: "logical".into(),
             encoding: "UTF8".into(),
             can_replicate: true,
-            can_create_publication: true,
             max_replication_slots: 10,
             ..facts
         };

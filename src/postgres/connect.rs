@@ -1,15 +1,19 @@
 //! Connection parameters (URL parsing) and the ordinary SQL connection.
 //!
 //! Owns everything the replication connection and the tokio-postgres connection share: the
-//! parsed [`ConnectParams`], the libpq-compatible [`SslMode`] names (turned into a rustls
-//! configuration by `postgres::tls`), and the session settings (`SESSION_OPTIONS`) that make
-//! server text output deterministic.
+//! parsed [`ConnectParams`], the libpq-compatible [`SslMode`] and [`ChannelBindingMode`] names
+//! (turned into a rustls configuration by `postgres::tls`), the one rule for "the server
+//! certificate is verified" ([`ConnectParams::verifies_certificate`]), the session settings
+//! (`SESSION_OPTIONS`) that make server text output deterministic, and the handshake timeout.
 //!
 //! Invariants:
 //! - The password never appears in `Debug`, in `ConnectParams::redacted_url`, in logs or in
 //!   error messages.
 //! - Under `require`, `verify-ca` and `verify-full` a connection never falls back to plaintext;
 //!   only `prefer` does, and only when the server answers the SSL request with `N`.
+//! - Both clients open their socket with `postgres::transport` and answer authentication
+//!   requests only as `postgres::auth_policy` allows (the SQL connection through
+//!   `postgres::sql_stream`): a cleartext or MD5 password only over verified TLS.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -20,7 +24,8 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_perc
 use rustls::pki_types::ServerName;
 
 use super::error::PgError;
-use super::tls::tls_config;
+use super::sql_stream::{GuardedStream, HandOver, refusal};
+use super::transport::open_transport;
 
 /// Session settings that make text output deterministic (our value converter depends on them).
 /// Sent as the `options` startup parameter on every connection.
@@ -102,6 +107,53 @@ impl FromStr for SslMode {
     }
 }
 
+/// Channel binding (SCRAM-SHA-256-PLUS with `tls-server-end-point`), with libpq's names and
+/// semantics. The default is `prefer`, as in libpq.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ChannelBindingMode {
+    /// Never bind: SCRAM-SHA-256 only (the client says it does not support binding).
+    Disable,
+    /// Bind when the connection is TLS and the server offers SCRAM-SHA-256-PLUS.
+    #[default]
+    Prefer,
+    /// Authenticate only with SCRAM-SHA-256-PLUS: fails before sending anything derived from
+    /// the password when the connection is not TLS, when the server does not offer it, or when
+    /// the server asks for a cleartext or MD5 password or for none at all.
+    Require,
+}
+
+impl ChannelBindingMode {
+    /// The libpq spelling.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ChannelBindingMode::Disable => "disable",
+            ChannelBindingMode::Prefer => "prefer",
+            ChannelBindingMode::Require => "require",
+        }
+    }
+}
+
+impl fmt::Display for ChannelBindingMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ChannelBindingMode {
+    type Err = PgError;
+
+    fn from_str(s: &str) -> Result<Self, PgError> {
+        match s {
+            "disable" => Ok(ChannelBindingMode::Disable),
+            "prefer" => Ok(ChannelBindingMode::Prefer),
+            "require" => Ok(ChannelBindingMode::Require),
+            other => Err(PgError::Config(format!(
+                "invalid channel_binding {other:?}: expected disable, prefer or require"
+            ))),
+        }
+    }
+}
+
 /// A password whose `Debug` and `Display` are redacted. Read it with `Password::expose`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Password(String);
@@ -156,6 +208,8 @@ pub struct ConnectParams {
     pub sslrootcert: Option<PathBuf>,
     /// `application_name` reported to the server (`pg_stat_activity`).
     pub application_name: String,
+    /// Channel binding policy (`channel_binding`).
+    pub channel_binding: ChannelBindingMode,
 }
 
 /// Characters percent-encoded in the URL parts we print.
@@ -177,9 +231,10 @@ fn decode(part: &str, what: &str) -> Result<String, PgError> {
 
 impl ConnectParams {
     /// Parses `postgres://` or `postgresql://user:pass@host:port/db?sslmode=..&sslrootcert=..&
-    /// application_name=..`. All parts are percent-decoded. Defaults: host `localhost`, port
-    /// 5432, database = user name, sslmode `prefer`, application name `driftless`. An unknown
-    /// query parameter is an error naming it. Error messages never contain the password.
+    /// channel_binding=..&application_name=..`. All parts are percent-decoded. Defaults: host
+    /// `localhost`, port 5432, database = user name, sslmode `prefer`, channel_binding `prefer`,
+    /// application name `driftless`. An unknown query parameter is an error naming it. Error
+    /// messages never contain the password.
     pub fn from_url(url: &str) -> Result<Self, PgError> {
         // url::ParseError's Display never echoes the input, so the password cannot leak here.
         let parsed = url::Url::parse(url)
@@ -228,15 +283,17 @@ impl ConnectParams {
         let mut sslmode = None;
         let mut sslrootcert = None;
         let mut application_name = None;
+        let mut channel_binding = None;
         for (key, value) in parsed.query_pairs() {
             let slot = match key.as_ref() {
                 "sslmode" => &mut sslmode,
                 "sslrootcert" => &mut sslrootcert,
                 "application_name" => &mut application_name,
+                "channel_binding" => &mut channel_binding,
                 other => {
                     return Err(PgError::Config(format!(
                         "unknown parameter {other:?} in the postgres URL (supported: sslmode, \
-                         sslrootcert, application_name)"
+                         sslrootcert, channel_binding, application_name)"
                     )));
                 }
             };
@@ -260,7 +317,41 @@ impl ConnectParams {
             sslrootcert: sslrootcert.filter(|s| !s.is_empty()).map(PathBuf::from),
             application_name: application_name
                 .unwrap_or_else(|| DEFAULT_APPLICATION_NAME.to_string()),
+            channel_binding: match channel_binding {
+                Some(s) => s.parse()?,
+                None => ChannelBindingMode::default(),
+            },
         })
+    }
+
+    /// Whether the server certificate is verified against trust anchors, as libpq does it:
+    /// under `verify-ca` and `verify-full`, and under `require` when `sslrootcert` is given.
+    /// Only such a connection may carry a cleartext or MD5 password.
+    pub(crate) fn verifies_certificate(&self) -> bool {
+        match self.sslmode {
+            SslMode::VerifyCa | SslMode::VerifyFull => true,
+            SslMode::Require => self.sslrootcert.is_some(),
+            SslMode::Disable | SslMode::Prefer => false,
+        }
+    }
+
+    /// Why this URL's TLS settings do not protect the connection against an on-path attacker,
+    /// if they do not (`disable`, `prefer`, `require` without `sslrootcert`).
+    pub(crate) fn tls_weakness(&self) -> Option<String> {
+        let why = match self.sslmode {
+            SslMode::Disable => "sslmode=disable: the connection is not encrypted",
+            SslMode::Prefer => {
+                "sslmode=prefer: TLS is used only if the server accepts it and its certificate is \
+                 not verified, so an on-path attacker can impersonate the server or force \
+                 plaintext"
+            }
+            SslMode::Require if self.sslrootcert.is_none() => {
+                "sslmode=require without sslrootcert: the connection is encrypted but the server \
+                 certificate is not verified, so an on-path attacker can impersonate the server"
+            }
+            _ => return None,
+        };
+        Some(why.to_string())
     }
 
     /// The URL with the password replaced by `***`; safe to log.
@@ -284,6 +375,8 @@ impl ConnectParams {
             url.push_str("&sslrootcert=");
             url.push_str(&utf8_percent_encode(&root, URL_QUERY_VALUE).to_string());
         }
+        url.push_str("&channel_binding=");
+        url.push_str(self.channel_binding.as_str());
         url.push_str("&application_name=");
         url.push_str(&enc(&self.application_name));
         url
@@ -300,41 +393,52 @@ impl ConnectParams {
     }
 }
 
-/// Opens an ordinary SQL connection (tokio-postgres) with the same TLS policy and session
-/// settings as the replication connection, and spawns its connection task (which logs and
-/// ends when the connection closes).
+/// Runs a connection handshake within `CONNECT_TIMEOUT` (a timeout is an I/O error).
+pub(crate) async fn within_connect_timeout<T>(
+    handshake: impl std::future::Future<Output = Result<T, PgError>>,
+) -> Result<T, PgError> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+        Ok(result) => result,
+        Err(_) => Err(PgError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("connecting took longer than {CONNECT_TIMEOUT:?}"),
+        ))),
+    }
+}
+
+/// Opens an ordinary SQL connection (tokio-postgres) over the same socket, TLS policy,
+/// authentication policy and session settings as the replication connection, and spawns its
+/// connection task (which logs and ends when the connection closes). The whole handshake is
+/// bounded by `CONNECT_TIMEOUT`.
 pub async fn connect_sql(params: &ConnectParams) -> Result<tokio_postgres::Client, PgError> {
+    use tokio_postgres::config::{ChannelBinding, SslMode as TpSslMode, SslNegotiation};
     let mut config = tokio_postgres::Config::new();
     config
-        .host(params.host.as_str())
-        .port(params.port)
         .user(params.user.as_str())
         .dbname(params.dbname.as_str())
         .application_name(params.application_name.as_str())
         .options(SESSION_OPTIONS)
-        .connect_timeout(CONNECT_TIMEOUT);
+        // The socket is negotiated by `open_transport`; `HandOver` passes it on as it is.
+        .ssl_mode(TpSslMode::Require)
+        .ssl_negotiation(SslNegotiation::Direct)
+        .channel_binding(match params.channel_binding {
+            ChannelBindingMode::Disable => ChannelBinding::Disable,
+            ChannelBindingMode::Prefer => ChannelBinding::Prefer,
+            ChannelBindingMode::Require => ChannelBinding::Require,
+        });
     if let Some(password) = &params.password {
         config.password(password.expose());
     }
     tracing::debug!(url = %params.redacted_url(), "connecting sql client");
-    let client = match tls_config(params)? {
-        None => {
-            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
-            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-            tokio::spawn(drive(connection));
-            client
-        }
-        Some(tls) => {
-            config.ssl_mode(match params.sslmode {
-                SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-                _ => tokio_postgres::config::SslMode::Require,
-            });
-            let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
-            let (client, connection) = config.connect(connector).await?;
-            tokio::spawn(drive(connection));
-            client
-        }
-    };
+    let (client, connection) = within_connect_timeout(async {
+        let stream = GuardedStream::new(open_transport(params).await?, params);
+        config
+            .connect_raw(stream, HandOver)
+            .await
+            .map_err(|e| refusal(&e).unwrap_or(PgError::Sql(e)))
+    })
+    .await?;
+    tokio::spawn(drive(connection));
     Ok(client)
 }
 
@@ -384,7 +488,8 @@ mod tests {
         assert_eq!(p.host, "::1");
         assert_eq!(
             p.redacted_url(),
-            "postgres://bob@[::1]:7000/x?sslmode=prefer&application_name=driftless"
+            "postgres://bob@[::1]:7000/x?sslmode=prefer&channel_binding=prefer\
+             &application_name=driftless"
         );
     }
 
@@ -409,6 +514,10 @@ mod tests {
                 "twice",
             ),
             (format!("postgres://u:{secret}%FF@h/db"), "UTF-8"),
+            (
+                format!("postgres://u:{secret}@h/db?channel_binding=maybe"),
+                "channel_binding",
+            ),
         ];
         for (url, expected) in cases {
             let err = ConnectParams::from_url(&url).unwrap_err();
@@ -418,6 +527,54 @@ mod tests {
             assert!(!text.contains(secret), "{url}: {text}");
             assert!(!format!("{err:?}").contains(secret));
             assert_eq!(err.class(), ErrorClass::Fatal);
+        }
+    }
+
+    #[test]
+    fn channel_binding_and_certificate_verification() {
+        let p =
+            |query: &str| ConnectParams::from_url(&format!("postgres://u@h/db?{query}")).unwrap();
+        assert_eq!(p("").channel_binding, ChannelBindingMode::Prefer);
+        for mode in [
+            ChannelBindingMode::Disable,
+            ChannelBindingMode::Prefer,
+            ChannelBindingMode::Require,
+        ] {
+            let parsed = p(&format!("channel_binding={mode}"));
+            assert_eq!(parsed.channel_binding, mode);
+            assert!(
+                parsed
+                    .redacted_url()
+                    .contains(&format!("channel_binding={mode}"))
+            );
+        }
+        // (query, certificate verified, what the weakness names)
+        let cases = [
+            ("sslmode=disable", false, Some("not encrypted")),
+            (
+                "sslmode=disable&sslrootcert=/ca.pem",
+                false,
+                Some("not encrypted"),
+            ),
+            ("", false, Some("sslmode=prefer")),
+            (
+                "sslmode=prefer&sslrootcert=/ca.pem",
+                false,
+                Some("force plaintext"),
+            ),
+            ("sslmode=require", false, Some("without sslrootcert")),
+            ("sslmode=require&sslrootcert=/ca.pem", true, None),
+            ("sslmode=verify-ca", true, None),
+            ("sslmode=verify-full&sslrootcert=/ca.pem", true, None),
+        ];
+        for (query, verified, weakness) in cases {
+            let params = p(query);
+            assert_eq!(params.verifies_certificate(), verified, "{query}");
+            let got = params.tls_weakness();
+            match weakness {
+                None => assert_eq!(got, None, "{query}"),
+                Some(w) => assert!(got.as_deref().unwrap_or("").contains(w), "{query}: {got:?}"),
+            }
         }
     }
 
@@ -434,7 +591,7 @@ mod tests {
         assert_eq!(
             url,
             "postgres://app:***@127.0.0.1:5433/shop?sslmode=require&sslrootcert=/tmp/ca.crt\
-             &application_name=driftless"
+             &channel_binding=prefer&application_name=driftless"
         );
         // The redacted URL parses back to the same parameters except the password.
         let back = ConnectParams::from_url(&url).unwrap();

@@ -3,18 +3,32 @@
 //! - [`connect`]: connection parameters (`sslmode` semantics like libpq, never falling back to
 //!   plaintext under `require`/`verify-*`), ordinary SQL connections;
 //! - `tls`: the rustls configuration and certificate verifiers for an `sslmode`;
+//! - `transport`: the socket under both clients (SSLRequest, TLS handshake, channel binding
+//!   data);
+//! - `auth_policy`: the one decision on what may be answered to the server's authentication
+//!   requests (passwords only over verified TLS; `channel_binding`);
+//! - `sql_stream`: the transport handed to tokio-postgres, its authentication judged by
+//!   `auth_policy`;
 //! - [`replication`]: our own replication-protocol client (startup, SCRAM, CopyBoth, status);
-//! - [`catalog`]: preflight, publication, slot state, table metadata, type resolution;
+//! - `access`: the privileges capture needs and the publication (created, kept, or altered
+//!   only when the configuration allows it);
+//! - [`catalog`]: preflight, slot state, table metadata, type resolution;
 //! - `snapshot`: chunked reads inside the slot's exported snapshot;
 //! - [`sql`]: the one copy of identifier and literal quoting.
 
+pub(crate) mod access;
+mod auth_policy;
+#[cfg(test)]
+mod auth_tests;
 pub mod catalog;
 pub mod connect;
 pub mod error;
 pub mod replication;
 pub(crate) mod snapshot;
 pub mod sql;
+mod sql_stream;
 mod tls;
+mod transport;
 
 use crate::error::{Classify, ErrorClass};
 use error::PgError;

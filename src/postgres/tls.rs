@@ -194,14 +194,16 @@ pub(crate) fn tls_config(params: &ConnectParams) -> Result<Option<ClientConfig>,
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| PgError::Tls(format!("cannot configure TLS: {e}")))?;
-    let roots = match params.sslmode {
-        SslMode::Disable => return Ok(None),
-        SslMode::Require if params.sslrootcert.is_some() => {
-            Some(root_verifier(params, &provider, false)?)
-        }
-        SslMode::Prefer | SslMode::Require => None,
-        SslMode::VerifyCa => Some(root_verifier(params, &provider, false)?),
-        SslMode::VerifyFull => Some(root_verifier(params, &provider, true)?),
+    if params.sslmode == SslMode::Disable {
+        return Ok(None);
+    }
+    // The one rule for "verified" (`verify-ca`, `verify-full`, `require` with `sslrootcert`),
+    // which the authentication policy relies on too.
+    let roots = if params.verifies_certificate() {
+        let check_name = params.sslmode == SslMode::VerifyFull;
+        Some(root_verifier(params, &provider, check_name)?)
+    } else {
+        None
     };
     let config = builder
         .dangerous()

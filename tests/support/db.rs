@@ -1,6 +1,7 @@
 //! A database of each test's own on the shared test cluster ([`TestDb`]), and a capture
 //! configuration for it ([`Setup`]): a unique slot, publication and topic prefix, so tests run
 //! in parallel on one Postgres and one broker. Dropping the database drops its slots too.
+//! [`TestRole`]: a login role of a test's own, to run `driftless` with fewer privileges.
 
 use std::path::PathBuf;
 
@@ -97,10 +98,58 @@ impl TestDb {
                  WHERE database = '{0}' AND active_pid IS NOT NULL; \
                  SELECT pg_sleep(0.2); \
                  SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
-                 WHERE database = '{0}'; \
-                 DROP DATABASE IF EXISTS {0} WITH (FORCE)",
+                 WHERE database = '{0}'",
                 self.name
             ))
+            .await;
+        // A statement of its own: DROP DATABASE cannot run inside the implicit transaction of a
+        // multi-statement query.
+        let _ = admin
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .await;
+    }
+}
+
+/// The password of every [`TestRole`] (the test cluster admits password logins of any role
+/// over 127.0.0.1).
+const ROLE_PASSWORD: &str = "pw";
+
+/// A login role of its own on the test cluster, to run `driftless` with fewer privileges than
+/// the superuser; dropped by [`TestRole::drop_role`] once the test database is gone.
+pub(crate) struct TestRole {
+    pub(crate) name: String,
+    /// The test database's URL with this role's name and password.
+    pub(crate) url: String,
+}
+
+impl TestDb {
+    /// Creates a role with `attributes` (e.g. `REPLICATION`, or nothing).
+    pub(crate) async fn role(&self, attributes: &str) -> TestRole {
+        let name = unique("dl_role");
+        self.exec(&format!(
+            "CREATE ROLE {name} LOGIN PASSWORD '{ROLE_PASSWORD}' {attributes}"
+        ))
+        .await;
+        let mut url = url::Url::parse(&self.url).expect("test database url");
+        url.set_username(&name).expect("user name");
+        url.set_password(Some(ROLE_PASSWORD)).expect("password");
+        TestRole {
+            name,
+            url: url.into(),
+        }
+    }
+}
+
+impl TestRole {
+    /// Drops the role; call after [`TestDb::drop_db`] (dropping the database drops what the
+    /// role owned there and its grants on it). Best effort, like [`TestDb::drop_db`].
+    pub(crate) async fn drop_role(self) {
+        let _ = connect(&pg_admin_url())
+            .await
+            .batch_execute(&format!("DROP ROLE IF EXISTS {}", self.name))
             .await;
     }
 }

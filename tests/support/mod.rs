@@ -17,7 +17,7 @@ pub(crate) mod wait;
 
 use std::path::{Path, PathBuf};
 
-pub(crate) use db::{Setup, TestDb, connect, pg_admin_url};
+pub(crate) use db::{Setup, TestDb, TestRole, connect, pg_admin_url};
 pub(crate) use emulator::Emulator;
 pub(crate) use kafka::{
     OwnBroker, Record, assert_every_row_arrived, brokers, by_key, read_exactly, read_n,

@@ -1,23 +1,28 @@
-//! Authentication of the replication connection: SCRAM-SHA-256 (without channel binding),
-//! md5 and cleartext passwords.
+//! Authentication of the replication connection: SCRAM-SHA-256 with channel binding
+//! (SCRAM-SHA-256-PLUS, `tls-server-end-point`) or without, and md5 and cleartext passwords
+//! where `postgres::auth_policy` allows them (over TLS with a verified certificate only).
 //!
 //! Owns the exchange from the startup message's reply up to AuthenticationOk.
 //!
 //! Invariants:
+//! - Every authentication request is judged by [`AuthPolicy`] before anything is answered; a
+//!   refused request leaves the connection without a byte derived from the password.
 //! - The password is only ever written into the outgoing buffer; it is never logged and never
 //!   part of an error message.
 //! - Mechanisms this client cannot do (GSSAPI, SSPI, Kerberos, SASL without SCRAM-SHA-256) are
 //!   refused with an `Auth` error naming what to configure instead.
 //! - The server's final SCRAM signature is verified.
 
-use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::md5_hash;
-use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
+use postgres_protocol::authentication::sasl::{
+    ChannelBinding, SCRAM_SHA_256, SCRAM_SHA_256_PLUS, ScramSha256,
+};
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 
 use super::Conn;
 use super::frame::{Frame, server_error, unexpected};
+use crate::postgres::auth_policy::{AuthPolicy, AuthRequest, Scram, TlsFacts, Verdict};
 use crate::postgres::connect::ConnectParams;
 use crate::postgres::error::PgError;
 
@@ -38,26 +43,27 @@ fn put_password(conn: &mut Conn, password: &[u8]) -> Result<(), PgError> {
 
 /// Runs the authentication exchange up to AuthenticationOk.
 pub(super) async fn authenticate(conn: &mut Conn, params: &ConnectParams) -> Result<(), PgError> {
+    let facts = conn.io.facts(params);
+    let mut policy = AuthPolicy::new(params, &facts);
     loop {
         let message = match conn.recv().await? {
             Frame::Message(m) => m,
             frame => return Err(unexpected(&frame, "during authentication")),
         };
-        match message {
-            Message::AuthenticationOk => {
+        let verdict = match AuthRequest::of(&message)? {
+            Some(request) => policy.judge(request)?,
+            None => Verdict::Other,
+        };
+        match (verdict, message) {
+            (Verdict::Done, _) => {
                 tracing::debug!("authenticated");
                 return Ok(());
             }
-            Message::AuthenticationCleartextPassword => {
-                if !conn.is_tls() {
-                    tracing::warn!(
-                        "server asks for a cleartext password over an unencrypted connection"
-                    );
-                }
+            (Verdict::SendPassword, Message::AuthenticationCleartextPassword) => {
                 put_password(conn, password_for(params)?.as_bytes())?;
                 conn.flush_out().await?;
             }
-            Message::AuthenticationMd5Password(body) => {
+            (Verdict::SendPassword, Message::AuthenticationMd5Password(body)) => {
                 let hash = md5_hash(
                     params.user.as_bytes(),
                     password_for(params)?.as_bytes(),
@@ -66,46 +72,53 @@ pub(super) async fn authenticate(conn: &mut Conn, params: &ConnectParams) -> Res
                 put_password(conn, hash.as_bytes())?;
                 conn.flush_out().await?;
             }
-            Message::AuthenticationSasl(body) => {
-                let mut mechanisms = body.mechanisms();
-                let mut scram = false;
-                while let Some(m) = mechanisms
-                    .next()
-                    .map_err(|e| PgError::Protocol(format!("malformed SASL mechanisms: {e}")))?
-                {
-                    scram |= m == SCRAM_SHA_256;
-                }
-                if !scram {
-                    return Err(PgError::Auth(
-                        "the server offers no SASL mechanism this client supports (needs \
-                         SCRAM-SHA-256)"
-                            .to_string(),
-                    ));
-                }
-                scram_sha_256(conn, password_for(params)?).await?;
+            (Verdict::Scram(how), _) => {
+                scram_sha_256(conn, password_for(params)?, how, &facts).await?;
             }
-            Message::ErrorResponse(body) => return Err(server_error(body.fields())),
-            Message::AuthenticationGss
-            | Message::AuthenticationGssContinue(_)
-            | Message::AuthenticationSspi
-            | Message::AuthenticationKerberosV5
-            | Message::AuthenticationScmCredential => {
+            (_, Message::ErrorResponse(body)) => return Err(server_error(body.fields())),
+            (
+                _,
+                Message::AuthenticationGss
+                | Message::AuthenticationGssContinue(_)
+                | Message::AuthenticationSspi
+                | Message::AuthenticationKerberosV5
+                | Message::AuthenticationScmCredential,
+            ) => {
                 return Err(PgError::Auth(
                     "the server requires an authentication method this client does not support \
-                     (GSSAPI/SSPI/Kerberos); use scram-sha-256 or md5 in pg_hba.conf"
+                     (GSSAPI/SSPI/Kerberos); use scram-sha-256 in pg_hba.conf"
                         .to_string(),
                 ));
             }
-            other => return Err(unexpected(&Frame::Message(other), "during authentication")),
+            (_, other) => {
+                return Err(unexpected(&Frame::Message(other), "during authentication"));
+            }
         }
     }
 }
 
-/// SCRAM-SHA-256 without channel binding (the client says it does not support it, which
-/// servers accept also over TLS).
-async fn scram_sha_256(conn: &mut Conn, password: &str) -> Result<(), PgError> {
-    let mut scram = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
-    frontend::sasl_initial_response(SCRAM_SHA_256, scram.message(), &mut conn.wbuf)
+/// SCRAM-SHA-256, bound to the TLS channel (`-PLUS`) or not, as the policy decided.
+async fn scram_sha_256(
+    conn: &mut Conn,
+    password: &str,
+    how: Scram,
+    facts: &TlsFacts,
+) -> Result<(), PgError> {
+    let (mechanism, binding) = match (how, &facts.end_point) {
+        (Scram::Plus, Some(hash)) => (
+            SCRAM_SHA_256_PLUS,
+            ChannelBinding::tls_server_end_point(hash.clone()),
+        ),
+        (Scram::Plus, None) => {
+            return Err(PgError::Auth(
+                "channel binding was chosen without channel binding data".to_string(),
+            ));
+        }
+        (Scram::Unrequested, _) => (SCRAM_SHA_256, ChannelBinding::unrequested()),
+        (Scram::Unsupported, _) => (SCRAM_SHA_256, ChannelBinding::unsupported()),
+    };
+    let mut scram = ScramSha256::new(password.as_bytes(), binding);
+    frontend::sasl_initial_response(mechanism, scram.message(), &mut conn.wbuf)
         .map_err(|e| PgError::Protocol(format!("cannot frame a SASL message: {e}")))?;
     conn.flush_out().await?;
     match conn.recv().await? {

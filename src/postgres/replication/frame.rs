@@ -24,7 +24,7 @@ use crate::postgres::error::PgError;
 pub(super) const MAX_FRAME_LEN: usize = 1 << 30;
 
 /// One complete backend frame.
-pub(super) enum Frame {
+pub(crate) enum Frame {
     /// Anything `postgres-protocol` knows how to parse.
     Message(Message),
     /// `W`, which `postgres-protocol` does not know.
@@ -33,7 +33,7 @@ pub(super) enum Frame {
 
 /// Cuts one complete frame off the front of `buf`, or returns `None` (leaving `buf` untouched)
 /// if it does not hold a complete frame yet.
-pub(super) fn parse_frame(buf: &mut BytesMut) -> Result<Option<Frame>, PgError> {
+pub(crate) fn parse_frame(buf: &mut BytesMut) -> Result<Option<Frame>, PgError> {
     let Some(total) = frame_len(buf)? else {
         return Ok(None);
     };
@@ -63,7 +63,7 @@ pub(super) fn parse_frame(buf: &mut BytesMut) -> Result<Option<Frame>, PgError> 
 }
 
 /// The total size (tag included) of the frame starting `buf`, once its header is complete.
-pub(super) fn frame_len(buf: &[u8]) -> Result<Option<usize>, PgError> {
+pub(crate) fn frame_len(buf: &[u8]) -> Result<Option<usize>, PgError> {
     let Some(header) = buf.get(..5) else {
         return Ok(None);
     };

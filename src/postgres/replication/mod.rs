@@ -1,7 +1,8 @@
 //! Our own PostgreSQL logical-replication client (`replication=database`) on `postgres-protocol`.
 //!
 //! Owns one socket (TCP, optionally TLS via tokio-rustls) and the frontend/backend protocol on
-//! it: startup and authentication (SCRAM-SHA-256, md5, cleartext), simple queries and
+//! it: startup and authentication (SCRAM-SHA-256 with or without channel binding; md5 and
+//! cleartext only over verified TLS), simple queries and
 //! replication commands, and the CopyBoth stream of `XLogData`/keepalive messages with standby
 //! status updates.
 //!
@@ -22,12 +23,14 @@
 //! |----------------|------------------------------------------------------------------|
 //! | `mod.rs`       | [`ReplicationConnection`], [`ReplicationStream`]: I/O and commands |
 //! | `frame.rs`     | pure framing: frames, CopyData bodies, ErrorResponse fields      |
-//! | `auth.rs`      | SCRAM-SHA-256, md5 and cleartext authentication                  |
-//! | `transport.rs` | TCP / TLS socket and the SSLRequest exchange                     |
+//! | `auth.rs`      | SCRAM-SHA-256(-PLUS), md5 and cleartext authentication           |
+//!
+//! The socket (TCP or TLS, the SSLRequest exchange) is `postgres::transport`, shared with the
+//! ordinary SQL connection, and what may be answered to the server's authentication requests
+//! is decided by `postgres::auth_policy`.
 
 mod auth;
-mod frame;
-mod transport;
+pub(super) mod frame;
 
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -38,12 +41,12 @@ use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::connect::{CONNECT_TIMEOUT, ConnectParams, SESSION_OPTIONS};
+use super::connect::{ConnectParams, SESSION_OPTIONS, within_connect_timeout};
 use super::error::PgError;
 use super::sql::{quote_ident, quote_literal};
+use super::transport::{self, Transport};
 use crate::lsn::Lsn;
 use frame::{Frame, frame_len, parse_copy_data, parse_frame, server_error, unexpected};
-use transport::Transport;
 
 /// Minimum free buffer space offered to each socket read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -352,7 +355,7 @@ impl Conn {
     }
 
     fn is_tls(&self) -> bool {
-        matches!(self.io, Transport::Tls(_))
+        self.io.is_tls()
     }
 
     /// A `Debug` builder for a wrapper `name` of this connection, with what is safe to show
@@ -382,16 +385,11 @@ impl std::fmt::Debug for ReplicationConnection {
 
 impl ReplicationConnection {
     /// Connects with `replication=database`, negotiates TLS per `sslmode`, authenticates
-    /// (SCRAM-SHA-256, md5 or cleartext) and waits for the server to be ready. The whole
+    /// (SCRAM-SHA-256 with or without channel binding; md5 or cleartext only over verified TLS,
+    /// see `postgres::auth_policy`) and waits for the server to be ready. The whole
     /// handshake is bounded by `CONNECT_TIMEOUT`.
     pub async fn connect(params: &ConnectParams) -> Result<Self, PgError> {
-        match tokio::time::timeout(CONNECT_TIMEOUT, Self::connect_inner(params)).await {
-            Ok(result) => result,
-            Err(_) => Err(PgError::Io(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("connecting took longer than {CONNECT_TIMEOUT:?}"),
-            ))),
-        }
+        within_connect_timeout(Self::connect_inner(params)).await
     }
 
     async fn connect_inner(params: &ConnectParams) -> Result<Self, PgError> {
@@ -434,6 +432,7 @@ impl ReplicationConnection {
             port = params.port,
             dbname = %params.dbname,
             tls = conn.is_tls(),
+            tls_verified = conn.is_tls() && params.verifies_certificate(),
             backend_pid = conn.backend_pid,
             "replication connection ready"
         );

@@ -10,12 +10,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::frame::{Frame, parse_copy_data, parse_frame, server_error};
-use super::transport::{Transport, open_transport};
 use super::*;
 use crate::error::{Classify, ErrorClass};
 use crate::postgres::connect::SslMode;
 use crate::postgres::sql::{publication_names, quote_ident, quote_literal};
 use crate::postgres::tls::test_support::wrong_ca;
+use crate::postgres::transport::{Transport, open_transport};
 
 #[test]
 fn validates_slot_names() {

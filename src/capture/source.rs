@@ -1,0 +1,66 @@
+//! The source as capture needs it, checked before anything is created: server settings, the
+//! role's privileges and the publication (`postgres::access`), and the captured tables' shape.
+//!
+//! Invariants: reads only (the publication is created or altered later, by
+//! `access::ensure_publication`, and only when no problem was found); every problem is
+//! collected, so `driftless check` lists them all and capture refuses with the same words.
+
+use tokio_postgres::Client;
+
+use super::CaptureError;
+use crate::config::{SnapshotMode, ValidConfig};
+use crate::postgres::SourceError;
+use crate::postgres::access::{self, Problem};
+use crate::postgres::catalog::{self, TableMeta};
+
+/// What [`inspect_source`] found.
+pub(crate) struct SourceReport {
+    /// The database name.
+    pub(crate) database: String,
+    /// The captured tables' metadata (empty when a table is unfit).
+    pub(crate) tables: Vec<TableMeta>,
+    /// Every problem that stops capture, as `(message, hint)`.
+    pub(crate) problems: Vec<Problem>,
+}
+
+/// Every problem of the source for this configuration (nothing is changed).
+pub(crate) async fn inspect_source(
+    cfg: &ValidConfig,
+    sql: &Client,
+) -> Result<SourceReport, CaptureError> {
+    let facts = catalog::server_facts(sql).await?;
+    let mut problems = catalog::preflight_problems(&facts, cfg.failover);
+    let privileges = access::facts(sql, &cfg.publication, &cfg.tables).await?;
+    problems.extend(access::problems(
+        &privileges,
+        &cfg.publication,
+        cfg.manage_publication,
+        cfg.snapshot == SnapshotMode::Initial,
+    ));
+    let tables = match catalog::tables(sql, &cfg.tables).await {
+        Ok(tables) => tables,
+        Err(SourceError::Refused { message, hint }) => {
+            problems.push((message, hint));
+            Vec::new()
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(SourceReport {
+        database: facts.database,
+        tables,
+        problems,
+    })
+}
+
+/// Refuses (listing every problem) unless the source is fit; returns the database name and
+/// the tables' metadata.
+pub(crate) async fn prepare_source(
+    cfg: &ValidConfig,
+    sql: &Client,
+) -> Result<(String, Vec<TableMeta>), CaptureError> {
+    let report = inspect_source(cfg, sql).await?;
+    if !report.problems.is_empty() {
+        return Err(access::refusal(report.problems).into());
+    }
+    Ok((report.database, report.tables))
+}

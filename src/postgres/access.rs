@@ -1,0 +1,718 @@
+//! What the capture role may do, and the publication capture needs: the privilege facts read
+//! from the catalog ([`facts`]), the pure decision over them ([`problems`], [`plan`]) and the
+//! one place the publication is created or altered ([`ensure_publication`]).
+//!
+//! Invariants:
+//! - every missing privilege is named, with the statement that grants it (role, database,
+//!   schemas and tables spelled out), and all of them are reported at once;
+//! - an existing publication is used as it is only if it lists exactly the configured tables
+//!   (and publishes through the partition root when one of them is partitioned); one that
+//!   differs may serve another subscriber, so it is reported and left alone unless
+//!   `source.manage_publication = true`, which lets driftless alter it (that needs ownership of
+//!   the publication, and of the tables when its table list changes);
+//! - a `FOR ALL TABLES` publication is never used nor altered;
+//! - reading facts changes nothing; [`ensure_publication`] writes only what [`plan`] decided.
+
+use std::collections::BTreeSet;
+
+use tokio_postgres::Client;
+
+use super::SourceError;
+use super::error::PgError;
+use super::sql::{quote_ident, quote_table};
+use crate::config::TableName;
+
+/// A problem and the statement (or choice) that fixes it.
+pub(crate) type Problem = (String, String);
+
+/// What the role may do with one configured table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TableAccess {
+    /// The configured name.
+    pub name: TableName,
+    /// An ordinary or partitioned table of that name exists (else `catalog::tables` reports it).
+    pub exists: bool,
+    /// USAGE on its schema (to name it in a query or a publication).
+    pub schema_usage: bool,
+    /// SELECT on it (the initial snapshot reads it).
+    pub select: bool,
+    /// The role has its owner's privileges (owner, member of the owner, or superuser).
+    pub owned: bool,
+    /// A partitioned table.
+    pub partitioned: bool,
+}
+
+/// An existing publication of the configured name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PublicationFacts {
+    /// `FOR ALL TABLES`.
+    pub all_tables: bool,
+    /// `publish_via_partition_root`.
+    pub via_root: bool,
+    /// Its owner's name.
+    pub owner: String,
+    /// The role has its owner's privileges.
+    pub owned: bool,
+    /// The tables it publishes (`pg_publication_tables`).
+    pub tables: BTreeSet<TableName>,
+}
+
+/// The privilege facts [`problems`] and [`plan`] decide over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct AccessFacts {
+    /// `current_user`.
+    pub role: String,
+    /// `current_database()`.
+    pub database: String,
+    /// CREATE on the database (to create a publication).
+    pub can_create: bool,
+    /// The configured tables, in configuration order.
+    pub tables: Vec<TableAccess>,
+    /// The publication of the configured name, if it exists.
+    pub publication: Option<PublicationFacts>,
+}
+
+/// What [`ensure_publication`] does with the publication.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PublicationPlan {
+    /// It does not exist: create it for exactly the tables, through the partition root.
+    Create,
+    /// It exists as needed: leave it alone.
+    Keep,
+    /// `source.manage_publication = true` and it differs: set its table list (`tables`)
+    /// and/or `publish_via_partition_root` (`via_root`).
+    Alter { tables: bool, via_root: bool },
+}
+
+fn sql(e: tokio_postgres::Error) -> SourceError {
+    SourceError::Pg(PgError::Sql(e))
+}
+
+/// Reads the facts for `publication` over exactly `tables` as the connected role.
+pub(crate) async fn facts(
+    client: &Client,
+    publication: &str,
+    tables: &[TableName],
+) -> Result<AccessFacts, SourceError> {
+    let head = client
+        .query_one(
+            "SELECT current_user::text, current_database()::text, \
+             has_database_privilege(current_database(), 'CREATE'), \
+             p.oid IS NOT NULL, p.puballtables, p.pubviaroot, \
+             pg_get_userbyid(p.pubowner)::text, pg_has_role(p.pubowner, 'USAGE'), \
+             ARRAY(SELECT schemaname::text FROM pg_publication_tables WHERE pubname = $1 \
+                   ORDER BY schemaname, tablename), \
+             ARRAY(SELECT tablename::text FROM pg_publication_tables WHERE pubname = $1 \
+                   ORDER BY schemaname, tablename) \
+             FROM (SELECT 1) AS one LEFT JOIN pg_publication p ON p.pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(sql)?;
+    let published = |schemas: Vec<String>, names: Vec<String>| -> BTreeSet<TableName> {
+        schemas
+            .into_iter()
+            .zip(names)
+            .map(|(schema, name)| TableName { schema, name })
+            .collect()
+    };
+    let publication = head.get::<_, bool>(3).then(|| PublicationFacts {
+        all_tables: head.get(4),
+        via_root: head.get(5),
+        owner: head.get(6),
+        owned: head.get(7),
+        tables: published(head.get(8), head.get(9)),
+    });
+    let schemas: Vec<&str> = tables.iter().map(|t| t.schema.as_str()).collect();
+    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    let rows = client
+        .query(
+            "SELECT c.oid IS NOT NULL, coalesce(has_schema_privilege(n.oid, 'USAGE'), false), \
+             coalesce(has_table_privilege(c.oid, 'SELECT'), false), \
+             coalesce(pg_has_role(c.relowner, 'USAGE'), false), coalesce(c.relkind = 'p', false) \
+             FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(s, r, i) \
+             LEFT JOIN pg_namespace n ON n.nspname = t.s \
+             LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.r \
+               AND c.relkind IN ('r', 'p') \
+             ORDER BY t.i",
+            &[&schemas, &names],
+        )
+        .await
+        .map_err(sql)?;
+    let tables = tables
+        .iter()
+        .zip(rows)
+        .map(|(name, r)| TableAccess {
+            name: name.clone(),
+            exists: r.get(0),
+            schema_usage: r.get(1),
+            select: r.get(2),
+            owned: r.get(3),
+            partitioned: r.get(4),
+        })
+        .collect();
+    Ok(AccessFacts {
+        role: head.get(0),
+        database: head.get(1),
+        can_create: head.get(2),
+        tables,
+        publication,
+    })
+}
+
+/// Every privilege capture lacks (pure): USAGE on the tables' schemas and SELECT on the tables
+/// when `snapshot` reads them, and what creating, using or altering the publication needs.
+pub(crate) fn problems(
+    f: &AccessFacts,
+    publication: &str,
+    manage: bool,
+    snapshot: bool,
+) -> Vec<Problem> {
+    let role = quote_ident(&f.role);
+    let plan = plan(f, publication, manage);
+    // Naming a table (in a query or a publication) needs USAGE on its schema.
+    let names_tables = snapshot
+        || f.publication.is_none()
+        || matches!(plan, Ok(PublicationPlan::Alter { tables: true, .. }));
+    let mut out = Vec::new();
+    let no_usage: BTreeSet<&str> = existing(f)
+        .filter(|t| !t.schema_usage)
+        .map(|t| t.name.schema.as_str())
+        .collect();
+    if names_tables && !no_usage.is_empty() {
+        let list: Vec<&str> = no_usage.into_iter().collect();
+        out.push((
+            format!(
+                "the role {} lacks USAGE on schema {} (of captured tables)",
+                f.role,
+                list.join(", ")
+            ),
+            format!(
+                "GRANT USAGE ON SCHEMA {} TO {role}",
+                list.iter()
+                    .map(|s| quote_ident(s))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    let no_select: Vec<&TableName> = existing(f).filter(|t| !t.select).map(|t| &t.name).collect();
+    if snapshot && !no_select.is_empty() {
+        out.push((
+            format!(
+                "the role {} lacks SELECT on {}, which the initial snapshot reads",
+                f.role,
+                names(&no_select)
+            ),
+            format!("GRANT SELECT ON {} TO {role}", quoted(&no_select)),
+        ));
+    }
+    if let Err(mut p) = plan {
+        out.append(&mut p);
+    }
+    out
+}
+
+/// What to do with the publication (pure), or why it cannot be done.
+pub(crate) fn plan(
+    f: &AccessFacts,
+    publication: &str,
+    manage: bool,
+) -> Result<PublicationPlan, Vec<Problem>> {
+    let Some(existing) = &f.publication else {
+        return create_problems(f, publication).map(|()| PublicationPlan::Create);
+    };
+    let name = quote_ident(publication);
+    if existing.all_tables {
+        return Err(vec![(
+            format!("publication {publication} is FOR ALL TABLES"),
+            "driftless uses a publication of exactly source.tables; choose another \
+             source.publication name"
+                .into(),
+        )]);
+    }
+    let wanted: BTreeSet<TableName> = f.tables.iter().map(|t| t.name.clone()).collect();
+    let root_missing = !existing.via_root && f.tables.iter().any(|t| t.partitioned);
+    let differs = wanted != existing.tables;
+    if !root_missing && !differs {
+        return Ok(PublicationPlan::Keep);
+    }
+    let manage_hint = "or set source.manage_publication = true to let driftless alter it";
+    if !manage && root_missing {
+        // Its tables are listed by partition then: the root is what matters.
+        return Err(vec![(
+            format!(
+                "publication {publication} does not publish through the partition root, and a \
+                 table of source.tables is partitioned: its changes would go out under the \
+                 partitions' names"
+            ),
+            format!(
+                "ALTER PUBLICATION {name} SET (publish_via_partition_root = true), or choose \
+                 another source.publication name (driftless creates it so), {manage_hint}"
+            ),
+        )]);
+    }
+    if !manage {
+        return Err(vec![(
+            format!(
+                "publication {publication} exists with other tables than source.tables ({}); \
+                 driftless does not alter it",
+                difference(&wanted, &existing.tables)
+            ),
+            format!(
+                "it may serve another subscriber: make it list exactly source.tables \
+                 (ALTER PUBLICATION {name} SET TABLE {}), or choose another source.publication \
+                 name (driftless creates it), {manage_hint}",
+                quoted(&wanted.iter().collect::<Vec<_>>())
+            ),
+        )]);
+    }
+    let p = alter_problems(f, existing, publication, differs);
+    if p.is_empty() {
+        Ok(PublicationPlan::Alter {
+            tables: differs,
+            via_root: root_missing,
+        })
+    } else {
+        Err(p)
+    }
+}
+
+/// What altering an existing publication needs (`source.manage_publication = true`):
+/// ownership of it, and of every table when its table list changes (`differs`).
+fn alter_problems(
+    f: &AccessFacts,
+    existing: &PublicationFacts,
+    publication: &str,
+    differs: bool,
+) -> Vec<Problem> {
+    let mut p = Vec::new();
+    if !existing.owned {
+        p.push((
+            format!(
+                "source.manage_publication = true but the role {} does not own publication \
+                 {publication} (owner: {}), so it may not alter it",
+                f.role, existing.owner
+            ),
+            format!(
+                "ALTER PUBLICATION {} OWNER TO {}, or make it list exactly source.tables \
+                 as its owner and set source.manage_publication = false",
+                quote_ident(publication),
+                quote_ident(&f.role)
+            ),
+        ));
+    }
+    let not_owned = not_owned(f);
+    if differs && !not_owned.is_empty() {
+        p.push((
+            format!(
+                "setting the tables of publication {publication} needs ownership of every \
+                 table it lists; the role {} does not own {}",
+                f.role,
+                names(&not_owned)
+            ),
+            owner_hint(f, &not_owned, None),
+        ));
+    }
+    p
+}
+
+/// What creating the publication needs: CREATE on the database and ownership of every table.
+fn create_problems(f: &AccessFacts, publication: &str) -> Result<(), Vec<Problem>> {
+    let tables: Vec<&TableName> = f.tables.iter().map(|t| &t.name).collect();
+    let create = create_statement(publication, &tables);
+    let mut p = Vec::new();
+    if !f.can_create {
+        p.push((
+            format!(
+                "the role {} may not create publication {publication}: it lacks CREATE on \
+                 database {}",
+                f.role, f.database
+            ),
+            format!(
+                "GRANT CREATE ON DATABASE {} TO {}, or have the tables' owner run: {create}",
+                quote_ident(&f.database),
+                quote_ident(&f.role)
+            ),
+        ));
+    }
+    let not_owned = not_owned(f);
+    if !not_owned.is_empty() {
+        p.push((
+            format!(
+                "creating publication {publication} needs ownership of every table it lists; \
+                 the role {} does not own {}",
+                f.role,
+                names(&not_owned)
+            ),
+            owner_hint(f, &not_owned, Some(&create)),
+        ));
+    }
+    if p.is_empty() { Ok(()) } else { Err(p) }
+}
+
+/// `ALTER TABLE ... OWNER TO <role>` for each of `tables`, and the owner's `alternative`.
+fn owner_hint(f: &AccessFacts, tables: &[&TableName], alternative: Option<&str>) -> String {
+    let role = quote_ident(&f.role);
+    let alters: Vec<String> = tables
+        .iter()
+        .map(|t| format!("ALTER TABLE {} OWNER TO {role}", quote_table(t)))
+        .collect();
+    let mut hint = format!("{} (or GRANT <owner> TO {role})", alters.join("; "));
+    if let Some(statement) = alternative {
+        hint.push_str(&format!(", or have the tables' owner run: {statement}"));
+    }
+    hint
+}
+
+/// The configured tables that exist (the others are reported by `catalog::tables`).
+fn existing(f: &AccessFacts) -> impl Iterator<Item = &TableAccess> {
+    f.tables.iter().filter(|t| t.exists)
+}
+
+fn not_owned(f: &AccessFacts) -> Vec<&TableName> {
+    existing(f).filter(|t| !t.owned).map(|t| &t.name).collect()
+}
+
+fn names(tables: &[&TableName]) -> String {
+    tables
+        .iter()
+        .map(|t| t.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn quoted(tables: &[&TableName]) -> String {
+    tables
+        .iter()
+        .map(|t| quote_table(t))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `missing from it: ...; not in source.tables: ...`.
+fn difference(wanted: &BTreeSet<TableName>, current: &BTreeSet<TableName>) -> String {
+    let missing: Vec<&TableName> = wanted.difference(current).collect();
+    let extra: Vec<&TableName> = current.difference(wanted).collect();
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        parts.push(format!("missing from it: {}", names(&missing)));
+    }
+    if !extra.is_empty() {
+        parts.push(format!("not in source.tables: {}", names(&extra)));
+    }
+    parts.join("; ")
+}
+
+fn create_statement(publication: &str, tables: &[&TableName]) -> String {
+    format!(
+        "CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)",
+        quote_ident(publication),
+        quoted(tables)
+    )
+}
+
+/// One refusal listing every problem (messages and hints joined by `; `).
+pub(crate) fn refusal(problems: Vec<Problem>) -> SourceError {
+    let (messages, hints): (Vec<_>, Vec<_>) = problems.into_iter().unzip();
+    SourceError::Refused {
+        message: messages.join("; "),
+        hint: hints.join("; "),
+    }
+}
+
+/// Creates the publication for exactly `tables` (publishing through the partition root: a
+/// partitioned table's changes go out under its own name, whichever partition holds the row),
+/// keeps an existing one that lists exactly them, and otherwise refuses (or alters it when
+/// `manage` is set), as [`plan`] decides.
+pub(crate) async fn ensure_publication(
+    client: &Client,
+    publication: &str,
+    tables: &[TableName],
+    manage: bool,
+) -> Result<(), SourceError> {
+    let facts = facts(client, publication, tables).await?;
+    let name = quote_ident(publication);
+    let list: Vec<&TableName> = tables.iter().collect();
+    let decided = plan(&facts, publication, manage).map_err(refusal)?;
+    let statements = match decided {
+        PublicationPlan::Keep => return Ok(()),
+        PublicationPlan::Create => vec![create_statement(publication, &list)],
+        PublicationPlan::Alter { tables, via_root } => {
+            let mut s = Vec::new();
+            if via_root {
+                s.push(format!(
+                    "ALTER PUBLICATION {name} SET (publish_via_partition_root = true)"
+                ));
+            }
+            if tables {
+                s.push(format!(
+                    "ALTER PUBLICATION {name} SET TABLE {}",
+                    quoted(&list)
+                ));
+            }
+            s
+        }
+    };
+    // One implicit transaction: both changes or neither.
+    client
+        .batch_execute(&statements.join("; "))
+        .await
+        .map_err(sql)?;
+    if decided == PublicationPlan::Create {
+        tracing::info!(publication, tables = tables.len(), "publication created");
+    } else {
+        // It may have served another subscriber: say so louder.
+        tracing::warn!(
+            publication,
+            tables = tables.len(),
+            "publication altered to source.tables (source.manage_publication = true)"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(name: &str) -> TableName {
+        let (schema, name) = name.split_once('.').unwrap();
+        TableName {
+            schema: schema.into(),
+            name: name.into(),
+        }
+    }
+
+    /// A table the role may do everything with.
+    fn full(name: &str) -> TableAccess {
+        TableAccess {
+            name: table(name),
+            exists: true,
+            schema_usage: true,
+            select: true,
+            owned: true,
+            partitioned: false,
+        }
+    }
+
+    fn facts(tables: Vec<TableAccess>, publication: Option<PublicationFacts>) -> AccessFacts {
+        AccessFacts {
+            role: "capture".into(),
+            database: "app".into(),
+            can_create: true,
+            tables,
+            publication,
+        }
+    }
+
+    fn publication(tables: &[&str]) -> PublicationFacts {
+        PublicationFacts {
+            all_tables: false,
+            via_root: true,
+            owner: "admin".into(),
+            owned: false,
+            tables: tables.iter().map(|t| table(t)).collect(),
+        }
+    }
+
+    fn messages(p: &[Problem]) -> String {
+        p.iter()
+            .map(|(m, h)| format!("{m} => {h}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn a_role_with_every_privilege_creates_the_publication() {
+        let f = facts(vec![full("public.a"), full("public.b")], None);
+        assert_eq!(plan(&f, "p", false), Ok(PublicationPlan::Create));
+        assert!(problems(&f, "p", false, true).is_empty());
+    }
+
+    #[test]
+    fn each_missing_privilege_is_named_with_its_grant() {
+        let mut f = facts(
+            vec![
+                full("public.a"),
+                TableAccess {
+                    select: false,
+                    owned: false,
+                    ..full("public.b")
+                },
+                TableAccess {
+                    schema_usage: false,
+                    ..full("crm.c")
+                },
+            ],
+            None,
+        );
+        f.can_create = false;
+        let p = problems(&f, "p", false, true);
+        let text = messages(&p);
+        assert_eq!(p.len(), 4, "{text}");
+        assert!(text.contains("lacks USAGE on schema crm"), "{text}");
+        assert!(
+            text.contains("GRANT USAGE ON SCHEMA \"crm\" TO \"capture\""),
+            "{text}"
+        );
+        assert!(text.contains("lacks SELECT on public.b,"), "{text}");
+        assert!(
+            text.contains("GRANT SELECT ON \"public\".\"b\" TO \"capture\""),
+            "{text}"
+        );
+        assert!(text.contains("lacks CREATE on database app"), "{text}");
+        assert!(
+            text.contains("GRANT CREATE ON DATABASE \"app\" TO \"capture\""),
+            "{text}"
+        );
+        assert!(text.contains("does not own public.b =>"), "{text}");
+        assert!(
+            text.contains("ALTER TABLE \"public\".\"b\" OWNER TO \"capture\""),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "CREATE PUBLICATION \"p\" FOR TABLE \"public\".\"a\", \"public\".\"b\", \
+                 \"crm\".\"c\" WITH (publish_via_partition_root = true)"
+            ),
+            "the owner's alternative: {text}"
+        );
+    }
+
+    #[test]
+    fn without_a_snapshot_select_and_schema_usage_are_not_needed_to_keep_a_publication() {
+        let t = TableAccess {
+            schema_usage: false,
+            select: false,
+            owned: false,
+            ..full("public.a")
+        };
+        let f = facts(vec![t], Some(publication(&["public.a"])));
+        assert!(problems(&f, "p", false, false).is_empty());
+        assert_eq!(problems(&f, "p", false, true).len(), 2);
+    }
+
+    #[test]
+    fn an_existing_publication_of_exactly_the_tables_needs_no_ownership() {
+        let tables = vec![
+            TableAccess {
+                owned: false,
+                ..full("public.a")
+            },
+            TableAccess {
+                owned: false,
+                ..full("public.b")
+            },
+        ];
+        let mut f = facts(tables, Some(publication(&["public.b", "public.a"])));
+        f.can_create = false;
+        for manage in [false, true] {
+            assert_eq!(plan(&f, "p", manage), Ok(PublicationPlan::Keep));
+            assert!(problems(&f, "p", manage, true).is_empty());
+        }
+    }
+
+    #[test]
+    fn a_publication_with_other_tables_is_reported_not_altered() {
+        let f = facts(
+            vec![full("public.a"), full("public.b")],
+            Some(publication(&["public.a", "public.z"])),
+        );
+        let p = plan(&f, "p", false).unwrap_err();
+        let text = messages(&p);
+        assert_eq!(p.len(), 1, "{text}");
+        assert!(
+            text.contains("missing from it: public.b; not in source.tables: public.z"),
+            "{text}"
+        );
+        assert!(text.contains("driftless does not alter it"), "{text}");
+        assert!(text.contains("source.manage_publication = true"), "{text}");
+    }
+
+    #[test]
+    fn managing_a_publication_needs_ownership_of_it_and_of_the_tables() {
+        let tables = vec![
+            full("public.a"),
+            TableAccess {
+                owned: false,
+                ..full("public.b")
+            },
+        ];
+        let f = facts(tables.clone(), Some(publication(&["public.a"])));
+        let p = plan(&f, "p", true).unwrap_err();
+        let text = messages(&p);
+        assert_eq!(p.len(), 2, "{text}");
+        assert!(
+            text.contains("does not own publication p (owner: admin)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ALTER PUBLICATION \"p\" OWNER TO \"capture\""),
+            "{text}"
+        );
+        assert!(text.contains("does not own public.b"), "{text}");
+        let owned = PublicationFacts {
+            owned: true,
+            ..publication(&["public.a"])
+        };
+        let f = facts(vec![full("public.a"), full("public.b")], Some(owned));
+        assert_eq!(
+            plan(&f, "p", true),
+            Ok(PublicationPlan::Alter {
+                tables: true,
+                via_root: false
+            })
+        );
+    }
+
+    #[test]
+    fn a_publication_without_the_partition_root_is_refused_or_managed() {
+        let parted = TableAccess {
+            partitioned: true,
+            ..full("public.events")
+        };
+        // Without the option, pg_publication_tables lists the partitions.
+        let mut existing = publication(&["public.events_low"]);
+        existing.via_root = false;
+        let f = facts(vec![parted.clone()], Some(existing.clone()));
+        let p = plan(&f, "p", false).unwrap_err();
+        let text = messages(&p);
+        assert_eq!(p.len(), 1, "the partitions are no table difference: {text}");
+        assert!(text.contains("publish_via_partition_root = true"), "{text}");
+        existing.owned = true;
+        let f = facts(vec![parted], Some(existing));
+        assert_eq!(
+            plan(&f, "p", true),
+            Ok(PublicationPlan::Alter {
+                tables: true,
+                via_root: true
+            })
+        );
+    }
+
+    #[test]
+    fn a_for_all_tables_publication_is_refused_even_when_managed() {
+        let mut all = publication(&["public.a"]);
+        all.all_tables = true;
+        all.owned = true;
+        let f = facts(vec![full("public.a")], Some(all));
+        for manage in [false, true] {
+            let text = messages(&plan(&f, "p", manage).unwrap_err());
+            assert!(text.contains("FOR ALL TABLES"), "{text}");
+        }
+    }
+
+    #[test]
+    fn missing_tables_are_left_to_the_table_check() {
+        let gone = TableAccess {
+            exists: false,
+            schema_usage: false,
+            select: false,
+            owned: false,
+            ..full("public.gone")
+        };
+        let f = facts(vec![full("public.a"), gone], None);
+        assert!(problems(&f, "p", false, true).is_empty());
+    }
+}
