@@ -233,7 +233,13 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
                             self.store.path().display()
                         ),
                     )),
-                    _ => Ok(cp.flushed_lsn),
+                    _ => {
+                        if cfg.failover {
+                            // Idempotent; turns failover on for a slot created without it.
+                            repl.enable_failover(&cfg.slot).await?;
+                        }
+                        Ok(cp.flushed_lsn)
+                    }
                 }
             }
             (Some(cp), None) if cp.phase == Phase::Streaming => Err(refuse(

@@ -537,6 +537,18 @@ impl ReplicationConnection {
         Ok(created)
     }
 
+    /// `ALTER_REPLICATION_SLOT "slot" (FAILOVER true)` (PostgreSQL 17+): makes an existing
+    /// slot a failover slot; a no-op on one that is already.
+    pub async fn enable_failover(&mut self, slot: &str) -> Result<(), PgError> {
+        validate_slot_name(slot)?;
+        let sql = format!(
+            "ALTER_REPLICATION_SLOT {} (FAILOVER true)",
+            quote_ident(slot)
+        );
+        self.conn.simple_query(&sql).await?;
+        Ok(())
+    }
+
     /// `DROP_REPLICATION_SLOT "slot" [WAIT]`; with `wait`, waits for a process still using the
     /// slot to release it instead of failing with SQLSTATE 55006.
     pub async fn drop_slot(&mut self, slot: &str, wait: bool) -> Result<(), PgError> {
