@@ -7,7 +7,9 @@
 
 mod support;
 
+mod bad_input;
 mod capture;
+mod capture_filters;
 mod capture_restart;
 mod contract;
 mod e2e;

@@ -3,8 +3,9 @@
 //! Owns how the emulators read what axum does not read for them the way they always have:
 //! path parameters exactly as sent (still percent-encoded: ids, types and modules are matched
 //! as text), form and query strings as maps (the last of repeated keys wins), and trailing
-//! slashes, which the emulated APIs ignore; and how a runtime settings body changes an
-//! emulator's knobs ([`apply_settings`]).
+//! slashes, which the emulated APIs ignore; how a runtime settings body changes an
+//! emulator's knobs ([`apply_settings`]); and the HTML page a scripted `html` fault answers
+//! with ([`html_page`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -102,4 +103,22 @@ where
         *slot = value;
     }
     serde_json::from_value(serde_json::Value::Object(knobs)).map_err(|e| format!("settings: {e}"))
+}
+
+/// What a proxy, a load balancer or a login page in front of an API answers instead of JSON:
+/// an HTML page (`text/html`) with `status`, for the scripted `html` faults.
+pub(crate) fn html_page(status: u16) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let code =
+        axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+    let body = format!(
+        "<!DOCTYPE html>\n<html><head><title>{code}</title></head>\n<body><h1>{code}</h1>\n\
+         <p>The server could not answer your request.</p></body></html>\n"
+    );
+    (
+        code,
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }

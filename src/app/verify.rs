@@ -58,7 +58,7 @@ async fn compare(
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     bar.set_message(format!("reading {}", sink.table));
     let mut rows = Vec::new();
-    table::read(&client, &sink.table, |key, row| {
+    table::read(&client, &sink.table, &cfg.table_filters, |key, row| {
         rows.push((key, row));
         if rows.len() % 1000 == 0 {
             bar.set_message(format!("reading {}: {} rows", sink.table, rows.len()));

@@ -38,6 +38,7 @@ use crate::postgres::access;
 use crate::postgres::catalog::{self, TableMeta};
 use crate::postgres::connect::{ConnectParams, connect_sql};
 use crate::postgres::error::PgError;
+use crate::postgres::filter;
 use crate::postgres::replication::{ReplicationConnection, ReplicationMessage, ReplicationStream};
 use crate::postgres::snapshot::SnapshotReader;
 
@@ -93,8 +94,14 @@ impl<'a> Session<'a, kafka::Producer<UnitId>> {
     ) -> Result<(), CaptureError> {
         let (params, sql) = connect(cfg).await?;
         let (database, _) = prepare_source(cfg, &sql).await?;
-        access::ensure_publication(&sql, &cfg.publication, &cfg.tables, cfg.manage_publication)
-            .await?;
+        access::ensure_publication(
+            &sql,
+            &cfg.publication,
+            &cfg.tables,
+            &cfg.table_filters,
+            cfg.manage_publication,
+        )
+        .await?;
         kafka::ensure_topics(
             &cfg.brokers,
             &cfg.librdkafka,
@@ -362,14 +369,19 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
             SnapshotReader::begin(&sql, snapshot_name, cfg.snapshot_chunk_rows, &cfg.tables)
                 .await?;
         // Columns as of now that the tables are locked (DDL may have run since preflight).
-        let tables = catalog::tables(&sql, &cfg.tables).await?;
+        let mut tables = catalog::tables(&sql, &cfg.tables).await?;
+        filter::project(&mut tables, &cfg.table_filters);
         let mut rels = Vec::new();
         for t in &tables {
             rels.push(self.relation_from_meta(t).await?);
         }
         let unit = self.progress.open();
         for (meta, rel) in tables.iter().zip(&rels) {
-            let total = reader.count(meta).await?;
+            let row_filter = cfg
+                .table_filters
+                .get(&meta.name)
+                .and_then(|f| f.row_filter.as_deref());
+            let total = reader.count(meta, row_filter).await?;
             let mut report = SnapshotProgress::new(&meta.name.to_string(), total);
             let mut ctx = TxnContext {
                 db: self.database.as_str().into(),
@@ -380,7 +392,7 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
                 ordinal: 0,
                 snapshot: true,
             };
-            let mut cursor = reader.open(meta).await?;
+            let mut cursor = reader.open(meta, row_filter).await?;
             while let Some(rows) = cursor.next_chunk().await? {
                 for row in &rows {
                     let mut after = crate::event::Row::with_capacity(rel.columns.len());

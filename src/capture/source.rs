@@ -1,5 +1,6 @@
 //! The source as capture needs it, checked before anything is created: server settings, the
-//! role's privileges and the publication (`postgres::access`), and the captured tables' shape.
+//! role's privileges and the publication (`postgres::access`), the captured tables' shape, and
+//! their column lists and row filters (`postgres::filter`).
 //!
 //! Invariants: reads only (the publication is created or altered later, by
 //! `access::ensure_publication`, and only when no problem was found); every problem is
@@ -12,6 +13,7 @@ use crate::config::{SnapshotMode, ValidConfig};
 use crate::postgres::SourceError;
 use crate::postgres::access::{self, Problem};
 use crate::postgres::catalog::{self, TableMeta};
+use crate::postgres::filter;
 
 /// What [`inspect_source`] found.
 pub(crate) struct SourceReport {
@@ -30,14 +32,14 @@ pub(crate) async fn inspect_source(
 ) -> Result<SourceReport, CaptureError> {
     let facts = catalog::server_facts(sql).await?;
     let mut problems = catalog::preflight_problems(&facts, cfg.failover);
-    let privileges = access::facts(sql, &cfg.publication, &cfg.tables).await?;
+    let privileges = access::facts(sql, &cfg.publication, &cfg.tables, &cfg.table_filters).await?;
     problems.extend(access::problems(
         &privileges,
         &cfg.publication,
         cfg.manage_publication,
         cfg.snapshot == SnapshotMode::Initial,
     ));
-    let tables = match catalog::tables(sql, &cfg.tables).await {
+    let mut tables = match catalog::tables(sql, &cfg.tables).await {
         Ok(tables) => tables,
         Err(SourceError::Refused { message, hint }) => {
             problems.push((message, hint));
@@ -45,6 +47,15 @@ pub(crate) async fn inspect_source(
         }
         Err(e) => return Err(e.into()),
     };
+    problems.extend(filter::column_problems(
+        facts.version_num,
+        &tables,
+        &cfg.table_filters,
+    ));
+    if facts.version_num >= 150_000 {
+        problems.extend(filter::row_filter_problems(sql, &tables, &cfg.table_filters).await?);
+    }
+    filter::project(&mut tables, &cfg.table_filters);
     Ok(SourceReport {
         database: facts.database,
         tables,

@@ -131,9 +131,9 @@ pub(crate) struct SourceConfig {
     /// Let driftless alter an existing publication of that name that lists other tables
     /// (default false: such a publication is reported and left alone).
     pub(crate) manage_publication: Option<bool>,
-    /// Tables to capture, `schema.table`.
+    /// Tables to capture: `"schema.table"`, or `{ name, columns, where }`.
     #[serde(default)]
-    pub(crate) tables: Vec<String>,
+    pub(crate) tables: Vec<TableEntry>,
     /// `initial` (snapshot on first run) or `never`.
     pub(crate) snapshot: Option<String>,
     /// Rows per snapshot round trip.
@@ -275,6 +275,45 @@ impl Choice for Envelope {
         &[("driftless", Self::Driftless), ("debezium", Self::Debezium)];
 }
 
+/// One entry of `source.tables`: a name, or a name with a column list and a row filter.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum TableEntry {
+    /// `"schema.table"`: every column, every row.
+    Name(String),
+    /// `{ name = "schema.table", columns = [...], where = "..." }`.
+    Spec {
+        /// `schema.table`.
+        name: String,
+        /// Only these columns leave the database (a publication column list).
+        columns: Option<Vec<String>>,
+        /// Only rows matching this SQL condition leave the database (a publication row filter).
+        #[serde(rename = "where")]
+        row_filter: Option<String>,
+        /// Unknown keys.
+        #[serde(flatten)]
+        extra: Extra,
+    },
+}
+
+impl TableEntry {
+    fn name(&self) -> &str {
+        match self {
+            TableEntry::Name(name) | TableEntry::Spec { name, .. } => name,
+        }
+    }
+}
+
+/// What of a table leaves the database when `source.tables` narrows it (PostgreSQL 15+
+/// publication column lists and row filters; the snapshot reads the same).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TableFilter {
+    /// Column list, in configuration order (`None`: every column).
+    pub(crate) columns: Option<Vec<String>>,
+    /// Row filter, a SQL condition over the table's columns (`None`: every row).
+    pub(crate) row_filter: Option<String>,
+}
+
 /// A table name split into schema and table.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TableName {
@@ -336,6 +375,8 @@ pub struct ValidConfig {
     pub(crate) manage_publication: bool,
     /// Tables, in configuration order.
     pub(crate) tables: Vec<TableName>,
+    /// The column lists and row filters of the tables that have one.
+    pub(crate) table_filters: BTreeMap<TableName, TableFilter>,
     /// Snapshot mode.
     pub(crate) snapshot: SnapshotMode,
     /// Rows per snapshot round trip.
@@ -453,29 +494,54 @@ impl SourceConfig {
         url
     }
 
-    /// `tables`: at least one, each `schema.table`, none twice.
-    fn tables(&self, present: bool, p: &mut Problems) -> Vec<TableName> {
+    /// `tables`: at least one, each `schema.table`, none twice; column lists and row filters
+    /// well formed.
+    fn tables(
+        &self,
+        present: bool,
+        p: &mut Problems,
+    ) -> (Vec<TableName>, BTreeMap<TableName, TableFilter>) {
         let mut tables = Vec::new();
+        let mut filters = BTreeMap::new();
         if self.tables.is_empty() && present {
             p.add(
                 "source.tables",
                 "list at least one table as \"schema.table\"",
             );
         }
-        for (i, t) in self.tables.iter().enumerate() {
-            match parse_table(t) {
-                Some(name) if tables.contains(&name) => p.add(
-                    format!("source.tables[{i}]"),
-                    format!("{t:?} is listed twice"),
-                ),
-                Some(name) => tables.push(name),
-                None => p.add(
-                    format!("source.tables[{i}]"),
-                    format!("{t:?} is not \"schema.table\" (unquoted identifiers)"),
-                ),
+        for (i, entry) in self.tables.iter().enumerate() {
+            let at = format!("source.tables[{i}]");
+            let t = entry.name();
+            let Some(name) = parse_table(t) else {
+                p.add(
+                    at,
+                    format!(
+                        "{t:?} is not \"schema.table\" of unquoted identifiers (each 1-63 \
+                         bytes of letters, digits, _, $ and -)"
+                    ),
+                );
+                continue;
+            };
+            if tables.contains(&name) {
+                p.add(at, format!("{t:?} is listed twice"));
+                continue;
             }
+            if let TableEntry::Spec {
+                columns,
+                row_filter,
+                extra,
+                ..
+            } = entry
+            {
+                p.unknown(&at, extra, "name, columns, where");
+                let filter = validate::table_filter(&at, columns, row_filter, p);
+                if filter != TableFilter::default() {
+                    filters.insert(name.clone(), filter);
+                }
+            }
+            tables.push(name);
         }
-        tables
+        (tables, filters)
     }
 }
 
@@ -698,7 +764,7 @@ impl Config {
         let source_url = source.url(source_present, &mut p);
         let slot = identifier("slot", &source.slot, source_present, &mut p);
         let publication = identifier("publication", &source.publication, source_present, &mut p);
-        let tables = source.tables(source_present, &mut p);
+        let (tables, table_filters) = source.tables(source_present, &mut p);
         let snapshot = p.choice("source.snapshot", source.snapshot.as_deref());
         let snapshot_chunk_rows = source
             .snapshot_chunk_rows
@@ -726,7 +792,11 @@ impl Config {
         p.unknown("kafka", &kafka.extra, KAFKA_KEYS);
         let brokers = kafka.brokers(kafka_present, &mut p);
         let topic_prefix = kafka.topic_prefix(&mut p);
-        validate::table_topics(&source.tables, &topic_prefix, &mut p);
+        validate::table_topics(
+            source.tables.iter().map(TableEntry::name),
+            &topic_prefix,
+            &mut p,
+        );
         let partitions = kafka.partitions.unwrap_or(DEFAULT_PARTITIONS);
         p.between("kafka.partitions", partitions, 1, 10_000);
         let replication_factor = kafka
@@ -770,6 +840,7 @@ impl Config {
             publication: publication.expect("checked above"),
             manage_publication: source.manage_publication.unwrap_or(false),
             tables,
+            table_filters,
             snapshot,
             snapshot_chunk_rows,
             status_interval_ms,

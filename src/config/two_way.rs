@@ -415,16 +415,17 @@ impl InboundConfig {
         match url_problem(&url) {
             None => Some(Some(url)),
             Some(problem) => {
-                let default = if self.public_url.is_none() {
-                    " (the default, from listen: set public_url to the https address of the \
-                     TLS proxy in front of the receiver)"
+                // The URL itself only when it is the default: a written one may carry a
+                // password.
+                let message = if self.public_url.is_none() {
+                    format!(
+                        "{url:?} (the default, from listen: set public_url to the https address \
+                         of the TLS proxy in front of the receiver) {problem}"
+                    )
                 } else {
-                    ""
+                    problem.to_string()
                 };
-                p.add(
-                    at.at("inbound.public_url"),
-                    format!("{url:?}{default} {problem}"),
-                );
+                p.add(at.at("inbound.public_url"), message);
                 None
             }
         }

@@ -60,8 +60,12 @@ fn topic_name_problem(topic: &str) -> Option<String> {
 /// `source.tables[i]`: each table's topic, `{prefix}.{schema}.{table}`, must be a legal Kafka
 /// topic name (topic creation would fail at run time). Entries that are not `schema.table` are
 /// reported by the table check, not here.
-pub(super) fn table_topics(tables: &[String], prefix: &str, p: &mut Problems) {
-    for (i, t) in tables.iter().enumerate() {
+pub(super) fn table_topics<'a>(
+    tables: impl Iterator<Item = &'a str>,
+    prefix: &str,
+    p: &mut Problems,
+) {
+    for (i, t) in tables.enumerate() {
         let Some(name) = parse_table(t) else {
             continue;
         };
@@ -99,11 +103,25 @@ pub(crate) fn is_secure_url(url: &url::Url) -> bool {
     }
 }
 
-/// What is wrong with `s` as a CRM, token or webhook URL, if anything: not an http(s) URL with
-/// a host, or plain `http` to a host other than loopback.
+/// The longest CRM, token or webhook URL accepted (what common proxies and servers take).
+const MAX_URL_CHARS: usize = 2048;
+
+/// What is wrong with `s` as a CRM, token or webhook URL, if anything: longer than
+/// [`MAX_URL_CHARS`], not an http(s) URL with a host, a user name or password in it (they would
+/// reach logs and proxies; secrets go in `*_env`), or plain `http` to a host other than
+/// loopback.
 pub(super) fn url_problem(s: &str) -> Option<&'static str> {
+    if s.len() > MAX_URL_CHARS {
+        return Some("is longer than 2048 characters");
+    }
     if !is_http_url(s) {
         return Some("must be an http(s) URL with a host");
+    }
+    if url::Url::parse(s).is_ok_and(|u| !u.username().is_empty() || u.password().is_some()) {
+        return Some(
+            "must not carry a user name or password (it would reach logs and proxies; \
+             credentials go in the *_env settings)",
+        );
     }
     let secure = url::Url::parse(s).is_ok_and(|u| is_secure_url(&u));
     (!secure).then_some(
@@ -250,5 +268,51 @@ pub(super) fn url_source(
             None
         }
         (None, None) => None,
+    }
+}
+
+/// `source.tables[i].columns` and `.where`: a column list names each column once and at least
+/// one; a row filter is one SQL condition (no `;`: it is placed inside `WHERE (...)` of the
+/// publication and of the snapshot's query, never run on its own).
+pub(super) fn table_filter(
+    at: &str,
+    columns: &Option<Vec<String>>,
+    row_filter: &Option<String>,
+    p: &mut Problems,
+) -> super::TableFilter {
+    if let Some(columns) = columns {
+        if columns.is_empty() {
+            p.add(
+                format!("{at}.columns"),
+                "list at least one column (or leave columns out for every column)",
+            );
+        }
+        for (j, c) in columns.iter().enumerate() {
+            if c.is_empty() || c.contains('\0') {
+                p.add(format!("{at}.columns[{j}]"), "not a column name");
+            } else if columns[..j].contains(c) {
+                p.add(
+                    format!("{at}.columns[{j}]"),
+                    format!("{c:?} is listed twice"),
+                );
+            }
+        }
+    }
+    if let Some(filter) = row_filter {
+        if filter.trim().is_empty() {
+            p.add(
+                format!("{at}.where"),
+                "empty condition (leave where out for every row)",
+            );
+        } else if filter.contains(';') || filter.contains('\0') {
+            p.add(
+                format!("{at}.where"),
+                "one SQL condition without `;` (it becomes the publication's row filter)",
+            );
+        }
+    }
+    super::TableFilter {
+        columns: columns.clone(),
+        row_filter: row_filter.clone(),
     }
 }

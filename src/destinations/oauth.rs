@@ -13,7 +13,9 @@
 //! - the refresh is a form-encoded POST body (`grant_type=refresh_token`, `client_id`,
 //!   `client_secret`, `refresh_token`): never a query string, so secrets stay out of URLs and
 //!   proxy logs (Zoho documents the query string but accepts the form body);
-//! - errors: network failures, 429 and 5xx are transient; Zoho's HTTP 200 `{"error": ...}`,
+//! - errors: network failures, 429 and 5xx are transient (also when the answer is not JSON, an
+//!   HTML error page of a proxy); an answer that is not JSON with any other status (an HTML
+//!   login page) is fatal, naming the endpoint, status and content type, never the body; Zoho's HTTP 200 `{"error": ...}`,
 //!   HubSpot's 400 `BAD_CLIENT_ID` / `BAD_CLIENT_SECRET` / `BAD_REFRESH_TOKEN` and any other
 //!   4xx are fatal, saying which credential was refused when the answer tells, with a hint
 //!   naming the environment variables; Zoho's mint-rate refusal ("too many requests") is
@@ -229,6 +231,11 @@ impl Credentials {
                 )
             })?;
         let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or_default().trim().to_string());
         let text = resp.text().await.map_err(|e| {
             SinkError::transient(
                 format!(
@@ -238,7 +245,9 @@ impl Credentials {
                 None,
             )
         })?;
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let Ok(body) = serde_json::from_str::<Value>(&text) else {
+            return Err(not_json(token_url, status, content_type.as_deref()));
+        };
         let now = Instant::now();
         let (token, refresh_at, api_domain) = parse_token_response(status, &body, now)
             .map_err(|e| self.refresh_error(status, &body, e))?;
@@ -348,6 +357,35 @@ impl Credentials {
             ),
         )
     }
+}
+
+/// The token endpoint as errors name it: `token_url` without its query string.
+fn endpoint(token_url: &str) -> String {
+    url::Url::parse(token_url).map_or_else(
+        |_| "(token_url)".to_string(),
+        |u| format!("{}{}", u.origin().ascii_serialization(), u.path()),
+    )
+}
+
+/// A token endpoint answer that is not JSON (an HTML error or login page, a proxy's or a
+/// captive portal's answer), named by endpoint, status and content type, never its body:
+/// transient for 429 and 5xx (a proxy's error page passes), fatal otherwise (a 200 or 4xx page
+/// means `token_url` does not reach the token endpoint, which waiting does not cure).
+fn not_json(token_url: &str, status: u16, content_type: Option<&str>) -> SinkError {
+    let mut ct: String = content_type.unwrap_or("no content type").to_string();
+    ct.truncate(64);
+    let what = format!(
+        "OAuth token endpoint {} answered HTTP {status} with {ct}, not JSON",
+        endpoint(token_url)
+    );
+    if status == 429 || status >= 500 {
+        return SinkError::transient(what, None);
+    }
+    SinkError::fatal(
+        what,
+        "check token_url: it must be the OAuth token endpoint of the account's data centre (an \
+         HTML answer usually means a login page, a proxy or a captive portal in between)",
+    )
 }
 
 /// Fatal unless the `api_domain` of a token response is https (or loopback, the emulators):
@@ -480,6 +518,45 @@ mod tests {
             "X",
         );
         transient(unreachable.access_token(&client).await);
+    }
+
+    /// A token endpoint answering HTML (a proxy's error page, a login page): named by endpoint,
+    /// status and content type, never the page; transient for 5xx, fatal otherwise; nothing
+    /// cached, so the next refresh after the page went away mints a token.
+    #[tokio::test]
+    async fn a_token_endpoint_answering_html_is_named_and_classified() {
+        let base = zoho_emulator().await;
+        let client = reqwest::Client::new();
+        let endpoint = format!("{base}/oauth/v2/token");
+        for (status, transient_expected) in [(502, true), (503, true), (200, false), (404, false)] {
+            emulator_fault(
+                &base,
+                json!({"path": "/oauth", "status": status, "html": true}),
+            )
+            .await;
+            let c = creds(&base, "test-refresh-token");
+            let r = c.access_token(&client).await;
+            let message = if transient_expected {
+                transient(r).1
+            } else {
+                let (message, hint) = fatal(r);
+                assert!(hint.contains("token_url"), "{hint}");
+                message
+            };
+            for part in [
+                endpoint.as_str(),
+                &format!("HTTP {status}"),
+                "text/html",
+                "not JSON",
+            ] {
+                assert!(message.contains(part), "{status}: {part} in {message}");
+            }
+            assert!(!message.contains('<'), "no page in the error: {message}");
+            assert!(
+                c.access_token(&client).await.is_ok(),
+                "{status}: then a token"
+            );
+        }
     }
 
     #[tokio::test]

@@ -13,14 +13,15 @@
 //! - a `FOR ALL TABLES` publication is never used nor altered;
 //! - reading facts changes nothing; [`ensure_publication`] writes only what [`plan`] decided.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use tokio_postgres::Client;
 
 use super::SourceError;
 use super::error::PgError;
+use super::filter;
 use super::sql::{quote_ident, quote_table};
-use crate::config::TableName;
+use crate::config::{TableFilter, TableName};
 
 /// A problem and the statement (or choice) that fixes it.
 pub(crate) type Problem = (String, String);
@@ -55,6 +56,9 @@ pub(crate) struct PublicationFacts {
     pub owned: bool,
     /// The tables it publishes (`pg_publication_tables`).
     pub tables: BTreeSet<TableName>,
+    /// The column list and row filter (as the server prints it) of each table it names that
+    /// has one (PostgreSQL 15+).
+    pub shapes: BTreeMap<TableName, TableFilter>,
 }
 
 /// The privilege facts [`problems`] and [`plan`] decide over.
@@ -70,6 +74,8 @@ pub(crate) struct AccessFacts {
     pub tables: Vec<TableAccess>,
     /// The publication of the configured name, if it exists.
     pub publication: Option<PublicationFacts>,
+    /// The configured column lists and row filters.
+    pub filters: BTreeMap<TableName, TableFilter>,
 }
 
 /// What [`ensure_publication`] does with the publication.
@@ -93,6 +99,7 @@ pub(crate) async fn facts(
     client: &Client,
     publication: &str,
     tables: &[TableName],
+    filters: &BTreeMap<TableName, TableFilter>,
 ) -> Result<AccessFacts, SourceError> {
     let head = client
         .query_one(
@@ -116,12 +123,18 @@ pub(crate) async fn facts(
             .map(|(schema, name)| TableName { schema, name })
             .collect()
     };
+    let shapes = if head.get::<_, bool>(3) {
+        shapes(client, publication).await?
+    } else {
+        BTreeMap::new()
+    };
     let publication = head.get::<_, bool>(3).then(|| PublicationFacts {
         all_tables: head.get(4),
         via_root: head.get(5),
         owner: head.get(6),
         owned: head.get(7),
         tables: published(head.get(8), head.get(9)),
+        shapes,
     });
     let schemas: Vec<&str> = tables.iter().map(|t| t.schema.as_str()).collect();
     let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
@@ -157,7 +170,76 @@ pub(crate) async fn facts(
         can_create: head.get(2),
         tables,
         publication,
+        filters: filters.clone(),
     })
+}
+
+/// The column lists and row filters of `publication`'s tables (none before PostgreSQL 15).
+async fn shapes(
+    client: &Client,
+    publication: &str,
+) -> Result<BTreeMap<TableName, TableFilter>, SourceError> {
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(sql)?
+        .get(0);
+    if version < 150_000 {
+        return Ok(BTreeMap::new());
+    }
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text, \
+             (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a \
+              WHERE a.attrelid = pr.prrelid AND a.attnum = ANY (pr.prattrs::int2[])), \
+             pg_get_expr(pr.prqual, pr.prrelid) \
+             FROM pg_publication p JOIN pg_publication_rel pr ON pr.prpubid = p.oid \
+             JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE p.pubname = $1 AND (pr.prattrs IS NOT NULL OR pr.prqual IS NOT NULL)",
+            &[&publication],
+        )
+        .await
+        .map_err(sql)?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                TableName {
+                    schema: r.get(0),
+                    name: r.get(1),
+                },
+                TableFilter {
+                    columns: r.get(2),
+                    row_filter: r.get(3),
+                },
+            )
+        })
+        .collect())
+}
+
+/// The configured tables whose published column list or row filter differs from the
+/// configuration. Column lists compare as sets; row filters by presence only (the server
+/// keeps a condition in its own printed form, which cannot be compared with the configured
+/// text).
+fn reshaped<'a>(f: &'a AccessFacts, existing: &PublicationFacts) -> Vec<&'a TableName> {
+    let none = TableFilter::default();
+    f.tables
+        .iter()
+        .map(|t| &t.name)
+        .filter(|t| existing.tables.contains(*t))
+        .filter(|t| {
+            let (want, have) = (
+                f.filters.get(*t).unwrap_or(&none),
+                existing.shapes.get(*t).unwrap_or(&none),
+            );
+            let set = |c: &Option<Vec<String>>| {
+                c.as_ref()
+                    .map(|c| c.iter().cloned().collect::<BTreeSet<String>>())
+            };
+            set(&want.columns) != set(&have.columns)
+                || want.row_filter.is_some() != have.row_filter.is_some()
+        })
+        .collect()
 }
 
 /// Every privilege capture lacks (pure): USAGE on the tables' schemas and SELECT on the tables
@@ -233,7 +315,8 @@ pub(crate) fn plan(
     }
     let wanted: BTreeSet<TableName> = f.tables.iter().map(|t| t.name.clone()).collect();
     let root_missing = !existing.via_root && f.tables.iter().any(|t| t.partitioned);
-    let differs = wanted != existing.tables;
+    let reshaped = reshaped(f, existing);
+    let differs = wanted != existing.tables || !reshaped.is_empty();
     if !root_missing && !differs {
         return Ok(PublicationPlan::Keep);
     }
@@ -257,13 +340,13 @@ pub(crate) fn plan(
             format!(
                 "publication {publication} exists with other tables than source.tables ({}); \
                  driftless does not alter it",
-                difference(&wanted, &existing.tables)
+                difference(&wanted, &existing.tables, &reshaped)
             ),
             format!(
                 "it may serve another subscriber: make it list exactly source.tables \
                  (ALTER PUBLICATION {name} SET TABLE {}), or choose another source.publication \
                  name (driftless creates it), {manage_hint}",
-                quoted(&wanted.iter().collect::<Vec<_>>())
+                filter::publication_list(&wanted.iter().collect::<Vec<_>>(), &f.filters)
             ),
         )]);
     }
@@ -320,7 +403,7 @@ fn alter_problems(
 /// What creating the publication needs: CREATE on the database and ownership of every table.
 fn create_problems(f: &AccessFacts, publication: &str) -> Result<(), Vec<Problem>> {
     let tables: Vec<&TableName> = f.tables.iter().map(|t| &t.name).collect();
-    let create = create_statement(publication, &tables);
+    let create = create_statement(publication, &tables, &f.filters);
     let mut p = Vec::new();
     if !f.can_create {
         p.push((
@@ -390,8 +473,12 @@ fn quoted(tables: &[&TableName]) -> String {
         .join(", ")
 }
 
-/// `missing from it: ...; not in source.tables: ...`.
-fn difference(wanted: &BTreeSet<TableName>, current: &BTreeSet<TableName>) -> String {
+/// `missing from it: ...; not in source.tables: ...; other columns or row filter: ...`.
+fn difference(
+    wanted: &BTreeSet<TableName>,
+    current: &BTreeSet<TableName>,
+    reshaped: &[&TableName],
+) -> String {
     let missing: Vec<&TableName> = wanted.difference(current).collect();
     let extra: Vec<&TableName> = current.difference(wanted).collect();
     let mut parts = Vec::new();
@@ -401,14 +488,24 @@ fn difference(wanted: &BTreeSet<TableName>, current: &BTreeSet<TableName>) -> St
     if !extra.is_empty() {
         parts.push(format!("not in source.tables: {}", names(&extra)));
     }
+    if !reshaped.is_empty() {
+        parts.push(format!(
+            "other columns or row filter than source.tables: {}",
+            names(reshaped)
+        ));
+    }
     parts.join("; ")
 }
 
-fn create_statement(publication: &str, tables: &[&TableName]) -> String {
+fn create_statement(
+    publication: &str,
+    tables: &[&TableName],
+    filters: &BTreeMap<TableName, TableFilter>,
+) -> String {
     format!(
         "CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)",
         quote_ident(publication),
-        quoted(tables)
+        filter::publication_list(tables, filters)
     )
 }
 
@@ -429,15 +526,16 @@ pub(crate) async fn ensure_publication(
     client: &Client,
     publication: &str,
     tables: &[TableName],
+    filters: &BTreeMap<TableName, TableFilter>,
     manage: bool,
 ) -> Result<(), SourceError> {
-    let facts = facts(client, publication, tables).await?;
+    let facts = facts(client, publication, tables, filters).await?;
     let name = quote_ident(publication);
     let list: Vec<&TableName> = tables.iter().collect();
     let decided = plan(&facts, publication, manage).map_err(refusal)?;
     let statements = match decided {
         PublicationPlan::Keep => return Ok(()),
-        PublicationPlan::Create => vec![create_statement(publication, &list)],
+        PublicationPlan::Create => vec![create_statement(publication, &list, filters)],
         PublicationPlan::Alter { tables, via_root } => {
             let mut s = Vec::new();
             if via_root {
@@ -448,7 +546,7 @@ pub(crate) async fn ensure_publication(
             if tables {
                 s.push(format!(
                     "ALTER PUBLICATION {name} SET TABLE {}",
-                    quoted(&list)
+                    filter::publication_list(&list, filters)
                 ));
             }
             s
@@ -503,6 +601,7 @@ mod tests {
             can_create: true,
             tables,
             publication,
+            filters: BTreeMap::new(),
         }
     }
 
@@ -513,6 +612,7 @@ mod tests {
             owner: "admin".into(),
             owned: false,
             tables: tables.iter().map(|t| table(t)).collect(),
+            shapes: BTreeMap::new(),
         }
     }
 

@@ -13,6 +13,7 @@
 //! - `access`: the privileges capture needs and the publication (created, kept, or altered
 //!   only when the configuration allows it);
 //! - [`catalog`]: preflight, slot state, table metadata, type resolution;
+//! - `filter`: column lists and row filters (publication, snapshot, checks);
 //! - `snapshot`: chunked reads inside the slot's exported snapshot;
 //! - [`sql`]: the one copy of identifier and literal quoting.
 
@@ -23,6 +24,7 @@ mod auth_tests;
 pub mod catalog;
 pub mod connect;
 pub mod error;
+pub(crate) mod filter;
 pub mod replication;
 pub(crate) mod snapshot;
 pub mod sql;

@@ -68,20 +68,35 @@ impl<'a> SnapshotReader<'a> {
         Ok(SnapshotReader { client, chunk_rows })
     }
 
-    /// Exact row count of `table` in the snapshot (for progress).
-    pub(crate) async fn count(&self, table: &TableMeta) -> Result<u64, SourceError> {
+    /// Exact row count of `table` (rows matching `row_filter`, if any) in the snapshot (for
+    /// progress).
+    pub(crate) async fn count(
+        &self,
+        table: &TableMeta,
+        row_filter: Option<&str>,
+    ) -> Result<u64, SourceError> {
         let row = self
             .client
             .query_one(
-                &format!("SELECT count(*) FROM {}", quote_table(&table.name)),
+                &format!(
+                    "SELECT count(*) FROM {}{}",
+                    quote_table(&table.name),
+                    where_clause(row_filter)
+                ),
                 &[],
             )
             .await?;
         Ok(row.get::<_, i64>(0).max(0) as u64)
     }
 
-    /// Opens a cursor over `table`'s columns (in `table.columns` order).
-    pub(crate) async fn open(&self, table: &TableMeta) -> Result<TableCursor<'a>, SourceError> {
+    /// Opens a cursor over `table`'s columns (in `table.columns` order) and its rows matching
+    /// `row_filter` (the table's publication row filter: the snapshot holds what the stream
+    /// would).
+    pub(crate) async fn open(
+        &self,
+        table: &TableMeta,
+        row_filter: Option<&str>,
+    ) -> Result<TableCursor<'a>, SourceError> {
         let cols = table
             .columns
             .iter()
@@ -90,9 +105,10 @@ impl<'a> SnapshotReader<'a> {
         let cursor = format!("driftless_snapshot_{}", table.oid);
         self.client
             .batch_execute(&format!(
-                "DECLARE {cursor} NO SCROLL CURSOR FOR SELECT {} FROM {}",
+                "DECLARE {cursor} NO SCROLL CURSOR FOR SELECT {} FROM {}{}",
                 cols.join(", "),
-                quote_table(&table.name)
+                quote_table(&table.name),
+                where_clause(row_filter)
             ))
             .await?;
         Ok(TableCursor {
@@ -108,6 +124,11 @@ impl<'a> SnapshotReader<'a> {
         self.client.batch_execute("COMMIT").await?;
         Ok(())
     }
+}
+
+/// ` WHERE (condition)`, or nothing.
+fn where_clause(row_filter: Option<&str>) -> String {
+    row_filter.map_or_else(String::new, |c| format!(" WHERE ({c})"))
 }
 
 /// A cursor over one table.

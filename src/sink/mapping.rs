@@ -10,6 +10,9 @@
 //!   `datetime` properties as epoch milliseconds of the instant;
 //! - a value that cannot be mapped (an enumeration value without a mapping, an unparsable date)
 //!   is a [`MappingError`], which the runner treats as poison (dead letter), never a silent drop;
+//! - a value into a CRM number property must be a finite number: Postgres `numeric` and float
+//!   `NaN`, `Infinity` and `-Infinity` (which capture keeps as text) are a [`MappingError`]
+//!   ([`is_finite_number`]), never sent for the CRM to refuse the whole batch;
 //! - a date or datetime into a CRM date field must fall in years 1-9999 AD ([`crm_date`],
 //!   [`in_crm_years`]): a Postgres BC date, `infinity` or a later year (which capture keeps as
 //!   text) is a [`MappingError`], never cut or shifted into another date;
@@ -168,6 +171,12 @@ pub(crate) fn crm_date(s: &str) -> Option<chrono::NaiveDate> {
     in_crm_years(chrono::Datelike::year(&day)).then_some(day)
 }
 
+/// Whether `s` is a finite number (`NaN`, `Infinity`, `-Infinity` and overflowing digits are
+/// not: no CRM number field holds them).
+pub(crate) fn is_finite_number(s: &str) -> bool {
+    s.trim().parse::<f64>().is_ok_and(f64::is_finite)
+}
+
 fn epoch_ms_of_date(s: &str) -> Option<i64> {
     let day = crm_date(s)?;
     Some(day.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
@@ -209,6 +218,13 @@ pub(crate) fn to_properties(
                 kind,
             };
             match kind {
+                Some(PropertyType::Number) if !is_finite_number(&s) => {
+                    return Err(MappingError::BadValue {
+                        column: rule.column.clone(),
+                        property: rule.property.clone(),
+                        kind: "finite number",
+                    });
+                }
                 Some(PropertyType::Date) => {
                     s = epoch_ms_of_date(&s).ok_or_else(|| bad("date"))?.to_string();
                 }
@@ -423,6 +439,31 @@ mod tests {
             id_value(&rules, "email", row.as_object().unwrap()).unwrap(),
             "ada@example.com"
         );
+    }
+
+    #[test]
+    fn nan_and_infinities_into_number_properties_are_refused() {
+        let rules = [FieldRule::new("score", "score")];
+        for bad in ["NaN", "Infinity", "-Infinity", "1e999", "12abc"] {
+            let row = json!({ "score": bad });
+            let err = to_properties(&rules, &schema(), row.as_object().unwrap()).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    MappingError::BadValue {
+                        kind: "finite number",
+                        ..
+                    }
+                ),
+                "{bad}: {err:?}"
+            );
+            assert!(!err.to_string().contains(bad), "no value in the reason");
+        }
+        for good in ["0", "-1.5", "12345678901234567890.50", "1e3"] {
+            let row = json!({ "score": good });
+            let props = to_properties(&rules, &schema(), row.as_object().unwrap()).unwrap();
+            assert_eq!(props["score"], good);
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //!   cursor and ends `reconcile_lag` before now, commits their ids to the inbox, and only then
 //!   moves the cursor to the window's end, so lost or reordered notifications are repaired and
 //!   a kill at any point loses nothing; the receivers answer 2xx only once a delivery's ids are
-//!   in the inbox;
+//!   in the inbox, and refuse a body over [`MAX_DELIVERY_BYTES`] (413) unread;
 //! - an outbound batch and an inbound application never interleave (the store lock is held from
 //!   the reads to the ledger save), so neither side decides on a state the other is changing;
 //!   this holds within one process: run one worker per two-way sink;
@@ -221,7 +221,8 @@ pub(crate) struct Counters {
     pub(crate) echoes: AtomicU64,
     /// Conflicts settled.
     pub(crate) conflicts: AtomicU64,
-    /// Webhooks refused (bad or stale signature; Zoho: wrong or missing token).
+    /// Webhooks refused (bad or stale signature; Zoho: wrong or missing token; a body over
+    /// [`MAX_DELIVERY_BYTES`]).
     pub(crate) webhooks_rejected: AtomicU64,
     /// Webhook events seen twice.
     pub(crate) webhook_duplicates: AtomicU64,
@@ -441,13 +442,18 @@ impl Context {
 
     /// Counts and logs a delivery refused for its credentials (never its body); 401.
     pub(crate) fn refuse(&self, message: &str) -> axum::http::StatusCode {
+        self.refused(message);
+        axum::http::StatusCode::UNAUTHORIZED
+    }
+
+    /// Counts and logs a refused delivery (never its body).
+    fn refused(&self, message: &str) {
         self.count(
             &self.counters.webhooks_rejected,
             "driftless_sync_webhooks_rejected_total",
             1,
         );
         tracing::warn!(sink = %self.sink, "{message}");
-        axum::http::StatusCode::UNAUTHORIZED
     }
 
     /// Counts deliveries (or events) seen before.
@@ -528,6 +534,23 @@ pub(crate) enum Inbound {
     Deleted(Vec<String>),
 }
 
+/// The largest webhook (notification) body a receiver reads. HubSpot sends at most 100 events
+/// of a few hundred bytes per delivery and Zoho a list of ids, so a larger body is not the CRM's.
+pub(crate) const MAX_DELIVERY_BYTES: usize = 1024 * 1024;
+
+/// Counts and logs a delivery refused for its size (axum answered 413 without reading it).
+async fn too_large(
+    axum::extract::State(r): axum::extract::State<Arc<Receiver>>,
+    response: axum::response::Response,
+) -> axum::response::Response {
+    if response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        r.ctx.refused(&format!(
+            "delivery refused: body over {MAX_DELIVERY_BYTES} bytes (413)"
+        ));
+    }
+    response
+}
+
 /// The state of a CRM's webhook (notification) route, shared by its handler.
 pub(crate) struct Receiver {
     /// The two-way sink.
@@ -550,16 +573,24 @@ impl Receiver {
         }
     }
 
-    /// The route at the sink's `webhook_path`: POSTs go to `handler`, with this state.
+    /// The route at the sink's `webhook_path`: POSTs go to `handler`, with this state. A body
+    /// over [`MAX_DELIVERY_BYTES`] is answered 413 unread (nothing queued), counted and logged
+    /// without the body.
     pub(crate) fn router<H, T>(self, handler: H) -> axum::Router
     where
         H: axum::handler::Handler<T, Arc<Receiver>>,
         T: 'static,
     {
         let path = self.ctx.two_way.webhook_path.clone();
+        let receiver = Arc::new(self);
         axum::Router::new()
             .route(&path, axum::routing::post(handler))
-            .with_state(Arc::new(self))
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_DELIVERY_BYTES))
+            .layer(axum::middleware::map_response_with_state(
+                receiver.clone(),
+                too_large,
+            ))
+            .with_state(receiver)
     }
 
     /// What the receiver answers for a delivery: 204 once all of `items` are committed to the

@@ -15,6 +15,10 @@
 //!   made it a conflict always has an event still to come);
 //! - a field whose values already agree only updates the ledger; the id property is never
 //!   pulled;
+//! - a Postgres value the CRM field cannot take (a BC date, `NaN` into a number, an option
+//!   without a mapping) is pushed all the same on the outbound side, so the CRM's mapping
+//!   refuses the record and it is dead-lettered with the reason; it is never left out of the
+//!   write silently, and never put in the ledger;
 //! - a CRM value that should come back but does not map back to its column (no such option in
 //!   the field's value map, a date that is not one) is neither pulled nor put in the ledger; the
 //!   plan names its column (`unfit`), and the inbound half sets the record aside.
@@ -158,8 +162,21 @@ pub(crate) fn plan(
     } = m;
     let mut out = Plan::default();
     for rule in rules {
-        let Some(pg) = crm_form(rule, schema, current) else {
-            continue;
+        let pg = match to_properties(std::slice::from_ref(rule), schema, current) {
+            Ok(mut p) => match p.remove(&rule.property) {
+                Some(pg) => pg,
+                None => continue,
+            },
+            Err(_) => {
+                // A current value the CRM field cannot take: pushed, so the CRM's mapping
+                // refuses the record (dead letter with the reason), never left out silently.
+                if let Side::Outbound { event_row, .. } = side
+                    && event_row.get(&rule.column) == current.get(&rule.column)
+                {
+                    out.push.push(rule.column.clone());
+                }
+                continue;
+            }
         };
         let is_id = rule.property == id_property;
         let committed_at = match side {
@@ -454,6 +471,27 @@ mod tests {
         assert_eq!(
             edit.pull,
             BTreeMap::from([("lifecycle".into(), Some("customer".into()))])
+        );
+    }
+
+    #[test]
+    fn an_unmappable_postgres_value_is_pushed_so_the_record_is_refused() {
+        let (rs, tw) = (rules(), two_way(&[]));
+        // `partner` has no option in the value map.
+        let current = row(json!({"id": 7, "first_name": "Ada", "lifecycle": "partner"}));
+        let (crm, l) = (crm("Ada", "lead", 50), ledger("Ada", "lead"));
+        let p = outbound(mapping(&rs, &tw), &current, &current, &crm, &l);
+        assert_eq!(p.push, ["lifecycle"]);
+        assert!(!p.ledger.contains_key("lifecyclestage"));
+        // A stale event value is left to the later event, as for any column.
+        let event = row(json!({"id": 7, "first_name": "Ada", "lifecycle": "lead"}));
+        let p = outbound(mapping(&rs, &tw), &event, &current, &crm, &l);
+        assert!(p.push.is_empty());
+        // Inbound never pushes.
+        assert!(
+            inbound(mapping(&rs, &tw), &current, &crm, &l)
+                .push
+                .is_empty()
         );
     }
 

@@ -23,7 +23,9 @@
 //! - a CRM deletion deletes the row and its ledger row in one origin-tagged transaction, so
 //!   its delete event is skipped by the same sink (no archive call goes back);
 //! - two-way tables have a one-column primary key; `record_key` is its text form;
-//! - values are written with `CAST($n::text AS <column type>)`; no value is logged.
+//! - values are written with `CAST($n::text AS <column type>)`; no value is logged;
+//! - current rows are read as capture renders them (each column's text through capture's
+//!   converter), so a row and the change event that wrote it compare equal.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -31,8 +33,12 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_postgres::Client;
 
+use crate::capture::value::text_to_json;
 use crate::config::TableName;
 use crate::error::{Classify, ErrorClass};
+use crate::pgtype::PgType;
+use crate::postgres::SourceError;
+use crate::postgres::catalog::resolve_type;
 use crate::postgres::connect::{ConnectParams, connect_sql};
 use crate::postgres::error::{PgError, row_write_class};
 use crate::postgres::sql::{quote_ident as quote, quote_table};
@@ -87,6 +93,35 @@ pub(crate) async fn inbound_table(
         )));
     }
     Ok((columns, keys.remove(0)))
+}
+
+/// The inbound table's columns in table order, each with the converter type capture uses for
+/// it (domains by their base type, enums as text: [`resolve_type`]).
+async fn column_types(
+    client: &Client,
+    table: &TableName,
+) -> Result<Vec<(String, PgType)>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT a.attname::text, a.atttypid
+             FROM pg_attribute a
+             JOIN pg_class c ON c.oid = a.attrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum",
+            &[&table.schema, &table.name],
+        )
+        .await?;
+    let mut types = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let ty = match resolve_type(client, r.get(1)).await {
+            Ok(ty) => ty,
+            Err(SourceError::Pg(e)) => return Err(StoreError::Pg(e)),
+            Err(e) => return Err(StoreError::Unfit(e.to_string())),
+        };
+        types.push((r.get(0), ty));
+    }
+    Ok(types)
 }
 
 /// One record's ledger entry.
@@ -225,6 +260,8 @@ pub(crate) struct Store {
     table_sql: String,
     /// Column → `format_type` of the inbound table.
     columns: BTreeMap<String, String>,
+    /// The columns in table order, each with how capture converts its text ([`Store::rows`]).
+    types: Vec<(String, PgType)>,
     key_column: String,
     key_has_default: bool,
 }
@@ -261,12 +298,14 @@ impl Store {
             .await?;
         let table_sql = quote_table(table);
         let (columns, key) = inbound_table(&client, table).await?;
+        let types = column_types(&client, table).await?;
         Ok(Store {
             client,
             sink: sink.to_string(),
             origin,
             table_sql,
             columns,
+            types,
             key_column: key.column,
             key_has_default: key.has_default,
         })
@@ -348,22 +387,39 @@ impl Store {
             .collect())
     }
 
-    /// Current rows (column → JSON value) of these keys.
+    /// Current rows (column → JSON value) of these keys, each value converted from its text as
+    /// capture converts it ([`text_to_json`]), so a current row compares equal to the change
+    /// event that wrote it (`to_jsonb` renders `bytea`, timestamps and `numeric` otherwise).
     pub(crate) async fn rows(
         &self,
         keys: &[String],
     ) -> Result<HashMap<String, serde_json::Map<String, Value>>, StoreError> {
+        let texts: Vec<String> = self
+            .types
+            .iter()
+            .map(|(c, _)| format!("{}::text", quote(c)))
+            .collect();
         let sql = format!(
-            "SELECT {k}::text, to_jsonb(t) FROM {} t WHERE {k}::text = ANY($1)",
+            "SELECT {k}::text, ARRAY[{}]::text[] FROM {} t WHERE {k}::text = ANY($1)",
+            texts.join(", "),
             self.table_sql,
             k = quote(&self.key_column)
         );
         let rows = self.client.query(&sql, &[&keys]).await?;
         Ok(rows
             .iter()
-            .filter_map(|r| {
-                let v: Value = r.get(1);
-                Some((r.get(0), v.as_object()?.clone()))
+            .map(|r| {
+                let values: Vec<Option<String>> = r.get(1);
+                let row = self
+                    .types
+                    .iter()
+                    .zip(values)
+                    .map(|((c, ty), v)| {
+                        let v = v.map_or(Value::Null, |text| text_to_json(ty, &text));
+                        (c.clone(), v)
+                    })
+                    .collect();
+                (r.get(0), row)
             })
             .collect())
     }

@@ -4,7 +4,8 @@
 //! path contains the fault's `path` (any request if unset), `count` times (default 1). A fault may
 //! delay the request, answer with a status (429 with HubSpot's rate-limit body, 5xx with
 //! `INTERNAL_ERROR`, other codes with `VALIDATION_ERROR`), reset the connection, let the write
-//! happen and then answer 500, or expire every token.
+//! happen and then answer 500, expire every token, or (`html`) answer with an HTML page
+//! (`status`, default 200) as a proxy or a login page in front of the API would.
 
 use std::time::Duration;
 
@@ -32,6 +33,8 @@ pub(super) struct Fault {
     fail_after_write: bool,
     #[serde(default)]
     expire_tokens: bool,
+    #[serde(default)]
+    html: bool,
 }
 
 /// What a taken fault does to the request.
@@ -71,6 +74,8 @@ pub(super) fn take(st: &mut Inner, path: &str) -> (Option<Duration>, FaultAction
         FaultAction::Reset
     } else if f.fail_after_write {
         FaultAction::FailAfterWrite
+    } else if f.html {
+        FaultAction::Respond(crate::http::html_page(f.status.unwrap_or(200)))
     } else if let Some(s) = f.status {
         let code = StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         FaultAction::Respond(if s == 429 {

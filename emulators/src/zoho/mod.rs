@@ -45,7 +45,8 @@
 //! `POST /_emulator/settings` (a JSON object of camelCase knobs; 204; unknown knob → 400),
 //! `POST /_emulator/faults` (one fault object, an array, or `{"faults": [...]}`; each fault has
 //! optional `path` substring, `method`, `count` (default 1), `status`, `delay_ms`,
-//! `fail_after_write`, `expire_tokens`).
+//! `fail_after_write`, `expire_tokens`, `html`: an HTML page with `status`, default 200, as a
+//! proxy or a login page in front of the API would answer).
 
 //!
 //! Invariants: the state lock is never held across an `.await`; a request counts against the
@@ -217,6 +218,9 @@ async fn pipeline(State(app): State<App>, mut request: Request, next: Next) -> R
         if let Some(ms) = fault.delay_ms {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
+        if fault.html {
+            return crate::http::html_page(fault.status.unwrap_or(200));
+        }
         if let Some(s) = fault.status {
             return fault_response(s).into_response();
         }
@@ -256,6 +260,9 @@ async fn pipeline(State(app): State<App>, mut request: Request, next: Next) -> R
     };
     if let Some(ms) = fault.delay_ms {
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if fault.html {
+        return crate::http::html_page(fault.status.unwrap_or(200));
     }
     if let Some(s) = fault.status {
         return fault_response(s).into_response();

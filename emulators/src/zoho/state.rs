@@ -61,6 +61,8 @@ pub(super) struct Fault {
     pub(super) delay_ms: Option<u64>,
     pub(super) fail_after_write: bool,
     pub(super) expire_tokens: bool,
+    /// Answer with an HTML page (`status`, default 200) instead of the API's JSON.
+    pub(super) html: bool,
 }
 
 /// Everything the emulator knows.

@@ -553,4 +553,17 @@ fn a_crm_webhook_public_url_must_be_https_unless_loopback() {
         )],
         &["sinks[0].inbound.public_url"],
     );
+    // A user and password in it: refused, and not echoed.
+    let problems = problems_at(
+        &[two_way(
+            "0.0.0.0:8091",
+            "public_url = \"https://u:hunter2@sync.example.com/hooks/zoho\"",
+        )],
+        &["sinks[0].inbound.public_url"],
+    );
+    assert!(
+        problems[0].message.contains("user name or password")
+            && !problems[0].message.contains("hunter2"),
+        "{problems:#?}"
+    );
 }
