@@ -5,7 +5,8 @@
 //!
 //! `source.failover = true` creates a failover slot on PostgreSQL 17 and later (and turns
 //! failover on for a slot created without it); on older servers `driftless check` and capture
-//! refuse it, naming the field.
+//! refuse it, naming the field. Column lists and row filters need PostgreSQL 15: `check`
+//! refuses them on 14 (their behaviour on 15 and later is `capture_filters::`).
 
 use crate::support::*;
 
@@ -117,4 +118,27 @@ async fn failover_turned_on_for_an_existing_slot_refused_before_17() {
     db.exec("INSERT INTO t VALUES (1, 'a')").await;
     assert_every_row_arrived(&setup.topic("public.t"), 1, WAIT);
     stop_cleanly(&mut cap, db).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn column_lists_and_row_filters_refused_before_15() {
+    let db = TestDb::new("narrow").await;
+    db.exec("CREATE TABLE people (id bigint PRIMARY KEY, email text, ssn text)")
+        .await;
+    let setup = Setup::new(&db, &["public.people"], "", "");
+    setup.edit_config(
+        r#"tables = ["public.people"]"#,
+        r#"tables = [{ name = "public.people", columns = ["id", "email"], where = "id > 0" }]"#,
+    );
+    let out = setup.command("check").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let refused = err.contains("with columns or where, which needs PostgreSQL 15 or later");
+    if expected_major() < 15 {
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(refused, "{err}");
+    } else {
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        assert!(!refused, "{err}");
+    }
+    db.drop_db().await;
 }
