@@ -1,5 +1,6 @@
-//! Integration tests: the real `driftless` binary against a real PostgreSQL 15 and a real
-//! Kafka-protocol broker (tansu) over TCP. One test per behaviour, named for it.
+//! Integration tests: the real `driftless` binary against a real PostgreSQL (15, and 14, 16, 17,
+//! 18 for the capture and replication tests) and a real Kafka-protocol broker (tansu) over TCP.
+//! One test per behaviour, named for it.
 
 // The tests read and write Kafka as an outside client would, so they use rdkafka directly.
 #![allow(clippy::disallowed_types)]
@@ -15,6 +16,7 @@ mod e2e;
 mod hubspot_strict;
 mod layering;
 mod ledger;
+mod pg_versions;
 mod postgres;
 mod privileges;
 mod relations;

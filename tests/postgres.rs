@@ -106,7 +106,10 @@ impl Fixture {
         &self,
         mut repl: ReplicationConnection,
     ) -> (SlotCreated, ReplicationStream) {
-        let created = repl.create_logical_slot(&self.slot, false).await.unwrap();
+        let created = repl
+            .create_logical_slot(&self.slot, false, false)
+            .await
+            .unwrap();
         let pubs = self.options();
         let stream = repl
             .start_logical(
@@ -316,7 +319,10 @@ async fn snapshot_stream_and_feedback() {
         .await
         .unwrap();
     let mut repl = ReplicationConnection::connect(&fx.params).await.unwrap();
-    let created = repl.create_logical_slot(&fx.slot, true).await.unwrap();
+    let created = repl
+        .create_logical_slot(&fx.slot, true, false)
+        .await
+        .unwrap();
     assert_eq!(created.slot_name, fx.slot);
     assert!(created.consistent_point > Lsn::ZERO);
     let snapshot = created.snapshot_name.clone().expect("exported snapshot");
@@ -401,9 +407,15 @@ async fn slot_errors_are_classified_and_drop_slot_works() {
     let pubs = fx.options();
     let options = [("proto_version", "1"), ("publication_names", pubs.as_str())];
     let mut repl = ReplicationConnection::connect(&fx.params).await.unwrap();
-    let created = repl.create_logical_slot(&fx.slot, false).await.unwrap();
+    let created = repl
+        .create_logical_slot(&fx.slot, false, false)
+        .await
+        .unwrap();
     // The same name again: duplicate object, fatal; the connection stays usable.
-    let err = repl.create_logical_slot(&fx.slot, false).await.unwrap_err();
+    let err = repl
+        .create_logical_slot(&fx.slot, false, false)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("42710"), "{err:?}");
     assert_eq!(err.class(), ErrorClass::Fatal);
     let mut stream = repl
@@ -429,7 +441,7 @@ async fn slot_errors_are_classified_and_drop_slot_works() {
     // Invalid names and NUL bytes never reach the server; the connection stays usable.
     let mut repl = ReplicationConnection::connect(&fx.params).await.unwrap();
     let err = repl
-        .create_logical_slot("Bad\"Name", false)
+        .create_logical_slot("Bad\"Name", false, false)
         .await
         .unwrap_err();
     assert!(matches!(err, PgError::Config(_)), "{err:?}");

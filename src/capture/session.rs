@@ -245,7 +245,13 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
                             self.store.path().display()
                         ),
                     )),
-                    _ => Ok(cp.flushed_lsn),
+                    _ => {
+                        if cfg.failover {
+                            // Idempotent; turns failover on for a slot created without it.
+                            repl.enable_failover(&cfg.slot).await?;
+                        }
+                        Ok(cp.flushed_lsn)
+                    }
                 }
             }
             (Some(cp), None) if cp.phase == Phase::Streaming => Err(refuse(
@@ -304,7 +310,9 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
         self.checkpoint.phase = Phase::Creating;
         self.store.store(&self.checkpoint)?;
         let export = cfg.snapshot == SnapshotMode::Initial;
-        let created = repl.create_logical_slot(&cfg.slot, export).await?;
+        let created = repl
+            .create_logical_slot(&cfg.slot, export, cfg.failover)
+            .await?;
         tracing::info!(slot = %cfg.slot, consistent_point = %created.consistent_point,
             "replication slot created");
         self.checkpoint.consistent_point = created.consistent_point;

@@ -31,7 +31,7 @@ pub(crate) async fn inspect_source(
     sql: &Client,
 ) -> Result<SourceReport, CaptureError> {
     let facts = catalog::server_facts(sql).await?;
-    let mut problems = catalog::preflight_problems(&facts);
+    let mut problems = catalog::preflight_problems(&facts, cfg.failover);
     let privileges = access::facts(sql, &cfg.publication, &cfg.tables, &cfg.table_filters).await?;
     problems.extend(access::problems(
         &privileges,

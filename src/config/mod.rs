@@ -144,6 +144,9 @@ pub(crate) struct SourceConfig {
     /// If set, emit a `pg_logical_emit_message` heartbeat at this interval, so the slot advances
     /// even when the captured tables are idle but the database is busy elsewhere.
     pub(crate) heartbeat_interval_ms: Option<u64>,
+    /// Create the slot as a failover slot (PostgreSQL 17+): standbys synchronize it, so capture
+    /// resumes on a promoted standby.
+    pub(crate) failover: Option<bool>,
     /// Unknown keys.
     #[serde(flatten)]
     pub(crate) extra: Extra,
@@ -386,6 +389,8 @@ pub struct ValidConfig {
     pub(crate) status_interval_ms: u64,
     /// Heartbeat interval, if any.
     pub(crate) heartbeat_interval_ms: Option<u64>,
+    /// Failover slot (PostgreSQL 17+; the preflight refuses older servers).
+    pub(crate) failover: bool,
     /// Bootstrap servers.
     pub(crate) brokers: String,
     /// Topic prefix.
@@ -470,7 +475,7 @@ pub fn parse(text: &str) -> Result<Config, String> {
 /// The keys of `[source]`.
 const SOURCE_KEYS: &str = "url_env, url_file, slot, publication, manage_publication, tables, \
                            snapshot, snapshot_chunk_rows, status_interval_ms, \
-                           heartbeat_interval_ms";
+                           heartbeat_interval_ms, failover";
 /// The librdkafka options whose value is a secret: those librdkafka itself marks sensitive
 /// (it redacts them from its own logs), except the ones that hold no secret: file paths
 /// (`ssl.key.location`, `sasl.oauthbearer.assertion.private.key.file`: the file's permissions
@@ -857,6 +862,7 @@ impl Config {
             snapshot_chunk_rows,
             status_interval_ms,
             heartbeat_interval_ms,
+            failover: source.failover.unwrap_or(false),
             brokers,
             topic_prefix,
             partitions,

@@ -329,13 +329,28 @@ pub(crate) async fn server_facts(client: &Client) -> Result<ServerFacts, SourceE
     })
 }
 
-/// Problems with the server itself (pure over [`ServerFacts`]); each is `(message, hint)`.
-pub(crate) fn preflight_problems(f: &ServerFacts) -> Vec<(String, String)> {
+/// The first PostgreSQL version (`server_version_num`) with failover slots.
+const FAILOVER_SLOTS_SINCE: i32 = 170_000;
+
+/// Problems with the server itself (pure over [`ServerFacts`] and whether the configuration
+/// asks for a failover slot); each is `(message, hint)`.
+pub(crate) fn preflight_problems(f: &ServerFacts, failover: bool) -> Vec<(String, String)> {
     let mut p = Vec::new();
     if f.version_num < 140_000 {
         p.push((
             format!("PostgreSQL {} is too old", f.version_num),
             "driftless supports PostgreSQL 14 and later".into(),
+        ));
+    }
+    if failover && f.version_num < FAILOVER_SLOTS_SINCE {
+        p.push((
+            format!(
+                "source.failover = true needs PostgreSQL 17 or later, the server is {}",
+                f.version_num
+            ),
+            "remove source.failover (a slot on an older server is not synchronized to \
+             standbys) or upgrade the server"
+                .into(),
         ));
     }
     if f.wal_level != "logical" {
@@ -387,7 +402,8 @@ mod tests {
             can_replicate: false,
             max_replication_slots: 0,
         };
-        assert_eq!(preflight_problems(&facts).len(), 5);
+        assert_eq!(preflight_problems(&facts, false).len(), 5);
+        assert_eq!(preflight_problems(&facts, true).len(), 6);
         let ok = ServerFacts {
             version_num: 150_018,
             wal_level: "logical".into(),
@@ -396,6 +412,14 @@ mod tests {
             max_replication_slots: 10,
             ..facts
         };
-        assert!(preflight_problems(&ok).is_empty());
+        assert!(preflight_problems(&ok, false).is_empty());
+        let failover = preflight_problems(&ok, true);
+        assert_eq!(failover.len(), 1, "{failover:?}");
+        assert!(failover[0].0.starts_with("source.failover"), "{failover:?}");
+        let pg17 = ServerFacts {
+            version_num: 170_010,
+            ..ok
+        };
+        assert!(preflight_problems(&pg17, true).is_empty());
     }
 }

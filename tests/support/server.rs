@@ -3,7 +3,9 @@
 //!
 //! It is started by `scripts/pg-start` (the same settings as the shared cluster: logical WAL,
 //! SCRAM, TLS) on a free port with its own run directory under `/var/tmp` (the `postgres` OS
-//! user cannot enter the test's temp dir), and removed when the handle is dropped.
+//! user cannot enter the test's temp dir), and removed when the handle is dropped. Its major
+//! version is the shared cluster's (`DRIFTLESS_PG_MAJOR`, as `scripts/pg-start --env` prints
+//! it), so a test run against PostgreSQL 17 restarts a PostgreSQL 17.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -14,12 +16,9 @@ use super::{free_port, repo_path, run_ok, unique};
 pub(crate) struct OwnPostgres {
     run_dir: PathBuf,
     data_dir: PathBuf,
+    /// The server's binaries (`pg_ctl`).
+    bin: String,
     admin_url: String,
-}
-
-/// The PostgreSQL binaries the scripts use (`PG_BIN`, as in `scripts/lib.sh`).
-fn pg_bin() -> String {
-    std::env::var("PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into())
 }
 
 impl OwnPostgres {
@@ -27,22 +26,26 @@ impl OwnPostgres {
     pub(crate) fn start() -> OwnPostgres {
         let port = free_port();
         let run_dir = PathBuf::from("/var/tmp").join(unique("driftless-own-pg"));
+        let major = super::required_env("DRIFTLESS_PG_MAJOR", "the test Postgres's version");
         let env = run_ok(
             Command::new(repo_path("scripts/pg-start"))
                 .arg("--env")
+                .env("PG_MAJOR", major)
                 .env("PG_PORT", port.to_string())
                 .env("DRIFTLESS_RUN", &run_dir),
         );
-        let admin_url = env
-            .lines()
-            .find_map(|l| l.strip_prefix("export DRIFTLESS_PG_URL='"))
-            .and_then(|l| l.strip_suffix('\''))
-            .unwrap_or_else(|| panic!("pg-start printed no URL:\n{env}"))
-            .to_string();
+        let var = |name: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}='")))
+                .and_then(|l| l.strip_suffix('\''))
+                .unwrap_or_else(|| panic!("pg-start printed no {name}:\n{env}"))
+                .to_string()
+        };
         OwnPostgres {
-            data_dir: run_dir.join(format!("pg15-{port}")),
+            data_dir: PathBuf::from(var("DRIFTLESS_PG_DATA")),
+            bin: var("DRIFTLESS_PG_BIN"),
+            admin_url: var("DRIFTLESS_PG_URL"),
             run_dir,
-            admin_url,
         }
     }
 
@@ -57,7 +60,7 @@ impl OwnPostgres {
         run_ok(
             Command::new("runuser")
                 .args(["-u", "postgres", "--"])
-                .arg(format!("{}/pg_ctl", pg_bin()))
+                .arg(format!("{}/pg_ctl", self.bin))
                 .arg("-D")
                 .arg(&self.data_dir)
                 .arg("-l")
@@ -72,7 +75,7 @@ impl Drop for OwnPostgres {
     fn drop(&mut self) {
         let _ = Command::new("runuser")
             .args(["-u", "postgres", "--"])
-            .arg(format!("{}/pg_ctl", pg_bin()))
+            .arg(format!("{}/pg_ctl", self.bin))
             .arg("-D")
             .arg(&self.data_dir)
             .args(["-m", "immediate", "-w", "stop"])

@@ -486,22 +486,27 @@ impl ReplicationConnection {
         self.conn.simple_query(sql).await
     }
 
-    /// `CREATE_REPLICATION_SLOT "slot" LOGICAL pgoutput (EXPORT_SNAPSHOT|NOEXPORT_SNAPSHOT)`.
+    /// `CREATE_REPLICATION_SLOT "slot" LOGICAL pgoutput (EXPORT_SNAPSHOT|NOEXPORT_SNAPSHOT)`,
+    /// or with `failover` the option-list form (PostgreSQL 17+)
+    /// `... LOGICAL pgoutput (SNAPSHOT 'export'|'nothing', FAILOVER true)`.
     /// An exported snapshot stays valid only until the next command on this connection: use
     /// it from another connection (`SET TRANSACTION SNAPSHOT`) before calling `start_logical`.
     pub async fn create_logical_slot(
         &mut self,
         slot: &str,
         export_snapshot: bool,
+        failover: bool,
     ) -> Result<SlotCreated, PgError> {
         validate_slot_name(slot)?;
-        let snapshot = if export_snapshot {
-            "EXPORT_SNAPSHOT"
-        } else {
-            "NOEXPORT_SNAPSHOT"
+        // The keyword form is the only one PostgreSQL 14 knows; FAILOVER needs the list form.
+        let options = match (failover, export_snapshot) {
+            (false, true) => "EXPORT_SNAPSHOT",
+            (false, false) => "NOEXPORT_SNAPSHOT",
+            (true, true) => "(SNAPSHOT 'export', FAILOVER true)",
+            (true, false) => "(SNAPSHOT 'nothing', FAILOVER true)",
         };
         let sql = format!(
-            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {snapshot}",
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {options}",
             quote_ident(slot)
         );
         let rows = self.conn.simple_query(&sql).await?;
@@ -526,9 +531,22 @@ impl ReplicationConnection {
             slot,
             consistent_point = %created.consistent_point,
             exported_snapshot = created.snapshot_name.is_some(),
+            failover,
             "replication slot created"
         );
         Ok(created)
+    }
+
+    /// `ALTER_REPLICATION_SLOT "slot" (FAILOVER true)` (PostgreSQL 17+): makes an existing
+    /// slot a failover slot; a no-op on one that is already.
+    pub async fn enable_failover(&mut self, slot: &str) -> Result<(), PgError> {
+        validate_slot_name(slot)?;
+        let sql = format!(
+            "ALTER_REPLICATION_SLOT {} (FAILOVER true)",
+            quote_ident(slot)
+        );
+        self.conn.simple_query(&sql).await?;
+        Ok(())
     }
 
     /// `DROP_REPLICATION_SLOT "slot" [WAIT]`; with `wait`, waits for a process still using the
