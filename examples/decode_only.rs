@@ -184,7 +184,7 @@ async fn main() -> anyhow::Result<()> {
                 assembler.apply(msg, wal_start, &mut outputs)?;
                 for out in outputs.drain(..) {
                     match out {
-                        Output::Begin { .. } => {}
+                        Output::Begin { .. } | Output::Control { .. } => {}
                         Output::Event { topic, event, .. } => {
                             event_bytes += (serialize(&event) + topic.len()) as u64;
                             events += 1;

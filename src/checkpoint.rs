@@ -47,6 +47,25 @@ pub(crate) struct Checkpoint {
     pub consistent_point: Lsn,
     /// Last LSN confirmed to Postgres as flushed.
     pub flushed_lsn: Lsn,
+    /// The tables capture covered (`schema.table`) when this was written; `None` in a
+    /// checkpoint of an older version. A table configured later is backfilled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<Vec<String>>,
+    /// Backfills not yet complete, the first one running.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backfills: Vec<BackfillProgress>,
+}
+
+/// One table's backfill progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct BackfillProgress {
+    /// `schema.table`.
+    pub table: String,
+    /// The primary-key values (as text, in key order) of the last row read and acknowledged;
+    /// `None` before the first chunk.
+    pub after_key: Option<Vec<String>>,
+    /// Rows sent so far.
+    pub rows: u64,
 }
 
 /// Errors reading or writing the checkpoint (all fatal: they concern local disk).
@@ -163,6 +182,12 @@ mod tests {
             phase: Phase::Streaming,
             consistent_point: Lsn(5),
             flushed_lsn: Lsn(10),
+            tables: Some(vec!["public.t".into()]),
+            backfills: vec![BackfillProgress {
+                table: "public.t".into(),
+                after_key: Some(vec!["7".into()]),
+                rows: 7,
+            }],
         };
         store.store(&cp).unwrap();
         cp.flushed_lsn = Lsn(20);

@@ -14,13 +14,15 @@
 //!   old description;
 //! - a non-transactional logical message is a unit of its own (`Begin`, `Event`, `Commit` at
 //!   the message's LSN); driftless's heartbeat messages produce no event, and outside a
-//!   transaction only a `Begin`/`Commit` pair that lets the flush position move.
+//!   transaction only a `Begin`/`Commit` pair that lets the flush position move; its backfill
+//!   watermarks and requests do the same, after an [`Output::Control`] for the shell.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::CaptureError;
 use super::HEARTBEAT_PREFIX;
+use super::backfill::{REQUEST_PREFIX, WATERMARK_PREFIX};
 use super::normalize::{self, ColumnInfo, Images, RelationInfo, Rendering, TxnContext};
 use super::value::PgType;
 use crate::event::{ChangeEvent, MessagePayload, Op, TruncatePayload};
@@ -70,6 +72,15 @@ pub enum Output {
     /// A Relation message: resolve its [`RelationFacts`] and call [`Assembler::relation`]
     /// before the next message.
     Describe(pgoutput::Relation),
+    /// A backfill's control message (never published): a chunk's watermark, or a request.
+    Control {
+        /// A watermark (`low:{id}`/`high:{id}`); otherwise a request (`schema.table`).
+        watermark: bool,
+        /// The message's content.
+        content: String,
+        /// Its position.
+        lsn: Lsn,
+    },
 }
 
 /// The in-progress transaction.
@@ -291,7 +302,20 @@ impl Assembler {
 
     fn logical_message(&mut self, m: pgoutput::LogicalMessage, lsn: Lsn, out: &mut Vec<Output>) {
         use base64::Engine;
-        if m.prefix == HEARTBEAT_PREFIX {
+        if m.prefix == WATERMARK_PREFIX || m.prefix == REQUEST_PREFIX {
+            if self.txn.as_ref().is_some_and(|open| open.skip) {
+                return;
+            }
+            out.push(Output::Control {
+                watermark: m.prefix == WATERMARK_PREFIX,
+                content: String::from_utf8_lossy(&m.content).into_owned(),
+                lsn: m.lsn,
+            });
+        }
+        if m.prefix == HEARTBEAT_PREFIX
+            || m.prefix == WATERMARK_PREFIX
+            || m.prefix == REQUEST_PREFIX
+        {
             if self.txn.is_none() {
                 out.push(Output::Begin { commit_lsn: m.lsn });
                 out.push(Output::Commit {

@@ -11,6 +11,7 @@
 //! | [`value`] | pure: Postgres text values → JSON |
 //! | `source` | I/O, reads only: every problem of the source (server, privileges, publication, tables) |
 //! | `session` | I/O: connect, preflight, slot and checkpoint, snapshot, the streaming loop |
+//! | `backfill` | pure: backfill chunks between watermarks (the session does their I/O) |
 //! | `last_error` | I/O: the last error, kept for `driftless status` |
 //!
 //! Invariants:
@@ -32,6 +33,7 @@
 //! heartbeat timer, then new WAL.
 
 pub mod assemble;
+pub(crate) mod backfill;
 pub(crate) mod debezium;
 pub(crate) mod last_error;
 pub(crate) mod normalize;

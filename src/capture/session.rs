@@ -22,7 +22,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
+mod backfill_io;
+
 use super::assemble::{Assembler, Output, RelationFacts};
+use super::backfill::Backfills;
 use super::debezium;
 use super::normalize::{self, ColumnInfo, Images, RelationInfo, TxnContext};
 use super::progress::{Progress, UnitId};
@@ -30,7 +33,7 @@ use super::value::PgType;
 use super::{CaptureError, HEARTBEAT_PREFIX, Health, prepare_source};
 use crate::checkpoint::{Checkpoint, CheckpointStore, Phase};
 use crate::config::{Envelope, Oversize, SnapshotMode, ValidConfig};
-use crate::event::{ChangeEvent, Op};
+use crate::event::{ChangeEvent, Op, Row};
 use crate::kafka::{self, Enqueued, Outgoing, Publisher};
 use crate::lsn::Lsn;
 use crate::pgoutput::{self, DecodeContext, Message};
@@ -63,6 +66,10 @@ pub(super) struct Session<'a, P> {
     types: HashMap<u32, PgType>,
     store: CheckpointStore,
     checkpoint: Checkpoint,
+    /// Backfills (a table added to `source.tables`, or requested).
+    backfills: Backfills<Row>,
+    /// The running backfill's table and relation.
+    backfill_rel: Option<(String, Arc<RelationInfo>)>,
 }
 
 async fn connect(cfg: &ValidConfig) -> Result<(ConnectParams, Client), CaptureError> {
@@ -123,6 +130,8 @@ impl<'a> Session<'a, kafka::Producer<UnitId>> {
             phase: Phase::Creating,
             consistent_point: Lsn::ZERO,
             flushed_lsn: Lsn::ZERO,
+            tables: None,
+            backfills: Vec::new(),
         };
         let assembler = Assembler::new(&database, cfg.messages_topic(), Lsn::ZERO);
         let mut session = Session {
@@ -139,11 +148,14 @@ impl<'a> Session<'a, kafka::Producer<UnitId>> {
             types: HashMap::new(),
             checkpoint: fresh,
             store,
+            backfills: Backfills::new(Vec::new()),
+            backfill_rel: None,
         };
         let resume = session.resume_point(&mut repl).await?;
         if *shutdown.borrow() {
             return Ok(());
         }
+        session.plan_backfills()?;
         session.progress = Progress::new(resume);
         session.assembler = Assembler::new(&session.database, cfg.messages_topic(), resume);
         session.assembler.set_rendering(cfg.rendering());
@@ -584,6 +596,7 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
         let flush = self.progress.flushable();
         if flush > self.checkpoint.flushed_lsn {
             self.checkpoint.flushed_lsn = flush;
+            self.backfill_flushed(flush);
             self.store.store(&self.checkpoint)?;
         }
         let flush = self.checkpoint.flushed_lsn;
@@ -610,6 +623,9 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
         let mut heartbeat = tokio::time::interval(Duration::from_millis(heartbeat_ms));
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.tick().await;
+        // How often a backfill checks whether its next chunk may be read.
+        let mut backfill = tokio::time::interval(Duration::from_millis(20));
+        backfill.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut received = resume;
         let decode_ctx = DecodeContext {
             proto_version: 1,
@@ -640,6 +656,9 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
                 _ = status.tick() => {
                     self.send_status(&mut stream, received, false).await?;
                     metrics::gauge!("driftless_capture_events_per_second").set(rate.tick());
+                }
+                _ = backfill.tick(), if self.backfills.running().is_some() => {
+                    self.backfill_chunk().await?;
                 }
                 _ = heartbeat.tick(), if cfg.heartbeat_interval_ms.is_some() => {
                     self.sql
@@ -696,6 +715,7 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
                     let unit = self.unit.ok_or_else(|| outside_unit("event"))?;
                     let timestamp_ms =
                         timestamp_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+                    self.backfill_saw(&topic, &event);
                     self.send(unit, &topic, &event, timestamp_ms).await?;
                     sent += 1;
                 }
@@ -712,6 +732,11 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
                     let facts = self.describe(&r).await?;
                     self.assembler.relation(r, facts);
                 }
+                Output::Control {
+                    watermark,
+                    content,
+                    lsn,
+                } => self.backfill_control(watermark, &content, lsn).await?,
             }
         }
         self.outputs = outputs;

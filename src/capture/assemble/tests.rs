@@ -67,6 +67,7 @@ fn shape(outputs: &[Output]) -> String {
             Output::Commit { .. } => "C".to_string(),
             Output::Event { event, .. } => format!("{}:{}", event.op.code(), event.source.table),
             Output::Describe(_) => "R".to_string(),
+            Output::Control { watermark, .. } => (if *watermark { "W" } else { "Q" }).to_string(),
         })
         .collect::<Vec<_>>()
         .join(" ")
@@ -200,7 +201,7 @@ fn events_carry_their_transaction_and_commits_their_end_lsn() {
                 let (lsn, _) = unit.take().expect("commit closes a unit");
                 assert_eq!(commit_ms.is_none(), lsn == standalone);
             }
-            Output::Describe(_) => unreachable!(),
+            Output::Describe(_) | Output::Control { .. } => unreachable!(),
         }
     }
 }
@@ -306,5 +307,42 @@ fn heartbeats_advance_the_position_but_send_nothing() {
     assert!(matches!(begin.1, Message::Begin(_)));
     let out = assemble(&mut a, [begin, (Lsn(9), heartbeat(Lsn(9)))]).unwrap();
     assert_eq!(shape(&out), "B");
+    assert!(a.in_transaction());
+}
+
+#[test]
+fn backfill_watermarks_and_requests_go_to_the_shell_and_are_never_published() {
+    use crate::capture::backfill::{REQUEST_PREFIX, WATERMARK_PREFIX};
+    let message = |lsn, prefix: &str, transactional, content: &'static str| {
+        Message::Message(pgoutput::LogicalMessage {
+            xid: None,
+            transactional,
+            lsn,
+            prefix: prefix.into(),
+            content: Bytes::from_static(content.as_bytes()),
+        })
+    };
+    let mut a = assembler(Lsn::ZERO);
+    let out = assemble(
+        &mut a,
+        [(Lsn(7), message(Lsn(7), WATERMARK_PREFIX, false, "low:1"))],
+    )
+    .unwrap();
+    assert_eq!(shape(&out), "W B C");
+    assert!(matches!(
+        &out[0],
+        Output::Control { watermark: true, content, lsn: Lsn(7) } if content == "low:1"
+    ));
+    // A request inside a transaction: no event, the transaction goes on.
+    let begin = v1_changes().into_iter().next().unwrap();
+    let out = assemble(
+        &mut a,
+        [
+            begin,
+            (Lsn(9), message(Lsn(9), REQUEST_PREFIX, true, "public.t")),
+        ],
+    )
+    .unwrap();
+    assert_eq!(shape(&out), "B Q");
     assert!(a.in_transaction());
 }

@@ -1,0 +1,293 @@
+//! Backfills: one table read again in chunks while the stream goes on (a table added to
+//! `source.tables`, or `driftless backfill --table T`), without ever letting an older read
+//! overwrite a newer change (the DBLog watermark algorithm).
+//!
+//! For each chunk the capture session writes a low watermark into the WAL (a non-transactional
+//! logical message), reads the next chunk of the table by primary key, and writes a high
+//! watermark. Every change the stream carries between the two watermarks was committed while
+//! the chunk was read: its key is dropped from the chunk, because the stream already carries
+//! that change (newer than or as new as the read). At the high watermark the rest of the chunk
+//! goes out as `r` events, in the stream's order, so a later change comes after it.
+//!
+//! This module is the pure part: the pending backfills, the window between the watermarks and
+//! the chunk buffer. The session does the I/O (`session::Session::backfill_chunk`).
+//!
+//! Invariants:
+//! - at most one chunk (`chunk_rows` rows) is buffered at a time;
+//! - a table's progress (the last key read) is stored in the checkpoint only once every event
+//!   up to the chunk's high watermark is acknowledged by Kafka, so a restart re-reads at most
+//!   the chunks not yet acknowledged (re-sent `r` events, never a gap);
+//! - a request for a table already being backfilled is ignored.
+
+use std::collections::HashSet;
+
+use crate::checkpoint::BackfillProgress as Progress;
+use crate::lsn::Lsn;
+
+/// Prefix of the logical messages that delimit a chunk's window (never published).
+pub(crate) const WATERMARK_PREFIX: &str = "driftless.watermark";
+/// Prefix of the logical message `driftless backfill` writes to request one (never published).
+pub(crate) const REQUEST_PREFIX: &str = "driftless.backfill";
+
+/// One chunk read between the watermarks, waiting for the high one.
+#[derive(Debug)]
+pub(crate) struct Chunk<R> {
+    /// Watermark id (`low:{id}` / `high:{id}`).
+    pub id: u64,
+    /// The rows read, each with its canonical key.
+    pub rows: Vec<(Vec<u8>, R)>,
+    /// The key text of the last row read (the next chunk starts after it).
+    pub last_key: Option<Vec<String>>,
+    /// Fewer rows than asked: the table is done after this chunk.
+    pub last: bool,
+}
+
+/// The window of the chunk in flight.
+#[derive(Debug)]
+enum Window<R> {
+    /// No chunk in flight.
+    Idle,
+    /// The chunk was read; waiting for its low watermark in the stream.
+    Read(Chunk<R>),
+    /// The low watermark went by: changes to the table drop keys from the chunk.
+    Open(Chunk<R>, HashSet<Vec<u8>>),
+}
+
+/// What the stream's watermark means for the session.
+#[derive(Debug)]
+pub(crate) enum AtWatermark<R> {
+    /// Nothing to do (the low watermark, or one of an older session).
+    Nothing,
+    /// The high watermark: send these rows at `lsn`, then record progress once acknowledged.
+    Send {
+        /// The table.
+        table: String,
+        /// Rows still to send (the ones changed in the window are gone).
+        rows: Vec<R>,
+        /// The high watermark's position.
+        lsn: Lsn,
+    },
+}
+
+/// The backfills of one capture session.
+#[derive(Debug)]
+pub(crate) struct Backfills<R> {
+    /// Pending and running backfills, the first one running (as stored in the checkpoint).
+    queue: Vec<Progress>,
+    window: Window<R>,
+    /// Progress to store once the flushed LSN reaches the position.
+    acked_at: Vec<(Lsn, Progress, bool)>,
+    next_id: u64,
+}
+
+impl<R> Backfills<R> {
+    /// Resumes the backfills the checkpoint holds.
+    pub(crate) fn new(stored: Vec<Progress>) -> Self {
+        Backfills {
+            queue: stored,
+            window: Window::Idle,
+            acked_at: Vec::new(),
+            next_id: rand::random::<u32>() as u64,
+        }
+    }
+
+    /// Requests a backfill of `table` (ignored if it is already queued). Returns true if
+    /// queued now.
+    pub(crate) fn request(&mut self, table: &str) -> bool {
+        if self.queue.iter().any(|p| p.table == table) {
+            return false;
+        }
+        self.queue.push(Progress {
+            table: table.to_string(),
+            after_key: None,
+            rows: 0,
+        });
+        true
+    }
+
+    /// The backfills as the checkpoint stores them.
+    pub(crate) fn stored(&self) -> &[Progress] {
+        &self.queue
+    }
+
+    /// The table and start key of the next chunk to read, if one should be read now.
+    pub(crate) fn next_chunk(&mut self) -> Option<(u64, &Progress)> {
+        if !matches!(self.window, Window::Idle) || !self.acked_at.is_empty() {
+            return None;
+        }
+        let running = self.queue.first()?;
+        self.next_id += 1;
+        Some((self.next_id, running))
+    }
+
+    /// The chunk was read (after its low watermark was written).
+    pub(crate) fn read(&mut self, chunk: Chunk<R>) {
+        self.window = Window::Read(chunk);
+    }
+
+    /// A watermark message went by in the stream at `lsn`.
+    pub(crate) fn watermark(&mut self, content: &str, lsn: Lsn) -> AtWatermark<R> {
+        let Some((kind, id)) = content.split_once(':') else {
+            return AtWatermark::Nothing;
+        };
+        let Ok(id) = id.parse::<u64>() else {
+            return AtWatermark::Nothing;
+        };
+        match (kind, std::mem::replace(&mut self.window, Window::Idle)) {
+            ("low", Window::Read(chunk)) if chunk.id == id => {
+                self.window = Window::Open(chunk, HashSet::new());
+                AtWatermark::Nothing
+            }
+            ("high", Window::Open(chunk, changed)) if chunk.id == id => {
+                let Some(running) = self.queue.first() else {
+                    return AtWatermark::Nothing;
+                };
+                let table = running.table.clone();
+                let rows: Vec<R> = chunk
+                    .rows
+                    .into_iter()
+                    .filter(|(key, _)| !changed.contains(key))
+                    .map(|(_, row)| row)
+                    .collect();
+                let progress = Progress {
+                    table: table.clone(),
+                    after_key: chunk.last_key.or_else(|| running.after_key.clone()),
+                    rows: running.rows + rows.len() as u64,
+                };
+                self.acked_at.push((lsn, progress, chunk.last));
+                AtWatermark::Send { table, rows, lsn }
+            }
+            (_, window) => {
+                // Another session's watermark (or ours out of order): leave ours as it was.
+                self.window = window;
+                AtWatermark::Nothing
+            }
+        }
+    }
+
+    /// A change of `table` with this canonical key went by in the stream.
+    pub(crate) fn changed(&mut self, table: &str, key: Vec<u8>) {
+        if let (Window::Open(_, changed), Some(running)) = (&mut self.window, self.queue.first())
+            && running.table == table
+        {
+            changed.insert(key);
+        }
+    }
+
+    /// The table of the running backfill, if any.
+    pub(crate) fn running(&self) -> Option<&str> {
+        self.queue.first().map(|p| p.table.as_str())
+    }
+
+    /// Every event up to `flushed` is acknowledged: record the chunks' progress. Returns true
+    /// when the stored backfills changed (the checkpoint is to be written).
+    pub(crate) fn flushed(&mut self, flushed: Lsn) -> bool {
+        let mut changed = false;
+        while let Some((lsn, _, _)) = self.acked_at.first()
+            && *lsn <= flushed
+        {
+            let (_, progress, last) = self.acked_at.remove(0);
+            if let Some(running) = self.queue.first_mut()
+                && running.table == progress.table
+            {
+                if last {
+                    tracing::info!(table = %progress.table, rows = progress.rows,
+                        "backfill complete and acknowledged by kafka");
+                    self.queue.remove(0);
+                } else {
+                    *running = progress;
+                }
+                changed = true;
+            }
+        }
+        changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(id: u64, keys: &[&str], last: bool) -> Chunk<String> {
+        Chunk {
+            id,
+            rows: keys
+                .iter()
+                .map(|k| (k.as_bytes().to_vec(), k.to_string()))
+                .collect(),
+            last_key: keys.last().map(|k| vec![k.to_string()]),
+            last,
+        }
+    }
+
+    #[test]
+    fn a_row_changed_between_the_watermarks_is_left_to_the_stream() {
+        let mut b = Backfills::new(Vec::new());
+        assert!(b.request("public.t"));
+        assert!(!b.request("public.t"), "a second request is ignored");
+        let (id, p) = b.next_chunk().unwrap();
+        assert_eq!((p.table.as_str(), p.after_key.clone()), ("public.t", None));
+        b.read(chunk(id, &["1", "2", "3"], false));
+        assert!(b.next_chunk().is_none(), "one chunk at a time");
+        // A change before the low watermark does not drop the row (the read is newer).
+        b.changed("public.t", b"1".to_vec());
+        assert!(matches!(
+            b.watermark(&format!("low:{id}"), Lsn(10)),
+            AtWatermark::Nothing
+        ));
+        b.changed("public.t", b"2".to_vec());
+        b.changed("public.other", b"3".to_vec());
+        let AtWatermark::Send { table, rows, lsn } = b.watermark(&format!("high:{id}"), Lsn(20))
+        else {
+            panic!("the high watermark sends the chunk");
+        };
+        assert_eq!(
+            (table.as_str(), rows, lsn),
+            ("public.t", vec!["1".to_string(), "3".into()], Lsn(20))
+        );
+        // Progress waits for the acknowledgement of everything up to the high watermark.
+        assert!(b.next_chunk().is_none());
+        assert!(!b.flushed(Lsn(19)));
+        assert_eq!(b.stored()[0].after_key, None);
+        assert!(b.flushed(Lsn(20)));
+        assert_eq!(b.stored()[0].after_key, Some(vec!["3".to_string()]));
+        assert_eq!(b.stored()[0].rows, 2);
+        // The last chunk ends the backfill.
+        let (id, p) = b.next_chunk().unwrap();
+        assert_eq!(p.after_key, Some(vec!["3".to_string()]));
+        b.read(chunk(id, &["4"], true));
+        b.watermark(&format!("low:{id}"), Lsn(30));
+        b.watermark(&format!("high:{id}"), Lsn(40));
+        assert!(b.flushed(Lsn(40)));
+        assert!(b.stored().is_empty());
+        assert!(b.next_chunk().is_none());
+    }
+
+    #[test]
+    fn watermarks_of_another_chunk_are_ignored_and_a_restart_rereads() {
+        let mut b = Backfills::new(vec![Progress {
+            table: "public.t".into(),
+            after_key: Some(vec!["7".into()]),
+            rows: 7,
+        }]);
+        let (id, p) = b.next_chunk().unwrap();
+        assert_eq!(
+            p.after_key,
+            Some(vec!["7".to_string()]),
+            "resumes after the stored key"
+        );
+        b.read(chunk(id, &["8"], false));
+        assert!(matches!(
+            b.watermark("low:999", Lsn(5)),
+            AtWatermark::Nothing
+        ));
+        assert!(matches!(
+            b.watermark(&format!("high:{id}"), Lsn(6)),
+            AtWatermark::Nothing
+        ));
+        // The next session starts from what the checkpoint stored.
+        let mut b: Backfills<String> = Backfills::new(b.stored().to_vec());
+        let (_, p) = b.next_chunk().unwrap();
+        assert_eq!(p.after_key, Some(vec!["7".to_string()]));
+    }
+}

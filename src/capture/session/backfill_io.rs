@@ -1,0 +1,249 @@
+//! The I/O half of backfills (`capture::backfill` is the pure half): which tables to backfill
+//! when a session starts, writing a chunk's watermarks and reading it, sending what is left of
+//! it at its high watermark, and storing progress once Kafka acknowledged it.
+
+use std::sync::Arc;
+
+use tokio_postgres::SimpleQueryMessage;
+
+use super::Session;
+use crate::capture::CaptureError;
+use crate::capture::backfill::{AtWatermark, Chunk, REQUEST_PREFIX, WATERMARK_PREFIX};
+use crate::capture::normalize::{self, Images, RelationInfo, TxnContext};
+use crate::capture::progress::UnitId;
+use crate::config::{SnapshotMode, TableName};
+use crate::event::{ChangeEvent, Op, Row, canonical_key};
+use crate::kafka::Publisher;
+use crate::lsn::Lsn;
+use crate::postgres::SourceError;
+use crate::postgres::catalog;
+use crate::postgres::filter;
+use crate::postgres::sql::{quote_ident, quote_literal, quote_table};
+
+impl<P: Publisher<UnitId>> Session<'_, P> {
+    /// At a streaming start: a table configured since the last start is backfilled (unless
+    /// `source.snapshot = "never"`), a backfill of a table no longer configured is dropped,
+    /// and the checkpoint records the tables.
+    pub(super) fn plan_backfills(&mut self) -> Result<(), CaptureError> {
+        let configured: Vec<String> = self.cfg.tables.iter().map(|t| t.to_string()).collect();
+        let cp = &mut self.checkpoint;
+        cp.backfills.retain(|b| configured.contains(&b.table));
+        let mut backfills = crate::capture::backfill::Backfills::new(cp.backfills.clone());
+        if let Some(known) = &cp.tables
+            && self.cfg.snapshot == SnapshotMode::Initial
+        {
+            for t in configured.iter().filter(|t| !known.contains(t)) {
+                if backfills.request(t) {
+                    tracing::info!(table = %t, "table added to source.tables: backfilling it");
+                }
+            }
+        }
+        for b in backfills.stored() {
+            tracing::info!(table = %b.table, rows = b.rows, resumed = b.after_key.is_some(),
+                "backfill pending");
+        }
+        cp.backfills = backfills.stored().to_vec();
+        cp.tables = Some(configured);
+        self.store.store(cp)?;
+        self.backfills = backfills;
+        Ok(())
+    }
+
+    /// Writes the low watermark, reads the running backfill's next chunk and writes the high
+    /// watermark (nothing when a chunk is in flight or no backfill runs).
+    pub(super) async fn backfill_chunk(&mut self) -> Result<(), CaptureError> {
+        let Some((id, progress)) = self.backfills.next_chunk() else {
+            return Ok(());
+        };
+        let (table, after_key) = (progress.table.clone(), progress.after_key.clone());
+        let rel = self.backfill_relation(&table).await?;
+        self.emit_watermark(&format!("low:{id}")).await?;
+        let chunk = self.read_chunk(id, &rel, after_key.as_deref()).await?;
+        self.backfills.read(chunk);
+        self.emit_watermark(&format!("high:{id}")).await
+    }
+
+    async fn emit_watermark(&self, content: &str) -> Result<(), CaptureError> {
+        self.sql
+            .execute(
+                "SELECT pg_logical_emit_message(false, $1, $2)",
+                &[&WATERMARK_PREFIX, &content],
+            )
+            .await
+            .map_err(SourceError::from)?;
+        Ok(())
+    }
+
+    /// The relation of a backfilled table, as the snapshot reads it (column list applied).
+    async fn backfill_relation(&mut self, table: &str) -> Result<Arc<RelationInfo>, CaptureError> {
+        if let Some((name, rel)) = &self.backfill_rel
+            && name == table
+        {
+            return Ok(rel.clone());
+        }
+        let name = self
+            .cfg
+            .tables
+            .iter()
+            .find(|t| t.to_string() == table)
+            .cloned()
+            .ok_or_else(|| CaptureError::Protocol(format!("backfill of unknown table {table}")))?;
+        let mut metas = catalog::tables(&self.sql, std::slice::from_ref(&name)).await?;
+        filter::project(&mut metas, &self.cfg.table_filters);
+        let rel = Arc::new(self.relation_from_meta(&metas[0]).await?);
+        self.backfill_rel = Some((table.to_string(), rel.clone()));
+        Ok(rel)
+    }
+
+    /// Up to `snapshot_chunk_rows` rows after `after_key`, by primary key.
+    async fn read_chunk(
+        &self,
+        id: u64,
+        rel: &RelationInfo,
+        after_key: Option<&[String]>,
+    ) -> Result<Chunk<Row>, CaptureError> {
+        let name = TableName {
+            schema: rel.schema.to_string(),
+            name: rel.table.to_string(),
+        };
+        let key_names: Vec<String> = rel
+            .key
+            .iter()
+            .map(|&i| quote_ident(&rel.columns[i].name))
+            .collect();
+        let mut conditions = Vec::new();
+        if let Some(f) = self
+            .cfg
+            .table_filters
+            .get(&name)
+            .and_then(|f| f.row_filter.as_deref())
+        {
+            conditions.push(format!("({f})"));
+        }
+        if let Some(after) = after_key {
+            let values: Vec<String> = after.iter().map(|v| quote_literal(v)).collect();
+            conditions.push(format!(
+                "({}) > ({})",
+                key_names.join(", "),
+                values.join(", ")
+            ));
+        }
+        let columns: Vec<String> = rel.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let limit = self.cfg.snapshot_chunk_rows;
+        let query = format!(
+            "SELECT {} FROM {}{}{} ORDER BY {} LIMIT {limit}",
+            columns.join(", "),
+            quote_table(&name),
+            if conditions.is_empty() { "" } else { " WHERE " },
+            conditions.join(" AND "),
+            key_names.join(", ")
+        );
+        let mut rows = Vec::new();
+        let mut last_key = None;
+        for message in self
+            .sql
+            .simple_query(&query)
+            .await
+            .map_err(SourceError::from)?
+        {
+            let SimpleQueryMessage::Row(r) = message else {
+                continue;
+            };
+            let mut after = Row::with_capacity(rel.columns.len());
+            for (i, col) in rel.columns.iter().enumerate() {
+                let v = r
+                    .get(i)
+                    .map_or(serde_json::Value::Null, |s| rel.value(col, s));
+                after.insert(col.name.clone(), v);
+            }
+            last_key = Some(
+                rel.key
+                    .iter()
+                    .map(|&i| r.get(i).unwrap_or_default().to_string())
+                    .collect(),
+            );
+            let key = normalize::key_of(rel, &after).map(|k| canonical_key(&k));
+            rows.push((key.unwrap_or_default(), after));
+        }
+        Ok(Chunk {
+            id,
+            last: rows.len() < limit as usize,
+            rows,
+            last_key,
+        })
+    }
+
+    /// A backfill control message went by in the stream.
+    pub(super) async fn backfill_control(
+        &mut self,
+        watermark: bool,
+        content: &str,
+        lsn: Lsn,
+    ) -> Result<(), CaptureError> {
+        if !watermark {
+            if self.cfg.tables.iter().any(|t| t.to_string() == content)
+                && self.backfills.request(content)
+            {
+                tracing::info!(table = %content, "backfill requested");
+                self.checkpoint.backfills = self.backfills.stored().to_vec();
+                self.store.store(&self.checkpoint)?;
+            } else {
+                tracing::info!(prefix = REQUEST_PREFIX, table = %content,
+                    "backfill request ignored (not in source.tables, or already running)");
+            }
+            return Ok(());
+        }
+        let AtWatermark::Send { table, rows, lsn } = self.backfills.watermark(content, lsn) else {
+            return Ok(());
+        };
+        let rel = self.backfill_relation(&table).await?;
+        let now = chrono::Utc::now();
+        let mut ctx = TxnContext {
+            db: self.database.as_str().into(),
+            commit_lsn: lsn,
+            xid: None,
+            commit_ts: Some(now.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string().into()),
+            commit_us: Some(now.timestamp_micros()),
+            prev_commit_end: None,
+            origin: None,
+            ordinal: 0,
+            snapshot: true,
+        };
+        let unit = self.progress.open();
+        let sent = rows.len();
+        for after in rows {
+            let images = Images {
+                key: normalize::key_of(&rel, &after),
+                before: None,
+                after: Some(after),
+                unchanged_toast: vec![],
+                key_change: None,
+            };
+            let ev = ctx.event(&rel, lsn, Op::Read, images);
+            self.send(unit, &rel.topic, &ev, now.timestamp_millis())
+                .await?;
+        }
+        self.progress.close(unit, lsn);
+        tracing::debug!(table = %table, rows = sent, %lsn, "backfill chunk sent");
+        Ok(())
+    }
+
+    /// A change event went by: a change of the running backfill's table drops its key from
+    /// the chunk in flight.
+    pub(super) fn backfill_saw(&mut self, topic: &str, event: &ChangeEvent) {
+        if let (Some((table, rel)), Some(key)) = (&self.backfill_rel, &event.key)
+            && *rel.topic == *topic
+            && self.backfills.running() == Some(table.as_str())
+        {
+            let table = table.clone();
+            self.backfills.changed(&table, canonical_key(key));
+        }
+    }
+
+    /// Everything up to `flushed` is acknowledged: store the chunks' progress with it.
+    pub(super) fn backfill_flushed(&mut self, flushed: Lsn) {
+        if self.backfills.flushed(flushed) {
+            self.checkpoint.backfills = self.backfills.stored().to_vec();
+        }
+    }
+}
