@@ -45,6 +45,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask the running capture to read a table again (in chunks, while it streams): its rows
+    /// go out as `r` events, never over a newer change.
+    Backfill {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// `schema.table`, one of `source.tables`.
+        #[arg(long)]
+        table: String,
+    },
     /// Snapshot (first run), then stream changes to Kafka until interrupted.
     Capture {
         /// Config file.

@@ -9,6 +9,7 @@ mod support;
 
 mod bad_input;
 mod capture;
+mod capture_backfill;
 mod capture_filters;
 mod capture_restart;
 mod contract;

@@ -119,6 +119,21 @@ async fn command(command: Command) -> ExitCode {
             })
             .await
         }
+        Command::Backfill { config, table } => {
+            with_config(&config, |cfg| async move {
+                match capture::request_backfill(&cfg, &table).await {
+                    Ok(()) => {
+                        println!(
+                            "backfill of {table} requested: capture starts it when it reads the \
+                             request from the WAL"
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => Stopped::of(&e).report(),
+                }
+            })
+            .await
+        }
         Command::Capture { config } => with_config(&config, run_capture).await,
         Command::Run { config } => with_config(&config, run_all).await,
         Command::Emulate {

@@ -143,6 +143,31 @@ impl Classify for CaptureError {
     }
 }
 
+/// `driftless backfill`: writes a request for `table` (one of `source.tables`) into the WAL,
+/// where the running capture reads it in order with the changes (transactional logical
+/// message): it is acted on exactly once whichever capture process streams the slot.
+pub(crate) async fn request_backfill(cfg: &ValidConfig, table: &str) -> Result<(), CaptureError> {
+    if !cfg.tables.iter().any(|t| t.to_string() == table) {
+        return Err(SourceError::Refused {
+            message: format!("{table} is not one of source.tables"),
+            hint: "add it to source.tables (capture then backfills it at its next start)".into(),
+        }
+        .into());
+    }
+    let url = cfg.source_url.read().map_err(CaptureError::Url)?;
+    let sql = crate::postgres::connect::connect_sql(
+        &crate::postgres::connect::ConnectParams::from_url(&url)?,
+    )
+    .await?;
+    sql.execute(
+        "SELECT pg_logical_emit_message(true, $1, $2)",
+        &[&backfill::REQUEST_PREFIX, &table],
+    )
+    .await
+    .map_err(SourceError::from)?;
+    Ok(())
+}
+
 /// Shared, observable capture state (for `/healthz`).
 #[derive(Debug, Default)]
 pub(crate) struct Health {
