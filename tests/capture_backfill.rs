@@ -109,7 +109,7 @@ async fn a_table_added_to_source_tables_is_backfilled_without_overwriting_newer_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_requested_backfill_killed_midway_resumes_from_its_last_acknowledged_chunk() {
-    const ROWS: i64 = 4000;
+    const ROWS: i64 = 10_000;
     let (db, setup, mut cap) = capture_streaming_with(
         "backfill_kill",
         &format!(
@@ -154,20 +154,20 @@ async fn a_requested_backfill_killed_midway_resumes_from_its_last_acknowledged_c
         "the restart resumed the backfill:\n{log}"
     );
     // Every row arrived twice at least as a read: the initial snapshot and the backfill.
-    let topic = setup.topic("public.a");
-    let records = read_topic(&topic, WAIT, |r| {
-        r.iter()
-            .filter(|x| x.payload.is_some() && x.json()["op"] == "r")
-            .count()
-            >= 2 * ROWS as usize
-    });
-    let mut reads: BTreeMap<i64, usize> = BTreeMap::new();
-    for r in records.iter().filter(|r| r.payload.is_some()) {
-        let e = r.json();
-        if e["op"] == "r" {
-            *reads.entry(e["key"]["id"].as_i64().unwrap()).or_default() += 1;
+    let reads = |records: &[Record]| {
+        let mut reads: BTreeMap<i64, usize> = BTreeMap::new();
+        for r in records.iter().filter(|r| r.payload.is_some()) {
+            let e = r.json();
+            if e["op"] == "r" {
+                *reads.entry(e["key"]["id"].as_i64().unwrap()).or_default() += 1;
+            }
         }
-    }
+        reads
+    };
+    let records = read_topic(&setup.topic("public.a"), WAIT, |r| {
+        reads(r).values().filter(|n| **n >= 2).count() >= ROWS as usize
+    });
+    let reads = reads(&records);
     assert_eq!(reads.len(), ROWS as usize);
     let once: Vec<&i64> = reads
         .iter()

@@ -66,6 +66,8 @@ pub(crate) enum AtWatermark<R> {
         rows: Vec<R>,
         /// The high watermark's position.
         lsn: Lsn,
+        /// The table's last chunk.
+        last: bool,
     },
 }
 
@@ -75,7 +77,11 @@ pub(crate) struct Backfills<R> {
     /// Pending and running backfills, the first one running (as stored in the checkpoint).
     queue: Vec<Progress>,
     window: Window<R>,
-    /// Progress to store once the flushed LSN reaches the position.
+    /// Where the running backfill reads next (ahead of the stored progress while chunks
+    /// await their acknowledgement), and whether its last chunk was sent.
+    reading: Option<(Progress, bool)>,
+    /// Progress to store once the flushed LSN reaches the position (at most the chunks Kafka's
+    /// in-flight window holds).
     acked_at: Vec<(Lsn, Progress, bool)>,
     next_id: u64,
 }
@@ -86,6 +92,7 @@ impl<R> Backfills<R> {
         Backfills {
             queue: stored,
             window: Window::Idle,
+            reading: None,
             acked_at: Vec::new(),
             next_id: rand::random::<u32>() as u64,
         }
@@ -110,14 +117,27 @@ impl<R> Backfills<R> {
         &self.queue
     }
 
-    /// The table and start key of the next chunk to read, if one should be read now.
+    /// The table and start key of the next chunk to read, if one should be read now (none
+    /// while a chunk is between its watermarks, or after the last chunk until Kafka
+    /// acknowledged it).
     pub(crate) fn next_chunk(&mut self) -> Option<(u64, &Progress)> {
-        if !matches!(self.window, Window::Idle) || !self.acked_at.is_empty() {
+        if !matches!(self.window, Window::Idle) {
             return None;
         }
         let running = self.queue.first()?;
+        if self
+            .reading
+            .as_ref()
+            .is_none_or(|(p, _)| p.table != running.table)
+        {
+            self.reading = Some((running.clone(), false));
+        }
+        let (from, all_read) = self.reading.as_ref()?;
+        if *all_read {
+            return None;
+        }
         self.next_id += 1;
-        Some((self.next_id, running))
+        Some((self.next_id, from))
     }
 
     /// The chunk was read (after its low watermark was written).
@@ -139,10 +159,10 @@ impl<R> Backfills<R> {
                 AtWatermark::Nothing
             }
             ("high", Window::Open(chunk, changed)) if chunk.id == id => {
-                let Some(running) = self.queue.first() else {
+                let Some((from, _)) = &self.reading else {
                     return AtWatermark::Nothing;
                 };
-                let table = running.table.clone();
+                let table = from.table.clone();
                 let rows: Vec<R> = chunk
                     .rows
                     .into_iter()
@@ -151,11 +171,17 @@ impl<R> Backfills<R> {
                     .collect();
                 let progress = Progress {
                     table: table.clone(),
-                    after_key: chunk.last_key.or_else(|| running.after_key.clone()),
-                    rows: running.rows + rows.len() as u64,
+                    after_key: chunk.last_key.or_else(|| from.after_key.clone()),
+                    rows: from.rows + rows.len() as u64,
                 };
+                self.reading = Some((progress.clone(), chunk.last));
                 self.acked_at.push((lsn, progress, chunk.last));
-                AtWatermark::Send { table, rows, lsn }
+                AtWatermark::Send {
+                    table,
+                    rows,
+                    lsn,
+                    last: chunk.last,
+                }
             }
             (_, window) => {
                 // Another session's watermark (or ours out of order): leave ours as it was.
@@ -194,6 +220,7 @@ impl<R> Backfills<R> {
                     tracing::info!(table = %progress.table, rows = progress.rows,
                         "backfill complete and acknowledged by kafka");
                     self.queue.remove(0);
+                    self.reading = None;
                 } else {
                     *running = progress;
                 }
@@ -237,7 +264,9 @@ mod tests {
         ));
         b.changed("public.t", b"2".to_vec());
         b.changed("public.other", b"3".to_vec());
-        let AtWatermark::Send { table, rows, lsn } = b.watermark(&format!("high:{id}"), Lsn(20))
+        let AtWatermark::Send {
+            table, rows, lsn, ..
+        } = b.watermark(&format!("high:{id}"), Lsn(20))
         else {
             panic!("the high watermark sends the chunk");
         };
@@ -245,19 +274,21 @@ mod tests {
             (table.as_str(), rows, lsn),
             ("public.t", vec!["1".to_string(), "3".into()], Lsn(20))
         );
-        // Progress waits for the acknowledgement of everything up to the high watermark.
-        assert!(b.next_chunk().is_none());
+        // The next chunk is read at once; stored progress waits for the acknowledgement of
+        // everything up to the high watermark.
+        let (id, p) = b.next_chunk().unwrap();
+        assert_eq!(p.after_key, Some(vec!["3".to_string()]));
         assert!(!b.flushed(Lsn(19)));
         assert_eq!(b.stored()[0].after_key, None);
         assert!(b.flushed(Lsn(20)));
         assert_eq!(b.stored()[0].after_key, Some(vec!["3".to_string()]));
         assert_eq!(b.stored()[0].rows, 2);
-        // The last chunk ends the backfill.
-        let (id, p) = b.next_chunk().unwrap();
-        assert_eq!(p.after_key, Some(vec!["3".to_string()]));
+        // The last chunk ends the backfill once acknowledged.
         b.read(chunk(id, &["4"], true));
         b.watermark(&format!("low:{id}"), Lsn(30));
         b.watermark(&format!("high:{id}"), Lsn(40));
+        assert!(b.next_chunk().is_none(), "everything is read");
+        assert_eq!(b.running(), Some("public.t"));
         assert!(b.flushed(Lsn(40)));
         assert!(b.stored().is_empty());
         assert!(b.next_chunk().is_none());

@@ -70,6 +70,8 @@ pub(super) struct Session<'a, P> {
     backfills: Backfills<Row>,
     /// The running backfill's table and relation.
     backfill_rel: Option<(String, Arc<RelationInfo>)>,
+    /// The running backfill's progress report.
+    backfill_report: Option<SnapshotProgress>,
 }
 
 async fn connect(cfg: &ValidConfig) -> Result<(ConnectParams, Client), CaptureError> {
@@ -150,6 +152,7 @@ impl<'a> Session<'a, kafka::Producer<UnitId>> {
             store,
             backfills: Backfills::new(Vec::new()),
             backfill_rel: None,
+            backfill_report: None,
         };
         let resume = session.resume_point(&mut repl).await?;
         if *shutdown.borrow() {

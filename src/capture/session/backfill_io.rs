@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio_postgres::SimpleQueryMessage;
 
-use super::Session;
+use super::{Session, SnapshotProgress};
 use crate::capture::CaptureError;
 use crate::capture::backfill::{AtWatermark, Chunk, REQUEST_PREFIX, WATERMARK_PREFIX};
 use crate::capture::normalize::{self, Images, RelationInfo, TxnContext};
@@ -193,10 +193,33 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
             }
             return Ok(());
         }
-        let AtWatermark::Send { table, rows, lsn } = self.backfills.watermark(content, lsn) else {
+        let AtWatermark::Send {
+            table,
+            rows,
+            lsn,
+            last,
+        } = self.backfills.watermark(content, lsn)
+        else {
             return Ok(());
         };
         let rel = self.backfill_relation(&table).await?;
+        if self
+            .backfill_report
+            .as_ref()
+            .is_none_or(|r| r.table != table)
+        {
+            // The planner's estimate: counting would read the whole table once more.
+            let estimate: i64 = self
+                .sql
+                .query_one(
+                    "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = $1",
+                    &[&rel.oid],
+                )
+                .await
+                .map_err(SourceError::from)?
+                .get(0);
+            self.backfill_report = Some(SnapshotProgress::new(&table, estimate as u64));
+        }
         let now = chrono::Utc::now();
         let mut ctx = TxnContext {
             db: self.database.as_str().into(),
@@ -224,7 +247,12 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
                 .await?;
         }
         self.progress.close(unit, lsn);
-        tracing::debug!(table = %table, rows = sent, %lsn, "backfill chunk sent");
+        if let Some(report) = &mut self.backfill_report {
+            report.advance(sent as u64);
+        }
+        if last && let Some(report) = self.backfill_report.take() {
+            report.finish();
+        }
         Ok(())
     }
 
