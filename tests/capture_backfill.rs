@@ -143,6 +143,13 @@ async fn a_requested_backfill_killed_midway_resumes_from_its_last_acknowledged_c
     })
     .await;
     cap.kill9();
+    // `driftless status` shows the backfill where the checkpoint left it.
+    let status: Value =
+        serde_json::from_str(&run_ok(setup.command("status").arg("--json"))).unwrap();
+    assert_eq!(
+        status["capture"]["backfills"][0]["table"], "public.a",
+        "{status}"
+    );
     let mut cap = setup.start();
     eventually("the backfill completes", WAIT, || async {
         cap.log_text().contains("backfill complete")

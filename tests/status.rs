@@ -42,6 +42,7 @@ secret_env = "WEBHOOK_SECRET"
     assert_eq!(capture["checkpoint_phase"], "streaming");
     assert!(capture["lag_bytes"].as_i64().is_some_and(|b| b >= 0), "{s}");
     assert_eq!(capture["last_error"], Value::Null);
+    assert_eq!(capture["backfills"], serde_json::json!([]));
     assert_eq!(capture["dead_letters"], 0);
     // The sink's group has consumed nothing: its lag is the whole topic.
     assert_eq!(s["sinks"][0]["name"], "hook");

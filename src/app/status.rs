@@ -1,6 +1,6 @@
 //! `driftless status`: where capture and each sink stand, read from the live systems and the
-//! state directory: the slot (active, lag in bytes and seconds), capture's checkpoint and last
-//! error, and per sink its consumer group's lag and its retained dead letters. Printed as a
+//! state directory: the slot (active, lag in bytes and seconds), capture's checkpoint (and the
+//! backfills it holds) and last error, and per sink its consumer group's lag and its retained dead letters. Printed as a
 //! table, or as JSON with `--json`.
 //!
 //! Invariants: it changes nothing (it never joins a consumer group, creates a topic or touches
@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::capture::last_error::{self, LastError};
-use crate::checkpoint::CheckpointStore;
+use crate::checkpoint::{BackfillProgress, CheckpointStore};
 use crate::config::ValidConfig;
 use crate::kafka::{self, PartitionOffsets};
 use crate::postgres::catalog;
@@ -44,6 +44,8 @@ struct Capture {
     lag_seconds: Option<f64>,
     checkpoint_phase: Option<String>,
     checkpoint_lsn: Option<String>,
+    /// Backfills not yet complete (the first one running), as of the checkpoint.
+    backfills: Vec<BackfillProgress>,
     last_error: Option<LastError>,
     /// Retained records of `{prefix}.dlq.capture` (oversized events).
     dead_letters: Option<u64>,
@@ -76,7 +78,10 @@ pub(crate) async fn read(cfg: &ValidConfig) -> Status {
             capture.checkpoint_phase = checkpoint
                 .as_ref()
                 .map(|c| format!("{:?}", c.phase).to_lowercase());
-            capture.checkpoint_lsn = checkpoint.map(|c| c.flushed_lsn.to_string());
+            if let Some(c) = checkpoint {
+                capture.checkpoint_lsn = Some(c.flushed_lsn.to_string());
+                capture.backfills = c.backfills;
+            }
         }
         Err(e) => problems.push(format!("state: {e}")),
     }
@@ -201,6 +206,9 @@ impl Status {
                 _ => "none".to_string(),
             }
         );
+        for b in &c.backfills {
+            out += &format!("  backfill      {}: {} rows sent\n", b.table, b.rows);
+        }
         out += &format!(
             "  last error    {}\n",
             c.last_error
