@@ -72,6 +72,17 @@ pub enum Rendering {
     Debezium(DecimalMode),
 }
 
+impl Rendering {
+    /// How capture renders rows for `cfg`: Debezium's value encodings under the `debezium`
+    /// envelope.
+    pub(crate) fn of(cfg: &crate::config::ValidConfig) -> Rendering {
+        match cfg.envelope {
+            crate::config::Envelope::Driftless => Rendering::Driftless,
+            crate::config::Envelope::Debezium => Rendering::Debezium(cfg.debezium.decimal_mode),
+        }
+    }
+}
+
 impl RelationInfo {
     /// Builds the info; `key_names` are the primary-key columns from the catalog, and when
     /// empty the Relation's own key flags are used.

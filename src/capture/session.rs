@@ -27,7 +27,7 @@ mod backfill_io;
 use super::assemble::{Assembler, Output, RelationFacts};
 use super::backfill::Backfills;
 use super::debezium;
-use super::normalize::{self, ColumnInfo, Images, RelationInfo, TxnContext};
+use super::normalize::{self, ColumnInfo, Images, RelationInfo, Rendering, TxnContext};
 use super::progress::{Progress, UnitId};
 use super::value::PgType;
 use super::{CaptureError, HEARTBEAT_PREFIX, Health, prepare_source};
@@ -161,7 +161,7 @@ impl<'a> Session<'a, kafka::Producer<UnitId>> {
         session.plan_backfills()?;
         session.progress = Progress::new(resume);
         session.assembler = Assembler::new(&session.database, cfg.messages_topic(), resume);
-        session.assembler.set_rendering(cfg.rendering());
+        session.assembler.set_rendering(Rendering::of(cfg));
         // From the slot's consistent point no earlier commit is known (Debezium: null too).
         let previous = (resume != session.checkpoint.consistent_point).then_some(resume);
         session.assembler.set_previous_commit(previous);
@@ -362,7 +362,7 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
             &t.key_columns,
             &[],
         )
-        .rendered(self.cfg.rendering()))
+        .rendered(Rendering::of(self.cfg)))
     }
 
     async fn resolve_type(&mut self, oid: u32) -> Result<PgType, CaptureError> {
@@ -481,7 +481,7 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
         let dbz = &self.cfg.debezium;
         let (key, payload, key_change) = match self.cfg.envelope {
             Envelope::Driftless => (ev.kafka_key(), ev.to_json(), None),
-            Envelope::Debezium if dbz.skips(ev.op) => return Ok(()),
+            Envelope::Debezium if dbz.skips(ev.op.code()) => return Ok(()),
             Envelope::Debezium => (
                 debezium::key(ev),
                 debezium::value(ev, &self.cfg.topic_prefix, dbz, timestamp_ms),

@@ -9,8 +9,6 @@ use serde::Deserialize;
 
 use super::Extra;
 use super::validate::{Choice, Problems};
-use crate::capture::value::debezium::DecimalMode;
-use crate::event::Op;
 
 /// `[kafka.debezium]` as written.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -25,6 +23,18 @@ pub(crate) struct DebeziumConfig {
     /// Unknown keys.
     #[serde(flatten)]
     pub(crate) extra: Extra,
+}
+
+/// Debezium's `decimal.handling.mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DecimalMode {
+    /// Base64 of the unscaled integer (Debezium's default).
+    #[default]
+    Precise,
+    /// The decimal as a plain string.
+    String,
+    /// The decimal as a JSON number (may lose precision).
+    Double,
 }
 
 /// What the envelope's top-level `ts_ms`, `ts_us` and `ts_ns` hold.
@@ -54,8 +64,8 @@ impl Choice for DecimalMode {
 pub(crate) struct DebeziumOptions {
     /// Encoding of `numeric` and `money` values.
     pub(crate) decimal_mode: DecimalMode,
-    /// Operations not written.
-    pub(crate) skipped: Vec<Op>,
+    /// Operations not written, by their envelope code (`c`, `u`, `d`, `t`).
+    pub(crate) skipped: Vec<&'static str>,
     /// Top-level timestamps.
     pub(crate) ts: TsMode,
 }
@@ -64,16 +74,16 @@ impl Default for DebeziumOptions {
     fn default() -> Self {
         DebeziumOptions {
             decimal_mode: DecimalMode::Precise,
-            skipped: vec![Op::Truncate],
+            skipped: vec!["t"],
             ts: TsMode::Commit,
         }
     }
 }
 
 impl DebeziumOptions {
-    /// True if events of `op` are not written.
-    pub(crate) fn skips(&self, op: Op) -> bool {
-        self.skipped.contains(&op)
+    /// True if events of the operation with this envelope code (`Op::code`) are not written.
+    pub(crate) fn skips(&self, op_code: &str) -> bool {
+        self.skipped.contains(&op_code)
     }
 }
 
@@ -96,12 +106,7 @@ impl DebeziumConfig {
                 let mut skipped = Vec::with_capacity(ops.len());
                 for (i, op) in ops.iter().enumerate() {
                     let path = format!("kafka.debezium.skipped_operations[{i}]");
-                    let ops = [
-                        ("c", Op::Create),
-                        ("u", Op::Update),
-                        ("d", Op::Delete),
-                        ("t", Op::Truncate),
-                    ];
+                    let ops = [("c", "c"), ("u", "u"), ("d", "d"), ("t", "t")];
                     if let Some(op) = p.one_of(path, Some(op.as_str()), &ops) {
                         skipped.push(op);
                     }
@@ -127,7 +132,7 @@ mod tests {
         let o = DebeziumConfig::default().validate(&mut p);
         assert!(p.0.is_empty());
         assert_eq!(o, DebeziumOptions::default());
-        assert!(o.skips(Op::Truncate) && !o.skips(Op::Delete));
+        assert!(o.skips("t") && !o.skips("d"));
     }
 
     #[test]
@@ -147,6 +152,6 @@ mod tests {
                 "kafka.debezium.skipped_operations[1]"
             ]
         );
-        assert_eq!(o.skipped, [Op::Truncate]);
+        assert_eq!(o.skipped, ["t"]);
     }
 }

@@ -426,16 +426,6 @@ pub struct ValidConfig {
 }
 
 impl ValidConfig {
-    /// How capture renders rows: Debezium's value encodings under the `debezium` envelope.
-    pub(crate) fn rendering(&self) -> crate::capture::normalize::Rendering {
-        match self.envelope {
-            Envelope::Driftless => crate::capture::normalize::Rendering::Driftless,
-            Envelope::Debezium => {
-                crate::capture::normalize::Rendering::Debezium(self.debezium.decimal_mode)
-            }
-        }
-    }
-
     /// Kafka topic for a table.
     pub(crate) fn topic_for(&self, schema: &str, table: &str) -> String {
         format!("{}.{}.{}", self.topic_prefix, schema, table)

@@ -29,17 +29,7 @@ use serde_json::{Map, Number, Value};
 
 use super::{Cursor, PgType, text_to_json};
 
-/// Debezium's `decimal.handling.mode`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum DecimalMode {
-    /// Base64 of the unscaled integer (Debezium's default).
-    #[default]
-    Precise,
-    /// The decimal as a plain string.
-    String,
-    /// The decimal as a JSON number (may lose precision).
-    Double,
-}
+pub use crate::config::debezium::DecimalMode;
 
 /// The value Debezium writes for an unchanged TOAST column it did not receive.
 pub const UNAVAILABLE: &str = "__debezium_unavailable_value";
