@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::capture::last_error::{self, LastError};
-use crate::checkpoint::{BackfillProgress, CheckpointStore};
+use crate::checkpoint::CheckpointStore;
 use crate::config::ValidConfig;
 use crate::kafka::{self, PartitionOffsets};
 use crate::postgres::catalog;
@@ -45,10 +45,17 @@ struct Capture {
     checkpoint_phase: Option<String>,
     checkpoint_lsn: Option<String>,
     /// Backfills not yet complete (the first one running), as of the checkpoint.
-    backfills: Vec<BackfillProgress>,
+    backfills: Vec<Backfill>,
     last_error: Option<LastError>,
     /// Retained records of `{prefix}.dlq.capture` (oversized events).
     dead_letters: Option<u64>,
+}
+
+/// A backfill as shown: never its position (primary-key values are row values).
+#[derive(Debug, Serialize)]
+struct Backfill {
+    table: String,
+    rows_sent: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -80,7 +87,14 @@ pub(crate) async fn read(cfg: &ValidConfig) -> Status {
                 .map(|c| format!("{:?}", c.phase).to_lowercase());
             if let Some(c) = checkpoint {
                 capture.checkpoint_lsn = Some(c.flushed_lsn.to_string());
-                capture.backfills = c.backfills;
+                capture.backfills = c
+                    .backfills
+                    .into_iter()
+                    .map(|b| Backfill {
+                        table: b.table,
+                        rows_sent: b.rows,
+                    })
+                    .collect();
             }
         }
         Err(e) => problems.push(format!("state: {e}")),
@@ -207,7 +221,7 @@ impl Status {
             }
         );
         for b in &c.backfills {
-            out += &format!("  backfill      {}: {} rows sent\n", b.table, b.rows);
+            out += &format!("  backfill      {}: {} rows sent\n", b.table, b.rows_sent);
         }
         out += &format!(
             "  last error    {}\n",

@@ -17,7 +17,12 @@
 //! - a table's progress (the last key read) is stored in the checkpoint only once every event
 //!   up to the chunk's high watermark is acknowledged by Kafka, so a restart re-reads at most
 //!   the chunks not yet acknowledged (re-sent `r` events, never a gap);
-//! - a request for a table already being backfilled is ignored.
+//! - a request for a table already being backfilled is ignored;
+//! - a transaction whose commit record precedes the low watermark but that the read did not
+//!   see yet (PostgreSQL writes the commit record before the transaction becomes visible; with
+//!   synchronous replication the gap lasts a standby round trip) drops its keys as well: the
+//!   chunk is read in one snapshot, and the stream's xids are checked against it;
+//! - a truncate of the table between the read and the high watermark drops the whole chunk.
 
 use std::collections::HashSet;
 
@@ -40,6 +45,41 @@ pub(crate) struct Chunk<R> {
     pub last_key: Option<Vec<String>>,
     /// Fewer rows than asked: the table is done after this chunk.
     pub last: bool,
+    /// The snapshot the chunk was read in.
+    pub snapshot: Snapshot,
+}
+
+/// Which transactions a chunk's read saw (`pg_current_snapshot()`, xids cut to 32 bits as the
+/// WAL carries them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    /// Every xid before it had finished.
+    pub xmin: u32,
+    /// No xid from it on had finished.
+    pub xmax: u32,
+    /// In progress at the read, between the two.
+    pub xip: HashSet<u32>,
+}
+
+impl Snapshot {
+    /// Parses `xmin:xmax:xip,...` (the text of `pg_snapshot`).
+    pub(crate) fn parse(text: &str) -> Option<Snapshot> {
+        let mut parts = text.split(':');
+        let xid = |s: &str| s.parse::<u64>().ok().map(|x| x as u32);
+        let xmin = xid(parts.next()?)?;
+        let xmax = xid(parts.next()?)?;
+        let xip = match parts.next() {
+            Some("") | None => HashSet::new(),
+            Some(list) => list.split(',').map(xid).collect::<Option<_>>()?,
+        };
+        Some(Snapshot { xmin, xmax, xip })
+    }
+
+    /// Whether the read saw the effects of transaction `xid` (modulo-2^32 order).
+    pub(crate) fn sees(&self, xid: u32) -> bool {
+        let precedes = |a: u32, b: u32| (a.wrapping_sub(b) as i32) < 0;
+        precedes(xid, self.xmin) || (precedes(xid, self.xmax) && !self.xip.contains(&xid))
+    }
 }
 
 /// The window of the chunk in flight.
@@ -47,8 +87,10 @@ pub(crate) struct Chunk<R> {
 enum Window<R> {
     /// No chunk in flight.
     Idle,
-    /// The chunk was read; waiting for its low watermark in the stream.
-    Read(Chunk<R>),
+    /// The chunk was read; waiting for its low watermark in the stream. A transaction that
+    /// committed before the low watermark but that the read did not see yet (its commit
+    /// record written, not yet visible) drops its keys too.
+    Read(Chunk<R>, HashSet<Vec<u8>>),
     /// The low watermark went by: changes to the table drop keys from the chunk.
     Open(Chunk<R>, HashSet<Vec<u8>>),
 }
@@ -142,7 +184,7 @@ impl<R> Backfills<R> {
 
     /// The chunk was read (after its low watermark was written).
     pub(crate) fn read(&mut self, chunk: Chunk<R>) {
-        self.window = Window::Read(chunk);
+        self.window = Window::Read(chunk, HashSet::new());
     }
 
     /// A watermark message went by in the stream at `lsn`.
@@ -154,8 +196,8 @@ impl<R> Backfills<R> {
             return AtWatermark::Nothing;
         };
         match (kind, std::mem::replace(&mut self.window, Window::Idle)) {
-            ("low", Window::Read(chunk)) if chunk.id == id => {
-                self.window = Window::Open(chunk, HashSet::new());
+            ("low", Window::Read(chunk, changed)) if chunk.id == id => {
+                self.window = Window::Open(chunk, changed);
                 AtWatermark::Nothing
             }
             ("high", Window::Open(chunk, changed)) if chunk.id == id => {
@@ -191,12 +233,35 @@ impl<R> Backfills<R> {
         }
     }
 
-    /// A change of `table` with this canonical key went by in the stream.
-    pub(crate) fn changed(&mut self, table: &str, key: Vec<u8>) {
-        if let (Window::Open(_, changed), Some(running)) = (&mut self.window, self.queue.first())
+    /// A change of `table` with this canonical key, by transaction `xid`, went by in the
+    /// stream.
+    pub(crate) fn changed(&mut self, table: &str, key: Vec<u8>, xid: Option<u32>) {
+        if self
+            .queue
+            .first()
+            .is_none_or(|running| running.table != table)
+        {
+            return;
+        }
+        match &mut self.window {
+            Window::Open(_, changed) => {
+                changed.insert(key);
+            }
+            Window::Read(chunk, changed) if xid.is_some_and(|x| !chunk.snapshot.sees(x)) => {
+                changed.insert(key);
+            }
+            _ => {}
+        }
+    }
+
+    /// `table` was truncated in the stream: inside the window every row of the chunk may be
+    /// gone, so none of it is sent (the next chunk reads what is left).
+    pub(crate) fn truncated(&mut self, table: &str) {
+        if let (Window::Open(chunk, _) | Window::Read(chunk, _), Some(running)) =
+            (&mut self.window, self.queue.first())
             && running.table == table
         {
-            changed.insert(key);
+            chunk.rows.clear();
         }
     }
 
@@ -244,6 +309,7 @@ mod tests {
                 .collect(),
             last_key: keys.last().map(|k| vec![k.to_string()]),
             last,
+            snapshot: Snapshot::parse("100:105:102").unwrap(),
         }
     }
 
@@ -257,13 +323,13 @@ mod tests {
         b.read(chunk(id, &["1", "2", "3"], false));
         assert!(b.next_chunk().is_none(), "one chunk at a time");
         // A change before the low watermark does not drop the row (the read is newer).
-        b.changed("public.t", b"1".to_vec());
+        b.changed("public.t", b"1".to_vec(), Some(99));
         assert!(matches!(
             b.watermark(&format!("low:{id}"), Lsn(10)),
             AtWatermark::Nothing
         ));
-        b.changed("public.t", b"2".to_vec());
-        b.changed("public.other", b"3".to_vec());
+        b.changed("public.t", b"2".to_vec(), Some(200));
+        b.changed("public.other", b"3".to_vec(), Some(200));
         let AtWatermark::Send {
             table, rows, lsn, ..
         } = b.watermark(&format!("high:{id}"), Lsn(20))
@@ -292,6 +358,51 @@ mod tests {
         assert!(b.flushed(Lsn(40)));
         assert!(b.stored().is_empty());
         assert!(b.next_chunk().is_none());
+    }
+
+    #[test]
+    fn a_commit_before_the_low_watermark_that_the_read_did_not_see_drops_the_row() {
+        let mut b = Backfills::new(Vec::new());
+        b.request("public.t");
+        let (id, _) = b.next_chunk().unwrap();
+        b.read(chunk(id, &["1", "2", "3", "4"], false));
+        // Streamed before the low watermark: 101 and 104 were seen by the read (finished
+        // before it), 102 was in progress, 105 began after it.
+        b.changed("public.t", b"1".to_vec(), Some(101));
+        b.changed("public.t", b"2".to_vec(), Some(102));
+        b.changed("public.t", b"3".to_vec(), Some(105));
+        b.changed("public.t", b"4".to_vec(), Some(104));
+        b.watermark(&format!("low:{id}"), Lsn(10));
+        let AtWatermark::Send { rows, .. } = b.watermark(&format!("high:{id}"), Lsn(20)) else {
+            panic!("the high watermark closes the chunk");
+        };
+        assert_eq!(rows, ["1", "4"]);
+    }
+
+    #[test]
+    fn snapshots_parse_and_order_xids_modulo_2_32() {
+        let s = Snapshot::parse("4294967290:5:4294967295,3").unwrap();
+        assert!(s.sees(4294967289) && s.sees(4294967291) && s.sees(2));
+        assert!(!s.sees(4294967295) && !s.sees(3) && !s.sees(5) && !s.sees(6));
+        assert_eq!(Snapshot::parse("7:7:").unwrap().xip.len(), 0);
+        assert!(Snapshot::parse("x:1:").is_none());
+    }
+
+    #[test]
+    fn a_truncate_between_the_watermarks_sends_nothing_of_the_chunk() {
+        let mut b = Backfills::new(Vec::new());
+        b.request("public.t");
+        let (id, _) = b.next_chunk().unwrap();
+        b.read(chunk(id, &["1", "2"], false));
+        b.watermark(&format!("low:{id}"), Lsn(10));
+        b.truncated("public.other");
+        b.truncated("public.t");
+        let AtWatermark::Send { rows, .. } = b.watermark(&format!("high:{id}"), Lsn(20)) else {
+            panic!("the high watermark closes the chunk");
+        };
+        assert!(rows.is_empty());
+        assert!(b.flushed(Lsn(20)));
+        assert_eq!(b.stored()[0].after_key, Some(vec!["2".to_string()]));
     }
 
     #[test]

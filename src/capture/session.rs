@@ -732,6 +732,7 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
                     }
                 }
                 Output::Describe(r) => {
+                    self.backfill_relation_changed(r.oid);
                     let facts = self.describe(&r).await?;
                     self.assembler.relation(r, facts);
                 }

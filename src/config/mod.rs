@@ -832,6 +832,14 @@ impl Config {
         let metrics_listen = self.metrics_listen(&mut p);
 
         let sinks = sinks::validate(&self.sinks, &tables, &mut p);
+        if envelope == Envelope::Debezium && !sinks.is_empty() {
+            p.add(
+                "kafka.envelope",
+                "driftless's sinks read driftless's own envelope: with envelope = \"debezium\" \
+                 every change would be dead-lettered; run the sinks from a config with \
+                 envelope = \"driftless\" (its own topic_prefix) or leave [[sinks]] out",
+            );
+        }
         p.unknown("audit", &self.audit.extra, "to, topic, path, key_env");
         let audit = self.audit_to(&topic_prefix, &mut p);
         let audit_key_env = self.audit_key_env(&audit, &mut p);

@@ -252,3 +252,24 @@ fn tables_that_cannot_name_a_kafka_topic_are_refused() {
     let at_limit = table(&format!("{long}.{long}"), &"p".repeat(121));
     assert!(parse(&at_limit).unwrap().validate().is_ok());
 }
+
+#[test]
+fn the_debezium_envelope_is_refused_with_sinks_that_read_driftless_events() {
+    const SINK: &str = "\n[audit]\nto = \"off\"\n[[sinks]]\nname = \"hook\"\nkind = \"webhook\"\n\
+        table = \"public.contacts\"\nurl = \"https://x.io/h\"\nsecret_env = \"HOOK_SECRET\"\n";
+    let debezium = GOOD.replace(
+        "topic_prefix = ",
+        "envelope = \"debezium\"\n    topic_prefix = ",
+    );
+    assert!(
+        parse(&debezium).unwrap().validate().is_ok(),
+        "capture alone"
+    );
+    let problems = parse(&format!("{debezium}{SINK}"))
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["kafka.envelope"], "{problems:?}");
+    assert!(parse(&format!("{GOOD}{SINK}")).unwrap().validate().is_ok());
+}

@@ -4,8 +4,9 @@
 //! Owns the downgrade rules (libpq's `require_auth`/`channel_binding` semantics, made strict):
 //! - A cleartext or MD5 password is sent only over TLS with a verified server certificate
 //!   (`verify-full`, or `verify-ca`/`require` with an `sslrootcert` file: see
-//!   `ConnectParams::authenticates_server`). Without verification an on-path attacker can refuse TLS or present a certificate of its own, ask for the password
-//!   and then connect in our place; SCRAM never gives away the password, so it stays allowed.
+//!   `ConnectParams::authenticates_server`). Without verification an on-path attacker can
+//!   refuse TLS or present a certificate of its own, ask for the password and then connect in
+//!   our place; SCRAM never gives away the password, so it stays allowed.
 //! - `channel_binding=require` accepts SCRAM-SHA-256-PLUS only: a connection without TLS, a
 //!   server that does not offer it, a certificate without a `tls-server-end-point` hash, a
 //!   cleartext/MD5 request and an AuthenticationOk without that exchange (trust) all fail.

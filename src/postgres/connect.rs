@@ -3,8 +3,9 @@
 //! Owns everything the replication connection and the tokio-postgres connection share: the
 //! parsed [`ConnectParams`], the libpq-compatible [`SslMode`] and [`ChannelBindingMode`] names
 //! (turned into a rustls configuration by `postgres::tls`), the one rule for "the server
-//! certificate is verified" ([`ConnectParams::verifies_certificate`]), the session settings
-//! (`SESSION_OPTIONS`) that make server text output deterministic, and the handshake timeout.
+//! certificate authenticates the server" ([`ConnectParams::authenticates_server`]), the session
+//! settings (`SESSION_OPTIONS`) that make server text output and literals deterministic, and the
+//! handshake timeout.
 //!
 //! Invariants:
 //! - The password never appears in `Debug`, in `ConnectParams::redacted_url`, in logs or in
@@ -30,7 +31,8 @@ use super::transport::open_transport;
 /// Session settings that make text output deterministic (our value converter depends on them).
 /// Sent as the `options` startup parameter on every connection.
 pub(crate) const SESSION_OPTIONS: &str = "-c DateStyle=ISO,MDY -c TimeZone=UTC -c IntervalStyle=iso_8601 \
-    -c extra_float_digits=3 -c bytea_output=hex -c client_encoding=UTF8";
+    -c extra_float_digits=3 -c bytea_output=hex -c client_encoding=UTF8 \
+    -c standard_conforming_strings=on";
 
 /// How long opening a TCP connection may take before it fails (as an I/O timeout).
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -326,11 +328,28 @@ impl ConnectParams {
 
     /// Whether the server certificate is verified against trust anchors, as libpq does it:
     /// under `verify-ca` and `verify-full`, and under `require` when `sslrootcert` is given.
-    /// Only such a connection may carry a cleartext or MD5 password.
+    /// (How the TLS client is built; what a password needs is [`Self::authenticates_server`].)
     pub(crate) fn verifies_certificate(&self) -> bool {
         match self.sslmode {
             SslMode::VerifyCa | SslMode::VerifyFull => true,
             SslMode::Require => self.sslrootcert.is_some(),
+            SslMode::Disable | SslMode::Prefer => false,
+        }
+    }
+
+    /// Whether a verified handshake proves the peer is this server: `verify-full` (chain and
+    /// host name), or `verify-ca`/`require` against an `sslrootcert` file of the operator's own
+    /// (a private CA). `verify-ca` against the system roots checks no name, so any holder of
+    /// any publicly trusted certificate passes it. Only such a connection may carry a
+    /// cleartext or MD5 password.
+    pub(crate) fn authenticates_server(&self) -> bool {
+        let own_roots = self
+            .sslrootcert
+            .as_ref()
+            .is_some_and(|p| p.as_os_str() != "system");
+        match self.sslmode {
+            SslMode::VerifyFull => true,
+            SslMode::VerifyCa | SslMode::Require => own_roots,
             SslMode::Disable | SslMode::Prefer => false,
         }
     }
@@ -348,6 +367,11 @@ impl ConnectParams {
             SslMode::Require if self.sslrootcert.is_none() => {
                 "sslmode=require without sslrootcert: the connection is encrypted but the server \
                  certificate is not verified, so an on-path attacker can impersonate the server"
+            }
+            SslMode::VerifyCa | SslMode::Require if !self.authenticates_server() => {
+                "sslmode=verify-ca against the system roots: the certificate chain is verified \
+                 but not the host name, so any holder of a publicly trusted certificate can \
+                 impersonate the server (and no password is sent over it)"
             }
             _ => return None,
         };
@@ -564,12 +588,19 @@ mod tests {
             ),
             ("sslmode=require", false, Some("without sslrootcert")),
             ("sslmode=require&sslrootcert=/ca.pem", true, None),
-            ("sslmode=verify-ca", true, None),
+            ("sslmode=verify-ca&sslrootcert=/ca.pem", true, None),
+            ("sslmode=verify-ca", false, Some("system roots")),
+            (
+                "sslmode=verify-ca&sslrootcert=system",
+                false,
+                Some("system roots"),
+            ),
+            ("sslmode=verify-full", true, None),
             ("sslmode=verify-full&sslrootcert=/ca.pem", true, None),
         ];
-        for (query, verified, weakness) in cases {
+        for (query, authenticated, weakness) in cases {
             let params = p(query);
-            assert_eq!(params.verifies_certificate(), verified, "{query}");
+            assert_eq!(params.authenticates_server(), authenticated, "{query}");
             let got = params.tls_weakness();
             match weakness {
                 None => assert_eq!(got, None, "{query}"),

@@ -96,7 +96,7 @@ impl Transport {
         TlsFacts {
             encrypted: true,
             // The handshake succeeded, so a verifying configuration verified the certificate.
-            verified: params.verifies_certificate(),
+            verified: params.authenticates_server(),
             end_point: session
                 .peer_certificates()
                 .and_then(|certs| certs.first())

@@ -8,10 +8,10 @@ use tokio_postgres::SimpleQueryMessage;
 
 use super::{Session, SnapshotProgress};
 use crate::capture::CaptureError;
-use crate::capture::backfill::{AtWatermark, Chunk, REQUEST_PREFIX, WATERMARK_PREFIX};
+use crate::capture::backfill::{AtWatermark, Chunk, REQUEST_PREFIX, Snapshot, WATERMARK_PREFIX};
 use crate::capture::normalize::{self, Images, RelationInfo, TxnContext};
 use crate::capture::progress::UnitId;
-use crate::config::{SnapshotMode, TableName};
+use crate::config::{Envelope, SnapshotMode, TableName};
 use crate::event::{ChangeEvent, Op, Row, canonical_key};
 use crate::kafka::Publisher;
 use crate::lsn::Lsn;
@@ -138,17 +138,29 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
             conditions.join(" AND "),
             key_names.join(", ")
         );
+        // One snapshot for the read, known to the window (see `backfill::Snapshot`).
+        let read = format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+             SELECT pg_current_snapshot()::text; {query}; COMMIT"
+        );
+        let mut snapshot = None;
         let mut rows = Vec::new();
         let mut last_key = None;
         for message in self
             .sql
-            .simple_query(&query)
+            .simple_query(&read)
             .await
             .map_err(SourceError::from)?
         {
             let SimpleQueryMessage::Row(r) = message else {
                 continue;
             };
+            if snapshot.is_none() {
+                snapshot = Some(r.get(0).and_then(Snapshot::parse).ok_or_else(|| {
+                    CaptureError::Protocol("pg_current_snapshot() is not xmin:xmax:xip".into())
+                })?);
+                continue;
+            }
             let mut after = Row::with_capacity(rel.columns.len());
             for (i, col) in rel.columns.iter().enumerate() {
                 let v = r
@@ -170,6 +182,7 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
             last: rows.len() < limit as usize,
             rows,
             last_key,
+            snapshot: snapshot.unwrap_or_default(),
         })
     }
 
@@ -257,14 +270,37 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
     }
 
     /// A change event went by: a change of the running backfill's table drops its key from
-    /// the chunk in flight.
+    /// the chunk in flight, a truncate of it the whole chunk.
     pub(super) fn backfill_saw(&mut self, topic: &str, event: &ChangeEvent) {
-        if let (Some((table, rel)), Some(key)) = (&self.backfill_rel, &event.key)
-            && *rel.topic == *topic
-            && self.backfills.running() == Some(table.as_str())
+        let Some((table, rel)) = &self.backfill_rel else {
+            return;
+        };
+        if *rel.topic != *topic || self.backfills.running() != Some(table.as_str()) {
+            return;
+        }
+        // An operation the Debezium envelope does not write leaves the row to the backfill's
+        // read (a truncate still empties the chunk: its rows are gone either way).
+        let written =
+            !(self.cfg.envelope == Envelope::Debezium && self.cfg.debezium.skips(event.op.code()));
+        let table = table.clone();
+        match (&event.key, event.op) {
+            (_, Op::Truncate) => self.backfills.truncated(&table),
+            (Some(key), _) if written => {
+                self.backfills
+                    .changed(&table, canonical_key(key), event.source.xid)
+            }
+            _ => {}
+        }
+    }
+
+    /// A Relation message for `oid`: the running backfill reads the table's new shape.
+    pub(super) fn backfill_relation_changed(&mut self, oid: u32) {
+        if self
+            .backfill_rel
+            .as_ref()
+            .is_some_and(|(_, rel)| rel.oid == oid)
         {
-            let table = table.clone();
-            self.backfills.changed(&table, canonical_key(key));
+            self.backfill_rel = None;
         }
     }
 

@@ -432,7 +432,7 @@ impl ReplicationConnection {
             port = params.port,
             dbname = %params.dbname,
             tls = conn.is_tls(),
-            tls_verified = conn.is_tls() && params.verifies_certificate(),
+            tls_verified = conn.is_tls() && params.authenticates_server(),
             backend_pid = conn.backend_pid,
             "replication connection ready"
         );
