@@ -147,7 +147,7 @@ impl Classify for CaptureError {
 /// where the running capture reads it in order with the changes (transactional logical
 /// message): it is acted on exactly once whichever capture process streams the slot.
 pub(crate) async fn request_backfill(cfg: &ValidConfig, table: &str) -> Result<(), CaptureError> {
-    if !cfg.tables.iter().any(|t| t.to_string() == table) {
+    if cfg.table(table).is_none() {
         return Err(SourceError::Refused {
             message: format!("{table} is not one of source.tables"),
             hint: "add it to source.tables (capture then backfills it at its next start)".into(),

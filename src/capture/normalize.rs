@@ -133,6 +133,17 @@ impl RelationInfo {
             Rendering::Debezium(mode) => text_to_debezium(&col.ty, col.type_modifier, text, mode),
         }
     }
+
+    /// A row read by SQL in this relation's column order (`text(i)`: column `i` as text,
+    /// `None` for NULL), rendered as the WAL's rows are.
+    pub(crate) fn row_from_text<'a>(&self, text: impl Fn(usize) -> Option<&'a str>) -> Row {
+        let mut row = Row::with_capacity(self.columns.len());
+        for (i, col) in self.columns.iter().enumerate() {
+            let v = text(i).map_or(Value::Null, |s| self.value(col, s));
+            row.insert(col.name.clone(), v);
+        }
+        row
+    }
 }
 
 /// FNV-1a over `name:type_oid;` of every column: short, stable across processes.
@@ -180,6 +191,21 @@ pub(crate) struct TxnContext {
 }
 
 impl TxnContext {
+    /// The context of rows read by SQL (a snapshot or a backfill chunk) at `lsn`, `now`.
+    pub(crate) fn read(db: &str, lsn: Lsn, now: chrono::DateTime<chrono::Utc>) -> TxnContext {
+        TxnContext {
+            db: db.into(),
+            commit_lsn: lsn,
+            xid: None,
+            commit_ts: Some(now.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string().into()),
+            commit_us: Some(now.timestamp_micros()),
+            prev_commit_end: None,
+            origin: None,
+            ordinal: 0,
+            snapshot: true,
+        }
+    }
+
     fn next_id(&mut self, rel: &RelationInfo) -> String {
         let n = self.ordinal;
         self.ordinal += 1;

@@ -382,7 +382,6 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
         consistent_point: Lsn,
     ) -> Result<(), CaptureError> {
         let started = chrono::Utc::now();
-        let commit_ts: Arc<str> = started.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string().into();
         let commit_ms = started.timestamp_millis();
         // A connection of its own: the snapshot transaction must not share the catalog one.
         let sql = connect_sql(&self.params).await?;
@@ -399,34 +398,14 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
         }
         let unit = self.progress.open();
         for (meta, rel) in tables.iter().zip(&rels) {
-            let row_filter = cfg
-                .table_filters
-                .get(&meta.name)
-                .and_then(|f| f.row_filter.as_deref());
+            let row_filter = cfg.row_filter(&meta.name);
             let total = reader.count(meta, row_filter).await?;
             let mut report = SnapshotProgress::new(&meta.name.to_string(), total);
-            let mut ctx = TxnContext {
-                db: self.database.as_str().into(),
-                commit_lsn: consistent_point,
-                xid: None,
-                commit_ts: Some(commit_ts.clone()),
-                commit_us: Some(started.timestamp_micros()),
-                prev_commit_end: None,
-                origin: None,
-                ordinal: 0,
-                snapshot: true,
-            };
+            let mut ctx = TxnContext::read(&self.database, consistent_point, started);
             let mut cursor = reader.open(meta, row_filter).await?;
             while let Some(rows) = cursor.next_chunk().await? {
                 for row in &rows {
-                    let mut after = crate::event::Row::with_capacity(rel.columns.len());
-                    for (i, col) in rel.columns.iter().enumerate() {
-                        let v = match row.get(i) {
-                            Some(s) => rel.value(col, s),
-                            None => serde_json::Value::Null,
-                        };
-                        after.insert(col.name.clone(), v);
-                    }
+                    let after = rel.row_from_text(|i| row.get(i));
                     let images = Images {
                         key: normalize::key_of(rel, &after),
                         before: None,

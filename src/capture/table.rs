@@ -8,11 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
-
 use super::CaptureError;
 use super::normalize::{ColumnInfo, RelationInfo, key_of};
-use super::value;
 use crate::config::{TableFilter, TableName};
 use crate::event::{Row, canonical_key};
 use crate::postgres::snapshot::SnapshotReader;
@@ -57,13 +54,7 @@ pub(crate) async fn read(
     let mut n = 0;
     while let Some(rows) = cursor.next_chunk().await? {
         for r in &rows {
-            let mut image = Row::with_capacity(rel.columns.len());
-            for (i, col) in rel.columns.iter().enumerate() {
-                let v = r
-                    .get(i)
-                    .map_or(Value::Null, |s| value::text_to_json(&col.ty, s));
-                image.insert(col.name.clone(), v);
-            }
+            let image = rel.row_from_text(|i| r.get(i));
             if let Some(key) = key_of(&rel, &image) {
                 row(canonical_key(&key), image);
                 n += 1;

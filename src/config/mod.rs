@@ -426,6 +426,18 @@ pub struct ValidConfig {
 }
 
 impl ValidConfig {
+    /// The configured table named `schema.table`, if it is one of `source.tables`.
+    pub(crate) fn table(&self, name: &str) -> Option<&TableName> {
+        self.tables.iter().find(|t| t.to_string() == name)
+    }
+
+    /// The row filter of a captured table, if it has one.
+    pub(crate) fn row_filter(&self, table: &TableName) -> Option<&str> {
+        self.table_filters
+            .get(table)
+            .and_then(|f| f.row_filter.as_deref())
+    }
+
     /// Kafka topic for a table.
     pub(crate) fn topic_for(&self, schema: &str, table: &str) -> String {
         format!("{}.{}.{}", self.topic_prefix, schema, table)

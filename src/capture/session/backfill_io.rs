@@ -81,13 +81,10 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
         {
             return Ok(rel.clone());
         }
-        let name = self
-            .cfg
-            .tables
-            .iter()
-            .find(|t| t.to_string() == table)
-            .cloned()
-            .ok_or_else(|| CaptureError::Protocol(format!("backfill of unknown table {table}")))?;
+        let name =
+            self.cfg.table(table).cloned().ok_or_else(|| {
+                CaptureError::Protocol(format!("backfill of unknown table {table}"))
+            })?;
         let mut metas = catalog::tables(&self.sql, std::slice::from_ref(&name)).await?;
         filter::project(&mut metas, &self.cfg.table_filters);
         let rel = Arc::new(self.relation_from_meta(&metas[0]).await?);
@@ -112,12 +109,7 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
             .map(|&i| quote_ident(&rel.columns[i].name))
             .collect();
         let mut conditions = Vec::new();
-        if let Some(f) = self
-            .cfg
-            .table_filters
-            .get(&name)
-            .and_then(|f| f.row_filter.as_deref())
-        {
+        if let Some(f) = self.cfg.row_filter(&name) {
             conditions.push(format!("({f})"));
         }
         if let Some(after) = after_key {
@@ -161,13 +153,7 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
                 })?);
                 continue;
             }
-            let mut after = Row::with_capacity(rel.columns.len());
-            for (i, col) in rel.columns.iter().enumerate() {
-                let v = r
-                    .get(i)
-                    .map_or(serde_json::Value::Null, |s| rel.value(col, s));
-                after.insert(col.name.clone(), v);
-            }
+            let after = rel.row_from_text(|i| r.get(i));
             last_key = Some(
                 rel.key
                     .iter()
@@ -194,9 +180,7 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
         lsn: Lsn,
     ) -> Result<(), CaptureError> {
         if !watermark {
-            if self.cfg.tables.iter().any(|t| t.to_string() == content)
-                && self.backfills.request(content)
-            {
+            if self.cfg.table(content).is_some() && self.backfills.request(content) {
                 tracing::info!(table = %content, "backfill requested");
                 self.checkpoint.backfills = self.backfills.stored().to_vec();
                 self.store.store(&self.checkpoint)?;
@@ -234,17 +218,7 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
             self.backfill_report = Some(SnapshotProgress::new(&table, estimate as u64));
         }
         let now = chrono::Utc::now();
-        let mut ctx = TxnContext {
-            db: self.database.as_str().into(),
-            commit_lsn: lsn,
-            xid: None,
-            commit_ts: Some(now.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string().into()),
-            commit_us: Some(now.timestamp_micros()),
-            prev_commit_end: None,
-            origin: None,
-            ordinal: 0,
-            snapshot: true,
-        };
+        let mut ctx = TxnContext::read(&self.database, lsn, now);
         let unit = self.progress.open();
         let sent = rows.len();
         for after in rows {
