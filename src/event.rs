@@ -2,8 +2,9 @@
 //!
 //! Owns [`ChangeEvent`] (serialized exactly as `schemas/change-event.v1.json` describes), the
 //! canonical Kafka key. (The Debezium envelope is written by `capture::debezium`.) Invariants:
-//! - an event's bytes depend only on the WAL (no wall-clock time, no process state), so a
-//!   re-sent event after a restart is byte-identical to its first copy;
+//! - a streamed event's bytes depend only on the WAL (no wall-clock time, no process state),
+//!   so a re-sent event after a restart is byte-identical to its first copy (rows read by SQL,
+//!   the initial snapshot and backfills, carry the time of their read instead);
 //! - `id` is `"{commit_lsn}:{ordinal}"` (ordinal = position of the change in its transaction),
 //!   unique per change even when several changes share one WAL record LSN;
 //! - the Kafka key is the primary key as JSON with keys sorted, so equal keys are equal bytes;

@@ -1,7 +1,7 @@
-//! `driftless status`: where capture and each sink stand, read from the live systems and the
-//! state directory: the slot (active, lag in bytes and seconds), capture's checkpoint (and the
-//! backfills it holds) and last error, and per sink its consumer group's lag and its retained dead letters. Printed as a
-//! table, or as JSON with `--json`.
+//! `driftless status`: where capture and each sink stand, read from the live systems and the state
+//! directory: the slot (active, lag in bytes and seconds), capture's checkpoint (and the backfills
+//! it holds) and last error, and per sink its consumer group's lag and its retained dead letters.
+//! Printed as a table, or as JSON with `--json`.
 //!
 //! Invariants: it changes nothing (it never joins a consumer group, creates a topic or touches
 //! the slot); a part that cannot be read is reported as a problem while the others are still

@@ -12,11 +12,11 @@
 //!   insert of the new one, so per-key order on Kafka holds;
 //! - ordinals are assigned in decoding order, so ids are the same on every re-send.
 //!
-//! Under [`Rendering::Debezium`] (the `debezium` envelope) the images follow Debezium's
-//! PostgreSQL connector instead: values per [`text_to_debezium`], the key's bytes in key
-//! order (the primary key's declaration order, as Debezium writes it), an unchanged TOAST column present with Debezium's placeholder (and still listed in
-//! `unchanged_toast`), and the old image of a DEFAULT-identity delete carrying every column
-//! (non-key ones null).
+//! Under [`Rendering::Debezium`] (the `debezium` envelope) the images follow Debezium's PostgreSQL
+//! connector instead: values per [`text_to_debezium`], the key's bytes in key order (the primary
+//! key's declaration order, as Debezium writes it), an unchanged TOAST column present with
+//! Debezium's placeholder (and still listed in `unchanged_toast`), and the old image of a
+//! DEFAULT-identity delete carrying every column (non-key ones null).
 
 use std::sync::{Arc, LazyLock};
 

@@ -15,11 +15,11 @@
 //!   proxy logs (Zoho documents the query string but accepts the form body);
 //! - errors: network failures, 429 and 5xx are transient (also when the answer is not JSON, an
 //!   HTML error page of a proxy); an answer that is not JSON with any other status (an HTML
-//!   login page) is fatal, naming the endpoint, status and content type, never the body; Zoho's HTTP 200 `{"error": ...}`,
-//!   HubSpot's 400 `BAD_CLIENT_ID` / `BAD_CLIENT_SECRET` / `BAD_REFRESH_TOKEN` and any other
-//!   4xx are fatal, saying which credential was refused when the answer tells, with a hint
-//!   naming the environment variables; Zoho's mint-rate refusal ("too many requests") is
-//!   transient;
+//!   login page) is fatal, naming the endpoint, status and content type, never the body; Zoho's
+//!   HTTP 200 `{"error": ...}`, HubSpot's 400 `BAD_CLIENT_ID` / `BAD_CLIENT_SECRET` /
+//!   `BAD_REFRESH_TOKEN` and any other 4xx are fatal, saying which credential was refused when
+//!   the answer tells, with a hint naming the environment variables; Zoho's mint-rate refusal
+//!   ("too many requests") is transient;
 //! - no secret reaches a log, an error or `Debug` output: [`Credentials`] prints only the names
 //!   of the variables it was read from.
 //!

@@ -10,8 +10,9 @@
 //!   identity columns, or PostgreSQL would refuse the table's own UPDATEs and DELETEs; both
 //!   are checked before the publication is created (the row filter by asking the server which
 //!   columns it reads, through `EXPLAIN (VERBOSE)` of a query that reads no row);
-//! - the condition is the operator's SQL: it is only ever placed inside `WHERE (...)` of one
-//!   statement sent with the extended protocol (never as a statement of its own).
+//! - the condition is the operator's SQL: it is only ever placed inside `WHERE (...)`; it may
+//!   not contain `;` (config validation), and before any other use it is checked by the
+//!   extended-protocol `EXPLAIN` here, which refuses anything but one expression.
 
 use std::collections::{BTreeMap, BTreeSet};
 

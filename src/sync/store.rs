@@ -70,6 +70,7 @@ pub(crate) async fn inbound_table(
              JOIN pg_namespace n ON n.oid = c.relnamespace
              LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
              WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+               AND a.attgenerated = ''
              ORDER BY a.attnum",
             &[&table.schema, &table.name],
         )
@@ -108,6 +109,7 @@ async fn column_types(
              JOIN pg_class c ON c.oid = a.attrelid
              JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+               AND a.attgenerated = ''
              ORDER BY a.attnum",
             &[&table.schema, &table.name],
         )
