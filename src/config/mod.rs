@@ -21,10 +21,13 @@ pub(crate) mod debezium;
 pub(crate) mod fields;
 pub mod schedule;
 pub(crate) mod sinks;
+mod tables;
 pub(crate) mod two_way;
 mod validate;
 
 use sinks::{SinkConfig, ValidSink};
+pub use tables::TableName;
+pub(crate) use tables::{TableEntry, TableFilter};
 pub(crate) use validate::is_secure_url;
 use validate::{
     Choice, FieldPath, NOT_AN_ENV_NAME, Problems, is_env_name, is_simple_identifier, parse_table,
@@ -279,60 +282,6 @@ impl Choice for Envelope {
         &[("driftless", Self::Driftless), ("debezium", Self::Debezium)];
 }
 
-/// One entry of `source.tables`: a name, or a name with a column list and a row filter.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
-pub(crate) enum TableEntry {
-    /// `"schema.table"`: every column, every row.
-    Name(String),
-    /// `{ name = "schema.table", columns = [...], where = "..." }`.
-    Spec {
-        /// `schema.table`.
-        name: String,
-        /// Only these columns leave the database (a publication column list).
-        columns: Option<Vec<String>>,
-        /// Only rows matching this SQL condition leave the database (a publication row filter).
-        #[serde(rename = "where")]
-        row_filter: Option<String>,
-        /// Unknown keys.
-        #[serde(flatten)]
-        extra: Extra,
-    },
-}
-
-impl TableEntry {
-    fn name(&self) -> &str {
-        match self {
-            TableEntry::Name(name) | TableEntry::Spec { name, .. } => name,
-        }
-    }
-}
-
-/// What of a table leaves the database when `source.tables` narrows it (PostgreSQL 15+
-/// publication column lists and row filters; the snapshot reads the same).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct TableFilter {
-    /// Column list, in configuration order (`None`: every column).
-    pub(crate) columns: Option<Vec<String>>,
-    /// Row filter, a SQL condition over the table's columns (`None`: every row).
-    pub(crate) row_filter: Option<String>,
-}
-
-/// A table name split into schema and table.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TableName {
-    /// Schema (namespace).
-    pub(crate) schema: String,
-    /// Table.
-    pub(crate) name: String,
-}
-
-impl fmt::Display for TableName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.schema, self.name)
-    }
-}
-
 /// Where the source URL comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecretSource {
@@ -510,56 +459,6 @@ impl SourceConfig {
             );
         }
         url
-    }
-
-    /// `tables`: at least one, each `schema.table`, none twice; column lists and row filters
-    /// well formed.
-    fn tables(
-        &self,
-        present: bool,
-        p: &mut Problems,
-    ) -> (Vec<TableName>, BTreeMap<TableName, TableFilter>) {
-        let mut tables = Vec::new();
-        let mut filters = BTreeMap::new();
-        if self.tables.is_empty() && present {
-            p.add(
-                "source.tables",
-                "list at least one table as \"schema.table\"",
-            );
-        }
-        for (i, entry) in self.tables.iter().enumerate() {
-            let at = format!("source.tables[{i}]");
-            let t = entry.name();
-            let Some(name) = parse_table(t) else {
-                p.add(
-                    at,
-                    format!(
-                        "{t:?} is not \"schema.table\" of unquoted identifiers (each 1-63 \
-                         bytes of letters, digits, _, $ and -)"
-                    ),
-                );
-                continue;
-            };
-            if tables.contains(&name) {
-                p.add(at, format!("{t:?} is listed twice"));
-                continue;
-            }
-            if let TableEntry::Spec {
-                columns,
-                row_filter,
-                extra,
-                ..
-            } = entry
-            {
-                p.unknown(&at, extra, "name, columns, where");
-                let filter = validate::table_filter(&at, columns, row_filter, p);
-                if filter != TableFilter::default() {
-                    filters.insert(name.clone(), filter);
-                }
-            }
-            tables.push(name);
-        }
-        (tables, filters)
     }
 }
 
@@ -782,7 +681,7 @@ impl Config {
         let source_url = source.url(source_present, &mut p);
         let slot = identifier("slot", &source.slot, source_present, &mut p);
         let publication = identifier("publication", &source.publication, source_present, &mut p);
-        let (tables, table_filters) = source.tables(source_present, &mut p);
+        let (tables, table_filters) = tables::validate(&source.tables, source_present, &mut p);
         let snapshot = p.choice("source.snapshot", source.snapshot.as_deref());
         let snapshot_chunk_rows = source
             .snapshot_chunk_rows
