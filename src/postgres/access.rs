@@ -110,7 +110,8 @@ pub(crate) async fn facts(
              ARRAY(SELECT schemaname::text FROM pg_publication_tables WHERE pubname = $1 \
                    ORDER BY schemaname, tablename), \
              ARRAY(SELECT tablename::text FROM pg_publication_tables WHERE pubname = $1 \
-                   ORDER BY schemaname, tablename) \
+                   ORDER BY schemaname, tablename), \
+             current_setting('server_version_num')::int \
              FROM (SELECT 1) AS one LEFT JOIN pg_publication p ON p.pubname = $1",
             &[&publication],
         )
@@ -123,7 +124,8 @@ pub(crate) async fn facts(
             .map(|(schema, name)| TableName { schema, name })
             .collect()
     };
-    let shapes = if head.get::<_, bool>(3) {
+    // Column lists and row filters exist from PostgreSQL 15 on.
+    let shapes = if head.get::<_, bool>(3) && head.get::<_, i32>(10) >= 150_000 {
         shapes(client, publication).await?
     } else {
         BTreeMap::new()
@@ -174,19 +176,11 @@ pub(crate) async fn facts(
     })
 }
 
-/// The column lists and row filters of `publication`'s tables (none before PostgreSQL 15).
+/// The column lists and row filters of `publication`'s tables (PostgreSQL 15+).
 async fn shapes(
     client: &Client,
     publication: &str,
 ) -> Result<BTreeMap<TableName, TableFilter>, SourceError> {
-    let version: i32 = client
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
-        .await
-        .map_err(sql)?
-        .get(0);
-    if version < 150_000 {
-        return Ok(BTreeMap::new());
-    }
     let rows = client
         .query(
             "SELECT n.nspname::text, c.relname::text, \
