@@ -135,7 +135,7 @@ pub(crate) async fn facts(
     } else {
         BTreeMap::new()
     };
-    let row_filters = read_row_filters(client, filters, &shapes).await?;
+    let row_filters = filter::read_row_filters(client, filters, &shapes).await?;
     let publication = head.get::<_, bool>(3).then(|| PublicationFacts {
         all_tables: head.get(4),
         via_root: head.get(5),
@@ -215,35 +215,6 @@ async fn shapes(
                 },
             )
         })
-        .collect())
-}
-
-/// How the server reads the configured and the published row filter of each table that has
-/// both (`filter::read_condition`; the queries go out together, pipelined on one connection).
-async fn read_row_filters(
-    client: &Client,
-    filters: &BTreeMap<TableName, TableFilter>,
-    shapes: &BTreeMap<TableName, TableFilter>,
-) -> Result<BTreeMap<TableName, (filter::Reading, filter::Reading)>, SourceError> {
-    let both: Vec<(&TableName, &String, &String)> = filters
-        .iter()
-        .filter_map(|(t, want)| {
-            let have = shapes.get(t)?.row_filter.as_ref()?;
-            Some((t, want.row_filter.as_ref()?, have))
-        })
-        .collect();
-    let readings = futures::future::try_join_all(both.iter().map(|(t, want, have)| async move {
-        futures::future::try_join(
-            filter::read_condition(client, t, want),
-            filter::read_condition(client, t, have),
-        )
-        .await
-    }))
-    .await?;
-    Ok(both
-        .into_iter()
-        .map(|(t, ..)| t.clone())
-        .zip(readings)
         .collect())
 }
 

@@ -258,6 +258,35 @@ pub(crate) async fn read_condition(
         .map(|lines| canonical(&lines)))
 }
 
+/// How the server reads the configured and the published row filter of each table that has
+/// both (`read_condition`; the queries go out together, pipelined on one connection).
+pub(crate) async fn read_row_filters(
+    client: &Client,
+    filters: &BTreeMap<TableName, TableFilter>,
+    shapes: &BTreeMap<TableName, TableFilter>,
+) -> Result<BTreeMap<TableName, (Reading, Reading)>, SourceError> {
+    let both: Vec<(&TableName, &String, &String)> = filters
+        .iter()
+        .filter_map(|(t, want)| {
+            let have = shapes.get(t)?.row_filter.as_ref()?;
+            Some((t, want.row_filter.as_ref()?, have))
+        })
+        .collect();
+    let readings = futures::future::try_join_all(both.iter().map(|(t, want, have)| async move {
+        futures::future::try_join(
+            read_condition(client, t, want),
+            read_condition(client, t, have),
+        )
+        .await
+    }))
+    .await?;
+    Ok(both
+        .into_iter()
+        .map(|(t, ..)| t.clone())
+        .zip(readings)
+        .collect())
+}
+
 /// A plan's text without the lines that differ between equal conditions (`Query Identifier`,
 /// printed under `compute_query_id`, hashes the query as written).
 fn canonical(plan: &[String]) -> String {
