@@ -8,12 +8,12 @@
 //! - an existing publication is used as it is only if it lists exactly the configured tables
 //!   with their column lists and row filters (row filters compared as the server reads them,
 //!   `filter::read_condition`), and publishes through the partition root when one of them is
-//!   partitioned; one that
-//!   differs may serve another subscriber, so it is reported and left alone unless
-//!   `source.manage_publication = true`, which lets driftless alter it (that needs ownership of
-//!   the publication, and of the tables when its table list changes);
+//!   partitioned; one that differs may serve another subscriber, so it is reported and left
+//!   alone unless `source.manage_publication = true`, which lets driftless alter it (that needs
+//!   ownership of the publication, and of the tables when its table list changes);
 //! - a `FOR ALL TABLES` publication is never used nor altered;
-//! - reading facts changes nothing; [`ensure_publication`] writes only what [`plan`] decided.
+//! - reading facts changes nothing (the row filters are read through `EXPLAIN`, which runs
+//!   nothing); [`ensure_publication`] writes only what [`plan`] decided.
 
 use std::collections::{BTreeMap, BTreeSet};
 
