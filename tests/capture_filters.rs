@@ -1,6 +1,8 @@
 //! Column lists and row filters (`source.tables = [{ name, columns, where }]`): only the listed
 //! columns and the matching rows leave the database, in the snapshot and in the stream alike;
-//! `check` refuses what PostgreSQL would make the table's own UPDATEs and DELETEs fail on.
+//! `check` refuses what PostgreSQL would make the table's own UPDATEs and DELETEs fail on; an
+//! existing publication with another row filter is a difference (the same condition written
+//! otherwise is not).
 
 use serde_json::{Value, json};
 
@@ -162,4 +164,189 @@ async fn check_refuses_lists_and_filters_that_would_break_the_tables_writes() {
         .get(0);
     assert_eq!(publications, 0);
     db.drop_db().await;
+}
+
+/// `source.tables` with a row filter on `public.leads` and on the partitioned `public.events`.
+fn leads_and_events(leads: &str, events: &str) -> String {
+    let leads = format!(r#"{{ name = "public.leads", where = "{leads}" }}"#);
+    let events = format!(r#"{{ name = "public.events", where = "{events}" }}"#);
+    format!("tables = [{leads}, {events}]")
+}
+
+/// A database with `leads` (row filters on `status` need REPLICA IDENTITY FULL) and `events`,
+/// partitioned by `at` with one partition of 2024 (so that conditions before 2000 and before
+/// 1990 both leave out every partition), and capture's publication created with `leads` and
+/// `events` as row filters.
+async fn filtered_publication(leads: &str, events: &str) -> (TestDb, Setup) {
+    let db = TestDb::new("filter_change").await;
+    db.exec(
+        "CREATE TABLE leads (id bigint PRIMARY KEY, status text); \
+         ALTER TABLE leads REPLICA IDENTITY FULL; \
+         INSERT INTO leads VALUES (1, 'lead'), (2, 'customer'); \
+         CREATE TABLE events (id bigint, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at); \
+         CREATE TABLE events_2024 PARTITION OF events \
+           FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')",
+    )
+    .await;
+    let setup = Setup::new(&db, &["public.leads", "public.events"], "", "");
+    setup.edit_config(
+        r#"tables = ["public.leads", "public.events"]"#,
+        &leads_and_events(leads, events),
+    );
+    let mut cap = setup.start();
+    cap.wait_streaming().await;
+    assert_eq!(cap.stop(), Some(0));
+    (db, setup)
+}
+
+/// The publication's row filters as the server prints them, by table.
+async fn row_filters(db: &TestDb, publication: &str) -> Vec<(String, String)> {
+    db.client
+        .query(
+            "SELECT c.relname::text, pg_get_expr(pr.prqual, pr.prrelid) \
+             FROM pg_publication p JOIN pg_publication_rel pr ON pr.prpubid = p.oid \
+             JOIN pg_class c ON c.oid = pr.prrelid WHERE p.pubname = $1 ORDER BY 1",
+            &[&publication],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+fn check(setup: &Setup) -> (Option<i32>, String) {
+    let out = setup.command("check").output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_row_filter_is_reported_and_left_alone_unless_managed() {
+    let (db, setup) = filtered_publication("status = 'lead'", "at < '2000-01-01'").await;
+    let created = row_filters(&db, &setup.slot).await;
+    assert_eq!(
+        created,
+        [
+            (
+                "events".to_string(),
+                "(at < '2000-01-01'::date)".to_string()
+            ),
+            ("leads".to_string(), "(status = 'lead'::text)".to_string()),
+        ]
+    );
+    setup.edit_config(
+        &leads_and_events("status = 'lead'", "at < '2000-01-01'"),
+        &leads_and_events("status = 'customer'", "at < '1990-01-01'"),
+    );
+    let differs = format!(
+        "publication {} exists with other tables than source.tables (other columns or row \
+         filter than source.tables: public.leads, public.events); driftless does not alter it",
+        setup.slot
+    );
+    let (code, err) = check(&setup);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("1 problem(s):") && err.contains(&differs),
+        "{err}"
+    );
+    let mut cap = setup.start();
+    assert_eq!(cap.wait_exit(WAIT), Some(3), "{}", cap.log_text());
+    assert!(cap.log_text().contains(&differs), "{}", cap.log_text());
+    assert_eq!(row_filters(&db, &setup.slot).await, created, "left alone");
+
+    setup.edit_config(
+        "status_interval_ms = 200",
+        "status_interval_ms = 200\nmanage_publication = true",
+    );
+    let (code, err) = check(&setup);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        row_filters(&db, &setup.slot).await,
+        created,
+        "check alters nothing"
+    );
+    let mut cap = setup.start();
+    cap.wait_streaming().await;
+    assert!(
+        cap.log_text().contains("publication altered"),
+        "{}",
+        cap.log_text()
+    );
+    assert_eq!(
+        row_filters(&db, &setup.slot).await,
+        [
+            (
+                "events".to_string(),
+                "(at < '1990-01-01'::date)".to_string()
+            ),
+            (
+                "leads".to_string(),
+                "(status = 'customer'::text)".to_string()
+            ),
+        ]
+    );
+    // A row only the old filter passes, then sentinels only the new one passes.
+    db.exec("INSERT INTO leads VALUES (100, 'lead')").await;
+    db.exec("INSERT INTO leads SELECT g, 'customer' FROM generate_series(1001, 1010) g")
+        .await;
+    let is_sentinel = |r: &Record| r.json()["key"]["id"].as_i64() > Some(1000);
+    let records = read_through_sentinels(&setup.topic("public.leads"), 10, is_sentinel);
+    let streamed: Vec<Value> = records
+        .iter()
+        .filter(|r| r.payload.is_some() && r.json()["op"] != "r")
+        .map(|r| r.json()["key"].clone())
+        .filter(|k| k["id"].as_i64() <= Some(1000))
+        .collect();
+    assert!(
+        streamed.is_empty(),
+        "the old filter no longer streams: {streamed:?}"
+    );
+    stop_cleanly(&mut cap, db).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_row_filter_written_otherwise_is_no_difference() {
+    let (db, setup) = filtered_publication("status = 'lead'", "at < '2000-01-01'").await;
+    let created = row_filters(&db, &setup.slot).await;
+    // EXPLAIN VERBOSE then prints a hash of the query as written, which differs.
+    db.exec(&format!(
+        "ALTER DATABASE {} SET compute_query_id = on",
+        db.name
+    ))
+    .await;
+    let mut current = leads_and_events("status = 'lead'", "at < '2000-01-01'");
+    for (leads, events) in [
+        ("STATUS='lead'", "AT<'2000-01-01'"),
+        ("  ( (status)   =  ('lead') )  ", "((at) < ('2000-01-01'))"),
+        ("status = 'lead'::text", "at < '2000-01-01'::date"),
+        (
+            r#"\"status\" = 'le' || 'ad'"#,
+            "at < DATE '2000-01-01' AND true",
+        ),
+    ] {
+        let tables = leads_and_events(leads, events);
+        setup.edit_config(&current, &tables);
+        current = tables;
+        let (code, err) = check(&setup);
+        assert_eq!(code, Some(0), "{current}: {err}");
+    }
+    // Capture keeps the publication as it is (without manage_publication it would refuse
+    // any difference).
+    let mut cap = setup.start();
+    cap.wait_streaming().await;
+    assert_eq!(row_filters(&db, &setup.slot).await, created);
+    db.exec("INSERT INTO leads VALUES (1001, 'lead')").await;
+    let arrived = |r: &[Record]| {
+        r.iter()
+            .any(|x| x.payload.is_some() && x.json()["key"]["id"] == 1001)
+    };
+    assert!(arrived(&read_topic(
+        &setup.topic("public.leads"),
+        WAIT,
+        arrived
+    )));
+    stop_cleanly(&mut cap, db).await;
 }

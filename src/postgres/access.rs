@@ -6,12 +6,14 @@
 //! - every missing privilege is named, with the statement that grants it (role, database,
 //!   schemas and tables spelled out), and all of them are reported at once;
 //! - an existing publication is used as it is only if it lists exactly the configured tables
-//!   (and publishes through the partition root when one of them is partitioned); one that
-//!   differs may serve another subscriber, so it is reported and left alone unless
-//!   `source.manage_publication = true`, which lets driftless alter it (that needs ownership of
-//!   the publication, and of the tables when its table list changes);
+//!   with their column lists and row filters (row filters compared as the server reads them,
+//!   `filter::read_condition`), and publishes through the partition root when one of them is
+//!   partitioned; one that differs may serve another subscriber, so it is reported and left
+//!   alone unless `source.manage_publication = true`, which lets driftless alter it (that needs
+//!   ownership of the publication, and of the tables when its table list changes);
 //! - a `FOR ALL TABLES` publication is never used nor altered;
-//! - reading facts changes nothing; [`ensure_publication`] writes only what [`plan`] decided.
+//! - reading facts changes nothing (the row filters are read through `EXPLAIN`, which runs
+//!   nothing); [`ensure_publication`] writes only what [`plan`] decided.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -59,6 +61,9 @@ pub(crate) struct PublicationFacts {
     /// The column list and row filter (as the server prints it) of each table it names that
     /// has one (PostgreSQL 15+).
     pub shapes: BTreeMap<TableName, TableFilter>,
+    /// How the server reads the configured and the published row filter (in that order) of
+    /// each configured table that has both.
+    pub row_filters: BTreeMap<TableName, (filter::Reading, filter::Reading)>,
 }
 
 /// The privilege facts [`problems`] and [`plan`] decide over.
@@ -130,6 +135,7 @@ pub(crate) async fn facts(
     } else {
         BTreeMap::new()
     };
+    let row_filters = filter::read_row_filters(client, filters, &shapes).await?;
     let publication = head.get::<_, bool>(3).then(|| PublicationFacts {
         all_tables: head.get(4),
         via_root: head.get(5),
@@ -137,6 +143,7 @@ pub(crate) async fn facts(
         owned: head.get(7),
         tables: published(head.get(8), head.get(9)),
         shapes,
+        row_filters,
     });
     let schemas: Vec<&str> = tables.iter().map(|t| t.schema.as_str()).collect();
     let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
@@ -212,9 +219,9 @@ async fn shapes(
 }
 
 /// The configured tables whose published column list or row filter differs from the
-/// configuration. Column lists compare as sets; row filters by presence only (the server
-/// keeps a condition in its own printed form, which cannot be compared with the configured
-/// text).
+/// configuration. Column lists compare as sets; row filters as the server reads them
+/// (`filter::conditions_differ`; the server keeps a condition in its own printed form, which
+/// is not the configured text).
 fn reshaped<'a>(f: &'a AccessFacts, existing: &PublicationFacts) -> Vec<&'a TableName> {
     let none = TableFilter::default();
     f.tables
@@ -232,6 +239,10 @@ fn reshaped<'a>(f: &'a AccessFacts, existing: &PublicationFacts) -> Vec<&'a Tabl
             };
             set(&want.columns) != set(&have.columns)
                 || want.row_filter.is_some() != have.row_filter.is_some()
+                || existing
+                    .row_filters
+                    .get(*t)
+                    .is_some_and(|(want, have)| filter::conditions_differ(want, have))
         })
         .collect()
 }
@@ -607,6 +618,7 @@ mod tests {
             owned: false,
             tables: tables.iter().map(|t| table(t)).collect(),
             shapes: BTreeMap::new(),
+            row_filters: BTreeMap::new(),
         }
     }
 
@@ -783,6 +795,54 @@ mod tests {
                 via_root: true
             })
         );
+    }
+
+    #[test]
+    fn a_row_filter_differs_only_when_the_server_reads_it_otherwise() {
+        let condition = |text: &str| TableFilter {
+            columns: None,
+            row_filter: Some(text.into()),
+        };
+        let mut existing = publication(&["public.a"]);
+        existing.owned = true;
+        existing
+            .shapes
+            .insert(table("public.a"), condition("(status = 'lead'::text)"));
+        let mut f = facts(vec![full("public.a")], None);
+        f.filters
+            .insert(table("public.a"), condition("STATUS='customer'"));
+        let read = |want: filter::Reading, have: filter::Reading| {
+            let mut p = existing.clone();
+            p.row_filters.insert(table("public.a"), (want, have));
+            AccessFacts {
+                publication: Some(p),
+                ..f.clone()
+            }
+        };
+        let lead = Ok::<_, String>("Output: ((status = 'lead'::text) IS TRUE)".to_string());
+        let customer = Ok("Output: ((status = 'customer'::text) IS TRUE)".to_string());
+        let same = read(lead.clone(), lead.clone());
+        assert_eq!(plan(&same, "p", false), Ok(PublicationPlan::Keep));
+        let changed = read(customer, lead.clone());
+        let text = messages(&plan(&changed, "p", false).unwrap_err());
+        assert!(
+            text.contains("(other columns or row filter than source.tables: public.a)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("WHERE (STATUS='customer')"),
+            "the hint sets the configured condition: {text}"
+        );
+        assert_eq!(
+            plan(&changed, "p", true),
+            Ok(PublicationPlan::Alter {
+                tables: true,
+                via_root: false
+            })
+        );
+        // A condition the server refuses is reported as such by the filter check.
+        let refused = read(Err("syntax error".into()), lead);
+        assert_eq!(plan(&refused, "p", false), Ok(PublicationPlan::Keep));
     }
 
     #[test]

@@ -10,9 +10,14 @@
 //!   identity columns, or PostgreSQL would refuse the table's own UPDATEs and DELETEs; both
 //!   are checked before the publication is created (the row filter by asking the server which
 //!   columns it reads, through `EXPLAIN (VERBOSE)` of a query that reads no row);
-//! - the condition is the operator's SQL: it is only ever placed inside `WHERE (...)`; it may
-//!   not contain `;` (config validation), and before any other use it is checked by the
-//!   extended-protocol `EXPLAIN` here, which refuses anything but one expression.
+//! - the condition is the operator's SQL: it may not contain `;` (config validation), and it is
+//!   only placed inside parentheses of an extended-protocol `EXPLAIN` here (one statement,
+//!   nothing runs, no row is read) until that `EXPLAIN` accepted it as the condition of a
+//!   `WHERE`; only then does it go into the publication;
+//! - an existing publication's row filter is the configured one when the server reads both
+//!   alike ([`read_condition`]: the same parse, type resolution and constant folding, so
+//!   whitespace, parentheses, keyword case and redundant casts do not count); a condition
+//!   the server cannot read is never taken as unchanged.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -185,39 +190,123 @@ pub(crate) async fn row_filter_problems(
     Ok(out)
 }
 
-/// The columns `condition` reads, from the server's own plan of `SELECT 1 FROM t WHERE (..)`
-/// (EXPLAIN without ANALYZE: nothing runs); `Err(message)` when the server refuses the
-/// condition (the message names what, never a row value: no row is read).
+/// The alias the `EXPLAIN`s here give the table (its columns appear as `alias.col`).
+const ALIAS: &str = "driftless_row_filter";
+
+/// The plan's lines for `query` (an `EXPLAIN` without ANALYZE: nothing runs), or
+/// `Err(message)` when the server refuses it (class 42 or 22: the message names what, never a
+/// row value, as no row is read).
+async fn explain(client: &Client, query: &str) -> Result<Result<Vec<String>, String>, SourceError> {
+    match client.query(query, &[]).await {
+        Ok(rows) => Ok(Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())),
+        Err(e) => match e.as_db_error() {
+            Some(db)
+                if db.code().code().starts_with("42") || db.code().code().starts_with("22") =>
+            {
+                Ok(Err(db.message().to_string()))
+            }
+            _ => Err(SourceError::Pg(PgError::Sql(e))),
+        },
+    }
+}
+
+/// The columns `condition` reads, from the server's own plan of `SELECT 1 FROM t WHERE (..)`;
+/// `Err(message)` when the server refuses the condition.
 async fn columns_read(
     client: &Client,
     t: &TableMeta,
     condition: &str,
 ) -> Result<Result<BTreeSet<String>, String>, SourceError> {
-    const ALIAS: &str = "driftless_row_filter";
     let query = format!(
         "EXPLAIN (VERBOSE, COSTS OFF) SELECT 1 FROM {} AS {ALIAS} WHERE ({condition})",
         quote_table(&t.name)
     );
-    let plan = match client.query(&query, &[]).await {
-        Ok(rows) => rows
-            .iter()
-            .map(|r| r.get::<_, String>(0))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        Err(e) => match e.as_db_error() {
-            Some(db)
-                if db.code().code().starts_with("42") || db.code().code().starts_with("22") =>
-            {
-                return Ok(Err(db.message().to_string()));
-            }
-            _ => return Err(SourceError::Pg(PgError::Sql(e))),
-        },
+    let plan = match explain(client, &query).await? {
+        Ok(lines) => lines.join("\n"),
+        Err(message) => return Ok(Err(message)),
     };
     let known: BTreeSet<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
     Ok(Ok(qualified_columns(&plan, ALIAS)
         .into_iter()
         .filter(|c| known.contains(c.as_str()))
         .collect()))
+}
+
+/// A row filter as the server reads it over its table: its canonical text, or why the server
+/// refused it.
+pub(crate) type Reading = Result<String, String>;
+
+/// How the server reads `condition` (the configured one or a publication's printed one) as a
+/// row filter of `table`: the plan of `SELECT (cond) IS TRUE FROM ONLY t WHERE false`, whose
+/// output column is the condition after parsing, type resolution and constant folding, coerced
+/// to boolean as a `WHERE` is. The constant `WHERE false` makes the plan one `Result` node
+/// whatever the table's indexes, statistics or partitions (a condition in the `WHERE` would be
+/// turned into index conditions or partition pruning, and two different conditions that prune
+/// every partition would print alike). Needs SELECT on the columns it reads; reads no row.
+pub(crate) async fn read_condition(
+    client: &Client,
+    table: &TableName,
+    condition: &str,
+) -> Result<Reading, SourceError> {
+    let query = format!(
+        "EXPLAIN (VERBOSE, COSTS OFF) SELECT ({condition}) IS TRUE FROM ONLY {} AS {ALIAS} \
+         WHERE false",
+        quote_table(table)
+    );
+    Ok(explain(client, &query)
+        .await?
+        .map(|lines| canonical(&lines)))
+}
+
+/// How the server reads the configured and the published row filter of each table that has
+/// both (`read_condition`; the queries go out together, pipelined on one connection).
+pub(crate) async fn read_row_filters(
+    client: &Client,
+    filters: &BTreeMap<TableName, TableFilter>,
+    shapes: &BTreeMap<TableName, TableFilter>,
+) -> Result<BTreeMap<TableName, (Reading, Reading)>, SourceError> {
+    let both: Vec<(&TableName, &String, &String)> = filters
+        .iter()
+        .filter_map(|(t, want)| {
+            let have = shapes.get(t)?.row_filter.as_ref()?;
+            Some((t, want.row_filter.as_ref()?, have))
+        })
+        .collect();
+    let readings = futures::future::try_join_all(both.iter().map(|(t, want, have)| async move {
+        futures::future::try_join(
+            read_condition(client, t, want),
+            read_condition(client, t, have),
+        )
+        .await
+    }))
+    .await?;
+    Ok(both
+        .into_iter()
+        .map(|(t, ..)| t.clone())
+        .zip(readings)
+        .collect())
+}
+
+/// A plan's text without the lines that differ between equal conditions (`Query Identifier`,
+/// printed under `compute_query_id`, hashes the query as written).
+fn canonical(plan: &[String]) -> String {
+    plan.iter()
+        .filter(|line| !line.trim_start().starts_with("Query Identifier:"))
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Whether a published row filter differs from the configured one (pure), given how the server
+/// reads each. A configured condition the server refuses is reported as invalid
+/// ([`row_filter_problems`]), not as a difference; a published one it cannot read (the role
+/// lacks SELECT on a column it names) cannot be shown equal, so it differs.
+pub(crate) fn conditions_differ(configured: &Reading, published: &Reading) -> bool {
+    match (configured, published) {
+        (Err(_), _) => false,
+        (Ok(_), Err(_)) => true,
+        (Ok(want), Ok(have)) => want != have,
+    }
 }
 
 /// The column names `alias.col` / `alias."Col"` in a plan's text, outside string literals.
@@ -362,6 +451,40 @@ mod tests {
         assert!(full[0].1.contains("REPLICA IDENTITY FULL"), "{full:?}");
         let old = column_problems(140_000, &[meta('d')], &ok);
         assert!(old[0].0.contains("needs PostgreSQL 15"), "{old:?}");
+    }
+
+    #[test]
+    fn conditions_compare_by_plan_without_the_query_identifier() {
+        let plan =
+            |lines: &[&str]| canonical(&lines.iter().map(|l| l.to_string()).collect::<Vec<_>>());
+        let a = plan(&[
+            "Result",
+            "  Output: ((status = 'lead'::text) IS TRUE)",
+            "  One-Time Filter: false",
+            "Query Identifier: -6762222122586515486",
+        ]);
+        let b = plan(&[
+            "Result",
+            "  Output: ((status = 'lead'::text) IS TRUE)",
+            "  One-Time Filter: false",
+            "Query Identifier: 5255652211631838983",
+        ]);
+        let c = plan(&[
+            "Result",
+            "  Output: ((status = 'customer'::text) IS TRUE)",
+            "  One-Time Filter: false",
+        ]);
+        assert_eq!(a, b);
+        assert!(!conditions_differ(&Ok(a.clone()), &Ok(b)));
+        assert!(conditions_differ(&Ok(c), &Ok(a.clone())));
+        assert!(
+            conditions_differ(&Ok(a.clone()), &Err("permission denied".into())),
+            "a published condition the role cannot read is not taken as unchanged"
+        );
+        assert!(
+            !conditions_differ(&Err("syntax error".into()), &Ok(a)),
+            "a refused configured condition is the filter check's to report"
+        );
     }
 
     #[test]
