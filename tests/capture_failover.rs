@@ -1,0 +1,210 @@
+//! Capture across a failover (PostgreSQL 17 and later, `source.failover = true`): the primary
+//! stops while rows are being written, its physical standby is promoted, and the address
+//! capture connects to moves to it. Selected by `scripts/test` only for servers that have
+//! failover slots (17+); the test asserts that it runs on one.
+//!
+//! The setup is the README's ("Failover"): a standby made from a base backup, streaming
+//! through a physical slot of the primary, with `hot_standby_feedback`, `sync_replication_slots`
+//! and a `dbname` in `primary_conninfo`; the primary names that physical slot in
+//! `synchronized_standby_slots`, so no logical change reaches capture before the standby has
+//! it. Capture (the real binary) connects through a [`Forwarder`], the stand-in for a virtual
+//! IP or DNS name, and so does the write load.
+//!
+//! The promise checked: capture keeps running (the same process) through the failover: it
+//! reconnects with backoff to the promoted server and resumes from its checkpoint on the slot
+//! the standby synchronized (which trails the checkpoint: the server skips to it). Every row
+//! the new primary holds arrives, no event is for a row it does not hold, and an event sent
+//! twice is byte-identical to its first copy.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio_postgres::Client;
+
+use crate::support::*;
+
+/// Rows per transaction, transactions in all.
+const PER_TXN: usize = 200;
+const TXNS: usize = 40;
+/// The primary's physical slot for the standby.
+const STANDBY_SLOT: &str = "standby";
+/// The standby's settings for slot synchronization (with `dbname` in `primary_conninfo`,
+/// which [`OwnPostgres::standby_of`] writes).
+const STANDBY_SETTINGS: &str = "hot_standby_feedback = on\nsync_replication_slots = on";
+/// The sentinel rows written on the promoted server (ids above the load's).
+const SENTINELS: i64 = 10;
+const SENTINEL_FROM: i64 = 1_000_001;
+
+/// `url` with another port (and the same database).
+fn at_port(url: &str, port: u16) -> String {
+    let mut url = url::Url::parse(url).expect("postgres url");
+    url.set_port(Some(port)).unwrap();
+    url.into()
+}
+
+/// The captured slot as the standby sees it: `(synced, temporary, confirmed_flush_lsn)`.
+async fn slot_on(server: &Client, slot: &str) -> Option<(bool, bool, Option<String>)> {
+    server
+        .query_opt(
+            "SELECT synced, temporary, confirmed_flush_lsn::text FROM pg_replication_slots \
+             WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+}
+
+/// The flushed LSN of capture's checkpoint.
+fn checkpoint_lsn(setup: &Setup) -> u64 {
+    let path = setup
+        .dir
+        .path()
+        .join("state")
+        .join(format!("{}.checkpoint.json", setup.slot));
+    let cp: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("checkpoint")).unwrap();
+    lsn_num(cp["flushed_lsn"].as_str().expect("flushed_lsn"))
+}
+
+/// The row id of a change event (its Kafka key `{"id":N}`).
+fn row_id(r: &Record) -> i64 {
+    let key: serde_json::Value = serde_json::from_slice(r.key.as_deref().expect("key")).unwrap();
+    key["id"].as_i64().expect("id key")
+}
+
+async fn fails_over(tag: &str, stop_mode: &str) {
+    let primary = OwnPostgres::start();
+    let db = TestDb::on(primary.admin_url(), tag).await;
+    let version: i32 = db
+        .client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        version >= 170_000,
+        "failover slots need PostgreSQL 17: scripts/test selects capture_failover:: only there"
+    );
+    db.exec("CREATE TABLE t (id bigint PRIMARY KEY, payload text)")
+        .await;
+    let standby = OwnPostgres::standby_of(&primary, STANDBY_SLOT, STANDBY_SETTINGS).await;
+    db.exec(&format!(
+        "ALTER SYSTEM SET synchronized_standby_slots = '{STANDBY_SLOT}'"
+    ))
+    .await;
+    db.exec("SELECT pg_reload_conf()").await;
+
+    let address = Forwarder::start(primary.port()).await;
+    let mut setup = Setup::new(&db, &["public.t"], "failover = true", "");
+    setup.db_url = at_port(&db.url, address.port());
+    let mut cap = setup.start();
+    cap.wait_streaming().await;
+    let pid = cap.running_pid().expect("capture runs");
+    let done = Arc::new(AtomicUsize::new(0));
+    let loader = tokio::spawn(load_rows(setup.db_url.clone(), TXNS, PER_TXN, done.clone()));
+    eventually("a third of the load is committed", WAIT, || async {
+        done.load(Ordering::SeqCst) >= TXNS / 3
+    })
+    .await;
+    let on_standby = connect(&at_port(&db.url, standby.port())).await;
+    eventually("the standby synchronized the slot", WAIT, || async {
+        matches!(
+            slot_on(&on_standby, &setup.slot).await,
+            Some((true, false, Some(_)))
+        )
+    })
+    .await;
+
+    primary.pg_ctl(&["-m", stop_mode, "stop"]);
+    standby.pg_ctl(&["promote"]);
+    let promoted = connect(&at_port(&db.url, standby.port())).await;
+    let (_, _, synced) = slot_on(&promoted, &setup.slot).await.expect("synced slot");
+    let (synced, checkpoint) = (lsn_num(&synced.unwrap()), checkpoint_lsn(&setup));
+    eprintln!("synced slot at {synced:x}, capture's checkpoint at {checkpoint:x}");
+    assert!(
+        synced <= checkpoint,
+        "the synced slot never passes what capture confirmed"
+    );
+    address.point_to(standby.port());
+    loader.await.unwrap();
+    promoted
+        .batch_execute(&format!(
+            "INSERT INTO t SELECT g, 'sentinel' FROM generate_series({SENTINEL_FROM}, {}) g",
+            SENTINEL_FROM + SENTINELS - 1
+        ))
+        .await
+        .unwrap();
+
+    let records = read_through_sentinels(&setup.topic("public.t"), SENTINELS as usize, |r| {
+        row_id(r) >= SENTINEL_FROM
+    });
+    let held: BTreeSet<i64> = promoted
+        .query("SELECT id FROM t", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let captured: BTreeSet<i64> = records.iter().map(row_id).collect();
+    let missing: Vec<_> = held.difference(&captured).take(20).collect();
+    let extra: Vec<_> = captured.difference(&held).take(20).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{} rows on the new primary, {} captured; missing (first 20) {missing:?}, not on the \
+         new primary (first 20) {extra:?}",
+        held.len(),
+        captured.len()
+    );
+    let mut copies: HashMap<String, Vec<&[u8]>> = HashMap::new();
+    for r in &records {
+        let id = r.json()["id"].as_str().expect("event id").to_string();
+        copies
+            .entry(id)
+            .or_default()
+            .push(r.payload.as_deref().unwrap());
+    }
+    assert_eq!(copies.len(), held.len(), "one event per row");
+    let resent = records.len() - copies.len();
+    for (id, c) in &copies {
+        assert!(
+            c.iter().all(|x| x == &c[0]),
+            "re-sent event {id} is byte-identical"
+        );
+    }
+    eprintln!("{} rows, {resent} re-sent copies", held.len());
+
+    let sentinel_commit = records
+        .iter()
+        .filter(|r| row_id(r) >= SENTINEL_FROM)
+        .map(|r| lsn_num(r.json()["source"]["commit_lsn"].as_str().unwrap()))
+        .max()
+        .unwrap();
+    eventually(
+        "capture confirms the sentinel on the promoted server's slot",
+        WAIT,
+        || async {
+            let (_, _, confirmed) = slot_on(&promoted, &setup.slot).await.unwrap();
+            confirmed.is_some_and(|c| lsn_num(&c) >= sentinel_commit)
+        },
+    )
+    .await;
+    assert_eq!(
+        cap.running_pid(),
+        Some(pid),
+        "the same capture process runs"
+    );
+    let log = cap.log_text();
+    assert!(
+        log.contains("capture interrupted by a transient fault; resuming from the checkpoint")
+            && !log.contains("capture stopped"),
+        "capture went through the failover by reconnecting:\n{log}"
+    );
+    assert_eq!(cap.stop(), Some(0), "clean shutdown exits 0");
+}
+
+scenario_tests! {
+    capture_follows_a_failover_to_the_promoted_standby => fails_over("failover", "fast");
+    capture_follows_a_failover_after_a_primary_crash => fails_over("failover_crash", "immediate");
+}
