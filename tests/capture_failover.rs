@@ -26,7 +26,7 @@ use crate::support::*;
 
 /// Rows per transaction, transactions in all.
 const PER_TXN: usize = 200;
-const TXNS: usize = 40;
+const TXNS: usize = 60;
 /// The primary's physical slot for the standby.
 const STANDBY_SLOT: &str = "standby";
 /// The standby's settings for slot synchronization (with `dbname` in `primary_conninfo`,
@@ -74,7 +74,19 @@ fn row_id(r: &Record) -> i64 {
     key["id"].as_i64().expect("id key")
 }
 
-async fn fails_over(tag: &str, stop_mode: &str) {
+/// How the failover goes.
+struct Failover {
+    /// `pg_ctl stop -m {stop_mode}` of the primary.
+    stop_mode: &'static str,
+    /// The standby stops synchronizing the slot once it has it, so its copy trails capture's
+    /// checkpoint by the changes capture confirmed since (a slot synchronization that lags).
+    sync_lags: bool,
+    /// The address moves to the standby before its promotion (capture meets a server still in
+    /// recovery, whose copy of the slot cannot be used yet), not after.
+    moved_early: bool,
+}
+
+async fn fails_over(tag: &str, how: Failover) {
     let primary = OwnPostgres::start();
     let db = TestDb::on(primary.admin_url(), tag).await;
     let version: i32 = db
@@ -102,12 +114,6 @@ async fn fails_over(tag: &str, stop_mode: &str) {
     let mut cap = setup.start();
     cap.wait_streaming().await;
     let pid = cap.running_pid().expect("capture runs");
-    let done = Arc::new(AtomicUsize::new(0));
-    let loader = tokio::spawn(load_rows(setup.db_url.clone(), TXNS, PER_TXN, done.clone()));
-    eventually("a third of the load is committed", WAIT, || async {
-        done.load(Ordering::SeqCst) >= TXNS / 3
-    })
-    .await;
     let on_standby = connect(&at_port(&db.url, standby.port())).await;
     eventually("the standby synchronized the slot", WAIT, || async {
         matches!(
@@ -116,8 +122,38 @@ async fn fails_over(tag: &str, stop_mode: &str) {
         )
     })
     .await;
+    let mut synced_then = 0;
+    if how.sync_lags {
+        on_standby
+            .batch_execute("ALTER SYSTEM SET sync_replication_slots = off")
+            .await
+            .unwrap();
+        on_standby
+            .batch_execute("SELECT pg_reload_conf()")
+            .await
+            .unwrap();
+        let (_, _, lsn) = slot_on(&on_standby, &setup.slot).await.unwrap();
+        synced_then = lsn_num(&lsn.unwrap());
+    }
+    let done = Arc::new(AtomicUsize::new(0));
+    let loader = tokio::spawn(load_rows(setup.db_url.clone(), TXNS, PER_TXN, done.clone()));
+    eventually("a third of the load is committed", WAIT, || async {
+        done.load(Ordering::SeqCst) >= TXNS / 3
+    })
+    .await;
+    eventually("capture confirmed some of the load", WAIT, || async {
+        checkpoint_lsn(&setup) > synced_then
+    })
+    .await;
 
-    primary.pg_ctl(&["-m", stop_mode, "stop"]);
+    primary.pg_ctl(&["-m", how.stop_mode, "stop"]);
+    if how.moved_early {
+        address.point_to(standby.port());
+        eventually("capture met the standby in recovery", WAIT, || async {
+            cap.log_text().contains("is a standby in recovery")
+        })
+        .await;
+    }
     standby.pg_ctl(&["promote"]);
     let promoted = connect(&at_port(&db.url, standby.port())).await;
     let (_, _, synced) = slot_on(&promoted, &setup.slot).await.expect("synced slot");
@@ -127,6 +163,9 @@ async fn fails_over(tag: &str, stop_mode: &str) {
         synced <= checkpoint,
         "the synced slot never passes what capture confirmed"
     );
+    if how.sync_lags {
+        assert!(synced < checkpoint, "the synced slot trails the checkpoint");
+    }
     address.point_to(standby.port());
     loader.await.unwrap();
     promoted
@@ -205,6 +244,15 @@ async fn fails_over(tag: &str, stop_mode: &str) {
 }
 
 scenario_tests! {
-    capture_follows_a_failover_to_the_promoted_standby => fails_over("failover", "fast");
-    capture_follows_a_failover_after_a_primary_crash => fails_over("failover_crash", "immediate");
+    capture_follows_a_failover_to_the_promoted_standby => fails_over("failover", Failover {
+        stop_mode: "fast", sync_lags: false, moved_early: false,
+    });
+    capture_follows_a_failover_after_a_primary_crash_from_a_trailing_slot =>
+        fails_over("failover_crash", Failover {
+            stop_mode: "immediate", sync_lags: true, moved_early: false,
+        });
+    capture_waits_for_the_promotion_of_a_standby_it_reaches_early =>
+        fails_over("failover_early", Failover {
+            stop_mode: "fast", sync_lags: false, moved_early: true,
+        });
 }

@@ -40,7 +40,7 @@ use crate::lsn::Lsn;
 use crate::pgoutput::{self, DecodeContext, Message};
 use crate::postgres::SourceError;
 use crate::postgres::access;
-use crate::postgres::catalog::{self, TableMeta};
+use crate::postgres::catalog::{self, SlotState, TableMeta};
 use crate::postgres::connect::{ConnectParams, connect_sql};
 use crate::postgres::error::PgError;
 use crate::postgres::filter;
@@ -218,6 +218,12 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
                     .into(),
             ));
         }
+        if saved
+            .as_ref()
+            .is_some_and(|cp| cp.phase == Phase::Streaming)
+        {
+            self.wait_for_promotion(slot.as_ref()).await?;
+        }
         match (saved, slot) {
             (Some(cp), Some(state)) if cp.phase == Phase::Streaming => {
                 self.checkpoint = cp;
@@ -305,6 +311,33 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
                 self.first_start(repl).await
             }
         }
+    }
+
+    /// A standby in recovery whose slot is a copy synchronized from its primary (or, with
+    /// `source.failover`, that has no copy yet) can serve capture only once it is promoted:
+    /// during a failover, or when the address moved to it before its promotion. That is
+    /// transient (retried with backoff), never a reason to stop.
+    async fn wait_for_promotion(&self, slot: Option<&SlotState>) -> Result<(), CaptureError> {
+        let copy = slot.map_or(self.cfg.failover, |s| s.synced);
+        if !copy || !catalog::in_recovery(&self.sql).await? {
+            return Ok(());
+        }
+        let has = if slot.is_some() {
+            "a copy of the slot synchronized from its primary"
+        } else {
+            "no synchronized copy of the slot yet"
+        };
+        Err(SourceError::NotReady {
+            message: format!(
+                "the server is a standby in recovery with {has} ({}): capture resumes once it \
+                 is promoted",
+                self.cfg.slot
+            ),
+            hint: "driftless retries until the server is promoted; if it is not meant to be, \
+                   point the source URL at the primary"
+                .into(),
+        }
+        .into())
     }
 
     async fn check_slot_not_ahead(&self, resume: Lsn) -> Result<(), CaptureError> {
