@@ -1,9 +1,10 @@
 //! The capture session: the I/O shell around [`Assembler`].
 //!
 //! Owns one connection's worth of capture: connect, preflight and publication, the resume
-//! point (slot life cycle against driftless's own checkpoint), the initial snapshot, and the
-//! streaming loop that moves values between the replication socket, the [`Assembler`], the
-//! [`Publisher`] and [`Progress`]. Invariants:
+//! point (slot life cycle against driftless's own checkpoint; on a standby in recovery that
+//! holds a synchronized copy of the slot, a transient wait for its promotion), the initial
+//! snapshot, and the streaming loop that moves values between the replication socket, the
+//! [`Assembler`], the [`Publisher`] and [`Progress`]. Invariants:
 //! - Postgres is told a flush position only after the checkpoint holding it is durable, and
 //!   only up to what [`Progress`] says every earlier event's Kafka ack covers;
 //! - at most `max_in_flight_events` events await acks: while that many are pending no WAL is

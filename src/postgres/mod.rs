@@ -86,3 +86,23 @@ impl Classify for SourceError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_fatal_and_a_server_not_ready_is_transient() {
+        let refused = SourceError::Refused {
+            message: "m".into(),
+            hint: "h".into(),
+        };
+        let not_ready = SourceError::NotReady {
+            message: "m".into(),
+            hint: "wait".into(),
+        };
+        assert_eq!(refused.class(), ErrorClass::Fatal);
+        assert_eq!(not_ready.class(), ErrorClass::Transient);
+        assert_eq!(not_ready.hint().as_deref(), Some("wait"));
+    }
+}
