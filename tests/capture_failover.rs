@@ -86,78 +86,111 @@ struct Failover {
     moved_early: bool,
 }
 
-async fn fails_over(tag: &str, how: Failover) {
-    let primary = OwnPostgres::start();
-    let db = TestDb::on(primary.admin_url(), tag).await;
-    let version: i32 = db
-        .client
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(
-        version >= 170_000,
-        "failover slots need PostgreSQL 17: scripts/test selects capture_failover:: only there"
-    );
-    db.exec("CREATE TABLE t (id bigint PRIMARY KEY, payload text)")
-        .await;
-    let standby = OwnPostgres::standby_of(&primary, STANDBY_SLOT, STANDBY_SETTINGS).await;
-    db.exec(&format!(
-        "ALTER SYSTEM SET synchronized_standby_slots = '{STANDBY_SLOT}'"
-    ))
-    .await;
-    db.exec("SELECT pg_reload_conf()").await;
+/// A primary and its standby (synchronizing slots, named in the primary's
+/// `synchronized_standby_slots`), capture streaming from the primary through `address` with
+/// `failover = true`, and the standby holding its copy of capture's slot.
+struct Pair {
+    primary: OwnPostgres,
+    standby: OwnPostgres,
+    /// The standby's (later the promoted server's) copy of the test database.
+    on_standby: Client,
+    address: Forwarder,
+    setup: Setup,
+    cap: DriftlessProcess,
+}
 
-    let address = Forwarder::start(primary.port()).await;
-    let mut setup = Setup::new(&db, &["public.t"], "failover = true", "");
-    setup.db_url = at_port(&db.url, address.port());
-    let mut cap = setup.start();
-    cap.wait_streaming().await;
-    let pid = cap.running_pid().expect("capture runs");
-    let on_standby = connect(&at_port(&db.url, standby.port())).await;
-    eventually("the standby synchronized the slot", WAIT, || async {
-        matches!(
-            slot_on(&on_standby, &setup.slot).await,
-            Some((true, false, Some(_)))
-        )
-    })
-    .await;
+impl Pair {
+    async fn start(tag: &str) -> Pair {
+        let primary = OwnPostgres::start();
+        let db = TestDb::on(primary.admin_url(), tag).await;
+        let version: i32 = db
+            .client
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            version >= 170_000,
+            "failover slots need PostgreSQL 17: scripts/test selects capture_failover:: only there"
+        );
+        db.exec("CREATE TABLE t (id bigint PRIMARY KEY, payload text)")
+            .await;
+        let standby = OwnPostgres::standby_of(&primary, STANDBY_SLOT, STANDBY_SETTINGS).await;
+        db.exec(&format!(
+            "ALTER SYSTEM SET synchronized_standby_slots = '{STANDBY_SLOT}'"
+        ))
+        .await;
+        db.exec("SELECT pg_reload_conf()").await;
+        let address = Forwarder::start(primary.port()).await;
+        let mut setup = Setup::new(&db, &["public.t"], "failover = true", "");
+        setup.db_url = at_port(&db.url, address.port());
+        let cap = setup.start();
+        cap.wait_streaming().await;
+        let on_standby = connect(&at_port(&db.url, standby.port())).await;
+        eventually("the standby synchronized the slot", WAIT, || async {
+            matches!(
+                slot_on(&on_standby, &setup.slot).await,
+                Some((true, false, Some(_)))
+            )
+        })
+        .await;
+        Pair {
+            primary,
+            standby,
+            on_standby,
+            address,
+            setup,
+            cap,
+        }
+    }
+
+    /// The `confirmed_flush_lsn` of the standby's copy of the slot.
+    async fn synced_lsn(&self) -> u64 {
+        let (_, _, lsn) = slot_on(&self.on_standby, &self.setup.slot).await.unwrap();
+        lsn_num(&lsn.expect("confirmed_flush_lsn"))
+    }
+
+    /// `pg_ctl promote` of the standby (waits until it is out of recovery).
+    fn promote(&self) {
+        self.standby.pg_ctl(&["promote"]);
+    }
+}
+
+async fn fails_over(tag: &str, how: Failover) {
+    let mut pair = Pair::start(tag).await;
+    let pid = pair.cap.running_pid().expect("capture runs");
     let mut synced_then = 0;
     if how.sync_lags {
-        on_standby
-            .batch_execute("ALTER SYSTEM SET sync_replication_slots = off")
-            .await
-            .unwrap();
-        on_standby
-            .batch_execute("SELECT pg_reload_conf()")
-            .await
-            .unwrap();
-        let (_, _, lsn) = slot_on(&on_standby, &setup.slot).await.unwrap();
-        synced_then = lsn_num(&lsn.unwrap());
+        for sql in [
+            "ALTER SYSTEM SET sync_replication_slots = off",
+            "SELECT pg_reload_conf()",
+        ] {
+            pair.on_standby.batch_execute(sql).await.unwrap();
+        }
+        synced_then = pair.synced_lsn().await;
     }
     let done = Arc::new(AtomicUsize::new(0));
-    let loader = tokio::spawn(load_rows(setup.db_url.clone(), TXNS, PER_TXN, done.clone()));
+    let url = pair.setup.db_url.clone();
+    let loader = tokio::spawn(load_rows(url, TXNS, PER_TXN, done.clone()));
     eventually("a third of the load is committed", WAIT, || async {
         done.load(Ordering::SeqCst) >= TXNS / 3
     })
     .await;
     eventually("capture confirmed some of the load", WAIT, || async {
-        checkpoint_lsn(&setup) > synced_then
+        checkpoint_lsn(&pair.setup) > synced_then
     })
     .await;
 
-    primary.pg_ctl(&["-m", how.stop_mode, "stop"]);
+    pair.primary.pg_ctl(&["-m", how.stop_mode, "stop"]);
     if how.moved_early {
-        address.point_to(standby.port());
+        pair.address.point_to(pair.standby.port());
         eventually("capture met the standby in recovery", WAIT, || async {
-            cap.log_text().contains("is a standby in recovery")
+            pair.cap.log_text().contains("is a standby in recovery")
         })
         .await;
     }
-    standby.pg_ctl(&["promote"]);
-    let promoted = connect(&at_port(&db.url, standby.port())).await;
-    let (_, _, synced) = slot_on(&promoted, &setup.slot).await.expect("synced slot");
-    let (synced, checkpoint) = (lsn_num(&synced.unwrap()), checkpoint_lsn(&setup));
+    pair.promote();
+    let (synced, checkpoint) = (pair.synced_lsn().await, checkpoint_lsn(&pair.setup));
     eprintln!("synced slot at {synced:x}, capture's checkpoint at {checkpoint:x}");
     assert!(
         synced <= checkpoint,
@@ -166,9 +199,9 @@ async fn fails_over(tag: &str, how: Failover) {
     if how.sync_lags {
         assert!(synced < checkpoint, "the synced slot trails the checkpoint");
     }
-    address.point_to(standby.port());
+    pair.address.point_to(pair.standby.port());
     loader.await.unwrap();
-    promoted
+    pair.on_standby
         .batch_execute(&format!(
             "INSERT INTO t SELECT g, 'sentinel' FROM generate_series({SENTINEL_FROM}, {}) g",
             SENTINEL_FROM + SENTINELS - 1
@@ -176,10 +209,36 @@ async fn fails_over(tag: &str, how: Failover) {
         .await
         .unwrap();
 
-    let records = read_through_sentinels(&setup.topic("public.t"), SENTINELS as usize, |r| {
+    let sentinel_commit = assert_captured_what_the_new_primary_holds(&pair).await;
+    eventually(
+        "capture confirms the sentinel on the promoted server's slot",
+        WAIT,
+        || async { pair.synced_lsn().await >= sentinel_commit },
+    )
+    .await;
+    assert_eq!(
+        pair.cap.running_pid(),
+        Some(pid),
+        "the same capture process runs"
+    );
+    let log = pair.cap.log_text();
+    assert!(
+        log.contains("capture interrupted by a transient fault; resuming from the checkpoint")
+            && !log.contains("capture stopped"),
+        "capture went through the failover by reconnecting:\n{log}"
+    );
+    assert_eq!(pair.cap.stop(), Some(0), "clean shutdown exits 0");
+}
+
+/// Reads the topic through the sentinels and asserts that the events are exactly the rows the
+/// promoted server holds, one event per row, re-sent copies byte-identical to the first.
+/// Returns the sentinels' commit LSN.
+async fn assert_captured_what_the_new_primary_holds(pair: &Pair) -> u64 {
+    let records = read_through_sentinels(&pair.setup.topic("public.t"), SENTINELS as usize, |r| {
         row_id(r) >= SENTINEL_FROM
     });
-    let held: BTreeSet<i64> = promoted
+    let held: BTreeSet<i64> = pair
+        .on_standby
         .query("SELECT id FROM t", &[])
         .await
         .unwrap()
@@ -205,42 +264,48 @@ async fn fails_over(tag: &str, how: Failover) {
             .push(r.payload.as_deref().unwrap());
     }
     assert_eq!(copies.len(), held.len(), "one event per row");
-    let resent = records.len() - copies.len();
     for (id, c) in &copies {
         assert!(
             c.iter().all(|x| x == &c[0]),
             "re-sent event {id} is byte-identical"
         );
     }
-    eprintln!("{} rows, {resent} re-sent copies", held.len());
-
-    let sentinel_commit = records
+    eprintln!(
+        "{} rows, {} re-sent copies",
+        held.len(),
+        records.len() - copies.len()
+    );
+    records
         .iter()
         .filter(|r| row_id(r) >= SENTINEL_FROM)
         .map(|r| lsn_num(r.json()["source"]["commit_lsn"].as_str().unwrap()))
         .max()
+        .unwrap()
+}
+
+/// The promoted server's copy of the slot was consumed past capture's checkpoint by someone
+/// else: the changes in between are gone, and capture stops with exit code 3 (as it does on
+/// any server) instead of going on from there.
+#[tokio::test(flavor = "multi_thread")]
+async fn capture_refuses_a_promoted_slot_ahead_of_its_checkpoint() {
+    let mut pair = Pair::start("failover_ahead").await;
+    pair.primary.pg_ctl(&["-m", "fast", "stop"]);
+    pair.promote();
+    pair.on_standby
+        .batch_execute("INSERT INTO t VALUES (1, 'consumed by someone else')")
+        .await
         .unwrap();
-    eventually(
-        "capture confirms the sentinel on the promoted server's slot",
-        WAIT,
-        || async {
-            let (_, _, confirmed) = slot_on(&promoted, &setup.slot).await.unwrap();
-            confirmed.is_some_and(|c| lsn_num(&c) >= sentinel_commit)
-        },
-    )
-    .await;
-    assert_eq!(
-        cap.running_pid(),
-        Some(pid),
-        "the same capture process runs"
-    );
-    let log = cap.log_text();
-    assert!(
-        log.contains("capture interrupted by a transient fault; resuming from the checkpoint")
-            && !log.contains("capture stopped"),
-        "capture went through the failover by reconnecting:\n{log}"
-    );
-    assert_eq!(cap.stop(), Some(0), "clean shutdown exits 0");
+    pair.on_standby
+        .execute(
+            "SELECT pg_replication_slot_advance($1, pg_current_wal_lsn())",
+            &[&pair.setup.slot],
+        )
+        .await
+        .unwrap();
+    pair.address.point_to(pair.standby.port());
+    assert_eq!(pair.cap.wait_exit(WAIT), Some(3), "{}", pair.cap.log_text());
+    let log = pair.cap.log_text();
+    assert!(log.contains("ahead of driftless's checkpoint"), "{log}");
 }
 
 scenario_tests! {
