@@ -167,6 +167,19 @@ async fn fails_over(tag: &str, how: Failover) {
         ] {
             pair.on_standby.batch_execute(sql).await.unwrap();
         }
+        eventually("the standby's slot sync worker stopped", WAIT, || async {
+            let workers: i64 = pair
+                .on_standby
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'slotsync worker'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            workers == 0
+        })
+        .await;
         synced_then = pair.synced_lsn().await;
     }
     let done = Arc::new(AtomicUsize::new(0));
@@ -222,6 +235,9 @@ async fn fails_over(tag: &str, how: Failover) {
         "the same capture process runs"
     );
     let log = pair.cap.log_text();
+    for line in log.lines().filter(|l| l.contains(" WARN ")) {
+        eprintln!("{line}");
+    }
     assert!(
         log.contains("capture interrupted by a transient fault; resuming from the checkpoint")
             && !log.contains("capture stopped"),

@@ -281,8 +281,15 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
             (Some(cp), None) if cp.phase == Phase::Streaming => Err(refuse(
                 format!(
                     "replication slot {} is missing, but driftless streamed from it up to {}: \
-                     it was dropped, and changes after that point cannot be recovered from it",
-                    cfg.slot, cp.flushed_lsn
+                     it was dropped{}, and changes after that point cannot be recovered from it",
+                    cfg.slot,
+                    cp.flushed_lsn,
+                    if cfg.failover {
+                        " (or this server is a standby promoted before it had synchronized the \
+                         slot: pg_replication_slots.synced on the standby shows its copy)"
+                    } else {
+                        ""
+                    }
                 ),
                 format!(
                     "driftless never re-creates a slot silently; to start over with a new \
