@@ -278,25 +278,7 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
                     }
                 }
             }
-            (Some(cp), None) if cp.phase == Phase::Streaming => Err(refuse(
-                format!(
-                    "replication slot {} is missing, but driftless streamed from it up to {}: \
-                     it was dropped{}, and changes after that point cannot be recovered from it",
-                    cfg.slot,
-                    cp.flushed_lsn,
-                    if cfg.failover {
-                        " (or this server is a standby promoted before it had synchronized the \
-                         slot: pg_replication_slots.synced on the standby shows its copy)"
-                    } else {
-                        ""
-                    }
-                ),
-                format!(
-                    "driftless never re-creates a slot silently; to start over with a new \
-                     snapshot, remove {}",
-                    self.store.path().display()
-                ),
-            )),
+            (Some(cp), None) if cp.phase == Phase::Streaming => Err(self.missing_slot(&cp)),
             (None, Some(_)) => Err(refuse(
                 format!(
                     "replication slot {} exists but driftless has no checkpoint for it ({})",
@@ -319,6 +301,30 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
                 self.first_start(repl).await
             }
         }
+    }
+
+    /// The refusal when the checkpoint says driftless streamed from a slot that is gone.
+    fn missing_slot(&self, cp: &Checkpoint) -> CaptureError {
+        SourceError::Refused {
+            message: format!(
+                "replication slot {} is missing, but driftless streamed from it up to {}: \
+                 it was dropped{}, and changes after that point cannot be recovered from it",
+                self.cfg.slot,
+                cp.flushed_lsn,
+                if self.cfg.failover {
+                    " (or this server is a standby promoted before it had synchronized the \
+                     slot: pg_replication_slots.synced on the standby shows its copy)"
+                } else {
+                    ""
+                }
+            ),
+            hint: format!(
+                "driftless never re-creates a slot silently; to start over with a new \
+                 snapshot, remove {}",
+                self.store.path().display()
+            ),
+        }
+        .into()
     }
 
     /// A standby in recovery whose slot is a copy synchronized from its primary (or, with
