@@ -14,7 +14,10 @@
 //! reconnects with backoff to the promoted server and resumes from its checkpoint on the slot
 //! the standby synchronized (which trails the checkpoint: the server skips to it). Every row
 //! the new primary holds arrives, no event is for a row it does not hold, and an event sent
-//! twice is byte-identical to its first copy.
+//! twice is byte-identical to its first copy. The failover is a fast stop, or a crash with a
+//! slot synchronization that lagged, or an address that moved before the promotion (capture
+//! waits for it); a promoted copy of the slot that someone else consumed past the checkpoint is
+//! refused (exit code 3).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
