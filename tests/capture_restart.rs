@@ -10,8 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use driftless::postgres::connect::{ConnectParams, connect_sql};
-
 use crate::support::*;
 
 /// Rows per transaction, transactions in all.
@@ -26,36 +24,6 @@ enum Outage {
     Stop(Duration),
 }
 
-/// Writes `TXNS` transactions of `PER_TXN` rows, reconnecting and retrying a transaction
-/// whose outcome the outage made unknown (idempotent: `ON CONFLICT DO NOTHING`). `done` counts
-/// the committed transactions.
-async fn load(url: String, done: Arc<AtomicUsize>) {
-    let params = ConnectParams::from_url(&url).unwrap();
-    let mut client = None;
-    for t in 0..TXNS {
-        let lo = t * PER_TXN + 1;
-        let insert = format!(
-            "INSERT INTO t SELECT g, md5(g::text) FROM generate_series({lo}, {}) g \
-             ON CONFLICT DO NOTHING",
-            lo + PER_TXN - 1
-        );
-        loop {
-            if client.is_none() {
-                client = connect_sql(&params).await.ok();
-            }
-            match &client {
-                Some(c) if c.batch_execute(&insert).await.is_ok() => break,
-                _ => {
-                    client = None;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }
-        done.store(t + 1, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn survives(tag: &str, outage: Outage) {
     let server = OwnPostgres::start();
     let db = TestDb::on(server.admin_url(), tag).await;
@@ -65,7 +33,7 @@ async fn survives(tag: &str, outage: Outage) {
     let mut cap = setup.start();
     cap.wait_streaming().await;
     let done = Arc::new(AtomicUsize::new(0));
-    let loader = tokio::spawn(load(db.url.clone(), done.clone()));
+    let loader = tokio::spawn(load_rows(db.url.clone(), TXNS, PER_TXN, done.clone()));
     eventually("a third of the load is committed", WAIT, || async {
         done.load(Ordering::SeqCst) >= TXNS / 3
     })

@@ -10,6 +10,7 @@ mod support;
 mod bad_input;
 mod capture;
 mod capture_backfill;
+mod capture_failover;
 mod capture_filters;
 mod capture_restart;
 mod contract;

@@ -26,8 +26,9 @@
 //!   they are byte-identical to their first copy;
 //! - every queue is bounded: at most `max_in_flight_events` events await Kafka acks; while
 //!   that many are pending no WAL is read, but status updates keep flowing;
-//! - transient faults (Postgres or Kafka unreachable) restart the session with backoff from
-//!   the checkpoint; nothing is acknowledged past what Kafka holds.
+//! - transient faults (Postgres or Kafka unreachable, a standby reached before its promotion
+//!   whose slot is a synchronized copy) restart the session with backoff from the checkpoint;
+//!   nothing is acknowledged past what Kafka holds.
 //!
 //! The streaming loop is one `select!` with priorities: shutdown, Kafka acks, status timer,
 //! heartbeat timer, then new WAL.

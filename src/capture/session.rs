@@ -1,9 +1,10 @@
 //! The capture session: the I/O shell around [`Assembler`].
 //!
 //! Owns one connection's worth of capture: connect, preflight and publication, the resume
-//! point (slot life cycle against driftless's own checkpoint), the initial snapshot, and the
-//! streaming loop that moves values between the replication socket, the [`Assembler`], the
-//! [`Publisher`] and [`Progress`]. Invariants:
+//! point (slot life cycle against driftless's own checkpoint; on a standby in recovery that
+//! holds a synchronized copy of the slot, a transient wait for its promotion), the initial
+//! snapshot, and the streaming loop that moves values between the replication socket, the
+//! [`Assembler`], the [`Publisher`] and [`Progress`]. Invariants:
 //! - Postgres is told a flush position only after the checkpoint holding it is durable, and
 //!   only up to what [`Progress`] says every earlier event's Kafka ack covers;
 //! - at most `max_in_flight_events` events await acks: while that many are pending no WAL is
@@ -40,7 +41,7 @@ use crate::lsn::Lsn;
 use crate::pgoutput::{self, DecodeContext, Message};
 use crate::postgres::SourceError;
 use crate::postgres::access;
-use crate::postgres::catalog::{self, TableMeta};
+use crate::postgres::catalog::{self, SlotState, TableMeta};
 use crate::postgres::connect::{ConnectParams, connect_sql};
 use crate::postgres::error::PgError;
 use crate::postgres::filter;
@@ -218,6 +219,12 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
                     .into(),
             ));
         }
+        if saved
+            .as_ref()
+            .is_some_and(|cp| cp.phase == Phase::Streaming)
+        {
+            self.wait_for_promotion(slot.as_ref()).await?;
+        }
         match (saved, slot) {
             (Some(cp), Some(state)) if cp.phase == Phase::Streaming => {
                 self.checkpoint = cp;
@@ -271,18 +278,7 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
                     }
                 }
             }
-            (Some(cp), None) if cp.phase == Phase::Streaming => Err(refuse(
-                format!(
-                    "replication slot {} is missing, but driftless streamed from it up to {}: \
-                     it was dropped, and changes after that point cannot be recovered from it",
-                    cfg.slot, cp.flushed_lsn
-                ),
-                format!(
-                    "driftless never re-creates a slot silently; to start over with a new \
-                     snapshot, remove {}",
-                    self.store.path().display()
-                ),
-            )),
+            (Some(cp), None) if cp.phase == Phase::Streaming => Err(self.missing_slot(&cp)),
             (None, Some(_)) => Err(refuse(
                 format!(
                     "replication slot {} exists but driftless has no checkpoint for it ({})",
@@ -305,6 +301,57 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
                 self.first_start(repl).await
             }
         }
+    }
+
+    /// The refusal when the checkpoint says driftless streamed from a slot that is gone.
+    fn missing_slot(&self, cp: &Checkpoint) -> CaptureError {
+        SourceError::Refused {
+            message: format!(
+                "replication slot {} is missing, but driftless streamed from it up to {}: \
+                 it was dropped{}, and changes after that point cannot be recovered from it",
+                self.cfg.slot,
+                cp.flushed_lsn,
+                if self.cfg.failover {
+                    " (or this server is a standby promoted before it had synchronized the \
+                     slot: pg_replication_slots.synced on the standby shows its copy)"
+                } else {
+                    ""
+                }
+            ),
+            hint: format!(
+                "driftless never re-creates a slot silently; to start over with a new \
+                 snapshot, remove {}",
+                self.store.path().display()
+            ),
+        }
+        .into()
+    }
+
+    /// A standby in recovery whose slot is a copy synchronized from its primary (or, with
+    /// `source.failover`, that has no copy yet) can serve capture only once it is promoted:
+    /// during a failover, or when the address moved to it before its promotion. That is
+    /// transient (retried with backoff), never a reason to stop.
+    async fn wait_for_promotion(&self, slot: Option<&SlotState>) -> Result<(), CaptureError> {
+        let copy = slot.map_or(self.cfg.failover, |s| s.synced);
+        if !copy || !catalog::in_recovery(&self.sql).await? {
+            return Ok(());
+        }
+        let has = if slot.is_some() {
+            "a copy of the slot synchronized from its primary"
+        } else {
+            "no synchronized copy of the slot yet"
+        };
+        Err(SourceError::NotReady {
+            message: format!(
+                "the server is a standby in recovery with {has} ({}): capture resumes once it \
+                 is promoted",
+                self.cfg.slot
+            ),
+            hint: "driftless retries until the server is promoted; if it is not meant to be, \
+                   point the source URL at the primary"
+                .into(),
+        }
+        .into())
     }
 
     async fn check_slot_not_ahead(&self, resume: Lsn) -> Result<(), CaptureError> {

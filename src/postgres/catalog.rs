@@ -171,6 +171,9 @@ pub(crate) struct SlotState {
     pub wal_status: Option<String>,
     /// PID of the walsender using it, if any.
     pub active_pid: Option<i32>,
+    /// A copy synchronized from the primary (PostgreSQL 17+ `synced`; false before 17): on a
+    /// standby in recovery it cannot be used until the standby is promoted.
+    pub synced: bool,
 }
 
 /// Reads the slot's row, if the slot exists.
@@ -181,7 +184,8 @@ pub(crate) async fn slot_state(
     let row = client
         .query_opt(
             "SELECT plugin::text, slot_type, database::text, confirmed_flush_lsn::text, \
-             wal_status, active_pid FROM pg_replication_slots WHERE slot_name = $1",
+             wal_status, active_pid, coalesce((to_jsonb(s) ->> 'synced')::bool, false) \
+             FROM pg_replication_slots s WHERE slot_name = $1",
             &[&slot],
         )
         .await
@@ -193,7 +197,17 @@ pub(crate) async fn slot_state(
         confirmed_flush_lsn: r.get::<_, Option<String>>(3).and_then(|s| s.parse().ok()),
         wal_status: r.get(4),
         active_pid: r.get(5),
+        synced: r.get(6),
     }))
+}
+
+/// Whether the server is a standby in recovery (`pg_is_in_recovery()`).
+pub(crate) async fn in_recovery(client: &Client) -> Result<bool, SourceError> {
+    let row = client
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .map_err(sql)?;
+    Ok(row.get(0))
 }
 
 /// How far a slot trails the server's WAL, for `driftless status`.

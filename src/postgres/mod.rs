@@ -35,8 +35,9 @@ mod transport;
 use crate::error::{Classify, ErrorClass};
 use error::PgError;
 
-/// An error at the Postgres boundary: a connection/server error, or a refusal by driftless
-/// itself (slot state, table shape, server settings), which is always fatal.
+/// An error at the Postgres boundary: a connection/server error, a refusal by driftless itself
+/// (slot state, table shape, server settings), which is always fatal, or a server not ready
+/// yet (a standby not promoted yet), which is transient.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// Connection, protocol or server error.
@@ -48,6 +49,15 @@ pub enum SourceError {
         /// What is wrong.
         message: String,
         /// What to do about it.
+        hint: String,
+    },
+    /// The server cannot serve capture yet but will once it changes state (a standby whose
+    /// copy of the slot becomes usable at its promotion): retried with backoff.
+    #[error("{message}")]
+    NotReady {
+        /// What driftless waits for.
+        message: String,
+        /// What to do if the wait does not end.
         hint: String,
     },
 }
@@ -63,13 +73,36 @@ impl Classify for SourceError {
         match self {
             SourceError::Pg(e) => e.class(),
             SourceError::Refused { .. } => ErrorClass::Fatal,
+            SourceError::NotReady { .. } => ErrorClass::Transient,
         }
     }
 
     fn hint(&self) -> Option<String> {
         match self {
             SourceError::Pg(e) => e.hint(),
-            SourceError::Refused { hint, .. } => Some(hint.clone()),
+            SourceError::Refused { hint, .. } | SourceError::NotReady { hint, .. } => {
+                Some(hint.clone())
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_fatal_and_a_server_not_ready_is_transient() {
+        let refused = SourceError::Refused {
+            message: "m".into(),
+            hint: "h".into(),
+        };
+        let not_ready = SourceError::NotReady {
+            message: "m".into(),
+            hint: "wait".into(),
+        };
+        assert_eq!(refused.class(), ErrorClass::Fatal);
+        assert_eq!(not_ready.class(), ErrorClass::Transient);
+        assert_eq!(not_ready.hint().as_deref(), Some("wait"));
     }
 }

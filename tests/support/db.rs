@@ -2,8 +2,12 @@
 //! configuration for it ([`Setup`]): a unique slot, publication and topic prefix, so tests run
 //! in parallel on one Postgres and one broker. Dropping the database drops its slots too.
 //! [`TestRole`]: a login role of a test's own, to run `driftless` with fewer privileges.
+//! [`load_rows`]: a write load that goes on through server outages.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use driftless::postgres::connect::{ConnectParams, connect_sql};
 use tokio_postgres::Client;
@@ -37,6 +41,36 @@ pub(crate) async fn connect(url: &str) -> Client {
     connect_sql(&params)
         .await
         .expect("connect to test postgres")
+}
+
+/// Writes `txns` transactions of `per_txn` rows into `t (id bigint PRIMARY KEY, payload
+/// text)` (ids from 1), reconnecting and retrying a transaction whose outcome an outage made
+/// unknown (idempotent: `ON CONFLICT DO NOTHING`). `done` counts the committed transactions.
+pub(crate) async fn load_rows(url: String, txns: usize, per_txn: usize, done: Arc<AtomicUsize>) {
+    let params = ConnectParams::from_url(&url).unwrap();
+    let mut client = None;
+    for t in 0..txns {
+        let lo = t * per_txn + 1;
+        let insert = format!(
+            "INSERT INTO t SELECT g, md5(g::text) FROM generate_series({lo}, {}) g \
+             ON CONFLICT DO NOTHING",
+            lo + per_txn - 1
+        );
+        loop {
+            if client.is_none() {
+                client = connect_sql(&params).await.ok();
+            }
+            match &client {
+                Some(c) if c.batch_execute(&insert).await.is_ok() => break,
+                _ => {
+                    client = None;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        done.store(t + 1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A database of its own, dropped (with its slots) by [`TestDb::drop_db`].

@@ -1,7 +1,8 @@
 //! Test harness of the integration tests: a database per test on the shared local Postgres
 //! ([`db`]), a unique topic prefix on the shared tansu broker and a Kafka reader ([`kafka`]), the
 //! real `driftless` binary as a child process ([`process`]), a Postgres server of a test's own
-//! to stop and restart ([`server`]), the CRM emulators ([`emulator`]),
+//! to stop and restart, and a standby of it ([`server`]), a TCP forwarder standing in for a
+//! moved address ([`forward`]), the CRM emulators ([`emulator`]),
 //! waiting for a condition or a sentinel ([`wait`]) and the two-way sync harness ([`two_way`]).
 //!
 //! The services are started by `scripts/test`, which exports their addresses; a test panics
@@ -9,6 +10,7 @@
 
 pub(crate) mod db;
 pub(crate) mod emulator;
+pub(crate) mod forward;
 pub(crate) mod kafka;
 pub(crate) mod process;
 pub(crate) mod server;
@@ -17,8 +19,9 @@ pub(crate) mod wait;
 
 use std::path::{Path, PathBuf};
 
-pub(crate) use db::{Setup, TestDb, TestRole, connect, pg_admin_url};
+pub(crate) use db::{Setup, TestDb, TestRole, connect, load_rows, pg_admin_url};
 pub(crate) use emulator::Emulator;
+pub(crate) use forward::Forwarder;
 pub(crate) use kafka::{
     OwnBroker, Record, assert_every_row_arrived, brokers, by_key, read_exactly, read_n,
     read_settled, read_through_sentinels, read_topic, read_topic_from, read_until_quiet, topic_len,

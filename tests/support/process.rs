@@ -105,6 +105,12 @@ impl DriftlessProcess {
         .await;
     }
 
+    /// The process id while the process runs (None once it exited or was killed).
+    pub(crate) fn running_pid(&mut self) -> Option<u32> {
+        let c = self.child.as_mut()?;
+        c.try_wait().unwrap().is_none().then(|| c.id())
+    }
+
     /// Waits for the process to exit by itself; returns its exit code (None: it still runs,
     /// or was killed by a signal).
     pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
