@@ -1,7 +1,8 @@
 //! `driftless status`: where capture and each sink stand, read from the live systems and the state
 //! directory: the slot (active, lag in bytes and seconds), capture's checkpoint (and the backfills
-//! it holds) and last error, and per sink its consumer group's lag and its retained dead letters.
-//! Printed as a table, or as JSON with `--json`.
+//! it holds) and last error, and per sink its consumer group's lag, its retained dead letters and
+//! each of its workers' state and last error (from the status topic, as the workers on other
+//! machines published them; with their age). Printed as a table, or as JSON with `--json`.
 //!
 //! Invariants: it changes nothing (it never joins a consumer group, creates a topic or touches
 //! the slot); a part that cannot be read is reported as a problem while the others are still
@@ -18,6 +19,7 @@ use crate::config::ValidConfig;
 use crate::kafka::{self, PartitionOffsets};
 use crate::postgres::catalog;
 use crate::postgres::connect::{ConnectParams, connect_sql};
+use crate::sink::status_report::{HEARTBEAT, WorkerState, WorkerStatus};
 
 /// How long one Kafka lookup may take.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,6 +69,56 @@ struct Sink {
     lag: Option<u64>,
     /// Retained records of the sink's dead-letter topic.
     dead_letters: Option<u64>,
+    /// Its workers' newest states on the status topic.
+    workers: Vec<Worker>,
+}
+
+/// A worker's state as shown.
+#[derive(Debug, Serialize)]
+struct Worker {
+    #[serde(flatten)]
+    status: WorkerStatus,
+    /// Seconds since the worker published this state.
+    age_seconds: Option<i64>,
+    /// A running worker that has not published for two heartbeats: killed, or its machine
+    /// lost, or cut off from Kafka.
+    stale: bool,
+}
+
+impl Worker {
+    fn of(status: WorkerStatus, now: chrono::DateTime<chrono::Utc>) -> Worker {
+        let age_seconds = chrono::DateTime::parse_from_rfc3339(&status.at)
+            .ok()
+            .map(|at| (now - at.with_timezone(&chrono::Utc)).num_seconds().max(0));
+        let stale = status.state == WorkerState::Running
+            && age_seconds.is_some_and(|a| a > 2 * HEARTBEAT.as_secs() as i64);
+        Worker {
+            status,
+            age_seconds,
+            stale,
+        }
+    }
+
+    /// One line of the table.
+    fn line(&self) -> String {
+        let s = &self.status;
+        let state = match s.state {
+            WorkerState::Running => "running",
+            WorkerState::Failed => "failed",
+            WorkerState::Stopped => "stopped",
+        };
+        let mut line = format!(
+            "    worker {}: {state}{}, reported {} s ago, {} error(s)",
+            s.worker,
+            if self.stale { " (stale)" } else { "" },
+            or_dash(self.age_seconds, "?"),
+            s.errors
+        );
+        if let Some(e) = &s.last_error {
+            line += &format!("; last error {} {}: {}", e.at, e.class, e.message);
+        }
+        line
+    }
 }
 
 /// Reads the status.
@@ -104,6 +156,17 @@ pub(crate) async fn read(cfg: &ValidConfig) -> Status {
         Err(e) => problems.push(format!("state: {e}")),
     }
     capture.dead_letters = retained(cfg, &cfg.capture_dead_letter_topic(), &mut problems).await;
+    let mut workers = if cfg.sinks.is_empty() {
+        Default::default()
+    } else {
+        super::worker_status::read(cfg, KAFKA_TIMEOUT)
+            .await
+            .unwrap_or_else(|e| {
+                problems.push(format!("kafka: {e}"));
+                Default::default()
+            })
+    };
+    let now = chrono::Utc::now();
     let mut sinks = Vec::new();
     for sink in &cfg.sinks {
         let topic = cfg.topic_for(&sink.table.schema, &sink.table.name);
@@ -135,6 +198,12 @@ pub(crate) async fn read(cfg: &ValidConfig) -> Status {
             group,
             lag,
             dead_letters,
+            workers: workers
+                .remove(&sink.name)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|w| Worker::of(w, now))
+                .collect(),
         });
     }
     Status {
@@ -254,6 +323,10 @@ impl Status {
                     or_dash(s.lag, "?"),
                     or_dash(s.dead_letters, "?")
                 );
+                for w in &s.workers {
+                    out += &w.line();
+                    out.push('\n');
+                }
             }
         }
         for p in &self.problems {

@@ -31,6 +31,7 @@ use tokio::sync::watch;
 
 use super::audit::{self, AuditError, AuditTrail};
 use super::batch::{Batch, Batcher, Position};
+use super::status_report::StatusReport;
 use super::{Outcome, Rejected, Sink, SinkError};
 use crate::config::schedule::Schedule;
 use crate::error::{Backoff, Classify, ErrorClass};
@@ -69,6 +70,8 @@ pub struct Outputs<D = AckedProducer> {
     pub dead_letters: D,
     /// The audit trail.
     pub audit: AuditTrail,
+    /// Where the worker's errors are reported for `driftless status`.
+    pub status: StatusReport,
 }
 
 /// A worker failure.
@@ -213,6 +216,7 @@ pub async fn run<S: Sink, C: Subscription, D: AckedPublisher>(
                     Ok(r) => r,
                     Err(e) if e.class() == ErrorClass::Transient => {
                         tracing::warn!(sink = %cfg.name, error = %e, "kafka read failed; retrying");
+                        outputs.status.error(&e);
                         tokio::time::sleep(Duration::from_millis(500)).await;
                         continue;
                     }
@@ -282,6 +286,7 @@ async fn accept<D: AckedPublisher>(
             const CATEGORY: &str = "MALFORMED_EVENT";
             let reason = format!("not a driftless change event: {e}");
             dead_letter(cfg, &outputs.dead_letters, &record, CATEGORY, &reason).await?;
+            outputs.status.poison(CATEGORY, 1);
             if let Some(hasher) = outputs.audit.hasher() {
                 let audit = audit::unparsable(
                     hasher,
@@ -358,14 +363,20 @@ async fn flush<S: Sink, C: Subscription, D: AckedPublisher>(
             entries: std::mem::replace(&mut entries, rest),
             commit: BTreeMap::new(),
         };
+        let status = &outputs.status;
         let Some(outcome) =
-            apply_with_retries(cfg, subscription, sink, &batch, stats, shutdown).await?
+            apply_with_retries(cfg, subscription, status, sink, &batch, stats, shutdown).await?
         else {
             // Shutdown while retrying: nothing stored; the window is read again after a
             // restart (re-applying its first requests is idempotent).
             return Ok(());
         };
         dead_letter_rejected(cfg, &outputs.dead_letters, &batch, &outcome.rejected, stats).await?;
+        if let Some(last) = outcome.rejected.last() {
+            outputs
+                .status
+                .poison(&last.category, outcome.rejected.len());
+        }
         if let Some(hasher) = outputs.audit.hasher() {
             let records = audit::records(hasher, &cfg.name, &cfg.topic, &batch, &outcome);
             outputs.audit.write(&records).await?;
@@ -413,6 +424,7 @@ async fn dead_letter_rejected<D: AckedPublisher>(
 async fn apply_with_retries<S: Sink, C: Subscription>(
     cfg: &RunnerConfig,
     subscription: &Held<'_, C>,
+    status: &StatusReport,
     sink: &mut S,
     batch: &Batch<ChangeEvent>,
     stats: &mut Stats,
@@ -425,13 +437,11 @@ async fn apply_with_retries<S: Sink, C: Subscription>(
     loop {
         match sink.apply(batch).await {
             Ok(outcome) => return Ok(Some(outcome)),
-            Err(SinkError::Transient {
-                message,
-                retry_after,
-            }) => {
+            Err(e @ SinkError::Transient { retry_after, .. }) => {
+                status.error(&e);
                 stats.retries += 1;
                 let wait = retry_after.unwrap_or_else(|| backoff.next_wait());
-                tracing::warn!(sink = %cfg.name, entries = batch.entries.len(), error = %message,
+                tracing::warn!(sink = %cfg.name, entries = batch.entries.len(), error = %e,
                     retry_in_ms = wait.as_millis() as u64, "batch failed transiently; retrying");
                 if !subscription.wait_polling(wait, shutdown).await? {
                     return Ok(None);
@@ -697,6 +707,7 @@ mod tests {
                 fail: dead_letters_fail,
             },
             audit: AuditTrail::Off,
+            status: StatusReport::default(),
         };
         let (tx, rx) = watch::channel(false);
         let mut sink = ScriptedSink {
