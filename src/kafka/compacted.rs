@@ -50,6 +50,9 @@ pub(crate) async fn read_whole(
     timeout: Duration,
 ) -> Result<Option<Vec<Retained>>, KafkaFailure> {
     let mut config = client_config(brokers, passthrough)?;
+    // librdkafka assigns partitions only to a consumer with a group id; assigning (unlike
+    // subscribing) never joins the group, and nothing is committed.
+    config.set("group.id", "driftless-read-whole");
     config.set("enable.auto.commit", "false");
     config.set("enable.partition.eof", "true");
     let topic = topic.to_string();
