@@ -344,3 +344,51 @@ impl Status {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::status_report::LastError;
+
+    fn worker(state: WorkerState, at: &str) -> WorkerStatus {
+        WorkerStatus {
+            sink: "s".into(),
+            worker: "host-7".into(),
+            state,
+            started_at: "2026-01-01T00:00:00.000Z".into(),
+            at: at.into(),
+            errors: 2,
+            last_error: Some(LastError {
+                at: "2026-01-01T00:00:30.000Z".into(),
+                class: "fatal".into(),
+                message: "HubSpot refused the token (401 X)".into(),
+                hint: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_running_worker_silent_for_two_heartbeats_is_stale_and_its_age_shown() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:03:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let old = "2026-01-01T00:00:59.000Z";
+        let silent = Worker::of(worker(WorkerState::Running, old), now);
+        assert_eq!((silent.age_seconds, silent.stale), (Some(121), true));
+        let recent = Worker::of(worker(WorkerState::Running, "2026-01-01T00:02:30Z"), now);
+        assert_eq!((recent.age_seconds, recent.stale), (Some(30), false));
+        // A failed or stopped worker publishes no more: old is what it is, not stale.
+        let failed = Worker::of(worker(WorkerState::Failed, old), now);
+        assert!(!failed.stale);
+        assert_eq!(
+            failed.line(),
+            "    worker host-7: failed, reported 121 s ago, 2 error(s); last error \
+             2026-01-01T00:00:30.000Z fatal: HubSpot refused the token (401 X)"
+        );
+        assert!(
+            silent
+                .line()
+                .contains("running (stale), reported 121 s ago")
+        );
+    }
+}
