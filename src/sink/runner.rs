@@ -675,6 +675,8 @@ mod tests {
     struct Run {
         log: Vec<String>,
         result: Result<Stats, RunnerError>,
+        /// What the worker reported for `driftless status`.
+        status: crate::sink::status_report::WorkerStatus,
     }
 
     /// Runs a worker over records `0..n` (a replay ending at offset `n`), `poison` unparsable.
@@ -686,6 +688,7 @@ mod tests {
         dead_letters_fail: bool,
     ) -> Run {
         let shared: Log = Arc::default();
+        let (report, reported) = StatusReport::watched();
         let cfg = RunnerConfig {
             name: "mem".into(),
             topic: "src".into(),
@@ -707,7 +710,7 @@ mod tests {
                 fail: dead_letters_fail,
             },
             audit: AuditTrail::Off,
-            status: StatusReport::default(),
+            status: report,
         };
         let (tx, rx) = watch::channel(false);
         let mut sink = ScriptedSink {
@@ -723,7 +726,12 @@ mod tests {
         .expect("the worker stops");
         drop(tx);
         let log = shared.lock().unwrap().clone();
-        Run { log, result }
+        let status = reported.borrow().clone();
+        Run {
+            log,
+            result,
+            status,
+        }
     }
 
     #[tokio::test]
@@ -743,6 +751,8 @@ mod tests {
             ["fail 0,1", "fail 0,1", "apply 0,1", "store 0:2", "commit"]
         );
         assert_eq!(r.result.unwrap().retries, 2);
+        let error = r.status.last_error.unwrap();
+        assert_eq!((r.status.errors, error.class.as_str()), (2, "transient"));
     }
 
     #[tokio::test]
@@ -804,6 +814,13 @@ mod tests {
         let stats = r.result.unwrap();
         assert_eq!(stats.dead_letters, 2);
         assert_eq!(stats.stored, BTreeMap::from([(0, 3)]));
+        // Reported by category only: the destination's message may quote the record.
+        let error = r.status.last_error.unwrap();
+        assert_eq!(r.status.errors, 2);
+        assert_eq!(
+            (error.class.as_str(), error.message.as_str()),
+            ("poison", "1 record(s) dead-lettered: INVALID")
+        );
     }
 
     #[tokio::test]

@@ -103,6 +103,24 @@ pub struct StatusReport {
 }
 
 impl StatusReport {
+    /// A handle whose reports land in the returned receiver (tests of reporting workers).
+    #[cfg(test)]
+    pub(crate) fn watched() -> (StatusReport, watch::Receiver<WorkerStatus>) {
+        let (tx, rx) = watch::channel(WorkerStatus {
+            sink: "test".into(),
+            worker: "test".into(),
+            state: WorkerState::Running,
+            started_at: now(),
+            at: now(),
+            errors: 0,
+            last_error: None,
+        });
+        let report = StatusReport {
+            state: Some(Arc::new(tx)),
+        };
+        (report, rx)
+    }
+
     fn update(&self, f: impl FnOnce(&mut WorkerStatus)) {
         if let Some(state) = &self.state {
             state.send_modify(f);
