@@ -154,7 +154,8 @@ async fn serve(
     let mut tasks = Supervisor::new(shutdown);
     if let Some(settings) = &sink.two_way {
         let lease = Lease::Wait(&mut standby);
-        let Some(parts) = two_way::prepare(cfg, sink, settings, destination, lease).await? else {
+        let prepared = two_way::prepare(cfg, sink, settings, destination, lease, status.clone());
+        let Some(parts) = prepared.await? else {
             // Stopped while standing by: nothing was applied.
             return Ok(Stats::default());
         };
@@ -240,7 +241,8 @@ pub(crate) async fn replay_named(
         destination.forget_ledger().await?;
     }
     if let Some(settings) = &sink.two_way {
-        destination = two_way::prepare(cfg, sink, settings, destination, Lease::Require)
+        let status = StatusReport::default();
+        destination = two_way::prepare(cfg, sink, settings, destination, Lease::Require, status)
             .await?
             .expect("a replay never stands by")
             .destination;
