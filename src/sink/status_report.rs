@@ -38,7 +38,7 @@ pub(crate) const FINAL_WAIT: Duration = Duration::from_secs(5);
 /// Where a worker is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum WorkerState {
+pub(crate) enum WorkerState {
     /// Consuming and applying (transient errors are retried in this state).
     Running,
     /// Stopped by a fatal error.
@@ -49,7 +49,7 @@ pub enum WorkerState {
 
 /// A worker's last error.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LastError {
+pub(crate) struct LastError {
     /// When it happened (RFC 3339, UTC).
     pub at: String,
     /// `transient` (retried), `poison` (a record went to the dead-letter topic) or `fatal`.
@@ -62,7 +62,7 @@ pub struct LastError {
 
 /// The value a worker publishes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WorkerStatus {
+pub(crate) struct WorkerStatus {
     /// The sink's name.
     pub sink: String,
     /// The worker's id.
