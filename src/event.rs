@@ -93,8 +93,12 @@ pub struct Source {
     pub commit_ts: Option<Arc<str>>,
     /// Replication origin of the transaction, if it had one.
     pub origin: Option<String>,
-    /// True for rows read by the initial snapshot.
+    /// True for rows read by SQL: the initial snapshot and backfills.
     pub snapshot: bool,
+    /// Where a read row sits in its read (not serialized: the Debezium envelope's
+    /// `source.snapshot` marker).
+    #[serde(skip)]
+    pub mark: SnapshotMark,
     /// Hash of the column list (names and types) this event was decoded with; changes when
     /// the table's schema changes.
     #[serde(with = "arc_str")]
@@ -107,6 +111,47 @@ pub struct Source {
     /// one (not serialized: the first element of the Debezium envelope's `source.sequence`).
     #[serde(skip)]
     pub prev_commit_end: Option<Lsn>,
+}
+
+/// Where an event sits in a read of the tables, as Debezium's `source.snapshot` tells it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SnapshotMark {
+    /// A streamed change, not a read.
+    #[default]
+    Streamed,
+    /// The first row of the initial snapshot (the first row of its first table).
+    First,
+    /// The first row of a later table of the initial snapshot.
+    FirstInTable,
+    /// Any other row of the initial snapshot.
+    Middle,
+    /// The last row of a table of the initial snapshot (but not of the whole snapshot).
+    LastInTable,
+    /// The last row of the initial snapshot.
+    Last,
+    /// A row read by a backfill (Debezium's incremental snapshot) while streaming.
+    Incremental,
+}
+
+impl SnapshotMark {
+    /// The mark of row `row` (from 0) of table `table` (from 0) of an initial snapshot whose
+    /// tables hold `totals` rows, in the order they are read. As Debezium marks its initial
+    /// snapshot: `First` only if the first table has rows, and the snapshot's last row is
+    /// `Last` even when the tables after its own are empty.
+    pub(crate) fn initial(totals: &[u64], table: usize, row: u64) -> SnapshotMark {
+        let last_in_table = row + 1 >= totals[table];
+        if last_in_table && totals[table + 1..].iter().all(|&n| n == 0) {
+            SnapshotMark::Last
+        } else if table == 0 && row == 0 {
+            SnapshotMark::First
+        } else if last_in_table {
+            SnapshotMark::LastInTable
+        } else if row == 0 {
+            SnapshotMark::FirstInTable
+        } else {
+            SnapshotMark::Middle
+        }
+    }
 }
 
 /// `Arc<str>` (de)serialized as a plain string (serde's own impl needs its `rc` feature).
@@ -265,6 +310,36 @@ mod tests {
             let sorted: std::collections::BTreeMap<_, _> = k.iter().collect();
             assert_eq!(canonical_key(&k), serde_json::to_vec(&sorted).unwrap());
         }
+    }
+
+    #[test]
+    fn initial_snapshot_marks_follow_debezium() {
+        use SnapshotMark::*;
+        let marks = |totals: &[u64]| -> Vec<SnapshotMark> {
+            (0..totals.len())
+                .flat_map(|t| (0..totals[t]).map(move |r| (t, r)))
+                .map(|(t, r)| SnapshotMark::initial(totals, t, r))
+                .collect()
+        };
+        assert_eq!(
+            marks(&[3, 2, 3]),
+            [
+                First,
+                Middle,
+                LastInTable,
+                FirstInTable,
+                LastInTable,
+                FirstInTable,
+                Middle,
+                Last
+            ]
+        );
+        // A one-row first table: first wins over last-in-table; empty tables at either end.
+        assert_eq!(marks(&[1, 2]), [First, FirstInTable, Last]);
+        assert_eq!(marks(&[0, 2, 1, 0]), [FirstInTable, LastInTable, Last]);
+        assert_eq!(marks(&[1]), [Last]);
+        assert_eq!(marks(&[2, 0]), [First, Last]);
+        assert_eq!(marks(&[0, 0]), []);
     }
 
     #[test]

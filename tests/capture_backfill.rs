@@ -184,3 +184,57 @@ async fn a_requested_backfill_killed_midway_resumes_from_its_last_acknowledged_c
     assert!(once.is_empty(), "rows not backfilled: {once:?}");
     stop_cleanly(&mut cap, db).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn debezium_reads_carry_debeziums_snapshot_markers_and_backfills_are_incremental() {
+    let db = TestDb::new("dbz_marks").await;
+    db.exec(
+        "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE e (id int PRIMARY KEY); \
+         CREATE TABLE b (id int PRIMARY KEY); CREATE TABLE z (id int PRIMARY KEY); \
+         INSERT INTO a VALUES (1), (2); INSERT INTO b VALUES (1), (2), (3)",
+    )
+    .await;
+    let setup = Setup::new(
+        &db,
+        &["public.a", "public.e", "public.b", "public.z"],
+        "manage_publication = true",
+        "envelope = \"debezium\"",
+    );
+    let mut cap = setup.start();
+    let marks = |records: &[Record]| {
+        let mut marks: Vec<String> = records
+            .iter()
+            .filter(|r| r.payload.is_some())
+            .map(|r| r.json())
+            .filter(|e| e["op"] == "r")
+            .map(|e| e["source"]["snapshot"].as_str().unwrap().to_owned())
+            .collect();
+        marks.sort();
+        marks
+    };
+    // Per table in any order (a table's rows may sit in several partitions).
+    let (topic_a, topic_b) = (setup.topic("public.a"), setup.topic("public.b"));
+    assert_eq!(
+        marks(&read_exactly(&topic_a, 2)),
+        ["first", "last_in_data_collection"]
+    );
+    // The empty table after b does not keep b's last row from being the snapshot's last.
+    assert_eq!(
+        marks(&read_exactly(&topic_b, 3)),
+        ["first_in_data_collection", "last", "true"]
+    );
+    cap.wait_streaming().await;
+    let out = run_ok(setup.command("backfill").args(["--table", "public.a"]));
+    assert!(out.contains("backfill of public.a requested"), "{out}");
+    let records = read_topic(&topic_a, WAIT, |r| marks(r).len() >= 4);
+    assert_eq!(
+        marks(&records),
+        [
+            "first",
+            "incremental",
+            "incremental",
+            "last_in_data_collection"
+        ]
+    );
+    stop_cleanly(&mut cap, db).await;
+}

@@ -465,7 +465,7 @@ async fn debezium_envelope_is_compatible() {
     let mut last_lsn = 0;
     let envelopes: Vec<Value> = one.iter().chain(&two[..3]).map(|r| r.json()).collect();
     for (e, (op, snapshot)) in envelopes.iter().zip([
-        ("r", "true"),
+        ("r", "last"),
         ("c", "false"),
         ("u", "false"),
         ("d", "false"),

@@ -164,6 +164,7 @@ async fn run_with(
     let outputs = Outputs {
         dead_letters: AckedProducer::new(&brokers(), &BTreeMap::new()).unwrap(),
         audit,
+        status: Default::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let applied = sink.applied.clone();

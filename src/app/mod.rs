@@ -10,6 +10,7 @@
 //! | `two_way.rs`     | the inbound half of a two-way sink: lease, receiver, loops          |
 //! | `check.rs`       | `driftless check`: the preflight against the live systems          |
 //! | `status.rs`      | `driftless status`: slot, lag, checkpoint, last error, sink lag    |
+//! | `worker_status.rs` | the sink workers' states on the status topic: published, read    |
 //! | `metrics.rs`     | `/metrics` and `/healthz`                                           |
 //!
 //! Invariants: nothing is fire-and-forget (every task is joined, and a task that fails or ends
@@ -24,6 +25,7 @@ mod status;
 mod supervise;
 mod two_way;
 mod verify;
+mod worker_status;
 
 use std::path::Path;
 use std::process::ExitCode;

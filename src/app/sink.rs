@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use super::destination::{Destination, destination};
 use super::supervise::Supervisor;
 use super::two_way::{self, Lease};
+use super::worker_status;
 use crate::config::ValidConfig;
 use crate::config::sinks::ValidSink;
 use crate::error::{Classify, ErrorClass, Refusal};
@@ -18,6 +19,7 @@ use crate::kafka::{self, AckedProducer, GroupConsumer, KafkaFailure, ReplayFrom}
 use crate::sink::SinkError;
 use crate::sink::audit::{AuditError, AuditTrail};
 use crate::sink::runner::{Outputs, RunnerConfig, RunnerError, Stats, run};
+use crate::sink::status_report::StatusReport;
 use crate::sync::store::origin_name;
 
 /// Why a worker could not start or stopped.
@@ -119,11 +121,27 @@ fn runner_config(cfg: &ValidConfig, sink: &ValidSink, topic: String) -> RunnerCo
 }
 
 /// Runs the sink named `name` until `shutdown` or a fatal error. A two-way sink runs its
-/// inbound half beside the runner; whichever fails first stops the other.
+/// inbound half beside the runner; whichever fails first stops the other. The worker's state
+/// (running, its errors, then stopped or failed) goes to the status topic
+/// ([`super::worker_status`]).
 pub(crate) async fn run_named(
     cfg: &ValidConfig,
     name: &str,
     shutdown: watch::Receiver<bool>,
+) -> Result<Stats, WorkerError> {
+    find(cfg, name)?;
+    let publishing = worker_status::start(cfg, name);
+    let result = serve(cfg, name, shutdown, publishing.report()).await;
+    publishing.finish(result.as_ref().err()).await;
+    result
+}
+
+/// [`run_named`]'s worker, reporting its errors to `status`.
+async fn serve(
+    cfg: &ValidConfig,
+    name: &str,
+    shutdown: watch::Receiver<bool>,
+    status: StatusReport,
 ) -> Result<Stats, WorkerError> {
     let (index, sink) = find(cfg, name)?;
     let mut runner_cfg = runner_config(
@@ -136,7 +154,8 @@ pub(crate) async fn run_named(
     let mut tasks = Supervisor::new(shutdown);
     if let Some(settings) = &sink.two_way {
         let lease = Lease::Wait(&mut standby);
-        let Some(parts) = two_way::prepare(cfg, sink, settings, destination, lease).await? else {
+        let prepared = two_way::prepare(cfg, sink, settings, destination, lease, status.clone());
+        let Some(parts) = prepared.await? else {
             // Stopped while standing by: nothing was applied.
             return Ok(Stats::default());
         };
@@ -172,7 +191,15 @@ pub(crate) async fn run_named(
         "sink worker started");
     let (stop, stopper) = (tasks.stop_signal(), tasks.stopper());
     let runner = async {
-        let result = run_worker(cfg, &runner_cfg, &subscription, &mut destination, stop).await;
+        let result = run_worker(
+            cfg,
+            &runner_cfg,
+            &subscription,
+            &mut destination,
+            stop,
+            status,
+        )
+        .await;
         let _ = stopper.send(true);
         result
     };
@@ -214,7 +241,8 @@ pub(crate) async fn replay_named(
         destination.forget_ledger().await?;
     }
     if let Some(settings) = &sink.two_way {
-        destination = two_way::prepare(cfg, sink, settings, destination, Lease::Require)
+        let status = StatusReport::default();
+        destination = two_way::prepare(cfg, sink, settings, destination, Lease::Require, status)
             .await?
             .expect("a replay never stands by")
             .destination;
@@ -233,7 +261,16 @@ pub(crate) async fn replay_named(
     runner_cfg.stop_at = Some(ends);
     // A replay applies what it reads now, whatever the sink's schedule.
     runner_cfg.schedule = None;
-    run_worker(cfg, &runner_cfg, &subscription, &mut destination, shutdown).await
+    let status = StatusReport::default();
+    run_worker(
+        cfg,
+        &runner_cfg,
+        &subscription,
+        &mut destination,
+        shutdown,
+        status,
+    )
+    .await
 }
 
 async fn run_worker(
@@ -242,6 +279,7 @@ async fn run_worker(
     subscription: &GroupConsumer,
     destination: &mut Destination,
     shutdown: watch::Receiver<bool>,
+    status: StatusReport,
 ) -> Result<Stats, WorkerError> {
     let outputs = Outputs {
         dead_letters: AckedProducer::new(&cfg.brokers, &cfg.librdkafka)?,
@@ -251,6 +289,7 @@ async fn run_worker(
             &cfg.brokers,
             &cfg.librdkafka,
         )?,
+        status,
     };
     let mut topics = vec![runner_cfg.dead_letter_topic.clone()];
     topics.extend(outputs.audit.topic().map(str::to_string));

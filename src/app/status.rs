@@ -1,7 +1,8 @@
 //! `driftless status`: where capture and each sink stand, read from the live systems and the state
 //! directory: the slot (active, lag in bytes and seconds), capture's checkpoint (and the backfills
-//! it holds) and last error, and per sink its consumer group's lag and its retained dead letters.
-//! Printed as a table, or as JSON with `--json`.
+//! it holds) and last error, and per sink its consumer group's lag, its retained dead letters and
+//! each of its workers' state and last error (from the status topic, as the workers on other
+//! machines published them; with their age). Printed as a table, or as JSON with `--json`.
 //!
 //! Invariants: it changes nothing (it never joins a consumer group, creates a topic or touches
 //! the slot); a part that cannot be read is reported as a problem while the others are still
@@ -18,6 +19,7 @@ use crate::config::ValidConfig;
 use crate::kafka::{self, PartitionOffsets};
 use crate::postgres::catalog;
 use crate::postgres::connect::{ConnectParams, connect_sql};
+use crate::sink::status_report::{HEARTBEAT, WorkerState, WorkerStatus};
 
 /// How long one Kafka lookup may take.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,6 +69,56 @@ struct Sink {
     lag: Option<u64>,
     /// Retained records of the sink's dead-letter topic.
     dead_letters: Option<u64>,
+    /// Its workers' newest states on the status topic.
+    workers: Vec<Worker>,
+}
+
+/// A worker's state as shown.
+#[derive(Debug, Serialize)]
+struct Worker {
+    #[serde(flatten)]
+    status: WorkerStatus,
+    /// Seconds since the worker published this state.
+    age_seconds: Option<i64>,
+    /// A running worker that has not published for two heartbeats: killed, or its machine
+    /// lost, or cut off from Kafka.
+    stale: bool,
+}
+
+impl Worker {
+    fn of(status: WorkerStatus, now: chrono::DateTime<chrono::Utc>) -> Worker {
+        let age_seconds = chrono::DateTime::parse_from_rfc3339(&status.at)
+            .ok()
+            .map(|at| (now - at.with_timezone(&chrono::Utc)).num_seconds().max(0));
+        let stale = status.state == WorkerState::Running
+            && age_seconds.is_some_and(|a| a > 2 * HEARTBEAT.as_secs() as i64);
+        Worker {
+            status,
+            age_seconds,
+            stale,
+        }
+    }
+
+    /// One line of the table.
+    fn line(&self) -> String {
+        let s = &self.status;
+        let state = match s.state {
+            WorkerState::Running => "running",
+            WorkerState::Failed => "failed",
+            WorkerState::Stopped => "stopped",
+        };
+        let mut line = format!(
+            "    worker {}: {state}{}, reported {} s ago, {} error(s)",
+            s.worker,
+            if self.stale { " (stale)" } else { "" },
+            or_dash(self.age_seconds, "?"),
+            s.errors
+        );
+        if let Some(e) = &s.last_error {
+            line += &format!("; last error {} {}: {}", e.at, e.class, e.message);
+        }
+        line
+    }
 }
 
 /// Reads the status.
@@ -104,6 +156,17 @@ pub(crate) async fn read(cfg: &ValidConfig) -> Status {
         Err(e) => problems.push(format!("state: {e}")),
     }
     capture.dead_letters = retained(cfg, &cfg.capture_dead_letter_topic(), &mut problems).await;
+    let mut workers = if cfg.sinks.is_empty() {
+        Default::default()
+    } else {
+        super::worker_status::read(cfg, KAFKA_TIMEOUT)
+            .await
+            .unwrap_or_else(|e| {
+                problems.push(format!("kafka: {e}"));
+                Default::default()
+            })
+    };
+    let now = chrono::Utc::now();
     let mut sinks = Vec::new();
     for sink in &cfg.sinks {
         let topic = cfg.topic_for(&sink.table.schema, &sink.table.name);
@@ -135,6 +198,12 @@ pub(crate) async fn read(cfg: &ValidConfig) -> Status {
             group,
             lag,
             dead_letters,
+            workers: workers
+                .remove(&sink.name)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|w| Worker::of(w, now))
+                .collect(),
         });
     }
     Status {
@@ -254,6 +323,10 @@ impl Status {
                     or_dash(s.lag, "?"),
                     or_dash(s.dead_letters, "?")
                 );
+                for w in &s.workers {
+                    out += &w.line();
+                    out.push('\n');
+                }
             }
         }
         for p in &self.problems {
@@ -269,5 +342,53 @@ impl Status {
         } else {
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::status_report::LastError;
+
+    fn worker(state: WorkerState, at: &str) -> WorkerStatus {
+        WorkerStatus {
+            sink: "s".into(),
+            worker: "host-7".into(),
+            state,
+            started_at: "2026-01-01T00:00:00.000Z".into(),
+            at: at.into(),
+            errors: 2,
+            last_error: Some(LastError {
+                at: "2026-01-01T00:00:30.000Z".into(),
+                class: "fatal".into(),
+                message: "HubSpot refused the token (401 X)".into(),
+                hint: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_running_worker_silent_for_two_heartbeats_is_stale_and_its_age_shown() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:03:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let old = "2026-01-01T00:00:59.000Z";
+        let silent = Worker::of(worker(WorkerState::Running, old), now);
+        assert_eq!((silent.age_seconds, silent.stale), (Some(121), true));
+        let recent = Worker::of(worker(WorkerState::Running, "2026-01-01T00:02:30Z"), now);
+        assert_eq!((recent.age_seconds, recent.stale), (Some(30), false));
+        // A failed or stopped worker publishes no more: old is what it is, not stale.
+        let failed = Worker::of(worker(WorkerState::Failed, old), now);
+        assert!(!failed.stale);
+        assert_eq!(
+            failed.line(),
+            "    worker host-7: failed, reported 121 s ago, 2 error(s); last error \
+             2026-01-01T00:00:30.000Z fatal: HubSpot refused the token (401 X)"
+        );
+        assert!(
+            silent
+                .line()
+                .contains("running (stale), reported 121 s ago")
+        );
     }
 }

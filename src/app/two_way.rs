@@ -28,6 +28,7 @@ use crate::destinations::zoho::receiver as zoho;
 use crate::kafka::{self, AckedProducer};
 use crate::sink::SinkError;
 use crate::sink::audit::AuditTrail;
+use crate::sink::status_report::StatusReport;
 use crate::sync::dead_letter::DeadLetters;
 use crate::sync::engine::{self, Context, Crm, Receiver};
 use crate::sync::inbox::{CursorKind, Inbox};
@@ -73,6 +74,7 @@ pub(crate) async fn prepare(
     settings: &TwoWay,
     destination: Destination,
     lease: Lease<'_>,
+    status: StatusReport,
 ) -> Result<Option<Prepared>, WorkerError> {
     let (schema, crm) = match destination {
         // Two-way sync keeps its own ledger (`sync::store`).
@@ -165,6 +167,7 @@ pub(crate) async fn prepare(
         audit,
         dead_letters,
         counters: engine::Counters::default(),
+        status,
     });
     tracing::info!(sink = %sink.name, origin = %origin_name(&sink.name), "two-way sync ready");
     let destination = match &crm {

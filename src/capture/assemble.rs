@@ -25,7 +25,7 @@ use super::HEARTBEAT_PREFIX;
 use super::backfill::{REQUEST_PREFIX, WATERMARK_PREFIX};
 use super::normalize::{self, ColumnInfo, Images, RelationInfo, Rendering, TxnContext};
 use super::value::PgType;
-use crate::event::{ChangeEvent, MessagePayload, Op, TruncatePayload};
+use crate::event::{ChangeEvent, MessagePayload, Op, SnapshotMark, TruncatePayload};
 use crate::lsn::Lsn;
 use crate::pgoutput::{self, Message};
 
@@ -200,7 +200,7 @@ impl Assembler {
                         prev_commit_end: self.prev_commit_end,
                         origin: None,
                         ordinal: 0,
-                        snapshot: false,
+                        mark: SnapshotMark::Streamed,
                     },
                     commit_ms: crate::event::pg_timestamp_to_unix_millis(b.commit_ts),
                     skip: b.final_lsn < self.resume,
@@ -342,7 +342,7 @@ impl Assembler {
                     prev_commit_end: self.prev_commit_end,
                     origin: None,
                     ordinal: 0,
-                    snapshot: false,
+                    mark: SnapshotMark::Streamed,
                 });
                 (ctx, None)
             }

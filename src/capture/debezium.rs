@@ -18,7 +18,7 @@
 use serde::Serialize;
 
 use crate::config::debezium::{DebeziumOptions, TsMode};
-use crate::event::{ChangeEvent, Op, Row};
+use crate::event::{ChangeEvent, Op, Row, SnapshotMark};
 
 /// Header on the delete of a primary-key change (and its tombstone): the new key.
 pub(crate) const NEW_KEY_HEADER: &str = "__debezium.newkey";
@@ -79,6 +79,19 @@ struct Source<'a> {
     origin_lsn: (),
 }
 
+/// Debezium's `source.snapshot`: its `SnapshotRecord`, lowercased.
+fn snapshot_marker(mark: SnapshotMark) -> &'static str {
+    match mark {
+        SnapshotMark::Streamed => "false",
+        SnapshotMark::First => "first",
+        SnapshotMark::FirstInTable => "first_in_data_collection",
+        SnapshotMark::Middle => "true",
+        SnapshotMark::LastInTable => "last_in_data_collection",
+        SnapshotMark::Last => "last",
+        SnapshotMark::Incremental => "incremental",
+    }
+}
+
 /// The value bytes. `server_name` is Debezium's `topic.prefix`; `record_ms` the Kafka record
 /// timestamp (the commit time, or the time of writing for an event the WAL gives no time).
 pub(crate) fn value(
@@ -105,7 +118,7 @@ pub(crate) fn value(
             connector: "postgresql",
             name: server_name,
             ts_ms: commit_us.map(|us| us.div_euclid(1000)),
-            snapshot: if src.snapshot { "true" } else { "false" },
+            snapshot: snapshot_marker(src.mark),
             db: &src.db,
             sequence,
             ts_us: commit_us,
@@ -152,6 +165,7 @@ mod tests {
                 commit_ts: Some("2024-02-29T11:45:30.123456Z".into()),
                 origin: None,
                 snapshot: false,
+                mark: SnapshotMark::Streamed,
                 schema_version: "0".into(),
                 commit_us: Some(1_709_207_130_123_456),
                 prev_commit_end: Some(Lsn(100)),
@@ -224,6 +238,28 @@ mod tests {
             v["source"]["ts_us"], 1_709_207_130_123_456_i64,
             "commit time"
         );
+    }
+
+    #[test]
+    fn reads_carry_debeziums_snapshot_markers() {
+        let marker = |mark| {
+            let mut ev = event(Op::Read);
+            ev.source.snapshot = true;
+            ev.source.mark = mark;
+            let v: serde_json::Value =
+                serde_json::from_slice(&value(&ev, "p", &DebeziumOptions::default(), 0)).unwrap();
+            v["source"]["snapshot"].as_str().unwrap().to_owned()
+        };
+        for (mark, text) in [
+            (SnapshotMark::First, "first"),
+            (SnapshotMark::FirstInTable, "first_in_data_collection"),
+            (SnapshotMark::Middle, "true"),
+            (SnapshotMark::LastInTable, "last_in_data_collection"),
+            (SnapshotMark::Last, "last"),
+            (SnapshotMark::Incremental, "incremental"),
+        ] {
+            assert_eq!(marker(mark), text);
+        }
     }
 
     #[test]

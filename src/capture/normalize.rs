@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use super::value::debezium::{DecimalMode, UNAVAILABLE, text_to_debezium};
 use super::value::{PgType, text_to_json};
-use crate::event::{ChangeEvent, EVENT_FORMAT, Op, Row, Source};
+use crate::event::{ChangeEvent, EVENT_FORMAT, Op, Row, SnapshotMark, Source};
 use crate::lsn::Lsn;
 use crate::pgoutput::{OldTuple, Tuple, TupleValue};
 
@@ -186,13 +186,19 @@ pub(crate) struct TxnContext {
     pub origin: Option<String>,
     /// Next ordinal.
     pub ordinal: u64,
-    /// Snapshot read (op `r`).
-    pub snapshot: bool,
+    /// Where the rows sit in a read of the tables (`Streamed` for the stream's changes).
+    pub mark: SnapshotMark,
 }
 
 impl TxnContext {
-    /// The context of rows read by SQL (a snapshot or a backfill chunk) at `lsn`, `now`.
-    pub(crate) fn read(db: &str, lsn: Lsn, now: chrono::DateTime<chrono::Utc>) -> TxnContext {
+    /// The context of rows read by SQL (a snapshot or a backfill chunk) at `lsn`, `now`, marked
+    /// `mark` (the initial snapshot sets each row's own mark).
+    pub(crate) fn read(
+        db: &str,
+        lsn: Lsn,
+        now: chrono::DateTime<chrono::Utc>,
+        mark: SnapshotMark,
+    ) -> TxnContext {
         TxnContext {
             db: db.into(),
             commit_lsn: lsn,
@@ -202,14 +208,14 @@ impl TxnContext {
             prev_commit_end: None,
             origin: None,
             ordinal: 0,
-            snapshot: true,
+            mark,
         }
     }
 
     fn next_id(&mut self, rel: &RelationInfo) -> String {
         let n = self.ordinal;
         self.ordinal += 1;
-        if self.snapshot {
+        if self.mark != SnapshotMark::Streamed {
             format!(
                 "snapshot:{}:{}.{}:{n}",
                 self.commit_lsn, rel.schema, rel.table
@@ -232,7 +238,8 @@ impl TxnContext {
             commit_us: self.commit_us,
             prev_commit_end: self.prev_commit_end,
             origin: self.origin.clone(),
-            snapshot: self.snapshot,
+            snapshot: self.mark != SnapshotMark::Streamed,
+            mark: self.mark,
             schema_version: rel.schema_version.clone(),
         }
     }

@@ -35,7 +35,7 @@ use super::value::PgType;
 use super::{CaptureError, HEARTBEAT_PREFIX, Health, prepare_source};
 use crate::checkpoint::{Checkpoint, CheckpointStore, Phase};
 use crate::config::{Envelope, Oversize, SnapshotMode, ValidConfig};
-use crate::event::{ChangeEvent, Op, Row};
+use crate::event::{ChangeEvent, Op, Row, SnapshotMark};
 use crate::kafka::{self, Enqueued, Outgoing, Publisher};
 use crate::lsn::Lsn;
 use crate::pgoutput::{self, DecodeContext, Message};
@@ -445,15 +445,27 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
         for t in &tables {
             rels.push(self.relation_from_meta(t).await?);
         }
+        // Every count first (exact: in the snapshot), so each row knows its Debezium mark.
+        let mut totals = Vec::with_capacity(tables.len());
+        for meta in &tables {
+            totals.push(reader.count(meta, cfg.row_filter(&meta.name)).await?);
+        }
         let unit = self.progress.open();
-        for (meta, rel) in tables.iter().zip(&rels) {
+        for (i, (meta, rel)) in tables.iter().zip(&rels).enumerate() {
             let row_filter = cfg.row_filter(&meta.name);
-            let total = reader.count(meta, row_filter).await?;
-            let mut report = SnapshotProgress::new(&meta.name.to_string(), total);
-            let mut ctx = TxnContext::read(&self.database, consistent_point, started);
+            let mut report = SnapshotProgress::new(&meta.name.to_string(), totals[i]);
+            let mut ctx = TxnContext::read(
+                &self.database,
+                consistent_point,
+                started,
+                SnapshotMark::Middle,
+            );
             let mut cursor = reader.open(meta, row_filter).await?;
+            let mut n = 0;
             while let Some(rows) = cursor.next_chunk().await? {
                 for row in &rows {
+                    ctx.mark = SnapshotMark::initial(&totals, i, n);
+                    n += 1;
                     let after = rel.row_from_text(|i| row.get(i));
                     let images = Images {
                         key: normalize::key_of(rel, &after),

@@ -1,4 +1,5 @@
-//! The only module that imports rdkafka: producer construction, topic creation, error classes.
+//! The only module that imports rdkafka: producer construction, topic creation, error classes;
+//! compacted topics (created, and read whole without a group) in `compacted`.
 //!
 //! Invariants: every producer is idempotent with `acks=all` (set *after* the user's
 //! passthrough options, so they cannot be turned off); keys are hashed with murmur2 like the
@@ -31,6 +32,9 @@ use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
 use tokio::sync::mpsc;
 
 use crate::error::{Classify, ErrorClass};
+
+mod compacted;
+pub(crate) use compacted::{ensure_compacted_topic, read_whole};
 
 /// A Kafka failure, classified.
 #[derive(Debug, thiserror::Error)]
@@ -288,11 +292,20 @@ pub async fn ensure_topics(
     partitions: i32,
     replication_factor: i32,
 ) -> Result<(), KafkaFailure> {
-    let admin: AdminClient<DefaultClientContext> = client_config(brokers, passthrough)?.create()?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication_factor)))
         .collect();
+    create_topics(brokers, passthrough, &new).await
+}
+
+/// Creates the topics of `new` that do not exist yet.
+async fn create_topics(
+    brokers: &str,
+    passthrough: &BTreeMap<String, String>,
+    new: &[NewTopic<'_>],
+) -> Result<(), KafkaFailure> {
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers, passthrough)?.create()?;
     // Bounded, so an unreachable cluster surfaces as a (transient, logged) error quickly.
     let opts = AdminOptions::new()
         .request_timeout(Some(ADMIN_TIMEOUT))

@@ -5,7 +5,8 @@
 //! batch into CRM upserts, deletes and rejections ([`ledger`]) and the drift comparison of
 //! `driftless verify` ([`verify`]). Shared I/O policy: one HTTP client set-up and status
 //! classification ([`http`]) and one CRM write flow behind the ledger ([`crm`]). Around them:
-//! the worker loop ([`runner`]) and the audit trail ([`audit`]). The
+//! the worker loop ([`runner`]), the audit trail ([`audit`]) and the worker's published state
+//! ([`status_report`]). The
 //! seam between the runner (Kafka consumer group, offsets, dead letters) and a destination is
 //! the [`Sink`] trait below; the destinations themselves live in [`crate::destinations`], and
 //! this module names none of them.
@@ -18,6 +19,7 @@ pub(crate) mod http;
 pub mod ledger;
 pub mod mapping;
 pub mod runner;
+pub mod status_report;
 pub mod verify;
 
 use std::time::Duration;

@@ -31,6 +31,7 @@ use tokio::sync::watch;
 
 use super::audit::{self, AuditError, AuditTrail};
 use super::batch::{Batch, Batcher, Position};
+use super::status_report::StatusReport;
 use super::{Outcome, Rejected, Sink, SinkError};
 use crate::config::schedule::Schedule;
 use crate::error::{Backoff, Classify, ErrorClass};
@@ -69,6 +70,8 @@ pub struct Outputs<D = AckedProducer> {
     pub dead_letters: D,
     /// The audit trail.
     pub audit: AuditTrail,
+    /// Where the worker's errors are reported for `driftless status`.
+    pub status: StatusReport,
 }
 
 /// A worker failure.
@@ -213,6 +216,7 @@ pub async fn run<S: Sink, C: Subscription, D: AckedPublisher>(
                     Ok(r) => r,
                     Err(e) if e.class() == ErrorClass::Transient => {
                         tracing::warn!(sink = %cfg.name, error = %e, "kafka read failed; retrying");
+                        outputs.status.error(&e);
                         tokio::time::sleep(Duration::from_millis(500)).await;
                         continue;
                     }
@@ -282,6 +286,7 @@ async fn accept<D: AckedPublisher>(
             const CATEGORY: &str = "MALFORMED_EVENT";
             let reason = format!("not a driftless change event: {e}");
             dead_letter(cfg, &outputs.dead_letters, &record, CATEGORY, &reason).await?;
+            outputs.status.poison(CATEGORY, 1);
             if let Some(hasher) = outputs.audit.hasher() {
                 let audit = audit::unparsable(
                     hasher,
@@ -358,14 +363,20 @@ async fn flush<S: Sink, C: Subscription, D: AckedPublisher>(
             entries: std::mem::replace(&mut entries, rest),
             commit: BTreeMap::new(),
         };
+        let status = &outputs.status;
         let Some(outcome) =
-            apply_with_retries(cfg, subscription, sink, &batch, stats, shutdown).await?
+            apply_with_retries(cfg, subscription, status, sink, &batch, stats, shutdown).await?
         else {
             // Shutdown while retrying: nothing stored; the window is read again after a
             // restart (re-applying its first requests is idempotent).
             return Ok(());
         };
         dead_letter_rejected(cfg, &outputs.dead_letters, &batch, &outcome.rejected, stats).await?;
+        if let Some(last) = outcome.rejected.last() {
+            outputs
+                .status
+                .poison(&last.category, outcome.rejected.len());
+        }
         if let Some(hasher) = outputs.audit.hasher() {
             let records = audit::records(hasher, &cfg.name, &cfg.topic, &batch, &outcome);
             outputs.audit.write(&records).await?;
@@ -413,6 +424,7 @@ async fn dead_letter_rejected<D: AckedPublisher>(
 async fn apply_with_retries<S: Sink, C: Subscription>(
     cfg: &RunnerConfig,
     subscription: &Held<'_, C>,
+    status: &StatusReport,
     sink: &mut S,
     batch: &Batch<ChangeEvent>,
     stats: &mut Stats,
@@ -425,13 +437,11 @@ async fn apply_with_retries<S: Sink, C: Subscription>(
     loop {
         match sink.apply(batch).await {
             Ok(outcome) => return Ok(Some(outcome)),
-            Err(SinkError::Transient {
-                message,
-                retry_after,
-            }) => {
+            Err(e @ SinkError::Transient { retry_after, .. }) => {
+                status.error(&e);
                 stats.retries += 1;
                 let wait = retry_after.unwrap_or_else(|| backoff.next_wait());
-                tracing::warn!(sink = %cfg.name, entries = batch.entries.len(), error = %message,
+                tracing::warn!(sink = %cfg.name, entries = batch.entries.len(), error = %e,
                     retry_in_ms = wait.as_millis() as u64, "batch failed transiently; retrying");
                 if !subscription.wait_polling(wait, shutdown).await? {
                     return Ok(None);
@@ -665,6 +675,8 @@ mod tests {
     struct Run {
         log: Vec<String>,
         result: Result<Stats, RunnerError>,
+        /// What the worker reported for `driftless status`.
+        status: crate::sink::status_report::WorkerStatus,
     }
 
     /// Runs a worker over records `0..n` (a replay ending at offset `n`), `poison` unparsable.
@@ -676,6 +688,7 @@ mod tests {
         dead_letters_fail: bool,
     ) -> Run {
         let shared: Log = Arc::default();
+        let (report, reported) = StatusReport::watched();
         let cfg = RunnerConfig {
             name: "mem".into(),
             topic: "src".into(),
@@ -697,6 +710,7 @@ mod tests {
                 fail: dead_letters_fail,
             },
             audit: AuditTrail::Off,
+            status: report,
         };
         let (tx, rx) = watch::channel(false);
         let mut sink = ScriptedSink {
@@ -712,7 +726,12 @@ mod tests {
         .expect("the worker stops");
         drop(tx);
         let log = shared.lock().unwrap().clone();
-        Run { log, result }
+        let status = reported.borrow().clone();
+        Run {
+            log,
+            result,
+            status,
+        }
     }
 
     #[tokio::test]
@@ -732,6 +751,8 @@ mod tests {
             ["fail 0,1", "fail 0,1", "apply 0,1", "store 0:2", "commit"]
         );
         assert_eq!(r.result.unwrap().retries, 2);
+        let error = r.status.last_error.unwrap();
+        assert_eq!((r.status.errors, error.class.as_str()), (2, "transient"));
     }
 
     #[tokio::test]
@@ -793,6 +814,13 @@ mod tests {
         let stats = r.result.unwrap();
         assert_eq!(stats.dead_letters, 2);
         assert_eq!(stats.stored, BTreeMap::from([(0, 3)]));
+        // Reported by category only: the destination's message may quote the record.
+        let error = r.status.last_error.unwrap();
+        assert_eq!(r.status.errors, 2);
+        assert_eq!(
+            (error.class.as_str(), error.message.as_str()),
+            ("poison", "1 record(s) dead-lettered: INVALID")
+        );
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use super::{Outcome, SinkError};
 use crate::config::fields::FieldRule;
 use crate::config::sinks::{Auth, OnDelete, SinkKind, ValidSink};
 use crate::config::{SecretSource, TableName};
-use crate::event::{ChangeEvent, EVENT_FORMAT, Op, Source};
+use crate::event::{ChangeEvent, EVENT_FORMAT, Op, SnapshotMark, Source};
 use crate::lsn::Lsn;
 
 /// Serves an in-process emulator on a free port; its base URL.
@@ -66,6 +66,7 @@ pub(crate) fn event(op: Op, row: Value) -> ChangeEvent {
             commit_ts: Some("2026-11-27T00:00:00.000000Z".into()),
             origin: None,
             snapshot: false,
+            mark: SnapshotMark::Streamed,
             schema_version: "0000000000000000".into(),
             commit_us: None,
             prev_commit_end: None,

@@ -53,6 +53,7 @@ use crate::sink::SinkError;
 use crate::sink::audit::{AuditTrail, RecordKey};
 use crate::sink::crm::CrmWrites;
 use crate::sink::mapping::Property;
+use crate::sink::status_report::StatusReport;
 use crate::sync::dead_letter::{DeadLetters, Skipped, SkippedRecord};
 use crate::sync::inbox::{CursorKind, Inbox};
 use crate::sync::plan::{Conflict, CrmRecord, Mapping};
@@ -250,6 +251,8 @@ pub(crate) struct Context {
     pub(crate) dead_letters: DeadLetters,
     /// Counters.
     pub(crate) counters: Counters,
+    /// Where the inbound half's errors are reported for `driftless status`.
+    pub(crate) status: StatusReport,
 }
 
 /// A conflict as recorded in the audit trail.

@@ -104,6 +104,7 @@ fn report_links(
         Ok(_) => Ok(()),
         Err(e @ SinkError::Fatal { .. }) => Err(e),
         Err(e) => {
+            ctx.status.error(&e);
             tracing::warn!(sink = %ctx.sink, error = %e,
                 "linking records created in the CRM failed; retrying later");
             Ok(())
@@ -114,12 +115,10 @@ fn report_links(
 /// The wait before retrying after a transient failure (logged); a fatal one is returned.
 fn retry_wait(ctx: &Context, backoff: &mut Backoff, e: SinkError) -> Result<Duration, SinkError> {
     match e {
-        SinkError::Transient {
-            message,
-            retry_after,
-        } => {
+        e @ SinkError::Transient { retry_after, .. } => {
+            ctx.status.error(&e);
             let wait = retry_after.unwrap_or_else(|| backoff.next_wait());
-            tracing::warn!(sink = %ctx.sink, error = %message,
+            tracing::warn!(sink = %ctx.sink, error = %e,
                 retry_in_ms = wait.as_millis() as u64, "inbound sync failed; retrying");
             Ok(wait)
         }

@@ -37,8 +37,11 @@ pub(crate) async fn run<C: Crm>(
         match reconcile_once(&ctx, &mut crm, &shutdown).await {
             Ok(n) => tracing::info!(sink = %ctx.sink, records = n, "reconciliation pass done"),
             Err(e @ SinkError::Fatal { .. }) => return Err(e),
-            Err(e) => tracing::warn!(sink = %ctx.sink, error = %e,
-                "reconciliation pass failed; retrying at the next pass"),
+            Err(e) => {
+                ctx.status.error(&e);
+                tracing::warn!(sink = %ctx.sink, error = %e,
+                    "reconciliation pass failed; retrying at the next pass");
+            }
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::capture::backfill::{AtWatermark, Chunk, REQUEST_PREFIX, Snapshot, WAT
 use crate::capture::normalize::{self, Images, RelationInfo, TxnContext};
 use crate::capture::progress::UnitId;
 use crate::config::{Envelope, SnapshotMode, TableName};
-use crate::event::{ChangeEvent, Op, Row, canonical_key};
+use crate::event::{ChangeEvent, Op, Row, SnapshotMark, canonical_key};
 use crate::kafka::Publisher;
 use crate::lsn::Lsn;
 use crate::postgres::SourceError;
@@ -218,7 +218,7 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
             self.backfill_report = Some(SnapshotProgress::new(&table, estimate as u64));
         }
         let now = chrono::Utc::now();
-        let mut ctx = TxnContext::read(&self.database, lsn, now);
+        let mut ctx = TxnContext::read(&self.database, lsn, now, SnapshotMark::Incremental);
         let unit = self.progress.open();
         let sent = rows.len();
         for after in rows {
