@@ -2,9 +2,10 @@
 //! hosted in a process of its own so a capture can produce into it over TCP without the
 //! broker being the bottleneck.
 //!
-//! Usage: `mock_kafka [--partitions N] [--admin-proxy] TOPIC...`
+//! Usage: `mock_kafka [--partitions N] [--rtt-ms MS] [--admin-proxy] TOPIC...`
 //!
-//! Creates a one-broker mock cluster, creates each TOPIC with N partitions (default 3) and
+//! Creates a one-broker mock cluster (`--rtt-ms`: the broker answers each request that much
+//! later, standing in for a network round trip and a replicated `acks=all` write), creates each TOPIC with N partitions (default 3) and
 //! replication factor 1, prints `bootstrap_servers()` as the first line of stdout, then parks
 //! until killed.
 //!
@@ -38,6 +39,7 @@ const TOPIC_ALREADY_EXISTS: i16 = 36;
 fn main() -> anyhow::Result<()> {
     let mut partitions = 3;
     let mut proxy = false;
+    let mut rtt_ms = 0u64;
     let mut topics = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -45,11 +47,15 @@ fn main() -> anyhow::Result<()> {
             "--partitions" => {
                 partitions = args.next().context("--partitions needs a value")?.parse()?;
             }
+            "--rtt-ms" => rtt_ms = args.next().context("--rtt-ms needs a value")?.parse()?,
             "--admin-proxy" => proxy = true,
             _ => topics.push(a),
         }
     }
     let cluster = MockCluster::new(1)?;
+    if rtt_ms > 0 {
+        cluster.broker_round_trip_time(1, std::time::Duration::from_millis(rtt_ms))?;
+    }
     for t in &topics {
         cluster.create_topic(t, partitions, 1)?;
     }

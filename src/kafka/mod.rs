@@ -258,27 +258,57 @@ impl<T: Send + Sync + 'static> Publisher<T> for Producer<T> {
     }
 }
 
-/// An idempotent producer (`acks=all`, murmur2 partitioner, bounded local queue).
+/// Produce requests per broker connection awaiting their response, unless the user sets it.
+///
+/// librdkafka's idempotent producer (2.12) sends one request per partition at a time, and while
+/// one is outstanding and more records wait it polls its socket with a zero timeout: against
+/// a broker that answers more slowly than capture produces, that busy wait was ~80% of
+/// capture's CPU. With at most two requests per connection the next one waits in the
+/// connection's queue instead, where the broker thread sleeps until a response arrives.
+/// `scripts/bench-capture --mock-rtt-ms` measures both (README, Benchmark).
+const DEFAULT_MAX_IN_FLIGHT_REQUESTS: u32 = 2;
+
+/// An idempotent producer (`acks=all`, murmur2 partitioner, bounded local queue, at most
+/// [`DEFAULT_MAX_IN_FLIGHT_REQUESTS`] requests per connection unless the user sets it).
 pub(crate) fn producer<T: Send + Sync + 'static>(
     brokers: &str,
     passthrough: &BTreeMap<String, String>,
     max_in_flight_events: usize,
 ) -> Result<Producer<T>, KafkaFailure> {
+    let (tx, acks) = mpsc::unbounded_channel();
+    let inner = producer_config(brokers, passthrough, max_in_flight_events)?
+        .create_with_context(AckContext { tx })?;
+    Ok(Producer { inner, acks })
+}
+
+/// The producer's options: the user's, then driftless's defaults where the user set none, then
+/// what driftless enforces.
+fn producer_config(
+    brokers: &str,
+    passthrough: &BTreeMap<String, String>,
+    max_in_flight_events: usize,
+) -> Result<ClientConfig, KafkaFailure> {
     let mut cfg = client_config(brokers, passthrough)?;
-    if !passthrough.contains_key("linger.ms") {
-        cfg.set("linger.ms", "5");
-    }
-    if !passthrough.contains_key("compression.type") {
-        cfg.set("compression.type", "lz4");
+    let in_flight = DEFAULT_MAX_IN_FLIGHT_REQUESTS.to_string();
+    for (key, aliases, value) in [
+        ("linger.ms", &["queue.buffering.max.ms"][..], "5"),
+        ("compression.type", &["compression.codec"][..], "lz4"),
+        (
+            "max.in.flight.requests.per.connection",
+            &["max.in.flight"][..],
+            in_flight.as_str(),
+        ),
+    ] {
+        if !passthrough.contains_key(key) && !aliases.iter().any(|a| passthrough.contains_key(*a)) {
+            cfg.set(key, value);
+        }
     }
     let queue = (max_in_flight_events.saturating_mul(2)).clamp(1000, 10_000_000);
     cfg.set("queue.buffering.max.messages", queue.to_string());
     cfg.set("partitioner", "murmur2_random");
     cfg.set("enable.idempotence", "true");
     cfg.set("acks", "all");
-    let (tx, acks) = mpsc::unbounded_channel();
-    let inner = cfg.create_with_context(AckContext { tx })?;
-    Ok(Producer { inner, acks })
+    Ok(cfg)
 }
 
 /// Time allowed for an admin request (topic creation) before it counts as a transient failure.
@@ -694,6 +724,49 @@ impl AckedPublisher for AckedProducer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn producer_defaults_yield_to_the_users_options_but_idempotence_does_not() {
+        let opts = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let get = |cfg: &ClientConfig, key: &str| cfg.get(key).map(str::to_string);
+        let defaults = producer_config("b:9092", &opts(&[]), 50_000).unwrap();
+        assert_eq!(
+            get(&defaults, "max.in.flight.requests.per.connection").as_deref(),
+            Some("2")
+        );
+        assert_eq!(get(&defaults, "linger.ms").as_deref(), Some("5"));
+        assert_eq!(get(&defaults, "compression.type").as_deref(), Some("lz4"));
+        assert_eq!(
+            get(&defaults, "enable.idempotence").as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            get(&defaults, "queue.buffering.max.messages").as_deref(),
+            Some("100000")
+        );
+
+        let user = producer_config(
+            "b:9092",
+            &opts(&[
+                ("max.in.flight", "5"),
+                ("queue.buffering.max.ms", "20"),
+                ("compression.type", "zstd"),
+                ("enable.idempotence", "false"),
+            ]),
+            50_000,
+        )
+        .unwrap();
+        assert_eq!(get(&user, "max.in.flight").as_deref(), Some("5"));
+        assert_eq!(get(&user, "max.in.flight.requests.per.connection"), None);
+        assert_eq!(get(&user, "linger.ms"), None);
+        assert_eq!(get(&user, "compression.type").as_deref(), Some("zstd"));
+        assert_eq!(get(&user, "enable.idempotence").as_deref(), Some("true"));
+    }
 
     #[test]
     fn env_options_are_read_from_the_environment_and_a_missing_one_names_only_the_variable() {
