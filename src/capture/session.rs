@@ -25,6 +25,7 @@ use tokio_postgres::Client;
 
 mod backfill_io;
 mod report;
+mod resume;
 
 use super::assemble::{Assembler, Output, RelationFacts};
 use super::backfill::Backfills;
@@ -34,14 +35,14 @@ use super::progress::{Progress, UnitId};
 use super::value::PgType;
 use super::{CaptureError, HEARTBEAT_PREFIX, Health, prepare_source};
 use crate::checkpoint::{Checkpoint, CheckpointStore, Phase};
-use crate::config::{Envelope, Oversize, SnapshotMode, ValidConfig};
+use crate::config::{Envelope, Oversize, ValidConfig};
 use crate::event::{ChangeEvent, Op, Row, SnapshotMark};
 use crate::kafka::{self, Enqueued, Outgoing, Publisher};
 use crate::lsn::Lsn;
 use crate::pgoutput::{self, DecodeContext, Message};
 use crate::postgres::SourceError;
 use crate::postgres::access;
-use crate::postgres::catalog::{self, SlotState, TableMeta};
+use crate::postgres::catalog::{self, TableMeta};
 use crate::postgres::connect::{ConnectParams, connect_sql};
 use crate::postgres::error::PgError;
 use crate::postgres::filter;
@@ -190,207 +191,6 @@ impl<'a> Session<'a, kafka::Producer<UnitId>> {
 }
 
 impl<P: Publisher<UnitId>> Session<'_, P> {
-    /// Decides where to stream from, creating the slot (and snapshotting) on a first start.
-    async fn resume_point(
-        &mut self,
-        repl: &mut ReplicationConnection,
-    ) -> Result<Lsn, CaptureError> {
-        let cfg = self.cfg;
-        let slot = catalog::slot_state(&self.sql, &cfg.slot).await?;
-        let saved = self.store.load()?;
-        let refuse = |message: String, hint: String| -> CaptureError {
-            SourceError::Refused { message, hint }.into()
-        };
-        if let Some(cp) = &saved
-            && (cp.system_id != self.checkpoint.system_id || cp.database != self.database)
-        {
-            return Err(refuse(
-                format!(
-                    "checkpoint {} belongs to cluster {} database {}, not to this server's \
-                     cluster {} database {}",
-                    self.store.path().display(),
-                    cp.system_id,
-                    cp.database,
-                    self.checkpoint.system_id,
-                    self.database
-                ),
-                "point capture.state_dir at this source's own state, or move the old \
-                 checkpoint away to start a new capture (with a new snapshot)"
-                    .into(),
-            ));
-        }
-        if saved
-            .as_ref()
-            .is_some_and(|cp| cp.phase == Phase::Streaming)
-        {
-            self.wait_for_promotion(slot.as_ref()).await?;
-        }
-        match (saved, slot) {
-            (Some(cp), Some(state)) if cp.phase == Phase::Streaming => {
-                self.checkpoint = cp;
-                let cp = &self.checkpoint;
-                if state.slot_type != "logical"
-                    || state.plugin.as_deref() != Some("pgoutput")
-                    || state.database.as_deref() != Some(self.database.as_str())
-                {
-                    return Err(refuse(
-                        format!(
-                            "slot {} is not a pgoutput slot of database {}",
-                            cfg.slot, cp.database
-                        ),
-                        "choose another source.slot".into(),
-                    ));
-                }
-                if state.wal_status.as_deref() == Some("lost") {
-                    return Err(refuse(
-                        format!(
-                            "slot {} has been invalidated (wal_status = lost): the WAL after \
-                             {} was removed and those changes cannot be captured",
-                            cfg.slot, cp.flushed_lsn
-                        ),
-                        format!(
-                            "raise max_slot_wal_keep_size; then drop the slot and remove {} to \
-                             start over with a new snapshot",
-                            self.store.path().display()
-                        ),
-                    ));
-                }
-                match state.confirmed_flush_lsn {
-                    Some(confirmed) if confirmed > cp.flushed_lsn => Err(refuse(
-                        format!(
-                            "slot {} confirmed_flush_lsn {confirmed} is ahead of driftless's \
-                             checkpoint {}: the slot was advanced or re-created by someone else, \
-                             and the changes in between would be lost",
-                            cfg.slot, cp.flushed_lsn
-                        ),
-                        format!(
-                            "if that loss is acceptable, remove {} and drop the slot to start \
-                             over with a new snapshot",
-                            self.store.path().display()
-                        ),
-                    )),
-                    _ => {
-                        if cfg.failover {
-                            // Idempotent; turns failover on for a slot created without it.
-                            repl.enable_failover(&cfg.slot).await?;
-                        }
-                        Ok(cp.flushed_lsn)
-                    }
-                }
-            }
-            (Some(cp), None) if cp.phase == Phase::Streaming => Err(self.missing_slot(&cp)),
-            (None, Some(_)) => Err(refuse(
-                format!(
-                    "replication slot {} exists but driftless has no checkpoint for it ({})",
-                    cfg.slot,
-                    self.store.path().display()
-                ),
-                format!(
-                    "if the slot is not driftless's, choose another source.slot; if driftless's \
-                     state was lost, drop it (SELECT pg_drop_replication_slot('{}')) to start \
-                     over with a new snapshot",
-                    cfg.slot
-                ),
-            )),
-            (saved, existing) => {
-                // First start, or a start interrupted before streaming began: (re)create.
-                if saved.is_some() && existing.is_some() {
-                    tracing::info!(slot = %cfg.slot, "dropping the slot of an unfinished start");
-                    catalog::drop_slot(&self.sql, &cfg.slot).await?;
-                }
-                self.first_start(repl).await
-            }
-        }
-    }
-
-    /// The refusal when the checkpoint says driftless streamed from a slot that is gone.
-    fn missing_slot(&self, cp: &Checkpoint) -> CaptureError {
-        SourceError::Refused {
-            message: format!(
-                "replication slot {} is missing, but driftless streamed from it up to {}: \
-                 it was dropped{}, and changes after that point cannot be recovered from it",
-                self.cfg.slot,
-                cp.flushed_lsn,
-                if self.cfg.failover {
-                    " (or this server is a standby promoted before it had synchronized the \
-                     slot: pg_replication_slots.synced on the standby shows its copy)"
-                } else {
-                    ""
-                }
-            ),
-            hint: format!(
-                "driftless never re-creates a slot silently; to start over with a new \
-                 snapshot, remove {}",
-                self.store.path().display()
-            ),
-        }
-        .into()
-    }
-
-    /// A standby in recovery whose slot is a copy synchronized from its primary (or, with
-    /// `source.failover`, that has no copy yet) can serve capture only once it is promoted:
-    /// during a failover, or when the address moved to it before its promotion. That is
-    /// transient (retried with backoff), never a reason to stop.
-    async fn wait_for_promotion(&self, slot: Option<&SlotState>) -> Result<(), CaptureError> {
-        let copy = slot.map_or(self.cfg.failover, |s| s.synced);
-        if !copy || !catalog::in_recovery(&self.sql).await? {
-            return Ok(());
-        }
-        let has = if slot.is_some() {
-            "a copy of the slot synchronized from its primary"
-        } else {
-            "no synchronized copy of the slot yet"
-        };
-        Err(SourceError::NotReady {
-            message: format!(
-                "the server is a standby in recovery with {has} ({}): capture resumes once it \
-                 is promoted",
-                self.cfg.slot
-            ),
-            hint: "driftless retries until the server is promoted; if it is not meant to be, \
-                   point the source URL at the primary"
-                .into(),
-        }
-        .into())
-    }
-
-    async fn check_slot_not_ahead(&self, resume: Lsn) -> Result<(), CaptureError> {
-        let state = catalog::slot_state(&self.sql, &self.cfg.slot).await?;
-        match state.and_then(|s| s.confirmed_flush_lsn) {
-            Some(c) if c > resume => Err(SourceError::Refused {
-                message: format!(
-                    "slot {} moved to {c} while driftless was starting at {resume}",
-                    self.cfg.slot
-                ),
-                hint: "another process uses this slot; stop it".into(),
-            }
-            .into()),
-            _ => Ok(()),
-        }
-    }
-
-    async fn first_start(&mut self, repl: &mut ReplicationConnection) -> Result<Lsn, CaptureError> {
-        let cfg = self.cfg;
-        self.checkpoint.phase = Phase::Creating;
-        self.store.store(&self.checkpoint)?;
-        let export = cfg.snapshot == SnapshotMode::Initial;
-        let created = repl
-            .create_logical_slot(&cfg.slot, export, cfg.failover)
-            .await?;
-        tracing::info!(slot = %cfg.slot, consistent_point = %created.consistent_point,
-            "replication slot created");
-        self.checkpoint.consistent_point = created.consistent_point;
-        self.checkpoint.flushed_lsn = created.consistent_point;
-        if let (true, Some(name)) = (export, created.snapshot_name.as_deref()) {
-            self.checkpoint.phase = Phase::Snapshotting;
-            self.store.store(&self.checkpoint)?;
-            self.snapshot(name, created.consistent_point).await?;
-        }
-        self.checkpoint.phase = Phase::Streaming;
-        self.store.store(&self.checkpoint)?;
-        Ok(created.consistent_point)
-    }
-
     async fn relation_from_meta(&mut self, t: &TableMeta) -> Result<RelationInfo, CaptureError> {
         let mut columns = Vec::with_capacity(t.columns.len());
         for c in &t.columns {
