@@ -4,7 +4,8 @@
 //! [`Classify`]: *transient* errors are retried with backoff from the last acknowledged
 //! position, *poison* records go to a dead-letter destination, *fatal* errors stop the process
 //! with a message and a hint. The rest of the code matches only on the class. `Backoff` is
-//! the one retry schedule for transient errors.
+//! the one retry schedule for transient errors; [`LastError`] is how an error is recorded for
+//! `driftless status`.
 
 /// How the caller must react to an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,6 +16,43 @@ pub enum ErrorClass {
     Poison,
     /// Stop with a non-zero exit, a clear message and a hint; nothing is advanced.
     Fatal,
+}
+
+impl ErrorClass {
+    /// The class's name as records and logs spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorClass::Transient => "transient",
+            ErrorClass::Poison => "poison",
+            ErrorClass::Fatal => "fatal",
+        }
+    }
+}
+
+/// An error as recorded for `driftless status` (capture's last error, a sink worker's). Error
+/// texts and hints never carry row values, CRM values or secrets, so neither does this.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct LastError {
+    /// When it happened (RFC 3339, UTC).
+    pub at: String,
+    /// [`ErrorClass::name`].
+    pub class: String,
+    /// The error (for a dead-lettered record: its category).
+    pub message: String,
+    /// What to do, if known.
+    pub hint: Option<String>,
+}
+
+impl LastError {
+    /// An error of `class` happening now.
+    pub(crate) fn now(class: ErrorClass, message: String, hint: Option<String>) -> LastError {
+        LastError {
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            class: class.name().to_string(),
+            message,
+            hint,
+        }
+    }
 }
 
 /// Implemented by every boundary error type.

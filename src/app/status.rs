@@ -348,7 +348,6 @@ impl Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::status_report::LastError;
 
     fn worker(state: WorkerState, at: &str) -> WorkerStatus {
         WorkerStatus {

@@ -9,23 +9,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 
+pub(crate) use crate::error::LastError;
 use crate::error::{Classify, ErrorClass};
 use crate::files;
-
-/// One recorded error.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct LastError {
-    /// When it happened (RFC 3339, UTC).
-    pub at: String,
-    /// `transient` (capture retried) or `fatal` (capture stopped).
-    pub class: String,
-    /// The error.
-    pub message: String,
-    /// What to do, if known.
-    pub hint: Option<String>,
-}
 
 fn path(state_dir: &Path, slot: &str) -> PathBuf {
     state_dir.join(format!("{slot}.last_error.json"))
@@ -33,16 +20,12 @@ fn path(state_dir: &Path, slot: &str) -> PathBuf {
 
 /// Records `e` as the slot's last error (best effort).
 pub(crate) fn record(state_dir: &Path, slot: &str, e: &(impl std::fmt::Display + Classify)) {
-    let last = LastError {
-        at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        class: match e.class() {
-            ErrorClass::Transient => "transient",
-            _ => "fatal",
-        }
-        .to_string(),
-        message: e.to_string(),
-        hint: e.hint(),
+    // Capture either retries an error or stops on it.
+    let class = match e.class() {
+        ErrorClass::Transient => ErrorClass::Transient,
+        _ => ErrorClass::Fatal,
     };
+    let last = LastError::now(class, e.to_string(), e.hint());
     let path = path(state_dir, slot);
     let written = std::fs::create_dir_all(state_dir).and_then(|_| {
         files::private()

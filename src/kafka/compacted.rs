@@ -61,22 +61,16 @@ pub(crate) async fn read_whole(
         use rdkafka::consumer::{BaseConsumer, Consumer};
         let deadline = Instant::now() + timeout;
         let consumer: BaseConsumer = config.create()?;
-        let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
-        let Some(t) = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
-        else {
+        let Some(marks) = super::watermarks(&consumer, &topic, timeout)? else {
             return Ok(None);
         };
         // Per partition with records: the end (high watermark) to read up to.
         let mut ends = BTreeMap::new();
         let mut assignment = rdkafka::TopicPartitionList::new();
-        for p in t.partitions() {
-            let (low, high) = consumer.fetch_watermarks(&topic, p.id(), timeout)?;
+        for (partition, low, high) in marks {
             if high > low {
-                ends.insert(p.id(), high);
-                assignment.add_partition_offset(&topic, p.id(), rdkafka::Offset::Offset(low))?;
+                ends.insert(partition, high);
+                assignment.add_partition_offset(&topic, partition, rdkafka::Offset::Offset(low))?;
             }
         }
         let mut out = Vec::new();

@@ -396,6 +396,35 @@ impl PartitionOffsets {
     }
 }
 
+/// A partition and its low and high watermark.
+type Watermarks = (i32, i64, i64);
+
+/// Each partition of `topic` with its low and high watermark, per the cluster's metadata;
+/// `None` when the topic does not exist (blocking: call from `spawn_blocking`).
+fn watermarks(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<Vec<Watermarks>>, KafkaError> {
+    use rdkafka::consumer::Consumer;
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let Some(t) = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+    else {
+        return Ok(None);
+    };
+    t.partitions()
+        .iter()
+        .map(|p| {
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+            Ok((p.id(), low, high))
+        })
+        .collect::<Result<_, _>>()
+        .map(Some)
+}
+
 /// The partitions of `topic` with their watermarks and, when `group` is given, that group's
 /// committed offsets (read without joining the group). `None` when the topic does not exist.
 pub(crate) async fn topic_offsets(
@@ -413,25 +442,19 @@ pub(crate) async fn topic_offsets(
     tokio::task::spawn_blocking(move || {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         let consumer: BaseConsumer = config.create()?;
-        let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
-        let Some(t) = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
-        else {
+        let Some(marks) = watermarks(&consumer, &topic, timeout)? else {
             return Ok(None);
         };
         let mut out = Vec::new();
         let mut list = rdkafka::TopicPartitionList::new();
-        for p in t.partitions() {
-            let (low, high) = consumer.fetch_watermarks(&topic, p.id(), timeout)?;
+        for (partition, low, high) in marks {
             out.push(PartitionOffsets {
-                partition: p.id(),
+                partition,
                 low,
                 high,
                 committed: None,
             });
-            list.add_partition(&topic, p.id());
+            list.add_partition(&topic, partition);
         }
         if with_group {
             for e in consumer.committed_offsets(list, timeout)?.elements() {

@@ -56,7 +56,9 @@ pub(crate) enum AuthRequest {
         /// `SCRAM-SHA-256-PLUS` is offered.
         scram_plus: bool,
     },
-    /// Any other authentication message (a SASL continuation, GSSAPI, SSPI, ...).
+    /// A mechanism neither client runs: GSSAPI, SSPI, Kerberos, SCM credentials.
+    Unsupported,
+    /// A SASL continuation or final message (the SCRAM exchange's own business).
     Other,
 }
 
@@ -83,9 +85,10 @@ impl AuthRequest {
             | Message::AuthenticationGssContinue(_)
             | Message::AuthenticationSspi
             | Message::AuthenticationKerberosV5
-            | Message::AuthenticationScmCredential
-            | Message::AuthenticationSaslContinue(_)
-            | Message::AuthenticationSaslFinal(_) => AuthRequest::Other,
+            | Message::AuthenticationScmCredential => AuthRequest::Unsupported,
+            Message::AuthenticationSaslContinue(_) | Message::AuthenticationSaslFinal(_) => {
+                AuthRequest::Other
+            }
             _ => return Ok(None),
         }))
     }
@@ -212,6 +215,11 @@ impl AuthPolicy {
                     Scram::Unsupported
                 }))
             }
+            AuthRequest::Unsupported => Err(PgError::Auth(
+                "the server requires an authentication method driftless does not support \
+                 (GSSAPI/SSPI/Kerberos); use scram-sha-256 in pg_hba.conf"
+                    .to_string(),
+            )),
             AuthRequest::Other => Ok(Verdict::Other),
         }
     }
@@ -319,6 +327,8 @@ mod tests {
                 "{query} {encrypted} {end_point} {request:?}"
             );
             assert_eq!(p.judge(AuthRequest::Other).unwrap(), Verdict::Other);
+            let unsupported = p.judge(AuthRequest::Unsupported).unwrap_err().to_string();
+            assert!(unsupported.contains("scram-sha-256"), "{unsupported}");
             assert_eq!(p.judge(AuthRequest::Ok).unwrap(), Verdict::Done);
         }
         // Trust without channel_binding=require is fine.

@@ -23,6 +23,7 @@ mod auth_policy;
 mod auth_tests;
 pub mod catalog;
 pub mod connect;
+pub(crate) mod ddl;
 pub mod error;
 pub(crate) mod filter;
 pub mod replication;

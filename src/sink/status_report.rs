@@ -22,6 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+pub(crate) use crate::error::LastError;
 use crate::error::{Classify, ErrorClass};
 use crate::kafka::AckedPublisher;
 
@@ -45,19 +46,6 @@ pub(crate) enum WorkerState {
     Failed,
     /// Stopped on request.
     Stopped,
-}
-
-/// A worker's last error.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct LastError {
-    /// When it happened (RFC 3339, UTC).
-    pub at: String,
-    /// `transient` (retried), `poison` (a record went to the dead-letter topic) or `fatal`.
-    pub class: String,
-    /// The error (for a poison record: its category).
-    pub message: String,
-    /// What to do, if known.
-    pub hint: Option<String>,
 }
 
 /// The value a worker publishes.
@@ -86,14 +74,6 @@ pub(crate) fn key(sink: &str, worker: &str) -> String {
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-fn class_name(class: ErrorClass) -> &'static str {
-    match class {
-        ErrorClass::Transient => "transient",
-        ErrorClass::Poison => "poison",
-        ErrorClass::Fatal => "fatal",
-    }
 }
 
 /// The handle a worker reports through. The default one reports nowhere (a replay, tests).
@@ -130,12 +110,7 @@ impl StatusReport {
     fn record(&self, class: ErrorClass, message: String, hint: Option<String>) {
         self.update(|s| {
             s.errors += 1;
-            s.last_error = Some(LastError {
-                at: now(),
-                class: class_name(class).to_string(),
-                message,
-                hint,
-            });
+            s.last_error = Some(LastError::now(class, message, hint));
         });
     }
 
@@ -148,12 +123,11 @@ impl StatusReport {
     pub(crate) fn poison(&self, category: &str, records: usize) {
         self.update(|s| {
             s.errors += records as u64;
-            s.last_error = Some(LastError {
-                at: now(),
-                class: class_name(ErrorClass::Poison).to_string(),
-                message: format!("{records} record(s) dead-lettered: {category}"),
-                hint: None,
-            });
+            s.last_error = Some(LastError::now(
+                ErrorClass::Poison,
+                format!("{records} record(s) dead-lettered: {category}"),
+                None,
+            ));
         });
     }
 }

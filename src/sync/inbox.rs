@@ -23,6 +23,7 @@ use tokio_postgres::Client;
 
 use crate::config::two_way::{OnCrmDelete, TwoWay};
 use crate::postgres::connect::{ConnectParams, connect_sql};
+use crate::postgres::ddl;
 use crate::sync::engine::Inbound;
 use crate::sync::store::StoreError;
 
@@ -72,9 +73,9 @@ impl Inbox {
     /// Connects and creates the inbox table if missing.
     pub(crate) async fn open(params: &ConnectParams, sink: &str) -> Result<Self, StoreError> {
         let client = connect_sql(params).await?;
-        client
-            .batch_execute(
-                "CREATE SCHEMA IF NOT EXISTS driftless;
+        ddl::create_if_missing(
+            &client,
+            "CREATE SCHEMA IF NOT EXISTS driftless;
                  CREATE TABLE IF NOT EXISTS driftless.sync_inbox (
                      sink text NOT NULL, kind text NOT NULL, crm_id text NOT NULL,
                      version bigint NOT NULL DEFAULT 0,
@@ -82,9 +83,9 @@ impl Inbox {
                      PRIMARY KEY (sink, kind, crm_id));
                  CREATE TABLE IF NOT EXISTS driftless.sync_cursor (
                      sink text PRIMARY KEY, modified_after_ms bigint NOT NULL,
-                     last_id text NOT NULL DEFAULT '');",
-            )
-            .await?;
+                     last_id text NOT NULL DEFAULT '')",
+        )
+        .await?;
         Ok(Inbox {
             params: params.clone(),
             sink: sink.to_string(),

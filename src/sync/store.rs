@@ -40,8 +40,9 @@ use crate::pgtype::PgType;
 use crate::postgres::SourceError;
 use crate::postgres::catalog::resolve_type;
 use crate::postgres::connect::{ConnectParams, connect_sql};
+use crate::postgres::ddl;
 use crate::postgres::error::{PgError, row_write_class};
-use crate::postgres::sql::{quote_ident as quote, quote_table};
+use crate::postgres::sql::{quote_ident as quote, quote_literal, quote_table};
 
 pub use crate::config::two_way::origin_name;
 
@@ -277,27 +278,26 @@ impl Store {
         table: &TableName,
     ) -> Result<Self, StoreError> {
         let client = connect_sql(params).await?;
-        client
-            .batch_execute(
+        let origin = origin_name(sink);
+        ddl::create_if_missing(
+            &client,
+            &format!(
                 "CREATE SCHEMA IF NOT EXISTS driftless;
                  CREATE TABLE IF NOT EXISTS driftless.sync_ledger (
                      sink text NOT NULL, record_key text NOT NULL, crm_id text,
-                     fields jsonb NOT NULL DEFAULT '{}',
+                     fields jsonb NOT NULL DEFAULT '{{}}',
                      updated_at timestamptz NOT NULL DEFAULT now(),
                      PRIMARY KEY (sink, record_key));
                  ALTER TABLE driftless.sync_ledger
                      ADD COLUMN IF NOT EXISTS link_pending boolean NOT NULL DEFAULT false;
                  CREATE UNIQUE INDEX IF NOT EXISTS sync_ledger_crm_id
-                     ON driftless.sync_ledger (sink, crm_id) WHERE crm_id IS NOT NULL;",
-            )
-            .await?;
-        let origin = origin_name(sink);
-        client
-            .execute(
-                "SELECT pg_replication_origin_create($1) WHERE pg_replication_origin_oid($1) IS NULL",
-                &[&origin],
-            )
-            .await?;
+                     ON driftless.sync_ledger (sink, crm_id) WHERE crm_id IS NOT NULL;
+                 SELECT pg_replication_origin_create({o})
+                     WHERE pg_replication_origin_oid({o}) IS NULL",
+                o = quote_literal(&origin)
+            ),
+        )
+        .await?;
         let table_sql = quote_table(table);
         let (columns, key) = inbound_table(&client, table).await?;
         let types = column_types(&client, table).await?;

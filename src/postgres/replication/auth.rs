@@ -76,20 +76,6 @@ pub(super) async fn authenticate(conn: &mut Conn, params: &ConnectParams) -> Res
                 scram_sha_256(conn, password_for(params)?, how, &facts).await?;
             }
             (_, Message::ErrorResponse(body)) => return Err(server_error(body.fields())),
-            (
-                _,
-                Message::AuthenticationGss
-                | Message::AuthenticationGssContinue(_)
-                | Message::AuthenticationSspi
-                | Message::AuthenticationKerberosV5
-                | Message::AuthenticationScmCredential,
-            ) => {
-                return Err(PgError::Auth(
-                    "the server requires an authentication method this client does not support \
-                     (GSSAPI/SSPI/Kerberos); use scram-sha-256 in pg_hba.conf"
-                        .to_string(),
-                ));
-            }
             (_, other) => {
                 return Err(unexpected(&Frame::Message(other), "during authentication"));
             }

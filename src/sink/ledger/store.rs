@@ -20,6 +20,7 @@ use super::{KeyDigest, Link, SourcePosition, View};
 use crate::error::{Classify, ErrorClass};
 use crate::lsn::Lsn;
 use crate::postgres::connect::{ConnectParams, connect_sql};
+use crate::postgres::ddl;
 use crate::postgres::error::PgError;
 use crate::sink::SinkError;
 
@@ -123,7 +124,9 @@ impl Ledger {
         }
         if self.client.is_none() {
             let client = connect_sql(&self.params).await.map_err(sink_error)?;
-            client.batch_execute(DDL).await.map_err(sql_error)?;
+            ddl::create_if_missing(&client, DDL)
+                .await
+                .map_err(sql_error)?;
             self.client = Some(client);
         }
         Ok(self.client.as_ref().expect("connected above"))
