@@ -90,12 +90,12 @@ async fn a_ledger_write_never_moves_a_key_back_in_time() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn workers_of_one_sink_starting_together_all_create_the_ledger() {
-    // Workers of a sink start together on a database without the ledger; each creates it on
+    // 32 workers of a sink start together on a database without the ledger; each creates it on
     // first use. `CREATE ... IF NOT EXISTS` alone lets the losers of that race fail (23505 on a
     // catalog index, or 42P07), which stopped a worker with a fatal error.
     let db = TestDb::new("ledger_race").await;
     let params = ConnectParams::from_url(&db.url).unwrap();
-    let workers = (0..8u64).map(|i| {
+    let workers = (0..32u64).map(|i| {
         let params = params.clone();
         tokio::spawn(async move {
             let mut ledger = Ledger::new(params, "crm");
@@ -111,7 +111,7 @@ async fn workers_of_one_sink_starting_together_all_create_the_ledger() {
         keys.push(worker.await.unwrap().expect("every worker writes"));
     }
     let view = Ledger::new(params, "crm").read(&keys, &[]).await.unwrap();
-    assert_eq!(view.links.len(), 8);
+    assert_eq!(view.links.len(), 32);
     db.drop_db().await;
 }
 
