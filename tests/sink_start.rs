@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::two_way::Crm;
+use crate::support::two_way::{Crm, TwoWay};
 use crate::support::wait::sentinel;
 use crate::support::*;
 
@@ -271,6 +271,31 @@ async fn a_shutdown_while_the_start_is_retried_is_a_clean_stop() {
     db.drop_db().await;
 }
 
+/// A two-way worker restarted while the CRM's schema API answers 502 three times: it retries,
+/// then runs both halves (a Postgres change reaches the CRM, a CRM edit reaches Postgres).
+async fn a_two_way_worker_retries_its_start_then_syncs_both_ways(crm: Crm) {
+    let mut t = TwoWay::start(crm, "").await;
+    t.insert_samples(1).await;
+    t.wait_in_sync("the sample row").await;
+    t.stop_worker();
+    let schema = match crm {
+        Crm::Hubspot => "/crm/v3/properties/contacts",
+        Crm::Zoho => "/crm/v8/settings/fields",
+    };
+    fault(
+        &t.emulator,
+        json!({"path": schema, "status": 502, "count": 3}),
+    )
+    .await;
+    // Returns once the receiver listens, which the worker reaches only past its schema check.
+    t.start_worker().await;
+    t.outbound_sentinel(1).await;
+    t.inbound_sentinel(1).await;
+    let log = t.log();
+    assert_eq!(retries(&log), 3, "each 502 retried and logged once\n{log}");
+    t.finish().await;
+}
+
 scenario_tests! {
     a_hubspot_worker_retries_502s_of_the_properties_api_at_start =>
         a_worker_retries_its_start_until_the_crm_answers(Crm::Hubspot);
@@ -280,4 +305,8 @@ scenario_tests! {
         a_refused_token_stops_the_worker_at_once(Crm::Hubspot);
     a_zoho_401_at_start_stops_the_worker_at_once =>
         a_refused_token_stops_the_worker_at_once(Crm::Zoho);
+    a_two_way_hubspot_worker_retries_502s_of_the_properties_api_at_start =>
+        a_two_way_worker_retries_its_start_then_syncs_both_ways(Crm::Hubspot);
+    a_two_way_zoho_worker_retries_502s_of_the_fields_api_at_start =>
+        a_two_way_worker_retries_its_start_then_syncs_both_ways(Crm::Zoho);
 }
