@@ -1,8 +1,9 @@
 //! A sink worker's start against a CRM that is not ready: the emulators (separate processes)
-//! answer the start's token and schema requests with 502/503 for a while, or refuse the token
-//! for good. Transient failures are retried with backoff and logged until the CRM answers (the
-//! records, then a sentinel, arrive); a shutdown during the retries is a clean stop; a 401
-//! stops the worker at once with its hint; `driftless check` reports a 502 after one attempt.
+//! answer the start's token and schema requests with 502/503 for a while, are not listening
+//! yet, or refuse the token for good. Transient failures are retried with backoff and logged
+//! until the CRM answers (the records, then a sentinel, arrive; a two-way worker then syncs
+//! both ways); a shutdown during the retries is a clean stop; a 401 stops the worker at once
+//! with its hint; `driftless check` reports a 502 after one attempt.
 
 use serde_json::{Value, json};
 
@@ -165,6 +166,48 @@ async fn a_worker_retries_its_start_until_the_crm_answers(crm: Crm) {
     for secret in SECRETS.iter().chain(&["k1@example.com", "Name1"]) {
         assert!(!log.contains(secret), "{secret} in the log\n{log}");
     }
+    assert_eq!(
+        worker.stop(),
+        Some(0),
+        "a clean stop\n{}",
+        worker.log_text()
+    );
+    stop_cleanly(&mut cap, db).await;
+}
+
+/// The CRM is not up yet when the worker starts (connection refused): the worker retries until
+/// it listens, then delivers the row written before and a sentinel row written after.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_started_before_its_crm_retries_until_it_listens() {
+    let crm = Crm::Hubspot;
+    let port = free_port();
+    let (name, ddl) = table(crm);
+    let (db, setup, mut cap) = capture_streaming("start_refused", ddl, &[name]).await;
+    let sink_name = unique("start-refused").replace('_', "-");
+    setup.append_config(&sink_toml(crm, &sink_name, port, false));
+    db.exec(&insert(crm, 1)).await;
+    let mut worker = setup.start_with("sink", &["--name", &sink_name], &ENV);
+    eventually("the worker retries its start", WAIT, || async {
+        retries(&worker.log_text()) >= 2
+    })
+    .await;
+    assert!(
+        worker.log_text().contains("connection failed"),
+        "{}",
+        worker.log_text()
+    );
+    let emulator = Emulator::start_on(crm.kind(), port);
+    let arrived = |key: i64| {
+        let emulator = &emulator;
+        async move { crm.records(&emulator.state().await).contains_key(&key) }
+    };
+    eventually("row 1 reaches the CRM", WAIT, || arrived(1)).await;
+    sentinel(
+        "the sentinel row reaches the CRM",
+        db.exec(&insert(crm, 2)),
+        || arrived(2),
+    )
+    .await;
     assert_eq!(
         worker.stop(),
         Some(0),
