@@ -23,6 +23,7 @@ mod postgres;
 mod privileges;
 mod relations;
 mod sink;
+mod sink_start;
 mod status;
 mod two_way_hubspot;
 mod two_way_recovery;

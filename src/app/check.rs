@@ -5,7 +5,8 @@
 //! topic, checkpoint or sync state is created or altered) and reports every problem it finds:
 //! Postgres (settings, each privilege capture lacks, a publication that differs from
 //! `source.tables`, tables, slot/checkpoint), Kafka reachability, and per sink its credentials
-//! and destination schema (the mapping check every worker also runs) and, for two-way sinks,
+//! and destination schema (the mapping check every worker also runs, once: a transient failure
+//! is reported, where a worker would retry it) and, for two-way sinks,
 //! the grants inbound writes need and whether the inbound table's key fits the sink (the
 //! refusals a worker would stop with at start).
 
@@ -16,7 +17,7 @@ use crate::checkpoint::CheckpointStore;
 use crate::config::ValidConfig;
 use crate::config::sinks::ValidSink;
 use crate::config::two_way::TwoWay;
-use crate::error::Classify;
+use crate::error::{Classify, ErrorClass};
 use crate::kafka;
 use crate::postgres::catalog;
 use crate::postgres::connect::{ConnectParams, connect_sql};
@@ -83,12 +84,19 @@ pub(crate) async fn preflight(cfg: &ValidConfig) -> Vec<Finding> {
         ));
     }
     for (index, sink) in cfg.sinks.iter().enumerate() {
+        // One attempt: a worker retries a transient failure at start, `check` reports it.
         if let Err(e) = crate::app::destination::destination(cfg, sink, index).await {
-            out.push(finding(
-                "sinks",
-                &format!("sink {}: {e}", sink.name),
-                e.hint(),
-            ));
+            let hint = e.hint().or_else(|| {
+                (e.class() == ErrorClass::Transient).then(|| {
+                    format!(
+                        "a transient failure, which a worker retries with backoff at start: \
+                         check that the destination ({}, or its OAuth token endpoint) is up and \
+                         reachable, then run check again",
+                        sink.base_url
+                    )
+                })
+            });
+            out.push(finding("sinks", &format!("sink {}: {e}", sink.name), hint));
         }
     }
     out

@@ -63,6 +63,8 @@ impl Destination {
 }
 
 /// Builds the destination of `sinks[index]` and checks its mapping against the live schema.
+/// One attempt, with no retry policy of its own: a worker's start retries its transient errors
+/// (`super::sink::start_destination`), `driftless check` and `driftless verify` report them.
 pub(crate) async fn destination(
     cfg: &ValidConfig,
     sink: &ValidSink,

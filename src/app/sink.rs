@@ -3,8 +3,14 @@
 //! Owns start-up of a worker: pick the sink from the config, build its destination (which
 //! checks the mapping against the live schema), make sure its topics exist, join the consumer
 //! group `driftless-sink-{name}` and run the runner. A two-way sink also runs its inbound
-//! half ([`super::two_way`]) under the same supervision. Invariant: the worker's offsets are
-//! stored only by the runner, after the destination accepted (see [`crate::sink::runner`]).
+//! half ([`super::two_way`]) under the same supervision. Invariants: the worker's offsets are
+//! stored only by the runner, after the destination accepted (see [`crate::sink::runner`]);
+//! building the destination at start (its token, its schema) is retried on transient failures
+//! with [`Backoff`], each retry logged, until it succeeds, a fatal error stops the worker or a
+//! shutdown stops it cleanly ([`start_destination`]); `driftless check` builds it once and
+//! reports instead.
+
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -14,7 +20,7 @@ use super::two_way::{self, Lease};
 use super::worker_status;
 use crate::config::ValidConfig;
 use crate::config::sinks::ValidSink;
-use crate::error::{Classify, ErrorClass, Refusal};
+use crate::error::{Backoff, Classify, ErrorClass, Refusal};
 use crate::kafka::{self, AckedProducer, GroupConsumer, KafkaFailure, ReplayFrom};
 use crate::sink::SinkError;
 use crate::sink::audit::{AuditError, AuditTrail};
@@ -48,6 +54,18 @@ impl From<KafkaFailure> for WorkerError {
 impl From<AuditError> for WorkerError {
     fn from(e: AuditError) -> Self {
         WorkerError::Runner(e.into())
+    }
+}
+
+impl WorkerError {
+    /// How long the destination asked to wait before a retry, if it said (a 429's).
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            WorkerError::Runner(RunnerError::Sink(SinkError::Transient {
+                retry_after, ..
+            })) => *retry_after,
+            _ => None,
+        }
     }
 }
 
@@ -149,7 +167,12 @@ async fn serve(
         sink,
         cfg.topic_for(&sink.table.schema, &sink.table.name),
     );
-    let mut destination = destination(cfg, sink, index).await?;
+    let mut starting = shutdown.clone();
+    let Some(mut destination) = start_destination(cfg, sink, index, &mut starting, &status).await?
+    else {
+        // Stopped while the destination was unreachable: nothing was read or applied.
+        return Ok(Stats::default());
+    };
     let mut standby = shutdown.clone();
     let mut tasks = Supervisor::new(shutdown);
     if let Some(settings) = &sink.two_way {
@@ -236,7 +259,11 @@ pub(crate) async fn replay_named(
         cfg.topic_for(&sink.table.schema, &sink.table.name)
     };
     let mut runner_cfg = runner_config(cfg, sink, topic);
-    let mut destination = destination(cfg, sink, index).await?;
+    let (mut starting, status) = (shutdown.clone(), StatusReport::default());
+    let Some(mut destination) = start_destination(cfg, sink, index, &mut starting, &status).await?
+    else {
+        return Ok(Stats::default());
+    };
     if replay.full_resync {
         destination.forget_ledger().await?;
     }
@@ -271,6 +298,48 @@ pub(crate) async fn replay_named(
         status,
     )
     .await
+}
+
+/// Builds the destination of `sinks[index]` ([`destination`]: its token, its schema and the
+/// mapping check), retrying transient failures (429, 5xx, a refused connection, a timeout)
+/// with [`Backoff`] or the destination's own wait, each one logged and reported to `status`,
+/// for as long as it takes. A fatal error (401, 403, a mapping that does not fit) is returned
+/// at once; `Ok(None)` when `shutdown` came first (a clean stop).
+async fn start_destination(
+    cfg: &ValidConfig,
+    sink: &ValidSink,
+    index: usize,
+    shutdown: &mut watch::Receiver<bool>,
+    status: &StatusReport,
+) -> Result<Option<Destination>, WorkerError> {
+    let mut backoff = Backoff::new();
+    let mut retries: u64 = 0;
+    loop {
+        let built = tokio::select! {
+            built = destination(cfg, sink, index) => built,
+            Ok(_) = shutdown.wait_for(|stop| *stop) => return Ok(None),
+        };
+        let e = match built {
+            Ok(destination) => {
+                if retries > 0 {
+                    tracing::info!(sink = %sink.name, retries, "destination reachable; starting");
+                }
+                return Ok(Some(destination));
+            }
+            Err(e) if e.class() == ErrorClass::Transient => e,
+            Err(fatal) => return Err(fatal),
+        };
+        status.error(&e);
+        retries += 1;
+        let wait = e.retry_after().unwrap_or_else(|| backoff.next_wait());
+        tracing::warn!(sink = %sink.name, retry = retries, error = %e,
+            retry_in_ms = wait.as_millis() as u64,
+            "destination unreachable at start (transient); retrying");
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            Ok(_) = shutdown.wait_for(|stop| *stop) => return Ok(None),
+        }
+    }
 }
 
 async fn run_worker(

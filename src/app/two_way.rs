@@ -68,6 +68,7 @@ fn state_failed(e: impl std::fmt::Display) -> WorkerError {
 
 /// Wraps a HubSpot or Zoho destination for two-way sync (used by workers and replays alike: a
 /// replay of a two-way sink compares with the current rows, so it never pushes stale values).
+/// The CRM schema is the one the destination fetched at start (with its retries), not read again.
 pub(crate) async fn prepare(
     cfg: &ValidConfig,
     sink: &ValidSink,
@@ -86,8 +87,11 @@ pub(crate) async fn prepare(
             )
         }
         Destination::Zoho(zoho) => {
-            let mut zoho = zoho.into_crm();
-            (zoho.fetch_schema().await?, InboundCrm::Zoho(zoho))
+            let zoho = zoho.into_crm();
+            (
+                zoho.known_schema().cloned().unwrap_or_default(),
+                InboundCrm::Zoho(zoho),
+            )
         }
         _ => {
             return Err(WorkerError::Refused(

@@ -20,6 +20,11 @@ impl Emulator {
     /// Starts the emulator of `kind` (`hubspot`, `zoho`, `webhook`) and waits until it accepts
     /// connections.
     pub(crate) fn start(kind: &str) -> Emulator {
+        Self::start_on(kind, free_port())
+    }
+
+    /// [`Emulator::start`] on `port` (a CRM that comes up where a sink already looks for it).
+    pub(crate) fn start_on(kind: &str, port: u16) -> Emulator {
         let driftless = std::path::Path::new(env!("CARGO_BIN_EXE_driftless"));
         let emulate = driftless.with_file_name("driftless-emulate");
         assert!(
@@ -28,7 +33,6 @@ impl Emulator {
              (scripts/test does)",
             emulate.display()
         );
-        let port = free_port();
         let child = Command::new(driftless)
             .args(["emulate", kind, "--port", &port.to_string()])
             .stdout(Stdio::null())

@@ -118,6 +118,8 @@ pub struct ZohoSink {
     module: String,
     /// Field `data_type` by API name, once fetched.
     types: Option<BTreeMap<String, String>>,
+    /// The module's fields as [`Property`] by API name, once [`ZohoSink::fetch_schema`] ran.
+    schema: Option<BTreeMap<String, Property>>,
     /// 429s in a row (shared by siblings): each doubles the wait.
     throttle: http::Throttle,
 }
@@ -136,6 +138,7 @@ impl ZohoSink {
             crm,
             module: module.clone(),
             types: None,
+            schema: None,
             throttle: http::Throttle::default(),
         })
     }
@@ -152,6 +155,7 @@ impl ZohoSink {
             pinned: self.pinned,
             module: self.module.clone(),
             types: self.types.clone(),
+            schema: self.schema.clone(),
             throttle: self.throttle.clone(),
         }
     }
@@ -196,7 +200,8 @@ impl ZohoSink {
     }
 
     /// The destination schema as `mapping::Property` by API name (for `check_schema`); also
-    /// keeps the field types the writes need, so the first batch does not read them again.
+    /// keeps it ([`ZohoSink::known_schema`]) and the field types the writes need, so neither
+    /// the first batch nor two-way sync reads them again.
     pub(crate) async fn fetch_schema(&mut self) -> Result<BTreeMap<String, Property>, SinkError> {
         let fields = self.fetch_fields().await?;
         self.types = Some(
@@ -205,10 +210,17 @@ impl ZohoSink {
                 .map(|f| (f.api_name.clone(), f.data_type.clone()))
                 .collect(),
         );
-        Ok(fields
+        let schema: BTreeMap<String, Property> = fields
             .iter()
             .map(|f| (f.api_name.clone(), f.property()))
-            .collect())
+            .collect();
+        self.schema = Some(schema.clone());
+        Ok(schema)
+    }
+
+    /// The schema, once fetched.
+    pub(crate) fn known_schema(&self) -> Option<&BTreeMap<String, Property>> {
+        self.schema.as_ref()
     }
 
     async fn types(&mut self) -> Result<BTreeMap<String, String>, SinkError> {
