@@ -42,6 +42,18 @@ fn table(crm: Crm) -> (&'static str, &'static str) {
 /// A one-way sink `name` to the emulator of `crm` on `port`: HubSpot with the private-app
 /// token in `HUBSPOT_TOKEN`; Zoho with OAuth against the emulator's token endpoint, or with
 /// `zoho_token` the access token in `ZOHO_TOKEN`.
+/// Row 1 (written before) reaches the CRM, then a sentinel row 2 written now.
+async fn row_and_sentinel_arrive(crm: Crm, emulator: &Emulator, db: &TestDb) {
+    let arrived = |key: i64| async move { crm.records(&emulator.state().await).contains_key(&key) };
+    eventually("row 1 reaches the CRM", WAIT, || arrived(1)).await;
+    sentinel(
+        "the sentinel row reaches the CRM",
+        db.exec(&insert(crm, 2)),
+        || arrived(2),
+    )
+    .await;
+}
+
 fn sink_toml(crm: Crm, name: &str, port: u16, zoho_token: bool) -> String {
     let (target, fields, id) = match crm {
         Crm::Hubspot => (
@@ -144,17 +156,7 @@ async fn a_worker_retries_its_start_until_the_crm_answers(crm: Crm) {
     setup.append_config(&sink_toml(crm, &sink_name, emulator.port, false));
     db.exec(&insert(crm, 1)).await;
     let mut worker = setup.start_with("sink", &["--name", &sink_name], &ENV);
-    let arrived = |key: i64| {
-        let emulator = &emulator;
-        async move { crm.records(&emulator.state().await).contains_key(&key) }
-    };
-    eventually("row 1 reaches the CRM", WAIT, || arrived(1)).await;
-    sentinel(
-        "the sentinel row reaches the CRM",
-        db.exec(&insert(crm, 2)),
-        || arrived(2),
-    )
-    .await;
+    row_and_sentinel_arrive(crm, &emulator, &db).await;
     let log = worker.log_text();
     assert_eq!(
         retries(&log),
@@ -197,17 +199,7 @@ async fn a_worker_started_before_its_crm_retries_until_it_listens() {
         worker.log_text()
     );
     let emulator = Emulator::start_on(crm.kind(), port);
-    let arrived = |key: i64| {
-        let emulator = &emulator;
-        async move { crm.records(&emulator.state().await).contains_key(&key) }
-    };
-    eventually("row 1 reaches the CRM", WAIT, || arrived(1)).await;
-    sentinel(
-        "the sentinel row reaches the CRM",
-        db.exec(&insert(crm, 2)),
-        || arrived(2),
-    )
-    .await;
+    row_and_sentinel_arrive(crm, &emulator, &db).await;
     assert_eq!(
         worker.stop(),
         Some(0),

@@ -9,7 +9,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-
 pub(crate) use crate::error::LastError;
 use crate::error::{Classify, ErrorClass};
 use crate::files;
