@@ -54,6 +54,47 @@ pub fn text_to_debezium(ty: &PgType, typmod: i32, text: &str, mode: DecimalMode)
     converted.unwrap_or_else(|| Value::String(text.to_owned()))
 }
 
+/// Converts one non-NULL value of a row read by SQL (the initial snapshot, a backfill) as
+/// Debezium's snapshots write it: they read through JDBC, which changes only `date` (see
+/// [`read_date`]); every other type as [`text_to_debezium`].
+pub fn read_to_debezium(ty: &PgType, typmod: i32, text: &str, mode: DecimalMode) -> Value {
+    match ty {
+        PgType::Date => read_date(text).unwrap_or_else(|| Value::String(text.to_owned())),
+        _ => text_to_debezium(ty, typmod, text, mode),
+    }
+}
+
+/// A `date` as Debezium's snapshot writes it. pgjdbc turns the text into a `java.sql.Date`
+/// through Java's Julian/Gregorian calendar and Debezium reads its fields back
+/// (`Date.toLocalDate()`), so: a BC date loses its era (`0044-03-15 BC` → the days of
+/// `0044-03-15`; null when that day does not exist, e.g. `0005-02-29 BC`); a day of the
+/// calendar switch's gap (`1582-10-05` to `1582-10-14`) moves 10 days later; `infinity` and
+/// `-infinity` become the day numbers of pgjdbc's sentinels in a UTC JVM (`-622191234`,
+/// `-625821272`). Other dates as in the stream. `None`: the text is not a date.
+fn read_date(text: &str) -> Option<Value> {
+    match text {
+        "infinity" => return Some(Value::from(-622_191_234)),
+        "-infinity" => return Some(Value::from(-625_821_272)),
+        _ => {}
+    }
+    let (body, bc) = split_bc(text);
+    let mut c = Cursor::new(body);
+    let (year, month, day) = ymd_fields(&mut c)?;
+    if !c.done() {
+        return None;
+    }
+    let Some(date) = NaiveDate::from_ymd_opt(year, month, day) else {
+        // A BC leap day of a year that is no leap year AD: Debezium's conversion fails.
+        return bc.then_some(Value::Null);
+    };
+    let days = (date - epoch()).num_days();
+    // 1582-10-05 ..= 1582-10-14 (proleptic Gregorian), the days the switch skipped.
+    if !bc && (-141_437..-141_427).contains(&days) {
+        return Some(Value::from(days + 10));
+    }
+    Some(Value::from(days))
+}
+
 /// Adaptive precision: precision 0..=3 → milliseconds, else microseconds.
 fn millis_if_low(us: i64, typmod: i32) -> Value {
     if (0..=3).contains(&typmod) {
@@ -70,13 +111,19 @@ fn frac_us(frac: &[u8]) -> i64 {
     })
 }
 
-/// `YYYY-MM-DD[ BC]` at the cursor → the date.
-fn ymd(c: &mut Cursor<'_>, bc: bool) -> Option<NaiveDate> {
+/// `YYYY-MM-DD` at the cursor → (year, month, day), not checked to be a day.
+fn ymd_fields(c: &mut Cursor<'_>) -> Option<(i32, u32, u32)> {
     let year = c.digits(4)? as i32;
     c.expect(b'-')?;
     let month = c.digits(2)?;
     c.expect(b'-')?;
     let day = c.digits(2)?;
+    Some((year, month, day))
+}
+
+/// `YYYY-MM-DD[ BC]` at the cursor → the date.
+fn ymd(c: &mut Cursor<'_>, bc: bool) -> Option<NaiveDate> {
+    let (year, month, day) = ymd_fields(c)?;
     NaiveDate::from_ymd_opt(if bc { 1 - year } else { year }, month, day)
 }
 
@@ -320,6 +367,41 @@ mod tests {
         text_to_debezium(&ty, typmod, text, DecimalMode::Precise)
     }
 
+    /// The values Debezium 3.6.3 wrote for these dates in its initial snapshot (UTC JVM).
+    #[test]
+    fn read_dates_match_debeziums_snapshot() {
+        let read = |text| read_to_debezium(&PgType::Date, -1, text, DecimalMode::Precise);
+        for (text, days) in [
+            ("infinity", json!(-622_191_234)),
+            ("-infinity", json!(-625_821_272)),
+            ("0044-03-15 BC", json!(-703_383)),
+            ("0001-01-01 BC", json!(-719_162)),
+            ("4713-01-01 BC", json!(1_001_860)),
+            ("0005-02-29 BC", json!(null)),
+            ("1582-10-04", json!(-141_438)),
+            ("1582-10-05", json!(-141_427)),
+            ("1582-10-10", json!(-141_422)),
+            ("1582-10-14", json!(-141_418)),
+            ("1582-10-15", json!(-141_427)),
+            ("1000-03-01", json!(-354_226)),
+            ("1900-01-01", json!(-25_567)),
+            ("2024-02-29", json!(19_782)),
+            ("not a date", json!("not a date")),
+        ] {
+            assert_eq!(read(text), days, "{text}");
+        }
+        // Every other type as in the stream.
+        let ts = |f: fn(&PgType, i32, &str, DecimalMode) -> Value| {
+            f(
+                &PgType::Timestamp,
+                6,
+                "0010-01-01 00:00:00 BC",
+                DecimalMode::Precise,
+            )
+        };
+        assert_eq!(ts(read_to_debezium), ts(text_to_debezium));
+    }
+
     #[test]
     fn temporal_values_match_debezium_adaptive() {
         assert_eq!(dbz(PgType::Date, -1, "2024-02-29"), json!(19782));
@@ -420,6 +502,7 @@ mod tests {
                 PgType::Interval, PgType::Numeric, PgType::Money] {
                 for mode in [DecimalMode::Precise, DecimalMode::String, DecimalMode::Double] {
                     let _ = text_to_debezium(&ty, typmod, &text, mode);
+                    let _ = read_to_debezium(&ty, typmod, &text, mode);
                 }
             }
         }
