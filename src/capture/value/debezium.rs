@@ -10,7 +10,8 @@
 //!
 //! Rules that differ from driftless's (`typmod` is the column's type modifier, -1 if none):
 //! * `date` → days since 1970-01-01; `infinity`/`-infinity` → the day numbers Debezium derives
-//!   from PostgreSQL's internal sentinels (`-2147472692`/`-2147472691`).
+//!   from PostgreSQL's internal sentinels (`-2147472692`/`-2147472691`); in a row read by SQL
+//!   ([`read_to_debezium`]) as Debezium's snapshot writes it, through JDBC's Julian calendar.
 //! * `time` → µs since midnight, or ms when the precision is 0..=3.
 //! * `timetz` → converted to UTC, `HH:MM:SS[.f]Z` with trailing fraction zeros dropped.
 //! * `timestamp` → µs since the epoch, or ms when the precision is 0..=3; `infinity` and
