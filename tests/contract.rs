@@ -129,14 +129,15 @@ fn insert_every_type(id: u32, row: &str) -> String {
 }
 
 /// The rows there before both start, read by both initial snapshots: `every_type`'s rows as
-/// ids 101-103 and three `regions` rows (one with a null).
+/// ids 101-105 and three `regions` rows (one with a null), written out of key order.
 fn debezium_seed() -> Vec<String> {
     let mut sql: Vec<String> = (101..)
         .zip(EVERY_TYPE_ROWS)
         .map(|(id, row)| insert_every_type(id, row))
         .collect();
     sql.push(
-        "INSERT INTO regions VALUES ('eu', 11, 'x'), ('us', 12, NULL), ('ap', 13, 'z')".into(),
+        // Out of key order: both read a table in its physical order.
+        "INSERT INTO regions VALUES ('eu', 12, 'x'), ('us', 11, NULL), ('ap', 13, 'z')".into(),
     );
     sql
 }
@@ -463,8 +464,12 @@ async fn compare_with_debezium(
         .collect()
 }
 
-/// The `source.snapshot` markers of the initial snapshot's reads of `table`, in order.
-fn markers(debezium: &BTreeMap<(String, Option<String>), Vec<Value>>, table: &str) -> Vec<String> {
+/// The `source.snapshot` markers of the initial snapshot's reads of `table`: (id, marker) in
+/// id order.
+fn markers(
+    debezium: &BTreeMap<(String, Option<String>), Vec<Value>>,
+    table: &str,
+) -> Vec<(u64, String)> {
     let mut reads: Vec<(u64, String)> = debezium
         .iter()
         .filter(|((t, _), _)| t == table)
@@ -477,7 +482,15 @@ fn markers(debezium: &BTreeMap<(String, Option<String>), Vec<Value>>, table: &st
         })
         .collect();
     reads.sort();
-    reads.into_iter().map(|(_, m)| m).collect()
+    reads
+}
+
+/// `(id, marker)` pairs from `(id, marker)` literals.
+fn marked<const N: usize>(pairs: [(u64, &str); N]) -> Vec<(u64, String)> {
+    pairs
+        .into_iter()
+        .map(|(id, m)| (id, m.to_string()))
+        .collect()
 }
 
 /// Both at their defaults: precise decimals, truncates skipped. The tables are given out of
@@ -508,11 +521,17 @@ async fn heavy_debezium_envelope_matches_the_real_debezium() {
     );
     assert_eq!(
         markers(&debezium, "public.regions"),
-        ["first", "true", "last_in_data_collection"]
+        marked([(11, "true"), (12, "first"), (13, "last_in_data_collection")])
     );
     assert_eq!(
         markers(&debezium, "public.every_type"),
-        ["first_in_data_collection", "true", "true", "true", "last"]
+        marked([
+            (101, "first_in_data_collection"),
+            (102, "true"),
+            (103, "true"),
+            (104, "true"),
+            (105, "last")
+        ])
     );
 }
 
@@ -533,7 +552,7 @@ async fn heavy_debezium_string_decimals_and_truncates_match_the_real_debezium() 
     assert_eq!(truncate[0]["value"]["op"], "t");
     assert_eq!(
         markers(&debezium, "public.regions"),
-        ["first_in_data_collection", "true", "last"]
+        marked([(11, "true"), (12, "first_in_data_collection"), (13, "last")])
     );
 }
 
@@ -551,12 +570,12 @@ async fn heavy_debezium_double_decimals_match_the_real_debezium() {
     let debezium = compare_with_debezium("dbzd", ours, props, &tables).await;
     assert_eq!(
         markers(&debezium, "public.every_type"),
-        [
-            "first_in_data_collection",
-            "true",
-            "true",
-            "true",
-            "last_in_data_collection"
-        ]
+        marked([
+            (101, "first_in_data_collection"),
+            (102, "true"),
+            (103, "true"),
+            (104, "true"),
+            (105, "last_in_data_collection")
+        ])
     );
 }
