@@ -519,6 +519,14 @@ async fn heavy_debezium_envelope_matches_the_real_debezium() {
         read["value"]["after"]["c_toast"].as_str().unwrap().len(),
         12_800
     );
+    // Snapshot dates that Debezium's JDBC reads write otherwise than its stream.
+    let read_date = |id: u32| at("public.every_type", &format!(r#"{{"id":{id}}}"#), 0);
+    assert_eq!(read_date(103)["value"]["after"]["c_date"], -622_191_234);
+    assert_eq!(read_date(105)["value"]["after"]["c_date"], -703_383);
+    assert_eq!(
+        at("public.every_type", r#"{"id":5}"#, 0)["value"]["after"]["c_date"],
+        -735_160
+    );
     assert_eq!(
         markers(&debezium, "public.regions"),
         marked([(11, "true"), (12, "first"), (13, "last_in_data_collection")])
