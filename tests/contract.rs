@@ -99,7 +99,7 @@ CREATE TABLE quiet (id int PRIMARY KEY);";
 
 /// The `every_type` rows (after `INSERT INTO every_type`, `{id}` for the id): every column set
 /// (the TOASTed value, md5 hex of ~12 kB, is stored out of line), only the key, edge values.
-const EVERY_TYPE_ROWS: [&str; 5] = [
+const EVERY_TYPE_ROWS: [&str; 7] = [
     "VALUES ({id}, 32767, 9007199254740993, 12345.678,
         12345678901234567890.123456789, 3.14, 2.718281828459045, true,
         'unicode 🚀 \"quoted\" back\\slash', 'abc', 'ab', '\\xdeadbeef00',
@@ -119,6 +119,10 @@ const EVERY_TYPE_ROWS: [&str; 5] = [
         '0010-01-01 00:00:00 BC', '-infinity')",
     "(id, c_date, c_ts, c_ts3, c_tstz) VALUES ({id}, '0044-03-15 BC',
         '1500-06-01 12:00:00.25', 'infinity', 'infinity')",
+    "(id, c_date, c_ts, c_ts3, c_tstz) VALUES ({id}, '20000-01-01', '20000-01-01 00:00:00',
+        '294276-12-31 23:59:59.999', '10000-01-01 00:00:00+00')",
+    "(id, c_date, c_ts, c_tstz) VALUES ({id}, '0005-02-29 BC', '0005-02-29 10:00:00 BC',
+        '0005-02-29 10:00:00+00 BC')",
 ];
 
 fn insert_every_type(id: u32, row: &str) -> String {
@@ -129,7 +133,7 @@ fn insert_every_type(id: u32, row: &str) -> String {
 }
 
 /// The rows there before both start, read by both initial snapshots: `every_type`'s rows as
-/// ids 101-105 and three `regions` rows (one with a null), written out of key order.
+/// ids 101-107 and three `regions` rows (one with a null), written out of key order.
 fn debezium_seed() -> Vec<String> {
     let mut sql: Vec<String> = (101..)
         .zip(EVERY_TYPE_ROWS)
@@ -497,7 +501,7 @@ fn marked<const N: usize>(pairs: [(u64, &str); N]) -> Vec<(u64, String)> {
 /// name order: both snapshot them in the order given.
 #[tokio::test(flavor = "multi_thread")]
 async fn heavy_debezium_envelope_matches_the_real_debezium() {
-    let tables = [("public.regions", 16), ("public.every_type", 18)];
+    let tables = [("public.regions", 16), ("public.every_type", 22)];
     let debezium = compare_with_debezium("dbzc", "", "", &tables).await;
     // The workload covers what the comparison is about.
     let at = |table: &str, key: &str, i: usize| {
@@ -527,6 +531,11 @@ async fn heavy_debezium_envelope_matches_the_real_debezium() {
         at("public.every_type", r#"{"id":5}"#, 0)["value"]["after"]["c_date"],
         -735_160
     );
+    assert_eq!(read_date(107)["value"]["after"]["c_date"], Value::Null);
+    assert_eq!(
+        read_date(107)["value"]["after"]["c_tstz"],
+        "-0004-02-29T10:00:00.000000Z"
+    );
     assert_eq!(
         markers(&debezium, "public.regions"),
         marked([(11, "true"), (12, "first"), (13, "last_in_data_collection")])
@@ -538,7 +547,9 @@ async fn heavy_debezium_envelope_matches_the_real_debezium() {
             (102, "true"),
             (103, "true"),
             (104, "true"),
-            (105, "last")
+            (105, "true"),
+            (106, "true"),
+            (107, "last")
         ])
     );
 }
@@ -551,7 +562,7 @@ async fn heavy_debezium_string_decimals_and_truncates_match_the_real_debezium() 
     let ours = "[kafka.debezium]\ndecimal_handling_mode = \"string\"\nskipped_operations = []";
     let props = "decimal.handling.mode=string;skipped.operations=none";
     let tables = [
-        ("public.every_type", 18),
+        ("public.every_type", 22),
         ("public.regions", 17),
         ("public.quiet", 0),
     ];
@@ -572,7 +583,7 @@ async fn heavy_debezium_double_decimals_match_the_real_debezium() {
     let props = "decimal.handling.mode=double";
     let tables = [
         ("public.quiet", 0),
-        ("public.every_type", 18),
+        ("public.every_type", 22),
         ("public.regions", 16),
     ];
     let debezium = compare_with_debezium("dbzd", ours, props, &tables).await;
@@ -583,7 +594,9 @@ async fn heavy_debezium_double_decimals_match_the_real_debezium() {
             (102, "true"),
             (103, "true"),
             (104, "true"),
-            (105, "last_in_data_collection")
+            (105, "true"),
+            (106, "true"),
+            (107, "last_in_data_collection")
         ])
     );
 }
