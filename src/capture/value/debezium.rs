@@ -5,8 +5,8 @@
 //! Used by the `debezium` envelope only; the driftless envelope keeps [`super::text_to_json`].
 //! Same invariants as the parent module: pure, total (text that does not parse under its type's
 //! rule becomes the text), no panics. Types whose Debezium encoding equals driftless's
-//! (integers, floats, bool, text, bytea, uuid, timestamptz, arrays, ...) go through
-//! [`super::text_to_json`].
+//! (integers, floats, bool, text, bytea, uuid, arrays, ...) go through [`super::text_to_json`].
+//! Years are proleptic Gregorian and may have up to 7 digits, as PostgreSQL writes them.
 //!
 //! Rules that differ from driftless's (`typmod` is the column's type modifier, -1 if none):
 //! * `date` → days since 1970-01-01; `infinity`/`-infinity` → the day numbers Debezium derives
@@ -15,7 +15,9 @@
 //! * `time` → µs since midnight, or ms when the precision is 0..=3.
 //! * `timetz` → converted to UTC, `HH:MM:SS[.f]Z` with trailing fraction zeros dropped.
 //! * `timestamp` → µs since the epoch, or ms when the precision is 0..=3; `infinity` and
-//!   `-infinity` → pgjdbc's sentinel numbers.
+//!   `-infinity` → pgjdbc's sentinel numbers; a value beyond 64 bits stays the text.
+//! * `timestamptz` → the instant in UTC as Java's ISO format writes it (6 fraction digits;
+//!   years outside 0000..=9999 signed, astronomical: 5 BC is `-0004`).
 //! * `interval` → µs, a month counting as 30.4375 days.
 //! * `json`/`jsonb` → the JSON text as a string.
 //! * `numeric` per [`DecimalMode`]: `precise` → base64 of the unscaled big-endian two's
