@@ -29,7 +29,7 @@
 use base64::Engine as _;
 use serde_json::{Map, Number, Value};
 
-use super::{Cursor, PgType, text_to_json};
+use super::{Cursor, PgType, push_time, push2, text_to_json};
 
 pub use crate::config::debezium::DecimalMode;
 
@@ -271,13 +271,21 @@ fn timestamptz(text: &str) -> Option<String> {
     let secs = days * 86_400 + i64::from(h * 3600 + m * 60 + s) - i64::from(offset);
     let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
     let sod = secs.rem_euclid(86_400) as u32;
-    let mut out = match year {
-        0..=9999 => format!("{year:04}"),
-        10_000.. => format!("+{year}"),
-        _ => format!("-{:04}", -year),
-    };
-    out.push_str(&format!("-{month:02}-{day:02}T"));
-    super::push_time(&mut out, sod / 3600, sod / 60 % 60, sod % 60, frac);
+    let mut out = String::with_capacity(32);
+    match u32::try_from(year) {
+        Ok(y @ 0..=9999) => {
+            push2(&mut out, y / 100);
+            push2(&mut out, y);
+        }
+        Ok(y) => out.push_str(&format!("+{y}")),
+        Err(_) => out.push_str(&format!("-{:04}", -year)),
+    }
+    out.push('-');
+    push2(&mut out, month);
+    out.push('-');
+    push2(&mut out, day);
+    out.push('T');
+    push_time(&mut out, sod / 3600, sod / 60 % 60, sod % 60, frac);
     out.push('Z');
     Some(out)
 }
