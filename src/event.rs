@@ -85,7 +85,9 @@ pub struct Source {
     pub lsn: Lsn,
     /// LSN of the transaction's commit record (for snapshot rows: the consistent point).
     pub commit_lsn: Lsn,
-    /// Transaction id; absent for snapshot rows and non-transactional messages.
+    /// Transaction id; absent for non-transactional messages and for snapshot rows (except
+    /// under the `debezium` envelope, where an initial-snapshot row carries the id of the
+    /// transaction that read it, as Debezium's do).
     pub xid: Option<u32>,
     /// Commit time, RFC 3339 UTC with microseconds (snapshot rows: when the snapshot began;
     /// null for non-transactional messages, which carry no time in the WAL).

@@ -13,7 +13,8 @@
 //! Intended differences from Debezium: `source.version` names driftless's event format; with
 //! the default `ts_ms = "commit"` the top-level timestamps are the commit time;
 //! `source.sequence[0]` after a restart is the resume position; no
-//! `__debezium.context.*` headers.
+//! `__debezium.context.*` headers; an initial-snapshot read's `source` time, `txId` and `lsn`
+//! are those of driftless's own read.
 
 use serde::Serialize;
 

@@ -13,16 +13,17 @@
 //! - ordinals are assigned in decoding order, so ids are the same on every re-send.
 //!
 //! Under [`Rendering::Debezium`] (the `debezium` envelope) the images follow Debezium's PostgreSQL
-//! connector instead: values per [`text_to_debezium`], the key's bytes in key order (the primary
-//! key's declaration order, as Debezium writes it), an unchanged TOAST column present with
-//! Debezium's placeholder (and still listed in `unchanged_toast`), and the old image of a
+//! connector instead: values per [`text_to_debezium`] (rows read by SQL per
+//! [`read_to_debezium`], as Debezium's snapshots write them), the key's bytes in key order (the
+//! primary key's declaration order, as Debezium writes it), an unchanged TOAST column present
+//! with Debezium's placeholder (and still listed in `unchanged_toast`), and the old image of a
 //! DEFAULT-identity delete carrying every column (non-key ones null).
 
 use std::sync::{Arc, LazyLock};
 
 use serde_json::Value;
 
-use super::value::debezium::{DecimalMode, UNAVAILABLE, text_to_debezium};
+use super::value::debezium::{DecimalMode, UNAVAILABLE, read_to_debezium, text_to_debezium};
 use super::value::{PgType, text_to_json};
 use crate::event::{ChangeEvent, EVENT_FORMAT, Op, Row, SnapshotMark, Source};
 use crate::lsn::Lsn;
@@ -135,11 +136,15 @@ impl RelationInfo {
     }
 
     /// A row read by SQL in this relation's column order (`text(i)`: column `i` as text,
-    /// `None` for NULL), rendered as the WAL's rows are.
+    /// `None` for NULL), rendered as the WAL's rows are, except under [`Rendering::Debezium`]:
+    /// there as Debezium's snapshots write what they read ([`read_to_debezium`]).
     pub(crate) fn row_from_text<'a>(&self, text: impl Fn(usize) -> Option<&'a str>) -> Row {
         let mut row = Row::with_capacity(self.columns.len());
         for (i, col) in self.columns.iter().enumerate() {
-            let v = text(i).map_or(Value::Null, |s| self.value(col, s));
+            let v = text(i).map_or(Value::Null, |s| match self.render {
+                Rendering::Driftless => text_to_json(&col.ty, s),
+                Rendering::Debezium(mode) => read_to_debezium(&col.ty, col.type_modifier, s, mode),
+            });
             row.insert(col.name.clone(), v);
         }
         row

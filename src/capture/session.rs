@@ -250,6 +250,12 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
         for meta in &tables {
             totals.push(reader.count(meta, cfg.row_filter(&meta.name)).await?);
         }
+        // Debezium's reads carry the id of the transaction that read them (driftless's own
+        // envelope: none).
+        let xid = match cfg.envelope {
+            Envelope::Debezium => Some(reader.transaction_id().await?),
+            Envelope::Driftless => None,
+        };
         let unit = self.progress.open();
         for (i, (meta, rel)) in tables.iter().zip(&rels).enumerate() {
             let row_filter = cfg.row_filter(&meta.name);
@@ -260,6 +266,7 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
                 started,
                 SnapshotMark::Middle,
             );
+            ctx.xid = xid;
             let mut cursor = reader.open(meta, row_filter).await?;
             let mut n = 0;
             while let Some(rows) = cursor.next_chunk().await? {

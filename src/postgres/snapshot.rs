@@ -119,6 +119,17 @@ impl<'a> SnapshotReader<'a> {
         })
     }
 
+    /// Assigns the transaction an id and returns it (`txid_current()`, modulo 2^32 as the WAL
+    /// carries transaction ids): Debezium's snapshot reads carry theirs as `source.txId`.
+    pub(crate) async fn transaction_id(&self) -> Result<u32, SourceError> {
+        let row = self
+            .client
+            .query_one("SELECT txid_current() % 4294967296", &[])
+            .await?;
+        let xid: i64 = row.get(0);
+        Ok(u32::try_from(xid).unwrap_or_default())
+    }
+
     /// Ends the transaction.
     pub(crate) async fn finish(self) -> Result<(), SourceError> {
         self.client.batch_execute("COMMIT").await?;
