@@ -39,9 +39,6 @@ fn table(crm: Crm) -> (&'static str, &'static str) {
     }
 }
 
-/// A one-way sink `name` to the emulator of `crm` on `port`: HubSpot with the private-app
-/// token in `HUBSPOT_TOKEN`; Zoho with OAuth against the emulator's token endpoint, or with
-/// `zoho_token` the access token in `ZOHO_TOKEN`.
 /// Row 1 (written before) reaches the CRM, then a sentinel row 2 written now.
 async fn row_and_sentinel_arrive(crm: Crm, emulator: &Emulator, db: &TestDb) {
     let arrived = |key: i64| async move { crm.records(&emulator.state().await).contains_key(&key) };
@@ -54,6 +51,9 @@ async fn row_and_sentinel_arrive(crm: Crm, emulator: &Emulator, db: &TestDb) {
     .await;
 }
 
+/// A one-way sink `name` to the emulator of `crm` on `port`: HubSpot with the private-app
+/// token in `HUBSPOT_TOKEN`; Zoho with OAuth against the emulator's token endpoint, or with
+/// `zoho_token` the access token in `ZOHO_TOKEN`.
 fn sink_toml(crm: Crm, name: &str, port: u16, zoho_token: bool) -> String {
     let (target, fields, id) = match crm {
         Crm::Hubspot => (

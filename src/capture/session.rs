@@ -108,6 +108,7 @@ impl<'a> Session<'a, kafka::Producer<UnitId>> {
     ) -> Result<(), CaptureError> {
         let (params, sql) = connect(cfg).await?;
         let (database, _) = prepare_source(cfg, &sql).await?;
+        resume::wait_for_promotion(cfg, &sql).await?;
         access::ensure_publication(
             &sql,
             &cfg.publication,

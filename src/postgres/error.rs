@@ -94,11 +94,20 @@ impl fmt::Display for SqlDisplay<'_> {
     }
 }
 
-/// Whether the server's message for this SQLSTATE may quote a row value: data exceptions
-/// (class 22: `invalid input syntax for type integer: "12.5"`) and integrity violations (class
-/// 23).
+/// Whether the server's message (and hint) for this SQLSTATE may quote a row value: data
+/// exceptions (class 22: `invalid input syntax for type integer: "12.5"`), integrity violations
+/// (class 23) and PL/pgSQL's `RAISE`/`ASSERT` (class P0), whose text a user's trigger writes,
+/// often from `NEW.*`.
 fn message_quotes_values(code: &str) -> bool {
-    code.starts_with("22") || code.starts_with("23")
+    ["22", "23", "P0"]
+        .iter()
+        .any(|class| code.starts_with(class))
+}
+
+/// The server's own hint, unless this SQLSTATE's texts may quote a row value.
+fn server_hint(code: &str, hint: Option<&str>) -> Option<String> {
+    hint.filter(|_| !message_quotes_values(code))
+        .map(str::to_string)
 }
 
 /// `: message`, or nothing when the message may quote a row value.
@@ -111,8 +120,9 @@ fn shown_message(code: &str, message: &str) -> String {
 }
 
 /// The class of an error raised by writing one row that came from outside (an inbound change
-/// of two-way sync): a data exception or an integrity violation of that row (SQLSTATE classes
-/// 22 and 23) is poison, to be rolled back alone and set aside; everything else is classified
+/// of two-way sync): a data exception or an integrity violation of that row, or a trigger's
+/// `RAISE` refusing it (SQLSTATE classes 22, 23 and P0), is poison, to be rolled back alone and
+/// set aside; everything else is classified
 /// as [`PgError::class`] does (connection errors transient, missing grants or objects fatal).
 pub(crate) fn row_write_class(e: &PgError) -> ErrorClass {
     match e.code() {
@@ -233,10 +243,13 @@ impl Classify for PgError {
                  setup"
                     .to_string(),
             ),
-            PgError::Server { code, hint, .. } => sqlstate_hint(code).or_else(|| hint.clone()),
+            PgError::Server { code, hint, .. } => {
+                sqlstate_hint(code).or_else(|| server_hint(code, hint.as_deref()))
+            }
             PgError::Sql(e) => {
                 if let Some(db) = e.as_db_error() {
-                    sqlstate_hint(db.code().code()).or_else(|| db.hint().map(str::to_string))
+                    let code = db.code().code();
+                    sqlstate_hint(code).or_else(|| server_hint(code, db.hint()))
                 } else if chain_has_tls_error(e)
                     || e.to_string() == "error performing TLS handshake"
                 {
@@ -323,7 +336,7 @@ mod tests {
     #[test]
     fn row_writes_set_aside_data_and_integrity_errors_only() {
         for code in [
-            "22P02", "22003", "22001", "22007", "23505", "23502", "23503", "23514",
+            "22P02", "22003", "22001", "22007", "23505", "23502", "23503", "23514", "P0001",
         ] {
             assert_eq!(row_write_class(&server(code)), ErrorClass::Poison, "{code}");
         }
@@ -339,5 +352,24 @@ mod tests {
         }
         let io = PgError::Io(io::Error::new(io::ErrorKind::ConnectionReset, "reset"));
         assert_eq!(row_write_class(&io), ErrorClass::Transient);
+    }
+
+    #[test]
+    fn a_triggers_raise_shows_neither_its_message_nor_its_hint() {
+        let raised = PgError::Server {
+            code: "P0001".into(),
+            message: "bad email alice@example.com".into(),
+            detail: None,
+            hint: Some("fix alice@example.com".into()),
+        };
+        assert_eq!(raised.to_string(), "postgres server error P0001");
+        assert_eq!(raised.hint(), None);
+        let other = PgError::Server {
+            code: "42P10".into(),
+            message: "invalid column reference".into(),
+            detail: None,
+            hint: Some("name a column of the table".into()),
+        };
+        assert_eq!(other.hint().as_deref(), Some("name a column of the table"));
     }
 }

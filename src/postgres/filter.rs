@@ -10,10 +10,11 @@
 //!   identity columns, or PostgreSQL would refuse the table's own UPDATEs and DELETEs; both
 //!   are checked before the publication is created (the row filter by asking the server which
 //!   columns it reads, through `EXPLAIN (VERBOSE)` of a query that reads no row);
-//! - the condition is the operator's SQL: it may not contain `;` (config validation), and it is
-//!   only placed inside parentheses of an extended-protocol `EXPLAIN` here (one statement,
-//!   nothing runs, no row is read) until that `EXPLAIN` accepted it as the condition of a
-//!   `WHERE`; only then does it go into the publication;
+//! - the condition is the operator's SQL: it may not contain `;` (config validation), and
+//!   until the validating `EXPLAIN ... WHERE (cond)` accepted it, it is only ever placed inside
+//!   parentheses of the extended-protocol `EXPLAIN`s here (one statement each, nothing runs, no
+//!   row is read; [`read_condition`] may run before that validation); only then does it go
+//!   into the publication;
 //! - an existing publication's row filter is the configured one when the server reads both
 //!   alike ([`read_condition`]: the same parse, type resolution and constant folding, so
 //!   whitespace, parentheses, keyword case and redundant casts do not count); a condition

@@ -416,9 +416,14 @@ mod tests {
             heartbeat: Duration::from_millis(5),
         };
         let p = publishing(&publisher, pace);
-        while publisher.states().len() < 3 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let three = async {
+            while publisher.states().len() < 3 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), three)
+            .await
+            .expect("three heartbeats within 10 s");
         p.finish(None::<&SinkError>).await;
         let states = publisher.states();
         assert!(states[..3].iter().all(|s| s.state == WorkerState::Running));

@@ -4,15 +4,17 @@
 //! standby in recovery whose slot is a synchronized copy is waited for (transient) until its
 //! promotion.
 
+use tokio_postgres::Client;
+
 use super::Session;
 use crate::capture::CaptureError;
 use crate::capture::progress::UnitId;
 use crate::checkpoint::{Checkpoint, Phase};
-use crate::config::SnapshotMode;
+use crate::config::{SnapshotMode, ValidConfig};
 use crate::kafka::Publisher;
 use crate::lsn::Lsn;
 use crate::postgres::SourceError;
-use crate::postgres::catalog::{self, SlotState};
+use crate::postgres::catalog;
 use crate::postgres::replication::ReplicationConnection;
 
 impl<P: Publisher<UnitId>> Session<'_, P> {
@@ -44,12 +46,6 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
                  checkpoint away to start a new capture (with a new snapshot)"
                     .into(),
             ));
-        }
-        if saved
-            .as_ref()
-            .is_some_and(|cp| cp.phase == Phase::Streaming)
-        {
-            self.wait_for_promotion(slot.as_ref()).await?;
         }
         match (saved, slot) {
             (Some(cp), Some(state)) if cp.phase == Phase::Streaming => {
@@ -153,33 +149,6 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
         .into()
     }
 
-    /// A standby in recovery whose slot is a copy synchronized from its primary (or, with
-    /// `source.failover`, that has no copy yet) can serve capture only once it is promoted:
-    /// during a failover, or when the address moved to it before its promotion. That is
-    /// transient (retried with backoff), never a reason to stop.
-    async fn wait_for_promotion(&self, slot: Option<&SlotState>) -> Result<(), CaptureError> {
-        let copy = slot.map_or(self.cfg.failover, |s| s.synced);
-        if !copy || !catalog::in_recovery(&self.sql).await? {
-            return Ok(());
-        }
-        let has = if slot.is_some() {
-            "a copy of the slot synchronized from its primary"
-        } else {
-            "no synchronized copy of the slot yet"
-        };
-        Err(SourceError::NotReady {
-            message: format!(
-                "the server is a standby in recovery with {has} ({}): capture resumes once it \
-                 is promoted",
-                self.cfg.slot
-            ),
-            hint: "driftless retries until the server is promoted; if it is not meant to be, \
-                   point the source URL at the primary"
-                .into(),
-        }
-        .into())
-    }
-
     pub(super) async fn check_slot_not_ahead(&self, resume: Lsn) -> Result<(), CaptureError> {
         let state = catalog::slot_state(&self.sql, &self.cfg.slot).await?;
         match state.and_then(|s| s.confirmed_flush_lsn) {
@@ -216,4 +185,36 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
         self.store.store(&self.checkpoint)?;
         Ok(created.consistent_point)
     }
+}
+
+/// A standby in recovery whose slot is a copy synchronized from its primary (or, with
+/// `source.failover`, any standby: the failover slot lives on the primary) can serve capture
+/// only once it is promoted: during a failover, or when the address moved to it before its
+/// promotion. That is transient (retried with backoff), never a reason to stop; it is checked
+/// before capture writes anything (publication, slot).
+pub(super) async fn wait_for_promotion(
+    cfg: &ValidConfig,
+    sql: &Client,
+) -> Result<(), CaptureError> {
+    let slot = catalog::slot_state(sql, &cfg.slot).await?;
+    let copy = cfg.failover || slot.as_ref().is_some_and(|s| s.synced);
+    if !copy || !catalog::in_recovery(sql).await? {
+        return Ok(());
+    }
+    let has = if slot.is_some_and(|s| s.synced) {
+        "a copy of the slot synchronized from its primary"
+    } else {
+        "no synchronized copy of the slot yet"
+    };
+    Err(SourceError::NotReady {
+        message: format!(
+            "the server is a standby in recovery with {has} ({}): capture resumes once it is \
+             promoted",
+            cfg.slot
+        ),
+        hint: "driftless retries until the server is promoted; if it is not meant to be, point \
+               the source URL at the primary"
+            .into(),
+    }
+    .into())
 }
