@@ -22,7 +22,11 @@
 //!   see yet (PostgreSQL writes the commit record before the transaction becomes visible; with
 //!   synchronous replication the gap lasts a standby round trip) drops its keys as well: the
 //!   chunk is read in one snapshot, and the stream's xids are checked against it;
-//! - a truncate of the table between the read and the high watermark drops the whole chunk.
+//! - a truncate of the table between the read and the high watermark drops the whole chunk;
+//! - a change belongs to the running backfill by the schema and table its event names, and by
+//!   nothing else: PostgreSQL sends a Relation message ahead of a table's next change after any
+//!   invalidation of it (DDL, VACUUM, a reset of the server's caches), at any point of a window,
+//!   so no cache that such a message empties may decide it.
 
 use std::collections::HashSet;
 
@@ -233,14 +237,21 @@ impl<R> Backfills<R> {
         }
     }
 
-    /// A change of `table` with this canonical key, by transaction `xid`, went by in the
-    /// stream.
-    pub(crate) fn changed(&mut self, table: &str, key: Vec<u8>, xid: Option<u32>) {
-        if self
-            .queue
-            .first()
-            .is_none_or(|running| running.table != table)
-        {
+    /// Whether the running backfill's table is `schema`.`table` (as a change event names it).
+    pub(crate) fn runs(&self, schema: &str, table: &str) -> bool {
+        self.queue.first().is_some_and(|running| {
+            running
+                .table
+                .strip_prefix(schema)
+                .and_then(|rest| rest.strip_prefix('.'))
+                == Some(table)
+        })
+    }
+
+    /// A change of `schema`.`table` with this canonical key, by transaction `xid`, went by in
+    /// the stream.
+    pub(crate) fn changed(&mut self, schema: &str, table: &str, key: Vec<u8>, xid: Option<u32>) {
+        if !self.runs(schema, table) {
             return;
         }
         match &mut self.window {
@@ -254,13 +265,13 @@ impl<R> Backfills<R> {
         }
     }
 
-    /// `table` was truncated in the stream: inside the window every row of the chunk may be
-    /// gone, so none of it is sent (the next chunk reads what is left).
-    pub(crate) fn truncated(&mut self, table: &str) {
-        if let (Window::Open(chunk, _) | Window::Read(chunk, _), Some(running)) =
-            (&mut self.window, self.queue.first())
-            && running.table == table
-        {
+    /// `schema`.`table` was truncated in the stream: inside the window every row of the chunk
+    /// may be gone, so none of it is sent (the next chunk reads what is left).
+    pub(crate) fn truncated(&mut self, schema: &str, table: &str) {
+        if !self.runs(schema, table) {
+            return;
+        }
+        if let Window::Open(chunk, _) | Window::Read(chunk, _) = &mut self.window {
             chunk.rows.clear();
         }
     }
@@ -323,13 +334,13 @@ mod tests {
         b.read(chunk(id, &["1", "2", "3"], false));
         assert!(b.next_chunk().is_none(), "one chunk at a time");
         // A change before the low watermark does not drop the row (the read is newer).
-        b.changed("public.t", b"1".to_vec(), Some(99));
+        b.changed("public", "t", b"1".to_vec(), Some(99));
         assert!(matches!(
             b.watermark(&format!("low:{id}"), Lsn(10)),
             AtWatermark::Nothing
         ));
-        b.changed("public.t", b"2".to_vec(), Some(200));
-        b.changed("public.other", b"3".to_vec(), Some(200));
+        b.changed("public", "t", b"2".to_vec(), Some(200));
+        b.changed("public", "other", b"3".to_vec(), Some(200));
         let AtWatermark::Send {
             table, rows, lsn, ..
         } = b.watermark(&format!("high:{id}"), Lsn(20))
@@ -368,15 +379,38 @@ mod tests {
         b.read(chunk(id, &["1", "2", "3", "4"], false));
         // Streamed before the low watermark: 101 and 104 were seen by the read (finished
         // before it), 102 was in progress, 105 began after it.
-        b.changed("public.t", b"1".to_vec(), Some(101));
-        b.changed("public.t", b"2".to_vec(), Some(102));
-        b.changed("public.t", b"3".to_vec(), Some(105));
-        b.changed("public.t", b"4".to_vec(), Some(104));
+        b.changed("public", "t", b"1".to_vec(), Some(101));
+        b.changed("public", "t", b"2".to_vec(), Some(102));
+        b.changed("public", "t", b"3".to_vec(), Some(105));
+        b.changed("public", "t", b"4".to_vec(), Some(104));
         b.watermark(&format!("low:{id}"), Lsn(10));
         let AtWatermark::Send { rows, .. } = b.watermark(&format!("high:{id}"), Lsn(20)) else {
             panic!("the high watermark closes the chunk");
         };
         assert_eq!(rows, ["1", "4"]);
+    }
+
+    #[test]
+    fn a_change_is_matched_to_the_running_backfill_by_the_names_its_event_carries() {
+        let mut b = Backfills::new(Vec::new());
+        b.request("public.t");
+        assert!(b.runs("public", "t"));
+        let (id, _) = b.next_chunk().unwrap();
+        b.read(chunk(id, &["1", "2", "3", "4", "5"], false));
+        b.watermark(&format!("low:{id}"), Lsn(10));
+        // Only the schema and table of the change decide; a Relation message before it (which
+        // the session sees, not this window) changes nothing.
+        b.changed("public", "t", b"1".to_vec(), Some(200));
+        b.changed("public", "tt", b"2".to_vec(), Some(200));
+        b.changed("publi", "c.t", b"3".to_vec(), Some(200));
+        b.changed("other", "t", b"4".to_vec(), Some(200));
+        b.changed("public", "t", b"5".to_vec(), Some(201));
+        b.truncated("public", "tt");
+        let AtWatermark::Send { rows, .. } = b.watermark(&format!("high:{id}"), Lsn(20)) else {
+            panic!("the high watermark closes the chunk");
+        };
+        assert_eq!(rows, ["2", "3", "4"]);
+        assert!(!b.runs("public", "tt") && !b.runs("", "public.t"));
     }
 
     #[test]
@@ -395,8 +429,8 @@ mod tests {
         let (id, _) = b.next_chunk().unwrap();
         b.read(chunk(id, &["1", "2"], false));
         b.watermark(&format!("low:{id}"), Lsn(10));
-        b.truncated("public.other");
-        b.truncated("public.t");
+        b.truncated("public", "other");
+        b.truncated("public", "t");
         let AtWatermark::Send { rows, .. } = b.watermark(&format!("high:{id}"), Lsn(20)) else {
             panic!("the high watermark closes the chunk");
         };
