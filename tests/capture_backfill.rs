@@ -107,6 +107,80 @@ async fn a_table_added_to_source_tables_is_backfilled_without_overwriting_newer_
     stop_cleanly(&mut cap, db).await;
 }
 
+/// The window of a chunk held open on purpose: the chunk's read waits for a lock on the table
+/// (after its low watermark and snapshot), while the lock's holder changes the table's
+/// definition (PostgreSQL then sends a Relation message ahead of the table's next change) and
+/// updates a row the read will find at its old value.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_row_changed_after_a_relation_message_in_the_window_is_not_overwritten_by_the_read() {
+    let (db, setup, mut cap) = capture_streaming_with(
+        "backfill_relmsg",
+        "CREATE TABLE b (id bigint PRIMARY KEY, v int NOT NULL); \
+         INSERT INTO b SELECT g, 0 FROM generate_series(1, 3) g",
+        &["public.b"],
+        CHUNK,
+        "",
+    )
+    .await;
+    let blocker = connect(&db.url).await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE b IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let out = run_ok(setup.command("backfill").args(["--table", "public.b"]));
+    assert!(out.contains("backfill of public.b requested"), "{out}");
+    eventually("the chunk's read waits for the lock", WAIT, || async {
+        let waiting: i64 = db
+            .client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND wait_event_type = 'Lock' AND query LIKE '%pg_current_snapshot()%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        waiting == 1
+    })
+    .await;
+    blocker
+        .batch_execute(
+            "ALTER TABLE b ALTER COLUMN v SET STATISTICS 500; \
+             UPDATE b SET v = 1 WHERE id = 2; COMMIT",
+        )
+        .await
+        .unwrap();
+    eventually("the backfill completes", WAIT, || async {
+        cap.log_text().contains("backfill complete")
+    })
+    .await;
+    // Sentinels after the backfill, on every partition.
+    db.exec("INSERT INTO b SELECT g, -1 FROM generate_series(101, 110) g")
+        .await;
+    let records = read_through_sentinels(&setup.topic("public.b"), 10, |r| {
+        r.payload.is_some() && r.json()["key"]["id"].as_i64() > Some(100)
+    });
+    let last = last_per_key(&records);
+    let read_twice: Vec<i64> = [1, 2, 3]
+        .into_iter()
+        .filter(|id| {
+            let reads = records.iter().filter(|r| {
+                r.payload.is_some() && r.json()["op"] == "r" && r.json()["key"]["id"] == *id
+            });
+            reads.count() == 2
+        })
+        .collect();
+    assert_eq!(
+        read_twice,
+        [1, 3],
+        "the snapshot and the backfill read the rows not changed in the window"
+    );
+    assert_eq!(last[&2]["op"], "u", "{:?}", last[&2]);
+    assert_eq!(last[&2]["after"]["v"], 1, "{:?}", last[&2]);
+    assert_eq!(last[&1]["after"]["v"], 0);
+    stop_cleanly(&mut cap, db).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_requested_backfill_killed_midway_resumes_from_its_last_acknowledged_chunk() {
     const ROWS: i64 = 10_000;

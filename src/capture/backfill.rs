@@ -20,9 +20,15 @@
 //! - a request for a table already being backfilled is ignored;
 //! - a transaction whose commit record precedes the low watermark but that the read did not
 //!   see yet (PostgreSQL writes the commit record before the transaction becomes visible; with
-//!   synchronous replication the gap lasts a standby round trip) drops its keys as well: the
-//!   chunk is read in one snapshot, and the stream's xids are checked against it;
-//! - a truncate of the table between the read and the high watermark drops the whole chunk.
+//!   synchronous replication the gap lasts a standby round trip) drops its keys as well,
+//!   whether the stream carried it before or after the read: the chunk is read in one
+//!   snapshot, and the xids of the table's changes streamed since the last read that did not
+//!   see them (kept until a read sees them) are checked against it;
+//! - a truncate of the table between the read and the high watermark drops the whole chunk;
+//! - a change belongs to the running backfill by the schema and table its event names, and by
+//!   nothing else: PostgreSQL sends a Relation message ahead of a table's next change after any
+//!   invalidation of it (DDL, VACUUM, a reset of the server's caches), at any point of a window,
+//!   so no cache that such a message empties may decide it.
 
 use std::collections::HashSet;
 
@@ -125,6 +131,10 @@ pub(crate) struct Backfills<R> {
     /// Progress to store once the flushed LSN reaches the position (at most the chunks Kafka's
     /// in-flight window holds).
     acked_at: Vec<(Lsn, Progress, bool)>,
+    /// Changes of the running table already streamed, by transactions that the read of the
+    /// chunk in flight (if any) did not see: a later read that does not see them either drops
+    /// their keys; one that sees them forgets them (every later read sees them too).
+    unseen: Vec<(Vec<u8>, u32)>,
     next_id: u64,
 }
 
@@ -136,6 +146,7 @@ impl<R> Backfills<R> {
             window: Window::Idle,
             reading: None,
             acked_at: Vec::new(),
+            unseen: Vec::new(),
             next_id: rand::random::<u32>() as u64,
         }
     }
@@ -182,9 +193,18 @@ impl<R> Backfills<R> {
         Some((self.next_id, from))
     }
 
-    /// The chunk was read (after its low watermark was written).
+    /// The chunk was read (after its low watermark was written). A change streamed before,
+    /// by a transaction the read did not see, drops its key already.
     pub(crate) fn read(&mut self, chunk: Chunk<R>) {
-        self.window = Window::Read(chunk, HashSet::new());
+        let mut changed = HashSet::new();
+        self.unseen.retain(|(key, xid)| {
+            let unseen = !chunk.snapshot.sees(*xid);
+            if unseen {
+                changed.insert(key.clone());
+            }
+            unseen
+        });
+        self.window = Window::Read(chunk, changed);
     }
 
     /// A watermark message went by in the stream at `lsn`.
@@ -233,34 +253,53 @@ impl<R> Backfills<R> {
         }
     }
 
-    /// A change of `table` with this canonical key, by transaction `xid`, went by in the
-    /// stream.
-    pub(crate) fn changed(&mut self, table: &str, key: Vec<u8>, xid: Option<u32>) {
-        if self
-            .queue
-            .first()
-            .is_none_or(|running| running.table != table)
-        {
+    /// Whether the running backfill's table is `schema`.`table` (as a change event names it).
+    pub(crate) fn runs(&self, schema: &str, table: &str) -> bool {
+        self.queue.first().is_some_and(|running| {
+            running
+                .table
+                .strip_prefix(schema)
+                .and_then(|rest| rest.strip_prefix('.'))
+                == Some(table)
+        })
+    }
+
+    /// A change of `schema`.`table` with this canonical key, by transaction `xid`, went by in
+    /// the stream.
+    pub(crate) fn changed(&mut self, schema: &str, table: &str, key: Vec<u8>, xid: Option<u32>) {
+        if !self.runs(schema, table) {
             return;
+        }
+        let unseen = match (&self.window, xid) {
+            (_, None) => None,
+            (Window::Read(chunk, _) | Window::Open(chunk, _), Some(x))
+                if chunk.snapshot.sees(x) =>
+            {
+                None
+            }
+            (_, Some(x)) => Some(x),
+        };
+        if let Some(x) = unseen {
+            self.unseen.push((key.clone(), x));
         }
         match &mut self.window {
             Window::Open(_, changed) => {
                 changed.insert(key);
             }
-            Window::Read(chunk, changed) if xid.is_some_and(|x| !chunk.snapshot.sees(x)) => {
+            Window::Read(_, changed) if unseen.is_some() => {
                 changed.insert(key);
             }
             _ => {}
         }
     }
 
-    /// `table` was truncated in the stream: inside the window every row of the chunk may be
-    /// gone, so none of it is sent (the next chunk reads what is left).
-    pub(crate) fn truncated(&mut self, table: &str) {
-        if let (Window::Open(chunk, _) | Window::Read(chunk, _), Some(running)) =
-            (&mut self.window, self.queue.first())
-            && running.table == table
-        {
+    /// `schema`.`table` was truncated in the stream: inside the window every row of the chunk
+    /// may be gone, so none of it is sent (the next chunk reads what is left).
+    pub(crate) fn truncated(&mut self, schema: &str, table: &str) {
+        if !self.runs(schema, table) {
+            return;
+        }
+        if let Window::Open(chunk, _) | Window::Read(chunk, _) = &mut self.window {
             chunk.rows.clear();
         }
     }
@@ -286,6 +325,7 @@ impl<R> Backfills<R> {
                         "backfill complete and acknowledged by kafka");
                     self.queue.remove(0);
                     self.reading = None;
+                    self.unseen.clear();
                 } else {
                     *running = progress;
                 }
@@ -323,13 +363,13 @@ mod tests {
         b.read(chunk(id, &["1", "2", "3"], false));
         assert!(b.next_chunk().is_none(), "one chunk at a time");
         // A change before the low watermark does not drop the row (the read is newer).
-        b.changed("public.t", b"1".to_vec(), Some(99));
+        b.changed("public", "t", b"1".to_vec(), Some(99));
         assert!(matches!(
             b.watermark(&format!("low:{id}"), Lsn(10)),
             AtWatermark::Nothing
         ));
-        b.changed("public.t", b"2".to_vec(), Some(200));
-        b.changed("public.other", b"3".to_vec(), Some(200));
+        b.changed("public", "t", b"2".to_vec(), Some(200));
+        b.changed("public", "other", b"3".to_vec(), Some(200));
         let AtWatermark::Send {
             table, rows, lsn, ..
         } = b.watermark(&format!("high:{id}"), Lsn(20))
@@ -368,15 +408,71 @@ mod tests {
         b.read(chunk(id, &["1", "2", "3", "4"], false));
         // Streamed before the low watermark: 101 and 104 were seen by the read (finished
         // before it), 102 was in progress, 105 began after it.
-        b.changed("public.t", b"1".to_vec(), Some(101));
-        b.changed("public.t", b"2".to_vec(), Some(102));
-        b.changed("public.t", b"3".to_vec(), Some(105));
-        b.changed("public.t", b"4".to_vec(), Some(104));
+        b.changed("public", "t", b"1".to_vec(), Some(101));
+        b.changed("public", "t", b"2".to_vec(), Some(102));
+        b.changed("public", "t", b"3".to_vec(), Some(105));
+        b.changed("public", "t", b"4".to_vec(), Some(104));
         b.watermark(&format!("low:{id}"), Lsn(10));
         let AtWatermark::Send { rows, .. } = b.watermark(&format!("high:{id}"), Lsn(20)) else {
             panic!("the high watermark closes the chunk");
         };
         assert_eq!(rows, ["1", "4"]);
+    }
+
+    #[test]
+    fn a_change_is_matched_to_the_running_backfill_by_the_names_its_event_carries() {
+        let mut b = Backfills::new(Vec::new());
+        b.request("public.t");
+        assert!(b.runs("public", "t"));
+        let (id, _) = b.next_chunk().unwrap();
+        b.read(chunk(id, &["1", "2", "3", "4", "5"], false));
+        b.watermark(&format!("low:{id}"), Lsn(10));
+        // Only the schema and table of the change decide; a Relation message before it (which
+        // the session sees, not this window) changes nothing.
+        b.changed("public", "t", b"1".to_vec(), Some(200));
+        b.changed("public", "tt", b"2".to_vec(), Some(200));
+        b.changed("publi", "c.t", b"3".to_vec(), Some(200));
+        b.changed("other", "t", b"4".to_vec(), Some(200));
+        b.changed("public", "t", b"5".to_vec(), Some(201));
+        b.truncated("public", "tt");
+        let AtWatermark::Send { rows, .. } = b.watermark(&format!("high:{id}"), Lsn(20)) else {
+            panic!("the high watermark closes the chunk");
+        };
+        assert_eq!(rows, ["2", "3", "4"]);
+        assert!(!b.runs("public", "tt") && !b.runs("", "public.t"));
+    }
+
+    #[test]
+    fn a_change_streamed_before_the_read_by_a_transaction_it_did_not_see_drops_the_row() {
+        let mut b = Backfills::new(Vec::new());
+        b.request("public.t");
+        // Streamed while no chunk was in flight: the read sees 101, not 102 (its commit
+        // record was written, the transaction not yet visible).
+        b.changed("public", "t", b"1".to_vec(), Some(101));
+        b.changed("public", "t", b"2".to_vec(), Some(102));
+        fn send(b: &mut Backfills<String>, keys: &[&str], snapshot: &str) -> Vec<String> {
+            let (id, _) = b.next_chunk().unwrap();
+            let mut c = chunk(id, keys, false);
+            c.snapshot = Snapshot::parse(snapshot).unwrap();
+            b.read(c);
+            b.watermark(&format!("low:{id}"), Lsn(10));
+            let AtWatermark::Send { rows, .. } = b.watermark(&format!("high:{id}"), Lsn(20)) else {
+                panic!("the high watermark closes the chunk");
+            };
+            rows
+        }
+        assert_eq!(send(&mut b, &["1", "2", "3"], "100:105:102"), ["1", "3"]);
+        // A later read that still does not see 102 drops the row again; one that sees it
+        // sends it, and every read after forgets it.
+        assert!(send(&mut b, &["2"], "102:106:102").is_empty());
+        assert_eq!(send(&mut b, &["2"], "103:107:"), ["2"]);
+        assert!(b.unseen.is_empty());
+        // A change in a window by a transaction its read saw is not kept for the next read.
+        let (id, _) = b.next_chunk().unwrap();
+        b.read(chunk(id, &["5"], false));
+        b.changed("public", "t", b"5".to_vec(), Some(101));
+        b.changed("public", "t", b"6".to_vec(), Some(102));
+        assert_eq!(b.unseen, [(b"6".to_vec(), 102)]);
     }
 
     #[test]
@@ -395,8 +491,8 @@ mod tests {
         let (id, _) = b.next_chunk().unwrap();
         b.read(chunk(id, &["1", "2"], false));
         b.watermark(&format!("low:{id}"), Lsn(10));
-        b.truncated("public.other");
-        b.truncated("public.t");
+        b.truncated("public", "other");
+        b.truncated("public", "t");
         let AtWatermark::Send { rows, .. } = b.watermark(&format!("high:{id}"), Lsn(20)) else {
             panic!("the high watermark closes the chunk");
         };

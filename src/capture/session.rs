@@ -566,7 +566,7 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
                     let unit = self.unit.ok_or_else(|| outside_unit("event"))?;
                     let timestamp_ms =
                         timestamp_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-                    self.backfill_saw(&topic, &event);
+                    self.backfill_saw(&event);
                     self.send(unit, &topic, &event, timestamp_ms).await?;
                     sent += 1;
                 }

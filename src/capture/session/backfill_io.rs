@@ -1,6 +1,10 @@
 //! The I/O half of backfills (`capture::backfill` is the pure half): which tables to backfill
 //! when a session starts, writing a chunk's watermarks and reading it, sending what is left of
 //! it at its high watermark, and storing progress once Kafka acknowledged it.
+//!
+//! The relation the chunks are read with is cached and dropped at a Relation message of its
+//! table; whether a streamed change belongs to the running backfill is decided by the names
+//! the change carries, never by that cache (a Relation message may come inside a window).
 
 use std::sync::Arc;
 
@@ -243,25 +247,22 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
         Ok(())
     }
 
-    /// A change event went by: a change of the running backfill's table drops its key from
-    /// the chunk in flight, a truncate of it the whole chunk.
-    pub(super) fn backfill_saw(&mut self, topic: &str, event: &ChangeEvent) {
-        let Some((table, rel)) = &self.backfill_rel else {
-            return;
-        };
-        if *rel.topic != *topic || self.backfills.running() != Some(table.as_str()) {
+    /// A change event went by: a change of the running backfill's table (as the event names
+    /// it) drops its key from the chunk in flight, a truncate of it the whole chunk.
+    pub(super) fn backfill_saw(&mut self, event: &ChangeEvent) {
+        let (schema, table) = (&*event.source.schema, &*event.source.table);
+        if !self.backfills.runs(schema, table) {
             return;
         }
         // An operation the Debezium envelope does not write leaves the row to the backfill's
         // read (a truncate still empties the chunk: its rows are gone either way).
         let written =
             !(self.cfg.envelope == Envelope::Debezium && self.cfg.debezium.skips(event.op.code()));
-        let table = table.clone();
         match (&event.key, event.op) {
-            (_, Op::Truncate) => self.backfills.truncated(&table),
+            (_, Op::Truncate) => self.backfills.truncated(schema, table),
             (Some(key), _) if written => {
                 self.backfills
-                    .changed(&table, canonical_key(key), event.source.xid)
+                    .changed(schema, table, canonical_key(key), event.source.xid)
             }
             _ => {}
         }
