@@ -7,6 +7,8 @@
 //!   holds, so the slot's `confirmed_flush_lsn` can never legitimately be ahead of it; when it
 //!   is, someone else moved the slot (or re-created it) and capture refuses to start;
 //! - the stored LSN never decreases within a phase;
+//! - the stored timeline is the server's when capture last started streaming, so a promoted
+//!   server whose timeline forked before the stored LSN is recognized (and refused);
 //! - the file is owner-only (mode 0600, [`crate::files`]).
 
 use std::io::Write;
@@ -47,6 +49,11 @@ pub(crate) struct Checkpoint {
     pub consistent_point: Lsn,
     /// Last LSN confirmed to Postgres as flushed.
     pub flushed_lsn: Lsn,
+    /// The server's timeline (`IDENTIFY_SYSTEM`) when capture last started streaming; `None`
+    /// in a checkpoint of an older version. A server on another timeline (a promoted standby)
+    /// must have forked from this one at or after `flushed_lsn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<u32>,
     /// The tables capture covered (`schema.table`) when this was written; `None` in a
     /// checkpoint of an older version. A table configured later is backfilled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -182,6 +189,7 @@ mod tests {
             phase: Phase::Streaming,
             consistent_point: Lsn(5),
             flushed_lsn: Lsn(10),
+            timeline: Some(2),
             tables: Some(vec!["public.t".into()]),
             backfills: vec![BackfillProgress {
                 table: "public.t".into(),
@@ -200,6 +208,20 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600, "owner only");
         store.remove().unwrap();
         assert_eq!(store.load().unwrap(), None);
+    }
+
+    #[test]
+    fn a_checkpoint_without_a_timeline_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path(), "s1");
+        std::fs::write(
+            store.path(),
+            br#"{"version":1,"system_id":"7","database":"app","slot":"s1","phase":"streaming",
+                "consistent_point":"0/5","flushed_lsn":"0/A"}"#,
+        )
+        .unwrap();
+        let cp = store.load().unwrap().unwrap();
+        assert_eq!((cp.timeline, cp.flushed_lsn), (None, Lsn(10)));
     }
 
     #[test]

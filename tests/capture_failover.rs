@@ -17,7 +17,8 @@
 //! twice is byte-identical to its first copy. The failover is a fast stop, or a crash with a
 //! slot synchronization that lagged, or an address that moved before the promotion (capture
 //! waits for it); a promoted copy of the slot that someone else consumed past the checkpoint is
-//! refused (exit code 3).
+//! refused (exit code 3), and so is a promoted server whose timeline forked before capture's
+//! checkpoint (an asynchronous standby, without `synchronized_standby_slots`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -325,6 +326,68 @@ async fn capture_refuses_a_promoted_slot_ahead_of_its_checkpoint() {
     assert_eq!(pair.cap.wait_exit(WAIT), Some(3), "{}", pair.cap.log_text());
     let log = pair.cap.log_text();
     assert!(log.contains("ahead of driftless's checkpoint"), "{log}");
+}
+
+/// The asynchronous setup the README warns about (no `synchronized_standby_slots`): capture
+/// confirms changes the standby never received, the standby is promoted, and its timeline
+/// forks before capture's checkpoint. The new primary writes its own changes at LSNs capture
+/// already confirmed, which the server would skip: capture stops with exit code 3 instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn capture_refuses_a_promoted_server_whose_timeline_forked_before_its_checkpoint() {
+    let mut pair = Pair::start("failover_fork").await;
+    let primary = connect(&pair.setup.db_url).await;
+    for sql in [
+        "ALTER SYSTEM SET synchronized_standby_slots = ''",
+        "SELECT pg_reload_conf()",
+    ] {
+        primary.batch_execute(sql).await.unwrap();
+    }
+    // The standby stops receiving WAL: what follows exists only on the old primary.
+    pair.standby.pg_ctl(&["-m", "fast", "stop"]);
+    let before: String = primary
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    primary
+        .batch_execute(
+            "INSERT INTO t SELECT g, 'only on the old primary' FROM generate_series(1, 1000) g",
+        )
+        .await
+        .unwrap();
+    eventually(
+        "capture confirmed changes the standby never received",
+        WAIT,
+        || async { checkpoint_lsn(&pair.setup) > lsn_num(&before) },
+    )
+    .await;
+    pair.primary.pg_ctl(&["-m", "fast", "stop"]);
+    pair.standby.pg_ctl(&["start"]);
+    pair.promote();
+    let on_new = connect(&at_port(&pair.setup.db_url, pair.standby.port())).await;
+    on_new
+        .batch_execute("INSERT INTO t VALUES (1000001, 'written on the new primary')")
+        .await
+        .unwrap();
+    let written: String = on_new
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let checkpoint = checkpoint_lsn(&pair.setup);
+    assert!(
+        lsn_num(&written) < checkpoint,
+        "the new primary's row ({written}) lies below capture's checkpoint ({checkpoint:x}), \
+         where resuming would skip it"
+    );
+    pair.address.point_to(pair.standby.port());
+    assert_eq!(pair.cap.wait_exit(WAIT), Some(3), "{}", pair.cap.log_text());
+    let log = pair.cap.log_text();
+    assert!(
+        log.contains("the promoted server's timeline 2 forked from timeline 1 at")
+            && log.contains("would be skipped"),
+        "{log}"
+    );
 }
 
 scenario_tests! {

@@ -4,8 +4,9 @@
 //! the version the scripts started, then check the version-dependent features.
 //!
 //! `source.failover = true` creates a failover slot on PostgreSQL 17 and later (and turns
-//! failover on for a slot created without it); on older servers `driftless check` and capture
-//! refuse it, naming the field. Column lists and row filters need PostgreSQL 15: `check`
+//! failover on for a slot created without it), where `driftless check` warns (without failing)
+//! that the server's `synchronized_standby_slots` is empty; on older servers `driftless check`
+//! and capture refuse it, naming the field. Column lists and row filters need PostgreSQL 15: `check`
 //! refuses them on 14 (their behaviour on 15 and later is `capture_filters::`).
 
 use crate::support::*;
@@ -82,6 +83,15 @@ async fn failover_slot_on_17_and_later_refused_before() {
     );
     db.exec("INSERT INTO t VALUES (1, 'a'), (2, 'b')").await;
     assert_every_row_arrived(&setup.topic("public.t"), 2, WAIT);
+    let out = setup.command("check").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "a warning does not fail: {err}");
+    assert!(
+        err.contains(
+            "warning: [postgres] source.failover = true but synchronized_standby_slots is empty"
+        ),
+        "{err}"
+    );
     stop_cleanly(&mut cap, db).await;
 }
 

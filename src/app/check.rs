@@ -1,7 +1,7 @@
 //! `driftless check`: the pure config validation plus a preflight against the live systems.
 //!
 //! Owns the list of problems shown to the operator, and the warnings that do not fail it (TLS
-//! off or unverified on a Postgres URL). Invariant: it changes nothing (no publication, slot,
+//! off or unverified on a Postgres URL; a failover slot without `synchronized_standby_slots`). Invariant: it changes nothing (no publication, slot,
 //! topic, checkpoint or sync state is created or altered) and reports every problem it finds:
 //! Postgres (settings, each privilege capture lacks, a publication that differs from
 //! `source.tables`, tables, slot/checkpoint), Kafka reachability, and per sink its credentials
@@ -66,6 +66,26 @@ pub(crate) fn tls_warnings(cfg: &ValidConfig) -> Vec<Finding> {
                 Some(TLS_HINT.to_string()),
             ))
         })
+        .collect()
+}
+
+/// Findings about the source server that do not stop `check` (see
+/// [`catalog::preflight_warnings`]). A server that cannot be reached is left to [`preflight`],
+/// which reports it.
+pub(crate) async fn server_warnings(cfg: &ValidConfig) -> Vec<Finding> {
+    let facts = async {
+        let url = cfg.source_url.read().ok()?;
+        let sql = connect_sql(&ConnectParams::from_url(&url).ok()?)
+            .await
+            .ok()?;
+        catalog::server_facts(&sql).await.ok()
+    };
+    let Some(facts) = facts.await else {
+        return Vec::new();
+    };
+    catalog::preflight_warnings(&facts, cfg.failover)
+        .into_iter()
+        .map(|(message, hint)| finding("postgres", &message, Some(hint)))
         .collect()
 }
 

@@ -266,7 +266,9 @@ async fn emulate(
 
 async fn check(path: &Path) -> ExitCode {
     with_config(path, |cfg| async move {
-        for w in check::tls_warnings(&cfg) {
+        let mut warnings = check::tls_warnings(&cfg);
+        warnings.append(&mut check::server_warnings(&cfg).await);
+        for w in warnings {
             eprintln!("warning: [{}] {}", w.system, w.message);
             if let Some(h) = &w.hint {
                 eprintln!("    hint: {h}");

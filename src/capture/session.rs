@@ -137,6 +137,7 @@ impl<'a> Session<'a, kafka::Producer<UnitId>> {
             phase: Phase::Creating,
             consistent_point: Lsn::ZERO,
             flushed_lsn: Lsn::ZERO,
+            timeline: Some(system.timeline),
             tables: None,
             backfills: Vec::new(),
         };
@@ -159,7 +160,7 @@ impl<'a> Session<'a, kafka::Producer<UnitId>> {
             backfill_rel: None,
             backfill_report: None,
         };
-        let resume = session.resume_point(&mut repl).await?;
+        let resume = session.resume_point(&mut repl, system.timeline).await?;
         if *shutdown.borrow() {
             return Ok(());
         }

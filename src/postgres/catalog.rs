@@ -318,6 +318,8 @@ pub(crate) struct ServerFacts {
     pub can_replicate: bool,
     /// `max_replication_slots`.
     pub max_replication_slots: i32,
+    /// `synchronized_standby_slots` (`None` before PostgreSQL 17).
+    pub synchronized_standby_slots: Option<String>,
 }
 
 /// Reads the facts checked by [`preflight_problems`].
@@ -327,7 +329,8 @@ pub(crate) async fn server_facts(client: &Client) -> Result<ServerFacts, SourceE
             "SELECT current_setting('server_version_num')::int, current_setting('wal_level'), \
              current_database()::text, current_setting('server_encoding'), \
              (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user), \
-             current_setting('max_replication_slots')::int, current_user::text",
+             current_setting('max_replication_slots')::int, current_user::text, \
+             current_setting('synchronized_standby_slots', true)",
             &[],
         )
         .await
@@ -340,6 +343,7 @@ pub(crate) async fn server_facts(client: &Client) -> Result<ServerFacts, SourceE
         can_replicate: row.get(4),
         max_replication_slots: row.get(5),
         role: row.get(6),
+        synchronized_standby_slots: row.get(7),
     })
 }
 
@@ -401,9 +405,52 @@ pub(crate) fn preflight_problems(f: &ServerFacts, failover: bool) -> Vec<(String
     p
 }
 
+/// Findings that do not stop capture (pure over [`ServerFacts`]); each is `(message, hint)`.
+/// With a failover slot and no `synchronized_standby_slots`, a standby can be promoted
+/// without changes capture already confirmed, and capture then refuses to resume.
+pub(crate) fn preflight_warnings(f: &ServerFacts, failover: bool) -> Vec<(String, String)> {
+    let unset = f
+        .synchronized_standby_slots
+        .as_deref()
+        .is_some_and(|v| v.trim().is_empty());
+    if !(failover && f.version_num >= FAILOVER_SLOTS_SINCE && unset) {
+        return Vec::new();
+    }
+    vec![(
+        "source.failover = true but synchronized_standby_slots is empty: the primary may send \
+         capture changes a standby has not received; after a failover to that standby they \
+         are lost, and capture refuses to resume past the point where its timeline forked"
+            .into(),
+        "set synchronized_standby_slots on the primary to the physical slot(s) of the \
+         standby(s) that may be promoted (see \"Failover\" in the README)"
+            .into(),
+    )]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failover_without_synchronized_standby_slots_is_a_warning() {
+        let facts = |version_num, slots: Option<&str>| ServerFacts {
+            version_num,
+            wal_level: "logical".into(),
+            database: "app".into(),
+            role: "capture".into(),
+            encoding: "UTF8".into(),
+            can_replicate: true,
+            max_replication_slots: 10,
+            synchronized_standby_slots: slots.map(String::from),
+        };
+        let warned = preflight_warnings(&facts(170_010, Some("")), true);
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(warned[0].0.contains("synchronized_standby_slots is empty"));
+        assert!(preflight_problems(&facts(170_010, Some("")), true).is_empty());
+        assert!(preflight_warnings(&facts(170_010, Some("")), false).is_empty());
+        assert!(preflight_warnings(&facts(170_010, Some("standby")), true).is_empty());
+        assert!(preflight_warnings(&facts(160_000, None), true).is_empty());
+    }
 
     #[test]
     fn preflight_lists_every_server_problem() {
@@ -415,6 +462,7 @@ mod tests {
             encoding: "LATIN1".into(),
             can_replicate: false,
             max_replication_slots: 0,
+            synchronized_standby_slots: None,
         };
         assert_eq!(preflight_problems(&facts, false).len(), 5);
         assert_eq!(preflight_problems(&facts, true).len(), 6);

@@ -2,7 +2,10 @@
 //! checkpoint. A first start creates the slot (and snapshots); a later start resumes from the
 //! checkpoint, never from a slot that is ahead of it, never re-creating a dropped slot; a
 //! standby in recovery whose slot is a synchronized copy is waited for (transient) until its
-//! promotion.
+//! promotion. A server on another timeline than the checkpoint's (a promoted standby) is
+//! resumed only if its timeline forked from the checkpoint's at or after the checkpoint's LSN:
+//! otherwise the new primary writes other changes at LSNs capture already confirmed, and the
+//! server would skip them (refused).
 
 use tokio_postgres::Client;
 
@@ -15,13 +18,14 @@ use crate::kafka::Publisher;
 use crate::lsn::Lsn;
 use crate::postgres::SourceError;
 use crate::postgres::catalog;
-use crate::postgres::replication::ReplicationConnection;
+use crate::postgres::replication::{ReplicationConnection, history};
 
 impl<P: Publisher<UnitId>> Session<'_, P> {
     /// Decides where to stream from, creating the slot (and snapshotting) on a first start.
     pub(super) async fn resume_point(
         &mut self,
         repl: &mut ReplicationConnection,
+        timeline: u32,
     ) -> Result<Lsn, CaptureError> {
         let cfg = self.cfg;
         let slot = catalog::slot_state(&self.sql, &cfg.slot).await?;
@@ -92,11 +96,12 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
                         ),
                     )),
                     _ => {
+                        self.check_timeline(repl, timeline).await?;
                         if cfg.failover {
                             // Idempotent; turns failover on for a slot created without it.
                             repl.enable_failover(&cfg.slot).await?;
                         }
-                        Ok(cp.flushed_lsn)
+                        Ok(self.checkpoint.flushed_lsn)
                     }
                 }
             }
@@ -123,6 +128,43 @@ impl<P: Publisher<UnitId>> Session<'_, P> {
                 self.first_start(repl).await
             }
         }
+    }
+
+    /// Refuses a server whose timeline forked from the checkpoint's before the checkpoint's
+    /// LSN; otherwise records the server's timeline in the checkpoint.
+    async fn check_timeline(
+        &mut self,
+        repl: &mut ReplicationConnection,
+        server: u32,
+    ) -> Result<(), CaptureError> {
+        let cp = &self.checkpoint;
+        if let Some(ours) = cp.timeline
+            && ours != server
+        {
+            let content = if server > ours {
+                Some(repl.timeline_history(server).await?)
+            } else {
+                None
+            };
+            if let Some(message) = fork_refusal(ours, server, cp.flushed_lsn, content.as_deref()) {
+                return Err(SourceError::Refused {
+                    message,
+                    hint: format!(
+                        "set synchronized_standby_slots on the primary (see the README, \
+                         \"Failover\") so a standby always has what capture confirmed; to \
+                         start over with a new snapshot, drop the slot and remove {}",
+                        self.store.path().display()
+                    ),
+                }
+                .into());
+            }
+            tracing::info!(from = ours, to = server, "the server's timeline changed");
+        }
+        if self.checkpoint.timeline != Some(server) {
+            self.checkpoint.timeline = Some(server);
+            self.store.store(&self.checkpoint)?;
+        }
+        Ok(())
     }
 
     /// The refusal when the checkpoint says driftless streamed from a slot that is gone.
@@ -217,4 +259,71 @@ pub(super) async fn wait_for_promotion(
             .into(),
     }
     .into())
+}
+
+/// Why capture must not resume at `flushed` (confirmed on timeline `ours`) on a server on
+/// timeline `server`, whose history file is `history` (`None` when the server's timeline is
+/// not later than ours); `None` when it may.
+fn fork_refusal(ours: u32, server: u32, flushed: Lsn, history: Option<&str>) -> Option<String> {
+    let Some(history) = history.filter(|_| server > ours) else {
+        return Some(format!(
+            "the server is on timeline {server}, not after capture's checkpoint's timeline \
+             {ours}: it is not the promoted successor of the server capture streamed from (an \
+             old primary?), and resuming at {flushed} could skip or invent changes"
+        ));
+    };
+    match history::switch_point(history, ours) {
+        Ok(Some(fork)) if flushed > fork => Some(format!(
+            "the promoted server's timeline {server} forked from timeline {ours} at {fork}, \
+             before capture's checkpoint {flushed}: the old primary sent capture changes the \
+             new primary never had, and the changes the new primary writes after {fork} would \
+             be skipped"
+        )),
+        Ok(Some(_)) => None,
+        Ok(None) => Some(format!(
+            "the server's timeline {server} does not descend from capture's checkpoint's \
+             timeline {ours}: resuming at {flushed} could skip or invent changes"
+        )),
+        Err(e) => Some(format!(
+            "cannot tell where timeline {server} forked from capture's checkpoint's timeline \
+             {ours}: {e}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HISTORY_3: &str = "1\t0/3000158\tno recovery target specified\n\
+        2\t0/5000000\tno recovery target specified\n";
+
+    #[test]
+    fn a_checkpoint_at_or_before_the_fork_resumes() {
+        assert_eq!(fork_refusal(1, 3, Lsn(0x300_0158), Some(HISTORY_3)), None);
+        assert_eq!(fork_refusal(2, 3, Lsn(0x400_0000), Some(HISTORY_3)), None);
+    }
+
+    #[test]
+    fn a_checkpoint_past_the_fork_is_refused() {
+        let m = fork_refusal(1, 3, Lsn(0x300_0159), Some(HISTORY_3)).unwrap();
+        assert!(
+            m.contains(
+                "forked from timeline 1 at 0/3000158, before capture's checkpoint \
+                 0/3000159"
+            ),
+            "{m}"
+        );
+        assert!(m.contains("would be skipped"), "{m}");
+    }
+
+    #[test]
+    fn an_unrelated_or_older_timeline_is_refused() {
+        let m = fork_refusal(4, 5, Lsn(1), Some(HISTORY_3)).unwrap();
+        assert!(m.contains("does not descend"), "{m}");
+        let m = fork_refusal(3, 2, Lsn(1), None).unwrap();
+        assert!(m.contains("old primary"), "{m}");
+        let m = fork_refusal(1, 3, Lsn(1), Some("garbage\n")).unwrap();
+        assert!(m.contains("cannot tell where timeline 3 forked"), "{m}");
+    }
 }

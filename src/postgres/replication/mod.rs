@@ -24,6 +24,7 @@
 //! | `mod.rs`       | [`ReplicationConnection`], [`ReplicationStream`]: I/O and commands |
 //! | `frame.rs`     | pure framing: frames, CopyData bodies, ErrorResponse fields      |
 //! | `auth.rs`      | SCRAM-SHA-256(-PLUS), md5 and cleartext authentication           |
+//! | `history.rs`   | pure parsing of a timeline history file                          |
 //!
 //! The socket (TCP or TLS, the SSLRequest exchange) is `postgres::transport`, shared with the
 //! ordinary SQL connection, and what may be answered to the server's authentication requests
@@ -31,6 +32,7 @@
 
 mod auth;
 pub(super) mod frame;
+pub(crate) mod history;
 
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -477,6 +479,23 @@ impl ReplicationConnection {
                 .map_err(|_| PgError::Protocol(format!("invalid xlogpos {xlogpos:?}")))?,
             dbname: row.get(3).cloned().flatten(),
         })
+    }
+
+    /// `TIMELINE_HISTORY tli`: the content of the server's history file of timeline `tli` (see
+    /// [`history::switch_point`]). Only timelines after the first have one.
+    pub async fn timeline_history(&mut self, tli: u32) -> Result<String, PgError> {
+        let rows = self
+            .conn
+            .simple_query(&format!("TIMELINE_HISTORY {tli}"))
+            .await?;
+        match rows.as_slice() {
+            [row] if row.len() >= 2 => row[1].clone().ok_or_else(|| {
+                PgError::Protocol("TIMELINE_HISTORY returned no content".to_string())
+            }),
+            _ => Err(PgError::Protocol(
+                "TIMELINE_HISTORY did not return one row of 2 columns".to_string(),
+            )),
+        }
     }
 
     /// Runs a simple query (a replication command or, on a `replication=database` connection,
