@@ -100,15 +100,23 @@ async fn a_crm_contact_whose_email_is_on_an_unlinked_row_is_dead_lettered_and_sy
     t.insert_samples(1).await;
     t.wait_in_sync("initial row").await;
     // A row the CRM never saw (written under the sink's own origin, which the sink skips)
-    // holds the email, which is unique in Postgres.
+    // holds the email, which is unique in Postgres. A commit carries the session's origin as it
+    // is at COMMIT, so the insert commits on its own before the origin is reset (in one batch,
+    // one implicit transaction, the reset came first and the row went out without an origin:
+    // the sink then raced the CRM write below with a create of its own).
     let origin = t.origin().unwrap();
+    t.db.exec("CREATE UNIQUE INDEX contacts_email ON contacts (email)")
+        .await;
     t.db.exec(&format!(
-        "CREATE UNIQUE INDEX contacts_email ON contacts (email);
-         SELECT pg_replication_origin_session_setup('{origin}');
-         INSERT INTO contacts (email, first_name, lifecycle) VALUES ('{EMAIL}', 'Row', 'lead');
-         SELECT pg_replication_origin_session_reset();"
+        "SELECT pg_replication_origin_session_setup('{origin}')"
     ))
     .await;
+    t.db.exec(&format!(
+        "INSERT INTO contacts (email, first_name, lifecycle) VALUES ('{EMAIL}', 'Row', 'lead')"
+    ))
+    .await;
+    t.db.exec("SELECT pg_replication_origin_session_reset()")
+        .await;
     t.create_in_crm(json!({"email": EMAIL, "firstname": "Crm", "lifecyclestage": "lead"}))
         .await;
     t.inbound_sentinel(1).await;
