@@ -1,14 +1,14 @@
 //! `driftless check`: the pure config validation plus a preflight against the live systems.
 //!
 //! Owns the list of problems shown to the operator, and the warnings that do not fail it (TLS
-//! off or unverified on a Postgres URL; a failover slot without `synchronized_standby_slots`). Invariant: it changes nothing (no publication, slot,
-//! topic, checkpoint or sync state is created or altered) and reports every problem it finds:
-//! Postgres (settings, each privilege capture lacks, a publication that differs from
-//! `source.tables`, tables, slot/checkpoint), Kafka reachability, and per sink its credentials
-//! and destination schema (the mapping check every worker also runs, once: a transient failure
-//! is reported, where a worker would retry it) and, for two-way sinks,
-//! the grants inbound writes need and whether the inbound table's key fits the sink (the
-//! refusals a worker would stop with at start).
+//! off or unverified on a Postgres URL; a failover slot without `synchronized_standby_slots`).
+//! Invariant: it changes nothing (no publication, slot, topic, checkpoint or sync state is
+//! created or altered) and reports every problem it finds: Postgres (settings, each privilege
+//! capture lacks, a publication that differs from `source.tables`, tables, slot/checkpoint),
+//! Kafka reachability, and per sink its credentials and destination schema (the mapping check
+//! every worker also runs, once: a transient failure is reported, where a worker would retry
+//! it) and, for two-way sinks, the grants inbound writes need and whether the inbound table's
+//! key fits the sink (the refusals a worker would stop with at start).
 
 use std::time::Duration;
 
@@ -51,7 +51,7 @@ const TLS_HINT: &str = "use sslmode=verify-full and sslrootcert=<file of the CA 
 /// Findings that do not stop `check`: each Postgres URL (source, and state when it differs)
 /// whose TLS is off or does not verify the server certificate. A URL that cannot be read or
 /// parsed is left to [`preflight`], which reports it.
-pub(crate) fn tls_warnings(cfg: &ValidConfig) -> Vec<Finding> {
+fn tls_warnings(cfg: &ValidConfig) -> Vec<Finding> {
     let mut urls = vec![("source", &cfg.source_url)];
     if cfg.state_url != cfg.source_url {
         urls.push(("state", &cfg.state_url));
@@ -69,30 +69,19 @@ pub(crate) fn tls_warnings(cfg: &ValidConfig) -> Vec<Finding> {
         .collect()
 }
 
-/// Findings about the source server that do not stop `check` (see
-/// [`catalog::preflight_warnings`]). A server that cannot be reached is left to [`preflight`],
-/// which reports it.
-pub(crate) async fn server_warnings(cfg: &ValidConfig) -> Vec<Finding> {
-    let facts = async {
-        let url = cfg.source_url.read().ok()?;
-        let sql = connect_sql(&ConnectParams::from_url(&url).ok()?)
-            .await
-            .ok()?;
-        catalog::server_facts(&sql).await.ok()
-    };
-    let Some(facts) = facts.await else {
-        return Vec::new();
-    };
-    catalog::preflight_warnings(&facts, cfg.failover)
-        .into_iter()
-        .map(|(message, hint)| finding("postgres", &message, Some(hint)))
-        .collect()
+/// What `check` found.
+pub(crate) struct Preflight {
+    /// What stops capture or a sink; none means ready to capture.
+    pub(crate) problems: Vec<Finding>,
+    /// What does not ([`tls_warnings`], and the source's `catalog::preflight_warnings`).
+    pub(crate) warnings: Vec<Finding>,
 }
 
-/// Runs every check; an empty list means ready to capture.
-pub(crate) async fn preflight(cfg: &ValidConfig) -> Vec<Finding> {
+/// Runs every check.
+pub(crate) async fn preflight(cfg: &ValidConfig) -> Preflight {
+    let mut warnings = tls_warnings(cfg);
     let mut out = Vec::new();
-    match postgres_checks(cfg).await {
+    match postgres_checks(cfg, &mut warnings).await {
         Ok(mut f) => out.append(&mut f),
         Err(e) => out.push(finding("postgres", &e, e.hint())),
     }
@@ -119,7 +108,10 @@ pub(crate) async fn preflight(cfg: &ValidConfig) -> Vec<Finding> {
             out.push(finding("sinks", &format!("sink {}: {e}", sink.name), hint));
         }
     }
-    out
+    Preflight {
+        problems: out,
+        warnings,
+    }
 }
 
 /// Each two-way sink: the grants it needs to write inbound changes, and an inbound table that
@@ -226,14 +218,18 @@ async fn ledger_grants(
     )])
 }
 
-async fn postgres_checks(cfg: &ValidConfig) -> Result<Vec<Finding>, CaptureError> {
+/// The Postgres problems; the source's warnings go to `warnings`.
+async fn postgres_checks(
+    cfg: &ValidConfig,
+    warnings: &mut Vec<Finding>,
+) -> Result<Vec<Finding>, CaptureError> {
     let url = cfg.source_url.read().map_err(CaptureError::Url)?;
     let params = ConnectParams::from_url(&url)?;
     let sql = connect_sql(&params).await?;
-    let mut out = Vec::new();
-    for (message, hint) in inspect_source(cfg, &sql).await?.problems {
-        out.push(finding("postgres", &message, Some(hint)));
-    }
+    let source = inspect_source(cfg, &sql).await?;
+    let postgres = |(message, hint): (String, String)| finding("postgres", &message, Some(hint));
+    warnings.extend(source.warnings.into_iter().map(postgres));
+    let mut out: Vec<Finding> = source.problems.into_iter().map(postgres).collect();
     out.append(&mut two_way_sinks(cfg, &sql).await?);
     out.append(&mut ledger_grants(cfg, &sql).await?);
     let store = CheckpointStore::new(&cfg.state_dir, &cfg.slot);

@@ -266,15 +266,16 @@ async fn emulate(
 
 async fn check(path: &Path) -> ExitCode {
     with_config(path, |cfg| async move {
-        let mut warnings = check::tls_warnings(&cfg);
-        warnings.append(&mut check::server_warnings(&cfg).await);
+        let check::Preflight {
+            problems: findings,
+            warnings,
+        } = check::preflight(&cfg).await;
         for w in warnings {
             eprintln!("warning: [{}] {}", w.system, w.message);
             if let Some(h) = &w.hint {
                 eprintln!("    hint: {h}");
             }
         }
-        let findings = check::preflight(&cfg).await;
         if findings.is_empty() {
             println!("ok: config valid, postgres and kafka ready");
             return ExitCode::SUCCESS;

@@ -23,6 +23,8 @@ pub(crate) struct SourceReport {
     pub(crate) tables: Vec<TableMeta>,
     /// Every problem that stops capture, as `(message, hint)`.
     pub(crate) problems: Vec<Problem>,
+    /// Findings that do not stop capture ([`catalog::preflight_warnings`]).
+    pub(crate) warnings: Vec<Problem>,
 }
 
 /// Every problem of the source for this configuration (nothing is changed).
@@ -57,6 +59,7 @@ pub(crate) async fn inspect_source(
     }
     filter::project(&mut tables, &cfg.table_filters);
     Ok(SourceReport {
+        warnings: catalog::preflight_warnings(&facts, cfg.failover),
         database: facts.database,
         tables,
         problems,
